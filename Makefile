@@ -1,0 +1,29 @@
+# distillguard: `make demo`, `make test`, `make bench`. The venv is created on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DG := $(VENV)/bin/distillguard
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p out
+	@rm -f out/demo.duckdb
+	$(DG) ingest examples/logs --db out/demo.duckdb
+	$(DG) stats --db out/demo.duckdb
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m distillguard.benchmarks.ingest --out bench-out
+
+clean:
+	rm -rf $(VENV) out bench-out .pytest_cache .hypothesis

@@ -1,0 +1,151 @@
+"""The ``distillguard`` command line: thin wrappers that call the pipeline stages.
+
+A user error (UserError) becomes one line on stderr and exit code 2; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from distillguard import __version__
+from distillguard.errors import IngestError, UserError
+from distillguard.store import DEFAULT_DB, Store
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Detect, stop and document adversarial distillation of LLM APIs.")
+console = Console()
+err = Console(stderr=True)
+
+DbOption = typer.Option(DEFAULT_DB, "--db", help="DuckDB store file.")
+JsonOption = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a UserError into one clear line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+def version() -> None:
+    """Print the distillguard version."""
+    console.print(__version__)
+
+
+@app.command()
+@user_errors
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="Files or directories: JSONL, JSON, CSV, Parquet "
+                                       "(optionally .gz/.zst), OpenAI request/response pairs, OTel GenAI spans."),
+    db: str = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Load exchange logs into the store; every row is stored, a duplicate, or quarantined."""
+    from distillguard.ingest import ingest_paths
+
+    errors: list[IngestError] = []
+    with Store(db) as store:
+        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                      TimeRemainingColumn(), console=err, disable=not err.is_terminal or as_json,
+                      transient=True) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(source: Any, position: int) -> None:
+                key = str(source.path)
+                if key not in tasks:
+                    tasks[key] = bar.add_task(source.path.name, total=source.size)
+                bar.update(tasks[key], completed=min(position, source.size))
+
+            def on_error(exc: IngestError) -> None:
+                errors.append(exc)
+                err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+
+            results = ingest_paths(store, list(paths), progress, on_error)
+    if as_json:
+        print(json.dumps({"files": [r.as_dict() for r in results],
+                          "errors": [str(e) for e in errors]}, indent=2))
+    elif results:
+        _print_ingest_table(results)
+    if errors:
+        raise typer.Exit(2)
+
+
+def _print_ingest_table(results: list[Any]) -> None:
+    table = Table(title="ingest")
+    for name in ("file", "format", "rows in", "stored", "duplicates", "quarantined", "in = out"):
+        table.add_column(name, justify="left" if name in ("file", "format") else "right",
+                         overflow="fold", min_width=len(name))
+    totals = [0, 0, 0, 0]
+    for r in results:
+        values = [r.rows_in, r.rows_stored, r.rows_duplicate, r.rows_quarantined]
+        totals = [a + b for a, b in zip(totals, values)]
+        table.add_row(Path(r.path).name, r.format, *(f"{v:,}" for v in values), "ok" if r.balanced else "MISMATCH")
+    if len(results) > 1:
+        table.add_row("total", "", *(f"{v:,}" for v in totals),
+                      "ok" if totals[0] == sum(totals[1:]) else "MISMATCH", style="bold")
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def stats(db: str = DbOption, as_json: bool = JsonOption) -> None:
+    """Summarise the store: rows, accounts, time span, volume per day, models, quarantine."""
+    from distillguard.stats import store_stats
+
+    with Store(db, read_only=True) as store:
+        summary = store_stats(store)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    overview = Table(title=f"store {db}", show_header=False)
+    for key in ("rows", "accounts", "first_seen", "last_seen", "quarantined", "files_ingested", "rows_read"):
+        value = summary[key]
+        overview.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
+    console.print(overview)
+    days = summary["exchanges_per_day"]
+    if days:
+        peak = max(d["exchanges"] for d in days)
+        per_day = Table(title="exchanges per day")
+        per_day.add_column("day")
+        per_day.add_column("exchanges", justify="right")
+        per_day.add_column("")
+        shown = days if len(days) <= 60 else days[:30] + days[-30:]
+        for d in shown:
+            per_day.add_row(d["day"], f"{d['exchanges']:,}", "#" * max(1, round(30 * d["exchanges"] / peak)))
+        if len(days) > 60:
+            per_day.caption = f"{len(days) - 60} days in the middle not shown (--json has all)"
+        console.print(per_day)
+    for title, rows, key in (("top models", summary["top_models"], "model"),
+                             ("quarantine by reason", summary["quarantine_by_reason"], "reason")):
+        if rows:
+            t = Table(title=title)
+            t.add_column(key)
+            t.add_column("rows", justify="right")
+            for row in rows:
+                t.add_row(str(row[key]), f"{row.get('exchanges', row.get('rows')):,}")
+            console.print(t)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,90 @@
+"""CSV with a header row. Every value arrives as text; empty cells are nulls."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import BinaryIO, Iterator
+
+import pyarrow as pa
+
+from distillguard.errors import IngestError
+from distillguard.ingest.normalize import LINE, PRE_REASON, RECORD
+from distillguard.ingest.records import Batch
+from distillguard.ingest.sources import HashingReader
+from distillguard.schema import ALIASES, REQUIRED
+
+BATCH = 100_000
+csv.field_size_limit(1 << 30)
+
+
+def read(stream: BinaryIO, hashing: HashingReader, name: str) -> Iterator[Batch]:
+    text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except csv.Error as exc:
+        raise IngestError(f"{name}: unreadable CSV header: {exc}") from None
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    mapped = {ALIASES.get(h) for h in header}
+    missing = [r for r in REQUIRED if r not in mapped]
+    if missing:
+        raise IngestError(
+            f"{name}: unknown column set: header has {header[:12]}; missing required "
+            f"{', '.join(missing)} (or an alias of it, see docs/schema.md)")
+    width = len(header)
+    columns: list[list[str | None]] = [[] for _ in header]
+    records: list[int] = []
+    lines: list[int] = []
+    pre: list[str | None] = []
+    raws: list[str] = []
+    number = 0
+    last_line = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row, reason = [], f"malformed record: {exc}"
+        else:
+            reason = None
+        start_line, last_line = last_line + 1, reader.line_num
+        if not row and reason is None:
+            continue
+        if reason is None and len(row) != width:
+            reason = f"malformed record: {len(row)} fields, header has {width}"
+        number += 1
+        cells = row if reason is None else [""] * width
+        for i, cell in enumerate(cells):
+            columns[i].append(cell if cell != "" else None)
+        records.append(number)
+        lines.append(start_line)
+        pre.append(reason)
+        raws.append(_raw(row))
+        if len(records) >= BATCH:
+            yield _batch(header, columns, records, lines, pre, raws, hashing.bytes_read)
+            columns = [[] for _ in header]
+            records, lines, pre, raws = [], [], [], []
+    if records:
+        yield _batch(header, columns, records, lines, pre, raws, hashing.bytes_read)
+
+
+def _raw(row: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(row)
+    return out.getvalue().rstrip("\r\n")
+
+
+def _batch(header, columns, records, lines, pre, raws, position) -> Batch:
+    arrays = {}
+    for name, values in zip(header, columns):
+        if name in arrays:
+            continue  # a repeated header name: the first column wins
+        arrays[name] = pa.array(values, pa.string())
+    arrays[RECORD] = pa.array(records, pa.int64())
+    arrays[LINE] = pa.array(lines, pa.int64())
+    arrays[PRE_REASON] = pa.array(pre, pa.string())
+    return Batch(pa.table(arrays), [], raws.__getitem__, position)

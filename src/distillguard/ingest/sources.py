@@ -1,0 +1,137 @@
+"""Finding input files, telling their format, and opening them (decompressed, hashed)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from distillguard.errors import IngestError
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
+           ".parquet": "parquet", ".pq": "parquet"}
+COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    format: str
+    compression: str | None
+    size: int
+
+
+def discover(paths: list[str | Path]) -> list[Source]:
+    """Expand directories (recursively, sorted) and tell each file's format.
+
+    Inside a directory, files without a known extension are skipped; a file named
+    explicitly is sniffed instead. A missing path is an error before anything is read.
+    """
+    sources: list[Source] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise IngestError(f"{path}: no such file or directory")
+        if path.is_dir():
+            for child in sorted(p for p in path.rglob("*") if p.is_file()):
+                if any(part.startswith(".") for part in child.relative_to(path).parts):
+                    continue
+                fmt, comp = _by_suffix(child)
+                if fmt:
+                    sources.append(Source(child, fmt, comp, child.stat().st_size))
+        else:
+            fmt, comp = _by_suffix(path)
+            if fmt is None:
+                fmt, comp = _sniff(path)
+            sources.append(Source(path, fmt, comp, path.stat().st_size))
+    return sources
+
+
+def _by_suffix(path: Path) -> tuple[str | None, str | None]:
+    suffixes = [s.lower() for s in path.suffixes]
+    comp = COMPRESSIONS.get(suffixes[-1]) if suffixes else None
+    if comp:
+        suffixes = suffixes[:-1]
+    fmt = FORMATS.get(suffixes[-1]) if suffixes else None
+    return fmt, comp
+
+
+def _sniff(path: Path) -> tuple[str, str | None]:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read: {exc.strerror}") from None
+    comp = next((c for magic, c in _MAGIC.items() if head.startswith(magic)), None)
+    if head.startswith(b"PAR1"):
+        return "parquet", None
+    with open_binary(Source(path, "?", comp, 0))[0] as stream:
+        start = stream.read(65536).lstrip()
+    if start.startswith(b"["):
+        return "json", comp
+    if start.startswith(b"{"):
+        first_line = start.split(b"\n", 1)[0].strip()
+        return ("jsonl" if first_line.endswith(b"}") else "json"), comp
+    raise IngestError(f"{path}: unreadable format: expected JSON Lines, JSON, CSV or Parquet "
+                      "(name the file .jsonl, .json, .csv or .parquet, optionally .gz or .zst)")
+
+
+class HashingReader(io.RawIOBase):
+    """Wraps the raw file: every byte read is hashed and counted, for provenance and progress."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        n = self._fh.readinto(buffer)
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+            self.bytes_read += n
+        return n
+
+    def finish(self) -> str:
+        """Hash whatever the reader did not consume, close the file, return the hex digest.
+
+        Decompressors and text wrappers close their stream when they are done; closing this
+        wrapper therefore leaves the file open, so the rest can still be hashed here.
+        """
+        while chunk := self._fh.read(1 << 20):
+            self.sha256.update(chunk)
+            self.bytes_read += len(chunk)
+        self._fh.close()
+        return self.sha256.hexdigest()
+
+
+def open_binary(source: Source) -> tuple[BinaryIO, HashingReader]:
+    """Decompressed byte stream of ``source`` and the hashing reader under it."""
+    try:
+        fh = source.path.open("rb")
+    except OSError as exc:
+        raise IngestError(f"{source.path}: cannot read: {exc.strerror}") from None
+    hashing = HashingReader(fh)
+    raw = io.BufferedReader(hashing, buffer_size=1 << 20)
+    if source.compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb"), hashing  # type: ignore[return-value]
+    if source.compression == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20), hashing  # type: ignore[arg-type]
+    return raw, hashing
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
