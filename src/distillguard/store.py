@@ -69,6 +69,7 @@ class Store:
         if memory_limit:
             self.con.execute(f"SET memory_limit='{memory_limit}'")
         self.con.execute("SET preserve_insertion_order=false")
+        self.con.execute("SET enable_progress_bar=false")
         if not read_only:
             self.ensure_tables()
 

@@ -62,6 +62,11 @@ def _fast(chunk: bytes, first_line: int, lines: int, numbering: Numbering, posit
         return None
     if table.num_rows != lines or _SHAPE_KEYS & set(table.column_names) or not table.num_columns:
         return None
+    if any(pa.types.is_nested(f.type) for f in table.schema):
+        try:  # the JSON reader can build invalid nested arrays (e.g. a list of only nulls)
+            table.validate(full=True)
+        except pa.ArrowInvalid:
+            return None
     start = numbering.next
     numbering.next += table.num_rows
     table = table.append_column(RECORD, pa.array(range(start, start + table.num_rows), pa.int64()))

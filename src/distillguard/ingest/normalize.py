@@ -89,6 +89,30 @@ def _is_scalar_type(t: pa.DataType) -> bool:
     return not (pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t))
 
 
+def neutralize_nested(table: pa.Table) -> tuple[pa.Table, set[str]]:
+    """Replace nested or binary values in canonical columns by a word naming their type.
+
+    Every canonical column holds a scalar, so such values are wrong whatever they contain; the
+    word ("a list", "an object") is what the quarantine reason shows. This also keeps Arrow
+    types DuckDB cannot take (structs with no fields) out of the query.
+    """
+    wrong = set()
+    for name, column in zip(table.column_names, table.columns):
+        if name in META or name not in BY_NAME:
+            continue
+        t = column.type
+        if _is_scalar_type(t) and not pa.types.is_boolean(t) and not pa.types.is_null(t):
+            continue
+        if pa.types.is_null(t):
+            table = table.set_column(table.column_names.index(name), name, pa.nulls(len(column), pa.string()))
+            continue
+        word = pa.scalar(_type_word(t), pa.string())
+        words = pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), word)
+        table = table.set_column(table.column_names.index(name), name, words)
+        wrong.add(name)
+    return table, wrong
+
+
 def prepare_ips(table: pa.Table) -> pa.Table:
     """Replace ``client_ip`` by its canonical text and add ``_ip_bad`` for invalid addresses.
 
@@ -205,8 +229,11 @@ def _present(col: Column, t: pa.DataType) -> str:
     return f"({q} IS NOT NULL)"
 
 
-def normalize_sql(schema: pa.Schema, source: str) -> str:
-    """One query over ``source`` giving canonical columns, ``_record``, ``_line``, ``_reason``."""
+def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset()) -> str:
+    """One query over ``source`` giving canonical columns, ``_record``, ``_line``, ``_reason``.
+
+    ``wrong`` names columns that neutralize_nested found to hold non-scalar values.
+    """
     inner, reasons = [], []
     names = set(schema.names)
     for col in COLUMNS:
@@ -217,14 +244,19 @@ def normalize_sql(schema: pa.Schema, source: str) -> str:
                 reasons.append(f"'missing field: {col.name}'")
             continue
         t = schema.field(col.name).type
-        expr, wrong = _convert(col, t)
+        if col.name in wrong:
+            expr, is_wrong = "NULL", True
+        else:
+            expr, is_wrong = _convert(col, t)
         inner.append(f"CAST({expr} AS {col.duckdb_type}) AS {v}")
-        present = _present(col, t)
-        shown = f"left(CAST({_q(col.name)} AS VARCHAR), 80)" if not wrong else "typeof(" + _q(col.name) + ")"
+        present = f"({_q(col.name)} IS NOT NULL)" if col.name in wrong else _present(col, t)
+        shown = f"left(CAST({_q(col.name)} AS VARCHAR), 80)"
         checks = []
         if col.required:
             checks.append(f"WHEN NOT {present} THEN 'missing field: {col.name}'")
-        if wrong:
+        if col.name in wrong:
+            checks.append(f"WHEN {present} THEN 'wrong type: {col.name} cannot be ' || {_q(col.name)}")
+        elif is_wrong:
             checks.append(f"WHEN {present} THEN 'wrong type: {col.name} cannot be {_type_word(t)}'")
         elif col.kind == "timestamp":
             checks.append(f"WHEN {present} AND ({v} IS NULL OR {v} < TIMESTAMPTZ '{EARLIEST}' "
@@ -244,7 +276,10 @@ def normalize_sql(schema: pa.Schema, source: str) -> str:
         reasons.insert(0, _q(PRE_REASON))
     if BATCH_INDEX in names:
         meta.append(_q(BATCH_INDEX))
-    inner_sql = ", ".join(inner + meta + [f"NULLIF(concat_ws('; ', {', '.join(reasons) or 'NULL'}), '') AS _reason"])
+    reason = f"NULLIF(concat_ws('; ', {', '.join(reasons) or 'NULL'}), '')"
+    if PRE_REASON in names:  # an unreadable record has no fields worth judging one by one
+        reason = f"CASE WHEN starts_with({_q(PRE_REASON)}, 'malformed record') THEN {_q(PRE_REASON)} ELSE {reason} END"
+    inner_sql = ", ".join(inner + meta + [f"{reason} AS _reason"])
     outer = [f"CASE WHEN _reason IS NULL THEN {_q('_v_' + c.name)} END AS {_q(c.name)}"
              if c.kind == "timestamp" else f"{_q('_v_' + c.name)} AS {_q(c.name)}" for c in COLUMNS]
     for m in (RECORD, LINE):

@@ -22,7 +22,8 @@ import pyarrow as pa
 from distillguard import __version__
 from distillguard.errors import IngestError
 from distillguard.ingest import delimited, json_doc, jsonl, parquet
-from distillguard.ingest.normalize import BATCH_INDEX, canonicalize_columns, normalize_sql, prepare_ips
+from distillguard.ingest.normalize import (BATCH_INDEX, canonicalize_columns, neutralize_nested, normalize_sql,
+                                           prepare_ips)
 from distillguard.ingest.records import Batch, Rejected
 from distillguard.ingest.sources import Source, discover, open_binary, sha256_file
 from distillguard.schema import COLUMN_NAMES, REQUIRED
@@ -167,10 +168,11 @@ def _stage_rejected(con, rejected: list[Rejected]) -> None:
 
 
 def _stage_batch(con, table: pa.Table, batch: Batch) -> None:
+    table, wrong = neutralize_nested(table)
     table = table.append_column(BATCH_INDEX, pa.array(range(table.num_rows), pa.int64()))
     con.register("_raw_batch", table)
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE _batch AS " + normalize_sql(table.schema, "_raw_batch"))
+        con.execute("CREATE OR REPLACE TEMP TABLE _batch AS " + normalize_sql(table.schema, "_raw_batch", wrong))
     finally:
         con.unregister("_raw_batch")
     con.execute(f"INSERT INTO _stage SELECT {_COLS}, _record, _line FROM _batch WHERE _reason IS NULL")

@@ -1,0 +1,50 @@
+"""The command line, run as a user runs it: a real process, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import good_record, write_jsonl
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "logs"
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distillguard.cli", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_ingest_then_stats_as_json(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    done = run("ingest", str(EXAMPLES), "--db", db, "--json")
+    assert done.returncode == 0, done.stderr
+    files = json.loads(done.stdout)["files"]
+    assert len(files) == 4 and all(f["balanced"] for f in files)
+    stats = json.loads(run("stats", "--db", db, "--json").stdout)
+    assert stats["rows"] == sum(f["rows_stored"] for f in files)
+    assert stats["quarantined"] == sum(f["rows_quarantined"] for f in files)
+    assert stats["rows_read"] == stats["rows"] + stats["quarantined"]
+    assert {r["reason"] for r in stats["quarantine_by_reason"]} >= {"bad IP", "malformed record"}
+    assert stats["first_seen"].startswith("2026-04-22")
+
+
+def test_ingest_prints_a_summary_table_that_balances(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [good_record(i) for i in range(3)])
+    done = run("ingest", str(tmp_path / "a.jsonl"), "--db", str(tmp_path / "s.duckdb"))
+    assert done.returncode == 0
+    assert "a.jsonl" in done.stdout and "ok" in done.stdout
+
+
+def test_user_errors_are_one_line_and_exit_code_2(tmp_path):
+    (tmp_path / "foreign.csv").write_text("name,age\nbob,3\n")
+    for args in (["ingest", str(tmp_path / "missing.jsonl"), "--db", str(tmp_path / "s.duckdb")],
+                 ["ingest", str(tmp_path / "foreign.csv"), "--db", str(tmp_path / "s.duckdb")],
+                 ["stats", "--db", str(tmp_path / "never-created.duckdb")]):
+        done = run(*args)
+        assert done.returncode == 2
+        assert "Traceback" not in done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:")
