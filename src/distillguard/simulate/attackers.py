@@ -32,6 +32,7 @@ from distillguard.simulate.population import (
     generate_rows,
     lognormal,
     mean_lognormal,
+    scaled_count,
     weighted_by_key,
     weighted_choice,
 )
@@ -110,7 +111,7 @@ class CampaignPopulation:
         self.campaign_id = name
         self.persona: str | None = None
         self.spec = spec
-        self.n_accounts = int(round(spec.accounts * scale))
+        self.n_accounts = scaled_count(spec.accounts, scale)
         self.role = "hydra_relay" if spec.hydra is not None else "attacker"
         self.customers = customers
         self.n_groups = max(1, int(round(self.n_accounts / spec.cells.size))) if self.n_accounts else 0

@@ -27,6 +27,7 @@ from distillguard.simulate.population import (
     common_attributes,
     lognormal,
     mean_lognormal,
+    scaled_count,
     weighted_by_key,
     weighted_choice,
 )
@@ -71,7 +72,7 @@ class OrganicPopulation:
         self.name = name
         self.persona = name
         self.spec = spec
-        self.n_accounts = int(round(spec.accounts * scale))
+        self.n_accounts = scaled_count(spec.accounts, scale)
         self.n_groups = 0
         self.group_names: list[str] = []
 

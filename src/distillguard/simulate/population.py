@@ -519,3 +519,8 @@ def common_attributes(keys: np.ndarray, group_key: np.ndarray, grouped: np.ndarr
         "system_prompt": system_prompt,
         "tool_count": tool_count,
     }
+
+
+def scaled_count(accounts: int, scale: float) -> int:
+    """Accounts of a population at ``scale``: proportional, but at least one if it has any."""
+    return 0 if accounts == 0 else max(1, int(round(accounts * scale)))

@@ -133,7 +133,8 @@ def simulate(
     Args:
         scenario: a shipped scenario name (see ``shipped_scenarios()``), a YAML file path, or a
             loaded :class:`Scenario`.
-        scale: multiplies every persona's and campaign's account count (not their behaviour).
+        scale: multiplies every persona's and campaign's account count (not their behaviour);
+            a population with any accounts keeps at least one.
         seed: random seed; the scenario's own ``seed`` when None. Same seed, same bytes.
         organic_prompts: JSONL files (``prompt``, optional ``turns``) replacing the organic corpora.
         distill_prompts: JSONL files replacing the distillation corpora campaigns draw seeds from.
