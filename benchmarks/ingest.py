@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from distillguard.schema import ARROW_SCHEMA
+from distillguard.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -121,11 +123,16 @@ def make_inputs(out: Path, parquet_rows: int, jsonl_rows: int) -> tuple[Path, Pa
     return parquet_path, jsonl_path
 
 
+def _clean(db: Path) -> None:
+    for p in (db, Path(str(db) + ".wal")):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(db.with_name(db.stem + ".segments"), ignore_errors=True)
+
+
 def measure(path: Path, db: Path, repeat: int) -> dict:
     walls, peaks = [], []
     for _ in range(repeat):
-        for p in (db, Path(str(db) + ".wal")):
-            p.unlink(missing_ok=True)
+        _clean(db)
         t0 = time.perf_counter()
         pid = os.spawnv(os.P_NOWAIT, sys.executable, [sys.executable, "-m", "distillguard.cli", "ingest", str(path),
                                                        "--db", str(db), "--json"])
@@ -134,9 +141,9 @@ def measure(path: Path, db: Path, repeat: int) -> dict:
         if status != 0:
             raise SystemExit(f"ingest of {path} failed with status {status}")
         peaks.append(usage.ru_maxrss * 1024)
-    con = duckdb.connect(str(db), read_only=True)
-    stored = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
-    con.close()
+    with Store(db, read_only=True) as store:
+        stored = store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+    _clean(db)
     wall = statistics.median(walls)
     return {"file": path.name, "bytes": path.stat().st_size, "rows": stored, "repeat": repeat,
             "wall_s_median": round(wall, 2), "wall_s_all": [round(w, 2) for w in walls],
@@ -154,7 +161,6 @@ def main() -> None:
     parquet_path, jsonl_path = make_inputs(args.out, args.parquet_rows, args.jsonl_rows)
     results = [measure(parquet_path, args.out / "bench.duckdb", args.repeat),
                measure(jsonl_path, args.out / "bench.duckdb", args.repeat)]
-    (args.out / "bench.duckdb").unlink(missing_ok=True)
     meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "machine": _machine(),
             "command": "make bench  (python benchmarks/ingest.py --out bench-out)"}
     (args.out / "ingest.json").write_text(json.dumps({**meta, "results": results}, indent=2))

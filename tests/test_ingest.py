@@ -321,3 +321,59 @@ def test_corrupt_gzip_is_a_user_error_and_stores_nothing(store, tmp_path):
     with pytest.raises(IngestError, match="cannot read"):
         ingest_paths(store, [tmp_path / "a.jsonl.gz"])
     assert rows(store, "SELECT count(*) FROM exchanges") == [(0,)]
+
+
+# --- fast lanes and the segment store ------------------------------------------------------
+
+def _stored(store) -> list[tuple]:
+    return rows(store, "SELECT * FROM exchanges ORDER BY exchange_id")
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_fast_and_general_lanes_store_identical_rows(tmp_path, fmt):
+    from distillguard.ingest.run import ingest_file
+    from distillguard.ingest.sources import discover
+    from distillguard.store import Store
+
+    records = [good_record(i, client_ip=ip, user_agent="ua", max_tokens=100, latency_ms=1.5,
+                           account_created_at="2026-01-01T00:00:00Z")
+               for i, ip in enumerate(["192.0.2.1", "2001:db8::1", "198.51.100.200"])]
+    path = write_jsonl(tmp_path / "a.jsonl", records)
+    if fmt == "parquet":
+        with Store(":memory:") as s:
+            ingest_paths(s, [path])
+            path = s.export_parquet(tmp_path / "export")
+    results = []
+    for fast in (True, False):
+        with Store(":memory:") as s:
+            [source] = discover([path])
+            result = ingest_file(s, source, allow_fast_lane=fast)
+            results.append((result.rows_stored, _stored(s)))
+    assert results[0] == results[1] and results[0][0] == 3
+
+
+def test_the_store_is_a_duckdb_file_with_parquet_segments_readable_by_other_engines(tmp_path):
+    from distillguard.store import Store
+
+    db = tmp_path / "s.duckdb"
+    write_jsonl(tmp_path / "a.jsonl", [good_record(i) for i in range(4)])
+    with Store(db) as s:
+        ingest_paths(s, [tmp_path / "a.jsonl"])
+        files = s.segment_files()
+    assert files and all(f.suffix == ".parquet" for f in files)
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 4
+    with Store(db, read_only=True) as s:
+        assert rows(s, "SELECT count(*) FROM exchanges") == [(4,)]
+
+
+def test_a_half_finished_ingest_leaves_nothing_visible(tmp_path):
+    from distillguard.store import Store
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as s:
+        pending = s.pending_dir("crashed")
+        (pending / "part-00000.parquet").write_bytes(b"partial")
+        (s.segments_dir / "orphan").mkdir()  # published, but its ingests row never committed
+    with Store(db) as s:
+        assert sorted(p.name for p in s.segments_dir.iterdir()) == []
+        assert rows(s, "SELECT count(*) FROM exchanges") == [(0,)]

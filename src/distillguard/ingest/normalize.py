@@ -25,7 +25,6 @@ LATEST = "2100-01-01"
 RECORD = "_record"  # 1-based position of the record in its file
 LINE = "_line"  # 1-based line in the file, where the format has lines
 PRE_REASON = "_pre_reason"  # reason found by a reader before normalisation (slow path)
-IP_BAD = "_ip_bad"
 BATCH_INDEX = "_idx"  # row index inside the batch, to fetch the raw text of rejected rows
 META = (RECORD, LINE, PRE_REASON)
 
@@ -113,32 +112,31 @@ def neutralize_nested(table: pa.Table) -> tuple[pa.Table, set[str]]:
     return table, wrong
 
 
-def prepare_ips(table: pa.Table) -> pa.Table:
-    """Replace ``client_ip`` by its canonical text and add ``_ip_bad`` for invalid addresses.
+#: a canonical dotted-quad IPv4 address (no leading zeros): valid and canonical as it stands
+IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"
+IP_MAP = "_ip_map"
 
-    Validation runs once per distinct address in the batch (NATs and proxies repeat a few
-    addresses many times), with a cache across batches.
+
+def register_ips(con, source: str, schema: pa.Schema) -> None:
+    """Validate the client IPs of ``source`` that are not plain IPv4, once per distinct value.
+
+    Plain IPv4 is checked by a regular expression inside the query; everything else (IPv6,
+    junk) is parsed by Python's ipaddress once per distinct text and remembered in ``_ip_map``
+    for the rest of the connection, so NATs and proxies repeating an address cost nothing.
     """
-    if "client_ip" not in table.column_names:
-        return table
-    col = table.column("client_ip")
-    t = col.type
-    if pa.types.is_dictionary(t):
-        col = col.cast(t.value_type)
-        t = col.type
-    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-        bad = pc.invert(pc.is_null(col))
-        canonical = pa.nulls(len(col), pa.string())
-    else:
-        uniques = pc.unique(col).drop_null()
-        mapped = pa.array([_canonical_ip(v) for v in uniques.to_pylist()], pa.string())
-        idx = pc.index_in(col, value_set=uniques)
-        canonical = pc.take(mapped, idx)
-        present = pc.and_(pc.invert(pc.is_null(col)), pc.not_equal(pc.utf8_trim_whitespace(col), ""))
-        bad = pc.and_(pc.fill_null(present, False), pc.is_null(canonical))
-    i = table.column_names.index("client_ip")
-    table = table.set_column(i, "client_ip", canonical)
-    return table.append_column(IP_BAD, bad)
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {IP_MAP} (_ip_raw VARCHAR, _ip_canonical VARCHAR)")
+    if "client_ip" not in schema.names or pa.types.is_nested(schema.field("client_ip").type):
+        return
+    values = [v for (v,) in con.execute(
+        f"SELECT DISTINCT CAST(client_ip AS VARCHAR) AS v FROM {source} WHERE client_ip IS NOT NULL "
+        f"AND NOT regexp_full_match(CAST(client_ip AS VARCHAR), '{IPV4}') "
+        f"EXCEPT SELECT _ip_raw FROM {IP_MAP}").fetchall()]
+    if values:
+        mapping = pa.table({"_ip_raw": pa.array(values, pa.string()),
+                            "_ip_canonical": pa.array([_canonical_ip(v) for v in values], pa.string())})
+        con.register("_ip_new", mapping)
+        con.execute(f"INSERT INTO {IP_MAP} SELECT * FROM _ip_new")
+        con.unregister("_ip_new")
 
 
 @lru_cache(maxsize=1_000_000)
@@ -171,7 +169,7 @@ def _epoch(x: str, integral: bool) -> str:
     return f"CASE WHEN isfinite({x}) AND abs({x}) < 1e19 THEN to_timestamp({seconds}) END"
 
 
-def _convert(col: Column, t: pa.DataType) -> tuple[str, bool]:
+def _convert(col: Column, t: pa.DataType, ip_passthrough: bool = False) -> tuple[str, bool]:
     """SQL converting input column ``col`` of Arrow type ``t``; bool = type is wrong outright."""
     q = _q(col.name)
     if pa.types.is_dictionary(t):
@@ -179,7 +177,13 @@ def _convert(col: Column, t: pa.DataType) -> tuple[str, bool]:
     is_text = pa.types.is_string(t) or pa.types.is_large_string(t)
     is_int = pa.types.is_integer(t)
     is_float = pa.types.is_floating(t) or pa.types.is_decimal(t)
-    if col.kind in ("string", "ip"):
+    if col.kind == "ip":
+        if is_text or is_int:
+            text = f"CAST({q} AS VARCHAR)"
+            other = f"NULLIF({text}, '')" if ip_passthrough else f"{IP_MAP}._ip_canonical"
+            return f"CASE WHEN regexp_full_match({text}, '{IPV4}') THEN {text} ELSE {other} END", False
+        return "NULL", True
+    if col.kind == "string":
         if is_text:
             return (q if col.name == "prompt" else f"NULLIF(CAST({q} AS VARCHAR), '')"), False
         if col.name != "prompt" and (is_int or is_float or pa.types.is_temporal(t)):
@@ -229,10 +233,13 @@ def _present(col: Column, t: pa.DataType) -> str:
     return f"({q} IS NOT NULL)"
 
 
-def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset()) -> str:
+def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset(), *,
+                  ip_passthrough: bool = False) -> str:
     """One query over ``source`` giving canonical columns, ``_record``, ``_line``, ``_reason``.
 
-    ``wrong`` names columns that neutralize_nested found to hold non-scalar values.
+    ``wrong`` names columns that neutralize_nested found to hold non-scalar values. With
+    ``ip_passthrough`` an address that is not plain IPv4 is kept as given, unvalidated: the
+    caller must check those values itself (fast_jsonl does, on the distinct values written).
     """
     inner, reasons = [], []
     names = set(schema.names)
@@ -247,7 +254,7 @@ def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset())
         if col.name in wrong:
             expr, is_wrong = "NULL", True
         else:
-            expr, is_wrong = _convert(col, t)
+            expr, is_wrong = _convert(col, t, ip_passthrough)
         inner.append(f"CAST({expr} AS {col.duckdb_type}) AS {v}")
         present = f"({_q(col.name)} IS NOT NULL)" if col.name in wrong else _present(col, t)
         shown = f"left(CAST({_q(col.name)} AS VARCHAR), 80)"
@@ -259,14 +266,15 @@ def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset())
         elif is_wrong:
             checks.append(f"WHEN {present} THEN 'wrong type: {col.name} cannot be {_type_word(t)}'")
         elif col.kind == "timestamp":
-            checks.append(f"WHEN {present} AND ({v} IS NULL OR {v} < TIMESTAMPTZ '{EARLIEST}' "
-                          f"OR {v} >= TIMESTAMPTZ '{LATEST}') "
+            # cheap tests first: CASE evaluates the expensive ``present`` only where needed
+            checks.append(f"WHEN ({v} IS NULL OR {v} < TIMESTAMPTZ '{EARLIEST}' "
+                          f"OR {v} >= TIMESTAMPTZ '{LATEST}') AND {present} "
                           f"THEN 'bad timestamp: {col.name}=' || {shown}")
         elif col.kind == "ip":
-            checks.append(f"WHEN {_q(IP_BAD)} THEN 'bad IP: {col.name} is not an IPv4 or IPv6 address'")
+            checks.append(f"WHEN {v} IS NULL AND {present} THEN 'bad IP: {col.name} is not an IPv4 or IPv6 address'")
         elif col.kind in ("integer", "number"):
             word = "an integer" if col.kind == "integer" else "a number"
-            checks.append(f"WHEN {present} AND {v} IS NULL THEN 'wrong type: {col.name} is not {word}: ' || {shown}")
+            checks.append(f"WHEN {v} IS NULL AND {present} THEN 'wrong type: {col.name} is not {word}: ' || {shown}")
             if col.non_negative:
                 checks.append(f"WHEN {v} < 0 THEN 'bad value: {col.name} is negative: ' || {shown}")
         if checks:
@@ -286,7 +294,10 @@ def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset())
         outer.append(_q(m) if m in names else f"CAST(NULL AS BIGINT) AS {_q(m)}")
     outer.append(_q(BATCH_INDEX) if BATCH_INDEX in names else f"CAST(NULL AS BIGINT) AS {_q(BATCH_INDEX)}")
     outer += ["_reason", "split_part(_reason, ':', 1) AS _reason_code"]
-    return f"SELECT {', '.join(outer)} FROM (SELECT {inner_sql} FROM {source})"
+    joined = source
+    if "client_ip" in names and "client_ip" not in wrong and not ip_passthrough:
+        joined = f"{source} LEFT JOIN {IP_MAP} ON {IP_MAP}._ip_raw = CAST({source}.{_q('client_ip')} AS VARCHAR)"
+    return f"SELECT {', '.join(outer)} FROM (SELECT {inner_sql} FROM {joined})"
 
 
 def _type_word(t: pa.DataType) -> str:

@@ -10,6 +10,7 @@ quarantined`` is checked, and the file's provenance row is written, all in one c
 
 from __future__ import annotations
 
+import shutil
 import threading
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,11 +24,12 @@ from distillguard import __version__
 from distillguard.errors import IngestError
 from distillguard.ingest import delimited, json_doc, jsonl, parquet
 from distillguard.ingest.normalize import (BATCH_INDEX, canonicalize_columns, neutralize_nested, normalize_sql,
-                                           prepare_ips)
+                                           register_ips)
 from distillguard.ingest.records import Batch, Rejected
+from distillguard.ingest import fast_jsonl, fast_parquet
 from distillguard.ingest.sources import Source, discover, open_binary, sha256_file
 from distillguard.schema import COLUMN_NAMES, REQUIRED
-from distillguard.store import Store
+from distillguard.store import Store, _sql_str
 
 Progress = Callable[[Source, int], None]
 
@@ -96,53 +98,74 @@ def _batches(source: Source, done: Callable[[str], None]) -> Iterator[Batch]:
     done(hashing.finish())
 
 
-def ingest_file(store: Store, source: Source, progress: Progress | None = None) -> FileResult:
+def ingest_file(store: Store, source: Source, progress: Progress | None = None, *,
+                allow_fast_lane: bool = True) -> FileResult:
+    """Ingest one file as one unit: all of it becomes visible at once, or none of it."""
     con = store.con
     started = datetime.now(timezone.utc)
     ingest_id = uuid.uuid4().hex
-    digest: dict[str, str] = {}
-    rows_in = 0
-    checked_columns = False
-    con.execute("BEGIN TRANSACTION")
+    pending = store.pending_dir(ingest_id)
+    con.execute("CREATE OR REPLACE TEMP TABLE _qstage (line_number BIGINT, record_number BIGINT, "
+                "exchange_id VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT {_COLS}, "
-                    "CAST(NULL AS BIGINT) AS _record, CAST(NULL AS BIGINT) AS _line FROM exchanges LIMIT 0")
-        con.execute("CREATE OR REPLACE TEMP TABLE _qstage (line_number BIGINT, record_number BIGINT, "
-                    "exchange_id VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
-        for batch in _batches(source, lambda h: digest.setdefault("sha256", h)):
-            rows_in += batch.rows_in
-            if batch.rejected:
-                _stage_rejected(con, batch.rejected)
-            if batch.table is not None and batch.table.num_rows:
-                table = canonicalize_columns(batch.table)
-                if not checked_columns:
-                    _check_columns(source, table)
-                    checked_columns = True
-                _stage_batch(con, prepare_ips(table), batch)
-            if progress:
-                progress(source, batch.position)
-        stored, duplicates = _merge(con)
+        fast = None
+        if allow_fast_lane and source.format == "parquet":
+            fast = fast_parquet.try_copy(store, source.path, pending / "part-00000.parquet")
+        elif allow_fast_lane and source.format == "jsonl" and source.compression is None:
+            fast = fast_jsonl.try_ingest(con, source, pending / "part-00000.parquet")
+        if fast is not None:
+            rows_in, sha256 = fast
+        else:
+            rows_in, sha256 = _read_into_parts(store, source, pending, progress)
+        stored, duplicates = _merge(con, pending)
         quarantined = con.execute("SELECT count(*) FROM _qstage").fetchone()[0]
-        con.execute(f"INSERT INTO quarantine SELECT '{ingest_id}', ?, line_number, record_number, "
-                    "exchange_id, reason_code, reason, raw FROM _qstage", [str(source.path)])
-        result = FileResult(str(source.path), source.format, source.size, digest.get("sha256", ""),
-                            rows_in, stored, duplicates, quarantined)
+        result = FileResult(str(source.path), source.format, source.size, sha256, rows_in, stored,
+                            duplicates, quarantined)
         if not result.balanced:  # an invariant, so a bug if it fails: keep the traceback
             raise AssertionError(f"row accounting broken for {source.path}: {result}")
-        con.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [ingest_id, str(source.path), source.format, source.size, result.sha256, rows_in,
-                     stored, duplicates, quarantined, started, datetime.now(timezone.utc), __version__])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"INSERT INTO quarantine SELECT '{ingest_id}', ?, line_number, record_number, "
+                        "exchange_id, reason_code, reason, raw FROM _qstage", [str(source.path)])
+            segment = store.publish(pending, ingest_id) if stored else None
+            con.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [ingest_id, str(source.path), source.format, source.size, sha256, rows_in,
+                         stored, duplicates, quarantined, started, datetime.now(timezone.utc), __version__,
+                         segment])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     finally:
-        con.execute("DROP TABLE IF EXISTS _stage")
+        shutil.rmtree(pending, ignore_errors=True)
         con.execute("DROP TABLE IF EXISTS _qstage")
         con.execute("DROP TABLE IF EXISTS _batch")
+    store.refresh_view()
     if progress:
         progress(source, source.size)
     return result
+
+
+def _read_into_parts(store: Store, source: Source, pending: Path, progress: Progress | None) -> tuple[int, str]:
+    """General lane: stream batches, normalise each, write good rows as Parquet parts."""
+    digest: dict[str, str] = {}
+    rows_in = 0
+    part = 0
+    checked_columns = False
+    for batch in _batches(source, lambda h: digest.setdefault("sha256", h)):
+        rows_in += batch.rows_in
+        if batch.rejected:
+            _stage_rejected(store.con, batch.rejected)
+        if batch.table is not None and batch.table.num_rows:
+            table = canonicalize_columns(batch.table)
+            if not checked_columns:
+                _check_columns(source, table)
+                checked_columns = True
+            _write_batch(store.con, table, batch, pending / f"part-{part:05d}.parquet")
+            part += 1
+        if progress:
+            progress(source, batch.position)
+    return rows_in, digest.get("sha256", "")
 
 
 def _check_columns(source: Source, table: pa.Table) -> None:
@@ -167,32 +190,63 @@ def _stage_rejected(con, rejected: list[Rejected]) -> None:
     con.unregister("_rejected")
 
 
-def _stage_batch(con, table: pa.Table, batch: Batch) -> None:
+def _write_batch(con, table: pa.Table, batch: Batch, target: Path) -> None:
     table, wrong = neutralize_nested(table)
     table = table.append_column(BATCH_INDEX, pa.array(range(table.num_rows), pa.int64()))
     con.register("_raw_batch", table)
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE _batch AS " + normalize_sql(table.schema, "_raw_batch", wrong))
+        register_ips(con, "_raw_batch", table.schema)
+        write_normalized(con, normalize_sql(table.schema, "_raw_batch", wrong), target,
+                         lambda rows: [Rejected(record, line, reason, batch.raw(idx), exchange_id)
+                                       for line, record, exchange_id, reason, idx in rows])
     finally:
         con.unregister("_raw_batch")
-    con.execute(f"INSERT INTO _stage SELECT {_COLS}, _record, _line FROM _batch WHERE _reason IS NULL")
-    bad = con.execute("SELECT _line, _record, exchange_id, _reason, _idx "
-                      "FROM _batch WHERE _reason IS NOT NULL").fetchall()
-    if bad:
-        _stage_rejected(con, [Rejected(record, line, reason, batch.raw(idx), exchange_id)
-                              for line, record, exchange_id, reason, idx in bad])
+
+
+def write_normalized(con, query: str, target: Path, to_rejected: Callable[[list[tuple]], list[Rejected]]) -> None:
+    """Write the normalised rows of ``query`` to ``target`` and stage the rejected ones.
+
+    One pass writes every row with its ``_reason``; rejected rows are read back from the part
+    (cheap: the reason column's statistics let DuckDB skip clean row groups) and, only if there
+    are any, the part is rewritten without them.
+    """
+    staged = target.with_suffix(".staged.parquet")
+    con.execute(f"COPY ({query}) TO '{_sql_str(staged)}' (FORMAT parquet, COMPRESSION zstd)")
+    src = f"read_parquet('{_sql_str(staged)}')"
+    bad = con.execute(f"SELECT _line, _record, exchange_id, _reason, _idx FROM {src} "
+                      "WHERE _reason IS NOT NULL").fetchall()
+    if not bad:
+        staged.rename(target)  # extra columns (_reason, _idx) are harmless: the view projects
+        return
+    _stage_rejected(con, to_rejected(bad))
+    con.execute(f"COPY (SELECT {_COLS}, _record, _line FROM {src} WHERE _reason IS NULL) "
+                f"TO '{_sql_str(target)}' (FORMAT parquet, COMPRESSION zstd)")
+    staged.unlink()
 
 
 def _same_content(a: str, b: str) -> str:
     return " AND ".join(f'{a}."{c}" IS NOT DISTINCT FROM {b}."{c}"' for c in COLUMN_NAMES)
 
 
-def _merge(con) -> tuple[int, int]:
-    """Move staged rows into ``exchanges``; returns (stored, duplicates). Conflicts -> _qstage."""
-    repeated = con.execute("SELECT count(*) - count(DISTINCT exchange_id) FROM _stage").fetchone()[0]
+def _merge(con, pending: Path) -> tuple[int, int]:
+    """Check the new parts against themselves and the store; returns (stored, duplicates).
+
+    Duplicates (same id, same content) are dropped; conflicts (same id, other content) go to
+    the quarantine. Only when something must be dropped are the parts rewritten.
+    """
+    parts = sorted(pending.glob("*.parquet"))
+    if not parts:
+        return 0, 0
+    src = f"read_parquet('{_sql_str(pending)}/*.parquet', union_by_name = true)"
+    staged, distinct = con.execute(f"SELECT count(*), count(DISTINCT exchange_id) FROM {src}").fetchone()
     existing = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+    overlap = existing and con.execute(
+        f"SELECT count(*) FROM {src} WHERE exchange_id IN (SELECT exchange_id FROM exchanges)").fetchone()[0]
+    if staged == distinct and not overlap:
+        return staged, 0
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM {src}")
     con.execute("CREATE OR REPLACE TEMP TABLE _drop (_record BIGINT, same BOOLEAN)")
-    if repeated:
+    if staged != distinct:
         con.execute(f"""
             INSERT INTO _drop
             WITH ranked AS (
@@ -202,7 +256,7 @@ def _merge(con) -> tuple[int, int]:
             SELECT s._record, {_same_content('s', 'f')}
             FROM ranked s JOIN ranked f ON f.exchange_id = s.exchange_id AND f._rn = 1
             WHERE s._rn > 1""")
-    if existing:
+    if overlap:
         con.execute(f"""
             INSERT INTO _drop
             SELECT s._record, {_same_content('s', 'e')}
@@ -215,14 +269,11 @@ def _merge(con) -> tuple[int, int]:
                'conflict: exchange_id ' || s.exchange_id || ' already seen with different content',
                to_json(struct_pack({', '.join(f's."{c}"' for c in COLUMN_NAMES)}))::VARCHAR
         FROM _stage s JOIN _dropped d USING (_record) WHERE NOT d.same""")
-    duplicates = con.execute("SELECT count(*) FROM _dropped WHERE same").fetchone()[0]
-    dropped = con.execute("SELECT count(*) FROM _dropped").fetchone()[0]
-    if dropped:
-        con.execute(f"INSERT INTO exchanges SELECT {_COLS} FROM _stage "
-                    "WHERE _record NOT IN (SELECT _record FROM _dropped)")
-    else:
-        con.execute(f"INSERT INTO exchanges SELECT {_COLS} FROM _stage")
-    staged = con.execute("SELECT count(*) FROM _stage").fetchone()[0]
-    con.execute("DROP TABLE _drop")
-    con.execute("DROP TABLE _dropped")
+    duplicates, dropped = con.execute("SELECT count(*) FILTER (WHERE same), count(*) FROM _dropped").fetchone()
+    for part in parts:
+        part.unlink()
+    con.execute(f"COPY (SELECT * FROM _stage WHERE _record NOT IN (SELECT _record FROM _dropped)) "
+                f"TO '{_sql_str(pending / 'part-00000.parquet')}' (FORMAT parquet, COMPRESSION zstd)")
+    for table in ("_stage", "_drop", "_dropped"):
+        con.execute(f"DROP TABLE {table}")
     return staged - dropped, duplicates
