@@ -41,6 +41,7 @@ from distillguard.simulate.text import (
     CAPABILITY_CONSTRAINTS,
     COT_ELICITATION,
     PARAPHRASE_AXES,
+    SCAFFOLD_AXES,
     SYSTEM_PROMPTS,
 )
 
@@ -62,19 +63,20 @@ CAPABILITY_OUTPUT = {
     "roleplay": 1.4,
     "grading": 1.3,
 }
-#: capability -> default shared scaffold system prompt
-SCAFFOLD_SYSTEM = {
-    "software_engineering": "scaffold_expert_cot",
-    "agentic_tool_use": "scaffold_agent",
-    "reasoning": "scaffold_teacher",
-    "data_analysis": "scaffold_expert_cot",
-    "roleplay": "scaffold_teacher",
-    "grading": "scaffold_grader",
-}
+CAPABILITY_INDEX = {cap: i for i, cap in enumerate(CAPABILITY_CORPUS)}
 #: capabilities whose conversations always offer tools
 TOOL_CAPABILITIES = frozenset({"agentic_tool_use"})
 COT_OUTPUT_FACTOR = 2.2
 SHARED_HEADS_PER_CAPABILITY = 2
+
+
+def scaffold_system_prompt(key: int) -> str:
+    """A campaign's own scaffold system prompt: one sentence from each of text.SCAFFOLD_AXES."""
+    sentences = []
+    for axis in SCAFFOLD_AXES:
+        key, digit = divmod(key, len(axis))
+        sentences.append(axis[digit])
+    return " ".join(sentences)
 
 
 def paraphrase_capacity() -> int:
@@ -155,8 +157,11 @@ class CampaignPopulation:
         _, primary = weighted_by_key(mix(keys, 503), spec.prompts.capabilities)
         adopt_at, adopt_share = self._pivot(scenario, group_key, n)
         for cap in capabilities:
-            name = spec.prompts.scaffold_system_prompt or SCAFFOLD_SYSTEM[cap]
-            self.scaffold_system[cap] = catalogs.system_prompts.add(SYSTEM_PROMPTS[name])
+            if spec.prompts.scaffold_system_prompt is not None:
+                scaffold = SYSTEM_PROMPTS[spec.prompts.scaffold_system_prompt]
+            else:
+                scaffold = scaffold_system_prompt(int(mix(salt, 561, sum(map(ord, self.name)), CAPABILITY_INDEX[cap])))
+            self.scaffold_system[cap] = catalogs.system_prompts.add(scaffold)
         accounts = Accounts(
             ordinal=ordinal, key=keys, group=group, group_key=group_key, site=np.full(n, -1, np.int32),
             region=region, utc_offset=np.full(n, spec.operator_utc_offset_minutes, np.int32),
@@ -248,11 +253,10 @@ def campaign_content(population: CampaignPopulation, text: TextTable, campaign_k
     tells, prompts = spec.tells, spec.prompts
     capabilities = list(prompts.capabilities)
     n_cot = len(COT_ELICITATION)
-    shared_heads = {}
-    for c, cap in enumerate(capabilities):
-        heads = text[f"cap_head:{cap}"]
-        choice = below_int(mix(campaign_key, 541, c, np.arange(SHARED_HEADS_PER_CAPABILITY)), heads.count)
-        shared_heads[cap] = heads.index(choice)
+    own_heads = text[f"shared_head:{population.name}"]
+    shared_heads = {cap: own_heads.index(CAPABILITY_INDEX[cap] * SHARED_HEADS_PER_CAPABILITY
+                                         + np.arange(SHARED_HEADS_PER_CAPABILITY))
+                    for cap in capabilities}
     para = text[f"para:{population.name}"] if prompts.paraphrase else None
     domains, requirements = text["task_domain"], text["task_requirement"]
 

@@ -220,6 +220,9 @@ def _decorate(style: _Style, text: TextTable, rng: np.random.Generator, decorati
     tail = decorated & (which > 0.35)
     style.pieces[first[head], 0] = _pick(text["organic_prefix"], rng, int(head.sum()))
     style.pieces[first[tail], 4] = _pick(text["organic_suffix"], rng, int(tail.sum()))
+    if context == "code":  # developers state languages and constraints
+        stated = first[rng.random(n) < 0.35]
+        style.pieces[stated, 4] = _pick(text["code_suffix"], rng, len(stated))
     pasted = rng.random(n) < personal_context
     style.pieces[first[pasted], 2] = _pick(text[f"ctx_{context}_first"], rng, int(pasted.sum()))
     more = pasted & (rng.random(n) < 0.6)
@@ -315,6 +318,17 @@ def _batch(style: _Style, plan: Plan, spec: Persona, text: TextTable, turns, rng
     return np.full(n, 0.25)
 
 
+def _longform(style: _Style, plan: Plan, spec: Persona, text: TextTable, turns, rng) -> np.ndarray:
+    """Content generation: a long-form template around a topic, answered at length."""
+    n_records = text["corpus:chat"].count
+    conv_record = rng.integers(0, n_records, len(plan.conv_account))
+    _corpus_turns(style, plan, text, turns, "chat", rng, conv_record[style.conv])
+    first = np.flatnonzero(style.first)
+    style.pieces[first, 0] = _pick(text["longform_template"], rng, len(first))
+    _decorate(style, text, rng, 0.0, spec.prompts.personal_context, "prose")
+    return np.where(style.first, 2.5, 1.2)
+
+
 #: prompt style -> builder (scenario field prompts.styles names these)
 STYLES = {
     "chat": _chat_like("chat", "prose", 1.0),
@@ -324,6 +338,7 @@ STYLES = {
     "benchmark": _benchmark,
     "agent": _agent,
     "batch": _batch,
+    "longform": _longform,
 }
 #: styles whose conversations always offer the account's tools
 TOOL_STYLES = frozenset({"agent"})

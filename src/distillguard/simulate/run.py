@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 from distillguard.simulate import clients, text
 from distillguard.simulate.attackers import (
     CAPABILITY_CORPUS,
+    SHARED_HEADS_PER_CAPABILITY,
     CampaignPopulation,
     paraphrase_heads,
     relay_content,
@@ -68,8 +70,12 @@ def _populations(scenario: Scenario, scale: float) -> list[OrganicPopulation | C
 
 def _text_table(scenario: Scenario, corpora, populations) -> tuple[TextTable, dict[str, TurnIndex]]:
     table = TextTable()
+    # people ask for step-by-step reasoning and state constraints too, in the same words
+    asked_reasoning = tuple(" " + phrase.strip() for phrase in text.COT_ELICITATION)
+    code_suffixes = (*text.CAPABILITY_CONSTRAINTS["software_engineering"][1:], *text.TASK_REQUIREMENTS)
     for name, values in (
-        ("organic_prefix", text.ORGANIC_PREFIXES), ("organic_suffix", text.ORGANIC_SUFFIXES),
+        ("organic_prefix", text.ORGANIC_PREFIXES), ("organic_suffix", text.ORGANIC_SUFFIXES + asked_reasoning),
+        ("code_suffix", code_suffixes), ("longform_template", text.LONGFORM_TEMPLATES),
         ("follow_up", text.FOLLOW_UPS), ("short", text.COMMON_SHORT), ("agent_head", text.AGENT_TURN_HEADS),
         ("agent_detail", ["\n" + line for line in text.AGENT_DETAIL_LINES]),
         ("harness_head", text.HARNESS_HEADS), ("harness_tail", text.HARNESS_TAILS),
@@ -95,8 +101,13 @@ def _text_table(scenario: Scenario, corpora, populations) -> tuple[TextTable, di
         table.add(f"cap_tail:{cap}", [c + k for c in text.CAPABILITY_CONSTRAINTS[cap]
                                       for k in ("", *text.COT_ELICITATION)])
     for pop in populations:
-        if isinstance(pop, CampaignPopulation) and pop.spec.prompts.paraphrase and pop.n_accounts:
-            key = int(mix(scenario.seed, sum(map(ord, pop.name))))
+        if not isinstance(pop, CampaignPopulation) or not pop.n_accounts:
+            continue
+        key = int(mix(scenario.seed, sum(map(ord, pop.name))))
+        # the campaign's own scaffold heads: shared by its accounts, unlike any other campaign's
+        table.add(f"shared_head:{pop.name}", paraphrase_heads(
+            SHARED_HEADS_PER_CAPABILITY * len(CAPABILITY_CORPUS), key + 1, f"campaigns.{pop.name}"))
+        if pop.spec.prompts.paraphrase:
             table.add(f"para:{pop.name}", paraphrase_heads(pop.n_accounts, key, f"campaigns.{pop.name}"))
     table.finish()
     return table, turns
@@ -202,24 +213,30 @@ def simulate(
     writer = ExchangeWriter(partial["exchanges.parquet"], partial["relayed.parquet"], catalogs, table, salts)
     counts = [np.zeros((len(a), 3), dtype=np.int64) for a in accounts]  # all, campaign, relayed
     plan = _block_plan(populations, accounts)
+    # encoding and compressing a row group (mostly outside the GIL) overlaps generating the next
     try:
-        for done, (p, start, stop) in enumerate(plan, start=1):
-            pop, acc = populations[p], accounts[p]
-            rng = np.random.default_rng([seed, 2, p, start])
-            content, relay = contents[p]
-            if isinstance(pop, CampaignPopulation):
-                rows = pop.generate(acc, start, stop, ctx, scenario, content, relay, rng)
-            else:
-                rows = generate_rows(acc.slice(start, stop), pop.behaviour(scenario), content, ctx, rng)
-            block = acc.slice(start, stop)
-            writer.write(rows, block)
-            n = stop - start
-            counts[p][start:stop, 0] += np.bincount(rows.account, minlength=n)
-            if pop.role != "organic":
-                counts[p][start:stop, 1] += np.bincount(rows.account[~rows.relayed], minlength=n)
-                counts[p][start:stop, 2] += np.bincount(rows.account[rows.relayed], minlength=n)
-            if progress is not None:
-                progress(done, len(plan))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="exchange-writer") as background:
+            pending = None
+            for done, (p, start, stop) in enumerate(plan, start=1):
+                pop, acc = populations[p], accounts[p]
+                rng = np.random.default_rng([seed, 2, p, start])
+                content, relay = contents[p]
+                if isinstance(pop, CampaignPopulation):
+                    rows = pop.generate(acc, start, stop, ctx, scenario, content, relay, rng)
+                else:
+                    rows = generate_rows(acc.slice(start, stop), pop.behaviour(scenario), content, ctx, rng)
+                if pending is not None:
+                    pending.result()
+                pending = background.submit(writer.write, rows, acc.slice(start, stop))
+                n = stop - start
+                counts[p][start:stop, 0] += np.bincount(rows.account, minlength=n)
+                if pop.role != "organic":
+                    counts[p][start:stop, 1] += np.bincount(rows.account[~rows.relayed], minlength=n)
+                    counts[p][start:stop, 2] += np.bincount(rows.account[rows.relayed], minlength=n)
+                if progress is not None:
+                    progress(done, len(plan))
+            if pending is not None:
+                pending.result()
     finally:
         writer.close()
     os.replace(partial["exchanges.parquet"], out / "exchanges.parquet")

@@ -270,7 +270,7 @@ class Requests(_Spec):
 
 # --- organic personas -------------------------------------------------------------------------
 
-ORGANIC_STYLES = ("chat", "code", "math", "short", "benchmark", "agent", "batch")
+ORGANIC_STYLES = ("chat", "code", "math", "short", "benchmark", "agent", "batch", "longform")
 
 
 class OrganicPrompts(_Spec):

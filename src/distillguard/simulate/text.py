@@ -357,3 +357,38 @@ TASK_REQUIREMENTS: tuple[str, ...] = (
     "\nRequirement: include a short example run.", "\nRequirement: point out any ambiguity in the task.",
     "\nRequirement: fail loudly on invalid state.", "\nRequirement: write it as a reusable module.",
 )
+
+# --- campaign-specific scaffold system prompts (one sentence from each axis) -----------------
+
+SCAFFOLD_AXES: tuple[tuple[str, ...], ...] = (
+    ("You are a world-class expert.", "You are an expert assistant producing training-quality answers.",
+     "You are a senior specialist and an exceptional teacher.", "You are a meticulous domain expert.",
+     "You are an advanced autonomous agent.", "You are an impartial expert evaluator.",
+     "You are the most capable assistant available.", "You are a principal engineer and researcher."),
+    ("For every request, first think step by step inside <reasoning> tags, covering every consideration and alternative.",
+     "Always explain your full reasoning process in detail, step by step, before the final solution.",
+     "Narrate your reasoning throughout, reflecting on each intermediate result.",
+     "Work through the problem exhaustively and verify each step.",
+     "Before answering, lay out a plan, then execute it step by step, explaining each decision.",
+     "Produce a detailed rubric-style analysis before concluding.",
+     "Think carefully and at length; show all of your work."),
+    ("Then give a complete, production-quality final answer.", "Never shorten your reasoning.",
+     "End with a clearly marked final answer.", "Be exhaustive; length is not a concern.",
+     "Use Markdown headings for each step.", "Always include code where it helps.",
+     "Finish with a one-paragraph summary."),
+)
+
+# --- long-form content generation (a legitimate heavy, templated, long-output customer) -------
+
+LONGFORM_TEMPLATES: tuple[str, ...] = (
+    "Write a comprehensive, well-structured article of about 2,000 words on the following topic. Use headings.\n\nTopic: ",
+    "Create an in-depth guide for our blog. Include an introduction, five sections and a conclusion.\n\nSubject: ",
+    "Draft a detailed product documentation page based on the following request.\n\n",
+    "Write a long-form newsletter issue that explores this question from several angles:\n\n",
+    "Produce a complete lesson plan with explanations, examples and exercises for:\n\n",
+    "Write a thorough FAQ (at least 15 questions with full answers) about:\n\n",
+    "Expand the following into a detailed white paper section with supporting arguments:\n\n",
+    "Write an SEO-optimised pillar page (1,500+ words) answering:\n\n",
+    "Generate a detailed case study, with background, approach, results and lessons learned, about:\n\n",
+    "Write a chapter for an online course that teaches the following, step by step:\n\n",
+)
