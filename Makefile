@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@mkdir -p out
-	@rm -f out/demo.duckdb
-	$(DG) ingest examples/logs --db out/demo.duckdb
+	@rm -rf out/demo.duckdb out/demo.segments out/sim
+	$(DG) simulate --scenario alibaba-2026 --scale 0.01 --seed 7 --out out/sim
+	$(DG) ingest out/sim/exchanges.parquet examples/logs --db out/demo.duckdb
 	$(DG) stats --db out/demo.duckdb
 
 test: $(STAMP)

@@ -143,6 +143,45 @@ def stats(db: str = DbOption, as_json: bool = JsonOption) -> None:
             console.print(t)
 
 
+@app.command()
+@user_errors
+def simulate(
+    scenario: str = typer.Option(..., "--scenario", help="A shipped scenario name or a scenario YAML file."),
+    out: Path = typer.Option(..., "--out", help="Directory for exchanges.parquet, labels.parquet, scenario.json."),
+    scale: float = typer.Option(1.0, "--scale", help="Multiplies account counts (not per-account behaviour)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the scenario's)."),
+    organic_prompts: list[Path] = typer.Option([], "--organic-prompts", help="JSONL corpora for organic users."),
+    distill_prompts: list[Path] = typer.Option([], "--distill-prompts", help="JSONL corpora for campaigns."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Generate labelled traffic: organic customers and distillation campaigns, with ground truth."""
+    from distillguard.simulate import simulate as run_simulation
+
+    if scale <= 0:
+        raise UserError(f"--scale must be positive, got {scale}")
+    with Progress(TextColumn("simulating {task.description}"), BarColumn(), TimeRemainingColumn(),
+                  console=err, disable=not err.is_terminal or as_json, transient=True) as bar:
+        task = bar.add_task(str(scenario), total=None)
+        summary = run_simulation(scenario, scale=scale, seed=seed, organic_prompts=organic_prompts,
+                                 distill_prompts=distill_prompts, out_dir=out,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    facts = {"scenario": summary.scenario, "seed": summary.seed, "scale": summary.scale,
+             "exchanges": summary.exchanges, "campaign_exchanges": summary.campaign_exchanges,
+             "relayed_exchanges": summary.relayed_exchanges, "accounts": summary.accounts,
+             "seconds": round(summary.seconds, 2), "files": {k: str(v) for k, v in summary.files.items()}}
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return
+    table = Table(title=f"simulated {summary.scenario} (scale {summary.scale:g}, seed {summary.seed})")
+    table.add_column("population")
+    table.add_column("accounts", justify="right")
+    for name, count in summary.accounts.items():
+        table.add_row(name, f"{count:,}")
+    table.caption = (f"{summary.exchanges:,} exchanges ({summary.campaign_exchanges:,} by campaigns, "
+                     f"{summary.relayed_exchanges:,} relayed) in {summary.seconds:.1f} s -> {out}")
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
