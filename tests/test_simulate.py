@@ -329,3 +329,18 @@ def test_an_unusable_prompt_file_is_a_scenario_error(tmp_path):
     bad.write_text('{"text": "no prompt field"}\n')
     with pytest.raises(ScenarioError, match="bad.jsonl.*'prompt'"):
         simulate("baseline", scale=0.001, organic_prompts=[bad], out_dir=tmp_path / "out")
+
+
+def test_conversation_turns_are_numbered_in_time_order_and_wait_for_the_previous_answer(minimax):
+    table = pq.read_table(minimax / "exchanges.parquet",
+                          columns=["conversation_id", "account_id", "turn_index", "timestamp", "latency_ms"])
+    table = table.sort_by([("conversation_id", "ascending"), ("turn_index", "ascending")])
+    conv = table["conversation_id"].to_numpy(zero_copy_only=False)
+    turn = table["turn_index"].to_numpy()
+    start = pc.cast(table["timestamp"], pa.int64()).to_numpy()
+    latency_us = table["latency_ms"].to_numpy() * 1000
+    same = conv[1:] == conv[:-1]
+    assert np.all(turn[1:][same] == turn[:-1][same] + 1)
+    assert np.all(start[1:][same] >= start[:-1][same] + latency_us[:-1][same])
+    owners = table.group_by("conversation_id").aggregate([("account_id", "count_distinct")])
+    assert pc.max(owners["account_id_count_distinct"]).as_py() == 1

@@ -291,7 +291,8 @@ def generate_rows(acc: Accounts, behaviour: Behaviour, content_fn: ContentFn, ct
     index = np.flatnonzero(timestamp < behaviour.window_end_us)
 
     rows = Rows(
-        account=row_account, timestamp=timestamp, conversation=conv_rank[row_conv],
+        account=row_account, timestamp=timestamp,
+        conversation=conv_rank[row_conv] + (RELAY_RANK_OFFSET if relayed else 0),
         row_rank=rank_within(np.bincount(row_account, minlength=len(acc))) + (RELAY_RANK_OFFSET if relayed else 0),
         turn=row_turn, pieces=content.pieces, system_prompt=system, model=np.zeros(n_rows, np.int32),
         input_tokens=input_tokens, output_tokens=output_tokens, max_tokens=max_tokens,
@@ -343,9 +344,12 @@ def _timestamps(acc: Accounts, behaviour: Behaviour, ctx: RunContext, rng: np.ra
         start = np.where(aligned, snapped, start)
         cadence_s = activity.conversation_gap_seconds.median * (0.6 + 0.8 * unit(mix(ctx.salt, 23, group_key)))
         row_session = plan.conv_session[row_conv]
-        rank_in_session = rank_within(rows_per_session)
-        lockstep = rank_in_session * cadence_s[row_session] + rng.normal(0, sync.jitter_ms / 1000.0, n_rows)
-        offset_s = np.where(aligned[row_session], np.maximum(lockstep, 0.0), offset_s)
+        # the controller starts conversations on its cadence; follow-ups still wait for answers
+        within_conv = exclusive_segment_cumsum(np.where(last_turn, 0.0, step_s), plan.conv_turns)
+        conv_slot = plan.conv_rank_in_session[row_conv] * cadence_s[row_session]
+        jitter = rng.normal(0, sync.jitter_ms / 1000.0, len(plan.conv_turns))[row_conv]
+        lockstep = np.maximum(conv_slot + jitter, 0.0) + within_conv
+        offset_s = np.where(aligned[row_session], lockstep, offset_s)
 
     row_session = plan.conv_session[row_conv]
     return start[row_session] + (offset_s * SECOND_US).astype(np.int64)

@@ -138,7 +138,15 @@ class ExchangeWriter:
         unique, first, inverse = np.unique(combo, return_index=True, return_inverse=True)
         chosen = pieces[first]
         parts = [self.text.strings.take(pa.array(chosen[:, k].astype(np.int64))) for k in range(PIECES)]
-        dictionary = pc.binary_join_element_wise(*parts, "")
+        joined = pc.binary_join_element_wise(*parts, "")
+        # different piece combinations can spell the same text; a Parquet dictionary must not
+        # repeat a value (Arrow then falls back to plain pages, and not byte-reproducibly)
+        dictionary = pc.unique(joined)
+        if len(dictionary) < len(joined):
+            remap = pc.index_in(joined, value_set=dictionary).to_numpy()
+            inverse = remap[inverse]
+        else:
+            dictionary = joined
         return pa.DictionaryArray.from_arrays(pa.array(inverse.astype(np.int32)), dictionary)
 
     def close(self) -> None:
