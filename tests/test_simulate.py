@@ -344,3 +344,14 @@ def test_conversation_turns_are_numbered_in_time_order_and_wait_for_the_previous
     assert np.all(start[1:][same] >= start[:-1][same] + latency_us[:-1][same])
     owners = table.group_by("conversation_id").aggregate([("account_id", "count_distinct")])
     assert pc.max(owners["account_id_count_distinct"]).as_py() == 1
+
+
+def test_organic_hard_negatives_share_cards_and_addresses_like_a_campaign_cell(baseline):
+    table = exchanges_with_labels(baseline)
+    developers = table.filter(pc.equal(table["persona"], "developer"))
+    pairs = developers.select(["account_id", "payment_fingerprint", "client_ip"]).drop_null()
+    shared = pairs.group_by(["payment_fingerprint", "client_ip"]).aggregate([("account_id", "count_distinct")])
+    assert pc.max(shared["account_id_count_distinct"]).as_py() >= 2  # siblings in one household
+    office = table.filter(pc.equal(table["persona"], "office")).select(["account_id", "payment_fingerprint"])
+    cards = office.drop_null().group_by("payment_fingerprint").aggregate([("account_id", "count_distinct")])
+    assert pc.max(cards["account_id_count_distinct"]).as_py() >= 5  # a corporate card

@@ -163,7 +163,8 @@ class CampaignPopulation:
                 scaffold = scaffold_system_prompt(int(mix(salt, 561, sum(map(ord, self.name)), CAPABILITY_INDEX[cap])))
             self.scaffold_system[cap] = catalogs.system_prompts.add(scaffold)
         accounts = Accounts(
-            ordinal=ordinal, key=keys, group=group, group_key=group_key, site=np.full(n, -1, np.int32),
+            ordinal=ordinal, key=keys, group=group, group_key=group_key, home_key=keys,
+            site=np.full(n, -1, np.int32),
             region=region, utc_offset=np.full(n, spec.operator_utc_offset_minutes, np.int32),
             nat_addresses=np.full(n, spec.network.pool_size, np.int32), via_cloud=np.zeros(n, bool),
             active_start=start, active_end=end, created_at=created, exchanges=exchanges.astype(np.int64),

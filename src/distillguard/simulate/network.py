@@ -385,6 +385,7 @@ class AddressRequest:
     """Per-row facts the access modes need (all arrays of the same length)."""
 
     account_key: np.ndarray
+    home_key: np.ndarray
     group_key: np.ndarray
     region: np.ndarray
     site: np.ndarray
@@ -430,14 +431,14 @@ def _interface_ids(key: np.ndarray) -> np.ndarray:
 def _home(req: AddressRequest, spec, pools: Pools) -> Addresses:
     version, high, low = _empty(len(req))
     lease_us = np.maximum(req.lease_days, 0.5) * _DAY_US
-    phase = unit(mix(req.account_key, 61)) * lease_us
+    phase = unit(mix(req.home_key, 61)) * lease_us
     epoch = ((req.timestamp + phase) // lease_us).astype(np.int64)
-    low[:] = _by_region(req, pools.home_v4, mix(req.salt, 62, req.account_key, epoch))
-    # dual-stack homes prefer IPv6 (happy eyeballs); privacy addresses rotate daily
+    low[:] = _by_region(req, pools.home_v4, mix(req.salt, 62, req.home_key, epoch))
+    # dual-stack homes prefer IPv6 (happy eyeballs); each device's privacy address rotates daily
     v6 = np.flatnonzero(req.ipv6 & (unit(mix(req.session_key, 63)) < 0.8))
     if len(v6):
         day = req.timestamp[v6] // _DAY_US
-        high[v6] = _by_region(req, pools.home_v6, mix(req.salt, 64, req.account_key, epoch // 4), v6)
+        high[v6] = _by_region(req, pools.home_v6, mix(req.salt, 64, req.home_key, epoch // 4), v6)
         low[v6] = _interface_ids(mix(req.account_key[v6], 65, day))
         version[v6] = 6
     return version, high, low

@@ -93,6 +93,7 @@ class OrganicPopulation:
         via_cloud = np.zeros(n, dtype=bool)
         group_domain: list[str | None] = [None] * n
         group_key = keys.copy()
+        local_group = np.full(n, -1, dtype=np.int64)
 
         if spec.group is not None and n:
             g = spec.group
@@ -109,7 +110,7 @@ class OrganicPopulation:
             site = g_site[local_group]
             via_cloud = unit(mix(group_key, 404)) < g.cloud_egress_share
 
-        created, start, end = self._lifetimes(scenario, n, rng)
+        created, start, end = self._lifetimes(scenario, n, local_group, rng)
         exchanges = np.maximum(1, np.round(mean_lognormal(
             rng, spec.activity.exchanges_per_account.mean, spec.activity.exchanges_per_account.sigma, n)))
         attrs = common_attributes(keys, group_key, group >= 0, group_domain, region, spec.client,
@@ -119,8 +120,10 @@ class OrganicPopulation:
         # an organisation runs the same batch templates on all its accounts
         batch = below_int(mix(group_key, 406), len(BATCH_TEMPLATES))
         flavour = batch if "batch" in spec.prompts.styles else harness
+        household = spec.group is not None and spec.group.kind == "household"
         return Accounts(
-            ordinal=ordinal, key=keys, group=group, group_key=group_key, site=site, region=region,
+            ordinal=ordinal, key=keys, group=group, group_key=group_key,
+            home_key=group_key if household else keys, site=site, region=region,
             utc_offset=offsets, nat_addresses=nat, via_cloud=via_cloud, active_start=start,
             active_end=end, created_at=created, exchanges=exchanges.astype(np.int64),
             adopt_at=adopt_at, adopt_share=adopt_share, flavour=flavour.astype(np.int32),
@@ -157,14 +160,23 @@ class OrganicPopulation:
             names.append(f"{self.name}:{domain}")
         return names, domains, g_region, g_offset, g_site
 
-    def _lifetimes(self, scenario: Scenario, n: int, rng: np.random.Generator):
+    def _lifetimes(self, scenario: Scenario, n: int, local_group: np.ndarray, rng: np.random.Generator):
         spec = self.spec
         period_start, period_end = micros(scenario.period.start), micros(scenario.period.end)
         new = rng.random(n) < spec.created.during_period
         before = lognormal(rng, spec.created.days_before_start.median, spec.created.days_before_start.sigma, n)
         created = np.where(new, period_start + (rng.random(n) * (period_end - period_start - DAY_US)).astype(np.int64),
                            period_start - (before * DAY_US).astype(np.int64))
+        if self.n_groups:
+            # each group has one onboarding day (some before the period, some inside it)
+            span = period_end - period_start
+            day = period_start - 120 * DAY_US + rng.random(self.n_groups) * (span + 110 * DAY_US)
+            onboarding = (local_group >= 0) & (rng.random(n) < spec.created.group_onboarding)
+            together = day[np.maximum(local_group, 0)] + np.abs(rng.normal(0, 3, n)) * HOUR_US
+            created = np.where(onboarding, together.astype(np.int64), created)
+            new = np.where(onboarding, created >= period_start, new)
         start = np.where(new, created + (rng.random(n) * 2 * HOUR_US).astype(np.int64), period_start)
+        start = np.clip(start, period_start, period_end - DAY_US)
         churned = rng.random(n) < spec.activity.churn
         end = np.where(churned, start + (rng.uniform(0.05, 1.0, n) * (period_end - start)).astype(np.int64),
                        period_end)

@@ -90,6 +90,7 @@ class Accounts:
     key: np.ndarray  # uint64 hash key
     group: np.ndarray  # int64 group ordinal in the run (-1: none)
     group_key: np.ndarray  # uint64 (the account's own key when ungrouped)
+    home_key: np.ndarray  # uint64 whose home line the account uses (a household's, or its own)
     site: np.ndarray  # int32 campus index (-1: none)
     region: np.ndarray  # int32 index into network.REGIONS
     utc_offset: np.ndarray  # int32 minutes
@@ -379,7 +380,7 @@ def _addresses(acc: Accounts, spec: Network, ctx: RunContext, rows: Rows, sessio
     names, mode = weighted_by_key(mix(session_key, 51), spec.modes)
     who = rows.account
     request = network.AddressRequest(
-        account_key=acc.key[who], group_key=acc.group_key[who], region=acc.region[who],
+        account_key=acc.key[who], home_key=acc.home_key[who], group_key=acc.group_key[who], region=acc.region[who],
         site=acc.site[who], ipv6=acc.ipv6[who], lease_days=acc.lease_days[who],
         nat_addresses=acc.nat_addresses[who], via_cloud=acc.via_cloud[who], timestamp=rows.timestamp,
         session_key=session_key, row_key=row_key, salt=ctx.salt)

@@ -289,7 +289,8 @@ class OrganicPrompts(_Spec):
 class Group(_Spec):
     """Accounts that share a place or an organisation."""
 
-    kind: Literal["university", "office", "enterprise", "app"]
+    kind: Literal["university", "office", "enterprise", "app", "household"] = Field(
+        description="household: sibling accounts of one person or family, sharing a home line")
     accounts_per_group: float = Field(gt=0, description="mean accounts per group")
     nat_addresses: int = Field(4, ge=1, description="egress addresses the group's network uses")
     cloud_egress_share: Share = Field(0.0, description="share of offices that egress through a cloud proxy")
@@ -308,6 +309,9 @@ class Created(_Spec):
 
     days_before_start: MedianSpread = MedianSpread(median=200, sigma=1.0)
     during_period: Share = Field(0.05, description="share of accounts created during the period")
+    group_onboarding: Share = Field(
+        0.0, description="share of grouped accounts created together on their group's onboarding day "
+                         "(a class assignment, a team roll-out)")
 
 
 class Persona(_Spec):
