@@ -25,8 +25,8 @@ from distillguard.simulate.population import (
     Content,
     ContentFn,
     Plan,
-    RunContext,
     Rows,
+    RunContext,
     below_int,
     common_attributes,
     generate_rows,
@@ -295,9 +295,11 @@ def campaign_content(population: CampaignPopulation, text: TextTable, campaign_k
             # variation multiplies the space: queued tasks take it from their queue position
             varied = rng.random(len(convs)) < prompts.variation
             lap = np.where(from_queue, queue // space, rng.integers(0, 1 << 30, len(convs)))
-            domain[convs] = np.where(varied, domains.index(mix(lap, task, 551) % np.uint64(domains.count)), 0)
-            requirement[convs] = np.where(varied, requirements.index(mix(lap, task, 552) % np.uint64(requirements.count)), 0)
-            cot = np.where(rng.random(len(convs)) < prompts.cot_elicitation, rng.integers(1, n_cot + 1, len(convs)), 0)
+            domain[convs] = np.where(varied, domains.index(below_int(mix(lap, task, 551), domains.count)), 0)
+            requirement[convs] = np.where(
+                varied, requirements.index(below_int(mix(lap, task, 552), requirements.count)), 0)
+            asks_reasoning = rng.random(len(convs)) < prompts.cot_elicitation
+            cot = np.where(asks_reasoning, rng.integers(1, n_cot + 1, len(convs)), 0)
             seed[convs] = seeds.index(task // n_constraints)
             tail[convs] = text[f"cap_tail:{cap}"].index((task % n_constraints) * (1 + n_cot) + cot)
             heads = text[f"cap_head:{cap}"]

@@ -11,12 +11,12 @@ client, keys) is decided here from the scenario's behaviour sections.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from distillguard.simulate import network
-from distillguard.simulate.corpora import PIECES, TextTable
+from distillguard.simulate.corpora import TextTable
 from distillguard.simulate.keys import mix, unit
 from distillguard.simulate.scenario import Activity, Network, Requests
 from distillguard.simulate.timing import Calendar
@@ -389,9 +389,6 @@ def _addresses(acc: Accounts, spec: Network, ctx: RunContext, rows: Rows, sessio
         if len(selected):
             version, high, low = network.ADDRESS_MODES[name](request.take(selected), spec, ctx.pools)
             rows.ip_version[selected], rows.ip_high[selected], rows.ip_low[selected] = version, high, low
-
-
-ContentFactory = Callable[..., ContentFn]
 
 
 # --- account attributes shared by personas and campaigns --------------------------------------

@@ -6,9 +6,10 @@ generator uses is a field here, with its meaning in the field description; the s
 ``scenarios/`` show them in use.
 
 Inheritance: ``base: NAME`` (a shipped scenario, or a path relative to the file) loads that
-scenario first and applies this file on top; ``base: [A, B]`` merges A then B first. Sections (objects, and maps of named personas or
-campaigns) are merged key by key; everything else, including weight maps such as
-``network.modes``, is replaced as a whole, so an override never leaves stray weights behind.
+scenario first and applies this file on top; ``base: [A, B]`` merges A then B first. Sections
+(objects, and maps of named personas or campaigns) are merged key by key; everything else,
+including weight maps such as ``network.modes``, is replaced as a whole, so an override never
+leaves stray weights behind.
 """
 
 from __future__ import annotations
