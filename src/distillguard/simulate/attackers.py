@@ -319,8 +319,13 @@ def campaign_content(population: CampaignPopulation, text: TextTable, campaign_k
         follow = text["attack_follow_up"]
         pieces[:, 0] = np.where(first | (para is not None), head[row_conv], 0)
         pieces[:, 1] = np.where(first, seed[row_conv], follow.index(rng.integers(0, follow.count, len(row_conv))))
-        pieces[:, 2] = np.where(first, domain[row_conv], 0)
-        pieces[:, 3] = np.where(first, requirement[row_conv], 0)
+        # follow-ups carry a new condition or context of their own now and then
+        later_domain = np.where(rng.random(len(row_conv)) < 0.5,
+                                domains.index(rng.integers(0, domains.count, len(row_conv))), 0)
+        later_requirement = np.where(rng.random(len(row_conv)) < 0.7,
+                                     requirements.index(rng.integers(0, requirements.count, len(row_conv))), 0)
+        pieces[:, 2] = np.where(first, domain[row_conv], later_domain)
+        pieces[:, 3] = np.where(first, requirement[row_conv], later_requirement)
         pieces[:, 4] = np.where(first, tail[row_conv], 0)
         row_factor = np.where(first, factor[row_conv], 1.2)
         context = spec.requests.context_tokens

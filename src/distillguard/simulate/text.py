@@ -220,6 +220,13 @@ ATTACK_FOLLOW_UPS: tuple[str, ...] = (
     "Explain your reasoning in more detail.", "Now give an alternative solution and compare both.",
     "Check your answer for mistakes and fix them.", "Continue.", "Now write tests for it.",
     "Explain each step as if to a beginner.", "What would an expert do differently?",
+    "Go deeper on the hardest step.", "Now optimise it and explain the trade-offs.",
+    "List the edge cases you considered and any you missed.", "Rewrite the solution more idiomatically.",
+    "Now solve a harder variant of the same task.", "Critique your own answer, then improve it.",
+    "Show the intermediate results of each step.", "Summarise the key insight in two sentences.",
+    "Translate the solution into another language of your choice.", "Add error handling.",
+    "Why is this approach correct? Prove it.", "What are the failure modes in production?",
+    "Now do the same with the tools unavailable.",
 )
 
 #: axes of account-specific rewrites used in "paraphrase" mode (their product bounds the accounts)
