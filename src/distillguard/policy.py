@@ -1,0 +1,77 @@
+"""Policy: YAML -> validated object -> actions with reasons.
+
+Conservative by default: a false block of a real customer is worse than a day's delay. An
+account is throttled or worse only as a member of a scored campaign; its own signals alone
+can at most put it under monitoring. Verified organisations on the allowlist are never acted
+on beyond monitoring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distillguard.errors import UserError
+from distillguard.signals import BY_NAME as SIGNALS
+
+
+class CampaignThresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    monitor: float = Field(0.25, ge=0, le=1)
+    throttle: float = Field(0.40, ge=0, le=1)
+    fallback: float = Field(0.55, ge=0, le=1)
+    block: float = Field(0.80, ge=0, le=1)
+    min_members: int = Field(5, ge=2)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "CampaignThresholds":
+        if not self.monitor <= self.throttle <= self.fallback <= self.block:
+            raise ValueError("campaign thresholds must satisfy monitor <= throttle <= fallback <= block")
+        return self
+
+
+class Policy(BaseModel):
+    """What ``scan`` (and later the gateway) does with scores. Every field has a safe default."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = 1
+    campaign: CampaignThresholds = CampaignThresholds()
+    account_monitor: float = Field(0.45, ge=0, le=1, description="suspicion at which a lone account is monitored")
+    signal_thresholds: dict[str, float] = Field(default_factory=dict)
+    allowlist_organizations: list[str] = Field(default_factory=list)
+    lookback_days: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known_signals(self) -> "Policy":
+        unknown = sorted(set(self.signal_thresholds) - set(SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown signal(s) {unknown}; known: {sorted(SIGNALS)}")
+        return self
+
+    def campaign_action(self, score: float) -> str:
+        c = self.campaign
+        for action, floor in (("block", c.block), ("fallback", c.fallback), ("throttle", c.throttle),
+                              ("monitor", c.monitor)):
+            if score >= floor:
+                return action
+        return "allow"
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    if path is None:
+        return Policy()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read policy ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise UserError(f"{path}: policy field {where}: {first['msg']}") from None

@@ -1,0 +1,196 @@
+"""The scan: exchanges -> features -> signals -> linkage -> campaigns -> verdicts.
+
+Pure over an Ibis table of canonical exchanges and an explicit ``as_of`` clock; the engine
+(DuckDB or Spark) is whatever backend the table is bound to (engine.py). Only the small
+per-distinct-value lookups (enrich.py) and the graph clustering run in Python, on collected
+tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from distillguard import campaigns as camp
+from distillguard import enrich, features, linkage, signals
+from distillguard.enrich import CAPABILITIES
+from distillguard.policy import Policy
+from distillguard.verdicts import VERDICT_SCHEMA
+
+
+@dataclass
+class ScanResult:
+    as_of: datetime
+    verdicts: pa.Table
+    campaigns: list[dict]
+    signals: pa.Table
+    edges: pa.Table
+    features: pa.Table
+
+    def summary(self) -> dict:
+        actions = pc.value_counts(self.verdicts.column("action")).to_pylist() if self.verdicts.num_rows else []
+        return {
+            "as_of": self.as_of.isoformat(),
+            "accounts": self.verdicts.num_rows,
+            "actions": {d["values"]: d["counts"] for d in actions},
+            "campaigns": [{k: c[k] for k in ("campaign_id", "members", "exchanges", "score", "action")}
+                          for c in self.campaigns],
+        }
+
+
+def _campaign_id(members: list[str]) -> str:
+    return "campaign-" + hashlib.blake2b(",".join(sorted(members)).encode(), digest_size=5).hexdigest()
+
+
+def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
+         params: linkage.LinkageParams | None = None) -> ScanResult:
+    """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None)."""
+    params = params or linkage.LinkageParams()
+    cparams = camp.CampaignParams(min_members=policy.campaign.min_members)
+    if as_of is None:
+        last = exchanges.timestamp.max().to_pyarrow().as_py()
+        as_of = (last or datetime(2000, 1, 1, tzinfo=timezone.utc))
+        as_of = as_of.replace(microsecond=0) + (datetime(2000, 1, 1, 0, 0, 1) - datetime(2000, 1, 1))
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=timezone.utc)
+    ex = features.window(exchanges, as_of, policy.lookback_days)
+
+    ips = ex.filter(ex.client_ip.notnull()).select("client_ip").distinct().to_pyarrow().column(0).to_pylist()
+    prompts = ex.select("prompt").distinct().to_pyarrow().column(0).to_pylist()
+    ip_table = enrich.ip_table(sorted(ips))
+    prompt_table = enrich.prompt_table(sorted(prompts))
+    prompt_keys = _explode_keys(prompt_table)
+    enriched = features.enriched(ex, ibis.memtable(ip_table), ibis.memtable(prompt_table.drop(["scaffold_keys"])))
+
+    feats = features.account_features(enriched, as_of).to_pyarrow()
+    feats = feats.sort_by("account_id")
+    signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
+    suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(), suspicion.column("suspicion").to_pylist()))
+
+    keys = linkage.account_keys(enriched, ibis.memtable(prompt_keys), params)
+    held = linkage.informative_keys(keys, feats.num_rows, params)
+    orgs = ibis.memtable(feats.select(["account_id", "organization_id"]))
+    edges = linkage.pair_edges(held, orgs, params).to_pyarrow()
+    edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
+
+    membership = camp.cluster(edges, cparams)
+    prompt_stats = _prompt_stats(ex, membership)
+    clusters = camp.score_clusters(edges, membership, suspicion_of, prompt_stats, cparams)
+    campaigns = _campaigns(clusters, feats, policy)
+    verdicts = _verdicts(feats, signal_table, suspicion_of, campaigns, policy, as_of)
+    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats)
+
+
+def _explode_keys(prompt_table: pa.Table) -> pa.Table:
+    lists = prompt_table.column("scaffold_keys")
+    flat = pc.list_flatten(lists)
+    parents = pc.list_parent_indices(lists)
+    return pa.table({"prompt": pc.take(prompt_table.column("prompt"), parents), "scaffold_key": flat})
+
+
+def _prompt_stats(ex: ir.Table, membership: dict[str, int]) -> dict[int, tuple[int, int]]:
+    """cluster -> (exchanges, distinct prompts) of its members."""
+    if not membership:
+        return {}
+    members = ibis.memtable(pa.table({"account_id": list(membership), "cluster": list(membership.values())}))
+    joined = ex.join(members, "account_id")
+    stats = joined.group_by("cluster").aggregate(n=joined.count(), distinct=joined.prompt.nunique()).to_pyarrow()
+    return {c: (n, d) for c, n, d in zip(*(stats.column(k).to_pylist() for k in ("cluster", "n", "distinct")))}
+
+
+def _campaigns(clusters: list[dict], feats: pa.Table, policy: Policy) -> list[dict]:
+    by_account = {a: i for i, a in enumerate(feats.column("account_id").to_pylist())}
+    cols = {name: feats.column(name).to_pylist() for name in
+            ("exchanges", "output_tokens", "first_seen", "last_seen", *(f"{c}_share" for c in CAPABILITIES))}
+    out = []
+    for c in clusters:
+        action = policy.campaign_action(c["score"])
+        if action == "allow":
+            continue
+        rows = [by_account[a] for a in c["members"] if a in by_account]
+        exchanges = sum(cols["exchanges"][i] for i in rows)
+        mix = {cap: round(sum(cols[f"{cap}_share"][i] * cols["exchanges"][i] for i in rows) / max(exchanges, 1), 4)
+               for cap in CAPABILITIES}
+        out.append({
+            "campaign_id": _campaign_id(c["members"]),
+            "members": c["size"],
+            "exchanges": exchanges,
+            "output_tokens": sum(cols["output_tokens"][i] or 0 for i in rows),
+            "first_seen": min(cols["first_seen"][i] for i in rows).isoformat(),
+            "last_seen": max(cols["last_seen"][i] for i in rows).isoformat(),
+            "score": c["score"],
+            "action": action,
+            "structure": c["structure"], "automation": c["automation"], "collective": c["collective"],
+            "complementarity": c["complementarity"],
+            "indicators": c["indicators"],
+            "capability_mix": mix,
+            "accounts": c["members"],
+        })
+    return out
+
+
+def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], campaigns: list[dict],
+              policy: Policy, as_of: datetime) -> pa.Table:
+    fired: dict[str, list[str]] = {}
+    for account, name, value, threshold, hit in zip(*(signal_table.column(k).to_pylist() for k in
+                                                     ("account_id", "signal", "value", "threshold", "fired"))):
+        if hit:
+            op = ">" if signals.BY_NAME[name].direction == "above" else "<"
+            fired.setdefault(account, []).append(f"{name}={value:.3g} ({op} {threshold:g})")
+    membership = {a: c for c in campaigns for a in c["accounts"]}
+    allowed = set(policy.allowlist_organizations)
+    rows = {k: [] for k in VERDICT_SCHEMA.names}
+    for account, org in zip(feats.column("account_id").to_pylist(), feats.column("organization_id").to_pylist()):
+        own = suspicion.get(account, 0.0)
+        reasons = list(fired.get(account, []))
+        campaign = membership.get(account)
+        action, score = "allow", round(0.5 * own, 4)
+        if campaign is not None:
+            action, score = campaign["action"], max(score, campaign["score"])
+            links = ", ".join(f"{k} x{v['accounts']}" for k, v in campaign["indicators"].items())
+            reasons.insert(0, f"campaign {campaign['campaign_id']}: score={campaign['score']:.3f} "
+                              f"(>= {action} {getattr(policy.campaign, action, policy.campaign.monitor):g}), "
+                              f"{campaign['members']} accounts linked by {links}")
+        elif own >= policy.account_monitor:
+            action = "monitor"
+            reasons.insert(0, f"account suspicion={own:.3f} (>= monitor {policy.account_monitor:g})")
+        if org is not None and org in allowed and action != "allow":
+            reasons.insert(0, f"organization {org} is allowlisted: capped at monitor")
+            action = "monitor"
+        rows["account_id"].append(account)
+        rows["action"].append(action)
+        rows["score"].append(float(score))
+        rows["campaign_id"].append(campaign["campaign_id"] if campaign else None)
+        rows["reasons"].append(reasons if action != "allow" else reasons[:3])
+        rows["as_of"].append(as_of)
+    return pa.table(rows, schema=VERDICT_SCHEMA)
+
+
+def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
+    """verdicts.parquet/.csv, campaigns.parquet/.json, signals.parquet under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"verdicts.parquet": out / "verdicts.parquet", "verdicts.csv": out / "verdicts.csv",
+             "campaigns.parquet": out / "campaigns.parquet", "campaigns.json": out / "campaigns.json",
+             "signals.parquet": out / "signals.parquet"}
+    pq.write_table(result.verdicts, files["verdicts.parquet"])
+    flat = result.verdicts.set_column(4, "reasons", pa.array(
+        [" | ".join(r or []) for r in result.verdicts.column("reasons").to_pylist()], pa.string()))
+    pacsv.write_csv(flat, files["verdicts.csv"])
+    campaigns = [{**{k: v for k, v in c.items() if k != "accounts"},
+                  "indicators": json.dumps(c["indicators"]), "capability_mix": json.dumps(c["capability_mix"])}
+                 for c in result.campaigns]
+    table = pa.Table.from_pylist(campaigns) if campaigns else pa.table({"campaign_id": pa.array([], pa.string())})
+    pq.write_table(table, files["campaigns.parquet"])
+    files["campaigns.json"].write_text(json.dumps(result.campaigns, indent=2, default=str))
+    pq.write_table(result.signals, files["signals.parquet"])
+    return files
