@@ -39,8 +39,10 @@ def minimax(tmp_path_factory) -> Path:
     return out
 
 
-def exchanges_with_labels(out: Path) -> pa.Table:
-    exchanges = pq.read_table(out / "exchanges.parquet")
+def exchanges_with_labels(out: Path, columns: list[str] | None = None) -> pa.Table:
+    if columns is not None and "account_id" not in columns:
+        columns = ["account_id", *columns]
+    exchanges = pq.read_table(out / "exchanges.parquet", columns=columns)
     labels = pq.read_table(out / "labels.parquet")
     return exchanges.join(labels, "account_id")
 
@@ -105,10 +107,10 @@ def test_scenario_json_records_the_resolved_parameters_seed_and_scale(alibaba):
 # --- determinism and scale --------------------------------------------------------------------
 
 def test_same_seed_gives_identical_exchanges(tmp_path):
-    first = simulate("alibaba-2026", scale=0.001, seed=7, out_dir=tmp_path / "a")
-    second = simulate("alibaba-2026", scale=0.001, seed=7, out_dir=tmp_path / "b")
+    first = simulate("minimax", scale=0.001, seed=7, out_dir=tmp_path / "a")
+    second = simulate("minimax", scale=0.001, seed=7, out_dir=tmp_path / "b")
     assert first.exchanges == second.exchanges > 0
-    for name in ("exchanges.parquet", "labels.parquet", "scenario.json"):
+    for name in ("exchanges.parquet", "labels.parquet", "relayed.parquet", "scenario.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
@@ -162,7 +164,7 @@ def test_campaign_volumes_at_scale_one_match_the_reported_campaigns(name, accoun
 
 
 def test_campaign_traffic_falls_inside_its_declared_window(alibaba):
-    table = exchanges_with_labels(alibaba)
+    table = exchanges_with_labels(alibaba, ["timestamp"])
     attack = table.filter(pc.equal(table["role"], "attacker"))
     window = load_scenario("alibaba-2026").campaigns["alibaba-2026"].window
     assert pc.min(attack["timestamp"]).as_py() >= window.start
@@ -173,7 +175,7 @@ def test_campaign_traffic_falls_inside_its_declared_window(alibaba):
 
 
 def test_attack_accounts_are_created_in_waves_before_first_use(alibaba):
-    table = exchanges_with_labels(alibaba)
+    table = exchanges_with_labels(alibaba, ["timestamp", "account_created_at"])
     attack = table.filter(pc.equal(table["role"], "attacker"))
     first_use = pc.min(attack["timestamp"]).as_py()
     created = attack["account_created_at"].to_pylist()
@@ -190,7 +192,7 @@ def test_attack_accounts_are_created_in_waves_before_first_use(alibaba):
 
 def test_campaign_moves_about_half_its_traffic_to_a_new_model_within_a_day(minimax):
     released = load_scenario("minimax").models["atlas-3.5"].released
-    table = exchanges_with_labels(minimax)
+    table = exchanges_with_labels(minimax, ["exchange_id", "timestamp", "model"])
     attack = table.filter(pc.and_(pc.equal(table["role"], "hydra_relay"),
                                   pc.invert(pc.is_in(table["exchange_id"], value_set=relayed_ids(minimax)))))
     before = attack.filter(pc.less(attack["timestamp"], released))
@@ -202,7 +204,7 @@ def test_campaign_moves_about_half_its_traffic_to_a_new_model_within_a_day(minim
 
 def test_organic_customers_adopt_a_new_model_gradually(minimax):
     released = load_scenario("minimax").models["atlas-3.5"].released
-    table = exchanges_with_labels(minimax)
+    table = exchanges_with_labels(minimax, ["timestamp", "model"])
     organic = table.filter(pc.equal(table["role"], "organic"))
 
     def share(start: datetime, end: datetime) -> float:
@@ -227,7 +229,7 @@ def test_hydra_accounts_relay_genuine_customer_requests_through_the_same_address
     own = pc.sum(hydra["campaign_exchanges"]).as_py()
     assert relayed == len(relayed_ids(minimax))
     assert relayed / (relayed + own) == pytest.approx(0.3, abs=0.06)
-    table = exchanges_with_labels(minimax)
+    table = exchanges_with_labels(minimax, ["exchange_id", "client_ip"])
     hydra_rows = table.filter(pc.equal(table["role"], "hydra_relay"))
     is_relayed = pc.is_in(hydra_rows["exchange_id"], value_set=relayed_ids(minimax))
     own_ips = pc.unique(hydra_rows.filter(pc.invert(is_relayed))["client_ip"])
@@ -238,20 +240,20 @@ def test_hydra_accounts_relay_genuine_customer_requests_through_the_same_address
 
 def test_paraphrased_accounts_never_share_exact_prompt_text(tmp_path):
     simulate("paraphrased", scale=0.002, seed=4, out_dir=tmp_path)
-    table = exchanges_with_labels(tmp_path)
+    table = exchanges_with_labels(tmp_path, ["prompt"])
     attack = table.filter(pc.equal(table["role"], "attacker")).select(["account_id", "prompt"])
     owners = attack.group_by("prompt").aggregate([("account_id", "count_distinct")])
     assert pc.max(owners["account_id_count_distinct"]).as_py() == 1
 
 
 def test_every_organic_persona_is_present(baseline):
-    table = exchanges_with_labels(baseline)
+    table = exchanges_with_labels(baseline, [])
     personas = set(pc.unique(table["persona"]).to_pylist())
     assert personas == set(load_scenario("baseline").organic)
 
 
 def test_campus_accounts_share_a_few_nat_addresses(baseline):
-    table = exchanges_with_labels(baseline)
+    table = exchanges_with_labels(baseline, ["client_ip"])
     campus = table.filter(pc.equal(table["persona"], "university")).select(["client_ip", "account_id"])
     per_ip = campus.group_by("client_ip").aggregate([("account_id", "count_distinct")])
     assert pc.max(per_ip["account_id_count_distinct"]).as_py() >= 0.5 * pc.count_distinct(campus["account_id"]).as_py()
@@ -347,7 +349,7 @@ def test_conversation_turns_are_numbered_in_time_order_and_wait_for_the_previous
 
 
 def test_organic_hard_negatives_share_cards_and_addresses_like_a_campaign_cell(baseline):
-    table = exchanges_with_labels(baseline)
+    table = exchanges_with_labels(baseline, ["payment_fingerprint", "client_ip"])
     developers = table.filter(pc.equal(table["persona"], "developer"))
     pairs = developers.select(["account_id", "payment_fingerprint", "client_ip"]).drop_null()
     shared = pairs.group_by(["payment_fingerprint", "client_ip"]).aggregate([("account_id", "count_distinct")])
