@@ -150,7 +150,8 @@ def simulate(
         organic_prompts: JSONL files (``prompt``, optional ``turns``) replacing the organic corpora.
         distill_prompts: JSONL files replacing the distillation corpora campaigns draw seeds from.
         out_dir: created if missing. Receives ``exchanges.parquet`` (canonical schema, one row
-            group per block of accounts, each sorted by time), ``labels.parquet`` (one row per
+            group per block of accounts, each sorted by time; the file as a whole is not in
+            time order), ``labels.parquet`` (one row per
             account), ``relayed.parquet`` (ids of genuine requests relayed by hydra accounts; only
             when a hydra campaign ran) and ``scenario.json`` (the resolved parameters).
         progress: called with (blocks done, blocks total) after each block.
