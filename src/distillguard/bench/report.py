@@ -1,0 +1,147 @@
+"""The benchmark as Markdown: a section for docs/benchmarks.md, written between markers so a new
+run replaces the old figures and leaves the rest of the page alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+BEGIN = "<!-- detection:begin -->"
+END = "<!-- detection:end -->"
+
+#: the real campaign the default scenario is modelled on (alibaba-2026.yaml)
+REAL_ALIBABA_EXCHANGES = 28_800_000
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "–"
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.0f}"
+
+
+def _num(value: float | None, fmt: str = ".1f") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Every table of the run: accounts, campaigns and leakage, cost, floors."""
+    run = results["run"]
+    machine = run["machine"]
+    lines = [
+        "## Detection benchmark",
+        "",
+        f"`{run['command']}`  ",
+        f"{run['date']} · {machine['cpus']} CPUs, {machine['memory_gib']:.0f} GiB, {machine['platform']} · "
+        f"distillguard {run['version']}  ",
+        f"Scale {run['scale']:g}, seed {run['seed']}; detectors fitted on `baseline` (organic only) simulated with "
+        f"seed {run['reference_seed']}; replay every {run['replay_every_hours']:g} simulated hours.",
+        "",
+        "*throttle+* = throttle, fallback or block; *monitor+* adds monitor. FPR = share of organic accounts flagged. "
+        "Leakage = a campaign's own exchanges sent before its accounts were throttled in the replay "
+        f"(the real Alibaba campaign obtained {_count(REAL_ALIBABA_EXCHANGES)}); *at full scale* divides by the scale.",
+        "",
+        "### Accounts",
+        "",
+        "| scenario | detector | recall throttle+ | precision throttle+ | organic FPR throttle+ | worst persona throttle+ "
+        "| recall monitor+ | organic FPR monitor+ |",
+        "|---|---|---:|---:|---:|---|---:|---:|",
+    ]
+    for scenario, outcome in results["scenarios"].items():
+        for detector, r in outcome["detectors"].items():
+            t, m = r["accounts"]["throttle"], r["accounts"]["monitor"]
+            worst = f"{t['worst_persona']} {_pct(t['worst_persona_fpr'], 2)}" if t["worst_persona"] else "–"
+            lines.append(f"| {scenario} | {detector} | {_pct(t['recall'])} | {_pct(t['precision'])} | "
+                         f"{_pct(t['organic_fpr'], 3)} | {worst} | {_pct(m['recall'])} | {_pct(m['organic_fpr'], 2)} |")
+    lines += [
+        "",
+        "### Campaigns and leakage",
+        "",
+        "| scenario | campaign | detector | accounts caught | exchanges caught | one campaign | first detection "
+        "| leaked exchanges | leaked at full scale | organic ever throttled in replay |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scenario, outcome in results["scenarios"].items():
+        for detector, r in outcome["detectors"].items():
+            replay = r.get("replay") or {}
+            harmed = (replay.get("organic_flagged") or {}).get("throttle", {})
+            for campaign, c in r["campaigns"].items():
+                t = c["throttle"]
+                leak = (replay.get("campaigns") or {}).get(campaign, {})
+                ttd = leak.get("ttd_throttle_hours")
+                lines.append(
+                    f"| {scenario} | {campaign} | {detector} | {_pct(t['accounts_caught_share'])} | "
+                    f"{_pct(t['exchanges_caught_share'])} | {_pct(t['one_campaign_share'])} | "
+                    f"{'never' if leak and ttd is None else _num(ttd) + ' h' if ttd is not None else '–'} | "
+                    f"{_pct(leak.get('leaked_exchanges_share'))} | {_count(leak.get('leaked_exchanges_full_scale'))} | "
+                    f"{harmed.get('accounts', '–')} ({_pct(harmed.get('fpr'), 3)}) |")
+    lines += [
+        "",
+        "### Cost",
+        "",
+        "| scenario | detector | exchanges | fit s | detect s | detect peak RSS MiB | replay mode | replay steps "
+        "| replay s | replay peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for scenario, outcome in results["scenarios"].items():
+        for detector, r in outcome["detectors"].items():
+            fit, detect, replay = results["fit"][detector], r["cost"]["detect"], r.get("replay") or {}
+            rc = replay.get("cost") or {}
+            lines.append(
+                f"| {scenario} | {detector} | {_count(outcome['exchanges'])} | {_num(fit['seconds'])} | "
+                f"{_num(detect['seconds'])} | {_num(detect['peak_rss_mb'], '.0f')} | {replay.get('mode', '–')} | "
+                f"{replay.get('steps', '–')} | {_num(rc.get('seconds'))} | {_num(rc.get('peak_rss_mb'), '.0f')} |")
+    lines += _floors(results)
+    return "\n".join(lines) + "\n"
+
+
+def _floors(results: dict[str, Any]) -> list[str]:
+    rows = results.get("floors") or []
+    if not rows:
+        return []
+    names = list(dict.fromkeys(r["floor"] for r in rows))
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for r in rows:
+        mark = {True: "✓", False: "✗", None: "?"}[r["passed"]]
+        value = r["value"]
+        shown = "" if value is None else (f" {_num(value)} h" if r["floor"].endswith("hours")
+                                          else f" {_pct(value, 3 if value < 0.01 else 1)}")
+        cells.setdefault((r["scenario"], r["detector"]), {})[r["floor"]] = mark + shown
+    targets = {r["floor"]: r for r in rows}
+    header = [f"{n} ({targets[n]['comparison']} {_target(n, targets[n]['target'])})" if targets[n]["target"] is not None
+              else n for n in names]
+    scale_note = "" if rows[0]["scale_ok"] else " **This run's scale is below 0.05, where the floors are stated.**"
+    out = ["", "### Floors (issue 4)", "",
+           f"✓ met, ✗ missed, ? not measured; blank: does not apply to the scenario.{scale_note}", "",
+           "| scenario | detector | " + " | ".join(header) + " |",
+           "|---|---|" + "---|" * len(names)]
+    for (scenario, detector), got in cells.items():
+        out.append(f"| {scenario} | {detector} | " + " | ".join(got.get(n, "") for n in names) + " |")
+    return out
+
+
+def _target(name: str, target: float) -> str:
+    return f"{target:g} h" if name.endswith("hours") else _pct(target, 2 if target < 0.01 else 0)
+
+
+def write_docs(section: str, path: str | Path) -> Path:
+    """Put ``section`` between the detection markers of ``path`` (appended with markers if absent;
+    the file is created if missing). Everything outside the markers is kept as it is."""
+    path = Path(path)
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path

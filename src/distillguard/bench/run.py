@@ -1,0 +1,236 @@
+"""``distillguard bench``: run detectors over simulated scenarios and score them against the truth.
+
+For each scenario: simulate it (cached), ingest it into a store, judge every account with each
+detector (account and campaign metrics), replay it in time order with detection every few
+simulated hours (time to detection, leakage), and record what each run cost. Detectors are
+fitted once, on an organic-only ``baseline`` simulated with another seed, so no detector ever
+sees the labels or the scenario it is scored on. Results go to ``results.json`` (every figure),
+``results.md`` (the tables for docs/benchmarks.md) and two PNG plots.
+
+A scenario's result is a dictionary of sections (``detectors`` today); an analysis that is not
+a detector, such as the one-feature oracle of issue 5, adds its own section beside it and can
+score its flags with the same metrics functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distillguard import __version__
+from distillguard.bench import floors, metrics, plots, report
+from distillguard.bench.cost import measured
+from distillguard.bench.prepare import Prepared, prepare
+from distillguard.bench.registry import BASELINES, DETECTORS, build
+from distillguard.bench.replay import campaign_traffic, campaign_window, grid, replay
+from distillguard.errors import UserError
+from distillguard.store import Store
+from distillguard.verdicts import VERDICT_SCHEMA, Detector
+
+#: what ``make bench`` runs: the Alibaba-sized campaign and its volume-evasion variant, at the
+#: smallest scale the detection floors are stated for
+DEFAULT_SCENARIOS: tuple[str, ...] = ("alibaba-2026", "low-and-slow")
+DEFAULT_SCALE = 0.05
+DEFAULT_SEED = 7
+REFERENCE_SCENARIO = "baseline"
+#: the reference is simulated with ``seed + REFERENCE_SEED_OFFSET``: never the scenario's seed
+REFERENCE_SEED_OFFSET = 1
+
+Progress = Callable[[str], None]
+
+
+def run_bench(
+    scenarios: Sequence[str] = DEFAULT_SCENARIOS,
+    scale: float = DEFAULT_SCALE,
+    detectors: Sequence[str] | None = None,
+    seed: int = DEFAULT_SEED,
+    out_dir: str | Path = "bench-out",
+    *,
+    replay_every_hours: float = 6.0,
+    docs: str | Path | None = None,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Benchmark ``detectors`` (all registered when None) on ``scenarios`` and write the results.
+
+    Args:
+        scenarios: shipped scenario names or YAML files (comma-separated names are split).
+        scale: multiplies every population's accounts (simulate's ``--scale``).
+        detectors: registered names (bench.registry), in report order.
+        seed: simulation seed of the scenarios; the reference uses ``seed + 1``.
+        out_dir: receives results.json, results.md, leakage.png, precision_recall.png, and
+            ``cache/`` with the simulated stores (reused by later runs with the same
+            scenario, scale and seed).
+        replay_every_hours: detection interval of the time-ordered replay; 0 skips the replay.
+        docs: a Markdown file (docs/benchmarks.md) whose detection section is replaced.
+        command: the command line to print in the report (rebuilt from the arguments if None).
+        progress: called with one line of text per stage.
+
+    Returns:
+        The results dictionary written to results.json, with ``files`` (name -> path) added.
+
+    Raises:
+        UserError: unknown scenario or detector, or a scale or interval that is not positive.
+    """
+    scenarios = _names(scenarios)
+    names = _names(detectors) if detectors else list(DETECTORS)
+    if not scenarios:
+        raise UserError("no scenario to benchmark")
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise UserError(f"scale must be a positive number, got {scale!r}")
+    if replay_every_hours < 0:
+        raise UserError(f"replay interval must be positive (or 0 for no replay), got {replay_every_hours!r}")
+    say = progress or (lambda _message: None)
+    out = Path(out_dir)
+    cache = out / "cache"
+    chosen = build(names)
+    reference_seed = seed + REFERENCE_SEED_OFFSET
+
+    results: dict[str, Any] = {"run": {
+        "command": command or _command(scenarios, scale, names, seed, out, replay_every_hours),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
+        "machine": _machine(), "scenarios": scenarios, "scale": scale, "seed": seed,
+        "reference_scenario": REFERENCE_SCENARIO, "reference_seed": reference_seed, "detectors": names,
+        "replay_every_hours": replay_every_hours,
+    }}
+    reference = prepare(REFERENCE_SCENARIO, scale, reference_seed, cache, say)
+    results["reference"] = _facts(reference)
+    results["fit"] = {}
+    with reference.open() as store:
+        for detector in chosen:
+            say(f"fitting {detector.name} on the {REFERENCE_SCENARIO} reference")
+            with measured() as cost:
+                detector.fit(store)
+            results["fit"][detector.name] = cost.as_dict()
+
+    results["scenarios"] = {}
+    for scenario in scenarios:
+        prepared = prepare(scenario, scale, seed, cache, say)
+        with prepared.open() as store:
+            results["scenarios"][prepared.scenario] = score_scenario(
+                prepared, store, chosen, timedelta(hours=replay_every_hours) if replay_every_hours else None, say)
+    results["floors"] = floors.evaluate(results, BASELINES)
+    results["files"] = _write(results, out, docs)
+    say(f"wrote {', '.join(results['files'].values())}")
+    return results
+
+
+def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detector],
+                   every: timedelta | None, say: Progress) -> dict[str, Any]:
+    """Every figure of every detector on one prepared scenario."""
+    labels = prepared.labels
+    outcome = _facts(prepared)
+    outcome["campaigns"] = _campaigns(labels)
+    window = campaign_window(store, labels, prepared.relayed) if every and outcome["campaigns"] else None
+    as_ofs = grid(*window, every) if window else []
+    traffic = campaign_traffic(store, labels, prepared.relayed, as_ofs) if as_ofs else None
+    outcome["replay_window"] = None if not as_ofs else {
+        "first_campaign_exchange": window[0].isoformat(), "last_campaign_exchange": window[1].isoformat(),
+        "first_step": as_ofs[0].isoformat(), "last_step": as_ofs[-1].isoformat(), "steps": len(as_ofs)}
+    outcome["undefended_curve"] = metrics.leakage_curve(traffic, None) if traffic is not None else []
+    outcome["detectors"] = {}
+    for detector in detectors:
+        say(f"{prepared.scenario}: {detector.name} judging {outcome['exchanges']:,} exchanges")
+        with measured() as cost:
+            verdicts = detector.detect(store, None)
+        judged = metrics.judge(_checked(verdicts, detector.name), labels)
+        per_level = {level: metrics.campaign_metrics(judged, level) for level in metrics.LEVELS}
+        result: dict[str, Any] = {
+            "accounts": {level: metrics.account_metrics(judged, level) for level in metrics.LEVELS},
+            "campaigns": {c: {level: per_level[level][c] for level in metrics.LEVELS} for c in outcome["campaigns"]},
+            "cost": {"detect": cost.as_dict()},
+        }
+        if as_ofs:
+            say(f"{prepared.scenario}: {detector.name} replaying {len(as_ofs)} steps")
+            run = replay(detector, store, as_ofs)
+            leaks = metrics.leakage(traffic, run.flags, prepared.scale)
+            result["replay"] = {
+                "mode": run.mode, "steps": run.steps,
+                "cost": run.cost.as_dict() | {
+                    "seconds_per_step": round(run.cost.seconds / run.steps, 4),
+                    "slowest_step_seconds": run.slowest_step_seconds},
+                "campaigns": leaks,
+                "organic_flagged": metrics.organic_flagged(run.flags, labels),
+                "curve": metrics.leakage_curve(traffic, run.flags),
+            }
+            result["cost"]["replay"] = result["replay"]["cost"]
+        outcome["detectors"][detector.name] = result
+    return outcome
+
+
+def _checked(verdicts: pa.Table, name: str) -> pa.Table:
+    """A detector's output must be VERDICT_SCHEMA; anything else is a bug in the detector."""
+    if verdicts.schema.names != VERDICT_SCHEMA.names:
+        raise TypeError(f"{name}: verdict columns {verdicts.schema.names} are not {VERDICT_SCHEMA.names}")
+    try:
+        return verdicts.cast(VERDICT_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise TypeError(f"{name}: verdicts do not have VERDICT_SCHEMA: {exc}") from None
+
+
+def _campaigns(labels: pa.Table) -> dict[str, dict[str, int]]:
+    mine = labels.filter(labels["campaign_id"].is_valid())
+    out = {}
+    for campaign in sorted(set(mine["campaign_id"].to_pylist())):
+        rows = mine.filter(pc.equal(mine["campaign_id"], campaign))
+        out[campaign] = {"accounts": rows.num_rows, "exchanges": pc.sum(rows["campaign_exchanges"]).as_py() or 0}
+    return out
+
+
+def _facts(prepared: Prepared) -> dict[str, Any]:
+    keep = ("scenario", "seed", "scale", "accounts", "exchanges", "campaign_exchanges", "relayed_exchanges",
+            "simulate_seconds", "ingest_seconds")
+    return {k: prepared.facts[k] for k in keep}
+
+
+def _names(values: Sequence[str] | None) -> list[str]:
+    return [n.strip() for v in (values or ()) for n in str(v).split(",") if n.strip()]
+
+
+def _command(scenarios: list[str], scale: float, detectors: list[str], seed: int, out: Path,
+             every: float) -> str:
+    parts = ["distillguard bench", *(f"--scenario {s}" for s in scenarios), f"--scale {scale:g}",
+             f"--detectors {','.join(detectors)}", f"--seed {seed}"]
+    if every != 6.0:
+        parts.append(f"--replay-every-hours {every:g}")
+    return " ".join([*parts, f"--out {out}"])
+
+
+def _machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory = 0.0
+    return {"platform": f"{platform.system()} {platform.machine()}", "cpu": model,
+            "cpus": os.cpu_count(), "memory_gib": round(memory, 1), "python": platform.python_version()}
+
+
+def _write(results: dict[str, Any], out: Path, docs: str | Path | None) -> dict[str, str]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "results.json", "markdown": out / "results.md",
+             "leakage_plot": out / "leakage.png", "precision_recall_plot": out / "precision_recall.png"}
+    section = report.markdown(results)
+    files["markdown"].write_text(section)
+    if plots.leakage_plot(results, files["leakage_plot"]) is None:
+        del files["leakage_plot"]
+    plots.precision_recall_plot(results, files["precision_recall_plot"])
+    if docs is not None:
+        files["docs"] = report.write_docs(section, docs)
+    listed = {name: str(path) for name, path in files.items()}
+    files["json"].write_text(json.dumps(results | {"files": listed}, indent=1, default=str) + "\n")
+    return listed
