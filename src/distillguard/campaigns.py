@@ -36,6 +36,7 @@ class CampaignParams:
     resolution: float = 1.0
     seed: int = 7
     structure_scale: float = 6.0  # internal weight per member at which structure is ~0.63
+    min_member_weight: float = 2.5  # a member must be this strongly tied to the rest to count
 
 
 def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
@@ -49,13 +50,28 @@ def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
     return membership
 
 
+def _admitted(edges: pa.Table, membership: dict[str, int], min_weight: float) -> dict[str, int]:
+    """Keep only members whose summed edge weight into their own cluster reaches ``min_weight``.
+
+    Leiden puts every node somewhere; a customer who once shared a slot or a subnet with a
+    campaign account is attached to its cluster but is not part of the operation.
+    """
+    strength: dict[str, float] = {}
+    for a, b, w in zip(*(edges.column(n).to_pylist() for n in ("a", "b", "weight"))):
+        if membership.get(a) is not None and membership.get(a) == membership.get(b):
+            strength[a] = strength.get(a, 0.0) + w
+            strength[b] = strength.get(b, 0.0) + w
+    return {a: c for a, c in membership.items() if strength.get(a, 0.0) >= min_weight}
+
+
 def score_clusters(edges: pa.Table, membership: dict[str, int], suspicion: dict[str, float],
                    prompt_stats: dict[int, tuple[int, int]], params: CampaignParams) -> list[dict]:
     """One dict per cluster with at least ``min_members``: members, sub-scores and score."""
+    kinds = list(EVIDENCE)
+    membership = _admitted(edges, membership, params.min_member_weight)
     members: dict[int, list[str]] = {}
     for account, c in membership.items():
         members.setdefault(c, []).append(account)
-    kinds = list(EVIDENCE)
     internal: dict[int, dict] = {}
     a_col, b_col, w_col = (edges.column(n).to_pylist() for n in ("a", "b", "weight"))
     shared = {k: edges.column(f"shared_{k}").to_pylist() for k in kinds}

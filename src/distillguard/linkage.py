@@ -34,16 +34,18 @@ class Evidence:
     name: str
     weight: float
     meaning: str
+    min_shared: int = 1  # fewer shared keys than this is coincidence, not evidence
 
 
 EVIDENCE: dict[str, Evidence] = {e.name: e for e in (
-    Evidence("payment", 4.0, "same payment method fingerprint"),
-    Evidence("ip", 1.0, "same client IP address"),
-    Evidence("subnet", 0.6, "same /24 (IPv4) or /48 (IPv6) subnet"),
-    Evidence("user_agent", 0.6, "same user agent string"),
+    Evidence("payment", 3.0, "same payment method fingerprint"),
+    Evidence("ip", 1.5, "same client IP addresses"),
+    Evidence("subnet", 1.0, "same /24 (IPv4) or /48 (IPv6) subnets"),
+    Evidence("user_agent", 0.5, "same user agent strings"),
     Evidence("signup_burst", 1.5, "created in the same hour with the same e-mail domain"),
-    Evidence("scaffold", 0.25, "same prompt framing n-gram (opening or closing words)"),
-    Evidence("sync", 0.08, "session started in the same 5-minute slot"),
+    Evidence("scaffold", 2.0, "same prompt framing n-grams (opening or closing words)", min_shared=3),
+    # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment
+    Evidence("sync", 2.0, "sessions started in the same 5-minute slots", min_shared=3),
 )}
 
 
@@ -53,7 +55,7 @@ class LinkageParams:
     ring_degree: int = 4
     max_share: float = 0.05  # keys held by more than this share of accounts are ignored
     max_accounts_floor: int = 50  # ...but never ignore a key held by fewer accounts than this
-    min_pair_weight: float = 2.0  # weaker pairs are noise: one weak coincidence links nobody
+    min_pair_weight: float = 1.0  # weaker pairs are noise: one weak coincidence links nobody
     session_gap_s: int = 1800
     slot_s: int = 300
     exclude: tuple[str, ...] = field(default=())
@@ -88,50 +90,77 @@ def account_keys(ex: ir.Table, prompt_keys: ir.Table, params: LinkageParams) -> 
     return keys
 
 
-def informative_keys(keys: ir.Table, n_accounts: int, params: LinkageParams) -> ir.Table:
-    """Keys held by at least two accounts and not by (almost) everyone, with their holder count."""
-    limit = max(params.max_accounts_floor, int(params.max_share * n_accounts))
+def weighted_keys(keys: ir.Table) -> ir.Table:
+    """Every key with its holder count and idf = 1 / log2(1 + holders)."""
     counts = keys.group_by(["kind", "key"]).aggregate(holders=keys.account_id.nunique())
-    counts = counts.filter((counts.holders >= 2) & (counts.holders <= limit))
-    return keys.join(counts, ["kind", "key"])
+    held = keys.join(counts, ["kind", "key"])
+    return held.mutate(idf=1.0 / (1 + held.holders.cast("float64")).log2())
 
 
-def pair_edges(held: ir.Table, organizations: ir.Table, params: LinkageParams) -> ir.Table:
-    """Account-pair edges: a < b, weight, and per kind the number of shared keys (``shared_<kind>``).
+def key_norms(weighted: ir.Table) -> ir.Table:
+    """Per account and kind, the idf-weighted norm of its key set (the cosine denominator).
 
-    ``held`` is :func:`informative_keys`; ``organizations`` has account_id, organization_id.
-    Holders of a key are ordered by md5(key, account) (the same on every engine and unrelated to
-    how ids are assigned) for the ring lattice of large keys.
+    Computed over informative keys only: keys no one else holds (the payload words of a
+    prompt, a home IP) say nothing about links and would only dilute every similarity.
+    """
+    return weighted.group_by(["account_id", "kind"]).aggregate(norm=(weighted.idf * weighted.idf).sum().sqrt())
+
+
+def informative_keys(weighted: ir.Table, n_accounts: int, params: LinkageParams) -> ir.Table:
+    """Keys held by at least two accounts and not by (almost) everyone."""
+    limit = max(params.max_accounts_floor, int(params.max_share * n_accounts))
+    return weighted.filter((weighted.holders >= 2) & (weighted.holders <= limit))
+
+
+def pair_edges(held: ir.Table, norms: ir.Table, organizations: ir.Table, params: LinkageParams) -> ir.Table:
+    """Account-pair edges: a < b, weight, and per kind the shared-key count and similarity.
+
+    Per kind, similarity is the cosine of the two accounts' idf-weighted key sets: sharing a
+    few rare keys out of few counts a lot, sharing some common keys out of many (two heavy
+    users who happen to be active in the same slots) counts little. The pair weight is the
+    evidence-weighted sum of the similarities. ``held`` is :func:`informative_keys`.
+
+    Holders of a large key are ordered by md5(key, account) (the same on every engine and
+    unrelated to how ids are assigned) for its ring lattice.
     """
     kinds = list(EVIDENCE)
-    ranked = held.mutate(
-        rank=ibis.row_number().over(ibis.window(group_by=[held.kind, held.key],
-                                                order_by=(held.key + "|" + held.account_id).hexdigest("md5"))),
-        idf=1.0 / (1 + held.holders.cast("float64")).log2(),
-    )
+    ranked = held.mutate(rank=ibis.row_number().over(ibis.window(
+        group_by=[held.kind, held.key], order_by=(held.key + "|" + held.account_id).hexdigest("md5"))))
     left = ranked.select("kind", "key", "holders", "idf", a="account_id", rank_a="rank")
     right = ranked.select("kind", "key", b="account_id", rank_b="rank")
     clique = left.filter(left.holders <= params.clique_max).join(
         right, [left.kind == right.kind, left.key == right.key, left.rank_a < right.rank_b])
-    clique = clique.select("kind", "idf", "a", "b")
-    rings = []
+    parts = [clique.select("kind", "idf", "a", "b")]
     big = left.filter(left.holders > params.clique_max)
     for d in range(1, params.ring_degree + 1):
-        target = ((big.rank_a - 1 + d) % big.holders) + 1
-        ring = big.mutate(target=target).join(
-            right, [big.kind == right.kind, big.key == right.key, ibis._.target == right.rank_b])
-        rings.append(ring.select("kind", "idf", "a", "b"))
-    pairs = ibis.union(clique, *rings, distinct=False)
+        ring = big.mutate(target=((big.rank_a - 1 + d) % big.holders) + 1)
+        ring = ring.join(right, [ring.kind == right.kind, ring.key == right.key, ring.target == right.rank_b])
+        parts.append(ring.select("kind", "idf", "a", "b"))
+    pairs = ibis.union(*parts, distinct=False)
     pairs = pairs.mutate(lo=ibis.least(pairs.a, pairs.b), hi=ibis.greatest(pairs.a, pairs.b))
     pairs = pairs.filter(pairs.lo != pairs.hi)
+    per_kind = pairs.group_by(["lo", "hi", "kind"]).aggregate(shared=pairs.count(), dot=(pairs.idf * pairs.idf).sum())
+    na = norms.select(lo="account_id", kind="kind", norm_a="norm")
+    nb = norms.select(hi="account_id", kind="kind", norm_b="norm")
+    per_kind = per_kind.join(na, ["lo", "kind"]).join(nb, ["hi", "kind"])
+    per_kind = per_kind.mutate(sim=ibis.least(per_kind.dot / (per_kind.norm_a * per_kind.norm_b), 1.0))
+    min_shared = ibis.cases(*((per_kind.kind == k, e.min_shared) for k, e in EVIDENCE.items()), else_=1)
+    per_kind = per_kind.filter(per_kind.shared >= min_shared)
     orgs_a = organizations.select(lo="account_id", org_a="organization_id")
     orgs_b = organizations.select(hi="account_id", org_b="organization_id")
-    pairs = pairs.left_join(orgs_a, "lo").drop("lo_right").left_join(orgs_b, "hi").drop("hi_right")
-    pairs = pairs.filter(pairs.org_a.isnull() | pairs.org_b.isnull() | (pairs.org_a != pairs.org_b))
-    weight = sum(ibis.ifelse(pairs.kind == k, pairs.idf * EVIDENCE[k].weight, 0.0) for k in kinds)
-    marked = pairs.mutate(w=weight, **{f"c_{k}": (pairs.kind == k).cast("int64") for k in kinds})
+    per_kind = per_kind.left_join(orgs_a, "lo").drop("lo_right").left_join(orgs_b, "hi").drop("hi_right")
+    per_kind = per_kind.filter(per_kind.org_a.isnull() | per_kind.org_b.isnull() | (per_kind.org_a != per_kind.org_b))
+    weight = sum(ibis.ifelse(per_kind.kind == k, per_kind.sim * EVIDENCE[k].weight, 0.0) for k in kinds)
+    marked = per_kind.mutate(
+        w=weight,
+        **{f"c_{k}": ibis.ifelse(per_kind.kind == k, per_kind.shared, 0) for k in kinds},
+        **{f"s_{k}": ibis.ifelse(per_kind.kind == k, per_kind.sim, 0.0) for k in kinds},
+    )
     edges = marked.group_by([marked.lo.name("a"), marked.hi.name("b")]).aggregate(
-        weight=marked.w.sum(), **{f"shared_{k}": marked[f"c_{k}"].sum() for k in kinds})
+        weight=marked.w.sum(),
+        **{f"shared_{k}": marked[f"c_{k}"].sum() for k in kinds},
+        **{f"sim_{k}": marked[f"s_{k}"].max() for k in kinds},
+    )
     return edges.filter(edges.weight >= params.min_pair_weight)
 
 

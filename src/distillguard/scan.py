@@ -77,10 +77,10 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
     suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(), suspicion.column("suspicion").to_pylist()))
 
-    keys = linkage.account_keys(enriched, ibis.memtable(prompt_keys), params)
+    keys = linkage.weighted_keys(linkage.account_keys(enriched, ibis.memtable(prompt_keys), params))
     held = linkage.informative_keys(keys, feats.num_rows, params)
     orgs = ibis.memtable(feats.select(["account_id", "organization_id"]))
-    edges = linkage.pair_edges(held, orgs, params).to_pyarrow()
+    edges = linkage.pair_edges(held, linkage.key_norms(held), orgs, params).to_pyarrow()
     edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
 
     membership = camp.cluster(edges, cparams)
