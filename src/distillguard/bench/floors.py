@@ -8,6 +8,7 @@ Adding a floor (the adaptive campaigns of issue 5, say) is adding a row.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -31,10 +32,12 @@ def _throttle(result: dict, key: str) -> float | None:
 
 
 def _worst_campaign(result: dict, key: str, worst: Callable) -> float | None:
-    values = [c[key] for c in result.get("replay", {}).get("campaigns", {}).values()]
+    """The worst campaign's figure from the replay; None without a replay, and infinity for a
+    campaign the replay never caught (its time to detection has no value but surely fails)."""
+    values = [c[key] for c in (result.get("replay") or {}).get("campaigns", {}).values()]
     if not values:
         return None
-    return None if any(v is None for v in values) else worst(values)
+    return worst(math.inf if v is None else v for v in values)
 
 
 FLOORS: tuple[Floor, ...] = (
@@ -69,6 +72,8 @@ def evaluate(results: dict[str, Any], baselines: frozenset[str]) -> list[dict[st
                     continue
                 value = floor.value(result)
                 passed = None if value is None else (value <= floor.target if floor.at_most else value >= floor.target)
+                if value == math.inf:
+                    value = None  # JSON has no infinity; "never" is what the report shows
                 rows.append({"scenario": scenario, "detector": detector, "floor": floor.name,
                              "meaning": floor.meaning, "target": floor.target,
                              "comparison": "<=" if floor.at_most else ">=", "value": value,

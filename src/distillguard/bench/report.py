@@ -59,6 +59,12 @@ def markdown(results: dict[str, Any]) -> str:
             worst = f"{t['worst_persona']} {_pct(t['worst_persona_fpr'], 2)}" if t["worst_persona"] else "–"
             lines.append(f"| {scenario} | {detector} | {_pct(t['recall'])} | {_pct(t['precision'])} | "
                          f"{_pct(t['organic_fpr'], 3)} | {worst} | {_pct(m['recall'])} | {_pct(m['organic_fpr'], 2)} |")
+    lost = {name: o["quarantined_exchanges"] for name, o in
+            [("baseline (reference)", results["reference"]), *results["scenarios"].items()] if o["quarantined_exchanges"]}
+    if lost:
+        lines += ["", "Simulated exchanges the ingest quarantined (left out of every figure): " + "; ".join(
+            f"{name}: " + ", ".join(f"{n:,} {reason}" for reason, n in reasons.items())
+            for name, reasons in lost.items()) + "."]
     lines += [
         "",
         "### Campaigns and leakage",
@@ -110,7 +116,7 @@ def _floors(results: dict[str, Any]) -> list[str]:
     for r in rows:
         mark = {True: "✓", False: "✗", None: "?"}[r["passed"]]
         value = r["value"]
-        shown = "" if value is None else (f" {_num(value)} h" if r["floor"].endswith("hours")
+        shown = " never" if value is None and r["passed"] is False else "" if value is None else (f" {_num(value)} h" if r["floor"].endswith("hours")
                                           else f" {_pct(value, 3 if value < 0.01 else 1)}")
         cells.setdefault((r["scenario"], r["detector"]), {})[r["floor"]] = mark + shown
     targets = {r["floor"]: r for r in rows}

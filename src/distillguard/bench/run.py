@@ -54,6 +54,7 @@ def run_bench(
     out_dir: str | Path = "bench-out",
     *,
     replay_every_hours: float = 6.0,
+    cache_dir: str | Path | None = None,
     docs: str | Path | None = None,
     command: str | None = None,
     progress: Progress | None = None,
@@ -66,9 +67,10 @@ def run_bench(
         detectors: registered names (bench.registry), in report order.
         seed: simulation seed of the scenarios; the reference uses ``seed + 1``.
         out_dir: receives results.json, results.md, leakage.png, precision_recall.png, and
-            ``cache/`` with the simulated stores (reused by later runs with the same
-            scenario, scale and seed).
+            unless ``cache_dir`` says otherwise, ``cache/`` with the simulated stores (reused
+            by later runs with the same scenario, scale and seed).
         replay_every_hours: detection interval of the time-ordered replay; 0 skips the replay.
+        cache_dir: where simulated stores are kept (default ``out_dir/cache``).
         docs: a Markdown file (docs/benchmarks.md) whose detection section is replaced.
         command: the command line to print in the report (rebuilt from the arguments if None).
         progress: called with one line of text per stage.
@@ -89,7 +91,7 @@ def run_bench(
         raise UserError(f"replay interval must be positive (or 0 for no replay), got {replay_every_hours!r}")
     say = progress or (lambda _message: None)
     out = Path(out_dir)
-    cache = out / "cache"
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     chosen = build(names)
     reference_seed = seed + REFERENCE_SEED_OFFSET
 
@@ -125,7 +127,9 @@ def run_bench(
 def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detector],
                    every: timedelta | None, say: Progress) -> dict[str, Any]:
     """Every figure of every detector on one prepared scenario."""
-    labels = prepared.labels
+    # accounts the ingest kept no exchange of (quarantined) cannot be judged: leave them out
+    seen = store.con.execute("SELECT DISTINCT account_id FROM exchanges").to_arrow_table()["account_id"]
+    labels = prepared.labels.filter(pc.is_in(prepared.labels["account_id"], value_set=seen))
     outcome = _facts(prepared)
     outcome["campaigns"] = _campaigns(labels)
     window = campaign_window(store, labels, prepared.relayed) if every and outcome["campaigns"] else None
@@ -186,7 +190,7 @@ def _campaigns(labels: pa.Table) -> dict[str, dict[str, int]]:
 
 def _facts(prepared: Prepared) -> dict[str, Any]:
     keep = ("scenario", "seed", "scale", "accounts", "exchanges", "campaign_exchanges", "relayed_exchanges",
-            "simulate_seconds", "ingest_seconds")
+            "stored_exchanges", "quarantined_exchanges", "simulate_seconds", "ingest_seconds")
     return {k: prepared.facts[k] for k in keep}
 
 

@@ -1,0 +1,81 @@
+"""``run_bench`` end to end on a tiny scale: the files it writes and what they hold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distillguard.bench import run_bench
+from distillguard.bench.report import BEGIN, END
+from distillguard.errors import UserError
+from tests.test_baselines import TINY, shared_cache
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    docs = out / "benchmarks.md"
+    docs.write_text(f"# Benchmarks\n\nIngest numbers stay.\n\n{BEGIN}\nold figures\n{END}\n\nFooter stays.\n")
+    messages: list[str] = []
+    results = run_bench(["alibaba-2026"], scale=TINY, seed=11, out_dir=out, docs=docs, progress=messages.append,
+                        cache_dir=shared_cache(tmp_path_factory))
+    return results, out, docs, messages
+
+
+def test_the_bench_writes_json_markdown_and_two_plots(bench):
+    results, out, _, _ = bench
+    for name in ("results.json", "results.md", "leakage.png", "precision_recall.png"):
+        assert (out / name).exists(), name
+    assert (out / "leakage.png").read_bytes().startswith(PNG)
+    assert (out / "precision_recall.png").read_bytes().startswith(PNG)
+    assert json.loads((out / "results.json").read_text())["scenarios"].keys() == {"alibaba-2026"}
+
+
+def test_the_json_holds_account_campaign_replay_and_cost_figures_for_every_detector(bench):
+    results, *_ = bench
+    scenario = results["scenarios"]["alibaba-2026"]
+    assert scenario["replay_window"]["steps"] > 100  # six weeks of campaign, every 6 hours
+    assert set(scenario["detectors"]) == {"rate_limits", "isolation_forest"}
+    for detector, result in scenario["detectors"].items():
+        throttle = result["accounts"]["throttle"]
+        assert {"precision", "recall", "organic_fpr", "personas"} <= throttle.keys()
+        assert "coding_agent" in throttle["personas"]
+        campaign = result["campaigns"]["alibaba-2026"]["throttle"]
+        assert {"accounts_caught_share", "exchanges_caught_share", "one_campaign_share"} <= campaign.keys()
+        leak = result["replay"]["campaigns"]["alibaba-2026"]
+        assert 0 <= leak["leaked_exchanges"] <= leak["exchanges"] == scenario["undefended_curve"][-1][1]
+        assert leak["leaked_exchanges_full_scale"] == pytest.approx(leak["leaked_exchanges"] / TINY)
+        assert result["cost"]["detect"]["seconds"] > 0 and result["cost"]["replay"]["seconds"] > 0
+        assert results["fit"][detector]["seconds"] > 0
+    assert {row["floor"] for row in results["floors"]} >= {"recall", "organic_fpr", "leakage"}
+
+
+def test_the_markdown_section_replaces_only_the_detection_block_of_the_docs(bench):
+    _, out, docs, _ = bench
+    text = docs.read_text()
+    assert "Ingest numbers stay." in text and "Footer stays." in text and "old figures" not in text
+    assert text.count(BEGIN) == text.count(END) == 1
+    section = (out / "results.md").read_text()
+    assert section.strip() in text
+    assert "| alibaba-2026 | rate_limits |" in section and "distillguard bench --scenario alibaba-2026" in section
+
+
+def test_a_second_run_reuses_the_simulated_scenarios(tmp_path):
+    first: list[str] = []
+    run_bench(["alibaba-2026"], scale=0.001, seed=5, detectors=["rate_limits"], out_dir=tmp_path,
+              replay_every_hours=0, progress=first.append)
+    assert any(m.startswith("simulating alibaba-2026") for m in first)
+    assert (tmp_path / "cache" / "alibaba-2026" / "scale-0.001" / "seed-5" / "store.duckdb").exists()
+    again: list[str] = []
+    run_bench(["alibaba-2026"], scale=0.001, seed=5, detectors=["rate_limits"], out_dir=tmp_path,
+              replay_every_hours=0, progress=again.append)
+    assert not any(m.startswith("simulating") for m in again)
+
+
+def test_an_unknown_detector_is_a_user_error_before_anything_is_simulated(tmp_path):
+    with pytest.raises(UserError, match="unknown detector 'oracle'"):
+        run_bench(["alibaba-2026"], scale=TINY, detectors=["oracle"], out_dir=tmp_path)
+    assert not (tmp_path / "cache").exists()
