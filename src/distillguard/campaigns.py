@@ -111,3 +111,38 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], suspicion: dict[
         })
     out.sort(key=lambda c: (-c["score"], c["members"][0]))
     return out
+
+
+def merge_cells(edges: pa.Table, clusters: list[dict], min_link: float) -> list[list[dict]]:
+    """Group scored clusters that are linked to each other into one campaign.
+
+    Operations run in cells (a card, a proxy pool and a controller per few dozen accounts);
+    Leiden rightly separates the cells, but cells of one operation still share scaffolds,
+    sign-up waves and schedules across their borders. Two clusters join when the summed
+    weight of edges between their members reaches ``min_link`` (union-find, deterministic).
+    """
+    owner = {a: i for i, c in enumerate(clusters) for a in c["members"]}
+    links: dict[tuple[int, int], float] = {}
+    for a, b, w in zip(*(edges.column(n).to_pylist() for n in ("a", "b", "weight"))):
+        ca, cb = owner.get(a), owner.get(b)
+        if ca is None or cb is None or ca == cb:
+            continue
+        key = (min(ca, cb), max(ca, cb))
+        links[key] = links.get(key, 0.0) + w
+    parent = list(range(len(clusters)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for (i, j), weight in sorted(links.items()):
+        if weight >= min_link:
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    groups: dict[int, list[dict]] = {}
+    for i, c in enumerate(clusters):
+        groups.setdefault(find(i), []).append(c)
+    return [groups[k] for k in sorted(groups)]

@@ -182,6 +182,72 @@ def simulate(
     console.print(table)
 
 
+@app.command()
+@user_errors
+def scan(
+    out: Path = typer.Option(..., "--out", help="Directory for verdicts, campaigns and signals files."),
+    db: Optional[str] = typer.Option(None, "--db", help=f"Store to scan (default {DEFAULT_DB})."),
+    inputs: list[Path] = typer.Option([], "--input", help="Scan these log files instead of a store."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="Judge only exchanges before this time (ISO-8601)."),
+    lookback: Optional[float] = typer.Option(None, "--lookback", help="Days of history before --as-of to use."),
+    policy_file: Optional[Path] = typer.Option(None, "--policy", help="Policy YAML (default: the built-in policy)."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (default) or spark."),
+    master: Optional[str] = typer.Option(None, "--master", help="Spark master (default local[2])."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Find distillation campaigns and give every account a verdict with its reasons."""
+    from datetime import datetime
+
+    from distillguard import scan as scanning
+    from distillguard.engine import exchanges
+    from distillguard.policy import load_policy
+
+    if db and inputs:
+        raise UserError("give either --db or --input, not both")
+    policy = load_policy(policy_file)
+    if lookback is not None:
+        if lookback <= 0:
+            raise UserError(f"--lookback must be positive, got {lookback}")
+        policy = policy.model_copy(update={"lookback_days": lookback})
+    when = None
+    if as_of:
+        try:
+            when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError:
+            raise UserError(f"--as-of {as_of!r} is not an ISO-8601 time") from None
+    if inputs:
+        from distillguard.ingest import ingest_paths
+
+        store = Store(":memory:")
+        ingest_paths(store, list(inputs))
+    else:
+        store = Store(db or DEFAULT_DB, read_only=False)
+    with store:
+        _, table = exchanges(store, engine, master=master)
+        result = scanning.scan(table, when, policy)
+        files = scanning.write_outputs(result, out)
+        scanning.store_result(store, result)
+    summary = result.summary()
+    if as_json:
+        print(json.dumps({**summary, "files": {k: str(v) for k, v in files.items()}}, indent=2))
+        return
+    overview = Table(title=f"scan as of {summary['as_of']}")
+    overview.add_column("action")
+    overview.add_column("accounts", justify="right")
+    for action in ("allow", "monitor", "throttle", "fallback", "block"):
+        overview.add_row(action, f"{summary['actions'].get(action, 0):,}")
+    console.print(overview)
+    if result.campaigns:
+        t = Table(title="campaigns")
+        for col in ("campaign", "accounts", "exchanges", "score", "action", "linked by"):
+            t.add_column(col, justify="right" if col in ("accounts", "exchanges", "score") else "left")
+        for c in result.campaigns:
+            t.add_row(c["campaign_id"], f"{c['members']:,}", f"{c['exchanges']:,}", f"{c['score']:.3f}", c["action"],
+                      ", ".join(sorted(c["indicators"])))
+        console.print(t)
+    console.print(f"outputs in {out}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -53,7 +53,10 @@ EVIDENCE: dict[str, Evidence] = {e.name: e for e in (
 class LinkageParams:
     clique_max: int = 40
     ring_degree: int = 4
-    max_share: float = 0.05  # keys held by more than this share of accounts are ignored
+    max_share: float = 0.05  # keys held by more than this share of accounts are ignored...
+    habitual_max_share: float = 0.5  # ...except habitual scaffolds, which only operations share widely
+    scaffold_min_uses: int = 3
+    scaffold_min_share: float = 0.1
     max_accounts_floor: int = 50  # ...but never ignore a key held by fewer accounts than this
     min_pair_weight: float = 1.0  # weaker pairs are noise: one weak coincidence links nobody
     session_gap_s: int = 1800
@@ -74,9 +77,15 @@ def account_keys(ex: ir.Table, prompt_keys: ir.Table, params: LinkageParams) -> 
     parts.append(signup.select("account_id", kind=ibis.literal("signup_burst"),
                                key=signup.email_domain.lower() + "@"
                                + signup.account_created_at.truncate("h").cast("string")))
-    # scaffold n-grams of the account's distinct prompts
+    # habitual scaffold n-grams: framing an account uses in a good share of its distinct prompts
+    # (a harvest script's wrapper), not a phrase it happened to type once
     prompts = ex.select("account_id", "prompt").distinct()
+    per_account = prompts.group_by("account_id").aggregate(n_prompts=prompts.count())
     scaffold = prompts.join(prompt_keys, prompts.prompt == prompt_keys.prompt)
+    scaffold = scaffold.group_by(["account_id", "scaffold_key"]).aggregate(uses=scaffold.count())
+    scaffold = scaffold.join(per_account, "account_id")
+    scaffold = scaffold.filter((scaffold.uses >= params.scaffold_min_uses)
+                               & (scaffold.uses >= params.scaffold_min_share * scaffold.n_prompts))
     parts.append(scaffold.select("account_id", kind=ibis.literal("scaffold"), key=scaffold.scaffold_key))
     # session starts (first request after a quiet gap), bucketed in slots
     w = ibis.window(group_by=ex.account_id, order_by=[ex.ts_s, ex.exchange_id])
@@ -109,7 +118,9 @@ def key_norms(weighted: ir.Table) -> ir.Table:
 def informative_keys(weighted: ir.Table, n_accounts: int, params: LinkageParams) -> ir.Table:
     """Keys held by at least two accounts and not by (almost) everyone."""
     limit = max(params.max_accounts_floor, int(params.max_share * n_accounts))
-    return weighted.filter((weighted.holders >= 2) & (weighted.holders <= limit))
+    habitual = max(params.max_accounts_floor, int(params.habitual_max_share * n_accounts))
+    cap = ibis.ifelse(weighted.kind == "scaffold", habitual, limit)
+    return weighted.filter((weighted.holders >= 2) & (weighted.holders <= cap))
 
 
 def pair_edges(held: ir.Table, norms: ir.Table, organizations: ir.Table, params: LinkageParams) -> ir.Table:

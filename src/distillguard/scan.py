@@ -86,7 +86,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     membership = camp.cluster(edges, cparams)
     prompt_stats = _prompt_stats(ex, membership)
     clusters = camp.score_clusters(edges, membership, suspicion_of, prompt_stats, cparams)
-    campaigns = _campaigns(clusters, feats, policy)
+    campaigns = _campaigns(clusters, edges, feats, policy)
     verdicts = _verdicts(feats, signal_table, suspicion_of, campaigns, policy, as_of)
     return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats)
 
@@ -108,34 +108,43 @@ def _prompt_stats(ex: ir.Table, membership: dict[str, int]) -> dict[int, tuple[i
     return {c: (n, d) for c, n, d in zip(*(stats.column(k).to_pylist() for k in ("cluster", "n", "distinct")))}
 
 
-def _campaigns(clusters: list[dict], feats: pa.Table, policy: Policy) -> list[dict]:
+def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: Policy) -> list[dict]:
+    """Clusters scored at least ``monitor``, merged into campaigns (linked cells), described."""
+    flagged = [c for c in clusters if policy.campaign_action(c["score"]) != "allow"]
     by_account = {a: i for i, a in enumerate(feats.column("account_id").to_pylist())}
     cols = {name: feats.column(name).to_pylist() for name in
             ("exchanges", "output_tokens", "first_seen", "last_seen", *(f"{c}_share" for c in CAPABILITIES))}
     out = []
-    for c in clusters:
-        action = policy.campaign_action(c["score"])
-        if action == "allow":
-            continue
-        rows = [by_account[a] for a in c["members"] if a in by_account]
+    for cells in camp.merge_cells(edges, flagged, policy.campaign.merge_link):
+        members = sorted(a for c in cells for a in c["members"])
+        rows = [by_account[a] for a in members if a in by_account]
         exchanges = sum(cols["exchanges"][i] for i in rows)
+        score = round(sum(c["score"] * c["size"] for c in cells) / sum(c["size"] for c in cells), 4)
+        indicators: dict[str, dict] = {}
+        for c in cells:
+            for kind, v in c["indicators"].items():
+                slot = indicators.setdefault(kind, {"shared_keys": 0, "accounts": 0})
+                slot["shared_keys"] += v["shared_keys"]
+                slot["accounts"] += v["accounts"]
         mix = {cap: round(sum(cols[f"{cap}_share"][i] * cols["exchanges"][i] for i in rows) / max(exchanges, 1), 4)
                for cap in CAPABILITIES}
         out.append({
-            "campaign_id": _campaign_id(c["members"]),
-            "members": c["size"],
+            "campaign_id": _campaign_id(members),
+            "members": len(members),
+            "cells": len(cells),
             "exchanges": exchanges,
             "output_tokens": sum(cols["output_tokens"][i] or 0 for i in rows),
             "first_seen": min(cols["first_seen"][i] for i in rows).isoformat(),
             "last_seen": max(cols["last_seen"][i] for i in rows).isoformat(),
-            "score": c["score"],
-            "action": action,
-            "structure": c["structure"], "automation": c["automation"], "collective": c["collective"],
-            "complementarity": c["complementarity"],
-            "indicators": c["indicators"],
+            "score": score,
+            "action": policy.campaign_action(score),
+            **{k: round(sum(c[k] * c["size"] for c in cells) / len(members), 4)
+               for k in ("structure", "automation", "collective", "complementarity")},
+            "indicators": indicators,
             "capability_mix": mix,
-            "accounts": c["members"],
+            "accounts": members,
         })
+    out.sort(key=lambda c: (-c["score"], c["campaign_id"]))
     return out
 
 
@@ -194,3 +203,32 @@ def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
     files["campaigns.json"].write_text(json.dumps(result.campaigns, indent=2, default=str))
     pq.write_table(result.signals, files["signals.parquet"])
     return files
+
+
+def store_result(store, result: ScanResult) -> None:
+    """Keep the scan in the store: the gateway and the reports read the latest one."""
+    con = store.con
+    scan_id = result.as_of.strftime("%Y%m%dT%H%M%SZ")
+    verdicts = result.verdicts.append_column("scan_id", pa.array([scan_id] * result.verdicts.num_rows, pa.string()))
+    campaigns = pa.table({
+        "scan_id": pa.array([scan_id] * len(result.campaigns), pa.string()),
+        "campaign_id": pa.array([c["campaign_id"] for c in result.campaigns], pa.string()),
+        "members": pa.array([c["members"] for c in result.campaigns], pa.int64()),
+        "exchanges": pa.array([c["exchanges"] for c in result.campaigns], pa.int64()),
+        "score": pa.array([c["score"] for c in result.campaigns], pa.float64()),
+        "action": pa.array([c["action"] for c in result.campaigns], pa.string()),
+        "detail": pa.array([json.dumps(c, default=str) for c in result.campaigns], pa.string()),
+    })
+    signal_rows = result.signals.append_column("scan_id", pa.array([scan_id] * result.signals.num_rows, pa.string()))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name, table in (("verdicts", verdicts), ("campaigns", campaigns), ("signals", signal_rows)):
+            con.register("_scan_part", table)
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _scan_part LIMIT 0")
+            con.execute(f"DELETE FROM {name} WHERE scan_id = ?", [scan_id])
+            con.execute(f"INSERT INTO {name} SELECT * FROM _scan_part")
+            con.unregister("_scan_part")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
