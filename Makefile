@@ -15,10 +15,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@mkdir -p out
-	@rm -rf out/demo.duckdb out/demo.segments out/sim
-	$(DG) simulate --scenario alibaba-2026 --scale 0.01 --seed 7 --out out/sim
-	$(DG) ingest out/sim/exchanges.parquet examples/logs --db out/demo.duckdb
+	@rm -rf out/demo.duckdb out/demo.segments out/sim out/scan
+	$(DG) simulate --scenario alibaba-2026 --scale 0.005 --seed 7 --out out/sim
+	$(DG) ingest out/sim/exchanges.parquet --db out/demo.duckdb
 	$(DG) stats --db out/demo.duckdb
+	$(DG) scan --db out/demo.duckdb --lookback 90 --out out/scan
+	$(DG) evaluate --verdicts out/scan/verdicts.parquet --labels out/sim/labels.parquet
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -26,3 +26,10 @@ def test_otel_genai_attribute_names_are_aliases():
                               "gen_ai.conversation.id": "conversation_id", "client.address": "client_ip",
                               "user_agent.original": "user_agent"}.items():
         assert schema.ALIASES[attribute] == column
+
+
+def test_docs_signals_is_generated_from_the_declared_signals():
+    from distillguard.docs import signals_markdown
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "signals.md").read_text()
+    assert doc == signals_markdown()

@@ -248,6 +248,55 @@ def scan(
     console.print(f"outputs in {out}")
 
 
+@app.command()
+@user_errors
+def evaluate(
+    verdicts: Path = typer.Option(..., "--verdicts", help="verdicts.parquet written by scan."),
+    labels: Path = typer.Option(..., "--labels", help="labels.parquet written by simulate."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Score verdicts against a simulation's ground truth: actions per persona, precision, recall."""
+    import pyarrow.parquet as pq
+
+    from distillguard.bench.metrics import LEVELS, account_metrics, campaign_metrics, judge
+
+    for path in (verdicts, labels):
+        if not path.exists():
+            raise UserError(f"{path}: no such file")
+    judged = judge(pq.read_table(verdicts), pq.read_table(labels))
+    result = {level: {"accounts": account_metrics(judged, level), "campaigns": campaign_metrics(judged, level)}
+              for level in LEVELS}
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    from distillguard.verdicts import ACTIONS
+
+    persona = [p or r for p, r in zip(judged.column("persona").to_pylist(), judged.column("role").to_pylist())]
+    counts: dict[str, dict[str, int]] = {}
+    for who, severity in zip(persona, judged.column("severity").to_pylist()):
+        counts.setdefault(who, {a: 0 for a in ACTIONS})[ACTIONS[severity]] += 1
+    table = Table(title="actions per persona (ground truth from the simulator)")
+    table.add_column("persona")
+    for action in ACTIONS:
+        table.add_column(action, justify="right")
+    for who in sorted(counts):
+        table.add_row(who, *(f"{counts[who][a]:,}" for a in ACTIONS))
+    console.print(table)
+    scores = Table(title="accounts")
+    for col in ("level", "precision", "recall", "organic FPR", "worst persona FPR"):
+        scores.add_column(col, justify="left" if col == "level" else "right")
+    fmt = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    for level in LEVELS:
+        m = result[level]["accounts"]
+        scores.add_row(f"{level}+", fmt(m["precision"]), fmt(m["recall"]), fmt(m["organic_fpr"]),
+                       f"{fmt(m['worst_persona_fpr'])} ({m['worst_persona']})")
+    console.print(scores)
+    for campaign, m in result["throttle"]["campaigns"].items():
+        console.print(f"campaign {campaign}: {m['accounts_caught']:,}/{m['accounts']:,} accounts throttled or "
+                      f"stronger, {fmt(m['exchanges_caught_share'])} of its exchanges, "
+                      f"{fmt(m['one_campaign_share'])} in one campaign_id")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -181,3 +181,10 @@ def strongest(edges: pa.Table, n: int = 5) -> pa.Table:
         return edges
     order = pc.sort_indices(edges, [("weight", "descending"), ("a", "ascending"), ("b", "ascending")])
     return edges.take(order[:n])
+
+
+def markdown() -> str:
+    lines = ["| evidence | weight | minimum shared keys | meaning |", "|---|---|---|---|"]
+    for e in EVIDENCE.values():
+        lines.append(f"| `{e.name}` | {e.weight:g} | {e.min_shared} | {e.meaning} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,32 @@
+"""The distillguard scan as a benchmark detector (the Detector protocol of verdicts.py).
+
+``fit`` learns nothing on purpose: the scan's thresholds are fixed, documented defaults
+(policy.py, signals.py), not tuned to the reference traffic, so the benchmark measures how they
+generalise.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pyarrow as pa
+
+from distillguard.engine import exchanges
+from distillguard.policy import Policy
+from distillguard.scan import scan
+from distillguard.store import Store
+
+
+class DistillguardDetector:
+    name = "distillguard"
+
+    def __init__(self, policy: Policy | None = None, engine: str = "duckdb") -> None:
+        self.policy = policy or Policy()
+        self.engine = engine
+
+    def fit(self, reference: Store) -> "DistillguardDetector":
+        return self
+
+    def detect(self, store: Store, as_of: datetime | None = None) -> pa.Table:
+        _, table = exchanges(store, self.engine)
+        return scan(table, as_of, self.policy).verdicts

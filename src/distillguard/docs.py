@@ -1,0 +1,18 @@
+"""docs/signals.md, generated from the declared signals and evidence kinds (so they cannot drift)."""
+
+from distillguard import linkage, signals
+
+_INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `src/distillguard/signals.py` and `src/distillguard/linkage.py`\n(`python -m distillguard.docs`); a test keeps this file in step with the code.\n\n## Per-account signals\n\nNo signal acts alone. Each fired signal adds its weight to the account's *suspicion* (weighted\nshare of fired signals, 0..1). A lone account is at most *monitored* (suspicion >= the policy's\n`account_monitor`); throttling and stronger actions need membership of a scored campaign.\n\n"
+
+_LINKAGE = "Accounts holding the same key are linked. Per evidence kind the pair similarity is the cosine\nof the two accounts' idf-weighted key sets (idf = 1 / log2(1 + holders)), over keys that at\nleast two and at most a small share of accounts hold; the pair weight is the sum over kinds of\nweight x similarity. Accounts of one declared organization are never linked to each other.\n\n"
+
+_CAMPAIGN = "\n\nLeiden clusters of the weighted graph (members must be tied to their cluster by at least\n`min_member_weight`), each scored `structure x evidence x (0.5 + 0.5 x complementarity)`:\n\n- `structure = 1 - exp(-internal weight per member / 6)`;\n- `evidence = max(automation, (automation + collective) / 2)`, where `automation` is the members'\n  mean suspicion and `collective` the share of members linked by operational evidence\n  (payment, sign-up burst, scaffold, synchrony);\n- `complementarity` = distinct prompts / exchanges in the cluster (a sweep of a corpus, unlike\n  benchmark runners who all send the same public items).\n\nFlagged clusters linked to each other by at least `merge_link` of edge weight are one campaign\n(the cells of one operation). The policy maps the campaign score to an action:\nmonitor >= 0.25, throttle >= 0.40, fallback >= 0.55, block >= 0.80 (policy.py).\n"
+
+
+def signals_markdown() -> str:
+    return (_INTRO + signals.markdown() + "\n## Linkage evidence (account pairs)\n\n" + _LINKAGE
+            + linkage.markdown() + "\n## Campaign score" + _CAMPAIGN)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(signals_markdown(), end="")
