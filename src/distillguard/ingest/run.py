@@ -113,11 +113,12 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
             fast = fast_parquet.try_copy(store, source.path, pending / "part-00000.parquet")
         elif allow_fast_lane and source.format == "jsonl" and source.compression is None:
             fast = fast_jsonl.try_ingest(con, source, pending / "part-00000.parquet")
-        if fast is not None:
+        if fast is not None:  # the fast lanes have already ruled out repeats and stored ids
             rows_in, sha256 = fast
+            stored, duplicates = rows_in, 0
         else:
             rows_in, sha256 = _read_into_parts(store, source, pending, progress)
-        stored, duplicates = _merge(con, pending)
+            stored, duplicates = _merge(con, pending)
         quarantined = con.execute("SELECT count(*) FROM _qstage").fetchone()[0]
         result = FileResult(str(source.path), source.format, source.size, sha256, rows_in, stored,
                             duplicates, quarantined)
