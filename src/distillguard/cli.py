@@ -223,8 +223,8 @@ def scan(
     else:
         store = Store(db or DEFAULT_DB, read_only=False)
     with store:
-        _, table = exchanges(store, engine, master=master)
-        result = scanning.scan(table, when, policy)
+        _, table, lookup = exchanges(store, engine, master=master)
+        result = scanning.scan(table, when, policy, lookup=lookup)
         files = scanning.write_outputs(result, out)
         scanning.store_result(store, result)
     summary = result.summary()

@@ -28,5 +28,5 @@ class DistillguardDetector:
         return self
 
     def detect(self, store: Store, as_of: datetime | None = None) -> pa.Table:
-        _, table = exchanges(store, self.engine)
-        return scan(table, as_of, self.policy).verdicts
+        _, table, lookup = exchanges(store, self.engine)
+        return scan(table, as_of, self.policy, lookup=lookup).verdicts

@@ -7,29 +7,43 @@ Spark reads the store's Parquet segments, the very files the DuckDB view reads.
 
 from __future__ import annotations
 
+import tempfile
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from distillguard.errors import UserError
 from distillguard.store import Store
 
 
+Lookup = Callable[[str, pa.Table], ir.Table]
+
+
 @dataclass(frozen=True)
 class Engine:
+    """How to reach the exchanges on one engine, and how to hand it a small lookup table.
+
+    Lookups differ most: DuckDB scans an Arrow table in place, while Spark would serialise a
+    local table into every task, so Spark gets it as a Parquet file instead.
+    """
+
     name: str
-    connect: Callable[[Store, dict], tuple[object, ir.Table]]
+    connect: Callable[[Store, dict], tuple[object, ir.Table, Lookup]]
     extra: str | None = None  # the pip extra that provides it
 
 
-def _duckdb(store: Store, options: dict) -> tuple[object, ir.Table]:
+def _duckdb(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
     con = ibis.duckdb.from_connection(store.con)
-    return con, con.table("exchanges")
+    return con, con.table("exchanges"), lambda name, table: ibis.memtable(table)  # unique names
 
 
-def _spark(store: Store, options: dict) -> tuple[object, ir.Table]:
+def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
     try:
         from pyspark.sql import SparkSession
     except ImportError:
@@ -48,7 +62,15 @@ def _spark(store: Store, options: dict) -> tuple[object, ir.Table]:
     from distillguard.schema import COLUMN_NAMES
 
     frame.select(*COLUMN_NAMES).createOrReplaceTempView("exchanges")
-    return con, con.table("exchanges")
+    scratch = Path(tempfile.mkdtemp(prefix="distillguard-spark-"))
+
+    def lookup(name: str, table: pa.Table) -> ir.Table:
+        path = scratch / f"{name}-{uuid.uuid4().hex}.parquet"
+        pq.write_table(table, path)
+        session.read.parquet(str(path)).createOrReplaceTempView(path.stem.replace("-", "_"))
+        return con.table(path.stem.replace("-", "_"))
+
+    return con, con.table("exchanges"), lookup
 
 
 ENGINES: dict[str, Engine] = {
@@ -57,8 +79,8 @@ ENGINES: dict[str, Engine] = {
 }
 
 
-def exchanges(store: Store, engine: str = "duckdb", **options: object) -> tuple[object, ir.Table]:
-    """(backend, the canonical exchanges as an Ibis table) on the chosen engine."""
+def exchanges(store: Store, engine: str = "duckdb", **options: object) -> tuple[object, ir.Table, Lookup]:
+    """(backend, the canonical exchanges as an Ibis table, lookup maker) on the chosen engine."""
     if engine not in ENGINES:
         raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     return ENGINES[engine].connect(store, dict(options))

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import ibis
 import ibis.expr.types as ir
@@ -52,9 +53,17 @@ def _campaign_id(members: list[str]) -> str:
     return "campaign-" + hashlib.blake2b(",".join(sorted(members)).encode(), digest_size=5).hexdigest()
 
 
+Lookup = Callable[[str, pa.Table], ir.Table]
+
+
 def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
-         params: linkage.LinkageParams | None = None) -> ScanResult:
-    """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None)."""
+         params: linkage.LinkageParams | None = None, lookup: Lookup | None = None) -> ScanResult:
+    """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None).
+
+    ``lookup(name, arrow_table)`` makes a small Python-side table usable next to ``exchanges``
+    on its engine (engine.py); by default an Ibis memtable, which suits DuckDB.
+    """
+    lookup = lookup or (lambda name, table: ibis.memtable(table))
     params = params or linkage.LinkageParams()
     cparams = camp.CampaignParams(min_members=policy.campaign.min_members)
     if as_of is None:
@@ -70,21 +79,22 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     ip_table = enrich.ip_table(sorted(ips))
     prompt_table = enrich.prompt_table(sorted(prompts))
     prompt_keys = _explode_keys(prompt_table)
-    enriched = features.enriched(ex, ibis.memtable(ip_table), ibis.memtable(prompt_table.drop(["scaffold_keys"])))
+    enriched = features.enriched(ex, lookup("dg_ips", ip_table),
+                                 lookup("dg_prompts", prompt_table.drop(["scaffold_keys"])))
 
     feats = features.account_features(enriched, as_of).to_pyarrow()
     feats = feats.sort_by("account_id")
     signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
     suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(), suspicion.column("suspicion").to_pylist()))
 
-    keys = linkage.weighted_keys(linkage.account_keys(enriched, ibis.memtable(prompt_keys), params))
+    keys = linkage.weighted_keys(linkage.account_keys(enriched, lookup("dg_prompt_keys", prompt_keys), params))
     held = linkage.informative_keys(keys, feats.num_rows, params)
-    orgs = ibis.memtable(feats.select(["account_id", "organization_id"]))
+    orgs = lookup("dg_orgs", feats.select(["account_id", "organization_id"]))
     edges = linkage.pair_edges(held, linkage.key_norms(held), orgs, params).to_pyarrow()
     edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
 
     membership = camp.cluster(edges, cparams)
-    prompt_stats = _prompt_stats(ex, membership)
+    prompt_stats = _prompt_stats(ex, membership, lookup)
     clusters = camp.score_clusters(edges, membership, suspicion_of, prompt_stats, cparams)
     campaigns = _campaigns(clusters, edges, feats, policy)
     verdicts = _verdicts(feats, signal_table, suspicion_of, campaigns, policy, as_of)
@@ -98,11 +108,12 @@ def _explode_keys(prompt_table: pa.Table) -> pa.Table:
     return pa.table({"prompt": pc.take(prompt_table.column("prompt"), parents), "scaffold_key": flat})
 
 
-def _prompt_stats(ex: ir.Table, membership: dict[str, int]) -> dict[int, tuple[int, int]]:
+def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> dict[int, tuple[int, int]]:
     """cluster -> (exchanges, distinct prompts) of its members."""
     if not membership:
         return {}
-    members = ibis.memtable(pa.table({"account_id": list(membership), "cluster": list(membership.values())}))
+    members = lookup("dg_members", pa.table({"account_id": list(membership),
+                                             "cluster": pa.array(list(membership.values()), pa.int64())}))
     joined = ex.join(members, "account_id")
     stats = joined.group_by("cluster").aggregate(n=joined.count(), distinct=joined.prompt.nunique()).to_pyarrow()
     return {c: (n, d) for c, n, d in zip(*(stats.column(k).to_pylist() for k in ("cluster", "n", "distinct")))}
