@@ -90,6 +90,20 @@ def test_a_parameter_outside_its_domain_is_a_user_error_naming_it(reference):
 
 # --- isolation forest -------------------------------------------------------------------------
 
+def test_account_features_count_subnets_as_ipv4_slash_24_and_ipv6_slash_48(tmp_path):
+    from distillguard.baselines.account_features import account_features
+    from distillguard.baselines.history import cutoffs
+
+    ips = ["10.0.0.1", "10.0.0.2", "10.0.1.1", "2001:db8::1", "2001:db8:0:1::1"]
+    records = [good_record(i, account_id="roamer", client_ip=ip, timestamp=(NOON + timedelta(days=i // 3)).isoformat())
+               for i, ip in enumerate(ips)]
+    with Store(tmp_path / "s.duckdb") as store:
+        ingest_paths(store, [write_jsonl(tmp_path / "s.jsonl", records)])
+        (row,) = account_features(store.con, cutoffs(None)).to_pylist()
+    assert (row["distinct_ips"], row["distinct_subnets"]) == (5, 3)
+    assert (row["active_days"], row["exchanges_per_active_day"]) == (2, 2.5)
+
+
 def test_the_isolation_forest_returns_one_verdict_per_account_with_the_verdict_schema(reference, alibaba):
     verdicts = IsolationForestBaseline().fit(reference).detect(alibaba)
     assert verdicts.schema.equals(VERDICT_SCHEMA)

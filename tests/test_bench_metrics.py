@@ -57,6 +57,7 @@ def test_a_perfect_detector_has_full_precision_and_recall_and_no_false_positive(
         assert (m["precision"], m["recall"], m["organic_fpr"]) == (1.0, 1.0, 0.0)
         assert m["true_positives"] == 5 and m["false_positives"] == 0 and m["false_negatives"] == 0
         assert {p: v["fpr"] for p, v in m["personas"].items()} == {"casual": 0.0, "university": 0.0}
+        assert (m["worst_persona"], m["worst_persona_fpr"]) == (None, 0.0)
 
 
 def test_a_detector_flagging_everyone_has_full_recall_and_every_organic_account_is_a_false_positive():

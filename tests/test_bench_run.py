@@ -79,3 +79,11 @@ def test_an_unknown_detector_is_a_user_error_before_anything_is_simulated(tmp_pa
     with pytest.raises(UserError, match="unknown detector 'oracle'"):
         run_bench(["alibaba-2026"], scale=TINY, detectors=["oracle"], out_dir=tmp_path)
     assert not (tmp_path / "cache").exists()
+
+
+def test_all_stands_for_every_shipped_scenario_with_a_campaign():
+    from distillguard.bench.floors import EVASION_VARIANTS
+    from distillguard.bench.run import all_scenarios
+
+    assert "baseline" not in all_scenarios()
+    assert {"alibaba-2026", *EVASION_VARIANTS} <= set(all_scenarios())

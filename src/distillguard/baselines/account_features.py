@@ -75,11 +75,13 @@ _ACCUMULATE: dict[str, Accumulate] = {
 }
 
 # /48 of an IPv6 address in canonical (compressed) text: expand "::" to zero groups, keep three.
-_V6_HEAD = "CASE WHEN split_part(client_ip, '::', 1) = '' THEN []::VARCHAR[] ELSE string_split(split_part(client_ip, '::', 1), ':') END"
-_V6_TAIL = "CASE WHEN NOT contains(client_ip, '::') OR split_part(client_ip, '::', 2) = '' THEN []::VARCHAR[] ELSE string_split(split_part(client_ip, '::', 2), ':') END"
+_V6_HEAD = ("CASE WHEN split_part(client_ip, '::', 1) = '' THEN []::VARCHAR[] "
+            "ELSE string_split(split_part(client_ip, '::', 1), ':') END")
+_V6_TAIL = ("CASE WHEN NOT contains(client_ip, '::') OR split_part(client_ip, '::', 2) = '' THEN []::VARCHAR[] "
+            "ELSE string_split(split_part(client_ip, '::', 2), ':') END")
+_V6_ZEROS = f"list_resize([]::VARCHAR[], greatest(8 - len({_V6_HEAD}) - len({_V6_TAIL}), 0), '0')"
 _SUBNET = f"""CASE WHEN contains(client_ip, ':')
-    THEN array_to_string(list_slice(list_concat({_V6_HEAD},
-         list_resize([]::VARCHAR[], greatest(8 - len({_V6_HEAD}) - len({_V6_TAIL}), 0), '0'), {_V6_TAIL}), 1, 3), ':') || '::/48'
+    THEN array_to_string(list_slice(list_concat({_V6_HEAD}, {_V6_ZEROS}, {_V6_TAIL}), 1, 3), ':') || '::/48'
     ELSE regexp_replace(client_ip, '\\.[0-9]+$', '') || '.0/24' END"""
 
 _HOUR_COLUMNS = ", ".join(f"(hour_of_day = {h})::DOUBLE * n AS {name}" for h, name in enumerate(HOURS))

@@ -113,7 +113,8 @@ class RateLimits:
         return running_aggregates(store.con, _EVENTS, {cap: "max" for cap in CAPS}, as_ofs)
 
     def _judge(self, peaks: pa.Table, as_of) -> pa.Table:
-        values = np.column_stack([peaks[cap].to_numpy() for cap in CAPS]) if peaks.num_rows else np.zeros((0, len(CAPS)))
+        values = (np.column_stack([peaks[cap].to_numpy() for cap in CAPS]) if peaks.num_rows
+                  else np.zeros((0, len(CAPS))))
         caps = np.array([self.caps_[cap] for cap in CAPS])
         alerts = np.array([self.alert_levels_[cap] for cap in CAPS])
         over_cap, over_alert = values > caps, values > alerts

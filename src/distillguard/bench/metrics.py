@@ -71,14 +71,15 @@ def account_metrics(judged: pa.Table, level: str) -> dict[str, Any]:
         members = organic & (persona == name)
         flagged = int((caught & members).sum())
         personas[name] = {"accounts": int(members.sum()), "flagged": flagged, "fpr": share(flagged, members.sum())}
-    worst = max(personas, key=lambda p: (personas[p]["fpr"] or 0.0, p), default=None)
+    harmed = [p for p in personas if personas[p]["flagged"]]
+    worst = max(harmed, key=lambda p: (personas[p]["fpr"], p), default=None)  # None: no persona harmed
     return {
         "accounts": len(judged), "positives": int(positive.sum()), "organic": int(organic.sum()),
         "flagged": int(caught.sum()), "true_positives": tp, "false_positives": fp,
         "false_negatives": int((~caught & positive).sum()),
         "precision": share(tp, tp + fp), "recall": share(tp, positive.sum()),
         "organic_fpr": share(fp, organic.sum()),
-        "worst_persona": worst, "worst_persona_fpr": personas[worst]["fpr"] if worst else None,
+        "worst_persona": worst, "worst_persona_fpr": personas[worst]["fpr"] if worst else (0.0 if personas else None),
         "personas": personas,
     }
 

@@ -106,7 +106,8 @@ def _build(scenario: str, scale: float, seed: int, directory: Path,
         "scenario": summary.scenario, "seed": seed, "scale": scale, "accounts": summary.accounts,
         "exchanges": summary.exchanges, "campaign_exchanges": summary.campaign_exchanges,
         "relayed_exchanges": summary.relayed_exchanges, "stored_exchanges": result.rows_stored,
-        "quarantined_exchanges": quarantined, "simulate_seconds": round(simulated, 3), "ingest_seconds": round(ingested, 3),
+        "quarantined_exchanges": quarantined,
+        "simulate_seconds": round(simulated, 3), "ingest_seconds": round(ingested, 3),
     }
     (directory / _DONE).write_text(json.dumps(facts, indent=2) + "\n")
 

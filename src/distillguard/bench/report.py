@@ -14,7 +14,9 @@ REAL_ALIBABA_EXCHANGES = 28_800_000
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{100 * value:.{digits}f}%"
+    if value is None:
+        return "–"
+    return "0%" if value == 0 else f"{100 * value:.{digits}f}%"
 
 
 def _count(value: float | None) -> str:
@@ -56,7 +58,7 @@ def markdown(results: dict[str, Any]) -> str:
     for scenario, outcome in results["scenarios"].items():
         for detector, r in outcome["detectors"].items():
             t, m = r["accounts"]["throttle"], r["accounts"]["monitor"]
-            worst = f"{t['worst_persona']} {_pct(t['worst_persona_fpr'], 2)}" if t["worst_persona"] else "–"
+            worst = f"{t['worst_persona']} {_pct(t['worst_persona_fpr'], 2)}" if t["worst_persona"] else "none"
             lines.append(f"| {scenario} | {detector} | {_pct(t['recall'])} | {_pct(t['precision'])} | "
                          f"{_pct(t['organic_fpr'], 3)} | {worst} | {_pct(m['recall'])} | {_pct(m['organic_fpr'], 2)} |")
     lost = {name: o["quarantined_exchanges"] for name, o in
@@ -120,8 +122,8 @@ def _floors(results: dict[str, Any]) -> list[str]:
                                           else f" {_pct(value, 3 if value < 0.01 else 1)}")
         cells.setdefault((r["scenario"], r["detector"]), {})[r["floor"]] = mark + shown
     targets = {r["floor"]: r for r in rows}
-    header = [f"{n} ({targets[n]['comparison']} {_target(n, targets[n]['target'])})" if targets[n]["target"] is not None
-              else n for n in names]
+    header = [n if targets[n]["target"] is None
+              else f"{n} ({targets[n]['comparison']} {_target(n, targets[n]['target'])})" for n in names]
     scale_note = "" if rows[0]["scale_ok"] else " **This run's scale is below 0.05, where the floors are stated.**"
     out = ["", "### Floors (issue 4)", "",
            f"✓ met, ✗ missed, ? not measured; blank: does not apply to the scenario.{scale_note}", "",

@@ -7,6 +7,18 @@ fitted once, on an organic-only ``baseline`` simulated with another seed, so no 
 sees the labels or the scenario it is scored on. Results go to ``results.json`` (every figure),
 ``results.md`` (the tables for docs/benchmarks.md) and two PNG plots.
 
+``make bench`` runs DEFAULT_SCENARIOS at DEFAULT_SCALE: simulating and ingesting them takes
+a few minutes the first time and is cached after, and the baselines then take seconds. The
+full-scale set (every shipped scenario with a campaign, ``--scenario all``) is::
+
+    distillguard bench --scenario all --scale 1.0 --out bench-full --docs docs/benchmarks.md
+
+It takes hours, most of it simulating and ingesting (about 15 minutes per Alibaba-sized
+scenario), and the cache needs about 5 GB of disk per such scenario (plus twice that while one
+is being prepared); run it on a quiet machine and keep ``bench-full/cache`` for later runs.
+Detectors without a one-pass ``replay`` run ``detect`` once per replay step (176 steps for
+alibaba-2026), so their replay cost is what to watch.
+
 A scenario's result is a dictionary of sections (``detectors`` today); an analysis that is not
 a detector, such as the one-feature oracle of issue 5, adds its own section beside it and can
 score its flags with the same metrics functions.
@@ -31,6 +43,7 @@ from distillguard.bench.prepare import Prepared, prepare
 from distillguard.bench.registry import BASELINES, DETECTORS, build
 from distillguard.bench.replay import campaign_traffic, campaign_window, grid, replay
 from distillguard.errors import UserError
+from distillguard.simulate import shipped_scenarios
 from distillguard.store import Store
 from distillguard.verdicts import VERDICT_SCHEMA, Detector
 
@@ -44,6 +57,11 @@ REFERENCE_SCENARIO = "baseline"
 REFERENCE_SEED_OFFSET = 1
 
 Progress = Callable[[str], None]
+
+
+def all_scenarios() -> list[str]:
+    """Every shipped scenario with a campaign: the full benchmark set."""
+    return [name for name in shipped_scenarios() if name != REFERENCE_SCENARIO]
 
 
 def run_bench(
@@ -62,7 +80,8 @@ def run_bench(
     """Benchmark ``detectors`` (all registered when None) on ``scenarios`` and write the results.
 
     Args:
-        scenarios: shipped scenario names or YAML files (comma-separated names are split).
+        scenarios: shipped scenario names or YAML files (comma-separated names are split);
+            ``all`` stands for every shipped scenario except the organic-only reference.
         scale: multiplies every population's accounts (simulate's ``--scale``).
         detectors: registered names (bench.registry), in report order.
         seed: simulation seed of the scenarios; the reference uses ``seed + 1``.
@@ -81,7 +100,7 @@ def run_bench(
     Raises:
         UserError: unknown scenario or detector, or a scale or interval that is not positive.
     """
-    scenarios = _names(scenarios)
+    scenarios = [n for name in _names(scenarios) for n in (all_scenarios() if name == "all" else [name])]
     names = _names(detectors) if detectors else list(DETECTORS)
     if not scenarios:
         raise UserError("no scenario to benchmark")
@@ -153,7 +172,8 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
         }
         if as_ofs:
             say(f"{prepared.scenario}: {detector.name} replaying {len(as_ofs)} steps")
-            run = replay(detector, store, as_ofs)
+            run = replay(detector, store, as_ofs, progress=lambda i, n, name=detector.name: (
+                say(f"{prepared.scenario}: {name} step {i}/{n}") if i % 20 == 0 else None))
             leaks = metrics.leakage(traffic, run.flags, prepared.scale)
             result["replay"] = {
                 "mode": run.mode, "steps": run.steps,
