@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,spark]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,7 +26,8 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m distillguard.benchmarks.ingest --out bench-out
+	$(PY) benchmarks/ingest.py --out bench-out
+	$(DG) bench --out bench-out --docs docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) out bench-out .pytest_cache .hypothesis

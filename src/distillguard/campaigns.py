@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from distillguard.linkage import EVIDENCE
 
-OPERATIONAL = ("payment", "signup_burst", "scaffold", "sync")
+OPERATIONAL = ("payment", "signup_burst", "scaffold", "system_prompt", "sync")
 
 
 @dataclass(frozen=True)

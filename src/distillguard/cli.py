@@ -297,6 +297,35 @@ def evaluate(
                       f"{fmt(m['one_campaign_share'])} in one campaign_id")
 
 
+@app.command()
+@user_errors
+def bench(
+    out: Path = typer.Option(Path("bench-out"), "--out", help="Directory for results, plots and the scenario cache."),
+    scenario: list[str] = typer.Option(["alibaba-2026", "low-and-slow"], "--scenario",
+                                       help="Scenario names or YAML files (repeat, or 'all')."),
+    scale: float = typer.Option(0.05, "--scale", help="Scenario scale."),
+    detectors: list[str] = typer.Option([], "--detectors", help="Detectors to run (default: all registered)."),
+    seed: int = typer.Option(7, "--seed", help="Scenario seed (the organic reference uses seed + 1)."),
+    replay_every_hours: float = typer.Option(6.0, "--replay-every-hours", help="Replay step; 0 = no replay."),
+    docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose detection section to rewrite."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Run detectors on simulated scenarios and score them against the ground truth."""
+    import sys
+
+    from distillguard.bench import run_bench
+
+    detector_names = [d for item in detectors for d in item.split(",") if d] or None
+    results = run_bench(scenario, scale=scale, detectors=detector_names, seed=seed, out_dir=out,
+                        replay_every_hours=replay_every_hours, docs=docs,
+                        command="distillguard " + " ".join(sys.argv[1:]),
+                        progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
+    if as_json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        console.print(f"results in {out}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -158,7 +158,11 @@ def _scaffold_of(tokens: list[str], n: int = 4, edge_words: int = 10) -> list[st
 
 
 def prompt_table(prompts: list[str]) -> pa.Table:
-    """prompt -> skeleton digest, scaffold keys and capability flags (one row per distinct prompt)."""
+    """prompt -> prompt_id (its position), skeleton digest, scaffold keys and capability flags.
+
+    One row per distinct prompt; later joins use the integer prompt_id so that long texts are
+    not copied once per scaffold key.
+    """
     skeletons, scaffolds = [], []
     flags: dict[str, list[bool]] = {name: [] for name in CAPABILITIES}
     for text in prompts:
@@ -168,7 +172,9 @@ def prompt_table(prompts: list[str]) -> pa.Table:
         token_set = set(tokens)
         for name, vocab in _CAP_SETS.items():
             flags[name].append(len(token_set & vocab) >= _MIN_HITS[name])
-    columns = {"prompt": pa.array(prompts, pa.string()), "skeleton": pa.array(skeletons, pa.string()),
+    columns = {"prompt": pa.array(prompts, pa.string()),
+               "prompt_id": pa.array(range(len(prompts)), pa.int64()),
+               "skeleton": pa.array(skeletons, pa.string()),
                "scaffold_keys": pa.array(scaffolds, pa.list_(pa.string()))}
     columns.update({f"cap_{name}": pa.array(v, pa.bool_()) for name, v in flags.items()})
     return pa.table(columns)

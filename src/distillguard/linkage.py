@@ -44,6 +44,7 @@ EVIDENCE: dict[str, Evidence] = {e.name: e for e in (
     Evidence("user_agent", 0.5, "same user agent strings"),
     Evidence("signup_burst", 1.5, "created in the same hour with the same e-mail domain"),
     Evidence("scaffold", 2.0, "same prompt framing n-grams (opening or closing words)", min_shared=3),
+    Evidence("system_prompt", 1.5, "same system prompts, used habitually"),
     # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment
     Evidence("sync", 2.0, "sessions started in the same 5-minute slots", min_shared=3),
 )}
@@ -54,7 +55,7 @@ class LinkageParams:
     clique_max: int = 40
     ring_degree: int = 4
     max_share: float = 0.05  # keys held by more than this share of accounts are ignored...
-    habitual_max_share: float = 0.5  # ...except habitual scaffolds, which only operations share widely
+    habitual_max_share: float = 0.5  # ...except habitual framing, which only operations share widely
     scaffold_min_uses: int = 3
     scaffold_min_share: float = 0.1
     max_accounts_floor: int = 50  # ...but never ignore a key held by fewer accounts than this
@@ -79,14 +80,22 @@ def account_keys(ex: ir.Table, prompt_keys: ir.Table, params: LinkageParams) -> 
                                + signup.account_created_at.truncate("h").cast("string")))
     # habitual scaffold n-grams: framing an account uses in a good share of its distinct prompts
     # (a harvest script's wrapper), not a phrase it happened to type once
-    prompts = ex.select("account_id", "prompt").distinct()
+    prompts = ex.select("account_id", "prompt_id").distinct()
     per_account = prompts.group_by("account_id").aggregate(n_prompts=prompts.count())
-    scaffold = prompts.join(prompt_keys, prompts.prompt == prompt_keys.prompt)
+    scaffold = prompts.join(prompt_keys, prompts.prompt_id == prompt_keys.prompt_id)
     scaffold = scaffold.group_by(["account_id", "scaffold_key"]).aggregate(uses=scaffold.count())
     scaffold = scaffold.join(per_account, "account_id")
     scaffold = scaffold.filter((scaffold.uses >= params.scaffold_min_uses)
                                & (scaffold.uses >= params.scaffold_min_share * scaffold.n_prompts))
     parts.append(scaffold.select("account_id", kind=ibis.literal("scaffold"), key=scaffold.scaffold_key))
+    # habitual system prompts (normalised text): an operation's scripts carry its own
+    system = ex.filter(ex.system_prompt.notnull()).mutate(
+        sp=ex.system_prompt.lower().re_replace(r"[^a-z0-9]+", " ").strip())
+    totals = ex.group_by("account_id").aggregate(n_requests=ex.count())
+    system = system.group_by(["account_id", "sp"]).aggregate(uses=system.count()).join(totals, "account_id")
+    system = system.filter((system.uses >= params.scaffold_min_uses)
+                           & (system.uses >= params.scaffold_min_share * system.n_requests))
+    parts.append(system.select("account_id", kind=ibis.literal("system_prompt"), key=system.sp))
     # session starts (first request after a quiet gap), bucketed in slots
     w = ibis.window(group_by=ex.account_id, order_by=[ex.ts_s, ex.exchange_id])
     lagged = ex.select("account_id", "ts_s", "exchange_id").mutate(prev=ex.ts_s.lag().over(w))
@@ -119,7 +128,7 @@ def informative_keys(weighted: ir.Table, n_accounts: int, params: LinkageParams)
     """Keys held by at least two accounts and not by (almost) everyone."""
     limit = max(params.max_accounts_floor, int(params.max_share * n_accounts))
     habitual = max(params.max_accounts_floor, int(params.habitual_max_share * n_accounts))
-    cap = ibis.ifelse(weighted.kind == "scaffold", habitual, limit)
+    cap = ibis.ifelse(weighted.kind.isin(["scaffold", "system_prompt"]), habitual, limit)
     return weighted.filter((weighted.holders >= 2) & (weighted.holders <= cap))
 
 

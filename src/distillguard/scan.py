@@ -98,14 +98,34 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     clusters = camp.score_clusters(edges, membership, suspicion_of, prompt_stats, cparams)
     campaigns = _campaigns(clusters, edges, feats, policy)
     verdicts = _verdicts(feats, signal_table, suspicion_of, campaigns, policy, as_of)
+    verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats)
+
+
+def _with_quiet_accounts(verdicts: pa.Table, exchanges: ir.Table, as_of: datetime, policy: Policy) -> pa.Table:
+    """Every account seen before ``as_of`` gets a verdict; those idle during the lookback are allowed."""
+    before = exchanges.filter(exchanges.timestamp < ibis.literal(as_of))
+    seen = before.select("account_id").distinct().to_pyarrow().column(0)
+    quiet = pc.filter(seen, pc.invert(pc.is_in(seen, value_set=verdicts.column("account_id"))))
+    if len(quiet) == 0:
+        return verdicts
+    n = len(quiet)
+    extra = pa.table({
+        "account_id": quiet.cast(pa.string()),
+        "action": pa.array(["allow"] * n, pa.string()),
+        "score": pa.array([0.0] * n, pa.float64()),
+        "campaign_id": pa.nulls(n, pa.string()),
+        "reasons": pa.array([[f"no exchanges in the last {policy.lookback_days:g} days"]] * n, pa.list_(pa.string())),
+        "as_of": pa.array([as_of] * n, pa.timestamp("us", tz="UTC")),
+    }, schema=VERDICT_SCHEMA)
+    return pa.concat_tables([verdicts, extra]).sort_by("account_id")
 
 
 def _explode_keys(prompt_table: pa.Table) -> pa.Table:
     lists = prompt_table.column("scaffold_keys")
     flat = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists)
-    return pa.table({"prompt": pc.take(prompt_table.column("prompt"), parents), "scaffold_key": flat})
+    return pa.table({"prompt_id": pc.take(prompt_table.column("prompt_id"), parents), "scaffold_key": flat})
 
 
 def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> dict[int, tuple[int, int]]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Callable
 
 from distillguard.baselines import IsolationForestBaseline, RateLimits
+from distillguard.detector import DistillguardDetector
 from distillguard.errors import UserError
 from distillguard.verdicts import Detector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
+    "distillguard": DistillguardDetector,
     "rate_limits": RateLimits,
     "isolation_forest": IsolationForestBaseline,
 }

@@ -43,6 +43,10 @@ def micros(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
+#: oldest plausible account, in days before the scenario starts
+MAX_ACCOUNT_AGE_DAYS = 2000
+
+
 @dataclass
 class TurnIndex:
     """Where a corpus's later turns live in the text table: per prompt, first entry and count."""
@@ -164,7 +168,9 @@ class OrganicPopulation:
         spec = self.spec
         period_start, period_end = micros(scenario.period.start), micros(scenario.period.end)
         new = rng.random(n) < spec.created.during_period
-        before = lognormal(rng, spec.created.days_before_start.median, spec.created.days_before_start.sigma, n)
+        # the lognormal tail reaches back decades; no account of an LLM API predates ~2020
+        before = np.minimum(lognormal(rng, spec.created.days_before_start.median,
+                                      spec.created.days_before_start.sigma, n), MAX_ACCOUNT_AGE_DAYS)
         created = np.where(new, period_start + (rng.random(n) * (period_end - period_start - DAY_US)).astype(np.int64),
                            period_start - (before * DAY_US).astype(np.int64))
         if self.n_groups:
