@@ -44,7 +44,8 @@ EVIDENCE: dict[str, Evidence] = {e.name: e for e in (
     Evidence("user_agent", 0.5, "same user agent strings"),
     Evidence("signup_burst", 1.5, "created in the same hour with the same e-mail domain"),
     Evidence("scaffold", 2.0, "same prompt framing n-grams (opening or closing words)", min_shared=3),
-    Evidence("system_prompt", 1.5, "same system prompts, used habitually"),
+    # below min_pair_weight on its own: apps and SDK defaults share system prompts too
+    Evidence("system_prompt", 0.8, "same system prompts, used habitually"),
     # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment
     Evidence("sync", 2.0, "sessions started in the same 5-minute slots", min_shared=3),
 )}

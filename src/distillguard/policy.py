@@ -24,7 +24,7 @@ class CampaignThresholds(BaseModel):
     fallback: float = Field(0.55, ge=0, le=1)
     block: float = Field(0.80, ge=0, le=1)
     min_members: int = Field(5, ge=2)
-    merge_link: float = Field(3.0, gt=0, description="edge weight between two flagged clusters that makes them one campaign")
+    merge_link: float = Field(1.5, gt=0, description="edge weight between two flagged clusters that makes them one campaign")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CampaignThresholds":

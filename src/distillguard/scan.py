@@ -141,12 +141,16 @@ def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> d
 
 def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: Policy) -> list[dict]:
     """Clusters scored at least ``monitor``, merged into campaigns (linked cells), described."""
+    # cells are merged only when each is throttle-worthy on its own: a monitored community of
+    # customers must never inherit a campaign's action through a few stray links
     flagged = [c for c in clusters if policy.campaign_action(c["score"]) != "allow"]
+    strong = [c for c in flagged if policy.campaign_action(c["score"]) not in ("allow", "monitor")]
+    weak = [[c] for c in flagged if policy.campaign_action(c["score"]) == "monitor"]
     by_account = {a: i for i, a in enumerate(feats.column("account_id").to_pylist())}
     cols = {name: feats.column(name).to_pylist() for name in
             ("exchanges", "output_tokens", "first_seen", "last_seen", *(f"{c}_share" for c in CAPABILITIES))}
     out = []
-    for cells in camp.merge_cells(edges, flagged, policy.campaign.merge_link):
+    for cells in camp.merge_cells(edges, strong, policy.campaign.merge_link) + weak:
         members = sorted(a for c in cells for a in c["members"])
         rows = [by_account[a] for a in members if a in by_account]
         exchanges = sum(cols["exchanges"][i] for i in rows)
