@@ -36,7 +36,7 @@ class CampaignParams:
     resolution: float = 1.0
     seed: int = 7
     structure_scale: float = 6.0  # internal weight per member at which structure is ~0.63
-    min_member_weight: float = 2.5  # a member must be this strongly tied to the rest to count
+    min_member_weight: float = 4.0  # a member must be this strongly tied to the rest to count
 
 
 def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
