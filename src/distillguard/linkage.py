@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 
 import ibis
 import ibis.expr.types as ir
-import pyarrow as pa
-import pyarrow.compute as pc
 
 
 @dataclass(frozen=True)
@@ -183,14 +181,6 @@ def pair_edges(held: ir.Table, norms: ir.Table, organizations: ir.Table, params:
         **{f"sim_{k}": marked[f"s_{k}"].max() for k in kinds},
     )
     return edges.filter(edges.weight >= params.min_pair_weight)
-
-
-def strongest(edges: pa.Table, n: int = 5) -> pa.Table:
-    """The ``n`` heaviest edges, for evidence listings."""
-    if edges.num_rows == 0:
-        return edges
-    order = pc.sort_indices(edges, [("weight", "descending"), ("a", "ascending"), ("b", "ascending")])
-    return edges.take(order[:n])
 
 
 def markdown() -> str:

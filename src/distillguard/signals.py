@@ -26,11 +26,6 @@ class Signal:
     reference: str
     min_exchanges: int = 20  # accounts with less traffic are not judged on this signal
 
-    def fired(self, value: float | None) -> bool:
-        if value is None:
-            return False
-        return value > self.threshold if self.direction == "above" else value < self.threshold
-
 
 SIGNALS: tuple[Signal, ...] = (
     Signal("volume_per_active_day", "exchanges_per_active_day", 150.0, "above", 0.5,

@@ -53,7 +53,6 @@ def _as_text(name: str, value: Any) -> tuple[str | None, str | None]:
         return None, None
     if isinstance(value, str):
         return value, None
-    kind = BY_NAME[name].kind
     if isinstance(value, bool):
         return None, f"wrong type: {name} cannot be a boolean"
     if isinstance(value, (int, float)):
@@ -61,7 +60,6 @@ def _as_text(name: str, value: Any) -> tuple[str | None, str | None]:
             return None, f"wrong type: {name} cannot be a number"
         return repr(value) if isinstance(value, float) else str(value), None
     word = "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else type(value).__name__
-    del kind
     return None, f"wrong type: {name} cannot be {word}"
 
 
