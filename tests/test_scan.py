@@ -105,9 +105,9 @@ def _edges(rows, orgs=None):
                                         "organization_id": pa.array([orgs.get(a) for a in accounts], pa.string())}))
     params = linkage.LinkageParams(max_accounts_floor=50)
     weighted = linkage.weighted_keys(keys)
-    held = linkage.informative_keys(weighted, len(accounts), params)
+    held = linkage.ranked(linkage.informative_keys(weighted, len(accounts), params), org_table)
     con = ibis.duckdb.connect()
-    return con.to_pyarrow(linkage.pair_edges(held, linkage.key_norms(held), org_table, params)).to_pylist()
+    return con.to_pyarrow(linkage.pair_edges(held, params)).to_pylist()
 
 
 def test_a_shared_card_links_two_accounts_and_says_so():
@@ -126,6 +126,36 @@ def test_one_shared_moment_is_not_synchrony():
     sustained = [(acc, "sync", str(slot)) for acc in ("a", "b") for slot in (100, 200, 300, 400)]
     [edge] = _edges(sustained)
     assert edge["shared_sync"] == 4
+
+
+def test_a_crowded_slot_is_not_synchrony():
+    # 13 accounts start sessions in the same four slots: in a population that large, a slot
+    # everyone uses says nothing about any pair (and would cost a quadratic number of pairs)
+    crowd = [(f"u{i:02d}", "sync", str(slot)) for i in range(13) for slot in (100, 200, 300, 400)]
+    assert _edges(crowd) == []
+    few = [(f"u{i:02d}", "sync", str(slot)) for i in range(5) for slot in (100, 200, 300, 400)]
+    assert len(_edges(few)) == 10
+
+
+def test_a_fleet_moving_to_a_new_model_within_hours_shows_in_pivot_hours():
+    from distillguard import features
+
+    day = 86400
+    rows = []
+    for i in range(40):  # the old model all along, from day 0
+        rows.append(("fleet", "old", i * 3600))
+        rows.append(("fan", "old", i * 3600))
+    release = 10 * day
+    rows += [("early", "new", release)]  # whoever used it first defines the release
+    rows += [("fleet", "new", release + 3 * 3600 + i) for i in range(30)]
+    rows += [("fan", "new", release + 5 * day)]
+    table = pa.table({"account_id": [r[0] for r in rows], "model": [r[1] for r in rows],
+                      "ts_s": pa.array([r[2] for r in rows], pa.int64())})
+    got = ibis.duckdb.connect().to_pyarrow(features._model_pivot(ibis.memtable(table))).to_pylist()
+    hours = {r["account_id"]: r["pivot_hours"] for r in got}
+    assert hours["fleet"] == 3.0
+    assert hours["fan"] == 120.0
+    assert hours["early"] == 0.0
 
 
 # --- policy -------------------------------------------------------------------------------

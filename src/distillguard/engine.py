@@ -38,7 +38,13 @@ class Engine:
     extra: str | None = None  # the pip extra that provides it
 
 
+#: DuckDB's memory budget for a scan (it spills to disk beyond it); the store's own default is
+#: sized for ingest. A full-scale scan stays well inside 16 GiB with this.
+SCAN_MEMORY_LIMIT = "8GB"
+
+
 def _duckdb(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
+    store.con.execute(f"SET memory_limit='{options.get('memory_limit') or SCAN_MEMORY_LIMIT}'")
     con = ibis.duckdb.from_connection(store.con)
     return con, con.table("exchanges"), lambda name, table: ibis.memtable(table)  # unique names
 

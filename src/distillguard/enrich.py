@@ -10,12 +10,13 @@ cheap because NATs, proxies and templates repeat the same values many times.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import ipaddress
 import re
 from functools import lru_cache
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard.data import load_infra_ranges
 
@@ -42,6 +43,21 @@ class _Ranges:
                     ends.append(last)
                     providers.append(provider)
             self.index[key] = (starts, ends, providers)
+
+    def lookup_many(self, version: int, values: np.ndarray) -> tuple[list[str | None], list[str | None]]:
+        """:meth:`lookup` for an array of addresses (IPv4 only: they fit in int64)."""
+        categories = np.full(len(values), None, dtype=object)
+        providers = np.full(len(values), None, dtype=object)
+        for category in reversed(HOSTED):  # earlier categories win, as in lookup
+            entry = self.index.get((version, category))
+            if entry is None:
+                continue
+            starts, ends, names = (np.asarray(x, dtype=object if x is entry[2] else np.int64) for x in entry)
+            i = np.searchsorted(starts, values, side="right") - 1
+            hit = (i >= 0) & (values <= ends[np.maximum(i, 0)])
+            categories[hit] = category
+            providers[hit] = names[i[hit]]
+        return categories.tolist(), providers.tolist()
 
     def lookup(self, version: int, value: int) -> tuple[str | None, str | None]:
         for category in HOSTED:
@@ -70,31 +86,48 @@ def subnet_of(ip: str) -> str | None:
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
-def ip_table(ips: list[str]) -> pa.Table:
-    """ip -> subnet, infra_category (null = not in any public hosting list), provider."""
-    ranges = _ranges()
-    subnets, categories, providers = [], [], []
-    for ip in ips:
+_DOTTED_QUAD = r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$"
+
+
+def ip_table(ips: pa.Array | pa.ChunkedArray | list[str]) -> pa.Table:
+    """ip -> subnet, infra_category (null = not in any public hosting list), provider.
+
+    One row per distinct address, sorted. Dotted-quad IPv4 (what ingest normalises IPv4 to)
+    is parsed and looked up vectorised, since a proxy-rotating campaign brings millions of
+    distinct addresses; anything else goes through :mod:`ipaddress` one by one.
+    """
+    values = pa.chunked_array([pa.array(ips, pa.string())]) if isinstance(ips, list) else ips
+    values = pc.unique(pa.chunked_array([values]) if isinstance(values, pa.Array) else values)
+    values = pc.drop_null(values.cast(pa.string()))
+    values = pc.take(values, pc.array_sort_indices(values))
+    v4 = pc.match_substring_regex(values, _DOTTED_QUAD).to_numpy(zero_copy_only=False)
+    quads = values.filter(pa.array(v4))
+    octets = pc.list_flatten(pc.split_pattern(quads, ".")).cast(pa.int64()).to_numpy().reshape(-1, 4)
+    as_int = (octets[:, 0] << 24) | (octets[:, 1] << 16) | (octets[:, 2] << 8) | octets[:, 3]
+    prefix = pc.binary_join_element_wise(*(pa.array(octets[:, i].astype(str)) for i in range(3)), ".")
+    v4_subnets = pc.binary_join_element_wise(prefix, pa.scalar(".0/24"), "")
+    v4_categories, v4_providers = _ranges().lookup_many(4, as_int)
+    subnets = [None] * len(values)
+    categories: list[str | None] = [None] * len(values)
+    providers: list[str | None] = [None] * len(values)
+    positions = np.flatnonzero(v4)
+    for i, subnet, category, provider in zip(positions.tolist(), v4_subnets.to_pylist(), v4_categories,
+                                            v4_providers):
+        subnets[i], categories[i], providers[i] = subnet, category, provider
+    for i in np.flatnonzero(~v4).tolist():
         try:
-            addr = ipaddress.ip_address(ip)
+            addr = ipaddress.ip_address(values[i].as_py())
         except ValueError:
-            subnets.append(None)
-            categories.append(None)
-            providers.append(None)
             continue
-        prefix = 24 if addr.version == 4 else 48
-        subnets.append(str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False)))
-        category, provider = ranges.lookup(addr.version, int(addr))
-        categories.append(category)
-        providers.append(provider)
-    return pa.table({"ip": pa.array(ips, pa.string()), "subnet": pa.array(subnets, pa.string()),
+        prefix_len = 24 if addr.version == 4 else 48
+        subnets[i] = str(ipaddress.ip_network(f"{addr}/{prefix_len}", strict=False))
+        categories[i], providers[i] = _ranges().lookup(addr.version, int(addr))
+    return pa.table({"ip": values, "subnet": pa.array(subnets, pa.string()),
                      "infra_category": pa.array(categories, pa.string()),
                      "provider": pa.array(providers, pa.string())})
 
 
 # --- prompts -----------------------------------------------------------------------------
-
-_WORD = re.compile(r"[a-z]+|[0-9]+")
 
 #: Capability taxonomy: keyword families a distillation campaign sweeps. Matching is on whole
 #: lower-case words; each prompt can fall in several areas. (Anthropic's and OpenAI's reports on
@@ -118,63 +151,110 @@ _MIN_HITS = {"software_engineering": 2, "agentic_tool_use": 2, "math_reasoning":
              "rubric_grading": 2}
 
 
+#: prompts per account read for text fingerprints (a deterministic sample, see prompt_sample)
+SAMPLE_PROMPTS = 48
+#: scaffold n-grams: word n-grams of the first and last EDGE_WORDS words, read from the first
+#: and last EDGE_CHARS characters (framing sits at the edges; the payload need not be tokenised)
+NGRAM = 4
+EDGE_WORDS = 10
+EDGE_CHARS = 200
+_TOKEN = "[a-z]+|0"  # after every run of digits became '0'
+_AREA_PATTERNS = {name: r"\b(" + "|".join(sorted(vocab)) + r")\b" for name, vocab in _CAP_SETS.items()}
+
+
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Lower-case words and numbers (numbers as '0'): the tokens of the framing fingerprints."""
+    return re.findall(_TOKEN, skeleton(text))
 
 
-def skeleton(text: str) -> str:
-    """Template skeleton: lower case, numbers as '0', words kept, whitespace and punctuation gone.
-
-    Two prompts from one template with different numbers or spacing share a skeleton.
-    """
-    return _skeleton_of(words(text))
-
-
-def _skeleton_of(tokens: list[str]) -> str:
-    return " ".join("0" if w[0].isdigit() else w for w in tokens)
-
-
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def scaffold_keys(text: str, n: int = 4, edge_words: int = 10) -> list[str]:
-    """Fingerprints of a prompt's framing: word n-grams of its first and last ``edge_words`` words.
+def scaffold_keys(text: str) -> list[str]:
+    """Fingerprints of a prompt's framing: word n-grams of its first and last EDGE_WORDS words.
 
     Harvest scripts wrap varied payloads in reusable framing ("... Think step by step and show
     your full reasoning."). Paraphrasing the framing per account changes some n-grams but
     rarely all; the payload in the middle is left out so that topic words do not link strangers.
-    The n-grams are kept as text (normalised words), so they are readable as evidence.
+    The n-grams are kept as text (normalised words), so they read as evidence.
+
+    This is the specification; :func:`prompt_fingerprints` computes the same keys in SQL.
     """
-    return _scaffold_of(words(text), n, edge_words)
+    head = words(text[:EDGE_CHARS])[:EDGE_WORDS]
+    tail = words(text[-EDGE_CHARS:])[-EDGE_WORDS:] if text else []
+    return sorted({" ".join(part[i:i + NGRAM]) for part in (head, tail) for i in range(len(part) - NGRAM + 1)})
 
 
-def _scaffold_of(tokens: list[str], n: int = 4, edge_words: int = 10) -> list[str]:
-    if len(tokens) < n:
-        return []
-    tokens = ["0" if w[0].isdigit() else w for w in tokens]
-    head, tail = tokens[:edge_words], tokens[-edge_words:]
-    return sorted({" ".join(part[i:i + n]) for part in (head, tail) for i in range(len(part) - n + 1)})
+def capabilities(text: str) -> set[str]:
+    """Capability areas a prompt falls in: at least two distinct whole keywords of the area."""
+    low = text.lower()
+    return {name for name, pattern in _AREA_PATTERNS.items()
+            if len(set(re.findall(pattern, low, re.ASCII))) >= _MIN_HITS[name]}
 
 
-def prompt_table(prompts: list[str]) -> pa.Table:
-    """prompt -> prompt_id (its position), skeleton digest, scaffold keys and capability flags.
+def skeleton(text: str) -> str:
+    """Template skeleton: lower case with every run of digits as '0'."""
+    return re.sub("[0-9]+", "0", text.lower())
 
-    One row per distinct prompt; later joins use the integer prompt_id so that long texts are
-    not copied once per scaffold key.
+
+def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table]:
+    """Text fingerprints of each account's sampled prompts (``sample``: account_id, prompt).
+
+    Returns (per account: sampled, <area>_share, targeted_share, prompt_repeat_share and
+    skeleton_repeat_share (of the sample);
+    habitual scaffold keys: account_id, key). A scaffold n-gram is habitual when the account
+    uses it in at least ``min_uses`` and ``min_share`` of its distinct sampled prompts: a
+    harvest script's wrapper, not a phrase typed once.
+
+    Runs on the collected sample in an in-process DuckDB whichever engine scanned the
+    exchanges, so the values are the same on every engine (and equal to :func:`capabilities`,
+    :func:`skeleton` and :func:`scaffold_keys`, which tests check); it reads at most
+    SAMPLE_PROMPTS prompts per account, which bounds the cost by accounts, not by exchanges.
     """
-    skeletons, scaffolds = [], []
-    flags: dict[str, list[bool]] = {name: [] for name in CAPABILITIES}
-    for text in prompts:
-        tokens = _WORD.findall(text.lower())
-        skeletons.append(_digest(_skeleton_of(tokens)))
-        scaffolds.append(_scaffold_of(tokens))
-        token_set = set(tokens)
-        for name, vocab in _CAP_SETS.items():
-            flags[name].append(len(token_set & vocab) >= _MIN_HITS[name])
-    columns = {"prompt": pa.array(prompts, pa.string()),
-               "prompt_id": pa.array(range(len(prompts)), pa.int64()),
-               "skeleton": pa.array(skeletons, pa.string()),
-               "scaffold_keys": pa.array(scaffolds, pa.list_(pa.string()))}
-    columns.update({f"cap_{name}": pa.array(v, pa.bool_()) for name, v in flags.items()})
-    return pa.table(columns)
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET threads TO 2")
+        con.execute("SET memory_limit='3GB'")  # spills beyond it; the sample is bounded anyway
+        con.register("sample", sample)
+        areas = {name: f"len(list_distinct(regexp_extract_all(low, '{pattern}', 1))) >= {_MIN_HITS[name]}"
+                 for name, pattern in _AREA_PATTERNS.items()}
+        shares = ",\n".join(f"avg(CASE WHEN {test} THEN 1.0 ELSE 0.0 END) AS {name}_share"
+                             for name, test in areas.items())
+        # the n-grams of a token list, as fixed slices (DuckDB lambdas cost more)
+        ngrams = ", ".join(f"CASE WHEN len(part) >= {i + NGRAM - 1} THEN array_to_string(part[{i}:{i + NGRAM - 1}], ' ') END"
+                           for i in range(1, EDGE_WORDS - NGRAM + 2))
+        con.execute(f"""
+            CREATE TEMP VIEW low AS
+            SELECT account_id, prompt, lower(prompt) AS low FROM sample""")
+        per_account = con.execute(f"""
+            SELECT account_id, count(*) AS sampled,
+                   {shares},
+                   avg(CASE WHEN ({areas["software_engineering"]}) OR ({areas["agentic_tool_use"]})
+                       THEN 1.0 ELSE 0.0 END) AS targeted_share,
+                   1.0 - count(DISTINCT prompt) / count(*) AS prompt_repeat_share,
+                   1.0 - count(DISTINCT regexp_replace(low, '[0-9]+', '0', 'g')) / count(*) AS skeleton_repeat_share
+            FROM low GROUP BY account_id ORDER BY account_id""").to_arrow_table()
+        keys = con.execute(f"""
+            WITH distinct_prompts AS (
+                SELECT account_id, low, row_number() OVER () AS id FROM (SELECT DISTINCT account_id, low FROM low)),
+            n AS (SELECT account_id, count(*) AS n_prompts FROM distinct_prompts GROUP BY account_id),
+            parts AS (
+                SELECT account_id, id,
+                       regexp_extract_all(regexp_replace(left(low, {EDGE_CHARS}), '[0-9]+', '0', 'g'),
+                                          '{_TOKEN}')[1:{EDGE_WORDS}] AS part
+                FROM distinct_prompts
+                UNION ALL
+                SELECT account_id, id,
+                       regexp_extract_all(regexp_replace(right(low, {EDGE_CHARS}), '[0-9]+', '0', 'g'),
+                                          '{_TOKEN}')[-{EDGE_WORDS}:] AS part
+                FROM distinct_prompts),
+            grams AS (
+                SELECT DISTINCT account_id, id, unnest([{ngrams}]) AS key
+                FROM parts WHERE len(part) >= {NGRAM}),
+            uses AS (SELECT account_id, key, count(*) AS uses FROM grams WHERE key IS NOT NULL
+                     GROUP BY account_id, key)
+            SELECT uses.account_id, key FROM uses JOIN n USING (account_id)
+            WHERE uses >= {int(min_uses)} AND uses >= {float(min_share)} * n_prompts
+            ORDER BY account_id, key""").to_arrow_table()
+    finally:
+        con.close()
+    return per_account, keys

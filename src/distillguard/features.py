@@ -4,8 +4,11 @@ Written once, run on DuckDB or Spark. Engine traps avoided on purpose: times are
 seconds (``floor`` before the cast, since DuckDB keeps fractions and Spark truncates), distinct
 counts are exact, and no engine hash function is used (fingerprints come from enrich.py).
 
-Inputs are the exchanges already cut to the scan window and two lookup tables from enrich.py
-(``ips``: ip, subnet, infra_category; ``prompts``: prompt, skeleton, cap_* flags).
+Inputs are the exchanges already cut to the scan window and the IP lookup table from enrich.py
+(ip, subnet, infra_category). Prompt-text features (capability shares, template reuse) are not
+computed here, over every row, but from a bounded per-account sample (:func:`prompt_sample`,
+enrich.prompt_fingerprints): regular expressions over tens of millions of prompts would cost
+more than the rest of the scan together.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from datetime import datetime
 
 import ibis
 import ibis.expr.types as ir
-
-from distillguard.enrich import CAPABILITIES
 
 #: User agents that SDKs send when the caller sets none: scripts keep them, browsers and most
 #: products replace them. Matched as prefixes, lower case.
@@ -38,21 +39,55 @@ def window(exchanges: ir.Table, as_of: datetime | None, lookback_days: float | N
     return out
 
 
-def enriched(exchanges: ir.Table, ips: ir.Table, prompts: ir.Table) -> ir.Table:
-    """Exchanges with subnet, infrastructure label, skeleton and capability flags joined on."""
-    ex = exchanges.mutate(ts_s=exchanges.timestamp.epoch_seconds().floor().cast("int64"))
-    ex = ex.left_join(ips, ex.client_ip == ips.ip).drop("ip")
-    ex = ex.left_join(prompts, ex.prompt == prompts.prompt)
-    return ex.drop([c for c in ex.columns if c.endswith("_right")])
+def with_seconds(exchanges: ir.Table) -> ir.Table:
+    """Exchanges with integer epoch seconds (``ts_s``): the same value on every engine."""
+    return exchanges.mutate(ts_s=exchanges.timestamp.epoch_seconds().floor().cast("int64"))
 
 
-def _entropy(ex: ir.Table, part: ir.Value, name: str) -> ir.Table:
-    """Shannon entropy (bits) of an account's activity over the values of ``part``."""
-    counts = ex.group_by([ex.account_id, part.name("_part")]).aggregate(n=ex.count())
-    totals = counts.group_by("account_id").aggregate(total=counts.n.sum())
-    joined = counts.join(totals, "account_id")
-    p = joined.n.cast("float64") / joined.total.cast("float64")
-    return joined.group_by("account_id").aggregate(**{name: (-(p * p.log2())).sum()})
+def ip_pairs(ex: ir.Table) -> ir.Table:
+    """(account_id, client_ip, n): each account's addresses and how often it used them.
+
+    IP labels are joined on these pairs, not on every exchange: the pairs are far fewer,
+    except for proxy rotation, where they are still a narrow table.
+    """
+    live = ex.filter(ex.client_ip.notnull())
+    return live.group_by(["account_id", "client_ip"]).aggregate(n=live.count())
+
+
+def label_ips(pairs: ir.Table, ips: ir.Table) -> ir.Table:
+    """:func:`ip_pairs` with subnet and infra_category from enrich.ip_table."""
+    return pairs.left_join(ips, pairs.client_ip == ips.ip).select(
+        "account_id", "client_ip", "n", "subnet", "infra_category")
+
+
+def prompt_sample(ex: ir.Table, per_account: int) -> ir.Table:
+    """Up to ``per_account`` prompts of each account, chosen by md5 of the exchange id.
+
+    md5 is the same on every engine and unrelated to time or content, so the sample is a fair,
+    reproducible draw across the whole window, bounded by accounts rather than by exchanges.
+    """
+    w = ibis.window(group_by=ex.account_id, order_by=[ex.exchange_id.hexdigest("md5"), ex.exchange_id])
+    ranked = ex.select("account_id", "prompt", "exchange_id").mutate(_rank=ibis.row_number().over(w))
+    return ranked.filter(ranked._rank < per_account).select("account_id", "prompt")
+
+
+def _entropies(ex: ir.Table) -> ir.Table:
+    """Shannon entropy (bits) of each account's activity over hours of the day and weekdays.
+
+    One pass: counts per (account, hour, weekday), at most 168 cells an account, and both
+    entropies from those cells.
+    """
+    cells = ex.group_by([ex.account_id, ex.timestamp.hour().name("_hour"),
+                         ex.timestamp.day_of_week.index().name("_day")]).aggregate(n=ex.count())
+    out = None
+    for part, name in (("_hour", "hour_entropy"), ("_day", "weekday_entropy")):
+        counts = cells.group_by(["account_id", part]).aggregate(n=cells.n.sum())
+        totals = counts.group_by("account_id").aggregate(total=counts.n.sum())
+        joined = counts.join(totals, "account_id")
+        p = joined.n.cast("float64") / joined.total.cast("float64")
+        entropy = joined.group_by("account_id").aggregate(**{name: (-(p * p.log2())).sum()})
+        out = entropy if out is None else out.join(entropy, "account_id")
+    return out
 
 
 def _gaps(ex: ir.Table) -> ir.Table:
@@ -66,8 +101,36 @@ def _gaps(ex: ir.Table) -> ir.Table:
         "account_id", "gap_cv", "gap_n")
 
 
-def account_features(ex: ir.Table, as_of: datetime) -> ir.Table:
-    """One row per account: the quantities the signals judge. ``ex`` comes from :func:`enriched`."""
+#: a model first seen this long after the window opens was released inside the window
+NEW_MODEL_AFTER_S = 2 * 86400
+
+
+def _model_pivot(ex: ir.Table) -> ir.Table:
+    """Per account: how soon it moved to a model released inside the window, and how far.
+
+    A model's release is its first sighting in the data, counted only when that is at least
+    NEW_MODEL_AFTER_S after the window opens (older models merely predate the window).
+    ``pivot_hours`` is the least delay from a release to the account's first use of that
+    model; ``new_model_share`` the share of its exchanges on such models. A harvesting
+    operation re-points its whole fleet at a new model within hours (Anthropic 2026).
+    """
+    opened = ex.aggregate(opened=ex.ts_s.min())
+    models = ex.filter(ex.model.notnull())
+    per_model = models.group_by(["account_id", "model"]).aggregate(first_use=models.ts_s.min(), n=models.count())
+    firsts = per_model.group_by("model").aggregate(released=per_model.first_use.min()).cross_join(opened)
+    new = firsts.filter(firsts.released >= firsts.opened + NEW_MODEL_AFTER_S).select("model", "released")
+    uses = per_model.join(new, "model")
+    return uses.group_by("account_id").aggregate(
+        pivot_hours=((uses.first_use - uses.released).cast("float64") / 3600.0).min(),
+        new_model_exchanges=uses.n.sum())
+
+
+def account_features(ex: ir.Table, ips: ir.Table, as_of: datetime) -> ir.Table:
+    """One row per account: the quantities the signals judge.
+
+    ``ex`` comes from :func:`with_seconds`, ``ips`` from :func:`label_ips`. Each part below
+    is one pass over the exchanges, grouped by account; they are joined on the small results.
+    """
     g = ex.group_by("account_id")
     base = g.aggregate(
         exchanges=ex.count(),
@@ -81,24 +144,17 @@ def account_features(ex: ir.Table, as_of: datetime) -> ir.Table:
         first_turn_share=(ex.turn_index.fill_null(0) == 0).cast("float64").mean(),
         long_max_tokens_share=(ex.max_tokens.fill_null(0) >= LONG_MAX_TOKENS).cast("float64").mean(),
         tools_per_request=ex.tool_count.fill_null(0).cast("float64").mean(),
-        distinct_ips=ex.client_ip.nunique(),
-        distinct_subnets=ex.subnet.nunique(),
-        hosted_share=ex.infra_category.notnull().cast("float64").mean(),
         sdk_agent_share=_sdk_agent(ex.user_agent).cast("float64").mean(),
-        distinct_prompts=ex.prompt.nunique(),
-        distinct_skeletons=ex.skeleton.nunique(),
         organization_id=ex.organization_id.max(),
         email_domain=ex.email_domain.max(),
-        targeted_share=(ex.cap_software_engineering.fill_null(False) | ex.cap_agentic_tool_use.fill_null(False))
-        .cast("float64").mean(),
-        **{f"{name}_share": ex[f"cap_{name}"].fill_null(False).cast("float64").mean() for name in CAPABILITIES},
     )
-    hours = _entropy(ex, ex.timestamp.hour(), "hour_entropy")
-    days = _entropy(ex, ex.timestamp.day_of_week.index(), "weekday_entropy")
-    gaps = _gaps(ex)
-    out = base.left_join(hours, "account_id").drop("account_id_right")
-    out = out.left_join(days, "account_id").drop("account_id_right")
-    out = out.left_join(gaps, "account_id").drop("account_id_right")
+    network = ips.group_by("account_id").aggregate(
+        distinct_ips=ips.client_ip.nunique(),
+        distinct_subnets=ips.subnet.nunique(),
+        hosted_exchanges=ips.infra_category.notnull().ifelse(ips.n, 0).sum())
+    out = base
+    for part in (network, _entropies(ex), _model_pivot(ex), _gaps(ex)):
+        out = out.left_join(part, "account_id").drop("account_id_right")
     age_days = (ibis.literal(as_of).epoch_seconds() - out.created_at.epoch_seconds()) / 86400.0
     return out.mutate(
         exchanges_per_active_day=out.exchanges.cast("float64") / out.active_days.cast("float64"),
@@ -107,8 +163,11 @@ def account_features(ex: ir.Table, as_of: datetime) -> ir.Table:
         / ibis.greatest(out.input_tokens.fill_null(0), 1).cast("float64"),
         conversation_depth=out.exchanges.cast("float64") / ibis.greatest(out.conversations, 1).cast("float64"),
         account_age_days=age_days,
-        prompt_repeat_share=1.0 - out.distinct_prompts.cast("float64") / out.exchanges.cast("float64"),
-    )
+        distinct_ips=out.distinct_ips.fill_null(0),
+        distinct_subnets=out.distinct_subnets.fill_null(0),
+        hosted_share=out.hosted_exchanges.fill_null(0).cast("float64") / out.exchanges.cast("float64"),
+        new_model_share=out.new_model_exchanges.fill_null(0).cast("float64") / out.exchanges.cast("float64"),
+    ).drop("new_model_exchanges", "hosted_exchanges")
 
 
 def _sdk_agent(user_agent: ir.StringValue) -> ir.BooleanValue:

@@ -61,50 +61,59 @@ class LinkageParams:
     min_pair_weight: float = 1.0  # weaker pairs are noise: one weak coincidence links nobody
     session_gap_s: int = 1800
     slot_s: int = 300
+    # a slot in which more accounts start sessions is crowded: sharing it is chance, and its
+    # pairs would grow quadratically with the population (see informative_keys)
+    sync_max_holders: int = 12
     exclude: tuple[str, ...] = field(default=())
 
 
-def account_keys(ex: ir.Table, prompt_keys: ir.Table, params: LinkageParams) -> ir.Table:
-    """(account_id, kind, key) for every evidence kind, distinct. ``ex`` is features.enriched."""
+def account_keys(ex: ir.Table, ips: ir.Table, scaffold: ir.Table, params: LinkageParams) -> ir.Table:
+    """(account_id, kind, key) for every evidence kind, distinct.
+
+    ``ex`` is features.with_seconds; ``ips`` is features.label_ips (each account's addresses);
+    ``scaffold`` (account_id, key) holds each account's habitual scaffold n-grams.
+    """
+    wanted = [k for k in EVIDENCE if k not in params.exclude]
     parts = []
-    parts.append(ex.filter(ex.payment_fingerprint.notnull()).select(
-        "account_id", kind=ibis.literal("payment"), key=ex.payment_fingerprint))
-    parts.append(ex.filter(ex.client_ip.notnull()).select("account_id", kind=ibis.literal("ip"), key=ex.client_ip))
-    parts.append(ex.filter(ex.subnet.notnull()).select("account_id", kind=ibis.literal("subnet"), key=ex.subnet))
-    parts.append(ex.filter(ex.user_agent.notnull()).select(
-        "account_id", kind=ibis.literal("user_agent"), key=ex.user_agent))
-    signup = ex.filter(ex.account_created_at.notnull() & ex.email_domain.notnull())
-    parts.append(signup.select("account_id", kind=ibis.literal("signup_burst"),
-                               key=signup.email_domain.lower() + "@"
-                               + signup.account_created_at.truncate("h").cast("string")))
-    # habitual scaffold n-grams: framing an account uses in a good share of its distinct prompts
-    # (a harvest script's wrapper), not a phrase it happened to type once
-    prompts = ex.select("account_id", "prompt_id").distinct()
-    per_account = prompts.group_by("account_id").aggregate(n_prompts=prompts.count())
-    scaffold = prompts.join(prompt_keys, prompts.prompt_id == prompt_keys.prompt_id)
-    scaffold = scaffold.group_by(["account_id", "scaffold_key"]).aggregate(uses=scaffold.count())
-    scaffold = scaffold.join(per_account, "account_id")
-    scaffold = scaffold.filter((scaffold.uses >= params.scaffold_min_uses)
-                               & (scaffold.uses >= params.scaffold_min_share * scaffold.n_prompts))
-    parts.append(scaffold.select("account_id", kind=ibis.literal("scaffold"), key=scaffold.scaffold_key))
-    # habitual system prompts (normalised text): an operation's scripts carry its own
-    system = ex.filter(ex.system_prompt.notnull()).mutate(
-        sp=ex.system_prompt.lower().re_replace(r"[^a-z0-9]+", " ").strip())
-    totals = ex.group_by("account_id").aggregate(n_requests=ex.count())
-    system = system.group_by(["account_id", "sp"]).aggregate(uses=system.count()).join(totals, "account_id")
-    system = system.filter((system.uses >= params.scaffold_min_uses)
-                           & (system.uses >= params.scaffold_min_share * system.n_requests))
-    parts.append(system.select("account_id", kind=ibis.literal("system_prompt"), key=system.sp))
-    # session starts (first request after a quiet gap), bucketed in slots
-    w = ibis.window(group_by=ex.account_id, order_by=[ex.ts_s, ex.exchange_id])
-    lagged = ex.select("account_id", "ts_s", "exchange_id").mutate(prev=ex.ts_s.lag().over(w))
-    starts = lagged.filter(lagged.prev.isnull() | ((lagged.ts_s - lagged.prev) > params.session_gap_s))
-    parts.append(starts.select("account_id", kind=ibis.literal("sync"),
-                               key=(starts.ts_s // params.slot_s).cast("string")))
-    keys = ibis.union(*parts, distinct=True)
-    if params.exclude:
-        keys = keys.filter(~keys.kind.isin(list(params.exclude)))
-    return keys
+    for kind, column in (("ip", "client_ip"), ("subnet", "subnet")):
+        if kind in wanted:
+            part = ips.filter(ips[column].notnull())
+            parts.append(part.select("account_id", kind=ibis.literal(kind), key=part[column]))
+    # one pass over the exchanges for the account keys: distinct combinations first, so each
+    # kind below reads a table far smaller than the exchanges
+    combos = ex.select("account_id", "payment_fingerprint", "user_agent", "email_domain",
+                       "account_created_at").distinct()
+    for kind, column in (("payment", "payment_fingerprint"), ("user_agent", "user_agent")):
+        if kind in wanted:
+            part = combos.filter(combos[column].notnull())
+            parts.append(part.select("account_id", kind=ibis.literal(kind), key=part[column]))
+    if "signup_burst" in wanted:
+        signup = combos.filter(combos.account_created_at.notnull() & combos.email_domain.notnull())
+        parts.append(signup.select("account_id", kind=ibis.literal("signup_burst"),
+                                   key=signup.email_domain.lower() + "@"
+                                   + signup.account_created_at.truncate("h").cast("string")))
+    if "scaffold" in wanted:
+        # habitual scaffold n-grams, found in each account's prompt sample (enrich.prompt_fingerprints)
+        parts.append(scaffold.select("account_id", kind=ibis.literal("scaffold"), key=scaffold.key))
+    if "system_prompt" in wanted:
+        # habitual system prompts (normalised text): an operation's scripts carry its own
+        # (counted per raw text first, so the normalising regex runs once per distinct text)
+        raw = ex.filter(ex.system_prompt.notnull())
+        raw = raw.group_by(["account_id", "system_prompt"]).aggregate(uses=raw.count())
+        raw = raw.mutate(sp=raw.system_prompt.lower().re_replace(r"[^a-z0-9]+", " ").strip())
+        totals = ex.group_by("account_id").aggregate(n_requests=ex.count())
+        system = raw.group_by(["account_id", "sp"]).aggregate(uses=raw.uses.sum()).join(totals, "account_id")
+        system = system.filter((system.uses >= params.scaffold_min_uses)
+                               & (system.uses >= params.scaffold_min_share * system.n_requests))
+        parts.append(system.select("account_id", kind=ibis.literal("system_prompt"), key=system.sp))
+    if "sync" in wanted:
+        # session starts (first request after a quiet gap), bucketed in slots
+        w = ibis.window(group_by=ex.account_id, order_by=[ex.ts_s, ex.exchange_id])
+        lagged = ex.select("account_id", "ts_s", "exchange_id").mutate(prev=ex.ts_s.lag().over(w))
+        starts = lagged.filter(lagged.prev.isnull() | ((lagged.ts_s - lagged.prev) > params.session_gap_s))
+        parts.append(starts.select("account_id", kind=ibis.literal("sync"),
+                                   key=(starts.ts_s // params.slot_s).cast("string")))
+    return ibis.union(*parts, distinct=True)
 
 
 def weighted_keys(keys: ir.Table) -> ir.Table:
@@ -114,61 +123,71 @@ def weighted_keys(keys: ir.Table) -> ir.Table:
     return held.mutate(idf=1.0 / (1 + held.holders.cast("float64")).log2())
 
 
-def key_norms(weighted: ir.Table) -> ir.Table:
-    """Per account and kind, the idf-weighted norm of its key set (the cosine denominator).
-
-    Computed over informative keys only: keys no one else holds (the payload words of a
-    prompt, a home IP) say nothing about links and would only dilute every similarity.
-    """
-    return weighted.group_by(["account_id", "kind"]).aggregate(norm=(weighted.idf * weighted.idf).sum().sqrt())
-
-
 def informative_keys(weighted: ir.Table, n_accounts: int, params: LinkageParams) -> ir.Table:
-    """Keys held by at least two accounts and not by (almost) everyone."""
+    """Keys held by at least two accounts and not by (almost) everyone.
+
+    Session-start slots are capped much lower (``sync_max_holders``): synchrony is evidence
+    only in slots that are quiet for the population, as in SynchroTrap, where co-activity is
+    counted per rare (action, time) bucket. In a large population most 5-minute slots are
+    crowded, so this kind links fewer pairs as traffic grows; the other kinds carry the load.
+    """
     limit = max(params.max_accounts_floor, int(params.max_share * n_accounts))
     habitual = max(params.max_accounts_floor, int(params.habitual_max_share * n_accounts))
-    cap = ibis.ifelse(weighted.kind.isin(["scaffold", "system_prompt"]), habitual, limit)
+    cap = ibis.cases((weighted.kind.isin(["scaffold", "system_prompt"]), habitual),
+                     (weighted.kind == "sync", params.sync_max_holders), else_=limit)
     return weighted.filter((weighted.holders >= 2) & (weighted.holders <= cap))
 
 
-def pair_edges(held: ir.Table, norms: ir.Table, organizations: ir.Table, params: LinkageParams) -> ir.Table:
+def ranked(held: ir.Table, organizations: ir.Table) -> ir.Table:
+    """:func:`informative_keys` made ready for :func:`pair_edges`; materialise the result.
+
+    Each row gets its holder's ``rank`` within the key, for the ring lattice (holders ordered
+    by md5(key|account): the same on every engine, unrelated to how ids are assigned); the
+    holder's idf-weighted ``norm`` over its keys of that kind (the cosine denominator); and
+    its declared ``organization_id``. Carrying these on the rows keeps pair_edges free of
+    joins against per-account tables, whose order a query planner can get badly wrong.
+    """
+    norms = held.group_by(["account_id", "kind"]).aggregate(norm=(held.idf * held.idf).sum().sqrt())
+    rows = held.join(norms, ["account_id", "kind"]).left_join(organizations, "account_id")
+    rows = rows.drop([c for c in rows.columns if c.endswith("_right")])
+    return rows.mutate(rank=ibis.row_number().over(ibis.window(
+        group_by=[rows.kind, rows.key], order_by=[(rows.key + "|" + rows.account_id).hexdigest("md5"),
+                                                  rows.account_id])))
+
+
+def pair_edges(held: ir.Table, params: LinkageParams) -> ir.Table:
     """Account-pair edges: a < b, weight, and per kind the shared-key count and similarity.
 
     Per kind, similarity is the cosine of the two accounts' idf-weighted key sets: sharing a
     few rare keys out of few counts a lot, sharing some common keys out of many (two heavy
     users who happen to be active in the same slots) counts little. The pair weight is the
-    evidence-weighted sum of the similarities. ``held`` is :func:`informative_keys`.
-
-    Holders of a large key are ordered by md5(key, account) (the same on every engine and
-    unrelated to how ids are assigned) for its ring lattice.
+    evidence-weighted sum of the similarities. ``held`` is :func:`ranked`. Accounts of one
+    declared organization are one customer and are not paired.
     """
     kinds = list(EVIDENCE)
-    ranked = held.mutate(rank=ibis.row_number().over(ibis.window(
-        group_by=[held.kind, held.key], order_by=(held.key + "|" + held.account_id).hexdigest("md5"))))
-    left = ranked.select("kind", "key", "holders", "idf", a="account_id", rank_a="rank")
-    right = ranked.select("kind", "key", b="account_id", rank_b="rank")
+    left = held.select("kind", "key", "holders", "idf", a="account_id", rank_a="rank", norm_a="norm",
+                       org_a="organization_id")
+    right = held.select("kind", "key", b="account_id", rank_b="rank", norm_b="norm", org_b="organization_id")
+    # (rank_b - rank_a) > 0 rather than rank_a < rank_b: not a range predicate, so the planner
+    # keeps the equality hash join instead of an inequality join over all holders
     clique = left.filter(left.holders <= params.clique_max).join(
-        right, [left.kind == right.kind, left.key == right.key, left.rank_a < right.rank_b])
-    parts = [clique.select("kind", "idf", "a", "b")]
+        right, [left.kind == right.kind, left.key == right.key, (right.rank_b - left.rank_a) > 0])
+    parts = [clique]
     big = left.filter(left.holders > params.clique_max)
     for d in range(1, params.ring_degree + 1):
         ring = big.mutate(target=((big.rank_a - 1 + d) % big.holders) + 1)
-        ring = ring.join(right, [ring.kind == right.kind, ring.key == right.key, ring.target == right.rank_b])
-        parts.append(ring.select("kind", "idf", "a", "b"))
-    pairs = ibis.union(*parts, distinct=False)
-    pairs = pairs.mutate(lo=ibis.least(pairs.a, pairs.b), hi=ibis.greatest(pairs.a, pairs.b))
-    pairs = pairs.filter(pairs.lo != pairs.hi)
-    per_kind = pairs.group_by(["lo", "hi", "kind"]).aggregate(shared=pairs.count(), dot=(pairs.idf * pairs.idf).sum())
-    na = norms.select(lo="account_id", kind="kind", norm_a="norm")
-    nb = norms.select(hi="account_id", kind="kind", norm_b="norm")
-    per_kind = per_kind.join(na, ["lo", "kind"]).join(nb, ["hi", "kind"])
-    per_kind = per_kind.mutate(sim=ibis.least(per_kind.dot / (per_kind.norm_a * per_kind.norm_b), 1.0))
+        parts.append(ring.join(right, [ring.kind == right.kind, ring.key == right.key,
+                                       ring.target == right.rank_b]))
+    columns = ["kind", "idf", "a", "b", "norm_a", "norm_b", "org_a", "org_b"]
+    pairs = ibis.union(*(p.select(*columns) for p in parts), distinct=False)
+    pairs = pairs.filter((pairs.a != pairs.b)
+                         & (pairs.org_a.isnull() | pairs.org_b.isnull() | (pairs.org_a != pairs.org_b)))
+    pairs = pairs.mutate(lo=ibis.least(pairs.a, pairs.b), hi=ibis.greatest(pairs.a, pairs.b),
+                         part=pairs.idf * pairs.idf / (pairs.norm_a * pairs.norm_b))
+    per_kind = pairs.group_by(["lo", "hi", "kind"]).aggregate(shared=pairs.count(), dot=pairs.part.sum())
+    per_kind = per_kind.mutate(sim=ibis.least(per_kind.dot, 1.0))
     min_shared = ibis.cases(*((per_kind.kind == k, e.min_shared) for k, e in EVIDENCE.items()), else_=1)
     per_kind = per_kind.filter(per_kind.shared >= min_shared)
-    orgs_a = organizations.select(lo="account_id", org_a="organization_id")
-    orgs_b = organizations.select(hi="account_id", org_b="organization_id")
-    per_kind = per_kind.left_join(orgs_a, "lo").drop("lo_right").left_join(orgs_b, "hi").drop("hi_right")
-    per_kind = per_kind.filter(per_kind.org_a.isnull() | per_kind.org_b.isnull() | (per_kind.org_a != per_kind.org_b))
     weight = sum(ibis.ifelse(per_kind.kind == k, per_kind.sim * EVIDENCE[k].weight, 0.0) for k in kinds)
     marked = per_kind.mutate(
         w=weight,

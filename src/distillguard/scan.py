@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -37,6 +39,7 @@ class ScanResult:
     signals: pa.Table
     edges: pa.Table
     features: pa.Table
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
 
     def summary(self) -> dict:
         actions = pc.value_counts(self.verdicts.column("action")).to_pylist() if self.verdicts.num_rows else []
@@ -46,6 +49,7 @@ class ScanResult:
             "actions": {d["values"]: d["counts"] for d in actions},
             "campaigns": [{k: c[k] for k in ("campaign_id", "members", "exchanges", "score", "action")}
                           for c in self.campaigns],
+            "seconds": self.seconds,
         }
 
 
@@ -54,6 +58,7 @@ def _campaign_id(members: list[str]) -> str:
 
 
 Lookup = Callable[[str, pa.Table], ir.Table]
+log = logging.getLogger(__name__)
 
 
 def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
@@ -72,34 +77,61 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         as_of = as_of.replace(microsecond=0) + (datetime(2000, 1, 1, 0, 0, 1) - datetime(2000, 1, 1))
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=timezone.utc)
-    ex = features.window(exchanges, as_of, policy.lookback_days)
+    clock = _Clock()
+    ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
 
-    ips = ex.filter(ex.client_ip.notnull()).select("client_ip").distinct().to_pyarrow().column(0).to_pylist()
-    prompts = ex.select("prompt").distinct().to_pyarrow().column(0).to_pylist()
-    ip_table = enrich.ip_table(sorted(ips))
-    prompt_table = enrich.prompt_table(sorted(prompts))
-    prompt_keys = _explode_keys(prompt_table)
-    enriched = features.enriched(ex, lookup("dg_ips", ip_table),
-                                 lookup("dg_prompts", prompt_table.drop(["scaffold_keys"])))
+    # each account's addresses, materialised: features and linkage both read them
+    with features.ip_pairs(ex).cache() as pairs:
+        ips = enrich.ip_table(pairs.select("client_ip").distinct().to_pyarrow().column(0))
+        labelled = features.label_ips(pairs, lookup("dg_ips", ips))
+        clock.lap("ip_labels")
+        sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
+        clock.lap("prompt_sample")
+        text, scaffold = enrich.prompt_fingerprints(sample, params.scaffold_min_uses, params.scaffold_min_share)
+        del sample
+        clock.lap("prompt_fingerprints")
 
-    feats = features.account_features(enriched, as_of).to_pyarrow()
-    feats = feats.sort_by("account_id")
-    signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
-    suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(), suspicion.column("suspicion").to_pylist()))
+        feats = features.account_features(ex, labelled, as_of).to_pyarrow()
+        feats = _join_text(feats, text).sort_by("account_id")
+        clock.lap("features")
+        signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
+        suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(),
+                                suspicion.column("suspicion").to_pylist()))
+        clock.lap("signals")
 
-    keys = linkage.weighted_keys(linkage.account_keys(enriched, lookup("dg_prompt_keys", prompt_keys), params))
-    held = linkage.informative_keys(keys, feats.num_rows, params)
-    orgs = lookup("dg_orgs", feats.select(["account_id", "organization_id"]))
-    edges = linkage.pair_edges(held, linkage.key_norms(held), orgs, params).to_pyarrow()
+        keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params)
+        keys = linkage.weighted_keys(keys)
+        orgs = lookup("dg_orgs", feats.select(["account_id", "organization_id"]))
+        # materialised once: the pair join reads it nine times
+        with linkage.ranked(linkage.informative_keys(keys, feats.num_rows, params), orgs).cache() as held:
+            clock.lap("linkage_keys")
+            edges = linkage.pair_edges(held, params).to_pyarrow()
     edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
+    clock.lap("linkage_pairs")
 
     membership = camp.cluster(edges, cparams)
     prompt_stats = _prompt_stats(ex, membership, lookup)
     clusters = camp.score_clusters(edges, membership, suspicion_of, prompt_stats, cparams)
     campaigns = _campaigns(clusters, edges, feats, policy)
+    clock.lap("campaigns")
     verdicts = _verdicts(feats, signal_table, suspicion_of, campaigns, policy, as_of)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
-    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats)
+    clock.lap("verdicts")
+    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps)
+
+
+class _Clock:
+    """Wall time per stage, reported with the scan (the cost users plan capacity by)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self._last, 2)
+        self._last = now
+        log.info("scan stage %s: %.1f s", stage, self.laps[stage])
 
 
 def _with_quiet_accounts(verdicts: pa.Table, exchanges: ir.Table, as_of: datetime, policy: Policy) -> pa.Table:
@@ -121,11 +153,15 @@ def _with_quiet_accounts(verdicts: pa.Table, exchanges: ir.Table, as_of: datetim
     return pa.concat_tables([verdicts, extra]).sort_by("account_id")
 
 
-def _explode_keys(prompt_table: pa.Table) -> pa.Table:
-    lists = prompt_table.column("scaffold_keys")
-    flat = pc.list_flatten(lists)
-    parents = pc.list_parent_indices(lists)
-    return pa.table({"prompt_id": pc.take(prompt_table.column("prompt_id"), parents), "scaffold_key": flat})
+def _join_text(feats: pa.Table, text: pa.Table) -> pa.Table:
+    """Account features plus the prompt-text features of the account's sample (0 when none)."""
+    joined = feats.join(text, "account_id", join_type="left outer")
+    for name in text.column_names:
+        if name != "account_id":
+            column = joined.column(name)
+            joined = joined.set_column(joined.column_names.index(name), name,
+                                       pc.fill_null(column, pa.scalar(0, column.type)))
+    return joined
 
 
 def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> dict[int, tuple[int, int]]:
@@ -148,7 +184,8 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
     weak = [[c] for c in flagged if policy.campaign_action(c["score"]) == "monitor"]
     by_account = {a: i for i, a in enumerate(feats.column("account_id").to_pylist())}
     cols = {name: feats.column(name).to_pylist() for name in
-            ("exchanges", "output_tokens", "first_seen", "last_seen", *(f"{c}_share" for c in CAPABILITIES))}
+            ("exchanges", "output_tokens", "first_seen", "last_seen", "pivot_hours",
+             *(f"{c}_share" for c in CAPABILITIES))}
     out = []
     for cells in camp.merge_cells(edges, strong, policy.campaign.merge_link) + weak:
         members = sorted(a for c in cells for a in c["members"])
@@ -177,6 +214,10 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
                for k in ("structure", "automation", "collective", "complementarity")},
             "indicators": indicators,
             "capability_mix": mix,
+            # members that moved to a newly released model within a day of its release
+            "pivot_within_day_share": round(sum(1 for i in rows if (cols["pivot_hours"][i] is not None
+                                                                    and cols["pivot_hours"][i] < 24))
+                                            / max(len(rows), 1), 4),
             "accounts": members,
         })
     out.sort(key=lambda c: (-c["score"], c["campaign_id"]))

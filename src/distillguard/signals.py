@@ -78,6 +78,12 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("young_account", "account_age_days", 30.0, "below", 0.5,
            "Account age in days at the scan time: campaigns burn through fresh accounts.",
            "Sybil account lifecycles: Thomas et al., 'Trafficking fraudulent accounts' (USENIX 2013)."),
+    Signal("model_pivot", "pivot_hours", 24.0, "below", 0.5,
+           "Hours from a model's release (its first sighting, inside the window) to the account's first "
+           "request to it. Operations re-point their fleet within hours; enthusiasts do too, hence "
+           "the low weight: it matters when a whole linked cluster does it.",
+           "Anthropic 2026: the campaign redirected nearly half its traffic to a new model within 24 hours.",
+           min_exchanges=20),
 )
 
 BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
