@@ -152,7 +152,7 @@ _MIN_HITS = {"software_engineering": 2, "agentic_tool_use": 2, "math_reasoning":
 
 
 #: prompts per account read for text fingerprints (a deterministic sample, see prompt_sample)
-SAMPLE_PROMPTS = 48
+SAMPLE_PROMPTS = 32
 #: scaffold n-grams: word n-grams of the first and last EDGE_WORDS words, read from the first
 #: and last EDGE_CHARS characters (framing sits at the edges; the payload need not be tokenised)
 NGRAM = 4
@@ -197,15 +197,15 @@ def skeleton(text: str) -> str:
 def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table]:
     """Text fingerprints of each account's sampled prompts (``sample``: account_id, prompt).
 
-    Returns (per account: sampled, <area>_share, targeted_share, prompt_repeat_share and
-    skeleton_repeat_share (of the sample);
+    Returns (per account: sampled, <area>_share, targeted_share and prompt_repeat_share, of
+    the sample;
     habitual scaffold keys: account_id, key). A scaffold n-gram is habitual when the account
     uses it in at least ``min_uses`` and ``min_share`` of its distinct sampled prompts: a
     harvest script's wrapper, not a phrase typed once.
 
     Runs on the collected sample in an in-process DuckDB whichever engine scanned the
-    exchanges, so the values are the same on every engine (and equal to :func:`capabilities`,
-    :func:`skeleton` and :func:`scaffold_keys`, which tests check); it reads at most
+    exchanges, so the values are the same on every engine (and equal to :func:`capabilities`
+    and :func:`scaffold_keys`, which tests check); it reads at most
     SAMPLE_PROMPTS prompts per account, which bounds the cost by accounts, not by exchanges.
     """
     import duckdb
@@ -217,8 +217,8 @@ def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tu
         con.register("sample", sample)
         areas = {name: f"len(list_distinct(regexp_extract_all(low, '{pattern}', 1))) >= {_MIN_HITS[name]}"
                  for name, pattern in _AREA_PATTERNS.items()}
-        shares = ",\n".join(f"avg(CASE WHEN {test} THEN 1.0 ELSE 0.0 END) AS {name}_share"
-                             for name, test in areas.items())
+        flags = ",\n".join(f"{test} AS {name}" for name, test in areas.items())
+        shares = ",\n".join(f"avg({name}::DOUBLE) AS {name}_share" for name in areas)
         # the n-grams of a token list, as fixed slices (DuckDB lambdas cost more)
         ngrams = ", ".join(f"CASE WHEN len(part) >= {i + NGRAM - 1} THEN array_to_string(part[{i}:{i + NGRAM - 1}], ' ') END"
                            for i in range(1, EDGE_WORDS - NGRAM + 2))
@@ -228,11 +228,10 @@ def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tu
         per_account = con.execute(f"""
             SELECT account_id, count(*) AS sampled,
                    {shares},
-                   avg(CASE WHEN ({areas["software_engineering"]}) OR ({areas["agentic_tool_use"]})
-                       THEN 1.0 ELSE 0.0 END) AS targeted_share,
-                   1.0 - count(DISTINCT prompt) / count(*) AS prompt_repeat_share,
-                   1.0 - count(DISTINCT regexp_replace(low, '[0-9]+', '0', 'g')) / count(*) AS skeleton_repeat_share
-            FROM low GROUP BY account_id ORDER BY account_id""").to_arrow_table()
+                   avg((software_engineering OR agentic_tool_use)::DOUBLE) AS targeted_share,
+                   1.0 - count(DISTINCT prompt) / count(*) AS prompt_repeat_share
+            FROM (SELECT account_id, prompt, {flags} FROM low)
+            GROUP BY account_id ORDER BY account_id""").to_arrow_table()
         keys = con.execute(f"""
             WITH distinct_prompts AS (
                 SELECT account_id, low, row_number() OVER () AS id FROM (SELECT DISTINCT account_id, low FROM low)),

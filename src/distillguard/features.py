@@ -61,14 +61,25 @@ def label_ips(pairs: ir.Table, ips: ir.Table) -> ir.Table:
 
 
 def prompt_sample(ex: ir.Table, per_account: int) -> ir.Table:
-    """Up to ``per_account`` prompts of each account, chosen by md5 of the exchange id.
+    """Up to ``per_account`` prompts of each account: a deterministic pseudo-random draw.
 
-    md5 is the same on every engine and unrelated to time or content, so the sample is a fair,
-    reproducible draw across the whole window, bounded by accounts rather than by exchanges.
+    The draw is integer arithmetic on the exchange's second (the same on every engine, and
+    unrelated to content). Rows are first thinned to about twice the target per account, so
+    that only those are ranked; ranking every exchange with its prompt attached dominated
+    the whole scan at full scale. The sample covers the whole window, bounded by accounts
+    rather than by exchanges.
     """
-    w = ibis.window(group_by=ex.account_id, order_by=[ex.exchange_id.hexdigest("md5"), ex.exchange_id])
-    ranked = ex.select("account_id", "prompt", "exchange_id").mutate(_rank=ibis.row_number().over(w))
-    return ranked.filter(ranked._rank < per_account).select("account_id", "prompt")
+    counts = ex.group_by("account_id").aggregate(_n=ex.count())
+    counts = counts.mutate(_cut=ibis.least(_DRAW_RANGE, (_DRAW_RANGE * 2 * per_account) // counts._n + 1))
+    draw = ((ex.ts_s % 1_000_003) * 7_919 + ex.turn_index.fill_null(0) * 104_729) % _DRAW_RANGE
+    rows = ex.select("account_id", "prompt", "exchange_id", _draw=draw).join(counts, "account_id")
+    rows = rows.filter(rows._draw < rows._cut)
+    w = ibis.window(group_by=rows.account_id, order_by=[rows._draw, rows.exchange_id])
+    rows = rows.mutate(_rank=ibis.row_number().over(w))
+    return rows.filter(rows._rank < per_account).select("account_id", "prompt")
+
+
+_DRAW_RANGE = 10_007
 
 
 def _entropies(ex: ir.Table) -> ir.Table:
