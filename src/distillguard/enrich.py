@@ -152,7 +152,7 @@ _MIN_HITS = {"software_engineering": 2, "agentic_tool_use": 2, "math_reasoning":
 
 
 #: prompts per account read for text fingerprints (a deterministic sample, see prompt_sample)
-SAMPLE_PROMPTS = 32
+SAMPLE_PROMPTS = 48
 #: scaffold n-grams: word n-grams of the first and last EDGE_WORDS words, read from the first
 #: and last EDGE_CHARS characters (framing sits at the edges; the payload need not be tokenised)
 NGRAM = 4
@@ -194,14 +194,15 @@ def skeleton(text: str) -> str:
     return re.sub("[0-9]+", "0", text.lower())
 
 
-def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table]:
+def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table, pa.Table]:
     """Text fingerprints of each account's sampled prompts (``sample``: account_id, prompt).
 
     Returns (per account: sampled, <area>_share, targeted_share and prompt_repeat_share, of
     the sample;
     habitual scaffold keys: account_id, key). A scaffold n-gram is habitual when the account
     uses it in at least ``min_uses`` and ``min_share`` of its distinct sampled prompts: a
-    harvest script's wrapper, not a phrase typed once.
+    harvest script's wrapper, not a phrase typed once. Third, (account_id, prompt_hash) of
+    every sampled prompt, for the campaign's complementarity (campaigns.py).
 
     Runs on the collected sample in an in-process DuckDB whichever engine scanned the
     exchanges, so the values are the same on every engine (and equal to :func:`capabilities`
@@ -254,6 +255,9 @@ def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tu
             SELECT uses.account_id, key FROM uses JOIN n USING (account_id)
             WHERE uses >= {int(min_uses)} AND uses >= {float(min_share)} * n_prompts
             ORDER BY account_id, key""").to_arrow_table()
+        prompt_ids = con.execute(
+            "SELECT account_id, hash(prompt) AS prompt_hash FROM sample ORDER BY account_id, prompt_hash"
+        ).to_arrow_table()
     finally:
         con.close()
-    return per_account, keys
+    return per_account, keys, prompt_ids

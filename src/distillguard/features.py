@@ -148,8 +148,9 @@ def account_features(ex: ir.Table, ips: ir.Table, as_of: datetime) -> ir.Table:
         first_seen=ex.timestamp.min(),
         last_seen=ex.timestamp.max(),
         created_at=ex.account_created_at.min(),
-        active_days=ex.timestamp.date().nunique(),
-        conversations=ex.conversation_id.nunique(),
+        # conversations counted by their opening turn: a distinct count of tens of millions
+        # of conversation ids per account costs more than all the other features together
+        conversations=(ex.turn_index.fill_null(0) == 0).cast("int64").sum(),
         input_tokens=ex.input_tokens.sum(),
         output_tokens=ex.output_tokens.sum(),
         first_turn_share=(ex.turn_index.fill_null(0) == 0).cast("float64").mean(),
@@ -159,12 +160,14 @@ def account_features(ex: ir.Table, ips: ir.Table, as_of: datetime) -> ir.Table:
         organization_id=ex.organization_id.max(),
         email_domain=ex.email_domain.max(),
     )
+    dates = ex.group_by([ex.account_id, ex.timestamp.date().name("_date")]).aggregate()
+    days = dates.group_by("account_id").aggregate(active_days=dates.count())
     network = ips.group_by("account_id").aggregate(
-        distinct_ips=ips.client_ip.nunique(),
+        distinct_ips=ips.count(),  # the pairs are distinct already
         distinct_subnets=ips.subnet.nunique(),
         hosted_exchanges=ips.infra_category.notnull().ifelse(ips.n, 0).sum())
     out = base
-    for part in (network, _entropies(ex), _model_pivot(ex), _gaps(ex)):
+    for part in (days, network, _entropies(ex), _model_pivot(ex), _gaps(ex)):
         out = out.left_join(part, "account_id").drop("account_id_right")
     age_days = (ibis.literal(as_of).epoch_seconds() - out.created_at.epoch_seconds()) / 86400.0
     return out.mutate(

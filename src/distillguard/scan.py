@@ -87,7 +87,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         clock.lap("ip_labels")
         sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
         clock.lap("prompt_sample")
-        text, scaffold = enrich.prompt_fingerprints(sample, params.scaffold_min_uses, params.scaffold_min_share)
+        text, scaffold, _ = enrich.prompt_fingerprints(sample, params.scaffold_min_uses,
+                                                             params.scaffold_min_share)
         del sample
         clock.lap("prompt_fingerprints")
 
@@ -110,7 +111,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     clock.lap("linkage_pairs")
 
     membership = camp.cluster(edges, cparams)
-    prompt_stats = _prompt_stats(ex, membership, lookup)
+    prompt_stats = _prompt_stats(ex, membership, cparams.min_members, lookup)
     clusters = camp.score_clusters(edges, membership, suspicion_of, prompt_stats, cparams)
     campaigns = _campaigns(clusters, edges, feats, policy)
     clock.lap("campaigns")
@@ -164,12 +165,21 @@ def _join_text(feats: pa.Table, text: pa.Table) -> pa.Table:
     return joined
 
 
-def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> dict[int, tuple[int, int]]:
-    """cluster -> (exchanges, distinct prompts) of its members."""
-    if not membership:
+def _prompt_stats(ex: ir.Table, membership: dict[str, int], min_members: int,
+                  lookup: Lookup) -> dict[int, tuple[int, int]]:
+    """cluster -> (exchanges, distinct prompts) of its members, for clusters big enough to score.
+
+    Exact, over every exchange: a sample would hide what tells benchmark runners from a sweep,
+    that they send the same items again and again.
+    """
+    sizes: dict[int, int] = {}
+    for c in membership.values():
+        sizes[c] = sizes.get(c, 0) + 1
+    scored = {a: c for a, c in membership.items() if sizes[c] >= min_members}
+    if not scored:
         return {}
-    members = lookup("dg_members", pa.table({"account_id": list(membership),
-                                             "cluster": pa.array(list(membership.values()), pa.int64())}))
+    members = lookup("dg_members", pa.table({"account_id": list(scored),
+                                             "cluster": pa.array(list(scored.values()), pa.int64())}))
     joined = ex.join(members, "account_id")
     stats = joined.group_by("cluster").aggregate(n=joined.count(), distinct=joined.prompt.nunique()).to_pyarrow()
     return {c: (n, d) for c, n, d in zip(*(stats.column(k).to_pylist() for k in ("cluster", "n", "distinct")))}
