@@ -26,7 +26,7 @@ prompt_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=(
 @given(st.lists(prompt_text, min_size=1, max_size=12))
 def test_sql_fingerprints_equal_the_python_specification(texts):
     sample = pa.table({"account_id": [f"acct-{i}" for i in range(len(texts))], "prompt": texts})
-    per_account, keys, _ = enrich.prompt_fingerprints(sample, min_uses=1, min_share=0.0)
+    per_account, keys = enrich.prompt_fingerprints(sample, min_uses=1, min_share=0.0)
     got = set(zip(keys.column("account_id").to_pylist(), keys.column("key").to_pylist()))
     want = {(f"acct-{i}", k) for i, text in enumerate(texts) for k in enrich.scaffold_keys(text)}
     assert got == want
@@ -42,7 +42,7 @@ def test_a_framing_is_habitual_only_when_the_account_keeps_using_it():
     habitual = [f"Question {i}: how do tides work on planet {i}? {framing}" for i in range(10)]
     once = [f"Question {i}: how do tides work on planet {i}?" for i in range(9)] + [f"Tell me a joke. {framing}"]
     sample = pa.table({"account_id": ["habit"] * 10 + ["once"] * 10, "prompt": habitual + once})
-    _, keys, _ = enrich.prompt_fingerprints(sample, min_uses=3, min_share=0.1)
+    _, keys = enrich.prompt_fingerprints(sample, min_uses=3, min_share=0.1)
     held = {(a, k) for a, k in zip(keys.column("account_id").to_pylist(), keys.column("key").to_pylist())}
     assert ("habit", "show your full reasoning") in held
     assert not any(a == "once" and "reasoning" in k for a, k in held)
@@ -51,7 +51,7 @@ def test_a_framing_is_habitual_only_when_the_account_keeps_using_it():
 def test_capability_shares_count_prompts_with_two_keywords_of_the_area():
     sample = pa.table({"account_id": ["a"] * 4, "prompt": [
         "Write a python function", "fix this bug in my sql", "what is the capital of France", "code"]})
-    per_account, _, _ = enrich.prompt_fingerprints(sample, 3, 0.1)
+    per_account, _ = enrich.prompt_fingerprints(sample, 3, 0.1)
     row = per_account.to_pylist()[0]
     assert row["software_engineering_share"] == 0.5
     assert row["sampled"] == 4

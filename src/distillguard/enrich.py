@@ -194,27 +194,31 @@ def skeleton(text: str) -> str:
     return re.sub("[0-9]+", "0", text.lower())
 
 
-def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table, pa.Table]:
+def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table]:
     """Text fingerprints of each account's sampled prompts (``sample``: account_id, prompt).
 
     Returns (per account: sampled, <area>_share, targeted_share and prompt_repeat_share, of
     the sample;
     habitual scaffold keys: account_id, key). A scaffold n-gram is habitual when the account
     uses it in at least ``min_uses`` and ``min_share`` of its distinct sampled prompts: a
-    harvest script's wrapper, not a phrase typed once. Third, (account_id, prompt_hash) of
-    every sampled prompt, for the campaign's complementarity (campaigns.py).
+    harvest script's wrapper, not a phrase typed once.
 
     Runs on the collected sample in an in-process DuckDB whichever engine scanned the
     exchanges, so the values are the same on every engine (and equal to :func:`capabilities`
     and :func:`scaffold_keys`, which tests check); it reads at most
     SAMPLE_PROMPTS prompts per account, which bounds the cost by accounts, not by exchanges.
     """
+    import tempfile
+
     import duckdb
 
+    spill = tempfile.TemporaryDirectory(prefix="distillguard-fingerprints-")
     con = duckdb.connect()
     try:
         con.execute("SET threads TO 2")
-        con.execute("SET memory_limit='3GB'")  # spills beyond it; the sample is bounded anyway
+        # spills beyond it, into a private directory (an in-memory DuckDB would use ./.tmp)
+        con.execute("SET memory_limit='4GB'")
+        con.execute(f"SET temp_directory='{spill.name}'")
         con.register("sample", sample)
         areas = {name: f"len(list_distinct(regexp_extract_all(low, '{pattern}', 1))) >= {_MIN_HITS[name]}"
                  for name, pattern in _AREA_PATTERNS.items()}
@@ -234,17 +238,23 @@ def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tu
             FROM (SELECT account_id, prompt, {flags} FROM low)
             GROUP BY account_id ORDER BY account_id""").to_arrow_table()
         keys = con.execute(f"""
-            WITH distinct_prompts AS (
-                SELECT account_id, low, row_number() OVER () AS id FROM (SELECT DISTINCT account_id, low FROM low)),
+            WITH edges AS (
+                SELECT account_id, hash(low) AS h, left(low, {EDGE_CHARS}) AS head, right(low, {EDGE_CHARS}) AS tail
+                FROM low),
+            -- distinct prompts per account, by a 64-bit hash of the text: no long strings to compare
+            distinct_prompts AS (
+                SELECT account_id, row_number() OVER () AS id, head, tail
+                FROM (SELECT account_id, h, any_value(head) AS head, any_value(tail) AS tail
+                      FROM edges GROUP BY account_id, h)),
             n AS (SELECT account_id, count(*) AS n_prompts FROM distinct_prompts GROUP BY account_id),
             parts AS (
                 SELECT account_id, id,
-                       regexp_extract_all(regexp_replace(left(low, {EDGE_CHARS}), '[0-9]+', '0', 'g'),
+                       regexp_extract_all(regexp_replace(head, '[0-9]+', '0', 'g'),
                                           '{_TOKEN}')[1:{EDGE_WORDS}] AS part
                 FROM distinct_prompts
                 UNION ALL
                 SELECT account_id, id,
-                       regexp_extract_all(regexp_replace(right(low, {EDGE_CHARS}), '[0-9]+', '0', 'g'),
+                       regexp_extract_all(regexp_replace(tail, '[0-9]+', '0', 'g'),
                                           '{_TOKEN}')[-{EDGE_WORDS}:] AS part
                 FROM distinct_prompts),
             grams AS (
@@ -255,9 +265,7 @@ def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tu
             SELECT uses.account_id, key FROM uses JOIN n USING (account_id)
             WHERE uses >= {int(min_uses)} AND uses >= {float(min_share)} * n_prompts
             ORDER BY account_id, key""").to_arrow_table()
-        prompt_ids = con.execute(
-            "SELECT account_id, hash(prompt) AS prompt_hash FROM sample ORDER BY account_id, prompt_hash"
-        ).to_arrow_table()
     finally:
         con.close()
-    return per_account, keys, prompt_ids
+        spill.cleanup()
+    return per_account, keys
