@@ -81,3 +81,13 @@ def test_a_published_cloud_address_is_labelled_hosted():
     labels = dict(zip(table.column("ip").to_pylist(), table.column("infra_category").to_pylist()))
     assert labels["3.5.140.2"] in enrich.HOSTED
     assert labels["81.2.69.142"] is None
+
+
+def test_fingerprints_in_batches_of_whole_accounts_equal_one_pass(monkeypatch):
+    texts = [f"Think step by step about item {i}. Show your full reasoning." for i in range(50)]
+    sample = pa.table({"account_id": [f"a{i % 7}" for i in range(50)], "prompt": texts})
+    whole = enrich.prompt_fingerprints(sample, 3, 0.1)
+    monkeypatch.setattr(enrich, "FINGERPRINT_BATCH", 9)
+    batched = enrich.prompt_fingerprints(sample, 3, 0.1)
+    assert whole[1].num_rows > 0
+    assert whole[0].equals(batched[0]) and whole[1].equals(batched[1])

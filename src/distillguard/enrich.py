@@ -194,7 +194,30 @@ def skeleton(text: str) -> str:
     return re.sub("[0-9]+", "0", text.lower())
 
 
+#: sampled prompts fingerprinted per batch (whole accounts per batch): bounds the memory
+FINGERPRINT_BATCH = 1_500_000
+
+
 def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table]:
+    """:func:`_fingerprints` in batches of whole accounts, so memory stays bounded at any scale."""
+    if sample.num_rows <= FINGERPRINT_BATCH:
+        return _fingerprints(sample, min_uses, min_share)
+    sample = sample.sort_by("account_id")
+    accounts = sample.column("account_id")
+    per_account, keys, start = [], [], 0
+    while start < sample.num_rows:
+        end = min(start + FINGERPRINT_BATCH, sample.num_rows)
+        last = accounts[end - 1].as_py()
+        while end < sample.num_rows and accounts[end].as_py() == last:  # keep the account whole
+            end += 1
+        a, k = _fingerprints(sample.slice(start, end - start), min_uses, min_share)
+        per_account.append(a)
+        keys.append(k)
+        start = end
+    return pa.concat_tables(per_account), pa.concat_tables(keys)
+
+
+def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table]:
     """Text fingerprints of each account's sampled prompts (``sample``: account_id, prompt).
 
     Returns (per account: sampled, <area>_share, targeted_share and prompt_repeat_share, of
