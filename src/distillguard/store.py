@@ -88,6 +88,8 @@ class Store:
             raise UserError(f"cannot open store {self.path}: {exc}") from None
         # Timestamps without an offset are UTC everywhere in distillguard.
         self.con.execute("SET TimeZone='UTC'")
+        if self._tmp is not None:  # an in-memory DuckDB would spill into ./.tmp of whoever runs it
+            self.con.execute(f"SET temp_directory='{Path(self._tmp.name) / 'spill'}'")
         if memory_limit:
             self.con.execute(f"SET memory_limit='{memory_limit}'")
         self.con.execute("SET preserve_insertion_order=false")
