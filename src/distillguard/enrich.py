@@ -164,7 +164,7 @@ _AREA_PATTERNS = {name: r"\b(" + "|".join(sorted(vocab)) + r")\b" for name, voca
 
 def words(text: str) -> list[str]:
     """Lower-case words and numbers (numbers as '0'): the tokens of the framing fingerprints."""
-    return re.findall(_TOKEN, skeleton(text))
+    return re.findall(_TOKEN, re.sub("[0-9]+", "0", text.lower()))
 
 
 def scaffold_keys(text: str) -> list[str]:
@@ -187,11 +187,6 @@ def capabilities(text: str) -> set[str]:
     low = text.lower()
     return {name for name, pattern in _AREA_PATTERNS.items()
             if len(set(re.findall(pattern, low, re.ASCII))) >= _MIN_HITS[name]}
-
-
-def skeleton(text: str) -> str:
-    """Template skeleton: lower case with every run of digits as '0'."""
-    return re.sub("[0-9]+", "0", text.lower())
 
 
 #: sampled prompts fingerprinted per batch (whole accounts per batch): bounds the memory

@@ -5,7 +5,7 @@ seconds (``floor`` before the cast, since DuckDB keeps fractions and Spark trunc
 counts are exact, and no engine hash function is used (fingerprints come from enrich.py).
 
 Inputs are the exchanges already cut to the scan window and the IP lookup table from enrich.py
-(ip, subnet, infra_category). Prompt-text features (capability shares, template reuse) are not
+(ip, subnet, infra_category). Prompt-text features (capability shares, prompt repeats) are not
 computed here, over every row, but from a bounded per-account sample (:func:`prompt_sample`,
 enrich.prompt_fingerprints): regular expressions over tens of millions of prompts would cost
 more than the rest of the scan together.
@@ -60,6 +60,9 @@ def label_ips(pairs: ir.Table, ips: ir.Table) -> ir.Table:
         "account_id", "client_ip", "n", "subnet", "infra_category")
 
 
+_DRAW_RANGE = 10_007  # a prime: the draw below is spread evenly over it
+
+
 def prompt_sample(ex: ir.Table, per_account: int) -> ir.Table:
     """Up to ``per_account`` prompts of each account: a deterministic pseudo-random draw.
 
@@ -77,9 +80,6 @@ def prompt_sample(ex: ir.Table, per_account: int) -> ir.Table:
     w = ibis.window(group_by=rows.account_id, order_by=[rows._draw, rows.exchange_id])
     rows = rows.mutate(_rank=ibis.row_number().over(w))
     return rows.filter(rows._rank < per_account).select("account_id", "prompt")
-
-
-_DRAW_RANGE = 10_007
 
 
 def _entropies(ex: ir.Table) -> ir.Table:
@@ -148,9 +148,6 @@ def account_features(ex: ir.Table, ips: ir.Table, as_of: datetime) -> ir.Table:
         first_seen=ex.timestamp.min(),
         last_seen=ex.timestamp.max(),
         created_at=ex.account_created_at.min(),
-        # conversations counted by their opening turn: a distinct count of tens of millions
-        # of conversation ids per account costs more than all the other features together
-        conversations=(ex.turn_index.fill_null(0) == 0).cast("int64").sum(),
         input_tokens=ex.input_tokens.sum(),
         output_tokens=ex.output_tokens.sum(),
         first_turn_share=(ex.turn_index.fill_null(0) == 0).cast("float64").mean(),
@@ -175,7 +172,10 @@ def account_features(ex: ir.Table, ips: ir.Table, as_of: datetime) -> ir.Table:
         output_tokens_per_active_day=out.output_tokens.fill_null(0).cast("float64") / out.active_days.cast("float64"),
         output_input_ratio=out.output_tokens.fill_null(0).cast("float64")
         / ibis.greatest(out.input_tokens.fill_null(0), 1).cast("float64"),
-        conversation_depth=out.exchanges.cast("float64") / ibis.greatest(out.conversations, 1).cast("float64"),
+        # conversations counted by their opening turn (first_turn_share x exchanges): a distinct
+        # count of tens of millions of conversation ids costs more than all the other features
+        conversations=(out.first_turn_share * out.exchanges).round().cast("int64"),
+        conversation_depth=1.0 / ibis.greatest(out.first_turn_share, 1.0 / out.exchanges.cast("float64")),
         account_age_days=age_days,
         distinct_ips=out.distinct_ips.fill_null(0),
         distinct_subnets=out.distinct_subnets.fill_null(0),

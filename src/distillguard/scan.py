@@ -87,8 +87,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         clock.lap("ip_labels")
         sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
         clock.lap("prompt_sample")
-        text, scaffold = enrich.prompt_fingerprints(sample, params.scaffold_min_uses,
-                                                             params.scaffold_min_share)
+        text, scaffold = enrich.prompt_fingerprints(sample, params.scaffold_min_uses, params.scaffold_min_share)
         del sample
         clock.lap("prompt_fingerprints")
 

@@ -82,8 +82,7 @@ SIGNALS: tuple[Signal, ...] = (
            "Hours from a model's release (its first sighting, inside the window) to the account's first "
            "request to it. Operations re-point their fleet within hours; enthusiasts do too, hence "
            "the low weight: it matters when a whole linked cluster does it.",
-           "Anthropic 2026: the campaign redirected nearly half its traffic to a new model within 24 hours.",
-           min_exchanges=20),
+           "Anthropic 2026: the campaign redirected nearly half its traffic to a new model within 24 hours."),
 )
 
 BY_NAME: dict[str, Signal] = {s.name: s for s in SIGNALS}
