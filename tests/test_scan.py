@@ -137,6 +137,82 @@ def test_a_crowded_slot_is_not_synchrony():
     assert len(_edges(few)) == 10
 
 
+def test_a_cell_on_one_proxy_pool_is_linked_as_strongly_as_a_clique():
+    # 45 accounts share 12 addresses, each held by all of them: above clique_max, so each
+    # key links only ring neighbours; the ring order is the same in every key, so neighbours
+    # share all 12 addresses and their pair weighs what a clique pair would
+    pool = [(f"c{i:02d}", "ip", f"10.0.0.{k}") for i in range(45) for k in range(12)]
+    edges = _edges(pool)
+    assert edges and all(e["shared_ip"] == 12 for e in edges)
+    assert min(e["weight"] for e in edges) >= linkage.EVIDENCE["ip"].weight * 0.99
+    linked = {e["a"] for e in edges} | {e["b"] for e in edges}
+    assert len(linked) == 45
+
+
+def _ties(rows, clusters):
+    from distillguard import campaigns
+
+    held = ibis.memtable(pa.table({"kind": [r[1] for r in rows], "key": [r[2] for r in rows],
+                                   "account_id": [r[0] for r in rows],
+                                   "idf": [0.5] * len(rows)}))
+    members = ibis.memtable(pa.table({"account_id": list(clusters),
+                                      "cluster": pa.array(list(clusters.values()), pa.int64())}))
+    table = ibis.duckdb.connect().to_pyarrow(campaigns.member_evidence(held, members, 2))
+    return campaigns.ties(table)
+
+
+def test_one_shared_key_counts_once_however_many_members_hold_it():
+    # a customer who signed up in the same hour as ten campaign accounts: one fact, not ten
+    rows = [(f"m{i}", "signup_burst", "gmail@h1") for i in range(10)] + [("customer", "signup_burst", "gmail@h1")]
+    tie = _ties(rows, {a: 1 for a, _, _ in rows})
+    assert tie["customer"].evidence == pytest.approx(linkage.EVIDENCE["signup_burst"].weight * 0.5)
+    assert (tie["customer"].families, tie["customer"].reach) == (1, 10)
+
+
+def test_keys_shared_with_a_single_other_member_do_not_tie_an_account_to_a_campaign():
+    # a household in a campaign's cluster: its card and router tie it to each other only
+    rows = [("home1", "payment", "card"), ("home2", "payment", "card"), ("home1", "ip", "router"),
+            ("home2", "ip", "router")] + [(f"m{i}", "payment", "ring") for i in range(5)]
+    tie = _ties(rows, {a: 1 for a, _, _ in rows})
+    assert "home1" not in tie and "home2" not in tie
+    assert tie["m0"].reach == 4
+
+
+def test_a_small_team_reaches_too_few_members_to_be_admitted():
+    from distillguard import campaigns
+
+    team = [(f"t{i}", kind, key) for i in range(3) for kind, key in (("payment", "card"), ("ip", "office"),
+                                                                    ("subnet", "office/24"))]
+    cell = [(f"m{i}", kind, key) for i in range(6) for kind, key in (("payment", "card2"), ("ip", "proxy"),
+                                                                    ("sync", "s1"), ("sync", "s2"), ("sync", "s3"))]
+    clusters = {a: 1 for a, _, _ in team + cell}
+    tie = _ties(team + cell, clusters)
+    params = campaigns.CampaignParams(min_member_evidence=1.0)
+    kept = campaigns.admitted(clusters, tie, params)
+    assert set(kept) == {f"m{i}" for i in range(6)}
+    assert tie["t0"].reach == 2 and tie["m0"].families == 3
+
+
+def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
+    from distillguard import campaigns
+
+    _, result, _, _ = scanned
+    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
+    assert throttled
+    member = throttled[0]["accounts"][0]
+    policy = Policy(lookback_days=365)
+    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    weak = {**result.ties, member: campaigns.Tie(evidence=3.5, families=1, reach=20)}
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, weak, result.campaigns, policy, as_of)
+    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
+    assert row["action"] == "monitor"
+    assert any("weakly tied" in r for r in row["reasons"])
+    firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20)}
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, result.campaigns, policy, as_of)
+    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
+    assert row["action"] == throttled[0]["action"]
+
+
 def test_a_fleet_moving_to_a_new_model_within_hours_shows_in_pivot_hours():
     from distillguard import features
 
@@ -178,7 +254,7 @@ def test_allowlisted_organization_is_capped_at_monitor(scanned):
     orgs = dict(zip(result.features.column("account_id").to_pylist(),
                     result.features.column("organization_id").to_pylist()))
     policy = Policy(allowlist_organizations=[orgs[flagged[0]]])
-    verdicts = scan._verdicts(result.features, result.signals, {}, result.campaigns, policy,
+    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, result.campaigns, policy,
                               datetime(2026, 6, 6, tzinfo=timezone.utc))
     action = dict(zip(verdicts.column("account_id").to_pylist(), verdicts.column("action").to_pylist()))
     assert action[flagged[0]] in ("monitor", "allow")

@@ -7,8 +7,10 @@ operation cannot hide and a community of real customers does not show together:
 - ``structure``: how much linking evidence per member (a campaign's accounts share cards,
   proxies, sign-up bursts, scaffolds and session slots; a NAT only an address);
 - ``automation``: the members' mean per-account suspicion (signals.py);
-- ``collective``: the share of members linked by operational evidence (payment, sign-up burst,
-  scaffold, synchrony) rather than by network location alone;
+- ``collective``: the share of members tied to the rest by at least two independent families
+  of evidence (account, network, client, timing; linkage.Evidence.family): an operation's
+  accounts share cards or sign-up waves *and* proxies *and* schedules or scaffolds, while a
+  NAT's users share an address and a popular tool's users share its framing, nothing else;
 - ``complementarity``: members send different prompts (a sweep of a capability corpus with
   few repeats), unlike benchmark researchers who all send the same public items.
 
@@ -23,11 +25,11 @@ import math
 from dataclasses import dataclass
 
 import graspologic_native as gn
+import ibis
+import ibis.expr.types as ir
 import pyarrow as pa
 
 from distillguard.linkage import EVIDENCE
-
-OPERATIONAL = ("payment", "signup_burst", "scaffold", "system_prompt", "sync")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,10 @@ class CampaignParams:
     resolution: float = 1.0
     seed: int = 7
     structure_scale: float = 6.0  # internal weight per member at which structure is ~0.63
-    min_member_weight: float = 4.0  # a member must be this strongly tied to the rest to count
+    # a member must hold this much evidence (kind weight x idf, once per key) in keys it shares
+    # with at least ``min_key_support`` other members of its cluster (see member_evidence)
+    min_member_evidence: float = 3.0
+    min_key_support: int = 2
 
 
 def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
@@ -50,25 +55,78 @@ def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
     return membership
 
 
-def _admitted(edges: pa.Table, membership: dict[str, int], min_weight: float) -> dict[str, int]:
-    """Keep only members whose summed edge weight into their own cluster reaches ``min_weight``.
+@dataclass(frozen=True)
+class Tie:
+    """What ties one clustered account to the rest of its cluster (member_evidence)."""
 
-    Leiden puts every node somewhere; a customer who once shared a slot or a subnet with a
-    campaign account is attached to its cluster but is not part of the operation.
+    evidence: float  # kind weight x idf, summed once per supported key
+    families: int  # independent families of those keys
+    reach: int  # other members it shares a supported key with (at least; capped, see member_evidence)
+
+
+NO_TIE = Tie(0.0, 0, 0)
+
+
+def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_cap: int = 16) -> ir.Table:
+    """(account_id, evidence, keys, families, reach): what ties each clustered account to its cluster.
+
+    ``held`` is linkage.ranked (kind, key, account_id, idf); ``members`` is (account_id, cluster).
+    Each key counts once, at its kind's weight times its rarity (idf), and only if at least
+    ``min_support`` *other* members of the account's cluster hold it too. Leiden puts every
+    node somewhere, and summing edge weights counts one coincidence once per neighbour: a
+    customer who signed up with gmail.com in the same hour as ten campaign accounts got ten
+    edges from one fact. Counted per key, that is one weak fact. And a key shared with a
+    single other member (a household's card and router) ties the account to that account,
+    not to an operation.
+
+    ``families`` counts the independent families of those keys (linkage.Evidence.family): the
+    users of one popular tool share its framing, system prompt and user agent (one family,
+    client) and nothing else. ``reach`` counts the distinct members those keys tie the account
+    to: a small team sharing a card and an office address holds strong keys, but only with
+    each other. Counted exactly up to ``reach_cap`` (a key held by more members than that
+    reaches at least that many; the exact count would be a quadratic self-join).
     """
-    strength: dict[str, float] = {}
-    for a, b, w in zip(*(edges.column(n).to_pylist() for n in ("a", "b", "weight"))):
-        if membership.get(a) is not None and membership.get(a) == membership.get(b):
-            strength[a] = strength.get(a, 0.0) + w
-            strength[b] = strength.get(b, 0.0) + w
-    return {a: c for a, c in membership.items() if strength.get(a, 0.0) >= min_weight}
+    rows = held.select("kind", "key", "account_id", "idf").join(members, "account_id")
+    support = rows.group_by(["cluster", "kind", "key"]).aggregate(holders_in=rows.count())
+    support = support.filter(support.holders_in > min_support)
+    tied = rows.join(support, ["cluster", "kind", "key"])
+    kind_weight = ibis.cases(*((tied.kind == k, e.weight) for k, e in EVIDENCE.items()), else_=0.0)
+    family = ibis.cases(*((tied.kind == k, e.family) for k, e in EVIDENCE.items()), else_="other")
+    per_account = tied.group_by("account_id").aggregate(
+        evidence=(kind_weight * tied.idf).sum(), keys=tied.count(), families=family.nunique(),
+        wide=ibis.least(tied.holders_in.max() - 1, reach_cap))
+    small = tied.filter(tied.holders_in <= reach_cap).select("cluster", "kind", "key", "account_id")
+    other = small.select("cluster", "kind", "key", peer="account_id")
+    peers = small.join(other, ["cluster", "kind", "key"])
+    peers = peers.filter(peers.account_id != peers.peer)
+    narrow = peers.group_by("account_id").aggregate(narrow=peers.peer.nunique())
+    joined = per_account.left_join(narrow, "account_id")
+    return joined.select("account_id", "evidence", "keys", "families",
+                         reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)))
 
 
-def score_clusters(edges: pa.Table, membership: dict[str, int], suspicion: dict[str, float],
-                   prompt_stats: dict[int, tuple[int, int]], params: CampaignParams) -> list[dict]:
-    """One dict per cluster with at least ``min_members``: members, sub-scores and score."""
+def ties(evidence: pa.Table) -> dict[str, Tie]:
+    """:func:`member_evidence`, collected, as account -> Tie."""
+    return {a: Tie(e, f, r) for a, e, f, r in zip(*(evidence.column(k).to_pylist()
+                                                   for k in ("account_id", "evidence", "families", "reach")))}
+
+
+def admitted(membership: dict[str, int], tie: dict[str, Tie], params: CampaignParams) -> dict[str, int]:
+    """Members tied to their cluster by at least ``min_member_evidence``, reaching a campaign-sized group."""
+    return {a: c for a, c in membership.items()
+            if tie.get(a, NO_TIE).evidence >= params.min_member_evidence
+            and tie.get(a, NO_TIE).reach >= params.min_members - 1}
+
+
+def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, Tie],
+                   suspicion: dict[str, float], prompt_stats: dict[int, tuple[int, int]],
+                   params: CampaignParams) -> list[dict]:
+    """One dict per cluster with at least ``min_members`` admitted members: members, sub-scores, score.
+
+    ``tie`` is :func:`ties`.
+    """
     kinds = list(EVIDENCE)
-    membership = _admitted(edges, membership, params.min_member_weight)
+    membership = admitted(membership, tie, params)
     members: dict[int, list[str]] = {}
     for account, c in membership.items():
         members.setdefault(c, []).append(account)
@@ -95,12 +153,11 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], suspicion: dict[
         structure = 1.0 - math.exp(-info["weight"] / n / params.structure_scale)
         weights = [suspicion.get(a, 0.0) for a in accounts]
         automation = sum(weights) / n
-        operational = set().union(*(info["linked"][k] for k in OPERATIONAL))
-        collective = len(operational) / n
+        collective = sum(1 for a in accounts if tie[a].families >= 2) / n
         exchanges, distinct = prompt_stats.get(c, (0, 0))
         complementarity = distinct / exchanges if exchanges else 0.0
-        evidence = max(automation, 0.5 * automation + 0.5 * collective)
-        score = structure * evidence * (0.5 + 0.5 * complementarity)
+        operation = max(automation, 0.5 * automation + 0.5 * collective)
+        score = structure * operation * (0.5 + 0.5 * complementarity)
         out.append({
             "cluster": c, "members": sorted(accounts), "size": n, "score": round(score, 4),
             "structure": round(structure, 4), "automation": round(automation, 4),

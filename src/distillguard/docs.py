@@ -6,7 +6,25 @@ _INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `sr
 
 _LINKAGE = "Accounts holding the same key are linked. Per evidence kind the pair similarity is the cosine\nof the two accounts' idf-weighted key sets (idf = 1 / log2(1 + holders)), over keys that at\nleast two and at most a small share of accounts hold; the pair weight is the sum over kinds of\nweight x similarity. Accounts of one declared organization are never linked to each other.\nSession-start slots count only when at most `sync_max_holders` (12) accounts start sessions in\nthem: a crowded slot is chance. Scaffold n-grams come from a sample of up to 32 prompts per\naccount (a deterministic draw), as do the capability shares and prompt repeat shares.\n\n"
 
-_CAMPAIGN = "\n\nLeiden clusters of the weighted graph (members must be tied to their cluster by at least\n`min_member_weight`), each scored `structure x evidence x (0.5 + 0.5 x complementarity)`:\n\n- `structure = 1 - exp(-internal weight per member / 6)`;\n- `evidence = max(automation, (automation + collective) / 2)`, where `automation` is the members'\n  mean suspicion and `collective` the share of members linked by operational evidence\n  (payment, sign-up burst, scaffold, synchrony);\n- `complementarity` = distinct prompts / exchanges in the cluster (a sweep of a corpus, unlike\n  benchmark runners who all send the same public items).\n\nFlagged clusters linked to each other by at least `merge_link` of edge weight are one campaign\n(the cells of one operation). The policy maps the campaign score to an action:\nmonitor >= 0.25, throttle >= 0.40, fallback >= 0.55, block >= 0.80 (policy.py).\n"
+_CAMPAIGN = (
+    "\n\nLeiden clusters of the weighted graph. A clustered account is a member only if the keys it\n"
+    "shares with at least two other members of its cluster (each key once, kind weight x idf) add up\n"
+    "to `min_member_evidence` (3) and tie it to at least `min_members - 1` other members: one\n"
+    "coincidence shared with many campaign accounts is one fact, and a team's card and office address\n"
+    "tie it to each other, not to an operation (campaigns.member_evidence). Each cluster is scored\n"
+    "`structure x operation x (0.5 + 0.5 x complementarity)`:\n\n"
+    "- `structure = 1 - exp(-internal weight per member / 6)`;\n"
+    "- `operation = max(automation, (automation + collective) / 2)`, where `automation` is the members'\n"
+    "  mean suspicion and `collective` the share of members tied by at least two independent families\n"
+    "  of evidence (account, network, client, timing);\n"
+    "- `complementarity` = distinct prompts / exchanges in the cluster (a sweep of a corpus, unlike\n"
+    "  benchmark runners who all send the same public items).\n\n"
+    "Flagged clusters linked to each other by at least `merge_link` of edge weight are one campaign\n"
+    "(the cells of one operation). The policy maps the campaign score to an action:\n"
+    "monitor >= 0.25, throttle >= 0.40, fallback >= 0.55, block >= 0.80 (policy.py). A member with less\n"
+    "than `firm_evidence` (5) or from one family only, whose own suspicion is below `firm_suspicion`\n"
+    "(0.2), is only monitored.\n"
+)
 
 
 def signals_markdown() -> str:

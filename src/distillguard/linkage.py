@@ -31,21 +31,22 @@ class Evidence:
 
     name: str
     weight: float
+    family: str  # account, network, client (software and its templates) or timing: not independent within one
     meaning: str
     min_shared: int = 1  # fewer shared keys than this is coincidence, not evidence
 
 
 EVIDENCE: dict[str, Evidence] = {e.name: e for e in (
-    Evidence("payment", 3.0, "same payment method fingerprint"),
-    Evidence("ip", 1.5, "same client IP addresses"),
-    Evidence("subnet", 1.0, "same /24 (IPv4) or /48 (IPv6) subnets"),
-    Evidence("user_agent", 0.5, "same user agent strings"),
-    Evidence("signup_burst", 1.5, "created in the same hour with the same e-mail domain"),
-    Evidence("scaffold", 2.0, "same prompt framing n-grams (opening or closing words)", min_shared=3),
+    Evidence("payment", 3.0, "account", "same payment method fingerprint"),
+    Evidence("ip", 1.5, "network", "same client IP addresses"),
+    Evidence("subnet", 1.0, "network", "same /24 (IPv4) or /48 (IPv6) subnets"),
+    Evidence("user_agent", 0.5, "client", "same user agent strings"),
+    Evidence("signup_burst", 1.5, "account", "created in the same hour with the same e-mail domain"),
+    Evidence("scaffold", 2.0, "client", "same prompt framing n-grams (opening or closing words)", min_shared=3),
     # below min_pair_weight on its own: apps and SDK defaults share system prompts too
-    Evidence("system_prompt", 0.8, "same system prompts, used habitually"),
+    Evidence("system_prompt", 0.8, "client", "same system prompts, used habitually"),
     # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment
-    Evidence("sync", 2.0, "sessions started in the same 5-minute slots", min_shared=3),
+    Evidence("sync", 2.0, "timing", "sessions started in the same 5-minute slots", min_shared=3),
 )}
 
 
@@ -142,7 +143,11 @@ def ranked(held: ir.Table, organizations: ir.Table) -> ir.Table:
     """:func:`informative_keys` made ready for :func:`pair_edges`; materialise the result.
 
     Each row gets its holder's ``rank`` within the key, for the ring lattice (holders ordered
-    by md5(key|account): the same on every engine, unrelated to how ids are assigned); the
+    by md5(account): the same on every engine, unrelated to how ids are assigned, and the
+    same order in every key, so that accounts sharing many large keys (a cell on one proxy
+    pool) are ring neighbours in each of them and their pair accumulates the evidence of
+    all those keys, as a clique would; an order per key scatters it over pairs that each
+    share one key and fall below ``min_pair_weight``); the
     holder's idf-weighted ``norm`` over its keys of that kind (the cosine denominator); and
     its declared ``organization_id``. Carrying these on the rows keeps pair_edges free of
     joins against per-account tables, whose order a query planner can get badly wrong.
@@ -151,8 +156,7 @@ def ranked(held: ir.Table, organizations: ir.Table) -> ir.Table:
     rows = held.join(norms, ["account_id", "kind"]).left_join(organizations, "account_id")
     rows = rows.drop([c for c in rows.columns if c.endswith("_right")])
     return rows.mutate(rank=ibis.row_number().over(ibis.window(
-        group_by=[rows.kind, rows.key], order_by=[(rows.key + "|" + rows.account_id).hexdigest("md5"),
-                                                  rows.account_id])))
+        group_by=[rows.kind, rows.key], order_by=[rows.account_id.hexdigest("md5"), rows.account_id])))
 
 
 def pair_edges(held: ir.Table, params: LinkageParams) -> ir.Table:
@@ -203,7 +207,7 @@ def pair_edges(held: ir.Table, params: LinkageParams) -> ir.Table:
 
 
 def markdown() -> str:
-    lines = ["| evidence | weight | minimum shared keys | meaning |", "|---|---|---|---|"]
+    lines = ["| evidence | family | weight | minimum shared keys | meaning |", "|---|---|---|---|---|"]
     for e in EVIDENCE.values():
-        lines.append(f"| `{e.name}` | {e.weight:g} | {e.min_shared} | {e.meaning} |")
+        lines.append(f"| `{e.name}` | {e.family} | {e.weight:g} | {e.min_shared} | {e.meaning} |")
     return "\n".join(lines) + "\n"

@@ -25,6 +25,10 @@ class CampaignThresholds(BaseModel):
     block: float = Field(0.80, ge=0, le=1)
     min_members: int = Field(5, ge=2)
     merge_link: float = Field(1.5, gt=0, description="edge weight between two flagged clusters that makes them one campaign")
+    firm_evidence: float = Field(5.0, ge=0, description="member evidence (campaigns.member_evidence) at which a member "
+                                 "from at least two families takes the campaign's action whatever its own signals")
+    firm_suspicion: float = Field(0.2, ge=0, le=1, description="own suspicion at which a more weakly tied member "
+                                  "takes the campaign's action; below both it is only monitored")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CampaignThresholds":

@@ -40,6 +40,7 @@ class ScanResult:
     edges: pa.Table
     features: pa.Table
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
+    ties: dict[str, camp.Tie] = field(default_factory=dict)  # clustered account -> what ties it to its cluster
 
     def summary(self) -> dict:
         actions = pc.value_counts(self.verdicts.column("action")).to_pylist() if self.verdicts.num_rows else []
@@ -106,18 +107,21 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         with linkage.ranked(linkage.informative_keys(keys, feats.num_rows, params), orgs).cache() as held:
             clock.lap("linkage_keys")
             edges = linkage.pair_edges(held, params).to_pyarrow()
-    edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
-    clock.lap("linkage_pairs")
-
-    membership = camp.cluster(edges, cparams)
-    prompt_stats = _prompt_stats(ex, membership, cparams.min_members, lookup)
-    clusters = camp.score_clusters(edges, membership, suspicion_of, prompt_stats, cparams)
+            edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
+            clock.lap("linkage_pairs")
+            membership = camp.cluster(edges, cparams)
+            members = lookup("dg_members", pa.table({"account_id": pa.array(list(membership), pa.string()),
+                                                     "cluster": pa.array(list(membership.values()), pa.int64())}))
+            evidence = camp.member_evidence(held, members, cparams.min_key_support).to_pyarrow()
+    tie = camp.ties(evidence)
+    prompt_stats = _prompt_stats(ex, camp.admitted(membership, tie, cparams), cparams.min_members, lookup)
+    clusters = camp.score_clusters(edges, membership, tie, suspicion_of, prompt_stats, cparams)
     campaigns = _campaigns(clusters, edges, feats, policy)
     clock.lap("campaigns")
-    verdicts = _verdicts(feats, signal_table, suspicion_of, campaigns, policy, as_of)
+    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, campaigns, policy, as_of)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
-    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps)
+    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie)
 
 
 class _Clock:
@@ -166,7 +170,7 @@ def _join_text(feats: pa.Table, text: pa.Table) -> pa.Table:
 
 def _prompt_stats(ex: ir.Table, membership: dict[str, int], min_members: int,
                   lookup: Lookup) -> dict[int, tuple[int, int]]:
-    """cluster -> (exchanges, distinct prompts) of its members, for clusters big enough to score.
+    """cluster -> (exchanges, distinct prompts) of its admitted members, for clusters big enough to score.
 
     Exact, over every exchange: a sample would hide what tells benchmark runners from a sweep,
     that they send the same items again and again.
@@ -177,7 +181,7 @@ def _prompt_stats(ex: ir.Table, membership: dict[str, int], min_members: int,
     scored = {a: c for a, c in membership.items() if sizes[c] >= min_members}
     if not scored:
         return {}
-    members = lookup("dg_members", pa.table({"account_id": list(scored),
+    members = lookup("dg_scored", pa.table({"account_id": list(scored),
                                              "cluster": pa.array(list(scored.values()), pa.int64())}))
     joined = ex.join(members, "account_id")
     stats = joined.group_by("cluster").aggregate(n=joined.count(), distinct=joined.prompt.nunique()).to_pyarrow()
@@ -233,8 +237,16 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
     return out
 
 
-def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], campaigns: list[dict],
-              policy: Policy, as_of: datetime) -> pa.Table:
+def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
+              campaigns: list[dict], policy: Policy, as_of: datetime) -> pa.Table:
+    """One verdict per account: its campaign's action, else monitor at most on its own signals.
+
+    A member tied to its campaign by little evidence (below ``firm_evidence``, or from one
+    family of evidence only: a customer whose prompts happen to share a campaign's framing,
+    a team on one address) whose own behaviour is unremarkable (suspicion below
+    ``firm_suspicion``) is only monitored: the conservative reading of thin evidence is a
+    day's delay, not a customer throttled.
+    """
     fired: dict[str, list[str]] = {}
     for account, name, value, threshold, hit in zip(*(signal_table.column(k).to_pylist() for k in
                                                      ("account_id", "signal", "value", "threshold", "fired"))):
@@ -255,6 +267,16 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             reasons.insert(0, f"campaign {campaign['campaign_id']}: score={campaign['score']:.3f} "
                               f"(>= {action} {getattr(policy.campaign, action, policy.campaign.monitor):g}), "
                               f"{campaign['members']} accounts linked by {links}")
+            own_tie = tie.get(account, camp.NO_TIE)
+            weak = own_tie.evidence < policy.campaign.firm_evidence or own_tie.families < 2
+            if action not in ("allow", "monitor") and weak and own < policy.campaign.firm_suspicion:
+                action = "monitor"
+                reasons.insert(1, f"weakly tied: member evidence={own_tie.evidence:.3g} from {own_tie.families} "
+                                  f"families (firm: >= {policy.campaign.firm_evidence:g} from >= 2) and own "
+                                  f"suspicion={own:.3g} (< firm {policy.campaign.firm_suspicion:g}): monitored only")
+            else:
+                reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
+                                  f"independent families, tied to >= {own_tie.reach} members")
         elif own >= policy.account_monitor:
             action = "monitor"
             reasons.insert(0, f"account suspicion={own:.3f} (>= monitor {policy.account_monitor:g})")
