@@ -88,3 +88,41 @@ def test_all_stands_for_every_shipped_scenario_with_a_campaign():
 
     assert "baseline" not in all_scenarios()
     assert {"alibaba-2026", *EVASION_VARIANTS} <= set(all_scenarios())
+
+
+class StepByStep:
+    """The rate-limit baseline without its one-pass replay: judged step by step, like the scan."""
+
+    name = "rate_limits_stepwise"
+
+    def __init__(self) -> None:
+        from distillguard.baselines.rate_limits import RateLimits
+
+        self.inner = RateLimits()
+
+    def fit(self, reference):
+        self.inner.fit(reference)
+        return self
+
+    def detect(self, store, as_of=None):
+        return self.inner.detect(store, as_of)
+
+
+def test_replay_steps_in_parallel_workers_flag_what_one_process_flags(tmp_path_factory):
+    from datetime import timedelta
+
+    from distillguard.bench.prepare import prepare
+    from distillguard.bench.replay import grid, replay
+
+    detector = StepByStep()
+    with prepare("baseline", TINY, 12, shared_cache(tmp_path_factory)).open() as reference:
+        detector.fit(reference)
+    prepared = prepare("alibaba-2026", TINY, 11, shared_cache(tmp_path_factory))
+    with prepared.open(read_only=True) as store:
+        first = store.con.execute('SELECT min("timestamp") FROM exchanges').fetchone()[0]
+        as_ofs = grid(first + timedelta(days=12), first + timedelta(days=14), timedelta(hours=6))
+        serial = replay(detector, store, as_ofs)
+        parallel = replay(detector, store, as_ofs, workers=2)
+    assert (serial.mode, parallel.mode, serial.workers, parallel.workers) == ("per_step", "per_step", 1, 2)
+    assert serial.flags.num_rows > 0
+    assert parallel.flags.sort_by("account_id").equals(serial.flags.sort_by("account_id"))

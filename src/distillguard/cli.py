@@ -307,6 +307,8 @@ def bench(
     detectors: list[str] = typer.Option([], "--detectors", help="Detectors to run (default: all registered)."),
     seed: int = typer.Option(7, "--seed", help="Scenario seed (the organic reference uses seed + 1)."),
     replay_every_hours: float = typer.Option(6.0, "--replay-every-hours", help="Replay step; 0 = no replay."),
+    workers: int = typer.Option(1, "--workers", min=1,
+                                help="Processes for the replay steps of step-by-step detectors."),
     docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose detection section to rewrite."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -317,7 +319,7 @@ def bench(
 
     detector_names = [d for item in detectors for d in item.split(",") if d] or None
     results = run_bench(scenario, scale=scale, detectors=detector_names, seed=seed, out_dir=out,
-                        replay_every_hours=replay_every_hours, docs=docs,
+                        replay_every_hours=replay_every_hours, workers=workers, docs=docs,
                         command="distillguard " + " ".join(sys.argv[1:]),
                         progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
     if as_json:

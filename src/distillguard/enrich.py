@@ -237,6 +237,7 @@ def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa
         # spills beyond it, into a private directory (an in-memory DuckDB would use ./.tmp)
         con.execute("SET memory_limit='4GB'")
         con.execute(f"SET temp_directory='{spill.name}'")
+        con.execute("SET enable_progress_bar=false")
         con.register("sample", sample)
         areas = {name: f"len(list_distinct(regexp_extract_all(low, '{pattern}', 1))) >= {_MIN_HITS[name]}"
                  for name, pattern in _AREA_PATTERNS.items()}

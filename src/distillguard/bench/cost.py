@@ -50,6 +50,12 @@ def measured() -> Iterator[Cost]:
             cost.rss_increase_mb = max(peak - before, 0) / 1024
 
 
+def process_peak_mb() -> float | None:
+    """This process's RSS high-water mark in MiB (None where the system does not say)."""
+    peak = _status_kib("VmHWM")
+    return None if peak is None else peak / 1024
+
+
 def _reset_peak() -> bool:
     try:
         _CLEAR_REFS.write_text("5")

@@ -46,8 +46,8 @@ class Prepared:
     def store_path(self) -> Path:
         return self.directory / "store.duckdb"
 
-    def open(self) -> Store:
-        return Store(self.store_path)
+    def open(self, read_only: bool = False) -> Store:
+        return Store(self.store_path, read_only=read_only)
 
 
 def cache_key(scenario: str) -> str:

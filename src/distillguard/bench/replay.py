@@ -6,6 +6,11 @@ then on. The replay covers the campaigns' window: from the first step after the 
 exchange to the first step after the last. Steps outside it cannot change when a campaign was
 caught or what it obtained.
 
+Detectors that judge step by step can run their steps in parallel worker processes (each
+step is independent: it sees only exchanges before its own ``t``); each worker opens the store
+read-only. The replay's wall time then counts the steps per worker, and its peak memory is the
+largest of the workers'.
+
 Simplification, stated: the store keeps every exchange, so after an account is stopped a
 detector still sees the traffic it would have sent. Only other accounts' verdicts can gain from
 that, and only for detectors that link accounts.
@@ -13,7 +18,9 @@ that, and only for detectors that link accounts.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Protocol, Sequence, runtime_checkable
@@ -21,7 +28,7 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.bench.cost import Cost, measured
+from distillguard.bench.cost import Cost, measured, process_peak_mb
 from distillguard.bench.metrics import first_flags
 from distillguard.store import Store
 from distillguard.verdicts import VERDICT_SCHEMA, Detector
@@ -53,6 +60,7 @@ class ReplayRun:
     steps: int
     cost: Cost
     slowest_step_seconds: float | None
+    workers: int = 1
 
 
 def grid(first: datetime, last: datetime, every: timedelta) -> list[datetime]:
@@ -113,9 +121,14 @@ class _registered:
 
 
 def replay(detector: Detector, store: Store, as_ofs: Sequence[datetime],
-           progress: Callable[[int, int], None] | None = None) -> ReplayRun:
-    """Run the detector at every as-of time and keep, per account, when it was first flagged."""
+           progress: Callable[[int, int], None] | None = None, workers: int = 1) -> ReplayRun:
+    """Run the detector at every as-of time and keep, per account, when it was first flagged.
+
+    ``workers`` > 1 runs a step-by-step detector's steps in that many processes (the store must
+    be a file that others may open read-only, i.e. not held open for writing here).
+    """
     slowest = None
+    parallel = workers > 1 and not isinstance(detector, Replayable) and store.path != ":memory:"
     with measured() as cost:
         if isinstance(detector, Replayable):
             mode = "one_pass"
@@ -123,18 +136,68 @@ def replay(detector: Detector, store: Store, as_ofs: Sequence[datetime],
             flagged = verdicts.filter(pc.not_equal(verdicts["action"], "allow"))
         else:
             mode = "per_step"
-            parts, slowest = [], 0.0
-            for i, as_of in enumerate(as_ofs, start=1):
-                started = time.perf_counter()
-                step = detector.detect(store, as_of)
-                slowest = max(slowest, time.perf_counter() - started)
-                flagged_now = step.filter(pc.not_equal(step["action"], "allow")).select(VERDICT_SCHEMA.names)
-                parts.append(flagged_now.set_column(
-                    VERDICT_SCHEMA.get_field_index("as_of"), "as_of",
-                    pa.array([as_of] * flagged_now.num_rows, VERDICT_SCHEMA.field("as_of").type)))
-                if progress:
-                    progress(i, len(as_ofs))
+            steps = _parallel_steps(detector, store.path, as_ofs, workers, progress) if parallel else \
+                _steps(detector, store, as_ofs, progress)
+            parts = [flagged_now for flagged_now, _, _ in steps]
+            slowest = max((seconds for _, seconds, _ in steps), default=0.0)
+            worker_peak = max((peak for _, _, peak in steps if peak is not None), default=None)
             flagged = pa.concat_tables(parts) if parts else VERDICT_SCHEMA.empty_table()
         flags = first_flags(flagged.cast(VERDICT_SCHEMA))
-    return ReplayRun(flags=flags, mode=mode, steps=len(as_ofs), cost=cost, slowest_step_seconds=slowest)
+    if parallel and worker_peak is not None:
+        cost.peak_rss_mb = max(cost.peak_rss_mb or 0.0, worker_peak)
+    return ReplayRun(flags=flags, mode=mode, steps=len(as_ofs), cost=cost, slowest_step_seconds=slowest,
+                     workers=workers if parallel else 1)
 
+
+Step = tuple[pa.Table, float, float | None]  # flagged verdicts stamped with the step, seconds, worker peak MiB
+
+
+def _step(detector: Detector, store: Store, as_of: datetime) -> tuple[pa.Table, float]:
+    started = time.perf_counter()
+    step = detector.detect(store, as_of)
+    seconds = time.perf_counter() - started
+    flagged_now = step.filter(pc.not_equal(step["action"], "allow")).select(VERDICT_SCHEMA.names)
+    flagged_now = flagged_now.set_column(
+        VERDICT_SCHEMA.get_field_index("as_of"), "as_of",
+        pa.array([as_of] * flagged_now.num_rows, VERDICT_SCHEMA.field("as_of").type))
+    return flagged_now, seconds
+
+
+def _steps(detector: Detector, store: Store, as_ofs: Sequence[datetime],
+           progress: Callable[[int, int], None] | None) -> list[Step]:
+    out = []
+    for i, as_of in enumerate(as_ofs, start=1):
+        flagged_now, seconds = _step(detector, store, as_of)
+        out.append((flagged_now, seconds, None))
+        if progress:
+            progress(i, len(as_ofs))
+    return out
+
+
+_worker_store: Store | None = None
+
+
+def _open_worker(path: str) -> None:
+    global _worker_store
+    _worker_store = Store(path, read_only=True)
+
+
+def _worker_step(detector: Detector, as_of: datetime) -> Step:
+    assert _worker_store is not None, "worker initializer did not run"
+    flagged_now, seconds = _step(detector, _worker_store, as_of)
+    return flagged_now, seconds, process_peak_mb()
+
+
+def _parallel_steps(detector: Detector, path: str, as_ofs: Sequence[datetime], workers: int,
+                    progress: Callable[[int, int], None] | None) -> list[Step]:
+    # spawn, not fork: a forked child would inherit this process's DuckDB connection
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_open_worker,
+                             initargs=(path,)) as pool:
+        futures = [pool.submit(_worker_step, detector, as_of) for as_of in as_ofs]
+        out = []
+        for i, future in enumerate(futures, start=1):
+            out.append(future.result())
+            if progress:
+                progress(i, len(as_ofs))
+    return out

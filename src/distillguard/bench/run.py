@@ -72,6 +72,7 @@ def run_bench(
     out_dir: str | Path = "bench-out",
     *,
     replay_every_hours: float = 6.0,
+    workers: int = 1,
     cache_dir: str | Path | None = None,
     docs: str | Path | None = None,
     command: str | None = None,
@@ -89,6 +90,7 @@ def run_bench(
             unless ``cache_dir`` says otherwise, ``cache/`` with the simulated stores (reused
             by later runs with the same scenario, scale and seed).
         replay_every_hours: detection interval of the time-ordered replay; 0 skips the replay.
+        workers: processes for the replay steps of detectors judged step by step.
         cache_dir: where simulated stores are kept (default ``out_dir/cache``).
         docs: a Markdown file (docs/benchmarks.md) whose detection section is replaced.
         command: the command line to print in the report (rebuilt from the arguments if None).
@@ -115,11 +117,11 @@ def run_bench(
     reference_seed = seed + REFERENCE_SEED_OFFSET
 
     results: dict[str, Any] = {"run": {
-        "command": command or _command(scenarios, scale, names, seed, out, replay_every_hours),
+        "command": command or _command(scenarios, scale, names, seed, out, replay_every_hours, workers),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "machine": _machine(), "scenarios": scenarios, "scale": scale, "seed": seed,
         "reference_scenario": REFERENCE_SCENARIO, "reference_seed": reference_seed, "detectors": names,
-        "replay_every_hours": replay_every_hours,
+        "replay_every_hours": replay_every_hours, "replay_workers": workers,
     }}
     reference = prepare(REFERENCE_SCENARIO, scale, reference_seed, cache, say)
     results["reference"] = _facts(reference)
@@ -134,9 +136,11 @@ def run_bench(
     results["scenarios"] = {}
     for scenario in scenarios:
         prepared = prepare(scenario, scale, seed, cache, say)
-        with prepared.open() as store:
+        # read-only, so that replay workers can open the store beside this process
+        with prepared.open(read_only=True) as store:
             results["scenarios"][prepared.scenario] = score_scenario(
-                prepared, store, chosen, timedelta(hours=replay_every_hours) if replay_every_hours else None, say)
+                prepared, store, chosen, timedelta(hours=replay_every_hours) if replay_every_hours else None, say,
+                workers)
     results["floors"] = floors.evaluate(results, BASELINES)
     results["files"] = _write(results, out, docs)
     say(f"wrote {', '.join(results['files'].values())}")
@@ -144,7 +148,7 @@ def run_bench(
 
 
 def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detector],
-                   every: timedelta | None, say: Progress) -> dict[str, Any]:
+                   every: timedelta | None, say: Progress, workers: int = 1) -> dict[str, Any]:
     """Every figure of every detector on one prepared scenario."""
     # accounts the ingest kept no exchange of (quarantined) cannot be judged: leave them out
     seen = store.con.execute("SELECT DISTINCT account_id FROM exchanges").to_arrow_table()["account_id"]
@@ -172,11 +176,11 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
         }
         if as_ofs:
             say(f"{prepared.scenario}: {detector.name} replaying {len(as_ofs)} steps")
-            run = replay(detector, store, as_ofs, progress=lambda i, n, name=detector.name: (
+            run = replay(detector, store, as_ofs, workers=workers, progress=lambda i, n, name=detector.name: (
                 say(f"{prepared.scenario}: {name} step {i}/{n}") if i % 20 == 0 else None))
             leaks = metrics.leakage(traffic, run.flags, prepared.scale)
             result["replay"] = {
-                "mode": run.mode, "steps": run.steps,
+                "mode": run.mode, "steps": run.steps, "workers": run.workers,
                 "cost": run.cost.as_dict() | {
                     "seconds_per_step": round(run.cost.seconds / run.steps, 4),
                     "slowest_step_seconds": run.slowest_step_seconds},
@@ -219,11 +223,13 @@ def _names(values: Sequence[str] | None) -> list[str]:
 
 
 def _command(scenarios: list[str], scale: float, detectors: list[str], seed: int, out: Path,
-             every: float) -> str:
+             every: float, workers: int = 1) -> str:
     parts = ["distillguard bench", *(f"--scenario {s}" for s in scenarios), f"--scale {scale:g}",
              f"--detectors {','.join(detectors)}", f"--seed {seed}"]
     if every != 6.0:
         parts.append(f"--replay-every-hours {every:g}")
+    if workers != 1:
+        parts.append(f"--workers {workers}")
     return " ".join([*parts, f"--out {out}"])
 
 
