@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from distillguard.bench import floors
 from distillguard.bench.cost import measured
-from distillguard.bench.report import BEGIN, END, write_docs
+from distillguard.bench.report import BEGIN, END, markers, write_docs
 
 
 def test_the_docs_section_is_appended_with_markers_when_the_page_has_none(tmp_path):
@@ -19,6 +19,18 @@ def test_the_docs_section_is_appended_with_markers_when_the_page_has_none(tmp_pa
 def test_the_docs_page_is_created_when_missing(tmp_path):
     page = write_docs("## Detection\n", tmp_path / "docs" / "benchmarks.md")
     assert page.read_text().startswith("# Benchmarks\n") and BEGIN in page.read_text()
+
+
+def test_two_named_blocks_of_one_page_are_rewritten_independently(tmp_path):
+    page = tmp_path / "benchmarks.md"
+    write_docs("## Detection\nall scenarios\n", page)
+    write_docs("## Detection: replay\ntwo scenarios\n", page, "replay")
+    write_docs("## Detection\nall scenarios again\n", page)
+    text = page.read_text()
+    begin, end = markers("replay")
+    assert text.count(BEGIN) == text.count(begin) == 1
+    assert "all scenarios again" in text and "two scenarios" in text and "all scenarios\n" not in text
+    assert text.index(begin) < text.index("two scenarios") < text.index(end)
 
 
 def result(recall: float, organic_fpr: float, leaked: float, ttd: float | None, one: float | None = None) -> dict:

@@ -310,6 +310,9 @@ def bench(
     workers: int = typer.Option(1, "--workers", min=1,
                                 help="Processes for the replay steps of step-by-step detectors."),
     docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose detection section to rewrite."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Directory of simulated stores (default: OUT/cache)."),
+    docs_block: str = typer.Option("detection", "--docs-block",
+                                   help="Name of the marked block of --docs to rewrite (<!-- NAME:begin -->)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Run detectors on simulated scenarios and score them against the ground truth."""
@@ -319,7 +322,7 @@ def bench(
 
     detector_names = [d for item in detectors for d in item.split(",") if d] or None
     results = run_bench(scenario, scale=scale, detectors=detector_names, seed=seed, out_dir=out,
-                        replay_every_hours=replay_every_hours, workers=workers, docs=docs,
+                        replay_every_hours=replay_every_hours, workers=workers, docs=docs, docs_block=docs_block, cache_dir=cache,
                         command="distillguard " + " ".join(sys.argv[1:]),
                         progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
     if as_json:

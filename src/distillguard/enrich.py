@@ -212,6 +212,18 @@ def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tu
     return pa.concat_tables(per_account), pa.concat_tables(keys)
 
 
+def _tokens_sql(text: str) -> str:
+    """SQL for :func:`words` of a lower-cased text column."""
+    return f"regexp_extract_all(regexp_replace({text}, '[0-9]+', '0', 'g'), '{_TOKEN}')"
+
+
+def _grams_sql(part: str) -> str:
+    """SQL list items for the NGRAM-word n-grams of a token list (NULL past its end), as fixed
+    slices: DuckDB lambdas cost more."""
+    return ", ".join(f"CASE WHEN len({part}) >= {i + NGRAM - 1} THEN array_to_string({part}[{i}:{i + NGRAM - 1}], ' ') END"
+                     for i in range(1, EDGE_WORDS - NGRAM + 2))
+
+
 def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa.Table, pa.Table]:
     """Text fingerprints of each account's sampled prompts (``sample``: account_id, prompt).
 
@@ -243,9 +255,6 @@ def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa
                  for name, pattern in _AREA_PATTERNS.items()}
         flags = ",\n".join(f"{test} AS {name}" for name, test in areas.items())
         shares = ",\n".join(f"avg({name}::DOUBLE) AS {name}_share" for name in areas)
-        # the n-grams of a token list, as fixed slices (DuckDB lambdas cost more)
-        ngrams = ", ".join(f"CASE WHEN len(part) >= {i + NGRAM - 1} THEN array_to_string(part[{i}:{i + NGRAM - 1}], ' ') END"
-                           for i in range(1, EDGE_WORDS - NGRAM + 2))
         con.execute(f"""
             CREATE TEMP VIEW low AS
             SELECT account_id, prompt, lower(prompt) AS low FROM sample""")
@@ -258,29 +267,30 @@ def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa
             GROUP BY account_id ORDER BY account_id""").to_arrow_table()
         keys = con.execute(f"""
             WITH edges AS (
-                SELECT account_id, hash(low) AS h, left(low, {EDGE_CHARS}) AS head, right(low, {EDGE_CHARS}) AS tail
+                SELECT account_id, hash(low) AS h, length(low) AS chars,
+                       left(low, {EDGE_CHARS}) AS head, right(low, {EDGE_CHARS}) AS tail
                 FROM low),
             -- distinct prompts per account, by a 64-bit hash of the text: no long strings to compare
             distinct_prompts AS (
-                SELECT account_id, row_number() OVER () AS id, head, tail
-                FROM (SELECT account_id, h, any_value(head) AS head, any_value(tail) AS tail
-                      FROM edges GROUP BY account_id, h)),
+                SELECT account_id, any_value(chars) AS chars, any_value(head) AS head, any_value(tail) AS tail
+                FROM edges GROUP BY account_id, h),
             n AS (SELECT account_id, count(*) AS n_prompts FROM distinct_prompts GROUP BY account_id),
-            parts AS (
-                SELECT account_id, id,
-                       regexp_extract_all(regexp_replace(head, '[0-9]+', '0', 'g'),
-                                          '{_TOKEN}')[1:{EDGE_WORDS}] AS part
-                FROM distinct_prompts
-                UNION ALL
-                SELECT account_id, id,
-                       regexp_extract_all(regexp_replace(tail, '[0-9]+', '0', 'g'),
-                                          '{_TOKEN}')[-{EDGE_WORDS}:] AS part
+            -- a prompt no longer than EDGE_CHARS is its own head and tail: tokenised once
+            tokenised AS (
+                SELECT account_id, chars, {_tokens_sql("head")} AS head_tokens, tail
                 FROM distinct_prompts),
+            parts AS (
+                SELECT account_id, head_tokens[1:{EDGE_WORDS}] AS head_part,
+                       (CASE WHEN chars <= {EDGE_CHARS} THEN head_tokens
+                             ELSE {_tokens_sql("tail")} END)[-{EDGE_WORDS}:] AS tail_part
+                FROM tokenised),
+            -- each n-gram once per prompt (head and tail overlap in short prompts)
             grams AS (
-                SELECT DISTINCT account_id, id, unnest([{ngrams}]) AS key
-                FROM parts WHERE len(part) >= {NGRAM}),
-            uses AS (SELECT account_id, key, count(*) AS uses FROM grams WHERE key IS NOT NULL
-                     GROUP BY account_id, key)
+                SELECT account_id,
+                       unnest(list_distinct(list_filter([{_grams_sql("head_part")}, {_grams_sql("tail_part")}],
+                                                        g -> g IS NOT NULL))) AS key
+                FROM parts),
+            uses AS (SELECT account_id, key, count(*) AS uses FROM grams GROUP BY account_id, key)
             SELECT uses.account_id, key FROM uses JOIN n USING (account_id)
             WHERE uses >= {int(min_uses)} AND uses >= {float(min_share)} * n_prompts
             ORDER BY account_id, key""").to_arrow_table()

@@ -92,7 +92,10 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         del sample
         clock.lap("prompt_fingerprints")
 
-        feats = features.account_features(ex, labelled, as_of).to_pyarrow()
+        # each part on its own, then the small results joined (features.feature_parts)
+        parts = {name: lookup(f"dg_features_{name}", part.to_pyarrow())
+                 for name, part in features.feature_parts(ex, labelled).items()}
+        feats = features.combine_features(parts, as_of).to_pyarrow()
         feats = _join_text(feats, text).sort_by("account_id")
         clock.lap("features")
         signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
@@ -110,11 +113,21 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
             clock.lap("linkage_pairs")
             membership = camp.cluster(edges, cparams)
-            members = lookup("dg_members", pa.table({"account_id": pa.array(list(membership), pa.string()),
-                                                     "cluster": pa.array(list(membership.values()), pa.int64())}))
-            evidence = camp.member_evidence(held, members, cparams.min_key_support).to_pyarrow()
+            clock.lap("clustering")
+            # clusters smaller than a campaign cannot have members reaching one (campaigns.admitted)
+            sizes: dict[int, int] = {}
+            for c in membership.values():
+                sizes[c] = sizes.get(c, 0) + 1
+            big = {a: c for a, c in membership.items() if sizes[c] >= cparams.min_members}
+            members = lookup("dg_members", pa.table({"account_id": pa.array(list(big), pa.string()),
+                                                     "cluster": pa.array(list(big.values()), pa.int64())}))
+            # reach is only ever compared with min_members - 1: counting further costs a larger self-join
+            evidence = camp.member_evidence(held, members, cparams.min_key_support,
+                                            reach_cap=cparams.min_members - 1).to_pyarrow()
     tie = camp.ties(evidence)
+    clock.lap("member_evidence")
     prompt_stats = _prompt_stats(ex, camp.admitted(membership, tie, cparams), cparams.min_members, lookup)
+    clock.lap("prompt_stats")
     clusters = camp.score_clusters(edges, membership, tie, suspicion_of, prompt_stats, cparams)
     campaigns = _campaigns(clusters, edges, feats, policy)
     clock.lap("campaigns")

@@ -32,12 +32,12 @@ def _num(value: float | None, fmt: str = ".1f") -> str:
     return "–" if value is None else format(value, fmt)
 
 
-def markdown(results: dict[str, Any]) -> str:
+def markdown(results: dict[str, Any], name: str = "detection") -> str:
     """Every table of the run: accounts, campaigns and leakage, cost, floors."""
     run = results["run"]
     machine = run["machine"]
     lines = [
-        "## Detection benchmark",
+        "## Detection benchmark" + ("" if name == "detection" else f": {name}"),
         "",
         f"`{run['command']}`  ",
         f"{run['date']} · {machine['cpus']} CPUs, {machine['memory_gib']:.0f} GiB, {machine['platform']} · "
@@ -138,15 +138,22 @@ def _target(name: str, target: float) -> str:
     return f"{target:g} h" if name.endswith("hours") else _pct(target, 2 if target < 0.01 else 0)
 
 
-def write_docs(section: str, path: str | Path) -> Path:
-    """Put ``section`` between the detection markers of ``path`` (appended with markers if absent;
-    the file is created if missing). Everything outside the markers is kept as it is."""
+def markers(name: str = "detection") -> tuple[str, str]:
+    """The begin and end markers of a docs block (``detection`` is BEGIN, END)."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def write_docs(section: str, path: str | Path, name: str = "detection") -> Path:
+    """Put ``section`` between the ``name`` markers of ``path`` (appended with markers if absent;
+    the file is created if missing). Everything outside the markers is kept as it is, so runs
+    of different scenario sets (one with the slow replay, say) each keep their own block."""
     path = Path(path)
+    begin, end = markers(name)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
-    if BEGIN in text and END in text and text.index(BEGIN) < text.index(END):
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    if begin in text and end in text and text.index(begin) < text.index(end):
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"

@@ -75,6 +75,7 @@ def run_bench(
     workers: int = 1,
     cache_dir: str | Path | None = None,
     docs: str | Path | None = None,
+    docs_block: str = "detection",
     command: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -93,6 +94,7 @@ def run_bench(
         workers: processes for the replay steps of detectors judged step by step.
         cache_dir: where simulated stores are kept (default ``out_dir/cache``).
         docs: a Markdown file (docs/benchmarks.md) whose detection section is replaced.
+        docs_block: the name of that section's markers (``<!-- NAME:begin -->``).
         command: the command line to print in the report (rebuilt from the arguments if None).
         progress: called with one line of text per stage.
 
@@ -142,7 +144,7 @@ def run_bench(
                 prepared, store, chosen, timedelta(hours=replay_every_hours) if replay_every_hours else None, say,
                 workers)
     results["floors"] = floors.evaluate(results, BASELINES)
-    results["files"] = _write(results, out, docs)
+    results["files"] = _write(results, out, docs, docs_block)
     say(f"wrote {', '.join(results['files'].values())}")
     return results
 
@@ -250,17 +252,17 @@ def _machine() -> dict[str, Any]:
             "cpus": os.cpu_count(), "memory_gib": round(memory, 1), "python": platform.python_version()}
 
 
-def _write(results: dict[str, Any], out: Path, docs: str | Path | None) -> dict[str, str]:
+def _write(results: dict[str, Any], out: Path, docs: str | Path | None, docs_block: str) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "results.json", "markdown": out / "results.md",
              "leakage_plot": out / "leakage.png", "precision_recall_plot": out / "precision_recall.png"}
-    section = report.markdown(results)
+    section = report.markdown(results, docs_block)
     files["markdown"].write_text(section)
     if plots.leakage_plot(results, files["leakage_plot"]) is None:
         del files["leakage_plot"]
     plots.precision_recall_plot(results, files["precision_recall_plot"])
     if docs is not None:
-        files["docs"] = report.write_docs(section, docs)
+        files["docs"] = report.write_docs(section, docs, docs_block)
     listed = {name: str(path) for name, path in files.items()}
     files["json"].write_text(json.dumps(results | {"files": listed}, indent=1, default=str) + "\n")
     return listed
