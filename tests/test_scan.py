@@ -152,8 +152,12 @@ def test_a_cell_on_one_proxy_pool_is_linked_as_strongly_as_a_clique():
 def _ties(rows, clusters):
     from distillguard import campaigns
 
+    holders = {}
+    for account, kind, key in rows:
+        holders[(kind, key)] = holders.get((kind, key), 0) + 1
     held = ibis.memtable(pa.table({"kind": [r[1] for r in rows], "key": [r[2] for r in rows],
                                    "account_id": [r[0] for r in rows],
+                                   "holders": [holders[(r[1], r[2])] for r in rows],
                                    "idf": [0.5] * len(rows)}))
     members = ibis.memtable(pa.table({"account_id": list(clusters),
                                       "cluster": pa.array(list(clusters.values()), pa.int64())}))

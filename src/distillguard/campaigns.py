@@ -86,7 +86,9 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     each other. Counted exactly up to ``reach_cap`` (a key held by more members than that
     reaches at least that many; the exact count would be a quadratic self-join).
     """
-    rows = held.select("kind", "key", "account_id", "idf").join(members, "account_id")
+    # a key held by fewer accounts than that cannot have the support, in any cluster
+    rows = held.filter(held.holders > min_support).select("kind", "key", "account_id", "idf")
+    rows = rows.join(members, "account_id")
     support = rows.group_by(["cluster", "kind", "key"]).aggregate(holders_in=rows.count())
     support = support.filter(support.holders_in > min_support)
     tied = rows.join(support, ["cluster", "kind", "key"])
