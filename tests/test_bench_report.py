@@ -70,6 +70,9 @@ def test_a_floor_is_not_measured_without_a_replay():
         "campaigns": {"alibaba-2026": {}}, "detectors": {"scan": without_replay}}}}
     rows = {r["floor"]: r for r in floors.evaluate(results, frozenset())}
     assert rows["leakage"]["passed"] is None and rows["recall"]["passed"] is True
+    results["scenarios"]["alibaba-2026"]["detectors"]["rate_limits"] = result(0.07, 0.0004, 0.9, 18.0)
+    rows = {(r["detector"], r["floor"]): r for r in floors.evaluate(results, frozenset({"rate_limits"}))}
+    assert rows[("scan", "beats_baselines")]["passed"] is None  # no leakage to compare: not measured
 
 
 def test_the_cost_probe_reports_time_and_the_memory_a_call_needed():

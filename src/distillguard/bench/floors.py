@@ -82,9 +82,9 @@ def evaluate(results: dict[str, Any], baselines: frozenset[str]) -> list[dict[st
             others = [b for b in baselines if b in outcome["detectors"]]
             if detector not in baselines and others and has_campaign:
                 mine = _throttle(result, "recall") or 0.0, _worst_campaign(result, "leaked_exchanges_share", max)
-                beaten = all(
+                # without a replay there is no leakage to compare: not measured, not failed
+                beaten = None if mine[1] is None else all(
                     mine[0] > (_throttle(outcome["detectors"][b], "recall") or 0.0)
-                    and mine[1] is not None
                     and mine[1] < (_worst_campaign(outcome["detectors"][b], "leaked_exchanges_share", max) or 1.0)
                     for b in others)
                 rows.append({"scenario": scenario, "detector": detector, "floor": "beats_baselines",
