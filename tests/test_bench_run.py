@@ -54,6 +54,18 @@ def test_the_json_holds_account_campaign_replay_and_cost_figures_for_every_detec
     assert {row["floor"] for row in results["floors"]} >= {"recall", "organic_fpr", "leakage"}
 
 
+def test_every_scenario_with_a_campaign_gets_the_one_feature_oracle_beside_the_detectors(bench):
+    results, out, _, _ = bench
+    found = results["scenarios"]["alibaba-2026"]["oracle"]
+    assert set(found["ceilings"]) == {"0.0001", "0.001"}
+    at_ceiling = found["ceilings"]["0.0001"]
+    assert at_ceiling["best_sharing_rule"]["feature"] in ("payment_sharing", "subnet_sharing")
+    assert {t["feature"] for t in at_ceiling["all"]} >= {"hour_entropy", "gap_cv", "payment_sharing"}
+    assert all(t["organic_fpr"] <= 1e-4 for t in at_ceiling["all"])
+    assert found["easy"] == (at_ceiling["best_feature"]["recall"] >= 0.5)
+    assert "### One-feature oracle" in (out / "results.md").read_text()
+
+
 def test_the_markdown_section_replaces_only_the_detection_block_of_the_docs(bench):
     _, out, docs, _ = bench
     text = docs.read_text()

@@ -69,15 +69,10 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     ``lookup(name, arrow_table)`` makes a small Python-side table usable next to ``exchanges``
     on its engine (engine.py); by default an Ibis memtable, which suits DuckDB.
     """
-    lookup = lookup or (lambda name, table: ibis.memtable(table))
+    lookup = lookup or _memtable
     params = params or linkage.LinkageParams()
     cparams = camp.CampaignParams(min_members=policy.campaign.min_members)
-    if as_of is None:
-        last = exchanges.timestamp.max().to_pyarrow().as_py()
-        as_of = (last or datetime(2000, 1, 1, tzinfo=timezone.utc))
-        as_of = as_of.replace(microsecond=0) + (datetime(2000, 1, 1, 0, 0, 1) - datetime(2000, 1, 1))
-    if as_of.tzinfo is None:
-        as_of = as_of.replace(tzinfo=timezone.utc)
+    as_of = _as_of(exchanges, as_of)
     clock = _Clock()
     ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
 
@@ -86,18 +81,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         ips = enrich.ip_table(pairs.select("client_ip").distinct().to_pyarrow().column(0))
         labelled = features.label_ips(pairs, lookup("dg_ips", ips))
         clock.lap("ip_labels")
-        sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
-        clock.lap("prompt_sample")
-        text, scaffold = enrich.prompt_fingerprints(sample, params.scaffold_min_uses, params.scaffold_min_share)
-        del sample
-        clock.lap("prompt_fingerprints")
-
-        # each part on its own, then the small results joined (features.feature_parts)
-        parts = {name: lookup(f"dg_features_{name}", part.to_pyarrow())
-                 for name, part in features.feature_parts(ex, labelled).items()}
-        feats = features.combine_features(parts, as_of).to_pyarrow()
-        feats = _join_text(feats, text).sort_by("account_id")
-        clock.lap("features")
+        feats, scaffold = _features(ex, labelled, as_of, params, lookup, clock)
         signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
         suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(),
                                 suspicion.column("suspicion").to_pylist()))
@@ -135,6 +119,52 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie)
+
+
+def account_table(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
+                  lookup: Lookup | None = None) -> tuple[pa.Table, pa.Table]:
+    """The scan's per-account feature table (what the signals judge) and each account's
+    (account_id, client_ip, subnet, n) addresses, without the linkage: for analyses that judge
+    the features themselves, such as the benchmark's one-feature oracle (bench.oracle)."""
+    lookup = lookup or _memtable
+    as_of = _as_of(exchanges, as_of)
+    ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
+    with features.ip_pairs(ex).cache() as pairs:
+        ips = enrich.ip_table(pairs.select("client_ip").distinct().to_pyarrow().column(0))
+        labelled = features.label_ips(pairs, lookup("dg_ips", ips))
+        feats, _ = _features(ex, labelled, as_of, linkage.LinkageParams(), lookup, _Clock())
+        addresses = labelled.select("account_id", "client_ip", "subnet", "n").to_pyarrow()
+    return feats, addresses
+
+
+def _memtable(name: str, table: pa.Table) -> ir.Table:
+    return ibis.memtable(table)
+
+
+def _as_of(exchanges: ir.Table, as_of: datetime | None) -> datetime:
+    """``as_of`` in UTC; by default one second after the last exchange, at whole seconds."""
+    if as_of is None:
+        last = exchanges.timestamp.max().to_pyarrow().as_py()
+        as_of = (last or datetime(2000, 1, 1, tzinfo=timezone.utc))
+        as_of = as_of.replace(microsecond=0) + (datetime(2000, 1, 1, 0, 0, 1) - datetime(2000, 1, 1))
+    return as_of.replace(tzinfo=timezone.utc) if as_of.tzinfo is None else as_of
+
+
+def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage.LinkageParams,
+              lookup: Lookup, clock: "_Clock") -> tuple[pa.Table, pa.Table]:
+    """(per-account features with the prompt-text features, habitual scaffold keys)."""
+    sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
+    clock.lap("prompt_sample")
+    text, scaffold = enrich.prompt_fingerprints(sample, params.scaffold_min_uses, params.scaffold_min_share)
+    del sample
+    clock.lap("prompt_fingerprints")
+    # each part on its own, then the small results joined (features.feature_parts)
+    parts = {name: lookup(f"dg_features_{name}", part.to_pyarrow())
+             for name, part in features.feature_parts(ex, labelled).items()}
+    feats = features.combine_features(parts, as_of).to_pyarrow()
+    feats = _join_text(feats, text).sort_by("account_id")
+    clock.lap("features")
+    return feats, scaffold
 
 
 class _Clock:

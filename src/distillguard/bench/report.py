@@ -105,8 +105,39 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
                 f"| {scenario} | {detector} | {_count(outcome['exchanges'])} | {_num(fit['seconds'])} | "
                 f"{_num(detect['seconds'])} | {_num(detect['peak_rss_mb'], '.0f')} | {replay.get('mode', '–')} | "
                 f"{replay.get('steps', '–')} | {_num(rc.get('seconds'))} | {_num(rc.get('peak_rss_mb'), '.0f')} |")
+    lines += _oracle(results)
     lines += _floors(results)
     return "\n".join(lines) + "\n"
+
+
+def _oracle(results: dict[str, Any]) -> list[str]:
+    """The one-feature oracle beside the detectors' recall (bench.oracle)."""
+    scenarios = {s: o["oracle"] for s, o in results["scenarios"].items() if o.get("oracle")}
+    if not scenarios:
+        return []
+    lines = ["", "### One-feature oracle", "",
+             "Best single threshold per scenario, tuned with the labels (either direction) so that at most the "
+             "ceiling's share of organic accounts is flagged; the sharing rules flag accounts sharing a card or "
+             "a subnet with at least K others (best K). *Easy*: one feature alone catches half the campaign "
+             "accounts at the 0.01% ceiling.", "",
+             "| scenario | best feature at 0.01% | recall | best feature at 0.1% | recall | sharing rule at 0.01% "
+             "| recall | easy | detectors' throttle+ recall |",
+             "|---|---|---:|---|---:|---|---:|---|---|"]
+    for scenario, o in scenarios.items():
+        cells = []
+        for ceiling, key in (("0.0001", "best_feature"), ("0.001", "best_feature"), ("0.0001", "best_sharing_rule")):
+            best = (o["ceilings"].get(ceiling) or {}).get(key)
+            if best is None:
+                cells += ["–", "–"]
+                continue
+            op = ">" if best["direction"] == "above" else "<"
+            threshold = "any" if best["threshold"] is None else f"{best['threshold']:.4g}"
+            cells += [f"`{best['feature']}` {op} {threshold}", _pct(best["recall"])]
+        detectors = ", ".join(f"{d} {_pct(r['accounts']['throttle']['recall'])}"
+                              for d, r in results["scenarios"][scenario]["detectors"].items())
+        easy = {True: "yes", False: "no", None: "–"}[o.get("easy")]
+        lines.append(f"| {scenario} | " + " | ".join(cells) + f" | {easy} | {detectors} |")
+    return lines
 
 
 def _floors(results: dict[str, Any]) -> list[str]:

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard import __version__
-from distillguard.bench import floors, metrics, plots, report
+from distillguard.bench import floors, metrics, oracle, plots, report
 from distillguard.bench.cost import measured
 from distillguard.bench.prepare import Prepared, prepare
 from distillguard.bench.registry import BASELINES, DETECTORS, build
@@ -192,6 +192,9 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
             }
             result["cost"]["replay"] = result["replay"]["cost"]
         outcome["detectors"][detector.name] = result
+    if outcome["campaigns"]:
+        say(f"{prepared.scenario}: one-feature oracle")
+        outcome["oracle"] = oracle.evaluate(oracle.scenario_table(store), labels)
     return outcome
 
 
