@@ -19,9 +19,9 @@ is being prepared); run it on a quiet machine and keep ``bench-full/cache`` for 
 Detectors without a one-pass ``replay`` run ``detect`` once per replay step (176 steps for
 alibaba-2026), so their replay cost is what to watch.
 
-A scenario's result is a dictionary of sections (``detectors`` today); an analysis that is not
-a detector, such as the one-feature oracle of issue 5, adds its own section beside it and can
-score its flags with the same metrics functions.
+A scenario's result is a dictionary of sections: ``detectors``, and ``oracle`` (bench.oracle:
+the best single-feature threshold and the card- and subnet-sharing rules, tuned with the labels,
+beside the detectors, so that a scenario one feature alone gives away is marked easy).
 """
 
 from __future__ import annotations
