@@ -357,3 +357,24 @@ def test_organic_hard_negatives_share_cards_and_addresses_like_a_campaign_cell(b
     office = table.filter(pc.equal(table["persona"], "office")).select(["account_id", "payment_fingerprint"])
     cards = office.drop_null().group_by("payment_fingerprint").aggregate([("account_id", "count_distinct")])
     assert pc.max(cards["account_id_count_distinct"]).as_py() >= 5  # a corporate card
+
+
+def _busiest_eight_hours_share(out) -> float:
+    ex = pq.read_table(out / "exchanges.parquet", columns=["account_id", "timestamp"])
+    labels = pq.read_table(out / "labels.parquet", columns=["account_id", "role"]).to_pylist()
+    campaign = {r["account_id"] for r in labels if r["role"] != "organic"}
+    hours = [t.hour for a, t in zip(ex.column("account_id").to_pylist(), ex.column("timestamp").to_pylist())
+             if a in campaign]
+    counts = [hours.count(h) for h in range(24)]
+    return max(sum(counts[(h + i) % 24] for i in range(8)) for h in range(24)) / len(hours)
+
+
+def test_adaptive_accounts_keep_the_local_time_of_their_region_not_the_operators_clock(tmp_path):
+    simulate("adaptive-2026", scale=0.004, seed=3, out_dir=tmp_path / "local")
+    one_clock = tmp_path / "one-clock.yaml"
+    one_clock.write_text("name: one-clock\nbase: adaptive-2026\n"
+                         "campaigns:\n  alibaba-2026:\n    account_local_time: false\n")
+    simulate(str(one_clock), scale=0.004, seed=3, out_dir=tmp_path / "operator")
+    # an office rhythm on one clock crowds the working hours of one time zone; spread over the
+    # regions' zones, the same rhythm covers the UTC day far more evenly
+    assert _busiest_eight_hours_share(tmp_path / "local") < _busiest_eight_hours_share(tmp_path / "operator") - 0.1

@@ -16,7 +16,8 @@ import numpy as np
 
 from distillguard.simulate.corpora import PIECES, TextTable
 from distillguard.simulate.keys import mix, unit
-from distillguard.simulate.organic import DAY_US, HOUR_US, OrganicPopulation, TurnIndex, micros, organic_content
+from distillguard.simulate.organic import (
+    DAY_US, HOUR_US, OrganicPopulation, TurnIndex, region_offsets, micros, organic_content)
 from distillguard.simulate.population import (
     NEVER,
     Accounts,
@@ -165,7 +166,8 @@ class CampaignPopulation:
         accounts = Accounts(
             ordinal=ordinal, key=keys, group=group, group_key=group_key, home_key=keys,
             site=np.full(n, -1, np.int32),
-            region=region, utc_offset=np.full(n, spec.operator_utc_offset_minutes, np.int32),
+            region=region, utc_offset=(region_offsets(region_names, region, keys) if spec.account_local_time
+                                       else np.full(n, spec.operator_utc_offset_minutes, np.int32)),
             nat_addresses=np.full(n, spec.network.pool_size, np.int32), via_cloud=np.zeros(n, bool),
             active_start=start, active_end=end, created_at=created, exchanges=exchanges.astype(np.int64),
             adopt_at=adopt_at, adopt_share=adopt_share, flavour=primary.astype(np.int32), local_rank=rank,

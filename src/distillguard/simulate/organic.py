@@ -55,7 +55,7 @@ class TurnIndex:
     count: np.ndarray
 
 
-def _region_offsets(region_names: list[str], region: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def region_offsets(region_names: list[str], region: np.ndarray, keys: np.ndarray) -> np.ndarray:
     offsets = np.zeros(len(region), dtype=np.int32)
     for r, name in enumerate(region_names):
         rows = np.flatnonzero(region == r)
@@ -90,7 +90,7 @@ class OrganicPopulation:
         region_names = list(network.REGIONS)
         pick_names, pick = weighted_by_key(mix(keys, 402), spec.regions)
         region = np.array([region_names.index(r) for r in pick_names], dtype=np.int32)[pick]
-        offsets = _region_offsets(region_names, region, keys)
+        offsets = region_offsets(region_names, region, keys)
         group = np.full(n, -1, dtype=np.int64)
         site = np.full(n, -1, dtype=np.int32)
         nat = np.ones(n, dtype=np.int32)
@@ -144,7 +144,7 @@ class OrganicPopulation:
         g_site = np.full(n_groups, -1, dtype=np.int32)
         pick_names, pick = weighted_by_key(mix(gkeys, 407), region_weights)
         g_region[:] = np.array([region_names.index(r) for r in pick_names], dtype=np.int32)[pick]
-        g_offset[:] = _region_offsets(region_names, g_region, gkeys)
+        g_offset[:] = region_offsets(region_names, g_region, gkeys)
         custom = custom_domains(gkeys)
         for i in range(n_groups):
             if kind == "university":

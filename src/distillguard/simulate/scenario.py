@@ -431,6 +431,9 @@ class Campaign(_Spec):
     accounts: int = Field(ge=0, description="accounts at scale 1.0")
     window: Window
     operator_utc_offset_minutes: int = Field(480, ge=-720, le=840, description="the operators' clock")
+    account_local_time: bool = Field(
+        False, description="each account keeps its claimed region's local time (as organic users do) instead of "
+                           "the operators' clock: adaptive operators schedule like their personas")
     regions: Weights = Field({"us": 1.0}, description="regions the accounts claim (e-mail, billing)")
     lifetime_days: MedianSpread = Field(
         MedianSpread(median=10, sigma=0.6), description="time an account is used before it is dropped")
