@@ -255,7 +255,7 @@ def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa
                  for name, pattern in _AREA_PATTERNS.items()}
         flags = ",\n".join(f"{test} AS {name}" for name, test in areas.items())
         shares = ",\n".join(f"avg({name}::DOUBLE) AS {name}_share" for name in areas)
-        con.execute(f"""
+        con.execute("""
             CREATE TEMP VIEW low AS
             SELECT account_id, prompt, lower(prompt) AS low FROM sample""")
         per_account = con.execute(f"""

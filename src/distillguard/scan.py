@@ -151,7 +151,7 @@ def _as_of(exchanges: ir.Table, as_of: datetime | None) -> datetime:
 
 
 def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage.LinkageParams,
-              lookup: Lookup, clock: "_Clock") -> tuple[pa.Table, pa.Table]:
+              lookup: Lookup, clock: _Clock) -> tuple[pa.Table, pa.Table]:
     """(per-account features with the prompt-text features, habitual scaffold keys)."""
     sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
     clock.lap("prompt_sample")
