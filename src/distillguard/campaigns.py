@@ -68,7 +68,7 @@ NO_TIE = Tie(0.0, 0, 0)
 
 
 def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_cap: int = 16) -> ir.Table:
-    """(account_id, evidence, keys, families, reach): what ties each clustered account to its cluster.
+    """(account_id, evidence, families, reach): what ties each clustered account to its cluster.
 
     ``held`` is linkage.ranked (kind, key, account_id, idf); ``members`` is (account_id, cluster).
     Each key counts once, at its kind's weight times its rarity (idf), and only if at least
@@ -95,7 +95,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     kind_weight = ibis.cases(*((tied.kind == k, e.weight) for k, e in EVIDENCE.items()), else_=0.0)
     family = ibis.cases(*((tied.kind == k, e.family) for k, e in EVIDENCE.items()), else_="other")
     per_account = tied.group_by("account_id").aggregate(
-        evidence=(kind_weight * tied.idf).sum(), keys=tied.count(), families=family.nunique(),
+        evidence=(kind_weight * tied.idf).sum(), families=family.nunique(),
         wide=ibis.least(tied.holders_in.max() - 1, reach_cap))
     small = tied.filter(tied.holders_in <= reach_cap).select("cluster", "kind", "key", "account_id")
     other = small.select("cluster", "kind", "key", peer="account_id")
@@ -103,7 +103,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     peers = peers.filter(peers.account_id != peers.peer)
     narrow = peers.group_by("account_id").aggregate(narrow=peers.peer.nunique())
     joined = per_account.left_join(narrow, "account_id")
-    return joined.select("account_id", "evidence", "keys", "families",
+    return joined.select("account_id", "evidence", "families",
                          reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)))
 
 
@@ -111,6 +111,14 @@ def ties(evidence: pa.Table) -> dict[str, Tie]:
     """:func:`member_evidence`, collected, as account -> Tie."""
     return {a: Tie(e, f, r) for a, e, f, r in zip(*(evidence.column(k).to_pylist()
                                                    for k in ("account_id", "evidence", "families", "reach")))}
+
+
+def campaign_sized(membership: dict[str, int], min_members: int) -> dict[str, int]:
+    """The accounts of clusters with at least ``min_members`` accounts (the only ones that can be campaigns)."""
+    sizes: dict[int, int] = {}
+    for c in membership.values():
+        sizes[c] = sizes.get(c, 0) + 1
+    return {a: c for a, c in membership.items() if sizes[c] >= min_members}
 
 
 def admitted(membership: dict[str, int], tie: dict[str, Tie], params: CampaignParams) -> dict[str, int]:
@@ -123,12 +131,11 @@ def admitted(membership: dict[str, int], tie: dict[str, Tie], params: CampaignPa
 def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, Tie],
                    suspicion: dict[str, float], prompt_stats: dict[int, tuple[int, int]],
                    params: CampaignParams) -> list[dict]:
-    """One dict per cluster with at least ``min_members`` admitted members: members, sub-scores, score.
+    """One dict per cluster with at least ``min_members`` members: members, sub-scores, score.
 
-    ``tie`` is :func:`ties`.
+    ``membership`` holds the admitted members only (:func:`admitted`); ``tie`` is :func:`ties`.
     """
     kinds = list(EVIDENCE)
-    membership = admitted(membership, tie, params)
     members: dict[int, list[str]] = {}
     for account, c in membership.items():
         members.setdefault(c, []).append(account)

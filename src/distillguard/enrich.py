@@ -238,18 +238,13 @@ def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa
     and :func:`scaffold_keys`, which tests check); it reads at most
     SAMPLE_PROMPTS prompts per account, which bounds the cost by accounts, not by exchanges.
     """
-    import tempfile
+    from distillguard.store import Store
 
-    import duckdb
-
-    spill = tempfile.TemporaryDirectory(prefix="distillguard-fingerprints-")
-    con = duckdb.connect()
+    # a throwaway store: it spills into its own temporary directory beyond the memory limit
+    store = Store(":memory:", memory_limit="4GB")
+    con = store.con
     try:
         con.execute("SET threads TO 2")
-        # spills beyond it, into a private directory (an in-memory DuckDB would use ./.tmp)
-        con.execute("SET memory_limit='4GB'")
-        con.execute(f"SET temp_directory='{spill.name}'")
-        con.execute("SET enable_progress_bar=false")
         con.register("sample", sample)
         areas = {name: f"len(list_distinct(regexp_extract_all(low, '{pattern}', 1))) >= {_MIN_HITS[name]}"
                  for name, pattern in _AREA_PATTERNS.items()}
@@ -295,6 +290,5 @@ def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa
             WHERE uses >= {int(min_uses)} AND uses >= {float(min_share)} * n_prompts
             ORDER BY account_id, key""").to_arrow_table()
     finally:
-        con.close()
-        spill.cleanup()
+        store.close()
     return per_account, keys

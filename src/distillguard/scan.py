@@ -78,8 +78,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
 
     # each account's addresses, materialised: features and linkage both read them
     with features.ip_pairs(ex).cache() as pairs:
-        ips = enrich.ip_table(pairs.select("client_ip").distinct().to_pyarrow().column(0))
-        labelled = features.label_ips(pairs, lookup("dg_ips", ips))
+        labelled = _labelled(pairs, lookup)
         clock.lap("ip_labels")
         feats, scaffold = _features(ex, labelled, as_of, params, lookup, clock)
         signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
@@ -99,10 +98,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             membership = camp.cluster(edges, cparams)
             clock.lap("clustering")
             # clusters smaller than a campaign cannot have members reaching one (campaigns.admitted)
-            sizes: dict[int, int] = {}
-            for c in membership.values():
-                sizes[c] = sizes.get(c, 0) + 1
-            big = {a: c for a, c in membership.items() if sizes[c] >= cparams.min_members}
+            big = camp.campaign_sized(membership, cparams.min_members)
             members = lookup("dg_members", pa.table({"account_id": pa.array(list(big), pa.string()),
                                                      "cluster": pa.array(list(big.values()), pa.int64())}))
             # reach is only ever compared with min_members - 1: counting further costs a larger self-join
@@ -110,9 +106,10 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                             reach_cap=cparams.min_members - 1).to_pyarrow()
     tie = camp.ties(evidence)
     clock.lap("member_evidence")
-    prompt_stats = _prompt_stats(ex, camp.admitted(membership, tie, cparams), cparams.min_members, lookup)
+    members_in = camp.campaign_sized(camp.admitted(membership, tie, cparams), cparams.min_members)
+    prompt_stats = _prompt_stats(ex, members_in, lookup)
     clock.lap("prompt_stats")
-    clusters = camp.score_clusters(edges, membership, tie, suspicion_of, prompt_stats, cparams)
+    clusters = camp.score_clusters(edges, members_in, tie, suspicion_of, prompt_stats, cparams)
     campaigns = _campaigns(clusters, edges, feats, policy)
     clock.lap("campaigns")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, campaigns, policy, as_of)
@@ -130,11 +127,16 @@ def account_table(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     as_of = _as_of(exchanges, as_of)
     ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
     with features.ip_pairs(ex).cache() as pairs:
-        ips = enrich.ip_table(pairs.select("client_ip").distinct().to_pyarrow().column(0))
-        labelled = features.label_ips(pairs, lookup("dg_ips", ips))
+        labelled = _labelled(pairs, lookup)
         feats, _ = _features(ex, labelled, as_of, linkage.LinkageParams(), lookup, _Clock())
         addresses = labelled.select("account_id", "client_ip", "subnet", "n").to_pyarrow()
     return feats, addresses
+
+
+def _labelled(pairs: ir.Table, lookup: Lookup) -> ir.Table:
+    """features.label_ips of the (account, IP) pairs: labels computed once per distinct IP."""
+    ips = enrich.ip_table(pairs.select("client_ip").distinct().to_pyarrow().column(0))
+    return features.label_ips(pairs, lookup("dg_ips", ips))
 
 
 def _memtable(name: str, table: pa.Table) -> ir.Table:
@@ -211,21 +213,17 @@ def _join_text(feats: pa.Table, text: pa.Table) -> pa.Table:
     return joined
 
 
-def _prompt_stats(ex: ir.Table, membership: dict[str, int], min_members: int,
-                  lookup: Lookup) -> dict[int, tuple[int, int]]:
-    """cluster -> (exchanges, distinct prompts) of its admitted members, for clusters big enough to score.
+def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> dict[int, tuple[int, int]]:
+    """cluster -> (exchanges, distinct prompts) of the members in ``membership`` (the admitted
+    members of clusters big enough to score).
 
     Exact, over every exchange: a sample would hide what tells benchmark runners from a sweep,
     that they send the same items again and again.
     """
-    sizes: dict[int, int] = {}
-    for c in membership.values():
-        sizes[c] = sizes.get(c, 0) + 1
-    scored = {a: c for a, c in membership.items() if sizes[c] >= min_members}
-    if not scored:
+    if not membership:
         return {}
-    members = lookup("dg_scored", pa.table({"account_id": list(scored),
-                                             "cluster": pa.array(list(scored.values()), pa.int64())}))
+    members = lookup("dg_scored", pa.table({"account_id": list(membership),
+                                             "cluster": pa.array(list(membership.values()), pa.int64())}))
     joined = ex.join(members, "account_id")
     stats = joined.group_by("cluster").aggregate(n=joined.count(), distinct=joined.prompt.nunique()).to_pyarrow()
     return {c: (n, d) for c, n, d in zip(*(stats.column(k).to_pylist() for k in ("cluster", "n", "distinct")))}
