@@ -138,3 +138,33 @@ def test_replay_steps_in_parallel_workers_flag_what_one_process_flags(tmp_path_f
     assert (serial.mode, parallel.mode, serial.workers, parallel.workers) == ("per_step", "per_step", 1, 2)
     assert serial.flags.num_rows > 0
     assert parallel.flags.sort_by("account_id").equals(serial.flags.sort_by("account_id"))
+
+
+def test_between_scans_new_recruits_inherit_their_campaigns_action(tmp_path_factory):
+    """The replay credits the scan with what the gateway does between scans (inherit.py): only
+    campaign accounts inherit, and the campaign obtains less than with the scans alone."""
+    from datetime import timedelta
+
+    import pyarrow.compute as pc
+
+    from distillguard.bench import metrics
+    from distillguard.bench.prepare import prepare
+    from distillguard.bench.replay import campaign_traffic, campaign_window, grid, replay
+    from distillguard.detector import DistillguardDetector
+
+    prepared = prepare("alibaba-2026", TINY, 11, shared_cache(tmp_path_factory))
+    labels = prepared.labels
+    with prepared.open(read_only=True) as store:
+        window = campaign_window(store, labels, prepared.relayed)
+        # three days in the campaign's second week: cells found, fresh recruits still arriving
+        as_ofs = grid(*window, timedelta(hours=6))[24:36]
+        run = replay(DistillguardDetector(), store, as_ofs)
+        leaked = {name: metrics.leakage(campaign_traffic(store, labels, prepared.relayed, as_ofs, flags),
+                                        flags, TINY)["alibaba-2026"]["leaked_exchanges"]
+                  for name, flags in (("inheriting", run.flags), ("scans_only", run.scans_only))}
+    campaign = labels.filter(labels["campaign_id"].is_valid())["account_id"]
+    inherited = run.inherited["account_id"]
+    assert len(inherited) > 0 and pc.all(pc.is_in(inherited, value_set=campaign)).as_py()
+    assert all(r.startswith("new account inherits throttle from campaign-") for r in
+               (reasons[0] for reasons in run.inherited["reasons"].to_pylist()))
+    assert leaked["inheriting"] < leaked["scans_only"]

@@ -79,7 +79,7 @@ def test_outputs_are_written_and_kept_in_the_store(scanned):
     store, result, _, out = scanned
     files = scan.write_outputs(result, out)
     assert {p.name for p in files.values()} == {"verdicts.parquet", "verdicts.csv", "campaigns.parquet",
-                                                "campaigns.json", "signals.parquet"}
+                                                "campaigns.json", "signals.parquet", "indicators.parquet"}
     campaigns = json.loads((out / "campaigns.json").read_text())
     assert campaigns and {"campaign_id", "members", "exchanges", "output_tokens", "first_seen", "last_seen",
                           "score", "indicators", "capability_mix"} <= set(campaigns[0])
@@ -87,6 +87,7 @@ def test_outputs_are_written_and_kept_in_the_store(scanned):
     scan.store_result(store, result)  # the same scan twice replaces, never duplicates
     n = store.con.execute("SELECT count(*) FROM verdicts").fetchone()[0]
     assert n == result.verdicts.num_rows
+    assert store.con.execute("SELECT count(*) FROM indicators").fetchone()[0] == result.indicators.num_rows
 
 
 def test_signals_table_has_value_threshold_and_fired(scanned):

@@ -12,7 +12,7 @@ from datetime import datetime
 import pyarrow as pa
 
 from distillguard.engine import exchanges
-from distillguard.policy import Policy
+from distillguard.policy import Inheritance, Policy
 from distillguard.scan import scan
 from distillguard.store import Store
 
@@ -28,6 +28,16 @@ class DistillguardDetector:
     def fit(self, reference: Store) -> "DistillguardDetector":
         return self
 
+    @property
+    def inheritance(self) -> Inheritance:
+        """How new accounts inherit a campaign's action between scans (the replay models it)."""
+        return self.policy.inherit
+
     def detect(self, store: Store, as_of: datetime | None = None) -> pa.Table:
+        return self.judge(store, as_of)[0]
+
+    def judge(self, store: Store, as_of: datetime | None = None) -> tuple[pa.Table, pa.Table]:
+        """(verdicts, campaign indicators) of one scan (bench.replay.Inheriting)."""
         _, table, lookup = exchanges(store, self.engine)
-        return scan(table, as_of, self.policy, lookup=lookup).verdicts
+        result = scan(table, as_of, self.policy, lookup=lookup)
+        return result.verdicts, result.indicators

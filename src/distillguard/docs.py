@@ -1,6 +1,6 @@
 """docs/signals.md, generated from the declared signals and evidence kinds (so they cannot drift)."""
 
-from distillguard import linkage, signals
+from distillguard import inherit, linkage, signals
 
 _INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `src/distillguard/signals.py` and `src/distillguard/linkage.py`\n(`python -m distillguard.docs`); a test keeps this file in step with the code.\n\n## Per-account signals\n\nNo signal acts alone. Each fired signal adds its weight to the account's *suspicion* (weighted\nshare of fired signals, 0..1). A lone account is at most *monitored* (suspicion >= the policy's\n`account_monitor`); throttling and stronger actions need membership of a scored campaign.\n\n"
 
@@ -27,9 +27,26 @@ _CAMPAIGN = (
 )
 
 
+_INHERIT = (
+    "\n## Inheritance between scans\n\n"
+    "Campaigns keep recruiting fresh accounts, and a scan judges an account only once it has traffic.\n"
+    "Each scan therefore exports, per campaign throttled or stronger, its *indicators* (`indicators.parquet`,\n"
+    "table `indicators` in the store): keys of the kinds "
+    + ", ".join(f"`{k}`" for k in inherit.KINDS) + " that at least\n"
+    "`inherit.min_holders` (3) of its throttled members hold and that no other account of the lookback\n"
+    "holds. A *new* account (first seen at most `inherit.new_account_hours`, 72, before the request)\n"
+    "inherits the campaign's action, capped at `inherit.action` (throttle), from the request that\n"
+    "completes the evidence: the campaign's card alone, or keys from `inherit.min_families` (2)\n"
+    "independent families (account: sign-up burst; network: IP, subnet; client: system prompt, scaffold\n"
+    "n-gram). A residential neighbour of a proxy exit (network only) or a user who pasted a campaign's\n"
+    "framing (client only) is not enough. The gateway applies this per request; the benchmark's replay\n"
+    "models it (inherit.py, bench/replay.py).\n"
+)
+
+
 def signals_markdown() -> str:
     return (_INTRO + signals.markdown() + "\n## Linkage evidence (account pairs)\n\n" + _LINKAGE
-            + linkage.markdown() + "\n## Campaign score" + _CAMPAIGN)
+            + linkage.markdown() + "\n## Campaign score" + _CAMPAIGN + _INHERIT)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -92,7 +92,9 @@ def account_keys(ex: ir.Table, ips: ir.Table, scaffold: ir.Table, params: Linkag
         signup = combos.filter(combos.account_created_at.notnull() & combos.email_domain.notnull())
         parts.append(signup.select("account_id", kind=ibis.literal("signup_burst"),
                                    key=signup.email_domain.lower() + "@"
-                                   + signup.account_created_at.truncate("h").cast("string")))
+                                   # written out, not cast: the same text on every engine and in
+                                   # inherit.signup_burst_key, which the gateway computes per request
+                                   + signup.account_created_at.truncate("h").strftime("%Y-%m-%d %H")))
     if "scaffold" in wanted:
         # habitual scaffold n-grams, found in each account's prompt sample (enrich.prompt_fingerprints)
         parts.append(scaffold.select("account_id", kind=ibis.literal("scaffold"), key=scaffold.key))

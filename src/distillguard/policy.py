@@ -9,6 +9,7 @@ on beyond monitoring.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,6 +38,18 @@ class CampaignThresholds(BaseModel):
         return self
 
 
+class Inheritance(BaseModel):
+    """How a new account inherits a throttled campaign's action between scans (inherit.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    action: Literal["monitor", "throttle", "fallback", "block"] = Field(
+        "throttle", description="the most a new account inherits; the next scan judges it on its own evidence")
+    min_holders: int = Field(3, ge=2, description="throttled members that must hold a key for it to be an indicator")
+    min_families: int = Field(2, ge=1, description="independent families of matched keys needed, the card aside")
+    new_account_hours: float = Field(72.0, gt=0, description="an account first seen this recently is new")
+
+
 class Policy(BaseModel):
     """What ``scan`` (and later the gateway) does with scores. Every field has a safe default."""
 
@@ -47,6 +60,7 @@ class Policy(BaseModel):
     signal_thresholds: dict[str, float] = Field(default_factory=dict)
     allowlist_organizations: list[str] = Field(default_factory=list)
     lookback_days: float = Field(30.0, gt=0)
+    inherit: Inheritance = Inheritance()
 
     @model_validator(mode="after")
     def _known_signals(self) -> "Policy":

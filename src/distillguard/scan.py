@@ -25,7 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from distillguard import campaigns as camp
-from distillguard import enrich, features, linkage, signals
+from distillguard import enrich, features, inherit, linkage, signals
 from distillguard.enrich import CAPABILITIES
 from distillguard.policy import Policy
 from distillguard.verdicts import VERDICT_SCHEMA
@@ -41,6 +41,8 @@ class ScanResult:
     features: pa.Table
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
     ties: dict[str, camp.Tie] = field(default_factory=dict)  # clustered account -> what ties it to its cluster
+    # keys only a throttled campaign's members hold, for new accounts to inherit its action (inherit.py)
+    indicators: pa.Table = field(default_factory=inherit.INDICATOR_SCHEMA.empty_table)
 
     def summary(self) -> dict:
         actions = pc.value_counts(self.verdicts.column("action")).to_pylist() if self.verdicts.num_rows else []
@@ -104,6 +106,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             # reach is only ever compared with min_members - 1: counting further costs a larger self-join
             evidence = camp.member_evidence(held, members, cparams.min_key_support,
                                             reach_cap=cparams.min_members - 1).to_pyarrow()
+            candidates = (inherit.candidate_keys(held, members, policy.inherit.min_holders).to_pyarrow()
+                          if policy.inherit.enabled and big else None)
     tie = camp.ties(evidence)
     clock.lap("member_evidence")
     members_in = camp.campaign_sized(camp.admitted(membership, tie, cparams), cparams.min_members)
@@ -115,7 +119,10 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, campaigns, policy, as_of)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
-    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie)
+    indicators = inherit.indicators(candidates, verdicts) if candidates is not None \
+        else inherit.INDICATOR_SCHEMA.empty_table()
+    clock.lap("indicators")
+    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie, indicators)
 
 
 def account_table(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
@@ -334,11 +341,12 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
 
 
 def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
-    """verdicts.parquet/.csv, campaigns.parquet/.json, signals.parquet under ``out``."""
+    """verdicts.parquet/.csv, campaigns.parquet/.json, signals.parquet, indicators.parquet under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"verdicts.parquet": out / "verdicts.parquet", "verdicts.csv": out / "verdicts.csv",
              "campaigns.parquet": out / "campaigns.parquet", "campaigns.json": out / "campaigns.json",
-             "signals.parquet": out / "signals.parquet"}
+             "signals.parquet": out / "signals.parquet", "indicators.parquet": out / "indicators.parquet"}
+    pq.write_table(result.indicators, files["indicators.parquet"])
     pq.write_table(result.verdicts, files["verdicts.parquet"])
     flat = result.verdicts.set_column(4, "reasons", pa.array(
         [" | ".join(r or []) for r in result.verdicts.column("reasons").to_pylist()], pa.string()))
@@ -368,9 +376,12 @@ def store_result(store, result: ScanResult) -> None:
         "detail": pa.array([json.dumps(c, default=str) for c in result.campaigns], pa.string()),
     })
     signal_rows = result.signals.append_column("scan_id", pa.array([scan_id] * result.signals.num_rows, pa.string()))
+    indicator_rows = result.indicators.append_column(
+        "scan_id", pa.array([scan_id] * result.indicators.num_rows, pa.string()))
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, table in (("verdicts", verdicts), ("campaigns", campaigns), ("signals", signal_rows)):
+        for name, table in (("verdicts", verdicts), ("campaigns", campaigns), ("signals", signal_rows),
+                            ("indicators", indicator_rows)):
             con.register("_scan_part", table)
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _scan_part LIMIT 0")
             con.execute(f"DELETE FROM {name} WHERE scan_id = ?", [scan_id])

@@ -138,20 +138,25 @@ def _flag_times(traffic: pa.Table, flags: pa.Table, level: str) -> pa.Array:
     return pc.take(flags[f"first_{level}"], where)
 
 
-def _leaked(traffic: pa.Table, flags: pa.Table) -> np.ndarray:
-    """Whether each traffic bin was obtained: its account was not yet throttled when it ended."""
+def _leaked(traffic: pa.Table, flags: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """Exchanges and output tokens of each traffic bin that were obtained: sent before the
+    account was stopped. Exact when the bins carry ``leaked_exchanges`` (replay.campaign_traffic
+    with flags); otherwise a bin counts whole when its account was not yet throttled when it ended."""
+    if "leaked_exchanges" in traffic.column_names:
+        return traffic["leaked_exchanges"].to_numpy(), traffic["leaked_output_tokens"].to_numpy()
     stop = _flag_times(traffic, flags, "throttle")
-    return pc.fill_null(pc.less_equal(traffic["as_of"], stop), True).to_numpy(zero_copy_only=False)
+    kept = pc.fill_null(pc.less_equal(traffic["as_of"], stop), True).to_numpy(zero_copy_only=False)
+    return np.where(kept, traffic["exchanges"].to_numpy(), 0), np.where(kept, traffic["output_tokens"].to_numpy(), 0)
 
 
 def leakage(traffic: pa.Table, flags: pa.Table, scale: float) -> dict[str, dict[str, Any]]:
     """Per campaign: time to first detection and what it obtained before being stopped.
 
-    An account throttled (or stronger) at a replay step is stopped from then on: its exchanges
-    in bins ending at or before that step leaked, later ones did not. ``*_full_scale`` divides
+    An account throttled (or stronger) at a replay step, or by inheritance at a request between
+    steps, is stopped from then on: the exchanges it sent before leaked, later ones did not. ``*_full_scale`` divides
     by the scenario's scale (the real Alibaba campaign obtained 28.8M exchanges).
     """
-    leaked = _leaked(traffic, flags)
+    leaked_x, leaked_t = _leaked(traffic, flags)
     campaign = np.array(traffic["campaign_id"].to_pylist(), dtype=object)
     exchanges = traffic["exchanges"].to_numpy()
     tokens = traffic["output_tokens"].to_numpy()
@@ -167,7 +172,7 @@ def leakage(traffic: pa.Table, flags: pa.Table, scale: float) -> dict[str, dict[
             result[f"first_{level}"] = _iso(first)
             result[f"ttd_{level}_hours"] = None if first is None else (first - start).total_seconds() / 3600
         total_x, total_t = int(exchanges[mine].sum()), int(tokens[mine].sum())
-        got_x, got_t = int(exchanges[mine & leaked].sum()), int(tokens[mine & leaked].sum())
+        got_x, got_t = int(leaked_x[mine].sum()), int(leaked_t[mine].sum())
         result.update({
             "exchanges": total_x, "output_tokens": total_t,
             "leaked_exchanges": got_x, "leaked_output_tokens": got_t,
@@ -183,12 +188,12 @@ def leakage_curve(traffic: pa.Table, flags: pa.Table | None) -> list[tuple[str, 
     (``flags`` None: with no defence at all)."""
     if traffic.num_rows == 0:
         return []
-    kept = _leaked(traffic, flags) if flags is not None else np.ones(traffic.num_rows, dtype=bool)
+    kept = _leaked(traffic, flags)[0] if flags is not None else traffic["exchanges"].to_numpy()
     steps = pc.unique(traffic["as_of"])
     steps = pc.take(steps, pc.array_sort_indices(steps))
     per_step = np.zeros(len(steps), dtype=np.int64)
     np.add.at(per_step, pc.index_in(traffic["as_of"], value_set=steps).to_numpy(),
-              np.where(kept, traffic["exchanges"].to_numpy(), 0))
+              kept)
     return [(_iso(t), int(v)) for t, v in zip(steps.to_pylist(), np.cumsum(per_step))]
 
 

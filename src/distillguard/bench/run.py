@@ -180,7 +180,14 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
             say(f"{prepared.scenario}: {detector.name} replaying {len(as_ofs)} steps")
             run = replay(detector, store, as_ofs, workers=workers, progress=lambda i, n, name=detector.name: (
                 say(f"{prepared.scenario}: {name} step {i}/{n}") if i % 20 == 0 else None))
-            leaks = metrics.leakage(traffic, run.flags, prepared.scale)
+            # exact per request: an inherited flag can fall between steps
+            stopped = campaign_traffic(store, labels, prepared.relayed, as_ofs, run.flags)
+            leaks = metrics.leakage(stopped, run.flags, prepared.scale)
+            if run.scans_only is not None:  # what inheritance between scans saved
+                alone = metrics.leakage(campaign_traffic(store, labels, prepared.relayed, as_ofs, run.scans_only),
+                                        run.scans_only, prepared.scale)
+                for cid, figures in leaks.items():
+                    figures["leaked_exchanges_share_scans_only"] = alone[cid]["leaked_exchanges_share"]
             result["replay"] = {
                 "mode": run.mode, "steps": run.steps, "workers": run.workers,
                 "cost": run.cost.as_dict() | {
@@ -188,7 +195,8 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
                     "slowest_step_seconds": run.slowest_step_seconds},
                 "campaigns": leaks,
                 "organic_flagged": metrics.organic_flagged(run.flags, labels),
-                "curve": metrics.leakage_curve(traffic, run.flags),
+                "curve": metrics.leakage_curve(stopped, run.flags),
+                "inherited": _inherited(run.inherited, labels),
             }
             result["cost"]["replay"] = result["replay"]["cost"]
         outcome["detectors"][detector.name] = result
@@ -196,6 +204,17 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
         say(f"{prepared.scenario}: one-feature oracle")
         outcome["oracle"] = oracle.evaluate(oracle.scenario_table(store), labels)
     return outcome
+
+
+def _inherited(rows: pa.Table | None, labels: pa.Table) -> dict[str, int] | None:
+    """Accounts stopped by inheritance between replay steps, campaign and organic (None: the
+    detector exports no indicators)."""
+    if rows is None:
+        return None
+    ids = pc.unique(rows["account_id"])
+    campaign = labels.filter(labels["campaign_id"].is_valid())["account_id"]
+    positive = int(pc.sum(pc.is_in(ids, value_set=campaign)).as_py() or 0)
+    return {"accounts": len(ids), "campaign": positive, "organic": len(ids) - positive}
 
 
 def _checked(verdicts: pa.Table, name: str) -> pa.Table:

@@ -1,0 +1,243 @@
+"""Inheritance: a new account that shows a known campaign's indicators takes its action at once.
+
+Campaigns keep recruiting fresh accounts. A scan every few hours judges an account only once
+it has traffic, so every new recruit would otherwise harvest freely until the next scan: in a
+replay of ``alibaba-2026`` with a scan every six hours that was 8% of the campaign's
+exchanges, each recruit's first session. The scan therefore exports each throttled campaign's
+*indicators*: keys (a card, a client IP, a /24 subnet, a system prompt, a scaffold n-gram)
+that only the campaign's throttled members hold, and that at least ``min_holders`` of them
+hold. The gateway (and the benchmark's replay, which models it) checks each new account's
+requests against them and applies the campaign's action, capped by the policy, from the
+request that completes the evidence.
+
+Conservative, as everything that acts without a scan:
+
+- only *pure* keys: held by no account of the lookback other than the campaign's throttled
+  members (a university NAT or a popular tool's system prompt is never one);
+- only *new* accounts (first seen at most ``new_account_hours`` before the request): the scan
+  judges the others on all their evidence;
+- the card alone suffices (a card used by a campaign's accounts and by nobody else); any
+  other evidence must come from two independent families (account: a sign-up burst, the same
+  e-mail domain in the same hour; network: IP or subnet; client: system prompt or scaffold
+  framing), so that a residential neighbour of a proxy exit or a
+  user who pasted a campaign's framing is not enough;
+- the inherited action is at most ``inherit.action`` (throttle by default); the next scan
+  judges the account on its own evidence.
+
+The keys are the ones linkage.account_keys computes, so an indicator reads as evidence: "the
+same card as 38 throttled accounts of campaign-…".
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Iterable
+
+import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distillguard import enrich
+from distillguard.linkage import EVIDENCE
+from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA
+
+#: the key kinds a single request can show, and the family each belongs to (linkage.EVIDENCE)
+KINDS: tuple[str, ...] = ("payment", "signup_burst", "ip", "subnet", "system_prompt", "scaffold")
+FAMILY: dict[str, str] = {k: EVIDENCE[k].family for k in KINDS}
+
+INDICATOR_SCHEMA = pa.schema([
+    ("campaign_id", pa.string()), ("action", pa.string()), ("kind", pa.string()), ("key", pa.string()),
+    ("holders", pa.int64()),
+])
+
+#: the per-request keys of exchanges (exchange_keys)
+KEY_SCHEMA = pa.schema([("row", pa.int64()), ("kind", pa.string()), ("key", pa.string())])
+
+
+def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int) -> ir.Table:
+    """(kind, key, account_id, holders) of keys of the inheritable kinds that only accounts of
+    campaign-sized clusters hold (``held``: linkage.ranked; ``members``: account_id, cluster).
+
+    The scan narrows these to the throttled members of one campaign once verdicts exist
+    (:func:`indicators`); this step runs on the engine, over the linkage keys it already holds.
+    """
+    rows = held.filter(held.kind.isin(list(KINDS)) & (held.holders >= min_holders))
+    rows = rows.select("kind", "key", "account_id", "holders").join(members, "account_id")
+    inside = rows.group_by(["kind", "key"]).aggregate(n_in=rows.count(), holders=rows.holders.max())
+    pure = inside.filter(inside.n_in == inside.holders).select("kind", "key")
+    return rows.join(pure, ["kind", "key"]).select("kind", "key", "account_id", "holders")
+
+
+def indicators(candidates: pa.Table, verdicts: pa.Table) -> pa.Table:
+    """INDICATOR_SCHEMA rows: keys all of whose holders are throttled (or stronger) members of
+    one campaign, with that campaign's action."""
+    stopped = verdicts.filter(pc.and_(pc.greater_equal(_severity(verdicts["action"]), SEVERITY["throttle"]),
+                                      verdicts["campaign_id"].is_valid()))
+    stopped = stopped.select(["account_id", "campaign_id", "action"])
+    if candidates.num_rows == 0 or stopped.num_rows == 0:
+        return INDICATOR_SCHEMA.empty_table()
+    joined = candidates.join(stopped, "account_id", join_type="left outer")
+    per_key = joined.group_by(["kind", "key"]).aggregate([
+        ("campaign_id", "count"), ("campaign_id", "count_distinct"), ("account_id", "count"),
+        ("holders", "max"), ("campaign_id", "min"), ("action", "min")])
+    # every holder stopped (count of non-null campaign ids == holders), all in one campaign
+    keep = pc.and_(pc.equal(per_key["campaign_id_count"], per_key["holders_max"]),
+                   pc.equal(per_key["campaign_id_count_distinct"], 1))
+    per_key = per_key.filter(keep)
+    # one action per campaign: the campaign's (scan._verdicts gives its members that action or monitor)
+    action = dict(zip(stopped["campaign_id"].to_pylist(), stopped["action"].to_pylist()))
+    out = pa.table({
+        "campaign_id": per_key["campaign_id_min"],
+        "action": pa.array([action[c] for c in per_key["campaign_id_min"].to_pylist()], pa.string()),
+        "kind": per_key["kind"], "key": per_key["key"], "holders": per_key["holders_max"].cast(pa.int64()),
+    }, schema=INDICATOR_SCHEMA)
+    return out.sort_by([("campaign_id", "ascending"), ("kind", "ascending"), ("key", "ascending")])
+
+
+def _severity(actions: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return pa.array([SEVERITY[a] for a in actions.to_pylist()], pa.int64())
+
+
+def system_prompt_key(text: str | None) -> str | None:
+    """The system-prompt key of one request, as linkage.account_keys normalises it."""
+    if not text:
+        return None
+    key = re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
+    return key or None
+
+
+def signup_burst_key(email_domain: str | None, account_created_at: datetime | None) -> str | None:
+    """The sign-up burst key of an account, as linkage.account_keys writes it."""
+    if not email_domain or account_created_at is None:
+        return None
+    if account_created_at.tzinfo is not None:
+        account_created_at = account_created_at.astimezone(timezone.utc)
+    return f"{email_domain.lower()}@{account_created_at:%Y-%m-%d %H}"
+
+
+def request_keys(payment_fingerprint: str | None, client_ip: str | None, system_prompt: str | None,
+                 prompt: str | None, email_domain: str | None = None,
+                 account_created_at: datetime | None = None) -> list[tuple[str, str]]:
+    """(kind, key) of one request: what the gateway compares with the indicators."""
+    out = []
+    if payment_fingerprint:
+        out.append(("payment", payment_fingerprint))
+    burst = signup_burst_key(email_domain, account_created_at)
+    if burst:
+        out.append(("signup_burst", burst))
+    if client_ip:
+        out.append(("ip", client_ip))
+        subnet = enrich.subnet_of(client_ip)
+        if subnet:
+            out.append(("subnet", subnet))
+    sp = system_prompt_key(system_prompt)
+    if sp:
+        out.append(("system_prompt", sp))
+    if prompt:
+        out.extend(("scaffold", k) for k in enrich.scaffold_keys(prompt))
+    return out
+
+
+def exchange_keys(exchanges: pa.Table) -> pa.Table:
+    """KEY_SCHEMA rows for a table of exchanges (row = position in ``exchanges``): the same
+    keys as :func:`request_keys`, computed once per distinct value."""
+    rows, kinds, keys = [], [], []
+
+    def add(kind: str, column: str, keys_of) -> None:
+        values = exchanges[column]
+        cache: dict[str, Iterable[str]] = {}
+        for i, value in enumerate(values.to_pylist()):
+            if not value:
+                continue
+            found = cache.get(value)
+            if found is None:
+                found = cache[value] = keys_of(value)
+            for key in found:
+                rows.append(i)
+                kinds.append(kind)
+                keys.append(key)
+
+    add("payment", "payment_fingerprint", lambda v: [v])
+    if "email_domain" in exchanges.column_names and "account_created_at" in exchanges.column_names:
+        bursts = [signup_burst_key(d, c) for d, c in zip(exchanges["email_domain"].to_pylist(),
+                                                           exchanges["account_created_at"].to_pylist())]
+        exchanges = exchanges.append_column("_burst", pa.array(bursts, pa.string()))
+        add("signup_burst", "_burst", lambda v: [v])
+    add("ip", "client_ip", lambda v: [v])
+    add("subnet", "client_ip", lambda v: [s] if (s := enrich.subnet_of(v)) else [])
+    add("system_prompt", "system_prompt", lambda v: [k] if (k := system_prompt_key(v)) else [])
+    add("scaffold", "prompt", enrich.scaffold_keys)
+    return pa.table({"row": pa.array(rows, pa.int64()), "kind": pa.array(kinds, pa.string()),
+                     "key": pa.array(keys, pa.string())}, schema=KEY_SCHEMA)
+
+
+class Matcher:
+    """The inheritance rule over one set of indicators, request by request.
+
+    ``observe(account, keys)`` records one request of a new account and returns the campaign
+    and reasons once the account's requests so far hold that campaign's card, or keys of two
+    independent families; None until then.
+    """
+
+    def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",)) -> None:
+        self.min_families = min_families
+        self.alone = set(alone)
+        self.by_key: dict[tuple[str, str], tuple[str, int]] = {
+            (k, v): (c, h) for c, k, v, h in zip(*(table[n].to_pylist() for n in ("campaign_id", "kind", "key",
+                                                                                   "holders")))}
+        self.action = dict(zip(table["campaign_id"].to_pylist(), table["action"].to_pylist()))
+        self.seen: dict[str, dict[str, dict[str, tuple[str, int]]]] = {}  # account -> campaign -> family -> evidence
+
+    def observe(self, account: str, keys: Iterable[tuple[str, str]]) -> tuple[str, list[str]] | None:
+        for kind, key in keys:
+            hit = self.by_key.get((kind, key))
+            if hit is None:
+                continue
+            campaign, holders = hit
+            family = "alone" if kind in self.alone else FAMILY[kind]
+            families = self.seen.setdefault(account, {}).setdefault(campaign, {})
+            families.setdefault(family, (f"{kind} {key[:60]!r}", holders))
+            if "alone" in families or len(families) >= self.min_families:
+                reasons = [f"{what} held only by {n} throttled accounts of {campaign}"
+                           for what, n in families.values()]
+                return campaign, reasons
+        return None
+
+
+def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
+              alone: tuple[str, ...] = ("payment",)) -> pa.Table:
+    """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
+    payment_fingerprint, client_ip, system_prompt, prompt, optionally email_domain and
+    account_created_at; sent after the scan at ``as_of``
+    that produced the indicators ``table``) that inherit a campaign's action, each stamped
+    with the time of the request that completed the evidence (that request is refused)."""
+    if table.num_rows == 0 or exchanges.num_rows == 0:
+        return VERDICT_SCHEMA.empty_table()
+    exchanges = exchanges.sort_by([("timestamp", "ascending"), ("account_id", "ascending")])
+    keys = exchange_keys(exchanges)
+    wanted = pa.table({"kind": table["kind"], "key": table["key"]})
+    keys = keys.join(wanted, ["kind", "key"], join_type="inner").sort_by("row")
+    matcher = Matcher(table, min_families, alone)
+    accounts = exchanges["account_id"].to_pylist()
+    times = exchanges["timestamp"].to_pylist()
+    done: dict[str, tuple[datetime, str, list[str]]] = {}
+    rows, kinds, values = (keys[n].to_pylist() for n in ("row", "kind", "key"))
+    for row, kind, key in zip(rows, kinds, values):
+        account = accounts[row]
+        if account in done:
+            continue
+        hit = matcher.observe(account, [(kind, key)])
+        if hit is not None:
+            done[account] = (times[row], *hit)
+    out = {name: [] for name in VERDICT_SCHEMA.names}
+    for account, (when, campaign, reasons) in sorted(done.items()):
+        action = min(matcher.action[campaign], cap, key=SEVERITY.__getitem__)
+        out["account_id"].append(account)
+        out["action"].append(action)
+        out["score"].append(0.0)
+        out["campaign_id"].append(campaign)
+        out["reasons"].append([f"new account inherits {action} from {campaign} (scan of {as_of.isoformat()})",
+                               *reasons])
+        out["as_of"].append(when)
+    return pa.table(out, schema=VERDICT_SCHEMA)

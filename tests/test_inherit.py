@@ -1,0 +1,152 @@
+"""Inheritance: a new account showing a throttled campaign's indicators takes its action at once."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import ibis
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from distillguard import inherit, linkage
+from distillguard.verdicts import VERDICT_SCHEMA
+
+T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+
+
+def _verdicts(rows):
+    """rows: (account, action, campaign or None)."""
+    n = len(rows)
+    return pa.table({
+        "account_id": [r[0] for r in rows], "action": [r[1] for r in rows], "score": [0.5] * n,
+        "campaign_id": pa.array([r[2] for r in rows], pa.string()), "reasons": [[]] * n, "as_of": [T0] * n,
+    }, schema=VERDICT_SCHEMA)
+
+
+def _candidates(rows):
+    """rows: (kind, key, account, holders)."""
+    return pa.table({"kind": [r[0] for r in rows], "key": [r[1] for r in rows],
+                     "account_id": [r[2] for r in rows], "holders": pa.array([r[3] for r in rows], pa.int64())})
+
+
+def _indicators(rows, action="throttle"):
+    """rows: (kind, key, holders), all of campaign c1."""
+    return pa.table({"campaign_id": ["c1"] * len(rows), "action": [action] * len(rows),
+                     "kind": [r[0] for r in rows], "key": [r[1] for r in rows],
+                     "holders": pa.array([r[2] for r in rows], pa.int64())}, schema=inherit.INDICATOR_SCHEMA)
+
+
+def test_a_key_only_throttled_members_of_one_campaign_hold_is_an_indicator():
+    verdicts = _verdicts([("a", "throttle", "c1"), ("b", "throttle", "c1"), ("c", "throttle", "c1"),
+                          ("d", "monitor", "c1"), ("e", "throttle", "c2"), ("f", "allow", None)])
+    candidates = _candidates([
+        ("payment", "card-1", "a", 3), ("payment", "card-1", "b", 3), ("payment", "card-1", "c", 3),
+        # a monitored (weakly tied) member holds it too: not every holder was stopped
+        ("subnet", "10.0.0.0/24", "a", 3), ("subnet", "10.0.0.0/24", "b", 3), ("subnet", "10.0.0.0/24", "d", 3),
+        # held across two campaigns: whose action would it carry?
+        ("ip", "10.0.0.7", "a", 3), ("ip", "10.0.0.7", "b", 3), ("ip", "10.0.0.7", "e", 3),
+        # one holder outside the candidates (an allowed customer): fewer rows than holders
+        ("system_prompt", "you are a bot", "a", 3), ("system_prompt", "you are a bot", "b", 3),
+    ])
+    table = inherit.indicators(candidates, verdicts)
+    assert table.select(["campaign_id", "kind", "key", "holders"]).to_pylist() == [
+        {"campaign_id": "c1", "kind": "payment", "key": "card-1", "holders": 3}]
+    assert table["action"].to_pylist() == ["throttle"]  # the campaign's action (its members all take it)
+
+
+def test_the_card_alone_is_enough_to_inherit():
+    matcher = inherit.Matcher(_indicators([("payment", "card-1", 12)]))
+    hit = matcher.observe("new", [("payment", "card-1")])
+    assert hit is not None and hit[0] == "c1"
+    assert "held only by 12 throttled accounts of c1" in hit[1][0]
+
+
+def test_network_evidence_alone_is_not_enough_however_much_of_it():
+    # a residential neighbour of a proxy exit shares its subnet, even its address
+    matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("ip", "10.0.0.7", 4)]))
+    assert matcher.observe("neighbour", [("subnet", "10.0.0.0/24"), ("ip", "10.0.0.7")]) is None
+    assert matcher.observe("neighbour", [("ip", "10.0.0.7")]) is None
+
+
+def test_client_evidence_alone_is_not_enough():
+    # a user who pasted a campaign's framing into their own requests
+    matcher = inherit.Matcher(_indicators([("system_prompt", "you are a harvester", 200),
+                                           ("scaffold", "think step by step", 150)]))
+    assert matcher.observe("copycat", [("system_prompt", "you are a harvester"), ("scaffold", "think step by step")]) is None
+
+
+def test_two_families_over_several_requests_complete_the_evidence():
+    matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("scaffold", "think step by step", 150)]))
+    assert matcher.observe("recruit", [("subnet", "10.0.0.0/24")]) is None
+    campaign, reasons = matcher.observe("recruit", [("scaffold", "think step by step")])
+    assert campaign == "c1" and len(reasons) == 2
+    # another account's requests do not add to this one's evidence
+    assert matcher.observe("other", [("scaffold", "think step by step")]) is None
+
+
+def _requests(rows):
+    """rows: (account, minutes after T0, payment, ip, system prompt, prompt)."""
+    return pa.table({
+        "account_id": [r[0] for r in rows], "timestamp": [T0 + timedelta(minutes=r[1]) for r in rows],
+        "payment_fingerprint": pa.array([r[2] for r in rows], pa.string()),
+        "client_ip": pa.array([r[3] for r in rows], pa.string()),
+        "system_prompt": pa.array([r[4] for r in rows], pa.string()),
+        "prompt": [r[5] for r in rows]})
+
+
+def test_an_inheriting_account_is_stopped_at_the_request_that_completes_the_evidence():
+    table = _indicators([("subnet", "203.0.113.0/24", 9), ("system_prompt", "you are a harvester", 40)],
+                        action="block")
+    requests = _requests([
+        ("recruit", 5, None, "203.0.113.9", None, "first question"),
+        ("recruit", 9, None, "203.0.113.9", "You are a HARVESTER!", "second question"),
+        ("recruit", 12, None, "203.0.113.9", "You are a harvester.", "third question"),
+        ("customer", 7, None, "198.51.100.4", "You are a harvester", "hello"),
+    ])
+    rows = inherit.inherited(requests, table, T0, cap="throttle").to_pylist()
+    assert [r["account_id"] for r in rows] == ["recruit"]
+    assert rows[0]["as_of"] == T0 + timedelta(minutes=9)
+    # capped: a block is the next scan's to decide on the account's own evidence
+    assert rows[0]["action"] == "throttle"
+    assert rows[0]["reasons"][0].startswith("new account inherits throttle from c1")
+
+
+def test_no_indicators_no_inheritance():
+    requests = _requests([("a", 1, "card-1", "10.0.0.1", None, "hi")])
+    assert inherit.inherited(requests, inherit.INDICATOR_SCHEMA.empty_table(), T0, "throttle").num_rows == 0
+
+
+def test_the_sign_up_burst_key_is_the_one_linkage_computes():
+    created = [datetime(2026, 5, 5, 21, 37, 3, tzinfo=timezone.utc), datetime(2026, 5, 5, 0, 0, tzinfo=timezone.utc)]
+    ex = ibis.memtable(pa.table({
+        "account_id": ["a", "b"], "payment_fingerprint": pa.array([None, None], pa.string()),
+        "user_agent": pa.array([None, None], pa.string()), "email_domain": ["Byte81.TOP", "gmail.com"],
+        "account_created_at": pa.array(created, pa.timestamp("us", tz="UTC"))}))
+    empty = ibis.memtable(pa.table({"account_id": pa.array([], pa.string()), "key": pa.array([], pa.string())}))
+    params = linkage.LinkageParams(exclude=tuple(k for k in linkage.EVIDENCE if k not in ("signup_burst", "payment",
+                                                                                             "user_agent")))
+    keys = linkage.account_keys(ex, None, empty, params).to_pyarrow()
+    from_scan = sorted(k for k, kind in zip(keys["key"].to_pylist(), keys["kind"].to_pylist()) if kind == "signup_burst")
+    assert from_scan == sorted(inherit.signup_burst_key(d, c) for d, c in zip(["Byte81.TOP", "gmail.com"], created))
+    assert inherit.signup_burst_key("x.org", datetime(2026, 5, 5, 23, 30, tzinfo=timezone(timedelta(hours=-2)))) \
+        == "x.org@2026-05-06 01"
+
+
+_texts = st.one_of(st.none(), st.text(max_size=300))
+_ips = st.one_of(st.none(), st.just(""), st.from_regex(r"\A(\d{1,3}\.){3}\d{1,3}\Z"), st.just("2001:db8::1"),
+                 st.text(max_size=20))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.text(max_size=12)), _ips, _texts, st.text(max_size=400)),
+                min_size=1, max_size=6))
+def test_keys_of_a_table_are_the_keys_of_each_request(rows):
+    table = pa.table({"payment_fingerprint": pa.array([r[0] for r in rows], pa.string()),
+                      "client_ip": pa.array([r[1] for r in rows], pa.string()),
+                      "system_prompt": pa.array([r[2] for r in rows], pa.string()),
+                      "prompt": pa.array([r[3] for r in rows], pa.string())})
+    keys = inherit.exchange_keys(table)
+    for i, row in enumerate(rows):
+        mine = sorted((k, v) for r, k, v in zip(*(keys[n].to_pylist() for n in ("row", "kind", "key"))) if r == i)
+        assert mine == sorted(inherit.request_keys(*row))
