@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import ibis
 import pyarrow as pa
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from distillguard import inherit, linkage
 from distillguard.verdicts import VERDICT_SCHEMA
 
-T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
 
 
 def _verdicts(rows):
@@ -118,7 +118,7 @@ def test_no_indicators_no_inheritance():
 
 
 def test_the_sign_up_burst_key_is_the_one_linkage_computes():
-    created = [datetime(2026, 5, 5, 21, 37, 3, tzinfo=timezone.utc), datetime(2026, 5, 5, 0, 0, tzinfo=timezone.utc)]
+    created = [datetime(2026, 5, 5, 21, 37, 3, tzinfo=UTC), datetime(2026, 5, 5, 0, 0, tzinfo=UTC)]
     ex = ibis.memtable(pa.table({
         "account_id": ["a", "b"], "payment_fingerprint": pa.array([None, None], pa.string()),
         "user_agent": pa.array([None, None], pa.string()), "email_domain": ["Byte81.TOP", "gmail.com"],

@@ -25,7 +25,7 @@ class DistillguardDetector:
         self.policy = policy or Policy(lookback_days=120)
         self.engine = engine
 
-    def fit(self, reference: Store) -> "DistillguardDetector":
+    def fit(self, reference: Store) -> DistillguardDetector:
         return self
 
     @property

@@ -31,8 +31,8 @@ same card as 38 throttled accounts of campaign-…".
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import ibis.expr.types as ir
 import pyarrow as pa
@@ -112,7 +112,7 @@ def signup_burst_key(email_domain: str | None, account_created_at: datetime | No
     if not email_domain or account_created_at is None:
         return None
     if account_created_at.tzinfo is not None:
-        account_created_at = account_created_at.astimezone(timezone.utc)
+        account_created_at = account_created_at.astimezone(UTC)
     return f"{email_domain.lower()}@{account_created_at:%Y-%m-%d %H}"
 
 

@@ -25,22 +25,23 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.bench.cost import Cost, measured, process_peak_mb
 from distillguard import inherit
+from distillguard.bench.cost import Cost, measured, process_peak_mb
 from distillguard.bench.metrics import first_flags
 from distillguard.policy import Inheritance
 from distillguard.store import Store
 from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, Detector
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @runtime_checkable
