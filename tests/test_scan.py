@@ -218,6 +218,27 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     assert row["action"] == throttled[0]["action"]
 
 
+def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
+    """A small customer team (own card, domain, office) that Leiden attached to a campaign's
+    community holds strong keys from several families, but only with its teammates."""
+    from distillguard import campaigns
+
+    _, result, _, _ = scanned
+    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
+    member = throttled[0]["accounts"][0]
+    policy = Policy(lookback_days=365)
+    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    team = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=policy.campaign.firm_reach - 1)}
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, team, result.campaigns, policy, as_of)
+    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
+    assert row["action"] == "monitor"
+    assert any(f"to {policy.campaign.firm_reach - 1} members" in r for r in row["reasons"])
+    # the same ties with the account's own behaviour suspicious: the campaign's action
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.5}, team, result.campaigns, policy, as_of)
+    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
+    assert row["action"] == throttled[0]["action"]
+
+
 def test_a_fleet_moving_to_a_new_model_within_hours_shows_in_pivot_hours():
     from distillguard import features
 

@@ -22,8 +22,9 @@ _CAMPAIGN = (
     "Flagged clusters linked to each other by at least `merge_link` of edge weight are one campaign\n"
     "(the cells of one operation). The policy maps the campaign score to an action:\n"
     "monitor >= 0.25, throttle >= 0.40, fallback >= 0.55, block >= 0.80 (policy.py). A member with less\n"
-    "than `firm_evidence` (5) or from one family only, whose own suspicion is below `firm_suspicion`\n"
-    "(0.2), is only monitored.\n"
+    "than `firm_evidence` (5), or from one family only, or tied to fewer than `firm_reach` (10) other\n"
+    "members (a customer team's card, domain and office tie each member to its teammates only), whose\n"
+    "own suspicion is below `firm_suspicion` (0.2), is only monitored.\n"
 )
 
 

@@ -30,6 +30,8 @@ class CampaignThresholds(BaseModel):
                                  "from at least two families takes the campaign's action whatever its own signals")
     firm_suspicion: float = Field(0.2, ge=0, le=1, description="own suspicion at which a more weakly tied member "
                                   "takes the campaign's action; below both it is only monitored")
+    firm_reach: int = Field(10, ge=1, description="other members a firmly tied member's keys tie it to: a customer "
+                            "team's card, domain and office tie each member to its teammates only")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CampaignThresholds":

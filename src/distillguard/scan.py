@@ -103,9 +103,10 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             big = camp.campaign_sized(membership, cparams.min_members)
             members = lookup("dg_members", pa.table({"account_id": pa.array(list(big), pa.string()),
                                                      "cluster": pa.array(list(big.values()), pa.int64())}))
-            # reach is only ever compared with min_members - 1: counting further costs a larger self-join
-            evidence = camp.member_evidence(held, members, cparams.min_key_support,
-                                            reach_cap=cparams.min_members - 1).to_pyarrow()
+            # reach is only ever compared with min_members - 1 and firm_reach: counting further
+            # costs a larger self-join
+            reach_cap = max(cparams.min_members - 1, policy.campaign.firm_reach)
+            evidence = camp.member_evidence(held, members, cparams.min_key_support, reach_cap=reach_cap).to_pyarrow()
             candidates = (inherit.candidate_keys(held, members, policy.inherit.min_holders).to_pyarrow()
                           if policy.inherit.enabled and big else None)
     tie = camp.ties(evidence)
@@ -291,7 +292,9 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
 
     A member tied to its campaign by little evidence (below ``firm_evidence``, or from one
     family of evidence only: a customer whose prompts happen to share a campaign's framing,
-    a team on one address) whose own behaviour is unremarkable (suspicion below
+    a team on one address), or tied to fewer than ``firm_reach`` other members (a small
+    customer team whose card, domain and office tie each member to its teammates, and that
+    Leiden attached to a campaign's community by weak links), whose own behaviour is unremarkable (suspicion below
     ``firm_suspicion``) is only monitored: the conservative reading of thin evidence is a
     day's delay, not a customer throttled.
     """
@@ -316,12 +319,14 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
                               f"(>= {action} {getattr(policy.campaign, action, policy.campaign.monitor):g}), "
                               f"{campaign['members']} accounts linked by {links}")
             own_tie = tie.get(account, camp.NO_TIE)
-            weak = own_tie.evidence < policy.campaign.firm_evidence or own_tie.families < 2
-            if action not in ("allow", "monitor") and weak and own < policy.campaign.firm_suspicion:
+            firm = policy.campaign
+            weak = own_tie.evidence < firm.firm_evidence or own_tie.families < 2 or own_tie.reach < firm.firm_reach
+            if action not in ("allow", "monitor") and weak and own < firm.firm_suspicion:
                 action = "monitor"
                 reasons.insert(1, f"weakly tied: member evidence={own_tie.evidence:.3g} from {own_tie.families} "
-                                  f"families (firm: >= {policy.campaign.firm_evidence:g} from >= 2) and own "
-                                  f"suspicion={own:.3g} (< firm {policy.campaign.firm_suspicion:g}): monitored only")
+                                  f"families to {own_tie.reach} members (firm: >= {firm.firm_evidence:g} from >= 2 "
+                                  f"families to >= {firm.firm_reach}) and own suspicion={own:.3g} "
+                                  f"(< firm {firm.firm_suspicion:g}): monitored only")
             else:
                 reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
                                   f"independent families, tied to >= {own_tie.reach} members")
