@@ -98,8 +98,10 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
         evidence=(kind_weight * tied.idf).sum(), families=family.nunique(),
         wide=ibis.least(tied.holders_in.max() - 1, reach_cap))
     small = tied.filter(tied.holders_in <= reach_cap).select("cluster", "kind", "key", "account_id")
+    # only accounts that no large key already takes to the cap need their peers counted
+    needy = per_account.filter(per_account.wide < reach_cap).select("account_id")
     other = small.select("cluster", "kind", "key", peer="account_id")
-    peers = small.join(other, ["cluster", "kind", "key"])
+    peers = small.semi_join(needy, "account_id").join(other, ["cluster", "kind", "key"])
     peers = peers.filter(peers.account_id != peers.peer)
     narrow = peers.group_by("account_id").aggregate(narrow=peers.peer.nunique())
     joined = per_account.left_join(narrow, "account_id")
