@@ -47,7 +47,9 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
         "",
         "*throttle+* = throttle, fallback or block; *monitor+* adds monitor. FPR = share of organic accounts flagged. "
         "Leakage = a campaign's own exchanges sent before its accounts were throttled in the replay "
-        f"(the real Alibaba campaign obtained {_count(REAL_ALIBABA_EXCHANGES)}); *at full scale* divides by the scale.",
+        f"(the real Alibaba campaign obtained {_count(REAL_ALIBABA_EXCHANGES)}); *at full scale* divides by the scale. "
+        "The scan's replay also models the gateway between scans: a new account showing a throttled campaign's "
+        "indicators inherits its action at that request (docs/signals.md, inheritance); *scans alone* leaves that out.",
         "",
         "### Accounts",
         "",
@@ -72,13 +74,16 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
         "### Campaigns and leakage",
         "",
         "| scenario | campaign | detector | accounts caught | exchanges caught | one campaign | first detection "
-        "| leaked exchanges | leaked at full scale | organic ever throttled in replay |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| leaked exchanges | leaked, scans alone | leaked at full scale | stopped by inheritance (campaign / organic) "
+        "| organic ever throttled in replay |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for scenario, outcome in results["scenarios"].items():
         for detector, r in outcome["detectors"].items():
             replay = r.get("replay") or {}
             harmed = (replay.get("organic_flagged") or {}).get("throttle", {})
+            inherited = replay.get("inherited")
+            inherited = f"{inherited['campaign']} / {inherited['organic']}" if inherited else "–"
             for campaign, c in r["campaigns"].items():
                 t = c["throttle"]
                 leak = (replay.get("campaigns") or {}).get(campaign, {})
@@ -87,7 +92,9 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
                     f"| {scenario} | {campaign} | {detector} | {_pct(t['accounts_caught_share'])} | "
                     f"{_pct(t['exchanges_caught_share'])} | {_pct(t['one_campaign_share'])} | "
                     f"{'never' if leak and ttd is None else _num(ttd) + ' h' if ttd is not None else '–'} | "
-                    f"{_pct(leak.get('leaked_exchanges_share'))} | {_count(leak.get('leaked_exchanges_full_scale'))} | "
+                    f"{_pct(leak.get('leaked_exchanges_share'))} | "
+                    f"{_pct(leak.get('leaked_exchanges_share_scans_only'))} | "
+                    f"{_count(leak.get('leaked_exchanges_full_scale'))} | {inherited} | "
                     f"{harmed.get('accounts', '–')} ({_pct(harmed.get('fpr'), 3)}) |")
     lines += [
         "",
