@@ -143,6 +143,10 @@ def run_bench(
             results["scenarios"][prepared.scenario] = score_scenario(
                 prepared, store, chosen, timedelta(hours=replay_every_hours) if replay_every_hours else None, say,
                 workers)
+        # each scenario's figures kept as soon as they exist: a long replay run that fails later
+        # (or is stopped) does not lose the scenarios already measured
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.partial.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     results["floors"] = floors.evaluate(results, BASELINES)
     results["files"] = _write(results, out, docs, docs_block)
     say(f"wrote {', '.join(results['files'].values())}")
