@@ -185,7 +185,7 @@ def simulate(
 @app.command()
 @user_errors
 def scan(
-    out: Path = typer.Option(..., "--out", help="Directory for verdicts, campaigns and signals files."),
+    out: Path = typer.Option(..., "--out", help="Directory for verdicts, campaigns, signals and indicators files."),
     db: Optional[str] = typer.Option(None, "--db", help=f"Store to scan (default {DEFAULT_DB})."),
     inputs: list[Path] = typer.Option([], "--input", help="Scan these log files instead of a store."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Judge only exchanges before this time (ISO-8601)."),

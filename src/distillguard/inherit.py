@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from distillguard import enrich
 from distillguard.linkage import EVIDENCE
-from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA
+from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, severities
 
 #: the key kinds a single request can show, and the family each belongs to (linkage.EVIDENCE)
 KINDS: tuple[str, ...] = ("payment", "signup_burst", "ip", "subnet", "system_prompt", "scaffold")
@@ -72,15 +72,14 @@ def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int) -> ir.Ta
 def indicators(candidates: pa.Table, verdicts: pa.Table) -> pa.Table:
     """INDICATOR_SCHEMA rows: keys all of whose holders are throttled (or stronger) members of
     one campaign, with that campaign's action."""
-    stopped = verdicts.filter(pc.and_(pc.greater_equal(_severity(verdicts["action"]), SEVERITY["throttle"]),
+    stopped = verdicts.filter(pc.and_(pc.greater_equal(severities(verdicts["action"]), SEVERITY["throttle"]),
                                       verdicts["campaign_id"].is_valid()))
     stopped = stopped.select(["account_id", "campaign_id", "action"])
     if candidates.num_rows == 0 or stopped.num_rows == 0:
         return INDICATOR_SCHEMA.empty_table()
     joined = candidates.join(stopped, "account_id", join_type="left outer")
     per_key = joined.group_by(["kind", "key"]).aggregate([
-        ("campaign_id", "count"), ("campaign_id", "count_distinct"), ("account_id", "count"),
-        ("holders", "max"), ("campaign_id", "min"), ("action", "min")])
+        ("campaign_id", "count"), ("campaign_id", "count_distinct"), ("holders", "max"), ("campaign_id", "min")])
     # every holder stopped (count of non-null campaign ids == holders), all in one campaign
     keep = pc.and_(pc.equal(per_key["campaign_id_count"], per_key["holders_max"]),
                    pc.equal(per_key["campaign_id_count_distinct"], 1))
@@ -93,10 +92,6 @@ def indicators(candidates: pa.Table, verdicts: pa.Table) -> pa.Table:
         "kind": per_key["kind"], "key": per_key["key"], "holders": per_key["holders_max"].cast(pa.int64()),
     }, schema=INDICATOR_SCHEMA)
     return out.sort_by([("campaign_id", "ascending"), ("kind", "ascending"), ("key", "ascending")])
-
-
-def _severity(actions: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return pa.array([SEVERITY[a] for a in actions.to_pylist()], pa.int64())
 
 
 def system_prompt_key(text: str | None) -> str | None:
@@ -140,34 +135,17 @@ def request_keys(payment_fingerprint: str | None, client_ip: str | None, system_
 
 
 def exchange_keys(exchanges: pa.Table) -> pa.Table:
-    """KEY_SCHEMA rows for a table of exchanges (row = position in ``exchanges``): the same
-    keys as :func:`request_keys`, computed once per distinct value."""
+    """KEY_SCHEMA rows for a table of exchanges (row = position in ``exchanges``):
+    :func:`request_keys` of each row (email_domain and account_created_at are optional columns)."""
+    columns = ("payment_fingerprint", "client_ip", "system_prompt", "prompt", "email_domain", "account_created_at")
+    values = [exchanges[c].to_pylist() if c in exchanges.column_names else [None] * exchanges.num_rows
+              for c in columns]
     rows, kinds, keys = [], [], []
-
-    def add(kind: str, column: str, keys_of) -> None:
-        values = exchanges[column]
-        cache: dict[str, Iterable[str]] = {}
-        for i, value in enumerate(values.to_pylist()):
-            if not value:
-                continue
-            found = cache.get(value)
-            if found is None:
-                found = cache[value] = keys_of(value)
-            for key in found:
-                rows.append(i)
-                kinds.append(kind)
-                keys.append(key)
-
-    add("payment", "payment_fingerprint", lambda v: [v])
-    if "email_domain" in exchanges.column_names and "account_created_at" in exchanges.column_names:
-        bursts = [signup_burst_key(d, c) for d, c in zip(exchanges["email_domain"].to_pylist(),
-                                                           exchanges["account_created_at"].to_pylist())]
-        exchanges = exchanges.append_column("_burst", pa.array(bursts, pa.string()))
-        add("signup_burst", "_burst", lambda v: [v])
-    add("ip", "client_ip", lambda v: [v])
-    add("subnet", "client_ip", lambda v: [s] if (s := enrich.subnet_of(v)) else [])
-    add("system_prompt", "system_prompt", lambda v: [k] if (k := system_prompt_key(v)) else [])
-    add("scaffold", "prompt", enrich.scaffold_keys)
+    for i, request in enumerate(zip(*values)):
+        for kind, key in request_keys(*request):
+            rows.append(i)
+            kinds.append(kind)
+            keys.append(key)
     return pa.table({"row": pa.array(rows, pa.int64()), "kind": pa.array(kinds, pa.string()),
                      "key": pa.array(keys, pa.string())}, schema=KEY_SCHEMA)
 

@@ -18,6 +18,11 @@ from distillguard.store import Store
 ACTIONS: tuple[str, ...] = ("allow", "monitor", "throttle", "fallback", "block")
 SEVERITY: dict[str, int] = {a: i for i, a in enumerate(ACTIONS)}
 
+
+def severities(actions: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """The SEVERITY of each action in a column, for comparisons such as "throttle or stronger"."""
+    return pa.array([SEVERITY[a] for a in actions.to_pylist()], pa.int64())
+
 VERDICT_SCHEMA = pa.schema([
     pa.field("account_id", pa.string(), nullable=False),
     pa.field("action", pa.string(), nullable=False),

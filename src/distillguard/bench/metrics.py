@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.verdicts import SEVERITY
+from distillguard.verdicts import SEVERITY, severities
 
 #: the action levels reported: "monitor" means monitor or stronger, "throttle" throttle or stronger
 LEVELS: tuple[str, ...] = ("monitor", "throttle")
@@ -50,7 +50,7 @@ def judge(verdicts: pa.Table, labels: pa.Table) -> pa.Table:
         raise ValueError(f"{unknown} verdicts are for accounts the labels do not know")
     labels = labels.filter(pc.greater(labels["exchanges"], 0))
     where = pc.index_in(labels["account_id"], value_set=ids)  # null: no verdict
-    severity = pa.array([SEVERITY[a] for a in verdicts["action"].to_pylist()], pa.int64())
+    severity = severities(verdicts["action"])
     return labels.append_column("severity", pc.fill_null(pc.take(severity, where), SEVERITY["allow"])) \
                  .append_column("found_campaign", pc.take(verdicts["campaign_id"], where))
 
@@ -119,7 +119,7 @@ def first_flags(verdicts: pa.Table) -> pa.Table:
     """
     out: dict[str, pa.Array] = {}
     ids = verdicts["account_id"]
-    severity = pa.array([SEVERITY[a] for a in verdicts["action"].to_pylist()], pa.int64())
+    severity = severities(verdicts["action"])
     accounts = pc.unique(ids)
     out["account_id"] = accounts
     for level in LEVELS:

@@ -39,7 +39,7 @@ from distillguard.bench.cost import Cost, measured, process_peak_mb
 from distillguard.bench.metrics import first_flags
 from distillguard.policy import Inheritance
 from distillguard.store import Store
-from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, Detector
+from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, Detector, severities
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -241,8 +241,7 @@ def between_steps(store: Store, as_ofs: Sequence[datetime], steps: Sequence[Step
     for k, (flagged_now, _, _, indicators) in enumerate(steps):
         if indicators is None or indicators.num_rows == 0 or k + 1 >= len(as_ofs):
             continue
-        stopped = flagged_now.filter(pc.greater_equal(
-            pa.array([SEVERITY[a] for a in flagged_now["action"].to_pylist()], pa.int64()), SEVERITY["throttle"]))
+        stopped = flagged_now.filter(pc.greater_equal(severities(flagged_now["action"]), SEVERITY["throttle"]))
         store.con.register("_bench_stopped", stopped.select(["account_id"]))
         try:
             requests = store.con.execute("""
