@@ -46,7 +46,15 @@ SCAN_MEMORY_LIMIT = "8GB"
 def _duckdb(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
     store.con.execute(f"SET memory_limit='{options.get('memory_limit') or SCAN_MEMORY_LIMIT}'")
     con = ibis.duckdb.from_connection(store.con)
-    return con, con.table("exchanges"), lambda name, table: ibis.memtable(table)  # unique names
+
+    def lookup(name: str, table: pa.Table) -> ir.Table:
+        # a temporary table, not an Arrow scan: DuckDB keeps statistics for its own tables and
+        # plans joins by them; joined against an Arrow scan (no statistics) the cluster members
+        # took 92 s instead of 3 at full scale. One name per lookup: a later scan on the same
+        # connection (a replay) replaces the table instead of piling up copies.
+        return con.create_table(name, table, temp=True, overwrite=True)
+
+    return con, con.table("exchanges"), lookup
 
 
 def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
@@ -77,6 +85,25 @@ def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
         return con.table(path.stem.replace("-", "_"))
 
     return con, con.table("exchanges"), lookup
+
+
+@ibis.udf.scalar.builtin(name="xxhash64")
+def _xxhash64(text: str) -> int:
+    """Spark SQL's 64-bit xxHash."""
+
+
+def digest64(text: ir.StringValue) -> ir.IntegerValue:
+    """A 64-bit digest of a text column, on whichever engine holds it: for counting distinct
+    long texts without hashing the texts themselves into a set (3x faster on DuckDB).
+
+    Ibis's ``hash()`` is 64-bit on DuckDB but 32-bit on Spark, where 30 million prompts
+    would collide by the hundred thousand; Spark's ``xxhash64`` is 64-bit. The values differ
+    between engines, so use a digest only where its count matters, never as a key that
+    leaves the engine (expected collisions among 60 million texts at 64 bits: 1e-4).
+    """
+    if ibis.get_backend(text).name == "pyspark":
+        return _xxhash64(text)
+    return text.hash()
 
 
 ENGINES: dict[str, Engine] = {
