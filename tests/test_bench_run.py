@@ -7,6 +7,7 @@ import json
 import pytest
 
 from distillguard.bench import run_bench
+from distillguard.bench.prepare import cache_key
 from distillguard.bench.report import BEGIN, END
 from distillguard.errors import UserError
 from tests.test_baselines import TINY, shared_cache
@@ -81,11 +82,21 @@ def test_a_second_run_reuses_the_simulated_scenarios(tmp_path):
     run_bench(["alibaba-2026"], scale=0.001, seed=5, detectors=["rate_limits"], out_dir=tmp_path,
               replay_every_hours=0, progress=first.append)
     assert any(m.startswith("simulating alibaba-2026") for m in first)
-    assert (tmp_path / "cache" / "alibaba-2026" / "scale-0.001" / "seed-5" / "store.duckdb").exists()
+    assert (tmp_path / "cache" / cache_key("alibaba-2026") / "scale-0.001" / "seed-5" / "store.duckdb").exists()
     again: list[str] = []
     run_bench(["alibaba-2026"], scale=0.001, seed=5, detectors=["rate_limits"], out_dir=tmp_path,
               replay_every_hours=0, progress=again.append)
     assert not any(m.startswith("simulating") for m in again)
+
+
+def test_editing_a_scenario_changes_its_cache_key_so_no_stale_store_is_scored(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nbase: alibaba-2026\n")
+    before = cache_key(str(path))
+    assert cache_key(str(path)) == before  # the same definition: the same store
+    path.write_text("name: mine\nbase: alibaba-2026\ncampaigns:\n  alibaba-2026:\n    cells: {size: 30}\n")
+    assert cache_key(str(path)) != before
+    assert cache_key("alibaba-2026").startswith("alibaba-2026-")
 
 
 def test_an_unknown_detector_is_a_user_error_before_anything_is_simulated(tmp_path):

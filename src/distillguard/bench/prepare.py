@@ -51,11 +51,17 @@ class Prepared:
 
 
 def cache_key(scenario: str) -> str:
-    """A shipped scenario's name, or a YAML file's stem plus a digest of its bytes."""
+    """The scenario's name plus a digest of its resolved definition (bases merged in).
+
+    Editing a scenario, or the baseline it builds on, must not leave the benchmark scoring
+    a store simulated from the old definition: the digest changes and the store is built again.
+    """
+    from distillguard.simulate.scenario import load_scenario
+
     path = Path(scenario)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return f"{path.stem}-{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
-    return scenario
+    name = path.stem if path.suffix in (".yaml", ".yml") else scenario
+    resolved = load_scenario(scenario).model_dump_json()
+    return f"{name}-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}"
 
 
 def prepare(scenario: str, scale: float, seed: int, cache_dir: Path,

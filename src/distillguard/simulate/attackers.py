@@ -268,7 +268,7 @@ def campaign_content(population: CampaignPopulation, text: TextTable, campaign_k
         account = plan.conv_account
         n_conv = len(account)
         _, drawn = weighted_choice(rng, prompts.capabilities, n_conv)
-        capability = np.where(rng.random(n_conv) < 0.6, acc.flavour[account], drawn)
+        capability = np.where(rng.random(n_conv) < prompts.focus, acc.flavour[account], drawn)
         head = np.zeros(n_conv, dtype=np.int64)
         seed = np.zeros(n_conv, dtype=np.int64)
         tail = np.zeros(n_conv, dtype=np.int64)

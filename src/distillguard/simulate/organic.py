@@ -194,8 +194,9 @@ class OrganicPopulation:
         share = np.zeros((n, len(releases)))
         spec = self.spec.adoption
         for r, (_model, released) in enumerate(releases):
-            lag = lognormal(rng, spec.lag_days.median, spec.lag_days.sigma, n)
-            adopts = rng.random(n) >= spec.never
+            early = rng.random(n) < spec.early
+            lag = np.where(early, rng.random(n), lognormal(rng, spec.lag_days.median, spec.lag_days.sigma, n))
+            adopts = early | (rng.random(n) >= spec.never)
             adopt_at[:, r] = np.where(adopts, micros(released) + (lag * DAY_US).astype(np.int64), NEVER)
             share[:, r] = spec.share_after
         return adopt_at, share

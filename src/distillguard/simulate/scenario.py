@@ -303,6 +303,10 @@ class Adoption(_Spec):
     lag_days: MedianSpread = MedianSpread(median=7, sigma=1.0)
     never: Share = Field(0.25, description="share of accounts that never switch")
     share_after: Share = Field(0.8, description="share of an adopter's requests on the new model")
+    # launch day: developers read the announcement and try the model within hours. Without
+    # them, an account moving to a new model within a day would be a one-feature tell of a
+    # campaign, which real traffic does not give (issue 5).
+    early: Share = Field(0.1, description="share of accounts that try the model within a day of its release")
 
 
 class Created(_Spec):
@@ -396,6 +400,8 @@ class CampaignPrompts(_Spec):
 
     capabilities: Weights = Field(description=f"share of conversations per capability: {CAPABILITIES}")
     cot_elicitation: Share = Field(0.6, description="share of requests demanding step-by-step reasoning")
+    focus: Share = Field(0.6, description="share of an account's conversations in the one capability assigned to "
+                                          "it (narrow accounts); the rest follow `capabilities`")
     variation: Share = Field(
         0.5, description="share of tasks varied with a domain context and an extra requirement (a larger "
                          "task space, so fewer exact repeats across accounts)")
