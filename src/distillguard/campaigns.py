@@ -42,6 +42,12 @@ class CampaignParams:
     # with at least ``min_key_support`` other members of its cluster (see member_evidence)
     min_member_evidence: float = 3.0
     min_key_support: int = 2
+    # the fleet re-pointed at a new model: members that first used a newly released model
+    # within ``pivot_hours`` of its release, in a cluster where at least ``pivot_min_share``
+    # of members did and at least ``pivot_lift`` times the population's share
+    pivot_hours: float = 24.0
+    pivot_min_share: float = 0.15
+    pivot_lift: float = 4.0
 
 
 def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
@@ -107,6 +113,36 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     joined = per_account.left_join(narrow, "account_id")
     return joined.select("account_id", "evidence", "families",
                          reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)))
+
+
+def pivoted_together(membership: dict[str, int], pivot_hours: dict[str, float | None],
+                     params: CampaignParams) -> tuple[dict[int, float], set[str]]:
+    """(cluster -> share of members that moved to a new model within a day of its release,
+    the members of clusters where that share is a coordinated act).
+
+    Launch-day adopters are common among developers, so moving early says little about one
+    account (it is no signal on its own at a campaign's false-positive ceiling). What a
+    community of customers does not do is move *together*: an operation re-points its whole
+    fleet within hours of a release (Anthropic 2026), so a cluster whose members moved on
+    the first day far more often than the population (``pivot_lift``) acted as one. Those
+    members are tied to their cluster by that shared act, an independent family of evidence
+    (``coordination``) next to what their keys show.
+    """
+    early = {a for a, h in pivot_hours.items() if h is not None and h < params.pivot_hours}
+    base = len(early) / max(len(pivot_hours), 1)
+    sizes: dict[int, int] = {}
+    moved: dict[int, int] = {}
+    for account, c in membership.items():
+        sizes[c] = sizes.get(c, 0) + 1
+        moved[c] = moved.get(c, 0) + (account in early)
+    share = {c: moved[c] / sizes[c] for c in sizes}
+    together = {c for c, v in share.items() if v >= params.pivot_min_share and v >= params.pivot_lift * base}
+    return share, {a for a, c in membership.items() if c in together and a in early}
+
+
+def with_coordination(tie: dict[str, Tie], coordinated: set[str]) -> dict[str, Tie]:
+    """:func:`ties` with one more family for members that acted with their cluster (pivoted_together)."""
+    return {a: (Tie(t.evidence, t.families + 1, t.reach) if a in coordinated else t) for a, t in tie.items()}
 
 
 def ties(evidence: pa.Table) -> dict[str, Tie]:

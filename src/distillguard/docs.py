@@ -1,10 +1,10 @@
 """docs/signals.md, generated from the declared signals and evidence kinds (so they cannot drift)."""
 
-from distillguard import inherit, linkage, signals
+from distillguard import enrich, inherit, linkage, signals
 
 _INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `src/distillguard/signals.py` and `src/distillguard/linkage.py`\n(`python -m distillguard.docs`); a test keeps this file in step with the code.\n\n## Per-account signals\n\nNo signal acts alone. Each fired signal adds its weight to the account's *suspicion* (weighted\nshare of fired signals, 0..1). A lone account is at most *monitored* (suspicion >= the policy's\n`account_monitor`); throttling and stronger actions need membership of a scored campaign.\n\n"
 
-_LINKAGE = "Accounts holding the same key are linked. Per evidence kind the pair similarity is the cosine\nof the two accounts' idf-weighted key sets (idf = 1 / log2(1 + holders)), over keys that at\nleast two and at most a small share of accounts hold; the pair weight is the sum over kinds of\nweight x similarity. Accounts of one declared organization are never linked to each other.\nSession-start slots count only when at most `sync_max_holders` (12) accounts start sessions in\nthem: a crowded slot is chance. Scaffold n-grams come from a sample of up to 32 prompts per\naccount (a deterministic draw), as do the capability shares and prompt repeat shares.\n\n"
+_LINKAGE = "Accounts holding the same key are linked. Per evidence kind the pair similarity is the cosine\nof the two accounts' idf-weighted key sets (idf = 1 / log2(1 + holders)), over keys that at\nleast two and at most a small share of accounts hold; the pair weight is the sum over kinds of\nweight x similarity. Accounts of one declared organization are never linked to each other.\nSession-start slots count only when at most `sync_max_holders` (12) accounts start sessions in\nthem: a crowded slot is chance. Scaffold n-grams come from a sample of up to " + str(enrich.SAMPLE_PROMPTS) + " prompts per\naccount (a deterministic draw), as do the capability shares and prompt repeat shares.\n\n"
 
 _CAMPAIGN = (
     "\n\nLeiden clusters of the weighted graph. A clustered account is a member only if the keys it\n"
@@ -16,7 +16,11 @@ _CAMPAIGN = (
     "- `structure = 1 - exp(-internal weight per member / 6)`;\n"
     "- `operation = max(automation, (automation + collective) / 2)`, where `automation` is the members'\n"
     "  mean suspicion and `collective` the share of members tied by at least two independent families\n"
-    "  of evidence (account, network, client, timing);\n"
+    "  of evidence (account, network, client, timing, coordination);\n"
+    "- `coordination`: a member that first used a newly released model within 24 h of its release, in a\n"
+    "  cluster where at least 15% of members did and at least 4 times the population's share, is tied to\n"
+    "  its cluster by that shared act (campaigns.pivoted_together): an operation re-points its fleet\n"
+    "  within hours, while launch-day adopters among customers are spread over all communities;\n"
     "- `complementarity` = distinct prompts / exchanges in the cluster (a sweep of a corpus, unlike\n"
     "  benchmark runners who all send the same public items).\n\n"
     "Flagged clusters linked to each other by at least `merge_link` of edge weight are one campaign\n"
