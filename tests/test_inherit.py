@@ -112,6 +112,23 @@ def test_an_inheriting_account_is_stopped_at_the_request_that_completes_the_evid
     assert rows[0]["reasons"][0].startswith("new account inherits throttle from c1")
 
 
+def test_a_customer_of_long_standing_in_a_campaigns_neighbourhood_inherits_nothing():
+    # the residential-proxies replay: a customer's ISP /24 holds campaign exits, and its prompts
+    # ask for reasoning in the campaign's words; two families, but the account is years old
+    table = _indicators([("subnet", "203.0.113.0/24", 7), ("system_prompt", "you are a harvester", 40)])
+    requests = _requests([
+        ("customer", 5, None, "203.0.113.9", "You are a harvester", "hi"),
+        ("recruit", 6, None, "203.0.113.10", "You are a harvester", "hi"),
+        ("unknown age", 7, None, "203.0.113.11", "You are a harvester", "hi"),
+    ])
+    created = [T0 - timedelta(days=700), T0 - timedelta(days=3), None]
+    requests = requests.append_column("account_created_at", pa.array(created, pa.timestamp("us", tz="UTC")))
+    rows = inherit.inherited(requests, table, T0, cap="throttle", max_age=timedelta(days=14))
+    assert sorted(rows["account_id"].to_pylist()) == ["recruit", "unknown age"]
+    # without the age rule the customer would have been stopped too
+    assert "customer" in inherit.inherited(requests, table, T0, cap="throttle")["account_id"].to_pylist()
+
+
 def test_no_indicators_no_inheritance():
     requests = _requests([("a", 1, "card-1", "10.0.0.1", None, "hi")])
     assert inherit.inherited(requests, inherit.INDICATOR_SCHEMA.empty_table(), T0, "throttle").num_rows == 0

@@ -14,7 +14,8 @@ Conservative, as everything that acts without a scan:
 
 - only *pure* keys: held by no account of the lookback other than the campaign's throttled
   members (a university NAT or a popular tool's system prompt is never one);
-- only *new* accounts (first seen at most ``new_account_hours`` before the request): the scan
+- only *new* accounts (first seen at most ``new_account_hours`` before the request, and created
+  at most ``max_account_age_days`` before it where the creation time is known): the scan
   judges the others on all their evidence;
 - the card alone suffices (a card used by a campaign's accounts and by nobody else); any
   other evidence must come from two independent families (account: a sign-up burst, the same
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import ibis.expr.types as ir
 import pyarrow as pa
@@ -184,7 +185,7 @@ class Matcher:
 
 
 def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
-              alone: tuple[str, ...] = ("payment",)) -> pa.Table:
+              alone: tuple[str, ...] = ("payment",), max_age: timedelta | None = None) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
     payment_fingerprint, client_ip, system_prompt, prompt, optionally email_domain and
     account_created_at; sent after the scan at ``as_of``
@@ -192,6 +193,15 @@ def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, m
     with the time of the request that completed the evidence (that request is refused)."""
     if table.num_rows == 0 or exchanges.num_rows == 0:
         return VERDICT_SCHEMA.empty_table()
+    if max_age is not None and "account_created_at" in exchanges.column_names:
+        # an account created long before the request is no fresh recruit, whatever it shares
+        created = exchanges["account_created_at"]
+        fresh = pc.or_kleene(pc.is_null(created), pc.less_equal(
+            pc.subtract(exchanges["timestamp"].cast(pa.timestamp("us", tz="UTC")),
+                        created.cast(pa.timestamp("us", tz="UTC"))), pa.scalar(max_age, pa.duration("us"))))
+        exchanges = exchanges.filter(fresh)
+        if exchanges.num_rows == 0:
+            return VERDICT_SCHEMA.empty_table()
     exchanges = exchanges.sort_by([("timestamp", "ascending"), ("account_id", "ascending")])
     keys = exchange_keys(exchanges)
     wanted = pa.table({"kind": table["kind"], "key": table["key"]})

@@ -50,6 +50,10 @@ class Inheritance(BaseModel):
     min_holders: int = Field(3, ge=2, description="throttled members that must hold a key for it to be an indicator")
     min_families: int = Field(2, ge=1, description="independent families of matched keys needed, the card aside")
     new_account_hours: float = Field(72.0, gt=0, description="an account first seen this recently is new")
+    max_account_age_days: float = Field(
+        14.0, gt=0, description="...and created at most this long before the request, where its creation time is "
+        "known: campaigns recruit fresh accounts, while a customer of long standing whose first request in the "
+        "lookback comes from a campaign's residential neighbourhood is not a recruit")
 
 
 class Policy(BaseModel):

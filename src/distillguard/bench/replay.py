@@ -256,7 +256,8 @@ def between_steps(store: Store, as_ofs: Sequence[datetime], steps: Sequence[Step
         finally:
             store.con.unregister("_bench_stopped")
         parts.append(inherit.inherited(requests, indicators, as_ofs[k], inheritance.action,
-                                       inheritance.min_families))
+                                       inheritance.min_families,
+                                       max_age=timedelta(days=inheritance.max_account_age_days)))
     store.con.unregister("_bench_first_seen")
     return pa.concat_tables(parts) if parts else VERDICT_SCHEMA.empty_table()
 
