@@ -208,14 +208,29 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     policy = Policy(lookback_days=365)
     as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
     weak = {**result.ties, member: campaigns.Tie(evidence=3.5, families=1, reach=20)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, weak, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, weak, {}, result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == "monitor"
     assert any("weakly tied" in r for r in row["reasons"])
     firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, {}, result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == throttled[0]["action"]
+
+
+def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scanned):
+    """with_coordination adds a family to a member's tie; the verdict must say which act earned it."""
+    _, result, _, _ = scanned
+    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
+    member, other = throttled[0]["accounts"][:2]
+    policy = Policy(lookback_days=365)
+    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    line = "coordination: first used a newly released model 2.0 h after its release (< 24 h) with 40% of its cluster"
+    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {member: line},
+                              result.campaigns, policy, as_of)
+    reasons = {r["account_id"]: r["reasons"] for r in verdicts.to_pylist()}
+    assert line in reasons[member] and reasons[member].index(line) == 2  # after the campaign and the tie
+    assert not any(r.startswith("coordination:") for r in reasons[other])
 
 
 def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
@@ -229,12 +244,12 @@ def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     policy = Policy(lookback_days=365)
     as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
     team = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=policy.campaign.firm_reach - 1)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, team, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, team, {}, result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == "monitor"
     assert any(f"to {policy.campaign.firm_reach - 1} members" in r for r in row["reasons"])
     # the same ties with the account's own behaviour suspicious: the campaign's action
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.5}, team, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.5}, team, {}, result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == throttled[0]["action"]
 
@@ -280,7 +295,7 @@ def test_allowlisted_organization_is_capped_at_monitor(scanned):
     orgs = dict(zip(result.features.column("account_id").to_pylist(),
                     result.features.column("organization_id").to_pylist()))
     policy = Policy(allowlist_organizations=[orgs[flagged[0]]])
-    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, result.campaigns, policy,
+    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {}, result.campaigns, policy,
                               datetime(2026, 6, 6, tzinfo=timezone.utc))
     action = dict(zip(verdicts.column("account_id").to_pylist(), verdicts.column("action").to_pylist()))
     assert action[flagged[0]] in ("monitor", "allow")

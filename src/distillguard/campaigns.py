@@ -115,10 +115,26 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
                          reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)))
 
 
+@dataclass(frozen=True)
+class Pivot:
+    """The fleet-pivot tell measured on every cluster (pivoted_together)."""
+
+    share: dict[int, float]  # cluster -> share of its members that moved within pivot_hours
+    base: float  # the same share over the whole population
+    coordinated: set[str]  # the members that moved, in clusters where that was a collective act
+
+    def reason(self, account: str, cluster: int, hours: float, params: CampaignParams) -> str:
+        """The verdict line of a coordinated member: its value, its cluster's and the thresholds."""
+        return (f"coordination: first used a newly released model {hours:.1f} h after its release "
+                f"(< {params.pivot_hours:g} h) with {self.share[cluster]:.0%} of its cluster "
+                f"(>= {params.pivot_min_share:.0%} and >= {params.pivot_lift:g} x the population's "
+                f"{self.base:.1%})")
+
+
 def pivoted_together(membership: dict[str, int], pivot_hours: dict[str, float | None],
-                     params: CampaignParams) -> tuple[dict[int, float], set[str]]:
-    """(cluster -> share of members that moved to a new model within a day of its release,
-    the members of clusters where that share is a coordinated act).
+                     params: CampaignParams) -> Pivot:
+    """Each cluster's share of members that moved to a new model within ``pivot_hours`` of its
+    release, and the members of clusters where that share is a coordinated act.
 
     Launch-day adopters are common among developers, so moving early says little about one
     account (it is no signal on its own at a campaign's false-positive ceiling). What a
@@ -137,7 +153,7 @@ def pivoted_together(membership: dict[str, int], pivot_hours: dict[str, float | 
         moved[c] = moved.get(c, 0) + (account in early)
     share = {c: moved[c] / sizes[c] for c in sizes}
     together = {c for c, v in share.items() if v >= params.pivot_min_share and v >= params.pivot_lift * base}
-    return share, {a for a, c in membership.items() if c in together and a in early}
+    return Pivot(share, base, {a for a, c in membership.items() if c in together and a in early})
 
 
 def with_coordination(tie: dict[str, Tie], coordinated: set[str]) -> dict[str, Tie]:

@@ -112,16 +112,17 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                           if policy.inherit.enabled and big else None)
     tie = camp.ties(evidence)
     pivot_hours = dict(zip(feats.column("account_id").to_pylist(), feats.column("pivot_hours").to_pylist()))
-    _, coordinated = camp.pivoted_together(big, pivot_hours, cparams) if big else ({}, set())
-    tie = camp.with_coordination(tie, coordinated)
+    pivot = camp.pivoted_together(big, pivot_hours, cparams)
+    tie = camp.with_coordination(tie, pivot.coordinated)
+    coordination = {a: pivot.reason(a, big[a], pivot_hours[a], cparams) for a in pivot.coordinated}
     clock.lap("member_evidence")
     members_in = camp.campaign_sized(camp.admitted(membership, tie, cparams), cparams.min_members)
     prompt_stats = _prompt_stats(ex, members_in, lookup)
     clock.lap("prompt_stats")
     clusters = camp.score_clusters(edges, members_in, tie, suspicion_of, prompt_stats, cparams)
-    campaigns = _campaigns(clusters, edges, feats, policy)
+    campaigns = _campaigns(clusters, edges, feats, policy, cparams)
     clock.lap("campaigns")
-    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, campaigns, policy, as_of)
+    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, coordination, campaigns, policy, as_of)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts) if candidates is not None \
@@ -242,7 +243,8 @@ def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> d
     return {c: (n, d) for c, n, d in zip(*(stats.column(k).to_pylist() for k in ("cluster", "n", "distinct")))}
 
 
-def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: Policy) -> list[dict]:
+def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: Policy,
+               cparams: camp.CampaignParams) -> list[dict]:
     """Clusters scored at least ``monitor``, merged into campaigns (linked cells), described."""
     # cells are merged only when each is throttle-worthy on its own: a monitored community of
     # customers must never inherit a campaign's action through a few stray links
@@ -281,9 +283,9 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
                for k in ("structure", "automation", "collective", "complementarity")},
             "indicators": indicators,
             "capability_mix": mix,
-            # members that moved to a newly released model within a day of its release
+            # members that moved to a newly released model within pivot_hours (a day) of its release
             "pivot_within_day_share": round(sum(1 for i in rows if (cols["pivot_hours"][i] is not None
-                                                                    and cols["pivot_hours"][i] < 24))
+                                                                    and cols["pivot_hours"][i] < cparams.pivot_hours))
                                             / max(len(rows), 1), 4),
             "accounts": members,
         })
@@ -292,7 +294,7 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
 
 
 def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
-              campaigns: list[dict], policy: Policy, as_of: datetime) -> pa.Table:
+              coordination: dict[str, str], campaigns: list[dict], policy: Policy, as_of: datetime) -> pa.Table:
     """One verdict per account: its campaign's action, else monitor at most on its own signals.
 
     A member tied to its campaign by little evidence (below ``firm_evidence``, or from one
@@ -335,6 +337,9 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             else:
                 reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
                                   f"independent families, tied to >= {own_tie.reach} members")
+            if account in coordination:
+                # the family that with_coordination added is named, with its numbers
+                reasons.insert(2, coordination[account])
         elif own >= policy.account_monitor:
             action = "monitor"
             reasons.insert(0, f"account suspicion={own:.3f} (>= monitor {policy.account_monitor:g})")
