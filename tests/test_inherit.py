@@ -57,7 +57,7 @@ def test_a_key_only_throttled_members_of_one_campaign_hold_is_an_indicator():
 
 def test_the_card_alone_is_enough_to_inherit():
     matcher = inherit.Matcher(_indicators([("payment", "card-1", 12)]))
-    hit = matcher.observe("new", [("payment", "card-1")])
+    hit = matcher.observe("new", [("payment", "card-1")], T0)
     assert hit is not None and hit[0] == "c1"
     assert "held only by 12 throttled accounts of c1" in hit[1][0]
 
@@ -65,24 +65,24 @@ def test_the_card_alone_is_enough_to_inherit():
 def test_network_evidence_alone_is_not_enough_however_much_of_it():
     # a residential neighbour of a proxy exit shares its subnet, even its address
     matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("ip", "10.0.0.7", 4)]))
-    assert matcher.observe("neighbour", [("subnet", "10.0.0.0/24"), ("ip", "10.0.0.7")]) is None
-    assert matcher.observe("neighbour", [("ip", "10.0.0.7")]) is None
+    assert matcher.observe("neighbour", [("subnet", "10.0.0.0/24"), ("ip", "10.0.0.7")], T0) is None
+    assert matcher.observe("neighbour", [("ip", "10.0.0.7")], T0) is None
 
 
 def test_client_evidence_alone_is_not_enough():
     # a user who pasted a campaign's framing into their own requests
     matcher = inherit.Matcher(_indicators([("system_prompt", "you are a harvester", 200),
                                            ("scaffold", "think step by step", 150)]))
-    assert matcher.observe("copycat", [("system_prompt", "you are a harvester"), ("scaffold", "think step by step")]) is None
+    assert matcher.observe("copycat", [("system_prompt", "you are a harvester"), ("scaffold", "think step by step")], T0) is None
 
 
 def test_two_families_over_several_requests_complete_the_evidence():
     matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("scaffold", "think step by step", 150)]))
-    assert matcher.observe("recruit", [("subnet", "10.0.0.0/24")]) is None
-    campaign, reasons = matcher.observe("recruit", [("scaffold", "think step by step")])
+    assert matcher.observe("recruit", [("subnet", "10.0.0.0/24")], T0) is None
+    campaign, reasons = matcher.observe("recruit", [("scaffold", "think step by step")], T0)
     assert campaign == "c1" and len(reasons) == 2
     # another account's requests do not add to this one's evidence
-    assert matcher.observe("other", [("scaffold", "think step by step")]) is None
+    assert matcher.observe("other", [("scaffold", "think step by step")], T0) is None
 
 
 def _requests(rows):
@@ -123,10 +123,24 @@ def test_a_customer_of_long_standing_in_a_campaigns_neighbourhood_inherits_nothi
     ])
     created = [T0 - timedelta(days=700), T0 - timedelta(days=3), None]
     requests = requests.append_column("account_created_at", pa.array(created, pa.timestamp("us", tz="UTC")))
-    rows = inherit.inherited(requests, table, T0, cap="throttle", max_age=timedelta(days=14))
+    rows = inherit.inherited(requests, table, T0, cap="throttle")
     assert sorted(rows["account_id"].to_pylist()) == ["recruit", "unknown age"]
     # without the age rule the customer would have been stopped too
-    assert "customer" in inherit.inherited(requests, table, T0, cap="throttle")["account_id"].to_pylist()
+    ageless = inherit.Freshness(created_within=timedelta(days=10_000))
+    assert "customer" in inherit.inherited(requests, table, T0, cap="throttle", fresh=ageless)["account_id"].to_pylist()
+
+
+def test_the_gateway_applies_the_same_freshness_rule_request_by_request():
+    table = _indicators([("payment", "card-1", 12)])
+    matcher = inherit.Matcher(table)
+    # a customer of two years holds the campaign's card: not a recruit
+    assert matcher.observe("old", [("payment", "card-1")], T0, created=T0 - timedelta(days=700)) is None
+    # first seen by the store four days ago: not new any more, whatever it shows now
+    assert matcher.observe("seen", [("payment", "card-1")], T0, first_seen=T0 - timedelta(days=4)) is None
+    # an account this matcher first saw four days ago is no longer new either
+    assert matcher.observe("quiet", [], T0 - timedelta(days=4)) is None
+    assert matcher.observe("quiet", [("payment", "card-1")], T0) is None
+    assert matcher.observe("recruit", [("payment", "card-1")], T0, created=T0 - timedelta(days=2)) is not None
 
 
 def test_no_indicators_no_inheritance():
@@ -148,6 +162,23 @@ def test_the_sign_up_burst_key_is_the_one_linkage_computes():
     assert from_scan == sorted(inherit.signup_burst_key(d, c) for d, c in zip(["Byte81.TOP", "gmail.com"], created))
     assert inherit.signup_burst_key("x.org", datetime(2026, 5, 5, 23, 30, tzinfo=timezone(timedelta(hours=-2)))) \
         == "x.org@2026-05-06 01"
+
+
+_ages = st.one_of(st.none(), st.integers(min_value=-3_600, max_value=40 * 86_400))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(_ages, _ages), min_size=1, max_size=8))
+def test_the_replays_vectorised_freshness_is_the_gateways_per_request_rule(rows):
+    """rows: (seconds since first seen, seconds since created), None where unknown."""
+    fresh = inherit.Freshness()
+    at = [T0 + timedelta(minutes=i) for i in range(len(rows))]
+    first = [None if f is None else t - timedelta(seconds=f) for t, (f, _) in zip(at, rows)]
+    created = [None if c is None else t - timedelta(seconds=c) for t, (_, c) in zip(at, rows)]
+    table = pa.table({"timestamp": at, "first_seen": pa.array(first, pa.timestamp("us", tz="UTC")),
+                      "account_created_at": pa.array(created, pa.timestamp("us", tz="UTC"))})
+    kept = fresh.filter(table)["timestamp"].to_pylist()
+    assert kept == [t for t, f, c in zip(at, first, created) if fresh.is_new(t, f, c)]
 
 
 _texts = st.one_of(st.none(), st.text(max_size=300))

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import ibis.expr.types as ir
@@ -54,6 +55,45 @@ INDICATOR_SCHEMA = pa.schema([
 
 #: the per-request keys of exchanges (exchange_keys)
 KEY_SCHEMA = pa.schema([("row", pa.int64()), ("kind", pa.string()), ("key", pa.string())])
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Which accounts are new enough to inherit: one rule for the gateway and the replay.
+
+    A request's account is new when it was first seen at most ``first_seen_within`` before
+    the request (its first request, if never seen before) and, where its creation time is
+    known, created at most ``created_within`` before it. Campaigns recruit fresh accounts; a
+    customer of long standing whose first request in the lookback comes from a campaign's
+    residential neighbourhood is not a recruit, and the scan judges it on all its evidence.
+    """
+
+    first_seen_within: timedelta = timedelta(hours=72)
+    created_within: timedelta = timedelta(days=14)
+
+    @classmethod
+    def of(cls, rule) -> Freshness:
+        """From the policy's ``inherit`` section (policy.Inheritance)."""
+        return cls(timedelta(hours=rule.new_account_hours), timedelta(days=rule.max_account_age_days))
+
+    def is_new(self, at: datetime, first_seen: datetime | None = None, created: datetime | None = None) -> bool:
+        """Per request: ``first_seen`` None means this is the account's first request."""
+        if first_seen is not None and at - first_seen > self.first_seen_within:
+            return False
+        return created is None or at - created <= self.created_within
+
+    def filter(self, requests: pa.Table) -> pa.Table:
+        """The rows of ``requests`` (timestamp, optional first_seen and account_created_at
+        columns; a missing column or a null is unknown) whose account is new at that request:
+        :meth:`is_new`, row by row, vectorised."""
+        at = requests["timestamp"].cast(pa.timestamp("us", tz="UTC"))
+        keep = pa.array([True] * requests.num_rows)
+        for column, within in (("first_seen", self.first_seen_within), ("account_created_at", self.created_within)):
+            if column in requests.column_names:
+                age = pc.subtract(at, requests[column].cast(pa.timestamp("us", tz="UTC")))
+                young = pc.less_equal(age, pa.scalar(within, pa.duration("us")))
+                keep = pc.and_kleene(keep, pc.or_kleene(pc.is_null(age), young))
+        return requests.filter(keep)
 
 
 def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int) -> ir.Table:
@@ -152,23 +192,33 @@ def exchange_keys(exchanges: pa.Table) -> pa.Table:
 
 
 class Matcher:
-    """The inheritance rule over one set of indicators, request by request.
+    """The inheritance rule over one set of indicators, request by request (the gateway's form).
 
-    ``observe(account, keys)`` records one request of a new account and returns the campaign
-    and reasons once the account's requests so far hold that campaign's card, or keys of two
-    independent families; None until then.
+    ``observe(account, keys, at, ...)`` records one request and returns the campaign and
+    reasons once a *new* account's (Freshness) requests so far hold that campaign's card, or
+    keys of two independent families; None until then, and always None for an account that
+    is not new.
     """
 
-    def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",)) -> None:
+    def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",),
+                 fresh: Freshness = Freshness()) -> None:
         self.min_families = min_families
         self.alone = set(alone)
+        self.fresh = fresh
         self.by_key: dict[tuple[str, str], tuple[str, int]] = {
             (k, v): (c, h) for c, k, v, h in zip(*(table[n].to_pylist() for n in ("campaign_id", "kind", "key",
                                                                                    "holders")))}
         self.action = dict(zip(table["campaign_id"].to_pylist(), table["action"].to_pylist()))
         self.seen: dict[str, dict[str, dict[str, tuple[str, int]]]] = {}  # account -> campaign -> family -> evidence
+        self.first_seen: dict[str, datetime] = {}
 
-    def observe(self, account: str, keys: Iterable[tuple[str, str]]) -> tuple[str, list[str]] | None:
+    def observe(self, account: str, keys: Iterable[tuple[str, str]], at: datetime,
+                first_seen: datetime | None = None, created: datetime | None = None) -> tuple[str, list[str]] | None:
+        """``first_seen``: the account's first request as the store knows it (else the first
+        this matcher observed); ``created``: its creation time where known."""
+        first = self.first_seen.setdefault(account, at)
+        if not self.fresh.is_new(at, first if first_seen is None else min(first_seen, first), created):
+            return None
         for kind, key in keys:
             hit = self.by_key.get((kind, key))
             if hit is None:
@@ -185,28 +235,24 @@ class Matcher:
 
 
 def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
-              alone: tuple[str, ...] = ("payment",), max_age: timedelta | None = None) -> pa.Table:
+              alone: tuple[str, ...] = ("payment",), fresh: Freshness = Freshness()) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
-    payment_fingerprint, client_ip, system_prompt, prompt, optionally email_domain and
-    account_created_at; sent after the scan at ``as_of``
-    that produced the indicators ``table``) that inherit a campaign's action, each stamped
-    with the time of the request that completed the evidence (that request is refused)."""
+    payment_fingerprint, client_ip, system_prompt, prompt, optionally first_seen,
+    email_domain and account_created_at; sent after the scan at ``as_of`` that produced the
+    indicators ``table``) that inherit a campaign's action, each stamped with the time of the
+    request that completed the evidence (that request is refused). Only requests of accounts
+    new at the time (``fresh``, the rule the gateway's Matcher applies) count."""
     if table.num_rows == 0 or exchanges.num_rows == 0:
         return VERDICT_SCHEMA.empty_table()
-    if max_age is not None and "account_created_at" in exchanges.column_names:
-        # an account created long before the request is no fresh recruit, whatever it shares
-        created = exchanges["account_created_at"]
-        fresh = pc.or_kleene(pc.is_null(created), pc.less_equal(
-            pc.subtract(exchanges["timestamp"].cast(pa.timestamp("us", tz="UTC")),
-                        created.cast(pa.timestamp("us", tz="UTC"))), pa.scalar(max_age, pa.duration("us"))))
-        exchanges = exchanges.filter(fresh)
-        if exchanges.num_rows == 0:
-            return VERDICT_SCHEMA.empty_table()
+    exchanges = fresh.filter(exchanges)
+    if exchanges.num_rows == 0:
+        return VERDICT_SCHEMA.empty_table()
     exchanges = exchanges.sort_by([("timestamp", "ascending"), ("account_id", "ascending")])
     keys = exchange_keys(exchanges)
     wanted = pa.table({"kind": table["kind"], "key": table["key"]})
     keys = keys.join(wanted, ["kind", "key"], join_type="inner").sort_by("row")
-    matcher = Matcher(table, min_families, alone)
+    # freshness is already applied row by row; the matcher only collects the evidence
+    matcher = Matcher(table, min_families, alone, Freshness(timedelta.max, timedelta.max))
     accounts = exchanges["account_id"].to_pylist()
     times = exchanges["timestamp"].to_pylist()
     done: dict[str, tuple[datetime, str, list[str]]] = {}
@@ -215,7 +261,7 @@ def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, m
         account = accounts[row]
         if account in done:
             continue
-        hit = matcher.observe(account, [(kind, key)])
+        hit = matcher.observe(account, [(kind, key)], times[row])
         if hit is not None:
             done[account] = (times[row], *hit)
     out = {name: [] for name in VERDICT_SCHEMA.names}

@@ -230,11 +230,11 @@ def between_steps(store: Store, as_ofs: Sequence[datetime], steps: Sequence[Step
     """What the gateway stops between scans: per step, the new accounts that inherit a
     campaign's action from that step's indicators before the next step (inherit.inherited).
 
-    Eligible are accounts not already throttled (or stronger) by the step's scan, first seen at
-    most ``new_account_hours`` before the request.
+    Eligible are accounts not already throttled (or stronger) by the step's scan and new at
+    the request by the gateway's rule (inherit.Freshness: first seen and created recently).
     """
     parts = []
-    hours = float(inheritance.new_account_hours)
+    fresh = inherit.Freshness.of(inheritance)
     first_seen = store.con.execute(
         'SELECT account_id, min("timestamp") AS first_seen FROM exchanges GROUP BY account_id').to_arrow_table()
     store.con.register("_bench_first_seen", first_seen)
@@ -244,20 +244,21 @@ def between_steps(store: Store, as_ofs: Sequence[datetime], steps: Sequence[Step
         stopped = flagged_now.filter(pc.greater_equal(severities(flagged_now["action"]), SEVERITY["throttle"]))
         store.con.register("_bench_stopped", stopped.select(["account_id"]))
         try:
+            # accounts first seen before the window opened minus the rule's span cannot be new
+            # in it: left out here for speed only, the rule itself is applied by inherit.inherited
             requests = store.con.execute("""
-                SELECT e.account_id, e."timestamp", e.payment_fingerprint, e.client_ip, e.system_prompt, e.prompt,
-                       e.email_domain, e.account_created_at
+                SELECT e.account_id, e."timestamp", f.first_seen, e.payment_fingerprint, e.client_ip,
+                       e.system_prompt, e.prompt, e.email_domain, e.account_created_at
                 FROM exchanges e JOIN _bench_first_seen f USING (account_id)
                 WHERE e."timestamp" >= $start AND e."timestamp" < $end
                   AND f.first_seen >= $start::TIMESTAMPTZ - to_microseconds($us)
-                  AND e."timestamp" - f.first_seen <= to_microseconds($us)
                   AND e.account_id NOT IN (SELECT account_id FROM _bench_stopped)""",
-                {"start": as_ofs[k], "end": as_ofs[k + 1], "us": int(hours * 3600e6)}).to_arrow_table()
+                {"start": as_ofs[k], "end": as_ofs[k + 1],
+                 "us": int(fresh.first_seen_within.total_seconds() * 1e6)}).to_arrow_table()
         finally:
             store.con.unregister("_bench_stopped")
         parts.append(inherit.inherited(requests, indicators, as_ofs[k], inheritance.action,
-                                       inheritance.min_families,
-                                       max_age=timedelta(days=inheritance.max_account_age_days)))
+                                       inheritance.min_families, fresh=fresh))
     store.con.unregister("_bench_first_seen")
     return pa.concat_tables(parts) if parts else VERDICT_SCHEMA.empty_table()
 
