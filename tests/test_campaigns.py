@@ -43,3 +43,73 @@ def test_a_move_common_in_the_population_needs_the_lift_too():
     # 5 of 20 (25%) in the cluster, but a quarter of everyone moved on day one as well
     membership, pivot = _population(early_in_cluster=5, early_others=110)
     assert camp.pivoted_together(membership, pivot, PARAMS).coordinated == set()
+
+
+def _wave(domains, created_hours, lead_days, cluster=1):
+    """Accounts of one cluster: e-mail domain, creation (hours after T0), first use (days after creation)."""
+    from datetime import datetime, timedelta, timezone
+    t0 = datetime(2026, 4, 20, tzinfo=timezone.utc)
+    ids = [f"a{i}" for i in range(len(domains))]
+    created = {a: t0 + timedelta(hours=h) for a, h in zip(ids, created_hours)}
+    first = {a: created[a] + timedelta(days=d) for a, d in zip(ids, lead_days)}
+    return {a: cluster for a in ids}, created, first, dict(zip(ids, domains))
+
+
+def test_fresh_accounts_of_unrelated_domains_created_in_one_wave_were_recruited_together():
+    membership, created, first, domain = _wave(["gmail.com", "proton.me", "qq.com", "mail.ru", "x-dev.io"],
+                                               [0, 2, 3, 5, 9], [2, 1, 3, 2, 4])
+    recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
+    assert recruitment.share[1] == 1.0 and recruitment.mates["a0"] == 4
+    line = recruitment.reason("a0", PARAMS)
+    assert "created within 12 h of 4 other fresh members" in line and "first used 2.0 days after" in line
+
+
+def test_a_class_signing_up_together_with_its_schools_domain_was_not_recruited():
+    # the school's domain is an identity the class shows (signup_burst links it); two students
+    # on personal mail are outnumbered in their wave by their classmates' shared domain
+    membership, created, first, domain = _wave(["uni.edu"] * 8 + ["gmail.com", "outlook.com"],
+                                               [0, 1, 1, 2, 2, 3, 4, 5, 1, 2], [0.01] * 10)
+    recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
+    assert set(recruitment.mates) == {"a8", "a9"}  # the two on personal mail see 8+ others
+    assert recruitment.share[1] == 0.2
+
+
+def test_accounts_created_together_long_before_they_were_used_are_not_a_recruitment_wave():
+    membership, created, first, domain = _wave(["a.com", "b.com", "c.com", "d.com"], [0, 1, 2, 3], [200, 300, 90, 40])
+    assert camp.recruited_together(membership, created, first, domain, PARAMS).mates == {}
+
+
+def test_a_spread_out_cluster_of_fresh_accounts_is_not_a_wave():
+    membership, created, first, domain = _wave(["a.com", "b.com", "c.com", "d.com"], [0, 30, 60, 90], [1, 1, 1, 1])
+    assert camp.recruited_together(membership, created, first, domain, PARAMS).share[1] == 0.0
+
+
+def test_recruitment_adds_evidence_and_the_account_family_once():
+    membership, created, first, domain = _wave(["a.com", "b.com", "c.com"], [0, 1, 2], [1, 1, 1])
+    recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
+    tie = {"a0": camp.Tie(3.0, 1, 12), "a1": camp.Tie(3.0, 2, 12, account=True)}
+    tie = camp.with_recruitment(tie, recruitment, PARAMS)
+    assert tie["a0"] == camp.Tie(3.0 + PARAMS.act_weight, 2, 12, True)
+    assert tie["a1"].families == 2  # a card or a sign-up burst already counted the account family
+    assert tie["a2"] == camp.Tie(PARAMS.act_weight, 1, 2, True)  # no key: the act alone, below admission
+
+
+def test_collective_acts_raise_a_clusters_operation_evidence_and_nothing_else_changes_without_them():
+    import pyarrow as pa
+    from distillguard.linkage import EVIDENCE
+
+    members = [f"m{i}" for i in range(6)]
+    pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1:]]
+    edges = pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "weight": [4.0] * len(pairs),
+                      **{f"shared_{k}": [1 if k == "scaffold" else 0] * len(pairs) for k in EVIDENCE}})
+    membership = {a: 1 for a in members}
+    tie = {a: camp.Tie(4.0, 2, 5) for a in members}
+    suspicion = {a: 0.1 for a in members}
+    stats = {1: (100, 95)}
+    plain = camp.score_clusters(edges, membership, tie, suspicion, stats, PARAMS)[0]
+    same = camp.score_clusters(edges, membership, tie, suspicion, stats, PARAMS, {1: {"recruited": 0.0, "pivoted": 0.0}})[0]
+    acted = camp.score_clusters(edges, membership, tie, suspicion, stats, PARAMS, {1: {"recruited": 0.8, "pivoted": 0.3}})[0]
+    assert same["score"] == plain["score"]
+    # operation 0.55 (half automation, half collective) leaves 0.45 unexplained; x 0.2 x 0.7
+    assert abs(acted["score"] - plain["score"] / 0.55 * (1 - 0.45 * 0.2 * 0.7)) < 1e-3
+    assert acted["recruited"] == 0.8 and acted["pivoted"] == 0.3

@@ -226,7 +226,7 @@ def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scann
     policy = Policy(lookback_days=365)
     as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
     line = "coordination: first used a newly released model 2.0 h after its release (< 24 h) with 40% of its cluster"
-    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {member: line},
+    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {member: [line]},
                               result.campaigns, policy, as_of)
     reasons = {r["account_id"]: r["reasons"] for r in verdicts.to_pylist()}
     assert line in reasons[member] and reasons[member].index(line) == 2  # after the campaign and the tie

@@ -21,8 +21,10 @@ with benign-looking accounts or benign prompts dilutes it little.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import graspologic_native as gn
 import ibis
@@ -48,6 +50,17 @@ class CampaignParams:
     pivot_hours: float = 24.0
     pivot_min_share: float = 0.15
     pivot_lift: float = 4.0
+    # recruited together: fresh accounts (first used at most ``recruit_fresh_days`` after
+    # their creation) created within ``recruit_wave_hours`` of at least ``recruit_min_mates``
+    # other fresh members of their cluster; such a member holds ``act_weight`` more evidence
+    # from the account family
+    recruit_fresh_days: float = 14.0
+    recruit_wave_hours: float = 12.0
+    recruit_min_mates: int = 2
+    recruit_min_share: float = 0.15  # ...in clusters where at least this share of members were
+    # the evidence a collective act (recruited in a wave, moved to a new model together) adds to
+    # a member's tie: a sign-up burst key's weight, since a wave is a sign-up burst across domains
+    act_weight: float = 1.5
 
 
 def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
@@ -68,6 +81,7 @@ class Tie:
     evidence: float  # kind weight x idf, summed once per supported key
     families: int  # independent families of those keys
     reach: int  # other members it shares a supported key with (at least; capped, see member_evidence)
+    account: bool = False  # whether one of those families is the account family (card, sign-up burst)
 
 
 NO_TIE = Tie(0.0, 0, 0)
@@ -102,6 +116,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     family = ibis.cases(*((tied.kind == k, e.family) for k, e in EVIDENCE.items()), else_="other")
     per_account = tied.group_by("account_id").aggregate(
         evidence=(kind_weight * tied.idf).sum(), families=family.nunique(),
+        account=ibis.cases((family == "account", 1), else_=0).max(),
         wide=ibis.least(tied.holders_in.max() - 1, reach_cap))
     small = tied.filter(tied.holders_in <= reach_cap).select("cluster", "kind", "key", "account_id")
     # only accounts that no large key already takes to the cap need their peers counted
@@ -111,7 +126,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     peers = peers.filter(peers.account_id != peers.peer)
     narrow = peers.group_by("account_id").aggregate(narrow=peers.peer.nunique())
     joined = per_account.left_join(narrow, "account_id")
-    return joined.select("account_id", "evidence", "families",
+    return joined.select("account_id", "evidence", "families", "account",
                          reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)))
 
 
@@ -122,6 +137,7 @@ class Pivot:
     share: dict[int, float]  # cluster -> share of its members that moved within pivot_hours
     base: float  # the same share over the whole population
     coordinated: set[str]  # the members that moved, in clusters where that was a collective act
+    together: frozenset[int] = frozenset()  # those clusters
 
     def reason(self, account: str, cluster: int, hours: float, params: CampaignParams) -> str:
         """The verdict line of a coordinated member: its value, its cluster's and the thresholds."""
@@ -153,18 +169,97 @@ def pivoted_together(membership: dict[str, int], pivot_hours: dict[str, float | 
         moved[c] = moved.get(c, 0) + (account in early)
     share = {c: moved[c] / sizes[c] for c in sizes}
     together = {c for c, v in share.items() if v >= params.pivot_min_share and v >= params.pivot_lift * base}
-    return Pivot(share, base, {a for a, c in membership.items() if c in together and a in early})
+    return Pivot(share, base, {a for a, c in membership.items() if c in together and a in early}, frozenset(together))
 
 
-def with_coordination(tie: dict[str, Tie], coordinated: set[str]) -> dict[str, Tie]:
-    """:func:`ties` with one more family for members that acted with their cluster (pivoted_together)."""
-    return {a: (Tie(t.evidence, t.families + 1, t.reach) if a in coordinated else t) for a, t in tie.items()}
+def with_coordination(tie: dict[str, Tie], coordinated: set[str], weight: float = 0.0) -> dict[str, Tie]:
+    """:func:`ties` with one more family, and ``weight`` more evidence, for members that acted
+    with their cluster (pivoted_together): a shared act counts like a shared key."""
+    return {a: (Tie(t.evidence + weight, t.families + 1, t.reach, t.account) if a in coordinated else t)
+            for a, t in tie.items()}
+
+
+@dataclass(frozen=True)
+class Recruitment:
+    """The recruitment tell measured on every cluster (recruited_together)."""
+
+    share: dict[int, float]  # cluster -> share of its members recruited together
+    mates: dict[str, int]  # recruited member -> fresh members of its cluster, of other domains, in its wave
+    lead_days: dict[str, float]  # recruited member -> days from its creation to its first request
+
+    def reason(self, account: str, params: CampaignParams) -> str:
+        """The verdict line of a recruited member: its values and the thresholds."""
+        return (f"recruited together: created within {params.recruit_wave_hours:g} h of {self.mates[account]} "
+                f"other fresh members of its cluster with other e-mail domains (>= {params.recruit_min_mates}), first used "
+                f"{self.lead_days[account]:.1f} days after its creation (<= {params.recruit_fresh_days:g})")
+
+
+def recruited_together(membership: dict[str, int], created: dict[str, datetime | None],
+                       first_seen: dict[str, datetime | None], domain: dict[str, str | None],
+                       params: CampaignParams) -> Recruitment:
+    """Members of a cluster that were created as a batch of unrelated identities and put to work.
+
+    Operations open accounts in sign-up waves, shortly before they use them, spread over e-mail
+    domains so that no sign-up burst key (same domain, same hour) ties them (Anthropic 2026:
+    ~25,000 accounts opened for one campaign). A customer's account is usually old by the time
+    it shares a cluster with others; a class or a team that onboards together signs up with its
+    school's or company's domain (an identity it shows, which signup_burst already links). So a
+    member counts when it is fresh (first request within ``recruit_fresh_days`` of its
+    creation), at least ``recruit_min_mates`` other fresh members of its own cluster were created
+    within ``recruit_wave_hours`` of it with *another* e-mail domain, and those outnumber its
+    wave mates of its own domain; and only in clusters where at least ``recruit_min_share`` of
+    the members were recruited so (a few new customers joining a community are not its act).
+    This reads only clusters the linkage already formed: it adds evidence to a tie, never an edge.
+    """
+    fresh: dict[int, list[tuple[datetime, str]]] = {}
+    lead: dict[str, float] = {}
+    for account, c in membership.items():
+        made, first = created.get(account), first_seen.get(account)
+        if made is None or first is None:
+            continue
+        days = (first - made).total_seconds() / 86400.0
+        if days <= params.recruit_fresh_days:
+            lead[account] = days
+            fresh.setdefault(c, []).append((made, account))
+    wave = timedelta(hours=params.recruit_wave_hours)
+    mates: dict[str, int] = {}
+    for c, batch in fresh.items():
+        batch.sort()
+        times = [t for t, _ in batch]
+        for t, account in batch:
+            lo, hi = bisect.bisect_left(times, t - wave), bisect.bisect_right(times, t + wave)
+            own = (domain.get(account) or "").lower()
+            other = sum(1 for _, b in batch[lo:hi] if (domain.get(b) or "").lower() != own)
+            same = hi - lo - 1 - other
+            if other >= params.recruit_min_mates and other > same:
+                mates[account] = other
+    sizes: dict[int, int] = {}
+    recruited: dict[int, int] = {}
+    for account, c in membership.items():
+        sizes[c] = sizes.get(c, 0) + 1
+        recruited[c] = recruited.get(c, 0) + (account in mates)
+    # a handful of new customers joining a community is not the community's act
+    share = {c: recruited[c] / sizes[c] for c in sizes}
+    share = {c: (v if v >= params.recruit_min_share else 0.0) for c, v in share.items()}
+    mates = {a: n for a, n in mates.items() if share[membership[a]] > 0}
+    return Recruitment(share, mates, {a: lead[a] for a in mates})
+
+
+def with_recruitment(tie: dict[str, Tie], recruitment: Recruitment, params: CampaignParams) -> dict[str, Tie]:
+    """:func:`ties` with the evidence of being recruited in a wave with other members: the
+    weight of a sign-up burst key, the account family (unless already held), and the wave's
+    mates counted in the reach."""
+    out = dict(tie)
+    for account, n in recruitment.mates.items():
+        t = out.get(account, NO_TIE)
+        out[account] = Tie(t.evidence + params.act_weight, t.families + (not t.account), max(t.reach, n), True)
+    return out
 
 
 def ties(evidence: pa.Table) -> dict[str, Tie]:
     """:func:`member_evidence`, collected, as account -> Tie."""
-    return {a: Tie(e, f, r) for a, e, f, r in zip(*(evidence.column(k).to_pylist()
-                                                   for k in ("account_id", "evidence", "families", "reach")))}
+    columns = ("account_id", "evidence", "families", "reach", "account")
+    return {a: Tie(e, f, r, bool(k)) for a, e, f, r, k in zip(*(evidence.column(c).to_pylist() for c in columns))}
 
 
 def campaign_sized(membership: dict[str, int], min_members: int) -> dict[str, int]:
@@ -182,13 +277,32 @@ def admitted(membership: dict[str, int], tie: dict[str, Tie], params: CampaignPa
             and tie.get(a, NO_TIE).reach >= params.min_members - 1}
 
 
+def acts(pivot: Pivot, recruitment: Recruitment, clusters: set[int]) -> dict[int, dict[str, float]]:
+    """cluster -> {act: share of members}: the collective acts a cluster showed, for score_clusters.
+
+    ``pivoted`` counts only where the pivot was a coordinated act (pivoted_together: share and
+    lift over the population), since launch-day adoption is common among customers;
+    ``recruited`` is recruited_together's share (customers' accounts are rarely fresh together).
+    """
+    return {c: {"recruited": recruitment.share.get(c, 0.0),
+                "pivoted": pivot.share.get(c, 0.0) if c in pivot.together else 0.0}
+            for c in clusters}
+
+
 def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, Tie],
                    suspicion: dict[str, float], prompt_stats: dict[int, tuple[int, int]],
-                   params: CampaignParams) -> list[dict]:
+                   params: CampaignParams, collective_acts: dict[int, dict[str, float]] | None = None) -> list[dict]:
     """One dict per cluster with at least ``min_members`` members: members, sub-scores, score.
 
-    ``membership`` holds the admitted members only (:func:`admitted`); ``tie`` is :func:`ties`.
+    ``membership`` holds the admitted members only (:func:`admitted`); ``tie`` is :func:`ties`;
+    ``collective_acts`` is :func:`acts`. Operation evidence is what the members do (automation)
+    and what ties them (collective), raised by each act the cluster performed as one: an
+    independent tell each, combined as independent evidence (1 - the product of what each
+    leaves unexplained), so that a cell of human-looking accounts that was recruited in one
+    wave and re-pointed at a new model in one day scores as an operation, while a community of
+    customers (no such acts) scores exactly as before.
     """
+    collective_acts = collective_acts or {}
     kinds = list(EVIDENCE)
     members: dict[int, list[str]] = {}
     for account, c in membership.items():
@@ -220,11 +334,15 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, T
         exchanges, distinct = prompt_stats.get(c, (0, 0))
         complementarity = distinct / exchanges if exchanges else 0.0
         operation = max(automation, 0.5 * automation + 0.5 * collective)
+        shown = collective_acts.get(c, {})
+        for share in shown.values():
+            operation = 1.0 - (1.0 - operation) * (1.0 - share)
         score = structure * operation * (0.5 + 0.5 * complementarity)
         out.append({
             "cluster": c, "members": sorted(accounts), "size": n, "score": round(score, 4),
             "structure": round(structure, 4), "automation": round(automation, 4),
             "collective": round(collective, 4), "complementarity": round(complementarity, 4),
+            "recruited": round(shown.get("recruited", 0.0), 4), "pivoted": round(shown.get("pivoted", 0.0), 4),
             "internal_weight": round(info["weight"], 3),
             "indicators": {k: {"shared_keys": info["kinds"][k], "accounts": len(info["linked"][k])}
                            for k in kinds if info["kinds"][k]},

@@ -113,16 +113,24 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     tie = camp.ties(evidence)
     pivot_hours = dict(zip(feats.column("account_id").to_pylist(), feats.column("pivot_hours").to_pylist()))
     pivot = camp.pivoted_together(big, pivot_hours, cparams)
-    tie = camp.with_coordination(tie, pivot.coordinated)
-    coordination = {a: pivot.reason(a, big[a], pivot_hours[a], cparams) for a in pivot.coordinated}
+    tie = camp.with_coordination(tie, pivot.coordinated, cparams.act_weight)
+    created, first_seen, domain = (dict(zip(feats.column("account_id").to_pylist(), feats.column(k).to_pylist()))
+                                   for k in ("created_at", "first_seen", "email_domain"))
+    recruitment = camp.recruited_together(big, created, first_seen, domain, cparams)
+    tie = camp.with_recruitment(tie, recruitment, cparams)
+    # what earned a member the families and evidence added above, in its own words
+    acted = {a: [pivot.reason(a, big[a], pivot_hours[a], cparams)] for a in pivot.coordinated}
+    for a in recruitment.mates:
+        acted.setdefault(a, []).append(recruitment.reason(a, cparams))
     clock.lap("member_evidence")
     members_in = camp.campaign_sized(camp.admitted(membership, tie, cparams), cparams.min_members)
     prompt_stats = _prompt_stats(ex, members_in, lookup)
     clock.lap("prompt_stats")
-    clusters = camp.score_clusters(edges, members_in, tie, suspicion_of, prompt_stats, cparams)
+    clusters = camp.score_clusters(edges, members_in, tie, suspicion_of, prompt_stats, cparams,
+                                   camp.acts(pivot, recruitment, set(members_in.values())))
     campaigns = _campaigns(clusters, edges, feats, policy, cparams)
     clock.lap("campaigns")
-    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, coordination, campaigns, policy, as_of)
+    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, campaigns, policy, as_of)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts) if candidates is not None \
@@ -280,7 +288,7 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
             "score": score,
             "action": policy.campaign_action(score),
             **{k: round(sum(c[k] * c["size"] for c in cells) / len(members), 4)
-               for k in ("structure", "automation", "collective", "complementarity")},
+               for k in ("structure", "automation", "collective", "complementarity", "recruited", "pivoted")},
             "indicators": indicators,
             "capability_mix": mix,
             # members that moved to a newly released model within pivot_hours (a day) of its release
@@ -294,7 +302,7 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
 
 
 def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
-              coordination: dict[str, str], campaigns: list[dict], policy: Policy, as_of: datetime) -> pa.Table:
+              acted: dict[str, list[str]], campaigns: list[dict], policy: Policy, as_of: datetime) -> pa.Table:
     """One verdict per account: its campaign's action, else monitor at most on its own signals.
 
     A member tied to its campaign by little evidence (below ``firm_evidence``, or from one
@@ -303,7 +311,11 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
     customer team whose card, domain and office tie each member to its teammates, and that
     Leiden attached to a campaign's community by weak links), whose own behaviour is unremarkable (suspicion below
     ``firm_suspicion``) is only monitored: the conservative reading of thin evidence is a
-    day's delay, not a customer throttled.
+    day's delay, not a customer throttled. The evidence mass is waived for a member that took
+    part in one of its cluster's collective acts (``acted``: recruited in one wave of fresh
+    accounts across e-mail domains, re-pointed at a new model with it) and is tied by a second
+    family: an adaptive operation makes each account's keys thin on purpose, but cannot make
+    its accounts' creation or its fleet's moves look independent.
     """
     fired: dict[str, list[str]] = {}
     for account, name, value, threshold, hit in zip(*(signal_table.column(k).to_pylist() for k in
@@ -327,7 +339,10 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
                               f"{campaign['members']} accounts linked by {links}")
             own_tie = tie.get(account, camp.NO_TIE)
             firm = policy.campaign
-            weak = own_tie.evidence < firm.firm_evidence or own_tie.families < 2 or own_tie.reach < firm.firm_reach
+            # a member that took part in a collective act of its cluster (recruited in its wave,
+            # moved with it to a new model) is tied by that act, not by the mass of its keys
+            thin = own_tie.evidence < firm.firm_evidence and account not in acted
+            weak = thin or own_tie.families < 2 or own_tie.reach < firm.firm_reach
             if action not in ("allow", "monitor") and weak and own < firm.firm_suspicion:
                 action = "monitor"
                 reasons.insert(1, f"weakly tied: member evidence={own_tie.evidence:.3g} from {own_tie.families} "
@@ -337,9 +352,8 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             else:
                 reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
                                   f"independent families, tied to >= {own_tie.reach} members")
-            if account in coordination:
-                # the family that with_coordination added is named, with its numbers
-                reasons.insert(2, coordination[account])
+            # the collective acts that added evidence to the member's tie, with their numbers
+            reasons[2:2] = acted.get(account, [])
         elif own >= policy.account_monitor:
             action = "monitor"
             reasons.insert(0, f"account suspicion={own:.3f} (>= monitor {policy.account_monitor:g})")
