@@ -331,6 +331,56 @@ def bench(
         console.print(f"results in {out}")
 
 
+@app.command()
+@user_errors
+def sweep(
+    scenario: str = typer.Option("adaptive-2026", "--scenario", help="Scenario name or YAML file with a campaign."),
+    tell: list[str] = typer.Option([], "--tell", help="Tells to sweep (repeat; default: every tell)."),
+    strengths: str = typer.Option("0,0.25,0.5,0.75,1", "--strengths", help="Comma-separated strengths in [0, 1]."),
+    scale: float = typer.Option(0.05, "--scale", help="Scenario scale."),
+    seed: int = typer.Option(7, "--seed", help="Scenario seed."),
+    out: Path = typer.Option(Path("bench-out/sweep"), "--out", help="Directory for the variants, results and plot."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Directory of simulated stores (default: OUT/cache)."),
+    docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose sweep block to rewrite."),
+    docs_block: str = typer.Option("sweep", "--docs-block", help="Name of the marked block of --docs."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Turn each collective tell of a campaign from full strength to zero and measure recall (issue 5)."""
+    import dataclasses
+    import sys
+
+    from distillguard.bench import sweep as sw
+    from distillguard.bench.report import write_docs
+
+    tells = [t for item in tell for t in item.split(",") if t] or list(sw.TELLS)
+    unknown = [t for t in tells if t not in sw.TELLS]
+    if unknown:
+        raise UserError(f"--tell: unknown tell {unknown[0]!r}; tells: {', '.join(sw.TELLS)}")
+    try:
+        levels = [float(v) for v in strengths.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--strengths: {strengths!r} is not a comma-separated list of numbers") from None
+    if not levels or any(not 0 <= v <= 1 for v in levels):
+        raise UserError("--strengths: give numbers between 0 and 1")
+    defaults = {t: sw.default_strength(scenario, t) for t in tells}
+    points = sw.sweep(scenario, scale, seed, cache or out / "cache", out / "variants", tells, levels,
+                      progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
+    image = sw.plot(points, defaults, out / "sweep.png", f"{scenario}: recall against tell strength")
+    (out / "sweep.json").write_text(json.dumps([dataclasses.asdict(p) for p in points], indent=2) + "\n")
+    if docs is not None:
+        figure = Path(docs).parent / "img" / f"{docs_block}.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        figure.write_bytes(image.read_bytes())
+        command = "distillguard " + " ".join(sys.argv[1:])
+        write_docs(sw.markdown(points, defaults, scenario, scale, seed, command, f"img/{docs_block}.png"),
+                   docs, docs_block)
+    if as_json:
+        print(json.dumps([dataclasses.asdict(p) for p in points], indent=2))
+    else:
+        for p in points:
+            console.print(f"{p.tell} = {p.strength:g}: recall {p.recall:.1%}, organic FPR {p.organic_fpr:.3%}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
