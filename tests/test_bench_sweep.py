@@ -23,8 +23,8 @@ def test_a_variant_sets_one_tell_in_every_campaign_and_leaves_the_rest(tmp_path)
 
 def test_a_variant_of_the_model_pivot_sets_the_share_of_requests_on_the_new_model(tmp_path):
     file = sweep.variant("adaptive-2026", "model_pivot", 0.0, tmp_path)
-    base = load_scenario("adaptive-2026").campaigns["alibaba-2026"].tells
-    tells = load_scenario(file).campaigns["alibaba-2026"].tells
+    base = load_scenario("adaptive-2026").campaigns["adaptive-2026"].tells
+    tells = load_scenario(file).campaigns["adaptive-2026"].tells
     assert tells.model_pivot.share == 0.0 and tells.model_pivot.within_hours == base.model_pivot.within_hours
     assert tells.creation_burst == base.creation_burst == sweep.default_strength("adaptive-2026", "creation_burst")
 

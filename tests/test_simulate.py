@@ -373,7 +373,7 @@ def test_adaptive_accounts_keep_the_local_time_of_their_region_not_the_operators
     simulate("adaptive-2026", scale=0.004, seed=3, out_dir=tmp_path / "local")
     one_clock = tmp_path / "one-clock.yaml"
     one_clock.write_text("name: one-clock\nbase: adaptive-2026\n"
-                         "campaigns:\n  alibaba-2026:\n    account_local_time: false\n")
+                         "campaigns:\n  adaptive-2026:\n    account_local_time: false\n")
     simulate(str(one_clock), scale=0.004, seed=3, out_dir=tmp_path / "operator")
     # an office rhythm on one clock crowds the working hours of one time zone; spread over the
     # regions' zones, the same rhythm covers the UTC day far more evenly
