@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/ingest.py --out bench-out
 	# final verdicts of every detector on every scenario (no replay: see the next run)
 	$(DG) bench --scenario all --out bench-out --replay-every-hours 0 --docs docs/benchmarks.md
+	# recall against each collective tell's strength on the adaptive campaign (25 scenario variants)
+	$(DG) sweep --scenario adaptive-2026 --out bench-out/sweep --cache bench-out/cache --docs docs/benchmarks.md
 	# the 6-hour replay (time to detection, leakage) of the default scenarios: the scan is judged
 	# step by step, 176 scans per scenario, in two processes (about 35 minutes per scenario)
 	$(DG) bench --out bench-out/replay --cache bench-out/cache --workers 2 --docs docs/benchmarks.md --docs-block replay
