@@ -91,7 +91,7 @@ def test_recruitment_adds_evidence_and_the_account_family_once():
     tie = camp.with_recruitment(tie, recruitment, PARAMS)
     assert tie["a0"] == camp.Tie(3.0 + PARAMS.act_weight, 2, 12, True)
     assert tie["a1"].families == 2  # a card or a sign-up burst already counted the account family
-    assert tie["a2"] == camp.Tie(PARAMS.act_weight, 1, 2, True)  # no key: the act alone, below admission
+    assert tie["a2"] == camp.Tie(PARAMS.act_weight, 1, 0, True)  # no key: the act alone, below admission
 
 
 def test_collective_acts_raise_a_clusters_operation_evidence_and_nothing_else_changes_without_them():
@@ -113,3 +113,30 @@ def test_collective_acts_raise_a_clusters_operation_evidence_and_nothing_else_ch
     # operation 0.55 (half automation, half collective) leaves 0.45 unexplained; x 0.2 x 0.7
     assert abs(acted["score"] - plain["score"] / 0.55 * (1 - 0.45 * 0.2 * 0.7)) < 1e-3
     assert acted["recruited"] == 0.8 and acted["pivoted"] == 0.3
+
+
+def test_a_member_whose_sign_up_burst_key_already_counts_its_creation_gets_nothing_more_from_the_wave():
+    # a customer who signed up with gmail in the hour of a campaign's wave holds the wave's burst
+    # key by chance; the wave says the same thing again and must not count twice
+    membership, created, first, domain = _wave(["a.com", "b.com", "c.com"], [0, 1, 2], [1, 1, 1])
+    recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
+    tie = {"a0": camp.Tie(4.4, 2, 60, account=True, burst=True)}
+    assert camp.with_recruitment(tie, recruitment, PARAMS)["a0"] == tie["a0"]
+
+
+def test_the_pivot_adds_a_family_but_no_evidence_mass():
+    tie = camp.with_coordination({"m0": camp.Tie(2.4, 2, 12)}, {"m0"})
+    assert tie["m0"] == camp.Tie(2.4, 3, 12)  # still below admission: early adoption is common
+
+
+def test_a_member_tied_by_addresses_alone_gets_nothing_from_the_wave():
+    # a residential neighbour of a campaign's proxy exits who signed up during a wave
+    membership, created, first, domain = _wave(["a.com", "b.com", "c.com"], [0, 1, 2], [1, 1, 1])
+    recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
+    tie = {"a0": camp.Tie(3.75, 1, 40, network_only=True)}
+    assert camp.with_recruitment(tie, recruitment, PARAMS)["a0"] == tie["a0"]
+
+
+def test_typical_evidence_is_the_median_of_members_with_some_support():
+    tie = {"a": camp.Tie(2.0, 1, 5), "b": camp.Tie(4.0, 2, 5), "c": camp.Tie(9.0, 3, 5), "d": camp.NO_TIE}
+    assert camp.typical_evidence({"a": 1, "b": 1, "c": 1, "d": 1, "e": 2}, tie) == {1: 4.0}

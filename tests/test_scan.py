@@ -166,6 +166,18 @@ def _ties(rows, clusters):
     return campaigns.ties(table)
 
 
+def test_member_evidence_says_which_kinds_of_fact_tie_a_member():
+    # what the collective acts build on: whether creation time already counts (a burst key), and
+    # whether the member is tied by addresses alone (a residential neighbour of proxy exits)
+    cell = [(f"m{i}", kind, key) for i in range(5) for kind, key in (("signup_burst", "gmail@h1"),
+                                                                     ("scaffold", "show every step"))]
+    neighbour = [("n", "subnet", "10.0.0.0/24")] + [(f"m{i}", "subnet", "10.0.0.0/24") for i in range(3)]
+    rows = cell + neighbour
+    tie = _ties(rows, {a: 1 for a, _, _ in rows})
+    assert tie["m0"].burst and tie["m0"].account and not tie["m0"].network_only
+    assert tie["n"].network_only and not tie["n"].burst and not tie["n"].account
+
+
 def test_one_shared_key_counts_once_however_many_members_hold_it():
     # a customer who signed up in the same hour as ten campaign accounts: one fact, not ten
     rows = [(f"m{i}", "signup_burst", "gmail@h1") for i in range(10)] + [("customer", "signup_burst", "gmail@h1")]
@@ -208,12 +220,12 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     policy = Policy(lookback_days=365)
     as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
     weak = {**result.ties, member: campaigns.Tie(evidence=3.5, families=1, reach=20)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, weak, {}, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, weak, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == "monitor"
     assert any("weakly tied" in r for r in row["reasons"])
     firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, {}, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == throttled[0]["action"]
 
@@ -226,7 +238,7 @@ def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scann
     policy = Policy(lookback_days=365)
     as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
     line = "coordination: first used a newly released model 2.0 h after its release (< 24 h) with 40% of its cluster"
-    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {member: [line]},
+    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {member: [line]}, set(),
                               result.campaigns, policy, as_of)
     reasons = {r["account_id"]: r["reasons"] for r in verdicts.to_pylist()}
     assert line in reasons[member] and reasons[member].index(line) == 2  # after the campaign and the tie
@@ -244,12 +256,12 @@ def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     policy = Policy(lookback_days=365)
     as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
     team = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=policy.campaign.firm_reach - 1)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, team, {}, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, team, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == "monitor"
     assert any(f"to {policy.campaign.firm_reach - 1} members" in r for r in row["reasons"])
     # the same ties with the account's own behaviour suspicious: the campaign's action
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.5}, team, {}, result.campaigns, policy, as_of)
+    verdicts = scan._verdicts(result.features, result.signals, {member: 0.5}, team, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == throttled[0]["action"]
 
@@ -295,7 +307,7 @@ def test_allowlisted_organization_is_capped_at_monitor(scanned):
     orgs = dict(zip(result.features.column("account_id").to_pylist(),
                     result.features.column("organization_id").to_pylist()))
     policy = Policy(allowlist_organizations=[orgs[flagged[0]]])
-    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {}, result.campaigns, policy,
+    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {}, set(), result.campaigns, policy,
                               datetime(2026, 6, 6, tzinfo=timezone.utc))
     action = dict(zip(verdicts.column("account_id").to_pylist(), verdicts.column("action").to_pylist()))
     assert action[flagged[0]] in ("monitor", "allow")

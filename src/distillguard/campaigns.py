@@ -22,7 +22,9 @@ with benign-looking accounts or benign prompts dilutes it little.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
+import statistics
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -58,8 +60,8 @@ class CampaignParams:
     recruit_wave_hours: float = 12.0
     recruit_min_mates: int = 2
     recruit_min_share: float = 0.15  # ...in clusters where at least this share of members were
-    # the evidence a collective act (recruited in a wave, moved to a new model together) adds to
-    # a member's tie: a sign-up burst key's weight, since a wave is a sign-up burst across domains
+    # the evidence being recruited in a wave adds to a member's tie: a sign-up burst key's
+    # weight, since a wave is a sign-up burst across domains
     act_weight: float = 1.5
 
 
@@ -82,6 +84,8 @@ class Tie:
     families: int  # independent families of those keys
     reach: int  # other members it shares a supported key with (at least; capped, see member_evidence)
     account: bool = False  # whether one of those families is the account family (card, sign-up burst)
+    burst: bool = False  # whether a sign-up burst key is among them (creation timing already counted)
+    network_only: bool = False  # whether every one of those keys is an address or a subnet
 
 
 NO_TIE = Tie(0.0, 0, 0)
@@ -117,6 +121,8 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     per_account = tied.group_by("account_id").aggregate(
         evidence=(kind_weight * tied.idf).sum(), families=family.nunique(),
         account=ibis.cases((family == "account", 1), else_=0).max(),
+        burst=ibis.cases((tied.kind == "signup_burst", 1), else_=0).max(),
+        network_only=ibis.cases((family == "network", 1), else_=0).min(),
         wide=ibis.least(tied.holders_in.max() - 1, reach_cap))
     small = tied.filter(tied.holders_in <= reach_cap).select("cluster", "kind", "key", "account_id")
     # only accounts that no large key already takes to the cap need their peers counted
@@ -126,7 +132,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     peers = peers.filter(peers.account_id != peers.peer)
     narrow = peers.group_by("account_id").aggregate(narrow=peers.peer.nunique())
     joined = per_account.left_join(narrow, "account_id")
-    return joined.select("account_id", "evidence", "families", "account",
+    return joined.select("account_id", "evidence", "families", "account", "burst", "network_only",
                          reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)))
 
 
@@ -172,10 +178,12 @@ def pivoted_together(membership: dict[str, int], pivot_hours: dict[str, float | 
     return Pivot(share, base, {a for a, c in membership.items() if c in together and a in early}, frozenset(together))
 
 
-def with_coordination(tie: dict[str, Tie], coordinated: set[str], weight: float = 0.0) -> dict[str, Tie]:
-    """:func:`ties` with one more family, and ``weight`` more evidence, for members that acted
-    with their cluster (pivoted_together): a shared act counts like a shared key."""
-    return {a: (Tie(t.evidence + weight, t.families + 1, t.reach, t.account) if a in coordinated else t)
+def with_coordination(tie: dict[str, Tie], coordinated: set[str]) -> dict[str, Tie]:
+    """:func:`ties` with one more family for members that acted with their cluster (pivoted_together).
+
+    No evidence mass: one customer in ten tries a new model on its first day, so moving early
+    says little of one member; the act is the cluster's (its score counts it, see acts)."""
+    return {a: (dataclasses.replace(t, families=t.families + 1) if a in coordinated else t)
             for a, t in tie.items()}
 
 
@@ -245,21 +253,46 @@ def recruited_together(membership: dict[str, int], created: dict[str, datetime |
     return Recruitment(share, mates, {a: lead[a] for a in mates})
 
 
+def typical_evidence(membership: dict[str, int], tie: dict[str, Tie]) -> dict[int, float]:
+    """cluster -> the median evidence of its members that reach admission's evidence at all
+    (those with some key support): how strongly a typical member is tied."""
+    values: dict[int, list[float]] = {}
+    for account, c in membership.items():
+        t = tie.get(account)
+        if t is not None and t.evidence > 0:
+            values.setdefault(c, []).append(t.evidence)
+    return {c: statistics.median(v) for c, v in values.items()}
+
+
+def credited(tie: Tie) -> bool:
+    """Whether being recruited in a wave adds to this tie (with_recruitment)."""
+    return not (tie.burst or tie.network_only)
+
+
 def with_recruitment(tie: dict[str, Tie], recruitment: Recruitment, params: CampaignParams) -> dict[str, Tie]:
     """:func:`ties` with the evidence of being recruited in a wave with other members: the
-    weight of a sign-up burst key, the account family (unless already held), and the wave's
-    mates counted in the reach."""
+    weight of a sign-up burst key and the account family (unless already held). Not the reach:
+    that counts the members the account's own keys tie it to (the firm rule asks for it). A member that already holds a sign-up burst key of its cluster
+    gets nothing more: its creation time is counted once (a customer who signed up with gmail
+    in the hour of a campaign's wave holds that key by chance, and the wave says the same). Nor
+    does a member tied by addresses alone: a residential neighbour of a campaign's proxy exits
+    who signed up during a wave is a bystander twice over, and coincidences do not add up to
+    a second family (the same reason inheritance never acts on network keys alone)."""
     out = dict(tie)
-    for account, n in recruitment.mates.items():
+    for account in recruitment.mates:
         t = out.get(account, NO_TIE)
-        out[account] = Tie(t.evidence + params.act_weight, t.families + (not t.account), max(t.reach, n), True)
+        if not credited(t):
+            continue
+        out[account] = dataclasses.replace(t, evidence=t.evidence + params.act_weight,
+                                           families=t.families + (not t.account), account=True)
     return out
 
 
 def ties(evidence: pa.Table) -> dict[str, Tie]:
     """:func:`member_evidence`, collected, as account -> Tie."""
-    columns = ("account_id", "evidence", "families", "reach", "account")
-    return {a: Tie(e, f, r, bool(k)) for a, e, f, r, k in zip(*(evidence.column(c).to_pylist() for c in columns))}
+    columns = ("account_id", "evidence", "families", "reach", "account", "burst", "network_only")
+    return {a: Tie(e, f, r, bool(k), bool(b), bool(n))
+            for a, e, f, r, k, b, n in zip(*(evidence.column(c).to_pylist() for c in columns))}
 
 
 def campaign_sized(membership: dict[str, int], min_members: int) -> dict[str, int]:

@@ -28,9 +28,12 @@ _CAMPAIGN = (
     "  of its release, in a cluster where at least 15% of members did and at least 4 times the\n"
     "  population's share (campaigns.pivoted_together): an operation re-points its fleet within hours,\n"
     "  while launch-day adopters among customers are spread over all communities;\n"
-    "- each act adds to a member's tie the evidence of a sign-up burst key (`act_weight`, 1.5) and a\n"
-    "  family (account for recruitment unless a card or burst already gave it; coordination), and its\n"
-    "  own reason line with the member's values and the thresholds;\n"
+    "- recruitment adds to a member's tie the evidence of a sign-up burst key (`act_weight`, 1.5) and the\n"
+    "  account family (unless a card gave it), except for a member that holds a sign-up burst key of its\n"
+    "  cluster (its creation time already counts) or is tied by addresses alone (a residential neighbour\n"
+    "  of proxy exits who signed up during a wave); the pivot adds the coordination family, no evidence\n"
+    "  mass (one customer in ten tries a new model on its first day); each act is a reason line with the\n"
+    "  member's values and the thresholds;\n"
     "- `complementarity` = distinct prompts / exchanges in the cluster (a sweep of a corpus, unlike\n"
     "  benchmark runners who all send the same public items).\n\n"
     "Flagged clusters linked to each other by at least `merge_link` of edge weight are one campaign\n"
@@ -39,8 +42,9 @@ _CAMPAIGN = (
     "than `firm_evidence` (5), or from one family only, or tied to fewer than `firm_reach` (10) other\n"
     "members (a customer team's card, domain and office tie each member to its teammates only), whose\n"
     "own suspicion is below `firm_suspicion` (0.2), is only monitored; the evidence mass is waived for a\n"
-    "member that took part in a collective act of its cluster and is tied by two families (an adaptive\n"
-    "operation keeps each account's keys thin on purpose, not its accounts' creation or its fleet's moves).\n"
+    "member credited with recruitment whose evidence is at least half its cluster's median (an adaptive\n"
+    "operation keeps every account's keys thin on purpose, not its accounts' creation; a thin member of a\n"
+    "richly tied cluster is an outsider attached to it).\n"
 )
 
 

@@ -113,15 +113,22 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     tie = camp.ties(evidence)
     pivot_hours = dict(zip(feats.column("account_id").to_pylist(), feats.column("pivot_hours").to_pylist()))
     pivot = camp.pivoted_together(big, pivot_hours, cparams)
-    tie = camp.with_coordination(tie, pivot.coordinated, cparams.act_weight)
+    tie = camp.with_coordination(tie, pivot.coordinated)
     created, first_seen, domain = (dict(zip(feats.column("account_id").to_pylist(), feats.column(k).to_pylist()))
                                    for k in ("created_at", "first_seen", "email_domain"))
     recruitment = camp.recruited_together(big, created, first_seen, domain, cparams)
     tie = camp.with_recruitment(tie, recruitment, cparams)
     # what earned a member the families and evidence added above, in its own words
     acted = {a: [pivot.reason(a, big[a], pivot_hours[a], cparams)] for a in pivot.coordinated}
-    for a in recruitment.mates:
+    # recruited members credited by with_recruitment (not those whose creation a burst key
+    # already counted, nor those tied by addresses alone)...
+    credited = {a for a in recruitment.mates if camp.credited(tie.get(a, camp.NO_TIE))}
+    for a in sorted(credited):
         acted.setdefault(a, []).append(recruitment.reason(a, cparams))
+    # ...and firm by that act where they are tied about as strongly as their cluster's typical
+    # member (campaigns.typical_evidence)
+    typical = camp.typical_evidence(big, tie)
+    firm_by_act = {a for a in credited if tie[a].evidence >= 0.5 * typical.get(big[a], 0.0)}
     clock.lap("member_evidence")
     members_in = camp.campaign_sized(camp.admitted(membership, tie, cparams), cparams.min_members)
     prompt_stats = _prompt_stats(ex, members_in, lookup)
@@ -130,7 +137,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                    camp.acts(pivot, recruitment, set(members_in.values())))
     campaigns = _campaigns(clusters, edges, feats, policy, cparams)
     clock.lap("campaigns")
-    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, campaigns, policy, as_of)
+    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts) if candidates is not None \
@@ -302,7 +309,8 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
 
 
 def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
-              acted: dict[str, list[str]], campaigns: list[dict], policy: Policy, as_of: datetime) -> pa.Table:
+              acted: dict[str, list[str]], firm_by_act: set[str], campaigns: list[dict], policy: Policy,
+              as_of: datetime) -> pa.Table:
     """One verdict per account: its campaign's action, else monitor at most on its own signals.
 
     A member tied to its campaign by little evidence (below ``firm_evidence``, or from one
@@ -311,11 +319,14 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
     customer team whose card, domain and office tie each member to its teammates, and that
     Leiden attached to a campaign's community by weak links), whose own behaviour is unremarkable (suspicion below
     ``firm_suspicion``) is only monitored: the conservative reading of thin evidence is a
-    day's delay, not a customer throttled. The evidence mass is waived for a member that took
-    part in one of its cluster's collective acts (``acted``: recruited in one wave of fresh
-    accounts across e-mail domains, re-pointed at a new model with it) and is tied by a second
-    family: an adaptive operation makes each account's keys thin on purpose, but cannot make
-    its accounts' creation or its fleet's moves look independent.
+    day's delay, not a customer throttled. The evidence mass is waived (``firm_by_act``) for a
+    member recruited in one wave of fresh accounts across e-mail domains with its cluster
+    (campaigns.recruited_together; not one tied by addresses alone, which bystanders share: a
+    campaign's residential exits, a campus NAT) whose evidence is at least half its cluster's
+    median: an adaptive operation makes *every*
+    account's keys thin on purpose, but cannot make its accounts' creation look independent,
+    while a thin member of a richly tied cluster is an outsider Leiden attached to it. ``acted`` holds the reason lines of the
+    collective acts (recruitment, the coordinated pivot) each member took part in.
     """
     fired: dict[str, list[str]] = {}
     for account, name, value, threshold, hit in zip(*(signal_table.column(k).to_pylist() for k in
@@ -341,7 +352,7 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             firm = policy.campaign
             # a member that took part in a collective act of its cluster (recruited in its wave,
             # moved with it to a new model) is tied by that act, not by the mass of its keys
-            thin = own_tie.evidence < firm.firm_evidence and account not in acted
+            thin = own_tie.evidence < firm.firm_evidence and account not in firm_by_act
             weak = thin or own_tie.families < 2 or own_tie.reach < firm.firm_reach
             if action not in ("allow", "monitor") and weak and own < firm.firm_suspicion:
                 action = "monitor"
