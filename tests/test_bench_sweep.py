@@ -48,3 +48,9 @@ def test_an_unknown_tell_is_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "distillguard.cli", "sweep", "--tell", "charisma"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown tell 'charisma'" in done.stderr
+
+
+def test_a_scenario_without_a_campaign_is_a_clear_error():
+    done = subprocess.run([sys.executable, "-m", "distillguard.cli", "sweep", "--scenario", "baseline"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "has no campaign" in done.stderr

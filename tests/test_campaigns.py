@@ -65,13 +65,23 @@ def test_fresh_accounts_of_unrelated_domains_created_in_one_wave_were_recruited_
 
 
 def test_a_class_signing_up_together_with_its_schools_domain_was_not_recruited():
-    # the school's domain is an identity the class shows (signup_burst links it); two students
-    # on personal mail are outnumbered in their wave by their classmates' shared domain
+    # the school's domain is an identity the class shows (signup_burst links it): the wave is
+    # most of one domain, so not even the two students on personal mail count as recruits
     membership, created, first, domain = _wave(["uni.edu"] * 8 + ["gmail.com", "outlook.com"],
                                                [0, 1, 1, 2, 2, 3, 4, 5, 1, 2], [0.01] * 10)
     recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
-    assert set(recruitment.mates) == {"a8", "a9"}  # the two on personal mail see 8+ others
-    assert recruitment.share[1] == 0.2
+    assert recruitment.mates == {} and recruitment.share[1] == 0.0
+
+
+def test_a_first_request_before_the_creation_time_is_no_fresh_account():
+    membership, created, first, domain = _wave(["a.com", "b.com", "c.com"], [0, 1, 2], [-30, -30, -30])
+    assert camp.recruited_together(membership, created, first, domain, PARAMS).mates == {}
+
+
+def test_a_clusters_recruited_share_counts_only_the_members_credited_with_it():
+    pivot = camp.pivoted_together({}, {}, PARAMS)
+    shown = camp.acts(pivot, {"a0", "a1"}, {"a0": 1, "a1": 1, "a2": 1, "a3": 1, "b0": 2}, {1, 2})
+    assert shown == {1: {"recruited": 0.5, "pivoted": 0.0}, 2: {"recruited": 0.0, "pivoted": 0.0}}
 
 
 def test_accounts_created_together_long_before_they_were_used_are_not_a_recruitment_wave():

@@ -245,6 +245,23 @@ def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scann
     assert not any(r.startswith("coordination:") for r in reasons[other])
 
 
+def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_mass(scanned):
+    """An adaptive operation keeps each account's keys thin; the wave it was recruited in ties it."""
+    from distillguard import campaigns
+
+    _, result, _, _ = scanned
+    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
+    member = throttled[0]["accounts"][0]
+    policy = Policy(lookback_days=365)
+    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    thin = {**result.ties, member: campaigns.Tie(evidence=4.0, families=2, reach=20)}
+    args = (result.features, result.signals, {member: 0.05}, thin, {})
+    rows = {r["account_id"]: r for r in scan._verdicts(*args, set(), result.campaigns, policy, as_of).to_pylist()}
+    assert rows[member]["action"] == "monitor"
+    rows = {r["account_id"]: r for r in scan._verdicts(*args, {member}, result.campaigns, policy, as_of).to_pylist()}
+    assert rows[member]["action"] == throttled[0]["action"]
+
+
 def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     """A small customer team (own card, domain, office) that Leiden attached to a campaign's
     community holds strong keys from several families, but only with its teammates."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+from collections import Counter
 import math
 import statistics
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ class CampaignParams:
     recruit_wave_hours: float = 12.0
     recruit_min_mates: int = 2
     recruit_min_share: float = 0.15  # ...in clusters where at least this share of members were
+
     # the evidence being recruited in a wave adds to a member's tie: a sign-up burst key's
     # weight, since a wave is a sign-up burst across domains
     act_weight: float = 1.5
@@ -214,8 +216,9 @@ def recruited_together(membership: dict[str, int], created: dict[str, datetime |
     school's or company's domain (an identity it shows, which signup_burst already links). So a
     member counts when it is fresh (first request within ``recruit_fresh_days`` of its
     creation), at least ``recruit_min_mates`` other fresh members of its own cluster were created
-    within ``recruit_wave_hours`` of it with *another* e-mail domain, and those outnumber its
-    wave mates of its own domain; and only in clusters where at least ``recruit_min_share`` of
+    within ``recruit_wave_hours`` of it with *another* e-mail domain, in a wave (the fresh
+    members created within that span of it, itself included) where no one domain holds more
+    than half the accounts; and only in clusters where at least ``recruit_min_share`` of
     the members were recruited so (a few new customers joining a community are not its act).
     This reads only clusters the linkage already formed: it adds evidence to a tie, never an edge.
     """
@@ -226,7 +229,8 @@ def recruited_together(membership: dict[str, int], created: dict[str, datetime |
         if made is None or first is None:
             continue
         days = (first - made).total_seconds() / 86400.0
-        if days <= params.recruit_fresh_days:
+        # a first request before the creation time is a bad creation time, not a fresh account
+        if 0.0 <= days <= params.recruit_fresh_days:
             lead[account] = days
             fresh.setdefault(c, []).append((made, account))
     wave = timedelta(hours=params.recruit_wave_hours)
@@ -236,10 +240,11 @@ def recruited_together(membership: dict[str, int], created: dict[str, datetime |
         times = [t for t, _ in batch]
         for t, account in batch:
             lo, hi = bisect.bisect_left(times, t - wave), bisect.bisect_right(times, t + wave)
-            own = (domain.get(account) or "").lower()
-            other = sum(1 for _, b in batch[lo:hi] if (domain.get(b) or "").lower() != own)
-            same = hi - lo - 1 - other
-            if other >= params.recruit_min_mates and other > same:
+            # an unknown domain shows no unrelatedness: all unknown ones count as one domain
+            domains = Counter((domain.get(b) or "").lower() for _, b in batch[lo:hi])
+            other = (hi - lo) - domains[(domain.get(account) or "").lower()]
+            # the wave itself must mix domains: a class or a team is most of its own wave
+            if other >= params.recruit_min_mates and max(domains.values()) <= 0.5 * (hi - lo):
                 mates[account] = other
     sizes: dict[int, int] = {}
     recruited: dict[int, int] = {}
@@ -310,14 +315,22 @@ def admitted(membership: dict[str, int], tie: dict[str, Tie], params: CampaignPa
             and tie.get(a, NO_TIE).reach >= params.min_members - 1}
 
 
-def acts(pivot: Pivot, recruitment: Recruitment, clusters: set[int]) -> dict[int, dict[str, float]]:
+def acts(pivot: Pivot, recruited: set[str], membership: dict[str, int],
+         clusters: set[int]) -> dict[int, dict[str, float]]:
     """cluster -> {act: share of members}: the collective acts a cluster showed, for score_clusters.
 
     ``pivoted`` counts only where the pivot was a coordinated act (pivoted_together: share and
     lift over the population), since launch-day adoption is common among customers;
-    ``recruited`` is recruited_together's share (customers' accounts are rarely fresh together).
+    ``recruited`` is the share of members credited with recruitment (``recruited``: those
+    with_recruitment credits, so fresh students behind one NAT, tied by addresses alone, do
+    not raise their cluster either).
     """
-    return {c: {"recruited": recruitment.share.get(c, 0.0),
+    sizes: dict[int, int] = {}
+    count: dict[int, int] = {}
+    for account, c in membership.items():
+        sizes[c] = sizes.get(c, 0) + 1
+        count[c] = count.get(c, 0) + (account in recruited)
+    return {c: {"recruited": count.get(c, 0) / sizes[c] if sizes.get(c) else 0.0,
                 "pivoted": pivot.share.get(c, 0.0) if c in pivot.together else 0.0}
             for c in clusters}
 

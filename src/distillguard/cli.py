@@ -378,7 +378,7 @@ def sweep(
         print(json.dumps([dataclasses.asdict(p) for p in points], indent=2))
     else:
         for p in points:
-            console.print(f"{p.tell} = {p.strength:g}: recall {p.recall:.1%}, organic FPR {p.organic_fpr:.3%}")
+            console.print(f"{p.tell} = {p.strength:g}: recall {sw.pct(p.recall)}, organic FPR {sw.pct(p.organic_fpr, 3)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

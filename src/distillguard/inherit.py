@@ -216,7 +216,7 @@ class Matcher:
                 first_seen: datetime | None = None, created: datetime | None = None) -> tuple[str, list[str]] | None:
         """``first_seen``: the account's first request as the store knows it (else the first
         this matcher observed); ``created``: its creation time where known."""
-        first = self.first_seen.setdefault(account, at)
+        first = self.first_seen[account] = min(self.first_seen.get(account, at), at)
         if not self.fresh.is_new(at, first if first_seen is None else min(first_seen, first), created):
             return None
         for kind, key in keys:

@@ -134,7 +134,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     prompt_stats = _prompt_stats(ex, members_in, lookup)
     clock.lap("prompt_stats")
     clusters = camp.score_clusters(edges, members_in, tie, suspicion_of, prompt_stats, cparams,
-                                   camp.acts(pivot, recruitment, set(members_in.values())))
+                                   camp.acts(pivot, credited, big, set(members_in.values())))
     campaigns = _campaigns(clusters, edges, feats, policy, cparams)
     clock.lap("campaigns")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of)

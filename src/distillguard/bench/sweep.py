@@ -25,6 +25,7 @@ import yaml
 from distillguard.bench.metrics import account_metrics, judge
 from distillguard.bench.prepare import prepare
 from distillguard.detector import DistillguardDetector
+from distillguard.errors import UserError
 from distillguard.simulate.scenario import load_scenario
 
 #: the knobs a sweep turns, as paths under a campaign's ``tells``; model_pivot is its share of
@@ -67,8 +68,16 @@ def variant(scenario: str, tell: str, strength: float, directory: Path) -> Path:
 
 
 def default_strength(scenario: str, tell: str) -> float:
-    """The scenario's own strength of ``tell`` (its first campaign's)."""
-    node: Any = next(iter(load_scenario(scenario).campaigns.values())).tells
+    """The scenario's own strength of ``tell`` (its first campaign's; a sweep sets every
+    campaign's, see :func:`variant`).
+
+    Raises:
+        UserError: the scenario has no campaign to sweep.
+    """
+    campaigns = load_scenario(scenario).campaigns
+    if not campaigns:
+        raise UserError(f"scenario {scenario!r} has no campaign: nothing to sweep")
+    node: Any = next(iter(campaigns.values())).tells
     for key in TELLS[tell]:
         node = getattr(node, key)
     return float(node)
@@ -106,7 +115,9 @@ def plot(points: Sequence[Point], defaults: dict[str, float], path: Path, title:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for tell in dict.fromkeys(p.tell for p in points):
         mine = sorted((p for p in points if p.tell == tell), key=lambda p: p.strength)
-        line, = ax.plot([p.strength for p in mine], [100 * (p.recall or 0) for p in mine], marker="o", label=tell)
+        # an unmeasured recall (no campaign account at that scale) is a gap, not a zero
+        line, = ax.plot([p.strength for p in mine], [float("nan") if p.recall is None else 100 * p.recall
+                                                     for p in mine], marker="o", label=tell)
         if tell in defaults:
             ax.axvline(defaults[tell], color=line.get_color(), alpha=0.25, linestyle=":")
     ax.axhline(80, color="grey", linestyle="--", linewidth=1, label="floor (80%)")
@@ -122,12 +133,15 @@ def plot(points: Sequence[Point], defaults: dict[str, float], path: Path, title:
     return path
 
 
+def pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}%"
+
+
 def markdown(points: Sequence[Point], defaults: dict[str, float], scenario: str, scale: float, seed: int,
              command: str, image: str | None) -> str:
     """The docs section: the command, a table of recall per tell and strength, the plot."""
     strengths = sorted({p.strength for p in points})
     by = {(p.tell, p.strength): p for p in points}
-    pct = lambda v: "–" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     lines = [f"## Tell-strength sweep: {scenario}", "",
              f"`{command}`  ",
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · scale {scale:g}, seed {seed}; one tell turned at a time, "
