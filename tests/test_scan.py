@@ -223,7 +223,8 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, weak, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == "monitor"
-    assert any("weakly tied" in r for r in row["reasons"])
+    line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
+    assert "families=1 (< 2)" in line and "reach=" not in line
     firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20)}
     verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
@@ -276,7 +277,10 @@ def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, team, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == "monitor"
-    assert any(f"to {policy.campaign.firm_reach - 1} members" in r for r in row["reasons"])
+    # the line names the condition that failed, and only that one
+    line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
+    assert f"reach={policy.campaign.firm_reach - 1} members (< {policy.campaign.firm_reach})" in line
+    assert "evidence=" not in line and "families=" not in line
     # the same ties with the account's own behaviour suspicious: the campaign's action
     verdicts = scan._verdicts(result.features, result.signals, {member: 0.5}, team, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]

@@ -356,9 +356,10 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             weak = thin or own_tie.families < 2 or own_tie.reach < firm.firm_reach
             if action not in ("allow", "monitor") and weak and own < firm.firm_suspicion:
                 action = "monitor"
-                reasons.insert(1, f"weakly tied: member evidence={own_tie.evidence:.3g} from {own_tie.families} "
-                                  f"families to {own_tie.reach} members (firm: >= {firm.firm_evidence:g} from >= 2 "
-                                  f"families to >= {firm.firm_reach}) and own suspicion={own:.3g} "
+                short = [f"evidence={own_tie.evidence:.3g} (< {firm.firm_evidence:g})"] if thin else []
+                short += [f"families={own_tie.families} (< 2)"] if own_tie.families < 2 else []
+                short += [f"reach={own_tie.reach} members (< {firm.firm_reach})"] if own_tie.reach < firm.firm_reach else []
+                reasons.insert(1, f"weakly tied: member {', '.join(short)} and own suspicion={own:.3g} "
                                   f"(< firm {firm.firm_suspicion:g}): monitored only")
             else:
                 reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
