@@ -145,7 +145,7 @@ def markdown(points: Sequence[Point], defaults: dict[str, float], scenario: str,
     lines = [f"## Tell-strength sweep: {scenario}", "",
              f"`{command}`  ",
              f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · scale {scale:g}, seed {seed}; one tell turned at a time, "
-             "the others at the scenario's defaults (in brackets).", "",
+             "the others at the scenario's defaults (each tell's default in brackets).", "",
              "Campaign accounts throttled or stronger (organic accounts throttled or stronger in brackets when any):",
              "", "| tell (default) | " + " | ".join(f"{s:g}" for s in strengths) + " |",
              "|---|" + "---:|" * len(strengths)]
@@ -153,7 +153,7 @@ def markdown(points: Sequence[Point], defaults: dict[str, float], scenario: str,
         cells = []
         for s in strengths:
             p = by.get((tell, s))
-            cells.append("" if p is None else pct(p.recall) + (f" ({pct(p.organic_fpr)})" if p.organic_fpr else ""))
+            cells.append("" if p is None else pct(p.recall) + (f" ({pct(p.organic_fpr, 3)})" if p.organic_fpr else ""))
         lines.append(f"| {tell} ({defaults.get(tell, float('nan')):g}) | " + " | ".join(cells) + " |")
     if image:
         lines += ["", f"![recall against tell strength]({image})"]
