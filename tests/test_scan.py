@@ -176,6 +176,8 @@ def test_member_evidence_says_which_kinds_of_fact_tie_a_member():
     tie = _ties(rows, {a: 1 for a, _, _ in rows})
     assert tie["m0"].burst and tie["m0"].account and not tie["m0"].network_only
     assert tie["n"].network_only and not tie["n"].burst and not tie["n"].account
+    # reach through keys that are not client ones: the burst's 4 others and, by the subnet, n
+    assert tie["m0"].reach_beyond_client == 5 and tie["n"].reach_beyond_client == 3
 
 
 def test_one_shared_key_counts_once_however_many_members_hold_it():
@@ -225,7 +227,7 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     assert row["action"] == "monitor"
     line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
     assert "families=1 (< 2)" in line and "reach=" not in line
-    firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20)}
+    firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20, reach_beyond_client=20)}
     verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, {}, set(), result.campaigns, policy, as_of)
     row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
     assert row["action"] == throttled[0]["action"]
@@ -246,6 +248,23 @@ def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scann
     assert not any(r.startswith("coordination:") for r in reasons[other])
 
 
+def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_monitored(scanned):
+    """Two developers of one customer team (own card and office) whose SDK user agent and system
+    prompt hundreds of campaign accounts also send: their reach comes from the tool alone."""
+    from distillguard import campaigns
+
+    _, result, _, _ = scanned
+    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
+    member = throttled[0]["accounts"][0]
+    policy = Policy(lookback_days=365)
+    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    team = {**result.ties, member: campaigns.Tie(evidence=5.4, families=3, reach=10, reach_beyond_client=2)}
+    rows = {r["account_id"]: r for r in scan._verdicts(result.features, result.signals, {member: 0.05}, team, {},
+                                                       set(), result.campaigns, policy, as_of).to_pylist()}
+    assert rows[member]["action"] == "monitor"
+    assert any("reach beyond client keys=2 members (< 10)" in r for r in rows[member]["reasons"])
+
+
 def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_mass(scanned):
     """An adaptive operation keeps each account's keys thin; the wave it was recruited in ties it."""
     from distillguard import campaigns
@@ -255,7 +274,7 @@ def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_ma
     member = throttled[0]["accounts"][0]
     policy = Policy(lookback_days=365)
     as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
-    thin = {**result.ties, member: campaigns.Tie(evidence=4.0, families=2, reach=20)}
+    thin = {**result.ties, member: campaigns.Tie(evidence=4.0, families=2, reach=20, reach_beyond_client=20)}
     args = (result.features, result.signals, {member: 0.05}, thin, {})
     rows = {r["account_id"]: r for r in scan._verdicts(*args, set(), result.campaigns, policy, as_of).to_pylist()}
     assert rows[member]["action"] == "monitor"

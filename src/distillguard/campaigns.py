@@ -88,6 +88,9 @@ class Tie:
     account: bool = False  # whether one of those families is the account family (card, sign-up burst)
     burst: bool = False  # whether a sign-up burst key is among them (creation timing already counted)
     network_only: bool = False  # whether every one of those keys is an address or a subnet
+    # members it reaches through keys other than client ones (software, templates): a popular
+    # tool's user agent or system prompt reaches thousands, and says nothing of who runs it
+    reach_beyond_client: int = 0
 
 
 NO_TIE = Tie(0.0, 0, 0)
@@ -125,17 +128,26 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
         account=ibis.cases((family == "account", 1), else_=0).max(),
         burst=ibis.cases((tied.kind == "signup_burst", 1), else_=0).max(),
         network_only=ibis.cases((family == "network", 1), else_=0).min(),
-        wide=ibis.least(tied.holders_in.max() - 1, reach_cap))
+        wide=ibis.least(tied.holders_in.max() - 1, reach_cap),
+        wide_beyond=ibis.least(ibis.cases((family != "client", tied.holders_in - 1), else_=0).max(), reach_cap))
     small = tied.filter(tied.holders_in <= reach_cap).select("cluster", "kind", "key", "account_id")
+    beyond = small.filter(small.kind.isin([k for k, e in EVIDENCE.items() if e.family != "client"]))
     # only accounts that no large key already takes to the cap need their peers counted
-    needy = per_account.filter(per_account.wide < reach_cap).select("account_id")
-    other = small.select("cluster", "kind", "key", peer="account_id")
-    peers = small.semi_join(needy, "account_id").join(other, ["cluster", "kind", "key"])
-    peers = peers.filter(peers.account_id != peers.peer)
-    narrow = peers.group_by("account_id").aggregate(narrow=peers.peer.nunique())
-    joined = per_account.left_join(narrow, "account_id")
+    narrow = _peers(small, per_account.filter(per_account.wide < reach_cap), "narrow")
+    narrow_beyond = _peers(beyond, per_account.filter(per_account.wide_beyond < reach_cap), "narrow_beyond")
+    joined = per_account.left_join(narrow, "account_id").drop("account_id_right")
+    joined = joined.left_join(narrow_beyond, "account_id").drop("account_id_right")
     return joined.select("account_id", "evidence", "families", "account", "burst", "network_only",
-                         reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)))
+                         reach=ibis.greatest(joined.wide, joined.narrow.fill_null(0)),
+                         reach_beyond_client=ibis.greatest(joined.wide_beyond, joined.narrow_beyond.fill_null(0)))
+
+
+def _peers(small: ir.Table, needy: ir.Table, name: str) -> ir.Table:
+    """(account_id, name): distinct other members sharing a key of ``small`` with each needy account."""
+    other = small.select("cluster", "kind", "key", peer="account_id")
+    peers = small.semi_join(needy.select("account_id"), "account_id").join(other, ["cluster", "kind", "key"])
+    peers = peers.filter(peers.account_id != peers.peer)
+    return peers.group_by("account_id").aggregate(**{name: peers.peer.nunique()})
 
 
 @dataclass(frozen=True)
@@ -295,9 +307,10 @@ def with_recruitment(tie: dict[str, Tie], recruitment: Recruitment, params: Camp
 
 def ties(evidence: pa.Table) -> dict[str, Tie]:
     """:func:`member_evidence`, collected, as account -> Tie."""
-    columns = ("account_id", "evidence", "families", "reach", "account", "burst", "network_only")
-    return {a: Tie(e, f, r, bool(k), bool(b), bool(n))
-            for a, e, f, r, k, b, n in zip(*(evidence.column(c).to_pylist() for c in columns))}
+    columns = ("account_id", "evidence", "families", "reach", "account", "burst", "network_only",
+               "reach_beyond_client")
+    return {a: Tie(e, f, r, bool(k), bool(b), bool(n), x)
+            for a, e, f, r, k, b, n, x in zip(*(evidence.column(c).to_pylist() for c in columns))}
 
 
 def campaign_sized(membership: dict[str, int], min_members: int) -> dict[str, int]:

@@ -353,12 +353,17 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             # a member that took part in a collective act of its cluster (recruited in its wave,
             # moved with it to a new model) is tied by that act, not by the mass of its keys
             thin = own_tie.evidence < firm.firm_evidence and account not in firm_by_act
-            weak = thin or own_tie.families < 2 or own_tie.reach < firm.firm_reach
+            # a team's card and office plus one popular client key (a tool's user agent or
+            # system prompt) reach far, but through the tool, not through whoever runs the team
+            narrow = own_tie.reach_beyond_client < firm.firm_reach and account not in firm_by_act
+            weak = thin or own_tie.families < 2 or own_tie.reach < firm.firm_reach or narrow
             if action not in ("allow", "monitor") and weak and own < firm.firm_suspicion:
                 action = "monitor"
                 short = [f"evidence={own_tie.evidence:.3g} (< {firm.firm_evidence:g})"] if thin else []
                 short += [f"families={own_tie.families} (< 2)"] if own_tie.families < 2 else []
                 short += [f"reach={own_tie.reach} members (< {firm.firm_reach})"] if own_tie.reach < firm.firm_reach else []
+                short += ([f"reach beyond client keys={own_tie.reach_beyond_client} members (< {firm.firm_reach})"]
+                          if narrow and own_tie.reach >= firm.firm_reach else [])
                 reasons.insert(1, f"weakly tied: member {', '.join(short)} and own suspicion={own:.3g} "
                                   f"(< firm {firm.firm_suspicion:g}): monitored only")
             else:
