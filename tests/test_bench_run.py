@@ -179,3 +179,24 @@ def test_between_scans_new_recruits_inherit_their_campaigns_action(tmp_path_fact
     assert all(r.startswith("new account inherits throttle from campaign-") for r in
                (reasons[0] for reasons in run.inherited["reasons"].to_pylist()))
     assert leaked["inheriting"] < leaked["scans_only"]
+
+
+def test_every_customer_stopped_by_inheritance_is_listed_with_its_reasons():
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from distillguard.bench.run import _inherited
+    from distillguard.verdicts import VERDICT_SCHEMA
+
+    at = datetime(2026, 5, 1, 6, tzinfo=UTC)
+    rows = pa.table({"account_id": ["c1", "o1"], "action": ["throttle", "throttle"], "score": [0.0, 0.0],
+                     "campaign_id": ["k", "k"], "reasons": [["new account inherits"], ["subnet x", "scaffold y"]],
+                     "as_of": [at, at]}, schema=VERDICT_SCHEMA)
+    labels = pa.table({"account_id": ["c1", "o1", "o2"], "campaign_id": ["alibaba", None, None],
+                       "persona": [None, "developer", "casual"]})
+    summary = _inherited(rows, labels)
+    assert (summary["campaign"], summary["organic"]) == (1, 1)
+    assert summary["organic_stops"] == [{"account_id": "o1", "persona": "developer", "at": str(at),
+                                         "action": "throttle", "campaign_id": "k",
+                                         "reasons": ["subnet x", "scaffold y"]}]

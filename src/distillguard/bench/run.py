@@ -210,15 +210,21 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
     return outcome
 
 
-def _inherited(rows: pa.Table | None, labels: pa.Table) -> dict[str, int] | None:
+def _inherited(rows: pa.Table | None, labels: pa.Table) -> dict[str, Any] | None:
     """Accounts stopped by inheritance between replay steps, campaign and organic (None: the
-    detector exports no indicators)."""
+    detector exports no indicators), and every stop of an organic account with its time,
+    persona and reasons: a customer stopped is the case someone must be able to examine."""
     if rows is None:
         return None
     ids = pc.unique(rows["account_id"])
     campaign = labels.filter(labels["campaign_id"].is_valid())["account_id"]
     positive = int(pc.sum(pc.is_in(ids, value_set=campaign)).as_py() or 0)
-    return {"accounts": len(ids), "campaign": positive, "organic": len(ids) - positive}
+    persona = dict(zip(labels["account_id"].to_pylist(), labels["persona"].to_pylist()))
+    organic = rows.filter(pc.invert(pc.is_in(rows["account_id"], value_set=campaign)))
+    stops = [{"account_id": r["account_id"], "persona": persona.get(r["account_id"]), "at": str(r["as_of"]),
+              "action": r["action"], "campaign_id": r["campaign_id"], "reasons": r["reasons"]}
+             for r in organic.sort_by([("as_of", "ascending"), ("account_id", "ascending")]).to_pylist()]
+    return {"accounts": len(ids), "campaign": positive, "organic": len(ids) - positive, "organic_stops": stops}
 
 
 def _checked(verdicts: pa.Table, name: str) -> pa.Table:
