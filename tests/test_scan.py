@@ -212,38 +212,45 @@ def test_a_small_team_reaches_too_few_members_to_be_admitted():
     assert tie["t0"].reach == 2 and tie["m0"].families == 3
 
 
+POLICY = Policy(lookback_days=365)
+AS_OF = datetime(2026, 6, 6, tzinfo=timezone.utc)
+
+
+def _throttled_campaign(result) -> dict:
+    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
+    assert throttled
+    return throttled[0]
+
+
+def _verdict_rows(result, tie, suspicion, acted=None, firm_by_act=frozenset()) -> dict[str, dict]:
+    """scan._verdicts of the scanned store with ``tie`` and ``suspicion`` put in, by account."""
+    verdicts = scan._verdicts(result.features, result.signals, suspicion, tie, acted or {}, set(firm_by_act),
+                              result.campaigns, POLICY, AS_OF)
+    return {r["account_id"]: r for r in verdicts.to_pylist()}
+
+
 def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     from distillguard import campaigns
 
     _, result, _, _ = scanned
-    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
-    assert throttled
-    member = throttled[0]["accounts"][0]
-    policy = Policy(lookback_days=365)
-    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    campaign = _throttled_campaign(result)
+    member = campaign["accounts"][0]
     weak = {**result.ties, member: campaigns.Tie(evidence=3.5, families=1, reach=20)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, weak, {}, set(), result.campaigns, policy, as_of)
-    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
+    row = _verdict_rows(result, weak, {member: 0.05})[member]
     assert row["action"] == "monitor"
     line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
     assert "families=1 (< 2)" in line and "reach=" not in line
     firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20, reach_beyond_client=20)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, firm, {}, set(), result.campaigns, policy, as_of)
-    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
-    assert row["action"] == throttled[0]["action"]
+    row = _verdict_rows(result, firm, {member: 0.05})[member]
+    assert row["action"] == campaign["action"]
 
 
 def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scanned):
     """with_coordination adds a family to a member's tie; the verdict must say which act earned it."""
     _, result, _, _ = scanned
-    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
-    member, other = throttled[0]["accounts"][:2]
-    policy = Policy(lookback_days=365)
-    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    member, other = _throttled_campaign(result)["accounts"][:2]
     line = "coordination: first used a newly released model 2.0 h after its release (< 24 h) with 40% of its cluster"
-    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {member: [line]}, set(),
-                              result.campaigns, policy, as_of)
-    reasons = {r["account_id"]: r["reasons"] for r in verdicts.to_pylist()}
+    reasons = {a: r["reasons"] for a, r in _verdict_rows(result, result.ties, {}, {member: [line]}).items()}
     assert line in reasons[member] and reasons[member].index(line) == 2  # after the campaign and the tie
     assert not any(r.startswith("coordination:") for r in reasons[other])
 
@@ -254,13 +261,9 @@ def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_
     from distillguard import campaigns
 
     _, result, _, _ = scanned
-    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
-    member = throttled[0]["accounts"][0]
-    policy = Policy(lookback_days=365)
-    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    member = _throttled_campaign(result)["accounts"][0]
     team = {**result.ties, member: campaigns.Tie(evidence=5.4, families=3, reach=10, reach_beyond_client=2)}
-    rows = {r["account_id"]: r for r in scan._verdicts(result.features, result.signals, {member: 0.05}, team, {},
-                                                       set(), result.campaigns, policy, as_of).to_pylist()}
+    rows = _verdict_rows(result, team, {member: 0.05})
     assert rows[member]["action"] == "monitor"
     assert any("reach beyond client keys=2 members (< 10)" in r for r in rows[member]["reasons"])
 
@@ -270,16 +273,11 @@ def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_ma
     from distillguard import campaigns
 
     _, result, _, _ = scanned
-    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
-    member = throttled[0]["accounts"][0]
-    policy = Policy(lookback_days=365)
-    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
+    campaign = _throttled_campaign(result)
+    member = campaign["accounts"][0]
     thin = {**result.ties, member: campaigns.Tie(evidence=4.0, families=2, reach=20, reach_beyond_client=20)}
-    args = (result.features, result.signals, {member: 0.05}, thin, {})
-    rows = {r["account_id"]: r for r in scan._verdicts(*args, set(), result.campaigns, policy, as_of).to_pylist()}
-    assert rows[member]["action"] == "monitor"
-    rows = {r["account_id"]: r for r in scan._verdicts(*args, {member}, result.campaigns, policy, as_of).to_pylist()}
-    assert rows[member]["action"] == throttled[0]["action"]
+    assert _verdict_rows(result, thin, {member: 0.05})[member]["action"] == "monitor"
+    assert _verdict_rows(result, thin, {member: 0.05}, firm_by_act={member})[member]["action"] == campaign["action"]
 
 
 def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
@@ -288,22 +286,18 @@ def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     from distillguard import campaigns
 
     _, result, _, _ = scanned
-    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
-    member = throttled[0]["accounts"][0]
-    policy = Policy(lookback_days=365)
-    as_of = datetime(2026, 6, 6, tzinfo=timezone.utc)
-    team = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=policy.campaign.firm_reach - 1)}
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.05}, team, {}, set(), result.campaigns, policy, as_of)
-    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
+    campaign = _throttled_campaign(result)
+    member = campaign["accounts"][0]
+    team = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=POLICY.campaign.firm_reach - 1)}
+    row = _verdict_rows(result, team, {member: 0.05})[member]
     assert row["action"] == "monitor"
     # the line names the condition that failed, and only that one
     line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
-    assert f"reach={policy.campaign.firm_reach - 1} members (< {policy.campaign.firm_reach})" in line
+    assert f"reach={POLICY.campaign.firm_reach - 1} members (< {POLICY.campaign.firm_reach})" in line
     assert "evidence=" not in line and "families=" not in line
     # the same ties with the account's own behaviour suspicious: the campaign's action
-    verdicts = scan._verdicts(result.features, result.signals, {member: 0.5}, team, {}, set(), result.campaigns, policy, as_of)
-    row = [r for r in verdicts.to_pylist() if r["account_id"] == member][0]
-    assert row["action"] == throttled[0]["action"]
+    row = _verdict_rows(result, team, {member: 0.5})[member]
+    assert row["action"] == campaign["action"]
 
 
 def test_a_fleet_moving_to_a_new_model_within_hours_shows_in_pivot_hours():

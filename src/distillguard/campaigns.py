@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections import Counter
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -150,6 +150,16 @@ def _peers(small: ir.Table, needy: ir.Table, name: str) -> ir.Table:
     return peers.group_by("account_id").aggregate(**{name: peers.peer.nunique()})
 
 
+def share_of(membership: dict[str, int], accounts: set[str] | dict[str, object]) -> dict[int, float]:
+    """cluster -> the share of its members that are in ``accounts``."""
+    sizes: dict[int, int] = {}
+    count: dict[int, int] = {}
+    for account, c in membership.items():
+        sizes[c] = sizes.get(c, 0) + 1
+        count[c] = count.get(c, 0) + (account in accounts)
+    return {c: count[c] / sizes[c] for c in sizes}
+
+
 @dataclass(frozen=True)
 class Pivot:
     """The fleet-pivot tell measured on every cluster (pivoted_together)."""
@@ -182,12 +192,7 @@ def pivoted_together(membership: dict[str, int], pivot_hours: dict[str, float | 
     """
     early = {a for a, h in pivot_hours.items() if h is not None and h < params.pivot_hours}
     base = len(early) / max(len(pivot_hours), 1)
-    sizes: dict[int, int] = {}
-    moved: dict[int, int] = {}
-    for account, c in membership.items():
-        sizes[c] = sizes.get(c, 0) + 1
-        moved[c] = moved.get(c, 0) + (account in early)
-    share = {c: moved[c] / sizes[c] for c in sizes}
+    share = share_of(membership, early)
     together = {c for c, v in share.items() if v >= params.pivot_min_share and v >= params.pivot_lift * base}
     return Pivot(share, base, {a for a, c in membership.items() if c in together and a in early}, frozenset(together))
 
@@ -258,14 +263,8 @@ def recruited_together(membership: dict[str, int], created: dict[str, datetime |
             # the wave itself must mix domains: a class or a team is most of its own wave
             if other >= params.recruit_min_mates and max(domains.values()) <= 0.5 * (hi - lo):
                 mates[account] = other
-    sizes: dict[int, int] = {}
-    recruited: dict[int, int] = {}
-    for account, c in membership.items():
-        sizes[c] = sizes.get(c, 0) + 1
-        recruited[c] = recruited.get(c, 0) + (account in mates)
     # a handful of new customers joining a community is not the community's act
-    share = {c: recruited[c] / sizes[c] for c in sizes}
-    share = {c: (v if v >= params.recruit_min_share else 0.0) for c, v in share.items()}
+    share = {c: (v if v >= params.recruit_min_share else 0.0) for c, v in share_of(membership, mates).items()}
     mates = {a: n for a, n in mates.items() if share[membership[a]] > 0}
     return Recruitment(share, mates, {a: lead[a] for a in mates})
 
@@ -289,9 +288,11 @@ def credited(tie: Tie) -> bool:
 def with_recruitment(tie: dict[str, Tie], recruitment: Recruitment, params: CampaignParams) -> dict[str, Tie]:
     """:func:`ties` with the evidence of being recruited in a wave with other members: the
     weight of a sign-up burst key and the account family (unless already held). Not the reach:
-    that counts the members the account's own keys tie it to (the firm rule asks for it). A member that already holds a sign-up burst key of its cluster
-    gets nothing more: its creation time is counted once (a customer who signed up with gmail
-    in the hour of a campaign's wave holds that key by chance, and the wave says the same). Nor
+    that counts the members the account's own keys tie it to (the firm rule asks for it).
+
+    A member that already holds a sign-up burst key of its cluster gets nothing more: its
+    creation time is counted once (a customer who signed up with gmail in the hour of a
+    campaign's wave holds that key by chance, and the wave says the same). Nor
     does a member tied by addresses alone: a residential neighbour of a campaign's proxy exits
     who signed up during a wave is a bystander twice over, and coincidences do not add up to
     a second family (the same reason inheritance never acts on network keys alone)."""
@@ -338,13 +339,8 @@ def acts(pivot: Pivot, recruited: set[str], membership: dict[str, int],
     with_recruitment credits, so fresh students behind one NAT, tied by addresses alone, do
     not raise their cluster either).
     """
-    sizes: dict[int, int] = {}
-    count: dict[int, int] = {}
-    for account, c in membership.items():
-        sizes[c] = sizes.get(c, 0) + 1
-        count[c] = count.get(c, 0) + (account in recruited)
-    return {c: {"recruited": count.get(c, 0) / sizes[c] if sizes.get(c) else 0.0,
-                "pivoted": pivot.share.get(c, 0.0) if c in pivot.together else 0.0}
+    share = share_of(membership, recruited)
+    return {c: {"recruited": share.get(c, 0.0), "pivoted": pivot.share.get(c, 0.0) if c in pivot.together else 0.0}
             for c in clusters}
 
 

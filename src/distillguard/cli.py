@@ -350,7 +350,7 @@ def sweep(
     import sys
 
     from distillguard.bench import sweep as sw
-    from distillguard.bench.report import write_docs
+    from distillguard.bench.report import pct, write_docs
 
     tells = [t for item in tell for t in item.split(",") if t] or list(sw.TELLS)
     unknown = [t for t in tells if t not in sw.TELLS]
@@ -378,7 +378,7 @@ def sweep(
         print(json.dumps([dataclasses.asdict(p) for p in points], indent=2))
     else:
         for p in points:
-            console.print(f"{p.tell} = {p.strength:g}: recall {sw.pct(p.recall)}, organic FPR {sw.pct(p.organic_fpr, 3)}")
+            console.print(f"{p.tell} = {p.strength:g}: recall {pct(p.recall)}, organic FPR {pct(p.organic_fpr, 3)}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -323,10 +323,10 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
     member recruited in one wave of fresh accounts across e-mail domains with its cluster
     (campaigns.recruited_together; not one tied by addresses alone, which bystanders share: a
     campaign's residential exits, a campus NAT) whose evidence is at least half its cluster's
-    median: an adaptive operation makes *every*
-    account's keys thin on purpose, but cannot make its accounts' creation look independent,
-    while a thin member of a richly tied cluster is an outsider Leiden attached to it. ``acted`` holds the reason lines of the
-    collective acts (recruitment, the coordinated pivot) each member took part in.
+    median: an adaptive operation makes *every* account's keys thin on purpose, but cannot make
+    its accounts' creation look independent, while a thin member of a richly tied cluster is an
+    outsider Leiden attached to it. ``acted`` holds the reason lines of the collective acts
+    (recruitment, the coordinated pivot) each member took part in.
     """
     fired: dict[str, list[str]] = {}
     for account, name, value, threshold, hit in zip(*(signal_table.column(k).to_pylist() for k in

@@ -13,7 +13,7 @@ END = "<!-- detection:end -->"
 REAL_ALIBABA_EXCHANGES = 28_800_000
 
 
-def _pct(value: float | None, digits: int = 1) -> str:
+def pct(value: float | None, digits: int = 1) -> str:
     if value is None:
         return "–"
     return "0%" if value == 0 else f"{100 * value:.{digits}f}%"
@@ -60,9 +60,9 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
     for scenario, outcome in results["scenarios"].items():
         for detector, r in outcome["detectors"].items():
             t, m = r["accounts"]["throttle"], r["accounts"]["monitor"]
-            worst = f"{t['worst_persona']} {_pct(t['worst_persona_fpr'], 2)}" if t["worst_persona"] else "none"
-            lines.append(f"| {scenario} | {detector} | {_pct(t['recall'])} | {_pct(t['precision'])} | "
-                         f"{_pct(t['organic_fpr'], 3)} | {worst} | {_pct(m['recall'])} | {_pct(m['organic_fpr'], 2)} |")
+            worst = f"{t['worst_persona']} {pct(t['worst_persona_fpr'], 2)}" if t["worst_persona"] else "none"
+            lines.append(f"| {scenario} | {detector} | {pct(t['recall'])} | {pct(t['precision'])} | "
+                         f"{pct(t['organic_fpr'], 3)} | {worst} | {pct(m['recall'])} | {pct(m['organic_fpr'], 2)} |")
     lost = {name: o["quarantined_exchanges"] for name, o in
             [("baseline (reference)", results["reference"]), *results["scenarios"].items()] if o["quarantined_exchanges"]}
     if lost:
@@ -89,13 +89,13 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
                 leak = (replay.get("campaigns") or {}).get(campaign, {})
                 ttd = leak.get("ttd_throttle_hours")
                 lines.append(
-                    f"| {scenario} | {campaign} | {detector} | {_pct(t['accounts_caught_share'])} | "
-                    f"{_pct(t['exchanges_caught_share'])} | {_pct(t['one_campaign_share'])} | "
+                    f"| {scenario} | {campaign} | {detector} | {pct(t['accounts_caught_share'])} | "
+                    f"{pct(t['exchanges_caught_share'])} | {pct(t['one_campaign_share'])} | "
                     f"{'never' if leak and ttd is None else _num(ttd) + ' h' if ttd is not None else '–'} | "
-                    f"{_pct(leak.get('leaked_exchanges_share'))} | "
-                    f"{_pct(leak.get('leaked_exchanges_share_scans_only'))} | "
+                    f"{pct(leak.get('leaked_exchanges_share'))} | "
+                    f"{pct(leak.get('leaked_exchanges_share_scans_only'))} | "
                     f"{_count(leak.get('leaked_exchanges_full_scale'))} | {inherited} | "
-                    f"{harmed.get('accounts', '–')} ({_pct(harmed.get('fpr'), 3)}) |")
+                    f"{harmed.get('accounts', '–')} ({pct(harmed.get('fpr'), 3)}) |")
     lines += [
         "",
         "### Cost",
@@ -139,8 +139,8 @@ def _oracle(results: dict[str, Any]) -> list[str]:
                 continue
             op = ">" if best["direction"] == "above" else "<"
             threshold = "any" if best["threshold"] is None else f"{best['threshold']:.4g}"
-            cells += [f"`{best['feature']}` {op} {threshold}", _pct(best["recall"])]
-        detectors = ", ".join(f"{d} {_pct(r['accounts']['throttle']['recall'])}"
+            cells += [f"`{best['feature']}` {op} {threshold}", pct(best["recall"])]
+        detectors = ", ".join(f"{d} {pct(r['accounts']['throttle']['recall'])}"
                               for d, r in results["scenarios"][scenario]["detectors"].items())
         easy = {True: "yes", False: "no", None: "–"}[o.get("easy")]
         lines.append(f"| {scenario} | " + " | ".join(cells) + f" | {easy} | {detectors} |")
@@ -157,7 +157,7 @@ def _floors(results: dict[str, Any]) -> list[str]:
         mark = {True: "✓", False: "✗", None: "?"}[r["passed"]]
         value = r["value"]
         shown = " never" if value is None and r["passed"] is False else "" if value is None else (f" {_num(value)} h" if r["floor"].endswith("hours")
-                                          else f" {_pct(value, 3 if value < 0.01 else 1)}")
+                                          else f" {pct(value, 3 if value < 0.01 else 1)}")
         cells.setdefault((r["scenario"], r["detector"]), {})[r["floor"]] = mark + shown
     targets = {r["floor"]: r for r in rows}
     header = [n if targets[n]["target"] is None
@@ -173,7 +173,7 @@ def _floors(results: dict[str, Any]) -> list[str]:
 
 
 def _target(name: str, target: float) -> str:
-    return f"{target:g} h" if name.endswith("hours") else _pct(target, 2 if target < 0.01 else 0)
+    return f"{target:g} h" if name.endswith("hours") else pct(target, 2 if target < 0.01 else 0)
 
 
 def markers(name: str = "detection") -> tuple[str, str]:

@@ -24,6 +24,7 @@ import yaml
 
 from distillguard.bench.metrics import account_metrics, judge
 from distillguard.bench.prepare import prepare
+from distillguard.bench.report import pct
 from distillguard.detector import DistillguardDetector
 from distillguard.errors import UserError
 from distillguard.simulate.scenario import load_scenario
@@ -131,10 +132,6 @@ def plot(points: Sequence[Point], defaults: dict[str, float], path: Path, title:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def pct(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{100 * value:.{digits}f}%"
 
 
 def markdown(points: Sequence[Point], defaults: dict[str, float], scenario: str, scale: float, seed: int,
