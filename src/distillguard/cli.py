@@ -381,6 +381,100 @@ def sweep(
             console.print(f"{p.tell} = {p.strength:g}: recall {pct(p.recall)}, organic FPR {pct(p.organic_fpr, 3)}")
 
 
+@app.command()
+@user_errors
+def serve(
+    upstream: Optional[str] = typer.Option(None, "--upstream", help="Base URL of the model API to protect."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Gateway settings (YAML); options override it."),
+    db: Optional[str] = typer.Option(None, "--db", help="Store the exchange log is loaded into."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    keys_file: Optional[Path] = typer.Option(None, "--keys", help="API keys (CSV or YAML: api_key, account_id, ...)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy YAML (the one scan uses)."),
+    verdicts: Optional[Path] = typer.Option(None, "--verdicts", help="A scan's --out directory, hot-reloaded."),
+    fallback_model: Optional[str] = typer.Option(None, "--fallback-model", help="Model for 'fallback' verdicts."),
+    admin_token: Optional[str] = typer.Option(None, "--admin-token", help="Bearer token of /admin "
+                                              "(or DISTILLGUARD_ADMIN_TOKEN); none: admin API off."),
+    state: Optional[str] = typer.Option(None, "--state", help="redis://... to share state between gateways."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Exchange log segments (default beside the db)."),
+) -> None:
+    """Run the OpenAI-compatible gateway: log every exchange, apply the verdicts online."""
+    import logging
+
+    from distillguard.gateway.config import load_config
+    from distillguard.gateway.server import serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_config(config, {
+        "upstream": upstream, "db": db, "keys": str(keys_file) if keys_file else None,
+        "policy": str(policy) if policy else None, "verdicts": str(verdicts) if verdicts else None,
+        "fallback_model": fallback_model, "admin_token": admin_token, "state": state,
+        "log_dir": str(log_dir) if log_dir else None})
+    run(settings, host, port)
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="The gateway's API keys (stored hashed in the store).")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+@user_errors
+def keys_add(
+    account_id: str = typer.Option(..., "--account", help="Account the key belongs to."),
+    db: str = DbOption,
+    api_key: Optional[str] = typer.Option(None, "--key", help="The key (default: a new random one, printed once)."),
+    organization_id: Optional[str] = typer.Option(None, "--organization"),
+    payment_fingerprint: Optional[str] = typer.Option(None, "--payment-fingerprint"),
+    account_created_at: Optional[str] = typer.Option(None, "--account-created-at", help="ISO-8601 time."),
+    email_domain: Optional[str] = typer.Option(None, "--email-domain"),
+) -> None:
+    """Add a key; a generated key is printed once and never stored in clear."""
+    from distillguard.gateway import keys as keytable
+
+    secret = api_key or keytable.new_secret()
+    record = keytable.record_from({"api_key": secret, "account_id": account_id, "organization_id": organization_id,
+                                   "payment_fingerprint": payment_fingerprint,
+                                   "account_created_at": account_created_at, "email_domain": email_domain},
+                                  "command line")
+    with Store(db) as store:
+        keytable.add(store.con, record)
+    console.print(f"added {record.key_id} for account {account_id}")
+    if api_key is None:
+        console.print(secret, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("revoke")
+@user_errors
+def keys_revoke(key: str = typer.Argument(..., help="A key_id, or an account_id (all its keys)."),
+                db: str = DbOption) -> None:
+    """Revoke a key (or every key of an account); gateways stop accepting it within a minute."""
+    from distillguard.gateway import keys as keytable
+
+    with Store(db) as store:
+        n = keytable.revoke(store.con, key)
+    if not n:
+        raise UserError(f"no live key with key_id or account_id {key!r}")
+    console.print(f"revoked {n} key(s)")
+
+
+@keys_app.command("list")
+@user_errors
+def keys_list(db: str = DbOption, as_json: bool = JsonOption) -> None:
+    """The key table (ids and accounts; secrets are never stored)."""
+    from distillguard.gateway import keys as keytable
+
+    with Store(db) as store:
+        rows = keytable.listed(store.con)
+    if as_json:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table("key_id", "account_id", "organization_id", "added_at", "revoked_at")
+    for r in rows:
+        table.add_row(r["key_id"], r["account_id"], r["organization_id"] or "", str(r["added_at"]),
+                      str(r["revoked_at"] or ""))
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

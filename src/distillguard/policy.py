@@ -56,6 +56,34 @@ class Inheritance(BaseModel):
         "lookback comes from a campaign's residential neighbourhood is not a recruit")
 
 
+class RateLimit(BaseModel):
+    """One online trigger of the gateway (gateway/limits.py): more than ``max_requests`` in
+    ``window_seconds`` from one account, subnet or card takes ``action`` until the window frees."""
+
+    model_config = ConfigDict(extra="forbid")
+    scope: Literal["account", "subnet", "payment"]
+    window_seconds: float = Field(60.0, gt=0)
+    max_requests: int = Field(..., ge=1)
+    action: Literal["monitor", "throttle", "fallback", "block"] = "throttle"
+
+
+def _default_limits() -> list[RateLimit]:
+    # generous: a batch job or a university NAT may run hundreds of requests a minute; these
+    # meet floods, the campaign detection is the scan's
+    return [RateLimit(scope="account", window_seconds=60, max_requests=600),
+            RateLimit(scope="subnet", window_seconds=60, max_requests=6000),
+            RateLimit(scope="payment", window_seconds=60, max_requests=1200)]
+
+
+class GatewayRules(BaseModel):
+    """What the gateway does online (gateway/enforce.py), beside the scan's verdicts."""
+
+    model_config = ConfigDict(extra="forbid")
+    limits: list[RateLimit] = Field(default_factory=_default_limits)
+    throttle_retry_after_seconds: float = Field(
+        3600.0, gt=0, description="Retry-After of a request refused because its account is throttled by a verdict")
+
+
 class Policy(BaseModel):
     """What ``scan`` (and later the gateway) does with scores. Every field has a safe default."""
 
@@ -67,6 +95,7 @@ class Policy(BaseModel):
     allowlist_organizations: list[str] = Field(default_factory=list)
     lookback_days: float = Field(30.0, gt=0)
     inherit: Inheritance = Inheritance()
+    gateway: GatewayRules = GatewayRules()
 
     @model_validator(mode="after")
     def _known_signals(self) -> "Policy":

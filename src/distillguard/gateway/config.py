@@ -1,0 +1,91 @@
+"""The gateway's configuration file (``--config FILE``, YAML); command-line options override it.
+
+Detection thresholds and actions are not here: they come from the same policy file as
+``scan`` (``policy:``), so that the gateway and the scan cannot disagree about them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from distillguard.errors import UserError
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    upstream: str = Field(..., description="base URL of the model API; the request's path (/v1/...) is appended")
+    upstream_api_key: str | None = Field(
+        None, description="sent upstream instead of the client's key (default: DISTILLGUARD_UPSTREAM_KEY)")
+    fallback_model: str | None = Field(None, description="model that 'fallback' verdicts are served with")
+    policy: str | None = Field(None, description="the policy YAML shared with scan")
+    verdicts: str | None = Field(None, description="a scan's --out directory; reloaded when the scan rewrites it")
+    db: str = "distillguard.duckdb"
+    log_dir: str | None = Field(None, description="exchange log segments (default: <db>.gateway-log)")
+    keys: str | None = Field(None, description="keys file (CSV or YAML); the store's api_keys table is read too")
+    trusted_proxies: list[str] = Field(default_factory=list,
+                                       description="CIDRs whose X-Forwarded-For is believed")
+    on_log_failure: Literal["closed", "open"] = Field(
+        "closed", description="when the exchange log cannot be written: refuse requests (closed) or serve "
+        "them unlogged (open); either way the gateway's log says so")
+    admin_token: str | None = Field(None, description="bearer token of /admin (default: DISTILLGUARD_ADMIN_TOKEN); "
+                                    "none: the admin API is off")
+    state: str | None = Field(None, description="redis://... to share counters, overrides and inherited "
+                              "actions between gateway processes; default: in this process")
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    upstream_timeout_seconds: float = Field(600.0, gt=0)
+    fsync_seconds: float = Field(0.05, gt=0)
+    load_every_seconds: float = Field(5.0, gt=0)
+    segment_seconds: float = Field(30.0, gt=0)
+    reload_every_seconds: float = Field(1.0, gt=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @property
+    def journal_dir(self) -> Path:
+        if self.log_dir:
+            return Path(self.log_dir)
+        db = Path(self.db)
+        return db.with_name(db.stem + ".gateway-log")
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> GatewayConfig:
+    """The config file (if any) with the command line's non-None values over it."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read gateway config ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: expected a mapping of settings")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    raw.setdefault("upstream_api_key", os.environ.get("DISTILLGUARD_UPSTREAM_KEY"))
+    raw.setdefault("admin_token", os.environ.get("DISTILLGUARD_ADMIN_TOKEN"))
+    if not raw.get("upstream"):
+        raise UserError("the gateway needs --upstream URL (or upstream: in --config)")
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise UserError(f"{path or 'command line'}: gateway setting {where}: {first['msg']}") from None

@@ -1,0 +1,213 @@
+"""Per request: which action applies to this account now, and why.
+
+The sources, strongest claim first:
+
+1. an operator's override (``POST /admin/accounts/{id}/action``): final, kept with who and when;
+2. the latest ``scan`` verdicts (its ``verdicts.parquet``, hot-reloaded when a scan rewrites it);
+3. inheritance: a *new* account whose requests show a throttled campaign's indicators (the
+   scan's ``indicators.parquet``) takes that campaign's action at once, capped by the policy
+   (inherit.Matcher and inherit.Freshness: the rule the benchmark's replay measures);
+4. the online limits (policy ``gateway.limits``): floods per account, subnet or card.
+
+The action taken is the strongest of 2-4 (an override replaces 2 and 3); an organisation on
+the policy's allowlist is never taken beyond monitoring by 2 or 3. Each decision carries its
+reasons with numbers, as the scan's verdicts do, and the response tells the client what
+happened: throttled and blocked requests get an error that says so, a fallback a header.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from distillguard import enrich, inherit
+from distillguard.gateway.limits import Counters
+from distillguard.policy import Policy
+from distillguard.verdicts import ACTIONS, SEVERITY
+
+log = logging.getLogger("distillguard.gateway")
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    source: str  # override | verdict | inherited | limit | default
+    reasons: tuple[str, ...] = ()
+    campaign_id: str | None = None
+    retry_after: float | None = None  # seconds, for throttle
+
+
+ALLOW = Decision("allow", "default")
+
+
+@dataclass(frozen=True)
+class Override:
+    action: str
+    reason: str
+    actor: str
+    at: datetime
+
+    def decision(self) -> Decision:
+        return Decision(self.action, "override",
+                        (f"operator override by {self.actor} at {self.at.isoformat()}: {self.reason}",))
+
+
+@dataclass
+class Request:
+    """What enforcement needs of one request."""
+
+    account_id: str
+    organization_id: str | None
+    payment_fingerprint: str | None
+    email_domain: str | None
+    account_created_at: datetime | None
+    client_ip: str | None
+    system_prompt: str | None
+    prompt: str | None
+    at: datetime
+    subnet: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        if self.subnet is None and self.client_ip:
+            self.subnet = enrich.subnet_of(self.client_ip)
+
+
+class ScanOutputs:
+    """The scan's verdicts and indicators in one directory, reloaded when either file changes."""
+
+    def __init__(self, directory: str | Path | None) -> None:
+        self.directory = Path(directory) if directory else None
+        self.verdicts: dict[str, Decision] = {}
+        self.indicators = inherit.INDICATOR_SCHEMA.empty_table()
+        self.as_of: str | None = None
+        self.judged: set[str] = set()
+        self._stamp: tuple | None = None
+
+    def _files(self) -> tuple[Path, Path]:
+        return self.directory / "verdicts.parquet", self.directory / "indicators.parquet"
+
+    def stamp(self) -> tuple | None:
+        if self.directory is None:
+            return None
+        try:
+            return tuple((s.st_mtime_ns, s.st_size) for s in (os.stat(p) for p in self._files() if p.exists()))
+        except OSError:
+            return None
+
+    def reload_if_changed(self) -> bool:
+        stamp = self.stamp()
+        if stamp is None or stamp == self._stamp:
+            return False
+        verdicts_path, indicators_path = self._files()
+        try:
+            table = pq.read_table(verdicts_path, columns=["account_id", "action", "campaign_id", "reasons", "as_of"])
+            indicators = (pq.read_table(indicators_path) if indicators_path.exists()
+                          else inherit.INDICATOR_SCHEMA.empty_table())
+        except (OSError, ValueError) as exc:  # a scan writing right now: next check
+            log.warning("verdicts: cannot read %s yet (%s)", self.directory, exc)
+            return False
+        verdicts = {}
+        for account, action, campaign, reasons in zip(*(table[c].to_pylist() for c in
+                                                       ("account_id", "action", "campaign_id", "reasons"))):
+            if action != "allow" and action in SEVERITY:
+                verdicts[account] = Decision(action, "verdict", tuple(reasons or ()), campaign)
+        as_of = table["as_of"][0].as_py() if table.num_rows else None
+        self.verdicts, self.indicators, self._stamp = verdicts, indicators, stamp
+        self.as_of = as_of.isoformat() if as_of else None
+        self.judged = set(table["account_id"].to_pylist())
+        log.info("verdicts: loaded %d non-allow verdicts and %d indicators (scan as of %s)",
+                 len(verdicts), indicators.num_rows, self.as_of)
+        return True
+
+
+class Enforcer:
+    """Decides per request; holds the overrides, the inherited actions and the limits."""
+
+    def __init__(self, policy: Policy, scan: ScanOutputs, counters: Counters,
+                 first_seen: dict[str, datetime] | None = None) -> None:
+        self.policy = policy
+        self.scan = scan
+        self.counters = counters
+        self.overrides: dict[str, Override] = {}
+        self.inherited: dict[str, Decision] = {}
+        self.first_seen: dict[str, datetime] = dict(first_seen or {})
+        self.allowlist = set(policy.allowlist_organizations)
+        self.fresh = inherit.Freshness.of(policy.inherit)
+        self.matcher: inherit.Matcher | None = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Pick up a new scan; accounts it judged lose what they inherited (the scan has now
+        judged them on their own evidence)."""
+        if not self.scan.reload_if_changed() and self.matcher is not None:
+            return False
+        rule = self.policy.inherit
+        self.matcher = (inherit.Matcher(self.scan.indicators, rule.min_families, fresh=self.fresh)
+                        if rule.enabled and self.scan.indicators.num_rows else None)
+        self.inherited = {a: d for a, d in self.inherited.items() if a not in self.scan.judged}
+        return True
+
+    def set_policy(self, policy: Policy) -> None:
+        self.policy = policy
+        self.allowlist = set(policy.allowlist_organizations)
+        self.fresh = inherit.Freshness.of(policy.inherit)
+        self.matcher = None
+        self.refresh()
+
+    async def decide(self, r: Request) -> Decision:
+        first = self.first_seen.setdefault(r.account_id, r.at)
+        override = self.overrides.get(r.account_id)
+        if override is not None:
+            standing = override.decision()
+        else:
+            standing = self.scan.verdicts.get(r.account_id) or self.inherited.get(r.account_id) or ALLOW
+            if SEVERITY[standing.action] < SEVERITY["throttle"]:
+                standing = self._inherit(r, first) or standing
+            if r.organization_id in self.allowlist and SEVERITY[standing.action] > SEVERITY["monitor"]:
+                standing = Decision("monitor", standing.source, (
+                    *standing.reasons, f"organization {r.organization_id} is on the policy's allowlist: "
+                    f"{standing.action} capped at monitor"), standing.campaign_id)
+        limited = await self._limits(r)
+        decision = limited if limited and SEVERITY[limited.action] > SEVERITY[standing.action] else standing
+        if decision.action == "throttle" and decision.retry_after is None:
+            decision = Decision(decision.action, decision.source, decision.reasons, decision.campaign_id,
+                                self.policy.gateway.throttle_retry_after_seconds)
+        return decision
+
+    def _inherit(self, r: Request, first: datetime) -> Decision | None:
+        if self.matcher is None or not self.fresh.is_new(r.at, first, r.account_created_at):
+            return None
+        keys = inherit.request_keys(r.payment_fingerprint, r.client_ip, r.system_prompt, r.prompt,
+                                    r.email_domain, r.account_created_at)
+        hit = self.matcher.observe(r.account_id, keys, r.at, first_seen=first, created=r.account_created_at)
+        if hit is None:
+            return None
+        campaign, reasons = hit
+        action = min(self.matcher.action[campaign], self.policy.inherit.action, key=SEVERITY.__getitem__)
+        decision = Decision(action, "inherited", (
+            f"new account inherits {action} from {campaign} (scan of {self.scan.as_of})", *reasons), campaign)
+        self.inherited[r.account_id] = decision
+        log.warning("inherited: %s takes %s from %s", r.account_id, action, campaign)
+        return decision
+
+    async def _limits(self, r: Request) -> Decision | None:
+        worst: Decision | None = None
+        now = r.at.timestamp()
+        for rule in self.policy.gateway.limits:
+            key = {"account": r.account_id, "subnet": r.subnet, "payment": r.payment_fingerprint}[rule.scope]
+            if not key:
+                continue
+            count = await self.counters.hit(rule.scope, key, rule.window_seconds, now)
+            if count > rule.max_requests and (worst is None or SEVERITY[rule.action] > SEVERITY[worst.action]):
+                worst = Decision(rule.action, "limit", (
+                    f"{count} requests from {rule.scope} {key} in the last {rule.window_seconds:g} s "
+                    f"(limit {rule.max_requests})",), None, rule.window_seconds / 12)
+        return worst
+
+
+assert set(ACTIONS) == set(SEVERITY)

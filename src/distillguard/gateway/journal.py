@@ -1,0 +1,253 @@
+"""The gateway's exchange log: append-only JSONL segment files, loaded into the store in the
+background.
+
+Why files first and the store second: the store is a DuckDB file that one process writes at
+a time (``scan`` and ``keys`` need it too), and an ingest costs tens of milliseconds, while a
+request must not wait for either. Each exchange is one ``write`` of one JSON line to the open
+segment, made before the response's last byte is sent: the kernel holds it from then on, so a
+``kill -9`` of the gateway loses nothing whose response was sent. ``fsync`` follows in small
+batches (every ``fsync_seconds``) for the machine's own crash.
+
+Segments are named ``<time>-<pid>-<n>.jsonl.open`` while written and lose ``.open`` when
+closed; the writer holds an exclusive ``flock`` on its open segment, so a gateway starting
+up (or a second one on the same directory) closes the open segments of dead writers only.
+The loader ingests closed segments with the ordinary ingest (``rows in = stored + duplicates
++ quarantined``, exchange ids deduplicated, so a segment loaded twice after a crash between
+ingest and unlink stores nothing twice) and removes each one once its ingest has committed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+
+from distillguard.errors import IngestError, UserError
+from distillguard.ingest.run import ingest_file
+from distillguard.ingest.sources import Source
+from distillguard.store import Store
+
+log = logging.getLogger("distillguard.gateway")
+
+
+class JournalError(RuntimeError):
+    """The log could not be written: the gateway fails closed or open, as configured."""
+
+
+class Journal:
+    """The open segment and its rotation. ``append`` runs on the request path: one syscall."""
+
+    def __init__(self, directory: str | Path, fsync_seconds: float = 0.05) -> None:
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{self.directory}: cannot create the exchange log directory ({exc.strerror})") from None
+        self.fsync_seconds = fsync_seconds
+        self._lock = threading.Lock()
+        self._serial = 0
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self.rows = 0  # in the open segment
+        self.opened_at = time.monotonic()
+        self.appended = 0
+        self.failures = 0
+        self._dirty = False
+        self._stop = threading.Event()
+        self.recover()
+        self._open()
+        self._syncer = threading.Thread(target=self._sync_loop, name="journal-fsync", daemon=True)
+        self._syncer.start()
+
+    # --- the request path -------------------------------------------------------------------
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record) + b"\n"
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._open_locked()
+                os.write(self._fd, line)
+            except OSError as exc:
+                self.failures += 1
+                raise JournalError(f"cannot write the exchange log {self._path}: {exc.strerror}") from None
+            self.rows += 1
+            self.appended += 1
+            self._dirty = True
+
+    # --- segments ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        with self._lock:
+            self._open_locked()
+
+    def _open_locked(self) -> None:
+        self._serial += 1
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._serial:06d}.jsonl.open"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd, self._path, self.rows, self.opened_at = fd, path, 0, time.monotonic()
+
+    def rotate(self, force: bool = False) -> Path | None:
+        """Close the open segment (if it holds rows, or ``force``) and open a new one; returns
+        the closed segment's path."""
+        with self._lock:
+            if self._fd is None or (self.rows == 0 and not force):
+                return None
+            fd, path = self._fd, self._path
+            self._fd = None
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                log.error("exchange log: fsync of %s failed: %s", path, exc.strerror)
+            closed = path.with_name(path.name.removesuffix(".open"))
+            os.rename(path, closed)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._dirty = False
+            try:
+                self._open_locked()
+            except OSError as exc:  # the next append reports it and tries again
+                log.error("exchange log: cannot open a new segment in %s: %s", self.directory, exc.strerror)
+            return closed
+
+    def recover(self) -> list[Path]:
+        """Close the open segments of writers that are gone (their flock is free)."""
+        closed = []
+        for path in sorted(self.directory.glob("*.jsonl.open")):
+            if path == self._path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # a live writer holds it
+                os.close(fd)
+                continue
+            target = path.with_name(path.name.removesuffix(".open"))
+            os.rename(path, target)
+            os.close(fd)
+            closed.append(target)
+            log.info("exchange log: closed %s left open by a writer that is gone", target.name)
+        return closed
+
+    def closed_segments(self) -> list[Path]:
+        return sorted(self.directory.glob("*.jsonl"))
+
+    def age_seconds(self) -> float:
+        return time.monotonic() - self.opened_at
+
+    def _sync_loop(self) -> None:
+        while not self._stop.wait(self.fsync_seconds):
+            with self._lock:
+                fd, dirty = self._fd, self._dirty
+                self._dirty = False
+            if dirty and fd is not None:
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    log.error("exchange log: fsync failed: %s", exc.strerror)
+
+    def close(self) -> Path | None:
+        self._stop.set()
+        closed = self.rotate()
+        with self._lock:
+            if self._fd is not None:  # the empty segment rotate opened (or left)
+                path, fd = self._path, self._fd
+                self._fd = None
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                path.unlink(missing_ok=True)
+        return closed
+
+
+class Loader:
+    """Moves closed segments into the store, in the background, every ``every_seconds``.
+
+    The store is opened for each round and closed after it, so that ``scan`` and ``keys`` can
+    open it in between; a round that finds it locked (or unwritable) leaves the segments on
+    disk, says so in the log, and tries again next round: nothing is dropped.
+    """
+
+    def __init__(self, journal: Journal, db: str | Path, every_seconds: float = 5.0,
+                 segment_seconds: float = 30.0, segment_rows: int = 50_000,
+                 on_loaded: Callable[[int], None] | None = None) -> None:
+        self.journal = journal
+        self.db = str(db)
+        self.every_seconds = every_seconds
+        self.segment_seconds = segment_seconds
+        self.segment_rows = segment_rows
+        self.on_loaded = on_loaded
+        self.loaded_rows = 0
+        self.quarantined_rows = 0
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="journal-loader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_seconds):
+            self.round()
+
+    def round(self, rotate: bool = False) -> int:
+        """Rotate the open segment when it is old or full (or ``rotate``), then load every
+        closed segment; returns the rows stored."""
+        j = self.journal
+        if rotate or j.rows >= self.segment_rows or (j.rows and j.age_seconds() >= self.segment_seconds):
+            j.rotate()
+        j.recover()
+        segments = j.closed_segments()
+        if not segments:
+            return 0
+        try:
+            store = Store(self.db)
+        except UserError as exc:
+            self._failed(f"store not writable now, {len(segments)} segment(s) kept on disk: {exc}")
+            return 0
+        stored = 0
+        try:
+            for path in segments:
+                try:
+                    result = ingest_file(store, Source(path, "jsonl", None, path.stat().st_size))
+                except (IngestError, duckdb.Error, OSError) as exc:
+                    self._failed(f"cannot load {path.name} (kept on disk): {exc}")
+                    break
+                stored += result.rows_stored
+                self.loaded_rows += result.rows_stored
+                self.quarantined_rows += result.rows_quarantined
+                if result.rows_quarantined:
+                    log.warning("exchange log: %s: %d row(s) quarantined (see the store's quarantine table)",
+                                path.name, result.rows_quarantined)
+                path.unlink()
+            else:
+                self.last_error = None
+        finally:
+            store.close()
+        if stored and self.on_loaded:
+            self.on_loaded(stored)
+        return stored
+
+    def _failed(self, message: str) -> None:
+        if message != self.last_error:
+            log.error("exchange log: %s", message)
+        self.last_error = message
+
+    def stop(self, drain: bool = True) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if drain:
+            self.round(rotate=True)

@@ -1,0 +1,177 @@
+"""What the gateway reads from and writes to the wire: the OpenAI and Anthropic request and
+response shapes, reduced to the canonical exchange fields, and the OpenAI error shape.
+
+Pure functions over parsed JSON (or raw server-sent-event bytes), so that they can be tested
+on any input: a client controls the request body entirely, so nothing here may raise on a
+shape it does not expect; it returns None for what it cannot find.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+#: the proxied routes and the API family each speaks
+ROUTES: dict[str, str] = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/responses": "responses",
+    "/v1/messages": "messages",
+}
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """The canonical fields one request carries (schema.py names)."""
+
+    model: str | None
+    prompt: str | None
+    system_prompt: str | None
+    max_tokens: int | None
+    tool_count: int
+    turn_index: int
+    conversation_id: str | None
+    stream: bool
+
+
+def _text(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a content list (images etc. skipped)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict):
+                text = part.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+                elif isinstance(part.get("content"), (str, list)):  # tool_result blocks and the like
+                    inner = _text(part["content"])
+                    if inner:
+                        parts.append(inner)
+        return "\n".join(parts) if parts else None
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _conversation(account: str, first_user: str | None, system: str | None, explicit: Any) -> str | None:
+    """The conversation an exchange belongs to. Chat APIs resend the whole history, so a thread
+    is identified by its account, system prompt and first user message; an explicit id (the
+    Responses API's ``conversation`` or ``previous_response_id``) wins."""
+    if isinstance(explicit, str) and explicit:
+        return explicit
+    if isinstance(explicit, dict) and isinstance(explicit.get("id"), str):
+        return explicit["id"]
+    if first_user is None:
+        return None
+    digest = hashlib.sha256(f"{account}\x00{system or ''}\x00{first_user}".encode()).hexdigest()
+    return f"conv-{digest[:20]}"
+
+
+def request_facts(api: str, body: Any, account: str) -> RequestFacts:
+    """The canonical fields of one request body of API family ``api`` (ROUTES)."""
+    if not isinstance(body, dict):
+        return RequestFacts(None, None, None, None, 0, 0, None, False)
+    model = body.get("model") if isinstance(body.get("model"), str) else None
+    tools = body.get("tools")
+    tool_count = len(tools) if isinstance(tools, list) else 0
+    max_tokens = _int(body.get("max_tokens"))
+    if max_tokens is None:
+        max_tokens = _int(body.get("max_completion_tokens")) or _int(body.get("max_output_tokens"))
+    stream = body.get("stream") is True
+    system, users, explicit = None, [], None
+    if api in ("chat", "messages"):
+        messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+        systems = [_text(m.get("content")) for m in messages
+                   if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+        if api == "messages":
+            systems.insert(0, _text(body.get("system")))
+        system = "\n".join(s for s in systems if s) or None
+        users = [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    elif api == "completions":
+        prompt = body.get("prompt")
+        if isinstance(prompt, list):
+            prompt = next((p for p in prompt if isinstance(p, str)), None)
+        users = [prompt] if isinstance(prompt, str) else []
+    elif api == "responses":
+        system = body.get("instructions") if isinstance(body.get("instructions"), str) else None
+        given = body.get("input")
+        if isinstance(given, str):
+            users = [given]
+        elif isinstance(given, list):
+            for item in given:
+                if isinstance(item, dict) and item.get("role") in ("system", "developer"):
+                    system = "\n".join(s for s in (system, _text(item.get("content"))) if s) or None
+                elif isinstance(item, dict) and item.get("role") == "user":
+                    users.append(_text(item.get("content")))
+        explicit = body.get("conversation") or body.get("previous_response_id")
+    users = [u for u in users if u is not None]
+    prompt = users[-1] if users else None
+    conversation = _conversation(account, users[0] if users else None, system, explicit)
+    return RequestFacts(model, prompt, system, max_tokens, tool_count, max(len(users) - 1, 0), conversation, stream)
+
+
+def usage(body: Any) -> tuple[int | None, int | None]:
+    """(input_tokens, output_tokens) of a complete response body of any of the four APIs."""
+    if not isinstance(body, dict):
+        return None, None
+    found = body.get("usage")
+    if not isinstance(found, dict) and isinstance(body.get("response"), dict):  # Responses stream's last event
+        found = body["response"].get("usage")
+    if not isinstance(found, dict) and isinstance(body.get("message"), dict):  # Anthropic message_start
+        found = body["message"].get("usage")
+    if not isinstance(found, dict):
+        return None, None
+    tokens_in = _int(found.get("prompt_tokens"))
+    if tokens_in is None:
+        tokens_in = _int(found.get("input_tokens"))
+    tokens_out = _int(found.get("completion_tokens"))
+    if tokens_out is None:
+        tokens_out = _int(found.get("output_tokens"))
+    return tokens_in, tokens_out
+
+
+class StreamUsage:
+    """Token usage from a server-sent-event stream, fed chunk by chunk as it passes through.
+
+    Only ``data:`` lines that mention usage are parsed: OpenAI's last chunk (with
+    ``stream_options.include_usage``), the Responses API's ``response.completed`` and
+    Anthropic's ``message_start``/``message_delta`` events. The latest value of each count
+    wins, as each of those APIs reports running or final totals.
+    """
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._tail + chunk
+        lines = data.split(b"\n")
+        self._tail = lines.pop()
+        if len(self._tail) > 1 << 20:  # a line longer than 1 MiB is not an event worth parsing
+            self._tail = b""
+        for line in lines:
+            if line.startswith(b"data:") and b"tokens" in line:
+                try:
+                    event = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    continue
+                tokens_in, tokens_out = usage(event)
+                if tokens_in is not None:
+                    self.input_tokens = tokens_in
+                if tokens_out is not None:
+                    self.output_tokens = tokens_out
+
+
+def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> bytes:
+    """The OpenAI error shape, which every OpenAI SDK parses (and most other clients too)."""
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
