@@ -8,7 +8,7 @@ segment, made before the response's last byte is sent: the kernel holds it from 
 ``kill -9`` of the gateway loses nothing whose response was sent. ``fsync`` follows in small
 batches (every ``fsync_seconds``) for the machine's own crash.
 
-Segments are named ``<time>-<pid>-<n>.jsonl.open`` while written and lose ``.open`` when
+Segments are named ``<time>-<pid>-<n>-<random>.jsonl.open`` while written and lose ``.open`` when
 closed; the writer holds an exclusive ``flock`` on its open segment, so a gateway starting
 up (or a second one on the same directory) closes the open segments of dead writers only.
 The loader ingests closed segments with the ordinary ingest (``rows in = stored + duplicates
@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,8 @@ class Journal:
 
     def _open_locked(self) -> None:
         self._serial += 1
-        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._serial:06d}.jsonl.open"
+        name = (f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._serial:06d}-"
+                f"{uuid.uuid4().hex[:8]}.jsonl.open")
         path = self.directory / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,0 +1,356 @@
+"""The gateway, end to end: a real ``distillguard serve`` process in front of the mock upstream.
+
+Each behaviour of issue 6 is one test: what a client sees on the wire, and what lands in the
+store afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from distillguard.inherit import INDICATOR_SCHEMA
+from distillguard.store import Store
+from distillguard.verdicts import VERDICT_SCHEMA
+from gateway_procs import call, chat, start_gateway, start_upstream
+
+KEYS = [
+    {"api_key": "sk-alice", "account_id": "alice", "payment_fingerprint": "card-a", "email_domain": "example.com"},
+    {"api_key": "sk-bob", "account_id": "bob", "organization_id": "org-b"},
+    {"api_key": "sk-carol", "account_id": "carol"},
+    {"api_key": "sk-dave", "account_id": "dave"},
+    {"api_key": "sk-erin", "account_id": "erin", "organization_id": "verified-uni"},
+    {"api_key": "sk-gone", "account_id": "gone", "revoked": True},
+    {"api_key": "sk-recruit", "account_id": "recruit", "payment_fingerprint": "card-campaign",
+     "account_created_at": datetime.now(UTC).isoformat()},
+]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    proc, port = start_upstream(chunk_delay_ms=40)
+    yield port
+    proc.kill()
+    proc.wait()
+
+
+def write_scan(directory: Path, verdicts: list[tuple[str, str, str | None]],
+               indicators: list[tuple[str, str, str, str, int]] = ()) -> None:
+    """A scan's output files as ``scan --out`` writes them: (account, action, campaign) rows and
+    (campaign_id, action, kind, key, holders) indicators."""
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    table = pa.table({
+        "account_id": [a for a, _, _ in verdicts], "action": [x for _, x, _ in verdicts],
+        "score": [0.9] * len(verdicts), "campaign_id": [c for _, _, c in verdicts],
+        "reasons": [[f"test reason for {a}: linkage 0.9 >= 0.4"] for a, _, _ in verdicts],
+        "as_of": [now] * len(verdicts)}, schema=VERDICT_SCHEMA)
+    ind = pa.table({n: [row[i] for row in indicators] for i, n in enumerate(INDICATOR_SCHEMA.names)},
+                   schema=INDICATOR_SCHEMA)
+    pq.write_table(ind, directory / "indicators.parquet")
+    pq.write_table(table, directory / "verdicts.parquet")
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gw")
+    write_scan(tmp / "scan", [("carol", "block", "campaign-1"), ("dave", "throttle", "campaign-1"),
+                              ("bob", "fallback", "campaign-1"), ("erin", "block", "campaign-1")],
+               [("campaign-1", "throttle", "payment", "card-campaign", 40)])
+    gw = start_gateway(tmp, upstream, keys=KEYS, verdicts=str(tmp / "scan"), fallback_model="safe-small",
+                       admin_token="s3cret", upstream_timeout_seconds=2.0,
+                       policy={"allowlist_organizations": ["verified-uni"]})
+    yield gw
+    gw.stop()
+
+
+def stored(db: Path, sql: str) -> list[tuple]:
+    with Store(db, read_only=True) as store:
+        return store.con.execute(sql).fetchall()
+
+
+# --- proxying ---------------------------------------------------------------------------------
+
+def test_a_chat_completion_passes_through_unchanged(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", chat("hello there", system="be brief"))
+    assert reply.status == 200
+    body = reply.json()
+    assert body["choices"][0]["message"]["content"] == "hello there"
+    assert body["model"] == "m-large"
+    assert reply.headers["x-distillguard-exchange-id"].startswith("gw-")
+
+
+def test_a_stream_is_passed_through_chunk_by_chunk(gateway):
+    # the mock sends 10 events 40 ms apart: the first must reach the client long before the last
+    reply = call(gateway.port, "/v1/chat/completions", chat("chunks:10", stream=True))
+    assert reply.status == 200 and reply.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in reply.body.split(b"\n\n") if e]
+    assert events[-1] == b"data: [DONE]" and len(events) == 12
+    assert len(reply.chunk_times) >= 5, "the stream arrived in one piece"
+    assert reply.chunk_times[-1] - reply.chunk_times[0] > 0.25
+
+
+@pytest.mark.parametrize("path, body, text", [
+    ("/v1/completions", {"model": "m", "prompt": "complete this"}, "complete this"),
+    ("/v1/responses", {"model": "m", "input": "respond to this"}, "respond to this"),
+    ("/v1/messages", {"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": "anthropic style"}]},
+     "anthropic style"),
+])
+def test_every_api_family_is_proxied(gateway, path, body, text):
+    reply = call(gateway.port, path, body)
+    assert reply.status == 200
+    assert text in reply.body.decode()
+
+
+def test_models_are_listed_for_a_known_key_only(gateway):
+    assert call(gateway.port, "/v1/models", method="GET").json()["data"][0]["id"] == "mock-model"
+    assert call(gateway.port, "/v1/models", method="GET", key="sk-unknown").status == 401
+
+
+@pytest.mark.parametrize("key", ["sk-unknown", "sk-gone", None])
+def test_an_unknown_or_revoked_key_gets_401_in_the_openai_shape(gateway, key):
+    reply = call(gateway.port, "/v1/chat/completions", chat("hi"), key=key)
+    assert reply.status == 401
+    assert reply.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_an_unknown_path_is_404_in_the_openai_shape(gateway):
+    reply = call(gateway.port, "/v1/nothing-here", {})
+    assert reply.status == 404
+    assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_an_upstream_4xx_passes_through_with_its_status(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", chat("status:422"))
+    assert reply.status == 422
+    assert reply.json()["error"]["message"] == "mock upstream answers 422"
+
+
+def test_an_upstream_timeout_is_a_504(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", chat("sleep:4"))
+    assert reply.status == 504
+    assert reply.json()["error"]["code"] == "upstream_timeout"
+
+
+def test_an_unreachable_upstream_is_a_502(tmp_path):
+    from gateway_procs import free_port
+
+    gw = start_gateway(tmp_path, free_port(), keys=KEYS)
+    try:
+        reply = call(gw.port, "/v1/chat/completions", chat("anyone there?"))
+        assert reply.status == 502 and reply.json()["error"]["code"] == "upstream_unreachable"
+    finally:
+        gw.stop()
+
+
+def test_invalid_json_is_a_400(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", b"{not json")
+    assert reply.status == 400 and reply.json()["error"]["code"] == "invalid_json"
+
+
+# --- enforcement ------------------------------------------------------------------------------
+
+def test_a_blocked_account_gets_403_that_sdks_do_not_retry(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", chat("hi"), key="sk-carol")
+    assert reply.status == 403
+    assert reply.headers["x-should-retry"] == "false"
+    assert reply.json()["error"]["code"] == "account_blocked"
+    assert "test reason for carol" in reply.json()["error"]["message"]
+
+
+def test_a_throttled_account_gets_429_with_retry_after(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", chat("hi"), key="sk-dave")
+    assert reply.status == 429
+    assert int(reply.headers["retry-after"]) == 3600
+    assert int(reply.headers["retry-after-ms"]) == 3_600_000
+    assert reply.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_fallback_serves_the_fallback_model_and_says_so(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", chat("hi", model="m-large"), key="sk-bob")
+    assert reply.status == 200
+    assert reply.json()["model"] == "safe-small"  # what the upstream was asked for
+    assert reply.headers["x-distillguard-action"] == "fallback"
+    assert reply.headers["x-distillguard-fallback-model"] == "safe-small"
+
+
+def test_an_allowlisted_organisation_is_only_monitored(gateway):
+    assert call(gateway.port, "/v1/chat/completions", chat("hi"), key="sk-erin").status == 200
+
+
+def test_a_new_account_with_a_campaign_card_inherits_its_action(gateway):
+    reply = call(gateway.port, "/v1/chat/completions", chat("first request"), key="sk-recruit")
+    assert reply.status == 429
+    assert "inherits throttle from campaign-1" in reply.json()["error"]["message"]
+
+
+def test_new_verdicts_are_picked_up_without_a_restart(upstream, tmp_path):
+    write_scan(tmp_path / "scan", [])
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, verdicts=str(tmp_path / "scan"))
+    try:
+        assert call(gw.port, "/v1/chat/completions", chat("hi")).status == 200
+        write_scan(tmp_path / "scan", [("alice", "block", "campaign-9")])
+        deadline = time.monotonic() + 10
+        while call(gw.port, "/v1/chat/completions", chat("hi")).status != 403:
+            assert time.monotonic() < deadline, "the new verdict was not picked up"
+            time.sleep(0.1)
+    finally:
+        gw.stop()
+
+
+def test_an_account_over_its_online_limit_is_throttled_until_the_window_frees(upstream, tmp_path):
+    policy = {"gateway": {"limits": [{"scope": "account", "window_seconds": 3600, "max_requests": 3}]}}
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, policy=policy)
+    try:
+        statuses = [call(gw.port, "/v1/chat/completions", chat(f"q{i}")).status for i in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        refused = call(gw.port, "/v1/chat/completions", chat("again"))
+        assert "limit 3" in refused.json()["error"]["message"]
+        assert 0 < int(refused.headers["retry-after"]) <= 300  # a bucket of the hour, not the scan's hour
+        assert call(gw.port, "/v1/chat/completions", chat("other account"), key="sk-bob").status == 200
+    finally:
+        gw.stop()
+
+
+# --- admin and metrics ------------------------------------------------------------------------
+
+def admin(port: int, method: str, path: str, body=None, token: str | None = "s3cret"):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return call(port, path, body, key=None, method=method, headers=headers)
+
+
+def test_the_admin_api_needs_its_token(gateway):
+    assert admin(gateway.port, "GET", "/admin/verdicts", token=None).status == 401
+    assert admin(gateway.port, "GET", "/admin/verdicts", token="wrong").status == 401
+    listing = admin(gateway.port, "GET", "/admin/verdicts").json()
+    assert {v["account_id"] for v in listing["verdicts"]} >= {"carol", "dave", "bob"}
+
+
+def test_the_admin_api_is_off_without_a_token(upstream, tmp_path):
+    gw = start_gateway(tmp_path, upstream, keys=KEYS)
+    try:
+        assert admin(gw.port, "GET", "/admin/verdicts").status == 404
+    finally:
+        gw.stop()
+
+
+def test_an_override_holds_at_once_and_is_kept_with_who_and_when(gateway):
+    before = admin(gateway.port, "GET", "/admin/verdicts/carol").json()
+    assert before["action"] == "block" and before["source"] == "verdict"
+    set_ = admin(gateway.port, "POST", "/admin/accounts/carol/action",
+                 {"action": "allow", "reason": "verified customer, ticket 123", "actor": "jo"})
+    assert set_.status == 200 and set_.json()["override"]["actor"].startswith("jo")
+    assert call(gateway.port, "/v1/chat/completions", chat("hi"), key="sk-carol").status == 200
+    bad = admin(gateway.port, "POST", "/admin/accounts/carol/action", {"action": "nuke", "reason": "x"})
+    assert bad.status == 400
+    assert admin(gateway.port, "POST", "/admin/accounts/carol/action", {"action": "block"}).status == 400
+
+
+def test_metrics_are_in_prometheus_text(gateway):
+    call(gateway.port, "/v1/chat/completions", chat("count me"))
+    text = call(gateway.port, "/metrics", method="GET", key=None).body.decode()
+    assert 'distillguard_requests_total{route="/v1/chat/completions",status="200"}' in text
+    assert 'distillguard_request_duration_seconds_bucket{route="/v1/chat/completions",le="+Inf"}' in text
+    assert "distillguard_actions_total{action=\"block\"}" in text
+
+
+# --- the exchange log -------------------------------------------------------------------------
+
+def test_every_exchange_lands_in_the_store_in_the_canonical_schema(upstream, tmp_path):
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, trusted_proxies=["127.0.0.1/32"])
+    call(gw.port, "/v1/chat/completions", chat("logged prompt", system="sys text"),
+         headers={"X-Forwarded-For": "203.0.113.7", "User-Agent": "test-agent/1.0"})
+    call(gw.port, "/v1/chat/completions", chat("chunks:4", stream=True))
+    call(gw.port, "/v1/chat/completions", chat("status:400"))
+    assert gw.stop() == 0
+    rows = stored(gw.db, "SELECT prompt, system_prompt, account_id, payment_fingerprint, client_ip, user_agent, "
+                         "input_tokens, output_tokens, status_code FROM exchanges ORDER BY timestamp")
+    assert rows[0] == ("logged prompt", "sys text", "alice", "card-a", "203.0.113.7", "test-agent/1.0", 5, 2, 200)
+    assert rows[1][0] == "chunks:4" and rows[1][7] == 4  # usage from the stream's last event
+    assert rows[2][8] == 400
+    assert stored(gw.db, "SELECT count(*) FROM quarantine") == [(0,)]
+
+
+def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(upstream, tmp_path):
+    gw = start_gateway(tmp_path, upstream, keys=KEYS)
+    call(gw.port, "/v1/chat/completions", chat("spoof"), headers={"X-Forwarded-For": "203.0.113.7"})
+    gw.stop()
+    assert stored(gw.db, "SELECT client_ip FROM exchanges") == [("127.0.0.1",)]
+
+
+def test_no_answered_exchange_is_lost_on_kill_9(upstream, tmp_path):
+    # a long segment interval, so that nothing has been loaded when the process dies
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, segment_seconds=3600, load_every_seconds=3600)
+    answered = sum(call(gw.port, "/v1/chat/completions", chat(f"request {i}")).status == 200 for i in range(40))
+    answered += sum(call(gw.port, "/v1/chat/completions", chat("chunks:3", stream=True)).status == 200
+                    for _ in range(10))
+    gw.stop(signal.SIGKILL)
+    again = start_gateway(tmp_path, upstream, keys=KEYS)  # the same db and log directory
+    assert again.stop() == 0
+    assert stored(gw.db, "SELECT count(*) FROM exchanges") == [(answered,)]
+    assert answered == 50
+
+
+def _small_files() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+def test_an_unwritable_log_fails_closed_and_says_so(upstream, tmp_path):
+    Store(tmp_path / "gw.duckdb").close()  # created before the file-size limit applies
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, preexec=_small_files, load_every_seconds=3600)
+    try:
+        statuses = [call(gw.port, "/v1/chat/completions", chat("x" * 4000)).status for _ in range(8)]
+        assert statuses[0] == 200 and statuses[-1] == 503
+        assert "failing closed" in gw.log()
+    finally:
+        gw.stop(signal.SIGKILL)
+
+
+def test_an_unwritable_log_can_fail_open(upstream, tmp_path):
+    Store(tmp_path / "gw.duckdb").close()
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, preexec=_small_files, load_every_seconds=3600,
+                       on_log_failure="open")
+    try:
+        statuses = [call(gw.port, "/v1/chat/completions", chat("x" * 4000)).status for _ in range(8)]
+        assert statuses == [200] * 8
+        assert "failing open" in gw.log()
+    finally:
+        gw.stop(signal.SIGKILL)
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+def test_keys_are_managed_from_the_command_line_and_stored_hashed(upstream, tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "gw.duckdb"
+    cli = [sys.executable, "-m", "distillguard.cli", "keys"]
+    added = subprocess.run([*cli, "add", "--account", "frank", "--db", str(db)], capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.strip().splitlines()[-1]
+    assert secret.startswith("sk-dg-")
+    listing = json.loads(subprocess.run([*cli, "list", "--db", str(db), "--json"], capture_output=True,
+                                        text=True).stdout)
+    assert [k["account_id"] for k in listing] == ["frank"]
+    assert secret not in db.read_bytes().decode("latin-1")
+    gw = start_gateway(tmp_path, upstream)
+    try:
+        assert call(gw.port, "/v1/chat/completions", chat("hi"), key=secret).status == 200
+    finally:
+        gw.stop()
+    revoked = subprocess.run([*cli, "revoke", "frank", "--db", str(db)], capture_output=True, text=True)
+    assert revoked.returncode == 0 and "revoked 1" in revoked.stdout
+    gw = start_gateway(tmp_path, upstream)
+    try:
+        assert call(gw.port, "/v1/chat/completions", chat("hi"), key=secret).status == 401
+    finally:
+        gw.stop()
