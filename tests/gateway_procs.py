@@ -132,3 +132,13 @@ def chat(prompt: str, model: str = "m-large", stream: bool = False, system: str 
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     return body
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen, int]:
+    """A real redis-server (installed by .ci/run), without persistence, on a free port."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    wait_port(port, proc)
+    return proc, port

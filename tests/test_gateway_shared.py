@@ -1,0 +1,57 @@
+"""Several gateway processes share counters, overrides and inherited actions through a real Redis."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from gateway_procs import call, chat, start_gateway, start_redis, start_upstream
+from test_gateway import KEYS, admin, write_scan
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run)")
+
+
+@pytest.fixture
+def pair(tmp_path):
+    redis_proc, redis_port = start_redis(tmp_path)
+    upstream_proc, upstream_port = start_upstream()
+    write_scan(tmp_path / "scan", [], [("campaign-1", "throttle", "payment", "card-campaign", 40)])
+    policy = {"gateway": {"limits": [{"scope": "account", "window_seconds": 3600, "max_requests": 4}]}}
+    common = dict(keys=KEYS, policy=policy, state=f"redis://127.0.0.1:{redis_port}/0", admin_token="s3cret")
+    # only the first reads the scan's indicators: what the second knows of them comes through Redis
+    gateways = [start_gateway(tmp_path / "a", upstream_port, name="a", verdicts=str(tmp_path / "scan"), **common),
+                start_gateway(tmp_path / "b", upstream_port, name="b", **common)]
+    yield gateways
+    for gw in gateways:
+        gw.stop()
+    for proc in (upstream_proc, redis_proc):
+        proc.kill()
+        proc.wait()
+
+
+def test_the_online_limits_count_across_gateways(pair):
+    a, b = pair
+    statuses = [call(gw.port, "/v1/chat/completions", chat(f"q{i}")).status for i, gw in enumerate([a, b, a, b, a, b])]
+    assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+def test_an_override_on_one_gateway_holds_on_the_other(pair):
+    a, b = pair
+    assert call(b.port, "/v1/chat/completions", chat("hi"), key="sk-bob").status == 200
+    assert admin(a.port, "POST", "/admin/accounts/bob/action", {"action": "block", "reason": "case 7"}).status == 200
+    deadline = time.monotonic() + 5
+    while call(b.port, "/v1/chat/completions", chat("hi"), key="sk-bob").status != 403:
+        assert time.monotonic() < deadline, "the other gateway never applied the override"
+        time.sleep(0.1)
+
+
+def test_an_inherited_action_holds_on_every_gateway(pair):
+    a, b = pair
+    assert call(b.port, "/v1/chat/completions", chat("before"), key="sk-recruit").status == 200
+    assert call(a.port, "/v1/chat/completions", chat("first"), key="sk-recruit").status == 429
+    deadline = time.monotonic() + 5
+    while call(b.port, "/v1/chat/completions", chat("again"), key="sk-recruit").status != 429:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
