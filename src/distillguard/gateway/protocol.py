@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -170,6 +171,24 @@ class StreamUsage:
                     self.input_tokens = tokens_in
                 if tokens_out is not None:
                     self.output_tokens = tokens_out
+
+
+def exchange_row(exchange_id: str, started: datetime, who: Any, client_ip: str | None, user_agent: str | None,
+                 facts: RequestFacts, status: int, tokens: tuple[int | None, int | None],
+                 latency_ms: float) -> dict[str, Any]:
+    """One exchange in the canonical schema (schema.py), as the log stores it. ``who``: the
+    key's record (keys.KeyRecord: account, key id, organisation, card, sign-up facts)."""
+    created = who.account_created_at
+    return {
+        "exchange_id": exchange_id, "timestamp": started.isoformat(), "account_id": who.account_id,
+        "api_key_id": who.key_id, "organization_id": who.organization_id, "client_ip": client_ip,
+        "user_agent": user_agent, "payment_fingerprint": who.payment_fingerprint,
+        "account_created_at": created.isoformat() if created else None, "email_domain": who.email_domain,
+        "model": facts.model, "conversation_id": facts.conversation_id, "turn_index": facts.turn_index,
+        "system_prompt": facts.system_prompt, "prompt": facts.prompt or "", "input_tokens": tokens[0],
+        "output_tokens": tokens[1], "max_tokens": facts.max_tokens, "tool_count": facts.tool_count,
+        "status_code": status, "latency_ms": round(latency_ms, 3),
+    }
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> bytes:

@@ -35,7 +35,7 @@ from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Re
 from distillguard.gateway.journal import Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import Metrics
-from distillguard.gateway.protocol import ROUTES, StreamUsage, error_body, request_facts, usage
+from distillguard.gateway.protocol import ROUTES, StreamUsage, error_body, exchange_row, request_facts, usage
 from distillguard.policy import Policy, load_policy
 from distillguard.store import Store
 from distillguard.verdicts import SEVERITY
@@ -235,16 +235,7 @@ class Gateway:
     def _record(self, exchange_id: str, started: datetime, record: keytable.KeyRecord, ip: str | None,
                 ua: str | None, facts, status: int, tokens: tuple[int | None, int | None],
                 latency_ms: float) -> dict[str, Any]:
-        return {
-            "exchange_id": exchange_id, "timestamp": started.isoformat(), "account_id": record.account_id,
-            "api_key_id": record.key_id, "organization_id": record.organization_id, "client_ip": ip,
-            "user_agent": ua, "payment_fingerprint": record.payment_fingerprint,
-            "account_created_at": record.account_created_at.isoformat() if record.account_created_at else None,
-            "email_domain": record.email_domain, "model": facts.model, "conversation_id": facts.conversation_id,
-            "turn_index": facts.turn_index, "system_prompt": facts.system_prompt, "prompt": facts.prompt or "",
-            "input_tokens": tokens[0], "output_tokens": tokens[1], "max_tokens": facts.max_tokens,
-            "tool_count": facts.tool_count, "status_code": status, "latency_ms": round(latency_ms, 3),
-        }
+        return exchange_row(exchange_id, started, record, ip, ua, facts, status, tokens, latency_ms)
 
     def _log(self, entry: dict[str, Any]) -> bool:
         """Append one exchange; False when it could not be logged and the gateway fails closed."""

@@ -1,0 +1,287 @@
+"""Gateway benchmark: added latency and throughput of ``distillguard serve`` against calling the
+mock upstream directly, and against the LiteLLM proxy in front of the same mock; then a load
+test of streams, counting the log rows in the store afterwards.
+
+Run with ``make bench`` (or ``python benchmarks/gateway.py --out bench-out/gateway``). Every
+target is measured in the same run, one after the other, by the same load generator (a
+separate process: aiohttp, a fixed number of requests in flight, each on its own key among
+1,000 accounts), so the figures are comparable. Added latency is a percentile of the
+target's latency minus the same percentile of the direct calls. The Markdown result
+replaces the gateway section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+BEGIN, END = "<!-- gateway:begin -->", "<!-- gateway:end -->"
+ACCOUNTS = 1000
+
+
+# --- the load generator (runs in its own process) ------------------------------------------------
+
+async def _load(url: str, keys: list[str], requests: int, concurrency: int, stream: bool, warmup: int) -> dict:
+    import aiohttp
+
+    body = {"model": "m-large", "messages": [{"role": "user", "content": "Write a haiku about latency budgets."}]}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    payload = json.dumps(body).encode()
+    latencies, ttfbs, errors, statuses = [], [], 0, {}
+    counter = iter(range(requests + warmup))
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:
+                headers = {"Authorization": f"Bearer {keys[i % len(keys)]}", "Content-Type": "application/json"}
+                t0 = time.perf_counter()
+                try:
+                    async with session.post(url, data=payload, headers=headers) as response:
+                        first = None
+                        async for _ in response.content.iter_any():
+                            if first is None:
+                                first = time.perf_counter()
+                        done = time.perf_counter()
+                        statuses[response.status] = statuses.get(response.status, 0) + 1
+                        if response.status != 200:
+                            errors += 1
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    errors += 1
+                    continue
+                if i >= warmup:
+                    latencies.append(done - t0)
+                    ttfbs.append((first or done) - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    return {"latencies_ms": [x * 1000 for x in latencies], "ttfb_ms": [x * 1000 for x in ttfbs], "errors": errors,
+            "statuses": statuses, "wall_seconds": wall, "requests": requests + warmup}
+
+
+def _load_main(args: argparse.Namespace) -> None:
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:
+        pass
+    keys = json.loads(Path(args.keys_json).read_text())
+    result = asyncio.run(_load(args.url, keys, args.requests, args.concurrency, args.stream, args.warmup))
+    Path(args.result).write_text(json.dumps(result))
+
+
+# --- orchestration --------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream: bool, work: Path,
+              warmup: int) -> dict:
+    out = work / f"load-{time.monotonic_ns()}.json"
+    subprocess.run([sys.executable, __file__, "--load", "--url", url, "--keys-json", str(keys_json),
+                    "--requests", str(requests), "--concurrency", str(concurrency), "--result", str(out),
+                    "--warmup", str(warmup)] + (["--stream"] if stream else []), check=True)
+    r = json.loads(out.read_text())
+    lat, ttfb = r["latencies_ms"], r["ttfb_ms"]
+    return {"p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "ttfb_p50_ms": _pct(ttfb, 50),
+            "ttfb_p99_ms": _pct(ttfb, 99), "rps": r["requests"] / r["wall_seconds"], "errors": r["errors"],
+            "statuses": r["statuses"], "requests": r["requests"]}
+
+
+def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]) -> tuple[subprocess.Popen, int]:
+    """The LiteLLM proxy in front of the mock, with a per-key requests-per-minute limit, its
+    keys known through custom auth (LiteLLM's own key table needs a Postgres database)."""
+    port = _free_port()
+    (work / "litellm_auth.py").write_text(
+        "from litellm.proxy._types import UserAPIKeyAuth\n"
+        f"KEYS = set({keys!r})\n"
+        "async def user_api_key_auth(request, api_key):\n"
+        "    if api_key not in KEYS:\n"
+        "        raise Exception('invalid key')\n"
+        "    return UserAPIKeyAuth(api_key=api_key, user_id=api_key, rpm_limit=100000, tpm_limit=100000000)\n")
+    (work / "litellm.yaml").write_text(
+        "model_list:\n"
+        "  - model_name: m-large\n"
+        "    litellm_params:\n"
+        "      model: openai/m-large\n"
+        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+        "      api_key: upstream-key\n"
+        "general_settings:\n"
+        "  custom_auth: litellm_auth.user_api_key_auth\n"
+        "litellm_settings:\n"
+        "  callbacks: []\n"
+        "  drop_params: true\n")
+    env = os.environ | {"LITELLM_LOG": "ERROR", "PYTHONPATH": str(work), "LITELLM_MODE": "PRODUCTION"}
+    proc = subprocess.Popen([litellm, "--config", str(work / "litellm.yaml"), "--port", str(port),
+                             "--num_workers", "1"], cwd=work, env=env, stdout=(work / "litellm.log").open("wb"),
+                            stderr=subprocess.STDOUT)
+    _wait(port, proc)
+    return proc, port
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="bench-out/gateway")
+    p.add_argument("--docs", default=str(DOC))
+    p.add_argument("--requests", type=int, default=4000)
+    p.add_argument("--concurrency", type=int, default=200)
+    p.add_argument("--latency-ms", type=float, default=50.0, help="the mock upstream's fixed latency")
+    p.add_argument("--load-requests", type=int, default=10_000)
+    p.add_argument("--load-concurrency", type=int, default=500)
+    p.add_argument("--litellm", default=shutil.which("litellm") or "", help="the litellm executable (none: skipped)")
+    # load-generator mode
+    p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--keys-json", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.load:
+        _load_main(args)
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="dg-gw-bench-"))
+    keys = [f"sk-bench-{i:05d}" for i in range(ACCOUNTS)]
+    keys_json = work / "keys.json"
+    keys_json.write_text(json.dumps(keys))
+    (work / "keys.csv").write_text("api_key,account_id\n" + "".join(f"{k},acct-{i:05d}\n" for i, k in enumerate(keys)))
+    procs: list[subprocess.Popen] = []
+    results: dict[str, dict] = {}
+    try:
+        up_port = _free_port()
+        up = subprocess.Popen([sys.executable, "-m", "distillguard.gateway.mock_upstream", "--port", str(up_port),
+                               "--latency-ms", str(args.latency_ms), "--chunk-delay-ms", "2"])
+        procs.append(up)
+        _wait(up_port, up)
+        gw_port = _free_port()
+        db = work / "gw.duckdb"
+        gw = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--upstream",
+                               f"http://127.0.0.1:{up_port}", "--port", str(gw_port), "--keys", str(work / "keys.csv"),
+                               "--db", str(db)], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT)
+        procs.append(gw)
+        _wait(gw_port, gw)
+        targets = {"direct": f"http://127.0.0.1:{up_port}", "distillguard": f"http://127.0.0.1:{gw_port}"}
+        if args.litellm:
+            ll, ll_port = _litellm_proxy(args.litellm, up_port, work, keys)
+            procs.append(ll)
+            targets["litellm"] = f"http://127.0.0.1:{ll_port}"
+        for name, base in targets.items():
+            for stream in (False, True):
+                label = f"{name} {'stream' if stream else 'json'}"
+                print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
+                results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests,
+                                           args.concurrency, stream, work, warmup=200)
+        # the load test: streams through the gateway, then every answered exchange counted in the store
+        print(f"gateway bench: load test, {args.load_requests} streams at {args.load_concurrency}", flush=True)
+        load = _run_load(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keys_json, args.load_requests,
+                         args.load_concurrency, True, work, warmup=0)
+        gw.send_signal(signal.SIGTERM)
+        gw.wait(timeout=300)
+        import duckdb
+        with duckdb.connect(str(db), read_only=True) as con:
+            con.execute("SET TimeZone='UTC'")
+            stored = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+        answered_through_gateway = sum(
+            r["requests"] - r["errors"] for k, r in results.items() if k.startswith("distillguard")) + \
+            load["requests"] - load["errors"]
+        load |= {"stored_rows": stored, "answered_through_gateway": answered_through_gateway}
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    summary = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
+               "command": "python benchmarks/gateway.py " + " ".join(sys.argv[1:]), "args": vars(args),
+               "targets": results, "load_test": load}
+    (out / "gateway.json").write_text(json.dumps(summary, indent=2))
+    text = markdown(summary)
+    (out / "gateway.md").write_text(text)
+    if args.docs:
+        _replace_block(Path(args.docs), text)
+    print(text)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def markdown(s: dict) -> str:
+    t = s["targets"]
+    a = s["args"]
+    rows = ["| target | mode | p50 ms | p99 ms | TTFB p50 ms | TTFB p99 ms | added p50 ms | added p99 ms | "
+            "added TTFB p50 ms | req/s | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, r in t.items():
+        name, mode = label.split()
+        base = t[f"direct {mode}"]
+        rows.append(f"| {name} | {mode} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['ttfb_p50_ms']:.2f} | "
+                    f"{r['ttfb_p99_ms']:.2f} | {r['p50_ms'] - base['p50_ms']:+.2f} | {r['p99_ms'] - base['p99_ms']:+.2f}"
+                    f" | {r['ttfb_p50_ms'] - base['ttfb_p50_ms']:+.2f} | {r['rps']:.0f} | {r['errors']} |")
+    load = s["load_test"]
+    lost = load["answered_through_gateway"] - load["stored_rows"]
+    return "\n".join([
+        f"Measured {s['date']} on {s['machine']} with `{s['command']}`: the mock upstream answers after "
+        f"{a['latency_ms']:g} ms (streams: 1 event per word, 2 ms apart); {a['requests']:,} requests per row after "
+        f"200 of warm-up, {a['concurrency']} in flight, keys spread over {ACCOUNTS:,} accounts; the load generator, "
+        "the mock and the proxy share the machine's cores. Added = the target's percentile minus the direct one's.",
+        "", *rows, "",
+        f"Load test: {load['requests']:,} streamed requests with {a['load_concurrency']} in flight through the "
+        f"gateway: {load['errors']} errors (statuses {load['statuses']}), {load['rps']:.0f} req/s, p99 "
+        f"{load['p99_ms']:.0f} ms. Exchanges answered through the gateway in this run: "
+        f"{load['answered_through_gateway']:,}; rows in the store after it stopped: {load['stored_rows']:,} "
+        f"(lost: {lost}).", ""])
+
+
+def _replace_block(doc: Path, text: str) -> None:
+    current = doc.read_text() if doc.exists() else ""
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in current and END in current:
+        head, rest = current.split(BEGIN, 1)
+        current = head + block + rest.split(END, 1)[1]
+    else:
+        current += f"\n## Gateway\n\n{block}\n"
+    doc.write_text(current)
+
+
+if __name__ == "__main__":
+    main()

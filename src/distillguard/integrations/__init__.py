@@ -1,0 +1,1 @@
+"""Integrations with proxies that providers already run."""

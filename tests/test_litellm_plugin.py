@@ -1,0 +1,85 @@
+"""The LiteLLM plugin inside a real LiteLLM proxy process, in front of the mock upstream."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distillguard.gateway.journal import Journal, Loader
+from distillguard.store import Store
+from gateway_procs import call, chat, free_port, start_upstream, wait_port
+from test_gateway import write_scan
+
+litellm = pytest.importorskip("litellm", reason="the litellm extra is not installed")
+LITELLM = shutil.which("litellm", path=str(Path(sys.executable).parent))
+
+AUTH = '''
+from litellm.proxy._types import UserAPIKeyAuth
+ACCOUNTS = {"sk-ok": "alice", "sk-blocked": "carol", "sk-throttled": "dave"}
+async def user_api_key_auth(request, api_key):
+    if api_key not in ACCOUNTS:
+        raise Exception("invalid key")
+    return UserAPIKeyAuth(api_key=api_key, user_id=ACCOUNTS[api_key])
+'''
+
+
+@pytest.fixture
+def proxy(tmp_path):
+    upstream_proc, upstream_port = start_upstream()
+    write_scan(tmp_path / "scan", [("carol", "block", "campaign-1"), ("dave", "throttle", "campaign-1")])
+    (tmp_path / "custom_auth.py").write_text(AUTH)
+    (tmp_path / "litellm.yaml").write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "m-large", "litellm_params": {
+            "model": "openai/m-large", "api_base": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "up"}}],
+        "general_settings": {"custom_auth": "custom_auth.user_api_key_auth",
+                             "master_key": "sk-master-" + "x" * 40},
+        "litellm_settings": {"callbacks": "distillguard.integrations.litellm.guard"}}))
+    (tmp_path / "distillguard.yaml").write_text(yaml.safe_dump({
+        "db": str(tmp_path / "dg.duckdb"), "verdicts": str(tmp_path / "scan"), "log_dir": str(tmp_path / "log"),
+        "load_every_seconds": 0.5, "segment_seconds": 0.5}))
+    port = free_port()
+    env = os.environ | {"DISTILLGUARD_LITELLM_CONFIG": str(tmp_path / "distillguard.yaml"), "LITELLM_LOG": "ERROR",
+                        "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.Popen([LITELLM, "--config", str(tmp_path / "litellm.yaml"), "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=(tmp_path / "litellm.log").open("wb"),
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, proc, timeout=120)
+    except Exception:
+        print((tmp_path / "litellm.log").read_text()[-5000:])
+        raise
+    yield port, proc, tmp_path
+    if proc.poll() is None:
+        proc.kill()
+    upstream_proc.kill()
+
+
+def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(proxy):
+    port, proc, tmp = proxy
+    ok = call(port, "/v1/chat/completions", chat("through litellm"), key="sk-ok")
+    assert ok.status == 200, ok.body
+    assert ok.json()["choices"][0]["message"]["content"] == "through litellm"
+    blocked = call(port, "/v1/chat/completions", chat("hi"), key="sk-blocked")
+    assert blocked.status == 403, blocked.body
+    throttled = call(port, "/v1/chat/completions", chat("hi"), key="sk-throttled")
+    assert throttled.status == 429, throttled.body
+    assert int(throttled.headers["retry-after"]) == 3600
+    streamed = call(port, "/v1/chat/completions", chat("chunks:3", stream=True), key="sk-ok")
+    assert streamed.status == 200 and b"[DONE]" in streamed.body
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    # whatever the exit did not load is still on disk; load it as the gateway would at start-up
+    leftover = Loader(Journal(tmp / "log"), tmp / "dg.duckdb")
+    leftover.round(rotate=True)
+    with Store(tmp / "dg.duckdb", read_only=True) as store:
+        rows = store.con.execute("SELECT account_id, prompt, status_code, output_tokens FROM exchanges "
+                                 "ORDER BY timestamp").fetchall()
+    assert [(a, s) for a, _, s, _ in rows] == [("alice", 200), ("carol", 403), ("dave", 429), ("alice", 200)]
+    assert rows[0][1] == "through litellm" and rows[0][3] == 2
