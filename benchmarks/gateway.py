@@ -36,10 +36,11 @@ ACCOUNTS = 1000
 
 # --- the load generator (runs in its own process) ------------------------------------------------
 
-async def _load(url: str, keys: list[str], requests: int, concurrency: int, stream: bool, warmup: int) -> dict:
+async def _load(url: str, keys: list[str], requests: int, concurrency: int, stream: bool, warmup: int,
+                model: str) -> dict:
     import aiohttp
 
-    body = {"model": "m-large", "messages": [{"role": "user", "content": "Write a haiku about latency budgets."}]}
+    body = {"model": model, "messages": [{"role": "user", "content": "Write a haiku about latency budgets."}]}
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     payload = json.dumps(body).encode()
@@ -83,7 +84,8 @@ def _load_main(args: argparse.Namespace) -> None:
     except ImportError:
         pass
     keys = json.loads(Path(args.keys_json).read_text())
-    result = asyncio.run(_load(args.url, keys, args.requests, args.concurrency, args.stream, args.warmup))
+    result = asyncio.run(_load(args.url, keys, args.requests, args.concurrency, args.stream, args.warmup,
+                               args.model))
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -114,11 +116,11 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream: bool, work: Path,
-              warmup: int) -> dict:
+              warmup: int, model: str = "m-large") -> dict:
     out = work / f"load-{time.monotonic_ns()}.json"
     subprocess.run([sys.executable, __file__, "--load", "--url", url, "--keys-json", str(keys_json),
                     "--requests", str(requests), "--concurrency", str(concurrency), "--result", str(out),
-                    "--warmup", str(warmup)] + (["--stream"] if stream else []), check=True)
+                    "--warmup", str(warmup), "--model", model] + (["--stream"] if stream else []), check=True)
     r = json.loads(out.read_text())
     lat, ttfb = r["latencies_ms"], r["ttfb_ms"]
     return {"p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "ttfb_p50_ms": _pct(ttfb, 50),
@@ -138,18 +140,20 @@ def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]
         "        raise Exception('invalid key')\n"
         "    return UserAPIKeyAuth(api_key=api_key, user_id=api_key, rpm_limit=100000, tpm_limit=100000000)\n")
     (work / "litellm.yaml").write_text(
-        "model_list:\n"
-        "  - model_name: m-large\n"
-        "    litellm_params:\n"
-        "      model: openai/m-large\n"
-        f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
-        "      api_key: upstream-key\n"
+        "model_list:\n" + "".join(
+            f"  - model_name: {m}\n"
+            "    litellm_params:\n"
+            f"      model: openai/{m}\n"
+            f"      api_base: http://127.0.0.1:{upstream_port}/v1\n"
+            "      api_key: upstream-key\n" for m in ("m-large", "m-fast")) +
         "general_settings:\n"
         "  custom_auth: litellm_auth.user_api_key_auth\n"
+        "  master_key: sk-bench-master-key-0123456789abcdef0123456789\n"
         "litellm_settings:\n"
         "  callbacks: []\n"
         "  drop_params: true\n")
-    env = os.environ | {"LITELLM_LOG": "ERROR", "PYTHONPATH": str(work), "LITELLM_MODE": "PRODUCTION"}
+    env = os.environ | {"LITELLM_LOG": "ERROR", "PYTHONPATH": str(work), "LITELLM_MODE": "PRODUCTION",
+                        "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.Popen([litellm, "--config", str(work / "litellm.yaml"), "--port", str(port),
                              "--num_workers", "1"], cwd=work, env=env, stdout=(work / "litellm.log").open("wb"),
                             stderr=subprocess.STDOUT)
@@ -163,7 +167,10 @@ def main() -> None:
     p.add_argument("--docs", default=str(DOC))
     p.add_argument("--requests", type=int, default=4000)
     p.add_argument("--concurrency", type=int, default=200)
-    p.add_argument("--latency-ms", type=float, default=50.0, help="the mock upstream's fixed latency")
+    p.add_argument("--latency-ms", type=float, default=1000.0,
+                   help="the mock upstream's latency for the latency rows (a model's answer takes seconds)")
+    p.add_argument("--fast-latency-ms", type=float, default=5.0,
+                   help="the mock's latency for the throughput rows, where the proxy's own cost is the limit")
     p.add_argument("--load-requests", type=int, default=10_000)
     p.add_argument("--load-concurrency", type=int, default=500)
     p.add_argument("--litellm", default=shutil.which("litellm") or "", help="the litellm executable (none: skipped)")
@@ -174,6 +181,7 @@ def main() -> None:
     p.add_argument("--result", help=argparse.SUPPRESS)
     p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)
+    p.add_argument("--model", default="m-large", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.load:
         _load_main(args)
@@ -190,7 +198,8 @@ def main() -> None:
     try:
         up_port = _free_port()
         up = subprocess.Popen([sys.executable, "-m", "distillguard.gateway.mock_upstream", "--port", str(up_port),
-                               "--latency-ms", str(args.latency_ms), "--chunk-delay-ms", "2"])
+                               "--latency-ms", str(args.latency_ms), "--chunk-delay-ms", "2",
+                               "--fast-model", "m-fast", "--fast-latency-ms", str(args.fast_latency_ms)])
         procs.append(up)
         _wait(up_port, up)
         gw_port = _free_port()
@@ -211,6 +220,10 @@ def main() -> None:
                 print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
                 results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests,
                                            args.concurrency, stream, work, warmup=200)
+            label = f"{name} throughput"
+            print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
+            results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests, args.concurrency,
+                                       False, work, warmup=200, model="m-fast")
         # the load test: streams through the gateway, then every answered exchange counted in the store
         print(f"gateway bench: load test, {args.load_requests} streams at {args.load_concurrency}", flush=True)
         load = _run_load(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keys_json, args.load_requests,
@@ -250,21 +263,36 @@ def markdown(s: dict) -> str:
     t = s["targets"]
     a = s["args"]
     rows = ["| target | mode | p50 ms | p99 ms | TTFB p50 ms | TTFB p99 ms | added p50 ms | added p99 ms | "
-            "added TTFB p50 ms | req/s | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "added TTFB p50 ms | added TTFB p99 ms | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in t.items():
         name, mode = label.split()
+        if mode == "throughput":
+            continue
         base = t[f"direct {mode}"]
         rows.append(f"| {name} | {mode} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['ttfb_p50_ms']:.2f} | "
                     f"{r['ttfb_p99_ms']:.2f} | {r['p50_ms'] - base['p50_ms']:+.2f} | {r['p99_ms'] - base['p99_ms']:+.2f}"
-                    f" | {r['ttfb_p50_ms'] - base['ttfb_p50_ms']:+.2f} | {r['rps']:.0f} | {r['errors']} |")
+                    f" | {r['ttfb_p50_ms'] - base['ttfb_p50_ms']:+.2f} | {r['ttfb_p99_ms'] - base['ttfb_p99_ms']:+.2f}"
+                    f" | {r['errors']} |")
+    through = ["| target | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
+    for label, r in t.items():
+        if label.endswith("throughput"):
+            through.append(f"| {label.split()[0]} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                           f"{r['errors']} |")
+    ratio = ""
+    if "litellm throughput" in t:
+        ratio = (f" distillguard / LiteLLM throughput: {t['distillguard throughput']['rps'] / "
+                 f"t['litellm throughput']['rps']:.2f}.")
     load = s["load_test"]
     lost = load["answered_through_gateway"] - load["stored_rows"]
     return "\n".join([
-        f"Measured {s['date']} on {s['machine']} with `{s['command']}`: the mock upstream answers after "
-        f"{a['latency_ms']:g} ms (streams: 1 event per word, 2 ms apart); {a['requests']:,} requests per row after "
-        f"200 of warm-up, {a['concurrency']} in flight, keys spread over {ACCOUNTS:,} accounts; the load generator, "
-        "the mock and the proxy share the machine's cores. Added = the target's percentile minus the direct one's.",
-        "", *rows, "",
+        f"Measured {s['date']} on {s['machine']} with `{s['command']}`. The load generator (its own process, "
+        f"aiohttp), the mock upstream and the proxy share the machine's cores; every request uses one of "
+        f"{ACCOUNTS:,} keys (accounts); each row is {a['requests']:,} requests after 200 of warm-up with "
+        f"{a['concurrency']} in flight. Added = the target's percentile minus the direct call's.", "",
+        f"Latency: the mock answers after {a['latency_ms']:g} ms (a model's answer takes seconds; streams: one "
+        "event per word, 2 ms apart).", "", *rows, "",
+        f"Throughput: the mock answers after {a['fast_latency_ms']:g} ms, so the proxy's own cost is the "
+        f"limit; {a['concurrency']} requests in flight.{ratio}", "", *through, "",
         f"Load test: {load['requests']:,} streamed requests with {a['load_concurrency']} in flight through the "
         f"gateway: {load['errors']} errors (statuses {load['statuses']}), {load['rps']:.0f} req/s, p99 "
         f"{load['p99_ms']:.0f} ms. Exchanges answered through the gateway in this run: "

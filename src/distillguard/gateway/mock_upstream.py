@@ -80,7 +80,10 @@ def _events(api: str, model: str, words: list[str], tokens_in: int) -> list[byte
     return out
 
 
-def app(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0) -> web.Application:
+def app(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0, fast_model: str | None = None,
+        fast_latency_ms: float = 0.0) -> web.Application:
+    """``fast_model``: requests for that model answer after ``fast_latency_ms`` instead (the
+    benchmark measures latency and throughput against one upstream process)."""
     application = web.Application(client_max_size=64 * 1024 * 1024)
     stats = {"requests": 0}
     application["stats"] = stats
@@ -90,8 +93,9 @@ def app(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0) -> web.Application
             stats["requests"] += 1
             body = orjson.loads(await request.read())
             facts = request_facts(api, body, "upstream")
-            if latency_ms:
-                await asyncio.sleep(latency_ms / 1000)
+            wait = fast_latency_ms if fast_model is not None and facts.model == fast_model else latency_ms
+            if wait:
+                await asyncio.sleep(wait / 1000)
             if (sleep := _directive(facts.prompt, "sleep")) is not None:
                 await asyncio.sleep(float(sleep))
             if (status := _directive(facts.prompt, "status")) is not None:
@@ -134,8 +138,16 @@ def main() -> None:  # pragma: no cover - exercised as a subprocess by the tests
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--chunk-delay-ms", type=float, default=5.0)
+    parser.add_argument("--fast-model", default=None)
+    parser.add_argument("--fast-latency-ms", type=float, default=0.0)
     args = parser.parse_args()
-    web.run_app(app(args.latency_ms, args.chunk_delay_ms), host=args.host, port=args.port, access_log=None,
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(app(args.latency_ms, args.chunk_delay_ms, args.fast_model, args.fast_latency_ms), host=args.host, port=args.port, access_log=None,
                 print=None)
 
 
