@@ -88,6 +88,16 @@ def test_a_chat_completion_passes_through_unchanged(gateway):
     assert reply.headers["x-distillguard-exchange-id"].startswith("gw-")
 
 
+def test_the_clients_key_never_goes_upstream(gateway, upstream, tmp_path):
+    assert call(gateway.port, "/v1/chat/completions", chat("hi")).headers["x-upstream-auth"] == ""
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, upstream_api_key="sk-provider-upstream")
+    try:
+        seen = call(gw.port, "/v1/chat/completions", chat("hi")).headers["x-upstream-auth"]
+        assert seen == "Bearer sk-provider-upstream"
+    finally:
+        gw.stop()
+
+
 def test_a_stream_is_passed_through_chunk_by_chunk(gateway):
     # the mock sends 10 events 40 ms apart: the first must reach the client long before the last
     reply = call(gateway.port, "/v1/chat/completions", chat("chunks:10", stream=True))

@@ -79,10 +79,29 @@ def test_client_evidence_alone_is_not_enough():
 def test_two_families_over_several_requests_complete_the_evidence():
     matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("scaffold", "think step by step", 150)]))
     assert matcher.observe("recruit", [("subnet", "10.0.0.0/24")], T0) is None
+    # the framing is habitual evidence: it counts from its third request on
+    assert matcher.observe("recruit", [("scaffold", "think step by step")], T0) is None
+    assert matcher.observe("recruit", [("scaffold", "think step by step")], T0) is None
     campaign, reasons = matcher.observe("recruit", [("scaffold", "think step by step")], T0)
     assert campaign == "c1" and len(reasons) == 2
+    assert "in 3 requests" in reasons[1]
     # another account's requests do not add to this one's evidence
     assert matcher.observe("other", [("scaffold", "think step by step")], T0) is None
+
+
+def test_a_phrase_typed_once_from_a_campaigns_neighbourhood_is_not_a_recruit():
+    # the residential-proxies replay: a new customer on a /24 that the campaign's proxies shared
+    # asked once for reasoning in the words of the campaign's framing
+    matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 5), ("scaffold", "and show your complete", 284),
+                                           ("scaffold", "show your complete reasoning", 284)]))
+    once = [("subnet", "10.0.0.0/24"), ("scaffold", "and show your complete"),
+            ("scaffold", "show your complete reasoning")]
+    assert matcher.observe("customer", once, T0) is None
+    assert matcher.observe("customer", [("subnet", "10.0.0.0/24")], T0) is None
+    # ...while the campaign's script carries it in every request
+    assert matcher.observe("recruit", once, T0) is None
+    assert matcher.observe("recruit", once, T0) is None
+    assert matcher.observe("recruit", once, T0) is not None
 
 
 def _requests(rows):
@@ -102,11 +121,13 @@ def test_an_inheriting_account_is_stopped_at_the_request_that_completes_the_evid
         ("recruit", 5, None, "203.0.113.9", None, "first question"),
         ("recruit", 9, None, "203.0.113.9", "You are a HARVESTER!", "second question"),
         ("recruit", 12, None, "203.0.113.9", "You are a harvester.", "third question"),
+        ("recruit", 15, None, "203.0.113.9", "you are a harvester", "fourth question"),
+        ("recruit", 18, None, "203.0.113.9", "you are a harvester", "fifth question"),
         ("customer", 7, None, "198.51.100.4", "You are a harvester", "hello"),
     ])
     rows = inherit.inherited(requests, table, T0, cap="throttle").to_pylist()
     assert [r["account_id"] for r in rows] == ["recruit"]
-    assert rows[0]["as_of"] == T0 + timedelta(minutes=9)
+    assert rows[0]["as_of"] == T0 + timedelta(minutes=15)  # the third request with the system prompt
     # capped: a block is the next scan's to decide on the account's own evidence
     assert rows[0]["action"] == "throttle"
     assert rows[0]["reasons"][0].startswith("new account inherits throttle from c1")
@@ -116,12 +137,11 @@ def test_a_customer_of_long_standing_in_a_campaigns_neighbourhood_inherits_nothi
     # the residential-proxies replay: a customer's ISP /24 holds campaign exits, and its prompts
     # ask for reasoning in the campaign's words; two families, but the account is years old
     table = _indicators([("subnet", "203.0.113.0/24", 7), ("system_prompt", "you are a harvester", 40)])
-    requests = _requests([
-        ("customer", 5, None, "203.0.113.9", "You are a harvester", "hi"),
-        ("recruit", 6, None, "203.0.113.10", "You are a harvester", "hi"),
-        ("unknown age", 7, None, "203.0.113.11", "You are a harvester", "hi"),
-    ])
-    created = [T0 - timedelta(days=700), T0 - timedelta(days=3), None]
+    requests = _requests([(account, minute + k, None, ip, "You are a harvester", "hi")
+                          for k in (0, 10, 20)
+                          for account, minute, ip in (("customer", 5, "203.0.113.9"), ("recruit", 6, "203.0.113.10"),
+                                                      ("unknown age", 7, "203.0.113.11"))])
+    created = [T0 - timedelta(days=700), T0 - timedelta(days=3), None] * 3
     requests = requests.append_column("account_created_at", pa.array(created, pa.timestamp("us", tz="UTC")))
     rows = inherit.inherited(requests, table, T0, cap="throttle")
     assert sorted(rows["account_id"].to_pylist()) == ["recruit", "unknown age"]

@@ -21,7 +21,8 @@ Conservative, as everything that acts without a scan:
   other evidence must come from two independent families (account: a sign-up burst, the same
   e-mail domain in the same hour; network: IP or subnet; client: system prompt or scaffold
   framing), so that a residential neighbour of a proxy exit or a
-  user who pasted a campaign's framing is not enough;
+  user who pasted a campaign's framing is not enough; and a system prompt or framing counts
+  only once it was in ``habitual_uses`` of the account's requests, as linkage holds them;
 - the inherited action is at most ``inherit.action`` (throttle by default); the next scan
   judges the account on its own evidence.
 
@@ -194,39 +195,61 @@ def exchange_keys(exchanges: pa.Table) -> pa.Table:
 class Matcher:
     """The inheritance rule over one set of indicators, request by request (the gateway's form).
 
-    ``observe(account, keys, at, ...)`` records one request and returns the campaign and
-    reasons once a *new* account's (Freshness) requests so far hold that campaign's card, or
-    keys of two independent families; None until then, and always None for an account that
-    is not new.
+    ``observe(account, keys, at, ...)`` records one request (all its keys) and returns the
+    campaign and reasons once a *new* account's (Freshness) requests so far hold that
+    campaign's card, or keys of two independent families; None until then, and always None
+    for an account that is not new.
+
+    A key of a *habitual* kind (``habitual``: the system prompt and the scaffold framing)
+    counts only once ``habitual_uses`` of the account's requests carried the campaign's keys
+    of that kind. Those indicators say "only the campaign's accounts use this habitually"
+    (linkage holds such keys at three uses and a tenth of the prompts), so one request is not
+    the same evidence: in a replay two customers who once typed a chain-of-thought phrase the
+    campaign's framing also uses, from a residential /24 the campaign's proxies shared, were
+    stopped. A recruit's script sends its framing with every request, so it still matches
+    within its first few.
     """
 
     def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",),
-                 fresh: Freshness = Freshness()) -> None:
+                 fresh: Freshness = Freshness(), habitual: tuple[str, ...] = ("system_prompt", "scaffold"),
+                 habitual_uses: int = 3) -> None:
         self.min_families = min_families
         self.alone = set(alone)
         self.fresh = fresh
+        self.habitual = set(habitual)
+        self.habitual_uses = habitual_uses
         self.by_key: dict[tuple[str, str], tuple[str, int]] = {
             (k, v): (c, h) for c, k, v, h in zip(*(table[n].to_pylist() for n in ("campaign_id", "kind", "key",
                                                                                    "holders")))}
         self.action = dict(zip(table["campaign_id"].to_pylist(), table["action"].to_pylist()))
         self.seen: dict[str, dict[str, dict[str, tuple[str, int]]]] = {}  # account -> campaign -> family -> evidence
+        self.uses: dict[tuple[str, str, str], int] = {}  # (account, campaign, habitual kind) -> requests
         self.first_seen: dict[str, datetime] = {}
 
     def observe(self, account: str, keys: Iterable[tuple[str, str]], at: datetime,
                 first_seen: datetime | None = None, created: datetime | None = None) -> tuple[str, list[str]] | None:
-        """``first_seen``: the account's first request as the store knows it (else the first
-        this matcher observed); ``created``: its creation time where known."""
+        """``keys``: every key of one request; ``first_seen``: the account's first request as
+        the store knows it (else the first this matcher observed); ``created``: its creation
+        time where known."""
         first = self.first_seen[account] = min(self.first_seen.get(account, at), at)
         if not self.fresh.is_new(at, first if first_seen is None else min(first_seen, first), created):
             return None
+        counted: set[tuple[str, str]] = set()  # (campaign, habitual kind) counted for this request
         for kind, key in keys:
             hit = self.by_key.get((kind, key))
             if hit is None:
                 continue
             campaign, holders = hit
+            if kind in self.habitual:
+                if (campaign, kind) not in counted:
+                    counted.add((campaign, kind))
+                    self.uses[(account, campaign, kind)] = self.uses.get((account, campaign, kind), 0) + 1
+                if self.uses[(account, campaign, kind)] < self.habitual_uses:
+                    continue
             family = "alone" if kind in self.alone else FAMILY[kind]
             families = self.seen.setdefault(account, {}).setdefault(campaign, {})
-            families.setdefault(family, (f"{kind} {key[:60]!r}", holders))
+            uses = self.uses.get((account, campaign, kind))
+            families.setdefault(family, (f"{kind} {key[:60]!r}" + (f" in {uses} requests" if uses else ""), holders))
             if "alone" in families or len(families) >= self.min_families:
                 reasons = [f"{what} held only by {n} throttled accounts of {campaign}"
                            for what, n in families.values()]
@@ -235,7 +258,8 @@ class Matcher:
 
 
 def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
-              alone: tuple[str, ...] = ("payment",), fresh: Freshness = Freshness()) -> pa.Table:
+              alone: tuple[str, ...] = ("payment",), fresh: Freshness = Freshness(),
+              habitual_uses: int = 3) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
     payment_fingerprint, client_ip, system_prompt, prompt, optionally first_seen,
     email_domain and account_created_at; sent after the scan at ``as_of`` that produced the
@@ -252,18 +276,23 @@ def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, m
     wanted = pa.table({"kind": table["kind"], "key": table["key"]})
     keys = keys.join(wanted, ["kind", "key"], join_type="inner").sort_by("row")
     # freshness is already applied row by row; the matcher only collects the evidence
-    matcher = Matcher(table, min_families, alone, Freshness(timedelta.max, timedelta.max))
+    matcher = Matcher(table, min_families, alone, Freshness(timedelta.max, timedelta.max),
+                      habitual_uses=habitual_uses)
     accounts = exchanges["account_id"].to_pylist()
     times = exchanges["timestamp"].to_pylist()
     done: dict[str, tuple[datetime, str, list[str]]] = {}
     rows, kinds, values = (keys[n].to_pylist() for n in ("row", "kind", "key"))
-    for row, kind, key in zip(rows, kinds, values):
+    i = 0
+    while i < len(rows):  # one observation per request, with all its matched keys
+        row, j = rows[i], i
+        while j < len(rows) and rows[j] == row:
+            j += 1
         account = accounts[row]
-        if account in done:
-            continue
-        hit = matcher.observe(account, [(kind, key)], times[row])
-        if hit is not None:
-            done[account] = (times[row], *hit)
+        if account not in done:
+            hit = matcher.observe(account, list(zip(kinds[i:j], values[i:j])), times[row])
+            if hit is not None:
+                done[account] = (times[row], *hit)
+        i = j
     out = {name: [] for name in VERDICT_SCHEMA.names}
     for account, (when, campaign, reasons) in sorted(done.items()):
         action = min(matcher.action[campaign], cap, key=SEVERITY.__getitem__)

@@ -258,7 +258,8 @@ def between_steps(store: Store, as_ofs: Sequence[datetime], steps: Sequence[Step
         finally:
             store.con.unregister("_bench_stopped")
         parts.append(inherit.inherited(requests, indicators, as_ofs[k], inheritance.action,
-                                       inheritance.min_families, fresh=fresh))
+                                       inheritance.min_families, fresh=fresh,
+                                       habitual_uses=inheritance.habitual_uses))
     store.con.unregister("_bench_first_seen")
     return pa.concat_tables(parts) if parts else VERDICT_SCHEMA.empty_table()
 

@@ -147,7 +147,8 @@ class Enforcer:
         if not self.scan.reload_if_changed() and self.matcher is not None:
             return False
         rule = self.policy.inherit
-        self.matcher = (inherit.Matcher(self.scan.indicators, rule.min_families, fresh=self.fresh)
+        self.matcher = (inherit.Matcher(self.scan.indicators, rule.min_families, fresh=self.fresh,
+                                        habitual_uses=rule.habitual_uses)
                         if rule.enabled and self.scan.indicators.num_rows else None)
         self.inherited = {a: d for a, d in self.inherited.items() if a not in self.scan.judged}
         return True

@@ -131,8 +131,7 @@ class Gateway:
             await asyncio.sleep(self.config.reload_every_seconds)
             tick += 1
             try:
-                if self.enforcer.refresh():
-                    self.metrics.gauge("distillguard_scan_as_of_info", "1", lambda: 1)
+                self.enforcer.refresh()
                 if tick % 30 == 0:
                     await asyncio.to_thread(self.load_keys)
                 if self.redis is not None:
