@@ -37,7 +37,7 @@ ACCOUNTS = 1000
 # --- the load generator (runs in its own process) ------------------------------------------------
 
 async def _load(url: str, keys: list[str], requests: int, concurrency: int, stream: bool, warmup: int,
-                model: str) -> dict:
+                model: str, stagger_ms: float = 0.0) -> dict:
     import aiohttp
 
     body = {"model": model, "messages": [{"role": "user", "content": "Write a haiku about latency budgets."}]}
@@ -48,8 +48,12 @@ async def _load(url: str, keys: list[str], requests: int, concurrency: int, stre
     counter = iter(range(requests + warmup))
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
-        async def worker() -> None:
+        async def worker(k: int) -> None:
             nonlocal errors
+            # clients arrive spread over one upstream latency, not all in the same instant (in
+            # lockstep every round would be a burst of `concurrency` requests, and the figures
+            # would measure the burst's queue, not the proxy)
+            await asyncio.sleep(stagger_ms / 1000 * k / concurrency)
             for i in counter:
                 headers = {"Authorization": f"Bearer {keys[i % len(keys)]}", "Content-Type": "application/json"}
                 t0 = time.perf_counter()
@@ -71,7 +75,7 @@ async def _load(url: str, keys: list[str], requests: int, concurrency: int, stre
                     ttfbs.append((first or done) - t0)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
         wall = time.perf_counter() - started
     return {"latencies_ms": [x * 1000 for x in latencies], "ttfb_ms": [x * 1000 for x in ttfbs], "errors": errors,
             "statuses": statuses, "wall_seconds": wall, "requests": requests + warmup}
@@ -85,7 +89,7 @@ def _load_main(args: argparse.Namespace) -> None:
         pass
     keys = json.loads(Path(args.keys_json).read_text())
     result = asyncio.run(_load(args.url, keys, args.requests, args.concurrency, args.stream, args.warmup,
-                               args.model))
+                               args.model, args.stagger_ms))
     Path(args.result).write_text(json.dumps(result))
 
 
@@ -115,17 +119,29 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream: bool, work: Path,
-              warmup: int, model: str = "m-large") -> dict:
+              warmup: int, model: str = "m-large", stagger_ms: float = 0.0, pid: int | None = None) -> dict:
     out = work / f"load-{time.monotonic_ns()}.json"
+    cpu = _cpu_seconds(pid)
     subprocess.run([sys.executable, __file__, "--load", "--url", url, "--keys-json", str(keys_json),
                     "--requests", str(requests), "--concurrency", str(concurrency), "--result", str(out),
-                    "--warmup", str(warmup), "--model", model] + (["--stream"] if stream else []), check=True)
+                    "--warmup", str(warmup), "--model", model, "--stagger-ms", str(stagger_ms)]
+                   + (["--stream"] if stream else []), check=True)
+    cpu = _cpu_seconds(pid) - cpu
     r = json.loads(out.read_text())
     lat, ttfb = r["latencies_ms"], r["ttfb_ms"]
     return {"p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "ttfb_p50_ms": _pct(ttfb, 50),
             "ttfb_p99_ms": _pct(ttfb, 99), "rps": r["requests"] / r["wall_seconds"], "errors": r["errors"],
-            "statuses": r["statuses"], "requests": r["requests"]}
+            "statuses": r["statuses"], "requests": r["requests"],
+            "proxy_cpu_ms_per_request": None if pid is None else 1000 * cpu / r["requests"]}
 
 
 def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]) -> tuple[subprocess.Popen, int]:
@@ -154,7 +170,7 @@ def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]
         "  drop_params: true\n")
     env = os.environ | {"LITELLM_LOG": "ERROR", "PYTHONPATH": str(work), "LITELLM_MODE": "PRODUCTION",
                         "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    proc = subprocess.Popen([litellm, "--config", str(work / "litellm.yaml"), "--port", str(port),
+    proc = subprocess.Popen([str(Path(litellm).resolve()), "--config", str(work / "litellm.yaml"), "--port", str(port),
                              "--num_workers", "1"], cwd=work, env=env, stdout=(work / "litellm.log").open("wb"),
                             stderr=subprocess.STDOUT)
     _wait(port, proc)
@@ -173,7 +189,8 @@ def main() -> None:
                    help="the mock's latency for the throughput rows, where the proxy's own cost is the limit")
     p.add_argument("--load-requests", type=int, default=10_000)
     p.add_argument("--load-concurrency", type=int, default=500)
-    p.add_argument("--litellm", default=shutil.which("litellm") or "", help="the litellm executable (none: skipped)")
+    p.add_argument("--litellm", default=shutil.which("litellm", path=str(Path(sys.executable).parent)) or "",
+                   help="the litellm executable (default: the one beside this Python; empty: skipped)")
     # load-generator mode
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -182,6 +199,7 @@ def main() -> None:
     p.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--model", default="m-large", help=argparse.SUPPRESS)
+    p.add_argument("--stagger-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.load:
         _load_main(args)
@@ -193,6 +211,11 @@ def main() -> None:
     keys_json = work / "keys.json"
     keys_json.write_text(json.dumps(keys))
     (work / "keys.csv").write_text("api_key,account_id\n" + "".join(f"{k},acct-{i:05d}\n" for i, k in enumerate(keys)))
+    # every limit is checked on every request, as in production, but with ceilings this run never
+    # reaches: all its traffic comes from one loopback address, where production sees thousands
+    (work / "policy.yaml").write_text("gateway:\n  limits:\n" + "".join(
+        f"    - {{scope: {scope}, window_seconds: 60, max_requests: 100000000}}\n"
+        for scope in ("account", "subnet", "payment")))
     procs: list[subprocess.Popen] = []
     results: dict[str, dict] = {}
     try:
@@ -206,37 +229,40 @@ def main() -> None:
         db = work / "gw.duckdb"
         gw = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--upstream",
                                f"http://127.0.0.1:{up_port}", "--port", str(gw_port), "--keys", str(work / "keys.csv"),
-                               "--db", str(db)], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT)
+                               "--db", str(db), "--policy", str(work / "policy.yaml")], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT)
         procs.append(gw)
         _wait(gw_port, gw)
-        targets = {"direct": f"http://127.0.0.1:{up_port}", "distillguard": f"http://127.0.0.1:{gw_port}"}
+        targets = {"direct": (f"http://127.0.0.1:{up_port}", None),
+                   "distillguard": (f"http://127.0.0.1:{gw_port}", gw.pid)}
         if args.litellm:
             ll, ll_port = _litellm_proxy(args.litellm, up_port, work, keys)
             procs.append(ll)
-            targets["litellm"] = f"http://127.0.0.1:{ll_port}"
-        for name, base in targets.items():
+            targets["litellm"] = (f"http://127.0.0.1:{ll_port}", ll.pid)
+        for name, (base, pid) in targets.items():
             for stream in (False, True):
                 label = f"{name} {'stream' if stream else 'json'}"
                 print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
                 results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests,
-                                           args.concurrency, stream, work, warmup=200)
+                                           args.concurrency, stream, work, warmup=200, stagger_ms=args.latency_ms,
+                                           pid=pid)
             label = f"{name} throughput"
             print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
             results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests, args.concurrency,
-                                       False, work, warmup=200, model="m-fast")
+                                       False, work, warmup=200, model="m-fast", stagger_ms=args.fast_latency_ms,
+                                       pid=pid)
         # the load test: streams through the gateway, then every answered exchange counted in the store
         print(f"gateway bench: load test, {args.load_requests} streams at {args.load_concurrency}", flush=True)
         load = _run_load(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keys_json, args.load_requests,
-                         args.load_concurrency, True, work, warmup=0)
+                         args.load_concurrency, True, work, warmup=0, stagger_ms=args.latency_ms, pid=gw.pid)
         gw.send_signal(signal.SIGTERM)
         gw.wait(timeout=300)
         import duckdb
         with duckdb.connect(str(db), read_only=True) as con:
             con.execute("SET TimeZone='UTC'")
             stored = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
-        answered_through_gateway = sum(
-            r["requests"] - r["errors"] for k, r in results.items() if k.startswith("distillguard")) + \
-            load["requests"] - load["errors"]
+        # every request answered with a status is an exchange the gateway logs (a refusal too)
+        answered_through_gateway = sum(sum(r["statuses"].values()) for k, r in results.items()
+                                       if k.startswith("distillguard")) + sum(load["statuses"].values())
         load |= {"stored_rows": stored, "answered_through_gateway": answered_through_gateway}
     finally:
         for proc in procs:
@@ -273,15 +299,16 @@ def markdown(s: dict) -> str:
                     f"{r['ttfb_p99_ms']:.2f} | {r['p50_ms'] - base['p50_ms']:+.2f} | {r['p99_ms'] - base['p99_ms']:+.2f}"
                     f" | {r['ttfb_p50_ms'] - base['ttfb_p50_ms']:+.2f} | {r['ttfb_p99_ms'] - base['ttfb_p99_ms']:+.2f}"
                     f" | {r['errors']} |")
-    through = ["| target | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
+    through = ["| target | req/s | p50 ms | p99 ms | proxy CPU ms per request | errors |", "|---|---|---|---|---|---|"]
     for label, r in t.items():
         if label.endswith("throughput"):
+            cpu = r.get("proxy_cpu_ms_per_request")
             through.append(f"| {label.split()[0]} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-                           f"{r['errors']} |")
+                           f"{'-' if cpu is None else f'{cpu:.2f}'} | {r['errors']} |")
     ratio = ""
     if "litellm throughput" in t:
-        ratio = (f" distillguard / LiteLLM throughput: {t['distillguard throughput']['rps'] / "
-                 f"t['litellm throughput']['rps']:.2f}.")
+        share = t["distillguard throughput"]["rps"] / t["litellm throughput"]["rps"]
+        ratio = f" distillguard / LiteLLM throughput: {share:.2f}."
     load = s["load_test"]
     lost = load["answered_through_gateway"] - load["stored_rows"]
     return "\n".join([

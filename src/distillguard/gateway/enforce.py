@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime
 from pathlib import Path
 
@@ -74,7 +75,14 @@ class Request:
 
     def __post_init__(self) -> None:
         if self.subnet is None and self.client_ip:
-            self.subnet = enrich.subnet_of(self.client_ip)
+            self.subnet = _subnet(self.client_ip)
+
+
+@lru_cache(maxsize=1 << 16)
+def _subnet(ip: str) -> str | None:
+    """enrich.subnet_of, remembered: clients come back from the same addresses, and parsing
+    an address costs more than the rest of the decision."""
+    return enrich.subnet_of(ip)
 
 
 class ScanOutputs:

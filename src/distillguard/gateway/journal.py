@@ -38,6 +38,11 @@ from distillguard.store import Store
 
 log = logging.getLogger("distillguard.gateway")
 
+#: one DuckDB database is one instance per process, and two of its connections that redefine
+#: the store's view at once conflict: every use of the store inside a gateway process (the
+#: loader, the key table, overrides) takes this lock
+STORE_LOCK = threading.Lock()
+
 
 class JournalError(RuntimeError):
     """The log could not be written: the gateway fails closed or open, as configured."""
@@ -202,7 +207,10 @@ class Loader:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.every_seconds):
-            self.round()
+            try:
+                self.round()
+            except Exception:  # noqa: BLE001 - the loader must outlive any one bad round
+                log.exception("exchange log: loader round failed; segments kept on disk, next round retries")
 
     def round(self, rotate: bool = False) -> int:
         """Rotate the open segment when it is old or full (or ``rotate``), then load every
@@ -214,6 +222,10 @@ class Loader:
         segments = j.closed_segments()
         if not segments:
             return 0
+        with STORE_LOCK:
+            return self._load(segments)
+
+    def _load(self, segments: list[Path]) -> int:
         try:
             store = Store(self.db)
         except UserError as exc:

@@ -32,7 +32,7 @@ from distillguard.gateway import keys as keytable
 from distillguard.gateway import overrides as overrides_mod
 from distillguard.gateway.config import GatewayConfig
 from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Request, ScanOutputs
-from distillguard.gateway.journal import Journal, JournalError, Loader
+from distillguard.gateway.journal import STORE_LOCK, Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import Metrics
 from distillguard.gateway.protocol import ROUTES, StreamUsage, error_body, exchange_row, request_facts, usage
@@ -93,7 +93,7 @@ class Gateway:
     def load_keys(self) -> None:
         records = keytable.load_file(self.config.keys) if self.config.keys else []
         try:
-            with Store(self.config.db) as store:
+            with STORE_LOCK, Store(self.config.db) as store:
                 records += keytable.load_db(store.con)
         except Exception as exc:  # noqa: BLE001 - a locked store keeps the keys already loaded
             if not len(self.keys):
@@ -106,7 +106,7 @@ class Gateway:
         """Overrides (store and the gateway's own file) and first-seen times of known accounts."""
         entries = []
         try:
-            with Store(self.config.db) as store:
+            with STORE_LOCK, Store(self.config.db) as store:
                 entries = overrides_mod.from_store(store.con)
                 first = store.con.execute(
                     'SELECT account_id, min("timestamp") FROM exchanges GROUP BY account_id').fetchall()
@@ -119,7 +119,7 @@ class Gateway:
         pending = self.overrides.entries()
         if pending:
             try:
-                with Store(self.config.db) as store:
+                with Store(self.config.db) as store:  # called by the loader, which holds STORE_LOCK
                     overrides_mod.to_store(store.con, pending)
             except Exception as exc:  # noqa: BLE001 - next round
                 log.warning("overrides: cannot copy into the store now (%s)", exc)
