@@ -44,7 +44,13 @@ async def _load(url: str, keys: list[str], requests: int, concurrency: int, stre
     if stream:
         body |= {"stream": True, "stream_options": {"include_usage": True}}
     payload = json.dumps(body).encode()
-    latencies, ttfbs, errors, statuses = [], [], 0, {}
+    # "A|B": requests alternate between two targets, so that both are measured side by side,
+    # under the same load on the same cores at the same moments
+    urls = url.split("|")
+    latencies = {u: [] for u in urls}
+    ttfbs = {u: [] for u in urls}
+    statuses = {u: {} for u in urls}
+    errors = {u: 0 for u in urls}
     counter = iter(range(requests + warmup))
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
@@ -55,30 +61,32 @@ async def _load(url: str, keys: list[str], requests: int, concurrency: int, stre
             # would measure the burst's queue, not the proxy)
             await asyncio.sleep(stagger_ms / 1000 * k / concurrency)
             for i in counter:
+                target = urls[i % len(urls)]
                 headers = {"Authorization": f"Bearer {keys[i % len(keys)]}", "Content-Type": "application/json"}
                 t0 = time.perf_counter()
                 try:
-                    async with session.post(url, data=payload, headers=headers) as response:
+                    async with session.post(target, data=payload, headers=headers) as response:
                         first = None
                         async for _ in response.content.iter_any():
                             if first is None:
                                 first = time.perf_counter()
                         done = time.perf_counter()
-                        statuses[response.status] = statuses.get(response.status, 0) + 1
+                        statuses[target][response.status] = statuses[target].get(response.status, 0) + 1
                         if response.status != 200:
-                            errors += 1
+                            errors[target] += 1
                 except (aiohttp.ClientError, asyncio.TimeoutError):
-                    errors += 1
+                    errors[target] += 1
                     continue
                 if i >= warmup:
-                    latencies.append(done - t0)
-                    ttfbs.append((first or done) - t0)
+                    latencies[target].append(done - t0)
+                    ttfbs[target].append((first or done) - t0)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         wall = time.perf_counter() - started
-    return {"latencies_ms": [x * 1000 for x in latencies], "ttfb_ms": [x * 1000 for x in ttfbs], "errors": errors,
-            "statuses": statuses, "wall_seconds": wall, "requests": requests + warmup}
+    return {u: {"latencies_ms": [x * 1000 for x in latencies[u]], "ttfb_ms": [x * 1000 for x in ttfbs[u]],
+                "errors": errors[u], "statuses": statuses[u], "wall_seconds": wall,
+                "requests": sum(statuses[u].values()) + errors[u]} for u in urls}
 
 
 def _load_main(args: argparse.Namespace) -> None:
@@ -129,6 +137,7 @@ def _cpu_seconds(pid: int | None) -> float:
 
 def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream: bool, work: Path,
               warmup: int, model: str = "m-large", stagger_ms: float = 0.0, pid: int | None = None) -> dict:
+    """Figures per target of one load run (``url``: one target, or "A|B" side by side)."""
     out = work / f"load-{time.monotonic_ns()}.json"
     cpu = _cpu_seconds(pid)
     subprocess.run([sys.executable, __file__, "--load", "--url", url, "--keys-json", str(keys_json),
@@ -136,12 +145,18 @@ def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream
                     "--warmup", str(warmup), "--model", model, "--stagger-ms", str(stagger_ms)]
                    + (["--stream"] if stream else []), check=True)
     cpu = _cpu_seconds(pid) - cpu
-    r = json.loads(out.read_text())
-    lat, ttfb = r["latencies_ms"], r["ttfb_ms"]
-    return {"p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "ttfb_p50_ms": _pct(ttfb, 50),
+    figures = {}
+    for target, r in json.loads(out.read_text()).items():
+        lat, ttfb = r["latencies_ms"], r["ttfb_ms"]
+        figures[target] = {
+            "p50_ms": _pct(lat, 50), "p99_ms": _pct(lat, 99), "ttfb_p50_ms": _pct(ttfb, 50),
             "ttfb_p99_ms": _pct(ttfb, 99), "rps": r["requests"] / r["wall_seconds"], "errors": r["errors"],
-            "statuses": r["statuses"], "requests": r["requests"],
-            "proxy_cpu_ms_per_request": None if pid is None else 1000 * cpu / r["requests"]}
+            "statuses": r["statuses"], "requests": r["requests"]}
+    if pid is not None:  # one target, the proxy: its CPU over the requests it served in this run
+        served = sum(f["requests"] for f in figures.values())
+        for t in figures:
+            figures[t]["proxy_cpu_ms_per_request"] = 1000 * cpu / max(served, 1)
+    return figures
 
 
 def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]) -> tuple[subprocess.Popen, int]:
@@ -238,22 +253,27 @@ def main() -> None:
             ll, ll_port = _litellm_proxy(args.litellm, up_port, work, keys)
             procs.append(ll)
             targets["litellm"] = (f"http://127.0.0.1:{ll_port}", ll.pid)
+        direct = targets.pop("direct")[0] + "/v1/chat/completions"
         for name, (base, pid) in targets.items():
             for stream in (False, True):
-                label = f"{name} {'stream' if stream else 'json'}"
-                print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
-                results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests,
-                                           args.concurrency, stream, work, warmup=200, stagger_ms=args.latency_ms,
-                                           pid=pid)
+                mode = "stream" if stream else "json"
+                print(f"gateway bench: {name} and direct side by side ({mode}), {args.requests} requests each, "
+                      f"{args.concurrency} in flight to each", flush=True)
+                pair = _run_load(f"{direct}|{base}/v1/chat/completions", keys_json, 2 * args.requests,
+                                 2 * args.concurrency, stream, work, warmup=400, stagger_ms=args.latency_ms)
+                results[f"{name} {mode}"] = pair[f"{base}/v1/chat/completions"]
+                results[f"{name} {mode}"]["direct"] = pair[direct]
+        for name, (base, pid) in {"direct": (direct.removesuffix("/v1/chat/completions"), None), **targets}.items():
             label = f"{name} throughput"
             print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
             results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests, args.concurrency,
                                        False, work, warmup=200, model="m-fast", stagger_ms=args.fast_latency_ms,
-                                       pid=pid)
+                                       pid=pid)[base + "/v1/chat/completions"]
         # the load test: streams through the gateway, then every answered exchange counted in the store
         print(f"gateway bench: load test, {args.load_requests} streams at {args.load_concurrency}", flush=True)
-        load = _run_load(f"http://127.0.0.1:{gw_port}/v1/chat/completions", keys_json, args.load_requests,
-                         args.load_concurrency, True, work, warmup=0, stagger_ms=args.latency_ms, pid=gw.pid)
+        load_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        load = _run_load(load_url, keys_json, args.load_requests, args.load_concurrency, True, work, warmup=0,
+                         stagger_ms=args.latency_ms, pid=gw.pid)[load_url]
         gw.send_signal(signal.SIGTERM)
         gw.wait(timeout=300)
         import duckdb
@@ -294,7 +314,9 @@ def markdown(s: dict) -> str:
         name, mode = label.split()
         if mode == "throughput":
             continue
-        base = t[f"direct {mode}"]
+        base = r["direct"]
+        rows.append(f"| direct (beside {name}) | {mode} | {base['p50_ms']:.2f} | {base['p99_ms']:.2f} | "
+                    f"{base['ttfb_p50_ms']:.2f} | {base['ttfb_p99_ms']:.2f} | | | | | {base['errors']} |")
         rows.append(f"| {name} | {mode} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['ttfb_p50_ms']:.2f} | "
                     f"{r['ttfb_p99_ms']:.2f} | {r['p50_ms'] - base['p50_ms']:+.2f} | {r['p99_ms'] - base['p99_ms']:+.2f}"
                     f" | {r['ttfb_p50_ms'] - base['ttfb_p50_ms']:+.2f} | {r['ttfb_p99_ms'] - base['ttfb_p99_ms']:+.2f}"
@@ -315,7 +337,9 @@ def markdown(s: dict) -> str:
         f"Measured {s['date']} on {s['machine']} with `{s['command']}`. The load generator (its own process, "
         f"aiohttp), the mock upstream and the proxy share the machine's cores; every request uses one of "
         f"{ACCOUNTS:,} keys (accounts); each row is {a['requests']:,} requests after 200 of warm-up with "
-        f"{a['concurrency']} in flight. Added = the target's percentile minus the direct call's.", "",
+        f"{a['concurrency']} in flight to each target. Latency rows: requests alternate between the proxy and "
+        "the mock called directly, in the same run, so both see the same load at the same moments; added = the "
+        "proxy's percentile minus the direct calls' beside it.", "",
         f"Latency: the mock answers after {a['latency_ms']:g} ms (a model's answer takes seconds; streams: one "
         "event per word, 2 ms apart).", "", *rows, "",
         f"Throughput: the mock answers after {a['fast_latency_ms']:g} ms, so the proxy's own cost is the "

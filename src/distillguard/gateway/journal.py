@@ -129,25 +129,7 @@ class Journal:
 
     def recover(self) -> list[Path]:
         """Close the open segments of writers that are gone (their flock is free)."""
-        closed = []
-        for path in sorted(self.directory.glob("*.jsonl.open")):
-            if path == self._path:
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # a live writer holds it
-                os.close(fd)
-                continue
-            target = path.with_name(path.name.removesuffix(".open"))
-            os.rename(path, target)
-            os.close(fd)
-            closed.append(target)
-            log.info("exchange log: closed %s left open by a writer that is gone", target.name)
-        return closed
+        return recover(self.directory, self._path)
 
     def closed_segments(self) -> list[Path]:
         return sorted(self.directory.glob("*.jsonl"))
@@ -179,36 +161,142 @@ class Journal:
         return closed
 
 
+def recover(directory: Path, own: Path | None = None) -> list[Path]:
+    """Close the open segments in ``directory`` of writers that are gone (their flock is
+    free); ``own``: the caller's open segment, left alone."""
+    closed = []
+    for path in sorted(Path(directory).glob("*.jsonl.open")):
+        if path == own:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a live writer holds it
+            os.close(fd)
+            continue
+        target = path.with_name(path.name.removesuffix(".open"))
+        os.rename(path, target)
+        os.close(fd)
+        closed.append(target)
+        log.info("exchange log: closed %s left open by a writer that is gone", target.name)
+    return closed
+
+
+class _Reader:
+    """What the loader needs of a journal, in a process that does not write one."""
+
+    rows = 0
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def rotate(self) -> None:
+        return None
+
+    def recover(self) -> list[Path]:
+        return recover(self.directory)
+
+    def closed_segments(self) -> list[Path]:
+        return sorted(self.directory.glob("*.jsonl"))
+
+    def age_seconds(self) -> float:
+        return 0.0
+
+
+def _loader_process(directory: str, db: str, every_seconds: float, stop, loaded) -> None:
+    """The loader's own process: ingest is CPU work in Python as much as in DuckDB, and in the
+    gateway's process it would hold the interpreter's lock while requests wait."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when this stops
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loader = Loader(_Reader(Path(directory)), db, every_seconds, in_process=True,
+                    on_loaded=_copy_overrides(directory, db))
+    while not stop.wait(every_seconds):
+        try:
+            loader.round()
+        except Exception:  # noqa: BLE001 - the loader must outlive any one bad round
+            log.exception("exchange log: loader round failed; segments kept on disk, next round retries")
+        with loaded.get_lock():
+            loaded.value = loader.loaded_rows
+
+
+class _copy_overrides:
+    """After a round: operators' overrides (overrides.jsonl) into the store's table (picklable)."""
+
+    def __init__(self, directory: str, db: str) -> None:
+        self.directory, self.db = directory, db
+
+    def __call__(self, rows: int) -> None:
+        from distillguard.gateway import overrides
+
+        entries = overrides.OverrideLog(Path(self.directory)).entries()
+        if entries:
+            try:
+                with Store(self.db) as store:
+                    overrides.to_store(store.con, entries)
+            except Exception as exc:  # noqa: BLE001 - next round
+                log.warning("overrides: cannot copy into the store now (%s)", exc)
+
+
 class Loader:
     """Moves closed segments into the store, in the background, every ``every_seconds``.
 
     The store is opened for each round and closed after it, so that ``scan`` and ``keys`` can
     open it in between; a round that finds it locked (or unwritable) leaves the segments on
-    disk, says so in the log, and tries again next round: nothing is dropped.
+    disk, says so in the log, and tries again next round: nothing is dropped. By default the
+    rounds run in a process of their own (``in_process=False``) and this one only rotates
+    segments; ``stop`` drains what is left here.
     """
 
     def __init__(self, journal: Journal, db: str | Path, every_seconds: float = 5.0,
                  segment_seconds: float = 30.0, segment_rows: int = 50_000,
-                 on_loaded: Callable[[int], None] | None = None) -> None:
+                 on_loaded: Callable[[int], None] | None = None, in_process: bool = False) -> None:
+        self.in_process = in_process
+        self._child = None
+        self._child_stop = None
+        self._child_loaded = None
         self.journal = journal
         self.db = str(db)
         self.every_seconds = every_seconds
         self.segment_seconds = segment_seconds
         self.segment_rows = segment_rows
         self.on_loaded = on_loaded
-        self.loaded_rows = 0
+        self._loaded_here = 0
         self.quarantined_rows = 0
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="journal-loader", daemon=True)
 
+    @property
+    def loaded_rows(self) -> int:
+        """Rows this loader (and its process) stored."""
+        return self._loaded_here + (self._child_loaded.value if self._child_loaded is not None else 0)
+
     def start(self) -> None:
+        if not self.in_process:
+            import multiprocessing
+
+            context = multiprocessing.get_context("spawn")
+            self._child_stop = context.Event()
+            self._child_loaded = context.Value("q", 0)
+            self._child = context.Process(target=_loader_process, name="distillguard-loader", daemon=True, args=(
+                str(self.journal.directory), self.db, self.every_seconds, self._child_stop, self._child_loaded))
+            self._child.start()
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_seconds):
+        while not self._stop.wait(min(self.every_seconds, 1.0) if not self.in_process else self.every_seconds):
             try:
-                self.round()
+                if self.in_process:
+                    self.round()
+                else:  # rotation only: the child loads
+                    j = self.journal
+                    if j.rows >= self.segment_rows or (j.rows and j.age_seconds() >= self.segment_seconds):
+                        j.rotate()
             except Exception:  # noqa: BLE001 - the loader must outlive any one bad round
                 log.exception("exchange log: loader round failed; segments kept on disk, next round retries")
 
@@ -240,7 +328,7 @@ class Loader:
                     self._failed(f"cannot load {path.name} (kept on disk): {exc}")
                     break
                 stored += result.rows_stored
-                self.loaded_rows += result.rows_stored
+                self._loaded_here += result.rows_stored
                 self.quarantined_rows += result.rows_quarantined
                 if result.rows_quarantined:
                     log.warning("exchange log: %s: %d row(s) quarantined (see the store's quarantine table)",
@@ -263,5 +351,11 @@ class Loader:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        if self._child is not None:
+            self._child_stop.set()
+            self._child.join(timeout=120)
+            if self._child.is_alive():
+                self._child.kill()
+                self._child.join()
         if drain:
             self.round(rotate=True)
