@@ -143,3 +143,18 @@ def test_a_live_writers_open_segment_is_left_alone(tmp_path):
     assert first.rotate() is not None and len(second.closed_segments()) == 1
     first.close()
     second.close()
+
+
+def test_serve_without_an_upstream_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "distillguard.cli", "serve", "--db", str(tmp_path / "x.duckdb")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "needs --upstream" in done.stderr and "Traceback" not in done.stderr
+    bad = tmp_path / "gw.yaml"
+    bad.write_text("upstream: ftp://nowhere\n")
+    done = subprocess.run([sys.executable, "-m", "distillguard.cli", "serve", "--config", str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "gateway setting upstream" in done.stderr
