@@ -19,7 +19,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+from distillguard.gateway.ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -103,25 +104,6 @@ def _load_main(args: argparse.Namespace) -> None:
 
 # --- orchestration --------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(port: int, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
@@ -162,7 +144,7 @@ def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream
 def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]) -> tuple[subprocess.Popen, int]:
     """The LiteLLM proxy in front of the mock, with a per-key requests-per-minute limit, its
     keys known through custom auth (LiteLLM's own key table needs a Postgres database)."""
-    port = _free_port()
+    port = free_port()
     (work / "litellm_auth.py").write_text(
         "from litellm.proxy._types import UserAPIKeyAuth\n"
         f"KEYS = set({keys!r})\n"
@@ -188,7 +170,7 @@ def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]
     proc = subprocess.Popen([str(Path(litellm).resolve()), "--config", str(work / "litellm.yaml"), "--port", str(port),
                              "--num_workers", "1"], cwd=work, env=env, stdout=(work / "litellm.log").open("wb"),
                             stderr=subprocess.STDOUT)
-    _wait(port, proc)
+    wait_port(port, proc, timeout=120)
     return proc, port
 
 
@@ -234,19 +216,19 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     results: dict[str, dict] = {}
     try:
-        up_port = _free_port()
+        up_port = free_port()
         up = subprocess.Popen([sys.executable, "-m", "distillguard.gateway.mock_upstream", "--port", str(up_port),
                                "--latency-ms", str(args.latency_ms), "--chunk-delay-ms", "2",
                                "--fast-model", "m-fast", "--fast-latency-ms", str(args.fast_latency_ms)])
         procs.append(up)
-        _wait(up_port, up)
-        gw_port = _free_port()
+        wait_port(up_port, up)
+        gw_port = free_port()
         db = work / "gw.duckdb"
         gw = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--upstream",
                                f"http://127.0.0.1:{up_port}", "--port", str(gw_port), "--keys", str(work / "keys.csv"),
                                "--db", str(db), "--policy", str(work / "policy.yaml")], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT)
         procs.append(gw)
-        _wait(gw_port, gw)
+        wait_port(gw_port, gw)
         targets = {"direct": (f"http://127.0.0.1:{up_port}", None),
                    "distillguard": (f"http://127.0.0.1:{gw_port}", gw.pid)}
         if args.litellm:

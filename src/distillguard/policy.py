@@ -11,10 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from distillguard.errors import UserError
+from distillguard import yamlfile
 from distillguard.signals import BY_NAME as SIGNALS
 
 
@@ -118,16 +117,4 @@ class Policy(BaseModel):
 def load_policy(path: str | Path | None) -> Policy:
     if path is None:
         return Policy()
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read policy ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({exc})") from None
-    try:
-        return Policy.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UserError(f"{path}: policy field {where}: {first['msg']}") from None
+    return yamlfile.validated(Policy, yamlfile.read(path, "policy") or {}, path, "policy field")

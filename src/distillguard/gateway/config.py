@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from distillguard import yamlfile
 from distillguard.errors import UserError
 
 
@@ -70,12 +70,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> GatewayCo
     """The config file (if any) with the command line's non-None values over it."""
     raw: dict[str, Any] = {}
     if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read gateway config ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({exc})") from None
+        raw = yamlfile.read(path, "gateway config") or {}
         if not isinstance(raw, dict):
             raise UserError(f"{path}: expected a mapping of settings")
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -83,9 +78,4 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> GatewayCo
     raw.setdefault("admin_token", os.environ.get("DISTILLGUARD_ADMIN_TOKEN"))
     if not raw.get("upstream"):
         raise UserError("the gateway needs --upstream URL (or upstream: in --config)")
-    try:
-        return GatewayConfig.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UserError(f"{path or 'command line'}: gateway setting {where}: {first['msg']}") from None
+    return yamlfile.validated(GatewayConfig, raw, path or "command line", "gateway setting")

@@ -18,6 +18,7 @@ happened: throttled and blocked requests get an error that says so, a fallback a
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -44,6 +45,39 @@ class Decision:
 
 
 ALLOW = Decision("allow", "default")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What a refused request is answered with (OpenAI error shape fields and headers)."""
+
+    status: int
+    kind: str
+    code: str
+    message: str
+    headers: dict[str, str]
+
+
+def refusal(decision: Decision, fallback_model: str | None, throttle_retry_after: float) -> Refusal | None:
+    """The answer to a request the decision refuses (block, throttle; fallback without a
+    fallback model, the conservative reading of which is a throttle); None to serve it. One
+    wording for the gateway and the LiteLLM plugin."""
+    action = decision.action
+    if action == "fallback" and not fallback_model:
+        action = "throttle"
+    why = "; ".join(decision.reasons[:3])
+    if action == "block":
+        return Refusal(403, "permission_error", "account_blocked",
+                       "This account is blocked by the provider's abuse policy. If you believe this is a mistake, "
+                       f"contact support. ({why})", {"x-should-retry": "false", "x-distillguard-action": "block"})
+    if action == "throttle":
+        seconds = max(decision.retry_after or throttle_retry_after, 0.001)
+        return Refusal(429, "rate_limit_error", "rate_limit_exceeded",
+                       "Requests from this account are temporarily limited by the provider's abuse policy; retry "
+                       f"later or contact support. ({why})",
+                       {"Retry-After": str(math.ceil(seconds)), "retry-after-ms": str(int(seconds * 1000)),
+                        "x-distillguard-action": "throttle"})
+    return None
 
 
 @dataclass(frozen=True)

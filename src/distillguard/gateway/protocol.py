@@ -38,8 +38,10 @@ class RequestFacts:
     stream: bool
 
 
-def _text(content: Any) -> str | None:
-    """A message's text: a string, or the text parts of a content list (images etc. skipped)."""
+def message_text(content: Any) -> str | None:
+    """A message's text: a string, or the text parts of a content list (images skipped, tool
+    results' text kept); None when it holds no text. Ingest's request/response pairs read
+    messages with it too, so a logged and an ingested exchange carry the same prompt."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -52,7 +54,7 @@ def _text(content: Any) -> str | None:
                 if isinstance(text, str):
                     parts.append(text)
                 elif isinstance(part.get("content"), (str, list)):  # tool_result blocks and the like
-                    inner = _text(part["content"])
+                    inner = message_text(part["content"])
                     if inner:
                         parts.append(inner)
         return "\n".join(parts) if parts else None
@@ -91,12 +93,12 @@ def request_facts(api: str, body: Any, account: str) -> RequestFacts:
     system, users, explicit = None, [], None
     if api in ("chat", "messages"):
         messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-        systems = [_text(m.get("content")) for m in messages
+        systems = [message_text(m.get("content")) for m in messages
                    if isinstance(m, dict) and m.get("role") in ("system", "developer")]
         if api == "messages":
-            systems.insert(0, _text(body.get("system")))
+            systems.insert(0, message_text(body.get("system")))
         system = "\n".join(s for s in systems if s) or None
-        users = [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        users = [message_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
     elif api == "completions":
         prompt = body.get("prompt")
         if isinstance(prompt, list):
@@ -110,9 +112,9 @@ def request_facts(api: str, body: Any, account: str) -> RequestFacts:
         elif isinstance(given, list):
             for item in given:
                 if isinstance(item, dict) and item.get("role") in ("system", "developer"):
-                    system = "\n".join(s for s in (system, _text(item.get("content"))) if s) or None
+                    system = "\n".join(s for s in (system, message_text(item.get("content"))) if s) or None
                 elif isinstance(item, dict) and item.get("role") == "user":
-                    users.append(_text(item.get("content")))
+                    users.append(message_text(item.get("content")))
         explicit = body.get("conversation") or body.get("previous_response_id")
     users = [u for u in users if u is not None]
     prompt = users[-1] if users else None

@@ -18,7 +18,6 @@ import gc
 import hmac
 import ipaddress
 import logging
-import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from aiohttp import web
 from distillguard.gateway import keys as keytable
 from distillguard.gateway import overrides as overrides_mod
 from distillguard.gateway.config import GatewayConfig
-from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Request, ScanOutputs
+from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Request, ScanOutputs, refusal
 from distillguard.gateway.journal import STORE_LOCK, Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import Metrics
@@ -235,11 +234,6 @@ class Gateway:
                 headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _record(self, exchange_id: str, started: datetime, record: keytable.KeyRecord, ip: str | None,
-                ua: str | None, facts, status: int, tokens: tuple[int | None, int | None],
-                latency_ms: float) -> dict[str, Any]:
-        return exchange_row(exchange_id, started, record, ip, ua, facts, status, tokens, latency_ms)
-
     def _log(self, entry: dict[str, Any]) -> bool:
         """Append one exchange; False when it could not be logged and the gateway fails closed."""
         try:
@@ -289,27 +283,19 @@ class Gateway:
             await self.redis.hset("dg:inherited", record.account_id, orjson.dumps(
                 {"action": decision.action, "reasons": list(decision.reasons), "campaign_id": decision.campaign_id}))
         exchange_id = "gw-" + uuid.uuid4().hex
-        refused = self._refusal(decision, api)
+        refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds)
         if refused is not None:
-            entry = self._record(exchange_id, started, record, ip, ua, facts, refused.status, (None, 0),
-                                 (time.perf_counter() - t0) * 1000)
-            self._log(entry)
-            self.metrics.request(path, refused.status, decision.action, time.perf_counter() - t0)
-            return refused
+            self._log(exchange_row(exchange_id, started, record, ip, ua, facts, refused.status, (None, 0),
+                                   (time.perf_counter() - t0) * 1000))
+            self.metrics.request(path, refused.status, refused.headers["x-distillguard-action"],
+                                 time.perf_counter() - t0)
+            return self._error(refused.status, refused.message, refused.kind, refused.code, refused.headers)
         out_headers = {"x-distillguard-exchange-id": exchange_id}
-        if decision.action == "fallback":
-            if self.config.fallback_model and isinstance(body, dict):
-                body["model"] = self.config.fallback_model
-                raw = orjson.dumps(body)
-                out_headers["x-distillguard-action"] = "fallback"
-                out_headers["x-distillguard-fallback-model"] = self.config.fallback_model
-            else:  # no fallback model configured: the conservative reading is a throttle
-                refused = self._refusal(Decision("throttle", decision.source, decision.reasons, decision.campaign_id,
-                                                 self.policy.gateway.throttle_retry_after_seconds), api)
-                self._log(self._record(exchange_id, started, record, ip, ua, facts, refused.status, (None, 0),
-                                       (time.perf_counter() - t0) * 1000))
-                self.metrics.request(path, refused.status, "throttle", time.perf_counter() - t0)
-                return refused
+        if decision.action == "fallback" and isinstance(body, dict):
+            body["model"] = self.config.fallback_model
+            raw = orjson.dumps(body)
+            out_headers["x-distillguard-action"] = "fallback"
+            out_headers["x-distillguard-fallback-model"] = self.config.fallback_model
         url = self.config.upstream + path
         try:
             upstream = await self.session.post(url, data=raw, headers=self._upstream_headers(request, api))
@@ -339,7 +325,7 @@ class Gateway:
                     tokens = usage(orjson.loads(data))
                 except orjson.JSONDecodeError:
                     pass
-            entry = self._record(exchange_id, started, record, ip, ua, facts, upstream.status, tokens,
+            entry = exchange_row(exchange_id, started, record, ip, ua, facts, upstream.status, tokens,
                                  (time.perf_counter() - t0) * 1000)
             if not self._log(entry):
                 self.metrics.request(path, 503, decision.action, time.perf_counter() - t0)
@@ -365,7 +351,7 @@ class Gateway:
             status = 499  # the client went away; what was sent is logged
         except (asyncio.TimeoutError, aiohttp.ClientError):
             status = 504  # the upstream stalled or broke off mid-stream
-        entry = self._record(exchange_id, started, record, ip, ua, facts, status,
+        entry = exchange_row(exchange_id, started, record, ip, ua, facts, status,
                              (meter.input_tokens, meter.output_tokens), (time.perf_counter() - t0) * 1000)
         logged = self._log(entry)
         self.metrics.request(path, status, decision.action, time.perf_counter() - t0)
@@ -379,25 +365,10 @@ class Gateway:
 
     def _upstream_failed(self, status: int, message: str, code: str, exchange_id: str, started: datetime,
                          record, ip, ua, facts, path: str, decision: Decision, t0: float) -> web.Response:
-        self._log(self._record(exchange_id, started, record, ip, ua, facts, status, (None, None),
+        self._log(exchange_row(exchange_id, started, record, ip, ua, facts, status, (None, None),
                                (time.perf_counter() - t0) * 1000))
         self.metrics.request(path, status, decision.action, time.perf_counter() - t0)
         return self._error(status, message, "server_error", code)
-
-    def _refusal(self, decision: Decision, api: str) -> web.Response | None:
-        why = "; ".join(decision.reasons[:3])
-        if decision.action == "block":
-            return self._error(403, "This account is blocked by the provider's abuse policy. If you believe this "
-                               f"is a mistake, contact support. ({why})", "permission_error", "account_blocked",
-                               {"x-should-retry": "false", "x-distillguard-action": "block"})
-        if decision.action == "throttle":
-            seconds = max(decision.retry_after or 1.0, 0.001)
-            return self._error(429, "Requests from this account are temporarily limited by the provider's abuse "
-                               f"policy; retry later or contact support. ({why})", "rate_limit_error",
-                               "rate_limit_exceeded",
-                               {"Retry-After": str(math.ceil(seconds)), "retry-after-ms": str(int(seconds * 1000)),
-                                "x-distillguard-action": "throttle"})
-        return None
 
     # --- other routes -----------------------------------------------------------------------
 

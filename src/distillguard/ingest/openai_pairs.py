@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distillguard.gateway.protocol import message_text
 from distillguard.ingest.keys import canonical_keys, flatten
 
 
@@ -19,18 +20,10 @@ def is_pair(obj: dict[str, Any]) -> bool:
 
 
 def _text(content: Any) -> str | None:
-    """Message content as text: a string, or the text parts of a content list."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-        return "\n".join(parts)
-    return None
+    """Message content as text (gateway.protocol.message_text); a content list without text is
+    the empty prompt, not a missing one."""
+    text = message_text(content)
+    return "" if text is None and isinstance(content, list) else text
 
 
 def _last_user_message(messages: list[Any]) -> tuple[Any, int, str | None]:

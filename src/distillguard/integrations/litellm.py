@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 
 from distillguard.gateway.config import GatewayConfig
-from distillguard.gateway.enforce import Decision, Enforcer, Request, ScanOutputs
+from distillguard.gateway.enforce import Enforcer, Request, ScanOutputs, refusal
 from distillguard.gateway.journal import Journal, JournalError, Loader
 from distillguard.gateway.keys import KeyRecord
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
@@ -133,25 +133,13 @@ class DistillguardGuard(CustomLogger):
                  "ua": meta.get("user_agent") or None, "facts": facts, "t0": time.perf_counter(),
                  "action": decision.action}
         meta[_STASH] = stash
-        if decision.action in ("block", "throttle") or (decision.action == "fallback" and not self.config.fallback_model):
-            self._refuse(stash, decision)
+        refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds)
+        if refused is not None:
+            self._log(stash, refused.status, (None, 0))
+            raise HTTPException(status_code=refused.status, detail=refused.message, headers=refused.headers)
         if decision.action == "fallback":
             data["model"] = self.config.fallback_model
         return data
-
-    def _refuse(self, stash: dict, decision: Decision) -> None:
-        why = "; ".join(decision.reasons[:3])
-        if decision.action == "block":
-            status, headers = 403, {"x-should-retry": "false"}
-            message = f"This account is blocked by the provider's abuse policy; contact support. ({why})"
-        else:
-            seconds = decision.retry_after or self.policy.gateway.throttle_retry_after_seconds
-            status = 429
-            headers = {"Retry-After": str(int(-(-seconds // 1))), "retry-after-ms": str(int(seconds * 1000))}
-            message = f"Requests from this account are temporarily limited by the provider's abuse policy. ({why})"
-        self._log(stash, status, (None, 0))
-        raise HTTPException(status_code=status, detail=message, headers=headers | {"x-distillguard-action":
-                                                                                   decision.action})
 
     def _log(self, stash: dict, status: int, tokens: tuple[int | None, int | None]) -> None:
         row = exchange_row(stash["id"], stash["started"], stash["who"], stash["ip"], stash["ua"], stash["facts"],
