@@ -226,7 +226,8 @@ def scan(
         _, table, lookup = exchanges(store, engine, master=master)
         result = scanning.scan(table, when, policy, lookup=lookup)
         files = scanning.write_outputs(result, out)
-        scanning.store_result(store, result)
+        scanning.store_result(store, result, engine=engine,
+                              policy_source=str(policy_file) if policy_file else "built-in")
     summary = result.summary()
     if as_json:
         print(json.dumps({**summary, "files": {k: str(v) for k, v in files.items()}}, indent=2))
@@ -295,6 +296,38 @@ def evaluate(
         console.print(f"campaign {campaign}: {m['accounts_caught']:,}/{m['accounts']:,} accounts throttled or "
                       f"stronger, {fmt(m['exchanges_caught_share'])} of its exchanges, "
                       f"{fmt(m['one_campaign_share'])} in one campaign_id")
+
+
+@app.command()
+@user_errors
+def report(
+    campaign: Optional[str] = typer.Argument(None, help="Campaign id (see `scan`); or give --all."),
+    all_campaigns: bool = typer.Option(False, "--all", help="Every campaign of the scan, with an index page."),
+    fmt: str = typer.Option("html", "--format", help="html, json, pdf or stix."),
+    out: Path = typer.Option(..., "--out", help="File (with a suffix) or directory to write."),
+    db: str = DbOption,
+    scan_id: Optional[str] = typer.Option(None, "--scan", help="Scan id (default: the latest scan in the store)."),
+    redact: bool = typer.Option(False, "--redact", help="Replace prompt text and personal data with stable hashes."),
+    redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT",
+                                              help="Secret mixed into the redaction hashes (env DISTILLGUARD_REDACT_SALT)."),
+    producer: str = typer.Option("distillguard", "--producer", help="Name of the organisation in the STIX identity."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the evidence report of a campaign (or all): HTML, JSON, PDF or a STIX 2.1 bundle."""
+    from distillguard.report import Redactor, write_report
+
+    if (campaign is None) == (not all_campaigns):
+        raise UserError("give a campaign id or --all (one of them)")
+    if not Path(db).exists():
+        raise UserError(f"store {db} does not exist (run `distillguard ingest` and `distillguard scan` first)")
+    redactor = Redactor(enabled=redact, salt=redact_salt or "")
+    with Store(db, read_only=True) as store:
+        written = write_report(store, out, fmt.lower(), campaign, scan_id, redactor, producer)
+    if as_json:
+        print(json.dumps({"format": fmt, "files": [str(p) for p in written]}, indent=2))
+        return
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
 
 
 @app.command()

@@ -212,6 +212,15 @@ def prompt_fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tu
     return pa.concat_tables(per_account), pa.concat_tables(keys)
 
 
+def area_sql(low: str) -> dict[str, str]:
+    """DuckDB SQL for :func:`capabilities` of a lower-cased text column: area -> boolean test.
+
+    The reports print these in the queries that reproduce a campaign's capability mix.
+    """
+    return {name: f"len(list_distinct(regexp_extract_all({low}, '{pattern}', 1))) >= {_MIN_HITS[name]}"
+            for name, pattern in _AREA_PATTERNS.items()}
+
+
 def _tokens_sql(text: str) -> str:
     """SQL for :func:`words` of a lower-cased text column."""
     return f"regexp_extract_all(regexp_replace({text}, '[0-9]+', '0', 'g'), '{_TOKEN}')"
@@ -246,8 +255,7 @@ def _fingerprints(sample: pa.Table, min_uses: int, min_share: float) -> tuple[pa
     try:
         con.execute("SET threads TO 2")
         con.register("sample", sample)
-        areas = {name: f"len(list_distinct(regexp_extract_all(low, '{pattern}', 1))) >= {_MIN_HITS[name]}"
-                 for name, pattern in _AREA_PATTERNS.items()}
+        areas = area_sql("low")
         flags = ",\n".join(f"{test} AS {name}" for name, test in areas.items())
         shares = ",\n".join(f"avg({name}::DOUBLE) AS {name}_share" for name in areas)
         con.execute("""

@@ -44,6 +44,7 @@ class ScanResult:
     ties: dict[str, camp.Tie] = field(default_factory=dict)  # clustered account -> what ties it to its cluster
     # keys only a throttled campaign's members hold, for new accounts to inherit its action (inherit.py)
     indicators: pa.Table = field(default_factory=inherit.INDICATOR_SCHEMA.empty_table)
+    policy: Policy | None = None  # the policy the verdicts came from, kept with them (store_result)
 
     def summary(self) -> dict:
         actions = pc.value_counts(self.verdicts.column("action")).to_pylist() if self.verdicts.num_rows else []
@@ -143,7 +144,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     indicators = inherit.indicators(candidates, verdicts) if candidates is not None \
         else inherit.INDICATOR_SCHEMA.empty_table()
     clock.lap("indicators")
-    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie, indicators)
+    return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie, indicators, policy)
 
 
 def account_table(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
@@ -407,10 +408,30 @@ def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
     return files
 
 
-def store_result(store, result: ScanResult) -> None:
-    """Keep the scan in the store: the gateway and the reports read the latest one."""
+def store_result(store, result: ScanResult, *, policy_source: str = "built-in", engine: str = "duckdb") -> str:
+    """Keep the scan in the store: the gateway and the reports read the latest one. Returns its scan_id.
+
+    Besides the outputs, the store keeps what an outside reader needs to check them (report.py):
+    ``scans``, one row per scan with the policy it applied (canonical JSON and its sha256), the
+    engine, the lookback window and the version; and ``edges``, the linkage edges between
+    members of the scan's campaigns with their per-kind evidence (the graph the report draws).
+    """
+    from distillguard import __version__
+
     con = store.con
     scan_id = result.as_of.strftime("%Y%m%dT%H%M%SZ")
+    policy = result.policy or Policy()
+    policy_json = json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    scans = pa.table({
+        "scan_id": [scan_id], "as_of": pa.array([result.as_of], pa.timestamp("us", tz="UTC")),
+        "scanned_at": pa.array([datetime.now(timezone.utc)], pa.timestamp("us", tz="UTC")),
+        "lookback_days": pa.array([float(policy.lookback_days)], pa.float64()),
+        "engine": [engine], "policy_source": [policy_source], "policy": [policy_json],
+        "policy_sha256": [hashlib.sha256(policy_json.encode()).hexdigest()],
+        "distillguard_version": [__version__],
+        "accounts": pa.array([result.verdicts.num_rows], pa.int64()),
+        "campaigns": pa.array([len(result.campaigns)], pa.int64()),
+    })
     verdicts = result.verdicts.append_column("scan_id", pa.array([scan_id] * result.verdicts.num_rows, pa.string()))
     campaigns = pa.table({
         "scan_id": pa.array([scan_id] * len(result.campaigns), pa.string()),
@@ -424,16 +445,21 @@ def store_result(store, result: ScanResult) -> None:
     signal_rows = result.signals.append_column("scan_id", pa.array([scan_id] * result.signals.num_rows, pa.string()))
     indicator_rows = result.indicators.append_column(
         "scan_id", pa.array([scan_id] * result.indicators.num_rows, pa.string()))
+    in_campaign = pa.array(sorted({a for c in result.campaigns for a in c["accounts"]}), pa.string())
+    edges = result.edges.filter(pc.and_(pc.is_in(result.edges.column("a"), value_set=in_campaign),
+                                        pc.is_in(result.edges.column("b"), value_set=in_campaign)))
+    edges = edges.append_column("scan_id", pa.array([scan_id] * edges.num_rows, pa.string()))
     con.execute("BEGIN TRANSACTION")
     try:
-        for name, table in (("verdicts", verdicts), ("campaigns", campaigns), ("signals", signal_rows),
-                            ("indicators", indicator_rows)):
+        for name, table in (("scans", scans), ("verdicts", verdicts), ("campaigns", campaigns),
+                            ("signals", signal_rows), ("indicators", indicator_rows), ("edges", edges)):
             con.register("_scan_part", table)
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _scan_part LIMIT 0")
             con.execute(f"DELETE FROM {name} WHERE scan_id = ?", [scan_id])
-            con.execute(f"INSERT INTO {name} SELECT * FROM _scan_part")
+            con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _scan_part")
             con.unregister("_scan_part")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    return scan_id

@@ -1,0 +1,80 @@
+"""Evidence reports: ``distillguard report`` (docs/reports.md).
+
+facts.py runs the queries, document.py assembles the one document every format is drawn
+from (and redacts it), html.py, stix.py and chromium.py (PDF) render it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distillguard.errors import UserError
+from distillguard.report import chromium, document, html, stix
+from distillguard.report.redact import NONE, Redactor
+from distillguard.store import Store
+
+FORMATS = ("html", "json", "pdf", "stix")
+_DEFAULT_NAMES = {"json": "report.json", "stix": "bundle.stix.json"}
+
+
+def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = None, scan_id: str | None = None,
+                 redactor: Redactor = NONE, producer: str = "distillguard") -> list[Path]:
+    """Write the report of one campaign (``campaign_id``) or of all the scan's campaigns (None).
+
+    ``out`` is a file when it has a suffix, else a directory; all campaigns as HTML or PDF
+    always go to a directory (an index page and one page per campaign).
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    doc = document.build(store.con, None if campaign_id is None else [campaign_id], scan_id, redactor,
+                         store_name=store.path)
+    single = campaign_id is not None
+    is_file = bool(out.suffix) and not out.is_dir()
+    if fmt == "html":
+        if single and not is_file:
+            out = out / html.page_name(campaign_id)
+        if not single and is_file:
+            raise UserError(f"--all writes an index page and one page per campaign: give a directory, not {out}")
+        return html.write(doc, out, single)
+    if fmt == "pdf":
+        if not single and is_file:
+            raise UserError(f"--all writes one PDF per campaign: give a directory, not {out}")
+        folder = out.parent if single and is_file else out
+        written = []
+        with _staging(folder) as staging:
+            pages = html.write(doc, staging / "page.html" if single else staging, single)
+            for page in pages:
+                if page.name == "index.html":
+                    continue
+                if single:
+                    target = out if is_file else folder / (Path(html.page_name(campaign_id)).stem + ".pdf")
+                else:
+                    target = folder / (page.stem + ".pdf")
+                written.append(chromium.pdf(page, target))
+        return written
+    target = out if is_file else out / _DEFAULT_NAMES[fmt]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    text = (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n" if fmt == "json"
+            else stix.bundle(doc, producer))
+    target.write_text(text, encoding="utf-8")
+    return [target]
+
+
+class _staging:
+    """A temporary directory next to the output for the HTML that Chromium prints."""
+
+    def __init__(self, folder: Path) -> None:
+        import tempfile
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self._tmp = tempfile.TemporaryDirectory(prefix=".report-", dir=folder)
+
+    def __enter__(self) -> Path:
+        return Path(self._tmp.name)
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+
+__all__ = ["FORMATS", "Redactor", "write_report"]
