@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@mkdir -p out
-	@rm -rf out/demo.duckdb out/demo.segments out/sim out/scan
+	@rm -rf out/demo.duckdb out/demo.segments out/sim out/scan out/report
 	$(DG) simulate --scenario alibaba-2026 --scale 0.005 --seed 7 --out out/sim
 	$(DG) ingest out/sim/exchanges.parquet --db out/demo.duckdb
 	$(DG) stats --db out/demo.duckdb
 	$(DG) scan --db out/demo.duckdb --lookback 90 --out out/scan
 	$(DG) evaluate --verdicts out/scan/verdicts.parquet --labels out/sim/labels.parquet
+	$(DG) report --all --format html --db out/demo.duckdb --out out/report
+	@echo "Evidence report of the campaigns found: open file://$(CURDIR)/out/report/index.html"
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -90,6 +90,22 @@ def test_outputs_are_written_and_kept_in_the_store(scanned):
     assert store.con.execute("SELECT count(*) FROM indicators").fetchone()[0] == result.indicators.num_rows
 
 
+def test_the_store_keeps_what_a_report_needs_to_check_the_scan(scanned):
+    store, result, _, _ = scanned
+    scan_id = scan.store_result(store, result, policy_source="policy.yaml", engine="duckdb")
+    row = store.con.execute("SELECT as_of, lookback_days, policy, policy_sha256, policy_source, accounts, campaigns "
+                            "FROM scans WHERE scan_id = ?", [scan_id]).fetchone()
+    assert row[0] == result.as_of and row[1] == 365 and row[4] == "policy.yaml"
+    assert json.loads(row[2])["lookback_days"] == 365 and len(row[3]) == 64
+    assert (row[5], row[6]) == (result.verdicts.num_rows, len(result.campaigns))
+    # the edges kept are exactly the scan's edges between members of its campaigns
+    members = {a for c in result.campaigns for a in c["accounts"]}
+    expected = sum(1 for a, b in zip(result.edges.column("a").to_pylist(), result.edges.column("b").to_pylist())
+                   if a in members and b in members)
+    assert expected > 0
+    assert store.con.execute("SELECT count(*) FROM edges WHERE scan_id = ?", [scan_id]).fetchone()[0] == expected
+
+
 def test_signals_table_has_value_threshold_and_fired(scanned):
     _, result, _, _ = scanned
     assert result.signals.column_names == ["account_id", "signal", "value", "threshold", "fired"]

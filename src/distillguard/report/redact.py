@@ -29,7 +29,8 @@ _KEYS = re.compile(
 )
 #: phone numbers: E.164, or 9 to 15 digits in groups separated by spaces or dashes (dots would
 #: also take IP addresses and version numbers)
-_PHONE = re.compile(r"(?<![\w.])(?:\+\d[\d\s\-()]{7,18}\d|\(?\d{2,4}\)?(?:[\s\-]\(?\d{2,5}\)?){2,4})(?![\w.])")
+_PHONE = re.compile(r"(?<![\w.:\-])(?:\+\d[\d\s\-()]{7,18}\d|\(?\d{2,4}\)?(?:[\s\-]\(?\d{2,5}\)?){2,4})(?![\w.:])")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _digits(text: str) -> int:
@@ -59,8 +60,8 @@ class Redactor:
             return value
         out = _EMAIL.sub(lambda m: self.token("email", m.group(0)), value)
         out = _KEYS.sub(lambda m: self.token("key", m.group(0)), out)
-        return _PHONE.sub(lambda m: self.token("phone", m.group(0)) if 9 <= _digits(m.group(0)) <= 15
-                          else m.group(0), out)
+        return _PHONE.sub(lambda m: self.token("phone", m.group(0))
+                          if 9 <= _digits(m.group(0)) <= 15 and not _DATE.match(m.group(0)) else m.group(0), out)
 
 
 NONE = Redactor(enabled=False)
