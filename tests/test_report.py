@@ -300,6 +300,23 @@ def test_the_stix_bundle_holds_campaign_indicators_infrastructure_and_their_rela
     assert "ipv4-addr:value" in patterns and "x-distillguard-prompt-template:" in patterns
 
 
+def test_only_campaigns_the_policy_stops_are_shared_as_stix(poisoned):
+    db, _ = poisoned
+    with duckdb.connect(str(db), read_only=True) as con:
+        actions = dict(con.execute("SELECT campaign_id, action FROM campaigns").fetchall())
+    with Store(db, read_only=True) as store:
+        doc = document.build(store.con)
+    from distillguard.report import stix
+
+    shared = {o["name"].rsplit(" ", 1)[1] for o in json.loads(stix.bundle(doc))["objects"] if o["type"] == "campaign"}
+    assert shared == {c for c, a in actions.items() if a in ("throttle", "fallback", "block")}
+    monitored = [c for c, a in actions.items() if a == "monitor"]
+    if monitored:  # named explicitly, a monitored campaign is exported all the same
+        with Store(db, read_only=True) as store:
+            one = document.build(store.con, [monitored[0]])
+        assert [o for o in json.loads(stix.bundle(one, named=True))["objects"] if o["type"] == "campaign"]
+
+
 # --- determinism and the command ----------------------------------------------------------------
 
 def _without_clock(text: str) -> str:

@@ -56,7 +56,7 @@ def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = No
     target = out if is_file else out / _DEFAULT_NAMES[fmt]
     target.parent.mkdir(parents=True, exist_ok=True)
     text = (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n" if fmt == "json"
-            else stix.bundle(doc, producer))
+            else stix.bundle(doc, producer, named=single))
     target.write_text(text, encoding="utf-8")
     return [target]
 

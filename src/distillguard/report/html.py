@@ -61,8 +61,11 @@ def campaign_page(doc: dict, campaign: dict, index_link: bool = False) -> str:
               "kinds": {k[len("shared_"):]: v for k, v in r.items() if k.startswith("shared_")}}
              for r in rows_as_dicts(s["graph"])]
     graph_svg, caption = svg.graph(edges, actions, len(actions))
+    # what the members share, in words, from the linkage table (not a stock phrase)
+    linked_by = [f"{row['evidence']} ({row['account_pairs']:,} pairs)"
+                 for row in sorted(rows_as_dicts(s["linkage"]), key=lambda r: -r["account_pairs"]) if row["account_pairs"]]
     return _environment().get_template("campaign.html.j2").render(
-        doc=doc, c=campaign, index_link=index_link,
+        doc=doc, c=campaign, index_link=index_link, linked_by=linked_by,
         policy=doc["scan"]["policy"],
         policy_json=json.dumps(doc["scan"]["policy"], indent=2, sort_keys=True),
         timeline_svg=svg.timeline([r["day"] for r in timeline], [r["exchanges"] for r in timeline],

@@ -140,19 +140,29 @@ def campaign_objects(doc: dict, campaign: dict, producer: stix2.Identity) -> lis
     return objects
 
 
-def bundle(doc: dict, producer_name: str = "distillguard") -> str:
-    """The STIX 2.1 bundle of every campaign in ``doc``, as JSON text with sorted keys."""
+#: actions strong enough to share a campaign with others as malicious activity
+SHARED_ACTIONS = ("throttle", "fallback", "block")
+
+
+def bundle(doc: dict, producer_name: str = "distillguard", named: bool = False) -> str:
+    """The STIX 2.1 bundle of the campaigns in ``doc``, as JSON text with sorted keys.
+
+    Only campaigns the policy throttles or stops are exported unless the campaign was
+    ``named`` by the user: a monitored cluster is a suspicion to look into, not an accusation
+    to send to another provider.
+    """
     stamp = _ts(doc["scan"]["as_of"])
     producer = stix2.Identity(id=_id("identity", producer_name), name=producer_name, identity_class="organization",
                               created=stamp, modified=stamp)
     objects = [producer]
-    for campaign in doc["campaigns"]:
+    shared = [c for c in doc["campaigns"] if named or c["action"] in SHARED_ACTIONS]
+    for campaign in shared:
         objects.extend(campaign_objects(doc, campaign, producer))
     seen, unique = set(), []
     for obj in objects:  # an address shared by two campaigns' infrastructure is one object
         if obj.id not in seen:
             seen.add(obj.id)
             unique.append(obj)
-    ids = ",".join(c["campaign_id"] for c in doc["campaigns"])
+    ids = ",".join(c["campaign_id"] for c in shared)
     out = stix2.Bundle(id=_id("bundle", doc["scan"]["scan_id"], ids), objects=unique, allow_custom=True)
     return json.dumps(json.loads(out.serialize()), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
