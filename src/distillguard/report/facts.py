@@ -277,12 +277,15 @@ ORDER BY kind, holders DESC, key""",
                 "UTF-8 text, what the STIX export shares for them."),
         section(con, "capabilities", "Capability targeting", _with(
             scope,
-            f"""campaign AS (SELECT lower(prompt) AS low FROM win ORDER BY md5(exchange_id) LIMIT {CAPABILITY_SAMPLE})""",
-            f"""organic AS (SELECT lower(prompt) AS low FROM exchanges
+            # the sample is chosen on the ids alone, then only its prompts are read
+            f"""campaign_ids AS (SELECT exchange_id FROM win ORDER BY md5(exchange_id) LIMIT {CAPABILITY_SAMPLE})""",
+            "campaign AS (SELECT lower(prompt) AS low FROM win SEMI JOIN campaign_ids USING (exchange_id))",
+            f"""allowed AS (SELECT * FROM exchanges
        WHERE timestamp >= {_ts(scope.start)} AND timestamp < {_ts(scope.end)}
          AND account_id IN (SELECT account_id FROM verdicts WHERE scan_id = {scan_id}
-                            AND action = 'allow' AND campaign_id IS NULL)
-       ORDER BY md5(exchange_id) LIMIT {CAPABILITY_SAMPLE})""",
+                            AND action = 'allow' AND campaign_id IS NULL))""",
+            f"""organic_ids AS (SELECT exchange_id FROM allowed ORDER BY md5(exchange_id) LIMIT {CAPABILITY_SAMPLE})""",
+            "organic AS (SELECT lower(prompt) AS low FROM allowed SEMI JOIN organic_ids USING (exchange_id))",
             "flags AS (" + "\n       UNION ALL ".join(
                 f"SELECT {lit(pop)} AS population, " + ", ".join(
                     f"({test})::DOUBLE AS {area}" for area, test in enrich.area_sql("low").items())
