@@ -38,7 +38,8 @@ TOP_USER_AGENTS = 15
 TOP_PAYMENTS = 25
 TOP_DOMAINS = 15
 SAMPLE_PROMPTS = 10
-GRAPH_EDGES = 3000
+GRAPH_EDGES = 2000
+GRAPH_EDGES_PER_KIND = 250
 INDICATOR_KEYS = 1000
 #: prompts read per population for the capability mix: a deterministic sample (by md5 of the
 #: exchange id), so the query costs the same on a campaign of 28 million exchanges
@@ -310,13 +311,18 @@ FROM win GROUP BY prompt ORDER BY accounts DESC, exchanges DESC, md5(prompt) LIM
        reasons[2] AS tie
 FROM verdicts WHERE scan_id = {scan_id} AND campaign_id = {campaign}
 ORDER BY score DESC, account_id"""),
-        section(con, "graph", "Linkage graph", w + f"""SELECT a, b, round(weight, 4) AS weight, """
-                + ", ".join(f"shared_{k}" for k in EVIDENCE) + f"""
-FROM edges WHERE scan_id = {scan_id}
-  AND a IN (SELECT account_id FROM members) AND b IN (SELECT account_id FROM members)
-ORDER BY weight DESC, a, b LIMIT {GRAPH_EDGES}""",
-                f"The {GRAPH_EDGES:,} strongest edges between members; the layout is computed by "
-                f"distillguard (report/svg.py) and only places the accounts."),
+        section(con, "graph", "Linkage graph", _with(scope, f"""e AS (SELECT * FROM edges WHERE scan_id = {scan_id}
+                AND a IN (SELECT account_id FROM members) AND b IN (SELECT account_id FROM members))""")
+                + "SELECT DISTINCT a, b, round(weight, 4) AS weight, " + ", ".join(f"shared_{k}" for k in EVIDENCE)
+                + "\nFROM (" + "\n      UNION ALL ".join(
+                    [f"(SELECT * FROM e ORDER BY weight DESC, a, b LIMIT {GRAPH_EDGES})"]
+                    + [f"(SELECT * FROM e WHERE shared_{k} > 0 ORDER BY sim_{k} DESC, weight DESC, a, b "
+                       f"LIMIT {GRAPH_EDGES_PER_KIND})" for k in EVIDENCE])
+                + ")\nORDER BY weight DESC, a, b",
+                f"The {GRAPH_EDGES:,} strongest edges between members, and for each kind of evidence the "
+                f"{GRAPH_EDGES_PER_KIND:,} pairs that share the most of it (so that weaker links between "
+                f"tightly knit cells show too); the layout is computed by distillguard (report/svg.py) "
+                f"and only places the accounts."),
     ]
     return {s["key"]: s for s in out}
 

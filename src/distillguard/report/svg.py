@@ -142,11 +142,15 @@ def graph(edge_rows: Sequence[dict], actions: dict[str, str], members: int, size
     """The linkage graph of the strongest-linked members; returns (svg, caption)."""
     if not edge_rows:
         return Markup('<p class="empty">No linkage edges between members were kept.</p>'), ""
+    # the accounts drawn: first those touched by the most kinds of evidence, then the most
+    # strongly linked, so that a picture of a large campaign shows its cells *and* what ties them
     degree: dict[str, float] = {}
+    kinds: dict[str, set[str]] = {}
     for e in edge_rows:
-        degree[e["a"]] = degree.get(e["a"], 0.0) + e["weight"]
-        degree[e["b"]] = degree.get(e["b"], 0.0) + e["weight"]
-    nodes = sorted(degree, key=lambda a: (-degree[a], a))[:GRAPH_NODES]
+        for end in (e["a"], e["b"]):
+            degree[end] = degree.get(end, 0.0) + e["weight"]
+            kinds.setdefault(end, set()).update(k for k, v in e["kinds"].items() if v)
+    nodes = sorted(degree, key=lambda a: (-len(kinds[a]), -degree[a], a))[:GRAPH_NODES]
     nodes.sort()
     index = {a: i for i, a in enumerate(nodes)}
     kept = [e for e in edge_rows if e["a"] in index and e["b"] in index]
@@ -170,6 +174,6 @@ def graph(edge_rows: Sequence[dict], actions: dict[str, str], members: int, size
         parts.append(f'<circle cx="{_n(xy[i, 0])}" cy="{_n(xy[i, 1])}" r="4" fill="{colour}" stroke="#333" '
                      f'stroke-width="0.5"><title>{escape(a)}: {escape(actions.get(a, "allow"))}</title></circle>')
     parts.append("</svg>")
-    caption = (f"{len(nodes):,} of {members:,} member accounts (the most strongly linked) and the "
-               f"{len(kept):,} strongest edges between them.")
+    caption = (f"{len(nodes):,} of {members:,} member accounts (those linked by the most kinds of evidence, then the most strongly linked) and the "
+               f"{len(kept):,} edges between them kept by the query below.")
     return Markup("".join(parts)), caption
