@@ -158,3 +158,24 @@ def test_serve_without_an_upstream_is_a_clear_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "distillguard.cli", "serve", "--config", str(bad)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "gateway setting upstream" in done.stderr
+
+
+def test_the_loader_process_yields_the_cpu_to_requests(tmp_path):
+    import time
+
+    from distillguard.gateway.journal import LOADER_NICENESS, Loader
+
+    journal = Journal(tmp_path / "log")
+    journal.append({"exchange_id": "e1", "timestamp": "2026-04-22T10:00:00Z", "account_id": "a", "prompt": "p"})
+    loader = Loader(journal, tmp_path / "dg.duckdb", every_seconds=0.2, segment_seconds=0.1)
+    loader.start()
+    try:
+        deadline = time.time() + 60
+        while loader.loaded_rows < 1 and time.time() < deadline:  # it loads (and lowered its priority first)
+            time.sleep(0.1)
+        assert loader.loaded_rows == 1
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + LOADER_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, loader._child.pid) == expected
+    finally:
+        loader.stop()
+        journal.close()

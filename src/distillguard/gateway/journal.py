@@ -206,15 +206,26 @@ class _Reader:
         return 0.0
 
 
+#: how much lower than the gateway's the loader process's CPU priority is (see _loader_process)
+LOADER_NICENESS = 10
+
+
 def _loader_process(directory: str, db: str, every_seconds: float, stop, loaded) -> None:
     """The loader's own process: ingest is CPU work in Python as much as in DuckDB, and in the
     gateway's process it would hold the interpreter's lock while requests wait."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when this stops
+    # background work: it yields the CPU to the requests in flight (a round that runs late
+    # costs nothing, the segments wait on disk), and one DuckDB thread leaves the other cores
+    # to the gateway
+    try:
+        os.nice(LOADER_NICENESS)
+    except OSError:  # pragma: no cover - not permitted here
+        pass
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loader = Loader(_Reader(Path(directory)), db, every_seconds, in_process=True,
-                    on_loaded=_copy_overrides(directory, db))
+                    on_loaded=_copy_overrides(directory, db), duckdb_threads=1)
     while not stop.wait(every_seconds):
         try:
             loader.round()
@@ -254,8 +265,10 @@ class Loader:
 
     def __init__(self, journal: Journal, db: str | Path, every_seconds: float = 5.0,
                  segment_seconds: float = 30.0, segment_rows: int = 50_000,
-                 on_loaded: Callable[[int], None] | None = None, in_process: bool = False) -> None:
+                 on_loaded: Callable[[int], None] | None = None, in_process: bool = False,
+                 duckdb_threads: int | None = None) -> None:
         self.in_process = in_process
+        self.duckdb_threads = duckdb_threads
         self._child = None
         self._child_stop = None
         self._child_loaded = None
@@ -321,6 +334,8 @@ class Loader:
             return 0
         stored = 0
         try:
+            if self.duckdb_threads:
+                store.con.execute(f"SET threads TO {int(self.duckdb_threads)}")
             for path in segments:
                 try:
                     result = ingest_file(store, Source(path, "jsonl", None, path.stat().st_size))

@@ -174,6 +174,6 @@ def graph(edge_rows: Sequence[dict], actions: dict[str, str], members: int, size
         parts.append(f'<circle cx="{_n(xy[i, 0])}" cy="{_n(xy[i, 1])}" r="4" fill="{colour}" stroke="#333" '
                      f'stroke-width="0.5"><title>{escape(a)}: {escape(actions.get(a, "allow"))}</title></circle>')
     parts.append("</svg>")
-    caption = (f"{len(nodes):,} of {members:,} member accounts (those linked by the most kinds of evidence, then the most strongly linked) and the "
-               f"{len(kept):,} edges between them kept by the query below.")
+    caption = (f"{len(nodes):,} of {members:,} member accounts (those linked by the most kinds of evidence, "
+               f"then the most strongly linked) and the {len(kept):,} edges between them kept by the query below.")
     return Markup("".join(parts)), caption
