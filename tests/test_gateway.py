@@ -275,9 +275,9 @@ def test_metrics_are_in_prometheus_text(gateway):
 # --- the exchange log -------------------------------------------------------------------------
 
 def test_every_exchange_lands_in_the_store_in_the_canonical_schema(upstream, tmp_path):
-    gw = start_gateway(tmp_path, upstream, keys=KEYS, trusted_proxies=["127.0.0.1/32"])
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, trusted_proxies=["127.0.0.1/32"], asn_header="X-Client-ASN")
     call(gw.port, "/v1/chat/completions", chat("logged prompt", system="sys text"),
-         headers={"X-Forwarded-For": "203.0.113.7", "User-Agent": "test-agent/1.0"})
+         headers={"X-Forwarded-For": "203.0.113.7", "User-Agent": "test-agent/1.0", "X-Client-ASN": "AS64500"})
     call(gw.port, "/v1/chat/completions", chat("chunks:4", stream=True))
     call(gw.port, "/v1/chat/completions", chat("status:400"))
     assert gw.stop() == 0
@@ -286,14 +286,16 @@ def test_every_exchange_lands_in_the_store_in_the_canonical_schema(upstream, tmp
     assert rows[0] == ("logged prompt", "sys text", "alice", "card-a", "203.0.113.7", "test-agent/1.0", 5, 2, 200)
     assert rows[1][0] == "chunks:4" and rows[1][7] == 4  # usage from the stream's last event
     assert rows[2][8] == 400
+    assert stored(gw.db, "SELECT client_asn FROM exchanges ORDER BY timestamp") == [(64500,), (None,), (None,)]
     assert stored(gw.db, "SELECT count(*) FROM quarantine") == [(0,)]
 
 
 def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(upstream, tmp_path):
-    gw = start_gateway(tmp_path, upstream, keys=KEYS)
-    call(gw.port, "/v1/chat/completions", chat("spoof"), headers={"X-Forwarded-For": "203.0.113.7"})
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, asn_header="X-Client-ASN")
+    call(gw.port, "/v1/chat/completions", chat("spoof"),
+         headers={"X-Forwarded-For": "203.0.113.7", "X-Client-ASN": "64500"})
     gw.stop()
-    assert stored(gw.db, "SELECT client_ip FROM exchanges") == [("127.0.0.1",)]
+    assert stored(gw.db, "SELECT client_ip, client_asn FROM exchanges") == [("127.0.0.1", None)]
 
 
 def test_no_answered_exchange_is_lost_on_kill_9(upstream, tmp_path):

@@ -377,3 +377,20 @@ def test_a_half_finished_ingest_leaves_nothing_visible(tmp_path):
     with Store(db) as s:
         assert sorted(p.name for p in s.segments_dir.iterdir()) == []
         assert rows(s, "SELECT count(*) FROM exchanges") == [(0,)]
+
+
+def test_a_store_written_before_a_schema_column_existed_still_opens(tmp_path):
+    """Segments lacking a column the schema gained later (client_asn) read it as NULL."""
+    from distillguard.store import Store
+
+    db = tmp_path / "old.duckdb"
+    with Store(db) as store:
+        ingest_paths(store, [write_jsonl(tmp_path / "a.jsonl", [good_record(i, client_asn=64500) for i in range(3)])])
+        parts = store.segment_files()
+    for part in parts:  # as an older distillguard wrote them
+        pq.write_table(pq.read_table(part).drop_columns(["client_asn"]), part)
+    with Store(db, read_only=True) as store:
+        assert store.con.execute("SELECT count(*), count(client_asn) FROM exchanges").fetchone() == (3, 0)
+    with Store(db) as store:  # and a newer ingest beside them keeps its values
+        ingest_paths(store, [write_jsonl(tmp_path / "b.jsonl", [good_record(9, client_asn=64501)])])
+        assert rows(store, "SELECT client_asn FROM exchanges WHERE client_asn IS NOT NULL") == [(64501,)]

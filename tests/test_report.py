@@ -225,7 +225,7 @@ def test_every_query_reproduces_its_numbers_on_a_plain_duckdb_connection(poisone
         rows = [[_jsonable(v) for v in row] for row in con.execute(section["query"]).fetchall()]
         assert rows == section["rows"], section["key"]
         checked += 1
-    assert checked == 1 + 16
+    assert checked == 1 + 17
     con.close()
 
 
@@ -243,6 +243,17 @@ def test_the_summary_agrees_with_the_scan(poisoned, reports):
     assert len(doc["scan"]["policy_sha256"]) == 64
     assert hashlib.sha256(json.dumps(doc["scan"]["policy"], sort_keys=True, separators=(",", ":")).encode()
                           ).hexdigest() == doc["scan"]["policy_sha256"]
+
+
+def test_infrastructure_names_the_hosting_networks_by_asn(reports):
+    campaign = json.loads((reports / "plain.json").read_text())["campaigns"][0]
+    asns = campaign["sections"]["asns"]["rows"]
+    assert asns, "the simulated logs carry client ASNs"
+    labels = campaign["asn_labels"]
+    # the campaign harvests from clouds: its busiest networks are on the public hosting-ASN list
+    assert labels[str(asns[0][0])]["category"] == "hosting" and labels[str(asns[0][0])]["entity"]
+    page = (reports / "html-plain" / f"{campaign['campaign_id']}.html").read_text()
+    assert f"AS{asns[0][0]}" in page
 
 
 def test_the_json_report_follows_its_documented_schema(reports):

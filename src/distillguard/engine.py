@@ -73,9 +73,15 @@ def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
     session = builder.getOrCreate()
     con = ibis.pyspark.connect(session)
     frame = session.read.option("mergeSchema", "true").parquet(*files)
-    from distillguard.schema import COLUMN_NAMES
+    from pyspark.sql import functions as F
 
-    frame.select(*COLUMN_NAMES).createOrReplaceTempView("exchanges")
+    from distillguard.schema import COLUMNS
+
+    # a column the schema gained after these segments were written reads as NULL (as in store.py)
+    spark_types = {"string": "string", "ip": "string", "timestamp": "timestamp", "integer": "bigint",
+                   "number": "double"}
+    frame.select(*(F.col(c.name) if c.name in frame.columns else F.lit(None).cast(spark_types[c.kind]).alias(c.name)
+                   for c in COLUMNS)).createOrReplaceTempView("exchanges")
     scratch = Path(tempfile.mkdtemp(prefix="distillguard-spark-"))
 
     def lookup(name: str, table: pa.Table) -> ir.Table:

@@ -68,6 +68,10 @@ COLUMNS: tuple[Column, ...] = (
            aliases=("org_id", "organization")),
     Column("client_ip", "ip", "Client IP address, IPv4 or IPv6 text (stored in canonical form).",
            aliases=("client.address", "ip", "source_ip", "remote_addr")),
+    Column("client_asn", "integer",
+           "Autonomous system number of the client address, where the logging layer knows it "
+           "(a CDN's or load balancer's ASN header); reports label it from the public hosting-ASN list.",
+           aliases=("asn", "client.asn", "client_as_number", "source_asn"), non_negative=True),
     Column("user_agent", "string", "HTTP User-Agent of the client.",
            aliases=("user_agent.original", "ua")),
     Column("payment_fingerprint", "string", "Opaque hash of the payment method on file.",

@@ -139,7 +139,12 @@ class Store:
         files = self.segment_files()
         if files:
             listing = ", ".join("'" + _sql_str(f) + "'" for f in files)
-            body = f"SELECT {_COLS} FROM read_parquet([{listing}], union_by_name = true)"
+            source = f"read_parquet([{listing}], union_by_name = true)"
+            # a column the schema gained after these segments were written reads as NULL
+            present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            columns = ", ".join(f'"{c.name}"' if c.name in present else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"'
+                                for c in COLUMNS)
+            body = f"SELECT {columns} FROM {source}"
         else:
             body = "SELECT " + ", ".join(f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"' for c in COLUMNS) + " WHERE false"
         kind = "TEMP VIEW" if self.read_only else "VIEW"

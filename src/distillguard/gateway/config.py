@@ -30,6 +30,9 @@ class GatewayConfig(BaseModel):
     keys: str | None = Field(None, description="keys file (CSV or YAML); the store's api_keys table is read too")
     trusted_proxies: list[str] = Field(default_factory=list,
                                        description="CIDRs whose X-Forwarded-For is believed")
+    asn_header: str | None = Field(
+        None, description="request header carrying the client's autonomous system number (e.g. set by a CDN "
+                          "rule), logged as client_asn; believed only from trusted_proxies")
     on_log_failure: Literal["closed", "open"] = Field(
         "closed", description="when the exchange log cannot be written: refuse requests (closed) or serve "
         "them unlogged (open); either way the gateway's log says so")

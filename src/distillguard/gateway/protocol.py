@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -175,7 +175,16 @@ class StreamUsage:
                     self.output_tokens = tokens_out
 
 
-def exchange_row(exchange_id: str, started: datetime, who: Any, client_ip: str | None, user_agent: str | None,
+class Client(NamedTuple):
+    """Who is at the other end of the connection: address, user agent, and the address's
+    autonomous system where a trusted proxy said (GatewayConfig.asn_header)."""
+
+    ip: str | None
+    user_agent: str | None
+    asn: int | None = None
+
+
+def exchange_row(exchange_id: str, started: datetime, who: Any, client: Client,
                  facts: RequestFacts, status: int, tokens: tuple[int | None, int | None],
                  latency_ms: float) -> dict[str, Any]:
     """One exchange in the canonical schema (schema.py), as the log stores it. ``who``: the
@@ -183,8 +192,9 @@ def exchange_row(exchange_id: str, started: datetime, who: Any, client_ip: str |
     created = who.account_created_at
     return {
         "exchange_id": exchange_id, "timestamp": started.isoformat(), "account_id": who.account_id,
-        "api_key_id": who.key_id, "organization_id": who.organization_id, "client_ip": client_ip,
-        "user_agent": user_agent, "payment_fingerprint": who.payment_fingerprint,
+        "api_key_id": who.key_id, "organization_id": who.organization_id, "client_ip": client.ip,
+        "client_asn": client.asn,
+        "user_agent": client.user_agent, "payment_fingerprint": who.payment_fingerprint,
         "account_created_at": created.isoformat() if created else None, "email_domain": who.email_domain,
         "model": facts.model, "conversation_id": facts.conversation_id, "turn_index": facts.turn_index,
         "system_prompt": facts.system_prompt, "prompt": facts.prompt or "", "input_tokens": tokens[0],

@@ -36,7 +36,8 @@ from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Re
 from distillguard.gateway.journal import STORE_LOCK, Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import Metrics
-from distillguard.gateway.protocol import ROUTES, StreamUsage, error_body, exchange_row, request_facts, usage
+from distillguard.gateway.protocol import (ROUTES, Client, StreamUsage, error_body, exchange_row, request_facts,
+                                           usage)
 from distillguard.policy import Policy, load_policy
 from distillguard.store import Store
 from distillguard.verdicts import SEVERITY
@@ -210,6 +211,14 @@ class Gateway:
                 return hop
         return peer
 
+    def client_asn(self, request: web.Request) -> int | None:
+        """The client's ASN from ``asn_header``, believed only from a trusted proxy (like X-Forwarded-For)."""
+        name = self.config.asn_header
+        if not name or not self._trusted(request.remote):
+            return None
+        value = request.headers.get(name, "").strip().upper().removeprefix("AS")
+        return int(value) if value.isdigit() and len(value) <= 10 else None
+
     def _trusted(self, address: str | None) -> bool:
         if not address or not self.trusted:
             return False
@@ -275,7 +284,8 @@ class Gateway:
             return self._error(400, f"The request body is not valid JSON ({exc}).", "invalid_request_error",
                                "invalid_json")
         facts = request_facts(api, body, record.account_id)
-        ip, ua = self.client_ip(request), request.headers.get("User-Agent")
+        ip = self.client_ip(request)
+        client = Client(ip, request.headers.get("User-Agent"), self.client_asn(request))
         decision = await self.enforcer.decide(Request(
             record.account_id, record.organization_id, record.payment_fingerprint, record.email_domain,
             record.account_created_at, ip, facts.system_prompt, facts.prompt, started))
@@ -285,7 +295,7 @@ class Gateway:
         exchange_id = "gw-" + uuid.uuid4().hex
         refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds)
         if refused is not None:
-            self._log(exchange_row(exchange_id, started, record, ip, ua, facts, refused.status, (None, 0),
+            self._log(exchange_row(exchange_id, started, record, client, facts, refused.status, (None, 0),
                                    (time.perf_counter() - t0) * 1000))
             self.metrics.request(path, refused.status, refused.headers["x-distillguard-action"],
                                  time.perf_counter() - t0)
@@ -301,23 +311,23 @@ class Gateway:
             upstream = await self.session.post(url, data=raw, headers=self._upstream_headers(request, api))
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             return self._upstream_failed(504, "The upstream model API did not answer in time.", "upstream_timeout",
-                                         exchange_id, started, record, ip, ua, facts, path, decision, t0)
+                                         exchange_id, started, record, client, facts, path, decision, t0)
         except aiohttp.ClientError as exc:
             return self._upstream_failed(502, f"The upstream model API cannot be reached ({type(exc).__name__}).",
-                                         "upstream_unreachable", exchange_id, started, record, ip, ua, facts,
+                                         "upstream_unreachable", exchange_id, started, record, client, facts,
                                          path, decision, t0)
         try:
             down = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
             down.update(out_headers)
             is_stream = upstream.content_type == "text/event-stream"
             if is_stream:
-                return await self._stream(request, upstream, down, exchange_id, started, record, ip, ua, facts,
+                return await self._stream(request, upstream, down, exchange_id, started, record, client, facts,
                                           path, decision, t0)
             try:
                 data = await upstream.read()
             except (asyncio.TimeoutError, aiohttp.ClientError):
                 return self._upstream_failed(504, "The upstream model API did not finish its answer in time.",
-                                             "upstream_timeout", exchange_id, started, record, ip, ua, facts, path,
+                                             "upstream_timeout", exchange_id, started, record, client, facts, path,
                                              decision, t0)
             tokens = (None, None)
             if upstream.content_type == "application/json":
@@ -325,7 +335,7 @@ class Gateway:
                     tokens = usage(orjson.loads(data))
                 except orjson.JSONDecodeError:
                     pass
-            entry = exchange_row(exchange_id, started, record, ip, ua, facts, upstream.status, tokens,
+            entry = exchange_row(exchange_id, started, record, client, facts, upstream.status, tokens,
                                  (time.perf_counter() - t0) * 1000)
             if not self._log(entry):
                 self.metrics.request(path, 503, decision.action, time.perf_counter() - t0)
@@ -337,7 +347,7 @@ class Gateway:
             upstream.release()
 
     async def _stream(self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str],
-                      exchange_id: str, started: datetime, record, ip, ua, facts, path: str, decision: Decision,
+                      exchange_id: str, started: datetime, record, client, facts, path: str, decision: Decision,
                       t0: float) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
@@ -351,7 +361,7 @@ class Gateway:
             status = 499  # the client went away; what was sent is logged
         except (asyncio.TimeoutError, aiohttp.ClientError):
             status = 504  # the upstream stalled or broke off mid-stream
-        entry = exchange_row(exchange_id, started, record, ip, ua, facts, status,
+        entry = exchange_row(exchange_id, started, record, client, facts, status,
                              (meter.input_tokens, meter.output_tokens), (time.perf_counter() - t0) * 1000)
         logged = self._log(entry)
         self.metrics.request(path, status, decision.action, time.perf_counter() - t0)
@@ -364,8 +374,8 @@ class Gateway:
         return response
 
     def _upstream_failed(self, status: int, message: str, code: str, exchange_id: str, started: datetime,
-                         record, ip, ua, facts, path: str, decision: Decision, t0: float) -> web.Response:
-        self._log(exchange_row(exchange_id, started, record, ip, ua, facts, status, (None, None),
+                         record, client, facts, path: str, decision: Decision, t0: float) -> web.Response:
+        self._log(exchange_row(exchange_id, started, record, client, facts, status, (None, None),
                                (time.perf_counter() - t0) * 1000))
         self.metrics.request(path, status, decision.action, time.perf_counter() - t0)
         return self._error(status, message, "server_error", code)

@@ -42,7 +42,7 @@ from distillguard.gateway.enforce import Enforcer, Request, ScanOutputs, refusal
 from distillguard.gateway.journal import Journal, JournalError, Loader
 from distillguard.gateway.keys import KeyRecord
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
-from distillguard.gateway.protocol import exchange_row, request_facts, usage
+from distillguard.gateway.protocol import Client, exchange_row, request_facts, usage
 from distillguard.policy import load_policy
 
 try:  # LiteLLM is an optional extra: distillguard[litellm]
@@ -142,7 +142,8 @@ class DistillguardGuard(CustomLogger):
         return data
 
     def _log(self, stash: dict, status: int, tokens: tuple[int | None, int | None]) -> None:
-        row = exchange_row(stash["id"], stash["started"], stash["who"], stash["ip"], stash["ua"], stash["facts"],
+        client = Client(stash["ip"], stash["ua"])
+        row = exchange_row(stash["id"], stash["started"], stash["who"], client, stash["facts"],
                            status, tokens, (time.perf_counter() - stash["t0"]) * 1000)
         try:
             self.journal.append(row)

@@ -58,6 +58,7 @@ def campaign_facts(con: duckdb.DuckDBPyConnection, scan: dict, campaign_id: str,
     subnets = sorted({row[0] for row in sections["subnets"]["rows"]}
                      | {row[1] for row in sections["indicator_keys"]["rows"] if row[0] == "subnet"})
     labels = facts.subnet_labels(subnets)
+    asns = facts.asn_labels([row[0] for row in sections["asns"]["rows"]])
     confidence = dict(zip(sections["confidence"]["columns"], sections["confidence"]["rows"][0]))
     return {
         "campaign_id": campaign_id,
@@ -65,6 +66,7 @@ def campaign_facts(con: duckdb.DuckDBPyConnection, scan: dict, campaign_id: str,
         "action": confidence["action"],
         "sections": sections,
         "subnet_labels": {s: {"category": labels[s][0], "provider": labels[s][1]} for s in subnets},
+        "asn_labels": {str(a): {"category": c, "entity": e} for a, (c, e) in asns.items()},
     }
 
 

@@ -34,6 +34,7 @@ from distillguard.linkage import EVIDENCE
 
 #: rows kept in the long tables of a report (the queries say LIMIT; the JSON keeps the same)
 TOP_SUBNETS = 25
+TOP_ASNS = 25
 TOP_USER_AGENTS = 15
 TOP_PAYMENTS = 25
 TOP_DOMAINS = 15
@@ -237,6 +238,13 @@ GROUP BY subnet ORDER BY accounts DESC, exchanges DESC, subnet LIMIT {TOP_SUBNET
                 "/24 for IPv4, /48 for IPv6. The hosting label comes from the public IP lists shipped "
                 "with distillguard (data/README.md), not from the query; unlisted means residential, "
                 "mobile or a network no list covers."),
+        section(con, "asns", "Autonomous systems", w + f"""SELECT client_asn AS asn, count(DISTINCT account_id) AS accounts,
+       count(*) AS exchanges, count(DISTINCT client_ip) AS ips, count(*) OVER () AS asns_in_all
+FROM win WHERE client_asn IS NOT NULL
+GROUP BY client_asn ORDER BY accounts DESC, exchanges DESC, asn LIMIT {TOP_ASNS}""",
+                "The client's autonomous system, as the logs carry it (client_asn; empty when they do not). "
+                "The label comes from the public list of hosting ASNs shipped with distillguard "
+                "(bad-asn-list), not from the query."),
         section(con, "user_agents", "User agents", w + f"""SELECT user_agent, count(DISTINCT account_id) AS accounts,
        count(*) AS exchanges, count(*) OVER () AS user_agents_in_all
 FROM win WHERE user_agent IS NOT NULL
@@ -343,6 +351,14 @@ def subnet_labels(subnets: list[str]) -> dict[str, tuple[str, str | None]]:
         cat, prov = by_ip.get(firsts.get(subnet, ""), (None, None))
         out[subnet] = (cat or "unlisted", prov)
     return out
+
+
+def asn_labels(asns: list[int]) -> dict[int, tuple[str, str | None]]:
+    """asn -> ('hosting', entity) for the ASNs of the public hosting list, else ('not listed', None)."""
+    from distillguard.data import load_asns
+
+    listed = {e.asn: e.entity for e in load_asns()}
+    return {a: ("hosting", listed[a]) if a in listed else ("not listed", None) for a in asns}
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from distillguard.schema import ARROW_SCHEMA
 from distillguard.simulate.corpora import PIECES, TextTable
 from distillguard.simulate.keys import finalize, hex_ids, mix
+from distillguard.simulate.asns import asn_of
 from distillguard.simulate.network import format_addresses
 from distillguard.simulate.population import ROW_RANK_BITS, Accounts, Catalogs, Rows
 
@@ -113,6 +114,7 @@ class ExchangeWriter:
             "organization_id": _dictionary(acc.organization[rows.account],
                                            lambda u: hex_ids("org_", u ^ np.uint64(salts.org))),
             "client_ip": pa.DictionaryArray.from_arrays(pa.array(ip_index), ip_text),
+            "client_asn": pa.array(asn_of(rows.ip_version, rows.ip_high, rows.ip_low), pa.int64()),
             "user_agent": _dictionary(rows.user_agent, self._user_agents),
             "payment_fingerprint": _dictionary(payment, lambda u: hex_ids("pm_", u ^ np.uint64(salts.payment)),
                                                valid=payment != 0),
