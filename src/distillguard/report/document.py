@@ -24,7 +24,7 @@ SCHEMA_ID = "distillguard-report/1"
 _REDACTED = {
     ("sample_prompts", "prompt"): "text",
     ("user_agents", "user_agent"): "scrub",
-    ("members", "first_reason"): "scrub",
+    ("members", "own_reasons"): "scrub",
     ("members", "tie"): "scrub",
     ("inputs", "path"): "scrub",
 }
