@@ -79,12 +79,11 @@ def test_client_evidence_alone_is_not_enough():
 def test_two_families_over_several_requests_complete_the_evidence():
     matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("scaffold", "think step by step", 150)]))
     assert matcher.observe("recruit", [("subnet", "10.0.0.0/24")], T0) is None
-    # the framing is habitual evidence: it counts from its third request on
-    assert matcher.observe("recruit", [("scaffold", "think step by step")], T0) is None
+    # the framing is habitual evidence: it counts from its second request on
     assert matcher.observe("recruit", [("scaffold", "think step by step")], T0) is None
     campaign, reasons = matcher.observe("recruit", [("scaffold", "think step by step")], T0)
     assert campaign == "c1" and len(reasons) == 2
-    assert "in 3 requests" in reasons[1]
+    assert "in 2 requests" in reasons[1]
     # another account's requests do not add to this one's evidence
     assert matcher.observe("other", [("scaffold", "think step by step")], T0) is None
 
@@ -99,7 +98,6 @@ def test_a_phrase_typed_once_from_a_campaigns_neighbourhood_is_not_a_recruit():
     assert matcher.observe("customer", once, T0) is None
     assert matcher.observe("customer", [("subnet", "10.0.0.0/24")], T0) is None
     # ...while the campaign's script carries it in every request
-    assert matcher.observe("recruit", once, T0) is None
     assert matcher.observe("recruit", once, T0) is None
     assert matcher.observe("recruit", once, T0) is not None
 
@@ -127,7 +125,7 @@ def test_an_inheriting_account_is_stopped_at_the_request_that_completes_the_evid
     ])
     rows = inherit.inherited(requests, table, T0, cap="throttle").to_pylist()
     assert [r["account_id"] for r in rows] == ["recruit"]
-    assert rows[0]["as_of"] == T0 + timedelta(minutes=15)  # the third request with the system prompt
+    assert rows[0]["as_of"] == T0 + timedelta(minutes=12)  # the second request with the system prompt
     # capped: a block is the next scan's to decide on the account's own evidence
     assert rows[0]["action"] == "throttle"
     assert rows[0]["reasons"][0].startswith("new account inherits throttle from c1")

@@ -65,7 +65,7 @@ _INHERIT = (
     "independent families (account: sign-up burst; network: IP, subnet; client: system prompt, scaffold\n"
     "n-gram). A residential neighbour of a proxy exit (network only) or a user who pasted a campaign's\n"
     "framing (client only) is not enough, and a system prompt or scaffold n-gram counts only once\n"
-    "`inherit.habitual_uses` (3) of the account's requests carried it: the indicators say the campaign's\n"
+    "`inherit.habitual_uses` (2) of the account's requests carried it: the indicators say the campaign's\n"
     "accounts use it habitually, and a customer who once typed a chain-of-thought phrase of the\n"
     "campaign's framing is not a recruit. The gateway applies this per request; the benchmark's replay\n"
     "models it (inherit.py, bench/replay.py).\n"

@@ -212,7 +212,7 @@ class Matcher:
 
     def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",),
                  fresh: Freshness = Freshness(), habitual: tuple[str, ...] = ("system_prompt", "scaffold"),
-                 habitual_uses: int = 3) -> None:
+                 habitual_uses: int = 2) -> None:
         self.min_families = min_families
         self.alone = set(alone)
         self.fresh = fresh
@@ -259,7 +259,7 @@ class Matcher:
 
 def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
               alone: tuple[str, ...] = ("payment",), fresh: Freshness = Freshness(),
-              habitual_uses: int = 3) -> pa.Table:
+              habitual_uses: int = 2) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
     payment_fingerprint, client_ip, system_prompt, prompt, optionally first_seen,
     email_domain and account_created_at; sent after the scan at ``as_of`` that produced the

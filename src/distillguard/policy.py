@@ -48,8 +48,9 @@ class Inheritance(BaseModel):
         "throttle", description="the most a new account inherits; the next scan judges it on its own evidence")
     min_holders: int = Field(3, ge=2, description="throttled members that must hold a key for it to be an indicator")
     min_families: int = Field(2, ge=1, description="independent families of matched keys needed, the card aside")
-    habitual_uses: int = Field(3, ge=1, description="requests of a new account that must carry a campaign's system "
-                               "prompt or scaffold framing before that counts: the indicators are habitual use")
+    habitual_uses: int = Field(2, ge=1, description="requests of a new account that must carry a campaign's system "
+                               "prompt or scaffold framing before that counts: the indicators are habitual use "
+                               "(once is chance, a customer typing a phrase; twice is habit)")
     new_account_hours: float = Field(72.0, gt=0, description="an account first seen this recently is new")
     max_account_age_days: float = Field(
         14.0, gt=0, description="...and created at most this long before the request, where its creation time is "
