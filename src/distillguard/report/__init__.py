@@ -7,6 +7,7 @@ from (and redacts it), html.py, stix.py and chromium.py (PDF) render it.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 from distillguard.errors import UserError
@@ -42,7 +43,10 @@ def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = No
             raise UserError(f"--all writes one PDF per campaign: give a directory, not {out}")
         folder = out.parent if single and is_file else out
         written = []
-        with _staging(folder) as staging:
+        folder.mkdir(parents=True, exist_ok=True)
+        # the HTML that Chromium prints, in a temporary directory next to the output
+        with tempfile.TemporaryDirectory(prefix=".report-", dir=folder) as staging_dir:
+            staging = Path(staging_dir)
             pages = html.write(doc, staging / "page.html" if single else staging, single)
             for page in pages:
                 if page.name == "index.html":
@@ -59,22 +63,6 @@ def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = No
             else stix.bundle(doc, producer, named=single))
     target.write_text(text, encoding="utf-8")
     return [target]
-
-
-class _staging:
-    """A temporary directory next to the output for the HTML that Chromium prints."""
-
-    def __init__(self, folder: Path) -> None:
-        import tempfile
-
-        folder.mkdir(parents=True, exist_ok=True)
-        self._tmp = tempfile.TemporaryDirectory(prefix=".report-", dir=folder)
-
-    def __enter__(self) -> Path:
-        return Path(self._tmp.name)
-
-    def __exit__(self, *exc: object) -> None:
-        self._tmp.cleanup()
 
 
 __all__ = ["FORMATS", "Redactor", "write_report"]

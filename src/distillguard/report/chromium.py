@@ -30,7 +30,8 @@ def find() -> str | None:
     return None
 
 
-def _run(args: list[str], target: Path, timeout: float) -> None:
+def _chromium(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run headless Chromium with ``args`` in a throwaway profile."""
     binary = find()
     if binary is None:
         raise UserError("this needs headless Chromium: install Debian's chromium package "
@@ -41,9 +42,13 @@ def _run(args: list[str], target: Path, timeout: float) -> None:
         command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                    "--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}", *args]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise UserError(f"Chromium did not finish {target.name} within {timeout:g} s") from None
+            raise UserError(f"Chromium did not finish within {timeout:g} s") from None
+
+
+def _run(args: list[str], target: Path, timeout: float) -> None:
+    done = _chromium(args, timeout)
     if done.returncode != 0 or not target.exists() or target.stat().st_size == 0:
         tail = (done.stderr or "").strip().splitlines()[-3:]
         raise UserError(f"Chromium failed to write {target} (exit {done.returncode}): {' / '.join(tail)}")
@@ -69,13 +74,7 @@ def screenshot(html: Path, target: Path, width: int = 1200, height: int = 2400, 
 
 def dump_dom(html: Path, timeout: float = 120) -> str:
     """The page's DOM after Chromium has loaded it (and run whatever script it would run)."""
-    binary = find()
-    if binary is None:
-        raise UserError("this needs headless Chromium (apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="distillguard-chromium-") as profile:
-        done = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                               f"--user-data-dir={profile}", "--dump-dom", html.resolve().as_uri()],
-                              capture_output=True, text=True, timeout=timeout)
+    done = _chromium(["--dump-dom", html.resolve().as_uri()], timeout)
     if done.returncode != 0:
         raise UserError(f"Chromium failed to load {html} (exit {done.returncode})")
     return done.stdout
