@@ -117,16 +117,11 @@ class Store:
 
     def segment_files(self) -> list[Path]:
         """Every live Parquet part, in ingest order: what Spark (or anything else) should read."""
-        if not self._has_ingests():
+        if not has_table(self.con, "ingests"):
             return []
         names = [s for (s,) in self.con.execute(
             "SELECT segment FROM ingests WHERE segment IS NOT NULL ORDER BY started_at, ingest_id").fetchall()]
         return [p for name in names for p in sorted((self.segments_dir / name).glob("*.parquet"))]
-
-    def _has_ingests(self) -> bool:
-        return bool(self.con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'ingests' AND schema_name = 'main'"
-        ).fetchone()[0])
 
     def _remove_orphans(self) -> None:
         live = {s for (s,) in self.con.execute("SELECT segment FROM ingests WHERE segment IS NOT NULL").fetchall()}
@@ -168,6 +163,13 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the store has table ``name``: a store written by an older version, or one never
+    scanned, lacks some, and readers say so instead of failing in SQL."""
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [name]).fetchone()[0])
 
 
 def _sql_str(path: Path | str) -> str:

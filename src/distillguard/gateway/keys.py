@@ -22,6 +22,7 @@ import duckdb
 import yaml
 
 from distillguard.errors import UserError
+from distillguard.store import has_table
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -157,7 +158,7 @@ def listed(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def load_db(con: duckdb.DuckDBPyConnection) -> list[KeyRecord]:
-    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'api_keys'").fetchone()[0]:
+    if not has_table(con, "api_keys"):
         return []
     names = [f.name for f in fields(KeyRecord)]
     rows = con.execute(f"SELECT {', '.join(names)} FROM api_keys").fetchall()

@@ -16,6 +16,7 @@ import duckdb
 import orjson
 
 from distillguard.gateway.enforce import Override
+from distillguard.store import has_table
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS overrides (
@@ -73,7 +74,7 @@ def to_store(con: duckdb.DuckDBPyConnection, entries: list[tuple[str, Override]]
 
 
 def from_store(con: duckdb.DuckDBPyConnection) -> list[tuple[str, Override]]:
-    if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'overrides'").fetchone()[0]:
+    if not has_table(con, "overrides"):
         return []
     return [(a, Override(action, reason, actor, at)) for a, action, reason, actor, at in
             con.execute("SELECT account_id, action, reason, actor, at FROM overrides").fetchall()]

@@ -31,6 +31,7 @@ import duckdb
 from distillguard import enrich
 from distillguard.errors import UserError
 from distillguard.linkage import EVIDENCE
+from distillguard.store import has_table
 
 #: rows kept in the long tables of a report (the queries say LIMIT; the JSON keeps the same)
 TOP_SUBNETS = 25
@@ -121,7 +122,7 @@ def section(con: duckdb.DuckDBPyConnection, key: str, title: str, query: str, no
 # --- the scan and its inputs ------------------------------------------------------------------
 
 def latest_scan(con: duckdb.DuckDBPyConnection) -> str:
-    if not _has_table(con, "scans"):
+    if not has_table(con, "scans"):
         raise UserError("the store has no scan to report on (run `distillguard scan --db ...` first)")
     row = con.execute("SELECT scan_id FROM scans ORDER BY as_of DESC, scanned_at DESC LIMIT 1").fetchone()
     if row is None:
@@ -363,6 +364,3 @@ def asn_labels(asns: list[int]) -> dict[int, tuple[str, str | None]]:
     listed = {e.asn: e.entity for e in load_asns()}
     return {a: ("hosting", listed[a]) if a in listed else ("not listed", None) for a in asns}
 
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
