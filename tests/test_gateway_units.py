@@ -179,3 +179,26 @@ def test_the_loader_process_yields_the_cpu_to_requests(tmp_path):
     finally:
         loader.stop()
         journal.close()
+
+
+def test_the_loader_merges_the_small_segments_it_leaves_in_the_store(tmp_path):
+    """One segment per loaded log file would pile up over a month; the loader merges them
+    (Store.compact) and every exchange is stored once."""
+    from distillguard.gateway.journal import Loader
+    from distillguard.store import Store
+
+    journal = Journal(tmp_path / "log")
+    loader = Loader(journal, tmp_path / "dg.duckdb", in_process=True, compact_segments=3)
+    try:
+        for r in range(7):  # seven rounds, one log file each
+            for i in range(4):
+                journal.append({"exchange_id": f"e{r}-{i}", "timestamp": "2026-04-22T10:00:00Z",
+                                "account_id": "a", "prompt": "p"})
+            assert loader.round(rotate=True) == 4
+            with Store(tmp_path / "dg.duckdb", read_only=True) as store:
+                assert len({p.parent for p in store.segment_files()}) < 3
+    finally:
+        journal.close()
+    with Store(tmp_path / "dg.duckdb", read_only=True) as store:
+        assert store.con.execute("SELECT count(*), count(DISTINCT exchange_id) FROM exchanges").fetchone() == (28, 28)
+        assert store.con.execute("SELECT count(*), sum(rows_stored) FROM ingests").fetchone() == (7, 28)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -119,9 +120,66 @@ class Store:
         """Every live Parquet part, in ingest order: what Spark (or anything else) should read."""
         if not has_table(self.con, "ingests"):
             return []
+        # several ingests share a segment once compacted: each segment once, by its first ingest
         names = [s for (s,) in self.con.execute(
-            "SELECT segment FROM ingests WHERE segment IS NOT NULL ORDER BY started_at, ingest_id").fetchall()]
+            "SELECT segment FROM ingests WHERE segment IS NOT NULL GROUP BY segment "
+            "ORDER BY min(started_at), min(ingest_id)").fetchall()]
         return [p for name in names for p in sorted((self.segments_dir / name).glob("*.parquet"))]
+
+    def compact(self, min_segments: int = 48, small_rows: int = 1_000_000) -> int:
+        """Merge the small segments into one when there are at least ``min_segments`` of them;
+        returns how many segments were merged (0: nothing to do).
+
+        Why: the gateway's loader writes one segment per log file it loads, every half minute,
+        and every open of the store lists every segment's Parquet footer (refresh_view): a
+        gateway running for a month would leave tens of thousands. A segment is small when it
+        holds fewer than ``small_rows`` rows; merged ones keep being merged until they reach it.
+
+        Nothing is lost or shown twice, even on a crash: the merged segment is written and
+        counted aside, published under a new name, and the ``ingests`` rows are pointed at it
+        in one transaction; only then are the old directories deleted. A crash before the
+        transaction leaves the new directory an orphan, after it the old ones, and the next
+        open removes orphans (_remove_orphans). The ``ingests`` rows themselves (provenance:
+        path, sha256, counts) are kept as they were, only their ``segment`` changes.
+        """
+        if self.read_only:
+            raise UserError(f"store {self.path} is open read-only: cannot compact it")
+        if not has_table(self.con, "ingests"):
+            return 0
+        small = [s for (s,) in self.con.execute(
+            "SELECT segment FROM ingests WHERE segment IS NOT NULL GROUP BY segment "
+            "HAVING sum(rows_stored) < ? ORDER BY min(started_at), min(ingest_id)", [small_rows]).fetchall()]
+        if len(small) < max(min_segments, 2):
+            return 0
+        files = [p for name in small for p in sorted((self.segments_dir / name).glob("*.parquet"))]
+        segment = "compact-" + uuid.uuid4().hex
+        pending = self.pending_dir(segment)
+        target = pending / "part-00000.parquet"
+        try:
+            listing = ", ".join("'" + _sql_str(f) + "'" for f in files)
+            source = f"read_parquet([{listing}], union_by_name = true)"
+            present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            self.con.execute(f"COPY (SELECT {_canonical_columns(present)} FROM {source}) "
+                             f"TO '{_sql_str(target)}' (FORMAT parquet, COMPRESSION zstd)")
+            expected = self.con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
+            written = self.con.execute(f"SELECT count(*) FROM read_parquet('{_sql_str(target)}')").fetchone()[0]
+            if written != expected:  # an invariant: keep the traceback
+                raise AssertionError(f"compaction of {len(small)} segments wrote {written} rows, not {expected}")
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                self.publish(pending, segment)
+                self.con.execute("UPDATE ingests SET segment = ? WHERE list_contains(?, segment)", [segment, small])
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                shutil.rmtree(self.segments_dir / segment, ignore_errors=True)
+                raise
+        finally:
+            shutil.rmtree(pending, ignore_errors=True)
+        for name in small:
+            shutil.rmtree(self.segments_dir / name, ignore_errors=True)
+        self.refresh_view()
+        return len(small)
 
     def _remove_orphans(self) -> None:
         live = {s for (s,) in self.con.execute("SELECT segment FROM ingests WHERE segment IS NOT NULL").fetchall()}
@@ -137,9 +195,7 @@ class Store:
             source = f"read_parquet([{listing}], union_by_name = true)"
             # a column the schema gained after these segments were written reads as NULL
             present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-            columns = ", ".join(f'"{c.name}"' if c.name in present else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"'
-                                for c in COLUMNS)
-            body = f"SELECT {columns} FROM {source}"
+            body = f"SELECT {_canonical_columns(present)} FROM {source}"
         else:
             body = "SELECT " + ", ".join(f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"' for c in COLUMNS) + " WHERE false"
         kind = "TEMP VIEW" if self.read_only else "VIEW"
@@ -170,6 +226,13 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     scanned, lacks some, and readers say so instead of failing in SQL."""
     return bool(con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [name]).fetchone()[0])
+
+
+def _canonical_columns(present: set[str]) -> str:
+    """The canonical columns, in order, from segments holding ``present``: a column the schema
+    gained after they were written reads as NULL."""
+    return ", ".join(f'"{c.name}"' if c.name in present else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"'
+                     for c in COLUMNS)
 
 
 def _sql_str(path: Path | str) -> str:

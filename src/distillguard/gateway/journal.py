@@ -266,7 +266,7 @@ class Loader:
     def __init__(self, journal: Journal, db: str | Path, every_seconds: float = 5.0,
                  segment_seconds: float = 30.0, segment_rows: int = 50_000,
                  on_loaded: Callable[[int], None] | None = None, in_process: bool = False,
-                 duckdb_threads: int | None = None) -> None:
+                 duckdb_threads: int | None = None, compact_segments: int = 48) -> None:
         self.in_process = in_process
         self.duckdb_threads = duckdb_threads
         self._child = None
@@ -277,6 +277,8 @@ class Loader:
         self.every_seconds = every_seconds
         self.segment_seconds = segment_seconds
         self.segment_rows = segment_rows
+        # the store's small segments are merged once there are this many (Store.compact)
+        self.compact_segments = compact_segments
         self.on_loaded = on_loaded
         self._loaded_here = 0
         self.quarantined_rows = 0
@@ -351,11 +353,24 @@ class Loader:
                 path.unlink()
             else:
                 self.last_error = None
+            if stored:
+                self._compact(store)
         finally:
             store.close()
         if stored and self.on_loaded:
             self.on_loaded(stored)
         return stored
+
+    def _compact(self, store: Store) -> None:
+        """One segment per loaded file would pile up (a month: tens of thousands); merge them.
+        A failed merge changes nothing (Store.compact) and is tried again after the next load."""
+        try:
+            merged = store.compact(self.compact_segments)
+        except (duckdb.Error, OSError) as exc:
+            log.warning("exchange log: cannot merge the store's small segments now (%s); next round retries", exc)
+            return
+        if merged:
+            log.info("exchange log: merged %d small segments of the store into one", merged)
 
     def _failed(self, message: str) -> None:
         if message != self.last_error:
