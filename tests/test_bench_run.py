@@ -55,6 +55,24 @@ def test_the_json_holds_account_campaign_replay_and_cost_figures_for_every_detec
     assert {row["floor"] for row in results["floors"]} >= {"recall", "organic_fpr", "leakage"}
 
 
+def test_each_replay_leaves_its_stops_account_by_account(bench):
+    import pyarrow.parquet as pq
+
+    results, out, _, _ = bench
+    scenario = results["scenarios"]["alibaba-2026"]
+    for detector, result in scenario["detectors"].items():
+        path = out / "replay-stops" / f"alibaba-2026-{detector}.parquet"
+        assert result["replay"]["stops_file"] == str(path)
+        stops = pq.read_table(path).to_pylist()
+        campaign = [r for r in stops if r["campaign_id"] == "alibaba-2026"]
+        assert len(campaign) == scenario["campaigns"]["alibaba-2026"]["accounts"]
+        leak = result["replay"]["campaigns"]["alibaba-2026"]
+        assert sum(r["leaked_exchanges"] for r in campaign) == leak["leaked_exchanges"]
+        organic = [r for r in stops if r["campaign_id"] is None]
+        assert len(organic) == result["replay"]["organic_flagged"]["throttle"]["accounts"]
+        assert all(r["stopped_by"] == "scan" and r["persona"] for r in organic)
+
+
 def test_every_scenario_with_a_campaign_gets_the_one_feature_oracle_beside_the_detectors(bench):
     results, out, _, _ = bench
     found = results["scenarios"]["alibaba-2026"]["oracle"]
@@ -179,6 +197,19 @@ def test_between_scans_new_recruits_inherit_their_campaigns_action(tmp_path_fact
     assert all(r.startswith("new account inherits throttle from campaign-") for r in
                (reasons[0] for reasons in run.inherited["reasons"].to_pylist()))
     assert leaked["inheriting"] < leaked["scans_only"]
+
+    # the same figures account by account (replay-stops/*.parquet)
+    with prepared.open(read_only=True) as store:
+        stops = metrics.account_stops(campaign_traffic(store, labels, prepared.relayed, as_ofs, run.flags),
+                                      run.flags, run.inherited, labels).to_pylist()
+    mine = [r for r in stops if r["campaign_id"] is not None]
+    assert sum(r["leaked_exchanges"] for r in mine) == leaked["inheriting"]
+    by_inheritance = {r["account_id"] for r in mine if r["stopped_by"] == "inheritance"}
+    assert by_inheritance and by_inheritance <= set(inherited.to_pylist())
+    for r in mine:
+        assert (r["first_throttle"] is None) == (r["stopped_by"] == "never")
+        assert r["stopped_by"] != "never" or r["leaked_exchanges"] == r["exchanges"]
+        assert 0 <= r["leaked_exchanges"] <= r["exchanges"]
 
 
 def test_every_customer_stopped_by_inheritance_is_listed_with_its_reasons():

@@ -212,3 +212,44 @@ def organic_flagged(flags: pa.Table, labels: pa.Table) -> dict[str, dict[str, An
 
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.isoformat()
+
+
+def account_stops(traffic: pa.Table, flags: pa.Table, inherited: pa.Table | None, labels: pa.Table) -> pa.Table:
+    """One row per campaign account, and per organic account throttled at some step: when it
+    was first seen and stopped, by what (``scan``, ``inheritance`` or ``never``), and what it
+    sent before. The replay's leakage, account by account, so that a figure like "4.3% leaked"
+    can be traced to the accounts that leaked it without re-running anything.
+
+    ``traffic`` is replay.campaign_traffic with ``flags`` (leaked_* per bin); ``inherited``
+    the replay's rows of accounts stopped between steps (None: no inheritance).
+    """
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    con.register("traffic", traffic)
+    con.register("flags", flags.select(["account_id", "first_throttle"]))
+    con.register("labels", labels.select(["account_id", "campaign_id", "persona"]))
+    empty = pa.table({"account_id": pa.array([], pa.string()),
+                      "inherited_at": pa.array([], flags.schema.field("first_throttle").type)})
+    con.register("inherited", empty if inherited is None else
+                  inherited.group_by("account_id").aggregate([("as_of", "min")])
+                  .rename_columns(["account_id", "inherited_at"]))
+    try:
+        return con.execute("""
+            WITH sent AS (
+                SELECT account_id, min(first_timestamp) AS first_seen, sum(exchanges)::BIGINT AS exchanges,
+                       sum(leaked_exchanges)::BIGINT AS leaked_exchanges FROM traffic GROUP BY account_id),
+            accounts AS (
+                SELECT account_id FROM sent
+                UNION SELECT account_id FROM flags WHERE first_throttle IS NOT NULL)
+            SELECT a.account_id, l.campaign_id, l.persona, s.first_seen, f.first_throttle,
+                   CASE WHEN f.first_throttle IS NULL THEN 'never'
+                        WHEN i.inherited_at IS NOT NULL AND i.inherited_at <= f.first_throttle THEN 'inheritance'
+                        ELSE 'scan' END AS stopped_by,
+                   s.exchanges, s.leaked_exchanges
+            FROM accounts a LEFT JOIN sent s USING (account_id) LEFT JOIN flags f USING (account_id)
+            LEFT JOIN inherited i USING (account_id) LEFT JOIN labels l USING (account_id)
+            ORDER BY l.campaign_id NULLS LAST, s.first_seen, a.account_id""").to_arrow_table()
+    finally:
+        con.close()

@@ -35,6 +35,7 @@ from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from distillguard import __version__
 from distillguard.bench import floors, metrics, oracle, plots, report
@@ -142,7 +143,7 @@ def run_bench(
         with prepared.open(read_only=True) as store:
             results["scenarios"][prepared.scenario] = score_scenario(
                 prepared, store, chosen, timedelta(hours=replay_every_hours) if replay_every_hours else None, say,
-                workers)
+                workers, out)
         # each scenario's figures kept as soon as they exist: a long replay run that fails later
         # (or is stopped) does not lose the scenarios already measured
         out.mkdir(parents=True, exist_ok=True)
@@ -154,8 +155,10 @@ def run_bench(
 
 
 def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detector],
-                   every: timedelta | None, say: Progress, workers: int = 1) -> dict[str, Any]:
-    """Every figure of every detector on one prepared scenario."""
+                   every: timedelta | None, say: Progress, workers: int = 1,
+                   out_dir: Path | None = None) -> dict[str, Any]:
+    """Every figure of every detector on one prepared scenario; with ``out_dir``, each
+    replay's stops account by account in ``replay-stops/SCENARIO-DETECTOR.parquet`` there."""
     # accounts the ingest kept no exchange of (quarantined) cannot be judged: leave them out
     seen = store.con.execute("SELECT DISTINCT account_id FROM exchanges").to_arrow_table()["account_id"]
     labels = prepared.labels.filter(pc.is_in(prepared.labels["account_id"], value_set=seen))
@@ -202,6 +205,11 @@ def score_scenario(prepared: Prepared, store: Store, detectors: Sequence[Detecto
                 "curve": metrics.leakage_curve(stopped, run.flags),
                 "inherited": _inherited(run.inherited, labels),
             }
+            if out_dir is not None:
+                path = Path(out_dir) / "replay-stops" / f"{prepared.scenario}-{detector.name}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(metrics.account_stops(stopped, run.flags, run.inherited, labels), path)
+                result["replay"]["stops_file"] = str(path)
             result["cost"]["replay"] = result["replay"]["cost"]
         outcome["detectors"][detector.name] = result
     if outcome["campaigns"]:
