@@ -146,22 +146,20 @@ class Store:
             raise UserError(f"store {self.path} is open read-only: cannot compact it")
         if not has_table(self.con, "ingests"):
             return 0
-        small = [s for (s,) in self.con.execute(
-            "SELECT segment FROM ingests WHERE segment IS NOT NULL GROUP BY segment "
-            "HAVING sum(rows_stored) < ? ORDER BY min(started_at), min(ingest_id)", [small_rows]).fetchall()]
-        if len(small) < max(min_segments, 2):
+        found = self.con.execute(
+            "SELECT segment, sum(rows_stored) FROM ingests WHERE segment IS NOT NULL GROUP BY segment "
+            "HAVING sum(rows_stored) < ? ORDER BY min(started_at), min(ingest_id)", [small_rows]).fetchall()
+        if len(found) < max(min_segments, 2):
             return 0
+        small = [name for name, _ in found]
+        expected = sum(rows for _, rows in found)  # what the ingests stored there
         files = [p for name in small for p in sorted((self.segments_dir / name).glob("*.parquet"))]
         segment = "compact-" + uuid.uuid4().hex
         pending = self.pending_dir(segment)
         target = pending / "part-00000.parquet"
         try:
-            listing = ", ".join("'" + _sql_str(f) + "'" for f in files)
-            source = f"read_parquet([{listing}], union_by_name = true)"
-            present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-            self.con.execute(f"COPY (SELECT {_canonical_columns(present)} FROM {source}) "
+            self.con.execute(f"COPY ({self._canonical_select(files)}) "
                              f"TO '{_sql_str(target)}' (FORMAT parquet, COMPRESSION zstd)")
-            expected = self.con.execute(f"SELECT count(*) FROM {source}").fetchone()[0]
             written = self.con.execute(f"SELECT count(*) FROM read_parquet('{_sql_str(target)}')").fetchone()[0]
             if written != expected:  # an invariant: keep the traceback
                 raise AssertionError(f"compaction of {len(small)} segments wrote {written} rows, not {expected}")
@@ -191,15 +189,21 @@ class Store:
         """(Re)define ``exchanges`` over the live segments."""
         files = self.segment_files()
         if files:
-            listing = ", ".join("'" + _sql_str(f) + "'" for f in files)
-            source = f"read_parquet([{listing}], union_by_name = true)"
-            # a column the schema gained after these segments were written reads as NULL
-            present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
-            body = f"SELECT {_canonical_columns(present)} FROM {source}"
+            body = self._canonical_select(files)
         else:
             body = "SELECT " + ", ".join(f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"' for c in COLUMNS) + " WHERE false"
         kind = "TEMP VIEW" if self.read_only else "VIEW"
         self.con.execute(f"CREATE OR REPLACE {kind} exchanges AS {body}")
+
+    def _canonical_select(self, files: list[Path]) -> str:
+        """SELECT of the canonical columns, in order, over Parquet ``files``: a column the
+        schema gained after they were written reads as NULL."""
+        listing = ", ".join("'" + _sql_str(f) + "'" for f in files)
+        source = f"read_parquet([{listing}], union_by_name = true)"
+        present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        columns = ", ".join(f'"{c.name}"' if c.name in present else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"'
+                            for c in COLUMNS)
+        return f"SELECT {columns} FROM {source}"
 
     def export_parquet(self, out_dir: str | Path) -> Path:
         """Write ``exchanges`` as one Parquet file in the canonical schema."""
@@ -226,13 +230,6 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     scanned, lacks some, and readers say so instead of failing in SQL."""
     return bool(con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND schema_name = 'main'", [name]).fetchone()[0])
-
-
-def _canonical_columns(present: set[str]) -> str:
-    """The canonical columns, in order, from segments holding ``present``: a column the schema
-    gained after they were written reads as NULL."""
-    return ", ".join(f'"{c.name}"' if c.name in present else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"'
-                     for c in COLUMNS)
 
 
 def _sql_str(path: Path | str) -> str:

@@ -17,6 +17,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -223,8 +224,6 @@ def account_stops(traffic: pa.Table, flags: pa.Table, inherited: pa.Table | None
     ``traffic`` is replay.campaign_traffic with ``flags`` (leaked_* per bin); ``inherited``
     the replay's rows of accounts stopped between steps (None: no inheritance).
     """
-    import duckdb
-
     con = duckdb.connect()
     con.execute("SET TimeZone='UTC'")
     con.register("traffic", traffic)
