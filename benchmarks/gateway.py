@@ -109,6 +109,22 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
 
 
+def _cpus(spec: str) -> set[int]:
+    """CPU numbers from "1" or "0,2-3"; empty: none."""
+    cpus: set[int] = set()
+    for part in filter(None, spec.split(",")):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def _pinned(cpus: set[int]):
+    """A preexec_fn that pins the child to ``cpus`` (None when there is nothing to pin)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def _cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     if pid is None:
@@ -118,14 +134,15 @@ def _cpu_seconds(pid: int | None) -> float:
 
 
 def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream: bool, work: Path,
-              warmup: int, model: str = "m-large", stagger_ms: float = 0.0, pid: int | None = None) -> dict:
+              warmup: int, model: str = "m-large", stagger_ms: float = 0.0, pid: int | None = None,
+              cpus: set[int] | None = None) -> dict:
     """Figures per target of one load run (``url``: one target, or "A|B" side by side)."""
     out = work / f"load-{time.monotonic_ns()}.json"
     cpu = _cpu_seconds(pid)
     subprocess.run([sys.executable, __file__, "--load", "--url", url, "--keys-json", str(keys_json),
                     "--requests", str(requests), "--concurrency", str(concurrency), "--result", str(out),
                     "--warmup", str(warmup), "--model", model, "--stagger-ms", str(stagger_ms)]
-                   + (["--stream"] if stream else []), check=True)
+                   + (["--stream"] if stream else []), check=True, preexec_fn=_pinned(cpus or set()))
     cpu = _cpu_seconds(pid) - cpu
     figures = {}
     for target, r in json.loads(out.read_text()).items():
@@ -141,7 +158,8 @@ def _run_load(url: str, keys_json: Path, requests: int, concurrency: int, stream
     return figures
 
 
-def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]) -> tuple[subprocess.Popen, int]:
+def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str],
+                   cpus: set[int]) -> tuple[subprocess.Popen, int]:
     """The LiteLLM proxy in front of the mock, with a per-key requests-per-minute limit, its
     keys known through custom auth (LiteLLM's own key table needs a Postgres database)."""
     port = free_port()
@@ -169,7 +187,7 @@ def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]
                         "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.Popen([str(Path(litellm).resolve()), "--config", str(work / "litellm.yaml"), "--port", str(port),
                              "--num_workers", "1"], cwd=work, env=env, stdout=(work / "litellm.log").open("wb"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=_pinned(cpus))
     wait_port(port, proc, timeout=120)
     return proc, port
 
@@ -186,6 +204,10 @@ def main() -> None:
                    help="the mock's latency for the throughput rows, where the proxy's own cost is the limit")
     p.add_argument("--load-requests", type=int, default=10_000)
     p.add_argument("--load-concurrency", type=int, default=500)
+    p.add_argument("--proxy-cpus", default="",
+                   help="pin the proxies (gateway and its loader, LiteLLM) to these CPUs, e.g. '1', and the load "
+                        "generator and the mock to the others, as in a deployment where the proxy has its own "
+                        "cores (default: no pinning, everything shares every core)")
     p.add_argument("--litellm", default=shutil.which("litellm", path=str(Path(sys.executable).parent)) or "",
                    help="the litellm executable (default: the one beside this Python; empty: skipped)")
     # load-generator mode
@@ -215,24 +237,30 @@ def main() -> None:
         for scope in ("account", "subnet", "payment")))
     procs: list[subprocess.Popen] = []
     results: dict[str, dict] = {}
+    proxy_cpus = _cpus(args.proxy_cpus)
+    other_cpus = (os.sched_getaffinity(0) - proxy_cpus) if proxy_cpus else set()
+    if proxy_cpus and not other_cpus:
+        p.error(f"--proxy-cpus {args.proxy_cpus} leaves no CPU for the load generator and the mock")
     try:
         up_port = free_port()
         up = subprocess.Popen([sys.executable, "-m", "distillguard.gateway.mock_upstream", "--port", str(up_port),
                                "--latency-ms", str(args.latency_ms), "--chunk-delay-ms", "2",
-                               "--fast-model", "m-fast", "--fast-latency-ms", str(args.fast_latency_ms)])
+                               "--fast-model", "m-fast", "--fast-latency-ms", str(args.fast_latency_ms)],
+                              preexec_fn=_pinned(other_cpus))
         procs.append(up)
         wait_port(up_port, up)
         gw_port = free_port()
         db = work / "gw.duckdb"
         gw = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--upstream",
                                f"http://127.0.0.1:{up_port}", "--port", str(gw_port), "--keys", str(work / "keys.csv"),
-                               "--db", str(db), "--policy", str(work / "policy.yaml")], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT)
+                               "--db", str(db), "--policy", str(work / "policy.yaml")], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT,
+                              preexec_fn=_pinned(proxy_cpus))
         procs.append(gw)
         wait_port(gw_port, gw)
         targets = {"direct": (f"http://127.0.0.1:{up_port}", None),
                    "distillguard": (f"http://127.0.0.1:{gw_port}", gw.pid)}
         if args.litellm:
-            ll, ll_port = _litellm_proxy(args.litellm, up_port, work, keys)
+            ll, ll_port = _litellm_proxy(args.litellm, up_port, work, keys, proxy_cpus)
             procs.append(ll)
             targets["litellm"] = (f"http://127.0.0.1:{ll_port}", ll.pid)
         direct = targets.pop("direct")[0] + "/v1/chat/completions"
@@ -242,7 +270,8 @@ def main() -> None:
                 print(f"gateway bench: {name} and direct side by side ({mode}), {args.requests} requests each, "
                       f"{args.concurrency} in flight to each", flush=True)
                 pair = _run_load(f"{direct}|{base}/v1/chat/completions", keys_json, 2 * args.requests,
-                                 2 * args.concurrency, stream, work, warmup=400, stagger_ms=args.latency_ms)
+                                 2 * args.concurrency, stream, work, warmup=400, stagger_ms=args.latency_ms,
+                                 cpus=other_cpus)
                 results[f"{name} {mode}"] = pair[f"{base}/v1/chat/completions"]
                 results[f"{name} {mode}"]["direct"] = pair[direct]
         for name, (base, pid) in {"direct": (direct.removesuffix("/v1/chat/completions"), None), **targets}.items():
@@ -250,12 +279,12 @@ def main() -> None:
             print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
             results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests, args.concurrency,
                                        False, work, warmup=200, model="m-fast", stagger_ms=args.fast_latency_ms,
-                                       pid=pid)[base + "/v1/chat/completions"]
+                                       pid=pid, cpus=other_cpus)[base + "/v1/chat/completions"]
         # the load test: streams through the gateway, then every answered exchange counted in the store
         print(f"gateway bench: load test, {args.load_requests} streams at {args.load_concurrency}", flush=True)
         load_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         load = _run_load(load_url, keys_json, args.load_requests, args.load_concurrency, True, work, warmup=0,
-                         stagger_ms=args.latency_ms, pid=gw.pid)[load_url]
+                         stagger_ms=args.latency_ms, pid=gw.pid, cpus=other_cpus)[load_url]
         gw.send_signal(signal.SIGTERM)
         gw.wait(timeout=300)
         import duckdb
@@ -314,10 +343,15 @@ def markdown(s: dict) -> str:
         share = t["distillguard throughput"]["rps"] / t["litellm throughput"]["rps"]
         ratio = f" distillguard / LiteLLM throughput: {share:.2f}."
     load = s["load_test"]
+    if a.get("proxy_cpus"):
+        cores = (f"The proxy under test (and the gateway's loader process) runs pinned to CPU {a['proxy_cpus']}; "
+                 "the load generator (its own process, aiohttp) and the mock upstream to the other cores.")
+    else:
+        cores = ("The load generator (its own process, aiohttp), the mock upstream and the proxy share the "
+                 "machine's cores.")
     lost = load["answered_through_gateway"] - load["stored_rows"]
     return "\n".join([
-        f"Measured {s['date']} on {s['machine']} with `{s['command']}`. The load generator (its own process, "
-        f"aiohttp), the mock upstream and the proxy share the machine's cores; every request uses one of "
+        f"Measured {s['date']} on {s['machine']} with `{s['command']}`. {cores} Every request uses one of "
         f"{ACCOUNTS:,} keys (accounts); each row is {a['requests']:,} requests after 200 of warm-up with "
         f"{a['concurrency']} in flight to each target. Latency rows: requests alternate between the proxy and "
         "the mock called directly, in the same run, so both see the same load at the same moments; added = the "
