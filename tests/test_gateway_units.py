@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -16,7 +17,7 @@ from distillguard.errors import UserError
 from distillguard.gateway import keys
 from distillguard.gateway.journal import Journal
 from distillguard.gateway.limits import MemoryCounters
-from distillguard.gateway.protocol import ROUTES, StreamUsage, request_facts, usage
+from distillguard.gateway.protocol import ROUTES, StreamUsage, new_exchange_id, request_facts, usage
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -90,6 +91,23 @@ def test_stream_usage_does_not_depend_on_how_the_stream_is_cut(cuts):
 @given(st.binary(max_size=2000))
 def test_stream_usage_survives_garbage(data):
     StreamUsage().feed(data)
+
+
+@given(start=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)),
+       later_ms=st.integers(min_value=1, max_value=10**12))
+def test_exchange_ids_sort_by_the_time_their_request_started(start, later_ms):
+    # the store's duplicate check skips old row groups only because ids grow with time
+    earlier = new_exchange_id("gw-", start)
+    later = new_exchange_id("gw-", start + timedelta(milliseconds=later_ms))
+    assert earlier < later
+    assert len(earlier) == len(later) == 3 + 12 + 20
+
+
+def test_exchange_ids_of_the_same_millisecond_do_not_repeat():
+    now = datetime.now(UTC)
+    ids = {new_exchange_id("gw-", now) for _ in range(20_000)}
+    assert len(ids) == 20_000
+    assert len({i[:15] for i in ids}) == 1
 
 
 def test_a_key_file_error_names_the_file_line_and_field(tmp_path):

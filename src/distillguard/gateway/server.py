@@ -19,7 +19,6 @@ import hmac
 import ipaddress
 import logging
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,8 @@ from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Re
 from distillguard.gateway.journal import STORE_LOCK, Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import Metrics
-from distillguard.gateway.protocol import (ROUTES, Client, StreamUsage, error_body, exchange_row, request_facts,
-                                           usage)
+from distillguard.gateway.protocol import (ROUTES, Client, StreamUsage, error_body, exchange_row, new_exchange_id,
+                                           request_facts, usage)
 from distillguard.policy import Policy, load_policy
 from distillguard.store import Store
 from distillguard.verdicts import SEVERITY
@@ -292,7 +291,7 @@ class Gateway:
         if decision.source == "inherited" and self.redis is not None and decision.campaign_id:
             await self.redis.hset("dg:inherited", record.account_id, orjson.dumps(
                 {"action": decision.action, "reasons": list(decision.reasons), "campaign_id": decision.campaign_id}))
-        exchange_id = "gw-" + uuid.uuid4().hex
+        exchange_id = new_exchange_id("gw-", started)
         refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds)
         if refused is not None:
             self._log(exchange_row(exchange_id, started, record, client, facts, refused.status, (None, 0),

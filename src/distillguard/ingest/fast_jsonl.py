@@ -19,7 +19,7 @@ import pyarrow as pa
 from distillguard.ingest.normalize import IPV4, _canonical_ip, normalize_sql
 from distillguard.ingest.sources import Source
 from distillguard.schema import ALIASES, BY_NAME
-from distillguard.store import _sql_str
+from distillguard.store import _sql_str, stores_any_of
 
 _SHAPE_KEYS = {"request", "response", "resourceSpans", "attributes"}
 
@@ -124,8 +124,7 @@ def try_ingest(con: duckdb.DuckDBPyConnection, source: Source, target: Path) -> 
                                  f"AND NOT regexp_full_match(client_ip, '{IPV4}')").fetchall():
             if _canonical_ip(ip) != ip:  # not valid, or valid but not canonical text
                 return None
-        if con.execute("SELECT count(*) FROM exchanges").fetchone()[0] and con.execute(
-                f"SELECT count(*) FROM {part} WHERE exchange_id IN (SELECT exchange_id FROM exchanges)").fetchone()[0]:
+        if stores_any_of(con, part):
             return None
         staged.rename(target)
         return rows, scan["sha256"]

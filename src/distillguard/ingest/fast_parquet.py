@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from distillguard.ingest.normalize import EARLIEST, LATEST, _canonical_ip
 from distillguard.ingest.sources import sha256_file
 from distillguard.schema import ARROW_SCHEMA, COLUMNS
-from distillguard.store import Store, _sql_str
+from distillguard.store import Store, _sql_str, stores_any_of
 
 
 def _is_canonical(schema: pa.Schema) -> bool:
@@ -116,8 +116,7 @@ def try_copy(store: Store, path: Path, target: Path) -> tuple[int, str] | None:
         for (ip,) in con.execute(f"SELECT DISTINCT client_ip FROM {src} WHERE client_ip IS NOT NULL").fetchall():
             if _canonical_ip(ip) != ip:
                 return None
-        if con.execute("SELECT count(*) FROM exchanges").fetchone()[0] and con.execute(
-                f"SELECT count(*) FROM {src} WHERE exchange_id IN (SELECT exchange_id FROM exchanges)").fetchone()[0]:
+        if stores_any_of(con, src):
             return None
         shutil.copyfile(path, target)
     finally:

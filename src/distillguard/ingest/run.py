@@ -29,7 +29,7 @@ from distillguard.ingest.records import Batch, Rejected
 from distillguard.ingest import fast_jsonl, fast_parquet
 from distillguard.ingest.sources import Source, discover, open_binary, sha256_file
 from distillguard.schema import COLUMN_NAMES, REQUIRED
-from distillguard.store import Store, _sql_str
+from distillguard.store import Store, _sql_str, stores_any_of
 
 Progress = Callable[[Source, int], None]
 
@@ -240,9 +240,7 @@ def _merge(con, pending: Path) -> tuple[int, int]:
         return 0, 0
     src = f"read_parquet('{_sql_str(pending)}/*.parquet', union_by_name = true)"
     staged, distinct = con.execute(f"SELECT count(*), count(DISTINCT exchange_id) FROM {src}").fetchone()
-    existing = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
-    overlap = existing and con.execute(
-        f"SELECT count(*) FROM {src} WHERE exchange_id IN (SELECT exchange_id FROM exchanges)").fetchone()[0]
+    overlap = stores_any_of(con, src)
     if staged == distinct and not overlap:
         return staged, 0
     con.execute(f"CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM {src}")

@@ -30,7 +30,6 @@ import hashlib
 import logging
 import os
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,7 @@ from distillguard.gateway.enforce import Enforcer, Request, ScanOutputs, refusal
 from distillguard.gateway.journal import Journal, JournalError, Loader
 from distillguard.gateway.keys import KeyRecord
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
-from distillguard.gateway.protocol import Client, exchange_row, request_facts, usage
+from distillguard.gateway.protocol import Client, exchange_row, new_exchange_id, request_facts, usage
 from distillguard.policy import load_policy
 
 try:  # LiteLLM is an optional extra: distillguard[litellm]
@@ -129,7 +128,7 @@ class DistillguardGuard(CustomLogger):
         started = datetime.now(UTC)
         decision = await self.enforcer.decide(Request(who.account_id, who.organization_id, None, None, None, ip,
                                                       facts.system_prompt, facts.prompt, started))
-        stash = {"id": "litellm-" + uuid.uuid4().hex, "started": started, "who": who, "ip": ip,
+        stash = {"id": new_exchange_id("litellm-", started), "started": started, "who": who, "ip": ip,
                  "ua": meta.get("user_agent") or None, "facts": facts, "t0": time.perf_counter(),
                  "action": decision.action}
         meta[_STASH] = stash
