@@ -31,6 +31,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/ingest.py --out bench-out
 	# the gateway against direct calls and the LiteLLM proxy, and its 10,000-stream load test
 	$(PY) benchmarks/gateway.py --out bench-out/gateway --docs docs/benchmarks.md
+	# one round of the gateway's log loader against the store's size (time-ordered vs random ids)
+	$(PY) benchmarks/loader.py --rows 4000000 --docs docs/benchmarks.md
 	# final verdicts of every detector on every scenario (no replay: see the next run)
 	$(DG) bench --scenario all --out bench-out --replay-every-hours 0 --docs docs/benchmarks.md
 	# recall against each collective tell's strength on the adaptive campaign (25 scenario variants)
