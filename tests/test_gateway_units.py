@@ -121,6 +121,16 @@ def test_a_key_file_error_names_the_file_line_and_field(tmp_path):
         keys.load_file(path)
 
 
+def test_a_keys_yaml_that_does_not_parse_or_is_not_a_list_is_named(tmp_path):
+    broken = tmp_path / "keys.yaml"
+    broken.write_text("keys: [api_key: sk-1\n")
+    with pytest.raises(UserError, match=r"keys\.yaml: not valid YAML"):
+        keys.load_file(broken)
+    broken.write_text("keys: sk-1\n")
+    with pytest.raises(UserError, match=r"keys\.yaml: expected a list of keys"):
+        keys.load_file(broken)
+
+
 def test_keys_are_kept_as_digests_only(tmp_path):
     path = tmp_path / "keys.yaml"
     path.write_text(f"- {{api_key_sha256: {keys.hash_key('sk-secret')}, account_id: a}}\n- {{api_key: sk-2, "

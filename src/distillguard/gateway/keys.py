@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import yaml
 
+from distillguard import yamlfile
 from distillguard.errors import UserError
 from distillguard.store import has_table
 
@@ -105,20 +105,17 @@ def record_from(row: dict[str, Any], where: str) -> KeyRecord:
 def load_file(path: str | Path) -> list[KeyRecord]:
     """Keys from a CSV (header row) or YAML (a list of mappings, or ``keys:`` and one) file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read keys file ({exc.strerror})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(text) or []
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({exc})") from None
+        data = yamlfile.read(path, "keys file") or []
         if isinstance(data, dict):
             data = data.get("keys", [])
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise UserError(f"{path}: expected a list of keys (mappings with api_key and account_id)")
         return [record_from(r, f"{path}: entry {i}") for i, r in enumerate(data, start=1)]
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read keys file ({exc.strerror})") from None
     reader = csv.DictReader(text.splitlines())
     return [record_from(r, f"{path}: line {reader.line_num}") for r in reader]
 
