@@ -38,6 +38,23 @@ def test_ingest_prints_a_summary_table_that_balances(tmp_path):
     assert "a.jsonl" in done.stdout and "ok" in done.stdout
 
 
+def test_compact_merges_the_segments_of_many_small_ingests_and_keeps_every_row(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    for f in range(4):
+        write_jsonl(tmp_path / f"hour-{f}.jsonl", [good_record(10 * f + i) for i in range(3)])
+        assert run("ingest", str(tmp_path / f"hour-{f}.jsonl"), "--db", db).returncode == 0
+    done = run("compact", "--db", db, "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["segments_merged"] == 4 and summary["segment_files_before"] == 4
+    assert summary["segment_files_after"] == 1
+    assert summary["rows_before"] == summary["rows_after"] == 12
+    again = json.loads(run("compact", "--db", db, "--json").stdout)
+    assert again["segments_merged"] == 0  # one segment left: nothing to merge
+    stats = json.loads(run("stats", "--db", db, "--json").stdout)
+    assert stats["files_ingested"] == 4 and stats["rows"] == 12
+
+
 def test_user_errors_are_one_line_and_exit_code_2(tmp_path):
     (tmp_path / "foreign.csv").write_text("name,age\nbob,3\n")
     for args in (["ingest", str(tmp_path / "missing.jsonl"), "--db", str(tmp_path / "s.duckdb")],

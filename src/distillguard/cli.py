@@ -145,6 +145,34 @@ def stats(db: str = DbOption, as_json: bool = JsonOption) -> None:
 
 @app.command()
 @user_errors
+def compact(
+    db: str = DbOption,
+    min_segments: int = typer.Option(2, min=2, help="Merge only when at least this many small segments exist."),
+    small_rows: int = typer.Option(1_000_000, min=1, help="A segment with fewer rows than this is small."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Merge the store's small segments (one per ingested file) into one; rows and provenance kept.
+
+    The gateway's loader does this by itself; a store fed by many small `ingest` runs (a file an
+    hour, say) gathers one segment per file, and every open of the store reads each one's footer.
+    """
+    with Store(db) as store:
+        before = len(store.segment_files())
+        rows_before = store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+        merged = store.compact(min_segments=min_segments, small_rows=small_rows)
+        after = len(store.segment_files())
+        rows_after = store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+    summary = {"db": db, "segments_merged": merged, "segment_files_before": before, "segment_files_after": after,
+               "rows_before": rows_before, "rows_after": rows_after}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"{db}: merged {merged} small segment(s); segment files {before:,} -> {after:,}; "
+                      f"rows {rows_before:,} -> {rows_after:,}")
+
+
+@app.command()
+@user_errors
 def simulate(
     scenario: str = typer.Option(..., "--scenario", help="A shipped scenario name or a scenario YAML file."),
     out: Path = typer.Option(..., "--out", help="Directory for exchanges.parquet, labels.parquet, scenario.json."),
