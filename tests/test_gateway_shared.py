@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 
@@ -55,3 +56,60 @@ def test_an_inherited_action_holds_on_every_gateway(pair):
     while call(b.port, "/v1/chat/completions", chat("again"), key="sk-recruit").status != 429:
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+# --- the change stream: each process reads the whole state once, then only what changed ------
+
+@pytest.fixture
+def redis_url(tmp_path):
+    proc, port = start_redis(tmp_path)
+    yield f"redis://127.0.0.1:{port}/0"
+    proc.kill()
+    proc.wait()
+
+
+def _shared(url: str):
+    import redis.asyncio as redis_asyncio
+
+    from distillguard.gateway.shared import SharedState
+
+    return SharedState(redis_asyncio.from_url(url))
+
+
+def test_a_process_reads_the_whole_state_once_then_only_the_changes(redis_url):
+    async def scenario():
+        a, b = _shared(redis_url), _shared(redis_url)
+        await a.publish("inherited", "acct-1", b'{"n": 1}')
+        await a.publish("overrides", "acct-2", b'{"n": 2}')
+        first = await b.changes()
+        assert {(c.kind, c.account, c.value) for c in first} == {
+            ("inherited", "acct-1", b'{"n": 1}'), ("overrides", "acct-2", b'{"n": 2}')}
+        assert await b.changes() == []  # nothing new: nothing read
+        for i in range(3, 30):
+            await a.publish("inherited", f"acct-{i}", b"{}")
+        later = await b.changes()
+        assert [c.account for c in later] == [f"acct-{i}" for i in range(3, 30)]  # in order, each once
+        assert b.full_reads == 1
+        await a.client.aclose()
+        await b.client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_process_whose_unread_changes_were_trimmed_reads_the_whole_state_again(redis_url):
+    async def scenario():
+        a, b = _shared(redis_url), _shared(redis_url)
+        await b.changes()  # an empty state: b is at the start of an empty stream
+        for i in range(10):
+            await a.publish("inherited", f"acct-{i}", b"{}")
+        await a.client.xtrim("dg:changes", maxlen=2, approximate=False)  # eight changes b never read are gone
+        seen = await b.changes()
+        assert {c.account for c in seen} == {f"acct-{i}" for i in range(10)}
+        assert b.full_reads == 2
+        await a.publish("overrides", "acct-x", b"{}")
+        assert [c.account for c in await b.changes()] == ["acct-x"]
+        assert b.full_reads == 2
+        await a.client.aclose()
+        await b.client.aclose()
+
+    asyncio.run(scenario())

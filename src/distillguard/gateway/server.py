@@ -37,6 +37,7 @@ from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import Metrics
 from distillguard.gateway.protocol import (ROUTES, Client, StreamUsage, error_body, exchange_row, new_exchange_id,
                                            request_facts, usage)
+from distillguard.gateway.shared import SharedState
 from distillguard.policy import Policy, load_policy
 from distillguard.store import Store
 from distillguard.verdicts import SEVERITY
@@ -67,6 +68,7 @@ class Gateway:
         self.metrics = Metrics()
         self.keys = keytable.KeyTable()
         self.redis = redis_client
+        self.shared = SharedState(redis_client) if redis_client is not None else None
         counters = RedisCounters(redis_client) if redis_client is not None else MemoryCounters()
         self.scan = ScanOutputs(config.verdicts)
         self.enforcer = Enforcer(self.policy, self.scan, counters)
@@ -143,19 +145,16 @@ class Gateway:
                 log.exception("background reload failed")
 
     async def _pull_shared(self) -> None:
-        raw = await self.redis.hgetall("dg:overrides")
-        for account, value in raw.items():
-            r = orjson.loads(value)
-            o = Override(r["action"], r["reason"], r["actor"], datetime.fromisoformat(r["at"]))
-            known = self.enforcer.overrides.get(_str(account))
-            if known is None or known.at < o.at:
-                self.enforcer.overrides[_str(account)] = o
-        raw = await self.redis.hgetall("dg:inherited")
-        for account, value in raw.items():
-            if _str(account) not in self.enforcer.inherited and _str(account) not in self.scan.judged:
-                r = orjson.loads(value)
-                self.enforcer.inherited[_str(account)] = Decision(r["action"], "inherited", tuple(r["reasons"]),
-                                                                  r["campaign_id"])
+        for change in await self.shared.changes():
+            r = orjson.loads(change.value)
+            if change.kind == "overrides":
+                o = Override(r["action"], r["reason"], r["actor"], datetime.fromisoformat(r["at"]))
+                known = self.enforcer.overrides.get(change.account)
+                if known is None or known.at < o.at:
+                    self.enforcer.overrides[change.account] = o
+            elif change.account not in self.enforcer.inherited and change.account not in self.scan.judged:
+                self.enforcer.inherited[change.account] = Decision(r["action"], "inherited", tuple(r["reasons"]),
+                                                                   r["campaign_id"])
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -289,7 +288,7 @@ class Gateway:
             record.account_id, record.organization_id, record.payment_fingerprint, record.email_domain,
             record.account_created_at, ip, facts.system_prompt, facts.prompt, started))
         if decision.source == "inherited" and self.redis is not None and decision.campaign_id:
-            await self.redis.hset("dg:inherited", record.account_id, orjson.dumps(
+            await self.shared.publish("inherited", record.account_id, orjson.dumps(
                 {"action": decision.action, "reasons": list(decision.reasons), "campaign_id": decision.campaign_id}))
         exchange_id = new_exchange_id("gw-", started)
         refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds)
@@ -467,7 +466,7 @@ class Gateway:
         await asyncio.to_thread(self.overrides.append, account, override)
         self.enforcer.overrides[account] = override
         if self.redis is not None:
-            await self.redis.hset("dg:overrides", account, orjson.dumps(
+            await self.shared.publish("overrides", account, orjson.dumps(
                 {"action": action, "reason": override.reason, "actor": override.actor, "at": override.at.isoformat()}))
         log.warning("override: %s set to %s by %s: %s", account, action, override.actor, override.reason)
         return web.json_response(self.standing(account), dumps=_dumps)
@@ -486,10 +485,6 @@ class Gateway:
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def build(config: GatewayConfig) -> Gateway:
