@@ -29,8 +29,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py --out bench-out
-	# the gateway against direct calls and the LiteLLM proxy, and its 10,000-stream load test
-	$(PY) benchmarks/gateway.py --out bench-out/gateway --docs docs/benchmarks.md
+	# the gateway against direct calls and the LiteLLM proxy, and its 10,000-stream load test; the
+	# proxy under test on CPU 1, the load generator and the mock on the others
+	$(PY) benchmarks/gateway.py --out bench-out/gateway --docs docs/benchmarks.md --proxy-cpus 1
 	# one round of the gateway's log loader against the store's size (time-ordered vs random ids)
 	$(PY) benchmarks/loader.py --rows 4000000 --docs docs/benchmarks.md
 	# final verdicts of every detector on every scenario (no replay: see the next run)
