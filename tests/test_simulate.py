@@ -378,3 +378,17 @@ def test_adaptive_accounts_keep_the_local_time_of_their_region_not_the_operators
     # an office rhythm on one clock crowds the working hours of one time zone; spread over the
     # regions' zones, the same rhythm covers the UTC day far more evenly
     assert _busiest_eight_hours_share(tmp_path / "local") < _busiest_eight_hours_share(tmp_path / "operator") - 0.1
+
+
+def test_the_benchmarks_full_account_count_scenarios_change_only_the_account_count():
+    # benchmarks/scenarios: a shipped campaign with its real account count, used to show that a
+    # replay's first detection at scale 0.05 waits on how few accounts the scale leaves
+    here = Path(__file__).resolve().parent.parent / "benchmarks" / "scenarios"
+    for name, campaign, accounts in (("deepseek", "deepseek", 6000), ("moonshot", "moonshot", 24000)):
+        shipped = load_scenario(name).model_dump()
+        fullsize = load_scenario(here / f"{name}-fullsize.yaml").model_dump()
+        assert fullsize["campaigns"][campaign]["accounts"] == accounts
+        for section in (shipped, fullsize):
+            section.pop("name"), section.pop("description", None)
+            section["campaigns"][campaign].pop("accounts")
+        assert fullsize == shipped
