@@ -27,11 +27,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from distillguard.bench.report import write_docs
 from distillguard.gateway.ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- gateway:begin -->", "<!-- gateway:end -->"
 ACCOUNTS = 1000
 
 
@@ -307,7 +307,7 @@ def main() -> None:
     text = markdown(summary)
     (out / "gateway.md").write_text(text)
     if args.docs:
-        _replace_block(Path(args.docs), text)
+        write_docs(text, args.docs, "gateway")
     print(text)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -365,17 +365,6 @@ def markdown(s: dict) -> str:
         f"{load['p99_ms']:.0f} ms. Exchanges answered through the gateway in this run: "
         f"{load['answered_through_gateway']:,}; rows in the store after it stopped: {load['stored_rows']:,} "
         f"(lost: {lost}).", ""])
-
-
-def _replace_block(doc: Path, text: str) -> None:
-    current = doc.read_text() if doc.exists() else ""
-    block = f"{BEGIN}\n{text}{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current += f"\n## Gateway\n\n{block}\n"
-    doc.write_text(current)
 
 
 if __name__ == "__main__":

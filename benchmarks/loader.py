@@ -21,6 +21,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -29,13 +30,12 @@ from pathlib import Path
 
 import orjson
 
+from distillguard.bench.report import write_docs
 from distillguard.gateway.protocol import new_exchange_id
 from distillguard.ingest.run import ingest_file
 from distillguard.ingest.sources import Source
 from distillguard.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- loader:begin -->", "<!-- loader:end -->"
 START = datetime(2026, 5, 1, tzinfo=UTC)
 
 
@@ -121,19 +121,10 @@ def main() -> None:
     args = p.parse_args()
     checkpoints = sorted({max(args.rows // 4, 1), max(args.rows // 2, 1), args.rows})
     results = run(args.rows, args.segment_rows, args.rounds, checkpoints)
-    import sys
     text = markdown(results, "python benchmarks/loader.py " + " ".join(sys.argv[1:]))
     print(text)
     if args.docs:
-        doc = Path(args.docs)
-        current = doc.read_text()
-        block = f"{BEGIN}\n{text}{END}"
-        if BEGIN in current and END in current:
-            head, rest = current.split(BEGIN, 1)
-            current = head + block + rest.split(END, 1)[1]
-        else:
-            current += f"\n## Gateway log loader\n\n{block}\n"
-        doc.write_text(current)
+        write_docs(text, args.docs, "loader")
 
 
 if __name__ == "__main__":
