@@ -9,7 +9,7 @@ shape it does not expect; it returns None for what it cannot find.
 from __future__ import annotations
 
 import hashlib
-import os
+import random
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -25,6 +25,12 @@ ROUTES: dict[str, str] = {
 }
 
 
+#: the random part of exchange ids: unique, not secret (an id names an exchange, it grants nothing),
+#: so a generator seeded once from the OS instead of a getrandom system call per request (2.5%
+#: of the gateway's CPU in a profile)
+_ids = random.Random()
+
+
 def new_exchange_id(prefix: str, started: datetime) -> str:
     """A new exchange id that sorts by time: ``prefix``, the start in milliseconds since the
     epoch as 12 hex digits, then 80 random bits.
@@ -33,7 +39,7 @@ def new_exchange_id(prefix: str, started: datetime) -> str:
     (a segment loaded twice must store nothing twice), and with ids that grow with time each
     segment file's min/max statistics cover only its own minutes, so DuckDB skips every old
     row group instead of reading every id ever stored (docs/gateway.md, the store)."""
-    return f"{prefix}{int(started.timestamp() * 1000):012x}{os.urandom(10).hex()}"
+    return f"{prefix}{int(started.timestamp() * 1000):012x}{_ids.getrandbits(80):020x}"
 
 
 @dataclass(frozen=True)
