@@ -48,6 +48,18 @@ def test_an_override_on_one_gateway_holds_on_the_other(pair):
         time.sleep(0.1)
 
 
+def test_an_inheritance_is_shared_once_not_at_every_request(pair):
+    import redis
+
+    a, _ = pair
+    for i in range(5):
+        assert call(a.port, "/v1/chat/completions", chat(f"q{i}"), key="sk-recruit").status == 429
+    client = redis.Redis.from_url(a.settings["state"])
+    entries = client.xrange("dg:changes")
+    assert [(e[1][b"kind"], e[1][b"account"]) for e in entries] == [(b"inherited", b"recruit")]
+    client.close()
+
+
 def test_an_inherited_action_holds_on_every_gateway(pair):
     a, b = pair
     assert call(b.port, "/v1/chat/completions", chat("before"), key="sk-recruit").status == 200

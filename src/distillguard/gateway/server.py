@@ -284,10 +284,14 @@ class Gateway:
         facts = request_facts(api, body, record.account_id)
         ip = self.client_ip(request)
         client = Client(ip, request.headers.get("User-Agent"), self.client_asn(request))
+        inherited_before = record.account_id in self.enforcer.inherited
         decision = await self.enforcer.decide(Request(
             record.account_id, record.organization_id, record.payment_fingerprint, record.email_domain,
             record.account_created_at, ip, facts.system_prompt, facts.prompt, started))
-        if decision.source == "inherited" and self.redis is not None and decision.campaign_id:
+        # shared once, when this request made the account inherit: its later requests (and an
+        # inheritance learnt from another gateway) add nothing to the stream every gateway reads
+        if (self.shared is not None and decision.source == "inherited" and decision.campaign_id
+                and not inherited_before and record.account_id in self.enforcer.inherited):
             await self.shared.publish("inherited", record.account_id, orjson.dumps(
                 {"action": decision.action, "reasons": list(decision.reasons), "campaign_id": decision.campaign_id}))
         exchange_id = new_exchange_id("gw-", started)
