@@ -238,7 +238,7 @@ def stores_any_of(con: duckdb.DuckDBPyConnection, source: str) -> bool:
     Every ingest asks this (a file loaded twice must store nothing twice), so it must not read
     every stored id. The new ids' min and max go into the query as constants: DuckDB then skips
     every row group of the segments whose statistics lie outside that range (a join's own
-    dynamic filter does not skip them, measured: 30x slower). Ids that grow with time (the
+    dynamic filter does not skip them: measured 13-30x slower). Ids that grow with time (the
     gateway's, ``protocol.new_exchange_id``) make that skip nearly everything; random ids
     cost what a full check costs."""
     lo, hi = con.execute(f"SELECT min(exchange_id), max(exchange_id) FROM {source}").fetchone()
