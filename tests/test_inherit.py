@@ -37,29 +37,89 @@ def _indicators(rows, action="throttle"):
                      "holders": pa.array([r[2] for r in rows], pa.int64())}, schema=inherit.INDICATOR_SCHEMA)
 
 
-def test_a_key_only_throttled_members_of_one_campaign_hold_is_an_indicator():
+def test_a_key_only_members_of_one_throttled_campaign_hold_is_an_indicator():
     verdicts = _verdicts([("a", "throttle", "c1"), ("b", "throttle", "c1"), ("c", "throttle", "c1"),
                           ("d", "monitor", "c1"), ("e", "throttle", "c2"), ("f", "allow", None)])
     candidates = _candidates([
         ("payment", "card-1", "a", 3), ("payment", "card-1", "b", 3), ("payment", "card-1", "c", 3),
-        # a monitored (weakly tied) member holds it too: not every holder was stopped
+        # a monitored (weakly tied) member of the campaign holds it too: still the campaign's key,
+        # counted by its throttled holders
         ("subnet", "10.0.0.0/24", "a", 3), ("subnet", "10.0.0.0/24", "b", 3), ("subnet", "10.0.0.0/24", "d", 3),
         # held across two campaigns: whose action would it carry?
         ("ip", "10.0.0.7", "a", 3), ("ip", "10.0.0.7", "b", 3), ("ip", "10.0.0.7", "e", 3),
         # one holder outside the candidates (an allowed customer): fewer rows than holders
         ("system_prompt", "you are a bot", "a", 3), ("system_prompt", "you are a bot", "b", 3),
+        ("subnet", "10.9.9.0/24", "a", 3), ("subnet", "10.9.9.0/24", "b", 3),
     ])
-    table = inherit.indicators(candidates, verdicts)
+    table = inherit.indicators(candidates, verdicts, min_holders=2)
     assert table.select(["campaign_id", "kind", "key", "holders"]).to_pylist() == [
-        {"campaign_id": "c1", "kind": "payment", "key": "card-1", "holders": 3}]
-    assert table["action"].to_pylist() == ["throttle"]  # the campaign's action (its members all take it)
+        {"campaign_id": "c1", "kind": "payment", "key": "card-1", "holders": 3},
+        {"campaign_id": "c1", "kind": "subnet", "key": "10.0.0.0/24", "holders": 2}]
+    assert table["action"].to_pylist() == ["throttle", "throttle"]  # the campaign's action
+    # fewer throttled holders than min_holders: not an indicator
+    assert inherit.indicators(candidates, verdicts, min_holders=3)["key"].to_pylist() == ["card-1"]
+
+
+def test_habitual_framing_needs_only_most_of_its_holders_to_be_the_campaigns_throttled_members():
+    # an operation's framing: 19 of its 20 holders throttled members, one of its accounts no scan tied
+    verdicts = _verdicts([(f"m{i}", "throttle", "c1") for i in range(19)] + [("quiet", "allow", None)])
+    framing = [("system_prompt", "you are a harvester", f"m{i}", 20) for i in range(19)]
+    # the same share on an address is not enough: every other kind needs all its holders inside
+    address = [("subnet", "10.0.0.0/24", f"m{i}", 20) for i in range(19)]
+    table = inherit.indicators(_candidates(framing + address), verdicts, min_holders=3, min_share=0.9)
+    assert table.select(["kind", "key", "holders"]).to_pylist() == [
+        {"kind": "system_prompt", "key": "you are a harvester", "holders": 19}]
+    # a popular prompt that the campaign also uses is held by customers far beyond that share
+    popular = [("system_prompt", "you are a helpful assistant", f"m{i}", 40) for i in range(19)]
+    assert inherit.indicators(_candidates(popular), verdicts, min_holders=3, min_share=0.9).num_rows == 0
+
+
+def _held(rows):
+    """rows: (kind, key, account); holders counted per key, as linkage.ranked carries them."""
+    counts: dict[tuple[str, str], int] = {}
+    for kind, key, _ in rows:
+        counts[(kind, key)] = counts.get((kind, key), 0) + 1
+    return ibis.memtable(pa.table({
+        "kind": [r[0] for r in rows], "key": [r[1] for r in rows], "account_id": [r[2] for r in rows],
+        "holders": pa.array([counts[(r[0], r[1])] for r in rows], pa.int64())}))
+
+
+def _candidate_rows(table):
+    return sorted((r["kind"], r["key"], r["account_id"], r["holders"]) for r in table.to_pyarrow().to_pylist())
+
+
+def test_candidate_keys_are_held_inside_campaign_sized_clusters_new_accounts_aside():
+    members = ibis.memtable(pa.table({"account_id": ["a", "b", "c"], "cluster": pa.array([1, 1, 1], pa.int64())}))
+    held = _held([
+        # the campaign's card, and a recruit too new for any cluster that uses it: still pure
+        ("payment", "card-1", "a"), ("payment", "card-1", "b"), ("payment", "card-1", "c"),
+        ("payment", "card-1", "recruit"),
+        # an address a customer of standing shares: never a candidate
+        ("subnet", "10.0.0.0/24", "a"), ("subnet", "10.0.0.0/24", "b"), ("subnet", "10.0.0.0/24", "c"),
+        ("subnet", "10.0.0.0/24", "customer"),
+    ])
+    new = ibis.memtable(pa.table({"account_id": ["recruit"]}))
+    rows = _candidate_rows(inherit.candidate_keys(held, members, 3, new))
+    assert rows == [("payment", "card-1", a, 3) for a in "abc"]
+    # without knowing who is new, the recruit counts against the card like anyone else
+    assert _candidate_rows(inherit.candidate_keys(held, members, 3)) == []
+
+
+def test_framing_may_have_a_few_holders_outside_any_cluster_but_not_a_tools_customers():
+    inside = [f"m{i}" for i in range(49)]
+    members = ibis.memtable(pa.table({"account_id": inside, "cluster": pa.array([1] * 49, pa.int64())}))
+    held = _held([("system_prompt", "you are a harvester", a) for a in inside + ["quiet"]]
+                 + [("system_prompt", "you are a coding agent", a) for a in inside + [f"c{i}" for i in range(10)]])
+    rows = _candidate_rows(inherit.candidate_keys(held, members, 3, outside_share=0.02))
+    assert {key for _, key, _, _ in rows} == {"you are a harvester"}
+    assert len(rows) == 49 and rows[0][3] == 50
 
 
 def test_the_card_alone_is_enough_to_inherit():
     matcher = inherit.Matcher(_indicators([("payment", "card-1", 12)]))
     hit = matcher.observe("new", [("payment", "card-1")], T0)
     assert hit is not None and hit[0] == "c1"
-    assert "held only by 12 throttled accounts of c1" in hit[1][0]
+    assert "held by 12 throttled accounts of c1" in hit[1][0]
 
 
 def test_network_evidence_alone_is_not_enough_however_much_of_it():
@@ -74,6 +134,28 @@ def test_client_evidence_alone_is_not_enough():
     matcher = inherit.Matcher(_indicators([("system_prompt", "you are a harvester", 200),
                                            ("scaffold", "think step by step", 150)]))
     assert matcher.observe("copycat", [("system_prompt", "you are a harvester"), ("scaffold", "think step by step")], T0) is None
+    assert matcher.observe("copycat", [("system_prompt", "you are a harvester"), ("scaffold", "think step by step")], T0) is None
+
+
+LONG_PROMPT = "you are a world class expert work through the problem exhaustively and verify each step always include code"
+
+
+def test_a_campaigns_own_long_system_prompt_used_habitually_is_a_signature_that_suffices_alone():
+    matcher = inherit.Matcher(_indicators([("system_prompt", LONG_PROMPT, 436), ("system_prompt", "you are a harvester", 200)]),
+                              signature_words=12)
+    # once is not habit
+    assert matcher.observe("recruit", [("system_prompt", LONG_PROMPT)], T0) is None
+    campaign, reasons = matcher.observe("recruit", [("system_prompt", LONG_PROMPT)], T0)
+    assert campaign == "c1"
+    assert reasons == [f"the campaign's own 18-word system prompt {LONG_PROMPT[:60]!r} in 2 requests, "
+                       "held by 436 throttled accounts of c1"]
+    # a short prompt, however habitual, is a phrase anyone may type: framing alone is not enough
+    for _ in range(5):
+        assert matcher.observe("copycat", [("system_prompt", "you are a harvester")], T0) is None
+    # with signatures off (0) the long prompt is client evidence like any other
+    off = inherit.Matcher(_indicators([("system_prompt", LONG_PROMPT, 436)]), signature_words=0)
+    for _ in range(5):
+        assert off.observe("recruit", [("system_prompt", LONG_PROMPT)], T0) is None
 
 
 def test_two_families_over_several_requests_complete_the_evidence():

@@ -12,13 +12,17 @@ request that completes the evidence.
 
 Conservative, as everything that acts without a scan:
 
-- only *pure* keys: held by no account of the lookback other than the campaign's throttled
-  members (a university NAT or a popular tool's system prompt is never one);
+- only the campaign's keys: held by no account of the lookback outside the campaign (its
+  weakly tied members aside, and new accounts that no clustering placed yet), or, for a system
+  prompt or scaffold framing, by ``framing_share`` of throttled members with at most
+  ``framing_outside`` of holders outside every campaign-sized cluster (a university NAT or a
+  popular tool's system prompt is never one: see :func:`indicators`);
 - only *new* accounts (first seen at most ``new_account_hours`` before the request, and created
   at most ``max_account_age_days`` before it where the creation time is known): the scan
   judges the others on all their evidence;
-- the card alone suffices (a card used by a campaign's accounts and by nobody else); any
-  other evidence must come from two independent families (account: a sign-up burst, the same
+- the card alone suffices (a card used by a campaign's accounts and by nobody else), as does
+  the campaign's own long system prompt used habitually (``signature_words``: its script's
+  signature, see :class:`Matcher`); any other evidence must come from two independent families (account: a sign-up burst, the same
   e-mail domain in the same hour; network: IP or subnet; client: system prompt or scaffold
   framing), so that a residential neighbour of a proxy exit or a
   user who pasted a campaign's framing is not enough; and a system prompt or framing counts
@@ -37,6 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -48,6 +53,8 @@ from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, severities
 #: the key kinds a single request can show, and the family each belongs to (linkage.EVIDENCE)
 KINDS: tuple[str, ...] = ("payment", "signup_burst", "ip", "subnet", "system_prompt", "scaffold")
 FAMILY: dict[str, str] = {k: EVIDENCE[k].family for k in KINDS}
+#: the kinds a new account must use habitually before they count (Matcher)
+HABITUAL: tuple[str, ...] = ("system_prompt", "scaffold")
 
 INDICATOR_SCHEMA = pa.schema([
     ("campaign_id", pa.string()), ("action", pa.string()), ("kind", pa.string()), ("key", pa.string()),
@@ -97,41 +104,93 @@ class Freshness:
         return requests.filter(keep)
 
 
-def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int) -> ir.Table:
+def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int, new: ir.Table | None = None,
+                   outside_share: float = 0.0) -> ir.Table:
     """(kind, key, account_id, holders) of keys of the inheritable kinds that only accounts of
     campaign-sized clusters hold (``held``: linkage.ranked; ``members``: account_id, cluster).
+
+    With ``new`` (account_id of the accounts the inheritance rule calls new at the scan,
+    Freshness), holders that are new and in no such cluster do not count against a key and
+    are left out of ``holders``: they are what inheritance judges, not customers of standing
+    who show that a key is popular. A campaign recruits all the time, and its newest accounts
+    hold its framing before any clustering has placed them; counting them would leave none of
+    the campaign's widely used keys pure.
+
+    A habitual key (system prompt, scaffold framing) may have up to ``outside_share`` of its
+    holders outside such clusters (see :func:`indicators`): a few of a campaign's quieter
+    accounts that no clustering placed, where a popular tool's prompt has its many customers
+    of standing, who form no campaign-sized cluster.
 
     The scan narrows these to the throttled members of one campaign once verdicts exist
     (:func:`indicators`); this step runs on the engine, over the linkage keys it already holds.
     """
     rows = held.filter(held.kind.isin(list(KINDS)) & (held.holders >= min_holders))
-    rows = rows.select("kind", "key", "account_id", "holders").join(members, "account_id")
-    inside = rows.group_by(["kind", "key"]).aggregate(n_in=rows.count(), holders=rows.holders.max())
-    pure = inside.filter(inside.n_in == inside.holders).select("kind", "key")
-    return rows.join(pure, ["kind", "key"]).select("kind", "key", "account_id", "holders")
+    rows = rows.select("kind", "key", "account_id").left_join(members, "account_id")
+    rows = rows.drop([c for c in rows.columns if c.endswith("_right")])
+    inside = rows.cluster.notnull()
+    if new is not None:
+        rows = rows.left_join(new.select("account_id").mutate(fresh=ibis.literal(True)), "account_id")
+        rows = rows.drop([c for c in rows.columns if c.endswith("_right")])
+        counts = inside | rows.fresh.isnull()
+    else:
+        counts = ibis.literal(True)
+    rows = rows.mutate(inside=inside, counts=counts)
+    per_key = rows.group_by(["kind", "key"]).aggregate(
+        n_in=rows.inside.sum(), holders=rows.counts.sum().cast("int64"))
+    # habitual framing: all but ``outside_share`` of its holders in such clusters (indicators
+    # applies its share to the throttled members of one campaign); every other kind: all
+    share = ibis.cases((per_key.kind.isin(list(HABITUAL)), 1.0 - outside_share), else_=1.0)
+    pure = per_key.filter((per_key.n_in >= share * per_key.holders) & (per_key.holders >= min_holders))
+    return rows.filter(rows.inside).join(pure, ["kind", "key"]).select("kind", "key", "account_id", "holders")
 
 
-def indicators(candidates: pa.Table, verdicts: pa.Table) -> pa.Table:
-    """INDICATOR_SCHEMA rows: keys all of whose holders are throttled (or stronger) members of
-    one campaign, with that campaign's action."""
+def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, min_share: float = 1.0) -> pa.Table:
+    """INDICATOR_SCHEMA rows: keys whose holders are members of one campaign throttled (or
+    stronger), at least ``min_holders`` of them throttled, with that campaign's action.
+
+    The other holders may be members the scan only monitors as weakly tied (scan._verdicts):
+    an adaptive campaign's newest members share its framing before a scan has enough of their
+    traffic, and a key the campaign's own fresh accounts hold is no less the campaign's. For
+    every kind but habitual framing, a key that any account outside the campaign holds (a
+    customer, a member of another cluster) is never an indicator. Habitual framing (HABITUAL)
+    needs ``min_share`` of its holders to be the campaign's throttled members: an operation
+    that sends its framing from a thousand accounts always has a few that no scan has tied
+    yet (too quiet, or clustered apart), and one such account would otherwise keep its most
+    used framing from ever being an indicator; a popular tool's or template's framing is held
+    by customers far beyond that share. The inheritance rule (Matcher) never acts on framing
+    alone.
+    """
     stopped = verdicts.filter(pc.and_(pc.greater_equal(severities(verdicts["action"]), SEVERITY["throttle"]),
                                       verdicts["campaign_id"].is_valid()))
-    stopped = stopped.select(["account_id", "campaign_id", "action"])
     if candidates.num_rows == 0 or stopped.num_rows == 0:
         return INDICATOR_SCHEMA.empty_table()
-    joined = candidates.join(stopped, "account_id", join_type="left outer")
+    acting = set(stopped["campaign_id"].to_pylist())
+    members = verdicts.filter(verdicts["campaign_id"].is_valid())
+    members = members.filter(pc.is_in(members["campaign_id"], value_set=pa.array(sorted(acting), pa.string())))
+    members = pa.table({
+        "account_id": members["account_id"], "campaign_id": members["campaign_id"],
+        "stopped": pc.cast(pc.greater_equal(severities(members["action"]), SEVERITY["throttle"]), pa.int64())})
+    joined = candidates.join(members, "account_id", join_type="left outer")
     per_key = joined.group_by(["kind", "key"]).aggregate([
-        ("campaign_id", "count"), ("campaign_id", "count_distinct"), ("holders", "max"), ("campaign_id", "min")])
-    # every holder stopped (count of non-null campaign ids == holders), all in one campaign
-    keep = pc.and_(pc.equal(per_key["campaign_id_count"], per_key["holders_max"]),
-                   pc.equal(per_key["campaign_id_count_distinct"], 1))
+        ("campaign_id", "count"), ("campaign_id", "count_distinct"), ("holders", "max"), ("campaign_id", "min"),
+        ("stopped", "sum")])
+    holders = per_key["holders_max"]
+    stopped_n = pc.fill_null(per_key["stopped_sum"], 0)
+    habitual = pc.is_in(per_key["kind"], value_set=pa.array(list(HABITUAL), pa.string()))
+    # every holder a member of one acting campaign (count of non-null campaign ids == holders)...
+    whole = pc.equal(per_key["campaign_id_count"], holders)
+    # ...or, for habitual framing, enough of them its throttled members
+    most = pc.and_(habitual, pc.greater_equal(pc.cast(stopped_n, pa.float64()),
+                                              pc.multiply(pc.cast(holders, pa.float64()), min_share)))
+    keep = pc.and_(pc.and_(pc.or_(whole, most), pc.equal(per_key["campaign_id_count_distinct"], 1)),
+                   pc.greater_equal(stopped_n, min_holders))
     per_key = per_key.filter(keep)
     # one action per campaign: the campaign's (scan._verdicts gives its members that action or monitor)
     action = dict(zip(stopped["campaign_id"].to_pylist(), stopped["action"].to_pylist()))
     out = pa.table({
         "campaign_id": per_key["campaign_id_min"],
         "action": pa.array([action[c] for c in per_key["campaign_id_min"].to_pylist()], pa.string()),
-        "kind": per_key["kind"], "key": per_key["key"], "holders": per_key["holders_max"].cast(pa.int64()),
+        "kind": per_key["kind"], "key": per_key["key"], "holders": per_key["stopped_sum"].cast(pa.int64()),
     }, schema=INDICATOR_SCHEMA)
     return out.sort_by([("campaign_id", "ascending"), ("kind", "ascending"), ("key", "ascending")])
 
@@ -208,12 +267,22 @@ class Matcher:
     campaign's framing also uses, from a residential /24 the campaign's proxies shared, were
     stopped. A recruit's script sends its framing with every request, so it still matches
     within its first few.
+
+    A *signature*, a system prompt indicator of at least ``signature_words`` words (0: none)
+    used habitually, suffices alone, as the card does: a short phrase is typed by chance, a
+    campaign's own long system prompt only by its script (or by whoever copied it, and a
+    prompt that many customers copied is not an indicator: see :func:`indicators`). An
+    adaptive operation gives every account its own card, addresses and e-mail domain, so that
+    its script's system prompt is the one thing a recruit shows at its first requests; in a
+    replay of ``adaptive-2026`` every recruit leaked ~20 exchanges until a scan had enough of
+    its traffic to tie it.
     """
 
     def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",),
-                 fresh: Freshness = Freshness(), habitual: tuple[str, ...] = ("system_prompt", "scaffold"),
-                 habitual_uses: int = 2) -> None:
+                 fresh: Freshness = Freshness(), habitual: tuple[str, ...] = HABITUAL,
+                 habitual_uses: int = 2, signature_words: int = 0) -> None:
         self.min_families = min_families
+        self.signature_words = signature_words
         self.alone = set(alone)
         self.fresh = fresh
         self.habitual = set(habitual)
@@ -246,20 +315,21 @@ class Matcher:
                     self.uses[(account, campaign, kind)] = self.uses.get((account, campaign, kind), 0) + 1
                 if self.uses[(account, campaign, kind)] < self.habitual_uses:
                     continue
-            family = "alone" if kind in self.alone else FAMILY[kind]
-            families = self.seen.setdefault(account, {}).setdefault(campaign, {})
             uses = self.uses.get((account, campaign, kind))
-            families.setdefault(family, (f"{kind} {key[:60]!r}" + (f" in {uses} requests" if uses else ""), holders))
+            signature = kind == "system_prompt" and 0 < self.signature_words <= len(key.split())
+            family = "alone" if kind in self.alone or signature else FAMILY[kind]
+            families = self.seen.setdefault(account, {}).setdefault(campaign, {})
+            what = f"the campaign's own {len(key.split())}-word system prompt" if signature else f"{kind}"
+            families.setdefault(family, f"{what} {key[:60]!r}" + (f" in {uses} requests" if uses else "")
+                                + f", held by {holders} throttled accounts of {campaign}")
             if "alone" in families or len(families) >= self.min_families:
-                reasons = [f"{what} held only by {n} throttled accounts of {campaign}"
-                           for what, n in families.values()]
-                return campaign, reasons
+                return campaign, list(families.values())
         return None
 
 
 def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
               alone: tuple[str, ...] = ("payment",), fresh: Freshness = Freshness(),
-              habitual_uses: int = 2) -> pa.Table:
+              habitual_uses: int = 2, signature_words: int = 0) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
     payment_fingerprint, client_ip, system_prompt, prompt, optionally first_seen,
     email_domain and account_created_at; sent after the scan at ``as_of`` that produced the
@@ -277,7 +347,7 @@ def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, m
     keys = keys.join(wanted, ["kind", "key"], join_type="inner").sort_by("row")
     # freshness is already applied row by row; the matcher only collects the evidence
     matcher = Matcher(table, min_families, alone, Freshness(timedelta.max, timedelta.max),
-                      habitual_uses=habitual_uses)
+                      habitual_uses=habitual_uses, signature_words=signature_words)
     accounts = exchanges["account_id"].to_pylist()
     times = exchanges["timestamp"].to_pylist()
     done: dict[str, tuple[datetime, str, list[str]]] = {}

@@ -51,6 +51,17 @@ class Inheritance(BaseModel):
     habitual_uses: int = Field(2, ge=1, description="requests of a new account that must carry a campaign's system "
                                "prompt or scaffold framing before that counts: the indicators are habitual use "
                                "(once is chance, a customer typing a phrase; twice is habit)")
+    framing_share: float = Field(
+        0.9, gt=0, le=1, description="a system prompt or scaffold framing is an indicator when at least this share "
+        "of the accounts of the lookback that hold it (leaving out new accounts in no campaign-sized cluster) are "
+        "the campaign's throttled members; every other kind needs all of them in the campaign")
+    framing_outside: float = Field(
+        0.02, ge=0, lt=1, description="...and at most this share of them are in no campaign-sized cluster: a "
+        "popular tool's prompt has many customers of standing, in no such cluster")
+    signature_words: int = Field(
+        12, ge=0, description="a system prompt indicator of at least this many words, in habitual_uses of a new "
+        "account's requests, suffices alone, as the campaign's card does: the campaign script's own prompt, not a "
+        "phrase typed by chance (0: never alone)")
     new_account_hours: float = Field(72.0, gt=0, description="an account first seen this recently is new")
     max_account_age_days: float = Field(
         14.0, gt=0, description="...and created at most this long before the request, where its creation time is "

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -109,7 +109,9 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             # costs a larger self-join
             reach_cap = max(cparams.min_members - 1, policy.campaign.firm_reach)
             evidence = camp.member_evidence(held, members, cparams.min_key_support, reach_cap=reach_cap).to_pyarrow()
-            candidates = (inherit.candidate_keys(held, members, policy.inherit.min_holders).to_pyarrow()
+            new = lookup("dg_new", _new_accounts(feats, as_of, policy))
+            candidates = (inherit.candidate_keys(held, members, policy.inherit.min_holders, new,
+                                                 policy.inherit.framing_outside).to_pyarrow()
                           if policy.inherit.enabled and big else None)
     tie = camp.ties(evidence)
     pivot_hours = dict(zip(feats.column("account_id").to_pylist(), feats.column("pivot_hours").to_pylist()))
@@ -141,7 +143,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
-    indicators = inherit.indicators(candidates, verdicts) if candidates is not None \
+    indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
+                                    policy.inherit.framing_share) if candidates is not None \
         else inherit.INDICATOR_SCHEMA.empty_table()
     clock.lap("indicators")
     return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie, indicators, policy)
@@ -166,6 +169,15 @@ def _labelled(pairs: ir.Table, lookup: Lookup) -> ir.Table:
     """features.label_ips of the (account, IP) pairs: labels computed once per distinct IP."""
     ips = enrich.ip_table(pairs.select("client_ip").distinct().to_pyarrow().column(0))
     return features.label_ips(pairs, lookup("dg_ips", ips))
+
+
+def _new_accounts(feats: pa.Table, as_of: datetime, policy: Policy) -> pa.Table:
+    """account_id of the accounts first seen at most ``inherit.new_account_hours`` before
+    ``as_of``: the ones inheritance would still judge as new (inherit.candidate_keys)."""
+    since = as_of - timedelta(hours=policy.inherit.new_account_hours)
+    first = feats.column("first_seen").cast(pa.timestamp("us", tz="UTC"))
+    keep = pc.greater_equal(first, pa.scalar(since, pa.timestamp("us", tz="UTC")))
+    return feats.filter(pc.fill_null(keep, False)).select(["account_id"])
 
 
 def _memtable(name: str, table: pa.Table) -> ir.Table:

@@ -259,7 +259,8 @@ def between_steps(store: Store, as_ofs: Sequence[datetime], steps: Sequence[Step
             store.con.unregister("_bench_stopped")
         parts.append(inherit.inherited(requests, indicators, as_ofs[k], inheritance.action,
                                        inheritance.min_families, fresh=fresh,
-                                       habitual_uses=inheritance.habitual_uses))
+                                       habitual_uses=inheritance.habitual_uses,
+                                       signature_words=inheritance.signature_words))
     store.con.unregister("_bench_first_seen")
     return pa.concat_tables(parts) if parts else VERDICT_SCHEMA.empty_table()
 
