@@ -298,3 +298,19 @@ def test_keys_of_a_table_are_the_keys_of_each_request(rows):
     for i, row in enumerate(rows):
         mine = sorted((k, v) for r, k, v in zip(*(keys[n].to_pylist() for n in ("row", "kind", "key"))) if r == i)
         assert mine == sorted(inherit.request_keys(*row))
+
+
+def test_the_scan_calls_new_the_accounts_the_gateway_would_still_judge_as_new():
+    from distillguard.policy import Policy
+    from distillguard.scan import _new_accounts
+
+    as_of = T0 + timedelta(days=30)
+    feats = pa.table({
+        "account_id": ["recruit", "returning_customer", "unknown_creation", "old_traffic"],
+        "first_seen": pa.array([as_of - timedelta(hours=5), as_of - timedelta(hours=5), as_of - timedelta(hours=70),
+                                as_of - timedelta(hours=80)], pa.timestamp("us", tz="UTC")),
+        # a customer of long standing whose first request in the lookback is recent is not new
+        "created_at": pa.array([as_of - timedelta(days=2), as_of - timedelta(days=400), None,
+                                as_of - timedelta(days=4)], pa.timestamp("us", tz="UTC")),
+    })
+    assert sorted(_new_accounts(feats, as_of, Policy())["account_id"].to_pylist()) == ["recruit", "unknown_creation"]

@@ -172,12 +172,16 @@ def _labelled(pairs: ir.Table, lookup: Lookup) -> ir.Table:
 
 
 def _new_accounts(feats: pa.Table, as_of: datetime, policy: Policy) -> pa.Table:
-    """account_id of the accounts first seen at most ``inherit.new_account_hours`` before
-    ``as_of``: the ones inheritance would still judge as new (inherit.candidate_keys)."""
-    since = as_of - timedelta(hours=policy.inherit.new_account_hours)
-    first = feats.column("first_seen").cast(pa.timestamp("us", tz="UTC"))
-    keep = pc.greater_equal(first, pa.scalar(since, pa.timestamp("us", tz="UTC")))
-    return feats.filter(pc.fill_null(keep, False)).select(["account_id"])
+    """account_id of the accounts inheritance would still judge as new at ``as_of``
+    (inherit.Freshness: first seen at most ``inherit.new_account_hours`` before it and, where
+    the creation time is known, created at most ``inherit.max_account_age_days`` before it);
+    inherit.candidate_keys leaves them out of a key's holders. A customer of long standing
+    whose first request in the lookback is recent is not new and counts."""
+    at = pa.array([as_of] * feats.num_rows, pa.timestamp("us", tz="UTC"))
+    table = pa.table({"timestamp": at, "first_seen": feats.column("first_seen"),
+                      "account_created_at": feats.column("created_at"), "account_id": feats.column("account_id")})
+    known = table.filter(table["first_seen"].is_valid())
+    return inherit.Freshness.of(policy.inherit).filter(known).select(["account_id"])
 
 
 def _memtable(name: str, table: pa.Table) -> ir.Table:
