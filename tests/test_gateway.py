@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from distillguard import inherit
 from distillguard.inherit import INDICATOR_SCHEMA
 from distillguard.store import Store
 from distillguard.verdicts import VERDICT_SCHEMA
@@ -31,7 +32,15 @@ KEYS = [
     {"api_key": "sk-gone", "account_id": "gone", "revoked": True},
     {"api_key": "sk-recruit", "account_id": "recruit", "payment_fingerprint": "card-campaign",
      "account_created_at": datetime.now(UTC).isoformat()},
+    # adaptive recruits: a card of their own, nothing but the campaign's framing in common
+    {"api_key": "sk-scripted", "account_id": "scripted", "payment_fingerprint": "card-own-1",
+     "account_created_at": datetime.now(UTC).isoformat()},
+    {"api_key": "sk-copycat", "account_id": "copycat", "payment_fingerprint": "card-own-2",
+     "account_created_at": datetime.now(UTC).isoformat()},
 ]
+#: a campaign script's own system prompt (an indicator of 21 words) and a short framing one
+SCRIPT_PROMPT = ("You are a world-class expert. Work through the problem exhaustively and verify each step. "
+                 "Always include code where it helps.")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,9 @@ def gateway(upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gw")
     write_scan(tmp / "scan", [("carol", "block", "campaign-1"), ("dave", "throttle", "campaign-1"),
                               ("bob", "fallback", "campaign-1"), ("erin", "block", "campaign-1")],
-               [("campaign-1", "throttle", "payment", "card-campaign", 40)])
+               [("campaign-1", "throttle", "payment", "card-campaign", 40),
+                ("campaign-1", "throttle", "system_prompt", inherit.system_prompt_key(SCRIPT_PROMPT), 436),
+                ("campaign-1", "throttle", "system_prompt", "you are a harvester", 200)])
     gw = start_gateway(tmp, upstream, keys=KEYS, verdicts=str(tmp / "scan"), fallback_model="safe-small",
                        admin_token="s3cret", upstream_timeout_seconds=2.0,
                        policy={"allowlist_organizations": ["verified-uni"]})
@@ -200,6 +211,18 @@ def test_a_new_account_with_a_campaign_card_inherits_its_action(gateway):
     reply = call(gateway.port, "/v1/chat/completions", chat("first request"), key="sk-recruit")
     assert reply.status == 429
     assert "inherits throttle from campaign-1" in reply.json()["error"]["message"]
+
+
+def test_a_new_account_sending_a_campaigns_own_long_system_prompt_inherits_from_its_second_request(gateway):
+    assert call(gateway.port, "/v1/chat/completions", chat("task 1", system=SCRIPT_PROMPT), key="sk-scripted").status == 200
+    reply = call(gateway.port, "/v1/chat/completions", chat("task 2", system=SCRIPT_PROMPT), key="sk-scripted")
+    assert reply.status == 429
+    message = reply.json()["error"]["message"]
+    assert "inherits throttle from campaign-1" in message and "own 21-word system prompt" in message
+    # a short framing is a phrase anyone may type: alone, however often, it is not enough
+    for i in range(4):
+        assert call(gateway.port, "/v1/chat/completions", chat(f"q{i}", system="You are a harvester."),
+                    key="sk-copycat").status == 200
 
 
 def test_new_verdicts_are_picked_up_without_a_restart(upstream, tmp_path):
