@@ -30,3 +30,8 @@ def test_duckdb_and_spark_give_the_same_verdicts(tmp_path):
         assert a == pytest.approx(b, abs=1e-6)
     assert [c["campaign_id"] for c in results["duckdb"].campaigns] == [c["campaign_id"] for c in results["spark"].campaigns]
     assert any(a != "allow" for a in duck.column("action").to_pylist())
+    # ...and the same campaign indicators, which the gateway's new accounts inherit from
+    order = [("campaign_id", "ascending"), ("kind", "ascending"), ("key", "ascending")]
+    duck_ind, spark_ind = (results[e].indicators.sort_by(order) for e in ("duckdb", "spark"))
+    assert duck_ind.num_rows > 0
+    assert duck_ind.equals(spark_ind)

@@ -135,8 +135,9 @@ def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int, new: ir.
     else:
         counts = ibis.literal(True)
     rows = rows.mutate(inside=inside, counts=counts)
+    # sums of 0/1 integers: Spark does not sum booleans
     per_key = rows.group_by(["kind", "key"]).aggregate(
-        n_in=rows.inside.sum(), holders=rows.counts.sum().cast("int64"))
+        n_in=rows.inside.cast("int64").sum(), holders=rows.counts.cast("int64").sum())
     # habitual framing: all but ``outside_share`` of its holders in such clusters (indicators
     # applies its share to the throttled members of one campaign); every other kind: all
     share = ibis.cases((per_key.kind.isin(list(HABITUAL)), 1.0 - outside_share), else_=1.0)
@@ -157,8 +158,8 @@ def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, m
     that sends its framing from a thousand accounts always has a few that no scan has tied
     yet (too quiet, or clustered apart), and one such account would otherwise keep its most
     used framing from ever being an indicator; a popular tool's or template's framing is held
-    by customers far beyond that share. The inheritance rule (Matcher) never acts on framing
-    alone.
+    by customers far beyond that share. The inheritance rule (Matcher) acts on framing alone
+    only for a long system prompt (its signature rule).
     """
     stopped = verdicts.filter(pc.and_(pc.greater_equal(severities(verdicts["action"]), SEVERITY["throttle"]),
                                       verdicts["campaign_id"].is_valid()))
