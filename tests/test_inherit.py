@@ -42,9 +42,11 @@ def test_a_key_only_members_of_one_throttled_campaign_hold_is_an_indicator():
                           ("d", "monitor", "c1"), ("e", "throttle", "c2"), ("f", "allow", None)])
     candidates = _candidates([
         ("payment", "card-1", "a", 3), ("payment", "card-1", "b", 3), ("payment", "card-1", "c", 3),
-        # a monitored (weakly tied) member of the campaign holds it too: still the campaign's key,
-        # counted by its throttled holders
+        # a monitored (weakly tied) member holds it too: it may be a customer Leiden attached
         ("subnet", "10.0.0.0/24", "a", 3), ("subnet", "10.0.0.0/24", "b", 3), ("subnet", "10.0.0.0/24", "d", 3),
+        # ...while the campaign's framing may be held by its weakly tied members (its newest)
+        ("scaffold", "show your full reasoning", "a", 3), ("scaffold", "show your full reasoning", "b", 3),
+        ("scaffold", "show your full reasoning", "d", 3),
         # held across two campaigns: whose action would it carry?
         ("ip", "10.0.0.7", "a", 3), ("ip", "10.0.0.7", "b", 3), ("ip", "10.0.0.7", "e", 3),
         # one holder outside the candidates (an allowed customer): fewer rows than holders
@@ -54,7 +56,7 @@ def test_a_key_only_members_of_one_throttled_campaign_hold_is_an_indicator():
     table = inherit.indicators(candidates, verdicts, min_holders=2)
     assert table.select(["campaign_id", "kind", "key", "holders"]).to_pylist() == [
         {"campaign_id": "c1", "kind": "payment", "key": "card-1", "holders": 3},
-        {"campaign_id": "c1", "kind": "subnet", "key": "10.0.0.0/24", "holders": 2}]
+        {"campaign_id": "c1", "kind": "scaffold", "key": "show your full reasoning", "holders": 2}]
     assert table["action"].to_pylist() == ["throttle", "throttle"]  # the campaign's action
     # fewer throttled holders than min_holders: not an indicator
     assert inherit.indicators(candidates, verdicts, min_holders=3)["key"].to_pylist() == ["card-1"]
@@ -88,20 +90,20 @@ def _candidate_rows(table):
     return sorted((r["kind"], r["key"], r["account_id"], r["holders"]) for r in table.to_pyarrow().to_pylist())
 
 
-def test_candidate_keys_are_held_inside_campaign_sized_clusters_new_accounts_aside():
+def test_candidate_framing_is_held_inside_campaign_sized_clusters_new_accounts_aside():
     members = ibis.memtable(pa.table({"account_id": ["a", "b", "c"], "cluster": pa.array([1, 1, 1], pa.int64())}))
     held = _held([
-        # the campaign's card, and a recruit too new for any cluster that uses it: still pure
-        ("payment", "card-1", "a"), ("payment", "card-1", "b"), ("payment", "card-1", "c"),
-        ("payment", "card-1", "recruit"),
-        # an address a customer of standing shares: never a candidate
-        ("subnet", "10.0.0.0/24", "a"), ("subnet", "10.0.0.0/24", "b"), ("subnet", "10.0.0.0/24", "c"),
-        ("subnet", "10.0.0.0/24", "customer"),
+        # the campaign's framing, and a recruit too new for any cluster that uses it: still its own
+        ("system_prompt", "you are a harvester", "a"), ("system_prompt", "you are a harvester", "b"),
+        ("system_prompt", "you are a harvester", "c"), ("system_prompt", "you are a harvester", "recruit"),
+        # a sign-up hour a new customer shares: its own holding keeps it from being an indicator
+        ("signup_burst", "gmail.com@2026-04-25 14", "a"), ("signup_burst", "gmail.com@2026-04-25 14", "b"),
+        ("signup_burst", "gmail.com@2026-04-25 14", "c"), ("signup_burst", "gmail.com@2026-04-25 14", "recruit"),
     ])
     new = ibis.memtable(pa.table({"account_id": ["recruit"]}))
     rows = _candidate_rows(inherit.candidate_keys(held, members, 3, new))
-    assert rows == [("payment", "card-1", a, 3) for a in "abc"]
-    # without knowing who is new, the recruit counts against the card like anyone else
+    assert rows == [("system_prompt", "you are a harvester", a, 3) for a in "abc"]
+    # without knowing who is new, the recruit counts against the framing like anyone else
     assert _candidate_rows(inherit.candidate_keys(held, members, 3)) == []
 
 

@@ -110,11 +110,14 @@ def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int, new: ir.
     campaign-sized clusters hold (``held``: linkage.ranked; ``members``: account_id, cluster).
 
     With ``new`` (account_id of the accounts the inheritance rule calls new at the scan,
-    Freshness), holders that are new and in no such cluster do not count against a key and
-    are left out of ``holders``: they are what inheritance judges, not customers of standing
-    who show that a key is popular. A campaign recruits all the time, and its newest accounts
-    hold its framing before any clustering has placed them; counting them would leave none of
-    the campaign's widely used keys pure.
+    Freshness), holders of a habitual framing key that are new and in no such cluster do not
+    count against it and are left out of ``holders``: a campaign recruits all the time, and
+    its newest accounts hold its framing before any clustering has placed them; counting them
+    would leave none of the campaign's widely used framing pure. Every other kind counts every
+    holder: a new customer's own sign-up hour or address must keep a key it shares with a
+    campaign from becoming an indicator that it would then inherit from (a replay at 72-hour
+    steps of ``low-and-slow`` stopped a new developer whose Gmail sign-up hour three throttled
+    members shared, before this rule).
 
     A habitual key (system prompt, scaffold framing) may have up to ``outside_share`` of its
     holders outside such clusters (see :func:`indicators`): a few of a campaign's quieter
@@ -131,7 +134,7 @@ def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int, new: ir.
     if new is not None:
         rows = rows.left_join(new.select("account_id").mutate(fresh=ibis.literal(True)), "account_id")
         rows = rows.drop([c for c in rows.columns if c.endswith("_right")])
-        counts = inside | rows.fresh.isnull()
+        counts = inside | rows.fresh.isnull() | ~rows.kind.isin(list(HABITUAL))
     else:
         counts = ibis.literal(True)
     rows = rows.mutate(inside=inside, counts=counts)
@@ -149,12 +152,12 @@ def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, m
     """INDICATOR_SCHEMA rows: keys whose holders are members of one campaign throttled (or
     stronger), at least ``min_holders`` of them throttled, with that campaign's action.
 
-    The other holders may be members the scan only monitors as weakly tied (scan._verdicts):
-    an adaptive campaign's newest members share its framing before a scan has enough of their
-    traffic, and a key the campaign's own fresh accounts hold is no less the campaign's. For
-    every kind but habitual framing, a key that any account outside the campaign holds (a
-    customer, a member of another cluster) is never an indicator. Habitual framing (HABITUAL)
-    needs ``min_share`` of its holders to be the campaign's throttled members: an operation
+    Every kind but habitual framing needs every holder to be a throttled member: a key that a
+    customer, a weakly tied member (possibly a customer Leiden attached) or a member of another
+    cluster holds is never an indicator. Habitual framing (HABITUAL) may also be held by the
+    members the scan only monitors as weakly tied (scan._verdicts: an adaptive campaign's newest
+    members share its framing before a scan has enough of their traffic), or needs only
+    ``min_share`` of its holders to be the campaign's throttled members: an operation
     that sends its framing from a thousand accounts always has a few that no scan has tied
     yet (too quiet, or clustered apart), and one such account would otherwise keep its most
     used framing from ever being an indicator; a popular tool's or template's framing is held
@@ -178,12 +181,14 @@ def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, m
     holders = per_key["holders_max"]
     stopped_n = pc.fill_null(per_key["stopped_sum"], 0)
     habitual = pc.is_in(per_key["kind"], value_set=pa.array(list(HABITUAL), pa.string()))
-    # every holder a member of one acting campaign (count of non-null campaign ids == holders)...
-    whole = pc.equal(per_key["campaign_id_count"], holders)
-    # ...or, for habitual framing, enough of them its throttled members
-    most = pc.and_(habitual, pc.greater_equal(pc.cast(stopped_n, pa.float64()),
-                                              pc.multiply(pc.cast(holders, pa.float64()), min_share)))
-    keep = pc.and_(pc.and_(pc.or_(whole, most), pc.equal(per_key["campaign_id_count_distinct"], 1)),
+    # every kind: every holder a throttled member of the one campaign...
+    all_stopped = pc.equal(stopped_n, holders)
+    # ...habitual framing: every holder its member (count of non-null campaign ids == holders),
+    # or enough of them its throttled members
+    members_only = pc.equal(per_key["campaign_id_count"], holders)
+    most = pc.greater_equal(pc.cast(stopped_n, pa.float64()), pc.multiply(pc.cast(holders, pa.float64()), min_share))
+    framing = pc.and_(habitual, pc.or_(members_only, most))
+    keep = pc.and_(pc.and_(pc.or_(all_stopped, framing), pc.equal(per_key["campaign_id_count_distinct"], 1)),
                    pc.greater_equal(stopped_n, min_holders))
     per_key = per_key.filter(keep)
     # one action per campaign: the campaign's (scan._verdicts gives its members that action or monitor)
