@@ -114,10 +114,9 @@ def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int, new: ir.
     count against it and are left out of ``holders``: a campaign recruits all the time, and
     its newest accounts hold its framing before any clustering has placed them; counting them
     would leave none of the campaign's widely used framing pure. Every other kind counts every
-    holder: a new customer's own sign-up hour or address must keep a key it shares with a
-    campaign from becoming an indicator that it would then inherit from (a replay at 72-hour
-    steps of ``low-and-slow`` stopped a new developer whose Gmail sign-up hour three throttled
-    members shared, before this rule).
+    holder, as it always did: a new customer's own sign-up hour or address must keep a key it
+    shares with a campaign from becoming an indicator that it would then inherit from, and
+    those keys need two families anyway.
 
     A habitual key (system prompt, scaffold framing) may have up to ``outside_share`` of its
     holders outside such clusters (see :func:`indicators`): a few of a campaign's quieter
