@@ -316,3 +316,12 @@ def test_the_scan_calls_new_the_accounts_the_gateway_would_still_judge_as_new():
                                 as_of - timedelta(days=4)], pa.timestamp("us", tz="UTC")),
     })
     assert sorted(_new_accounts(feats, as_of, Policy())["account_id"].to_pylist()) == ["recruit", "unknown_creation"]
+
+
+def test_no_accounts_none_new():
+    from distillguard.policy import Policy
+    from distillguard.scan import _new_accounts
+
+    empty = pa.table({"account_id": pa.array([], pa.string()), "first_seen": pa.array([], pa.timestamp("us", tz="UTC")),
+                      "created_at": pa.array([], pa.timestamp("us", tz="UTC"))})
+    assert _new_accounts(empty, T0, Policy()).num_rows == 0

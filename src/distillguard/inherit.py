@@ -95,7 +95,7 @@ class Freshness:
         columns; a missing column or a null is unknown) whose account is new at that request:
         :meth:`is_new`, row by row, vectorised."""
         at = requests["timestamp"].cast(pa.timestamp("us", tz="UTC"))
-        keep = pa.array([True] * requests.num_rows)
+        keep = pa.array([True] * requests.num_rows, pa.bool_())
         for column, within in (("first_seen", self.first_seen_within), ("account_created_at", self.created_within)):
             if column in requests.column_names:
                 age = pc.subtract(at, requests[column].cast(pa.timestamp("us", tz="UTC")))
