@@ -54,7 +54,7 @@ class Inheritance(BaseModel):
     framing_share: float = Field(
         0.9, gt=0, le=1, description="a system prompt or scaffold framing is an indicator when at least this share "
         "of the accounts of the lookback that hold it (leaving out new accounts in no campaign-sized cluster) are "
-        "the campaign's throttled members; every other kind needs all of them in the campaign")
+        "the campaign's throttled members; every other kind needs every holder a throttled member")
     framing_outside: float = Field(
         0.02, ge=0, lt=1, description="...and at most this share of them are in no campaign-sized cluster: a "
         "popular tool's prompt has many customers of standing, in no such cluster")

@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -109,8 +109,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             # costs a larger self-join
             reach_cap = max(cparams.min_members - 1, policy.campaign.firm_reach)
             evidence = camp.member_evidence(held, members, cparams.min_key_support, reach_cap=reach_cap).to_pyarrow()
-            new = lookup("dg_new", _new_accounts(feats, as_of, policy))
-            candidates = (inherit.candidate_keys(held, members, policy.inherit.min_holders, new,
+            candidates = (inherit.candidate_keys(held, members, policy.inherit.min_holders,
+                                                 lookup("dg_new", _new_accounts(feats, as_of, policy)),
                                                  policy.inherit.framing_outside).to_pyarrow()
                           if policy.inherit.enabled and big else None)
     tie = camp.ties(evidence)
