@@ -186,6 +186,31 @@ def test_a_phrase_typed_once_from_a_campaigns_neighbourhood_is_not_a_recruit():
     assert matcher.observe("recruit", once, T0) is not None
 
 
+def test_framing_counts_once_several_of_the_campaigns_n_grams_matched_not_one_phrase():
+    # 72-hour checks of residential-proxies: a customer on a /24 the campaign's exits shared
+    # typed a 4-word phrase of the campaign's framing in two requests and inherited its throttle
+    table = _indicators([("subnet", "10.0.0.0/24", 7), ("scaffold", "do not skip any", 287),
+                         ("scaffold", "not skip any steps", 287), ("scaffold", "and verbosely include self", 287)])
+    matcher = inherit.Matcher(table, scaffold_ngrams=2)
+    phrase = [("subnet", "10.0.0.0/24"), ("scaffold", "do not skip any")]
+    assert matcher.observe("customer", phrase, T0) is None
+    assert matcher.observe("customer", phrase, T0) is None
+    assert matcher.observe("customer", phrase, T0) is None
+    # the script's framing sentence spans several of the campaign's n-grams
+    script = phrase + [("scaffold", "not skip any steps")]
+    assert matcher.observe("recruit", script, T0) is None
+    campaign, reasons = matcher.observe("recruit", script, T0)
+    assert campaign == "c1"
+    assert "2 scaffold n-grams 'do not skip any', 'not skip any steps' in 2 requests" in reasons[1]
+    # n-grams gathered over several requests (a paraphrasing script) count as well
+    assert matcher.observe("paraphraser", [("subnet", "10.0.0.0/24"), ("scaffold", "do not skip any")], T0) is None
+    assert matcher.observe("paraphraser", [("scaffold", "and verbosely include self")], T0) is not None
+    # with one n-gram enough, the customer's phrase would have been
+    lenient = inherit.Matcher(table, scaffold_ngrams=1)
+    assert lenient.observe("customer", phrase, T0) is None
+    assert lenient.observe("customer", phrase, T0) is not None
+
+
 def _requests(rows):
     """rows: (account, minutes after T0, payment, ip, system prompt, prompt)."""
     return pa.table({

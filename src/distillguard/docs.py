@@ -76,7 +76,9 @@ _INHERIT = (
     "short framing (client only) is not enough, and a system prompt or scaffold n-gram counts only once\n"
     "`inherit.habitual_uses` (2) of the account's requests carried it: the indicators say the campaign's\n"
     "accounts use it habitually, and a customer who once typed a chain-of-thought phrase of the\n"
-    "campaign's framing is not a recruit. The gateway applies this per request; the benchmark's replay\n"
+    "campaign's framing is not a recruit. Scaffold framing counts only once `inherit.scaffold_ngrams` (2)\n"
+    "distinct n-grams of the campaign's matched: its script's framing sentence spans several, while a\n"
+    "customer's own phrase (\"do not skip any\") shares one by chance. The gateway applies this per request; the benchmark's replay\n"
     "models it (inherit.py, bench/replay.py).\n"
 )
 

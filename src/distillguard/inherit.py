@@ -25,8 +25,10 @@ Conservative, as everything that acts without a scan:
   signature, see :class:`Matcher`); any other evidence must come from two independent families (account: a sign-up burst, the same
   e-mail domain in the same hour; network: IP or subnet; client: system prompt or scaffold
   framing), so that a residential neighbour of a proxy exit or a
-  user who pasted a campaign's framing is not enough; and a system prompt or framing counts
-  only once it was in ``habitual_uses`` of the account's requests, as linkage holds them;
+  user who pasted a campaign's framing is not enough; a system prompt or framing counts
+  only once it was in ``habitual_uses`` of the account's requests, as linkage holds them, and
+  framing only once ``scaffold_ngrams`` distinct n-grams of it matched (one is a phrase
+  anyone may type);
 - the inherited action is at most ``inherit.action`` (throttle by default); the next scan
   judges the account on its own evidence.
 
@@ -273,6 +275,14 @@ class Matcher:
     stopped. A recruit's script sends its framing with every request, so it still matches
     within its first few.
 
+    Scaffold framing counts only once the account's requests showed ``scaffold_ngrams``
+    distinct scaffold indicators of the campaign: a script's framing sentence spans several
+    n-grams the campaign alone uses, while a customer's own phrase shares one with it by
+    chance ("do not skip any"). In 72-hour-step checks of ``residential-proxies`` and
+    ``low-and-slow``, a customer on a residential /24 the campaign's exits shared (or signed up
+    at a common e-mail domain in the hour of a burst) who typed one such 4-word phrase twice
+    inherited the campaign's throttle.
+
     A *signature*, a system prompt indicator of at least ``signature_words`` words (0: none)
     used habitually, suffices alone, as the card does: a short phrase is typed by chance, a
     campaign's own long system prompt only by its script (or by whoever copied it, and a
@@ -285,8 +295,9 @@ class Matcher:
 
     def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",),
                  fresh: Freshness = Freshness(), habitual: tuple[str, ...] = HABITUAL,
-                 habitual_uses: int = 2, signature_words: int = 0) -> None:
+                 habitual_uses: int = 2, signature_words: int = 0, scaffold_ngrams: int = 1) -> None:
         self.min_families = min_families
+        self.scaffold_ngrams = scaffold_ngrams
         self.signature_words = signature_words
         self.alone = set(alone)
         self.fresh = fresh
@@ -298,6 +309,7 @@ class Matcher:
         self.action = dict(zip(table["campaign_id"].to_pylist(), table["action"].to_pylist()))
         self.seen: dict[str, dict[str, dict[str, tuple[str, int]]]] = {}  # account -> campaign -> family -> evidence
         self.uses: dict[tuple[str, str, str], int] = {}  # (account, campaign, habitual kind) -> requests
+        self.ngrams: dict[tuple[str, str], set[str]] = {}  # (account, campaign) -> scaffold keys matched
         self.first_seen: dict[str, datetime] = {}
 
     def observe(self, account: str, keys: Iterable[tuple[str, str]], at: datetime,
@@ -318,14 +330,23 @@ class Matcher:
                 if (campaign, kind) not in counted:
                     counted.add((campaign, kind))
                     self.uses[(account, campaign, kind)] = self.uses.get((account, campaign, kind), 0) + 1
+                if kind == "scaffold":
+                    self.ngrams.setdefault((account, campaign), set()).add(key)
                 if self.uses[(account, campaign, kind)] < self.habitual_uses:
+                    continue
+                if kind == "scaffold" and len(self.ngrams[(account, campaign)]) < self.scaffold_ngrams:
                     continue
             uses = self.uses.get((account, campaign, kind))
             signature = kind == "system_prompt" and 0 < self.signature_words <= len(key.split())
             family = "alone" if kind in self.alone or signature else FAMILY[kind]
             families = self.seen.setdefault(account, {}).setdefault(campaign, {})
             what = f"the campaign's own {len(key.split())}-word system prompt" if signature else f"{kind}"
-            families.setdefault(family, f"{what} {key[:60]!r}" + (f" in {uses} requests" if uses else "")
+            shown = f"{key[:60]!r}"
+            if kind == "scaffold":
+                ngrams = sorted(self.ngrams[(account, campaign)])
+                what = f"{len(ngrams)} scaffold n-grams" if len(ngrams) > 1 else what
+                shown = ", ".join(f"{k[:40]!r}" for k in ngrams[:3]) + (", ..." if len(ngrams) > 3 else "")
+            families.setdefault(family, f"{what} {shown}" + (f" in {uses} requests" if uses else "")
                                 + f", held by {holders} throttled accounts of {campaign}")
             if "alone" in families or len(families) >= self.min_families:
                 return campaign, list(families.values())
@@ -334,7 +355,7 @@ class Matcher:
 
 def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
               alone: tuple[str, ...] = ("payment",), fresh: Freshness = Freshness(),
-              habitual_uses: int = 2, signature_words: int = 0) -> pa.Table:
+              habitual_uses: int = 2, signature_words: int = 0, scaffold_ngrams: int = 1) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
     payment_fingerprint, client_ip, system_prompt, prompt, optionally first_seen,
     email_domain and account_created_at; sent after the scan at ``as_of`` that produced the
@@ -352,7 +373,8 @@ def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, m
     keys = keys.join(wanted, ["kind", "key"], join_type="inner").sort_by("row")
     # freshness is already applied row by row; the matcher only collects the evidence
     matcher = Matcher(table, min_families, alone, Freshness(timedelta.max, timedelta.max),
-                      habitual_uses=habitual_uses, signature_words=signature_words)
+                      habitual_uses=habitual_uses, signature_words=signature_words,
+                      scaffold_ngrams=scaffold_ngrams)
     accounts = exchanges["account_id"].to_pylist()
     times = exchanges["timestamp"].to_pylist()
     done: dict[str, tuple[datetime, str, list[str]]] = {}

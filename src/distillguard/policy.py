@@ -51,6 +51,10 @@ class Inheritance(BaseModel):
     habitual_uses: int = Field(2, ge=1, description="requests of a new account that must carry a campaign's system "
                                "prompt or scaffold framing before that counts: the indicators are habitual use "
                                "(once is chance, a customer typing a phrase; twice is habit)")
+    scaffold_ngrams: int = Field(
+        2, ge=1, description="distinct scaffold n-grams of a campaign a new account's requests must show before its "
+        "scaffold framing counts: a script's framing sentence spans several, a customer's own phrase shares one by "
+        "chance")
     framing_share: float = Field(
         0.9, gt=0, le=1, description="a system prompt or scaffold framing is an indicator when at least this share "
         "of the accounts of the lookback that hold it (leaving out new accounts in no campaign-sized cluster) are "

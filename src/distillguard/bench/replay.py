@@ -260,7 +260,8 @@ def between_steps(store: Store, as_ofs: Sequence[datetime], steps: Sequence[Step
         parts.append(inherit.inherited(requests, indicators, as_ofs[k], inheritance.action,
                                        inheritance.min_families, fresh=fresh,
                                        habitual_uses=inheritance.habitual_uses,
-                                       signature_words=inheritance.signature_words))
+                                       signature_words=inheritance.signature_words,
+                                       scaffold_ngrams=inheritance.scaffold_ngrams))
     store.con.unregister("_bench_first_seen")
     return pa.concat_tables(parts) if parts else VERDICT_SCHEMA.empty_table()
 

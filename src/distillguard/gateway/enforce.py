@@ -190,7 +190,8 @@ class Enforcer:
             return False
         rule = self.policy.inherit
         self.matcher = (inherit.Matcher(self.scan.indicators, rule.min_families, fresh=self.fresh,
-                                        habitual_uses=rule.habitual_uses, signature_words=rule.signature_words)
+                                        habitual_uses=rule.habitual_uses, signature_words=rule.signature_words,
+                                        scaffold_ngrams=rule.scaffold_ngrams)
                         if rule.enabled and self.scan.indicators.num_rows else None)
         self.inherited = {a: d for a, d in self.inherited.items() if a not in self.scan.judged}
         return True
