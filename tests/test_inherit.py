@@ -62,6 +62,19 @@ def test_a_key_only_members_of_one_throttled_campaign_hold_is_an_indicator():
     assert inherit.indicators(candidates, verdicts, min_holders=3)["key"].to_pylist() == ["card-1"]
 
 
+def test_a_residential_subnet_is_never_an_indicator_while_a_hosting_range_and_the_exit_itself_are():
+    # residential proxy exits are households' connections: the next customer on that street is no recruit
+    verdicts = _verdicts([("a", "throttle", "c1"), ("b", "throttle", "c1"), ("c", "throttle", "c1")])
+    keys = [("subnet", "76.207.192.0/24"), ("subnet", "3.5.140.0/24"), ("ip", "76.207.192.212")]
+    candidates = _candidates([(kind, key, account, 3) for kind, key in keys for account in "abc"])
+    table = inherit.indicators(candidates, verdicts, min_holders=3)
+    assert sorted(zip(table["kind"].to_pylist(), table["key"].to_pylist())) == [
+        ("ip", "76.207.192.212"), ("subnet", "3.5.140.0/24")]  # 3.5.140.0/24: an Amazon range
+    assert inherit.neighbourhoods(pa.array(["subnet", "subnet", "ip"]),
+                                  pa.array(["76.207.192.0/24", "3.5.140.0/24", "76.207.192.212"])).to_pylist() == [
+        True, False, False]
+
+
 def test_habitual_framing_needs_only_most_of_its_holders_to_be_the_campaigns_throttled_members():
     # an operation's framing: 19 of its 20 holders throttled members, one of its accounts no scan tied
     verdicts = _verdicts([(f"m{i}", "throttle", "c1") for i in range(19)] + [("quiet", "allow", None)])

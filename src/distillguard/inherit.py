@@ -4,9 +4,9 @@ Campaigns keep recruiting fresh accounts. A scan every few hours judges an accou
 it has traffic, so every new recruit would otherwise harvest freely until the next scan: in a
 replay of ``alibaba-2026`` with a scan every six hours that was 8% of the campaign's
 exchanges, each recruit's first session. The scan therefore exports each throttled campaign's
-*indicators*: keys (a card, a client IP, a /24 subnet, a system prompt, a scaffold n-gram)
-that only the campaign's throttled members hold, and that at least ``min_holders`` of them
-hold. The gateway (and the benchmark's replay, which models it) checks each new account's
+*indicators*: keys (a card, a client IP, a hosting /24 subnet, a system prompt, a scaffold
+n-gram) that only the campaign's throttled members hold, and that at least ``min_holders`` of
+them hold. The gateway (and the benchmark's replay, which models it) checks each new account's
 requests against them and applies the campaign's action, capped by the policy, from the
 request that completes the evidence.
 
@@ -151,7 +151,8 @@ def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int, new: ir.
 
 def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, min_share: float = 1.0) -> pa.Table:
     """INDICATOR_SCHEMA rows: keys whose holders are members of one campaign throttled (or
-    stronger), at least ``min_holders`` of them throttled, with that campaign's action.
+    stronger), at least ``min_holders`` of them throttled, with that campaign's action; a subnet
+    only where it is a listed hosting range (:func:`neighbourhoods`).
 
     Every kind but habitual framing needs every holder to be a throttled member: a key that a
     customer, a weakly tied member (possibly a customer Leiden attached) or a member of another
@@ -192,6 +193,7 @@ def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, m
     keep = pc.and_(pc.and_(pc.or_(all_stopped, framing), pc.equal(per_key["campaign_id_count_distinct"], 1)),
                    pc.greater_equal(stopped_n, min_holders))
     per_key = per_key.filter(keep)
+    per_key = per_key.filter(pc.invert(neighbourhoods(per_key["kind"], per_key["key"])))
     # one action per campaign: the campaign's (scan._verdicts gives its members that action or monitor)
     action = dict(zip(stopped["campaign_id"].to_pylist(), stopped["action"].to_pylist()))
     out = pa.table({
@@ -200,6 +202,29 @@ def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, m
         "kind": per_key["kind"], "key": per_key["key"], "holders": per_key["stopped_sum"].cast(pa.int64()),
     }, schema=INDICATOR_SCHEMA)
     return out.sort_by([("campaign_id", "ascending"), ("kind", "ascending"), ("key", "ascending")])
+
+
+def neighbourhoods(kinds: pa.ChunkedArray | pa.Array, keys: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """Which (kind, key) pairs are subnets outside every listed hosting range: residential and
+    mobile neighbourhoods, never indicators.
+
+    A datacenter /24 is one operator's rack; a residential /24 is a street of households, and
+    a residential proxy's exits *are* households' connections (proxyware on their devices). That
+    only the campaign's throttled exits used a neighbourhood in the lookback says nothing about
+    the next customer who moves in: in 72-hour checks of ``residential-proxies`` two customers
+    on such /24s inherited a campaign's throttle. The exit address itself (kind ``ip``) stays an
+    indicator.
+    """
+    kinds = pa.chunked_array([kinds]).cast(pa.string())
+    keys = pa.chunked_array([keys]).cast(pa.string())
+    subnet = pc.equal(kinds, "subnet")
+    bases = pc.replace_substring_regex(keys.filter(subnet), r"/\d+$", "")
+    if len(bases) == 0:
+        return pc.and_(subnet, False)
+    table = enrich.ip_table(bases)
+    hosted = table.filter(table["infra_category"].is_valid())["ip"]
+    base_all = pc.replace_substring_regex(keys, r"/\d+$", "")
+    return pc.and_(subnet, pc.invert(pc.is_in(base_all, value_set=hosted)))
 
 
 def system_prompt_key(text: str | None) -> str | None:
