@@ -75,6 +75,23 @@ def test_a_residential_subnet_is_never_an_indicator_while_a_hosting_range_and_th
         True, False, False]
 
 
+def test_a_sign_up_hour_is_an_indicator_only_at_a_domain_customers_do_not_use():
+    verdicts = _verdicts([("a", "throttle", "c1"), ("b", "throttle", "c1"), ("c", "throttle", "c1")])
+    keys = [("signup_burst", "gmail.com@2026-05-03 14"), ("signup_burst", "mailbox-ops.net@2026-05-03 14")]
+    candidates = _candidates([(kind, key, account, 3) for kind, key in keys for account in "abc"])
+    accounts = pa.table({
+        "account_id": ["a", "b", "c", "d", "e", "f", "g", "new"],
+        "email_domain": ["GMail.com", "mailbox-ops.net", "mailbox-ops.net", "gmail.com", "gmail.com", "gmail.com",
+                         None, "mailbox-ops.net"]})
+    # d, e, f: customers at gmail in no cluster; "new" is a recruit no clustering placed yet
+    common = inherit.common_domains(accounts, clustered={"a", "b", "c"}, new={"new"}, outside_share=0.02)
+    assert common == {"gmail.com"}
+    table = inherit.indicators(candidates, verdicts, min_holders=3, common=common)
+    assert table["key"].to_pylist() == ["mailbox-ops.net@2026-05-03 14"]
+    # counted against it, the unplaced recruit would make the operation's own domain common too
+    assert inherit.common_domains(accounts, {"a", "b", "c"}, set(), 0.02) == {"gmail.com", "mailbox-ops.net"}
+
+
 def test_habitual_framing_needs_only_most_of_its_holders_to_be_the_campaigns_throttled_members():
     # an operation's framing: 19 of its 20 holders throttled members, one of its accounts no scan tied
     verdicts = _verdicts([(f"m{i}", "throttle", "c1") for i in range(19)] + [("quiet", "allow", None)])

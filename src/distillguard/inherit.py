@@ -149,10 +149,36 @@ def candidate_keys(held: ir.Table, members: ir.Table, min_holders: int, new: ir.
     return rows.filter(rows.inside).join(pure, ["kind", "key"]).select("kind", "key", "account_id", "holders")
 
 
-def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, min_share: float = 1.0) -> pa.Table:
+def common_domains(accounts: pa.Table, clustered: Iterable[str], new: Iterable[str], outside_share: float) -> set[str]:
+    """E-mail domains customers use: of the accounts at the domain (``accounts``: account_id,
+    email_domain; the ``new`` ones left out, as :func:`candidate_keys` leaves them out), more
+    than ``outside_share`` are in no campaign-sized cluster (``clustered``).
+
+    A sign-up hour at such a domain is never an indicator (:func:`indicators`): that only a
+    campaign's accounts signed up at a webmail domain in one hour of the lookback is a fact of
+    a quiet hour (of a scaled-down benchmark, above all), and the next customer to sign up there
+    in a busy one is no recruit; in a 72-hour check of ``low-and-slow`` a developer who signed up
+    at Gmail in such an hour inherited a throttle. A domain the operation registered for itself
+    has no customers.
+    """
+    accounts = accounts.filter(pc.and_(accounts["email_domain"].is_valid(),
+                                       pc.invert(pc.is_in(accounts["account_id"],
+                                                          value_set=pa.array(list(new), pa.string())))))
+    inside = pc.is_in(accounts["account_id"], value_set=pa.array(list(clustered), pa.string()))
+    per_domain = pa.table({"domain": pc.utf8_lower(accounts["email_domain"]),
+                           "outside": pc.cast(pc.invert(inside), pa.int64())}).group_by("domain").aggregate(
+        [("outside", "sum"), ("outside", "count")])
+    common = pc.greater(pc.cast(per_domain["outside_sum"], pa.float64()),
+                        pc.multiply(pc.cast(per_domain["outside_count"], pa.float64()), outside_share))
+    return set(per_domain["domain"].filter(common).to_pylist())
+
+
+def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, min_share: float = 1.0,
+               common: set[str] | frozenset[str] = frozenset()) -> pa.Table:
     """INDICATOR_SCHEMA rows: keys whose holders are members of one campaign throttled (or
     stronger), at least ``min_holders`` of them throttled, with that campaign's action; a subnet
-    only where it is a listed hosting range (:func:`neighbourhoods`).
+    only where it is a listed hosting range (:func:`neighbourhoods`), a sign-up hour only at a
+    domain not in ``common`` (:func:`common_domains`).
 
     Every kind but habitual framing needs every holder to be a throttled member: a key that a
     customer, a weakly tied member (possibly a customer Leiden attached) or a member of another
@@ -194,6 +220,11 @@ def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, m
                    pc.greater_equal(stopped_n, min_holders))
     per_key = per_key.filter(keep)
     per_key = per_key.filter(pc.invert(neighbourhoods(per_key["kind"], per_key["key"])))
+    if common:
+        domain = pc.utf8_lower(pc.replace_substring_regex(per_key["key"].cast(pa.string()), r"@[^@]*$", ""))
+        webmail = pc.and_(pc.equal(per_key["kind"], "signup_burst"),
+                          pc.is_in(domain, value_set=pa.array(sorted(common), pa.string())))
+        per_key = per_key.filter(pc.invert(webmail))
     # one action per campaign: the campaign's (scan._verdicts gives its members that action or monitor)
     action = dict(zip(stopped["campaign_id"].to_pylist(), stopped["action"].to_pylist()))
     out = pa.table({

@@ -61,7 +61,9 @@ class Inheritance(BaseModel):
         "the campaign's throttled members; every other kind needs every holder a throttled member")
     framing_outside: float = Field(
         0.02, ge=0, lt=1, description="...and at most this share of them are in no campaign-sized cluster: a "
-        "popular tool's prompt has many customers of standing, in no such cluster")
+        "popular tool's prompt has many customers of standing, in no such cluster; likewise a sign-up hour is one "
+        "only at an e-mail domain with at most this share of its accounts in no such cluster (not a webmail domain "
+        "customers use)")
     signature_words: int = Field(
         12, ge=0, description="a system prompt indicator of at least this many words, in habitual_uses of a new "
         "account's requests, suffices alone, as the campaign's card does: the campaign script's own prompt, not a "

@@ -109,10 +109,13 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             # costs a larger self-join
             reach_cap = max(cparams.min_members - 1, policy.campaign.firm_reach)
             evidence = camp.member_evidence(held, members, cparams.min_key_support, reach_cap=reach_cap).to_pyarrow()
-            candidates = (inherit.candidate_keys(held, members, policy.inherit.min_holders,
-                                                 lookup("dg_new", _new_accounts(feats, as_of, policy)),
-                                                 policy.inherit.framing_outside).to_pyarrow()
-                          if policy.inherit.enabled and big else None)
+            candidates = common = None
+            if policy.inherit.enabled and big:
+                new = _new_accounts(feats, as_of, policy)
+                candidates = inherit.candidate_keys(held, members, policy.inherit.min_holders, lookup("dg_new", new),
+                                                    policy.inherit.framing_outside).to_pyarrow()
+                common = inherit.common_domains(feats.select(["account_id", "email_domain"]), big,
+                                                new["account_id"].to_pylist(), policy.inherit.framing_outside)
     tie = camp.ties(evidence)
     pivot_hours = dict(zip(feats.column("account_id").to_pylist(), feats.column("pivot_hours").to_pylist()))
     pivot = camp.pivoted_together(big, pivot_hours, cparams)
@@ -144,7 +147,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
-                                    policy.inherit.framing_share) if candidates is not None \
+                                    policy.inherit.framing_share, common or frozenset()) if candidates is not None \
         else inherit.INDICATOR_SCHEMA.empty_table()
     clock.lap("indicators")
     return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie, indicators, policy)
