@@ -217,8 +217,8 @@ def test_a_phrase_typed_once_from_a_campaigns_neighbourhood_is_not_a_recruit():
 
 
 def test_framing_counts_once_several_of_the_campaigns_n_grams_matched_not_one_phrase():
-    # 72-hour checks of residential-proxies: a customer on a /24 the campaign's exits shared
-    # typed a 4-word phrase of the campaign's framing in two requests and inherited its throttle
+    # a customer on a subnet of the campaign's whose own wording shares one 4-word n-gram with
+    # the campaign's framing, in request after request
     table = _indicators([("subnet", "10.0.0.0/24", 7), ("scaffold", "do not skip any", 287),
                          ("scaffold", "not skip any steps", 287), ("scaffold", "and verbosely include self", 287)])
     matcher = inherit.Matcher(table, scaffold_ngrams=2)

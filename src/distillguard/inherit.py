@@ -333,11 +333,11 @@ class Matcher:
 
     Scaffold framing counts only once the account's requests showed ``scaffold_ngrams``
     distinct scaffold indicators of the campaign: a script's framing sentence spans several
-    n-grams the campaign alone uses, while a customer's own phrase shares one with it by
-    chance ("do not skip any"). In 72-hour-step checks of ``residential-proxies`` and
-    ``low-and-slow``, a customer on a residential /24 the campaign's exits shared (or signed up
-    at a common e-mail domain in the hour of a burst) who typed one such 4-word phrase twice
-    inherited the campaign's throttle.
+    n-grams the campaign alone uses, while a customer's own wording shares one with it by
+    chance ("do not skip any"). (It does not help against a customer who pastes a whole public
+    chain-of-thought sentence the campaign also uses; that customer needs a second family, and
+    neither a residential neighbourhood nor a webmail sign-up hour is one: see
+    :func:`neighbourhoods` and :func:`common_domains`.)
 
     A *signature*, a system prompt indicator of at least ``signature_words`` words (0: none)
     used habitually, suffices alone, as the card does: a short phrase is typed by chance, a
