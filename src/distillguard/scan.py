@@ -147,7 +147,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
-                                    policy.inherit.framing_share, common or frozenset()) if candidates is not None \
+                                    policy.inherit.framing_share, common) if candidates is not None \
         else inherit.INDICATOR_SCHEMA.empty_table()
     clock.lap("indicators")
     return ScanResult(as_of, verdicts, campaigns, signal_table, edges, feats, clock.laps, tie, indicators, policy)
