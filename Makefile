@@ -41,9 +41,10 @@ bench: $(STAMP)
 	# the 6-hour replay (time to detection, leakage) of the default scenarios: the scan is judged
 	# step by step, 176 scans per scenario, in two processes (about 35 minutes per scenario)
 	$(DG) bench --out bench-out/replay --cache bench-out/cache --workers 2 --docs docs/benchmarks.md --docs-block replay
-	# the two smaller campaigns replayed with their full-scale account counts: at scale 0.05 they
-	# have only a few accounts in their first day (docs/benchmarks.md, replay-*-fullsize)
-	for s in deepseek moonshot; do $(DG) bench --scenario benchmarks/scenarios/$$s-fullsize.yaml \
+	# the two smaller campaigns replayed with their full-scale account counts, alone and inside
+	# mixed: at scale 0.05 they have only a few accounts in their first day (docs/benchmarks.md,
+	# replay-*-fullsize)
+	for s in deepseek moonshot mixed; do $(DG) bench --scenario benchmarks/scenarios/$$s-fullsize.yaml \
 	  --out bench-out/replay-$$s-fullsize --cache bench-out/cache --workers 2 --docs docs/benchmarks.md \
 	  --docs-block replay-$$s-fullsize || exit 1; done
 

@@ -384,11 +384,16 @@ def test_the_benchmarks_full_account_count_scenarios_change_only_the_account_cou
     # benchmarks/scenarios: a shipped campaign with its real account count, used to show that a
     # replay's first detection at scale 0.05 waits on how few accounts the scale leaves
     here = Path(__file__).resolve().parent.parent / "benchmarks" / "scenarios"
-    for name, campaign, accounts in (("deepseek", "deepseek", 6000), ("moonshot", "moonshot", 24000)):
+    cases = {"deepseek": {"deepseek": 6000}, "moonshot": {"moonshot": 24000},
+             "mixed": {"moonshot": 24000, "deepseek": 6000, "adaptive-2026": 25000}}
+    for name, counts in cases.items():
         shipped = load_scenario(name).model_dump()
         fullsize = load_scenario(here / f"{name}-fullsize.yaml").model_dump()
-        assert fullsize["campaigns"][campaign]["accounts"] == accounts
+        for campaign, accounts in counts.items():
+            assert fullsize["campaigns"][campaign]["accounts"] == accounts
+            assert shipped["campaigns"][campaign]["accounts"] < accounts
         for section in (shipped, fullsize):
             section.pop("name"), section.pop("description", None)
-            section["campaigns"][campaign].pop("accounts")
+            for campaign in counts:
+                section["campaigns"][campaign].pop("accounts")
         assert fullsize == shipped
