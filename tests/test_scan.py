@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import pyarrow.parquet as pq
 import ibis
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from distillguard import linkage, scan
@@ -241,7 +242,7 @@ def _throttled_campaign(result) -> dict:
 def _verdict_rows(result, tie, suspicion, acted=None, firm_by_act=frozenset()) -> dict[str, dict]:
     """scan._verdicts of the scanned store with ``tie`` and ``suspicion`` put in, by account."""
     verdicts = scan._verdicts(result.features, result.signals, suspicion, tie, acted or {}, set(firm_by_act),
-                              result.campaigns, POLICY, AS_OF)
+                              result.campaigns, POLICY, AS_OF, edges=result.edges)
     return {r["account_id"]: r for r in verdicts.to_pylist()}
 
 
@@ -358,6 +359,56 @@ def test_allowlisted_organization_is_capped_at_monitor(scanned):
                     result.features.column("organization_id").to_pylist()))
     policy = Policy(allowlist_organizations=[orgs[flagged[0]]])
     verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {}, set(), result.campaigns, policy,
-                              datetime(2026, 6, 6, tzinfo=timezone.utc))
+                              datetime(2026, 6, 6, tzinfo=timezone.utc), edges=result.edges)
     action = dict(zip(verdicts.column("account_id").to_pylist(), verdicts.column("action").to_pylist()))
     assert action[flagged[0]] in ("monitor", "allow")
+
+
+def test_a_weakly_tied_automated_member_needs_an_edge_to_the_campaigns_firm_core():
+    """campaigns.anchored: the pair edges from each candidate to firm members of its own campaign,
+    not counting a shared sign-up hour (a bystander who signed up in a wave's hour holds one)."""
+    from distillguard import campaigns
+
+    edges = pa.table({
+        "a": ["studio1", "studio1", "studio2", "recruit", "recruit", "other"],
+        "b": ["studio2", "seed1", "seed2", "seed1", "seed3", "seed1"],
+        "shared_payment": [0, 0, 0, 0, 0, 0],
+        "shared_signup_burst": [0, 1, 1, 0, 0, 0],
+        "shared_scaffold": [14, 0, 0, 3, 0, 5],
+        "shared_sync": [0, 0, 0, 0, 4, 0],
+    })
+    campaign_of = {"studio1": "c1", "studio2": "c1", "recruit": "c1", "seed1": "c1", "seed2": "c1",
+                   "seed3": "c2", "other": "c1"}
+    firm = {"seed1", "seed2", "seed3"}
+    got = campaigns.anchored(edges, {"studio1", "studio2", "recruit"}, firm, campaign_of)
+    # the studios reach the firm core only by a sign-up hour, or through each other (not firm)
+    assert "studio1" not in got and "studio2" not in got
+    # the recruit shares framing with a firm member of its campaign; its edge to seed3, firm in
+    # another campaign, does not count
+    assert got == {"recruit": 1}
+    assert campaigns.anchored(edges, {"recruit"}, set(), campaign_of) == {}
+
+
+def test_an_automated_member_tied_only_to_its_own_kind_is_only_monitored(scanned):
+    """A studio's account (cloud, SDK agent: own suspicion above firm_suspicion) weakly tied to a
+    campaign through its fellow customers' templates: without a pair edge to the campaign's firm
+    members it is monitored; the same account linked directly to them takes the action."""
+    from distillguard import campaigns
+
+    _, result, _, _ = scanned
+    campaign = _throttled_campaign(result)
+    member = campaign["accounts"][0]
+    weak = {**result.ties, member: campaigns.Tie(evidence=6.2, families=1, reach=13)}
+    suspicious = {member: POLICY.campaign.firm_suspicion + 0.1}
+    touching = pc.or_(pc.equal(result.edges.column("a"), member), pc.equal(result.edges.column("b"), member))
+    assert pc.sum(touching.cast(pa.int64())).as_py() > 0
+    row = _verdict_rows(result, weak, suspicious)[member]
+    assert row["action"] == campaign["action"]
+    assert any("linked directly to" in r and "firmly tied members" in r for r in row["reasons"])
+    detached = result.edges.filter(pc.invert(touching))
+    rows = scan._verdicts(result.features, result.signals, suspicious, weak, {}, set(), result.campaigns, POLICY,
+                          AS_OF, edges=detached)
+    row = next(r for r in rows.to_pylist() if r["account_id"] == member)
+    assert row["action"] == "monitor"
+    line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
+    assert "families=1 (< 2)" in line and "no linkage edge to a firmly tied member" in line

@@ -33,6 +33,7 @@ import graspologic_native as gn
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard.linkage import EVIDENCE
 
@@ -303,6 +304,34 @@ def with_recruitment(tie: dict[str, Tie], recruitment: Recruitment, params: Camp
             continue
         out[account] = dataclasses.replace(t, evidence=t.evidence + params.act_weight,
                                            families=t.families + (not t.account), account=True)
+    return out
+
+
+def anchored(edges: pa.Table, candidates: set[str], firm: set[str], campaign_of: dict[str, str]) -> dict[str, int]:
+    """candidate -> how many firmly tied members of its own campaign it shares a linkage edge with,
+    by more than a sign-up hour.
+
+    A weakly tied member whose own behaviour looks automated may be the operation's newest or
+    quietest account, or a customer whose own community (a studio's accounts sharing their
+    templates) Leiden attached to a campaign's community through one chance link: its keys tie it
+    to its own kind, and its automation is its business. What tells them apart is whether a pair
+    edge runs from the member to the campaign's firm core itself; a shared sign-up hour at one
+    e-mail domain does not count (a bystander who signed up with gmail in a wave's hour holds it).
+    """
+    out: dict[str, int] = {}
+    if not candidates or not firm or edges.num_rows == 0:
+        return out
+    touching = pc.or_(pc.is_in(edges.column("a"), value_set=pa.array(sorted(candidates), pa.string())),
+                      pc.is_in(edges.column("b"), value_set=pa.array(sorted(candidates), pa.string())))
+    near = edges.filter(touching)
+    beyond = [f"shared_{k}" for k in EVIDENCE if k != "signup_burst" and f"shared_{k}" in near.column_names]
+    shared = [sum(v) for v in zip(*(near.column(c).fill_null(0).to_pylist() for c in beyond))] if beyond else []
+    for a, b, n in zip(near.column("a").to_pylist(), near.column("b").to_pylist(), shared):
+        if n <= 0:
+            continue
+        for member, peer in ((a, b), (b, a)):
+            if member in candidates and peer in firm and campaign_of.get(peer) == campaign_of.get(member):
+                out[member] = out.get(member, 0) + 1
     return out
 
 

@@ -143,7 +143,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                    camp.acts(pivot, credited, big, set(members_in.values())))
     campaigns = _campaigns(clusters, edges, feats, policy, cparams)
     clock.lap("campaigns")
-    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of)
+    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of,
+                         edges=edges)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
@@ -330,7 +331,7 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
 
 def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
               acted: dict[str, list[str]], firm_by_act: set[str], campaigns: list[dict], policy: Policy,
-              as_of: datetime) -> pa.Table:
+              as_of: datetime, *, edges: pa.Table) -> pa.Table:
     """One verdict per account: its campaign's action, else monitor at most on its own signals.
 
     A member tied to its campaign by little evidence (below ``firm_evidence``, or from one
@@ -345,8 +346,13 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
     campaign's residential exits, a campus NAT) whose evidence is at least half its cluster's
     median: an adaptive operation makes *every* account's keys thin on purpose, but cannot make
     its accounts' creation look independent, while a thin member of a richly tied cluster is an
-    outsider Leiden attached to it. ``acted`` holds the reason lines of the collective acts
-    (recruitment, the coordinated pivot) each member took part in.
+    outsider Leiden attached to it. A weakly tied member whose own suspicion reaches
+    ``firm_suspicion`` takes the action only where a linkage edge (``edges``) ties it directly to a
+    firmly tied member of its campaign, by more than a sign-up hour (campaigns.anchored): a
+    customer community attached to a campaign's through one chance link (a studio's accounts
+    sharing their own templates, automated as studios are) is tied to its own kind only.
+    ``acted`` holds the reason lines of the collective acts (recruitment, the coordinated pivot)
+    each member took part in.
     """
     fired: dict[str, list[str]] = {}
     for account, name, value, threshold, hit in zip(*(signal_table.column(k).to_pylist() for k in
@@ -355,6 +361,28 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             op = ">" if signals.BY_NAME[name].direction == "above" else "<"
             fired.setdefault(account, []).append(f"{name}={value:.3g} ({op} {threshold:g})")
     membership = {a: c for c in campaigns for a in c["accounts"]}
+    firm = policy.campaign
+    weak: dict[str, list[str]] = {}  # member of a throttled+ campaign -> what its tie lacks
+    for account, campaign in membership.items():
+        if campaign["action"] in ("allow", "monitor"):
+            continue
+        own_tie = tie.get(account, camp.NO_TIE)
+        # a member that took part in a collective act of its cluster (recruited in its wave,
+        # moved with it to a new model) is tied by that act, not by the mass of its keys
+        thin = own_tie.evidence < firm.firm_evidence and account not in firm_by_act
+        # a team's card and office plus one popular client key (a tool's user agent or
+        # system prompt) reach far, but through the tool, not through whoever runs the team
+        narrow = own_tie.reach_beyond_client < firm.firm_reach and account not in firm_by_act
+        short = [f"evidence={own_tie.evidence:.3g} (< {firm.firm_evidence:g})"] if thin else []
+        short += [f"families={own_tie.families} (< 2)"] if own_tie.families < 2 else []
+        short += [f"reach={own_tie.reach} members (< {firm.firm_reach})"] if own_tie.reach < firm.firm_reach else []
+        short += ([f"reach beyond client keys={own_tie.reach_beyond_client} members (< {firm.firm_reach})"]
+                  if narrow and own_tie.reach >= firm.firm_reach else [])
+        if short:
+            weak[account] = short
+    firm_members = {a for a, c in membership.items() if c["action"] not in ("allow", "monitor") and a not in weak}
+    suspicious = {a for a in weak if suspicion.get(a, 0.0) >= firm.firm_suspicion}
+    anchors = camp.anchored(edges, suspicious, firm_members, {a: c["campaign_id"] for a, c in membership.items()})
     allowed = set(policy.allowlist_organizations)
     rows = {k: [] for k in VERDICT_SCHEMA.names}
     for account, org in zip(feats.column("account_id").to_pylist(), feats.column("organization_id").to_pylist()):
@@ -369,23 +397,18 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
                               f"(>= {action} {getattr(policy.campaign, action, policy.campaign.monitor):g}), "
                               f"{campaign['members']} accounts linked by {links}")
             own_tie = tie.get(account, camp.NO_TIE)
-            firm = policy.campaign
-            # a member that took part in a collective act of its cluster (recruited in its wave,
-            # moved with it to a new model) is tied by that act, not by the mass of its keys
-            thin = own_tie.evidence < firm.firm_evidence and account not in firm_by_act
-            # a team's card and office plus one popular client key (a tool's user agent or
-            # system prompt) reach far, but through the tool, not through whoever runs the team
-            narrow = own_tie.reach_beyond_client < firm.firm_reach and account not in firm_by_act
-            weak = thin or own_tie.families < 2 or own_tie.reach < firm.firm_reach or narrow
-            if action not in ("allow", "monitor") and weak and own < firm.firm_suspicion:
+            short = weak.get(account)
+            if short and own >= firm.firm_suspicion and anchors.get(account):
+                reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} independent "
+                                  f"families, tied to >= {own_tie.reach} members; weakly tied ({', '.join(short)}) "
+                                  f"but own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) and linked "
+                                  f"directly to {anchors[account]} firmly tied members")
+            elif short:
                 action = "monitor"
-                short = [f"evidence={own_tie.evidence:.3g} (< {firm.firm_evidence:g})"] if thin else []
-                short += [f"families={own_tie.families} (< 2)"] if own_tie.families < 2 else []
-                short += [f"reach={own_tie.reach} members (< {firm.firm_reach})"] if own_tie.reach < firm.firm_reach else []
-                short += ([f"reach beyond client keys={own_tie.reach_beyond_client} members (< {firm.firm_reach})"]
-                          if narrow and own_tie.reach >= firm.firm_reach else [])
-                reasons.insert(1, f"weakly tied: member {', '.join(short)} and own suspicion={own:.3g} "
-                                  f"(< firm {firm.firm_suspicion:g}): monitored only")
+                why = (f"own suspicion={own:.3g} (< firm {firm.firm_suspicion:g})" if own < firm.firm_suspicion else
+                       f"own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) but no linkage edge to a firmly "
+                       f"tied member beyond a shared sign-up hour")
+                reasons.insert(1, f"weakly tied: member {', '.join(short)} and {why}: monitored only")
             else:
                 reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
                                   f"independent families, tied to >= {own_tie.reach} members")
