@@ -28,7 +28,8 @@ class CampaignThresholds(BaseModel):
     firm_evidence: float = Field(5.0, ge=0, description="member evidence (campaigns.member_evidence) at which a member "
                                  "from at least two families takes the campaign's action whatever its own signals")
     firm_suspicion: float = Field(0.2, ge=0, le=1, description="own suspicion at which a more weakly tied member "
-                                  "takes the campaign's action; below both it is only monitored")
+                                  "takes the campaign's action, where a pair edge ties it directly to a firmly tied member (by "
+                                  "more than a sign-up hour); otherwise it is only monitored")
     firm_reach: int = Field(10, ge=1, description="other members a firmly tied member's keys tie it to: a customer "
                             "team's card, domain and office tie each member to its teammates only")
 
