@@ -412,3 +412,24 @@ def test_an_automated_member_tied_only_to_its_own_kind_is_only_monitored(scanned
     assert row["action"] == "monitor"
     line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
     assert "families=1 (< 2)" in line and "no linkage edge to a firmly tied member" in line
+
+
+def test_in_a_campaign_with_no_firmly_tied_member_suspicious_members_anchor_each_other(scanned):
+    """A campaign of fewer accounts than firm_reach is weakly tied throughout (no member can reach
+    ten others): there is no firm core to be attached to, and its automated members that a pair
+    edge ties to each other keep the campaign's action, as a small operation's accounts should."""
+    from distillguard import campaigns
+
+    _, result, _, _ = scanned
+    campaign = _throttled_campaign(result)
+    members = campaign["accounts"]
+    small = {**result.ties, **{a: campaigns.Tie(evidence=9.0, families=3, reach=4, reach_beyond_client=4)
+                               for a in members}}
+    rows = _verdict_rows(result, small, {a: POLICY.campaign.firm_suspicion + 0.1 for a in members})
+    linked = set(result.edges.column("a").to_pylist()) | set(result.edges.column("b").to_pylist())
+    member = next(a for a in members if a in linked)
+    assert rows[member]["action"] == campaign["action"]
+    assert any("suspicious members (the campaign has no firmly tied one)" in r for r in rows[member]["reasons"])
+    # the same members with unremarkable behaviour of their own: monitored, as before
+    rows = _verdict_rows(result, small, {a: 0.05 for a in members})
+    assert {rows[a]["action"] for a in members} == {"monitor"}

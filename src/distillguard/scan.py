@@ -350,7 +350,9 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
     ``firm_suspicion`` takes the action only where a linkage edge (``edges``) ties it directly to a
     firmly tied member of its campaign, by more than a sign-up hour (campaigns.anchored): a
     customer community attached to a campaign's through one chance link (a studio's accounts
-    sharing their own templates, automated as studios are) is tied to its own kind only.
+    sharing their own templates, automated as studios are) is tied to its own kind only. A
+    campaign with no firmly tied member (fewer members than ``firm_reach``) has no such core:
+    there an edge to another of its suspicious members suffices.
     ``acted`` holds the reason lines of the collective acts (recruitment, the coordinated pivot)
     each member took part in.
     """
@@ -382,7 +384,12 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             weak[account] = short
     firm_members = {a for a, c in membership.items() if c["action"] not in ("allow", "monitor") and a not in weak}
     suspicious = {a for a in weak if suspicion.get(a, 0.0) >= firm.firm_suspicion}
-    anchors = camp.anchored(edges, suspicious, firm_members, {a: c["campaign_id"] for a, c in membership.items()})
+    # the core a suspicious weak member must be linked to: its campaign's firmly tied members, or
+    # where it has none (a campaign of fewer members than firm_reach is all weakly tied), its
+    # other suspicious members: there is no richly tied community for an outsider to be attached to
+    with_core = {membership[a]["campaign_id"] for a in firm_members}
+    core = firm_members | {a for a in suspicious if membership[a]["campaign_id"] not in with_core}
+    anchors = camp.anchored(edges, suspicious, core, {a: c["campaign_id"] for a, c in membership.items()})
     allowed = set(policy.allowlist_organizations)
     rows = {k: [] for k in VERDICT_SCHEMA.names}
     for account, org in zip(feats.column("account_id").to_pylist(), feats.column("organization_id").to_pylist()):
@@ -402,7 +409,9 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
                 reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} independent "
                                   f"families, tied to >= {own_tie.reach} members; weakly tied ({', '.join(short)}) "
                                   f"but own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) and linked "
-                                  f"directly to {anchors[account]} firmly tied members")
+                                  f"directly to {anchors[account]} "
+                                  + ("firmly tied members" if campaign["campaign_id"] in with_core else
+                                     "suspicious members (the campaign has no firmly tied one)"))
             elif short:
                 action = "monitor"
                 why = (f"own suspicion={own:.3g} (< firm {firm.firm_suspicion:g})" if own < firm.firm_suspicion else
