@@ -321,8 +321,8 @@ def anchored(edges: pa.Table, candidates: set[str], firm: set[str], campaign_of:
     out: dict[str, int] = {}
     if not candidates or not firm or edges.num_rows == 0:
         return out
-    touching = pc.or_(pc.is_in(edges.column("a"), value_set=pa.array(sorted(candidates), pa.string())),
-                      pc.is_in(edges.column("b"), value_set=pa.array(sorted(candidates), pa.string())))
+    wanted = pa.array(sorted(candidates), pa.string())
+    touching = pc.or_(pc.is_in(edges.column("a"), value_set=wanted), pc.is_in(edges.column("b"), value_set=wanted))
     near = edges.filter(touching)
     beyond = [f"shared_{k}" for k in EVIDENCE if k != "signup_burst" and f"shared_{k}" in near.column_names]
     shared = [sum(v) for v in zip(*(near.column(c).fill_null(0).to_pylist() for c in beyond))] if beyond else []

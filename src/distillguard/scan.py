@@ -28,7 +28,7 @@ from distillguard import campaigns as camp
 from distillguard import enrich, features, inherit, linkage, signals
 from distillguard.engine import digest64
 from distillguard.enrich import CAPABILITIES
-from distillguard.policy import Policy
+from distillguard.policy import CampaignThresholds, Policy
 from distillguard.verdicts import VERDICT_SCHEMA
 
 
@@ -329,6 +329,31 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
     return out
 
 
+def _weakly_tied(membership: dict[str, dict], tie: dict[str, camp.Tie], firm_by_act: set[str],
+                 firm: CampaignThresholds) -> dict[str, list[str]]:
+    """Member of a throttled+ campaign -> what its tie lacks, each as "name=value (< threshold)";
+    members tied firmly are left out (the rule is described in _verdicts)."""
+    weak: dict[str, list[str]] = {}
+    for account, campaign in membership.items():
+        if campaign["action"] in ("allow", "monitor"):
+            continue
+        own_tie = tie.get(account, camp.NO_TIE)
+        # a member that took part in a collective act of its cluster (recruited in its wave,
+        # moved with it to a new model) is tied by that act, not by the mass of its keys
+        thin = own_tie.evidence < firm.firm_evidence and account not in firm_by_act
+        # a team's card and office plus one popular client key (a tool's user agent or
+        # system prompt) reach far, but through the tool, not through whoever runs the team
+        narrow = own_tie.reach_beyond_client < firm.firm_reach and account not in firm_by_act
+        short = [f"evidence={own_tie.evidence:.3g} (< {firm.firm_evidence:g})"] if thin else []
+        short += [f"families={own_tie.families} (< 2)"] if own_tie.families < 2 else []
+        short += [f"reach={own_tie.reach} members (< {firm.firm_reach})"] if own_tie.reach < firm.firm_reach else []
+        short += ([f"reach beyond client keys={own_tie.reach_beyond_client} members (< {firm.firm_reach})"]
+                  if narrow and own_tie.reach >= firm.firm_reach else [])
+        if short:
+            weak[account] = short
+    return weak
+
+
 def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
               acted: dict[str, list[str]], firm_by_act: set[str], campaigns: list[dict], policy: Policy,
               as_of: datetime, *, edges: pa.Table) -> pa.Table:
@@ -364,24 +389,7 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             fired.setdefault(account, []).append(f"{name}={value:.3g} ({op} {threshold:g})")
     membership = {a: c for c in campaigns for a in c["accounts"]}
     firm = policy.campaign
-    weak: dict[str, list[str]] = {}  # member of a throttled+ campaign -> what its tie lacks
-    for account, campaign in membership.items():
-        if campaign["action"] in ("allow", "monitor"):
-            continue
-        own_tie = tie.get(account, camp.NO_TIE)
-        # a member that took part in a collective act of its cluster (recruited in its wave,
-        # moved with it to a new model) is tied by that act, not by the mass of its keys
-        thin = own_tie.evidence < firm.firm_evidence and account not in firm_by_act
-        # a team's card and office plus one popular client key (a tool's user agent or
-        # system prompt) reach far, but through the tool, not through whoever runs the team
-        narrow = own_tie.reach_beyond_client < firm.firm_reach and account not in firm_by_act
-        short = [f"evidence={own_tie.evidence:.3g} (< {firm.firm_evidence:g})"] if thin else []
-        short += [f"families={own_tie.families} (< 2)"] if own_tie.families < 2 else []
-        short += [f"reach={own_tie.reach} members (< {firm.firm_reach})"] if own_tie.reach < firm.firm_reach else []
-        short += ([f"reach beyond client keys={own_tie.reach_beyond_client} members (< {firm.firm_reach})"]
-                  if narrow and own_tie.reach >= firm.firm_reach else [])
-        if short:
-            weak[account] = short
+    weak = _weakly_tied(membership, tie, firm_by_act, firm)
     firm_members = {a for a, c in membership.items() if c["action"] not in ("allow", "monitor") and a not in weak}
     suspicious = {a for a in weak if suspicion.get(a, 0.0) >= firm.firm_suspicion}
     # the core a suspicious weak member must be linked to: its campaign's firmly tied members, or
@@ -414,9 +422,10 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
                                      "suspicious members (the campaign has no firmly tied one)"))
             elif short:
                 action = "monitor"
+                peer = "a firmly tied member" if campaign["campaign_id"] in with_core else "another suspicious member"
                 why = (f"own suspicion={own:.3g} (< firm {firm.firm_suspicion:g})" if own < firm.firm_suspicion else
-                       f"own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) but no linkage edge to a firmly "
-                       f"tied member beyond a shared sign-up hour")
+                       f"own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) but no linkage edge to {peer} "
+                       f"beyond a shared sign-up hour")
                 reasons.insert(1, f"weakly tied: member {', '.join(short)} and {why}: monitored only")
             else:
                 reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
