@@ -17,7 +17,7 @@ import numpy as np
 from distillguard.simulate.corpora import PIECES, TextTable
 from distillguard.simulate.keys import mix, unit
 from distillguard.simulate.organic import (
-    DAY_US, HOUR_US, OrganicPopulation, TurnIndex, region_offsets, micros, organic_content)
+    DAY_US, HOUR_US, MAX_ACCOUNT_AGE_DAYS, OrganicPopulation, TurnIndex, region_offsets, micros, organic_content)
 from distillguard.simulate.population import (
     NEVER,
     Accounts,
@@ -109,7 +109,8 @@ def paraphrase_heads(n: int, campaign_key: int, label: str) -> list[str]:
 class CampaignPopulation:
     """The accounts of one campaign and how they behave."""
 
-    def __init__(self, name: str, spec: Campaign, scale: float, customers: OrganicPopulation | None) -> None:
+    def __init__(self, name: str, spec: Campaign, scale: float, customers: OrganicPopulation | None,
+                 decoy_customers: OrganicPopulation | None = None) -> None:
         self.name = name
         self.campaign_id = name
         self.persona: str | None = None
@@ -121,6 +122,10 @@ class CampaignPopulation:
         self.group_names = [f"{name}:cell-{i:04d}" for i in range(self.n_groups)]
         self.relay_accounts: Accounts | None = None
         self.scaffold_system: dict[str, int] = {}
+        self.decoy_customers = decoy_customers
+        self.decoy: np.ndarray | None = None  # bool per account: a decoy (spec.decoys)
+        self.decoy_accounts: Accounts | None = None
+        self._decoy_content: ContentFn | None = None
 
     @property
     def relay_factor(self) -> float:
@@ -174,7 +179,28 @@ class CampaignPopulation:
             queue_offset=(np.cumsum(conversations) - conversations).astype(np.int64), **attrs)
         if spec.hydra is not None and self.customers is not None:
             self.relay_accounts = self._relay_accounts(accounts, scenario, group_domain, catalogs, salt, rng)
+        if spec.decoys is not None and self.decoy_customers is not None:
+            self.decoy = unit(mix(keys, 571)) < spec.decoys.share
+            self.decoy_accounts = self._decoy_accounts(accounts, scenario, group_domain, catalogs, salt, rng)
         return accounts
+
+    def _decoy_accounts(self, own: Accounts, scenario: Scenario, group_domain, catalogs: Catalogs,
+                        salt: int, rng: np.random.Generator) -> Accounts:
+        """The same accounts as the persona the decoys copy would use them: its volume, models,
+        token budgets, system prompts and adoption, on the campaign's identity, client and network."""
+        persona = self.decoy_customers.spec
+        n = len(own)
+        attrs = common_attributes(mix(own.key, 572), own.group_key, np.zeros(n, bool), group_domain, own.region,
+                                  persona.client, persona.identity, persona.requests, persona.network,
+                                  catalogs, salt, rng)
+        decoys = Accounts(**{name: getattr(own, name) for name in own.__dataclass_fields__})
+        volume = persona.activity.exchanges_per_account
+        decoys.exchanges = np.maximum(1, np.round(mean_lognormal(rng, volume.mean, volume.sigma, n))).astype(np.int64)
+        for name in ("primary_model", "max_tokens", "system_prompt", "tool_count"):
+            setattr(decoys, name, attrs[name])
+        decoys.adopt_at, decoys.adopt_share = self.decoy_customers._adoption(scenario, n, rng)
+        decoys.flavour = below_int(mix(own.key, 573), 1 << 16).astype(np.int32)
+        return decoys
 
     def _lifetimes(self, n: int, rank: np.ndarray, rng: np.random.Generator):
         spec = self.spec
@@ -189,8 +215,16 @@ class CampaignPopulation:
         in_wave = rng.random(n) < spec.tells.creation_burst
         burst = waves[wave] + np.abs(rng.normal(0, 0.5, n)) * spec.creation.wave_hours * HOUR_US
         spread = w_start - 7 * DAY_US + rng.random(n) * (w_end - w_start + 5 * DAY_US)
-        created = np.where(in_wave, burst, spread).astype(np.int64)
-        first_use = np.clip(created + lead.astype(np.int64), w_start, w_end - HOUR_US)
+        # `signed` is when the account would start its lead time; aged waves were signed up
+        # age_days earlier, and bought accounts long before by their former owners
+        signed = np.where(in_wave, burst, spread).astype(np.int64)
+        first_use = np.clip(signed + lead.astype(np.int64), w_start, w_end - HOUR_US)
+        aged = (burst - spec.creation.age_days * DAY_US).astype(np.int64)
+        created = np.where(in_wave, aged, signed)
+        bought = spec.creation.outside_wave_age_days
+        if bought is not None:
+            age = np.minimum(lognormal(rng, bought.median, bought.sigma, n), MAX_ACCOUNT_AGE_DAYS) * DAY_US
+            created = np.where(in_wave, created, first_use - age.astype(np.int64))
         created = np.minimum(created, first_use)
         end = np.minimum(first_use + lifetime.astype(np.int64), w_end)
         return created, first_use.astype(np.int64), np.maximum(end, first_use + HOUR_US)
@@ -235,11 +269,24 @@ class CampaignPopulation:
                          window_end_us=micros(spec.window.end), client_alt_share=spec.client.other_agent_share)
 
     def content(self, text: TextTable, turns: dict[str, TurnIndex], salt: int) -> ContentFn:
+        if self.decoy_customers is not None:
+            self._decoy_content = organic_content(self.decoy_customers.spec, text, turns)
         return campaign_content(self, text, int(mix(salt, 531, sum(map(ord, self.name)))))
 
     def generate(self, acc: Accounts, start: int, stop: int, ctx: RunContext, scenario: Scenario,
                  content: ContentFn, relay_content: ContentFn | None, rng: np.random.Generator) -> Rows:
         rows = generate_rows(acc.slice(start, stop), self.behaviour(scenario), content, ctx, rng)
+        if self.decoy is not None and self._decoy_content is not None:
+            # decoys send only the persona's kind of traffic, the others only the harvest
+            decoy = self.decoy[start:stop]
+            persona = self.decoy_customers.spec
+            behaviour = Behaviour(activity=persona.activity, network=self.spec.network, requests=persona.requests,
+                                  window_end_us=micros(self.spec.window.end),
+                                  client_alt_share=self.spec.client.other_agent_share)
+            camouflage = generate_rows(self.decoy_accounts.slice(start, stop), behaviour, self._decoy_content,
+                                       ctx, rng)
+            rows = Rows.concat([rows.take(np.flatnonzero(~decoy[rows.account])),
+                                camouflage.take(np.flatnonzero(decoy[camouflage.account]))])
         if self.relay_accounts is None or relay_content is None:
             return rows
         customers = self.customers.spec
@@ -330,12 +377,37 @@ def campaign_content(population: CampaignPopulation, text: TextTable, campaign_k
         pieces[:, 3] = np.where(first, requirement[row_conv], later_requirement)
         pieces[:, 4] = np.where(first, tail[row_conv], 0)
         row_factor = np.where(first, factor[row_conv], 1.2)
+        if prompts.disguise > 0:
+            _disguise(pieces, system, acc.system_prompt[account], plan, text, rng, prompts.disguise)
         context = spec.requests.context_tokens
         extra = (np.zeros(n_conv, dtype=np.int64) if context is None
                  else lognormal(rng, context.median, context.sigma, n_conv).astype(np.int64))
         return Content(pieces, system, tools, row_factor, extra)
 
     return content
+
+
+def _disguise(pieces: np.ndarray, system: np.ndarray, own_system: np.ndarray, plan: Plan, text: TextTable,
+              rng: np.random.Generator, share: float) -> None:
+    """Rewrite a share of conversations (in place) as an organic user would ask the same task:
+    the bare seed task, with the openers, pasted context and closings organic prompts carry
+    (organic._decorate's pieces), the account's own system prompt, and no scaffold or constraint list."""
+    n_conv = len(system)
+    disguised = rng.random(n_conv) < share
+    system[disguised] = own_system[disguised]
+    rows = np.flatnonzero(disguised[plan.row_conv] & (plan.row_turn == 0))
+    n = len(rows)
+    if not n:
+        return
+    which = rng.random(n)
+    opener = text["organic_prefix"]
+    closing = text["organic_suffix"]
+    pieces[rows, 0] = np.where(which < 0.45, opener.index(rng.integers(0, opener.count, n)), 0)
+    pieces[rows, 4] = np.where(which > 0.6, closing.index(rng.integers(0, closing.count, n)), 0)
+    pasted = rng.random(n) < 0.5
+    first, nxt = text["ctx_prose_first"], text["ctx_prose_next"]
+    pieces[rows, 2] = np.where(pasted, first.index(rng.integers(0, first.count, n)), 0)
+    pieces[rows, 3] = np.where(pasted & (rng.random(n) < 0.6), nxt.index(rng.integers(0, nxt.count, n)), 0)
 
 
 def relay_content(population: CampaignPopulation, text: TextTable, turns: dict[str, TurnIndex]) -> ContentFn | None:

@@ -528,6 +528,25 @@ def _residential_proxy(req: AddressRequest, spec, pools: Pools) -> Addresses:
     return version, high, low
 
 
+def _mobile_proxy(req: AddressRequest, spec, pools: Pools) -> Addresses:
+    """A mobile proxy network: exits are phones behind carrier NAT, so each exit address is one a
+    carrier's ordinary subscribers share; a new exit per request, session or account (``rotation``)."""
+    version, high, low = _empty(len(req))
+    key = mix(req.salt, 150, _rotation_key(req, spec))
+    weights = spec.proxy_regions or {r: 1.0 for r in REGION_NAMES}
+    names = list(weights)
+    cumulative = np.cumsum([weights[n] for n in names], dtype=np.float64)
+    region = np.minimum(np.searchsorted(cumulative / cumulative[-1], unit(mix(key, 151)), side="right"),
+                        len(names) - 1)
+    slot = below(mix(key, 152), spec.mobile_cgnat_addresses)
+    for r, name in enumerate(names):
+        here = np.flatnonzero(region == r)
+        if len(here):
+            # the same carrier-NAT slots the region's mobile users get (_mobile: salt, 72, region, slot)
+            low[here] = pools.mobile_v4[name].pick(mix(req.salt, 72, REGION_NAMES.index(name), slot[here]))
+    return version, high, low
+
+
 def _vpn(req: AddressRequest, spec, pools: Pools) -> Addresses:
     version, high, low = _empty(len(req))
     low[:] = pools.listed_v4["vpn"].pick(mix(req.salt, 130, req.session_key))
@@ -556,4 +575,5 @@ ADDRESS_MODES = {
     "privacy_relay": _privacy_relay,
     "datacenter_proxy": _datacenter_proxy,
     "residential_proxy": _residential_proxy,
+    "mobile_proxy": _mobile_proxy,
 }

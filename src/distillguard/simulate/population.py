@@ -482,6 +482,8 @@ def common_attributes(keys: np.ndarray, group_key: np.ndarray, grouped: np.ndarr
     fam_global = np.array([families.index(f) for f in fam_names])[fam]
     size = catalogs.ua_family_size[fam_global]
     newer = np.minimum((np.sqrt(unit(mix(keys, 342))) * size).astype(np.int64), size - 1)
+    if getattr(client, "one_string", False):
+        newer = size - 1
     user_agent = (catalogs.ua_family_start[fam_global] + newer).astype(np.int32)
     alt_fam = np.array([families.index(f) for f in ("curl", "httpx", "browser", "openai_python")])
     alt = alt_fam[below_int(mix(keys, 343), len(alt_fam))]

@@ -63,7 +63,8 @@ class SimulationSummary:
 
 def _populations(scenario: Scenario, scale: float) -> list[OrganicPopulation | CampaignPopulation]:
     organic = {name: OrganicPopulation(name, spec, scale) for name, spec in scenario.organic.items()}
-    campaigns = [CampaignPopulation(name, spec, scale, organic.get(spec.hydra.customers) if spec.hydra else None)
+    campaigns = [CampaignPopulation(name, spec, scale, organic.get(spec.hydra.customers) if spec.hydra else None,
+                                    organic.get(spec.decoys.customers) if spec.decoys else None)
                  for name, spec in scenario.campaigns.items()]
     return [*organic.values(), *campaigns]
 

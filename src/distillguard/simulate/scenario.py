@@ -150,7 +150,7 @@ class Activity(_Spec):
 
 
 NETWORK_MODES = ("home", "mobile", "campus", "office", "cloud", "vpn", "privacy_relay",
-                 "datacenter_proxy", "residential_proxy")
+                 "datacenter_proxy", "residential_proxy", "mobile_proxy")
 DATACENTER_SOURCES = ("cloud", "hosting", "hosting_unlisted", "vpn")
 
 
@@ -194,6 +194,9 @@ class Client(_Spec):
 
     user_agents: Weights = Field(description="user-agent families (clients.USER_AGENT_FAMILIES)")
     other_agent_share: Share = Field(0.03, description="share of requests from a second client of the account")
+    one_string: bool = Field(
+        False, description="every account sends the newest string of its family (one build deployed everywhere) "
+                           "instead of a version of its own")
 
     @field_validator("user_agents")
     @classmethod
@@ -387,6 +390,13 @@ class Creation(_Spec):
     wave_hours: float = Field(6, gt=0, description="width of a wave")
     lead_days: MedianSpread = Field(
         MedianSpread(median=2, sigma=0.8), description="delay from sign-up to first use")
+    age_days: float = Field(
+        0.0, ge=0, description="days wave-created accounts are left to age before use (aged accounts: the waves "
+                               "lie this far before the campaign)")
+    outside_wave_age_days: MedianSpread | None = Field(
+        None, description="accounts created outside a wave were signed up this long before their first use "
+                          "(bought accounts, created one by one by their former owners); default: spread "
+                          "over the campaign's window")
 
 
 class Cells(_Spec):
@@ -406,6 +416,10 @@ class CampaignPrompts(_Spec):
         0.5, description="share of tasks varied with a domain context and an extra requirement (a larger "
                          "task space, so fewer exact repeats across accounts)")
     paraphrase: bool = Field(False, description="rewrite scaffolds per account: no two accounts share prompt text")
+    disguise: Share = Field(
+        0.0, description="share of conversations whose first turn reads like an organic user's (the bare task with "
+                         "a personal opener, pasted context or a closing; no scaffold, no constraint list) while "
+                         "the task itself still comes from the campaign's target")
     scaffold_system_prompt: str | None = Field(
         None, description="text.SYSTEM_PROMPTS name of the shared scaffold (default: per capability)")
 
@@ -431,6 +445,14 @@ class Hydra(_Spec):
     customers: str = Field("casual", description="organic persona whose behaviour relayed customers follow")
 
 
+class Decoys(_Spec):
+    """Accounts of the campaign that harvest nothing: they behave like an organic persona (its
+    activity, requests and prompts) on the campaign's identity and network, to dilute it."""
+
+    share: Share = Field(0.3, description="share of the campaign's accounts that are decoys")
+    customers: str = Field("casual", description="organic persona whose behaviour the decoys copy")
+
+
 class Campaign(_Spec):
     """One distillation campaign."""
 
@@ -453,6 +475,7 @@ class Campaign(_Spec):
     prompts: CampaignPrompts
     tells: Tells = Tells()
     hydra: Hydra | None = None
+    decoys: Decoys | None = None
 
     @field_validator("regions")
     @classmethod
@@ -538,6 +561,8 @@ class Scenario(_Spec):
         for name, campaign in self.campaigns.items():
             if campaign.hydra is not None and campaign.hydra.customers not in self.organic:
                 raise ValueError(f"campaigns.{name}.hydra.customers: unknown persona {campaign.hydra.customers!r}")
+            if campaign.decoys is not None and campaign.decoys.customers not in self.organic:
+                raise ValueError(f"campaigns.{name}.decoys.customers: unknown persona {campaign.decoys.customers!r}")
             if campaign.window.start < self.period.start or campaign.window.end > self.period.end:
                 raise ValueError(f"campaigns.{name}.window must lie inside period")
         return self
