@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "logs"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
+    # wide enough that rich's tables never fold a file's path over two lines
     return subprocess.run([sys.executable, "-m", "distillguard.cli", *args], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env={**os.environ, "COLUMNS": "400"})
 
 
 def test_ingest_then_stats_as_json(tmp_path):

@@ -96,7 +96,8 @@ def _print_ingest_table(results: list[Any]) -> None:
     for r in results:
         values = [r.rows_in, r.rows_stored, r.rows_duplicate, r.rows_quarantined]
         totals = [a + b for a, b in zip(totals, values)]
-        table.add_row(Path(r.path).name, r.format, *(f"{v:,}" for v in values), "ok" if r.balanced else "MISMATCH")
+        # the path as read, not its last part: two files of one name in two folders stay apart
+        table.add_row(r.path, r.format, *(f"{v:,}" for v in values), "ok" if r.balanced else "MISMATCH")
     if len(results) > 1:
         table.add_row("total", "", *(f"{v:,}" for v in totals),
                       "ok" if totals[0] == sum(totals[1:]) else "MISMATCH", style="bold")

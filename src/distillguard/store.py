@@ -160,7 +160,8 @@ class Store:
         try:
             self.con.execute(f"COPY ({self._canonical_select(files)}) "
                              f"TO '{_sql_str(target)}' (FORMAT parquet, COMPRESSION zstd)")
-            written = self.con.execute(f"SELECT count(*) FROM read_parquet('{_sql_str(target)}')").fetchone()[0]
+            written = self.con.execute(
+                f"SELECT count(*) FROM read_parquet('{sql_literal_path(target)}')").fetchone()[0]
             if written != expected:  # an invariant: keep the traceback
                 raise AssertionError(f"compaction of {len(small)} segments wrote {written} rows, not {expected}")
             self.con.execute("BEGIN TRANSACTION")
@@ -198,7 +199,7 @@ class Store:
     def _canonical_select(self, files: list[Path]) -> str:
         """SELECT of the canonical columns, in order, over Parquet ``files``: a column the
         schema gained after they were written reads as NULL."""
-        listing = ", ".join("'" + _sql_str(f) + "'" for f in files)
+        listing = ", ".join("'" + sql_literal_path(f) + "'" for f in files)
         source = f"read_parquet([{listing}], union_by_name = true)"
         present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
         columns = ", ".join(f'"{c.name}"' if c.name in present else f'CAST(NULL AS {c.duckdb_type}) AS "{c.name}"'
@@ -250,3 +251,18 @@ def stores_any_of(con: duckdb.DuckDBPyConnection, source: str) -> bool:
 
 def _sql_str(path: Path | str) -> str:
     return str(path).replace("'", "''")
+
+
+_GLOB_ESCAPES = str.maketrans({"[": "[[]", "*": "[*]", "?": "[?]"})
+
+
+def sql_literal_path(path: Path | str) -> str:
+    """``path`` for a DuckDB file reader (read_parquet, read_json) inside single quotes, naming
+    exactly that file.
+
+    DuckDB's readers expand glob characters, so ``'[ab].jsonl'`` would read ``a.jsonl`` and
+    ``b.jsonl`` instead of the file of that name. Each of ``[ * ?`` is put inside a bracket class
+    of its own, which matches only that character. Not for ``COPY ... TO``: a target is not
+    globbed, and would be written under the escaped name.
+    """
+    return _sql_str(str(path).translate(_GLOB_ESCAPES))

@@ -19,7 +19,7 @@ import pyarrow as pa
 from distillguard.ingest.normalize import IPV4, _canonical_ip, normalize_sql
 from distillguard.ingest.sources import Source
 from distillguard.schema import ALIASES, BY_NAME
-from distillguard.store import _sql_str, stores_any_of
+from distillguard.store import _sql_str, sql_literal_path, stores_any_of
 
 _SHAPE_KEYS = {"request", "response", "resourceSpans", "attributes"}
 
@@ -94,7 +94,7 @@ def try_ingest(con: duckdb.DuckDBPyConnection, source: Source, target: Path) -> 
     scanner.start()
     staged = target.with_suffix(".staged.parquet")
     try:
-        reader = (f"read_json('{_sql_str(source.path)}', format = 'newline_delimited', records = true, "
+        reader = (f"read_json('{sql_literal_path(source.path)}', format = 'newline_delimited', records = true, "
                   "sample_size = 20480, maximum_object_size = 67108864)")
         try:
             schema = con.execute(f"SELECT * FROM {reader} LIMIT 0").to_arrow_table().schema
@@ -113,7 +113,7 @@ def try_ingest(con: duckdb.DuckDBPyConnection, source: Source, target: Path) -> 
             return None
         finally:
             con.execute("DROP VIEW IF EXISTS _json_src")
-        part = f"read_parquet('{_sql_str(staged)}')"
+        part = f"read_parquet('{sql_literal_path(staged)}')"
         rows, bad, distinct = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE _reason IS NOT NULL), count(DISTINCT exchange_id) FROM {part}"
         ).fetchone()

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from distillguard.ingest.normalize import EARLIEST, LATEST, _canonical_ip
 from distillguard.ingest.sources import sha256_file
 from distillguard.schema import ARROW_SCHEMA, COLUMNS
-from distillguard.store import Store, _sql_str, stores_any_of
+from distillguard.store import Store, sql_literal_path, stores_any_of
 
 
 def _is_canonical(schema: pa.Schema) -> bool:
@@ -100,7 +100,7 @@ def try_copy(store: Store, path: Path, target: Path) -> tuple[int, str] | None:
     if not _is_canonical(schema):
         return None
     con = store.con
-    src = f"read_parquet('{_sql_str(path)}')"
+    src = f"read_parquet('{sql_literal_path(path)}')"
     digest: dict[str, str] = {}
     hasher = threading.Thread(target=lambda: digest.setdefault("sha256", sha256_file(path)))
     hasher.start()

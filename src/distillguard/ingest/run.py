@@ -29,7 +29,7 @@ from distillguard.ingest.records import Batch, Rejected
 from distillguard.ingest import fast_jsonl, fast_parquet
 from distillguard.ingest.sources import Source, discover, open_binary, sha256_file
 from distillguard.schema import COLUMN_NAMES, REQUIRED
-from distillguard.store import Store, _sql_str, stores_any_of
+from distillguard.store import Store, _sql_str, sql_literal_path, stores_any_of
 
 Progress = Callable[[Source, int], None]
 
@@ -213,7 +213,7 @@ def write_normalized(con, query: str, target: Path, to_rejected: Callable[[list[
     """
     staged = target.with_suffix(".staged.parquet")
     con.execute(f"COPY ({query}) TO '{_sql_str(staged)}' (FORMAT parquet, COMPRESSION zstd)")
-    src = f"read_parquet('{_sql_str(staged)}')"
+    src = f"read_parquet('{sql_literal_path(staged)}')"
     bad = con.execute(f"SELECT _line, _record, exchange_id, _reason, _idx FROM {src} "
                       "WHERE _reason IS NOT NULL").fetchall()
     if not bad:
@@ -238,7 +238,7 @@ def _merge(con, pending: Path) -> tuple[int, int]:
     parts = sorted(pending.glob("*.parquet"))
     if not parts:
         return 0, 0
-    src = f"read_parquet('{_sql_str(pending)}/*.parquet', union_by_name = true)"
+    src = f"read_parquet('{sql_literal_path(pending)}/*.parquet', union_by_name = true)"
     staged, distinct = con.execute(f"SELECT count(*), count(DISTINCT exchange_id) FROM {src}").fetchone()
     overlap = stores_any_of(con, src)
     if staged == distinct and not overlap:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import hashlib
 import io
@@ -30,27 +31,44 @@ class Source:
 def discover(paths: list[str | Path]) -> list[Source]:
     """Expand directories (recursively, sorted) and tell each file's format.
 
-    Inside a directory, files without a known extension are skipped; a file named
-    explicitly is sniffed instead. A missing path is an error before anything is read.
+    A path is taken literally whenever it exists, so a file named ``[ab].jsonl`` is that file,
+    never ``a.jsonl`` and ``b.jsonl``. Only a path that does not exist and holds glob characters
+    (``*``, ``?``, ``[``) is expanded as a pattern (``**`` for any depth, sorted). Inside a
+    directory or a pattern's matches, files without a known extension are skipped; a file named
+    explicitly is sniffed instead. A missing path, or a pattern that matches nothing, is an
+    error before anything is read.
     """
     sources: list[Source] = []
     for raw in paths:
         path = Path(raw)
-        if not path.exists():
+        if path.exists():
+            sources += _expand(path, named=True)
+            continue
+        if not glob.has_magic(str(raw)):
             raise IngestError(f"{path}: no such file or directory")
-        if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if any(part.startswith(".") for part in child.relative_to(path).parts):
-                    continue
-                fmt, comp = _by_suffix(child)
-                if fmt:
-                    sources.append(Source(child, fmt, comp, child.stat().st_size))
-        else:
-            fmt, comp = _by_suffix(path)
-            if fmt is None:
-                fmt, comp = _sniff(path)
-            sources.append(Source(path, fmt, comp, path.stat().st_size))
+        matches = sorted(glob.glob(str(raw), recursive=True))
+        if not matches:
+            raise IngestError(f"{path}: no such file or directory, and no file matches it as a glob pattern")
+        for match in matches:
+            sources += _expand(Path(match), named=False)
     return sources
+
+
+def _expand(path: Path, named: bool) -> list[Source]:
+    """The sources under one existing path; ``named``: the user wrote this very file's name."""
+    if path.is_dir():
+        sources = []
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            if any(part.startswith(".") for part in child.relative_to(path).parts):
+                continue
+            sources += _expand(child, named=False)
+        return sources
+    fmt, comp = _by_suffix(path)
+    if fmt is None:
+        if not named:
+            return []
+        fmt, comp = _sniff(path)
+    return [Source(path, fmt, comp, path.stat().st_size)]
 
 
 def _by_suffix(path: Path) -> tuple[str | None, str | None]:

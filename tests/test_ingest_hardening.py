@@ -1,0 +1,86 @@
+"""Ingest under hostile or careless input: odd file names, huge lines, bombs, bad offsets, repeats."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import good_record, rows, write_jsonl
+from distillguard.errors import IngestError
+from distillguard.ingest import ingest_paths
+from distillguard.schema import ARROW_SCHEMA
+from distillguard.store import Store
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    # wide enough that rich's tables never fold a path over two lines
+    return subprocess.run([sys.executable, "-m", "distillguard.cli", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "COLUMNS": "400"})
+
+
+# --- file names are literal ----------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["[ab].jsonl", "x*.jsonl", "a?.jsonl"])
+def test_a_file_name_with_glob_characters_is_read_as_that_file_only(store, tmp_path, name):
+    write_jsonl(tmp_path / "a.jsonl", [good_record(1)])
+    write_jsonl(tmp_path / "b.jsonl", [good_record(2)])
+    write_jsonl(tmp_path / "xa.jsonl", [good_record(1)])
+    write_jsonl(tmp_path / "ab.jsonl", [good_record(2)])
+    write_jsonl(tmp_path / name, [good_record(7), good_record(8)])
+    [result] = ingest_paths(store, [tmp_path / name])
+    assert result.path == str(tmp_path / name)
+    assert rows(store, "SELECT exchange_id FROM exchanges ORDER BY 1") == [("ex-7",), ("ex-8",)]
+
+
+def test_a_canonical_parquet_file_with_glob_characters_is_read_as_that_file_only(store, tmp_path):
+    def write(name, ids):
+        records = [{**good_record(i), "timestamp": datetime(2026, 4, 22, tzinfo=timezone.utc)} for i in ids]
+        columns = {f.name: [r.get(f.name) for r in records] for f in ARROW_SCHEMA}
+        pq.write_table(pa.table(columns, schema=ARROW_SCHEMA), tmp_path / name)
+
+    write("a.parquet", [1])
+    write("b.parquet", [2])
+    write("[ab].parquet", [7, 8])
+    [result] = ingest_paths(store, [tmp_path / "[ab].parquet"])
+    assert result.rows_stored == 2
+    assert rows(store, "SELECT exchange_id FROM exchanges ORDER BY 1") == [("ex-7",), ("ex-8",)]
+
+
+def test_a_store_in_a_folder_with_glob_characters_reads_its_own_segments(tmp_path):
+    folder = tmp_path / "logs[1]"
+    folder.mkdir()
+    (tmp_path / "logs1").mkdir()
+    write_jsonl(tmp_path / "in.jsonl", [good_record(i) for i in range(3)])
+    with Store(folder / "s.duckdb") as store:
+        ingest_paths(store, [tmp_path / "in.jsonl"])
+        assert rows(store, "SELECT count(*) FROM exchanges") == [(3,)]
+
+
+def test_a_glob_pattern_that_names_no_file_is_expanded_in_sorted_order(store, tmp_path):
+    write_jsonl(tmp_path / "b.jsonl", [good_record(2)])
+    write_jsonl(tmp_path / "a.jsonl", [good_record(1)])
+    (tmp_path / "notes.txt").write_text("not a log")
+    results = ingest_paths(store, [str(tmp_path / "*")])
+    assert [r.path for r in results] == [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")]
+
+
+def test_a_glob_pattern_that_matches_nothing_is_a_user_error(store, tmp_path):
+    with pytest.raises(IngestError, match="no file matches it"):
+        ingest_paths(store, [str(tmp_path / "*.jsonl")])
+
+
+def test_the_ingest_summary_names_every_file_read_by_its_path(tmp_path):
+    for sub in ("east", "west"):
+        (tmp_path / sub).mkdir()
+        write_jsonl(tmp_path / sub / "log.jsonl", [good_record(1 if sub == "east" else 2)])
+    done = run_cli("ingest", str(tmp_path / "east"), str(tmp_path / "west"), "--db", str(tmp_path / "s.duckdb"))
+    assert done.returncode == 0, done.stderr
+    for sub in ("east", "west"):
+        assert str(tmp_path / sub / "log.jsonl") in done.stdout
