@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DG := $(VENV)/bin/distillguard
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-all bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ demo: $(STAMP)
 	$(DG) report --all --format html --db out/demo.duckdb --out out/report
 	@echo "Evidence report of the campaigns found: open file://$(CURDIR)/out/report/index.html"
 
+# make test: everything but the longer fuzzing and fault-injection runs (marker slow), which
+# make test-all adds
 test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)

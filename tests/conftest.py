@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -39,3 +42,86 @@ def write_jsonl(path: Path, records: Iterable[Any]) -> Path:
 
 def rows(store: Store, sql: str) -> list[tuple]:
     return store.con.execute(sql).fetchall()
+
+
+# --- process hygiene: no process a test started outlives the test run ---------------------------
+
+#: prctl option that makes this process adopt its orphaned descendants (Linux >= 3.4)
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _adopt_orphans() -> bool:
+    """Make the pytest process a child subreaper, so that a grandchild whose parent died (a
+    gateway's loader after a kill -9, a LiteLLM worker) is re-parented here instead of to init,
+    and is still found among our descendants at the end."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: orphans go to init and only children are found
+        return False
+
+
+def _descendants() -> list[tuple[int, str]]:
+    """(pid, command line) of the live (not zombie) descendants of this process."""
+    try:
+        import psutil
+    except ImportError:
+        return _descendants_from_proc()
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.append((child.pid, " ".join(child.cmdline())[:300]))
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def _descendants_from_proc() -> list[tuple[int, str]]:
+    parents: dict[int, list[int]] = {}
+    facts: dict[int, tuple[str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after its last ")"
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        parents.setdefault(int(ppid), []).append(int(entry.name))
+        facts[int(entry.name)] = (state, cmdline[:300])
+    out, todo = [], list(parents.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        todo.extend(parents.get(pid, []))
+        if facts[pid][0] != "Z":
+            out.append((pid, facts[pid][1]))
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_tests() -> Iterable[None]:
+    """Every test stops what it starts: at the end of the run, a process started by any test
+    (or by a process a test started) that is still running is an error of the session. The
+    leftovers are listed, then killed, so that they do not outlive ``make test`` either."""
+    _adopt_orphans()
+    yield
+    deadline = time.monotonic() + 10.0  # what a teardown just signalled may still be exiting
+    left = _descendants()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = _descendants()
+    if not left:
+        return
+    for pid, _ in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    listing = "\n".join(f"  pid {pid}: {cmd}" for pid, cmd in left)
+    pytest.fail(f"{len(left)} process(es) started by the tests were still running after the last test "
+                f"(killed now):\n{listing}", pytrace=False)

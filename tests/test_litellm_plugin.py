@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,16 +50,35 @@ def proxy(tmp_path):
                         "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.Popen([LITELLM, "--config", str(tmp_path / "litellm.yaml"), "--port", str(port)],
                             cwd=tmp_path, env=env, stdout=(tmp_path / "litellm.log").open("wb"),
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_port(port, proc, timeout=120)
     except Exception:
         print((tmp_path / "litellm.log").read_text()[-5000:])
         raise
     yield port, proc, tmp_path
-    if proc.poll() is None:
-        proc.kill()
+    # the whole group: LiteLLM's own children and the plugin's loader process with it
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
     upstream_proc.kill()
+    upstream_proc.wait()
+
+
+def _running_in_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
 
 
 def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(proxy):
@@ -83,3 +103,16 @@ def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(proxy):
                                  "ORDER BY timestamp").fetchall()
     assert [(a, s) for a, _, s, _ in rows] == [("alice", 200), ("carol", 403), ("dave", 429), ("alice", 200)]
     assert rows[0][1] == "through litellm" and rows[0][3] == 2
+
+
+def test_stopping_litellm_with_sigterm_leaves_no_loader_process_behind(proxy):
+    """uvicorn re-raises SIGTERM after its shutdown, so the plugin's atexit drain never runs:
+    the loader process must end on its own when its parent is gone."""
+    port, proc, tmp = proxy
+    assert call(port, "/v1/chat/completions", chat("hello"), key="sk-ok").status == 200
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while _running_in_group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _running_in_group(proc.pid) == []
