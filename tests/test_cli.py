@@ -67,3 +67,72 @@ def test_user_errors_are_one_line_and_exit_code_2(tmp_path):
         assert "Traceback" not in done.stderr
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error:")
+
+
+def _one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    return lines[0]
+
+
+def test_every_read_command_on_a_missing_store_fails_in_one_line_and_creates_nothing(tmp_path):
+    db = str(tmp_path / "typo.duckdb")
+    for args in (["scan", "--db", db, "--out", str(tmp_path / "out")], ["stats", "--db", db],
+                 ["report", "--all", "--db", db, "--out", str(tmp_path / "rep")], ["keys", "list", "--db", db],
+                 ["keys", "revoke", "key-0", "--db", db], ["compact", "--db", db], ["quarantine", "--db", db]):
+        done = run(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "typo.duckdb" in _one_error_line(done)
+        assert not Path(db).exists(), args
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scan_that_sees_no_exchanges_publishes_nothing_and_keeps_the_previous_verdicts(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    write_jsonl(tmp_path / "bad.jsonl", [good_record(i, timestamp="yesterday") for i in range(3)])
+    run("ingest", str(tmp_path / "bad.jsonl"), "--db", db)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "verdicts.csv").write_text("account_id,action\nacct-0,block\n")
+    done = run("scan", "--db", db, "--out", str(out))
+    assert done.returncode == 2
+    assert "no exchanges" in _one_error_line(done)
+    assert sorted(p.name for p in out.iterdir()) == ["verdicts.csv"]
+    assert (out / "verdicts.csv").read_text() == "account_id,action\nacct-0,block\n"
+
+
+def test_ingest_fails_when_every_row_of_a_file_was_quarantined_and_the_quarantine_shows_why(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    write_jsonl(tmp_path / "bad.jsonl", [good_record(i, timestamp="yesterday") for i in range(3)])
+    write_jsonl(tmp_path / "good.jsonl", [good_record(i) for i in range(10, 12)])
+    done = run("ingest", str(tmp_path / "bad.jsonl"), str(tmp_path / "good.jsonl"), "--db", db)
+    assert done.returncode == 2
+    line = _one_error_line(done)
+    assert "bad.jsonl" in line and "quarantined" in line and "good.jsonl" not in line
+    shown = run("quarantine", "--db", db, "--json", "--limit", "2")
+    assert shown.returncode == 0, shown.stderr
+    listing = json.loads(shown.stdout)
+    assert listing["total"] == 3 and len(listing["rows"]) == 2
+    row = listing["rows"][0]
+    assert row["source_file"].endswith("bad.jsonl") and row["line_number"] in (1, 2, 3)
+    assert row["reason"].startswith("bad timestamp: timestamp=yesterday")
+    assert '"timestamp": "yesterday"' in row["raw"]
+    table = run("quarantine", "--db", db)
+    assert "bad timestamp" in table.stdout and "bad.jsonl" in table.stdout
+
+
+def test_evaluate_with_swapped_or_non_parquet_inputs_is_one_clear_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    verdicts, labels = tmp_path / "verdicts.parquet", tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"account_id": ["a"], "action": ["block"], "campaign_id": ["c1"]}), verdicts)
+    pq.write_table(pa.table({"account_id": ["a"], "campaign_id": ["c1"], "persona": [None], "role": ["member"],
+                             "exchanges": [3]}), labels)
+    (tmp_path / "verdicts.csv").write_text("account_id,action\na,block\n")
+    for args, expected in ((["--verdicts", str(labels), "--labels", str(verdicts)], "swapped"),
+                           (["--verdicts", str(tmp_path / "verdicts.csv"), "--labels", str(labels)], "not a Parquet")):
+        done = run("evaluate", *args)
+        assert done.returncode == 2
+        assert expected in _one_error_line(done)

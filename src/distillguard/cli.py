@@ -13,8 +13,10 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from distillguard import __version__
 from distillguard.errors import IngestError, UserError
@@ -37,10 +39,18 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def existing_store(db: str) -> str:
+    """``db`` if the store exists; a read command on a mistyped path must not create an empty one
+    (an empty store scanned publishes empty verdicts, which a gateway takes as "lift every block")."""
+    if db != ":memory:" and not Path(db).exists():
+        raise UserError(f"store {db} does not exist (check --db; `distillguard ingest` creates a store)")
+    return db
 
 
 @app.command()
@@ -75,7 +85,7 @@ def ingest(
 
             def on_error(exc: IngestError) -> None:
                 errors.append(exc)
-                err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
 
             results = ingest_paths(store, list(paths), progress, on_error)
     if as_json:
@@ -83,7 +93,13 @@ def ingest(
                           "errors": [str(e) for e in errors]}, indent=2))
     elif results:
         _print_ingest_table(results)
-    if errors:
+    # a file of which nothing could be used is almost always the wrong file or the wrong format:
+    # say so, and fail, so that a script does not go on to scan what it believes was loaded
+    unusable = [r for r in results if r.rows_in and not r.rows_stored + r.rows_duplicate]
+    for r in unusable:
+        err.print(f"[bold red]error:[/] {escape(r.path)}: every one of its {r.rows_in:,} rows was quarantined "
+                  f"(see `distillguard quarantine --db {escape(db)}`)", highlight=False, soft_wrap=True)
+    if errors or unusable:
         raise typer.Exit(2)
 
 
@@ -97,7 +113,7 @@ def _print_ingest_table(results: list[Any]) -> None:
         values = [r.rows_in, r.rows_stored, r.rows_duplicate, r.rows_quarantined]
         totals = [a + b for a, b in zip(totals, values)]
         # the path as read, not its last part: two files of one name in two folders stay apart
-        table.add_row(r.path, r.format, *(f"{v:,}" for v in values), "ok" if r.balanced else "MISMATCH")
+        table.add_row(Text(r.path), r.format, *(f"{v:,}" for v in values), "ok" if r.balanced else "MISMATCH")
     if len(results) > 1:
         table.add_row("total", "", *(f"{v:,}" for v in totals),
                       "ok" if totals[0] == sum(totals[1:]) else "MISMATCH", style="bold")
@@ -146,6 +162,41 @@ def stats(db: str = DbOption, as_json: bool = JsonOption) -> None:
 
 @app.command()
 @user_errors
+def quarantine(
+    db: str = DbOption,
+    limit: int = typer.Option(50, "--limit", min=0, help="Rows to show, newest ingest first (0: all)."),
+    source_file: Optional[str] = typer.Option(None, "--file", help="Only rows read from this input file."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Show the input rows ingest could not use: file, line, reason and the raw text."""
+    with Store(existing_store(db), read_only=True) as store:
+        where, params = ("WHERE q.source_file = ?", [source_file]) if source_file else ("", [])
+        total = store.con.execute(f"SELECT count(*) FROM quarantine q {where}", params).fetchone()[0]
+        cur = store.con.execute(
+            "SELECT q.source_file, q.line_number, q.record_number, q.exchange_id, q.reason_code, q.reason, q.raw, "
+            f"i.finished_at AS ingested_at FROM quarantine q LEFT JOIN ingests i USING (ingest_id) {where} "
+            "ORDER BY i.finished_at DESC NULLS LAST, q.source_file, q.record_number"
+            + (" LIMIT ?" if limit else ""), params + ([limit] if limit else []))
+        names = [d[0] for d in cur.description]
+        shown = [dict(zip(names, row)) for row in cur.fetchall()]
+    if as_json:
+        print(json.dumps({"db": db, "total": total, "rows": shown}, indent=2, default=str))
+        return
+    if not total:
+        console.print(f"{db}: the quarantine is empty", highlight=False)
+        return
+    table = Table(title=f"quarantine of {db}: {len(shown):,} of {total:,} rows")
+    for name in ("file", "line", "record", "reason", "raw"):
+        table.add_column(name, justify="right" if name in ("line", "record") else "left", overflow="fold")
+    for r in shown:
+        raw = r["raw"] or ""
+        table.add_row(Text(r["source_file"]), str(r["line_number"] or ""), str(r["record_number"] or ""),
+                      Text(r["reason"]), Text(raw if len(raw) <= 120 else raw[:117] + "..."))
+    console.print(table)
+
+
+@app.command()
+@user_errors
 def compact(
     db: str = DbOption,
     min_segments: int = typer.Option(2, min=2, help="Merge only when at least this many small segments exist."),
@@ -157,7 +208,7 @@ def compact(
     The gateway's loader does this by itself; a store fed by many small `ingest` runs (a file an
     hour, say) gathers one segment per file, and every open of the store reads each one's footer.
     """
-    with Store(db) as store:
+    with Store(existing_store(db)) as store:
         before = len(store.segment_files())
         rows_before = store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
         merged = store.compact(min_segments=min_segments, small_rows=small_rows)
@@ -250,10 +301,18 @@ def scan(
         store = Store(":memory:")
         ingest_paths(store, list(inputs))
     else:
-        store = Store(db or DEFAULT_DB, read_only=False)
+        store = Store(existing_store(db or DEFAULT_DB), read_only=False)
     with store:
+        # nothing seen is nothing judged: publishing empty verdicts would lift every block of a
+        # gateway that hot-reloads them, so the previous verdicts in --out stay as they are
+        seen = "the input files" if inputs else f"store {db or DEFAULT_DB}"
+        if not store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]:
+            raise UserError(f"{seen} holds no exchanges: nothing scanned, nothing published in {out}")
         _, table, lookup = exchanges(store, engine, master=master)
         result = scanning.scan(table, when, policy, lookup=lookup)
+        if not result.verdicts.num_rows:
+            raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
+                            f"nothing published in {out}")
         files = scanning.write_outputs(result, out)
         scanning.store_result(store, result, engine=engine,
                               policy_source=str(policy_file) if policy_file else "built-in")
@@ -286,14 +345,16 @@ def evaluate(
     as_json: bool = JsonOption,
 ) -> None:
     """Score verdicts against a simulation's ground truth: actions per persona, precision, recall."""
-    import pyarrow.parquet as pq
-
     from distillguard.bench.metrics import LEVELS, account_metrics, campaign_metrics, judge
 
-    for path in (verdicts, labels):
-        if not path.exists():
-            raise UserError(f"{path}: no such file")
-    judged = judge(pq.read_table(verdicts), pq.read_table(labels))
+    verdict_table = _read_parquet_input(verdicts, "--verdicts", "verdicts.parquet written by scan",
+                                        ("account_id", "action", "campaign_id"))
+    label_table = _read_parquet_input(labels, "--labels", "labels.parquet written by simulate",
+                                      ("account_id", "campaign_id", "persona", "role", "exchanges"))
+    try:
+        judged = judge(verdict_table, label_table)
+    except ValueError as exc:
+        raise UserError(f"{verdicts} against {labels}: {exc}") from None
     result = {level: {"accounts": account_metrics(judged, level), "campaigns": campaign_metrics(judged, level)}
               for level in LEVELS}
     if as_json:
@@ -327,6 +388,25 @@ def evaluate(
                       f"{fmt(m['one_campaign_share'])} in one campaign_id")
 
 
+def _read_parquet_input(path: Path, option: str, expected: str, columns: tuple[str, ...]) -> Any:
+    """A Parquet table with ``columns``; a missing file, another format or a swapped input is a
+    user error that names the option and what it expects."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise UserError(f"{option} {path}: no such file")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UserError(f"{option} {path}: not a Parquet file ({expected}): {exc}") from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise UserError(f"{option} {path}: no column {', '.join(missing)}: expected the {expected} "
+                        "(are --verdicts and --labels swapped?)")
+    return table
+
+
 @app.command()
 @user_errors
 def report(
@@ -347,8 +427,7 @@ def report(
 
     if (campaign is None) == (not all_campaigns):
         raise UserError("give a campaign id or --all (one of them)")
-    if not Path(db).exists():
-        raise UserError(f"store {db} does not exist (run `distillguard ingest` and `distillguard scan` first)")
+    existing_store(db)
     redactor = Redactor(enabled=redact, salt=redact_salt or "")
     with Store(db, read_only=True) as store:
         written = write_report(store, out, fmt.lower(), campaign, scan_id, redactor, producer)
@@ -387,6 +466,37 @@ def bench(
                         replay_every_hours=replay_every_hours, workers=workers, docs=docs, docs_block=docs_block, cache_dir=cache,
                         command="distillguard " + " ".join(sys.argv[1:]),
                         progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
+    if as_json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        console.print(f"results in {out}")
+
+
+@app.command("bench-strategies")
+@user_errors
+def bench_strategies(
+    split: str = typer.Option("dev", "--split", help="Strategy set: dev (develop on it) or heldout (once per tag)."),
+    n: int = typer.Option(12, "--n", min=1, help="Strategies to draw from the split."),
+    seed: int = typer.Option(7, "--seed", help="Seed of the draw and the first simulation seed."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Simulation seeds per strategy (seed, seed + 1, ...)."),
+    out: Path = typer.Option(Path("bench-out/strategies"), "--out", help="Directory for results and the cache."),
+    detector: str = typer.Option("distillguard", "--detector", help="Registered detector to score."),
+    docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose strategies-SPLIT block to rewrite."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Directory of simulated stores (default: OUT/cache)."),
+    force: bool = typer.Option(False, "--force", help="Run the held-out set again at a tag it already ran at."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Score a detector on randomized campaign strategies: recall distribution, per knob, organic FPs."""
+    import sys
+
+    from distillguard.bench.strategies import run_strategies
+    from distillguard.simulate.strategies import SPLITS
+
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    results = run_strategies(split, n, seed, out, detector=detector, seeds=seeds, cache_dir=cache, docs=docs,
+                             force=force, command="distillguard " + " ".join(sys.argv[1:]),
+                             progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
     if as_json:
         print(json.dumps(results, indent=2, default=str))
     else:
@@ -455,8 +565,13 @@ def serve(
     policy: Optional[Path] = typer.Option(None, "--policy", help="Policy YAML (the one scan uses)."),
     verdicts: Optional[Path] = typer.Option(None, "--verdicts", help="A scan's --out directory, hot-reloaded."),
     fallback_model: Optional[str] = typer.Option(None, "--fallback-model", help="Model for 'fallback' verdicts."),
-    admin_token: Optional[str] = typer.Option(None, "--admin-token", help="Bearer token of /admin "
-                                              "(or DISTILLGUARD_ADMIN_TOKEN); none: admin API off."),
+    admin_token_file: Optional[Path] = typer.Option(
+        None, "--admin-token-file", help="File holding the bearer token of /admin (or the environment variable "
+        "DISTILLGUARD_ADMIN_TOKEN); none: admin API off."),
+    admin_token: Optional[str] = typer.Option(None, "--admin-token", hidden=True),
+    admin_port: Optional[int] = typer.Option(None, "--admin-port", help="Serve /admin/* and /metrics on their "
+                                             "own listener (default: on --port, /metrics behind the admin token)."),
+    admin_host: Optional[str] = typer.Option(None, "--admin-host", help="Address of --admin-port [127.0.0.1]."),
     state: Optional[str] = typer.Option(None, "--state", help="redis://... to share state between gateways."),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Exchange log segments (default beside the db)."),
 ) -> None:
@@ -466,11 +581,15 @@ def serve(
     from distillguard.gateway.config import load_config
     from distillguard.gateway.server import serve as run
 
+    if admin_token is not None:
+        raise UserError("--admin-token is not accepted: a command line is visible to every user of the machine "
+                        "(ps); use --admin-token-file FILE or the environment variable DISTILLGUARD_ADMIN_TOKEN")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_config(config, {
         "upstream": upstream, "db": db, "keys": str(keys_file) if keys_file else None,
         "policy": str(policy) if policy else None, "verdicts": str(verdicts) if verdicts else None,
-        "fallback_model": fallback_model, "admin_token": admin_token, "state": state,
+        "fallback_model": fallback_model, "state": state, "admin_port": admin_port, "admin_host": admin_host,
+        "admin_token_file": str(admin_token_file) if admin_token_file else None,
         "log_dir": str(log_dir) if log_dir else None})
     run(settings, host, port)
 
@@ -512,7 +631,7 @@ def keys_revoke(key: str = typer.Argument(..., help="A key_id, or an account_id 
     """Revoke a key (or every key of an account); gateways stop accepting it within a minute."""
     from distillguard.gateway import keys as keytable
 
-    with Store(db) as store:
+    with Store(existing_store(db)) as store:
         n = keytable.revoke(store.con, key)
     if not n:
         raise UserError(f"no live key with key_id or account_id {key!r}")
@@ -525,7 +644,7 @@ def keys_list(db: str = DbOption, as_json: bool = JsonOption) -> None:
     """The key table (ids and accounts; secrets are never stored)."""
     from distillguard.gateway import keys as keytable
 
-    with Store(db) as store:
+    with Store(existing_store(db)) as store:
         rows = keytable.listed(store.con)
     if as_json:
         print(json.dumps(rows, default=str))
