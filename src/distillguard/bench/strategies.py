@@ -1,0 +1,404 @@
+"""``distillguard bench-strategies``: a detector against randomized campaign strategies.
+
+Each strategy drawn from the simulator's family (simulate.strategies) is simulated with its own
+jittered organic population, ingested (bench.prepare's cache), judged by a registered detector
+(bench.registry: fitted once on an organic-only draw, then ``detect`` over the whole store),
+and scored against the labels (bench.metrics). The report gives campaign-account recall at
+throttle or stronger as a distribution over strategies (median, p10, worst, the worst named),
+recall per knob level, the share of a campaign under one campaign id, and organic false
+positives per persona pooled over every strategy and seed, with exact (Clopper–Pearson) upper
+bounds, since "0 flagged of 300" bounds a rate at 1%, not at 0.
+
+The protocol (docs/benchmarks.md): develop on ``--split dev``. ``--split heldout`` runs only
+when HEAD carries a ``detector-*`` tag and the detector's code is committed, and once per tag
+(benchmarks/heldout-runs.jsonl records it, before the first strategy is simulated): a change
+made after seeing held-out figures moves those strategies into development, and the next
+held-out report needs a new tag and a fresh salt (benchmarks/heldout.salt).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import yaml
+from scipy.stats import beta
+
+from distillguard import __version__
+from distillguard.bench import metrics
+from distillguard.bench.prepare import prepare
+from distillguard.bench.registry import build
+from distillguard.bench.report import write_docs
+from distillguard.bench.run import _checked, _machine
+from distillguard.errors import UserError
+from distillguard.simulate.strategies import (
+    KNOBS,
+    Split,
+    Strategy,
+    draw_strategies,
+    organic_scenario,
+    strategy_scenario,
+)
+
+#: where the split's salt and the held-out run log live, relative to the repository root
+SALT_FILE = Path("benchmarks/heldout.salt")
+HELDOUT_LOG = Path("benchmarks/heldout-runs.jsonl")
+#: the detector's code: clean and tagged before a held-out run
+DETECTOR_PATHS = ("src/distillguard/detect", "src/distillguard/policy.py")
+TAG_PATTERN = "detector-*"
+#: the level recall is measured at, and the confidence of the false-positive upper bounds
+LEVEL = "throttle"
+CONFIDENCE = 0.95
+#: the fitted reference is simulated with seed + REFERENCE_SEED_OFFSET, never a scored seed
+REFERENCE_SEED_OFFSET = 100_000
+
+Progress = Callable[[str], None]
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+def clopper_pearson_upper(flagged: int, accounts: int, confidence: float = CONFIDENCE) -> float | None:
+    """One-sided exact upper bound on a rate seen as ``flagged`` of ``accounts``: the largest p
+    with P(Binomial(accounts, p) <= flagged) >= 1 - confidence, i.e. the ``confidence`` quantile
+    of Beta(flagged + 1, accounts - flagged) (Clopper & Pearson 1934). 1.0 when every account was
+    flagged; None with no accounts. 0 of n gives 1 - (1 - confidence) ** (1 / n) (about 3/n)."""
+    if accounts <= 0:
+        return None
+    if not 0 <= flagged <= accounts:
+        raise ValueError(f"flagged must lie in [0, {accounts}], got {flagged}")
+    if flagged == accounts:
+        return 1.0
+    return float(beta.ppf(confidence, flagged + 1, accounts - flagged))
+
+
+def recall_distribution(recalls: dict[str, float]) -> dict[str, Any]:
+    """Median, 10th percentile (numpy's linear interpolation) and worst of per-strategy recall,
+    with the worst strategy named (the first in name order among ties)."""
+    if not recalls:
+        return {"strategies": 0, "median": None, "p10": None, "worst": None, "worst_strategy": None}
+    values = np.array(list(recalls.values()), dtype=float)
+    worst = min(sorted(recalls), key=lambda name: recalls[name])
+    return {"strategies": len(values), "median": float(np.median(values)),
+            "p10": float(np.quantile(values, 0.10)), "worst": float(values.min()), "worst_strategy": worst}
+
+
+def per_knob(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Recall per knob level: strategies with the level, the mean of their recalls, and the
+    pooled recall (accounts caught over accounts). ``rows``: one per strategy, with
+    ``levels`` (knob -> level), ``recall``, ``accounts`` and ``caught``. Levels no strategy drew
+    are listed with 0 strategies and None."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for knob in KNOBS:
+        out[knob.name] = {}
+        for level in knob.levels:
+            mine = [r for r in rows if r["levels"][knob.name] == level.name]
+            accounts = sum(r["accounts"] for r in mine)
+            recalls = [r["recall"] for r in mine if r["recall"] is not None]
+            out[knob.name][level.name] = {
+                "strategies": len(mine),
+                "mean_recall": float(np.mean(recalls)) if recalls else None,
+                "pooled_recall": metrics.share(sum(r["caught"] for r in mine), accounts),
+            }
+    return out
+
+
+def persona_false_positives(counts: dict[str, tuple[int, int]],
+                            confidence: float = CONFIDENCE) -> dict[str, dict[str, Any]]:
+    """Per persona, from pooled (accounts, flagged): the observed rate and its exact upper bound;
+    ``(all)`` pools every persona."""
+    out = {}
+    total_n = sum(n for n, _ in counts.values())
+    total_k = sum(k for _, k in counts.values())
+    for name, (n, k) in [*sorted(counts.items()), ("(all)", (total_n, total_k))]:
+        out[name] = {"accounts": n, "flagged": k, "rate": metrics.share(k, n),
+                     "upper_bound": clopper_pearson_upper(k, n, confidence)}
+    return out
+
+
+# --- the held-out protocol ----------------------------------------------------------------------
+
+def read_salt(path: Path) -> str:
+    """The split's salt: the file's text, stripped. Raises UserError if missing or empty."""
+    try:
+        salt = Path(path).read_text().strip()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the split's salt ({exc.strerror})") from None
+    if not salt:
+        raise UserError(f"{path}: the split's salt is empty")
+    return salt
+
+
+def _git(repo: Path, *args: str) -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise UserError(f"a held-out run needs the git repository at {repo}: git {' '.join(args)} failed "
+                        f"({getattr(exc, 'stderr', '') or exc})".strip()) from None
+    return done.stdout.strip()
+
+
+def detector_tag(repo: Path) -> tuple[str, str]:
+    """(tag, commit) of the detector a held-out run measures.
+
+    Raises:
+        UserError: HEAD carries no ``detector-*`` tag, or the detector's code (DETECTOR_PATHS)
+            has uncommitted or untracked changes.
+    """
+    commit = _git(repo, "rev-parse", "HEAD")
+    tags = sorted(t for t in _git(repo, "tag", "--points-at", "HEAD", "--list", TAG_PATTERN).splitlines() if t)
+    if not tags:
+        raise UserError(f"a held-out run measures a tagged detector: tag HEAD ({commit[:12]}) "
+                        f"'{TAG_PATTERN}' first (git tag detector-NAME), then run it once")
+    dirty = _git(repo, "status", "--porcelain", "--", *DETECTOR_PATHS)
+    if dirty:
+        raise UserError("a held-out run measures the tagged detector, but its code has changes: "
+                        + "; ".join(dirty.splitlines()[:5]))
+    return tags[-1], commit
+
+
+def heldout_runs(log: Path, tag: str) -> list[dict[str, Any]]:
+    """Earlier held-out runs recorded for ``tag``."""
+    if not log.exists():
+        return []
+    runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [r for r in runs if r.get("tag") == tag]
+
+
+def record_heldout_run(log: Path, entry: dict[str, Any]) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def _scenario_file(strategy: Strategy, seed: int, directory: Path) -> Path:
+    """The strategy's scenario as a YAML file (bench.prepare caches stores by file and digest)."""
+    scenario = strategy_scenario(strategy, seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{scenario.name}-seed{seed}.yaml"
+    path.write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def _organic_file(seed: int, directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"strategies-organic-seed{seed}.yaml"
+    path.write_text(yaml.safe_dump(organic_scenario(seed).model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+def score_strategy(judged: pa.Table) -> dict[str, Any]:
+    """Campaign figures of one judged scenario at LEVEL: accounts, caught, recall, the share of
+    caught accounts under the detector's most common campaign id, and that id's share of all
+    the campaign's accounts; plus per persona (accounts, flagged) of the organic accounts."""
+    campaigns = metrics.campaign_metrics(judged, LEVEL)
+    accounts = sum(c["accounts"] for c in campaigns.values())
+    caught = sum(c["accounts_caught"] for c in campaigns.values())
+    under_top = sum(round((c["one_campaign_share"] or 0) * c["accounts_caught"]) for c in campaigns.values())
+    organic = metrics.account_metrics(judged, LEVEL)["personas"]
+    return {
+        "accounts": accounts, "caught": caught, "recall": metrics.share(caught, accounts),
+        "under_one_id": under_top,
+        "one_campaign_share": metrics.share(under_top, caught),
+        "campaign_under_one_id": metrics.share(under_top, accounts),
+        "personas": {name: [p["accounts"], p["flagged"]] for name, p in organic.items()},
+    }
+
+
+def summarize(per_strategy: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The report's figures from per-strategy results (each pooled over its seeds)."""
+    recalls = {name: r["recall"] for name, r in per_strategy.items() if r["recall"] is not None}
+    pooled: dict[str, list[int]] = {}
+    for r in per_strategy.values():
+        for persona, (n, k) in r["personas"].items():
+            pooled.setdefault(persona, [0, 0])
+            pooled[persona][0] += n
+            pooled[persona][1] += k
+    caught = sum(r["caught"] for r in per_strategy.values())
+    one = [r["campaign_under_one_id"] for r in per_strategy.values() if r["campaign_under_one_id"] is not None]
+    return {
+        "recall": recall_distribution(recalls),
+        "pooled_recall": metrics.share(caught, sum(r["accounts"] for r in per_strategy.values())),
+        "one_campaign_share": metrics.share(sum(r["under_one_id"] for r in per_strategy.values()), caught),
+        "campaign_under_one_id": {"median": float(np.median(one)) if one else None,
+                                  "worst": float(min(one)) if one else None},
+        "per_knob": per_knob(list(per_strategy.values())),
+        "organic_false_positives": persona_false_positives({p: (n, k) for p, (n, k) in pooled.items()}),
+    }
+
+
+def run_strategies(
+    split: Split,
+    n: int,
+    seed: int,
+    out_dir: str | Path,
+    *,
+    detector: str = "distillguard",
+    seeds: int = 1,
+    repo: str | Path = ".",
+    salt_file: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    docs: str | Path | None = None,
+    force: bool = False,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Score ``detector`` on ``n`` strategies of ``split`` drawn with ``seed``, each simulated
+    with ``seeds`` seeds (seed, seed + 1, ...), and write results.json and results.md to
+    ``out_dir`` (and, with ``docs``, the ``strategies-SPLIT`` block of that file).
+
+    Raises:
+        UserError: an unknown detector or split, a bad count, an unreadable salt, or a held-out
+            run that the protocol refuses (untagged or changed detector; a second run at a tag
+            without ``force``).
+    """
+    say = progress or (lambda _message: None)
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    repo = Path(repo)
+    salt_path = Path(salt_file) if salt_file is not None else repo / SALT_FILE
+    salt = read_salt(salt_path)
+    (chosen,) = build([detector])
+    out = Path(out_dir)
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
+    run: dict[str, Any] = {
+        "command": command or f"distillguard bench-strategies --split {split} --n {n} --seed {seed} "
+                              f"--seeds {seeds} --detector {detector} --out {out}",
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
+        "machine": _machine(), "split": split, "n": n, "seed": seed, "seeds": seeds, "detector": detector,
+        "salt_sha256": hashlib.sha256(salt.encode()).hexdigest()[:16], "level": LEVEL, "confidence": CONFIDENCE,
+        "commit": _git_or_none(repo, "rev-parse", "HEAD"),
+        "tags": _git_or_none(repo, "tag", "--points-at", "HEAD", "--list", TAG_PATTERN),
+    }
+    if split == "heldout":
+        tag, commit = detector_tag(repo)
+        log = repo / HELDOUT_LOG
+        earlier = heldout_runs(log, tag)
+        if earlier:
+            warning = (f"warning: the held-out set was already run for {tag} ({len(earlier)} time(s), first "
+                       f"{earlier[0].get('date')}); figures seen once are no longer held out")
+            say(warning)
+            if not force:
+                raise UserError(warning.removeprefix("warning: ") + "; pass --force to run it again anyway")
+        run["tag"] = tag
+        run["repeat_of_tag"] = bool(earlier)
+        # recorded before any strategy is seen: a run stopped half-way still used the set
+        record_heldout_run(log, {"tag": tag, "commit": commit, "date": run["date"], "n": n, "seed": seed,
+                                 "seeds": seeds, "detector": detector, "salt_sha256": run["salt_sha256"],
+                                 "out": str(out), "forced": bool(earlier)})
+    strategies = draw_strategies(seed, n, split, salt=salt)
+
+    say(f"fitting {detector} on an organic-only draw (seed {seed + REFERENCE_SEED_OFFSET})")
+    reference = prepare(str(_organic_file(seed + REFERENCE_SEED_OFFSET, cache / "scenarios")), 1.0,
+                        seed + REFERENCE_SEED_OFFSET, cache, say)
+    with reference.open(read_only=True) as store:
+        chosen.fit(store)
+
+    per_strategy: dict[str, dict[str, Any]] = {}
+    for i, strategy in enumerate(strategies, start=1):
+        totals: dict[str, Any] = {"accounts": 0, "caught": 0, "under_one_id": 0, "personas": {}, "seeds": {}}
+        for sim_seed in range(seed, seed + seeds):
+            say(f"[{i}/{len(strategies)}] {strategy.name} seed {sim_seed}")
+            prepared = prepare(str(_scenario_file(strategy, sim_seed, cache / "scenarios")), 1.0, sim_seed,
+                               cache, say)
+            with prepared.open(read_only=True) as store:
+                verdicts = _checked(chosen.detect(store, None), detector)
+            scored = score_strategy(metrics.judge(verdicts, prepared.labels))
+            totals["seeds"][str(sim_seed)] = {k: scored[k] for k in ("accounts", "caught", "recall",
+                                                                     "campaign_under_one_id")}
+            for key in ("accounts", "caught", "under_one_id"):
+                totals[key] += scored[key]
+            for persona, (pn, pk) in scored["personas"].items():
+                acc = totals["personas"].setdefault(persona, [0, 0])
+                acc[0] += pn
+                acc[1] += pk
+        per_strategy[strategy.name] = {
+            "key": strategy.key, "levels": dict(strategy.levels), **totals,
+            "recall": metrics.share(totals["caught"], totals["accounts"]),
+            "one_campaign_share": metrics.share(totals["under_one_id"], totals["caught"]),
+            "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"]),
+        }
+        say(f"[{i}/{len(strategies)}] recall at {LEVEL}+: {_pct(per_strategy[strategy.name]['recall'])}")
+
+    results = {"run": run, "strategies": per_strategy, "summary": summarize(per_strategy)}
+    out.mkdir(parents=True, exist_ok=True)
+    section = markdown(results)
+    files = {"json": out / "results.json", "markdown": out / "results.md"}
+    files["markdown"].write_text(section)
+    if docs is not None:
+        files["docs"] = write_docs(section, docs, f"strategies-{split}")
+    results["files"] = {k: str(v) for k, v in files.items()}
+    files["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
+    say(f"wrote {', '.join(results['files'].values())}")
+    return results
+
+
+def _git_or_none(repo: Path, *args: str) -> str | None:
+    try:
+        return _git(repo, *args) or None
+    except UserError:
+        return None
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The report's Markdown: how it was run, the recall distribution, recall per knob level,
+    organic false positives per persona, and every strategy's figures."""
+    run, summary = results["run"], results["summary"]
+    machine = run["machine"]
+    dist = summary["recall"]
+    lines = [
+        f"## Strategy benchmark: {run['split']}",
+        "",
+        f"`{run['command']}`",
+        "",
+        f"{run['date']}, distillguard {run['version']}, commit {(run.get('commit') or 'unknown')[:12]}"
+        f"{', tag ' + run['tag'] if run.get('tag') else ''}; {machine['cpu']}, {machine['cpus']} CPUs, "
+        f"{machine['memory_gib']} GiB; detector `{run['detector']}`; {dist['strategies']} strategies x "
+        f"{run['seeds']} seed(s); salt sha256 {run['salt_sha256']}.",
+        "",
+        f"### Campaign accounts at {run['level']} or stronger",
+        "",
+        "| median | p10 | worst | worst strategy | pooled | caught under one campaign id | campaign under one id (median, worst) |",
+        "|---|---|---|---|---|---|---|",
+        f"| {_pct(dist['median'])} | {_pct(dist['p10'])} | {_pct(dist['worst'])} | {dist['worst_strategy'] or 'n/a'} "
+        f"| {_pct(summary['pooled_recall'])} | {_pct(summary['one_campaign_share'])} "
+        f"| {_pct(summary['campaign_under_one_id']['median'])}, {_pct(summary['campaign_under_one_id']['worst'])} |",
+        "",
+        "### Recall per knob level",
+        "",
+        "| knob | level | strategies | mean recall | pooled recall |",
+        "|---|---|---|---|---|",
+    ]
+    for knob, levels in summary["per_knob"].items():
+        for level, fig in levels.items():
+            lines.append(f"| {knob} | {level} | {fig['strategies']} | {_pct(fig['mean_recall'])} "
+                         f"| {_pct(fig['pooled_recall'])} |")
+    lines += [
+        "",
+        f"### Organic accounts at {run['level']} or stronger, pooled over strategies and seeds",
+        "",
+        f"| persona | accounts | flagged | rate | {int(run['confidence'] * 100)}% upper bound (Clopper–Pearson) |",
+        "|---|---|---|---|---|",
+    ]
+    for persona, fig in summary["organic_false_positives"].items():
+        lines.append(f"| {persona} | {fig['accounts']:,} | {fig['flagged']:,} | {_pct(fig['rate'], 3)} "
+                     f"| {_pct(fig['upper_bound'], 3)} |")
+    lines += ["", "### Strategies", "",
+              "| strategy (" + " / ".join(k.name for k in KNOBS) + ") | accounts | recall | under one id |",
+              "|---|---|---|---|"]
+    for name, r in sorted(results["strategies"].items(), key=lambda kv: (kv[1]["recall"] or 0, kv[0])):
+        lines.append(f"| {name} | {r['accounts']} | {_pct(r['recall'])} | {_pct(r['campaign_under_one_id'])} |")
+    return "\n".join(lines) + "\n"
