@@ -84,3 +84,30 @@ def test_the_ingest_summary_names_every_file_read_by_its_path(tmp_path):
     assert done.returncode == 0, done.stderr
     for sub in ("east", "west"):
         assert str(tmp_path / sub / "log.jsonl") in done.stdout
+
+
+# --- timestamps ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_utc_offset_no_time_zone_has_is_quarantined_with_its_reason(store, tmp_path, suffix):
+    stamps = ["2026-04-22T10:00:00+25:00", "2026-04-22T10:00:00-99:59", "2026-04-22T10:00:00+05:75",
+              "2026-04-22T10:00:00+14:00", "2026-04-22T10:00:00-12:00", "2026-04-22T10:00:00.5+05:30",
+              "2026-04-22 10:00:00Z", "2026-04-22"]
+    records = [good_record(i, timestamp=t) for i, t in enumerate(stamps)]
+    path = tmp_path / f"tz{suffix}"
+    if suffix == ".jsonl":
+        write_jsonl(path, records)
+    elif suffix == ".json":
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("exchange_id,timestamp,account_id,prompt\n"
+                        + "".join(f"{r['exchange_id']},{r['timestamp']},{r['account_id']},p\n" for r in records))
+    [result] = ingest_paths(store, [path])
+    assert result.rows_stored == 5 and result.rows_quarantined == 3
+    reasons = rows(store, "SELECT record_number, reason FROM quarantine ORDER BY 1")
+    assert reasons == [(1, "bad timestamp: timestamp has UTC offset +25:00, beyond -14:00..+14:00"),
+                       (2, "bad timestamp: timestamp has UTC offset -99:59, beyond -14:00..+14:00"),
+                       (3, "bad timestamp: timestamp has UTC offset +05:75, beyond -14:00..+14:00")]
+    kept = rows(store, "SELECT exchange_id, timestamp FROM exchanges ORDER BY exchange_id")
+    assert [k[0] for k in kept] == ["ex-3", "ex-4", "ex-5", "ex-6", "ex-7"]
+    assert kept[0][1].isoformat() == "2026-04-21T20:00:00+00:00"

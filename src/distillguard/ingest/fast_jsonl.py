@@ -95,7 +95,10 @@ def try_ingest(con: duckdb.DuckDBPyConnection, source: Source, target: Path) -> 
     staged = target.with_suffix(".staged.parquet")
     try:
         reader = (f"read_json('{sql_literal_path(source.path)}', format = 'newline_delimited', records = true, "
-                  "sample_size = 20480, maximum_object_size = 67108864)")
+                  "sample_size = 20480, maximum_object_size = 67108864, "
+                  # no format matches: timestamps stay text, so that their UTC offset is checked
+                  # by the same SQL as on the general lane (DuckDB's own parse takes +25:00)
+                  "timestampformat = '%Y-%m-%d~never', dateformat = '%Y-%m-%d~never')")
         try:
             schema = con.execute(f"SELECT * FROM {reader} LIMIT 0").to_arrow_table().schema
             columns = [(row[0], row[1]) for row in con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()]

@@ -21,6 +21,9 @@ from distillguard.schema import ALIASES, BY_NAME, COLUMNS, Column
 #: in the future is a unit error (e.g. nanoseconds read as seconds), not a real request.
 EARLIEST = "2000-01-01"
 LATEST = "2100-01-01"
+#: The widest UTC offset a real time zone has (Kiribati, +14:00; the lowest is -12:00). DuckDB
+#: accepts any two-digit offset (``+25:00``, ``-99:59``), which can only be a corrupt value.
+MAX_OFFSET_MINUTES = 14 * 60
 
 RECORD = "_record"  # 1-based position of the record in its file
 LINE = "_line"  # 1-based line in the file, where the format has lines
@@ -224,6 +227,20 @@ def _convert(col: Column, t: pa.DataType, ip_passthrough: bool = False) -> tuple
     raise AssertionError(col.kind)
 
 
+def _offset_check(q: str, name: str) -> str:
+    """CASE branch: the text timestamp ``q`` ends in a UTC offset no time zone has."""
+    offset = f"regexp_extract(trim({q}), ':[0-9]{{2}}(?:[.,][0-9]*)?\\s*([+-][0-9]{{2}}(?::?[0-9]{{2}}){{0,2}})$', 1)"
+    hours = f"TRY_CAST(substr({offset}, 2, 2) AS INTEGER)"
+    minutes = f"coalesce(TRY_CAST(substr(replace({offset}, ':', ''), 4, 2) AS INTEGER), 0)"
+    return (f"WHEN {offset} <> '' AND ({minutes} >= 60 OR {hours} * 60 + {minutes} > {MAX_OFFSET_MINUTES}) "
+            f"THEN 'bad timestamp: {name} has UTC offset ' || {offset} || ', beyond -14:00..+14:00'")
+
+
+def _is_text(t: pa.DataType) -> bool:
+    vt = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_string(vt) or pa.types.is_large_string(vt)
+
+
 def _present(col: Column, t: pa.DataType) -> str:
     """SQL true when the input holds a value (empty text counts as absent, except prompt)."""
     q = _q(col.name)
@@ -270,6 +287,8 @@ def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset(),
             checks.append(f"WHEN ({v} IS NULL OR {v} < TIMESTAMPTZ '{EARLIEST}' "
                           f"OR {v} >= TIMESTAMPTZ '{LATEST}') AND {present} "
                           f"THEN 'bad timestamp: {col.name}=' || {shown}")
+            if _is_text(t):
+                checks.append(_offset_check(_q(col.name), col.name))
         elif col.kind == "ip":
             checks.append(f"WHEN {v} IS NULL AND {present} THEN 'bad IP: {col.name} is not an IPv4 or IPv6 address'")
         elif col.kind in ("integer", "number"):
