@@ -130,3 +130,25 @@ def test_verdicts_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quo
     assert accounts == {"'" + a for a in hostile[:5]} | {"plain-account"}
     stored = pq.read_table(tmp_path / "out" / "verdicts.parquet").column("account_id").to_pylist()
     assert set(stored) == set(hostile)  # the Parquet output keeps the ids as they are
+
+
+# --- repeats -------------------------------------------------------------------------------
+
+def test_reingesting_a_file_quarantines_each_bad_record_once(store, tmp_path):
+    records = [good_record(1), good_record(2, timestamp="yesterday"), "not json", good_record(3, input_tokens=-1)]
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    (tmp_path / "copy.jsonl").write_bytes(path.read_bytes())
+    first, second, third = ingest_paths(store, [path, path, tmp_path / "copy.jsonl"])
+    assert first.rows_quarantined == second.rows_quarantined == third.rows_quarantined == 3
+    assert second.balanced and second.rows_duplicate == 1
+    assert rows(store, "SELECT line_number, reason_code FROM quarantine ORDER BY 1") == [
+        (2, "bad timestamp"), (3, "malformed record"), (4, "bad value")]
+
+
+def test_a_changed_file_quarantines_its_new_bad_records(store, tmp_path):
+    path = write_jsonl(tmp_path / "a.jsonl", [good_record(1, timestamp="yesterday")])
+    ingest_paths(store, [path])
+    write_jsonl(path, [good_record(1, timestamp="yesterday"), good_record(2, timestamp="tomorrow")])
+    ingest_paths(store, [path])
+    assert rows(store, "SELECT count(*) FROM quarantine") == [(3,)]

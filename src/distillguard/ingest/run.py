@@ -126,8 +126,13 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
             raise AssertionError(f"row accounting broken for {source.path}: {result}")
         con.execute("BEGIN TRANSACTION")
         try:
+            # the same bytes ingested again (by another name, or the gateway's loader retrying a
+            # segment) quarantine the same records: each is kept once, by its first ingest
             con.execute(f"INSERT INTO quarantine SELECT '{ingest_id}', ?, line_number, record_number, "
-                        "exchange_id, reason_code, reason, raw FROM _qstage", [str(source.path)])
+                        "exchange_id, reason_code, reason, raw FROM _qstage s WHERE NOT EXISTS ("
+                        "SELECT 1 FROM quarantine q JOIN ingests i USING (ingest_id) WHERE i.sha256 = ? "
+                        "AND q.record_number IS NOT DISTINCT FROM s.record_number "
+                        "AND q.line_number IS NOT DISTINCT FROM s.line_number)", [str(source.path), sha256])
             segment = store.publish(pending, ingest_id) if stored else None
             con.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [ingest_id, str(source.path), source.format, source.size, sha256, rows_in,
