@@ -14,6 +14,7 @@ with streaming in both directions, keeps the request path short.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hmac
 import ipaddress
@@ -181,6 +182,7 @@ class Gateway:
         for path, api in ROUTES.items():
             app.router.add_post(path, self._proxy_handler(api, path))
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/admin/verdicts", self.admin_verdicts)
         app.router.add_get("/admin/verdicts/{account_id}", self.admin_verdict)
@@ -485,6 +487,18 @@ class Gateway:
         self.policy = policy
         self.enforcer.set_policy(policy)
         return web.json_response({"reloaded": True, "policy": self.config.policy})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        """The gateway's OpenAPI 3 description (openapi.yaml beside this module), as JSON: it
+        names no secret, so it needs no token."""
+        return web.Response(body=_openapi_json(), content_type="application/json")
+
+
+@functools.cache
+def _openapi_json() -> bytes:
+    import yaml
+
+    return orjson.dumps(yaml.safe_load(Path(__file__).with_name("openapi.yaml").read_text()))
 
 
 def _dumps(value: Any) -> str:
