@@ -104,6 +104,33 @@ class GatewayRules(BaseModel):
         3600.0, gt=0, description="Retry-After of a request refused because its account is throttled by a verdict")
 
 
+class ErrorBudget(BaseModel):
+    """The statistical evidence's error budget: per action, the false positives it accepts per
+    organic entity (account, or declared organisation). Thresholds follow from these and the null
+    (detect/verdicts.py); none is fitted to labelled data."""
+
+    model_config = ConfigDict(extra="forbid")
+    monitor: float = Field(1e-2, gt=0, le=1, description="expected false monitors per organic entity")
+    throttle: float = Field(1e-4, gt=0, le=1, description="expected false throttles per organic entity")
+    block: float = Field(1e-6, gt=0, le=1, description="expected false blocks per organic entity")
+
+
+class Statistics(BaseModel):
+    """The calibrated tests (detect/): block tests under BiCM, cohort windows under a binomial null."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    budget: ErrorBudget = ErrorBudget()
+    pair_budget: int = Field(2_000_000, ge=1, description="holder pairs per evidence kind whose tokens are rare "
+                             "enough to test (sets rarity; bounds the cost)")
+    min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
+    cohort_levels: tuple[float, ...] = Field((0.01, 0.05), description="population tail shares an extreme entity "
+                                             "falls in (each level is one more look, corrected for)")
+    cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
+                                                    "hours (each with two offsets; every window is a look)")
+    cohort_min_exchanges: int = Field(20, ge=1, description="exchanges an account needs for its features to be judged")
+
+
 class Policy(BaseModel):
     """What ``scan`` (and later the gateway) does with scores. Every field has a safe default."""
 
@@ -116,6 +143,7 @@ class Policy(BaseModel):
     lookback_days: float = Field(30.0, gt=0)
     inherit: Inheritance = Inheritance()
     gateway: GatewayRules = GatewayRules()
+    statistics: Statistics = Statistics()
 
     @model_validator(mode="after")
     def _known_signals(self) -> "Policy":

@@ -28,6 +28,7 @@ from distillguard import campaigns as camp
 from distillguard import enrich, features, inherit, linkage, signals
 from distillguard.engine import digest64
 from distillguard.enrich import CAPABILITIES
+from distillguard.detect import verdicts as detect_verdicts
 from distillguard.policy import CampaignThresholds, Policy
 from distillguard.verdicts import VERDICT_SCHEMA
 
@@ -91,6 +92,10 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         clock.lap("signals")
 
         keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params)
+        statistical = None
+        if policy.statistics.enabled:
+            statistical = detect_verdicts.evaluate(keys.to_pyarrow(), feats, policy)
+            clock.lap("statistics")
         keys = linkage.weighted_keys(keys)
         orgs = lookup("dg_orgs", feats.select(["account_id", "organization_id"]))
         # materialised once: the pair join reads it nine times
@@ -145,6 +150,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     clock.lap("campaigns")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of,
                          edges=edges)
+    if statistical is not None:
+        verdicts = with_statistics(verdicts, statistical, policy)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
@@ -464,6 +471,31 @@ def spreadsheet_safe(table: pa.Table) -> pa.Table:
             risky = pc.fill_null(pc.match_substring_regex(column, _FORMULA_START), False)
             table = table.set_column(i, field, pc.if_else(risky, pc.binary_join_element_wise("'", column, ""), column))
     return table
+
+
+def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, policy: Policy) -> pa.Table:
+    """Verdicts raised to what the calibrated tests (detect/) earn at throttle or stronger, never
+    lowered: an account keeps the stronger of the two, with both sets of reasons. An account of an
+    allowlisted organisation stays capped at monitor."""
+    found = evidence.by_account(policy.campaign.min_members)
+    allowed = set(policy.allowlist_organizations)
+    rank = detect_verdicts.ORDER
+    rows = verdicts.to_pylist()
+    capped = evidence.capped
+    for row in rows:
+        hit = found.get(row["account_id"])
+        if hit is None or hit[0] not in ("throttle", "block"):
+            continue
+        action, group, reasons = hit
+        current = row["action"] if row["action"] in rank else "throttle"  # fallback ranks with throttle+
+        if rank.index(action) <= rank.index(current) or row["account_id"] in capped:
+            row["reasons"] = list(row["reasons"] or []) + reasons
+            continue
+        row["action"] = action
+        row["campaign_id"] = row["campaign_id"] or group
+        row["score"] = max(row["score"], getattr(policy.campaign, action))
+        row["reasons"] = reasons + list(row["reasons"] or [])
+    return pa.Table.from_pylist(rows, schema=VERDICT_SCHEMA)
 
 
 def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:

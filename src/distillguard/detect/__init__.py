@@ -1,0 +1,1 @@
+"""Detection as calibrated statistics: null models, block tests, cohorts, error-budget verdicts."""

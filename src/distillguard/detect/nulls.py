@@ -1,0 +1,157 @@
+"""Null models and the tail probabilities evidence is measured by.
+
+Every statistic the detector reports is a tail probability under a stated null:
+
+* **BiCM** (bipartite configuration model; Saracco et al. 2015, "Randomizing bipartite networks:
+  the case of the World Trade Web", and 2017, "Inferring monopartite projections of bipartite
+  networks: an entropy-based approach"): the maximum-entropy random bipartite graph whose
+  expected degrees equal the observed ones. An account-token link has probability
+  ``x_a y_t / (1 + x_a y_t)``; the hidden variables depend only on the degrees, so the model is
+  fitted over degree *classes* (a few hundred values), never over the full table.
+* **Poisson tail** of an overlap count: the number of tokens two accounts share is a sum of
+  independent Bernoullis under BiCM (Poisson-binomial), whose upper tail the Poisson tail with the
+  same mean bounds from above for small link probabilities (Le Cam; slightly conservative). The
+  normal approximation is not used: it is anti-conservative by orders of magnitude in the tail.
+* **Binomial tail** for counts of extreme accounts in a window (a scan statistic, Kulldorff 1997).
+* **Clopper-Pearson** exact interval for a rate measured on a finite sample.
+
+Everything here is pure numpy/scipy over small arrays and deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import special, stats
+
+
+@dataclass(frozen=True)
+class Bicm:
+    """A fitted BiCM over degree classes.
+
+    ``row_degrees``/``x`` and ``col_degrees``/``y`` are the distinct degrees and their hidden
+    variables; ``col_counts`` how many tokens have each degree. ``converged`` says whether the
+    fixed point met its tolerance (the expected degrees then match the observed ones to ``tol``).
+    """
+
+    row_degrees: np.ndarray
+    row_counts: np.ndarray
+    x: np.ndarray
+    col_degrees: np.ndarray
+    col_counts: np.ndarray
+    y: np.ndarray
+    converged: bool
+    iterations: int
+
+    def link_probability(self, row_class: np.ndarray, col_class: np.ndarray) -> np.ndarray:
+        xy = self.x[row_class][:, None] * self.y[col_class][None, :]
+        return xy / (1.0 + xy)
+
+    def expected_overlap(self, col_mask: np.ndarray | None = None) -> np.ndarray:
+        """Matrix ``L[i, k]``: the expected number of tokens (restricted to the column classes in
+        ``col_mask``, all by default) that an account of row class ``i`` and one of class ``k``
+        both hold: ``sum_t p(i, t) p(k, t)``."""
+        p = self.link_probability(np.arange(len(self.x)), np.arange(len(self.y)))
+        weights = self.col_counts.astype(float) if col_mask is None else self.col_counts * col_mask
+        return (p * weights[None, :]) @ p.T
+
+    def row_class(self, degrees: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.row_degrees, degrees)
+
+
+def fit_bicm(row_degrees: np.ndarray, col_degrees: np.ndarray, *, tol: float = 1e-6,
+             max_iterations: int = 2000) -> Bicm:
+    """Fit BiCM to the observed degree sequences by the fixed-point iteration (Newton does not
+    converge at the sizes seen in practice; the fixed point does, and needs only the classes).
+
+    Zero degrees are left out: an account or token with no link carries no information.
+    """
+    rows = np.asarray(row_degrees, dtype=np.int64)
+    cols = np.asarray(col_degrees, dtype=np.int64)
+    rows, cols = rows[rows > 0], cols[cols > 0]
+    rd, rc = np.unique(rows, return_counts=True)
+    cd, cc = np.unique(cols, return_counts=True)
+    if rd.size == 0 or cd.size == 0:
+        empty = np.zeros(0)
+        return Bicm(rd, rc, empty, cd, cc, empty, True, 0)
+    total = float(rows.sum())
+    x = rd / np.sqrt(total)
+    y = cd / np.sqrt(total)
+    converged = False
+    iteration = 0
+    for iteration in range(1, max_iterations + 1):
+        xy = x[:, None] * y[None, :]
+        x_new = rd / ((cc[None, :] * y[None, :] / (1.0 + xy)).sum(axis=1))
+        xy = x_new[:, None] * y[None, :]
+        y_new = cd / ((rc[:, None] * x_new[:, None] / (1.0 + xy)).sum(axis=0))
+        change = max(np.max(np.abs(x_new - x) / x), np.max(np.abs(y_new - y) / y))
+        x, y = x_new, y_new
+        if change < tol:
+            converged = True
+            break
+    return Bicm(rd, rc, x, cd, cc, y, converged, iteration)
+
+
+def poisson_sf(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """P(X >= observed) for X ~ Poisson(mean); 1 where ``observed`` <= 0."""
+    observed = np.asarray(observed, dtype=float)
+    mean = np.maximum(np.asarray(mean, dtype=float), 1e-300)
+    out = np.ones(np.broadcast(observed, mean).shape)
+    positive = np.broadcast_to(observed > 0, out.shape)
+    out[positive] = special.gammainc(np.broadcast_to(observed, out.shape)[positive],
+                                     np.broadcast_to(mean, out.shape)[positive])
+    return out
+
+
+def binomial_sf(observed: np.ndarray, trials: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """P(X >= observed) for X ~ Binomial(trials, rate)."""
+    return stats.binom.sf(np.asarray(observed) - 1, np.asarray(trials), np.clip(rate, 0.0, 1.0))
+
+
+def bonferroni(p: np.ndarray | float, looks: int | float) -> np.ndarray | float:
+    """A p-value corrected for the number of looks taken to find it (valid under any dependence)."""
+    return np.minimum(1.0, np.asarray(p) * max(float(looks), 1.0))
+
+
+def benjamini_hochberg(p: np.ndarray, total: int) -> np.ndarray:
+    """q-values of ``p`` by Benjamini-Hochberg over ``total`` hypotheses, of which the ones not in
+    ``p`` were not tested (p = 1): counting them is what keeps the FDR at its level when only
+    candidates are tested."""
+    p = np.asarray(p, dtype=float)
+    if p.size == 0:
+        return p
+    total = max(int(total), p.size)
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * total / np.arange(1, p.size + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty_like(p)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+def cauchy_combination(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Liu & Xie (2020) Cauchy combination of p-values: valid under arbitrary dependence for
+    small p, and dominated by the strongest evidence."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-300, 1.0 - 1e-16)
+    t = np.tan((0.5 - p) * np.pi).mean(axis=axis)
+    return np.clip(0.5 - np.arctan(t) / np.pi, 0.0, 1.0)
+
+
+def clopper_pearson_upper(successes: int, trials: int, confidence: float = 0.95) -> float:
+    """One-sided upper bound of a binomial rate (exact)."""
+    if trials <= 0:
+        return 1.0
+    if successes >= trials:
+        return 1.0
+    return float(stats.beta.ppf(confidence, successes + 1, trials - successes))
+
+
+def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided exact interval of a binomial rate."""
+    if trials <= 0:
+        return 0.0, 1.0
+    a = 1.0 - confidence
+    lo = 0.0 if successes == 0 else float(stats.beta.ppf(a / 2, successes, trials - successes + 1))
+    hi = 1.0 if successes == trials else float(stats.beta.ppf(1 - a / 2, successes + 1, trials - successes))
+    return lo, hi

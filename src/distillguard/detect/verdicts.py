@@ -1,0 +1,176 @@
+"""Actions from the calibrated tests and the policy's error budget.
+
+A validated group flags its members, so a false group costs as many false positives as it has
+members. The threshold of each test follows from that and the budget (policy.ErrorBudget): a
+block whose core has ``c`` entities reaches an action when its corrected p-value is at most
+``budget[action] * N / c`` (N: entities judged), so the expected number of entities the tests flag
+falsely stays within ``budget[action] * N``. A cohort must also keep the members it holds by
+chance (``n * pi``, cohorts.Cohort.expected) within that budget. Nothing here is fitted to labels.
+
+A group needs ``campaign.min_members`` accounts to reach more than monitor (a campaign is many
+accounts); lone accounts are never acted on by these tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from distillguard.detect import blocks as blocks_mod
+from distillguard.detect import cohorts as cohorts_mod
+from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW
+from distillguard.policy import Policy
+from distillguard.signals import SIGNALS
+
+ORDER = ("allow", "monitor", "throttle", "block")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One validated test result and the action its p-value earns under the budget."""
+
+    action: str
+    test: str  # block or cohort
+    null: str
+    p_corrected: float
+    threshold: float  # the corrected p-value the action needed
+    reason: str
+    entities: tuple[int, ...]
+
+
+@dataclass
+class Evidence:
+    """What the statistical tests found: per account its action and reasons, and the groups."""
+
+    entities: list[str]
+    accounts_of: dict[int, list[str]]
+    findings: list[Finding]
+    looks: dict[str, int] = field(default_factory=dict)
+    capped: frozenset[str] = frozenset()  # accounts of allowlisted organisations: never raised
+
+    def by_account(self, min_members: int) -> dict[str, tuple[str, str, list[str]]]:
+        """account -> (action, group id, reasons), for accounts a finding reaches; a group of
+        fewer than ``min_members`` accounts is capped at monitor."""
+        groups = _components([f.entities for f in self.findings])
+        out: dict[str, tuple[str, str, list[str]]] = {}
+        for group in groups:
+            accounts = sorted(a for e in group for a in self.accounts_of[e])
+            gid = "campaign-" + hashlib.blake2b(",".join(accounts).encode(), digest_size=5).hexdigest()
+            members = set(group)
+            for f in self.findings:
+                if not members.intersection(f.entities):
+                    continue
+                action = f.action if len(accounts) >= min_members else min(f.action, "monitor", key=ORDER.index)
+                line = (f"{f.test} ({f.null} null): {f.reason}; {action} needs corrected p <= "
+                        f"{f.threshold:.3g} (error budget)")
+                for e in f.entities:
+                    for a in self.accounts_of[e]:
+                        held = out.get(a)
+                        best = action if held is None else max(held[0], action, key=ORDER.index)
+                        out[a] = (best, gid, (held[2] if held else []) + [line])
+        return out
+
+
+def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
+    """Run the block and cohort tests over one scan's keys (account_id, kind, key) and features."""
+    stats = policy.statistics
+    accounts = feats.column("account_id").to_pylist()
+    orgs = feats.column("organization_id").to_pylist()
+    entity_key = [f"org:{o}" if o else f"account:{a}" for a, o in zip(accounts, orgs)]
+    entities = sorted(set(entity_key))
+    index = {e: i for i, e in enumerate(entities)}
+    entity_of = {a: index[k] for a, k in zip(accounts, entity_key)}
+    accounts_of: dict[int, list[str]] = {}
+    for a in accounts:
+        accounts_of.setdefault(entity_of[a], []).append(a)
+    n = len(entities)
+    findings: list[Finding] = []
+
+    tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
+    found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders)
+    for b in found:
+        action, threshold = _action(b.p_corrected, len(b.core), 0.0, n, policy)
+        if action != "allow" and len(b.core) >= 2:
+            findings.append(Finding(action, "block", BICM.name, b.p_corrected, threshold, b.reason(), b.core))
+
+    feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
+    found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
+                                       tuple(stats.cohort_windows_hours))
+    for c in found_c:
+        action, threshold = _action(c.p_corrected, len(c.members), c.expected, n, policy)
+        if action != "allow":
+            findings.append(Finding(action, "cohort", BINOMIAL_WINDOW.name, c.p_corrected, threshold, c.reason(),
+                                    c.members))
+    allowed = set(policy.allowlist_organizations)
+    capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
+    return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c)},
+                    capped)
+
+
+def _action(p_corrected: float, flagged: int, expected_false: float, n: int, policy: Policy) -> tuple[str, float]:
+    """The strongest action whose budget the finding fits, and the corrected p-value it needed."""
+    budget = policy.statistics.budget
+    threshold = 0.0
+    for action in ("block", "throttle", "monitor"):
+        allowed = getattr(budget, action) * n
+        threshold = allowed / max(flagged, 1)
+        if p_corrected <= threshold and expected_false <= allowed:
+            return action, threshold
+    return "allow", threshold
+
+
+def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int
+                     ) -> tuple[dict[str, tuple[np.ndarray, str]], dict[str, np.ndarray]]:
+    """Per entity: each signal's feature (mean over its judged accounts; NaN if none) and its
+    arrival times (earliest creation and first request, epoch seconds)."""
+    accounts = feats.column("account_id").to_pylist()
+    ent = np.array([entity_of[a] for a in accounts], dtype=np.int64)
+    exchanges = np.array(feats.column("exchanges").to_pylist(), dtype=float)
+    judged = exchanges >= min_exchanges
+    counts = np.bincount(ent[judged], minlength=n).astype(float)
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    # the arrival attributes are tested against, so features that are functions of them are not
+    for s in SIGNALS:
+        if s.feature in ("account_age_days", "pivot_hours") or s.feature not in feats.column_names:
+            continue
+        values = np.array([np.nan if v is None else float(v) for v in feats.column(s.feature).to_pylist()])
+        ok = judged & ~np.isnan(values)
+        sums = np.bincount(ent[ok], weights=values[ok], minlength=n)
+        num = np.bincount(ent[ok], minlength=n).astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[s.feature] = (np.where(num > 0, sums / np.maximum(num, 1), np.nan), s.direction)
+    attributes = {}
+    for name in ("created_at", "first_seen"):
+        seconds = np.array([np.nan if v is None else v.timestamp() for v in feats.column(name).to_pylist()])
+        first = np.full(n, np.inf)
+        ok = ~np.isnan(seconds)
+        np.minimum.at(first, ent[ok], seconds[ok])
+        first[np.isinf(first) | (counts == 0)] = np.nan
+        attributes[name] = first
+    return out, attributes
+
+
+def _components(groups: list[tuple[int, ...]]) -> list[list[int]]:
+    """Connected components of entities that share a finding (union-find), in a canonical order."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for g in groups:
+        for e in g[1:]:
+            ra, rb = find(g[0]), find(e)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+        if g:
+            find(g[0])
+    out: dict[int, list[int]] = {}
+    for e in parent:
+        out.setdefault(find(e), []).append(e)
+    return sorted((sorted(v) for v in out.values()), key=lambda v: v[0])
