@@ -53,8 +53,9 @@ class Gateway:
 
 def start_gateway(tmp: Path, upstream_port: int, keys: list[dict[str, Any]] | None = None,
                   policy: dict[str, Any] | None = None, name: str = "gw", preexec=None,
-                  **settings: Any) -> Gateway:
-    """``distillguard serve`` with a config file holding ``settings`` (GatewayConfig fields)."""
+                  args: tuple[str, ...] = (), env: dict[str, str] | None = None, **settings: Any) -> Gateway:
+    """``distillguard serve`` with a config file holding ``settings`` (GatewayConfig fields),
+    further command-line ``args`` and environment ``env``."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = {"upstream": f"http://127.0.0.1:{upstream_port}", "db": str(tmp / f"{name}.duckdb"),
@@ -67,9 +68,9 @@ def start_gateway(tmp: Path, upstream_port: int, keys: list[dict[str, Any]] | No
         config["policy"] = str(tmp / f"{name}-policy.yaml")
     (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
     log_path = tmp / f"{name}.log"
-    env = os.environ | {"DISTILLGUARD_ADMIN_TOKEN": ""}
+    env = os.environ | {"DISTILLGUARD_ADMIN_TOKEN": ""} | (env or {})
     proc = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--config", str(tmp / f"{name}.yaml"),
-                             "--port", str(port)], stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env,
+                             "--port", str(port), *args], stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env,
                             preexec_fn=preexec)
     wait_port(port, proc)
     return Gateway(proc, port, Path(config["db"]), log_path, config)

@@ -36,8 +36,17 @@ class GatewayConfig(BaseModel):
     on_log_failure: Literal["closed", "open"] = Field(
         "closed", description="when the exchange log cannot be written: refuse requests (closed) or serve "
         "them unlogged (open); either way the gateway's log says so")
-    admin_token: str | None = Field(None, description="bearer token of /admin (default: DISTILLGUARD_ADMIN_TOKEN); "
-                                    "none: the admin API is off")
+    admin_token: str | None = Field(None, description="bearer token of /admin (default: DISTILLGUARD_ADMIN_TOKEN, "
+                                    "or the first line of admin_token_file); none: the admin API is off")
+    admin_token_file: str | None = Field(None, description="file whose first line is the admin token (never pass "
+                                         "the token itself on a command line: every user of the machine sees it)")
+    admin_port: int | None = Field(None, ge=1, le=65535, description="serve /admin/* and /metrics on their own "
+                                   "listener on this port; none: on the main port, /metrics behind the admin token")
+    admin_host: str = Field("127.0.0.1", description="address of the admin listener")
+    state_dir: str | None = Field(None, description="the gateway's own durable state (operators' overrides); "
+                                  "default: <db>.gateway-state beside the store")
+    shutdown_timeout_seconds: float = Field(
+        10.0, ge=0, description="on SIGTERM, how long requests in flight (streams) may still run before they are cut")
     state: str | None = Field(None, description="redis://... to share counters, overrides and inherited "
                               "actions between gateway processes; default: in this process")
     connect_timeout_seconds: float = Field(10.0, gt=0)
@@ -68,6 +77,13 @@ class GatewayConfig(BaseModel):
         db = Path(self.db)
         return db.with_name(db.stem + ".gateway-log")
 
+    @property
+    def overrides_dir(self) -> Path:
+        if self.state_dir:
+            return Path(self.state_dir)
+        db = Path(self.db)
+        return db.with_name(db.stem + ".gateway-state")
+
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> GatewayConfig:
     """The config file (if any) with the command line's non-None values over it."""
@@ -78,7 +94,25 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> GatewayCo
             raise UserError(f"{path}: expected a mapping of settings")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     raw.setdefault("upstream_api_key", os.environ.get("DISTILLGUARD_UPSTREAM_KEY"))
-    raw.setdefault("admin_token", os.environ.get("DISTILLGUARD_ADMIN_TOKEN"))
+    if raw.get("admin_token_file") and not raw.get("admin_token"):
+        raw["admin_token"] = read_token(Path(raw["admin_token_file"]))
+    raw.setdefault("admin_token", os.environ.get("DISTILLGUARD_ADMIN_TOKEN") or None)
     if not raw.get("upstream"):
         raise UserError("the gateway needs --upstream URL (or upstream: in --config)")
-    return yamlfile.validated(GatewayConfig, raw, path or "command line", "gateway setting")
+    config = yamlfile.validated(GatewayConfig, raw, path or "command line", "gateway setting")
+    if config.overrides_dir.resolve() == config.journal_dir.resolve():
+        raise UserError(f"{path or 'command line'}: state_dir and log_dir are both {config.journal_dir}: the "
+                        "exchange log's loader takes the files of its directory, the overrides need one of their own")
+    return config
+
+
+def read_token(path: Path) -> str:
+    """The admin token: the first line of ``path`` (surrounding blanks dropped)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read the admin token file ({exc})") from None
+    token = lines[0].strip() if lines else ""
+    if not token:
+        raise UserError(f"{path}: the admin token file is empty")
+    return token

@@ -18,9 +18,14 @@ ingest and unlink stores nothing twice) and removes each one once its ingest has
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -42,6 +47,17 @@ log = logging.getLogger("distillguard.gateway")
 #: the store's view at once conflict: every use of the store inside a gateway process (the
 #: loader, the key table, overrides) takes this lock
 STORE_LOCK = threading.Lock()
+
+#: the names this module gives segments (``<time>-<pid>-<n>-<random>.jsonl``, ``.open`` while
+#: written): the loader takes only these, never another file someone put in the directory
+SEGMENT_NAME = re.compile(r"\d{8}T\d{6}-\d+-\d{6,}-[0-9a-f]{8}\.jsonl")
+
+
+def segments(directory: Path, open_ones: bool = False) -> list[Path]:
+    """The closed segments in ``directory`` (``open_ones``: the open ones), oldest first."""
+    suffix = ".open" if open_ones else ""
+    return sorted(p for p in Path(directory).glob("*.jsonl" + suffix)
+                  if SEGMENT_NAME.fullmatch(p.name.removesuffix(suffix)))
 
 
 class JournalError(RuntimeError):
@@ -132,7 +148,7 @@ class Journal:
         return recover(self.directory, self._path)
 
     def closed_segments(self) -> list[Path]:
-        return sorted(self.directory.glob("*.jsonl"))
+        return segments(self.directory)
 
     def age_seconds(self) -> float:
         return time.monotonic() - self.opened_at
@@ -165,7 +181,7 @@ def recover(directory: Path, own: Path | None = None) -> list[Path]:
     """Close the open segments in ``directory`` of writers that are gone (their flock is
     free); ``own``: the caller's open segment, left alone."""
     closed = []
-    for path in sorted(Path(directory).glob("*.jsonl.open")):
+    for path in segments(directory, open_ones=True):
         if path == own:
             continue
         try:
@@ -200,7 +216,7 @@ class _Reader:
         return recover(self.directory)
 
     def closed_segments(self) -> list[Path]:
-        return sorted(self.directory.glob("*.jsonl"))
+        return segments(self.directory)
 
     def age_seconds(self) -> float:
         return 0.0
@@ -210,11 +226,39 @@ class _Reader:
 LOADER_NICENESS = 10
 
 
-def _loader_process(directory: str, db: str, every_seconds: float, stop, loaded) -> None:
-    """The loader's own process: ingest is CPU work in Python as much as in DuckDB, and in the
-    gateway's process it would hold the interpreter's lock while requests wait."""
-    import signal
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (Linux; elsewhere the
+    loader's own check of ``os.getppid()`` each second is what ends it)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(0)
 
+
+def _loader_main() -> None:
+    """The loader process's entry point: ``python -c ... DIRECTORY DB EVERY_SECONDS PARENT_PID
+    [OVERRIDES_DIR]``; after each round it writes ``loaded <rows>`` on its standard output."""
+    directory, db, every, parent, overrides_dir = (sys.argv[1:] + [""])[:5]
+    _loader_process(directory, db, float(every), int(parent), overrides_dir or None)
+
+
+def _loader_process(directory: str, db: str, every_seconds: float, parent: int,
+                    overrides_dir: str | None = None) -> None:
+    """The loader's own process: ingest is CPU work in Python as much as in DuckDB, and in the
+    gateway's process it would hold the interpreter's lock while requests wait.
+
+    It stops on SIGTERM (from the gateway, from a signal to the whole process group, or from the
+    kernel when the gateway dies) after the round in progress, and when its parent is gone.
+    Nothing is shared with the gateway but a line per round on a pipe: a lock or an event shared across
+    processes would leave the gateway waiting forever on one this process held when it died.
+    (It is a plain subprocess, not a multiprocessing one, for the same reason: multiprocessing
+    would add a resource-tracker process that outlives the loader.)"""
+    _die_with_parent(parent)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when this stops
     # background work: it yields the CPU to the requests in flight (a round that runs late
     # costs nothing, the segments wait on disk), and one DuckDB thread leaves the other cores
@@ -224,33 +268,26 @@ def _loader_process(directory: str, db: str, every_seconds: float, stop, loaded)
     except OSError:  # pragma: no cover - not permitted here
         pass
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    loader = Loader(_Reader(Path(directory)), db, every_seconds, in_process=True,
-                    on_loaded=_copy_overrides(directory, db), duckdb_threads=1)
-    while not stop.wait(every_seconds):
+    sync = None
+    if overrides_dir is not None:
+        from distillguard.gateway.overrides import CopyToStore
+
+        sync = CopyToStore(overrides_dir)
+    loader = Loader(_Reader(Path(directory)), db, every_seconds, in_process=True, sync=sync, duckdb_threads=1)
+    due = time.monotonic() + every_seconds
+    while not stopping and os.getppid() == parent:
+        time.sleep(max(0.0, min(0.2, due - time.monotonic())))
+        if time.monotonic() < due:
+            continue
+        due = time.monotonic() + every_seconds
         try:
             loader.round()
         except Exception:  # noqa: BLE001 - the loader must outlive any one bad round
             log.exception("exchange log: loader round failed; segments kept on disk, next round retries")
-        with loaded.get_lock():
-            loaded.value = loader.loaded_rows
-
-
-class _copy_overrides:
-    """After a round: operators' overrides (overrides.jsonl) into the store's table (picklable)."""
-
-    def __init__(self, directory: str, db: str) -> None:
-        self.directory, self.db = directory, db
-
-    def __call__(self, rows: int) -> None:
-        from distillguard.gateway import overrides
-
-        entries = overrides.OverrideLog(Path(self.directory)).entries()
-        if entries:
-            try:
-                with Store(self.db) as store:
-                    overrides.to_store(store.con, entries)
-            except Exception as exc:  # noqa: BLE001 - next round
-                log.warning("overrides: cannot copy into the store now (%s)", exc)
+        try:
+            print(f"loaded {loader.loaded_rows}", flush=True)
+        except BrokenPipeError:  # the gateway is gone
+            return
 
 
 class Loader:
@@ -260,18 +297,20 @@ class Loader:
     open it in between; a round that finds it locked (or unwritable) leaves the segments on
     disk, says so in the log, and tries again next round: nothing is dropped. By default the
     rounds run in a process of their own (``in_process=False``) and this one only rotates
-    segments; ``stop`` drains what is left here.
+    segments; ``stop`` drains what is left here. ``sync``: a further step of each round that
+    writes the store (the operators' overrides, overrides.CopyToStore), run when its
+    ``pending()`` says so even if no segment is waiting.
     """
 
     def __init__(self, journal: Journal, db: str | Path, every_seconds: float = 5.0,
                  segment_seconds: float = 30.0, segment_rows: int = 50_000,
                  on_loaded: Callable[[int], None] | None = None, in_process: bool = False,
-                 duckdb_threads: int | None = None, compact_segments: int = 48) -> None:
+                 duckdb_threads: int | None = None, compact_segments: int = 48, sync: Any = None) -> None:
         self.in_process = in_process
         self.duckdb_threads = duckdb_threads
         self._child = None
-        self._child_stop = None
-        self._child_loaded = None
+        self._child_loaded = 0
+        self.sync = sync
         self.journal = journal
         self.db = str(db)
         self.every_seconds = every_seconds
@@ -289,19 +328,23 @@ class Loader:
     @property
     def loaded_rows(self) -> int:
         """Rows this loader (and its process) stored."""
-        return self._loaded_here + (self._child_loaded.value if self._child_loaded is not None else 0)
+        return self._loaded_here + self._child_loaded
 
     def start(self) -> None:
         if not self.in_process:
-            import multiprocessing
-
-            context = multiprocessing.get_context("spawn")
-            self._child_stop = context.Event()
-            self._child_loaded = context.Value("q", 0)
-            self._child = context.Process(target=_loader_process, name="distillguard-loader", daemon=True, args=(
-                str(self.journal.directory), self.db, self.every_seconds, self._child_stop, self._child_loaded))
-            self._child.start()
+            self._child = subprocess.Popen(
+                [sys.executable, "-c", "from distillguard.gateway.journal import _loader_main; _loader_main()",
+                 str(self.journal.directory), self.db, repr(self.every_seconds), str(os.getpid()),
+                 str(getattr(self.sync, "directory", "") or "")],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            threading.Thread(target=self._read_child, name="journal-loader-rows", daemon=True).start()
         self._thread.start()
+
+    def _read_child(self) -> None:
+        for line in self._child.stdout:
+            kind, _, value = line.decode(errors="replace").partition(" ")
+            if kind == "loaded" and value.strip().isdigit():
+                self._child_loaded = int(value)
 
     def _loop(self) -> None:
         while not self._stop.wait(min(self.every_seconds, 1.0) if not self.in_process else self.every_seconds):
@@ -323,7 +366,7 @@ class Loader:
             j.rotate()
         j.recover()
         segments = j.closed_segments()
-        if not segments:
+        if not segments and not (self.sync is not None and self.sync.pending()):
             return 0
         with STORE_LOCK:
             return self._load(segments)
@@ -353,6 +396,11 @@ class Loader:
                 path.unlink()
             else:
                 self.last_error = None
+            if self.sync is not None and self.sync.pending():
+                try:
+                    self.sync(store.con)
+                except (duckdb.Error, OSError) as exc:  # the file keeps them: next round
+                    log.warning("overrides: cannot copy into the store now (%s); next round retries", exc)
             if stored:
                 self._compact(store)
         finally:
@@ -382,10 +430,12 @@ class Loader:
         if self._thread.is_alive():
             self._thread.join()
         if self._child is not None:
-            self._child_stop.set()
-            self._child.join(timeout=120)
-            if self._child.is_alive():
+            if self._child.poll() is None:
+                self._child.terminate()  # it finishes the round in progress, then exits
+            try:
+                self._child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
                 self._child.kill()
-                self._child.join()
+                self._child.wait()
         if drain:
             self.round(rotate=True)

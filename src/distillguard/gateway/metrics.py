@@ -1,68 +1,74 @@
-"""Prometheus text exposition of the gateway's counters, without a client library: a handful
-of counters and one latency histogram, rendered on demand."""
+"""The gateway's Prometheus metrics (prometheus_client, one registry per gateway).
+
+Counters are Counters (names end in ``_total``; a scraper's ``rate()`` needs to know that they
+only go up), the one latency histogram is a Histogram, and what is read from elsewhere at scrape
+time (the exchange log's counts, the verdicts loaded) is collected then, typed by what it is.
+"""
 
 from __future__ import annotations
 
-import bisect
-from collections import Counter
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 #: seconds; the floors are about the first milliseconds, so the low buckets are fine
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
-    if not pairs:
-        return ""
-    def esc(v: str) -> str:
-        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in pairs) + "}"
+class _ReadAtScrape(Collector):
+    """Values kept by other parts of the gateway, read when /metrics is scraped."""
 
-
-class Histogram:
     def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.total = 0.0
-        self.n = 0
+        self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
+        self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
-        self.total += seconds
-        self.n += 1
+    def collect(self):
+        for name, (help_text, read) in sorted(self.counters.items()):
+            family = CounterMetricFamily(name.removesuffix("_total"), help_text)
+            family.add_metric([], read())
+            yield family
+        for name, (help_text, read) in sorted(self.gauges.items()):
+            family = GaugeMetricFamily(name, help_text)
+            family.add_metric([], read())
+            yield family
 
 
 class Metrics:
+    """``request`` on the request path (a few dictionary lookups and three increments)."""
+
     def __init__(self) -> None:
-        self.requests: Counter[tuple[tuple[str, str], ...]] = Counter()
-        self.actions: Counter[tuple[tuple[str, str], ...]] = Counter()
-        self.latency: dict[str, Histogram] = {}
-        self.gauges: dict[str, tuple[str, callable]] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter("distillguard_requests", "Requests answered, by route and status.",
+                                 ["route", "status"], registry=self.registry)
+        self._actions = Counter("distillguard_actions", "Requests by the enforcement action applied.",
+                                ["action"], registry=self.registry)
+        self._latency = Histogram("distillguard_request_duration_seconds", "Time from request to last byte sent.",
+                                  ["route"], buckets=BUCKETS, registry=self.registry)
+        self._read = _ReadAtScrape()
+        self.registry.register(self._read)
+        # the labelled children, looked up once: labels() costs more than the increment
+        self._children: dict[tuple, tuple] = {}
 
     def request(self, route: str, status: int, action: str, seconds: float) -> None:
-        self.requests[(("route", route), ("status", str(status)))] += 1
-        self.actions[(("action", action),)] += 1
-        self.latency.setdefault(route, Histogram()).observe(seconds)
+        key = (route, status, action)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (self._requests.labels(route, str(status)),
+                                              self._actions.labels(action), self._latency.labels(route))
+        children[0].inc()
+        children[1].inc()
+        children[2].observe(seconds)
 
-    def gauge(self, name: str, help_text: str, read) -> None:
-        self.gauges[name] = (help_text, read)
+    def counter(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        """A count kept elsewhere that only goes up (``name`` ends in ``_total``)."""
+        assert name.endswith("_total"), name
+        self._read.counters[name] = (help_text, read)
+
+    def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self._read.gauges[name] = (help_text, read)
 
     def render(self) -> str:
-        out = ["# HELP distillguard_requests_total Requests answered, by route and status.",
-               "# TYPE distillguard_requests_total counter"]
-        out += [f"distillguard_requests_total{_labels(k)} {v}" for k, v in sorted(self.requests.items())]
-        out += ["# HELP distillguard_actions_total Requests by the enforcement action applied.",
-                "# TYPE distillguard_actions_total counter"]
-        out += [f"distillguard_actions_total{_labels(k)} {v}" for k, v in sorted(self.actions.items())]
-        out += ["# HELP distillguard_request_duration_seconds Time from request to last byte sent.",
-                "# TYPE distillguard_request_duration_seconds histogram"]
-        for route, h in sorted(self.latency.items()):
-            running = 0
-            for bound, count in zip((*BUCKETS, float("inf")), h.counts):
-                running += count
-                le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                out.append(f"distillguard_request_duration_seconds_bucket{_labels((('route', route), ('le', le)))} "
-                           f"{running}")
-            out.append(f"distillguard_request_duration_seconds_sum{_labels((('route', route),))} {h.total:.6f}")
-            out.append(f"distillguard_request_duration_seconds_count{_labels((('route', route),))} {h.n}")
-        for name, (help_text, read) in sorted(self.gauges.items()):
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {read()}"]
-        return "\n".join(out) + "\n"
+        return generate_latest(self.registry).decode()

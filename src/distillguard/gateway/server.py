@@ -19,6 +19,9 @@ import gc
 import hmac
 import ipaddress
 import logging
+import os
+import signal
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,13 +32,14 @@ import duckdb
 import orjson
 from aiohttp import web
 
+from distillguard.errors import UserError
 from distillguard.gateway import keys as keytable
 from distillguard.gateway import overrides as overrides_mod
 from distillguard.gateway.config import GatewayConfig
 from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Request, ScanOutputs, refusal
 from distillguard.gateway.journal import STORE_LOCK, Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
-from distillguard.gateway.metrics import Metrics
+from distillguard.gateway.metrics import CONTENT_TYPE, Metrics
 from distillguard.gateway.protocol import (ROUTES, Client, StreamUsage, error_body, exchange_row, new_exchange_id,
                                            request_facts, usage)
 from distillguard.gateway.shared import SharedState
@@ -74,23 +78,31 @@ class Gateway:
         self.scan = ScanOutputs(config.verdicts)
         self.enforcer = Enforcer(self.policy, self.scan, counters)
         self.journal = Journal(config.journal_dir, config.fsync_seconds)
-        self.overrides = overrides_mod.OverrideLog(config.journal_dir)
+        self.override_file = overrides_mod.OverrideFile(config.overrides_dir)
+        self.book = overrides_mod.Book()
+        self.enforcer.overrides = self.book.active
         self.loader = Loader(self.journal, config.db, config.load_every_seconds, config.segment_seconds,
-                             on_loaded=self._after_load)
+                             sync=overrides_mod.CopyToStore(config.overrides_dir))
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
         self.session: aiohttp.ClientSession | None = None
         self.log_broken: str | None = None
         self._tasks: list[asyncio.Task] = []
         self.load_keys()
         self._load_state()
-        self.metrics.gauge("distillguard_log_rows_appended", "Exchanges appended to the log by this process.",
-                           lambda: self.journal.appended)
-        self.metrics.gauge("distillguard_log_rows_loaded", "Exchanges loaded into the store by this process.",
-                           lambda: self.loader.loaded_rows)
-        self.metrics.gauge("distillguard_log_failures", "Exchanges that could not be logged.",
-                           lambda: self.journal.failures)
-        self.metrics.gauge("distillguard_verdicts_loaded", "Non-allow verdicts of the latest scan.",
-                           lambda: len(self.scan.verdicts))
+        if not len(self.keys):
+            log.warning("no API keys (--keys, or the store's api_keys table: distillguard keys add): every request "
+                        "will be refused with 401")
+        m = self.metrics
+        m.counter("distillguard_log_rows_appended_total", "Exchanges appended to the log by this process.",
+                  lambda: self.journal.appended)
+        m.counter("distillguard_log_rows_loaded_total", "Exchanges loaded into the store by this process.",
+                  lambda: self.loader.loaded_rows)
+        m.counter("distillguard_log_failures_total", "Exchanges that could not be logged.",
+                  lambda: self.journal.failures)
+        m.gauge("distillguard_verdicts_loaded", "Non-allow verdicts of the latest scan.",
+                lambda: len(self.scan.verdicts))
+        m.gauge("distillguard_overrides_in_force", "Operators' overrides in force now.",
+                lambda: len(self.book.in_force(_now())))
 
     # --- state ------------------------------------------------------------------------------
 
@@ -109,26 +121,20 @@ class Gateway:
         self.keys = keytable.KeyTable(records)
 
     def _load_state(self) -> None:
-        """Overrides (store and the gateway's own file) and first-seen times of known accounts."""
-        entries = []
-        try:
-            with STORE_LOCK, Store(self.config.db) as store:
-                entries = overrides_mod.from_store(store.con)
-                first = store.con.execute(
-                    'SELECT account_id, min("timestamp") FROM exchanges GROUP BY account_id').fetchall()
-                self.enforcer.first_seen.update(dict(first))
-        except Exception as exc:  # noqa: BLE001
-            log.warning("start-up: cannot read overrides and first-seen times from the store (%s)", exc)
-        self.enforcer.overrides.update(overrides_mod.latest(entries + self.overrides.entries()))
-
-    def _after_load(self, rows: int) -> None:
-        pending = self.overrides.entries()
-        if pending:
+        """Overrides (the gateway's own file, and the store, which holds those of every gateway
+        on it) and first-seen times of known accounts."""
+        overrides_mod.migrate_legacy(self.config.journal_dir, self.override_file)
+        events = []
+        if Path(self.config.db).exists():
             try:
-                with Store(self.config.db) as store:  # called by the loader, which holds STORE_LOCK
-                    overrides_mod.to_store(store.con, pending)
-            except Exception as exc:  # noqa: BLE001 - next round
-                log.warning("overrides: cannot copy into the store now (%s)", exc)
+                with STORE_LOCK, Store(self.config.db, read_only=True) as store:
+                    events = overrides_mod.from_store(store.con)
+                    first = store.con.execute(
+                        'SELECT account_id, min("timestamp") FROM exchanges GROUP BY account_id').fetchall()
+                    self.enforcer.first_seen.update(dict(first))
+            except Exception as exc:  # noqa: BLE001 - the gateway's own file has its overrides
+                log.warning("start-up: cannot read overrides and first-seen times from the store (%s)", exc)
+        self.book.replay(events + self.override_file.events())
 
     async def _background(self) -> None:
         """Hot reload of verdicts and keys, and shared state from Redis, every tick."""
@@ -147,13 +153,14 @@ class Gateway:
 
     async def _pull_shared(self) -> None:
         for change in await self.shared.changes():
-            r = orjson.loads(change.value)
             if change.kind == "overrides":
-                o = Override(r["action"], r["reason"], r["actor"], datetime.fromisoformat(r["at"]))
-                known = self.enforcer.overrides.get(change.account)
-                if known is None or known.at < o.at:
-                    self.enforcer.overrides[change.account] = o
-            elif change.account not in self.enforcer.inherited and change.account not in self.scan.judged:
+                try:
+                    self.book.apply(overrides_mod.Event.from_json(change.value))
+                except ValueError as exc:
+                    log.warning("overrides: a shared change for %s ignored: %s", change.account, exc)
+                continue
+            r = orjson.loads(change.value)
+            if change.account not in self.enforcer.inherited and change.account not in self.scan.judged:
                 self.enforcer.inherited[change.account] = Decision(r["action"], "inherited", tuple(r["reasons"]),
                                                                    r["campaign_id"])
 
@@ -177,21 +184,42 @@ class Gateway:
             await self.redis.aclose()
 
     def app(self) -> web.Application:
+        """The main listener's application; with ``admin_port`` the admin routes and /metrics
+        are not on it but on ``admin_app()``'s."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app[GATEWAY] = self
         for path, api in ROUTES.items():
             app.router.add_post(path, self._proxy_handler(api, path))
         app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/ready", self.ready)
         app.router.add_get("/openapi.json", self.openapi)
-        app.router.add_get("/metrics", self.metrics_page)
-        app.router.add_get("/admin/verdicts", self.admin_verdicts)
-        app.router.add_get("/admin/verdicts/{account_id}", self.admin_verdict)
-        app.router.add_post("/admin/accounts/{account_id}/action", self.admin_action)
-        app.router.add_post("/admin/policy/reload", self.admin_reload)
+        if self.config.admin_port is None:
+            self._admin_routes(app)
         app.router.add_route("*", "/{tail:.*}", self.not_found)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
+
+    def admin_app(self) -> web.Application:
+        """The admin listener's application (``admin_port``): /admin/*, /metrics, /health, /ready."""
+        app = web.Application(client_max_size=1 << 20)
+        app[GATEWAY] = self
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/ready", self.ready)
+        self._admin_routes(app)
+        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        return app
+
+    def _admin_routes(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self.metrics_page)
+        app.router.add_get("/admin/verdicts", self.admin_verdicts)
+        app.router.add_get("/admin/verdicts/{account_id}", self.admin_verdict)
+        app.router.add_post("/admin/accounts/{account_id}/action", self.admin_action)
+        app.router.add_get("/admin/overrides", self.admin_overrides)
+        app.router.add_get("/admin/overrides/audit", self.admin_audit)
+        app.router.add_delete("/admin/overrides/{account_id}", self.admin_lift)
+        app.router.add_post("/admin/policy/reload", self.admin_reload)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -407,8 +435,66 @@ class Gateway:
                            "unknown_url")
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        return web.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        # on the main port (no admin listener) the counters are the operator's, not the public's
+        if self.config.admin_port is None and (denied := self._admin_denied(request)) is not None:
+            return denied
+        return web.Response(body=self.metrics.render().encode(), headers={
+            "Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})
+
+    # --- health -----------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        """Liveness: the event loop answers."""
+        return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness, per component: 200 when every one is ok, else 503."""
+        checks = {"store": await asyncio.to_thread(self._store_ready), "log": self._log_ready(),
+                  "upstream": await self._upstream_ready()}
+        if self.redis is not None:
+            checks["redis"] = await self._redis_ready()
+        ok = all(c["ok"] for c in checks.values())
+        return web.json_response({"status": "ready" if ok else "not ready", "components": checks},
+                                 status=200 if ok else 503, dumps=_dumps)
+
+    def _store_ready(self) -> dict[str, Any]:
+        """The store file can be read (a DuckDB connection would conflict with the loader's
+        write lock, so the file itself is read); before the first load, its folder writable."""
+        db = Path(self.config.db)
+        try:
+            with db.open("rb") as f:
+                f.read(4096)
+            return {"ok": True}
+        except FileNotFoundError:
+            folder = db.parent if str(db.parent) else Path(".")
+            if os.access(folder, os.W_OK):
+                return {"ok": True, "detail": "no store yet; the loader creates it"}
+            return {"ok": False, "detail": f"no store and {folder} is not writable"}
+        except OSError as exc:
+            return {"ok": False, "detail": f"cannot read {db}: {exc.strerror}"}
+
+    def _log_ready(self) -> dict[str, Any]:
+        if self.log_broken:
+            return {"ok": False, "detail": self.log_broken}
+        return {"ok": True}
+
+    async def _upstream_ready(self) -> dict[str, Any]:
+        """Any HTTP answer of the upstream (a 401 too) means it is reachable."""
+        key = self.config.upstream_api_key
+        try:
+            async with self.session.get(self.config.upstream + "/v1/models",
+                                        headers={"Authorization": f"Bearer {key}"} if key else {},
+                                        timeout=aiohttp.ClientTimeout(total=2.0)) as reply:
+                return {"ok": reply.status < 500, "status": reply.status}
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            return {"ok": False, "detail": f"{type(exc).__name__}"}
+
+    async def _redis_ready(self) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2.0)
+            return {"ok": True}
+        except Exception as exc:  # noqa: BLE001 - any failure is "not ready", with its name
+            return {"ok": False, "detail": type(exc).__name__}
 
     # --- admin ------------------------------------------------------------------------------
 
@@ -419,7 +505,12 @@ class Gateway:
                                "unknown_url")
         auth = request.headers.get("Authorization", "")
         given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        try:
+            given_bytes = given.encode("utf-8", "surrogateescape")  # the header's bytes as sent
+        except UnicodeEncodeError:
+            given_bytes = b""
+        if not hmac.compare_digest(given_bytes, token.encode()):
+            log.warning("admin: 401 to %s (token missing or wrong)", request.remote)
             return self._error(401, "Admin token missing or wrong.", "invalid_request_error", "invalid_admin_token")
         return None
 
@@ -430,8 +521,7 @@ class Gateway:
         d = o.decision() if o else (self.scan.verdicts.get(account_id) or e.inherited.get(account_id) or ALLOW)
         return {"account_id": account_id, "action": d.action, "source": d.source, "campaign_id": d.campaign_id,
                 "reasons": list(d.reasons), "scan_as_of": self.scan.as_of,
-                "override": None if o is None else {"action": o.action, "reason": o.reason, "actor": o.actor,
-                                                    "at": o.at.isoformat()}}
+                "override": None if o is None else _held(o)}
 
     async def admin_verdict(self, request: web.Request) -> web.Response:
         if (denied := self._admin_denied(request)) is not None:
@@ -442,7 +532,7 @@ class Gateway:
         if (denied := self._admin_denied(request)) is not None:
             return denied
         e = self.enforcer
-        accounts = sorted(set(self.scan.verdicts) | set(e.inherited) | set(e.overrides))
+        accounts = sorted(set(self.scan.verdicts) | set(e.inherited) | set(self.book.in_force(_now())))
         rows = [self.standing(a) for a in accounts]
         wanted = request.query.get("action")
         if wanted:
@@ -450,32 +540,90 @@ class Gateway:
         return web.json_response({"scan_as_of": self.scan.as_of, "count": len(rows), "verdicts": rows},
                                  dumps=_dumps)
 
+    async def admin_overrides(self, request: web.Request) -> web.Response:
+        """The overrides in force (``?history=1``: the audit trail, as /admin/overrides/audit)."""
+        if request.query.get("history") in ("1", "true"):
+            return await self.admin_audit(request)
+        if (denied := self._admin_denied(request)) is not None:
+            return denied
+        rows = [{"account_id": a} | _held(h) for a, h in sorted(self.book.in_force(_now()).items())]
+        return web.json_response({"count": len(rows), "overrides": rows}, dumps=_dumps)
+
+    async def admin_audit(self, request: web.Request) -> web.Response:
+        """Every override change this gateway knows of (its own, those other gateways shared
+        through Redis, and those in the store at start-up), oldest first; ``?account=``."""
+        if (denied := self._admin_denied(request)) is not None:
+            return denied
+        account = request.query.get("account")
+        rows = [e.audit_row() for e in sorted(self.book.history.values(), key=lambda e: (e.at, e.event_id))
+                if account is None or e.account_id == account]
+        return web.json_response({"count": len(rows), "events": rows}, dumps=_dumps)
+
     async def admin_action(self, request: web.Request) -> web.Response:
         if (denied := self._admin_denied(request)) is not None:
             return denied
-        try:
-            body = await request.json(loads=orjson.loads)
-        except (orjson.JSONDecodeError, ValueError):
-            return self._error(400, "Body must be JSON: {\"action\": ..., \"reason\": ...}.", "invalid_request_error",
-                               "invalid_json")
-        action = body.get("action") if isinstance(body, dict) else None
-        reason = body.get("reason") if isinstance(body, dict) else None
-        if action not in SEVERITY:
-            return self._error(400, f"action must be one of {', '.join(SEVERITY)}.", "invalid_request_error",
-                               "invalid_action")
+        body, problem = await _admin_body(request, {"action", "reason", "actor", "expires_at"})
+        if problem is not None:
+            return self._error(400, problem, "invalid_request_error", "invalid_body")
+        action = body.get("action")
+        if not isinstance(action, str) or action not in SEVERITY:
+            return self._error(400, f"action must be one of {', '.join(SEVERITY)} (to lift an override: "
+                               "DELETE /admin/overrides/{account_id}).", "invalid_request_error", "invalid_action")
+        expires_at = None
+        if body.get("expires_at") is not None:
+            try:
+                expires_at = _future_time(body["expires_at"])
+            except ValueError as exc:
+                return self._error(400, f"expires_at: {exc}", "invalid_request_error", "invalid_expires_at")
+        return await self._change(request, action, body, expires_at)
+
+    async def admin_lift(self, request: web.Request) -> web.Response:
+        """Lift an account's override: the scan's verdicts hold for it again."""
+        if (denied := self._admin_denied(request)) is not None:
+            return denied
+        body, problem = await _admin_body(request, {"reason", "actor"}, optional=True)
+        if problem is not None:
+            return self._error(400, problem, "invalid_request_error", "invalid_body")
+        account = request.match_info["account_id"]
+        if self.enforcer.overrides.get(account) is None:
+            return self._error(404, f"No override in force for account {account}.", "invalid_request_error",
+                               "no_override")
+        return await self._change(request, overrides_mod.LIFT, body, None)
+
+    async def _change(self, request: web.Request, action: str, body: dict[str, Any],
+                      expires_at: datetime | None) -> web.Response:
+        """Record one override event durably, then apply it (and share it): the answer comes
+        only once a crash can no longer lose it."""
+        reason, actor = body.get("reason"), body.get("actor") or "admin"
         if not isinstance(reason, str) or not reason.strip():
             return self._error(400, "reason is required: say why, for whoever reviews this later.",
                                "invalid_request_error", "missing_reason")
-        actor = body.get("actor") if isinstance(body.get("actor"), str) and body.get("actor") else "admin"
+        if not isinstance(actor, str) or len(actor) > 200 or len(reason) > 4000:
+            return self._error(400, "actor must be a string of at most 200 characters, reason at most 4000.",
+                               "invalid_request_error", "invalid_body")
         account = request.match_info["account_id"]
-        override = Override(action, reason.strip(), f"{actor} from {request.remote}", _now())
-        await asyncio.to_thread(self.overrides.append, account, override)
-        self.enforcer.overrides[account] = override
-        if self.redis is not None:
-            await self.shared.publish("overrides", account, orjson.dumps(
-                {"action": action, "reason": override.reason, "actor": override.actor, "at": override.at.isoformat()}))
-        log.warning("override: %s set to %s by %s: %s", account, action, override.actor, override.reason)
-        return web.json_response(self.standing(account), dumps=_dumps)
+        event = overrides_mod.Event.new(account, action, reason.strip(), actor, request.remote, expires_at,
+                                        self.enforcer.overrides.get(account), _now())
+        try:
+            await asyncio.to_thread(self.override_file.append, event)
+        except OSError as exc:
+            log.error("override of %s NOT recorded: cannot write %s (%s)", account, self.override_file.path,
+                      exc.strerror)
+            return self._error(503, "The override could not be recorded durably and was not applied; retry.",
+                               "server_error", "override_not_recorded")
+        self.book.apply(event)
+        log.warning("override: %s %s by %s from %s%s: %s", account,
+                    "lifted" if action == overrides_mod.LIFT else f"set to {action}", actor, request.remote,
+                    f" until {expires_at.isoformat()}" if expires_at else "", event.reason)
+        if self.shared is not None:
+            try:
+                await self.shared.publish("overrides", account, event.to_json())
+            except Exception as exc:  # noqa: BLE001 - Redis down: said to the operator, not hidden
+                log.error("override of %s not shared with the other gateways: %s", account, exc)
+                return self._error(503, "The override is recorded and in force on this gateway, but could not be "
+                                   "shared with the other gateways (Redis unavailable); repeat the request.",
+                                   "server_error", "override_not_shared")
+        return web.json_response(self.standing(account) | {"event": event.audit_row()}, dumps=_dumps)
 
     async def admin_reload(self, request: web.Request) -> web.Response:
         if (denied := self._admin_denied(request)) is not None:
@@ -492,6 +640,49 @@ class Gateway:
         """The gateway's OpenAPI 3 description (openapi.yaml beside this module), as JSON: it
         names no secret, so it needs no token."""
         return web.Response(body=_openapi_json(), content_type="application/json")
+
+
+def _held(h: overrides_mod.Held | Override) -> dict[str, Any]:
+    expires = getattr(h, "expires_at", None)
+    return {"action": h.action, "reason": h.reason, "actor": h.actor, "at": h.at.isoformat(),
+            "expires_at": expires.isoformat() if expires else None}
+
+
+async def _admin_body(request: web.Request, allowed: set[str],
+                      optional: bool = False) -> tuple[dict[str, Any], str | None]:
+    """The admin request's JSON object (query parameters too, for a DELETE without a body);
+    an unknown field is refused rather than ignored (a mistyped ``expires_at`` would make a
+    temporary block permanent)."""
+    raw = await request.read()
+    body: Any = {}
+    if raw.strip():
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return {}, 'Body must be a JSON object: {"action": ..., "reason": ...}.'
+    elif not optional:
+        return {}, 'Body must be a JSON object: {"action": ..., "reason": ...}.'
+    if not isinstance(body, dict):
+        return {}, "Body must be a JSON object."
+    body = {k: v for k, v in request.query.items() if k in allowed} | body
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        return {}, f"Unknown field(s) {', '.join(map(repr, unknown))[:200]}; allowed: {', '.join(sorted(allowed))}."
+    return body, None
+
+
+def _future_time(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO-8601 time with a UTC offset, e.g. 2030-01-31T12:00:00Z")
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value[:64]!r} is not an ISO-8601 time") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{value[:64]!r} has no UTC offset (add Z or +00:00)")
+    if t <= _now():
+        raise ValueError(f"{value[:64]!r} is not in the future")
+    return t.astimezone(UTC)
 
 
 @functools.cache
@@ -514,18 +705,57 @@ def build(config: GatewayConfig) -> Gateway:
     return Gateway(config, redis_client=redis_client)
 
 
+def _listen(host: str, port: int, what: str) -> socket.socket:
+    """A listening socket, bound before anything else starts: a busy port is one clear line."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise UserError(f"{what}: cannot listen on {host}:{port}: {reason}") from None
+
+
 def serve(config: GatewayConfig, host: str, port: int) -> None:
-    """Run until interrupted (SIGINT/SIGTERM drain the log into the store before exiting)."""
+    """Run until SIGINT or SIGTERM; then stop accepting, let the requests in flight finish (up
+    to ``shutdown_timeout_seconds``), drain the log into the store, and exit."""
+    sockets = [_listen(host, port, "--port")]
+    if config.admin_port is not None:
+        sockets.append(_listen(config.admin_host, config.admin_port, "--admin-port"))
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is optional
         pass
+    import prometheus_client
+
+    prometheus_client.disable_created_metrics()  # a _created series per counter: noise to a scraper
     gateway = build(config)
     # the modules and tables loaded at start-up (hundreds of thousands of objects) are there for
     # good: kept out of the collector, whose full passes over them would otherwise pause every
     # request in flight for tens of milliseconds
     gc.collect()
     gc.freeze()
-    web.run_app(gateway.app(), host=host, port=port, access_log=None, print=lambda msg: log.info(msg))
+    asyncio.run(_run(gateway, sockets))
+
+
+async def _run(gateway: Gateway, sockets: list[socket.socket]) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    timeout = gateway.config.shutdown_timeout_seconds
+    apps = [gateway.app()] + ([gateway.admin_app()] if len(sockets) > 1 else [])
+    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=timeout) for app in apps]
+    try:
+        for runner, sock, what in zip(runners, sockets, ("gateway", "admin API and /metrics")):
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+            host, port = sock.getsockname()[:2]
+            log.info("%s listening on http://%s:%d", what, host, port)
+        await stop.wait()
+        log.info("stopping: no new connections; requests in flight get up to %g s", timeout)
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+    log.info("stopped")
