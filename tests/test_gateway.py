@@ -289,9 +289,10 @@ def test_an_override_holds_at_once_and_is_kept_with_who_and_when(gateway):
 
 def test_metrics_are_in_prometheus_text(gateway):
     call(gateway.port, "/v1/chat/completions", chat("count me"))
-    text = call(gateway.port, "/metrics", method="GET", key=None).body.decode()
+    assert call(gateway.port, "/metrics", method="GET", key=None).status == 401  # the operator's, on this port
+    text = admin(gateway.port, "GET", "/metrics").body.decode()
     assert 'distillguard_requests_total{route="/v1/chat/completions",status="200"}' in text
-    assert 'distillguard_request_duration_seconds_bucket{route="/v1/chat/completions",le="+Inf"}' in text
+    assert 'distillguard_request_duration_seconds_bucket{le="+Inf",route="/v1/chat/completions"}' in text
     assert "distillguard_actions_total{action=\"block\"}" in text
 
 
