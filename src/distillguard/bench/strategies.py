@@ -277,6 +277,8 @@ def run_strategies(
         "commit": _git_or_none(repo, "rev-parse", "HEAD"),
         "tags": _git_or_none(repo, "tag", "--points-at", "HEAD", "--list", TAG_PATTERN),
     }
+    # drawn first: a draw that cannot be made (n too large) must not count as a held-out look
+    strategies = draw_strategies(seed, n, split, salt=salt)
     if split == "heldout":
         tag, commit = detector_tag(repo)
         log = repo / HELDOUT_LOG
@@ -293,7 +295,6 @@ def run_strategies(
         record_heldout_run(log, {"tag": tag, "commit": commit, "date": run["date"], "n": n, "seed": seed,
                                  "seeds": seeds, "detector": detector, "salt_sha256": run["salt_sha256"],
                                  "out": str(out), "forced": bool(earlier)})
-    strategies = draw_strategies(seed, n, split, salt=salt)
 
     say(f"fitting {detector} on an organic-only draw (seed {seed + REFERENCE_SEED_OFFSET})")
     reference = prepare(str(_organic_file(seed + REFERENCE_SEED_OFFSET, cache / "scenarios")), 1.0,
