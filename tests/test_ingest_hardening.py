@@ -152,3 +152,86 @@ def test_a_changed_file_quarantines_its_new_bad_records(store, tmp_path):
     write_jsonl(path, [good_record(1, timestamp="yesterday"), good_record(2, timestamp="tomorrow")])
     ingest_paths(store, [path])
     assert rows(store, "SELECT count(*) FROM quarantine") == [(3,)]
+
+
+# --- caps on what one file may cost --------------------------------------------------------
+
+def _gzip(path, parts):
+    import gzip
+    with gzip.open(path, "wb", compresslevel=6) as fh:
+        for part in parts:
+            fh.write(part)
+    return path
+
+
+def test_a_jsonl_line_over_the_cap_is_quarantined_and_the_lines_around_it_are_kept(store, tmp_path):
+    from distillguard.ingest.sources import IngestLimits
+    long = json.dumps(good_record(2, prompt="x" * 5000))
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps(good_record(1)) + "\n" + long + "\n" + json.dumps(good_record(3)) + "\n")
+    [result] = ingest_paths(store, [path], limits=IngestLimits(max_record_bytes=1000))
+    assert (result.rows_in, result.rows_stored, result.rows_quarantined) == (3, 2, 1)
+    [(line, code, raw)] = rows(store, "SELECT line_number, reason_code, raw FROM quarantine")
+    assert (line, code) == (2, "line too long") and raw == long[:1000]
+
+
+def test_an_endless_gzipped_line_is_quarantined_without_holding_it_in_memory(tmp_path):
+    # 400 MB of one line in a 400 KB gzip: before the cap it was held whole, several times over
+    path = _gzip(tmp_path / "bomb.jsonl.gz", [json.dumps(good_record(1)).encode() + b"\n"]
+                 + [b"a" * (16 << 20)] * 25 + [b"\n", json.dumps(good_record(2)).encode() + b"\n"])
+    db = str(tmp_path / "s.duckdb")
+    code = ("import resource, sys; from distillguard.cli import app\n"
+            "try: app([sys.argv[1], sys.argv[2], '--db', sys.argv[3], '--json'])\n"
+            "except SystemExit: pass\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, "ingest", str(path), db], capture_output=True, text=True,
+                          timeout=300)
+    summary = json.loads(done.stdout)["files"][0]
+    assert (summary["rows_in"], summary["rows_stored"], summary["rows_quarantined"]) == (3, 2, 1)
+    peak_mb = int(done.stderr.strip().splitlines()[-1])
+    assert peak_mb < 700, f"peak RSS {peak_mb} MB"  # the line alone is 400 MB; held whole it was 1.3 GB+
+
+
+def test_a_gzip_of_blank_lines_costs_little_cpu(store, tmp_path):
+    import time
+    path = _gzip(tmp_path / "blank.jsonl.gz", [json.dumps(good_record(1)).encode() + b"\n"]
+                 + [b"\n" * (10 << 20)] * 10 + [b" \t\r\n" * (1 << 20), json.dumps(good_record(2)).encode()])
+    started = time.process_time()
+    [result] = ingest_paths(store, [path])
+    cpu = time.process_time() - started
+    assert (result.rows_in, result.rows_stored) == (2, 2)
+    assert rows(store, "SELECT count(*) FROM quarantine") == [(0,)]
+    assert cpu < 3.0, f"{cpu:.1f} s of CPU for 104 MB of blank lines"  # was 7.7 s
+
+
+def test_reading_stops_at_the_decompressed_cap_and_the_rest_is_one_quarantined_record(store, tmp_path):
+    from distillguard.ingest.sources import IngestLimits
+    lines = [json.dumps(good_record(i)).encode() + b"\n" for i in range(10)]
+    path = _gzip(tmp_path / "a.jsonl.gz", lines)
+    cap = sum(len(x) for x in lines[:4]) + 5  # mid-way through the fifth line
+    [result] = ingest_paths(store, [path], limits=IngestLimits(max_decompressed_bytes=cap))
+    assert (result.rows_in, result.rows_stored, result.rows_quarantined) == (5, 4, 1)
+    [(reason,)] = rows(store, "SELECT reason FROM quarantine")
+    assert reason.startswith(f"too large: decompressed past {cap:,} bytes")
+
+
+def test_a_csv_line_over_the_cap_is_quarantined_and_the_rows_around_it_are_kept(store, tmp_path):
+    from distillguard.ingest.sources import IngestLimits
+    path = tmp_path / "a.csv"
+    path.write_text("exchange_id,timestamp,account_id,prompt\n"
+                    "e1,2026-04-22T10:00:00Z,a,short\n"
+                    f"e2,2026-04-22T10:00:00Z,a,{'y' * 5000}\n"
+                    "e3,2026-04-22T10:00:00Z,a,short too\n")
+    [result] = ingest_paths(store, [path], limits=IngestLimits(max_record_bytes=1000))
+    assert (result.rows_in, result.rows_stored, result.rows_quarantined) == (3, 2, 1)
+    assert rows(store, "SELECT line_number, reason_code FROM quarantine") == [(3, "line too long")]
+    assert rows(store, "SELECT exchange_id FROM exchanges ORDER BY 1") == [("e1",), ("e3",)]
+
+
+def test_a_json_document_record_over_the_cap_is_quarantined_and_the_records_around_it_are_kept(store, tmp_path):
+    from distillguard.ingest.sources import IngestLimits
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([good_record(1), good_record(2, prompt="z" * 5000), good_record(3)]))
+    [result] = ingest_paths(store, [path], limits=IngestLimits(max_record_bytes=1000))
+    assert (result.rows_in, result.rows_stored, result.rows_quarantined) == (3, 2, 1)
+    assert rows(store, "SELECT record_number, reason_code FROM quarantine") == [(2, "record too large")]

@@ -65,10 +65,21 @@ def ingest(
     paths: list[Path] = typer.Argument(..., help="Files or directories: JSONL, JSON, CSV, Parquet "
                                        "(optionally .gz/.zst), OpenAI request/response pairs, OTel GenAI spans."),
     db: str = DbOption,
+    max_record_bytes: int = typer.Option(
+        64 << 20, "--max-record-bytes", min=1,
+        help="Longest JSON Lines line, JSON record or CSV line; a longer one is quarantined."),
+    max_decompressed_bytes: int = typer.Option(
+        64 << 30, "--max-decompressed-bytes", min=1,
+        help="Most bytes read out of one .gz/.zst file; the rest is quarantined as one record."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Load exchange logs into the store; every row is stored, a duplicate, or quarantined."""
+    """Load exchange logs into the store; every row is stored, a duplicate, or quarantined.
+
+    A path that exists is read as it is; a path that does not exist and holds * ? or [ is
+    expanded as a glob pattern (quote it so the shell leaves it alone).
+    """
     from distillguard.ingest import ingest_paths
+    from distillguard.ingest.sources import IngestLimits
 
     errors: list[IngestError] = []
     with Store(db) as store:
@@ -87,7 +98,8 @@ def ingest(
                 errors.append(exc)
                 err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
 
-            results = ingest_paths(store, list(paths), progress, on_error)
+            limits = IngestLimits(max_record_bytes=max_record_bytes, max_decompressed_bytes=max_decompressed_bytes)
+            results = ingest_paths(store, list(paths), progress, on_error, limits)
     if as_json:
         print(json.dumps({"files": [r.as_dict() for r in results],
                           "errors": [str(e) for e in errors]}, indent=2))

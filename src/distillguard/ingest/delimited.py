@@ -16,11 +16,30 @@ from distillguard.schema import ALIASES, REQUIRED
 
 BATCH = 100_000
 csv.field_size_limit(1 << 30)
+#: stands in, for the csv module, for a line longer than the cap: one field, one line
+_TOO_LONG = '"\x1f"\n'
 
 
-def read(stream: BinaryIO, hashing: HashingReader, name: str) -> Iterator[Batch]:
+def _capped_lines(text: io.TextIOWrapper, limit: int, too_long: dict[int, str]) -> Iterator[str]:
+    """The lines of ``text``; one longer than ``limit`` characters is never held whole: it is
+    skipped, its head kept in ``too_long`` under its line number, and a one-field marker line
+    takes its place so the csv module's line count stays true."""
+    number = 0
+    while line := text.readline(limit + 1):
+        number += 1
+        if len(line) > limit and not line.endswith(("\n", "\r")):
+            too_long[number] = line[:1000]
+            while line and not line.endswith(("\n", "\r")):
+                line = text.readline(limit + 1)
+            yield _TOO_LONG
+            continue
+        yield line
+
+
+def read(stream: BinaryIO, hashing: HashingReader, name: str, max_record_bytes: int = 64 << 20) -> Iterator[Batch]:
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
-    reader = csv.reader(text)
+    too_long: dict[int, str] = {}
+    reader = csv.reader(_capped_lines(text, max_record_bytes, too_long))
     try:
         header = next(reader)
     except StopIteration:
@@ -52,6 +71,10 @@ def read(stream: BinaryIO, hashing: HashingReader, name: str) -> Iterator[Batch]
         else:
             reason = None
         start_line, last_line = last_line + 1, reader.line_num
+        head = too_long.pop(start_line, None)
+        if head is not None:
+            row, reason = [head], (f"line too long: over {max_record_bytes:,} characters (max_record_bytes); "
+                                   "only its first 1,000 are kept here")
         if not row and reason is None:
             continue
         if reason is None and len(row) != width:

@@ -24,8 +24,12 @@ from distillguard.store import _sql_str, sql_literal_path, stores_any_of
 _SHAPE_KEYS = {"request", "response", "resourceSpans", "attributes"}
 
 
+SCAN_CHUNK = 1 << 23
+
+
 def _scan_lines(path: Path, out: dict) -> None:
-    """sha256 of the file and its number of lines, in one pass.
+    """sha256 of the file, its number of lines and the length of its longest line that spans
+    two reads (a line inside one read is shorter than SCAN_CHUNK), in one pass.
 
     Blank lines need no separate check: DuckDB skips them, so the row count would not match
     the line count and the file goes to the general lane.
@@ -33,14 +37,21 @@ def _scan_lines(path: Path, out: dict) -> None:
     digest = hashlib.sha256()
     lines = 0
     last = b"\n"
+    longest = running = 0  # running: bytes since the last newline
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 23):
+        while chunk := fh.read(SCAN_CHUNK):
             digest.update(chunk)
             lines += chunk.count(b"\n")
             last = chunk[-1:]
+            first = chunk.find(b"\n")
+            if first < 0:
+                running += len(chunk)
+            else:
+                longest = max(longest, running + first)
+                running = len(chunk) - chunk.rfind(b"\n") - 1
     if last != b"\n":
         lines += 1
-    out.update(sha256=digest.hexdigest(), lines=lines)
+    out.update(sha256=digest.hexdigest(), lines=lines, longest_spanning=max(longest, running))
 
 
 def _projection(columns: list[tuple[str, str]], schema: pa.Schema) -> tuple[str, pa.Schema] | None:
@@ -83,19 +94,23 @@ def _projection(columns: list[tuple[str, str]], schema: pa.Schema) -> tuple[str,
     return ", ".join(select), pa.schema(fields)
 
 
-def try_ingest(con: duckdb.DuckDBPyConnection, source: Source, target: Path) -> tuple[int, str] | None:
+def try_ingest(con: duckdb.DuckDBPyConnection, source: Source, target: Path,
+               max_record_bytes: int = 64 << 20) -> tuple[int, str] | None:
     """Normalise the whole file into ``target`` if every line is a clean, new exchange.
 
     Returns (rows in, sha256), or None (nothing written) when the general lane must read it:
-    any rejected row, repeated or already stored exchange_id, blank line or parse surprise.
+    any rejected row, repeated or already stored exchange_id, blank line, line longer than
+    ``max_record_bytes`` or parse surprise.
     """
+    if max_record_bytes < SCAN_CHUNK:  # the scan could not see a short line over the cap
+        return None
     scan: dict = {}
     scanner = threading.Thread(target=_scan_lines, args=(source.path, scan))
     scanner.start()
     staged = target.with_suffix(".staged.parquet")
     try:
         reader = (f"read_json('{sql_literal_path(source.path)}', format = 'newline_delimited', records = true, "
-                  "sample_size = 20480, maximum_object_size = 67108864, "
+                  f"sample_size = 20480, maximum_object_size = {int(max_record_bytes)}, "
                   # no format matches: timestamps stay text, so that their UTC offset is checked
                   # by the same SQL as on the general lane (DuckDB's own parse takes +25:00)
                   "timestampformat = '%Y-%m-%d~never', dateformat = '%Y-%m-%d~never')")
@@ -121,7 +136,7 @@ def try_ingest(con: duckdb.DuckDBPyConnection, source: Source, target: Path) -> 
             f"SELECT count(*), count(*) FILTER (WHERE _reason IS NOT NULL), count(DISTINCT exchange_id) FROM {part}"
         ).fetchone()
         scanner.join()
-        if bad or distinct != rows or rows != scan["lines"]:
+        if bad or distinct != rows or rows != scan["lines"] or scan["longest_spanning"] > max_record_bytes:
             return None
         for (ip,) in con.execute(f"SELECT DISTINCT client_ip FROM {part} WHERE client_ip IS NOT NULL "
                                  f"AND NOT regexp_full_match(client_ip, '{IPV4}')").fetchall():

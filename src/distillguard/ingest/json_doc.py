@@ -20,7 +20,9 @@ _decoder = json.JSONDecoder()
 _WS = " \t\r\n"
 
 
-def read(stream: BinaryIO, hashing: HashingReader) -> Iterator[Batch]:
+def read(stream: BinaryIO, hashing: HashingReader, max_record_bytes: int = 64 << 20) -> Iterator[Batch]:
+    """Batches of the records of a JSON document; a record over ``max_record_bytes`` (counted
+    in characters) ends the reading: it and the rest of the file are one quarantined record."""
     decode = codecs.getincrementaldecoder("utf-8")("replace")
     numbering = Numbering()
     buf = ""
@@ -68,19 +70,25 @@ def read(stream: BinaryIO, hashing: HashingReader) -> Iterator[Batch]:
                 value, end = _decoder.raw_decode(buf, pos)
                 break
             except json.JSONDecodeError as exc:
-                if fill():
+                too_large = len(buf) - pos > max_record_bytes
+                if not too_large and fill():
                     continue
                 tail = buf[pos:]
-                errors[len(items)] = f"malformed record: invalid JSON ({exc.msg}); rest of file unreadable"
-                items.append((None, line, tail[:100_000]))
+                errors[len(items)] = (f"record too large: over {max_record_bytes:,} characters (max_record_bytes); "
+                                      "rest of file not read" if too_large else
+                                      f"malformed record: invalid JSON ({exc.msg}); rest of file unreadable")
+                items.append((None, line, tail[:1000] if too_large else tail[:100_000]))
                 pos = len(buf)
                 value = end = None
                 break
         if end is None:
             break
         raw = buf[pos:end]
+        if end - pos > max_record_bytes:
+            errors[len(items)] = f"record too large: over {max_record_bytes:,} characters (max_record_bytes)"
+            value, raw = None, raw[:1000]
         items.append((value, line, raw))
-        line += raw.count("\n")
+        line += buf.count("\n", pos, end)
         pos = end
         if len(items) >= BATCH:
             yield parsed_batch(items, numbering, hashing.bytes_read, errors)

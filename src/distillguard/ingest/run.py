@@ -27,7 +27,7 @@ from distillguard.ingest.normalize import (BATCH_INDEX, canonicalize_columns, ne
                                            register_ips)
 from distillguard.ingest.records import Batch, Rejected
 from distillguard.ingest import fast_jsonl, fast_parquet
-from distillguard.ingest.sources import Source, discover, open_binary, sha256_file
+from distillguard.ingest.sources import CappedReader, IngestLimits, Source, discover, open_binary, sha256_file
 from distillguard.schema import COLUMN_NAMES, REQUIRED
 from distillguard.store import Store, _sql_str, sql_literal_path, stores_any_of
 
@@ -56,12 +56,13 @@ class FileResult:
 
 
 def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
-                 on_error: Callable[[IngestError], None] | None = None) -> list[FileResult]:
+                 on_error: Callable[[IngestError], None] | None = None,
+                 limits: IngestLimits | None = None) -> list[FileResult]:
     """Ingest every file under ``paths``. File-level errors go to ``on_error`` (or raise)."""
     results = []
     for source in discover(paths):
         try:
-            results.append(ingest_file(store, source, progress))
+            results.append(ingest_file(store, source, progress, limits=limits))
         except IngestError as exc:
             if on_error is None:
                 raise
@@ -69,7 +70,7 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
     return results
 
 
-def _batches(source: Source, done: Callable[[str], None]) -> Iterator[Batch]:
+def _batches(source: Source, done: Callable[[str], None], limits: IngestLimits) -> Iterator[Batch]:
     if source.format == "parquet":
         result: dict[str, str] = {}
         hasher = threading.Thread(target=lambda: result.setdefault("h", sha256_file(source.path)))
@@ -78,29 +79,39 @@ def _batches(source: Source, done: Callable[[str], None]) -> Iterator[Batch]:
         hasher.join()
         done(result["h"])
         return
-    stream, hashing = open_binary(source)
+    stream, hashing = open_binary(source, limits)
+    rows = 0
     try:
         if source.format == "jsonl":
-            yield from jsonl.read(stream, hashing)
+            batches = jsonl.read(stream, hashing, limits.max_record_bytes)
         elif source.format == "json":
-            yield from json_doc.read(stream, hashing)
+            batches = json_doc.read(stream, hashing, limits.max_record_bytes)
         elif source.format == "csv":
-            yield from delimited.read(stream, hashing, str(source.path))
+            batches = delimited.read(stream, hashing, str(source.path), limits.max_record_bytes)
         else:
             raise IngestError(f"{source.path}: unreadable format {source.format!r}")
+        for batch in batches:
+            rows += batch.rows_in
+            yield batch
     except (OSError, EOFError) as exc:  # truncated or corrupt gzip/zstd stream
         raise IngestError(f"{source.path}: cannot read ({source.compression or 'file'}): {exc}") from None
     except Exception as exc:
         if type(exc).__module__.startswith("zstandard"):
             raise IngestError(f"{source.path}: cannot read (zstd): {exc}") from None
         raise
+    capped = getattr(stream, "raw", None)
+    if isinstance(capped, CappedReader) and capped.exceeded:
+        yield Batch(None, [Rejected(rows + 1, None, f"too large: decompressed past {limits.max_decompressed_bytes:,} "
+                                    "bytes (max_decompressed_bytes); the rest of the file is not read", "")],
+                    None, hashing.bytes_read)
     stream.close()
     done(hashing.finish())
 
 
 def ingest_file(store: Store, source: Source, progress: Progress | None = None, *,
-                allow_fast_lane: bool = True) -> FileResult:
+                allow_fast_lane: bool = True, limits: IngestLimits | None = None) -> FileResult:
     """Ingest one file as one unit: all of it becomes visible at once, or none of it."""
+    limits = limits or IngestLimits()
     con = store.con
     started = datetime.now(timezone.utc)
     ingest_id = uuid.uuid4().hex
@@ -112,12 +123,12 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
         if allow_fast_lane and source.format == "parquet":
             fast = fast_parquet.try_copy(store, source.path, pending / "part-00000.parquet")
         elif allow_fast_lane and source.format == "jsonl" and source.compression is None:
-            fast = fast_jsonl.try_ingest(con, source, pending / "part-00000.parquet")
+            fast = fast_jsonl.try_ingest(con, source, pending / "part-00000.parquet", limits.max_record_bytes)
         if fast is not None:  # the fast lanes have already ruled out repeats and stored ids
             rows_in, sha256 = fast
             stored, duplicates = rows_in, 0
         else:
-            rows_in, sha256 = _read_into_parts(store, source, pending, progress)
+            rows_in, sha256 = _read_into_parts(store, source, pending, progress, limits)
             stored, duplicates = _merge(con, pending)
         quarantined = con.execute("SELECT count(*) FROM _qstage").fetchone()[0]
         result = FileResult(str(source.path), source.format, source.size, sha256, rows_in, stored,
@@ -152,13 +163,14 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
     return result
 
 
-def _read_into_parts(store: Store, source: Source, pending: Path, progress: Progress | None) -> tuple[int, str]:
+def _read_into_parts(store: Store, source: Source, pending: Path, progress: Progress | None,
+                     limits: IngestLimits) -> tuple[int, str]:
     """General lane: stream batches, normalise each, write good rows as Parquet parts."""
     digest: dict[str, str] = {}
     rows_in = 0
     part = 0
     checked_columns = False
-    for batch in _batches(source, lambda h: digest.setdefault("sha256", h)):
+    for batch in _batches(source, lambda h: digest.setdefault("sha256", h), limits):
         rows_in += batch.rows_in
         if batch.rejected:
             _stage_rejected(store.con, batch.rejected)

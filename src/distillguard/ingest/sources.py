@@ -21,6 +21,23 @@ _MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 @dataclass(frozen=True)
+class IngestLimits:
+    """What one input file may cost; whatever lies beyond a cap is quarantined with its reason.
+
+    ``max_record_bytes``: one JSON Lines line, one record of a JSON document, one CSV line.
+    Longer records are never held whole in memory (a 1 MB gzip of one endless line once took
+    2.4 GB of RAM); only their first kilobyte is kept, in the quarantine. 64 MiB is far above
+    any real request log record (a 1M-token context is about 4 MB of text).
+    ``max_decompressed_bytes``: of one compressed file (gzip, zstd); reading stops at the last
+    full line before it and the rest is one quarantined record. Plain files are not capped:
+    their size is on disk for anyone to see.
+    """
+
+    max_record_bytes: int = 64 << 20
+    max_decompressed_bytes: int = 64 << 30
+
+
+@dataclass(frozen=True)
 class Source:
     path: Path
     format: str
@@ -131,8 +148,44 @@ class HashingReader(io.RawIOBase):
         return self.sha256.hexdigest()
 
 
-def open_binary(source: Source) -> tuple[BinaryIO, HashingReader]:
-    """Decompressed byte stream of ``source`` and the hashing reader under it."""
+class CappedReader(io.RawIOBase):
+    """A decompressed stream that ends at the last newline before ``limit`` bytes.
+
+    ``exceeded`` tells whether anything was left unread. Cutting at a newline keeps a record
+    from being stored cut short (a CSV row whose last field lost its tail would still parse).
+    """
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+        self.delivered = 0
+        self.exceeded = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        if self.exceeded:
+            return 0
+        data = self._stream.read(len(buffer))
+        if self.delivered + len(data) > self._limit:
+            data = data[: self._limit - self.delivered]
+            data = data[: data.rfind(b"\n") + 1]
+            self.exceeded = True
+        buffer[: len(data)] = data
+        self.delivered += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._stream.close()
+        super().close()
+
+
+def open_binary(source: Source, limits: IngestLimits | None = None) -> tuple[BinaryIO, HashingReader]:
+    """Decompressed byte stream of ``source`` and the hashing reader under it.
+
+    With ``limits``, a compressed stream is a CappedReader at ``max_decompressed_bytes``.
+    """
     try:
         fh = source.path.open("rb")
     except OSError as exc:
@@ -140,11 +193,15 @@ def open_binary(source: Source) -> tuple[BinaryIO, HashingReader]:
     hashing = HashingReader(fh)
     raw = io.BufferedReader(hashing, buffer_size=1 << 20)
     if source.compression == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb"), hashing  # type: ignore[return-value]
-    if source.compression == "zstd":
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+    elif source.compression == "zstd":
         reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20), hashing  # type: ignore[arg-type]
-    return raw, hashing
+        stream = io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    else:
+        return raw, hashing
+    if limits is None:
+        return stream, hashing
+    return io.BufferedReader(CappedReader(stream, limits.max_decompressed_bytes), buffer_size=1 << 20), hashing
 
 
 def sha256_file(path: Path) -> str:
