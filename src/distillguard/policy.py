@@ -124,7 +124,7 @@ class Statistics(BaseModel):
     pair_budget: int = Field(2_000_000, ge=1, description="holder pairs per evidence kind whose tokens are rare "
                              "enough to test (sets rarity; bounds the cost)")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
-    cohort_levels: tuple[float, ...] = Field((0.01, 0.05), description="population tail shares an extreme entity "
+    cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05), description="population tail shares an extreme entity "
                                              "falls in (each level is one more look, corrected for)")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
