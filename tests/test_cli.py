@@ -136,3 +136,20 @@ def test_evaluate_with_swapped_or_non_parquet_inputs_is_one_clear_line(tmp_path)
         done = run("evaluate", *args)
         assert done.returncode == 2
         assert expected in _one_error_line(done)
+
+
+def test_keys_add_refuses_a_weak_key_and_prints_a_generated_one_once(tmp_path):
+    db = str(tmp_path / "s.duckdb")
+    for weak in ("password123", "sk-" + "ab" * 30, "0123456789" * 4, "a" * 64):
+        done = run("keys", "add", "--account", "acct-1", "--key", weak, "--db", db)
+        assert done.returncode == 2, weak
+        assert "bits of entropy" in _one_error_line(done)
+    strong = "sk-proj-" + "tF5SW01jlcj0uUMm0ZHr2A"  # 22 random URL-safe characters
+    assert run("keys", "add", "--account", "acct-1", "--key", strong, "--db", db).returncode == 0
+    generated = run("keys", "add", "--account", "acct-2", "--db", db)
+    assert generated.returncode == 0
+    secret = generated.stdout.strip().splitlines()[-1]
+    assert secret.startswith("sk-dg-") and generated.stdout.count(secret) == 1
+    listed = json.loads(run("keys", "list", "--db", db, "--json").stdout)
+    assert sorted(r["account_id"] for r in listed) == ["acct-1", "acct-2"]
+    assert secret not in json.dumps(listed)

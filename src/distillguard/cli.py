@@ -624,6 +624,8 @@ def keys_add(
     """Add a key; a generated key is printed once and never stored in clear."""
     from distillguard.gateway import keys as keytable
 
+    if api_key is not None:
+        keytable.check_strength(api_key)
     secret = api_key or keytable.new_secret()
     record = keytable.record_from({"api_key": secret, "account_id": account_id, "organization_id": organization_id,
                                    "payment_fingerprint": payment_fingerprint,

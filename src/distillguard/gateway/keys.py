@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
+import re
 import secrets
+import zlib
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +49,43 @@ def hash_key(secret: str) -> str:
 def new_secret() -> str:
     """A fresh key in the shape clients expect (``sk-`` and 48 URL-safe characters)."""
     return "sk-dg-" + secrets.token_urlsafe(36)
+
+
+#: the least entropy a key given to ``keys add`` must carry: what a random 128-bit token has
+MIN_KEY_BITS = 128
+_PREFIX = re.compile(r"^[A-Za-z]{1,12}(?:[-_][A-Za-z]{1,12})*[-_]")  # sk-, sk-proj-, sk-dg-
+_CLASSES = (str.islower, str.isupper, str.isdigit)
+
+
+def estimated_bits(secret: str) -> float:
+    """A cautious estimate of the entropy of ``secret``, in bits.
+
+    The smaller of two bounds: length times log2 of the alphabet its character classes span
+    (lowercase, uppercase, digits: 26, 26, 10; anything else: 33), and eight times its
+    raw-deflate size, which repetition and runs shrink ('ab' * 40 compresses to a few bytes).
+    A leading word prefix such as ``sk-`` is public and counts for nothing. It cannot see
+    every pattern (a keyboard walk), only the common ways a key is weak.
+    """
+    body = _PREFIX.sub("", secret, count=1)
+    if not body:
+        return 0.0
+    ascii_body = body.isascii()
+    alphabet = sum(size for test, size in zip(_CLASSES, (26, 26, 10))
+                   if any(test(c) and c.isascii() for c in body))
+    if any(not (c.isascii() and (c.islower() or c.isupper() or c.isdigit())) for c in body):
+        alphabet += 33 if ascii_body else 1000
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    packed = packer.compress(body.encode()) + packer.flush()
+    return min(len(body) * math.log2(alphabet), 8.0 * len(packed))
+
+
+def check_strength(secret: str) -> None:
+    """A UserError unless ``secret`` carries at least MIN_KEY_BITS (estimated_bits)."""
+    bits = estimated_bits(secret)
+    if bits < MIN_KEY_BITS:
+        raise UserError(f"--key: the key carries about {bits:.0f} bits of entropy, fewer than the {MIN_KEY_BITS} "
+                        "required (e.g. 22 random URL-safe characters); leave --key out to have one generated "
+                        "and printed once")
 
 
 @dataclass(frozen=True)

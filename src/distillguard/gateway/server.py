@@ -33,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from distillguard.errors import UserError
+from distillguard.gateway import headers as wire
 from distillguard.gateway import keys as keytable
 from distillguard.gateway import overrides as overrides_mod
 from distillguard.gateway.config import GatewayConfig
@@ -40,8 +41,8 @@ from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Re
 from distillguard.gateway.journal import STORE_LOCK, Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import CONTENT_TYPE, Metrics
-from distillguard.gateway.protocol import (ROUTES, Client, StreamUsage, error_body, exchange_row, new_exchange_id,
-                                           request_facts, usage)
+from distillguard.gateway.protocol import (ROUTES, Client, ModelRewriter, StreamUsage, error_body, exchange_row,
+                                           new_exchange_id, request_facts, stream_error, usage)
 from distillguard.gateway.shared import SharedState
 from distillguard.policy import Policy, load_policy
 from distillguard.store import Store
@@ -49,13 +50,7 @@ from distillguard.verdicts import SEVERITY
 
 log = logging.getLogger("distillguard.gateway")
 
-#: request headers never passed upstream: hop-by-hop, the client's credentials, our own
-_DROP_UP = frozenset({"host", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
-                      "trailer", "transfer-encoding", "upgrade", "content-length", "authorization", "x-api-key",
-                      "x-forwarded-for", "accept-encoding"})
-#: response headers never passed back
-_DROP_DOWN = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding",
-                        "server", "date"})
+_LOG_UNAVAILABLE = "The gateway cannot log requests right now and refuses them (fail closed)."
 
 GATEWAY = web.AppKey("gateway", object)
 
@@ -186,7 +181,7 @@ class Gateway:
     def app(self) -> web.Application:
         """The main listener's application; with ``admin_port`` the admin routes and /metrics
         are not on it but on ``admin_app()``'s."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=self.config.max_request_bytes)
         app[GATEWAY] = self
         for path, api in ROUTES.items():
             app.router.add_post(path, self._proxy_handler(api, path))
@@ -236,7 +231,7 @@ class Gateway:
         # walk from the right: the first address not one of our proxies is the client
         for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
             if not self._trusted(hop):
-                return hop
+                return wire.text(hop)  # logged: a proxy passes on whatever bytes the client put there
         return peer
 
     def client_asn(self, request: web.Request) -> int | None:
@@ -257,12 +252,17 @@ class Gateway:
         return any(ip in net for net in self.trusted)
 
     def _account(self, request: web.Request) -> keytable.KeyRecord | None:
-        auth = request.headers.get("Authorization", "")
-        secret = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        return self.keys.lookup(secret) if secret else None
+        secret = wire.api_key(request.headers)
+        if secret is None:
+            if wire.undecodable(request.headers):
+                log.warning("401 to %s: its API key header holds bytes that are not ASCII", request.remote)
+            return None
+        return self.keys.lookup(secret)
 
     def _upstream_headers(self, request: web.Request, api: str) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_UP}
+        """The client's headers that the upstream may see (headers.UPSTREAM_REQUEST) and the
+        gateway's own upstream credential."""
+        headers = wire.upstream_request(request.headers)
         key = self.config.upstream_api_key
         if key:
             if api == "messages":
@@ -284,6 +284,10 @@ class Gateway:
                 log.error("%s; failing %s (on_log_failure)", exc, self.config.on_log_failure)
             self.log_broken = str(exc)
             return self.config.on_log_failure == "open"
+        except TypeError as exc:  # orjson.JSONEncodeError: a field the request path failed to clean (a bug)
+            log.error("exchange %s cannot be encoded for the log (%s); failing %s (on_log_failure)",
+                      entry.get("exchange_id"), exc, self.config.on_log_failure)
+            return self.config.on_log_failure == "open"
 
     # --- the proxy --------------------------------------------------------------------------
 
@@ -302,9 +306,13 @@ class Gateway:
                                "invalid_api_key")
         if self.log_broken and self.config.on_log_failure == "closed":
             self.metrics.request(path, 503, "none", time.perf_counter() - t0)
-            return self._error(503, "The gateway cannot log requests right now and refuses them (fail closed).",
-                               "server_error", "log_unavailable")
-        raw = await request.read()
+            return self._error(503, _LOG_UNAVAILABLE, "server_error", "log_unavailable")
+        ip = self.client_ip(request)
+        client = Client(ip, wire.text(request.headers.get("User-Agent")), self.client_asn(request))
+        exchange_id = new_exchange_id("gw-", started)
+        raw = await self._body(request, api, path, exchange_id, started, record, client, t0)
+        if isinstance(raw, web.Response):
+            return raw
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -312,8 +320,6 @@ class Gateway:
             return self._error(400, f"The request body is not valid JSON ({exc}).", "invalid_request_error",
                                "invalid_json")
         facts = request_facts(api, body, record.account_id)
-        ip = self.client_ip(request)
-        client = Client(ip, request.headers.get("User-Agent"), self.client_asn(request))
         inherited_before = record.account_id in self.enforcer.inherited
         decision = await self.enforcer.decide(Request(
             record.account_id, record.organization_id, record.payment_fingerprint, record.email_domain,
@@ -324,23 +330,29 @@ class Gateway:
                 and not inherited_before and record.account_id in self.enforcer.inherited):
             await self.shared.publish("inherited", record.account_id, orjson.dumps(
                 {"action": decision.action, "reasons": list(decision.reasons), "campaign_id": decision.campaign_id}))
-        exchange_id = new_exchange_id("gw-", started)
-        refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds)
+        out_headers = {"x-distillguard-exchange-id": exchange_id}
+        refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds,
+                          exchange_id)
         if refused is not None:
             self._log(exchange_row(exchange_id, started, record, client, facts, refused.status, (None, 0),
                                    (time.perf_counter() - t0) * 1000))
-            self.metrics.request(path, refused.status, refused.headers["x-distillguard-action"],
-                                 time.perf_counter() - t0)
-            return self._error(refused.status, refused.message, refused.kind, refused.code, refused.headers)
-        out_headers = {"x-distillguard-exchange-id": exchange_id}
+            self.metrics.request(path, refused.status, refused.action, time.perf_counter() - t0)
+            return self._error(refused.status, refused.message, refused.kind, refused.code,
+                               refused.headers | out_headers)
+        # a fallback is served as if by the model asked for: nothing in the answer says otherwise
+        # (the account would learn that it is suspected), but its own words and token counts
+        rewriter = None
         if decision.action == "fallback" and isinstance(body, dict):
             body["model"] = self.config.fallback_model
             raw = orjson.dumps(body)
-            out_headers["x-distillguard-action"] = "fallback"
-            out_headers["x-distillguard-fallback-model"] = self.config.fallback_model
+            if facts.model is not None:
+                rewriter = ModelRewriter(facts.model)
         url = self.config.upstream + path
         try:
-            upstream = await self.session.post(url, data=raw, headers=self._upstream_headers(request, api))
+            # auto_decompress: the upstream may answer in any coding the client library offered it
+            # (headers.DECODED); the gateway reads usage from the answer and the client gets it decoded
+            upstream = await self.session.post(url, data=raw, headers=self._upstream_headers(request, api),
+                                               auto_decompress=True)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             return self._upstream_failed(504, "The upstream model API did not answer in time.", "upstream_timeout",
                                          exchange_id, started, record, client, facts, path, decision, t0)
@@ -349,50 +361,109 @@ class Gateway:
                                          "upstream_unreachable", exchange_id, started, record, client, facts,
                                          path, decision, t0)
         try:
-            down = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
+            down = wire.downstream_response(upstream.headers.items())
             down.update(out_headers)
-            is_stream = upstream.content_type == "text/event-stream"
-            if is_stream:
-                return await self._stream(request, upstream, down, exchange_id, started, record, client, facts,
-                                          path, decision, t0)
+            if upstream.content_type == "text/event-stream":
+                return await self._stream(request, api, upstream, down, exchange_id, started, record, client,
+                                          facts, path, decision, rewriter, t0)
             try:
                 data = await upstream.read()
-            except (asyncio.TimeoutError, aiohttp.ClientError):
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
                 return self._upstream_failed(504, "The upstream model API did not finish its answer in time.",
                                              "upstream_timeout", exchange_id, started, record, client, facts, path,
                                              decision, t0)
+            except aiohttp.ClientError as exc:
+                return self._upstream_failed(502, f"The upstream model API broke off its answer "
+                                             f"({type(exc).__name__}).", "upstream_incomplete", exchange_id, started,
+                                             record, client, facts, path, decision, t0)
             tokens = (None, None)
             if upstream.content_type == "application/json":
                 try:
                     tokens = usage(orjson.loads(data))
                 except orjson.JSONDecodeError:
                     pass
+                if rewriter is not None:
+                    data = rewriter.body(data)
             entry = exchange_row(exchange_id, started, record, client, facts, upstream.status, tokens,
                                  (time.perf_counter() - t0) * 1000)
             if not self._log(entry):
                 self.metrics.request(path, 503, decision.action, time.perf_counter() - t0)
-                return self._error(503, "The gateway cannot log requests right now and refuses them (fail closed).",
-                                   "server_error", "log_unavailable")
+                return self._error(503, _LOG_UNAVAILABLE, "server_error", "log_unavailable")
             self.metrics.request(path, upstream.status, decision.action, time.perf_counter() - t0)
             return web.Response(status=upstream.status, body=data, headers=down)
         finally:
             upstream.release()
 
-    async def _stream(self, request: web.Request, upstream: aiohttp.ClientResponse, headers: dict[str, str],
-                      exchange_id: str, started: datetime, record, client, facts, path: str, decision: Decision,
-                      t0: float) -> web.StreamResponse:
+    async def _body(self, request: web.Request, api: str, path: str, exchange_id: str, started: datetime, record,
+                    client: Client, t0: float) -> bytes | web.Response:
+        """The request's body, or the answer to a client that sends too much (413) or stalls
+        mid-body (408, connection closed: it may be holding connections open on purpose);
+        either is logged as an exchange of its account, with what little is known of it."""
+        limit = self.config.max_request_bytes
+        if request.content_length is None or request.content_length <= limit:
+            try:
+                async with asyncio.timeout(self.config.client_read_timeout_seconds):
+                    return await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                pass
+            except TimeoutError:
+                return await self._refuse_body(
+                    request, 408, f"The request body did not arrive within "
+                    f"{self.config.client_read_timeout_seconds:g} s.", "request_timeout", api, path, exchange_id,
+                    started, record, client, t0)
+        return await self._refuse_body(request, 413, f"The request body is larger than the {limit} bytes this API "
+                                       "accepts.", "request_too_large", api, path, exchange_id, started, record,
+                                       client, t0)
+
+    async def _refuse_body(self, request: web.Request, status: int, message: str, code: str, api: str, path: str,
+                           exchange_id: str, started: datetime, record, client: Client, t0: float) -> web.Response:
+        """Answers, then closes the connection: the rest of the body is not worth reading (aiohttp
+        would otherwise keep reading it for up to its lingering time)."""
+        facts = request_facts(api, None, record.account_id)
+        self._log(exchange_row(exchange_id, started, record, client, facts, status, (None, None),
+                               (time.perf_counter() - t0) * 1000))
+        self.metrics.request(path, status, "none", time.perf_counter() - t0)
+        response = self._error(status, message, "invalid_request_error", code,
+                               {"x-distillguard-exchange-id": exchange_id})
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()  # sends what is buffered first
+        return response
+
+    async def _stream(self, request: web.Request, api: str, upstream: aiohttp.ClientResponse,
+                      headers: dict[str, str], exchange_id: str, started: datetime, record, client, facts, path: str,
+                      decision: Decision, rewriter: ModelRewriter | None, t0: float) -> web.StreamResponse:
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
         meter = StreamUsage()
         status = upstream.status
+        broken = None  # why the upstream's stream ended early: the client is told in the stream's last event
         try:
             async for chunk in upstream.content.iter_any():
                 meter.feed(chunk)
+                if rewriter is not None:
+                    chunk = rewriter.feed(chunk)
+                    if not chunk:
+                        continue
                 await response.write(chunk)
+            if rewriter is not None and (tail := rewriter.flush()):
+                await response.write(tail)
         except (ConnectionResetError, asyncio.CancelledError):
             status = 499  # the client went away; what was sent is logged
-        except (asyncio.TimeoutError, aiohttp.ClientError):
-            status = 504  # the upstream stalled or broke off mid-stream
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            status, broken = 504, ("The upstream model API stalled mid-answer; the answer is incomplete.",
+                                   "upstream_timeout")
+        except aiohttp.ClientError as exc:
+            status, broken = 502, (f"The upstream model API broke off its answer ({type(exc).__name__}); the "
+                                   "answer is incomplete.", "upstream_incomplete")
+        if broken is not None:
+            log.warning("exchange %s: %s logged as %d (incomplete)", exchange_id, broken[0], status)
+            try:
+                await response.write(stream_error(api, *broken))
+            except (ConnectionResetError, asyncio.CancelledError):
+                status = 499
         entry = exchange_row(exchange_id, started, record, client, facts, status,
                              (meter.input_tokens, meter.output_tokens), (time.perf_counter() - t0) * 1000)
         logged = self._log(entry)
@@ -410,29 +481,31 @@ class Gateway:
         self._log(exchange_row(exchange_id, started, record, client, facts, status, (None, None),
                                (time.perf_counter() - t0) * 1000))
         self.metrics.request(path, status, decision.action, time.perf_counter() - t0)
-        return self._error(status, message, "server_error", code)
+        return self._error(status, message, "server_error", code, {"x-distillguard-exchange-id": exchange_id})
 
     # --- other routes -----------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
         if self._account(request) is None:
+            self.metrics.request("/v1/models", 401, "none", time.perf_counter() - t0)
             return self._error(401, "Incorrect or revoked API key provided.", "invalid_request_error",
                                "invalid_api_key")
         try:
-            async with self.session.get(self.config.upstream + "/v1/models",
+            async with self.session.get(self.config.upstream + "/v1/models", auto_decompress=True,
                                         headers=self._upstream_headers(request, "models")) as upstream:
                 data = await upstream.read()
-                down = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_DOWN}
+                down = wire.downstream_response(upstream.headers.items())
                 self.metrics.request("/v1/models", upstream.status, "allow", time.perf_counter() - t0)
                 return web.Response(status=upstream.status, body=data, headers=down)
         except (asyncio.TimeoutError, aiohttp.ClientError):
+            self.metrics.request("/v1/models", 502, "none", time.perf_counter() - t0)
             return self._error(502, "The upstream model API cannot be reached.", "server_error",
                                "upstream_unreachable")
 
     async def not_found(self, request: web.Request) -> web.Response:
-        return self._error(404, f"Unknown request URL: {request.method} {request.path}.", "invalid_request_error",
-                           "unknown_url")
+        return self._error(404, f"Unknown request URL: {request.method} {wire.text(request.path)}.",
+                           "invalid_request_error", "unknown_url")
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         # on the main port (no admin listener) the counters are the operator's, not the public's
