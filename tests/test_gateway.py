@@ -99,12 +99,18 @@ def test_a_chat_completion_passes_through_unchanged(gateway):
     assert reply.headers["x-distillguard-exchange-id"].startswith("gw-")
 
 
+def upstream_saw(upstream: int) -> dict:
+    """The headers and the model of the last request the mock upstream was sent."""
+    return call(upstream, "/mock/last-request", method="GET", key=None).json()
+
+
 def test_the_clients_key_never_goes_upstream(gateway, upstream, tmp_path):
-    assert call(gateway.port, "/v1/chat/completions", chat("hi")).headers["x-upstream-auth"] == ""
+    assert call(gateway.port, "/v1/chat/completions", chat("hi")).status == 200
+    assert not {"authorization", "x-api-key"} & {k.lower() for k in upstream_saw(upstream)["headers"]}
     gw = start_gateway(tmp_path, upstream, keys=KEYS, upstream_api_key="sk-provider-upstream")
     try:
-        seen = call(gw.port, "/v1/chat/completions", chat("hi")).headers["x-upstream-auth"]
-        assert seen == "Bearer sk-provider-upstream"
+        assert call(gw.port, "/v1/chat/completions", chat("hi")).status == 200
+        assert upstream_saw(upstream)["headers"]["Authorization"] == "Bearer sk-provider-upstream"
     finally:
         gw.stop()
 
@@ -184,7 +190,10 @@ def test_a_blocked_account_gets_403_that_sdks_do_not_retry(gateway):
     assert reply.status == 403
     assert reply.headers["x-should-retry"] == "false"
     assert reply.json()["error"]["code"] == "account_blocked"
-    assert "test reason for carol" in reply.json()["error"]["message"]
+    # the reasons are the operator's (admin API, store, reports), never the client's
+    assert "test reason for carol" not in reply.body.decode()
+    assert "test reason for carol: linkage 0.9 >= 0.4" in admin(gateway.port, "GET", "/admin/verdicts/carol").json()[
+        "reasons"]
 
 
 def test_a_throttled_account_gets_429_with_retry_after(gateway):
@@ -195,12 +204,13 @@ def test_a_throttled_account_gets_429_with_retry_after(gateway):
     assert reply.json()["error"]["type"] == "rate_limit_error"
 
 
-def test_fallback_serves_the_fallback_model_and_says_so(gateway):
+def test_fallback_serves_the_fallback_model_under_the_name_asked_for(gateway, upstream):
     reply = call(gateway.port, "/v1/chat/completions", chat("hi", model="m-large"), key="sk-bob")
     assert reply.status == 200
-    assert reply.json()["model"] == "safe-small"  # what the upstream was asked for
-    assert reply.headers["x-distillguard-action"] == "fallback"
-    assert reply.headers["x-distillguard-fallback-model"] == "safe-small"
+    assert upstream_saw(upstream)["model"] == "safe-small"
+    # nothing tells the account it is suspected (test_gateway_requests compares it with a normal answer)
+    assert reply.json()["model"] == "m-large"
+    assert [h for h in reply.headers if h.startswith("x-distillguard-")] == ["x-distillguard-exchange-id"]
 
 
 def test_an_allowlisted_organisation_is_only_monitored(gateway):
@@ -210,15 +220,16 @@ def test_an_allowlisted_organisation_is_only_monitored(gateway):
 def test_a_new_account_with_a_campaign_card_inherits_its_action(gateway):
     reply = call(gateway.port, "/v1/chat/completions", chat("first request"), key="sk-recruit")
     assert reply.status == 429
-    assert "inherits throttle from campaign-1" in reply.json()["error"]["message"]
+    reasons = admin(gateway.port, "GET", "/admin/verdicts/recruit").json()["reasons"]
+    assert "inherits throttle from campaign-1" in reasons[0]
 
 
 def test_a_new_account_sending_a_campaigns_own_long_system_prompt_inherits_from_its_second_request(gateway):
     assert call(gateway.port, "/v1/chat/completions", chat("task 1", system=SCRIPT_PROMPT), key="sk-scripted").status == 200
     reply = call(gateway.port, "/v1/chat/completions", chat("task 2", system=SCRIPT_PROMPT), key="sk-scripted")
     assert reply.status == 429
-    message = reply.json()["error"]["message"]
-    assert "inherits throttle from campaign-1" in message and "own 21-word system prompt" in message
+    reasons = " ".join(admin(gateway.port, "GET", "/admin/verdicts/scripted").json()["reasons"])
+    assert "inherits throttle from campaign-1" in reasons and "own 21-word system prompt" in reasons
     # a short framing is a phrase anyone may type: alone, however often, it is not enough
     for i in range(4):
         assert call(gateway.port, "/v1/chat/completions", chat(f"q{i}", system="You are a harvester."),
@@ -246,7 +257,8 @@ def test_an_account_over_its_online_limit_is_throttled_until_the_window_frees(up
         statuses = [call(gw.port, "/v1/chat/completions", chat(f"q{i}")).status for i in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
         refused = call(gw.port, "/v1/chat/completions", chat("again"))
-        assert "limit 3" in refused.json()["error"]["message"]
+        # the reason (limit 3) stays in the log; the client gets a reference to quote
+        assert refused.headers["x-distillguard-exchange-id"] in refused.json()["error"]["message"]
         assert 0 < int(refused.headers["retry-after"]) <= 300  # a bucket of the hour, not the scan's hour
         assert call(gw.port, "/v1/chat/completions", chat("other account"), key="sk-bob").status == 200
     finally:

@@ -50,6 +50,11 @@ class GatewayConfig(BaseModel):
     state: str | None = Field(None, description="redis://... to share counters, overrides and inherited "
                               "actions between gateway processes; default: in this process")
     connect_timeout_seconds: float = Field(10.0, gt=0)
+    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0,
+                                   description="largest request body accepted; a larger one is answered 413")
+    client_read_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request's body must arrive within this; a client that stalls mid-body is "
+                                "answered 408 and its connection closed")
     upstream_timeout_seconds: float = Field(600.0, gt=0)
     fsync_seconds: float = Field(0.05, gt=0)
     load_every_seconds: float = Field(5.0, gt=0)

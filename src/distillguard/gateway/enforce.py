@@ -11,8 +11,11 @@ The sources, strongest claim first:
 
 The action taken is the strongest of 2-4 (an override replaces 2 and 3); an organisation on
 the policy's allowlist is never taken beyond monitoring by 2 or 3. Each decision carries its
-reasons with numbers, as the scan's verdicts do, and the response tells the client what
-happened: throttled and blocked requests get an error that says so, a fallback a header.
+reasons with numbers, as the scan's verdicts do; those stay in the log, the store and the
+reports. A client learns only what it must to behave: a blocked request gets a 403 and a
+throttled one a 429 with Retry-After, each with a generic message and a support reference
+(the exchange id, which leads support to the reasons); a fallback answer looks like any
+other (server.py).
 """
 
 from __future__ import annotations
@@ -49,34 +52,41 @@ ALLOW = Decision("allow", "default")
 
 @dataclass(frozen=True)
 class Refusal:
-    """What a refused request is answered with (OpenAI error shape fields and headers)."""
+    """What a refused request is answered with (OpenAI error shape fields and headers), and
+    the action it enforces (for the metrics, never sent)."""
 
     status: int
     kind: str
     code: str
     message: str
     headers: dict[str, str]
+    action: str
 
 
-def refusal(decision: Decision, fallback_model: str | None, throttle_retry_after: float) -> Refusal | None:
+def refusal(decision: Decision, fallback_model: str | None, throttle_retry_after: float,
+            reference: str | None = None) -> Refusal | None:
     """The answer to a request the decision refuses (block, throttle; fallback without a
     fallback model, the conservative reading of which is a throttle); None to serve it. One
-    wording for the gateway and the LiteLLM plugin."""
+    wording for the gateway and the LiteLLM plugin.
+
+    The message is generic: the decision's reasons name campaigns, linked accounts, operators
+    and their addresses, which would tell whoever runs the accounts what gave them away.
+    ``reference`` (the exchange id) is what the client quotes to support."""
     action = decision.action
     if action == "fallback" and not fallback_model:
         action = "throttle"
-    why = "; ".join(decision.reasons[:3])
+    quote = f" and quote reference {reference}" if reference else ""
     if action == "block":
         return Refusal(403, "permission_error", "account_blocked",
-                       "This account is blocked by the provider's abuse policy. If you believe this is a mistake, "
-                       f"contact support. ({why})", {"x-should-retry": "false", "x-distillguard-action": "block"})
+                       f"This account cannot use the API. If you believe this is a mistake, contact support{quote}.",
+                       {"x-should-retry": "false"}, "block")
     if action == "throttle":
         seconds = max(decision.retry_after or throttle_retry_after, 0.001)
         return Refusal(429, "rate_limit_error", "rate_limit_exceeded",
-                       "Requests from this account are temporarily limited by the provider's abuse policy; retry "
-                       f"later or contact support. ({why})",
-                       {"Retry-After": str(math.ceil(seconds)), "retry-after-ms": str(int(seconds * 1000)),
-                        "x-distillguard-action": "throttle"})
+                       "Rate limit reached for requests from this account; retry after the time in the Retry-After "
+                       f"header. If this persists, contact support{quote}.",
+                       {"Retry-After": str(math.ceil(seconds)), "retry-after-ms": str(int(seconds * 1000))},
+                       "throttle")
     return None
 
 

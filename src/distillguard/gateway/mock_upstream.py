@@ -4,7 +4,12 @@ It answers the four proxied APIs in their real shapes (with token usage, and ser
 events when ``stream`` is set), after a fixed latency, and echoes the model it was asked for
 (so a test can see a fallback). A prompt can steer it: ``status:NNN`` answers with that HTTP
 status in the OpenAI error shape, ``sleep:S`` waits S seconds first, ``chunks:N`` streams N
-chunks. This is the one part the project does not own, so a mock is the right thing here.
+chunks, ``encoding:gzip|deflate|br`` compresses the answer in that coding (streamed answers
+event by event, flushed, as a compressing proxy does), ``close:N`` drops the connection after
+N events (or, unstreamed, halfway through the body). Its answers carry the headers a real
+provider's do (a cookie, its organisation, rate limits), and ``GET /mock/last-request``
+returns the headers and the model of the last request it was sent. This is the one part the
+project does not own, so a mock is the right thing here.
 
     python -m distillguard.gateway.mock_upstream --port 9000 --latency-ms 20
 """
@@ -15,7 +20,9 @@ import argparse
 import asyncio
 import re
 import time
+import zlib
 
+import brotli
 import orjson
 from aiohttp import web
 
@@ -80,12 +87,37 @@ def _events(api: str, model: str, words: list[str], tokens_in: int) -> list[byte
     return out
 
 
+#: what a real provider's answer carries besides its body: some of it must not reach clients
+PROVIDER_HEADERS = {"openai-organization": "provider-org-1", "openai-processing-ms": "12",
+                    "x-request-id": "req-mock", "x-ratelimit-remaining-requests": "9999",
+                    "Set-Cookie": "__cf_bm=mock-cookie; path=/; HttpOnly"}
+
+
+class _Encoder:
+    """Compresses a body or a stream in one content coding, each piece flushed as it is written."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        if coding == "br":
+            self._br = brotli.Compressor()
+        else:
+            self._z = zlib.compressobj(wbits=31 if coding == "gzip" else 15)
+
+    def piece(self, data: bytes) -> bytes:
+        if self.coding == "br":
+            return self._br.process(data) + self._br.flush()
+        return self._z.compress(data) + self._z.flush(zlib.Z_SYNC_FLUSH)
+
+    def end(self) -> bytes:
+        return self._br.finish() if self.coding == "br" else self._z.flush(zlib.Z_FINISH)
+
+
 def app(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0, fast_model: str | None = None,
         fast_latency_ms: float = 0.0) -> web.Application:
     """``fast_model``: requests for that model answer after ``fast_latency_ms`` instead (the
     benchmark measures latency and throughput against one upstream process)."""
     application = web.Application(client_max_size=64 * 1024 * 1024)
-    stats = {"requests": 0}
+    stats = {"requests": 0, "last_request": {}}
     application["stats"] = stats
 
     def handler(api: str):
@@ -93,6 +125,7 @@ def app(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0, fast_model: str | 
             stats["requests"] += 1
             body = orjson.loads(await request.read())
             facts = request_facts(api, body, "upstream")
+            stats["last_request"] = {"headers": dict(request.headers), "model": facts.model}
             wait = fast_latency_ms if fast_model is not None and facts.model == fast_model else latency_ms
             if wait:
                 await asyncio.sleep(wait / 1000)
@@ -107,17 +140,36 @@ def app(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0, fast_model: str | 
             if chunks is not None:
                 words = [f"w{i}" for i in range(int(chunks))]
             tokens_in = len((facts.prompt or "").split()) + 3
+            coding = _directive(facts.prompt, "encoding")
+            encoder = _Encoder(coding) if coding else None
+            close = _directive(facts.prompt, "close")
+            headers = dict(PROVIDER_HEADERS) | ({"Content-Encoding": coding} if coding else {})
             if not facts.stream:
-                return web.Response(body=orjson.dumps(_answer(api, model, " ".join(words), tokens_in, len(words))),
-                                    content_type="application/json",
-                                    headers={"x-upstream-auth": request.headers.get("Authorization", "")
-                                             or request.headers.get("x-api-key", "")})
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+                body = orjson.dumps(_answer(api, model, " ".join(words), tokens_in, len(words)))
+                if encoder is not None:
+                    body = encoder.piece(body) + encoder.end()
+                if close is None:
+                    return web.Response(body=body, content_type="application/json", headers=headers)
+                response = web.StreamResponse(headers=headers | {"Content-Type": "application/json"})
+                response.content_length = len(body)
+                await response.prepare(request)
+                await response.write(body[:len(body) // 2])
+                await asyncio.sleep(0.05)
+                request.transport.close()
+                return response
+            response = web.StreamResponse(headers=headers | {"Content-Type": "text/event-stream",
+                                                             "Cache-Control": "no-cache"})
             await response.prepare(request)
             for i, event in enumerate(_events(api, model, words, tokens_in)):
+                if close is not None and i == int(close):
+                    await asyncio.sleep(0.05)
+                    request.transport.close()
+                    return response
                 if i and chunk_delay_ms:
                     await asyncio.sleep(chunk_delay_ms / 1000)
-                await response.write(event)
+                await response.write(encoder.piece(event) if encoder is not None else event)
+            if encoder is not None:
+                await response.write(encoder.end())
             await response.write_eof()
             return response
         return answer
@@ -128,7 +180,11 @@ def app(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0, fast_model: str | 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "mock-model", "object": "model"}]})
 
+    async def last_request(request: web.Request) -> web.Response:
+        return web.json_response(stats["last_request"])
+
     application.router.add_get("/v1/models", models)
+    application.router.add_get("/mock/last-request", last_request)
     return application
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -224,3 +225,47 @@ def exchange_row(exchange_id: str, started: datetime, who: Any, client: Client,
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> bytes:
     """The OpenAI error shape, which every OpenAI SDK parses (and most other clients too)."""
     return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+
+
+def stream_error(api: str, message: str, code: str) -> bytes:
+    """A server-sent event that ends a broken stream as an error the client's SDK raises:
+    Anthropic's ``error`` event on the Messages API; elsewhere a ``data:`` event holding an
+    OpenAI error object, on which the OpenAI SDKs raise ``APIError``."""
+    if api == "messages":
+        return b"event: error\ndata: " + orjson.dumps(
+            {"type": "error", "error": {"type": "api_error", "message": message}}) + b"\n\n"
+    return b"data: " + orjson.dumps(
+        {"error": {"message": message, "type": "server_error", "param": None, "code": code}}) + b"\n\n"
+
+
+#: a ``"model": "..."`` member of a JSON object (a model named inside a string is escaped
+#: there, \\"model\\", and does not match)
+_MODEL_MEMBER = re.compile(rb'("model"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+class ModelRewriter:
+    """Puts the requested model back into an answer served by another model (``fallback``),
+    so that the answer names what the client asked for, as a normal one does. Only the
+    ``"model"`` members change; every other byte is the upstream's. A stream is rewritten
+    line by line: a chunk's last, incomplete line waits for the rest of it."""
+
+    def __init__(self, requested: str) -> None:
+        value = orjson.dumps(requested)
+        self._replace = lambda match: match.group(1) + value
+        self._tail = b""
+
+    def body(self, data: bytes) -> bytes:
+        """A complete answer."""
+        return _MODEL_MEMBER.sub(self._replace, data)
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The next chunk of a stream: what can be sent now."""
+        data = self._tail + chunk
+        cut = data.rfind(b"\n") + 1
+        self._tail = data[cut:]
+        return _MODEL_MEMBER.sub(self._replace, data[:cut]) if cut else b""
+
+    def flush(self) -> bytes:
+        """What is left at the end of a stream."""
+        data, self._tail = self._tail, b""
+        return _MODEL_MEMBER.sub(self._replace, data)
