@@ -779,10 +779,14 @@ def build(config: GatewayConfig) -> Gateway:
 
 
 def _listen(host: str, port: int, what: str) -> socket.socket:
-    """A listening socket, bound before anything else starts: a busy port is one clear line."""
+    """A socket bound before anything else starts, so that a busy port is one clear line; it
+    listens (accepts connections) only once the gateway is ready (SockSite)."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        return socket.create_server((host, port), family=family, backlog=1024)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        return sock
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise UserError(f"{what}: cannot listen on {host}:{port}: {reason}") from None
