@@ -94,15 +94,7 @@ def test_the_gateway_serves_its_openapi_description(gateway):
         assert path in described["paths"], path
 
 
-#: routes with a defect still open, each checked by a strict xfail of its own until fixed
-OPEN_DEFECTS = {
-    "/admin/accounts/{account_id}/action": "an action that is not a string ({\"action\": {}}) is an unhashable "
-                                           "key for SEVERITY: TypeError, 500 and a traceback",
-}
-settled = schema.exclude(path=list(OPEN_DEFECTS)) if OPEN_DEFECTS else schema
-
-
-@settled.parametrize()
+@schema.parametrize()
 @settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_generated_request_gets_a_500_and_every_error_is_openai_shaped(case, gateway):
     _check(case, gateway)
@@ -112,11 +104,4 @@ def test_no_generated_request_gets_a_500_and_every_error_is_openai_shaped(case, 
 @schema.parametrize()
 @settings(max_examples=SLOW_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_many_generated_requests_get_no_500_and_only_openai_shaped_errors(case, gateway):
-    _check(case, gateway)
-
-
-@pytest.mark.xfail(strict=True, reason="open defect: " + OPEN_DEFECTS["/admin/accounts/{account_id}/action"])
-@schema.include(path="/admin/accounts/{account_id}/action").parametrize()
-@settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
-def test_generated_admin_actions_get_no_500_and_only_openai_shaped_errors(case, gateway):
     _check(case, gateway)
