@@ -402,6 +402,8 @@ class Gateway:
         limit = self.config.max_request_bytes
         if request.content_length is None or request.content_length <= limit:
             try:
+                if request.content.is_eof():  # the whole body came with the headers: nothing to wait for
+                    return await request.read()
                 async with asyncio.timeout(self.config.client_read_timeout_seconds):
                     return await request.read()
             except web.HTTPRequestEntityTooLarge:
