@@ -135,18 +135,35 @@ def shared_inside(table: KindTable, members: np.ndarray) -> tuple[int, np.ndarra
     so a stronger tell never lowers it. ``mu`` holds, per BiCM column class, the expected number
     of the block's members holding one token of that class (the Poisson mean that bounds each
     token's count, Hoeffding 1956)."""
-    if table.incidence.shape[1] == 0:
-        return 0, np.zeros(0), np.zeros(0, dtype=np.int64)
-    counts = np.asarray(table.incidence[members].sum(axis=0)).ravel()
-    shared = np.flatnonzero(counts >= 2)
-    excess = int((counts[shared] - 1).sum())
+    rows, cols = held_by(table.incidence, members)
+    if cols.size == 0:
+        return 0, _class_means(table, members), np.zeros(0, dtype=np.int64)
+    uniq, counts = np.unique(cols, return_counts=True)
+    shared = uniq[counts >= 2]
+    excess = int((counts[counts >= 2] - 1).sum())
+    return excess, _class_means(table, members), shared
+
+
+def held_by(incidence: sparse.csr_matrix, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(member, column) of every link of ``members`` in a CSR table, without building a sub-matrix."""
+    starts = incidence.indptr[members]
+    lengths = incidence.indptr[members + 1] - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+    return np.repeat(members, lengths), incidence.indices[offsets + np.arange(total)]
+
+
+def _class_means(table: KindTable, members: np.ndarray) -> np.ndarray:
+    """Per BiCM column class, the expected number of ``members`` holding one token of the class."""
     classes = table.entity_class[members]
     classes = classes[classes >= 0]
     if classes.size == 0:
-        return excess, np.zeros(len(table.model.y)), shared
+        return np.zeros(len(table.model.y))
     cls, mult = np.unique(classes, return_counts=True)
     p = table.model.link_probability(cls, np.arange(len(table.model.y)))
-    return excess, (mult[:, None] * p).sum(axis=0), shared
+    return (mult[:, None] * p).sum(axis=0)
 
 
 #: the Chernoff parameters tried (any one gives a valid bound; the grid takes the best of them)
@@ -214,8 +231,8 @@ def block_tests(tables: list[KindTable], min_holders: int = 3) -> tuple[list[Blo
                 weights.append(other.rare_class_counts)
                 if w:
                     kinds.append(other.kind)
-                    sub = other.incidence[members][:, shared]
-                    core_parts.append(members[np.flatnonzero(np.asarray(sub.sum(axis=1)).ravel() > 0)])
+                    rows, cols = held_by(other.incidence, members)
+                    core_parts.append(np.unique(rows[np.isin(cols, shared)]))
             if w_total:
                 mu_all, weight_all = np.concatenate(mus), np.concatenate(weights)
                 p = excess_tail(w_total, mu_all, weight_all)
