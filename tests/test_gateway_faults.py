@@ -333,8 +333,9 @@ def test_the_gateway_logs_and_serves_again_once_the_full_journal_disk_has_room(t
 
 # --- kill -9 and SIGTERM under streams in flight, then restart -----------------------------------------
 
-async def _streams(port: int, count: int, chunks: tuple[int, ...]) -> tuple[list[str], int]:
-    """``count`` concurrent streamed chats; (prompts whose answer arrived whole, streams started)."""
+async def _streams(port: int, count: int, chunks: tuple[int, ...], quarter: threading.Event) -> tuple[list[str], int]:
+    """``count`` concurrent streamed chats; (prompts whose answer arrived whole, streams started).
+    ``quarter`` is set once a quarter of them have arrived whole."""
     whole: list[str] = []
     started = 0
 
@@ -348,6 +349,8 @@ async def _streams(port: int, count: int, chunks: tuple[int, ...]) -> tuple[list
                 body = await reply.read()
             if reply.status == 200 and body.endswith(b"data: [DONE]\n\n"):
                 whole.append(prompt)
+                if len(whole) >= count // 4:
+                    quarter.set()
         except (aiohttp.ClientError, asyncio.TimeoutError):
             pass  # cut off: not acknowledged
 
@@ -365,9 +368,11 @@ def _stop_under_streams(gateways, tmp_path: Path, upstream: int, how: str, count
                      key=ADMIN)
         assert reply.status == 200, reply.body
     result: dict = {}
+    quarter = threading.Event()
 
     def signal_soon() -> None:
-        time.sleep(0.5)  # the streams are under way: 5 to 60 chunks of 20 ms each, 0.1 to 1.2 s
+        # streams of 5 to 60 chunks of 20 ms each: once a quarter are whole the rest are in flight
+        quarter.wait(timeout=30)
         result["t0"] = time.monotonic()
         if how == "kill -9":
             gw.proc.send_signal(signal.SIGKILL)
@@ -380,7 +385,7 @@ def _stop_under_streams(gateways, tmp_path: Path, upstream: int, how: str, count
 
     stopper = threading.Thread(target=signal_soon)
     stopper.start()
-    whole, started = asyncio.run(_streams(gw.port, count, chunks=(5, 15, 40, 60)))
+    whole, started = asyncio.run(_streams(gw.port, count, (5, 15, 40, 60), quarter))
     stopper.join()
     # the restart: a new gateway on the same store, log and state
     again = gateways(tmp_path, upstream, keys=KEYS, admin_token=ADMIN, name="gw")
@@ -400,6 +405,7 @@ HOW = ["kill -9", "SIGTERM", "SIGTERM to the group"]
 
 
 def _assert_nothing_lost(result: dict) -> None:
+    assert result["acknowledged"] > 0, result  # the signal came with answers already whole
     assert result["acknowledged_lost"] == 0, result
     assert result["overrides_lost"] == 0, result
     if result["how"] != "kill -9":
