@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -116,3 +117,20 @@ def test_stopping_litellm_with_sigterm_leaves_no_loader_process_behind(proxy):
     while _running_in_group(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _running_in_group(proc.pid) == []
+
+
+def test_the_plugins_refusals_carry_the_logged_exchange_id_as_support_reference(proxy):
+    port, proc, tmp = proxy
+    refused = {key: call(port, "/v1/chat/completions", chat("hi"), key=key) for key in ("sk-blocked", "sk-throttled")}
+    references = {}
+    for key, reply in refused.items():
+        assert reply.status in (403, 429), reply.body
+        found = re.search(rb"quote reference (litellm-[\w-]+)", reply.body)
+        assert found, reply.body
+        references[key] = found.group(1).decode()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    Loader(Journal(tmp / "log"), tmp / "dg.duckdb").round(rotate=True)
+    with Store(tmp / "dg.duckdb", read_only=True) as store:
+        logged = dict(store.con.execute("SELECT exchange_id, account_id FROM exchanges").fetchall())
+    assert logged[references["sk-blocked"]] == "carol" and logged[references["sk-throttled"]] == "dave"

@@ -132,7 +132,9 @@ class DistillguardGuard(CustomLogger):
                  "ua": meta.get("user_agent") or None, "facts": facts, "t0": time.perf_counter(),
                  "action": decision.action}
         meta[_STASH] = stash
-        refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds)
+        # the exchange id is the support reference the client quotes: it finds the logged row
+        refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds,
+                          stash["id"])
         if refused is not None:
             self._log(stash, refused.status, (None, 0))
             raise HTTPException(status_code=refused.status, detail=refused.message, headers=refused.headers)
