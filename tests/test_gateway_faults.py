@@ -291,8 +291,6 @@ def _ask(gw, prompt: str, acknowledged: list[str]) -> int:
     return reply.status
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: Journal.append ignores a short os.write on a full disk: "
-                   "the client gets 200, the torn line is quarantined at load ('invalid JSON'), the exchange lost")
 def test_a_full_journal_disk_refuses_with_openai_shaped_503s_and_loses_no_acknowledged_exchange(
         tmp_path, upstream, small_disk, gateways):
     settings = dict(keys=KEYS, log_dir=str(small_disk), load_every_seconds=3600, segment_seconds=3600)

@@ -19,6 +19,7 @@ ingest and unlink stores nothing twice) and removes each one once its ingest has
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import logging
 import os
@@ -78,6 +79,7 @@ class Journal:
         self._serial = 0
         self._fd: int | None = None
         self._path: Path | None = None
+        self._size = 0  # bytes of whole lines in the open segment: where a torn line is cut off
         self.rows = 0  # in the open segment
         self.opened_at = time.monotonic()
         self.appended = 0
@@ -97,13 +99,44 @@ class Journal:
             try:
                 if self._fd is None:
                     self._open_locked()
-                os.write(self._fd, line)
+                self._write_whole_locked(line)
             except OSError as exc:
                 self.failures += 1
                 raise JournalError(f"cannot write the exchange log {self._path}: {exc.strerror}") from None
             self.rows += 1
             self.appended += 1
             self._dirty = True
+
+    def _write_whole_locked(self, line: bytes) -> None:
+        """Write all of ``line`` or none of it. A full disk takes what fits and refuses the rest:
+        the part written is cut off again, so that the segment holds whole lines only (a torn
+        line would be quarantined at load) and the caller, told by the OSError, does not
+        acknowledge the exchange."""
+        done = 0
+        try:
+            while done < len(line):
+                written = os.write(self._fd, line[done:])
+                if written <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                done += written
+        except OSError:
+            if done:
+                self._cut_torn_line_locked()
+            raise
+        self._size += done
+
+    def _cut_torn_line_locked(self) -> None:
+        try:
+            os.ftruncate(self._fd, self._size)
+        except OSError as exc:
+            # the segment keeps a torn line (quarantined at load, its exchange never acknowledged):
+            # it is closed here, and the next append opens a new one
+            log.error("exchange log: cannot cut a torn line off %s (%s); closing it", self._path, exc.strerror)
+            fd, path = self._fd, self._path
+            self._fd = None
+            os.rename(path, path.with_name(path.name.removesuffix(".open")))
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # --- segments ---------------------------------------------------------------------------
 
@@ -118,7 +151,7 @@ class Journal:
         path = self.directory / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._fd, self._path, self.rows, self.opened_at = fd, path, 0, time.monotonic()
+        self._fd, self._path, self.rows, self._size, self.opened_at = fd, path, 0, 0, time.monotonic()
 
     def rotate(self, force: bool = False) -> Path | None:
         """Close the open segment (if it holds rows, or ``force``) and open a new one; returns
