@@ -310,9 +310,6 @@ def test_a_full_journal_disk_refuses_with_openai_shaped_503s_and_loses_no_acknow
     assert lost == [], f"{len(lost)} acknowledged exchange(s) not in the store: {lost[:5]}"
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: once an append fails, proxy() refuses every request "
-                   "(log_broken, fail closed) without trying to write again, so freeing the disk does not help "
-                   "until a restart")
 def test_the_gateway_logs_and_serves_again_once_the_full_journal_disk_has_room(tmp_path, upstream, small_disk,
                                                                                 gateways):
     gw = gateways(tmp_path, upstream, keys=KEYS, log_dir=str(small_disk), load_every_seconds=3600,

@@ -4,6 +4,7 @@ with clients that send broken or unfinished requests."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -49,4 +50,25 @@ def test_a_journal_that_fills_its_disk_mid_line_keeps_whole_lines_only_and_says_
     assert loader.round(rotate=True) == journal.appended and loader.quarantined_rows == 0
     with Store(tmp_path / "store.duckdb", read_only=True) as store:
         assert store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0] == journal.appended
+    journal.close()
+
+
+def test_a_journal_on_a_full_disk_says_it_cannot_write_until_the_disk_has_room_again(small_disk):
+    journal = Journal(small_disk / "log")
+    filler = small_disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+    assert journal.writable() is not None
+    with pytest.raises(JournalError):
+        journal.append(_exchange(0))
+    filler.unlink()
+    assert journal.writable() is None
+    journal.append(_exchange(1))
+    assert journal.appended == 1
     journal.close()

@@ -138,6 +138,21 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def writable(self, room: int = 64 * 1024) -> str | None:
+        """None when an append is likely to succeed now: a segment is open (one is opened if
+        none is) and its file system has ``room`` bytes free; else why not. A gateway that fails
+        closed asks this before it serves again, rather than serving an answer it then cannot log."""
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._open_locked()
+                stats = os.fstatvfs(self._fd)
+            except OSError as exc:
+                return f"cannot write the exchange log in {self.directory}: {exc.strerror}"
+        if stats.f_bavail * stats.f_frsize < room:
+            return f"the exchange log's file system ({self.directory}) has less than {room} bytes free"
+        return None
+
     # --- segments ---------------------------------------------------------------------------
 
     def _open(self) -> None:

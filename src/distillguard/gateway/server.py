@@ -51,6 +51,8 @@ from distillguard.verdicts import SEVERITY
 log = logging.getLogger("distillguard.gateway")
 
 _LOG_UNAVAILABLE = "The gateway cannot log requests right now and refuses them (fail closed)."
+#: while the log cannot be written (failing closed), how often a request asks whether it can again
+_LOG_RETRY_SECONDS = 0.5
 
 GATEWAY = web.AppKey("gateway", object)
 
@@ -81,6 +83,7 @@ class Gateway:
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
         self.session: aiohttp.ClientSession | None = None
         self.log_broken: str | None = None
+        self._log_retry_at = 0.0
         self._tasks: list[asyncio.Task] = []
         self.load_keys()
         self._load_state()
@@ -289,6 +292,16 @@ class Gateway:
                       entry.get("exchange_id"), exc, self.config.on_log_failure)
             return self.config.on_log_failure == "open"
 
+    def _log_may_work(self) -> bool:
+        """Whether the broken log may be written again (a full disk that has room again, a new
+        segment that opens), asked at most every _LOG_RETRY_SECONDS: a request it lets through is
+        served only if its own append succeeds, which is what clears ``log_broken``."""
+        now = time.monotonic()
+        if now < self._log_retry_at:
+            return False
+        self._log_retry_at = now + _LOG_RETRY_SECONDS
+        return self.journal.writable() is None
+
     # --- the proxy --------------------------------------------------------------------------
 
     def _proxy_handler(self, api: str, path: str):
@@ -304,7 +317,7 @@ class Gateway:
             self.metrics.request(path, 401, "none", time.perf_counter() - t0)
             return self._error(401, "Incorrect or revoked API key provided.", "invalid_request_error",
                                "invalid_api_key")
-        if self.log_broken and self.config.on_log_failure == "closed":
+        if self.log_broken and self.config.on_log_failure == "closed" and not self._log_may_work():
             self.metrics.request(path, 503, "none", time.perf_counter() - t0)
             return self._error(503, _LOG_UNAVAILABLE, "server_error", "log_unavailable")
         ip = self.client_ip(request)
