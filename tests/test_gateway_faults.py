@@ -225,8 +225,6 @@ def test_a_compressing_upstreams_answers_reach_the_client_intact_with_usage_logg
 
 # --- Redis ------------------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="open defect: with Redis down the request path's shared counters raise "
-                   "(redis ConnectionError) and the client gets aiohttp's text/plain 500")
 def test_redis_killed_and_restarted_never_gives_a_500_and_the_gateway_recovers(tmp_path, upstream, gateways):
     redis, redis_port = start_redis(tmp_path)
     gw = gateways(tmp_path, upstream, keys=KEYS, state=f"redis://127.0.0.1:{redis_port}/0")

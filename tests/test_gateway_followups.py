@@ -6,13 +6,27 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
 from distillguard.gateway.journal import Journal, JournalError, Loader
+from distillguard.gateway.ports import wait_port
 from distillguard.store import Store
+from gateway_procs import call, chat, start_gateway, start_redis, start_upstream
+
+KEY = "sk-followups-alice-0123456789abcdef0123"
+KEYS = [{"api_key": KEY, "account_id": "alice"}]
+
+
+@pytest.fixture
+def upstream():
+    proc, port = start_upstream(chunk_delay_ms=0)
+    yield port
+    proc.kill()
+    proc.wait()
 
 
 @pytest.fixture
@@ -72,3 +86,37 @@ def test_a_journal_on_a_full_disk_says_it_cannot_write_until_the_disk_has_room_a
     journal.append(_exchange(1))
     assert journal.appended == 1
     journal.close()
+
+
+def test_with_redis_down_the_gateway_serves_from_its_own_counters_says_so_once_and_resumes(tmp_path, upstream):
+    """Requests are served (the limits count this process's requests meanwhile, so they still
+    hold), the log has one line for the outage and one for the return, /ready names Redis."""
+    redis, redis_port = start_redis(tmp_path)
+    policy = {"gateway": {"limits": [{"scope": "account", "window_seconds": 3600, "max_requests": 4}]}}
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, policy=policy, state=f"redis://127.0.0.1:{redis_port}/0")
+    try:
+        assert call(gw.port, "/v1/chat/completions", chat("before"), key=KEY).status == 200
+        redis.kill()
+        redis.wait()
+        statuses = [call(gw.port, "/v1/chat/completions", chat(f"during {i}"), key=KEY).status for i in range(5)]
+        assert statuses == [200, 200, 200, 429, 429]
+        ready = call(gw.port, "/ready", method="GET", key=None)
+        assert ready.status == 503 and ready.json()["components"]["redis"]["ok"] is False
+        time.sleep(1.5)  # the background reader meets the outage too: still the one line
+        log = gw.log()
+        assert "Traceback" not in log
+        assert len([line for line in log.splitlines() if "redis:" in line and "failed" in line]) == 1, log
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
+        wait_port(redis_port, redis)
+        deadline = time.monotonic() + 10
+        while "redis: answering again" not in gw.log():
+            assert time.monotonic() < deadline, gw.log()
+            call(gw.port, "/v1/chat/completions", chat("after"), key=KEY)
+            time.sleep(0.3)
+        assert call(gw.port, "/ready", method="GET", key=None).status == 200
+    finally:
+        gw.stop()
+        redis.kill()
+        redis.wait()

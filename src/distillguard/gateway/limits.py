@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Protocol
 
+from distillguard.gateway.shared import REDIS_DOWN, Outage
+
 BUCKETS = 12
 
 
@@ -65,13 +67,31 @@ class MemoryCounters:
 
 class RedisCounters:
     """Shared by every gateway process on one Redis: one INCR and one MGET per check, in one
-    round trip; bucket keys expire by themselves."""
+    round trip; bucket keys expire by themselves.
 
-    def __init__(self, client, prefix: str = "dg:win") -> None:
+    While Redis is down (``outage``) the limits count this process's requests only: each
+    request is also counted in a MemoryCounters, which answers in Redis's place, so that an
+    outage weakens the limits for its duration but never fails a request."""
+
+    def __init__(self, client, prefix: str = "dg:win", outage: Outage | None = None) -> None:
         self.client = client
         self.prefix = prefix
+        self.outage = outage or Outage()
+        self.local = MemoryCounters()
 
     async def hit(self, scope: str, key: str, window_seconds: float, now: float) -> int:
+        local = self.local.hit_now(scope, key, window_seconds, now)
+        if not self.outage.worth_trying():
+            return local
+        try:
+            count = await self._shared_hit(scope, key, window_seconds, now)
+        except REDIS_DOWN as exc:
+            self.outage.failed("shared counters", exc)
+            return local
+        self.outage.answered()
+        return count
+
+    async def _shared_hit(self, scope: str, key: str, window_seconds: float, now: float) -> int:
         width = window_seconds / BUCKETS
         bucket = int(now // width)
         base = f"{self.prefix}:{scope}:{window_seconds:g}:{key}:"

@@ -43,7 +43,7 @@ from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import CONTENT_TYPE, Metrics
 from distillguard.gateway.protocol import (ROUTES, Client, ModelRewriter, StreamUsage, error_body, exchange_row,
                                            new_exchange_id, request_facts, stream_error, usage)
-from distillguard.gateway.shared import SharedState
+from distillguard.gateway.shared import REDIS_DOWN, Outage, SharedState
 from distillguard.policy import Policy, load_policy
 from distillguard.store import Store
 from distillguard.verdicts import SEVERITY
@@ -71,7 +71,9 @@ class Gateway:
         self.keys = keytable.KeyTable()
         self.redis = redis_client
         self.shared = SharedState(redis_client) if redis_client is not None else None
-        counters = RedisCounters(redis_client) if redis_client is not None else MemoryCounters()
+        self.redis_outage = Outage()
+        counters = (RedisCounters(redis_client, outage=self.redis_outage) if redis_client is not None
+                    else MemoryCounters())
         self.scan = ScanOutputs(config.verdicts)
         self.enforcer = Enforcer(self.policy, self.scan, counters)
         self.journal = Journal(config.journal_dir, config.fsync_seconds)
@@ -144,8 +146,13 @@ class Gateway:
                 self.enforcer.refresh()
                 if tick % 30 == 0:
                     await asyncio.to_thread(self.load_keys)
-                if self.redis is not None:
-                    await self._pull_shared()
+                if self.redis is not None and self.redis_outage.worth_trying():
+                    try:
+                        await self._pull_shared()
+                    except REDIS_DOWN as exc:
+                        self.redis_outage.failed("reading shared overrides and inherited actions", exc)
+                    else:
+                        self.redis_outage.answered()
             except Exception:  # noqa: BLE001 - never let the reloader die
                 log.exception("background reload failed")
 
@@ -341,8 +348,12 @@ class Gateway:
         # inheritance learnt from another gateway) add nothing to the stream every gateway reads
         if (self.shared is not None and decision.source == "inherited" and decision.campaign_id
                 and not inherited_before and record.account_id in self.enforcer.inherited):
-            await self.shared.publish("inherited", record.account_id, orjson.dumps(
-                {"action": decision.action, "reasons": list(decision.reasons), "campaign_id": decision.campaign_id}))
+            try:
+                await self.shared.publish("inherited", record.account_id, orjson.dumps(
+                    {"action": decision.action, "reasons": list(decision.reasons),
+                     "campaign_id": decision.campaign_id}))
+            except REDIS_DOWN as exc:  # enforced here all the same; the other gateways learn it by themselves
+                self.redis_outage.failed("sharing an inherited action", exc)
         out_headers = {"x-distillguard-exchange-id": exchange_id}
         refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds,
                           exchange_id)
@@ -789,7 +800,8 @@ def build(config: GatewayConfig) -> Gateway:
     if config.state:
         import redis.asyncio as redis_asyncio
 
-        redis_client = redis_asyncio.from_url(config.state)
+        # bounded waits: a hung Redis must cost a request a few seconds once, not hold it for ever
+        redis_client = redis_asyncio.from_url(config.state, socket_connect_timeout=2.0, socket_timeout=2.0)
     return Gateway(config, redis_client=redis_client)
 
 

@@ -12,7 +12,17 @@ hashes once, then only the stream entries it has not seen. The stream is trimmed
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any, NamedTuple
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger("distillguard.gateway")
+
+#: what a Redis that is down, restarting or hung raises (redis-py's own, a socket's, a timeout)
+REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
 #: kind of state -> the Redis hash holding all of it (account -> JSON)
 HASHES = {"overrides": "dg:overrides", "inherited": "dg:inherited"}
@@ -32,6 +42,33 @@ def _text(value: Any) -> str:
 def _stream_id(value: Any) -> tuple[int, int]:
     ms, _, seq = _text(value).partition("-")
     return int(ms), int(seq or 0)
+
+
+class Outage:
+    """Whether Redis answers, as this process last found. While it does not, the gateway serves
+    from its own state (counters of this process, the overrides and inherited actions it has);
+    the log says once that Redis went down and once that it is back, not once per request, and
+    Redis is asked again only every ``retry_seconds``, so that a dead one costs requests nothing."""
+
+    def __init__(self, retry_seconds: float = 1.0) -> None:
+        self.retry_seconds = retry_seconds
+        self.down: str | None = None  # why, while it is down
+        self._retry_at = 0.0
+
+    def worth_trying(self) -> bool:
+        return self.down is None or time.monotonic() >= self._retry_at
+
+    def failed(self, what: str, exc: BaseException) -> None:
+        self._retry_at = time.monotonic() + self.retry_seconds
+        if self.down is None:
+            log.error("redis: %s failed (%s: %s); serving from this process's own state until Redis answers again",
+                      what, type(exc).__name__, str(exc)[:200])
+        self.down = f"{what}: {type(exc).__name__}"
+
+    def answered(self) -> None:
+        if self.down is not None:
+            log.warning("redis: answering again; shared counters and state resumed")
+            self.down = None
 
 
 class SharedState:
