@@ -31,6 +31,7 @@ import aiohttp
 import duckdb
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from distillguard.errors import UserError
 from distillguard.gateway import headers as wire
@@ -55,6 +56,28 @@ _LOG_UNAVAILABLE = "The gateway cannot log requests right now and refuses them (
 _LOG_RETRY_SECONDS = 0.5
 
 GATEWAY = web.AppKey("gateway", object)
+
+
+class _OneLinePerMalformedRequest(logging.Filter):
+    """aiohttp answers a request its HTTP parser refuses (a control character in a header, a
+    line too long) with a 400 before any handler runs, and logs it at ERROR with a traceback:
+    any client could fill the gateway's log with them. Such a record becomes one WARNING line
+    (the peer and the parser's reason); every other error keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            reason = (str(exc.message).strip().splitlines() or ["malformed request"])[0].rstrip(":")
+            record.msg, record.args = "%d to %s: malformed HTTP request (%s)", (exc.code, peer, reason[:200])
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+#: the logger the gateway's HTTP server (aiohttp's request handler) logs its errors to
+_HTTP_LOG = logging.getLogger("distillguard.gateway.http")
+_HTTP_LOG.addFilter(_OneLinePerMalformedRequest())
 
 
 def _now() -> datetime:
@@ -850,7 +873,8 @@ async def _run(gateway: Gateway, sockets: list[socket.socket]) -> None:
         loop.add_signal_handler(sig, stop.set)
     timeout = gateway.config.shutdown_timeout_seconds
     apps = [gateway.app()] + ([gateway.admin_app()] if len(sockets) > 1 else [])
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=timeout) for app in apps]
+    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=timeout, logger=_HTTP_LOG)
+               for app in apps]
     try:
         for runner, sock, what in zip(runners, sockets, ("gateway", "admin API and /metrics")):
             await runner.setup()
