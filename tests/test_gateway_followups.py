@@ -5,6 +5,7 @@ with clients that send broken or unfinished requests."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -120,3 +121,42 @@ def test_with_redis_down_the_gateway_serves_from_its_own_counters_says_so_once_a
         gw.stop()
         redis.kill()
         redis.wait()
+
+
+def _raw(port: int, data: bytes, timeout: float = 30.0) -> tuple[bytes, float]:
+    """Send ``data`` on a fresh connection; (everything answered until the gateway closes the
+    connection, seconds until it did)."""
+    t0 = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received, time.monotonic() - t0
+
+
+@pytest.fixture
+def gateway(tmp_path, upstream):
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, header_read_timeout_seconds=1.0)
+    yield gw
+    gw.stop()
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: app"],
+                         ids=["nothing", "part of its headers"])
+def test_a_client_that_does_not_finish_its_headers_is_cut_off_after_the_header_read_timeout(gateway, sent):
+    received, seconds = _raw(gateway.port, sent)
+    assert received == b"" and 0.9 <= seconds < 4.0, (received[:200], seconds)
+
+
+def test_a_header_with_a_control_character_gets_a_400_and_one_log_line_without_traceback(gateway):
+    seen = len(gateway.log())
+    received, _ = _raw(gateway.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nUser-Agent: bad\x01agent\r\n"
+                       b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 2\r\n\r\n{}")
+    assert received.startswith(b"HTTP/1.") and b" 400 " in received.split(b"\r\n")[0], received[:200]
+    deadline = time.monotonic() + 5
+    while "malformed HTTP request" not in gateway.log()[seen:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = gateway.log()[seen:].splitlines()
+    assert "Traceback" not in "\n".join(new)
+    assert [line for line in new if "malformed HTTP request" in line and "127.0.0.1" in line] == new, new

@@ -55,6 +55,10 @@ class GatewayConfig(BaseModel):
     client_read_timeout_seconds: float = Field(
         30.0, gt=0, description="a request's body must arrive within this; a client that stalls mid-body is "
                                 "answered 408 and its connection closed")
+    header_read_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request's headers must arrive within this, from connecting or from the previous "
+                                "answer on the connection; otherwise the connection is closed (an idle keep-alive "
+                                "connection too)")
     upstream_timeout_seconds: float = Field(600.0, gt=0)
     fsync_seconds: float = Field(0.05, gt=0)
     load_every_seconds: float = Field(5.0, gt=0)

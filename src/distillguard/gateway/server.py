@@ -873,8 +873,11 @@ async def _run(gateway: Gateway, sockets: list[socket.socket]) -> None:
         loop.add_signal_handler(sig, stop.set)
     timeout = gateway.config.shutdown_timeout_seconds
     apps = [gateway.app()] + ([gateway.admin_app()] if len(sockets) > 1 else [])
-    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=timeout, logger=_HTTP_LOG)
-               for app in apps]
+    # keepalive_timeout is aiohttp's only bound on a connection waiting for a request's headers
+    # (from connecting, or from the previous answer): without it a client that sends part of its
+    # headers, or nothing, holds a connection for aiohttp's default of 3630 s
+    runners = [web.AppRunner(app, access_log=None, shutdown_timeout=timeout, logger=_HTTP_LOG,
+                             keepalive_timeout=gateway.config.header_read_timeout_seconds) for app in apps]
     try:
         for runner, sock, what in zip(runners, sockets, ("gateway", "admin API and /metrics")):
             await runner.setup()
