@@ -160,3 +160,18 @@ def test_a_header_with_a_control_character_gets_a_400_and_one_log_line_without_t
     new = gateway.log()[seen:].splitlines()
     assert "Traceback" not in "\n".join(new)
     assert [line for line in new if "malformed HTTP request" in line and "127.0.0.1" in line] == new, new
+
+
+def test_a_raw_non_utf8_byte_in_the_url_gets_aiohttps_400_and_one_log_line_without_traceback(gateway):
+    """aiohttp's parser refuses it before any handler or middleware runs, so the body is its own
+    text/plain one, not the OpenAI shape (a RequestHandler of our own would take private aiohttp
+    API); what the gateway controls is its log."""
+    seen = len(gateway.log())
+    received, _ = _raw(gateway.port, b"GET /v1/\xffmodels HTTP/1.1\r\nHost: gw\r\n\r\n")
+    assert b" 400 " in received.split(b"\r\n")[0], received[:200]
+    deadline = time.monotonic() + 5
+    while "malformed HTTP request" not in gateway.log()[seen:] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = gateway.log()[seen:].splitlines()
+    assert "Traceback" not in "\n".join(new)
+    assert len(new) == 1 and "malformed HTTP request (Invalid char in url path)" in new[0], new
