@@ -75,6 +75,13 @@ def test_dev_holds_every_knob_level_and_a_small_draw_reaches_them_all():
     assert {pair for s in drawn for pair in s.levels} == every
 
 
+def test_a_larger_draw_spreads_its_repeats_over_the_levels():
+    drawn = draw_strategies(3, 12, "dev", salt=SALT)
+    for knob in KNOBS:
+        counts = [sum(s.level(knob.name) == level.name for s in drawn) for level in knob.levels]
+        assert max(counts) - min(counts) <= 1, (knob.name, counts)
+
+
 def test_a_fresh_salt_is_a_fresh_heldout_set():
     first = {s for s in all_strategies() if split_of(s, "salt-one") == "heldout"}
     second = {s for s in all_strategies() if split_of(s, "salt-two") == "heldout"}

@@ -216,9 +216,11 @@ def split_of(strategy: Strategy, salt: str) -> Split:
 def draw_strategies(seed: int, n: int, split: Split, *, salt: str) -> list[Strategy]:
     """``n`` distinct strategies of one split, chosen deterministically from ``seed``.
 
-    The draw covers levels before it repeats them: each pick is, among a seeded shuffle of the
-    split, the first combination with the most knob levels not drawn yet, so any ``n`` at least
-    the largest knob's level count reaches every level the split holds.
+    The draw covers levels before it repeats them, and then spreads the repeats: each pick is,
+    among a seeded shuffle of the split, the first combination with the most knob levels not
+    drawn yet and, among those, the fewest earlier draws of its levels. So any ``n`` at least the
+    largest knob's level count reaches every level the split holds, and per-level figures rest on
+    similar numbers of strategies.
 
     Raises:
         ScenarioError: an unknown split, or more strategies asked for than the split holds.
@@ -232,22 +234,22 @@ def draw_strategies(seed: int, n: int, split: Split, *, salt: str) -> list[Strat
         raise ScenarioError(f"asked for {n} {split} strategies; the split holds {len(pool)}")
     order = np.random.default_rng([seed, 0x5EED]).permutation(len(pool))
     pool = [pool[i] for i in order]
-    seen: set[tuple[str, str]] = set()
+    drawn: dict[tuple[str, str], int] = {}
     chosen: list[Strategy] = []
     taken: set[int] = set()
     for _ in range(n):
-        best, best_new = -1, -1
+        best, best_score = -1, None
         for i, strategy in enumerate(pool):
             if i in taken:
                 continue
-            new = sum(pair not in seen for pair in strategy.levels)
-            if new > best_new:
-                best, best_new = i, new
-                if new == len(KNOBS):
-                    break
+            counts = [drawn.get(pair, 0) for pair in strategy.levels]
+            score = (-sum(c == 0 for c in counts), sum(counts))
+            if best_score is None or score < best_score:
+                best, best_score = i, score
         taken.add(best)
         chosen.append(pool[best])
-        seen.update(pool[best].levels)
+        for pair in pool[best].levels:
+            drawn[pair] = drawn.get(pair, 0) + 1
     return chosen
 
 
