@@ -82,6 +82,14 @@ def _running_in_group(pgid: int) -> list[int]:
     return found
 
 
+def _wait_group_gone(pgid: int, timeout: float = 15.0) -> list[int]:
+    """Wait until no process of group ``pgid`` runs; those still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (left := _running_in_group(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
+
+
 def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(proxy):
     port, proc, tmp = proxy
     ok = call(port, "/v1/chat/completions", chat("through litellm"), key="sk-ok")
@@ -96,6 +104,7 @@ def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(proxy):
     assert streamed.status == 200 and b"[DONE]" in streamed.body
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
+    _wait_group_gone(proc.pid)  # the loader process finishes its round, and lets go of the store, after LiteLLM
     # whatever the exit did not load is still on disk; load it as the gateway would at start-up
     leftover = Loader(Journal(tmp / "log"), tmp / "dg.duckdb")
     leftover.round(rotate=True)
@@ -113,10 +122,7 @@ def test_stopping_litellm_with_sigterm_leaves_no_loader_process_behind(proxy):
     assert call(port, "/v1/chat/completions", chat("hello"), key="sk-ok").status == 200
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-    deadline = time.monotonic() + 15
-    while _running_in_group(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _running_in_group(proc.pid) == []
+    assert _wait_group_gone(proc.pid) == []
 
 
 def test_the_plugins_refusals_carry_the_logged_exchange_id_as_support_reference(proxy):
