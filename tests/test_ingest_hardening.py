@@ -235,3 +235,12 @@ def test_a_json_document_record_over_the_cap_is_quarantined_and_the_records_arou
     [result] = ingest_paths(store, [path], limits=IngestLimits(max_record_bytes=1000))
     assert (result.rows_in, result.rows_stored, result.rows_quarantined) == (3, 2, 1)
     assert rows(store, "SELECT record_number, reason_code FROM quarantine") == [(2, "record too large")]
+
+
+def test_a_jsonl_file_that_opens_with_null_is_quarantined_not_a_crash(tmp_path):
+    # pyarrow's JSON reader dies of SIGSEGV on such a chunk: the whole ingest process went with it
+    (tmp_path / "nulls.jsonl").write_text("null\n" + json.dumps(good_record(1)) + "\n")
+    done = run_cli("ingest", str(tmp_path / "nulls.jsonl"), "--db", str(tmp_path / "s.duckdb"), "--json")
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    [summary] = json.loads(done.stdout)["files"]
+    assert (summary["rows_in"], summary["rows_stored"], summary["rows_quarantined"]) == (2, 1, 1)

@@ -21,6 +21,7 @@ from distillguard.ingest.sources import HashingReader
 
 CHUNK_BYTES = 16 << 20
 SLOW_BATCH = 50_000
+_OBJECT_FIRST = re.compile(rb"[ \t]*\{")
 #: top-level keys that mean a record is a nested log shape, handled per record
 _SHAPE_KEYS = {"request", "response", "resourceSpans", "attributes"}
 
@@ -78,6 +79,8 @@ def _too_long(head: bytes, line: int, numbering: Numbering, limit: int) -> Rejec
 
 def _fast(chunk: bytes, first_line: int, lines: int, numbering: Numbering, position: int) -> Batch | None:
     if b"\n\n" in chunk or chunk.startswith(b"\n") or b"\r" in chunk:
+        return None
+    if not _OBJECT_FIRST.match(chunk):  # pyarrow 26 crashes (SIGSEGV) on a chunk that opens with null
         return None
     try:
         table = pajson.read_json(pa.py_buffer(chunk), read_options=pajson.ReadOptions(block_size=4 << 20))

@@ -162,9 +162,10 @@ def _q(name: str) -> str:
 def _epoch(x: str, integral: bool) -> str:
     """Epoch number -> TIMESTAMPTZ, unit guessed by magnitude (s, ms, us, ns)."""
     if integral:
-        micros = (f"CASE WHEN abs({x}) < 100000000000 THEN {x} * 1000000 "
-                  f"WHEN abs({x}) < 100000000000000 THEN {x} * 1000 "
-                  f"WHEN abs({x}) < 100000000000000000 THEN {x} "
+        size = f"abs(CAST({x} AS DOUBLE))"  # abs() of the lowest BIGINT overflows
+        micros = (f"CASE WHEN {size} < 100000000000 THEN {x} * 1000000 "
+                  f"WHEN {size} < 100000000000000 THEN {x} * 1000 "
+                  f"WHEN {size} < 100000000000000000 THEN {x} "
                   f"ELSE {x} // 1000 END")
         return f"CAST(make_timestamp(TRY_CAST({micros} AS BIGINT)) AS TIMESTAMPTZ)"
     seconds = (f"CASE WHEN abs({x}) < 1e11 THEN {x} WHEN abs({x}) < 1e14 THEN {x} / 1e3 "

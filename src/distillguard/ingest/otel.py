@@ -40,17 +40,28 @@ def _any_value(value: Any) -> Any:
         except (TypeError, ValueError):
             return value["intValue"]
     if "arrayValue" in value:
-        return [_any_value(v) for v in value["arrayValue"].get("values", [])]
+        return [_any_value(v) for v in _list(_dict(value["arrayValue"]).get("values"))]
     if "kvlistValue" in value:
-        return {kv.get("key"): _any_value(kv.get("value")) for kv in value["kvlistValue"].get("values", [])}
+        return _attributes(_dict(value["kvlistValue"]).get("values"))
     return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is an object, else an empty one: an export from an unknown writer may put
+    anything anywhere, and a wrong shape means "absent", never a crash."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _attributes(items: Any) -> dict[str, Any]:
     if isinstance(items, dict):
         return dict(items)
     if isinstance(items, list):
-        return {kv.get("key"): _any_value(kv.get("value")) for kv in items if isinstance(kv, dict)}
+        return {kv["key"]: _any_value(kv.get("value")) for kv in items
+                if isinstance(kv, dict) and isinstance(kv.get("key"), str)}
     return {}
 
 
@@ -117,9 +128,9 @@ def expand_otlp(obj: dict[str, Any]) -> Iterator[dict[str, Any] | tuple[str, Any
         if not isinstance(resource_spans, dict):
             yield "malformed record: resourceSpans entry is not an object"
             continue
-        resource = _attributes((resource_spans.get("resource") or {}).get("attributes"))
-        for scope in resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or []:
-            for span in (scope or {}).get("spans") or []:
+        resource = _attributes(_dict(resource_spans.get("resource")).get("attributes"))
+        for scope in _list(resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans")):
+            for span in _list(_dict(scope).get("spans")):
                 if not isinstance(span, dict):
                     yield "malformed record: span is not an object"
                     continue
