@@ -123,6 +123,9 @@ class Statistics(BaseModel):
     budget: ErrorBudget = ErrorBudget()
     pair_budget: int = Field(2_000_000, ge=1, description="holder pairs per evidence kind whose tokens are rare "
                              "enough to test (sets rarity; bounds the cost)")
+    null_inflation: float = Field(1.0, ge=1.0, description="a block must share more than this many times what "
+                                  "BiCM expects: a margin for what the null does not model (daily rhythm, time "
+                                  "zones, regions), which makes large organic groups look slightly surprising")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
     cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05), description="population tail shares an extreme entity "
                                              "falls in (each level is one more look, corrected for)")

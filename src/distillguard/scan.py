@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from distillguard import campaigns as camp
 from distillguard import enrich, features, inherit, linkage, signals
 from distillguard.engine import digest64
 from distillguard.enrich import CAPABILITIES
+from distillguard.detect import evidence as detect_evidence
 from distillguard.detect import verdicts as detect_verdicts
 from distillguard.policy import CampaignThresholds, Policy
 from distillguard.verdicts import VERDICT_SCHEMA
@@ -94,17 +96,21 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params)
         statistical = None
         if policy.statistics.enabled:
-            statistical = detect_verdicts.evaluate(keys.to_pyarrow(), feats, policy)
+            every_key = ibis.union(keys, detect_evidence.statistical_keys(ex), distinct=True)
+            statistical = detect_verdicts.evaluate(every_key.to_pyarrow(), feats, policy)
             clock.lap("statistics")
         keys = linkage.weighted_keys(keys)
-        orgs = lookup("dg_orgs", feats.select(["account_id", "organization_id"]))
+        # a name-free order of the accounts, for the ring lattice (linkage.ranked) and Leiden (campaigns.cluster)
+        digest = features.activity_digest(feats)
+        orgs = lookup("dg_orgs", feats.select(["account_id", "organization_id"]).append_column(
+            "order_key", pa.array([digest[a] for a in feats.column("account_id").to_pylist()], pa.string())))
         # materialised once: the pair join reads it nine times
         with linkage.ranked(linkage.informative_keys(keys, feats.num_rows, params), orgs).cache() as held:
             clock.lap("linkage_keys")
             edges = linkage.pair_edges(held, params).to_pyarrow()
             edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
             clock.lap("linkage_pairs")
-            membership = camp.cluster(edges, cparams)
+            membership = camp.cluster(edges, cparams, digest)
             clock.lap("clustering")
             # clusters smaller than a campaign cannot have members reaching one (campaigns.admitted)
             big = camp.campaign_sized(membership, cparams.min_members)
@@ -303,14 +309,16 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
         members = sorted(a for c in cells for a in c["members"])
         rows = [by_account[a] for a in members if a in by_account]
         exchanges = sum(cols["exchanges"][i] for i in rows)
-        score = round(sum(c["score"] * c["size"] for c in cells) / sum(c["size"] for c in cells), 4)
+        # float sums with math.fsum (correctly rounded): cells and members come in name order,
+        # and a renaming of the accounts must not move a score in its last bits
+        score = round(math.fsum(c["score"] * c["size"] for c in cells) / sum(c["size"] for c in cells), 4)
         indicators: dict[str, dict] = {}
         for c in cells:
             for kind, v in c["indicators"].items():
                 slot = indicators.setdefault(kind, {"shared_keys": 0, "accounts": 0})
                 slot["shared_keys"] += v["shared_keys"]
                 slot["accounts"] += v["accounts"]
-        mix = {cap: round(sum(cols[f"{cap}_share"][i] * cols["exchanges"][i] for i in rows) / max(exchanges, 1), 4)
+        mix = {cap: round(math.fsum(cols[f"{cap}_share"][i] * cols["exchanges"][i] for i in rows) / max(exchanges, 1), 4)
                for cap in CAPABILITIES}
         out.append({
             "campaign_id": _campaign_id(members),
@@ -322,7 +330,7 @@ def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: P
             "last_seen": max(cols["last_seen"][i] for i in rows).isoformat(),
             "score": score,
             "action": policy.campaign_action(score),
-            **{k: round(sum(c[k] * c["size"] for c in cells) / len(members), 4)
+            **{k: round(math.fsum(c[k] * c["size"] for c in cells) / len(members), 4)
                for k in ("structure", "automation", "collective", "complementarity", "recruited", "pivoted")},
             "indicators": indicators,
             "capability_mix": mix,

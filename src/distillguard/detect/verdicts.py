@@ -90,11 +90,19 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     findings: list[Finding] = []
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
-    found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders)
+    found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation)
     for b in found:
-        action, threshold = _action(b.p_corrected, len(b.core), 0.0, n, policy)
-        if action != "allow" and len(b.core) >= 2:
-            findings.append(Finding(action, "block", BICM.name, b.p_corrected, threshold, b.reason(), b.core))
+        for action in ("block", "throttle", "monitor"):
+            # each member must be tied on its own at the level its share of the budget allows:
+            # the block's members together may cost at most budget x N false positives
+            allowed = getattr(stats.budget, action) * n
+            tied = tuple(e for e, p in zip(b.core, b.member_p) if p <= allowed / b.holders)
+            threshold = allowed / max(len(tied), 1)
+            if len(tied) >= 2 and b.p_corrected <= threshold:
+                findings.append(Finding(action, "block", BICM.name, b.p_corrected, threshold,
+                                        f"{b.reason()}; {len(tied)} members each tied on their own "
+                                        f"(member p <= {allowed / b.holders:.3g})", tied))
+                break
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
     found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
