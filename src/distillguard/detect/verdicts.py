@@ -1,13 +1,15 @@
 """Actions from the calibrated tests and the policy's error budget.
 
-A validated group flags its members, so a false group costs as many false positives as it has
-members. The threshold of each test follows from that and the budget (policy.ErrorBudget): a
-block whose core has ``c`` entities reaches an action when its corrected p-value is at most
-``budget[action] * N / c`` (N: entities judged), so the expected number of entities the tests flag
-falsely stays within ``budget[action] * N``. A cohort must also keep the members it holds by
-chance (``n * pi``, cohorts.Cohort.expected) within that budget. Nothing here is fitted to labels.
+The policy declares, per action, the false positives it accepts per organic entity
+(policy.ErrorBudget); with N entities judged, an action may cost ``budget[action] x N`` expected
+false positives in all. Each test result has a cost: a block whose ``c`` tied members have member
+p-values ``p_i`` and whose corrected p-value is ``p`` costs ``p x c + sum p_i`` (all members false
+if the block is null; each still false with its own p otherwise); a cohort window costs its chance
+members ``n x pi`` plus ``p x X``. Results are accepted in order of their corrected p-value while
+their summed cost fits the budget, strongest action first. Nothing here is fitted to labels.
 
-A group needs ``campaign.min_members`` accounts to reach more than monitor (a campaign is many
+A block member counts only when its own p-value is at most ``budget[action] x N / holders``. A
+group needs ``campaign.min_members`` accounts to reach more than monitor (a campaign is many
 accounts); lone accounts are never acted on by these tests.
 """
 
@@ -26,6 +28,8 @@ from distillguard.policy import Policy
 from distillguard.signals import SIGNALS
 
 ORDER = ("allow", "monitor", "throttle", "block")
+#: the actions the tests can earn, strongest first
+ACTIONS = ("block", "throttle", "monitor")
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Finding:
     test: str  # block or cohort
     null: str
     p_corrected: float
-    threshold: float  # the corrected p-value the action needed
+    budget: float  # the action's budget of expected false positives (rate x entities)
     reason: str
     entities: tuple[int, ...]
 
@@ -64,8 +68,8 @@ class Evidence:
                 if not members.intersection(f.entities):
                     continue
                 action = f.action if len(accounts) >= min_members else min(f.action, "monitor", key=ORDER.index)
-                line = (f"{f.test} ({f.null} null): {f.reason}; {action} needs corrected p <= "
-                        f"{f.threshold:.3g} (error budget)")
+                line = f"{f.test} ({f.null} null): {f.reason}" + (
+                    "" if action == f.action else f"; capped at {action}: the group has fewer than {min_members} accounts")
                 for e in f.entities:
                     for a in self.accounts_of[e]:
                         held = out.get(a)
@@ -87,47 +91,63 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     for a in accounts:
         accounts_of.setdefault(entity_of[a], []).append(a)
     n = len(entities)
-    findings: list[Finding] = []
+    # every test's result, per action, with the false positives accepting it would cost
+    candidates: dict[str, list[tuple[float, str, str, str, tuple[int, ...], float]]] = {a: [] for a in ACTIONS}
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
     found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation)
     for b in found:
-        for action in ("block", "throttle", "monitor"):
-            # each member must be tied on its own at the level its share of the budget allows:
-            # the block's members together may cost at most budget x N false positives
+        for action in ACTIONS:
             allowed = getattr(stats.budget, action) * n
-            tied = tuple(e for e, p in zip(b.core, b.member_p) if p <= allowed / b.holders)
-            threshold = allowed / max(len(tied), 1)
-            if len(tied) >= 2 and b.p_corrected <= threshold:
-                findings.append(Finding(action, "block", BICM.name, b.p_corrected, threshold,
-                                        f"{b.reason()}; {len(tied)} members each tied on their own "
-                                        f"(member p <= {allowed / b.holders:.3g})", tied))
-                break
+            # a member counts only when tied on its own at its share of the budget
+            tied = [(e, p) for e, p in zip(b.core, b.member_p) if p <= allowed / b.holders]
+            if len(tied) < 2:
+                continue
+            # if the block is null all its tied members are false; if not, each still is with its own p
+            cost = b.p_corrected * len(tied) + sum(p for _, p in tied)
+            candidates[action].append((b.p_corrected, "block", BICM.name,
+                                       f"{b.reason()}; {len(tied)} members each tied on their own "
+                                       f"(member p <= {allowed / b.holders:.3g})", tuple(e for e, _ in tied), cost))
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
     found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                        tuple(stats.cohort_windows_hours))
     for c in found_c:
-        action, threshold = _action(c.p_corrected, len(c.members), c.expected, n, policy)
-        if action != "allow":
-            findings.append(Finding(action, "cohort", BINOMIAL_WINDOW.name, c.p_corrected, threshold, c.reason(),
-                                    c.members))
+        # the window's chance members, plus all of them if the window itself is null
+        cost = c.expected + c.p_corrected * c.extreme
+        for action in ACTIONS:
+            candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), c.members, cost))
+    findings = _within_budget(candidates, n, policy)
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
     return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c)},
                     capped)
 
 
-def _action(p_corrected: float, flagged: int, expected_false: float, n: int, policy: Policy) -> tuple[str, float]:
-    """The strongest action whose budget the finding fits, and the corrected p-value it needed."""
+def _within_budget(candidates: dict[str, list[tuple[float, str, str, str, tuple[int, ...], float]]], n: int,
+                   policy: Policy) -> list[Finding]:
+    """Per action, from the strongest action down: the test results in order of their corrected
+    p-value, accepted while the false positives they cost together stay within the action's
+    budget (``budget[action] x N``). An entity takes the strongest action a result accepted for it
+    reaches; a result whose entities all hold a stronger action already costs nothing more."""
     budget = policy.statistics.budget
-    threshold = 0.0
-    for action in ("block", "throttle", "monitor"):
+    taken: dict[int, str] = {}
+    findings: list[Finding] = []
+    for action in ACTIONS:
         allowed = getattr(budget, action) * n
-        threshold = allowed / max(flagged, 1)
-        if p_corrected <= threshold and expected_false <= allowed:
-            return action, threshold
-    return "allow", threshold
+        spent = 0.0
+        for p, test, null, reason, entities, cost in sorted(candidates[action], key=lambda c: (c[0], c[3], c[4])):
+            fresh = [e for e in entities if e not in taken]
+            if not fresh or spent + cost > allowed:
+                continue
+            spent += cost
+            for e in fresh:
+                taken[e] = action
+            findings.append(Finding(action, test, null, p, allowed,
+                                    f"{reason}; accepting it costs {cost:.3g} expected false positives, "
+                                    f"{spent:.3g} of the {action} budget {allowed:.3g} ({getattr(budget, action):g} "
+                                    f"x {n} entities)", tuple(entities)))
+    return findings
 
 
 def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int
