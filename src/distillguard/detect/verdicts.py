@@ -162,7 +162,7 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
     out: dict[str, tuple[np.ndarray, str]] = {}
     # the arrival attributes are tested against, so features that are functions of them are not
     for s in SIGNALS:
-        if s.feature in ("account_age_days", "pivot_hours") or s.feature not in feats.column_names:
+        if s.feature == "account_age_days" or s.feature not in feats.column_names:
             continue
         values = np.array([np.nan if v is None else float(v) for v in feats.column(s.feature).to_pylist()])
         ok = judged & ~np.isnan(values)
