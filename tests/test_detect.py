@@ -225,3 +225,25 @@ def test_the_rare_cut_follows_the_pair_budget_not_a_fixed_degree():
 def test_tail_shares_count_ties_against_the_entity():
     shares = cohorts.tail_shares(np.array([1.0, 1.0, 0.0, np.nan]), "above")
     assert list(shares) == [2 / 3, 2 / 3, 1.0, 1.0]
+
+
+def verdict_rows(rows: list[tuple[str, str]], as_of: datetime) -> pa.Table:
+    from distillguard.verdicts import VERDICT_SCHEMA
+
+    return pa.table({"account_id": [a for a, _ in rows], "action": [x for _, x in rows],
+                     "score": [0.5] * len(rows), "campaign_id": [None] * len(rows),
+                     "reasons": [[f"why {a}"] for a, _ in rows], "as_of": [as_of] * len(rows)},
+                    schema=VERDICT_SCHEMA)
+
+
+def test_an_earlier_throttle_is_kept_while_evidence_stays_and_lifted_when_it_is_gone():
+    from distillguard.detect import history
+
+    earlier = verdict_rows([("a", "throttle"), ("b", "block"), ("c", "throttle"), ("d", "monitor")], T0)
+    now = verdict_rows([("a", "monitor"), ("b", "allow"), ("c", "allow"), ("d", "allow")], T0 + timedelta(days=1))
+    kept = history.carried(now, earlier, evidenced={"a", "b", "d"}, as_of=T0 + timedelta(days=1), lookback_days=30)
+    actions = dict(zip(kept.column("account_id").to_pylist(), kept.column("action").to_pylist()))
+    assert actions == {"a": "throttle", "b": "block", "c": "allow", "d": "allow"}
+    assert kept.column("reasons").to_pylist()[0][0].startswith("held from the scan as of")
+    stale = history.carried(now, earlier, {"a", "b"}, T0 + timedelta(days=40), lookback_days=30)
+    assert stale.column("action").to_pylist() == now.column("action").to_pylist()

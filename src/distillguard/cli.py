@@ -321,7 +321,8 @@ def scan(
         if not store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]:
             raise UserError(f"{seen} holds no exchanges: nothing scanned, nothing published in {out}")
         _, table, lookup = exchanges(store, engine, master=master)
-        result = scanning.scan(table, when, policy, lookup=lookup)
+        previous = None if inputs else scanning.previous_verdicts(store, when)
+        result = scanning.scan(table, when, policy, lookup=lookup, previous=previous)
         if not result.verdicts.num_rows:
             raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
                             f"nothing published in {out}")

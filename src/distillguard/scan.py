@@ -30,6 +30,7 @@ from distillguard import enrich, features, inherit, linkage, signals
 from distillguard.engine import digest64
 from distillguard.enrich import CAPABILITIES
 from distillguard.detect import evidence as detect_evidence
+from distillguard.detect import history as detect_history
 from distillguard.detect import verdicts as detect_verdicts
 from distillguard.policy import CampaignThresholds, Policy
 from distillguard.verdicts import VERDICT_SCHEMA
@@ -70,8 +71,12 @@ log = logging.getLogger(__name__)
 
 
 def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
-         params: linkage.LinkageParams | None = None, lookup: Lookup | None = None) -> ScanResult:
+         params: linkage.LinkageParams | None = None, lookup: Lookup | None = None,
+         previous: pa.Table | None = None) -> ScanResult:
     """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None).
+
+    ``previous``: an earlier scan's verdicts; its throttle+ actions are kept where the evidence
+    stays (detect.history).
 
     ``lookup(name, arrow_table)`` makes a small Python-side table usable next to ``exchanges``
     on its engine (engine.py); by default an Ibis memtable, which suits DuckDB.
@@ -158,6 +163,11 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                          edges=edges)
     if statistical is not None:
         verdicts = with_statistics(verdicts, statistical, policy)
+    if previous is not None:
+        evidenced = set(statistical.by_account(policy.campaign.min_members)) if statistical is not None else set()
+        evidenced |= {a for a, act in zip(verdicts.column("account_id").to_pylist(),
+                                          verdicts.column("action").to_pylist()) if act != "allow"}
+        verdicts = detect_history.carried(verdicts, previous, evidenced, as_of, policy.lookback_days)
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
@@ -525,6 +535,20 @@ def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
     files["campaigns.json"].write_text(json.dumps(result.campaigns, indent=2, default=str))
     pq.write_table(result.signals, files["signals.parquet"])
     return files
+
+
+def previous_verdicts(store, as_of: datetime | None) -> pa.Table | None:
+    """The latest stored scan's verdicts before ``as_of`` (all scans when None), or None."""
+    con = store.con
+    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'verdicts'").fetchone()[0]:
+        return None
+    where = "" if as_of is None else "WHERE as_of < ?"
+    params = [] if as_of is None else [as_of]
+    latest = con.execute(f"SELECT max(as_of) FROM scans {where}", params).fetchone()
+    if latest is None or latest[0] is None:
+        return None
+    return con.execute("SELECT account_id, action, campaign_id, reasons, as_of FROM verdicts WHERE as_of = ?",
+                       [latest[0]]).to_arrow_table()
 
 
 def store_result(store, result: ScanResult, *, policy_source: str = "built-in", engine: str = "duckdb") -> str:
