@@ -247,3 +247,18 @@ def test_an_earlier_throttle_is_kept_while_evidence_stays_and_lifted_when_it_is_
     assert kept.column("reasons").to_pylist()[0][0].startswith("held from the scan as of")
     stale = history.carried(now, earlier, {"a", "b"}, T0 + timedelta(days=40), lookback_days=30)
     assert stale.column("action").to_pylist() == now.column("action").to_pylist()
+
+
+def test_recall_does_not_fall_as_the_same_population_grows():
+    """Scale: the same population and campaign at 1x, 2x and 4x (customers and campaign accounts
+    alike) are caught at a share that does not fall beyond its binomial interval."""
+    shares = []
+    for scale in (1, 2, 4):
+        accounts, keys, _ = population(300 * scale, 21)
+        members = campaign(accounts, keys, 15 * scale, shared_ips=8 * scale, shared_slots=8 * scale, seed=21)
+        flagged = throttled(dv.evaluate(key_table(keys), feature_table(accounts, 21), Policy()))
+        caught = len(set(members) & set(flagged))
+        assert not set(flagged) - set(members)
+        shares.append((caught, len(members)))
+    for (k0, n0), (k1, n1) in zip(shares, shares[1:]):
+        assert nulls.clopper_pearson(k1, n1, 0.99)[1] >= k0 / n0
