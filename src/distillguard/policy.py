@@ -127,7 +127,7 @@ class Statistics(BaseModel):
                                   "BiCM expects: a margin for what the null does not model (daily rhythm, time "
                                   "zones, regions), which makes large organic groups look slightly surprising")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
-    cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05), description="population tail shares an extreme entity "
+    cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), description="population tail shares an extreme entity "
                                              "falls in (each level is one more look, corrected for)")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
