@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 import math
 import statistics
 from collections import Counter
@@ -35,6 +36,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.engine import exact_sum
 from distillguard.linkage import EVIDENCE
 
 
@@ -68,15 +70,52 @@ class CampaignParams:
     act_weight: float = 1.5
 
 
-def cluster(edges: pa.Table, params: CampaignParams) -> dict[str, int]:
-    """account -> cluster number, for accounts with at least one edge."""
+def cluster(edges: pa.Table, params: CampaignParams, tiebreak: dict[str, str] | None = None) -> dict[str, int]:
+    """account -> cluster number, for accounts with at least one edge.
+
+    Leiden numbers the nodes in the order it first meets them in the edge list, and its seeded
+    random visiting order is a permutation of those numbers: the same graph listed in another
+    order is partitioned differently. So the edges are listed in a canonical node order
+    (:func:`node_order`) that follows from the graph and from what the accounts did
+    (``tiebreak``: account -> a digest of its activity, features.activity_digest), not from
+    their names: two scans of one store agree, and renaming the accounts renames the partition.
+    Clusters are numbered by their first node in that order.
+    """
     if edges.num_rows == 0:
         return {}
-    triples = list(zip(edges.column("a").to_pylist(), edges.column("b").to_pylist(),
-                       edges.column("weight").to_pylist()))
-    triples.sort()
-    _, membership = gn.leiden(triples, resolution=params.resolution, seed=params.seed, trials=1, iterations=2)
-    return membership
+    a, b, w = (edges.column(n).to_pylist() for n in ("a", "b", "weight"))
+    order = node_order(a, b, w, tiebreak or {})
+    rank = {account: i for i, account in enumerate(order)}
+    pairs = sorted((min(rank[x], rank[y]), max(rank[x], rank[y]), weight) for x, y, weight in zip(a, b, w))
+    _, found = gn.leiden([(order[i], order[j], weight) for i, j, weight in pairs],
+                         resolution=params.resolution, seed=params.seed, trials=1, iterations=2)
+    first: dict[int, int] = {}
+    for account, c in found.items():
+        first[c] = min(first.get(c, len(order)), rank[account])
+    number = {c: k for k, c in enumerate(sorted(first, key=first.__getitem__))}
+    return {account: number[found[account]] for account in order if account in found}
+
+
+def node_order(a: list[str], b: list[str], weight: list[float], tiebreak: dict[str, str]) -> list[str]:
+    """The accounts of the edge list (a, b, weight) in a canonical order: by degree, weighted
+    degree and a digest of their neighbours' (degree, weighted degree, edge weight), then by
+    ``tiebreak``; the name decides only between accounts equal in all of these.
+
+    Names only break ties, so a renaming of the accounts reorders nothing but accounts that the
+    graph and the tiebreak cannot tell apart (the same edges to equivalent neighbours, the same
+    activity digest): there the partition may differ by swapping them. Weighted degrees are
+    correctly rounded sums (math.fsum), the same in any order of the edges.
+    """
+    adjacent: dict[str, list[tuple[str, float]]] = {}
+    for x, y, w in zip(a, b, weight):
+        adjacent.setdefault(x, []).append((y, w))
+        adjacent.setdefault(y, []).append((x, w))
+    degree = {v: len(n) for v, n in adjacent.items()}
+    strength = {v: math.fsum(w for _, w in n) for v, n in adjacent.items()}
+    signature = {v: hashlib.blake2b(repr(sorted((degree[u], strength[u], w) for u, w in n)).encode(),
+                                    digest_size=8).hexdigest()
+                 for v, n in adjacent.items()}
+    return sorted(adjacent, key=lambda v: (degree[v], strength[v], signature[v], tiebreak.get(v, ""), v))
 
 
 @dataclass(frozen=True)
@@ -125,7 +164,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     kind_weight = ibis.cases(*((tied.kind == k, e.weight) for k, e in EVIDENCE.items()), else_=0.0)
     family = ibis.cases(*((tied.kind == k, e.family) for k, e in EVIDENCE.items()), else_="other")
     per_account = tied.group_by("account_id").aggregate(
-        evidence=(kind_weight * tied.idf).sum(), families=family.nunique(),
+        evidence=exact_sum(kind_weight * tied.idf), families=family.nunique(),
         account=ibis.cases((family == "account", 1), else_=0).max(),
         burst=ibis.cases((tied.kind == "signup_burst", 1), else_=0).max(),
         network_only=ibis.cases((family == "network", 1), else_=0).min(),
@@ -392,15 +431,17 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, T
     for account, c in membership.items():
         members.setdefault(c, []).append(account)
     internal: dict[int, dict] = {}
+    # weights are summed with math.fsum (correctly rounded, so in any order): the edges come
+    # sorted by account name, and a renaming must not change a score in its last bits
     a_col, b_col, w_col = (edges.column(n).to_pylist() for n in ("a", "b", "weight"))
     shared = {k: edges.column(f"shared_{k}").to_pylist() for k in kinds}
     for i, (a, b, w) in enumerate(zip(a_col, b_col, w_col)):
         ca, cb = membership.get(a), membership.get(b)
         if ca is None or ca != cb:
             continue
-        info = internal.setdefault(ca, {"weight": 0.0, "kinds": {k: 0 for k in kinds},
+        info = internal.setdefault(ca, {"weights": [], "kinds": {k: 0 for k in kinds},
                                         "linked": {k: set() for k in kinds}})
-        info["weight"] += w
+        info["weights"].append(w)
         for k in kinds:
             if shared[k][i]:
                 info["kinds"][k] += shared[k][i]
@@ -411,9 +452,9 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, T
             continue
         info = internal[c]
         n = len(accounts)
-        structure = 1.0 - math.exp(-info["weight"] / n / params.structure_scale)
-        weights = [suspicion.get(a, 0.0) for a in accounts]
-        automation = sum(weights) / n
+        weight = math.fsum(info["weights"])
+        structure = 1.0 - math.exp(-weight / n / params.structure_scale)
+        automation = math.fsum(suspicion.get(a, 0.0) for a in accounts) / n
         collective = sum(1 for a in accounts if tie[a].families >= 2) / n
         exchanges, distinct = prompt_stats.get(c, (0, 0))
         complementarity = distinct / exchanges if exchanges else 0.0
@@ -427,7 +468,7 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, T
             "structure": round(structure, 4), "automation": round(automation, 4),
             "collective": round(collective, 4), "complementarity": round(complementarity, 4),
             "recruited": round(shown.get("recruited", 0.0), 4), "pivoted": round(shown.get("pivoted", 0.0), 4),
-            "internal_weight": round(info["weight"], 3),
+            "internal_weight": round(weight, 3),
             "indicators": {k: {"shared_keys": info["kinds"][k], "accounts": len(info["linked"][k])}
                            for k in kinds if info["kinds"][k]},
         })
@@ -444,13 +485,12 @@ def merge_cells(edges: pa.Table, clusters: list[dict], min_link: float) -> list[
     weight of edges between their members reaches ``min_link`` (union-find, deterministic).
     """
     owner = {a: i for i, c in enumerate(clusters) for a in c["members"]}
-    links: dict[tuple[int, int], float] = {}
+    links: dict[tuple[int, int], list[float]] = {}
     for a, b, w in zip(*(edges.column(n).to_pylist() for n in ("a", "b", "weight"))):
         ca, cb = owner.get(a), owner.get(b)
         if ca is None or cb is None or ca == cb:
             continue
-        key = (min(ca, cb), max(ca, cb))
-        links[key] = links.get(key, 0.0) + w
+        links.setdefault((min(ca, cb), max(ca, cb)), []).append(w)
     parent = list(range(len(clusters)))
 
     def find(i: int) -> int:
@@ -459,8 +499,8 @@ def merge_cells(edges: pa.Table, clusters: list[dict], min_link: float) -> list[
             i = parent[i]
         return i
 
-    for (i, j), weight in sorted(links.items()):
-        if weight >= min_link:
+    for (i, j), weights in sorted(links.items()):
+        if math.fsum(weights) >= min_link:  # correctly rounded: the same in any order of the edges
             ri, rj = find(i), find(j)
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)

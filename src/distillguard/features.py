@@ -13,10 +13,14 @@ more than the rest of the scan together.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
+
+from distillguard.engine import exact_sum
 
 #: User agents that SDKs send when the caller sets none: scripts keep them, browsers and most
 #: products replace them. Matched as prefixes, lower case.
@@ -96,7 +100,8 @@ def _entropies(ex: ir.Table) -> ir.Table:
         totals = counts.group_by("account_id").aggregate(total=counts.n.sum())
         joined = counts.join(totals, "account_id")
         p = joined.n.cast("float64") / joined.total.cast("float64")
-        entropy = joined.group_by("account_id").aggregate(**{name: (-(p * p.log2())).sum()})
+        # exact_sum: a float sum over cells in thread order differed in the last bits between scans
+        entropy = joined.group_by("account_id").aggregate(**{name: exact_sum(-(p * p.log2()))})
         out = entropy if out is None else out.join(entropy, "account_id")
     return out
 
@@ -104,12 +109,16 @@ def _entropies(ex: ir.Table) -> ir.Table:
 def _gaps(ex: ir.Table) -> ir.Table:
     """Regularity of inter-arrival times: coefficient of variation of the gaps (scripts ~ low)."""
     w = ibis.window(group_by=ex.account_id, order_by=[ex.ts_s, ex.exchange_id])
-    gaps = ex.mutate(gap=(ex.ts_s - ex.ts_s.lag().over(w)).cast("float64"))
+    gaps = ex.mutate(gap=ex.ts_s - ex.ts_s.lag().over(w))
     gaps = gaps.filter(gaps.gap.notnull())
-    stats = gaps.group_by("account_id").aggregate(gap_mean=gaps.gap.mean(), gap_std=gaps.gap.std(how="pop"),
-                                                  gap_n=gaps.count())
-    return stats.mutate(gap_cv=ibis.ifelse(stats.gap_mean > 0, stats.gap_std / stats.gap_mean, 0.0)).select(
-        "account_id", "gap_cv", "gap_n")
+    # from exact integer sums of whole seconds (a square sum is at most the window squared): an
+    # engine's streaming standard deviation depends on the order its threads meet the rows
+    sums = gaps.group_by("account_id").aggregate(gap_n=gaps.count(), gap_sum=gaps.gap.sum(),
+                                                 gap_sq=(gaps.gap * gaps.gap).sum())
+    n = sums.gap_n.cast("float64")
+    mean = sums.gap_sum.cast("float64") / n
+    std = ibis.greatest(sums.gap_sq.cast("float64") / n - mean * mean, 0.0).sqrt()
+    return sums.mutate(gap_cv=ibis.ifelse(mean > 0, std / mean, 0.0)).select("account_id", "gap_cv", "gap_n")
 
 
 #: a model first seen this long after the window opens was released inside the window
@@ -203,3 +212,21 @@ def _sdk_agent(user_agent: ir.StringValue) -> ir.BooleanValue:
     for prefix in SDK_AGENT_PREFIXES:
         test = test | lowered.startswith(prefix)
     return test.fill_null(False)
+
+
+#: what :func:`activity_digest` reads of each account: facts of its traffic, none of its name
+DIGESTED = ("exchanges", "first_seen", "last_seen", "created_at", "input_tokens", "output_tokens")
+
+
+def activity_digest(feats: pa.Table) -> dict[str, str]:
+    """account -> a digest of what it did (its DIGESTED features): an order of the accounts
+    that is pseudo-random, the same on every engine and in every scan of one store, and
+    unchanged when the accounts are renamed. Accounts with equal digests did the same to the
+    microsecond; only between those does an order have to fall back on names.
+    """
+    def text(value: object) -> str:
+        return "" if value is None else value.isoformat() if isinstance(value, datetime) else str(value)
+
+    columns = [feats.column(c).to_pylist() for c in DIGESTED]
+    return {account: hashlib.blake2b("|".join(map(text, values)).encode(), digest_size=8).hexdigest()
+            for account, *values in zip(feats.column("account_id").to_pylist(), *columns)}

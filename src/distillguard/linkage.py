@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import ibis
 import ibis.expr.types as ir
 
+from distillguard.engine import exact_sum
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -145,20 +147,24 @@ def ranked(held: ir.Table, organizations: ir.Table) -> ir.Table:
     """:func:`informative_keys` made ready for :func:`pair_edges`; materialise the result.
 
     Each row gets its holder's ``rank`` within the key, for the ring lattice (holders ordered
-    by md5(account): the same on every engine, unrelated to how ids are assigned, and the
-    same order in every key, so that accounts sharing many large keys (a cell on one proxy
-    pool) are ring neighbours in each of them and their pair accumulates the evidence of
-    all those keys, as a clique would; an order per key scatters it over pairs that each
-    share one key and fall below ``min_pair_weight``); the
+    by the account's ``order_key`` where ``organizations`` carries one, else by md5(account):
+    the same on every engine, unrelated to how ids are assigned, and the same order in every
+    key, so that accounts sharing many large keys (a cell on one proxy pool) are ring
+    neighbours in each of them and their pair accumulates the evidence of all those keys, as a
+    clique would; an order per key scatters it over pairs that each share one key and fall
+    below ``min_pair_weight``. The scan's order key is a digest of each account's activity
+    (features.activity_digest), so that renaming the accounts links the same pairs); the
     holder's idf-weighted ``norm`` over its keys of that kind (the cosine denominator); and
     its declared ``organization_id``. Carrying these on the rows keeps pair_edges free of
     joins against per-account tables, whose order a query planner can get badly wrong.
     """
-    norms = held.group_by(["account_id", "kind"]).aggregate(norm=(held.idf * held.idf).sum().sqrt())
+    norms = held.group_by(["account_id", "kind"]).aggregate(norm=exact_sum(held.idf * held.idf).sqrt())
     rows = held.join(norms, ["account_id", "kind"]).left_join(organizations, "account_id")
     rows = rows.drop([c for c in rows.columns if c.endswith("_right")])
-    return rows.mutate(rank=ibis.row_number().over(ibis.window(
-        group_by=[rows.kind, rows.key], order_by=[rows.account_id.hexdigest("md5"), rows.account_id])))
+    order = rows.order_key if "order_key" in rows.columns else rows.account_id.hexdigest("md5")
+    rows = rows.mutate(rank=ibis.row_number().over(ibis.window(
+        group_by=[rows.kind, rows.key], order_by=[order, rows.account_id])))
+    return rows.drop("order_key") if "order_key" in rows.columns else rows
 
 
 def pair_edges(held: ir.Table, params: LinkageParams) -> ir.Table:
@@ -190,7 +196,9 @@ def pair_edges(held: ir.Table, params: LinkageParams) -> ir.Table:
                          & (pairs.org_a.isnull() | pairs.org_b.isnull() | (pairs.org_a != pairs.org_b)))
     pairs = pairs.mutate(lo=ibis.least(pairs.a, pairs.b), hi=ibis.greatest(pairs.a, pairs.b),
                          part=pairs.idf * pairs.idf / (pairs.norm_a * pairs.norm_b))
-    per_kind = pairs.group_by(["lo", "hi", "kind"]).aggregate(shared=pairs.count(), dot=pairs.part.sum())
+    # every float sum exact (engine.exact_sum): in thread order the weights differed in the last
+    # bits between scans of one store, and Leiden turned that into different partitions
+    per_kind = pairs.group_by(["lo", "hi", "kind"]).aggregate(shared=pairs.count(), dot=exact_sum(pairs.part))
     per_kind = per_kind.mutate(sim=ibis.least(per_kind.dot, 1.0))
     min_shared = ibis.cases(*((per_kind.kind == k, e.min_shared) for k, e in EVIDENCE.items()), else_=1)
     per_kind = per_kind.filter(per_kind.shared >= min_shared)
@@ -201,7 +209,7 @@ def pair_edges(held: ir.Table, params: LinkageParams) -> ir.Table:
         **{f"s_{k}": ibis.ifelse(per_kind.kind == k, per_kind.sim, 0.0) for k in kinds},
     )
     edges = marked.group_by([marked.lo.name("a"), marked.hi.name("b")]).aggregate(
-        weight=marked.w.sum(),
+        weight=exact_sum(marked.w),
         **{f"shared_{k}": marked[f"c_{k}"].sum() for k in kinds},
         **{f"sim_{k}": marked[f"s_{k}"].max() for k in kinds},
     )
