@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DG := $(VENV)/bin/distillguard
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench bench-heldout clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/gateway.py --out bench-out/gateway --docs docs/benchmarks.md --proxy-cpus 1
 	# one round of the gateway's log loader against the store's size (time-ordered vs random ids)
 	$(PY) benchmarks/loader.py --rows 4000000 --docs docs/benchmarks.md
+	# recall over a randomized family of attacker strategies (development split; docs/benchmarks.md)
+	$(DG) bench-strategies --split dev --n 12 --seeds 2 --seed 7 --out bench-out/strategies-dev --docs docs/benchmarks.md
 	# final verdicts of every detector on every scenario (no replay: see the next run)
 	$(DG) bench --scenario all --out bench-out --replay-every-hours 0 --docs docs/benchmarks.md
 	# recall against each collective tell's strength on the adaptive campaign (25 scenario variants)
@@ -52,6 +54,10 @@ bench: $(STAMP)
 	for s in deepseek moonshot mixed; do $(DG) bench --scenario benchmarks/scenarios/$$s-fullsize.yaml \
 	  --out bench-out/replay-$$s-fullsize --cache bench-out/cache --workers 2 --docs docs/benchmarks.md \
 	  --docs-block replay-$$s-fullsize || exit 1; done
+
+# the held-out strategies, once per detector tag (git tag detector-...; the command refuses otherwise)
+bench-heldout: $(STAMP)
+	$(DG) bench-strategies --split heldout --n 12 --seeds 2 --seed 7 --out bench-out/strategies-heldout --docs docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) out bench-out .pytest_cache .hypothesis
