@@ -14,7 +14,29 @@ from distillguard.store import Store
 pytest.importorskip("pyspark", reason="the spark extra is not installed (make test installs it)")
 
 
-def test_duckdb_and_spark_give_the_same_verdicts(tmp_path):
+@pytest.fixture
+def spark_stopped_after():
+    """Stops the Spark session and its JVM once the test ends: a JVM left running would hold
+    gigabytes and outlive the test run."""
+    yield
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+    gateway = SparkContext._gateway
+    if gateway is not None:
+        gateway.shutdown()
+        proc = getattr(gateway, "proc", None)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(60)
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+
+
+def test_duckdb_and_spark_give_the_same_verdicts(tmp_path, spark_stopped_after):
     simulate("alibaba-2026", scale=0.002, seed=5, out_dir=tmp_path / "sim")
     with Store(tmp_path / "s.duckdb") as store:
         ingest_paths(store, [tmp_path / "sim" / "exchanges.parquet"])
