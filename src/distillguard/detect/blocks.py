@@ -13,9 +13,9 @@ by chance. The test here asks a group question with a selection that cannot bias
    token's holders in ``H`` are independent Bernoullis, which a Poisson count of the same mean
    dominates in convex order (Hoeffding 1956); the Chernoff bound of that sum is the p-value. The
    block must be surprising in *two* families beyond the seed: co-location makes one family
-   depend on the seed (an office's schedule, a campus's software), never two. A campus NAT seeds a block of students who share nothing
-   else beyond chance; a campaign's card seeds a block whose members also share addresses,
-   sign-up hours or prompt framing.
+   depend on the seed (an office's schedule, a campus's software), never two. A campus NAT seeds
+   a block of students who share nothing else beyond chance; a campaign's card seeds a block whose
+   members also share addresses, sign-up hours or prompt framing.
 3. **Correct** for the looks: the family's p-value times the number of families tested, times
    the number of seeds (Bonferroni: valid under any dependence between seeds).
 
@@ -228,7 +228,7 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
         best: Block | None = None
         if len(tested) >= 2:
             tested.sort(key=lambda t: (t[0], t[1]))
-            (p1, f1, w1, e1, ties1, k1), (p2, f2, w2, e2, ties2, k2) = tested[0], tested[1]
+            (_, f1, w1, e1, ties1, k1), (p2, f2, w2, e2, ties2, k2) = tested[0], tested[1]
             # co-location makes one family depend on the seed (an office's schedule, a campus's
             # software): the block must be surprising in two families beyond the seed, so its
             # statistic is the second smallest p-value, which one dependent family cannot move

@@ -99,12 +99,8 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
                         index = np.flatnonzero(ok)
                         for h, ph in zip(hit, p):
                             members = index[(inverse == h) & extreme[ok]]
-                            raw.append((feature, values_direction(direction), level, attribute, width,
+                            raw.append((feature, direction, level, attribute, width,
                                         (uniq[h] + offset) * span, int(n[h]), int(x[h]), float(rate), float(ph),
                                         tuple(int(m) for m in members)))
     return sorted((Cohort(f, d, lv, a, w, s, n, x, r, p, float(nulls.bonferroni(p, looks)), m)
                    for f, d, lv, a, w, s, n, x, r, p, m in raw), key=lambda c: (c.p_value, c.feature, c.start))
-
-
-def values_direction(direction: str) -> str:
-    return "above" if direction == "above" else "below"

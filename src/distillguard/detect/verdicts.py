@@ -68,8 +68,9 @@ class Evidence:
                 if not members.intersection(f.entities):
                     continue
                 action = f.action if len(accounts) >= min_members else min(f.action, "monitor", key=ORDER.index)
-                line = f"{f.test} ({f.null} null): {f.reason}" + (
-                    "" if action == f.action else f"; capped at {action}: the group has fewer than {min_members} accounts")
+                capped = "" if action == f.action else (f"; capped at {action}: the group has fewer than "
+                                                        f"{min_members} accounts")
+                line = f"{f.test} ({f.null} null): {f.reason}{capped}"
                 for e in f.entities:
                     for a in self.accounts_of[e]:
                         held = out.get(a)
