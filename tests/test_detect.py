@@ -191,17 +191,26 @@ def test_a_shared_nothing_campaign_arriving_together_is_a_cohort_and_spread_out_
 
 
 def test_a_bigger_burst_never_weakens_a_cohort():
-    p = []
-    for size in (10, 20, 40):
+    """A bigger burst of accounts that are extreme the same way gets a smaller best p-value and
+    never fewer of its accounts throttled (the campaign's own members are not charged as chance)."""
+    best, caught = [], []
+    for size in (10, 20, 40, 80):
         accounts, keys, _ = population(1200, 9)
         members = [f"stealth-{i}" for i in range(size)]
         accounts += members
         for i, m in enumerate(members):
             keys[m] = [f"payment\ts-{i}"]
         burst = {m: T0 + timedelta(days=10, minutes=3 * i) for i, m in enumerate(members)}
-        evidence = dv.evaluate(key_table(keys), feature_table(accounts, 9, burst, set(members)), Policy())
-        p.append(min((f.p_corrected for f in evidence.findings if f.test == "cohort"), default=1.0))
-    assert p == sorted(p, reverse=True)
+        feats = feature_table(accounts, 9, burst, set(members))
+        entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+        values, attributes = dv._entity_features(feats, entity_of, len(accounts), 20)
+        windows = cohorts.window_tests(values, attributes, Policy().statistics.cohort_levels,
+                                       Policy().statistics.cohort_windows_hours)
+        best.append(min(c.p_corrected for c in windows))
+        flagged = throttled(dv.evaluate(key_table(keys), feats, Policy()))
+        caught.append(len(set(members) & set(flagged)))
+    assert best == sorted(best, reverse=True)
+    assert caught == sorted(caught) and caught[0] == 10
 
 
 def test_a_declared_organisation_is_one_entity_so_its_team_is_not_a_campaign():
@@ -261,4 +270,31 @@ def test_recall_does_not_fall_as_the_same_population_grows():
         assert not set(flagged) - set(members)
         shares.append((caught, len(members)))
     for (k0, n0), (k1, n1) in zip(shares, shares[1:]):
-        assert nulls.clopper_pearson(k1, n1, 0.99)[1] >= k0 / n0
+        # the larger scale's interval reaches the smaller scale's: recall did not fall beyond chance
+        assert nulls.clopper_pearson(k1, n1, 0.95)[1] >= nulls.clopper_pearson(k0, n0, 0.95)[0]
+
+
+def test_a_hold_never_outlives_the_lookback_of_its_finding_and_spares_allowlisted_accounts():
+    from distillguard.detect import history
+
+    found = verdict_rows([("a", "throttle"), ("b", "throttle")], T0)
+    day20 = history.carried(verdict_rows([("a", "monitor"), ("b", "monitor")], T0 + timedelta(days=20)), found,
+                            {"a", "b"}, T0 + timedelta(days=20), 30, capped=frozenset({"b"}))
+    assert day20.column("action").to_pylist() == ["throttle", "monitor"]
+    held = day20.set_column(5, "as_of", pa.array([T0 + timedelta(days=20)] * 2, pa.timestamp("us", tz="UTC")))
+    day35 = history.carried(verdict_rows([("a", "monitor"), ("b", "monitor")], T0 + timedelta(days=35)), held,
+                            {"a", "b"}, T0 + timedelta(days=35), 30)
+    assert day35.column("action").to_pylist() == ["monitor", "monitor"]
+
+
+def test_a_group_smaller_than_a_campaign_counts_entities_and_is_capped_at_monitor():
+    """An organisation of ten accounts and one outside account are two entities: below a campaign's
+    five, so monitor at most; a monitor-level cohort touching the outsider joins no group."""
+    team = [f"t{i}" for i in range(10)]
+    evidence = dv.Evidence(
+        ["org:acme", "account:x", "account:y", "account:z", "account:w", "account:v"],
+        {0: team, 1: ["x"], 2: ["y"], 3: ["z"], 4: ["w"], 5: ["v"]},
+        [dv.Finding("throttle", "block", "BiCM", 1e-9, 0.5, "r", (0, 1)),
+         dv.Finding("monitor", "cohort", "binomial window", 1e-3, 50.0, "m", (1, 2, 3, 4, 5))])
+    actions = {a: act for a, (act, _, _) in evidence.by_account(5).items()}
+    assert set(actions.values()) == {"monitor"} and len(actions) == 15

@@ -126,6 +126,8 @@ class Statistics(BaseModel):
     null_inflation: float = Field(1.0, ge=1.0, description="a block must share more than this many times what "
                                   "BiCM expects: a margin for what the null does not model (daily rhythm, time "
                                   "zones, regions), which makes large organic groups look slightly surprising")
+    block_member_share: float = Field(4.0, ge=1.0, description="a block's bystanders may cost at most this "
+                                      "fraction (1 / value) of an action's budget: sets the member threshold")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
     cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), description="population tail shares an extreme entity "
                                              "falls in (each level is one more look, corrected for)")

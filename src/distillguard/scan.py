@@ -167,7 +167,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         evidenced = set(statistical.by_account(policy.campaign.min_members)) if statistical is not None else set()
         evidenced |= {a for a, act in zip(verdicts.column("account_id").to_pylist(),
                                           verdicts.column("action").to_pylist()) if act != "allow"}
-        verdicts = detect_history.carried(verdicts, previous, evidenced, as_of, policy.lookback_days)
+        verdicts = detect_history.carried(verdicts, previous, evidenced, as_of, policy.lookback_days,
+                                          statistical.capped if statistical is not None else frozenset())
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
@@ -496,7 +497,6 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
     lowered: an account keeps the stronger of the two, with both sets of reasons. An account of an
     allowlisted organisation stays capped at monitor."""
     found = evidence.by_account(policy.campaign.min_members)
-    allowed = set(policy.allowlist_organizations)
     rank = detect_verdicts.ORDER
     rows = verdicts.to_pylist()
     capped = evidence.capped

@@ -72,7 +72,8 @@ class Block:
     member_p: tuple[float, ...] = field(default=())  # per core entity: its own tie to the block (member_ties)
 
     def reason(self) -> str:
-        return (f"block seeded by {self.seed_kind} shared by {self.holders} entities: {self.shared_tokens} "
+        return (f"block seeded by {self.seed_kind} {self.seed_token!r} shared by {self.holders} entities: "
+                f"{self.shared_tokens} "
                 f"excess holders of {self.family} tokens inside it (expected {self.expected:.3g} under BiCM), "
                 f"p={self.p_value:.3g}, corrected for looks p={self.p_corrected:.3g}")
 
@@ -181,19 +182,28 @@ def excess_tail(observed: int, mu: np.ndarray, weights: np.ndarray) -> float:
     keep = (weights > 0) & (mu > 0)
     mu, weights = mu[keep], weights[keep]
     if mu.size == 0:
-        return 0.0
+        return 1.0  # a null that allows nothing: no evidence can be measured against it
     s = _CHERNOFF_S[:, None]
     m = mu[None, :]
-    es = np.exp(s)
-    # e^(mu e^s) - 1 - mu e^s, computed without cancellation for small mu e^s
-    with np.errstate(over="ignore"):
-        tail = np.expm1(m * es) - m * es
-    small = m * es < 1e-4
-    tail = np.where(small, (m * es) ** 2 / 2 + (m * es) ** 3 / 6, tail)
-    with np.errstate(over="ignore"):
-        k = np.log(np.exp(-m) * (1 + m) + np.exp(-s - m) * tail)
+    z = m * np.exp(s)
+    # log(e^z - 1 - z), without overflow for large z nor cancellation for small z
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        log_tail = np.where(z > 30.0, z + np.log1p(-(1.0 + z) * np.exp(-np.minimum(z, 700.0))),
+                            np.log(np.where(z < 1e-4, z * z / 2 + z ** 3 / 6, np.expm1(np.minimum(z, 30.0)) - z)))
+        k = -m + np.logaddexp(np.log1p(m), -s + log_tail)
     bound = (k * weights[None, :]).sum(axis=1) - _CHERNOFF_S * observed
     return float(min(1.0, np.exp(np.nanmin(bound))))
+
+
+def poisson_chernoff(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Chernoff bound of P(X >= observed) for X dominated in convex order by a Poisson(mean):
+    ``e^-mean (e mean / observed)^observed`` above the mean, 1 below (the Poisson tail itself is
+    not a bound for a sum of Bernoullis below the mean; this is)."""
+    observed = np.asarray(observed, dtype=float)
+    mean = np.maximum(np.asarray(mean, dtype=float), 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_bound = observed - mean - observed * np.log(np.maximum(observed, 1e-300) / mean)
+    return np.where(observed > mean, np.minimum(1.0, np.exp(np.minimum(log_bound, 0.0))), 1.0)
 
 
 def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float = 1.0) -> tuple[list[Block], int]:
@@ -234,8 +244,10 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
             # statistic is the second smallest p-value, which one dependent family cannot move
             corrected = float(nulls.bonferroni(p2, len(others) * looks))
             core = sorted(set(ties1) & set(ties2))
-            # a member is tied in both families: the larger of its two p-values (intersection-union)
-            member_p = tuple(max(ties1[e], ties2[e]) for e in core)
+            # a member is tied in both families: the larger of its two p-values (intersection-union),
+            # corrected for the pairs of families the two were chosen among
+            pairs = len(others) * (len(others) - 1) / 2
+            member_p = tuple(min(1.0, max(ties1[e], ties2[e]) * pairs) for e in core)
             best = Block(table.kind, table.tokens[column], int(members.size), f"{f1}+{f2}", w1 + w2, e1 + e2,
                          p2, corrected, tuple(core), k1 + k2, member_p)
         if best is not None:
@@ -261,7 +273,7 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray) -> dict[i
     entity, at = np.unique(rows, return_inverse=True)
     ties = np.bincount(at, weights=others.astype(float), minlength=entity.size)
     expected = np.bincount(at, weights=mu[table.column_class[cols]], minlength=entity.size)
-    p = nulls.poisson_sf(ties, expected)
+    p = poisson_chernoff(ties, expected)
     return {int(e): float(q) for e, q, t in zip(entity, p, ties) if t > 0}
 
 
@@ -281,7 +293,9 @@ def _family_test(family: str, tables: list[KindTable], members: np.ndarray, infl
         p = excess_tail(excess, mu * inflation, table.rare_class_counts)
         if best is None or (p, table.kind) < (best[0], best[5][0]):
             expected = float((table.rare_class_counts * (mu - 1 + np.exp(-mu))).sum())
-            best = (p, family, excess, expected, member_ties(table, members, mu * inflation), (table.kind,))
+            # the member's p-value, corrected for the family's kinds the best was chosen among
+            ties = {e: min(1.0, q * len(tables)) for e, q in member_ties(table, members, mu * inflation).items()}
+            best = (p, family, excess, expected, ties, (table.kind,))
     if best is None:
         return []
     return [(float(nulls.bonferroni(best[0], len(tables))), *best[1:])]

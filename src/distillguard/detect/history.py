@@ -19,32 +19,52 @@ from distillguard.verdicts import SEVERITY
 STRONG = ("throttle", "fallback", "block")
 
 
+HELD = "held from the scan as of "
+
+
+def found_at(row: dict) -> datetime:
+    """When the action of an earlier verdict was found: its scan, or for a verdict that was itself
+    held, the scan it was held from (so a hold never outlives the lookback of its finding)."""
+    first = (row.get("reasons") or [""])[0]
+    if first.startswith(HELD):
+        try:
+            return datetime.fromisoformat(first[len(HELD):].split(" ", 1)[0])
+        except ValueError:
+            pass
+    return row["as_of"]
+
+
 def carried(verdicts: pa.Table, previous: pa.Table | None, evidenced: set[str], as_of: datetime,
-            lookback_days: float) -> pa.Table:
+            lookback_days: float, capped: frozenset[str] = frozenset()) -> pa.Table:
     """``verdicts`` with earlier throttle+ actions kept where the evidence stays (module docstring).
 
     ``previous`` holds an earlier scan's verdicts (account_id, action, campaign_id, reasons, as_of);
-    ``evidenced`` the accounts the current scan still finds evidence against.
+    ``evidenced`` the accounts the current scan still finds evidence against; ``capped`` accounts
+    (allowlisted organisations) are never held.
     """
     if previous is None or previous.num_rows == 0:
         return verdicts
     oldest = as_of - timedelta(days=lookback_days)
     earlier: dict[str, dict] = {}
     for row in previous.select(["account_id", "action", "campaign_id", "reasons", "as_of"]).to_pylist():
-        if row["action"] in STRONG and row["as_of"] is not None and oldest <= row["as_of"] < as_of:
+        if row["action"] in STRONG and row["as_of"] is not None and row["as_of"] < as_of \
+                and found_at(row) >= oldest:
             earlier[row["account_id"]] = row
     if not earlier:
         return verdicts
     rows = verdicts.to_pylist()
     for row in rows:
         before = earlier.get(row["account_id"])
-        if before is None or row["account_id"] not in evidenced:
+        if before is None or row["account_id"] not in evidenced or row["account_id"] in capped:
             continue
         if SEVERITY[before["action"]] <= SEVERITY.get(row["action"], 0):
             continue
         first = (before["reasons"] or ["(no reason kept)"])[0]
-        row["reasons"] = [f"held from the scan as of {before['as_of'].isoformat()} ({before['action']}), while "
-                          f"evidence stays: {first}"] + list(row["reasons"] or [])
+        if first.startswith(HELD):
+            line = first
+        else:
+            line = f"{HELD}{before['as_of'].isoformat()} ({before['action']}), while evidence stays: {first}"
+        row["reasons"] = [line] + list(row["reasons"] or [])
         row["action"] = before["action"]
         row["campaign_id"] = row["campaign_id"] or before["campaign_id"]
     return pa.Table.from_pylist(rows, schema=verdicts.schema)

@@ -30,6 +30,10 @@ from distillguard.signals import SIGNALS
 ORDER = ("allow", "monitor", "throttle", "block")
 #: the actions the tests can earn, strongest first
 ACTIONS = ("block", "throttle", "monitor")
+#: features that are functions of an arrival attribute (the account's age of its creation; how soon
+#: it used a new model of when it first appeared: launch-day newcomers use the newest model), so
+#: testing them against arrival windows would find arrival itself
+ARRIVAL_FEATURES = ("account_age_days", "pivot_hours")
 
 
 @dataclass(frozen=True)
@@ -56,26 +60,31 @@ class Evidence:
     capped: frozenset[str] = frozenset()  # accounts of allowlisted organisations: never raised
 
     def by_account(self, min_members: int) -> dict[str, tuple[str, str, list[str]]]:
-        """account -> (action, group id, reasons), for accounts a finding reaches; a group of
-        fewer than ``min_members`` accounts is capped at monitor."""
-        groups = _components([f.entities for f in self.findings])
-        out: dict[str, tuple[str, str, list[str]]] = {}
-        for group in groups:
+        """account -> (action, group id, reasons), for accounts a finding reaches.
+
+        Groups are the connected components of the findings at throttle or stronger (a monitor
+        finding never joins two groups); a group of fewer than ``min_members`` entities (a declared
+        organisation is one) is capped at monitor. Monitor findings are attached to the accounts
+        they name."""
+        strong = [f for f in self.findings if f.action != "monitor"]
+        group_of: dict[int, tuple[int, str]] = {}
+        for group in _components([f.entities for f in strong]):
             accounts = sorted(a for e in group for a in self.accounts_of[e])
             gid = "campaign-" + hashlib.blake2b(",".join(accounts).encode(), digest_size=5).hexdigest()
-            members = set(group)
-            for f in self.findings:
-                if not members.intersection(f.entities):
-                    continue
-                action = f.action if len(accounts) >= min_members else min(f.action, "monitor", key=ORDER.index)
+            for e in group:
+                group_of[e] = (len(group), gid)
+        out: dict[str, tuple[str, str, list[str]]] = {}
+        for f in self.findings:
+            for e in f.entities:
+                size, gid = group_of.get(e, (len(f.entities), ""))
+                action = f.action if size >= min_members else min(f.action, "monitor", key=ORDER.index)
                 capped = "" if action == f.action else (f"; capped at {action}: the group has fewer than "
-                                                        f"{min_members} accounts")
+                                                        f"{min_members} entities")
                 line = f"{f.test} ({f.null} null): {f.reason}{capped}"
-                for e in f.entities:
-                    for a in self.accounts_of[e]:
-                        held = out.get(a)
-                        best = action if held is None else max(held[0], action, key=ORDER.index)
-                        out[a] = (best, gid, (held[2] if held else []) + [line])
+                for a in self.accounts_of[e]:
+                    held = out.get(a)
+                    best = action if held is None else max(held[0], action, key=ORDER.index)
+                    out[a] = (best, (held[1] if held and held[1] else gid), (held[2] if held else []) + [line])
         return out
 
 
@@ -93,31 +102,38 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
         accounts_of.setdefault(entity_of[a], []).append(a)
     n = len(entities)
     # every test's result, per action, with the false positives accepting it would cost
-    candidates: dict[str, list[tuple[float, str, str, str, tuple[int, ...], float]]] = {a: [] for a in ACTIONS}
+    candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
     found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation)
     for b in found:
         for action in ACTIONS:
             allowed = getattr(stats.budget, action) * n
-            # a member counts only when tied on its own at its share of the budget
-            tied = [(e, p) for e, p in zip(b.core, b.member_p) if p <= allowed / b.holders]
+            # the member threshold is fixed before looking at the members: a null member passes it
+            # with probability at most t, so the block's bystanders cost at most |H| x t, which is
+            # a share (1 / block_member_share) of the budget
+            t = allowed / (stats.block_member_share * b.holders)
+            tied = tuple(e for e, p in zip(b.core, b.member_p) if p <= t)
             if len(tied) < 2:
                 continue
-            # if the block is null all its tied members are false; if not, each still is with its own p
-            cost = b.p_corrected * len(tied) + sum(p for _, p in tied)
-            candidates[action].append((b.p_corrected, "block", BICM.name,
-                                       f"{b.reason()}; {len(tied)} members each tied on their own "
-                                       f"(member p <= {allowed / b.holders:.3g})", tuple(e for e, _ in tied), cost))
+            # every tied member is false if the block is null; bystanders that pass at t otherwise
+            cost = b.p_corrected * len(tied) + b.holders * t
+            candidates[action].append((b.p_corrected, "block", BICM.name, b.reason(),
+                                       f"{len(tied)} members each tied on their own (member p <= {t:.3g})", tied,
+                                       cost))
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
     found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                        tuple(stats.cohort_windows_hours))
     for c in found_c:
-        # the window's chance members, plus all of them if the window itself is null
-        cost = c.expected + c.p_corrected * c.extreme
+        # chance extremes among the window's other members (its non-extreme entities are organic
+        # ones, a share 1 - pi of all its organic ones), plus all of them if the window is null; the
+        # campaign's own members are not charged, so a bigger burst never costs more
+        organic_extremes = c.rate * (c.entities - c.extreme) / max(1.0 - c.rate, 1e-12)
+        cost = organic_extremes + c.p_corrected * c.extreme
         for action in ACTIONS:
-            candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), c.members, cost))
+            candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), "", c.members,
+                                       cost))
     findings = _within_budget(candidates, n, policy)
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
@@ -125,19 +141,23 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                     capped)
 
 
-def _within_budget(candidates: dict[str, list[tuple[float, str, str, str, tuple[int, ...], float]]], n: int,
-                   policy: Policy) -> list[Finding]:
+#: (corrected p, test, null, reason, member note, entities, cost)
+Candidate = tuple[float, str, str, str, str, tuple[int, ...], float]
+
+
+def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
     """Per action, from the strongest action down: the test results in order of their corrected
     p-value, accepted while the false positives they cost together stay within the action's
     budget (``budget[action] x N``). An entity takes the strongest action a result accepted for it
-    reaches; a result whose entities all hold a stronger action already costs nothing more."""
+    reaches; a result whose entities all hold a stronger action already costs nothing more. Ties in
+    p are broken by the result's description (tokens, windows, features: never account names)."""
     budget = policy.statistics.budget
     taken: dict[int, str] = {}
     findings: list[Finding] = []
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
-        for p, test, null, reason, entities, cost in sorted(candidates[action], key=lambda c: (c[0], c[3], c[4])):
+        for p, test, null, reason, note, entities, cost in sorted(candidates[action], key=lambda c: c[:4]):
             fresh = [e for e in entities if e not in taken]
             if not fresh or spent + cost > allowed:
                 continue
@@ -145,9 +165,9 @@ def _within_budget(candidates: dict[str, list[tuple[float, str, str, str, tuple[
             for e in fresh:
                 taken[e] = action
             findings.append(Finding(action, test, null, p, allowed,
-                                    f"{reason}; accepting it costs {cost:.3g} expected false positives, "
-                                    f"{spent:.3g} of the {action} budget {allowed:.3g} ({getattr(budget, action):g} "
-                                    f"x {n} entities)", tuple(entities)))
+                                    f"{reason}{'; ' + note if note else ''}; accepting it costs {cost:.3g} expected "
+                                    f"false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
+                                    f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
     return findings
 
 
@@ -163,7 +183,7 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
     out: dict[str, tuple[np.ndarray, str]] = {}
     # the arrival attributes are tested against, so features that are functions of them are not
     for s in SIGNALS:
-        if s.feature == "account_age_days" or s.feature not in feats.column_names:
+        if s.feature in ARRIVAL_FEATURES or s.feature not in feats.column_names:
             continue
         values = np.array([np.nan if v is None else float(v) for v in feats.column(s.feature).to_pylist()])
         ok = judged & ~np.isnan(values)
