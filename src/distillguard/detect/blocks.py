@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import sparse
 
 from distillguard.detect import nulls
@@ -53,6 +54,8 @@ class KindTable:
     rare_class_counts: np.ndarray  # per BiCM column class, how many of its tokens are rare
     rare_max_degree: int
     column_class: np.ndarray  # each rare token's BiCM column class
+    seeds_above_cut: sparse.csc_matrix  # entities x tokens over the rare cut held by at most half the entities
+    seed_tokens_above_cut: list[str]
 
 
 @dataclass(frozen=True)
@@ -79,23 +82,36 @@ class Block:
 
 
 def kind_tables(keys: pa.Table, entity_of: dict[str, int], n_entities: int, pair_budget: int) -> list[KindTable]:
-    """One :class:`KindTable` per evidence kind present in ``keys`` (account_id, kind, key)."""
-    accounts = keys.column("account_id").to_pylist()
-    kinds = keys.column("kind").to_pylist()
-    values = keys.column("key").to_pylist()
-    by_kind: dict[str, set[tuple[int, str]]] = {}
-    for account, kind, value in zip(accounts, kinds, values):
-        entity = entity_of.get(account)
-        if entity is None or value is None or kind not in FAMILY_OF:
-            continue
-        by_kind.setdefault(kind, set()).add((entity, str(value)))
-    return [_kind_table(kind, pairs, n_entities, pair_budget) for kind, pairs in sorted(by_kind.items())]
+    """One :class:`KindTable` per evidence kind present in ``keys`` (account_id, kind, key).
+
+    Columnar: accounts are mapped to entities and tokens to codes in Arrow and numpy, with the
+    token dictionary sorted so nothing depends on row order."""
+    names = pa.array(list(entity_of), pa.string())
+    ids = np.fromiter(entity_of.values(), dtype=np.int64, count=len(entity_of))
+    keys = keys.filter(pc.and_(pc.is_valid(keys.column("key")), pc.is_in(keys.column("kind"),
+                                                                         value_set=pa.array(list(FAMILY_OF)))))
+    position = pc.index_in(keys.column("account_id").cast(pa.string()), value_set=names)
+    keys = keys.filter(pc.is_valid(position))
+    position = pc.drop_null(position).to_numpy()
+    kinds = keys.column("kind").to_numpy(zero_copy_only=False)
+    out = []
+    for kind in sorted(set(kinds.tolist())):
+        mask = kinds == kind
+        values = pc.filter(keys.column("key"), pa.array(mask)).cast(pa.string())
+        dictionary = pc.unique(values)
+        order = pc.sort_indices(dictionary).to_numpy().astype(np.int64)
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        codes = rank[pc.index_in(values, value_set=dictionary).to_numpy().astype(np.int64)]
+        entities = ids[position[mask].astype(np.int64)]
+        pairs = np.unique(entities * np.int64(order.size) + codes)
+        tokens = dictionary.take(pa.array(order)).to_pylist()
+        out.append(_kind_table(kind, pairs // order.size, pairs % order.size, tokens, n_entities, pair_budget))
+    return out
 
 
-def _kind_table(kind: str, pairs: set[tuple[int, str]], n_entities: int, pair_budget: int) -> KindTable:
-    ordered = sorted(pairs)
-    entities = np.fromiter((e for e, _ in ordered), dtype=np.int64, count=len(ordered))
-    names, token_idx = np.unique(np.array([t for _, t in ordered], dtype=object), return_inverse=True)
+def _kind_table(kind: str, entities: np.ndarray, token_idx: np.ndarray, names: list[str], n_entities: int,
+                pair_budget: int) -> KindTable:
     col_deg = np.bincount(token_idx, minlength=len(names))
     row_deg = np.bincount(entities, minlength=n_entities)
     model = nulls.fit_bicm(row_deg, col_deg)
@@ -107,6 +123,14 @@ def _kind_table(kind: str, pairs: set[tuple[int, str]], n_entities: int, pair_bu
     keep = remap[token_idx] >= 0
     incidence = sparse.csr_matrix((np.ones(int(keep.sum()), dtype=np.int8), (entities[keep], remap[token_idx][keep])),
                                   shape=(n_entities, len(rare_ids)))
+    # tokens above the rare cut but held by at most half the entities still seed blocks (a campaign's
+    # card held by thousands must not escape the test by being common); they are never counted in S
+    big_ids = np.flatnonzero((col_deg > cut) & (col_deg <= n_entities // 2))
+    remap_big = -np.ones(len(names), dtype=np.int64)
+    remap_big[big_ids] = np.arange(len(big_ids))
+    held_big = remap_big[token_idx] >= 0
+    big = sparse.csc_matrix((np.ones(int(held_big.sum()), dtype=np.int8),
+                             (entities[held_big], remap_big[token_idx][held_big])), shape=(n_entities, len(big_ids)))
     entity_class = np.full(n_entities, -1, dtype=np.int64)
     has = row_deg > 0
     entity_class[has] = model.row_class(row_deg[has])
@@ -115,7 +139,7 @@ def _kind_table(kind: str, pairs: set[tuple[int, str]], n_entities: int, pair_bu
     if len(rare_ids):
         rare_counts = np.bincount(classes, minlength=len(model.col_degrees)).astype(float)
     return KindTable(kind, FAMILY_OF[kind], incidence, [str(names[i]) for i in rare_ids], model, entity_class,
-                     rare_counts, int(cut), classes)
+                     rare_counts, int(cut), classes, big, [str(names[i]) for i in big_ids])
 
 
 def rare_cut(col_degrees: np.ndarray, pair_budget: int) -> int:
@@ -215,21 +239,22 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
     expects, a margin for structure the null does not model (daily rhythm, time zones, regions).
     """
     families = sorted({t.family for t in tables})
-    seeds: list[tuple[KindTable, int]] = []
-    for table in tables:
-        degrees = np.asarray(table.incidence.sum(axis=0)).ravel()
-        seeds += [(table, int(c)) for c in np.flatnonzero(degrees >= min_holders)]
-    csc = {t.kind: t.incidence.tocsc() for t in tables}
     # a holder set seeded twice (an IP and its /24 held by the same accounts) is one test, kept
     # under the seed that sorts first
-    unique: dict[tuple[int, ...], tuple[KindTable, int]] = {}
-    for table, column in seeds:
-        members = tuple(np.sort(csc[table.kind][:, column].indices).tolist())
-        unique.setdefault(members, (table, column))
+    unique: dict[tuple[int, ...], tuple[str, str]] = {}
+    for table in tables:
+        for matrix, names in ((table.incidence.tocsc(), table.tokens),
+                              (table.seeds_above_cut, table.seed_tokens_above_cut)):
+            degrees = np.diff(matrix.indptr)
+            for column in np.flatnonzero(degrees >= min_holders):
+                members = tuple(np.sort(matrix.indices[matrix.indptr[column]:matrix.indptr[column + 1]]).tolist())
+                unique.setdefault(members, (table.kind, names[column]))
+    by_kind = {t.kind: t for t in tables}
     looks = len(unique)
     out: list[Block] = []
     for key in sorted(unique):
-        table, column = unique[key]
+        seed_kind, seed_token = unique[key]
+        table = by_kind[seed_kind]
         members = np.asarray(key, dtype=np.int64)
         others = [f for f in families if f != table.family]
         tested: list[tuple[float, str, int, float, dict[int, float], tuple[str, ...]]] = []
@@ -248,7 +273,7 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
             # corrected for the pairs of families the two were chosen among
             pairs = len(others) * (len(others) - 1) / 2
             member_p = tuple(min(1.0, max(ties1[e], ties2[e]) * pairs) for e in core)
-            best = Block(table.kind, table.tokens[column], int(members.size), f"{f1}+{f2}", w1 + w2, e1 + e2,
+            best = Block(table.kind, seed_token, int(members.size), f"{f1}+{f2}", w1 + w2, e1 + e2,
                          p2, corrected, tuple(core), k1 + k2, member_p)
         if best is not None:
             out.append(best)
