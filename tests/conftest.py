@@ -103,6 +103,30 @@ def _descendants_from_proc() -> list[tuple[int, str]]:
     return out
 
 
+@pytest.fixture(autouse=True)
+def multiprocessing_resource_tracker_stopped_after() -> Iterable[None]:
+    """Stops multiprocessing's resource tracker if the test started it (any spawn pool does,
+    e.g. the benchmark replay's workers).
+
+    The tracker is the interpreter's own helper: it serves every later pool and ends when this
+    process does, so library code must not stop it (another pool or a shared memory block of
+    the caller's may still be registered with it). Here the test is over; the pool's semaphores
+    are collected first, so that none is left for the tracker to unlink and no finalizer starts
+    a new one.
+    """
+    from multiprocessing import resource_tracker
+
+    tracker = resource_tracker._resource_tracker
+    was_running = tracker._fd is not None
+    yield
+    if was_running or tracker._fd is None or not hasattr(tracker, "_stop"):  # private; CPython 3.11 has it
+        return
+    import gc
+
+    gc.collect()
+    tracker._stop()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_process_outlives_the_tests() -> Iterable[None]:
     """Every test stops what it starts: at the end of the run, a process started by any test
