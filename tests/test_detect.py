@@ -195,7 +195,7 @@ def test_a_bigger_burst_never_weakens_a_cohort():
     never fewer of its accounts throttled (the campaign's own members are not charged as chance)."""
     best, caught = [], []
     for size in (10, 20, 40, 80):
-        accounts, keys, _ = population(1200, 9)
+        accounts, keys, _ = population(4000, 9)
         members = [f"stealth-{i}" for i in range(size)]
         accounts += members
         for i, m in enumerate(members):

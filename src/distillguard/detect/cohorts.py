@@ -42,11 +42,20 @@ class Cohort:
     p_value: float
     p_corrected: float
     members: tuple[int, ...]  # entity indices of the extreme entities in the window
+    typical: float = 0.0  # the median number of entities arriving in a window of this width and attribute
 
     @property
     def expected(self) -> float:
-        """Extreme entities the window holds by chance: the false positives flagging it accepts."""
+        """Extreme entities the window would hold by chance were it like the population."""
         return self.entities * self.rate
+
+    @property
+    def chance_members(self) -> float:
+        """Organic extremes expected among the members: the organic entities of the window (at least
+        what its non-extreme ones imply, and at least a typical window's arrivals, since a window
+        chosen for its extremes may show none of its organic ones as non-extreme) times ``rate``."""
+        organic = max((self.entities - self.extreme) / max(1.0 - self.rate, 1e-12), self.typical)
+        return self.rate * min(organic, float(self.entities))
 
     def reason(self) -> str:
         sign = ">=" if self.direction == "above" else "<="
@@ -92,6 +101,7 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
                         uniq, inverse, n = np.unique(bins, return_inverse=True, return_counts=True)
                         x = np.bincount(inverse, weights=extreme[ok].astype(float), minlength=uniq.size)
                         looks += int(uniq.size)
+                        typical = float(np.median(n)) if n.size else 0.0
                         hit = np.flatnonzero(x >= min_extreme)
                         if hit.size == 0:
                             continue
@@ -101,6 +111,6 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
                             members = index[(inverse == h) & extreme[ok]]
                             raw.append((feature, direction, level, attribute, width,
                                         (uniq[h] + offset) * span, int(n[h]), int(x[h]), float(rate), float(ph),
-                                        tuple(int(m) for m in members)))
-    return sorted((Cohort(f, d, lv, a, w, s, n, x, r, p, float(nulls.bonferroni(p, looks)), m)
-                   for f, d, lv, a, w, s, n, x, r, p, m in raw), key=lambda c: (c.p_value, c.feature, c.start))
+                                        tuple(int(m) for m in members), typical))
+    return sorted((Cohort(f, d, lv, a, w, s, n, x, r, p, float(nulls.bonferroni(p, looks)), m, t)
+                   for f, d, lv, a, w, s, n, x, r, p, m, t in raw), key=lambda c: (c.p_value, c.feature, c.start))

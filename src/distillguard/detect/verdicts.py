@@ -126,11 +126,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                        tuple(stats.cohort_windows_hours))
     for c in found_c:
-        # chance extremes among the window's other members (its non-extreme entities are organic
-        # ones, a share 1 - pi of all its organic ones), plus all of them if the window is null; the
-        # campaign's own members are not charged, so a bigger burst never costs more
-        organic_extremes = c.rate * (c.entities - c.extreme) / max(1.0 - c.rate, 1e-12)
-        cost = organic_extremes + c.p_corrected * c.extreme
+        # chance extremes among the window's organic members (Cohort.chance_members), plus all of
+        # them if the window is null; the campaign's own members are not charged beyond a typical
+        # window's arrivals, so a bigger burst never costs more
+        cost = c.chance_members + c.p_corrected * c.extreme
         for action in ACTIONS:
             candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), "", c.members,
                                        cost))
