@@ -1,6 +1,6 @@
 """A scan is a function of the store: the same verdicts whatever the engine's threads, the
 process's hash seed or the order rows arrive in, and the same verdicts up to the mapping when
-the accounts are renamed (issue 24, item 4)."""
+the accounts are renamed."""
 
 from __future__ import annotations
 
