@@ -116,7 +116,7 @@ class ErrorBudget(BaseModel):
 
 
 class Statistics(BaseModel):
-    """The calibrated tests (detect/): block tests under BiCM, cohort windows under a binomial null."""
+    """The calibrated tests (detect/): block tests under BiCM, cohort windows against earlier arrivals."""
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
@@ -129,11 +129,14 @@ class Statistics(BaseModel):
     block_member_share: float = Field(4.0, ge=1.0, description="a block's bystanders may cost at most this "
                                       "fraction (1 / value) of an action's budget: sets the member threshold")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
-    cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), description="population tail shares an extreme entity "
-                                             "falls in (each level is one more look, corrected for)")
+    cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), description="tail shares of a window's reference (the "
+                                             "entities that arrived before it) an extreme entity falls in; each "
+                                             "level is one more look, corrected for")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
     cohort_min_exchanges: int = Field(20, ge=1, description="exchanges an account needs for its features to be judged")
+    cohort_refits: int = Field(2, ge=0, description="times the cohort tests are rerun with the entities the scan "
+                               "has found taken out of the reference (a null refitted without validated findings)")
 
 
 class Policy(BaseModel):

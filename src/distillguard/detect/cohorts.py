@@ -2,21 +2,37 @@
 
 A campaign built to look like ordinary users shares no card, address or template between its
 accounts, so no block test sees it. What it cannot hide is that it is one operation: its accounts
-are extreme on the same behaviour (they harvest: datacenter exits, single-turn prompts, long
-answers) and they arrive together (created, or first seen, in the same window). Under the null
-that an entity's extremeness is independent of when it arrived, the number of extreme entities in
-a window of ``n`` entities is Binomial(n, pi), with ``pi`` the population's share of extreme
-entities: a scan statistic (Kulldorff 1997) over windows of several widths and offsets, corrected
-for every window, feature and level looked at (Bonferroni).
+are extreme on the same behaviour (they harvest: many addresses, single-turn prompts, long
+answers, a steady volume) and they arrive together (created, or first seen, in the same window).
 
-Extremeness is measured against the population, never against a fixed threshold: an entity's
-tail probability ``u`` is the share of entities at least as extreme (ties counted against it), and
-the levels are shares (``u <= 1%``, ``u <= 5%``). Declared organisations are one entity (a team is
-one customer), so a company that signs up twenty accounts at once is one arrival, not twenty.
+Extremeness is measured against the entities that arrived *before* the window, never against a
+fixed threshold nor against a population that holds the campaign itself: a campaign that is 7%
+of the accounts fills the top 7% of every feature it is extreme on, so shares of the whole
+population would call its accounts merely "in the top 10%" and the test would drown in the
+organic accounts that share that tail. The reference of a window is every entity that arrived
+before it, less the entities that an accepted finding of the same scan already holds (the null is
+refitted without validated findings, detect.verdicts). An entity in the window is extreme at
+rank ``k`` when its value exceeds the ``k``-th largest value of the ``r`` reference entities
+(ties count against it): its conformal p-value (Vovk et al. 2005; Bates et al. 2023) is then
+at most ``k / (r + 1)``.
 
-What a validated window accepts as false positives is computed, not assumed: ``n * pi`` of its
-extreme entities are expected by chance, and the verdicts hold that number against the policy's
-error budget.
+The null: the window's entities are exchangeable with the reference (when an entity arrived says
+nothing about how it behaves). Under it, the number ``X`` of the window's ``n`` entities above
+the reference's ``k``-th largest value is exactly Beta-binomial(n, k, r + 1 - k): the
+threshold is random, so the members' indicators are not independent and the plain binomial
+would be anti-conservative far in the tail. Every (feature, rank, attribute, width, offset,
+window) looked at is counted and the p-value is corrected for all of them (Bonferroni, valid
+under any dependence). The ranks follow from the policy's tail levels (``k = level x (r + 1)``,
+at least 1): they are shares of the reference, not values.
+
+Declared organisations are one entity (a team is one customer), so a company that signs up
+twenty accounts at once is one arrival, not twenty. Reference snapshots are taken at a fixed
+number of points in arrival order (a window's reference is the latest snapshot before it: a
+smaller, still exchangeable reference), so the test costs a fixed number of sorts per feature.
+
+What a validated window accepts as false positives is computed, not assumed: ``n x k / (r + 1)``
+of its extreme entities are expected by chance, and the verdicts hold that number against the
+policy's error budget.
 """
 
 from __future__ import annotations
@@ -24,29 +40,35 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from distillguard.detect import nulls
+
+#: reference snapshots per (feature, attribute): a window's reference is the latest one before it
+SNAPSHOTS = 64
 
 
 @dataclass(frozen=True)
 class Cohort:
     feature: str
     direction: str  # "above" or "below": which tail is extreme
-    level: float  # the tail share defining an extreme entity
+    level: float  # k / (r + 1): the conformal level defining an extreme entity
     attribute: str  # created_at or first_seen
     width_hours: float
     start: float  # window start, epoch seconds
     entities: int  # n: entities arriving in the window
     extreme: int  # X: extreme entities among them
-    rate: float  # pi: the population's share of extreme entities
+    rate: float  # k / (r + 1): the chance an entity exchangeable with the reference is extreme
     p_value: float
     p_corrected: float
     members: tuple[int, ...]  # entity indices of the extreme entities in the window
     typical: float = 0.0  # the median number of entities arriving in a window of this width and attribute
+    rank: int = 1  # k: an extreme entity exceeds all but k - 1 reference entities
+    reference: int = 0  # r: entities that arrived before the window (less those already found)
 
     @property
     def expected(self) -> float:
-        """Extreme entities the window would hold by chance were it like the population."""
+        """Extreme entities the window would hold by chance were it like the reference."""
         return self.entities * self.rate
 
     @property
@@ -58,11 +80,12 @@ class Cohort:
         return self.rate * min(organic, float(self.entities))
 
     def reason(self) -> str:
-        sign = ">=" if self.direction == "above" else "<="
+        sign = "above" if self.direction == "above" else "below"
         return (f"cohort: {self.extreme} of {self.entities} entities {self.attribute.replace('_', ' ')} in one "
-                f"{self.width_hours:g}-hour window are in the population's {self.level:.0%} tail of {self.feature} "
-                f"({sign}), {self.expected:.3g} expected by chance, p={self.p_value:.3g}, corrected for looks "
-                f"p={self.p_corrected:.3g}")
+                f"{self.width_hours:g}-hour window are {sign} all but {self.rank - 1} of the {self.reference} "
+                f"entities that arrived before it on {self.feature}, {self.expected:.3g} expected by chance "
+                f"(beta-binomial, exchangeable with the earlier arrivals), p={self.p_value:.3g}, corrected for "
+                f"looks p={self.p_corrected:.3g}")
 
 
 def tail_shares(values: np.ndarray, direction: str) -> np.ndarray:
@@ -78,39 +101,74 @@ def tail_shares(values: np.ndarray, direction: str) -> np.ndarray:
     return out
 
 
+def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, rank: np.ndarray, reference: np.ndarray
+                     ) -> np.ndarray:
+    """P(X >= observed) for the number X of ``trials`` exchangeable draws above the ``rank``-th
+    largest of ``reference`` values: Beta-binomial(trials, rank, reference + 1 - rank)."""
+    observed = np.asarray(observed)
+    return stats.betabinom.sf(observed - 1, np.asarray(trials), np.asarray(rank, dtype=float),
+                              np.asarray(reference, dtype=float) + 1.0 - np.asarray(rank, dtype=float))
+
+
+def _snapshots(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray, count: int
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Prefix lengths (in arrival order, never splitting entities that arrived at the same
+    instant) and, for each, the reference values it holds sorted from the largest down
+    (excluded entities and missing values left out)."""
+    size = oriented.size
+    points = np.linspace(0, size, min(count, size) + 1).astype(np.int64)
+    points = np.unique(np.searchsorted(arrival, np.append(arrival, np.inf)[points], side="left"))
+    usable = np.where(excluded | np.isnan(oriented), -np.inf, oriented)
+    return points, [np.sort(usable[:p][np.isfinite(usable[:p])])[::-1] for p in points]
+
+
 def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[str, np.ndarray],
-                 levels: tuple[float, ...], widths_hours: tuple[float, ...], min_extreme: int = 3) -> list[Cohort]:
-    """Every (feature, level, attribute, width, offset, window) tested; returns the windows with at
-    least ``min_extreme`` extreme entities, each with its p-value corrected for all the looks."""
+                 levels: tuple[float, ...], widths_hours: tuple[float, ...], min_extreme: int = 3,
+                 excluded: frozenset[int] = frozenset()) -> list[Cohort]:
+    """Every (feature, rank, attribute, width, offset, window) tested against the entities that
+    arrived before the window (less ``excluded``); returns the windows with at least
+    ``min_extreme`` extreme entities, each with its p-value corrected for all the looks."""
     raw: list[tuple] = []
     looks = 0
     for feature, (values, direction) in sorted(features.items()):
-        shares = tail_shares(values, direction)
-        for level in levels:
-            extreme = shares <= level
-            judged = ~np.isnan(values)
-            rate = extreme[judged].mean() if judged.any() else 0.0
-            if rate <= 0.0:
+        sign = 1.0 if direction == "above" else -1.0
+        for attribute, seconds in sorted(attributes.items()):
+            ok = np.flatnonzero(~np.isnan(values) & ~np.isnan(seconds))
+            if ok.size == 0:
                 continue
-            for attribute, seconds in sorted(attributes.items()):
-                ok = judged & ~np.isnan(seconds)
-                for width in widths_hours:
-                    span = width * 3600.0
-                    for offset in (0.0, 0.5):
-                        bins = np.floor(seconds[ok] / span - offset).astype(np.int64)
-                        uniq, inverse, n = np.unique(bins, return_inverse=True, return_counts=True)
-                        x = np.bincount(inverse, weights=extreme[ok].astype(float), minlength=uniq.size)
-                        looks += int(uniq.size)
-                        typical = float(np.median(n)) if n.size else 0.0
-                        hit = np.flatnonzero(x >= min_extreme)
-                        if hit.size == 0:
+            # arrival order, ties by entity index (entities are numbered by a name-free key)
+            order = ok[np.lexsort((ok, seconds[ok]))]
+            arrival = seconds[order]
+            oriented = sign * values[order]
+            gone = np.isin(order, np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
+            points, refs = _snapshots(arrival, oriented, gone, SNAPSHOTS)
+            for width in widths_hours:
+                span = width * 3600.0
+                for offset in (0.0, 0.5):
+                    bins = np.floor(arrival / span - offset).astype(np.int64)
+                    uniq, first, n = np.unique(bins, return_index=True, return_counts=True)
+                    typical = float(np.median(n))
+                    # the latest snapshot at or before each window's first arrival
+                    snap = np.searchsorted(points, first, side="right") - 1
+                    for b in range(uniq.size):
+                        ref = refs[snap[b]]
+                        r = ref.size
+                        ranks = sorted({max(1, int(level * (r + 1))) for level in levels}) if r else []
+                        looks += len(ranks)
+                        if n[b] < min_extreme:
                             continue
-                        p = nulls.binomial_sf(x[hit], n[hit], rate)
-                        index = np.flatnonzero(ok)
-                        for h, ph in zip(hit, p):
-                            members = index[(inverse == h) & extreme[ok]]
-                            raw.append((feature, direction, level, attribute, width,
-                                        (uniq[h] + offset) * span, int(n[h]), int(x[h]), float(rate), float(ph),
-                                        tuple(int(m) for m in members), typical))
-    return sorted((Cohort(f, d, lv, a, w, s, n, x, r, p, float(nulls.bonferroni(p, looks)), m, t)
-                   for f, d, lv, a, w, s, n, x, r, p, m, t in raw), key=lambda c: (c.p_value, c.feature, c.start))
+                        inside = oriented[first[b]:first[b] + n[b]]
+                        for k in ranks:
+                            if k > r:
+                                continue
+                            hit = np.flatnonzero(inside > ref[k - 1])
+                            if hit.size < min_extreme:
+                                continue
+                            p = float(beta_binomial_sf(hit.size, n[b], k, r))
+                            members = tuple(sorted(int(order[first[b] + h]) for h in hit))
+                            raw.append((feature, direction, k / (r + 1), attribute, width,
+                                        float((uniq[b] + offset) * span), int(n[b]), int(hit.size), k / (r + 1), p,
+                                        members, typical, k, r))
+    return sorted((Cohort(f, d, lv, a, w, s, n, x, rt, p, float(nulls.bonferroni(p, looks)), m, t, k, r)
+                   for f, d, lv, a, w, s, n, x, rt, p, m, t, k, r in raw),
+                  key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank))

@@ -27,9 +27,9 @@ class Null:
 
 BICM = Null("BiCM", "accounts and tokens link independently given their degrees (maximum entropy, "
                     "Saracco et al. 2017); tokens of other families independent of the seed's")
-BINOMIAL_WINDOW = Null("binomial window", "an account's extremeness is independent of when it signed up "
-                                           "or appeared (exchangeable entities; declared organisations "
-                                           "counted once)")
+BINOMIAL_WINDOW = Null("earlier arrivals", "an entity that signed up or appeared in a window is exchangeable "
+                                            "with those that arrived before it (beta-binomial count of extremes; "
+                                            "declared organisations counted once)")
 
 
 @dataclass(frozen=True)

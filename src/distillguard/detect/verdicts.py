@@ -123,17 +123,26 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                                        cost))
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
-    found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
-                                       tuple(stats.cohort_windows_hours))
-    for c in found_c:
-        # chance extremes among the window's organic members (Cohort.chance_members), plus all of
-        # them if the window is null; the campaign's own members are not charged beyond a typical
-        # window's arrivals, so a bigger burst never costs more
-        cost = c.chance_members + c.p_corrected * c.extreme
-        for action in ACTIONS:
-            candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), "", c.members,
-                                       cost))
-    findings = _within_budget(candidates, n, policy)
+    # the cohorts' reference is refitted without what the scan has found: a campaign's later
+    # arrivals are tested against earlier arrivals less its already validated accounts
+    excluded: frozenset[int] = frozenset()
+    for _ in range(stats.cohort_refits + 1):
+        found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
+                                           tuple(stats.cohort_windows_hours), excluded=excluded)
+        cohort_candidates = {a: list(c) for a, c in candidates.items()}
+        for c in found_c:
+            # chance extremes among the window's organic members (Cohort.chance_members), plus all of
+            # them if the window is null; the campaign's own members are not charged beyond a typical
+            # window's arrivals, so a bigger burst never costs more
+            cost = c.chance_members + c.p_corrected * c.extreme
+            for action in ACTIONS:
+                cohort_candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), "",
+                                                  c.members, cost))
+        findings = _within_budget(cohort_candidates, n, policy)
+        found = frozenset(e for f in findings if f.action in ("throttle", "block") for e in f.entities)
+        if found <= excluded:
+            break
+        excluded = excluded | found
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
     return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c)},
