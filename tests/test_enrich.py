@@ -13,7 +13,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distillguard import enrich
+from distillguard.ingest import enrich
 
 EXAMPLES = int(os.environ.get("DG_HYPOTHESIS_EXAMPLES", "60"))
 

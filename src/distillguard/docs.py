@@ -1,7 +1,8 @@
 """docs/signals.md, generated from the declared signals and evidence kinds (so they cannot drift)."""
 
-from distillguard import enrich, inherit, linkage, signals
+from distillguard import inherit, linkage, signals
 
+from distillguard.ingest import enrich
 _INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `src/distillguard/signals.py` and `src/distillguard/linkage.py`\n(`python -m distillguard.docs`); a test keeps this file in step with the code.\n\n## Per-account signals\n\nNo signal acts alone. Each fired signal adds its weight to the account's *suspicion* (weighted\nshare of fired signals, 0..1). A lone account is at most *monitored* (suspicion >= the policy's\n`account_monitor`); throttling and stronger actions need membership of a scored campaign.\n\n"
 
 _LINKAGE = "Accounts holding the same key are linked. Per evidence kind the pair similarity is the cosine\nof the two accounts' idf-weighted key sets (idf = 1 / log2(1 + holders)), over keys that at\nleast two and at most a small share of accounts hold; the pair weight is the sum over kinds of\nweight x similarity. Accounts of one declared organization are never linked to each other.\nSession-start slots count only when at most `sync_max_holders` (12) accounts start sessions in\nthem: a crowded slot is chance. Scaffold n-grams come from a sample of up to " + str(enrich.SAMPLE_PROMPTS) + " prompts per\naccount (a deterministic draw), as do the capability shares and prompt repeat shares.\n\n"

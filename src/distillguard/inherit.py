@@ -48,7 +48,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard import enrich
+from distillguard.ingest import enrich
 from distillguard.linkage import EVIDENCE
 from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, severities
 

@@ -26,9 +26,10 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from distillguard import campaigns as camp
-from distillguard import enrich, features, inherit, linkage, signals
+from distillguard import features, inherit, linkage, signals
+from distillguard.ingest import enrich
 from distillguard.engine import digest64
-from distillguard.enrich import CAPABILITIES
+from distillguard.ingest.enrich import CAPABILITIES
 from distillguard.detect import evidence as detect_evidence
 from distillguard.detect import history as detect_history
 from distillguard.detect import verdicts as detect_verdicts

@@ -30,8 +30,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from distillguard import enrich, inherit
+from distillguard import inherit
 from distillguard.gateway.limits import Counters
+from distillguard.ingest import enrich
 from distillguard.policy import Policy
 from distillguard.verdicts import ACTIONS, SEVERITY
 

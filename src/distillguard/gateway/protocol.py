@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from distillguard.ingest.messages import message_text
+
 #: the proxied routes and the API family each speaks
 ROUTES: dict[str, str] = {
     "/v1/chat/completions": "chat",
@@ -55,29 +57,6 @@ class RequestFacts:
     turn_index: int
     conversation_id: str | None
     stream: bool
-
-
-def message_text(content: Any) -> str | None:
-    """A message's text: a string, or the text parts of a content list (images skipped, tool
-    results' text kept); None when it holds no text. Ingest's request/response pairs read
-    messages with it too, so a logged and an ingested exchange carry the same prompt."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict):
-                text = part.get("text")
-                if isinstance(text, str):
-                    parts.append(text)
-                elif isinstance(part.get("content"), (str, list)):  # tool_result blocks and the like
-                    inner = message_text(part["content"])
-                    if inner:
-                        parts.append(inner)
-        return "\n".join(parts) if parts else None
-    return None
 
 
 def _int(value: Any) -> int | None:

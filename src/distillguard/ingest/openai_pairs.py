@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillguard.gateway.protocol import message_text
 from distillguard.ingest.keys import canonical_keys, flatten
+from distillguard.ingest.messages import message_text
 
 
 def is_pair(obj: dict[str, Any]) -> bool:
@@ -20,7 +20,7 @@ def is_pair(obj: dict[str, Any]) -> bool:
 
 
 def _text(content: Any) -> str | None:
-    """Message content as text (gateway.protocol.message_text); a content list without text is
+    """Message content as text (ingest.messages.message_text); a content list without text is
     the empty prompt, not a missing one."""
     text = message_text(content)
     return "" if text is None and isinstance(content, list) else text

@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from distillguard import enrich
+from distillguard.ingest import enrich
 from distillguard.errors import UserError
 from distillguard.linkage import EVIDENCE
 from distillguard.store import has_table

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from distillguard.enrich import CAPABILITIES
+from distillguard.ingest.enrich import CAPABILITIES
 from distillguard.report import svg
 from distillguard.report.document import rows_as_dicts
 
