@@ -15,7 +15,7 @@ from distillguard.bench.prepare import prepare
 from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
 from distillguard.store import Store
-from distillguard.verdicts import VERDICT_SCHEMA
+from distillguard.store.verdicts import VERDICT_SCHEMA
 from tests.conftest import good_record, write_jsonl
 
 TINY = 0.002

@@ -18,7 +18,7 @@ from distillguard.bench.prepare import prepare
 from distillguard.bench.registry import DETECTORS, build
 from distillguard.bench.replay import Replayable, grid
 from distillguard.store import Store
-from distillguard.verdicts import ACTIONS, VERDICT_SCHEMA
+from distillguard.store.verdicts import ACTIONS, VERDICT_SCHEMA
 from tests.test_baselines import TINY, shared_cache
 
 #: (detector, check) -> why the detector is excused from it

@@ -13,7 +13,7 @@ import pytest
 
 from distillguard.bench import metrics
 from distillguard.bench.replay import grid
-from distillguard.verdicts import VERDICT_SCHEMA
+from distillguard.store.verdicts import VERDICT_SCHEMA
 
 CAMPAIGN = {"r1": "red", "r2": "red", "r3": "red", "b1": "blue", "b2": "blue"}
 ORGANIC = {"c1": "casual", "c2": "casual", "c3": "casual", "c4": "casual", "u1": "university", "u2": "university"}

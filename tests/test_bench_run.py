@@ -218,7 +218,7 @@ def test_every_customer_stopped_by_inheritance_is_listed_with_its_reasons():
     import pyarrow as pa
 
     from distillguard.bench.run import _inherited
-    from distillguard.verdicts import VERDICT_SCHEMA
+    from distillguard.store.verdicts import VERDICT_SCHEMA
 
     at = datetime(2026, 5, 1, 6, tzinfo=UTC)
     rows = pa.table({"account_id": ["c1", "o1"], "action": ["throttle", "throttle"], "score": [0.0, 0.0],

@@ -237,7 +237,7 @@ def test_tail_shares_count_ties_against_the_entity():
 
 
 def verdict_rows(rows: list[tuple[str, str]], as_of: datetime) -> pa.Table:
-    from distillguard.verdicts import VERDICT_SCHEMA
+    from distillguard.store.verdicts import VERDICT_SCHEMA
 
     return pa.table({"account_id": [a for a, _ in rows], "action": [x for _, x in rows],
                      "score": [0.5] * len(rows), "campaign_id": [None] * len(rows),

@@ -3,7 +3,7 @@
 import ibis
 import pyarrow as pa
 
-from distillguard.engine import digest64, exchanges
+from distillguard.store.engine import digest64, exchanges
 from distillguard.store import Store
 
 

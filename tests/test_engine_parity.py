@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from distillguard.engine import exchanges
+from distillguard.store.engine import exchanges
 from distillguard.ingest import ingest_paths
 from distillguard.policy import Policy
 from distillguard.scan import scan

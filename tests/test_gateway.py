@@ -20,7 +20,7 @@ import pytest
 from distillguard import inherit
 from distillguard.inherit import INDICATOR_SCHEMA
 from distillguard.store import Store
-from distillguard.verdicts import VERDICT_SCHEMA
+from distillguard.store.verdicts import VERDICT_SCHEMA
 from gateway_procs import call, chat, start_gateway, start_upstream
 
 KEYS = [

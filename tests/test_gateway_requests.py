@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.store import Store
-from distillguard.verdicts import VERDICT_SCHEMA
+from distillguard.store.verdicts import VERDICT_SCHEMA
 from gateway_procs import call, chat, start_gateway, start_upstream
 
 KEYS = [

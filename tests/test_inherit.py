@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distillguard import inherit, linkage
-from distillguard.verdicts import VERDICT_SCHEMA
+from distillguard.store.verdicts import VERDICT_SCHEMA
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 

@@ -17,7 +17,7 @@ from distillguard.ingest import ingest_paths
 from distillguard.policy import Policy, load_policy
 from distillguard.simulate import simulate
 from distillguard.store import Store
-from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA
+from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 
 from distillguard import campaigns as camp
 from distillguard import scan as scanning
-from distillguard.engine import exact_sum, exchanges
+from distillguard.store.engine import exact_sum, exchanges
 from distillguard.policy import Policy
 from distillguard.store import Store
 

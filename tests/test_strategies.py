@@ -250,9 +250,9 @@ def test_camouflage_levels_mix_in_benign_accounts_or_benign_traffic(tmp_path):
 # --- the simulator knows nothing of the detector --------------------------------------------------
 
 DETECTOR_MODULES = ("distillguard.detect", "distillguard.scan", "distillguard.signals", "distillguard.linkage",
-                    "distillguard.campaigns", "distillguard.verdicts", "distillguard.policy",
+                    "distillguard.campaigns", "distillguard.store.verdicts", "distillguard.policy",
                     "distillguard.detector", "distillguard.features", "distillguard.inherit",
-                    "distillguard.baselines", "distillguard.bench", "distillguard.engine", "distillguard.stats")
+                    "distillguard.baselines", "distillguard.bench", "distillguard.store.engine", "distillguard.store.stats")
 
 
 def test_the_simulator_imports_nothing_of_the_detector():

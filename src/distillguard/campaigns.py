@@ -36,7 +36,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.engine import exact_sum
+from distillguard.store.engine import exact_sum
 from distillguard.linkage import EVIDENCE
 
 

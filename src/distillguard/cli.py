@@ -136,7 +136,7 @@ def _print_ingest_table(results: list[Any]) -> None:
 @user_errors
 def stats(db: str = DbOption, as_json: bool = JsonOption) -> None:
     """Summarise the store: rows, accounts, time span, volume per day, models, quarantine."""
-    from distillguard.stats import store_stats
+    from distillguard.store.stats import store_stats
 
     with Store(db, read_only=True) as store:
         summary = store_stats(store)
@@ -291,7 +291,7 @@ def scan(
     from datetime import datetime
 
     from distillguard import scan as scanning
-    from distillguard.engine import exchanges
+    from distillguard.store.engine import exchanges
     from distillguard.policy import load_policy
 
     if db and inputs:
@@ -373,7 +373,7 @@ def evaluate(
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
-    from distillguard.verdicts import ACTIONS
+    from distillguard.store.verdicts import ACTIONS
 
     persona = [p or r for p, r in zip(judged.column("persona").to_pylist(), judged.column("role").to_pylist())]
     counts: dict[str, dict[str, int]] = {}

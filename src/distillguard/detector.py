@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from distillguard.engine import exchanges
+from distillguard.store.engine import exchanges
 from distillguard.policy import Inheritance, Policy
 from distillguard.scan import scan
 from distillguard.store import Store

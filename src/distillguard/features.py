@@ -20,7 +20,7 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from distillguard.engine import exact_sum
+from distillguard.store.engine import exact_sum
 
 #: User agents that SDKs send when the caller sets none: scripts keep them, browsers and most
 #: products replace them. Matched as prefixes, lower case.

@@ -50,7 +50,7 @@ import pyarrow.compute as pc
 
 from distillguard.ingest import enrich
 from distillguard.linkage import EVIDENCE
-from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, severities
+from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA, severities
 
 #: the key kinds a single request can show, and the family each belongs to (linkage.EVIDENCE)
 KINDS: tuple[str, ...] = ("payment", "signup_burst", "ip", "subnet", "system_prompt", "scaffold")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import ibis
 import ibis.expr.types as ir
 
-from distillguard.engine import exact_sum
+from distillguard.store.engine import exact_sum
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,13 @@ import pyarrow.parquet as pq
 from distillguard import campaigns as camp
 from distillguard import features, inherit, linkage, signals
 from distillguard.ingest import enrich
-from distillguard.engine import digest64
+from distillguard.store.engine import digest64
 from distillguard.ingest.enrich import CAPABILITIES
 from distillguard.detect import evidence as detect_evidence
 from distillguard.detect import history as detect_history
 from distillguard.detect import verdicts as detect_verdicts
 from distillguard.policy import CampaignThresholds, Policy
-from distillguard.verdicts import VERDICT_SCHEMA
+from distillguard.store.verdicts import VERDICT_SCHEMA
 
 
 @dataclass

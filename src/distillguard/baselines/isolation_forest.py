@@ -24,7 +24,7 @@ from distillguard.baselines.parameters import check_parameters
 from distillguard.baselines.verdict_table import verdict_table
 from distillguard.errors import UserError
 from distillguard.store import Store
-from distillguard.verdicts import SEVERITY
+from distillguard.store.verdicts import SEVERITY
 
 PARAMETERS: dict[str, tuple[float, float]] = {
     "n_estimators": (1, 10_000),

@@ -25,7 +25,7 @@ from distillguard.baselines.parameters import check_parameters
 from distillguard.baselines.verdict_table import verdict_table
 from distillguard.errors import UserError
 from distillguard.store import Store
-from distillguard.verdicts import SEVERITY
+from distillguard.store.verdicts import SEVERITY
 
 #: cap -> what it counts; an account's value is its peak over all windows before as_of
 CAPS: dict[str, str] = {

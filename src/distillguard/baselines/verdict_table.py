@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from distillguard.verdicts import ACTIONS, VERDICT_SCHEMA
+from distillguard.store.verdicts import ACTIONS, VERDICT_SCHEMA
 
 
 def verdict_table(account_id: pa.Array, severity: np.ndarray, score: np.ndarray,

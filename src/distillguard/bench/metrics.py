@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard.verdicts import SEVERITY, severities
+from distillguard.store.verdicts import SEVERITY, severities
 
 #: the action levels reported: "monitor" means monitor or stronger, "throttle" throttle or stronger
 LEVELS: tuple[str, ...] = ("monitor", "throttle")

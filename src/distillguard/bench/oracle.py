@@ -148,7 +148,7 @@ def _as_dict(t: Threshold) -> dict[str, Any]:
 def scenario_table(store: Any) -> pa.Table:
     """The oracle's input for one benchmark store: the scan's account features plus the two
     sharing rules, over the whole scenario (as the benchmark's final verdicts are)."""
-    from distillguard.engine import exchanges as engine_exchanges
+    from distillguard.store.engine import exchanges as engine_exchanges
     from distillguard.policy import Policy
     from distillguard.scan import account_table
 

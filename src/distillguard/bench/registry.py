@@ -12,7 +12,7 @@ from typing import Callable
 from distillguard.baselines import IsolationForestBaseline, RateLimits
 from distillguard.detector import DistillguardDetector
 from distillguard.errors import UserError
-from distillguard.verdicts import Detector
+from distillguard.store.verdicts import Detector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "distillguard": DistillguardDetector,

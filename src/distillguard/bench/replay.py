@@ -39,7 +39,7 @@ from distillguard.bench.cost import Cost, measured, process_peak_mb
 from distillguard.bench.metrics import first_flags
 from distillguard.policy import Inheritance
 from distillguard.store import Store
-from distillguard.verdicts import SEVERITY, VERDICT_SCHEMA, Detector, severities
+from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA, Detector, severities
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -46,7 +46,7 @@ from distillguard.bench.replay import campaign_traffic, campaign_window, grid, r
 from distillguard.errors import UserError
 from distillguard.simulate import shipped_scenarios
 from distillguard.store import Store
-from distillguard.verdicts import VERDICT_SCHEMA, Detector
+from distillguard.store.verdicts import VERDICT_SCHEMA, Detector
 
 #: what ``make bench`` runs: the Alibaba-sized campaign and its volume-evasion variant, at the
 #: smallest scale the detection floors are stated for

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from distillguard.verdicts import SEVERITY
+from distillguard.store.verdicts import SEVERITY
 
 STRONG = ("throttle", "fallback", "block")
 

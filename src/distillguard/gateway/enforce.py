@@ -34,7 +34,7 @@ from distillguard import inherit
 from distillguard.gateway.limits import Counters
 from distillguard.ingest import enrich
 from distillguard.policy import Policy
-from distillguard.verdicts import ACTIONS, SEVERITY
+from distillguard.store.verdicts import ACTIONS, SEVERITY
 
 log = logging.getLogger("distillguard.gateway")
 

@@ -27,7 +27,7 @@ import orjson
 
 from distillguard.gateway.enforce import Decision, Override
 from distillguard.store import has_table
-from distillguard.verdicts import SEVERITY
+from distillguard.store.verdicts import SEVERITY
 
 log = logging.getLogger("distillguard.gateway")
 

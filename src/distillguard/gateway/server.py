@@ -47,7 +47,7 @@ from distillguard.gateway.protocol import (ROUTES, Client, ModelRewriter, Stream
 from distillguard.gateway.shared import REDIS_DOWN, Outage, SharedState
 from distillguard.policy import Policy, load_policy
 from distillguard.store import Store
-from distillguard.verdicts import SEVERITY
+from distillguard.store.verdicts import SEVERITY
 
 log = logging.getLogger("distillguard.gateway")
 

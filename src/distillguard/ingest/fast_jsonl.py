@@ -19,7 +19,7 @@ import pyarrow as pa
 from distillguard.ingest.normalize import IPV4, _canonical_ip, normalize_sql
 from distillguard.ingest.sources import Source
 from distillguard.schema import ALIASES, BY_NAME
-from distillguard.store import _sql_str, sql_literal_path, stores_any_of
+from distillguard.store.database import _sql_str, sql_literal_path, stores_any_of
 
 _SHAPE_KEYS = {"request", "response", "resourceSpans", "attributes"}
 

@@ -29,7 +29,7 @@ from distillguard.ingest.records import Batch, Rejected
 from distillguard.ingest import fast_jsonl, fast_parquet
 from distillguard.ingest.sources import CappedReader, IngestLimits, Source, discover, open_binary, sha256_file
 from distillguard.schema import COLUMN_NAMES, REQUIRED
-from distillguard.store import Store, _sql_str, sql_literal_path, stores_any_of
+from distillguard.store.database import Store, _sql_str, sql_literal_path, stores_any_of
 
 Progress = Callable[[Source, int], None]
 
