@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from distillguard.errors import UserError
-from distillguard.store import Store
+from distillguard.store.database import Store
 
 
 Lookup = Callable[[str, pa.Table], ir.Table]

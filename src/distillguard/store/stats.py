@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillguard.store import Store
+from distillguard.store.database import Store
 
 
 def store_stats(store: Store, top: int = 10) -> dict[str, Any]:

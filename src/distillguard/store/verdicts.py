@@ -12,7 +12,7 @@ from typing import Protocol
 
 import pyarrow as pa
 
-from distillguard.store import Store
+from distillguard.store.database import Store
 
 #: in order of severity; "throttle or stronger" means index >= ACTIONS.index("throttle")
 ACTIONS: tuple[str, ...] = ("allow", "monitor", "throttle", "fallback", "block")
