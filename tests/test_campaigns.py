@@ -1,6 +1,6 @@
 """Campaign tells measured on a cluster against the population, not on one account."""
 
-from distillguard import campaigns as camp
+from distillguard.detect import campaigns as camp
 
 PARAMS = camp.CampaignParams()
 
@@ -106,7 +106,7 @@ def test_recruitment_adds_evidence_and_the_account_family_once():
 
 def test_collective_acts_raise_a_clusters_operation_evidence_and_nothing_else_changes_without_them():
     import pyarrow as pa
-    from distillguard.linkage import EVIDENCE
+    from distillguard.detect.linkage import EVIDENCE
 
     members = [f"m{i}" for i in range(6)]
     pairs = [(a, b) for i, a in enumerate(members) for b in members[i + 1:]]

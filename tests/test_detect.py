@@ -11,8 +11,8 @@ import pytest
 
 from distillguard.detect import blocks, cohorts, nulls
 from distillguard.detect import verdicts as dv
-from distillguard.policy import Policy
-from distillguard.signals import SIGNALS
+from distillguard.detect.policy import Policy
+from distillguard.detect.signals import SIGNALS
 
 T0 = datetime(2026, 4, 22, tzinfo=timezone.utc)
 FEATURES = [s.feature for s in SIGNALS if s.feature not in ("account_age_days", "pivot_hours")]

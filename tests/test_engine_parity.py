@@ -6,8 +6,8 @@ import pytest
 
 from distillguard.store.engine import exchanges
 from distillguard.ingest import ingest_paths
-from distillguard.policy import Policy
-from distillguard.scan import scan
+from distillguard.detect.policy import Policy
+from distillguard.detect.scan import scan
 from distillguard.simulate import simulate
 from distillguard.store import Store
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distillguard import inherit
-from distillguard.inherit import INDICATOR_SCHEMA
+from distillguard.detect import inherit
+from distillguard.detect.inherit import INDICATOR_SCHEMA
 from distillguard.store import Store
 from distillguard.store.verdicts import VERDICT_SCHEMA
 from gateway_procs import call, chat, start_gateway, start_upstream

@@ -9,7 +9,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distillguard import inherit, linkage
+from distillguard.detect import inherit, linkage
 from distillguard.store.verdicts import VERDICT_SCHEMA
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
@@ -358,8 +358,8 @@ def test_keys_of_a_table_are_the_keys_of_each_request(rows):
 
 
 def test_the_scan_calls_new_the_accounts_the_gateway_would_still_judge_as_new():
-    from distillguard.policy import Policy
-    from distillguard.scan import _new_accounts
+    from distillguard.detect.policy import Policy
+    from distillguard.detect.scan import _new_accounts
 
     as_of = T0 + timedelta(days=30)
     feats = pa.table({
@@ -374,8 +374,8 @@ def test_the_scan_calls_new_the_accounts_the_gateway_would_still_judge_as_new():
 
 
 def test_no_accounts_none_new():
-    from distillguard.policy import Policy
-    from distillguard.scan import _new_accounts
+    from distillguard.detect.policy import Policy
+    from distillguard.detect.scan import _new_accounts
 
     empty = pa.table({"account_id": pa.array([], pa.string()), "first_seen": pa.array([], pa.timestamp("us", tz="UTC")),
                       "created_at": pa.array([], pa.timestamp("us", tz="UTC"))})

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from distillguard.errors import UserError
-from distillguard.policy import Policy, load_policy
+from distillguard.detect.policy import Policy, load_policy
 from gateway_procs import start_gateway, start_upstream
 from test_gateway import write_scan
 

@@ -25,10 +25,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from distillguard import scan
+from distillguard.detect import scan
 from distillguard.cli import app
 from distillguard.ingest import ingest_paths
-from distillguard.policy import Policy
+from distillguard.detect.policy import Policy
 from distillguard.report import chromium, document, write_report
 from distillguard.report.facts import _jsonable
 from distillguard.report.redact import Redactor

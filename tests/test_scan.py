@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from distillguard import linkage, scan
+from distillguard.detect import linkage, scan
 from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
-from distillguard.policy import Policy, load_policy
+from distillguard.detect.policy import Policy, load_policy
 from distillguard.simulate import simulate
 from distillguard.store import Store
 from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA
@@ -168,7 +168,7 @@ def test_a_cell_on_one_proxy_pool_is_linked_as_strongly_as_a_clique():
 
 
 def _ties(rows, clusters):
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     holders = {}
     for account, kind, key in rows:
@@ -215,7 +215,7 @@ def test_keys_shared_with_a_single_other_member_do_not_tie_an_account_to_a_campa
 
 
 def test_a_small_team_reaches_too_few_members_to_be_admitted():
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     team = [(f"t{i}", kind, key) for i in range(3) for kind, key in (("payment", "card"), ("ip", "office"),
                                                                     ("subnet", "office/24"))]
@@ -247,7 +247,7 @@ def _verdict_rows(result, tie, suspicion, acted=None, firm_by_act=frozenset()) -
 
 
 def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
@@ -275,7 +275,7 @@ def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scann
 def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_monitored(scanned):
     """Two developers of one customer team (own card and office) whose SDK user agent and system
     prompt hundreds of campaign accounts also send: their reach comes from the tool alone."""
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
     member = _throttled_campaign(result)["accounts"][0]
@@ -287,7 +287,7 @@ def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_
 
 def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_mass(scanned):
     """An adaptive operation keeps each account's keys thin; the wave it was recruited in ties it."""
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
@@ -300,7 +300,7 @@ def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_ma
 def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     """A small customer team (own card, domain, office) that Leiden attached to a campaign's
     community holds strong keys from several families, but only with its teammates."""
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
@@ -318,7 +318,7 @@ def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
 
 
 def test_a_fleet_moving_to_a_new_model_within_hours_shows_in_pivot_hours():
-    from distillguard import features
+    from distillguard.detect import features
 
     day = 86400
     rows = []
@@ -367,7 +367,7 @@ def test_allowlisted_organization_is_capped_at_monitor(scanned):
 def test_a_weakly_tied_automated_member_needs_an_edge_to_the_campaigns_firm_core():
     """campaigns.anchored: the pair edges from each candidate to firm members of its own campaign,
     not counting a shared sign-up hour (a bystander who signed up in a wave's hour holds one)."""
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     edges = pa.table({
         "a": ["studio1", "studio1", "studio2", "recruit", "recruit", "other"],
@@ -393,7 +393,7 @@ def test_an_automated_member_tied_only_to_its_own_kind_is_only_monitored(scanned
     """A studio's account (cloud, SDK agent: own suspicion above firm_suspicion) weakly tied to a
     campaign through its fellow customers' templates: without a pair edge to the campaign's firm
     members it is monitored; the same account linked directly to them takes the action."""
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
@@ -418,7 +418,7 @@ def test_in_a_campaign_with_no_firmly_tied_member_suspicious_members_anchor_each
     """A campaign of fewer accounts than firm_reach is weakly tied throughout (no member can reach
     ten others): there is no firm core to be attached to, and its automated members that a pair
     edge ties to each other keep the campaign's action, as a small operation's accounts should."""
-    from distillguard import campaigns
+    from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)

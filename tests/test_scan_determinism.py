@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from distillguard import campaigns as camp
-from distillguard import scan as scanning
+from distillguard.detect import campaigns as camp
+from distillguard.detect import scan as scanning
 from distillguard.store.engine import exact_sum, exchanges
-from distillguard.policy import Policy
+from distillguard.detect.policy import Policy
 from distillguard.store import Store
 
 VERDICT_COLUMNS = ["account_id", "action", "campaign_id", "score", "reasons"]

@@ -290,9 +290,9 @@ def scan(
     """Find distillation campaigns and give every account a verdict with its reasons."""
     from datetime import datetime
 
-    from distillguard import scan as scanning
+    from distillguard.detect import scan as scanning
     from distillguard.store.engine import exchanges
-    from distillguard.policy import load_policy
+    from distillguard.detect.policy import load_policy
 
     if db and inputs:
         raise UserError("give either --db or --input, not both")

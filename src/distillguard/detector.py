@@ -12,8 +12,8 @@ from datetime import datetime
 import pyarrow as pa
 
 from distillguard.store.engine import exchanges
-from distillguard.policy import Inheritance, Policy
-from distillguard.scan import scan
+from distillguard.detect.policy import Inheritance, Policy
+from distillguard.detect.scan import scan
 from distillguard.store import Store
 
 

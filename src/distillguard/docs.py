@@ -1,6 +1,6 @@
 """docs/signals.md, generated from the declared signals and evidence kinds (so they cannot drift)."""
 
-from distillguard import inherit, linkage, signals
+from distillguard.detect import inherit, linkage, signals
 
 from distillguard.ingest import enrich
 _INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `src/distillguard/signals.py` and `src/distillguard/linkage.py`\n(`python -m distillguard.docs`); a test keeps this file in step with the code.\n\n## Per-account signals\n\nNo signal acts alone. Each fired signal adds its weight to the account's *suspicion* (weighted\nshare of fired signals, 0..1). A lone account is at most *monitored* (suspicion >= the policy's\n`account_monitor`); throttling and stronger actions need membership of a scored campaign.\n\n"

@@ -149,8 +149,8 @@ def scenario_table(store: Any) -> pa.Table:
     """The oracle's input for one benchmark store: the scan's account features plus the two
     sharing rules, over the whole scenario (as the benchmark's final verdicts are)."""
     from distillguard.store.engine import exchanges as engine_exchanges
-    from distillguard.policy import Policy
-    from distillguard.scan import account_table
+    from distillguard.detect.policy import Policy
+    from distillguard.detect.scan import account_table
 
     _, table, lookup = engine_exchanges(store, "duckdb")
     feats, addresses = account_table(table, None, Policy(lookback_days=3650), lookup)

@@ -34,10 +34,10 @@ from typing import Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from distillguard import inherit
+from distillguard.detect import inherit
 from distillguard.bench.cost import Cost, measured, process_peak_mb
 from distillguard.bench.metrics import first_flags
-from distillguard.policy import Inheritance
+from distillguard.detect.policy import Inheritance
 from distillguard.store import Store
 from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA, Detector, severities
 

@@ -50,7 +50,7 @@ from distillguard.simulate.strategies import (
 SALT_FILE = Path("benchmarks/heldout.salt")
 HELDOUT_LOG = Path("benchmarks/heldout-runs.jsonl")
 #: the detector's code: clean and tagged before a held-out run
-DETECTOR_PATHS = ("src/distillguard/detect", "src/distillguard/policy.py")
+DETECTOR_PATHS = ("src/distillguard/detect",)
 TAG_PATTERN = "detector-*"
 #: the level recall is measured at, and the confidence of the false-positive upper bounds
 LEVEL = "throttle"

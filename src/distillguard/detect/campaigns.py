@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.store.engine import exact_sum
-from distillguard.linkage import EVIDENCE
+from distillguard.detect.linkage import EVIDENCE
 
 
 @dataclass(frozen=True)

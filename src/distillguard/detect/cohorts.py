@@ -110,26 +110,51 @@ def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, rank: np.ndarray,
                               np.asarray(reference, dtype=float) + 1.0 - np.asarray(rank, dtype=float))
 
 
-def _snapshots(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray, count: int
-               ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Prefix lengths (in arrival order, never splitting entities that arrived at the same
-    instant) and, for each, the reference values it holds sorted from the largest down
-    (excluded entities and missing values left out)."""
+def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray, levels: tuple[float, ...],
+                count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The reference snapshots of one (feature, attribute), entities in arrival order.
+
+    Returns ``points`` (prefix lengths, never splitting entities that arrived at the same
+    instant), ``sizes`` (r: usable entities in each prefix, ``excluded`` left out), ``ranks``
+    (snapshot x level: k = max(1, floor(level x (r + 1))), 0 where an earlier level already gave
+    that rank or the prefix is empty) and ``thresholds`` (snapshot x level: the prefix's k-th
+    largest value; an entity above it is extreme at that rank)."""
     size = oriented.size
     points = np.linspace(0, size, min(count, size) + 1).astype(np.int64)
     points = np.unique(np.searchsorted(arrival, np.append(arrival, np.inf)[points], side="left"))
-    usable = np.where(excluded | np.isnan(oriented), -np.inf, oriented)
-    return points, [np.sort(usable[:p][np.isfinite(usable[:p])])[::-1] for p in points]
+    usable = ~excluded
+    sizes = np.concatenate([[0], np.cumsum(usable)])[points]
+    level = np.asarray(levels, dtype=float)
+    ranks = np.maximum(1, np.floor(level[None, :] * (sizes[:, None] + 1)).astype(np.int64))
+    for j in range(1, level.size):
+        ranks[:, j] = np.where((ranks[:, :j] == ranks[:, j:j + 1]).any(axis=1), 0, ranks[:, j])
+    ranks[sizes == 0] = 0
+    # values from the largest down, ties by arrival; per snapshot the running count of its usable
+    # entities along that order finds each rank's value
+    desc = np.lexsort((np.arange(size), -oriented))
+    use = usable[desc]
+    thresholds = np.full(ranks.shape, np.inf)
+    for s, prefix in enumerate(points):
+        if sizes[s] == 0:
+            continue
+        seen = np.cumsum(use & (desc < prefix))
+        valid = ranks[s] > 0
+        thresholds[s, valid] = oriented[desc[np.searchsorted(seen, ranks[s, valid], side="left")]]
+    return points, sizes, ranks, thresholds
 
 
 def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[str, np.ndarray],
                  levels: tuple[float, ...], widths_hours: tuple[float, ...], min_extreme: int = 3,
-                 excluded: frozenset[int] = frozenset()) -> list[Cohort]:
+                 excluded: frozenset[int] = frozenset(), max_cost: float = np.inf) -> list[Cohort]:
     """Every (feature, rank, attribute, width, offset, window) tested against the entities that
     arrived before the window (less ``excluded``); returns the windows with at least
-    ``min_extreme`` extreme entities, each with its p-value corrected for all the looks."""
-    raw: list[tuple] = []
+    ``min_extreme`` extreme entities, each with its p-value corrected for all the looks, less
+    those that could never be accepted (corrected p x extremes above ``max_cost``, the largest
+    budget of expected false positives any action has)."""
+    found: list[tuple] = []
     looks = 0
+    gone_ids = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
+    frames: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for feature, (values, direction) in sorted(features.items()):
         sign = 1.0 if direction == "above" else -1.0
         for attribute, seconds in sorted(attributes.items()):
@@ -140,35 +165,40 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
             order = ok[np.lexsort((ok, seconds[ok]))]
             arrival = seconds[order]
             oriented = sign * values[order]
-            gone = np.isin(order, np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
-            points, refs = _snapshots(arrival, oriented, gone, SNAPSHOTS)
+            points, sizes, ranks, thresholds = _references(arrival, oriented, np.isin(order, gone_ids), levels,
+                                                           SNAPSHOTS)
+            frames[(feature, attribute)] = (order, oriented, thresholds)
+            distinct = (ranks > 0).sum(axis=1)
             for width in widths_hours:
                 span = width * 3600.0
                 for offset in (0.0, 0.5):
                     bins = np.floor(arrival / span - offset).astype(np.int64)
-                    uniq, first, n = np.unique(bins, return_index=True, return_counts=True)
+                    uniq, first, inverse, n = np.unique(bins, return_index=True, return_inverse=True,
+                                                        return_counts=True)
                     typical = float(np.median(n))
                     # the latest snapshot at or before each window's first arrival
                     snap = np.searchsorted(points, first, side="right") - 1
-                    for b in range(uniq.size):
-                        ref = refs[snap[b]]
-                        r = ref.size
-                        ranks = sorted({max(1, int(level * (r + 1))) for level in levels}) if r else []
-                        looks += len(ranks)
-                        if n[b] < min_extreme:
+                    looks += int(distinct[snap].sum())
+                    for j in range(ranks.shape[1]):
+                        k = ranks[snap, j]
+                        extreme = (oriented > thresholds[snap, j][inverse]) & (k[inverse] > 0)
+                        x = np.bincount(inverse, weights=extreme, minlength=uniq.size).astype(np.int64)
+                        hit = np.flatnonzero((k > 0) & (n >= min_extreme) & (x >= min_extreme))
+                        if hit.size == 0:
                             continue
-                        inside = oriented[first[b]:first[b] + n[b]]
-                        for k in ranks:
-                            if k > r:
-                                continue
-                            hit = np.flatnonzero(inside > ref[k - 1])
-                            if hit.size < min_extreme:
-                                continue
-                            p = float(beta_binomial_sf(hit.size, n[b], k, r))
-                            members = tuple(sorted(int(order[first[b] + h]) for h in hit))
-                            raw.append((feature, direction, k / (r + 1), attribute, width,
-                                        float((uniq[b] + offset) * span), int(n[b]), int(hit.size), k / (r + 1), p,
-                                        members, typical, k, r))
-    return sorted((Cohort(f, d, lv, a, w, s, n, x, rt, p, float(nulls.bonferroni(p, looks)), m, t, k, r)
-                   for f, d, lv, a, w, s, n, x, rt, p, m, t, k, r in raw),
-                  key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank))
+                        p = beta_binomial_sf(x[hit], n[hit], k[hit], sizes[snap[hit]])
+                        for b, pb in zip(hit, np.atleast_1d(p)):
+                            r = int(sizes[snap[b]])
+                            found.append((feature, direction, attribute, width, float((uniq[b] + offset) * span),
+                                          int(first[b]), int(n[b]), int(x[b]), int(k[b]), r, float(pb), typical,
+                                          int(snap[b]), j))
+    out = []
+    for f, d, a, w, start, at, n, x, k, r, p, typical, s, j in found:
+        corrected = float(nulls.bonferroni(p, looks))
+        if corrected * x > max_cost:
+            continue
+        order, oriented, thresholds = frames[(f, a)]
+        inside = slice(at, at + n)
+        members = tuple(sorted(int(m) for m in order[inside][oriented[inside] > thresholds[s, j]]))
+        out.append(Cohort(f, d, k / (r + 1), a, w, start, n, x, k / (r + 1), p, corrected, members, typical, k, r))
+    return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank))

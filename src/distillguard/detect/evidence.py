@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import ibis
 import ibis.expr.types as ir
 
-from distillguard.linkage import EVIDENCE
+from distillguard.detect.linkage import EVIDENCE
 
 
 @dataclass(frozen=True)

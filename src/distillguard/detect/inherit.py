@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from distillguard.ingest import enrich
-from distillguard.linkage import EVIDENCE
+from distillguard.detect.linkage import EVIDENCE
 from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA, severities
 
 #: the key kinds a single request can show, and the family each belongs to (linkage.EVIDENCE)

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distillguard import yamlfile
-from distillguard.signals import BY_NAME as SIGNALS
+from distillguard.detect.signals import BY_NAME as SIGNALS
 
 
 class CampaignThresholds(BaseModel):

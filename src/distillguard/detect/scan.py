@@ -25,15 +25,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from distillguard import campaigns as camp
-from distillguard import features, inherit, linkage, signals
+from distillguard.detect import campaigns as camp
+from distillguard.detect import features, inherit, linkage, signals
 from distillguard.ingest import enrich
 from distillguard.store.engine import digest64
 from distillguard.ingest.enrich import CAPABILITIES
 from distillguard.detect import evidence as detect_evidence
 from distillguard.detect import history as detect_history
 from distillguard.detect import verdicts as detect_verdicts
-from distillguard.policy import CampaignThresholds, Policy
+from distillguard.detect.policy import CampaignThresholds, Policy
 from distillguard.store.verdicts import VERDICT_SCHEMA
 
 

@@ -24,8 +24,8 @@ import pyarrow as pa
 from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
 from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW
-from distillguard.policy import Policy
-from distillguard.signals import SIGNALS
+from distillguard.detect.policy import Policy
+from distillguard.detect.signals import SIGNALS
 
 ORDER = ("allow", "monitor", "throttle", "block")
 #: the actions the tests can earn, strongest first
@@ -128,7 +128,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     excluded: frozenset[int] = frozenset()
     for _ in range(stats.cohort_refits + 1):
         found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
-                                           tuple(stats.cohort_windows_hours), excluded=excluded)
+                                           tuple(stats.cohort_windows_hours), excluded=excluded,
+                                           max_cost=max(getattr(stats.budget, a) for a in ACTIONS) * n)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         for c in found_c:
             # chance extremes among the window's organic members (Cohort.chance_members), plus all of

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from distillguard import inherit
+from distillguard.detect import inherit
 from distillguard.gateway.limits import Counters
 from distillguard.ingest import enrich
-from distillguard.policy import Policy
+from distillguard.detect.policy import Policy
 from distillguard.store.verdicts import ACTIONS, SEVERITY
 
 log = logging.getLogger("distillguard.gateway")

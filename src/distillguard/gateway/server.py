@@ -45,7 +45,7 @@ from distillguard.gateway.metrics import CONTENT_TYPE, Metrics
 from distillguard.gateway.protocol import (ROUTES, Client, ModelRewriter, StreamUsage, error_body, exchange_row,
                                            new_exchange_id, request_facts, stream_error, usage)
 from distillguard.gateway.shared import REDIS_DOWN, Outage, SharedState
-from distillguard.policy import Policy, load_policy
+from distillguard.detect.policy import Policy, load_policy
 from distillguard.store import Store
 from distillguard.store.verdicts import SEVERITY
 

@@ -42,7 +42,7 @@ from distillguard.gateway.journal import Journal, JournalError, Loader
 from distillguard.gateway.keys import KeyRecord
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.protocol import Client, exchange_row, new_exchange_id, request_facts, usage
-from distillguard.policy import load_policy
+from distillguard.detect.policy import load_policy
 
 try:  # LiteLLM is an optional extra: distillguard[litellm]
     from fastapi import HTTPException

@@ -30,7 +30,7 @@ import duckdb
 
 from distillguard.ingest import enrich
 from distillguard.errors import UserError
-from distillguard.linkage import EVIDENCE
+from distillguard.detect.linkage import EVIDENCE
 from distillguard.store import has_table
 
 #: rows kept in the long tables of a report (the queries say LIMIT; the JSON keeps the same)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from markupsafe import Markup, escape
 
-from distillguard.linkage import EVIDENCE
+from distillguard.detect.linkage import EVIDENCE
 
 ACTION_COLOURS = {"block": "#b2182b", "fallback": "#ef6548", "throttle": "#fdae61", "monitor": "#4393c3",
                   "allow": "#999999"}
