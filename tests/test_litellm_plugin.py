@@ -42,7 +42,7 @@ def proxy(tmp_path):
             "model": "openai/m-large", "api_base": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "up"}}],
         "general_settings": {"custom_auth": "custom_auth.user_api_key_auth",
                              "master_key": "sk-master-" + "x" * 40},
-        "litellm_settings": {"callbacks": "distillguard.integrations.litellm.guard"}}))
+        "litellm_settings": {"callbacks": "distillguard.gateway.litellm.guard"}}))
     (tmp_path / "distillguard.yaml").write_text(yaml.safe_dump({
         "db": str(tmp_path / "dg.duckdb"), "verdicts": str(tmp_path / "scan"), "log_dir": str(tmp_path / "log"),
         "load_every_seconds": 0.5, "segment_seconds": 0.5}))

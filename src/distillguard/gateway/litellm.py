@@ -6,7 +6,7 @@ For providers already running the LiteLLM proxy, so that they need not put a sec
 front of it. In the proxy's config.yaml::
 
     litellm_settings:
-      callbacks: distillguard.integrations.litellm.guard
+      callbacks: distillguard.gateway.litellm.guard
 
 and the distillguard side in a YAML file named by ``DISTILLGUARD_LITELLM_CONFIG`` (the
 gateway's settings, docs/gateway.md, without ``upstream``: LiteLLM is the proxy)::
@@ -48,7 +48,7 @@ try:  # LiteLLM is an optional extra: distillguard[litellm]
     from fastapi import HTTPException
     from litellm.integrations.custom_logger import CustomLogger
 except ImportError as exc:  # pragma: no cover - only without the extra
-    raise ImportError("distillguard.integrations.litellm needs LiteLLM: pip install 'distillguard[litellm]'") from exc
+    raise ImportError("distillguard.gateway.litellm needs LiteLLM: pip install 'distillguard[litellm]'") from exc
 
 log = logging.getLogger("distillguard.litellm")
 

@@ -1,1 +1,0 @@
-"""Integrations with proxies that providers already run."""
