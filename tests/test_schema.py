@@ -29,7 +29,7 @@ def test_otel_genai_attribute_names_are_aliases():
 
 
 def test_docs_signals_is_generated_from_the_declared_signals():
-    from distillguard.docs import signals_markdown
+    from distillguard.report.docs import signals_markdown
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "signals.md").read_text()
     assert doc == signals_markdown()
