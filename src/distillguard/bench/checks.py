@@ -55,6 +55,8 @@ REFERENCE = ("baseline", 12)
 SCENARIO = ("alibaba-2026", 11)
 #: seed of the random bijection of the relabelling check
 RELABEL_SEED = 20260425
+#: what the monotonicity check appends to the prompt of each second copy, so it is a new prompt
+AGAIN = " (asked again)"
 #: scores may differ by float rounding where a relabelling reorders a sum
 SCORE_TOLERANCE = 1e-9
 
@@ -210,7 +212,8 @@ def check_relabelling(bench: Workbench) -> None:
     mapping = dict(zip(accounts["old"].to_pylist(), accounts["new"].to_pylist()))
     with bench.derived("relabelled", select, {"relabel_accounts": accounts, "relabel_orgs": orgs}) as renamed:
         after = {v["account_id"]: v for v in bench.fitted.detect(renamed).to_pylist()}
-    before = {mapping[v["account_id"]]: v for v in bench.verdicts.to_pylist()}
+    before = {mapping[v["account_id"]]: dict(v, account_id=mapping[v["account_id"]])
+              for v in bench.verdicts.to_pylist()}
     bench.expect(set(after) == set(before), "relabelling",
                  _difference("accounts judged after renaming", set(after), "renamed accounts judged before", set(before)))
     for account, was in before.items():
@@ -228,17 +231,22 @@ def check_relabelling(bench: Workbench) -> None:
 def check_monotonicity(bench: Workbench) -> None:
     """Making a campaign's tell stronger never lowers any account's action.
 
-    Stronger means: every exchange of the campaign's accounts is sent twice (a second copy,
-    identical but for its exchange_id, at the same time), and nothing else changes. Each of the
-    campaign's counts doubles (requests, tokens, rates, repeats of each prompt and template)
-    while what is shared across its accounts stays shared; organic traffic is untouched. An
-    action must not fall for it: if more of the same traffic could lower a campaign account's
-    action, an attacker would escape by sending more; and a louder campaign is no reason to
-    judge anyone else more leniently. A score may move; the action may only rise or stay.
+    Stronger means: every exchange of the campaign's accounts is sent a second time, at the
+    same moment, from the same account, address, key and conversation, identical but for its
+    exchange_id and a prompt that ends with the fixed marker AGAIN; nothing else changes. The
+    marker makes each copy a new prompt rather than a repeat (a detector may fairly read
+    repeated prompts as weaker evidence: distillation seeks new answers), while every prompt
+    template, system prompt and address the accounts shared stays shared. So each of the
+    campaign's counts doubles (requests, tokens, volume per day, distinct prompts), every share
+    per request stays as it was, and organic traffic is untouched.
+
+    Why no action may fall: if more of the same traffic could lower a campaign account's
+    action, an attacker would escape a detector by sending more; and a campaign growing louder
+    is no reason to judge anyone else more leniently. Scores may move; actions only rise or stay.
     """
     campaign = pa.table({"account_id": pa.array(sorted(bench.campaign_accounts), pa.string())})
     select = ("SELECT * FROM exchanges UNION ALL "
-              "SELECT * REPLACE (exchange_id || '~again' AS exchange_id) FROM exchanges "
+              f"SELECT * REPLACE (exchange_id || '~again' AS exchange_id, prompt || '{AGAIN}' AS prompt) FROM exchanges "
               "WHERE account_id IN (SELECT account_id FROM campaign_accounts)")
     with bench.derived("amplified", select, {"campaign_accounts": campaign}) as louder:
         after = {v["account_id"]: v["action"] for v in bench.fitted.detect(louder).to_pylist()}
