@@ -298,3 +298,36 @@ def test_a_group_smaller_than_a_campaign_counts_entities_and_is_capped_at_monito
          dv.Finding("monitor", "cohort", "binomial window", 1e-3, 50.0, "m", (1, 2, 3, 4, 5))])
     actions = {a: act for a, (act, _, _) in evidence.by_account(5).items()}
     assert set(actions.values()) == {"monitor"} and len(actions) == 15
+
+
+def test_each_window_is_judged_against_exactly_the_entities_that_arrived_before_it():
+    """The vectorised window scan equals testing every window alone: with fewer entities than
+    reference snapshots, a window's reference is every earlier arrival less the excluded ones, its
+    ranks follow from the levels, and its count of extremes is beta-binomial."""
+    from scipy import stats
+
+    rng = np.random.default_rng(21)
+    n = 50
+    values = np.round(rng.normal(size=n), 1)
+    values[rng.choice(n, 4, replace=False)] = np.nan
+    seconds = 1.7e9 + np.round(rng.uniform(0, 6 * 3600, n) / 900) * 900
+    excluded = frozenset(int(e) for e in rng.choice(n, 5, replace=False))
+    levels, widths = (0.05, 0.2), (1.0, 3.0)
+    found = cohorts.window_tests({"f": (values, "above")}, {"first_seen": seconds}, levels, widths, min_extreme=2,
+                                 excluded=excluded)
+    expected = set()
+    for width in widths:
+        span = width * 3600
+        for offset in (0.0, 0.5):
+            starts = {(np.floor(s / span - offset) + offset) * span for s in seconds}
+            for start in starts:
+                inside = [i for i in range(n) if start <= seconds[i] < start + span and not np.isnan(values[i])]
+                earlier = sorted((values[i] for i in range(n) if seconds[i] < start and not np.isnan(values[i])
+                                  and i not in excluded), reverse=True)
+                r = len(earlier)
+                for k in sorted({max(1, int(level * (r + 1))) for level in levels}) if r else []:
+                    members = tuple(sorted(i for i in inside if values[i] > earlier[k - 1]))
+                    if len(inside) >= 2 and len(members) >= 2:
+                        p = stats.betabinom.sf(len(members) - 1, len(inside), k, r + 1 - k)
+                        expected.add((width, start, k, members, round(float(p), 12)))
+    assert expected and {(c.width_hours, c.start, c.rank, c.members, round(c.p_value, 12)) for c in found} == expected

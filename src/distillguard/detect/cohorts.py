@@ -145,12 +145,11 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
 
 def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[str, np.ndarray],
                  levels: tuple[float, ...], widths_hours: tuple[float, ...], min_extreme: int = 3,
-                 excluded: frozenset[int] = frozenset(), max_cost: float = np.inf) -> list[Cohort]:
+                 excluded: frozenset[int] = frozenset(), alpha: float = 1.0) -> list[Cohort]:
     """Every (feature, rank, attribute, width, offset, window) tested against the entities that
     arrived before the window (less ``excluded``); returns the windows with at least
-    ``min_extreme`` extreme entities, each with its p-value corrected for all the looks, less
-    those that could never be accepted (corrected p x extremes above ``max_cost``, the largest
-    budget of expected false positives any action has)."""
+    ``min_extreme`` extreme entities whose p-value, corrected for all the looks, is at most
+    ``alpha``."""
     found: list[tuple] = []
     looks = 0
     gone_ids = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
@@ -187,7 +186,9 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
                         if hit.size == 0:
                             continue
                         p = beta_binomial_sf(x[hit], n[hit], k[hit], sizes[snap[hit]])
-                        for b, pb in zip(hit, np.atleast_1d(p)):
+                        # a window above alpha before correction is above it after
+                        keep = np.atleast_1d(p) <= alpha
+                        for b, pb in zip(hit[keep], np.atleast_1d(p)[keep]):
                             r = int(sizes[snap[b]])
                             found.append((feature, direction, attribute, width, float((uniq[b] + offset) * span),
                                           int(first[b]), int(n[b]), int(x[b]), int(k[b]), r, float(pb), typical,
@@ -195,7 +196,7 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
     out = []
     for f, d, a, w, start, at, n, x, k, r, p, typical, s, j in found:
         corrected = float(nulls.bonferroni(p, looks))
-        if corrected * x > max_cost:
+        if corrected > alpha:
             continue
         order, oriented, thresholds = frames[(f, a)]
         inside = slice(at, at + n)

@@ -121,6 +121,9 @@ class Statistics(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     budget: ErrorBudget = ErrorBudget()
+    alpha: float = Field(0.01, gt=0, le=1, description="family-wise level a test result must reach, corrected "
+                         "for every look, to be a finding at all; the budget then bounds what accepting "
+                         "findings costs")
     pair_budget: int = Field(2_000_000, ge=1, description="holder pairs per evidence kind whose tokens are rare "
                              "enough to test (sets rarity; bounds the cost)")
     null_inflation: float = Field(1.0, ge=1.0, description="a block must share more than this many times what "

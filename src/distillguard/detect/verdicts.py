@@ -107,6 +107,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
     found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation)
     for b in found:
+        if b.p_corrected > stats.alpha:
+            continue
         for action in ACTIONS:
             allowed = getattr(stats.budget, action) * n
             # the member threshold is fixed before looking at the members: a null member passes it
@@ -129,7 +131,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     for _ in range(stats.cohort_refits + 1):
         found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                            tuple(stats.cohort_windows_hours), excluded=excluded,
-                                           max_cost=max(getattr(stats.budget, a) for a in ACTIONS) * n)
+                                           alpha=stats.alpha)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         for c in found_c:
             # chance extremes among the window's organic members (Cohort.chance_members), plus all of
