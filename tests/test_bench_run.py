@@ -137,7 +137,7 @@ class StepByStep:
     name = "rate_limits_stepwise"
 
     def __init__(self) -> None:
-        from distillguard.baselines.rate_limits import RateLimits
+        from distillguard.bench.baselines.rate_limits import RateLimits
 
         self.inner = RateLimits()
 
@@ -179,7 +179,7 @@ def test_between_scans_new_recruits_inherit_their_campaigns_action(tmp_path_fact
     from distillguard.bench import metrics
     from distillguard.bench.prepare import prepare
     from distillguard.bench.replay import campaign_traffic, campaign_window, grid, replay
-    from distillguard.detector import DistillguardDetector
+    from distillguard.bench.detectors import DistillguardDetector
 
     prepared = prepare("alibaba-2026", TINY, 11, shared_cache(tmp_path_factory))
     labels = prepared.labels

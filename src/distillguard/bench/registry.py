@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from distillguard.baselines import IsolationForestBaseline, RateLimits
-from distillguard.detector import DistillguardDetector
+from distillguard.bench.baselines import IsolationForestBaseline, RateLimits
+from distillguard.bench.detectors import DistillguardDetector
 from distillguard.errors import UserError
 from distillguard.store.verdicts import Detector
 

@@ -25,7 +25,7 @@ import yaml
 from distillguard.bench.metrics import account_metrics, judge
 from distillguard.bench.prepare import prepare
 from distillguard.bench.report import pct
-from distillguard.detector import DistillguardDetector
+from distillguard.bench.detectors import DistillguardDetector
 from distillguard.errors import UserError
 from distillguard.simulate.scenario import load_scenario
 

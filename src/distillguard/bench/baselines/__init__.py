@@ -5,7 +5,7 @@ reference traffic so that it respects the same false-positive ceiling as any oth
 They read only the canonical exchanges; they never import the simulator.
 """
 
-from distillguard.baselines.isolation_forest import IsolationForestBaseline
-from distillguard.baselines.rate_limits import RateLimits
+from distillguard.bench.baselines.isolation_forest import IsolationForestBaseline
+from distillguard.bench.baselines.rate_limits import RateLimits
 
 __all__ = ["IsolationForestBaseline", "RateLimits"]

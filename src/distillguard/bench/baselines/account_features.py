@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from distillguard.baselines.history import US_PER, Accumulate, running_aggregates
+from distillguard.bench.baselines.history import US_PER, Accumulate, running_aggregates
 
 HOURS = tuple(f"hour_{h:02d}" for h in range(24))
 

@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 from sklearn.ensemble import IsolationForest
 
-from distillguard.baselines.account_features import FEATURES, account_features, model_matrix
-from distillguard.baselines.history import cutoffs
-from distillguard.baselines.parameters import check_parameters
-from distillguard.baselines.verdict_table import verdict_table
+from distillguard.bench.baselines.account_features import FEATURES, account_features, model_matrix
+from distillguard.bench.baselines.history import cutoffs
+from distillguard.bench.baselines.parameters import check_parameters
+from distillguard.bench.baselines.verdict_table import verdict_table
 from distillguard.errors import UserError
 from distillguard.store import Store
 from distillguard.store.verdicts import SEVERITY

@@ -20,9 +20,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from distillguard.baselines.history import US_PER, cutoffs, running_aggregates
-from distillguard.baselines.parameters import check_parameters
-from distillguard.baselines.verdict_table import verdict_table
+from distillguard.bench.baselines.history import US_PER, cutoffs, running_aggregates
+from distillguard.bench.baselines.parameters import check_parameters
+from distillguard.bench.baselines.verdict_table import verdict_table
 from distillguard.errors import UserError
 from distillguard.store import Store
 from distillguard.store.verdicts import SEVERITY
