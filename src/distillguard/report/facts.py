@@ -3,7 +3,7 @@
 A report accuses someone, so a reader must be able to check every number without trusting
 distillguard's code: each section below is the result of exactly one SQL query over the
 store's own tables (``exchanges``, ``verdicts``, ``campaigns``, ``signals``, ``indicators``,
-``edges``, ``scans``, ``ingests``: store.py and scan.store_result), and the report prints that
+``edges``, ``scans``, ``ingests``: store/database.py and scan.store_result), and the report prints that
 query next to the numbers. Running it in the DuckDB CLI on the same store gives the same rows.
 
 The campaign's scope is fixed by the scan: its members are the accounts the scan put in the

@@ -77,7 +77,7 @@ def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
 
     from distillguard.schema import COLUMNS
 
-    # a column the schema gained after these segments were written reads as NULL (as in store.py)
+    # a column the schema gained after these segments were written reads as NULL (as in database.py)
     spark_types = {"string": "string", "ip": "string", "timestamp": "timestamp", "integer": "bigint",
                    "number": "double"}
     frame.select(*(F.col(c.name) if c.name in frame.columns else F.lit(None).cast(spark_types[c.kind]).alias(c.name)
