@@ -1,4 +1,4 @@
-"""Tell-strength sweeps (issue 5): one knob of a campaign turned at a time, recall measured."""
+"""Tell-strength sweeps: one knob of a campaign turned at a time, recall measured."""
 
 from __future__ import annotations
 

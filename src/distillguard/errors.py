@@ -1,7 +1,7 @@
 """Errors a user can cause.
 
 Each is turned into one clear line and exit code 2 by the CLI; anything else is a bug and
-keeps its traceback (STYLE.md, rule 7).
+keeps its traceback, so that a user sees what to fix and a developer sees where it broke.
 """
 
 

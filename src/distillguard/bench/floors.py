@@ -1,9 +1,9 @@
-"""The detection floors a detector is held to (issue 4), as data, evaluated on bench results.
+"""The detection floors a detector is held to, as data, evaluated on bench results.
 
 Each floor reads one figure from a detector's result on one scenario and compares it with a
 target. They are stated for scenarios simulated at scale >= ``MIN_SCALE``; at smaller scales a
 rate like 0.01% cannot even be resolved, so the report shows the figures but marks the run.
-Adding a floor (the adaptive campaigns of issue 5, say) is adding a row.
+Adding a floor (for the adaptive campaigns, say) is adding a row.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Tell-strength sweeps: where detection of an adaptive campaign breaks, and which tell carries it.
 
-An adaptive campaign (issue 5) keeps every per-account feature inside the organic range; what
+An adaptive campaign keeps every per-account feature inside the organic range; what
 it cannot hide are collective tells, each with a strength knob under the campaign's ``tells``
 (simulate/scenario.py, Tells). A sweep turns one knob at a time from full strength down to zero,
 the others left at the scenario's defaults, simulates the scenario again at each step and

@@ -308,7 +308,7 @@ class Adoption(_Spec):
     share_after: Share = Field(0.8, description="share of an adopter's requests on the new model")
     # launch day: developers read the announcement and try the model within hours. Without
     # them, an account moving to a new model within a day would be a one-feature tell of a
-    # campaign, which real traffic does not give (issue 5).
+    # campaign, which real traffic does not give.
     early: Share = Field(0.1, description="share of accounts that try the model within a day of its release")
 
 
