@@ -530,7 +530,7 @@ def sweep(
     docs_block: str = typer.Option("sweep", "--docs-block", help="Name of the marked block of --docs."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Turn each collective tell of a campaign from full strength to zero and measure recall, to show which tell detection rests on."""
+    """Turn each collective tell of a campaign from full strength to zero and measure recall: which tell detection rests on."""
     import dataclasses
     import sys
 
