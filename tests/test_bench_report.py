@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from distillguard.bench import floors
 from distillguard.bench.cost import measured
-from distillguard.bench.report import BEGIN, END, markers, write_docs
+from distillguard.bench.report import BEGIN, END, headline, markers, write_docs
 
 
 def test_the_docs_section_is_appended_with_markers_when_the_page_has_none(tmp_path):
@@ -31,6 +31,23 @@ def test_two_named_blocks_of_one_page_are_rewritten_independently(tmp_path):
     assert text.count(BEGIN) == text.count(begin) == 1
     assert "all scenarios again" in text and "two scenarios" in text and "all scenarios\n" not in text
     assert text.index(begin) < text.index("two scenarios") < text.index(end)
+
+
+SECTION = ("## Detection\n\n`distillguard bench`\n\n### Accounts\n\n| scenario | recall |\n|---|---|\n| a | 99% |\n\n"
+           "### Cost\n\n| scenario | s |\n|---|---|\n| a | 3 |\n")
+
+
+def test_a_compact_docs_block_keeps_the_first_table_and_says_where_the_others_are(tmp_path):
+    page = write_docs(SECTION, tmp_path / "benchmarks.md", compact=True)
+    block = page.read_text().split(BEGIN)[1].split(END)[0]
+    assert "`distillguard bench`" in block and "| a | 99% |" in block
+    assert "### Cost" not in block and "| a | 3 |" not in block and "results.md" in block
+
+
+def test_a_section_of_one_table_is_its_own_headline():
+    one_table = SECTION.split("\n### Cost")[0] + "\n"
+    assert headline(one_table) == one_table
+    assert headline("no table here\n") == "no table here\n"
 
 
 def result(recall: float, organic_fpr: float, leaked: float, ttd: float | None, one: float | None = None) -> dict:

@@ -1,5 +1,7 @@
-"""The benchmark as Markdown: a section for docs/benchmarks.md, written between markers so a new
-run replaces the old figures and leaves the rest of the page alone."""
+"""The benchmark as Markdown: every table of a run for its ``--out`` folder, and a compact block
+of it for docs/benchmarks.md, written between markers so a new run replaces the old figures and
+leaves the rest of the page alone. The docs keep only each run's headline table, so that the page
+stays a short reference however many tables a run produces."""
 
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ def _num(value: float | None, fmt: str = ".1f") -> str:
 
 
 def markdown(results: dict[str, Any], name: str = "detection") -> str:
-    """Every table of the run: accounts, campaigns and leakage, cost, floors."""
+    """Every table of the run: accounts, campaigns and leakage, cost, floors. A replay's run puts
+    campaigns and leakage first, since leakage is what a replay measures (``headline`` keeps it)."""
     run = results["run"]
     machine = run["machine"]
     lines = [
@@ -50,6 +53,9 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
         f"(the real Alibaba campaign obtained {_count(REAL_ALIBABA_EXCHANGES)}); *at full scale* divides by the scale. "
         "The scan's replay also models the gateway between scans: a new account showing a throttled campaign's "
         "indicators inherits its action at that request (docs/signals.md, inheritance); *scans alone* leaves that out.",
+    ]
+    head = len(lines)
+    lines += [
         "",
         "### Accounts",
         "",
@@ -69,6 +75,7 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
         lines += ["", "Simulated exchanges the ingest quarantined (left out of every figure): " + "; ".join(
             f"{name}: " + ", ".join(f"{n:,} {reason}" for reason, n in reasons.items())
             for name, reasons in lost.items()) + "."]
+    accounts_end = len(lines)
     lines += [
         "",
         "### Campaigns and leakage",
@@ -96,6 +103,8 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
                     f"{pct(leak.get('leaked_exchanges_share_scans_only'))} | "
                     f"{_count(leak.get('leaked_exchanges_full_scale'))} | {inherited} | "
                     f"{harmed.get('accounts', '–')} ({pct(harmed.get('fpr'), 3)}) |")
+    if run["replay_every_hours"]:
+        lines = lines[:head] + lines[accounts_end:] + lines[head:accounts_end]
     lines += [
         "",
         "### Cost",
@@ -163,7 +172,7 @@ def _floors(results: dict[str, Any]) -> list[str]:
     header = [n if targets[n]["target"] is None
               else f"{n} ({targets[n]['comparison']} {_target(n, targets[n]['target'])})" for n in names]
     scale_note = "" if rows[0]["scale_ok"] else " **This run's scale is below 0.05, where the floors are stated.**"
-    out = ["", "### Floors (issue 4)", "",
+    out = ["", "### Floors", "",
            f"✓ met, ✗ missed, ? not measured; blank: does not apply to the scenario.{scale_note}", "",
            "| scenario | detector | " + " | ".join(header) + " |",
            "|---|---|" + "---|" * len(names)]
@@ -181,11 +190,28 @@ def markers(name: str = "detection") -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
-def write_docs(section: str, path: str | Path, name: str = "detection") -> Path:
+def headline(section: str) -> str:
+    """``section`` cut after its first table (its heading, command, date and main figures), with a
+    line saying where the other tables are: what docs/benchmarks.md keeps of a run."""
+    lines = section.rstrip("\n").split("\n")
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
+    if first is None:
+        return section
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("|")), len(lines))
+    if end == len(lines):
+        return section
+    kept = lines[:end] + ["", "The other tables of this run are in `results.md` in its `--out` folder."]
+    return "\n".join(kept) + "\n"
+
+
+def write_docs(section: str, path: str | Path, name: str = "detection", compact: bool = False) -> Path:
     """Put ``section`` between the ``name`` markers of ``path`` (appended with markers if absent;
     the file is created if missing). Everything outside the markers is kept as it is, so runs
-    of different scenario sets (one with the slow replay, say) each keep their own block."""
+    of different scenario sets (one with the slow replay, say) each keep their own block.
+    ``compact`` keeps only the section's ``headline``."""
     path = Path(path)
+    if compact:
+        section = headline(section)
     begin, end = markers(name)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     block = f"{begin}\n{section.rstrip()}\n{end}"

@@ -302,7 +302,7 @@ def _write(results: dict[str, Any], out: Path, docs: str | Path | None, docs_blo
         del files["leakage_plot"]
     plots.precision_recall_plot(results, files["precision_recall_plot"])
     if docs is not None:
-        files["docs"] = report.write_docs(section, docs, docs_block)
+        files["docs"] = report.write_docs(section, docs, docs_block, compact=True)
     listed = {name: str(path) for name, path in files.items()}
     files["json"].write_text(json.dumps(results | {"files": listed}, indent=1, default=str) + "\n")
     return listed

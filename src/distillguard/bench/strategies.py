@@ -334,7 +334,7 @@ def run_strategies(
     files = {"json": out / "results.json", "markdown": out / "results.md"}
     files["markdown"].write_text(section)
     if docs is not None:
-        files["docs"] = write_docs(section, docs, f"strategies-{split}")
+        files["docs"] = write_docs(section, docs, f"strategies-{split}", compact=True)
     results["files"] = {k: str(v) for k, v in files.items()}
     files["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     say(f"wrote {', '.join(results['files'].values())}")
