@@ -8,7 +8,7 @@ operation cannot hide and a community of real customers does not show together:
   proxies, sign-up bursts, scaffolds and session slots; a NAT only an address);
 - ``automation``: the members' mean per-account suspicion (signals.py);
 - ``collective``: the share of members tied to the rest by at least two independent families
-  of evidence (account, network, client, timing; linkage.Evidence.family): an operation's
+  of evidence (account, network, client, timing; evidence.Kind.family): an operation's
   accounts share cards or sign-up waves *and* proxies *and* schedules or scaffolds, while a
   NAT's users share an address and a popular tool's users share its framing, nothing else;
 - ``complementarity``: members send different prompts (a sweep of a capability corpus with
@@ -36,8 +36,9 @@ import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.detect.evidence import LINKED as EVIDENCE
+from distillguard.detect.evidence import with_form
 from distillguard.store.engine import exact_sum
-from distillguard.detect.linkage import EVIDENCE
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     single other member (a household's card and router) ties the account to that account,
     not to an operation.
 
-    ``families`` counts the independent families of those keys (linkage.Evidence.family): the
+    ``families`` counts the independent families of those keys (evidence.Kind.family): the
     users of one popular tool share its framing, system prompt and user agent (one family,
     client) and nothing else. ``reach`` counts the distinct members those keys tie the account
     to: a small team sharing a card and an office address holds strong keys, but only with
@@ -166,7 +167,7 @@ def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_c
     per_account = tied.group_by("account_id").aggregate(
         evidence=exact_sum(kind_weight * tied.idf), families=family.nunique(),
         account=ibis.cases((family == "account", 1), else_=0).max(),
-        burst=ibis.cases((tied.kind == "signup_burst", 1), else_=0).max(),
+        burst=ibis.cases((tied.kind.isin(list(with_form("signup_hour"))), 1), else_=0).max(),
         network_only=ibis.cases((family == "network", 1), else_=0).min(),
         wide=ibis.least(tied.holders_in.max() - 1, reach_cap),
         wide_beyond=ibis.least(ibis.cases((family != "client", tied.holders_in - 1), else_=0).max(), reach_cap))
@@ -363,7 +364,8 @@ def anchored(edges: pa.Table, candidates: set[str], firm: set[str], campaign_of:
     wanted = pa.array(sorted(candidates), pa.string())
     touching = pc.or_(pc.is_in(edges.column("a"), value_set=wanted), pc.is_in(edges.column("b"), value_set=wanted))
     near = edges.filter(touching)
-    beyond = [f"shared_{k}" for k in EVIDENCE if k != "signup_burst" and f"shared_{k}" in near.column_names]
+    beyond = [f"shared_{k}" for k, e in EVIDENCE.items()
+              if e.key_form != "signup_hour" and f"shared_{k}" in near.column_names]
     shared = [sum(v) for v in zip(*(near.column(c).fill_null(0).to_pylist() for c in beyond))] if beyond else []
     for a, b, n in zip(near.column("a").to_pylist(), near.column("b").to_pylist(), shared):
         if n <= 0:

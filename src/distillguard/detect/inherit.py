@@ -38,25 +38,29 @@ same card as 38 throttled accounts of campaign-…".
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.detect import evidence
+from distillguard.detect.evidence import HABITUAL
+from distillguard.detect.evidence import KINDS as _KINDS
+from distillguard.detect.extract import (  # noqa: F401 (re-exported)
+    RequestFacts,
+    signup_burst_key,
+    system_prompt_key,
+)
 from distillguard.ingest import enrich
-from distillguard.detect.linkage import EVIDENCE
 from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA, severities
 
-#: the key kinds a single request can show, and the family each belongs to (linkage.EVIDENCE)
-KINDS: tuple[str, ...] = ("payment", "signup_burst", "ip", "subnet", "system_prompt", "scaffold")
-FAMILY: dict[str, str] = {k: EVIDENCE[k].family for k in KINDS}
-#: the kinds a new account must use habitually before they count (Matcher)
-HABITUAL: tuple[str, ...] = ("system_prompt", "scaffold")
+#: the key kinds a single request can show (evidence.Kind.inheritable), and the family of each
+KINDS: tuple[str, ...] = evidence.INHERITABLE
+FAMILY: dict[str, str] = {k: _KINDS[k].family for k in KINDS}
 
 INDICATOR_SCHEMA = pa.schema([
     ("campaign_id", pa.string()), ("action", pa.string()), ("kind", pa.string()), ("key", pa.string()),
@@ -222,7 +226,7 @@ def indicators(candidates: pa.Table, verdicts: pa.Table, min_holders: int = 1, m
     per_key = per_key.filter(pc.invert(neighbourhoods(per_key["kind"], per_key["key"])))
     if common:
         domain = pc.utf8_lower(pc.replace_substring_regex(per_key["key"].cast(pa.string()), r"@[^@]*$", ""))
-        webmail = pc.and_(pc.equal(per_key["kind"], "signup_burst"),
+        webmail = pc.and_(pc.is_in(per_key["kind"], value_set=pa.array(evidence.with_form("signup_hour"), pa.string())),
                           pc.is_in(domain, value_set=pa.array(sorted(common), pa.string())))
         per_key = per_key.filter(pc.invert(webmail))
     # one action per campaign: the campaign's (scan._verdicts gives its members that action or monitor)
@@ -248,7 +252,7 @@ def neighbourhoods(kinds: pa.ChunkedArray | pa.Array, keys: pa.ChunkedArray | pa
     """
     kinds = pa.chunked_array([kinds]).cast(pa.string())
     keys = pa.chunked_array([keys]).cast(pa.string())
-    subnet = pc.equal(kinds, "subnet")
+    subnet = pc.is_in(kinds, value_set=pa.array(evidence.with_form("range"), pa.string()))
     bases = pc.replace_substring_regex(keys.filter(subnet), r"/\d+$", "")
     if len(bases) == 0:
         return pc.and_(subnet, False)
@@ -258,44 +262,12 @@ def neighbourhoods(kinds: pa.ChunkedArray | pa.Array, keys: pa.ChunkedArray | pa
     return pc.and_(subnet, pc.invert(pc.is_in(base_all, value_set=hosted)))
 
 
-def system_prompt_key(text: str | None) -> str | None:
-    """The system-prompt key of one request, as linkage.account_keys normalises it."""
-    if not text:
-        return None
-    key = re.sub(r"[^a-z0-9]+", " ", text.lower()).strip()
-    return key or None
-
-
-def signup_burst_key(email_domain: str | None, account_created_at: datetime | None) -> str | None:
-    """The sign-up burst key of an account, as linkage.account_keys writes it."""
-    if not email_domain or account_created_at is None:
-        return None
-    if account_created_at.tzinfo is not None:
-        account_created_at = account_created_at.astimezone(UTC)
-    return f"{email_domain.lower()}@{account_created_at:%Y-%m-%d %H}"
-
-
 def request_keys(payment_fingerprint: str | None, client_ip: str | None, system_prompt: str | None,
                  prompt: str | None, email_domain: str | None = None,
                  account_created_at: datetime | None = None) -> list[tuple[str, str]]:
-    """(kind, key) of one request: what the gateway compares with the indicators."""
-    out = []
-    if payment_fingerprint:
-        out.append(("payment", payment_fingerprint))
-    burst = signup_burst_key(email_domain, account_created_at)
-    if burst:
-        out.append(("signup_burst", burst))
-    if client_ip:
-        out.append(("ip", client_ip))
-        subnet = enrich.subnet_of(client_ip)
-        if subnet:
-            out.append(("subnet", subnet))
-    sp = system_prompt_key(system_prompt)
-    if sp:
-        out.append(("system_prompt", sp))
-    if prompt:
-        out.extend(("scaffold", k) for k in enrich.scaffold_keys(prompt))
-    return out
+    """(kind, key) of one request: what the gateway compares with the indicators (evidence.request_keys)."""
+    return evidence.request_keys(RequestFacts(payment_fingerprint, client_ip, system_prompt, prompt, email_domain,
+                                              account_created_at))
 
 
 def exchange_keys(exchanges: pa.Table) -> pa.Table:
@@ -349,7 +321,7 @@ class Matcher:
     its traffic to tie it.
     """
 
-    def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = ("payment",),
+    def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = evidence.ALONE,
                  fresh: Freshness = Freshness(), habitual: tuple[str, ...] = HABITUAL,
                  habitual_uses: int = 2, signature_words: int = 0, scaffold_ngrams: int = 1) -> None:
         self.min_families = min_families
@@ -386,21 +358,22 @@ class Matcher:
                 if (campaign, kind) not in counted:
                     counted.add((campaign, kind))
                     self.uses[(account, campaign, kind)] = self.uses.get((account, campaign, kind), 0) + 1
-                if kind == "scaffold":
+                if _KINDS[kind].ngrams:
                     self.ngrams.setdefault((account, campaign), set()).add(key)
                 if self.uses[(account, campaign, kind)] < self.habitual_uses:
                     continue
-                if kind == "scaffold" and len(self.ngrams[(account, campaign)]) < self.scaffold_ngrams:
+                if _KINDS[kind].ngrams and len(self.ngrams[(account, campaign)]) < self.scaffold_ngrams:
                     continue
             uses = self.uses.get((account, campaign, kind))
-            signature = kind == "system_prompt" and 0 < self.signature_words <= len(key.split())
+            signature = _KINDS[kind].signature and 0 < self.signature_words <= len(key.split())
             family = "alone" if kind in self.alone or signature else FAMILY[kind]
             families = self.seen.setdefault(account, {}).setdefault(campaign, {})
-            what = f"the campaign's own {len(key.split())}-word system prompt" if signature else f"{kind}"
+            what = (f"the campaign's own {len(key.split())}-word {_KINDS[kind].wording}" if signature
+                    else f"{kind}")
             shown = f"{key[:60]!r}"
-            if kind == "scaffold":
+            if _KINDS[kind].ngrams:
                 ngrams = sorted(self.ngrams[(account, campaign)])
-                what = f"{len(ngrams)} scaffold n-grams" if len(ngrams) > 1 else what
+                what = f"{len(ngrams)} {kind} n-grams" if len(ngrams) > 1 else what
                 shown = ", ".join(f"{k[:40]!r}" for k in ngrams[:3]) + (", ..." if len(ngrams) > 3 else "")
             families.setdefault(family, f"{what} {shown}" + (f" in {uses} requests" if uses else "")
                                 + f", held by {holders} throttled accounts of {campaign}")
@@ -410,7 +383,7 @@ class Matcher:
 
 
 def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
-              alone: tuple[str, ...] = ("payment",), fresh: Freshness = Freshness(),
+              alone: tuple[str, ...] = evidence.ALONE, fresh: Freshness = Freshness(),
               habitual_uses: int = 2, signature_words: int = 0, scaffold_ngrams: int = 1) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
     payment_fingerprint, client_ip, system_prompt, prompt, optionally first_seen,

@@ -24,32 +24,9 @@ from dataclasses import dataclass, field
 import ibis
 import ibis.expr.types as ir
 
+from distillguard.detect import evidence
+from distillguard.detect.evidence import LINKED as EVIDENCE
 from distillguard.store.engine import exact_sum
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """One kind of shared key: how strongly sharing it links two accounts."""
-
-    name: str
-    weight: float
-    family: str  # account, network, client (software and its templates) or timing: not independent within one
-    meaning: str
-    min_shared: int = 1  # fewer shared keys than this is coincidence, not evidence
-
-
-EVIDENCE: dict[str, Evidence] = {e.name: e for e in (
-    Evidence("payment", 3.0, "account", "same payment method fingerprint"),
-    Evidence("ip", 1.5, "network", "same client IP addresses"),
-    Evidence("subnet", 1.0, "network", "same /24 (IPv4) or /48 (IPv6) subnets"),
-    Evidence("user_agent", 0.5, "client", "same user agent strings"),
-    Evidence("signup_burst", 1.5, "account", "created in the same hour with the same e-mail domain"),
-    Evidence("scaffold", 2.0, "client", "same prompt framing n-grams (opening or closing words)", min_shared=3),
-    # below min_pair_weight on its own: apps and SDK defaults share system prompts too
-    Evidence("system_prompt", 0.8, "client", "same system prompts, used habitually"),
-    # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment
-    Evidence("sync", 2.0, "timing", "sessions started in the same 5-minute slots", min_shared=3),
-)}
 
 
 @dataclass(frozen=True)
@@ -71,53 +48,13 @@ class LinkageParams:
 
 
 def account_keys(ex: ir.Table, ips: ir.Table, scaffold: ir.Table, params: LinkageParams) -> ir.Table:
-    """(account_id, kind, key) for every evidence kind, distinct.
+    """(account_id, kind, key) for every linked evidence kind (evidence.LINKED), distinct.
 
     ``ex`` is features.with_seconds; ``ips`` is features.label_ips (each account's addresses);
     ``scaffold`` (account_id, key) holds each account's habitual scaffold n-grams.
     """
-    wanted = [k for k in EVIDENCE if k not in params.exclude]
-    parts = []
-    for kind, column in (("ip", "client_ip"), ("subnet", "subnet")):
-        if kind in wanted:
-            part = ips.filter(ips[column].notnull())
-            parts.append(part.select("account_id", kind=ibis.literal(kind), key=part[column]))
-    # one pass over the exchanges for the account keys: distinct combinations first, so each
-    # kind below reads a table far smaller than the exchanges
-    combos = ex.select("account_id", "payment_fingerprint", "user_agent", "email_domain",
-                       "account_created_at").distinct()
-    for kind, column in (("payment", "payment_fingerprint"), ("user_agent", "user_agent")):
-        if kind in wanted:
-            part = combos.filter(combos[column].notnull())
-            parts.append(part.select("account_id", kind=ibis.literal(kind), key=part[column]))
-    if "signup_burst" in wanted:
-        signup = combos.filter(combos.account_created_at.notnull() & combos.email_domain.notnull())
-        parts.append(signup.select("account_id", kind=ibis.literal("signup_burst"),
-                                   key=signup.email_domain.lower() + "@"
-                                   # written out, not cast: the same text on every engine and in
-                                   # inherit.signup_burst_key, which the gateway computes per request
-                                   + signup.account_created_at.truncate("h").strftime("%Y-%m-%d %H")))
-    if "scaffold" in wanted:
-        # habitual scaffold n-grams, found in each account's prompt sample (enrich.prompt_fingerprints)
-        parts.append(scaffold.select("account_id", kind=ibis.literal("scaffold"), key=scaffold.key))
-    if "system_prompt" in wanted:
-        # habitual system prompts (normalised text): an operation's scripts carry its own
-        # (counted per raw text first, so the normalising regex runs once per distinct text)
-        raw = ex.filter(ex.system_prompt.notnull())
-        raw = raw.group_by(["account_id", "system_prompt"]).aggregate(uses=raw.count())
-        raw = raw.mutate(sp=raw.system_prompt.lower().re_replace(r"[^a-z0-9]+", " ").strip())
-        totals = ex.group_by("account_id").aggregate(n_requests=ex.count())
-        system = raw.group_by(["account_id", "sp"]).aggregate(uses=raw.uses.sum()).join(totals, "account_id")
-        system = system.filter((system.uses >= params.scaffold_min_uses)
-                               & (system.uses >= params.scaffold_min_share * system.n_requests))
-        parts.append(system.select("account_id", kind=ibis.literal("system_prompt"), key=system.sp))
-    if "sync" in wanted:
-        # session starts (first request after a quiet gap), bucketed in slots
-        w = ibis.window(group_by=ex.account_id, order_by=[ex.ts_s, ex.exchange_id])
-        lagged = ex.select("account_id", "ts_s", "exchange_id").mutate(prev=ex.ts_s.lag().over(w))
-        starts = lagged.filter(lagged.prev.isnull() | ((lagged.ts_s - lagged.prev) > params.session_gap_s))
-        parts.append(starts.select("account_id", kind=ibis.literal("sync"),
-                                   key=(starts.ts_s // params.slot_s).cast("string")))
+    src = evidence.Sources(ex, ips, scaffold, params)
+    parts = [k.extractor(src) for name, k in EVIDENCE.items() if name not in params.exclude]
     return ibis.union(*parts, distinct=True)
 
 
@@ -138,8 +75,9 @@ def informative_keys(weighted: ir.Table, n_accounts: int, params: LinkageParams)
     """
     limit = max(params.max_accounts_floor, int(params.max_share * n_accounts))
     habitual = max(params.max_accounts_floor, int(params.habitual_max_share * n_accounts))
-    cap = ibis.cases((weighted.kind.isin(["scaffold", "system_prompt"]), habitual),
-                     (weighted.kind == "sync", params.sync_max_holders), else_=limit)
+    by_cap = {cap: [n for n, k in EVIDENCE.items() if k.cap == cap] for cap in ("habitual", "slot")}
+    cap = ibis.cases((weighted.kind.isin(by_cap["habitual"]), habitual),
+                     (weighted.kind.isin(by_cap["slot"]), params.sync_max_holders), else_=limit)
     return weighted.filter((weighted.holders >= 2) & (weighted.holders <= cap))
 
 
@@ -215,9 +153,3 @@ def pair_edges(held: ir.Table, params: LinkageParams) -> ir.Table:
     )
     return edges.filter(edges.weight >= params.min_pair_weight)
 
-
-def markdown() -> str:
-    lines = ["| evidence | family | weight | minimum shared keys | meaning |", "|---|---|---|---|---|"]
-    for e in EVIDENCE.values():
-        lines.append(f"| `{e.name}` | {e.family} | {e.weight:g} | {e.min_shared} | {e.meaning} |")
-    return "\n".join(lines) + "\n"

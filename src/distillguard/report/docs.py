@@ -1,9 +1,9 @@
 """docs/signals.md, generated from the declared signals and evidence kinds (so they cannot drift)."""
 
-from distillguard.detect import inherit, linkage, signals
-
+from distillguard.detect import evidence, inherit, signals
 from distillguard.ingest import enrich
-_INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `src/distillguard/detect/signals.py` and `src/distillguard/detect/linkage.py`\n(`python -m distillguard.report.docs`); a test keeps this file in step with the code.\n\n## Per-account signals\n\nNo signal acts alone. Each fired signal adds its weight to the account's *suspicion* (weighted\nshare of fired signals, 0..1). A lone account is at most *monitored* (suspicion >= the policy's\n`account_monitor`); throttling and stronger actions need membership of a scored campaign.\n\n"
+
+_INTRO = "# Signals, linkage evidence and campaign scoring\n\nGenerated from `src/distillguard/detect/signals.py` and `src/distillguard/detect/evidence.py`\n(`python -m distillguard.report.docs`); a test keeps this file in step with the code.\n\n## Per-account signals\n\nNo signal acts alone. Each fired signal adds its weight to the account's *suspicion* (weighted\nshare of fired signals, 0..1). A lone account is at most *monitored* (suspicion >= the policy's\n`account_monitor`); throttling and stronger actions need membership of a scored campaign.\n\n"
 
 _LINKAGE = "Accounts holding the same key are linked. Per evidence kind the pair similarity is the cosine\nof the two accounts' idf-weighted key sets (idf = 1 / log2(1 + holders)), over keys that at\nleast two and at most a small share of accounts hold; the pair weight is the sum over kinds of\nweight x similarity. Accounts of one declared organization are never linked to each other.\nSession-start slots count only when at most `sync_max_holders` (12) accounts start sessions in\nthem: a crowded slot is chance. Scaffold n-grams come from a sample of up to " + str(enrich.SAMPLE_PROMPTS) + " prompts per\naccount (a deterministic draw), as do the capability shares and prompt repeat shares.\n\n"
 
@@ -96,7 +96,7 @@ _INHERIT = (
 
 def signals_markdown() -> str:
     return (_INTRO + signals.markdown() + "\n## Linkage evidence (account pairs)\n\n" + _LINKAGE
-            + linkage.markdown() + "\n## Campaign score" + _CAMPAIGN + _INHERIT)
+            + evidence.markdown() + "\n## Campaign score" + _CAMPAIGN + _INHERIT)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 
 from distillguard import __version__
+from distillguard.detect.evidence import TEXT as _TEXT_KINDS
+from distillguard.detect.evidence import with_form
 from distillguard.report import facts
 from distillguard.report.redact import NONE, Redactor
 
@@ -28,10 +30,6 @@ _REDACTED = {
     ("members", "tie"): "scrub",
     ("inputs", "path"): "scrub",
 }
-
-
-#: indicator kinds whose keys are prompt text (normalised): redacted like prompts
-_TEXT_KINDS = ("scaffold", "system_prompt")
 
 
 def _redact(section: dict, redactor: Redactor) -> dict:
@@ -56,7 +54,7 @@ def campaign_facts(con: duckdb.DuckDBPyConnection, scan: dict, campaign_id: str,
     scope = facts.scope_of(con, scan, campaign_id)
     sections = {k: _redact(s, redactor) for k, s in facts.campaign_sections(con, scope).items()}
     subnets = sorted({row[0] for row in sections["subnets"]["rows"]}
-                     | {row[1] for row in sections["indicator_keys"]["rows"] if row[0] == "subnet"})
+                     | {row[1] for row in sections["indicator_keys"]["rows"] if row[0] in with_form("range")})
     labels = facts.subnet_labels(subnets)
     asns = facts.asn_labels([row[0] for row in sections["asns"]["rows"]])
     confidence = dict(zip(sections["confidence"]["columns"], sections["confidence"]["rows"][0]))

@@ -22,12 +22,12 @@ from datetime import datetime
 
 import stix2
 
+from distillguard.detect.evidence import KINDS
 from distillguard.report.document import rows_as_dicts
 
 _NAMESPACE = uuid.UUID("4f0c9d1e-6b7a-5c3e-9d2f-8a1b0c6e7f55")
 #: the custom observable type of prompt-template fingerprints in indicator patterns
 PROMPT_OBJECT = "x-distillguard-prompt-template"
-_KIND_TEXT = {"scaffold": "prompt framing n-gram", "system_prompt": "system prompt"}
 
 
 def _id(kind: str, *parts: str) -> str:
@@ -79,7 +79,7 @@ def campaign_objects(doc: dict, campaign: dict, producer: stix2.Identity) -> lis
     # infrastructure: the campaign's exclusive subnets, grouped by hosting label
     by_label: dict[str, list] = {}
     for row in keys:
-        if row["kind"] != "subnet":
+        if KINDS[row["kind"]].key_form != "range":
             continue
         sco = _ip_object(row["key"])
         if sco is None:
@@ -111,28 +111,29 @@ def campaign_objects(doc: dict, campaign: dict, producer: stix2.Identity) -> lis
 
     for row in keys:
         kind, key = row["kind"], row["key"]
-        if kind in ("ip", "subnet"):
+        declared = KINDS[kind]
+        if declared.stix == "address":
             sco = _ip_object(key)
             if sco is None:
                 continue
             pattern = f"[{sco.type}:value = {_quote(sco.value)}]"
-            name = f"{'address' if kind == 'ip' else 'subnet'} {sco.value}"
-        elif kind == "user_agent":
+            name = f"{declared.wording} {sco.value}"
+        elif declared.stix == "user-agent":
             pattern = f"[network-traffic:extensions.'http-request-ext'.request_header.'User-Agent' = {_quote(key)}]"
-            name = f"user agent {key}"
-        elif kind in _KIND_TEXT:
+            name = f"{declared.wording} {key}"
+        elif declared.stix == "prompt-template":
             pattern = f"[{PROMPT_OBJECT}:{kind}_sha256 = {_quote(row['key_sha256'])}]"
-            name = f"{_KIND_TEXT[kind]} fingerprint {row['key_sha256'][:16]}"
+            name = f"{declared.wording} fingerprint {row['key_sha256'][:16]}"
         else:  # payment and sign-up keys mean nothing outside this provider
             continue
-        shown = "" if doc["redaction"]["enabled"] and kind in _KIND_TEXT else f" Key: {key}."
+        shown = "" if doc["redaction"]["enabled"] and declared.text else f" Key: {key}."
         indicator = stix2.Indicator(
             id=_id("indicator", scan["scan_id"], cid, kind, key), name=name,
             description=(f"Held by {row['holders']:,} accounts, every one a stopped member of {cid}, in the "
                          f"producer's logs (an address of a shared cloud or proxy may serve others elsewhere: "
                          f"match it together with the campaign's other indicators).{shown}"),
             indicator_types=["malicious-activity"], pattern=pattern, pattern_type="stix",
-            valid_from=first, **common, allow_custom=kind in _KIND_TEXT)
+            valid_from=first, **common, allow_custom=declared.stix == "prompt-template")
         objects.append(indicator)
         objects.append(stix2.Relationship(id=_id("relationship", indicator.id, "indicates", camp.id),
                                           relationship_type="indicates", source_ref=indicator.id,
