@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from distillguard.detect import inherit
 from distillguard.detect.inherit import INDICATOR_SCHEMA
@@ -213,8 +214,22 @@ def test_fallback_serves_the_fallback_model_under_the_name_asked_for(gateway, up
     assert [h for h in reply.headers if h.startswith("x-distillguard-")] == ["x-distillguard-exchange-id"]
 
 
-def test_an_allowlisted_organisation_is_only_monitored(gateway):
-    assert call(gateway.port, "/v1/chat/completions", chat("hi"), key="sk-erin").status == 200
+def _actions_counted(port: int) -> dict[str, float]:
+    """/metrics's count of requests per enforcement action applied."""
+    text = admin(port, "GET", "/metrics").body.decode()
+    return {s.labels["action"]: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "distillguard_actions_total"}
+
+
+def test_an_allowlisted_organisation_is_only_monitored(gateway, upstream):
+    # erin's scan verdict is block; her organisation is on the policy's allowlist
+    before = _actions_counted(gateway.port)
+    reply = call(gateway.port, "/v1/chat/completions", chat("hi", model="m-large"), key="sk-erin")
+    assert reply.status == 200 and reply.json()["choices"][0]["message"]["content"] == "hi"
+    assert upstream_saw(upstream)["model"] == "m-large"  # served as asked, not the fallback model
+    after = _actions_counted(gateway.port)
+    assert after.get("monitor", 0) - before.get("monitor", 0) == 1
+    assert after.get("block", 0) == before.get("block", 0)
 
 
 def test_a_new_account_with_a_campaign_card_inherits_its_action(gateway):

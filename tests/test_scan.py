@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from distillguard.detect import linkage, scan
+from distillguard.detect import linkage, scan, signals
 from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
 from distillguard.detect.policy import Policy, load_policy
@@ -68,12 +69,23 @@ def test_the_campaign_is_found_as_one_campaign(scanned):
     assert ids.count(top) / len(ids) >= 0.9
 
 
+#: the reason line that states the score an action rests on and the threshold it reached
+_SCORED = re.compile(r"(?:campaign (?P<campaign>\S+): score|account suspicion)=(?P<value>[\d.]+) "
+                     r"\(>= (?P<level>\w+) (?P<threshold>[\d.]+)\)")
+
+
 def test_every_non_allow_verdict_explains_itself_with_numbers(scanned):
+    """Each one names the score it rests on (its campaign's, or the account's own suspicion) and
+    the threshold that score reached."""
     _, result, _, _ = scanned
-    for action, reasons in zip(result.verdicts.column("action").to_pylist(),
-                               result.verdicts.column("reasons").to_pylist()):
-        if action != "allow":
-            assert reasons and any(ch.isdigit() for ch in reasons[0])
+    verdicts = [v for v in result.verdicts.to_pylist() if v["action"] != "allow"]
+    assert verdicts
+    for v in verdicts:
+        scored = [m for m in map(_SCORED.search, v["reasons"]) if m]
+        assert scored, v
+        m = scored[0]
+        assert float(m["value"]) >= float(m["threshold"]) and m["level"] in SEVERITY, v
+        assert m["campaign"] == v["campaign_id"], v
 
 
 def test_outputs_are_written_and_kept_in_the_store(scanned):
@@ -107,9 +119,15 @@ def test_the_store_keeps_what_a_report_needs_to_check_the_scan(scanned):
     assert store.con.execute("SELECT count(*) FROM edges WHERE scan_id = ?", [scan_id]).fetchone()[0] == expected
 
 
-def test_signals_table_has_value_threshold_and_fired(scanned):
+def test_a_signal_fires_exactly_when_its_value_passes_its_threshold_in_its_declared_direction(scanned):
     _, result, _, _ = scanned
     assert result.signals.column_names == ["account_id", "signal", "value", "threshold", "fired"]
+    rows = result.signals.to_pylist()
+    assert rows and any(r["fired"] for r in rows) and not all(r["fired"] for r in rows)
+    for r in rows:
+        declared = signals.BY_NAME[r["signal"]]
+        passes = r["value"] > r["threshold"] if declared.direction == "above" else r["value"] < r["threshold"]
+        assert r["fired"] == passes, r
 
 
 # --- linkage on hand-made keys --------------------------------------------------------------
