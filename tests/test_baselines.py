@@ -16,6 +16,8 @@ from distillguard.store import Store
 from distillguard.store.verdicts import VERDICT_SCHEMA
 from tests.conftest import good_record, write_jsonl
 
+pytestmark = pytest.mark.slow  # each test fits a baseline on a simulated reference population
+
 TINY = 0.002
 NOON = datetime(2026, 4, 22, 12, tzinfo=timezone.utc)
 

@@ -12,6 +12,8 @@ from distillguard.bench.report import BEGIN, END
 from distillguard.errors import UserError
 from tests.test_baselines import TINY, shared_cache
 
+pytestmark = pytest.mark.slow  # simulates and replays a scenario: about a minute
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

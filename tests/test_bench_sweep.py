@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from distillguard.bench import sweep
 from distillguard.simulate.scenario import load_scenario
 
@@ -29,6 +31,7 @@ def test_a_variant_of_the_model_pivot_sets_the_share_of_requests_on_the_new_mode
     assert tells.creation_burst == base.creation_burst == sweep.default_strength("adaptive-2026", "creation_burst")
 
 
+@pytest.mark.slow
 def test_the_sweep_command_measures_each_strength_and_writes_the_table_and_the_plot(tmp_path):
     docs = tmp_path / "docs" / "benchmarks.md"
     done = subprocess.run([sys.executable, "-m", "distillguard.cli", "sweep", "--tell", "creation_burst",
@@ -44,12 +47,14 @@ def test_the_sweep_command_measures_each_strength_and_writes_the_table_and_the_p
     assert (docs.parent / "img" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_an_unknown_tell_is_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "distillguard.cli", "sweep", "--tell", "charisma"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "unknown tell 'charisma'" in done.stderr
 
 
+@pytest.mark.slow
 def test_a_scenario_without_a_campaign_is_a_clear_error():
     done = subprocess.run([sys.executable, "-m", "distillguard.cli", "sweep", "--scenario", "baseline"],
                           capture_output=True, text=True, timeout=120)

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import good_record, write_jsonl
+
+pytestmark = pytest.mark.slow  # every test runs the CLI as a process: 4-28 s each
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "logs"
 

@@ -11,6 +11,8 @@ from distillguard.detect.scan import scan
 from distillguard.simulate import simulate
 from distillguard.store import Store
 
+pytestmark = pytest.mark.slow  # starts Spark and scans on both engines: minutes
+
 pytest.importorskip("pyspark", reason="the spark extra is not installed (make test installs it)")
 
 

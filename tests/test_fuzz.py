@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a fuzzing run
+
 pytest.importorskip("atheris", reason="atheris (the [test] extra) is not installed: it ships wheels for "
                     "Linux and macOS on CPython 3.8-3.12 only, and building it needs clang with libFuzzer")
 
