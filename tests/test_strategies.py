@@ -48,6 +48,7 @@ def test_every_combination_of_knob_levels_is_one_strategy():
     assert Strategy.parse(strategies[17].key) == strategies[17]
 
 
+@pytest.mark.slow
 def test_the_draw_is_deterministic_for_a_seed_and_differs_between_seeds():
     first = draw_strategies(5, 10, "dev", salt=SALT)
     assert first == draw_strategies(5, 10, "dev", salt=SALT)
@@ -55,6 +56,7 @@ def test_the_draw_is_deterministic_for_a_seed_and_differs_between_seeds():
     assert len(set(first)) == 10
 
 
+@pytest.mark.slow
 def test_dev_and_heldout_are_disjoint_and_cover_every_combination():
     splits = {s: split_of(s, SALT) for s in all_strategies()}
     dev = {s for s, split in splits.items() if split == "dev"}
@@ -133,6 +135,7 @@ def test_per_request_rotation_gives_more_addresses_per_account_than_per_session_
     assert _per_account(mobile_request, "client_ip") > 2 * _per_account(mobile_session, "client_ip") > 2
 
 
+@pytest.mark.slow
 def test_mobile_exits_are_the_addresses_carrier_nat_subscribers_share(tmp_path):
     mobile, _ = _simulate(tmp_path, infrastructure="mobile_per_request")
     residential, _ = _simulate(tmp_path, infrastructure="residential_per_request")
@@ -175,6 +178,7 @@ def test_timing_levels_shape_the_hours_and_days_of_use(tmp_path):
     assert shifts_hour.between(7, 19).mean() > 0.85 > operator_hour.between(7, 19).mean()
 
 
+@pytest.mark.slow
 def test_volume_levels_order_exchanges_per_account(tmp_path):
     means = [len(frame) / frame["account_id"].nunique()
              for frame, _ in (_simulate(tmp_path, volume=v) for v in ("low", "medium", "high"))]
@@ -185,6 +189,7 @@ def _created(frame):
     return frame.groupby("account_id").agg(created=("account_created_at", "first"), first=("timestamp", "min"))
 
 
+@pytest.mark.slow
 def test_burst_created_accounts_have_tighter_creation_times_than_bought_and_aged_are_old(tmp_path):
     burst = _created(_simulate(tmp_path, account_age="burst_created")[0])
     aged = _created(_simulate(tmp_path, account_age="aged")[0])
@@ -232,6 +237,7 @@ def test_user_agent_levels_set_how_many_clients_the_campaign_claims(tmp_path):
     assert browser(many) < 0.02 < 0.1 < browser(population)
 
 
+@pytest.mark.slow
 def test_camouflage_levels_mix_in_benign_accounts_or_benign_traffic(tmp_path):
     none, none_labels = _simulate(tmp_path, camouflage="none")
     decoyed, decoy_labels = _simulate(tmp_path, camouflage="benign_accounts")
