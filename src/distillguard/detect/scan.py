@@ -83,8 +83,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     on its engine (engine.py); by default an Ibis memtable, which suits DuckDB.
     """
     lookup = lookup or _memtable
-    params = params or linkage.LinkageParams()
-    cparams = camp.CampaignParams(min_members=policy.campaign.min_members)
+    params = params or policy.linkage
+    cparams = policy.clustering.model_copy(update={"min_members": policy.campaign.min_members})
     as_of = _as_of(exchanges, as_of)
     clock = _Clock()
     ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
@@ -99,11 +99,14 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                 suspicion.column("suspicion").to_pylist()))
         clock.lap("signals")
 
-        keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params)
+        # materialised once: the statistical tests and the linkage both read the keys
+        cached_keys = keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params).cache()
         statistical = None
         if policy.statistics.enabled:
-            every_key = ibis.union(keys, detect_evidence.statistical_keys(ex), distinct=True)
-            statistical = detect_verdicts.evaluate(every_key.to_pyarrow(), feats, policy)
+            # the statistical kinds are other kinds than the linkage's, so the two sets never overlap
+            every_key = pa.concat_tables([keys.to_pyarrow(), detect_evidence.statistical_keys(ex).to_pyarrow()],
+                                         promote_options="permissive")
+            statistical = detect_verdicts.evaluate(every_key, feats, policy)
             clock.lap("statistics")
         keys = linkage.weighted_keys(keys)
         # a name-free order of the accounts, for the ring lattice (linkage.ranked) and Leiden (campaigns.cluster)
@@ -112,6 +115,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             "order_key", pa.array([digest[a] for a in feats.column("account_id").to_pylist()], pa.string())))
         # materialised once: the pair join reads it nine times
         with linkage.ranked(linkage.informative_keys(keys, feats.num_rows, params), orgs).cache() as held:
+            cached_keys.release()
             clock.lap("linkage_keys")
             edges = linkage.pair_edges(held, params).to_pyarrow()
             edges = edges.sort_by([("a", "ascending"), ("b", "ascending")])
