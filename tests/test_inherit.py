@@ -191,7 +191,9 @@ def test_a_campaigns_own_long_system_prompt_used_habitually_is_a_signature_that_
 
 
 def test_two_families_over_several_requests_complete_the_evidence():
-    matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("scaffold", "think step by step", 150)]))
+    # one n-gram of framing suffices here (the policy asks two: see the scaffold_ngrams tests below)
+    matcher = inherit.Matcher(_indicators([("subnet", "10.0.0.0/24", 9), ("scaffold", "think step by step", 150)]),
+                              scaffold_ngrams=1)
     assert matcher.observe("recruit", [("subnet", "10.0.0.0/24")], T0) is None
     # the framing is habitual evidence: it counts from its second request on
     assert matcher.observe("recruit", [("scaffold", "think step by step")], T0) is None

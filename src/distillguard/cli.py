@@ -607,6 +607,27 @@ def serve(
     run(settings, host, port)
 
 
+policy_app = typer.Typer(no_args_is_help=True, help="The detection and enforcement policy.")
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("show")
+def policy_show(
+    policy_file: Optional[Path] = typer.Option(None, "--policy", help="Policy YAML (default: the built-in policy)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON list of {name, value, default, description}."),
+) -> None:
+    """Every tunable of the policy: its value, its default, and what it means (with its unit)."""
+    from distillguard.detect.policy import load_policy, tunables
+
+    rows = tunables(load_policy(policy_file))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']} = {r['value']}  (default {r['default']})"
+                   + (f"\n    {r['description']}" if r["description"] else ""))
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="The gateway's API keys (stored hashed in the store).")
 app.add_typer(keys_app, name="keys")
 

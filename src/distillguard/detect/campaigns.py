@@ -38,37 +38,11 @@ import pyarrow.compute as pc
 
 from distillguard.detect.evidence import LINKED as EVIDENCE
 from distillguard.detect.evidence import with_form
+from distillguard.detect.policy import Clustering
 from distillguard.store.engine import exact_sum
 
-
-@dataclass(frozen=True)
-class CampaignParams:
-    min_members: int = 5
-    resolution: float = 1.0
-    seed: int = 7
-    structure_scale: float = 6.0  # internal weight per member at which structure is ~0.63
-    # a member must hold this much evidence (kind weight x idf, once per key) in keys it shares
-    # with at least ``min_key_support`` other members of its cluster (see member_evidence)
-    min_member_evidence: float = 3.0
-    min_key_support: int = 2
-    # the fleet re-pointed at a new model: members that first used a newly released model
-    # within ``pivot_hours`` of its release, in a cluster where at least ``pivot_min_share``
-    # of members did and at least ``pivot_lift`` times the population's share
-    pivot_hours: float = 24.0
-    pivot_min_share: float = 0.15
-    pivot_lift: float = 4.0
-    # recruited together: fresh accounts (first used at most ``recruit_fresh_days`` after
-    # their creation) created within ``recruit_wave_hours`` of at least ``recruit_min_mates``
-    # other fresh members of their cluster; such a member holds ``act_weight`` more evidence
-    # from the account family
-    recruit_fresh_days: float = 14.0
-    recruit_wave_hours: float = 12.0
-    recruit_min_mates: int = 2
-    recruit_min_share: float = 0.15  # ...in clusters where at least this share of members were
-
-    # the evidence being recruited in a wave adds to a member's tie: a sign-up burst key's
-    # weight, since a wave is a sign-up burst across domains
-    act_weight: float = 1.5
+#: the clustering tunables: the policy's ``clustering`` section (policy.Clustering)
+CampaignParams = Clustering
 
 
 def cluster(edges: pa.Table, params: CampaignParams, tiebreak: dict[str, str] | None = None) -> dict[str, int]:

@@ -55,12 +55,16 @@ from distillguard.detect.extract import (  # noqa: F401 (re-exported)
     signup_burst_key,
     system_prompt_key,
 )
+from distillguard.detect.policy import Inheritance
 from distillguard.ingest import enrich
 from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA, severities
 
 #: the key kinds a single request can show (evidence.Kind.inheritable), and the family of each
 KINDS: tuple[str, ...] = evidence.INHERITABLE
 FAMILY: dict[str, str] = {k: _KINDS[k].family for k in KINDS}
+
+#: the policy's inheritance defaults: the one place they are set
+_RULE = Inheritance()
 
 INDICATOR_SCHEMA = pa.schema([
     ("campaign_id", pa.string()), ("action", pa.string()), ("kind", pa.string()), ("key", pa.string()),
@@ -82,8 +86,8 @@ class Freshness:
     residential neighbourhood is not a recruit, and the scan judges it on all its evidence.
     """
 
-    first_seen_within: timedelta = timedelta(hours=72)
-    created_within: timedelta = timedelta(days=14)
+    first_seen_within: timedelta = timedelta(hours=Inheritance().new_account_hours)
+    created_within: timedelta = timedelta(days=Inheritance().max_account_age_days)
 
     @classmethod
     def of(cls, rule) -> Freshness:
@@ -321,14 +325,15 @@ class Matcher:
     its traffic to tie it.
     """
 
-    def __init__(self, table: pa.Table, min_families: int = 2, alone: tuple[str, ...] = evidence.ALONE,
-                 fresh: Freshness = Freshness(), habitual: tuple[str, ...] = HABITUAL,
-                 habitual_uses: int = 2, signature_words: int = 0, scaffold_ngrams: int = 1) -> None:
+    def __init__(self, table: pa.Table, min_families: int = _RULE.min_families, alone: tuple[str, ...] = evidence.ALONE,
+                 fresh: Freshness | None = None, habitual: tuple[str, ...] = HABITUAL,
+                 habitual_uses: int = _RULE.habitual_uses, signature_words: int = _RULE.signature_words,
+                 scaffold_ngrams: int = _RULE.scaffold_ngrams) -> None:
         self.min_families = min_families
         self.scaffold_ngrams = scaffold_ngrams
         self.signature_words = signature_words
         self.alone = set(alone)
-        self.fresh = fresh
+        self.fresh = fresh or Freshness.of(_RULE)
         self.habitual = set(habitual)
         self.habitual_uses = habitual_uses
         self.by_key: dict[tuple[str, str], tuple[str, int]] = {
@@ -382,9 +387,10 @@ class Matcher:
         return None
 
 
-def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, min_families: int = 2,
-              alone: tuple[str, ...] = evidence.ALONE, fresh: Freshness = Freshness(),
-              habitual_uses: int = 2, signature_words: int = 0, scaffold_ngrams: int = 1) -> pa.Table:
+def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str,
+              min_families: int = _RULE.min_families, alone: tuple[str, ...] = evidence.ALONE,
+              fresh: Freshness | None = None, habitual_uses: int = _RULE.habitual_uses,
+              signature_words: int = _RULE.signature_words, scaffold_ngrams: int = _RULE.scaffold_ngrams) -> pa.Table:
     """VERDICT_SCHEMA rows for the new accounts among ``exchanges`` (account_id, timestamp,
     payment_fingerprint, client_ip, system_prompt, prompt, optionally first_seen,
     email_domain and account_created_at; sent after the scan at ``as_of`` that produced the
@@ -393,7 +399,7 @@ def inherited(exchanges: pa.Table, table: pa.Table, as_of: datetime, cap: str, m
     new at the time (``fresh``, the rule the gateway's Matcher applies) count."""
     if table.num_rows == 0 or exchanges.num_rows == 0:
         return VERDICT_SCHEMA.empty_table()
-    exchanges = fresh.filter(exchanges)
+    exchanges = (fresh or Freshness.of(_RULE)).filter(exchanges)
     if exchanges.num_rows == 0:
         return VERDICT_SCHEMA.empty_table()
     exchanges = exchanges.sort_by([("timestamp", "ascending"), ("account_id", "ascending")])

@@ -19,32 +19,16 @@ scaffold n-grams.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import ibis
 import ibis.expr.types as ir
 
 from distillguard.detect import evidence
 from distillguard.detect.evidence import LINKED as EVIDENCE
+from distillguard.detect.policy import Linkage
 from distillguard.store.engine import exact_sum
 
-
-@dataclass(frozen=True)
-class LinkageParams:
-    clique_max: int = 40
-    ring_degree: int = 4
-    max_share: float = 0.05  # keys held by more than this share of accounts are ignored...
-    habitual_max_share: float = 0.5  # ...except habitual framing, which only operations share widely
-    scaffold_min_uses: int = 3
-    scaffold_min_share: float = 0.1
-    max_accounts_floor: int = 50  # ...but never ignore a key held by fewer accounts than this
-    min_pair_weight: float = 1.0  # weaker pairs are noise: one weak coincidence links nobody
-    session_gap_s: int = 1800
-    slot_s: int = 300
-    # a slot in which more accounts start sessions is crowded: sharing it is chance, and its
-    # pairs would grow quadratically with the population (see informative_keys)
-    sync_max_holders: int = 12
-    exclude: tuple[str, ...] = field(default=())
+#: the linkage tunables: the policy's ``linkage`` section (policy.Linkage)
+LinkageParams = Linkage
 
 
 def account_keys(ex: ir.Table, ips: ir.Table, scaffold: ir.Table, params: LinkageParams) -> ir.Table:

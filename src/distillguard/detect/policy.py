@@ -40,6 +40,53 @@ class CampaignThresholds(BaseModel):
         return self
 
 
+class Linkage(BaseModel):
+    """How shared keys link accounts (linkage.py); ``linkage.LinkageParams`` is this section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    clique_max: int = Field(40, ge=2, description="accounts: a key held by at most this many links all its pairs; "
+                            "a larger key links each holder to its ring_degree next holders")
+    ring_degree: int = Field(4, ge=1, description="ring-lattice neighbours per holder of a large key")
+    max_share: float = Field(0.05, gt=0, le=1, description="share of accounts: keys held by more are ignored...")
+    habitual_max_share: float = Field(0.5, gt=0, le=1, description="share of accounts: ...except habitual "
+                                      "framing, which only operations share widely")
+    scaffold_min_uses: int = Field(3, ge=1, description="requests: a system prompt counts as habitual from this many uses")
+    scaffold_min_share: float = Field(0.1, ge=0, le=1, description="share of an account's requests a system "
+                                      "prompt must reach to be habitual")
+    max_accounts_floor: int = Field(50, ge=2, description="accounts: a key held by fewer is never ignored as common")
+    min_pair_weight: float = Field(1.0, ge=0, description="evidence weight: weaker pairs are noise, one weak "
+                                   "coincidence links nobody")
+    session_gap_s: int = Field(1800, gt=0, description="seconds of quiet after which a request starts a session")
+    slot_s: int = Field(300, gt=0, description="seconds: width of a session-start slot")
+    sync_max_holders: int = Field(12, ge=2, description="accounts: a slot in which more start sessions is crowded, "
+                                  "sharing it is chance")
+    exclude: tuple[str, ...] = Field((), description="evidence kinds left out of the linkage")
+
+
+class Clustering(BaseModel):
+    """How clusters are found and scored (campaigns.py); ``campaigns.CampaignParams`` is this section."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    min_members: int = Field(CampaignThresholds.model_fields["min_members"].default, ge=2,
+                             description="accounts a cluster needs to be a campaign (the scan sets it from "
+                             "campaign.min_members)")
+    resolution: float = Field(1.0, gt=0, description="Leiden resolution (higher: smaller clusters)")
+    seed: int = Field(7, description="Leiden's random seed")
+    structure_scale: float = Field(6.0, gt=0, description="internal edge weight per member at which structure is ~0.63")
+    min_member_evidence: float = Field(3.0, ge=0, description="evidence (kind weight x idf, once per key) a member "
+                                       "must hold in keys shared with min_key_support other members")
+    min_key_support: int = Field(2, ge=1, description="other members of the cluster that must hold a key for it to count")
+    pivot_hours: float = Field(24.0, gt=0, description="hours after a model's release within which a first use is a pivot")
+    pivot_min_share: float = Field(0.15, ge=0, le=1, description="share of a cluster's members that must pivot")
+    pivot_lift: float = Field(4.0, ge=1, description="times the population's pivot share a cluster must reach")
+    recruit_fresh_days: float = Field(14.0, gt=0, description="days from creation to first use of a fresh account")
+    recruit_wave_hours: float = Field(12.0, gt=0, description="hours within which fresh members' creations form a wave")
+    recruit_min_mates: int = Field(2, ge=1, description="other fresh members of other domains in a member's wave")
+    recruit_min_share: float = Field(0.15, ge=0, le=1, description="share of a cluster's members recruited together")
+    act_weight: float = Field(1.5, ge=0, description="evidence a recruitment wave adds to a member's tie "
+                              "(a sign-up burst key's weight)")
+
+
 class Inheritance(BaseModel):
     """How a new account inherits a throttled campaign's action between scans (inherit.py)."""
 
@@ -153,6 +200,8 @@ class Policy(BaseModel):
     allowlist_organizations: list[str] = Field(default_factory=list)
     lookback_days: float = Field(30.0, gt=0)
     inherit: Inheritance = Inheritance()
+    linkage: Linkage = Linkage()
+    clustering: Clustering = Clustering()
     gateway: GatewayRules = GatewayRules()
     statistics: Statistics = Statistics()
 
@@ -176,3 +225,26 @@ def load_policy(path: str | Path | None) -> Policy:
     if path is None:
         return Policy()
     return yamlfile.validated(Policy, yamlfile.read(path, "policy") or {}, path, "policy field")
+
+
+def tunables(policy: Policy, prefix: str = "") -> list[dict]:
+    """Every tunable of ``policy`` (sections flattened to dotted names) with its value, default
+    and description, in declaration order: what ``distillguard policy show`` prints."""
+    rows = []
+    defaults = type(policy)()
+    for name, info in type(policy).model_fields.items():
+        value, default = getattr(policy, name), getattr(defaults, name)
+        if isinstance(value, BaseModel):
+            rows.extend(tunables(value, f"{prefix}{name}."))
+            continue
+        rows.append({"name": f"{prefix}{name}", "value": _plain(value), "default": _plain(default),
+                     "description": info.description or ""})
+    return rows
+
+
+def _plain(value):
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
