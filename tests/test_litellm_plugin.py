@@ -53,19 +53,22 @@ def proxy(tmp_path):
                             cwd=tmp_path, env=env, stdout=(tmp_path / "litellm.log").open("wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_port(port, proc, timeout=120)
-    except Exception:
-        print((tmp_path / "litellm.log").read_text()[-5000:])
-        raise
-    yield port, proc, tmp_path
-    # the whole group: LiteLLM's own children and the plugin's loader process with it
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    upstream_proc.kill()
-    upstream_proc.wait()
+        try:
+            wait_port(port, proc, timeout=120)
+        except Exception:
+            print((tmp_path / "litellm.log").read_text()[-5000:])
+            raise
+        yield port, proc, tmp_path
+    finally:
+        # the whole group: LiteLLM's own children and the plugin's loader process with it; the
+        # mock upstream too, also when LiteLLM failed to start
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        upstream_proc.kill()
+        upstream_proc.wait()
 
 
 def _running_in_group(pgid: int) -> list[int]:
