@@ -32,8 +32,20 @@ def _lint_imports(config: Path, cwd: Path, pythonpath: Path | None = None) -> su
     done = subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(config)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
     # some versions colour their report whatever the terminal: the checks read the words
-    return subprocess.CompletedProcess(done.args, done.returncode, re.sub(r"\x1b\[[0-9;]*m", "", done.stdout),
-                                       re.sub(r"\x1b\[[0-9;]*m", "", done.stderr))
+    plain = re.compile(r"\x1b\[[0-9;]*m")
+    return subprocess.CompletedProcess(done.args, done.returncode, plain.sub("", done.stdout), plain.sub("", done.stderr))
+
+
+def _lint_package_with(tmp_path: Path, module: str, line: str) -> subprocess.CompletedProcess[str]:
+    """import-linter's report on a copy of the package where ``module`` (a path under it) ends with ``line``."""
+    copy = tmp_path / "distillguard"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    (copy / "data").mkdir()
+    (copy / "data" / "__init__.py").write_text("")
+    target = copy / module
+    target.write_text(target.read_text() + f"\n{line}\n")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return _lint_imports(tmp_path / "pyproject.toml", tmp_path, pythonpath=tmp_path)
 
 
 def test_every_import_contract_of_the_package_is_kept():
@@ -43,15 +55,7 @@ def test_every_import_contract_of_the_package_is_kept():
 
 
 def test_a_store_module_importing_the_detector_breaks_the_layers_contract(tmp_path):
-    copy = tmp_path / "distillguard"
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    (copy / "data").mkdir()
-    (copy / "data" / "__init__.py").write_text("")
-    stats = copy / "store" / "stats.py"
-    stats.write_text(stats.read_text() + "\nfrom distillguard.detect import scan  # a back-arrow\n")
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-
-    result = _lint_imports(tmp_path / "pyproject.toml", tmp_path, pythonpath=tmp_path)
+    result = _lint_package_with(tmp_path, "store/stats.py", "from distillguard.detect import scan  # a back-arrow")
 
     assert result.returncode != 0
     assert "The pipeline's layers import downwards only BROKEN" in result.stdout
@@ -59,15 +63,8 @@ def test_a_store_module_importing_the_detector_breaks_the_layers_contract(tmp_pa
 
 
 def test_a_simulator_module_importing_the_detector_breaks_its_independence(tmp_path):
-    copy = tmp_path / "distillguard"
-    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    (copy / "data").mkdir()
-    (copy / "data" / "__init__.py").write_text("")
-    timing = copy / "simulate" / "timing.py"
-    timing.write_text(timing.read_text() + "\nfrom distillguard.detect import signals  # peeking at the detector\n")
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-
-    result = _lint_imports(tmp_path / "pyproject.toml", tmp_path, pythonpath=tmp_path)
+    result = _lint_package_with(tmp_path, "simulate/timing.py",
+                                "from distillguard.detect import signals  # peeking at the detector")
 
     assert result.returncode != 0
     assert "The simulator knows nothing of the detector" in result.stdout
