@@ -344,8 +344,8 @@ def scan(
         for col in ("campaign", "accounts", "exchanges", "score", "action", "linked by"):
             t.add_column(col, justify="right" if col in ("accounts", "exchanges", "score") else "left")
         for c in result.campaigns:
-            t.add_row(c["campaign_id"], f"{c['members']:,}", f"{c['exchanges']:,}", f"{c['score']:.3f}", c["action"],
-                      ", ".join(sorted(c["indicators"])))
+            t.add_row(c.campaign_id, f"{c.members:,}", f"{c.exchanges:,}", f"{c.score:.3f}", c.action,
+                      ", ".join(sorted(c.indicators)))
         console.print(t)
     console.print(f"outputs in {out}")
 

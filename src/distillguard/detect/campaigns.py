@@ -111,6 +111,75 @@ class Tie:
 NO_TIE = Tie(0.0, 0, 0)
 
 
+@dataclass(frozen=True)
+class Linked:
+    """How one evidence kind links the members of a cluster or campaign (its ``indicators``)."""
+
+    shared_keys: int  # the kind's shared keys summed over the internal edges (a key counts once per edge)
+    accounts: int  # members at an end of at least one of those edges
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """One scored cluster of the account graph (score_clusters): a campaign's cell, or a community."""
+
+    # who: the cluster's number (cluster) and its admitted members, in name order
+    cluster: int
+    members: list[str]
+    size: int  # len(members)
+    # how much it looks like an operation: score = structure x operation x (0.5 + 0.5 x complementarity),
+    # each in 0..1, rounded to 4 places
+    score: float
+    structure: float
+    automation: float
+    collective: float
+    complementarity: float
+    # the share of members in each collective act the cluster showed (acts)
+    recruited: float
+    pivoted: float
+    # what links its members: the summed edge weight, and per evidence kind that links any
+    internal_weight: float
+    indicators: dict[str, Linked]
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """One campaign: linked cells merged (merge_cells), described and given an action.
+
+    The field names and their order are those of campaigns.json, campaigns.parquet and the
+    store's ``campaigns.detail`` (:meth:`to_row`), which reports read.
+    """
+
+    # who: a digest of the member names, the member count, how many cells were merged
+    campaign_id: str
+    members: int
+    cells: int
+    # what it sent: exchanges, output tokens, and when (ISO 8601, UTC)
+    exchanges: int
+    output_tokens: int
+    first_seen: str
+    last_seen: str
+    # the verdict: the cells' score weighted by their size, and the policy's action at that score
+    score: float
+    action: str
+    # the cells' sub-scores (Cluster), weighted by their size
+    structure: float
+    automation: float
+    collective: float
+    complementarity: float
+    recruited: float
+    pivoted: float
+    # what links it (per evidence kind, summed over the cells) and what it asked for
+    indicators: dict[str, Linked]
+    capability_mix: dict[str, float]  # capability -> share of the exchanges
+    pivot_within_day_share: float  # members that moved to a newly released model within pivot_hours of it
+    accounts: list[str]  # the members, in name order
+
+    def to_row(self) -> dict:
+        """The campaign as plain JSON-able data, keys in field order."""
+        return dataclasses.asdict(self)
+
+
 def member_evidence(held: ir.Table, members: ir.Table, min_support: int, reach_cap: int = 16) -> ir.Table:
     """(account_id, evidence, families, reach): what ties each clustered account to its cluster.
 
@@ -388,10 +457,19 @@ def acts(pivot: Pivot, recruited: set[str], membership: dict[str, int],
             for c in clusters}
 
 
+@dataclass
+class _InternalEdges:
+    """The edges between members of one cluster, as score_clusters sums them."""
+
+    weights: list[float] = dataclasses.field(default_factory=list)
+    shared_keys: Counter[str] = dataclasses.field(default_factory=Counter)  # kind -> keys summed over the edges
+    linked: dict[str, set[str]] = dataclasses.field(default_factory=dict)  # kind -> members at an end of its edges
+
+
 def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, Tie],
                    suspicion: dict[str, float], prompt_stats: dict[int, tuple[int, int]],
-                   params: CampaignParams, collective_acts: dict[int, dict[str, float]] | None = None) -> list[dict]:
-    """One dict per cluster with at least ``min_members`` members: members, sub-scores, score.
+                   params: CampaignParams, collective_acts: dict[int, dict[str, float]] | None = None) -> list[Cluster]:
+    """One Cluster per cluster with at least ``min_members`` members: members, sub-scores, score.
 
     ``membership`` holds the admitted members only (:func:`admitted`); ``tie`` is :func:`ties`;
     ``collective_acts`` is :func:`acts`. Operation evidence is what the members do (automation)
@@ -406,7 +484,7 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, T
     members: dict[int, list[str]] = {}
     for account, c in membership.items():
         members.setdefault(c, []).append(account)
-    internal: dict[int, dict] = {}
+    internal: dict[int, _InternalEdges] = {}
     # weights are summed with math.fsum (correctly rounded, so in any order): the edges come
     # sorted by account name, and a renaming must not change a score in its last bits
     a_col, b_col, w_col = (edges.column(n).to_pylist() for n in ("a", "b", "weight"))
@@ -415,20 +493,19 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, T
         ca, cb = membership.get(a), membership.get(b)
         if ca is None or ca != cb:
             continue
-        info = internal.setdefault(ca, {"weights": [], "kinds": {k: 0 for k in kinds},
-                                        "linked": {k: set() for k in kinds}})
-        info["weights"].append(w)
+        info = internal.setdefault(ca, _InternalEdges())
+        info.weights.append(w)
         for k in kinds:
             if shared[k][i]:
-                info["kinds"][k] += shared[k][i]
-                info["linked"][k].update((a, b))
+                info.shared_keys[k] += shared[k][i]
+                info.linked.setdefault(k, set()).update((a, b))
     out = []
     for c, accounts in members.items():
         if len(accounts) < params.min_members or c not in internal:
             continue
         info = internal[c]
         n = len(accounts)
-        weight = math.fsum(info["weights"])
+        weight = math.fsum(info.weights)
         structure = 1.0 - math.exp(-weight / n / params.structure_scale)
         automation = math.fsum(suspicion.get(a, 0.0) for a in accounts) / n
         collective = sum(1 for a in accounts if tie[a].families >= 2) / n
@@ -439,20 +516,20 @@ def score_clusters(edges: pa.Table, membership: dict[str, int], tie: dict[str, T
         for share in shown.values():
             operation = 1.0 - (1.0 - operation) * (1.0 - share)
         score = structure * operation * (0.5 + 0.5 * complementarity)
-        out.append({
-            "cluster": c, "members": sorted(accounts), "size": n, "score": round(score, 4),
-            "structure": round(structure, 4), "automation": round(automation, 4),
-            "collective": round(collective, 4), "complementarity": round(complementarity, 4),
-            "recruited": round(shown.get("recruited", 0.0), 4), "pivoted": round(shown.get("pivoted", 0.0), 4),
-            "internal_weight": round(weight, 3),
-            "indicators": {k: {"shared_keys": info["kinds"][k], "accounts": len(info["linked"][k])}
-                           for k in kinds if info["kinds"][k]},
-        })
-    out.sort(key=lambda c: (-c["score"], c["members"][0]))
+        out.append(Cluster(
+            cluster=c, members=sorted(accounts), size=n, score=round(score, 4),
+            structure=round(structure, 4), automation=round(automation, 4),
+            collective=round(collective, 4), complementarity=round(complementarity, 4),
+            recruited=round(shown.get("recruited", 0.0), 4), pivoted=round(shown.get("pivoted", 0.0), 4),
+            internal_weight=round(weight, 3),
+            indicators={k: Linked(shared_keys=info.shared_keys[k], accounts=len(info.linked[k]))
+                        for k in kinds if info.shared_keys[k]},
+        ))
+    out.sort(key=lambda c: (-c.score, c.members[0]))
     return out
 
 
-def merge_cells(edges: pa.Table, clusters: list[dict], min_link: float) -> list[list[dict]]:
+def merge_cells(edges: pa.Table, clusters: list[Cluster], min_link: float) -> list[list[Cluster]]:
     """Group scored clusters that are linked to each other into one campaign.
 
     Operations run in cells (a card, a proxy pool and a controller per few dozen accounts);
@@ -460,7 +537,7 @@ def merge_cells(edges: pa.Table, clusters: list[dict], min_link: float) -> list[
     sign-up waves and schedules across their borders. Two clusters join when the summed
     weight of edges between their members reaches ``min_link`` (union-find, deterministic).
     """
-    owner = {a: i for i, c in enumerate(clusters) for a in c["members"]}
+    owner = {a: i for i, c in enumerate(clusters) for a in c.members}
     links: dict[tuple[int, int], list[float]] = {}
     for a, b, w in zip(*(edges.column(n).to_pylist() for n in ("a", "b", "weight"))):
         ca, cb = owner.get(a), owner.get(b)
@@ -480,7 +557,7 @@ def merge_cells(edges: pa.Table, clusters: list[dict], min_link: float) -> list[
             ri, rj = find(i), find(j)
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
-    groups: dict[int, list[dict]] = {}
+    groups: dict[int, list[Cluster]] = {}
     for i, c in enumerate(clusters):
         groups.setdefault(find(i), []).append(c)
     return [groups[k] for k in sorted(groups)]

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -37,11 +37,30 @@ from distillguard.detect.policy import CampaignThresholds, Policy
 from distillguard.store.verdicts import VERDICT_SCHEMA
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """One account's verdict: a row of VERDICT_SCHEMA (store.verdicts), field for column."""
+
+    account_id: str
+    # what to do with the account, and how likely it is part of a campaign (0..1, higher = more likely)
+    action: str
+    score: float
+    campaign_id: str | None  # the campaign (or statistical group) it was judged with, if any
+    reasons: list[str]  # what the action rests on: signal, value and threshold, in words
+    as_of: datetime  # the scan's clock
+
+    @staticmethod
+    def table(verdicts: list[Verdict]) -> pa.Table:
+        """``verdicts`` as a VERDICT_SCHEMA table, in their order."""
+        return pa.table({f.name: [getattr(v, f.name) for v in verdicts] for f in fields(Verdict)},
+                        schema=VERDICT_SCHEMA)
+
+
 @dataclass
 class ScanResult:
     as_of: datetime
     verdicts: pa.Table
-    campaigns: list[dict]
+    campaigns: list[camp.Campaign]
     signals: pa.Table
     edges: pa.Table
     features: pa.Table
@@ -57,8 +76,8 @@ class ScanResult:
             "as_of": self.as_of.isoformat(),
             "accounts": self.verdicts.num_rows,
             "actions": {d["values"]: d["counts"] for d in actions},
-            "campaigns": [{k: c[k] for k in ("campaign_id", "members", "exchanges", "score", "action")}
-                          for c in self.campaigns],
+            "campaigns": [{"campaign_id": c.campaign_id, "members": c.members, "exchanges": c.exchanges,
+                           "score": c.score, "action": c.action} for c in self.campaigns],
             "seconds": self.seconds,
         }
 
@@ -268,15 +287,9 @@ def _with_quiet_accounts(verdicts: pa.Table, exchanges: ir.Table, as_of: datetim
     quiet = pc.filter(seen, pc.invert(pc.is_in(seen, value_set=verdicts.column("account_id"))))
     if len(quiet) == 0:
         return verdicts
-    n = len(quiet)
-    extra = pa.table({
-        "account_id": quiet.cast(pa.string()),
-        "action": pa.array(["allow"] * n, pa.string()),
-        "score": pa.array([0.0] * n, pa.float64()),
-        "campaign_id": pa.nulls(n, pa.string()),
-        "reasons": pa.array([[f"no exchanges in the last {policy.lookback_days:g} days"]] * n, pa.list_(pa.string())),
-        "as_of": pa.array([as_of] * n, pa.timestamp("us", tz="UTC")),
-    }, schema=VERDICT_SCHEMA)
+    idle = f"no exchanges in the last {policy.lookback_days:g} days"
+    extra = Verdict.table([Verdict(account_id=account, action="allow", score=0.0, campaign_id=None, reasons=[idle],
+                                   as_of=as_of) for account in quiet.cast(pa.string()).to_pylist()])
     return pa.concat_tables([verdicts, extra]).sort_by("account_id")
 
 
@@ -308,65 +321,73 @@ def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> d
     return {c: (n, d) for c, n, d in zip(*(stats.column(k).to_pylist() for k in ("cluster", "n", "distinct")))}
 
 
-def _campaigns(clusters: list[dict], edges: pa.Table, feats: pa.Table, policy: Policy,
-               cparams: camp.CampaignParams) -> list[dict]:
+def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, policy: Policy,
+               cparams: camp.CampaignParams) -> list[camp.Campaign]:
     """Clusters scored at least ``monitor``, merged into campaigns (linked cells), described."""
     # cells are merged only when each is throttle-worthy on its own: a monitored community of
     # customers must never inherit a campaign's action through a few stray links
-    flagged = [c for c in clusters if policy.campaign_action(c["score"]) != "allow"]
-    strong = [c for c in flagged if policy.campaign_action(c["score"]) not in ("allow", "monitor")]
-    weak = [[c] for c in flagged if policy.campaign_action(c["score"]) == "monitor"]
+    flagged = [c for c in clusters if policy.campaign_action(c.score) != "allow"]
+    strong = [c for c in flagged if policy.campaign_action(c.score) not in ("allow", "monitor")]
+    weak = [[c] for c in flagged if policy.campaign_action(c.score) == "monitor"]
     by_account = {a: i for i, a in enumerate(feats.column("account_id").to_pylist())}
     cols = {name: feats.column(name).to_pylist() for name in
             ("exchanges", "output_tokens", "first_seen", "last_seen", "pivot_hours",
              *(f"{c}_share" for c in CAPABILITIES))}
     out = []
     for cells in camp.merge_cells(edges, strong, policy.campaign.merge_link) + weak:
-        members = sorted(a for c in cells for a in c["members"])
+        members = sorted(a for c in cells for a in c.members)
         rows = [by_account[a] for a in members if a in by_account]
         exchanges = sum(cols["exchanges"][i] for i in rows)
         # float sums with math.fsum (correctly rounded): cells and members come in name order,
         # and a renaming of the accounts must not move a score in its last bits
-        score = round(math.fsum(c["score"] * c["size"] for c in cells) / sum(c["size"] for c in cells), 4)
-        indicators: dict[str, dict] = {}
+        score = round(math.fsum(c.score * c.size for c in cells) / sum(c.size for c in cells), 4)
+        indicators: dict[str, camp.Linked] = {}
         for c in cells:
-            for kind, v in c["indicators"].items():
-                slot = indicators.setdefault(kind, {"shared_keys": 0, "accounts": 0})
-                slot["shared_keys"] += v["shared_keys"]
-                slot["accounts"] += v["accounts"]
+            for kind, v in c.indicators.items():
+                slot = indicators.get(kind, camp.Linked(shared_keys=0, accounts=0))
+                indicators[kind] = camp.Linked(shared_keys=slot.shared_keys + v.shared_keys,
+                                               accounts=slot.accounts + v.accounts)
         mix = {cap: round(math.fsum(cols[f"{cap}_share"][i] * cols["exchanges"][i] for i in rows) / max(exchanges, 1), 4)
                for cap in CAPABILITIES}
-        out.append({
-            "campaign_id": _campaign_id(members),
-            "members": len(members),
-            "cells": len(cells),
-            "exchanges": exchanges,
-            "output_tokens": sum(cols["output_tokens"][i] or 0 for i in rows),
-            "first_seen": min(cols["first_seen"][i] for i in rows).isoformat(),
-            "last_seen": max(cols["last_seen"][i] for i in rows).isoformat(),
-            "score": score,
-            "action": policy.campaign_action(score),
-            **{k: round(math.fsum(c[k] * c["size"] for c in cells) / len(members), 4)
-               for k in ("structure", "automation", "collective", "complementarity", "recruited", "pivoted")},
-            "indicators": indicators,
-            "capability_mix": mix,
+        def weighted(sub_score: Callable[[camp.Cluster], float]) -> float:
+            """A sub-score of the cells, weighted by their size."""
+            return round(math.fsum(sub_score(c) * c.size for c in cells) / len(members), 4)
+
+        out.append(camp.Campaign(
+            campaign_id=_campaign_id(members),
+            members=len(members),
+            cells=len(cells),
+            exchanges=exchanges,
+            output_tokens=sum(cols["output_tokens"][i] or 0 for i in rows),
+            first_seen=min(cols["first_seen"][i] for i in rows).isoformat(),
+            last_seen=max(cols["last_seen"][i] for i in rows).isoformat(),
+            score=score,
+            action=policy.campaign_action(score),
+            structure=weighted(lambda c: c.structure),
+            automation=weighted(lambda c: c.automation),
+            collective=weighted(lambda c: c.collective),
+            complementarity=weighted(lambda c: c.complementarity),
+            recruited=weighted(lambda c: c.recruited),
+            pivoted=weighted(lambda c: c.pivoted),
+            indicators=indicators,
+            capability_mix=mix,
             # members that moved to a newly released model within pivot_hours (a day) of its release
-            "pivot_within_day_share": round(sum(1 for i in rows if (cols["pivot_hours"][i] is not None
-                                                                    and cols["pivot_hours"][i] < cparams.pivot_hours))
-                                            / max(len(rows), 1), 4),
-            "accounts": members,
-        })
-    out.sort(key=lambda c: (-c["score"], c["campaign_id"]))
+            pivot_within_day_share=round(sum(1 for i in rows if (cols["pivot_hours"][i] is not None
+                                                                 and cols["pivot_hours"][i] < cparams.pivot_hours))
+                                         / max(len(rows), 1), 4),
+            accounts=members,
+        ))
+    out.sort(key=lambda c: (-c.score, c.campaign_id))
     return out
 
 
-def _weakly_tied(membership: dict[str, dict], tie: dict[str, camp.Tie], firm_by_act: set[str],
+def _weakly_tied(membership: dict[str, camp.Campaign], tie: dict[str, camp.Tie], firm_by_act: set[str],
                  firm: CampaignThresholds) -> dict[str, list[str]]:
     """Member of a throttled+ campaign -> what its tie lacks, each as "name=value (< threshold)";
     members tied firmly are left out (the rule is described in _verdicts)."""
     weak: dict[str, list[str]] = {}
     for account, campaign in membership.items():
-        if campaign["action"] in ("allow", "monitor"):
+        if campaign.action in ("allow", "monitor"):
             continue
         own_tie = tie.get(account, camp.NO_TIE)
         # a member that took part in a collective act of its cluster (recruited in its wave,
@@ -418,30 +439,30 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
         if hit:
             op = ">" if signals.BY_NAME[name].direction == "above" else "<"
             fired.setdefault(account, []).append(f"{name}={value:.3g} ({op} {threshold:g})")
-    membership = {a: c for c in campaigns for a in c["accounts"]}
+    membership = {a: c for c in campaigns for a in c.accounts}
     firm = policy.campaign
     weak = _weakly_tied(membership, tie, firm_by_act, firm)
-    firm_members = {a for a, c in membership.items() if c["action"] not in ("allow", "monitor") and a not in weak}
+    firm_members = {a for a, c in membership.items() if c.action not in ("allow", "monitor") and a not in weak}
     suspicious = {a for a in weak if suspicion.get(a, 0.0) >= firm.firm_suspicion}
     # the core a suspicious weak member must be linked to: its campaign's firmly tied members, or
     # where it has none (a campaign of fewer members than firm_reach is all weakly tied), its
     # other suspicious members: there is no richly tied community for an outsider to be attached to
-    with_core = {membership[a]["campaign_id"] for a in firm_members}
-    core = firm_members | {a for a in suspicious if membership[a]["campaign_id"] not in with_core}
-    anchors = camp.anchored(edges, suspicious, core, {a: c["campaign_id"] for a, c in membership.items()})
+    with_core = {membership[a].campaign_id for a in firm_members}
+    core = firm_members | {a for a in suspicious if membership[a].campaign_id not in with_core}
+    anchors = camp.anchored(edges, suspicious, core, {a: c.campaign_id for a, c in membership.items()})
     allowed = set(policy.allowlist_organizations)
-    rows = {k: [] for k in VERDICT_SCHEMA.names}
+    rows: list[Verdict] = []
     for account, org in zip(feats.column("account_id").to_pylist(), feats.column("organization_id").to_pylist()):
         own = suspicion.get(account, 0.0)
         reasons = list(fired.get(account, []))
         campaign = membership.get(account)
         action, score = "allow", round(0.5 * own, 4)
         if campaign is not None:
-            action, score = campaign["action"], max(score, campaign["score"])
-            links = ", ".join(f"{k} x{v['accounts']}" for k, v in campaign["indicators"].items())
-            reasons.insert(0, f"campaign {campaign['campaign_id']}: score={campaign['score']:.3f} "
+            action, score = campaign.action, max(score, campaign.score)
+            links = ", ".join(f"{k} x{v.accounts}" for k, v in campaign.indicators.items())
+            reasons.insert(0, f"campaign {campaign.campaign_id}: score={campaign.score:.3f} "
                               f"(>= {action} {getattr(policy.campaign, action, policy.campaign.monitor):g}), "
-                              f"{campaign['members']} accounts linked by {links}")
+                              f"{campaign.members} accounts linked by {links}")
             own_tie = tie.get(account, camp.NO_TIE)
             short = weak.get(account)
             if short and own >= firm.firm_suspicion and anchors.get(account):
@@ -449,11 +470,11 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
                                   f"families, tied to >= {own_tie.reach} members; weakly tied ({', '.join(short)}) "
                                   f"but own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) and linked "
                                   f"directly to {anchors[account]} "
-                                  + ("firmly tied members" if campaign["campaign_id"] in with_core else
+                                  + ("firmly tied members" if campaign.campaign_id in with_core else
                                      "suspicious members (the campaign has no firmly tied one)"))
             elif short:
                 action = "monitor"
-                peer = "a firmly tied member" if campaign["campaign_id"] in with_core else "another suspicious member"
+                peer = "a firmly tied member" if campaign.campaign_id in with_core else "another suspicious member"
                 why = (f"own suspicion={own:.3g} (< firm {firm.firm_suspicion:g})" if own < firm.firm_suspicion else
                        f"own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) but no linkage edge to {peer} "
                        f"beyond a shared sign-up hour")
@@ -469,13 +490,10 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
         if org is not None and org in allowed and action != "allow":
             reasons.insert(0, f"organization {org} is allowlisted: capped at monitor")
             action = "monitor"
-        rows["account_id"].append(account)
-        rows["action"].append(action)
-        rows["score"].append(float(score))
-        rows["campaign_id"].append(campaign["campaign_id"] if campaign else None)
-        rows["reasons"].append(reasons if action != "allow" else reasons[:3])
-        rows["as_of"].append(as_of)
-    return pa.table(rows, schema=VERDICT_SCHEMA)
+        rows.append(Verdict(account_id=account, action=action, score=float(score),
+                            campaign_id=campaign.campaign_id if campaign else None,
+                            reasons=reasons if action != "allow" else reasons[:3], as_of=as_of))
+    return Verdict.table(rows)
 
 
 #: what a spreadsheet takes as the start of a formula (OWASP, "CSV Injection")
@@ -503,22 +521,21 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
     allowlisted organisation stays capped at monitor."""
     found = evidence.by_account(policy.campaign.min_members)
     rank = detect_verdicts.ORDER
-    rows = verdicts.to_pylist()
+    rows = [Verdict(**row) for row in verdicts.to_pylist()]
     capped = evidence.capped
-    for row in rows:
-        hit = found.get(row["account_id"])
+    for i, row in enumerate(rows):
+        hit = found.get(row.account_id)
         if hit is None or hit[0] not in ("throttle", "block"):
             continue
         action, group, reasons = hit
-        current = row["action"] if row["action"] in rank else "throttle"  # fallback ranks with throttle+
-        if rank.index(action) <= rank.index(current) or row["account_id"] in capped:
-            row["reasons"] = list(row["reasons"] or []) + reasons
+        current = row.action if row.action in rank else "throttle"  # fallback ranks with throttle+
+        if rank.index(action) <= rank.index(current) or row.account_id in capped:
+            rows[i] = replace(row, reasons=list(row.reasons or []) + reasons)
             continue
-        row["action"] = action
-        row["campaign_id"] = row["campaign_id"] or group
-        row["score"] = max(row["score"], getattr(policy.campaign, action))
-        row["reasons"] = reasons + list(row["reasons"] or [])
-    return pa.Table.from_pylist(rows, schema=VERDICT_SCHEMA)
+        rows[i] = replace(row, action=action, campaign_id=row.campaign_id or group,
+                          score=max(row.score, getattr(policy.campaign, action)),
+                          reasons=reasons + list(row.reasons or []))
+    return Verdict.table(rows)
 
 
 def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
@@ -532,12 +549,14 @@ def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
     flat = result.verdicts.set_column(4, "reasons", pa.array(
         [" | ".join(r or []) for r in result.verdicts.column("reasons").to_pylist()], pa.string()))
     pacsv.write_csv(spreadsheet_safe(flat), files["verdicts.csv"])
+    described = [c.to_row() for c in result.campaigns]
+    # one row per campaign without its member list, the nested mappings as JSON text
     campaigns = [{**{k: v for k, v in c.items() if k != "accounts"},
                   "indicators": json.dumps(c["indicators"]), "capability_mix": json.dumps(c["capability_mix"])}
-                 for c in result.campaigns]
+                 for c in described]
     table = pa.Table.from_pylist(campaigns) if campaigns else pa.table({"campaign_id": pa.array([], pa.string())})
     pq.write_table(table, files["campaigns.parquet"])
-    files["campaigns.json"].write_text(json.dumps(result.campaigns, indent=2, default=str))
+    files["campaigns.json"].write_text(json.dumps(described, indent=2, default=str))
     pq.write_table(result.signals, files["signals.parquet"])
     return files
 
@@ -583,17 +602,17 @@ def store_result(store, result: ScanResult, *, policy_source: str = "built-in", 
     verdicts = result.verdicts.append_column("scan_id", pa.array([scan_id] * result.verdicts.num_rows, pa.string()))
     campaigns = pa.table({
         "scan_id": pa.array([scan_id] * len(result.campaigns), pa.string()),
-        "campaign_id": pa.array([c["campaign_id"] for c in result.campaigns], pa.string()),
-        "members": pa.array([c["members"] for c in result.campaigns], pa.int64()),
-        "exchanges": pa.array([c["exchanges"] for c in result.campaigns], pa.int64()),
-        "score": pa.array([c["score"] for c in result.campaigns], pa.float64()),
-        "action": pa.array([c["action"] for c in result.campaigns], pa.string()),
-        "detail": pa.array([json.dumps(c, default=str) for c in result.campaigns], pa.string()),
+        "campaign_id": pa.array([c.campaign_id for c in result.campaigns], pa.string()),
+        "members": pa.array([c.members for c in result.campaigns], pa.int64()),
+        "exchanges": pa.array([c.exchanges for c in result.campaigns], pa.int64()),
+        "score": pa.array([c.score for c in result.campaigns], pa.float64()),
+        "action": pa.array([c.action for c in result.campaigns], pa.string()),
+        "detail": pa.array([json.dumps(c.to_row(), default=str) for c in result.campaigns], pa.string()),
     })
     signal_rows = result.signals.append_column("scan_id", pa.array([scan_id] * result.signals.num_rows, pa.string()))
     indicator_rows = result.indicators.append_column(
         "scan_id", pa.array([scan_id] * result.indicators.num_rows, pa.string()))
-    in_campaign = pa.array(sorted({a for c in result.campaigns for a in c["accounts"]}), pa.string())
+    in_campaign = pa.array(sorted({a for c in result.campaigns for a in c.accounts}), pa.string())
     edges = result.edges.filter(pc.and_(pc.is_in(result.edges.column("a"), value_set=in_campaign),
                                         pc.is_in(result.edges.column("b"), value_set=in_campaign)))
     edges = edges.append_column("scan_id", pa.array([scan_id] * edges.num_rows, pa.string()))
