@@ -119,10 +119,10 @@ def test_collective_acts_raise_a_clusters_operation_evidence_and_nothing_else_ch
     plain = camp.score_clusters(edges, membership, tie, suspicion, stats, PARAMS)[0]
     same = camp.score_clusters(edges, membership, tie, suspicion, stats, PARAMS, {1: {"recruited": 0.0, "pivoted": 0.0}})[0]
     acted = camp.score_clusters(edges, membership, tie, suspicion, stats, PARAMS, {1: {"recruited": 0.8, "pivoted": 0.3}})[0]
-    assert same["score"] == plain["score"]
+    assert same.score == plain.score
     # operation 0.55 (half automation, half collective) leaves 0.45 unexplained; x 0.2 x 0.7
-    assert abs(acted["score"] - plain["score"] / 0.55 * (1 - 0.45 * 0.2 * 0.7)) < 1e-3
-    assert acted["recruited"] == 0.8 and acted["pivoted"] == 0.3
+    assert abs(acted.score - plain.score / 0.55 * (1 - 0.45 * 0.2 * 0.7)) < 1e-3
+    assert acted.recruited == 0.8 and acted.pivoted == 0.3
 
 
 def test_a_member_whose_sign_up_burst_key_already_counts_its_creation_gets_nothing_more_from_the_wave():

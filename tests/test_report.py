@@ -74,7 +74,7 @@ def poisoned(tmp_path_factory):
         result = scan.scan(ibis.duckdb.from_connection(store.con).table("exchanges"), None, Policy(lookback_days=365))
         scan.store_result(store, result)
     assert result.campaigns, "the poisoned campaign must still be found for the report to have something to show"
-    return db, result.campaigns[0]["campaign_id"]
+    return db, result.campaigns[0].campaign_id
 
 
 @pytest.fixture(scope="module")

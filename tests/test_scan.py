@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pytest
 
 from distillguard.detect import linkage, scan, signals
+from distillguard.detect.campaigns import Campaign
 from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
 from distillguard.detect.policy import Policy, load_policy
@@ -112,7 +113,7 @@ def test_the_store_keeps_what_a_report_needs_to_check_the_scan(scanned):
     assert json.loads(row[2])["lookback_days"] == 365 and len(row[3]) == 64
     assert (row[5], row[6]) == (result.verdicts.num_rows, len(result.campaigns))
     # the edges kept are exactly the scan's edges between members of its campaigns
-    members = {a for c in result.campaigns for a in c["accounts"]}
+    members = {a for c in result.campaigns for a in c.accounts}
     expected = sum(1 for a, b in zip(result.edges.column("a").to_pylist(), result.edges.column("b").to_pylist())
                    if a in members and b in members)
     assert expected > 0
@@ -251,8 +252,8 @@ POLICY = Policy(lookback_days=365)
 AS_OF = datetime(2026, 6, 6, tzinfo=timezone.utc)
 
 
-def _throttled_campaign(result) -> dict:
-    throttled = [c for c in result.campaigns if SEVERITY[c["action"]] >= SEVERITY["throttle"]]
+def _throttled_campaign(result) -> Campaign:
+    throttled = [c for c in result.campaigns if SEVERITY[c.action] >= SEVERITY["throttle"]]
     assert throttled
     return throttled[0]
 
@@ -269,7 +270,7 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
-    member = campaign["accounts"][0]
+    member = campaign.accounts[0]
     weak = {**result.ties, member: campaigns.Tie(evidence=3.5, families=1, reach=20)}
     row = _verdict_rows(result, weak, {member: 0.05})[member]
     assert row["action"] == "monitor"
@@ -277,7 +278,7 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     assert "families=1 (< 2)" in line and "reach=" not in line
     firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20, reach_beyond_client=20)}
     row = _verdict_rows(result, firm, {member: 0.05})[member]
-    assert row["action"] == campaign["action"]
+    assert row["action"] == campaign.action
 
 
 def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scanned):
@@ -309,10 +310,10 @@ def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_ma
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
-    member = campaign["accounts"][0]
+    member = campaign.accounts[0]
     thin = {**result.ties, member: campaigns.Tie(evidence=4.0, families=2, reach=20, reach_beyond_client=20)}
     assert _verdict_rows(result, thin, {member: 0.05})[member]["action"] == "monitor"
-    assert _verdict_rows(result, thin, {member: 0.05}, firm_by_act={member})[member]["action"] == campaign["action"]
+    assert _verdict_rows(result, thin, {member: 0.05}, firm_by_act={member})[member]["action"] == campaign.action
 
 
 def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
@@ -322,7 +323,7 @@ def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
-    member = campaign["accounts"][0]
+    member = campaign.accounts[0]
     team = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=POLICY.campaign.firm_reach - 1)}
     row = _verdict_rows(result, team, {member: 0.05})[member]
     assert row["action"] == "monitor"
@@ -332,7 +333,7 @@ def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     assert "evidence=" not in line and "families=" not in line
     # the same ties with the account's own behaviour suspicious: the campaign's action
     row = _verdict_rows(result, team, {member: 0.5})[member]
-    assert row["action"] == campaign["action"]
+    assert row["action"] == campaign.action
 
 
 def test_a_fleet_moving_to_a_new_model_within_hours_shows_in_pivot_hours():
@@ -415,13 +416,13 @@ def test_an_automated_member_tied_only_to_its_own_kind_is_only_monitored(scanned
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
-    member = campaign["accounts"][0]
+    member = campaign.accounts[0]
     weak = {**result.ties, member: campaigns.Tie(evidence=6.2, families=1, reach=13)}
     suspicious = {member: POLICY.campaign.firm_suspicion + 0.1}
     touching = pc.or_(pc.equal(result.edges.column("a"), member), pc.equal(result.edges.column("b"), member))
     assert pc.sum(touching.cast(pa.int64())).as_py() > 0
     row = _verdict_rows(result, weak, suspicious)[member]
-    assert row["action"] == campaign["action"]
+    assert row["action"] == campaign.action
     assert any("linked directly to" in r and "firmly tied members" in r for r in row["reasons"])
     detached = result.edges.filter(pc.invert(touching))
     rows = scan._verdicts(result.features, result.signals, suspicious, weak, {}, set(), result.campaigns, POLICY,
@@ -440,13 +441,13 @@ def test_in_a_campaign_with_no_firmly_tied_member_suspicious_members_anchor_each
 
     _, result, _, _ = scanned
     campaign = _throttled_campaign(result)
-    members = campaign["accounts"]
+    members = campaign.accounts
     small = {**result.ties, **{a: campaigns.Tie(evidence=9.0, families=3, reach=4, reach_beyond_client=4)
                                for a in members}}
     rows = _verdict_rows(result, small, {a: POLICY.campaign.firm_suspicion + 0.1 for a in members})
     linked = set(result.edges.column("a").to_pylist()) | set(result.edges.column("b").to_pylist())
     member = next(a for a in members if a in linked)
-    assert rows[member]["action"] == campaign["action"]
+    assert rows[member]["action"] == campaign.action
     assert any("suspicious members (the campaign has no firmly tied one)" in r for r in rows[member]["reasons"])
     # the same members with unremarkable behaviour of their own: monitored, as before
     rows = _verdict_rows(result, small, {a: 0.05 for a in members})

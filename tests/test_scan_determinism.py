@@ -145,7 +145,7 @@ def test_copies_of_one_store_scanned_with_one_or_two_threads_give_identical_verd
     one = _scan_in_process(_copy_store(ingested, tmp_path / "one"), threads=1)
     two = _scan_in_process(_copy_store(ingested, tmp_path / "two"), threads=2)
     assert _verdicts(one.verdicts) == _verdicts(two.verdicts)
-    assert [c["campaign_id"] for c in one.campaigns] == [c["campaign_id"] for c in two.campaigns]
+    assert [c.campaign_id for c in one.campaigns] == [c.campaign_id for c in two.campaigns]
     assert one.campaigns == two.campaigns
     # the graph itself, to the last bit of every weight, and the signal values behind the reasons
     assert one.edges.equals(two.edges)

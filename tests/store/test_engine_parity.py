@@ -52,7 +52,7 @@ def test_duckdb_and_spark_give_the_same_verdicts(tmp_path, spark_stopped_after):
     assert duck.column("campaign_id").equals(spark.column("campaign_id"))
     for a, b in zip(duck.column("score").to_pylist(), spark.column("score").to_pylist()):
         assert a == pytest.approx(b, abs=1e-6)
-    assert [c["campaign_id"] for c in results["duckdb"].campaigns] == [c["campaign_id"] for c in results["spark"].campaigns]
+    assert [c.campaign_id for c in results["duckdb"].campaigns] == [c.campaign_id for c in results["spark"].campaigns]
     assert any(a != "allow" for a in duck.column("action").to_pylist())
     # ...and the same campaign indicators, which the gateway's new accounts inherit from
     order = [("campaign_id", "ascending"), ("kind", "ascending"), ("key", "ascending")]
