@@ -104,6 +104,37 @@ def test_outputs_are_written_and_kept_in_the_store(scanned):
     assert store.con.execute("SELECT count(*) FROM indicators").fetchone()[0] == result.indicators.num_rows
 
 
+#: the fields of each campaign in campaigns.json, in order: what reports and analysts read
+_CAMPAIGN_FIELDS = ["campaign_id", "members", "cells", "exchanges", "output_tokens", "first_seen", "last_seen",
+                    "score", "action", "structure", "automation", "collective", "complementarity", "recruited",
+                    "pivoted", "indicators", "capability_mix", "pivot_within_day_share", "accounts"]
+
+
+def test_campaign_files_and_the_stored_detail_keep_every_field_in_order(scanned):
+    store, result, _, out = scanned
+    scan.write_outputs(result, out)
+    written = json.loads((out / "campaigns.json").read_text())
+    assert written and [list(c) for c in written] == [_CAMPAIGN_FIELDS] * len(written)
+    assert [sorted(v) for c in written for v in c["indicators"].values()] == \
+        [["accounts", "shared_keys"]] * sum(len(c.indicators) for c in result.campaigns)
+    assert written[0]["accounts"] == result.campaigns[0].accounts
+    assert written[0]["members"] == len(result.campaigns[0].accounts)
+    table = pq.read_table(out / "campaigns.parquet")
+    assert table.column_names == _CAMPAIGN_FIELDS[:-1]
+    assert [json.loads(i) for i in table.column("indicators").to_pylist()] == [c["indicators"] for c in written]
+    scan_id = scan.store_result(store, result)
+    detail = store.con.execute("SELECT detail FROM campaigns WHERE scan_id = ? ORDER BY score DESC, campaign_id",
+                               [scan_id]).fetchall()
+    assert [json.loads(d) for (d,) in detail] == written
+
+
+def test_verdict_rows_rebuild_the_verdict_table_exactly(scanned):
+    _, result, _, _ = scanned
+    rows = [scan.Verdict(**row) for row in result.verdicts.to_pylist()]
+    assert scan.Verdict.table(rows).equals(result.verdicts)
+    assert scan.Verdict.table([]).schema.equals(VERDICT_SCHEMA)
+
+
 def test_the_store_keeps_what_a_report_needs_to_check_the_scan(scanned):
     store, result, _, _ = scanned
     scan_id = scan.store_result(store, result, policy_source="policy.yaml", engine="duckdb")
