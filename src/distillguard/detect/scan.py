@@ -340,7 +340,7 @@ def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, p
         exchanges = sum(cols["exchanges"][i] for i in rows)
         # float sums with math.fsum (correctly rounded): cells and members come in name order,
         # and a renaming of the accounts must not move a score in its last bits
-        score = round(math.fsum(c.score * c.size for c in cells) / sum(c.size for c in cells), 4)
+        score = _size_weighted(cells, lambda c: c.score)
         indicators: dict[str, camp.Linked] = {}
         for c in cells:
             for kind, v in c.indicators.items():
@@ -349,10 +349,6 @@ def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, p
                                                accounts=slot.accounts + v.accounts)
         mix = {cap: round(math.fsum(cols[f"{cap}_share"][i] * cols["exchanges"][i] for i in rows) / max(exchanges, 1), 4)
                for cap in CAPABILITIES}
-        def weighted(sub_score: Callable[[camp.Cluster], float]) -> float:
-            """A sub-score of the cells, weighted by their size."""
-            return round(math.fsum(sub_score(c) * c.size for c in cells) / len(members), 4)
-
         out.append(camp.Campaign(
             campaign_id=_campaign_id(members),
             members=len(members),
@@ -363,12 +359,12 @@ def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, p
             last_seen=max(cols["last_seen"][i] for i in rows).isoformat(),
             score=score,
             action=policy.campaign_action(score),
-            structure=weighted(lambda c: c.structure),
-            automation=weighted(lambda c: c.automation),
-            collective=weighted(lambda c: c.collective),
-            complementarity=weighted(lambda c: c.complementarity),
-            recruited=weighted(lambda c: c.recruited),
-            pivoted=weighted(lambda c: c.pivoted),
+            structure=_size_weighted(cells, lambda c: c.structure),
+            automation=_size_weighted(cells, lambda c: c.automation),
+            collective=_size_weighted(cells, lambda c: c.collective),
+            complementarity=_size_weighted(cells, lambda c: c.complementarity),
+            recruited=_size_weighted(cells, lambda c: c.recruited),
+            pivoted=_size_weighted(cells, lambda c: c.pivoted),
             indicators=indicators,
             capability_mix=mix,
             # members that moved to a newly released model within pivot_hours (a day) of its release
@@ -379,6 +375,11 @@ def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, p
         ))
     out.sort(key=lambda c: (-c.score, c.campaign_id))
     return out
+
+
+def _size_weighted(cells: list[camp.Cluster], sub_score: Callable[[camp.Cluster], float]) -> float:
+    """A sub-score of a campaign's cells, weighted by their size (math.fsum: the same in any order)."""
+    return round(math.fsum(sub_score(c) * c.size for c in cells) / sum(c.size for c in cells), 4)
 
 
 def _weakly_tied(membership: dict[str, camp.Campaign], tie: dict[str, camp.Tie], firm_by_act: set[str],
@@ -407,7 +408,7 @@ def _weakly_tied(membership: dict[str, camp.Campaign], tie: dict[str, camp.Tie],
 
 
 def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
-              acted: dict[str, list[str]], firm_by_act: set[str], campaigns: list[dict], policy: Policy,
+              acted: dict[str, list[str]], firm_by_act: set[str], campaigns: list[camp.Campaign], policy: Policy,
               as_of: datetime, *, edges: pa.Table) -> pa.Table:
     """One verdict per account: its campaign's action, else monitor at most on its own signals.
 
