@@ -172,7 +172,7 @@ class Campaign:
     # what links it (per evidence kind, summed over the cells) and what it asked for
     indicators: dict[str, Linked]
     capability_mix: dict[str, float]  # capability -> share of the exchanges
-    pivot_within_day_share: float  # members that moved to a newly released model within pivot_hours of it
+    pivot_within_day_share: float  # share of members that used a newly released model within pivot_hours of it
     accounts: list[str]  # the members, in name order
 
     def to_row(self) -> dict:
