@@ -1,11 +1,10 @@
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import pytest
 
@@ -17,31 +16,6 @@ def store() -> Iterable[Store]:
     s = Store(":memory:")
     yield s
     s.close()
-
-
-def good_record(i: int = 0, **overrides: Any) -> dict[str, Any]:
-    """A valid flat exchange record; tests change one thing at a time."""
-    record = {
-        "exchange_id": f"ex-{i}",
-        "timestamp": "2026-04-22T10:00:00Z",
-        "account_id": f"acct-{i % 3}",
-        "prompt": f"prompt number {i}",
-        "client_ip": "192.0.2.1",
-        "model": "m-large",
-        "input_tokens": 10,
-        "output_tokens": 20,
-    }
-    record.update(overrides)
-    return {k: v for k, v in record.items() if v is not None}
-
-
-def write_jsonl(path: Path, records: Iterable[Any]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
-
-
-def rows(store: Store, sql: str) -> list[tuple]:
-    return store.con.execute(sql).fetchall()
 
 
 # --- process hygiene: no process a test started outlives the test run ---------------------------

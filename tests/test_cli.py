@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import good_record, write_jsonl
+from tests.records import good_record, write_jsonl
 
 pytestmark = pytest.mark.slow  # every test runs the CLI as a process: 4-28 s each
 

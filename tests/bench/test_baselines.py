@@ -14,17 +14,12 @@ from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
 from distillguard.store import Store
 from distillguard.store.verdicts import VERDICT_SCHEMA
-from tests.conftest import good_record, write_jsonl
+from tests.bench.tiny import TINY, shared_cache
+from tests.records import good_record, write_jsonl
 
 pytestmark = pytest.mark.slow  # each test fits a baseline on a simulated reference population
 
-TINY = 0.002
 NOON = datetime(2026, 4, 22, 12, tzinfo=timezone.utc)
-
-
-def shared_cache(tmp_path_factory) -> Path:
-    """One cache for every benchmark test module: each tiny scenario is simulated once a session."""
-    return tmp_path_factory.getbasetemp() / "bench-cache"
 
 
 @pytest.fixture(scope="module")

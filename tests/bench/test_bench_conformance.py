@@ -16,7 +16,7 @@ from distillguard.bench.checks import CHECKS, check_detector
 from distillguard.bench.registry import DETECTORS, build
 from distillguard.store import Store
 from distillguard.store.verdicts import VERDICT_SCHEMA
-from tests.test_baselines import shared_cache
+from tests.bench.tiny import shared_cache
 
 #: detector -> {check: why the detector is excused from it}
 EXCEPTIONS: dict[str, dict[str, str]] = {}
@@ -27,9 +27,10 @@ def cache(tmp_path_factory):
     return shared_cache(tmp_path_factory)
 
 
-# the scan's own checks take about 75 s (it scans every check's population), so make test-fast leaves them out
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "distillguard" else n
-                                  for n in sorted(DETECTORS)])
+# each detector fits and detects on every check's population: 7 s for the rate limits, about 75 s
+# for the scan; make test-fast runs the checks on the small detectors below instead
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(DETECTORS))
 def test_every_registered_detector_passes_the_conformance_checks(name, cache):
     (detector,) = build([name])
     report = check_detector(detector, cache_dir=cache, exceptions=EXCEPTIONS.get(name))
@@ -90,6 +91,7 @@ def test_a_detector_that_keeps_the_contract_passes_every_check_that_applies(cach
     assert report.not_applicable.keys() == {"replay"}
 
 
+@pytest.mark.slow  # all checks on a tiny scenario: about 4 s
 def test_a_verdict_for_an_account_never_seen_fails_the_contract_and_as_of_checks(cache):
     report = check_detector(JudgesAGhost(), cache_dir=cache)
     assert {"contract", "as_of"} <= report.failed.keys()
@@ -97,6 +99,7 @@ def test_a_verdict_for_an_account_never_seen_fails_the_contract_and_as_of_checks
     assert "judges_a_ghost" in report.failed["contract"] and "'contract'" in report.failed["contract"]
 
 
+@pytest.mark.slow  # all checks on a tiny scenario: about 4 s
 def test_a_verdict_that_follows_account_names_fails_the_relabelling_check_alone(cache):
     report = check_detector(BlocksTheFirstName(), cache_dir=cache)
     assert report.failed.keys() == {"relabelling"}, str(report)

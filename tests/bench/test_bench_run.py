@@ -10,7 +10,7 @@ from distillguard.bench import run_bench
 from distillguard.bench.prepare import cache_key
 from distillguard.bench.report import BEGIN, END
 from distillguard.errors import UserError
-from tests.test_baselines import TINY, shared_cache
+from tests.bench.tiny import TINY, shared_cache
 
 pytestmark = pytest.mark.slow  # simulates and replays a scenario: about a minute
 

@@ -94,6 +94,7 @@ def test_clopper_pearson_bound_covers_the_observed_rate():
     assert lo < 0.05 < hi
 
 
+@pytest.mark.slow  # 20 replicates of 600 accounts: about 8 s
 def test_on_populations_drawn_from_the_null_no_action_is_taken_beyond_the_budget():
     """Calibration: populations with no structure give a finding at throttle in at most the
     budget's share of replicates (here 20 replicates of 600 accounts, budget 1e-4 per entity:
@@ -174,6 +175,7 @@ def test_the_same_input_gives_the_same_findings():
     assert one.findings == two.findings and one.by_account(5) == two.by_account(5)
 
 
+@pytest.mark.slow  # two populations of 4,000 accounts: about 7 s
 def test_a_shared_nothing_campaign_arriving_together_is_a_cohort_and_spread_out_it_is_not():
     accounts, keys, _ = population(4000, 8)
     members = [f"stealth-{i}" for i in range(30)]
@@ -190,6 +192,7 @@ def test_a_shared_nothing_campaign_arriving_together_is_a_cohort_and_spread_out_
     assert not apart
 
 
+@pytest.mark.slow  # four populations of 4,000 accounts: about 14 s
 def test_a_bigger_burst_never_weakens_a_cohort():
     """A bigger burst of accounts that are extreme the same way gets a smaller best p-value and
     never fewer of its accounts throttled (the campaign's own members are not charged as chance)."""

@@ -11,7 +11,7 @@ import pytest
 from distillguard.detect import evidence, extract, inherit, linkage
 from distillguard.report.docs import signals_markdown
 
-SRC = Path(__file__).resolve().parent.parent / "src" / "distillguard"
+SRC = Path(__file__).resolve().parents[2] / "src" / "distillguard"
 
 #: where a kind's name may appear as a string: its declaration and its extractors
 HOMES = {"detect/evidence.py", "detect/extract.py"}

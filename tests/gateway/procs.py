@@ -1,9 +1,10 @@
-"""Real processes for the gateway tests: the mock upstream and ``distillguard serve``, each on
-a free port, and a small HTTP client (the standard library's, so that what the tests see is
-what any client sees on the wire)."""
+"""Real processes for the gateway tests: the mock upstream, ``distillguard serve`` and Redis, each
+on a free port; a small HTTP client (the standard library's, so that what the tests see is what
+any client sees on the wire); and the waits and disk fillers the fault tests share."""
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
@@ -11,13 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import yaml
 
 from distillguard.gateway.ports import free_port, wait_port
+from distillguard.store import Store
 
 
 def start_upstream(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0) -> tuple[subprocess.Popen, int]:
@@ -27,6 +30,23 @@ def start_upstream(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0) -> tupl
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wait_port(port, proc)
     return proc, port
+
+
+@contextmanager
+def mock_upstream(latency_ms: float = 0.0, chunk_delay_ms: float = 5.0) -> Iterator[int]:
+    """The port of a mock upstream LLM that is stopped on leaving the block."""
+    proc, port = start_upstream(latency_ms, chunk_delay_ms)
+    try:
+        yield port
+    finally:
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` unless it has exited already, and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
 
 
 @dataclass
@@ -116,11 +136,57 @@ def chat(prompt: str, model: str = "m-large", stream: bool = False, system: str 
     return body
 
 
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, int]:
-    """A real redis-server (installed by .ci/run), without persistence, on a free port."""
-    port = free_port()
+def start_redis(tmp: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
+    """A real redis-server (installed by .ci/run), without persistence, on a free port or on
+    ``port`` (to restart one that a test killed where the gateway expects it)."""
+    port = port or free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     wait_port(port, proc)
     return proc, port
+
+
+def admin_call(port: int, method: str, path: str, body: Any = None, token: str | None = None) -> Reply:
+    """A request to the admin API, with ``token`` as its bearer token (none: no Authorization)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return call(port, path, body, key=None, method=method, headers=headers)
+
+
+T = TypeVar("T")
+
+
+def wait_until(check: Callable[[], T], timeout: float = 15.0, what: str = "the condition",
+               every: float = 0.1) -> T:
+    """Call ``check`` every ``every`` seconds until it returns something true, and return that;
+    fail the test with ``what`` once ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(every)
+
+
+def stored(db: Path, sql: str) -> list[tuple]:
+    """The rows ``sql`` selects from the store at ``db``, opened read-only (the gateway that
+    writes it stopped, or between its loader's rounds)."""
+    with Store(db, read_only=True) as store:
+        return store.con.execute(sql).fetchall()
+
+
+def fill_disk(directory: Path) -> Path:
+    """Write zeros to a file in ``directory`` until its file system is full (ENOSPC); the file,
+    which the test unlinks to free the space again."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as full:
+        if full.errno != errno.ENOSPC:
+            raise
+    finally:
+        os.close(fd)
+    return filler

@@ -9,64 +9,21 @@ from __future__ import annotations
 import json
 import resource
 import signal
-import time
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from distillguard.detect import inherit
-from distillguard.detect.inherit import INDICATOR_SCHEMA
 from distillguard.store import Store
-from distillguard.store.verdicts import VERDICT_SCHEMA
-from gateway_procs import call, chat, start_gateway, start_upstream
+from tests.gateway.inputs import KEYS, write_scan
+from tests.gateway.procs import admin_call, call, chat, start_gateway, stored, wait_until
 
-KEYS = [
-    {"api_key": "sk-alice", "account_id": "alice", "payment_fingerprint": "card-a", "email_domain": "example.com"},
-    {"api_key": "sk-bob", "account_id": "bob", "organization_id": "org-b"},
-    {"api_key": "sk-carol", "account_id": "carol"},
-    {"api_key": "sk-dave", "account_id": "dave"},
-    {"api_key": "sk-erin", "account_id": "erin", "organization_id": "verified-uni"},
-    {"api_key": "sk-gone", "account_id": "gone", "revoked": True},
-    {"api_key": "sk-recruit", "account_id": "recruit", "payment_fingerprint": "card-campaign",
-     "account_created_at": datetime.now(UTC).isoformat()},
-    # adaptive recruits: a card of their own, nothing but the campaign's framing in common
-    {"api_key": "sk-scripted", "account_id": "scripted", "payment_fingerprint": "card-own-1",
-     "account_created_at": datetime.now(UTC).isoformat()},
-    {"api_key": "sk-copycat", "account_id": "copycat", "payment_fingerprint": "card-own-2",
-     "account_created_at": datetime.now(UTC).isoformat()},
-]
+#: 40 ms between the upstream's chunks: a relayed stream of 10 chunks is seen arriving over 0.4 s
+UPSTREAM_CHUNK_DELAY_MS = 40
+
 #: a campaign script's own system prompt (an indicator of 21 words) and a short framing one
 SCRIPT_PROMPT = ("You are a world-class expert. Work through the problem exhaustively and verify each step. "
                  "Always include code where it helps.")
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    proc, port = start_upstream(chunk_delay_ms=40)
-    yield port
-    proc.kill()
-    proc.wait()
-
-
-def write_scan(directory: Path, verdicts: list[tuple[str, str, str | None]],
-               indicators: list[tuple[str, str, str, str, int]] = ()) -> None:
-    """A scan's output files as ``scan --out`` writes them: (account, action, campaign) rows and
-    (campaign_id, action, kind, key, holders) indicators."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.now(UTC)
-    table = pa.table({
-        "account_id": [a for a, _, _ in verdicts], "action": [x for _, x, _ in verdicts],
-        "score": [0.9] * len(verdicts), "campaign_id": [c for _, _, c in verdicts],
-        "reasons": [[f"test reason for {a}: linkage 0.9 >= 0.4"] for a, _, _ in verdicts],
-        "as_of": [now] * len(verdicts)}, schema=VERDICT_SCHEMA)
-    ind = pa.table({n: [row[i] for row in indicators] for i, n in enumerate(INDICATOR_SCHEMA.names)},
-                   schema=INDICATOR_SCHEMA)
-    pq.write_table(ind, directory / "indicators.parquet")
-    pq.write_table(table, directory / "verdicts.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +39,6 @@ def gateway(upstream, tmp_path_factory):
                        policy={"allowlist_organizations": ["verified-uni"]})
     yield gw
     gw.stop()
-
-
-def stored(db: Path, sql: str) -> list[tuple]:
-    with Store(db, read_only=True) as store:
-        return store.con.execute(sql).fetchall()
 
 
 # --- proxying ---------------------------------------------------------------------------------
@@ -105,6 +57,7 @@ def upstream_saw(upstream: int) -> dict:
     return call(upstream, "/mock/last-request", method="GET", key=None).json()
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_the_clients_key_never_goes_upstream(gateway, upstream, tmp_path):
     assert call(gateway.port, "/v1/chat/completions", chat("hi")).status == 200
     assert not {"authorization", "x-api-key"} & {k.lower() for k in upstream_saw(upstream)["headers"]}
@@ -168,8 +121,9 @@ def test_an_upstream_timeout_is_a_504(gateway):
     assert reply.json()["error"]["code"] == "upstream_timeout"
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_an_unreachable_upstream_is_a_502(tmp_path):
-    from gateway_procs import free_port
+    from distillguard.gateway.ports import free_port
 
     gw = start_gateway(tmp_path, free_port(), keys=KEYS)
     try:
@@ -251,20 +205,20 @@ def test_a_new_account_sending_a_campaigns_own_long_system_prompt_inherits_from_
                     key="sk-copycat").status == 200
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_new_verdicts_are_picked_up_without_a_restart(upstream, tmp_path):
     write_scan(tmp_path / "scan", [])
     gw = start_gateway(tmp_path, upstream, keys=KEYS, verdicts=str(tmp_path / "scan"))
     try:
         assert call(gw.port, "/v1/chat/completions", chat("hi")).status == 200
         write_scan(tmp_path / "scan", [("alice", "block", "campaign-9")])
-        deadline = time.monotonic() + 10
-        while call(gw.port, "/v1/chat/completions", chat("hi")).status != 403:
-            assert time.monotonic() < deadline, "the new verdict was not picked up"
-            time.sleep(0.1)
+        wait_until(lambda: call(gw.port, "/v1/chat/completions", chat("hi")).status == 403, timeout=10,
+                   what="the new verdict to be picked up")
     finally:
         gw.stop()
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_an_account_over_its_online_limit_is_throttled_until_the_window_frees(upstream, tmp_path):
     policy = {"gateway": {"limits": [{"scope": "account", "window_seconds": 3600, "max_requests": 3}]}}
     gw = start_gateway(tmp_path, upstream, keys=KEYS, policy=policy)
@@ -283,8 +237,7 @@ def test_an_account_over_its_online_limit_is_throttled_until_the_window_frees(up
 # --- admin and metrics ------------------------------------------------------------------------
 
 def admin(port: int, method: str, path: str, body=None, token: str | None = "s3cret"):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return call(port, path, body, key=None, method=method, headers=headers)
+    return admin_call(port, method, path, body, token)
 
 
 def test_the_admin_api_needs_its_token(gateway):
@@ -294,6 +247,7 @@ def test_the_admin_api_needs_its_token(gateway):
     assert {v["account_id"] for v in listing["verdicts"]} >= {"carol", "dave", "bob"}
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_the_admin_api_is_off_without_a_token(upstream, tmp_path):
     gw = start_gateway(tmp_path, upstream, keys=KEYS)
     try:
@@ -325,6 +279,7 @@ def test_metrics_are_in_prometheus_text(gateway):
 
 # --- the exchange log -------------------------------------------------------------------------
 
+@pytest.mark.slow  # a gateway process of its own
 def test_every_exchange_lands_in_the_store_in_the_canonical_schema(upstream, tmp_path):
     gw = start_gateway(tmp_path, upstream, keys=KEYS, trusted_proxies=["127.0.0.1/32"], asn_header="X-Client-ASN")
     call(gw.port, "/v1/chat/completions", chat("logged prompt", system="sys text"),
@@ -341,6 +296,7 @@ def test_every_exchange_lands_in_the_store_in_the_canonical_schema(upstream, tmp
     assert stored(gw.db, "SELECT count(*) FROM quarantine") == [(0,)]
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(upstream, tmp_path):
     gw = start_gateway(tmp_path, upstream, keys=KEYS, asn_header="X-Client-ASN")
     call(gw.port, "/v1/chat/completions", chat("spoof"),
@@ -349,6 +305,7 @@ def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(upstream, tmp_path):
     assert stored(gw.db, "SELECT client_ip, client_asn FROM exchanges") == [("127.0.0.1", None)]
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_no_answered_exchange_is_lost_on_kill_9(upstream, tmp_path):
     # a long segment interval, so that nothing has been loaded when the process dies
     gw = start_gateway(tmp_path, upstream, keys=KEYS, segment_seconds=3600, load_every_seconds=3600)
@@ -366,6 +323,7 @@ def _small_files() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_an_unwritable_log_fails_closed_and_says_so(upstream, tmp_path):
     Store(tmp_path / "gw.duckdb").close()  # created before the file-size limit applies
     gw = start_gateway(tmp_path, upstream, keys=KEYS, preexec=_small_files, load_every_seconds=3600)
@@ -377,6 +335,7 @@ def test_an_unwritable_log_fails_closed_and_says_so(upstream, tmp_path):
         gw.stop(signal.SIGKILL)
 
 
+@pytest.mark.slow  # a gateway process of its own
 def test_an_unwritable_log_can_fail_open(upstream, tmp_path):
     Store(tmp_path / "gw.duckdb").close()
     gw = start_gateway(tmp_path, upstream, keys=KEYS, preexec=_small_files, load_every_seconds=3600,
@@ -391,6 +350,7 @@ def test_an_unwritable_log_can_fail_open(upstream, tmp_path):
 
 # --- keys -------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # runs the keys commands as processes
 def test_keys_are_managed_from_the_command_line_and_stored_hashed(upstream, tmp_path):
     import subprocess
     import sys

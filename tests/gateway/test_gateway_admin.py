@@ -18,34 +18,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from distillguard.gateway.journal import Journal, Loader
 from distillguard.gateway.ports import free_port
-from distillguard.store import Store
-from gateway_procs import call, chat, start_gateway, start_redis, start_upstream
-from test_gateway import KEYS, write_scan
+from tests.gateway.inputs import KEYS, write_scan
+from tests.gateway.procs import (admin_call, call, chat, start_gateway, start_redis, start_upstream, stop_process,
+                                 stored, wait_until)
 
+pytestmark = pytest.mark.slow  # each test starts and stops gateway processes of its own: 2-10 s each
 TOKEN = "s3cret-admin-token"
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    proc, port = start_upstream(chunk_delay_ms=20)
-    yield port
-    proc.kill()
-    proc.wait()
+UPSTREAM_CHUNK_DELAY_MS = 20
 
 
 def admin(port: int, method: str, path: str, body=None, token: str | None = TOKEN):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return call(port, path, body, key=None, method=method, headers=headers)
-
-
-def until(check, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    return admin_call(port, method, path, body, token)
 
 
 def children(pid: int) -> list[int]:
@@ -75,11 +58,6 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def store_rows(db: Path, sql: str) -> list[tuple]:
-    with Store(db, read_only=True) as store:
-        return store.con.execute(sql).fetchall()
-
-
 def gateway_with_admin(tmp: Path, upstream: int, **settings):
     return start_gateway(tmp, upstream, keys=KEYS, env={"DISTILLGUARD_ADMIN_TOKEN": TOKEN}, **settings)
 
@@ -104,11 +82,11 @@ def test_a_block_holds_after_many_loader_rounds_and_is_copied_into_the_store(ups
         assert [(o["account_id"], o["action"]) for o in listed["overrides"]] == [("alice", "block")]
     finally:
         gw.stop()
-    assert store_rows(gw.db, "SELECT account_id, action, actor FROM overrides") == [("alice", "block", "jo")]
-    audit = store_rows(gw.db, "SELECT account_id, action, reason, previous_action FROM override_audit")
+    assert stored(gw.db, "SELECT account_id, action, actor FROM overrides") == [("alice", "block", "jo")]
+    audit = stored(gw.db, "SELECT account_id, action, reason, previous_action FROM override_audit")
     assert audit == [("alice", "block", "case 42: harvesting", None)]
-    assert store_rows(gw.db, "SELECT count(*) FROM exchanges WHERE account_id = 'bob'")[0][0] >= 10
-    assert store_rows(gw.db, "SELECT count(*) FROM quarantine")[0][0] == 0
+    assert stored(gw.db, "SELECT count(*) FROM exchanges WHERE account_id = 'bob'")[0][0] >= 10
+    assert stored(gw.db, "SELECT count(*) FROM quarantine")[0][0] == 0
 
 
 def test_an_acknowledged_override_survives_kill_9_and_a_restart(upstream, tmp_path):
@@ -136,7 +114,7 @@ def test_an_override_outranks_a_new_scan_whose_verdicts_say_allow(upstream, tmp_
         time.sleep(0.05)
         # the scan's new verdicts: alice allowed, carol blocked again
         write_scan(scan, [("alice", "allow", None), ("carol", "block", "campaign-2")])
-        until(lambda: admin(gw.port, "GET", "/admin/verdicts/alice").json()["scan_as_of"] != before,
+        wait_until(lambda: admin(gw.port, "GET", "/admin/verdicts/alice").json()["scan_as_of"] != before,
               what="the new verdicts to be loaded")
         assert call(gw.port, "/v1/chat/completions", chat("hi")).status == 403
         assert call(gw.port, "/v1/chat/completions", chat("hi"), key="sk-carol").status == 200
@@ -181,8 +159,8 @@ def test_lifting_an_override_returns_the_account_to_its_verdict_and_every_change
         assert admin(gw.port, "GET", "/admin/overrides/audit?account=nobody").json()["count"] == 0
     finally:
         gw.stop()
-    assert store_rows(gw.db, "SELECT count(*) FROM override_audit")[0][0] == 3
-    assert store_rows(gw.db, "SELECT count(*) FROM overrides")[0][0] == 0
+    assert stored(gw.db, "SELECT count(*) FROM override_audit")[0][0] == 3
+    assert stored(gw.db, "SELECT count(*) FROM overrides")[0][0] == 0
 
 
 @pytest.mark.parametrize("body, code", [
@@ -308,10 +286,8 @@ def test_health_is_liveness_and_ready_says_which_component_is_down(tmp_path):
         assert call(gw.port, "/health", method="GET", key=None).status == 200
     finally:
         gw.stop()
-        for proc in (up, redis):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_process(up)
+        stop_process(redis)
 
 
 def test_a_gateway_without_keys_says_so_once_at_start_up(upstream, tmp_path):
@@ -340,7 +316,7 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_2(upstream, tmp_path):
 
 def test_sigterm_to_the_process_group_stops_the_gateway_and_its_loader_promptly(upstream, tmp_path):
     gw = start_gateway(tmp_path, upstream, keys=KEYS, preexec=os.setsid)
-    loader = until(lambda: children(gw.proc.pid), what="the loader process")
+    loader = wait_until(lambda: children(gw.proc.pid), what="the loader process")
     assert call(gw.port, "/v1/chat/completions", chat("logged before the stop")).status == 200
     t0 = time.monotonic()
     os.killpg(gw.proc.pid, signal.SIGTERM)
@@ -353,15 +329,15 @@ def test_sigterm_to_the_process_group_stops_the_gateway_and_its_loader_promptly(
                 os.kill(pid, signal.SIGKILL)
     assert rc == 0 and time.monotonic() - t0 < 10
     assert not any(alive(pid) for pid in loader)
-    assert store_rows(gw.db, "SELECT count(*) FROM exchanges")[0][0] == 1
+    assert stored(gw.db, "SELECT count(*) FROM exchanges")[0][0] == 1
 
 
 def test_kill_9_of_the_gateway_takes_its_loader_with_it(upstream, tmp_path):
     gw = start_gateway(tmp_path, upstream, keys=KEYS)
-    loader = until(lambda: children(gw.proc.pid), what="the loader process")
+    loader = wait_until(lambda: children(gw.proc.pid), what="the loader process")
     gw.stop(signal.SIGKILL)
     try:
-        until(lambda: not any(alive(pid) for pid in loader), timeout=5, what="the loader to die with its parent")
+        wait_until(lambda: not any(alive(pid) for pid in loader), timeout=5, what="the loader to die with its parent")
     finally:
         for pid in loader:
             if alive(pid):

@@ -8,8 +8,8 @@ override the admin API confirmed must still hold, and no failure may reach a cli
 as anything but the OpenAI error shape.
 
 The figures of the kill and stop runs (acknowledged exchanges lost, overrides lost, time to shut
-down) are printed on one line each: ``pytest tests/test_gateway_faults.py -s -k stopped``. The
-default run uses 40 streams; the 200-stream runs are marked ``slow`` (``make test-all``).
+down) are printed on one line each: ``pytest tests/gateway/test_gateway_faults.py -s -k stopped``.
+Each runs with 40 streams in flight and again with 200.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 import zlib
@@ -29,13 +28,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from distillguard.gateway.ports import free_port, wait_port
+from distillguard.gateway.ports import free_port
 from distillguard.store import Store
-from gateway_procs import call, chat, start_gateway, start_redis, start_upstream
+from tests.gateway.procs import call, chat, fill_disk, start_redis, stop_process, wait_until
 
+pytestmark = pytest.mark.slow  # fault injection: processes killed, disks filled, streams cut
 KEY = "sk-faults-alice-0123456789abcdef0123"
 KEYS = [{"api_key": KEY, "account_id": "alice"}]
 ADMIN = "faults-admin-token-0123456789abcdef"
+UPSTREAM_CHUNK_DELAY_MS = 20
 
 
 def _openai_error(reply) -> dict:
@@ -52,27 +53,6 @@ def _stored(gw, where: str = "TRUE") -> list[tuple]:
     with Store(gw.db, read_only=True) as store:
         return store.con.execute(f"SELECT prompt, status_code, input_tokens, output_tokens FROM exchanges "
                                  f"WHERE {where} ORDER BY timestamp").fetchall()
-
-
-@pytest.fixture
-def gateways():
-    """``start_gateway``, each gateway stopped at the end of the test whatever happened."""
-    started = []
-
-    def start(*args, **kwargs):
-        started.append(start_gateway(*args, **kwargs))
-        return started[-1]
-    yield start
-    for gw in started:
-        gw.stop(signal.SIGKILL)
-
-
-@pytest.fixture
-def upstream():
-    proc, port = start_upstream(chunk_delay_ms=20)
-    yield port
-    proc.kill()
-    proc.wait()
 
 
 # --- an upstream that misbehaves on purpose ----------------------------------------------------
@@ -238,46 +218,15 @@ def test_redis_killed_and_restarted_never_gives_a_500_and_the_gateway_recovers(t
             if reply.status == 503:
                 _openai_error(reply)
         assert gw.proc.poll() is None
-        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
-        wait_port(redis_port, redis)
-        deadline = time.monotonic() + 15
-        while call(gw.port, "/v1/chat/completions", chat("after"), key=KEY).status != 200:
-            assert time.monotonic() < deadline, "the gateway did not recover once Redis was back"
-            time.sleep(0.5)
+        redis, _ = start_redis(tmp_path, redis_port)
+        wait_until(lambda: call(gw.port, "/v1/chat/completions", chat("after"), key=KEY).status == 200, every=0.5,
+                   what="the gateway to recover once Redis was back")
     finally:
         gw.stop()
-        redis.kill()
-        redis.wait()
+        stop_process(redis)
 
 
 # --- disk full ----------------------------------------------------------------------------------------
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MiB tmpfs for the exchange log (root only; skipped where mount is refused)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the disk-full test: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
-def _fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:  # ENOSPC: full
-        pass
-    finally:
-        os.close(fd)
-    return filler
-
 
 def _ask(gw, prompt: str, acknowledged: list[str]) -> int:
     reply = call(gw.port, "/v1/chat/completions", chat(prompt), key=KEY)
@@ -296,7 +245,7 @@ def test_a_full_journal_disk_refuses_with_openai_shaped_503s_and_loses_no_acknow
     acknowledged: list[str] = []
     for i in range(5):
         assert _ask(gw, f"room {i}", acknowledged) == 200
-    filler = _fill(small_disk)
+    filler = fill_disk(small_disk)
     statuses = [_ask(gw, f"full {i} " + "x" * 300, acknowledged) for i in range(20)]
     assert 503 in statuses  # fail closed: nothing served unlogged
     assert "Traceback" not in gw.log()
@@ -313,13 +262,11 @@ def test_the_gateway_logs_and_serves_again_once_the_full_journal_disk_has_room(t
     gw = gateways(tmp_path, upstream, keys=KEYS, log_dir=str(small_disk), load_every_seconds=3600,
                   segment_seconds=3600)
     acknowledged: list[str] = []
-    filler = _fill(small_disk)
+    filler = fill_disk(small_disk)
     assert 503 in [_ask(gw, f"full {i} " + "x" * 300, acknowledged) for i in range(20)]
     filler.unlink()
-    deadline = time.monotonic() + 10
-    while _ask(gw, f"freed {len(acknowledged)}", acknowledged) != 200:
-        assert time.monotonic() < deadline, "the gateway did not write its log again once space was free"
-        time.sleep(0.2)
+    wait_until(lambda: _ask(gw, f"freed {len(acknowledged)}", acknowledged) == 200, timeout=10, every=0.2,
+               what="the gateway to write its log again once space was free")
     stored = {p for p, s, _, _ in _stored(gw, "status_code = 200")}
     assert [p for p in acknowledged if p not in stored] == []
 
@@ -419,7 +366,6 @@ def test_the_gateway_stopped_under_40_streams_loses_no_acknowledged_exchange_or_
     _assert_nothing_lost(_stop_under_streams(gateways, tmp_path, upstream, how, 40))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", HOW)
 def test_the_gateway_stopped_under_200_streams_loses_no_acknowledged_exchange_or_override(tmp_path, upstream, gateways, how):
     _assert_nothing_lost(_stop_under_streams(gateways, tmp_path, upstream, how, 200))

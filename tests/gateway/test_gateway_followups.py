@@ -4,9 +4,7 @@ with clients that send broken or unfinished requests."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,32 +12,13 @@ import orjson
 import pytest
 
 from distillguard.gateway.journal import Journal, JournalError, Loader
-from distillguard.gateway.ports import wait_port
 from distillguard.store import Store
-from gateway_procs import call, chat, start_gateway, start_redis, start_upstream
+from tests.gateway.procs import call, chat, fill_disk, start_gateway, start_redis, stop_process, wait_until
 
+pytestmark = pytest.mark.slow  # full disks, Redis killed, a gateway process per test
 KEY = "sk-followups-alice-0123456789abcdef0123"
 KEYS = [{"api_key": KEY, "account_id": "alice"}]
-
-
-@pytest.fixture
-def upstream():
-    proc, port = start_upstream(chunk_delay_ms=0)
-    yield port
-    proc.kill()
-    proc.wait()
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 KiB tmpfs (root only; skipped where mount is refused)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+UPSTREAM_CHUNK_DELAY_MS = 0
 
 
 def _exchange(i: int) -> dict:
@@ -52,12 +31,12 @@ def test_a_journal_that_fills_its_disk_mid_line_keeps_whole_lines_only_and_says_
         tmp_path, small_disk):
     journal = Journal(small_disk / "log")
     refused = 0
-    for i in range(200):  # 600 KB into 256 KiB
+    for i in range(400):  # 1.2 MB into 1 MiB
         try:
             journal.append(_exchange(i))
         except JournalError:
             refused += 1
-    assert refused > 0 and journal.appended + refused == 200
+    assert refused > 0 and journal.appended + refused == 400
     lines = Path(journal._path).read_bytes().split(b"\n")
     assert lines[-1] == b"", "the segment ends with a torn line"
     assert [orjson.loads(line)["exchange_id"] for line in lines[:-1]] == [f"gw-full-{i}" for i in range(journal.appended)]
@@ -70,15 +49,7 @@ def test_a_journal_that_fills_its_disk_mid_line_keeps_whole_lines_only_and_says_
 
 def test_a_journal_on_a_full_disk_says_it_cannot_write_until_the_disk_has_room_again(small_disk):
     journal = Journal(small_disk / "log")
-    filler = small_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError:  # ENOSPC: full
-        pass
-    finally:
-        os.close(fd)
+    filler = fill_disk(small_disk)
     assert journal.writable() is not None
     with pytest.raises(JournalError):
         journal.append(_exchange(0))
@@ -107,20 +78,17 @@ def test_with_redis_down_the_gateway_serves_from_its_own_counters_says_so_once_a
         log = gw.log()
         assert "Traceback" not in log
         assert len([line for line in log.splitlines() if "redis:" in line and "failed" in line]) == 1, log
-        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
-        wait_port(redis_port, redis)
-        deadline = time.monotonic() + 10
-        while "redis: answering again" not in gw.log():
-            assert time.monotonic() < deadline, gw.log()
+        redis, _ = start_redis(tmp_path, redis_port)
+
+        def answering_again() -> bool:
             call(gw.port, "/v1/chat/completions", chat("after"), key=KEY)
-            time.sleep(0.3)
+            return "redis: answering again" in gw.log()
+
+        wait_until(answering_again, timeout=10, every=0.3, what="the log line saying Redis answers again")
         assert call(gw.port, "/ready", method="GET", key=None).status == 200
     finally:
         gw.stop()
-        redis.kill()
-        redis.wait()
+        stop_process(redis)
 
 
 def _raw(port: int, data: bytes, timeout: float = 30.0) -> tuple[bytes, float]:
@@ -154,9 +122,7 @@ def test_a_header_with_a_control_character_gets_a_400_and_one_log_line_without_t
     received, _ = _raw(gateway.port, b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nUser-Agent: bad\x01agent\r\n"
                        b"Authorization: Bearer " + KEY.encode() + b"\r\nContent-Length: 2\r\n\r\n{}")
     assert received.startswith(b"HTTP/1.") and b" 400 " in received.split(b"\r\n")[0], received[:200]
-    deadline = time.monotonic() + 5
-    while "malformed HTTP request" not in gateway.log()[seen:] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: "malformed HTTP request" in gateway.log()[seen:], timeout=5, what="the gateway's log line")
     new = gateway.log()[seen:].splitlines()
     assert "Traceback" not in "\n".join(new)
     assert [line for line in new if "malformed HTTP request" in line and "127.0.0.1" in line] == new, new
@@ -169,9 +135,7 @@ def test_a_raw_non_utf8_byte_in_the_url_gets_aiohttps_400_and_one_log_line_witho
     seen = len(gateway.log())
     received, _ = _raw(gateway.port, b"GET /v1/\xffmodels HTTP/1.1\r\nHost: gw\r\n\r\n")
     assert b" 400 " in received.split(b"\r\n")[0], received[:200]
-    deadline = time.monotonic() + 5
-    while "malformed HTTP request" not in gateway.log()[seen:] and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: "malformed HTTP request" in gateway.log()[seen:], timeout=5, what="the gateway's log line")
     new = gateway.log()[seen:].splitlines()
     assert "Traceback" not in "\n".join(new)
     assert len(new) == 1 and "malformed HTTP request (Invalid char in url path)" in new[0], new

@@ -21,7 +21,7 @@ from schemathesis.checks import not_a_server_error
 
 import distillguard.gateway
 
-from gateway_procs import call, start_gateway, start_upstream
+from tests.gateway.procs import call, start_gateway
 
 ADMIN_TOKEN = "openapi-admin-token-0123456789abcdef"
 KEYS = [{"api_key": "sk-openapi-alice-0123456789abcdef", "account_id": "alice"}]
@@ -30,17 +30,15 @@ SLOW_EXAMPLES = 300
 #: answers that are not errors of the gateway's: /ready's 503 is its report for an orchestrator
 #: (Readiness in the description), not a failed request
 NOT_ERRORS = {("/ready", 503)}
+UPSTREAM_CHUNK_DELAY_MS = 0
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    upstream, upstream_port = start_upstream(chunk_delay_ms=0)
-    gw = start_gateway(tmp_path_factory.mktemp("openapi"), upstream_port, keys=KEYS, admin_token=ADMIN_TOKEN,
+def gateway(tmp_path_factory, upstream):
+    gw = start_gateway(tmp_path_factory.mktemp("openapi"), upstream, keys=KEYS, admin_token=ADMIN_TOKEN,
                        upstream_timeout_seconds=5.0)
     yield gw
     gw.stop()
-    upstream.kill()
-    upstream.wait()
 
 
 #: the description as the package ships it; test_the_gateway_serves_its_openapi_description checks

@@ -11,19 +11,14 @@ import json
 import re
 import socket
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from distillguard.store import Store
-from distillguard.store.verdicts import VERDICT_SCHEMA
-from gateway_procs import call, chat, start_gateway, start_upstream
+from tests.gateway.inputs import write_scan
+from tests.gateway.procs import call, chat, start_gateway, stored
 
 KEYS = [
     {"api_key": "sk-alice", "account_id": "alice"},
@@ -36,22 +31,10 @@ REASON = "linked to campaign-7 through card-77 and 10.9.8.0/24"
 MAX_BODY = 200_000
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    proc, port = start_upstream(chunk_delay_ms=5)
-    yield port
-    proc.kill()
-    proc.wait()
-
-
 def start(tmp: Path, upstream_port: int, **settings: Any):
     """A gateway where carol is blocked, dave throttled and bob served the fallback model."""
-    verdicts = [("carol", "block"), ("dave", "throttle"), ("bob", "fallback")]
-    (tmp / "scan").mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({
-        "account_id": [a for a, _ in verdicts], "action": [x for _, x in verdicts], "score": [0.9] * 3,
-        "campaign_id": ["campaign-7"] * 3, "reasons": [[REASON]] * 3, "as_of": [datetime.now(UTC)] * 3},
-        schema=VERDICT_SCHEMA), tmp / "scan" / "verdicts.parquet")
+    write_scan(tmp / "scan", [("carol", "block", "campaign-7"), ("dave", "throttle", "campaign-7"),
+                              ("bob", "fallback", "campaign-7")], reason=REASON)
     return start_gateway(tmp, upstream_port, keys=KEYS, verdicts=str(tmp / "scan"), fallback_model="safe-small",
                          admin_token="s3cret", upstream_timeout_seconds=5.0, max_request_bytes=MAX_BODY,
                          client_read_timeout_seconds=1.0, **settings)
@@ -70,11 +53,6 @@ def own_gateway(upstream, tmp_path):
     gw = start(tmp_path, upstream)
     yield gw
     gw.stop()
-
-
-def stored(db: Path, sql: str) -> list[tuple]:
-    with Store(db, read_only=True) as store:
-        return store.con.execute(sql).fetchall()
 
 
 # --- a client on a raw socket -----------------------------------------------------------------
@@ -135,6 +113,7 @@ def events(body: bytes) -> list[bytes]:
 
 # --- header bytes that are not UTF-8 ------------------------------------------------------------
 
+@pytest.mark.slow  # a gateway process of its own
 def test_a_user_agent_that_is_not_utf8_is_served_logged_with_its_bytes_escaped_and_counted(own_gateway):
     gw = own_gateway
     ua = [(b"User-Agent", b"harvester/1.0 \xff\xfe (\xc3\xa9t\xc3\xa9)"), (b"Content-Type", b"application/json")]
@@ -175,6 +154,7 @@ def test_a_path_that_is_not_utf8_is_a_404_in_the_openai_shape(gateway):
 
 # --- compressing upstreams -----------------------------------------------------------------------
 
+@pytest.mark.slow  # a gateway process of its own
 def test_answers_of_a_compressing_upstream_reach_the_client_decoded_with_their_usage(own_gateway):
     gw = own_gateway
     for coding in ("gzip", "deflate", "br"):
@@ -236,6 +216,7 @@ def test_a_fallback_answer_differs_from_a_normal_one_only_in_what_the_fallback_m
 
 # --- an upstream that breaks off -------------------------------------------------------------------
 
+@pytest.mark.slow  # a gateway process of its own
 def test_an_upstream_that_closes_mid_stream_ends_it_with_an_error_the_openai_sdk_raises(own_gateway):
     gw = own_gateway
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-alice", max_retries=0)
@@ -287,6 +268,7 @@ def test_only_allowlisted_response_headers_reach_the_client(gateway):
 
 # --- bodies too large or too slow -------------------------------------------------------------------
 
+@pytest.mark.slow  # a gateway process of its own
 def test_a_body_over_the_limit_is_a_413_in_the_openai_shape_logged_and_counted(own_gateway):
     gw = own_gateway
     big = body_of(chat("x" * MAX_BODY))

@@ -4,32 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 
 import pytest
 
-from gateway_procs import call, chat, start_gateway, start_redis, start_upstream
-from test_gateway import KEYS, admin, write_scan
+from tests.gateway.inputs import KEYS, write_scan
+from tests.gateway.procs import admin_call, call, chat, start_gateway, start_redis, stop_process, wait_until
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run)")
+pytestmark = [pytest.mark.slow,  # two gateway processes and a Redis per test
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run)")]
 
 
 @pytest.fixture
-def pair(tmp_path):
+def pair(tmp_path, upstream):
     redis_proc, redis_port = start_redis(tmp_path)
-    upstream_proc, upstream_port = start_upstream()
     write_scan(tmp_path / "scan", [], [("campaign-1", "throttle", "payment", "card-campaign", 40)])
     policy = {"gateway": {"limits": [{"scope": "account", "window_seconds": 3600, "max_requests": 4}]}}
     common = dict(keys=KEYS, policy=policy, state=f"redis://127.0.0.1:{redis_port}/0", admin_token="s3cret")
     # only the first reads the scan's indicators: what the second knows of them comes through Redis
-    gateways = [start_gateway(tmp_path / "a", upstream_port, name="a", verdicts=str(tmp_path / "scan"), **common),
-                start_gateway(tmp_path / "b", upstream_port, name="b", **common)]
+    gateways = [start_gateway(tmp_path / "a", upstream, name="a", verdicts=str(tmp_path / "scan"), **common),
+                start_gateway(tmp_path / "b", upstream, name="b", **common)]
     yield gateways
     for gw in gateways:
         gw.stop()
-    for proc in (upstream_proc, redis_proc):
-        proc.kill()
-        proc.wait()
+    stop_process(redis_proc)
 
 
 def test_the_online_limits_count_across_gateways(pair):
@@ -41,11 +38,10 @@ def test_the_online_limits_count_across_gateways(pair):
 def test_an_override_on_one_gateway_holds_on_the_other(pair):
     a, b = pair
     assert call(b.port, "/v1/chat/completions", chat("hi"), key="sk-bob").status == 200
-    assert admin(a.port, "POST", "/admin/accounts/bob/action", {"action": "block", "reason": "case 7"}).status == 200
-    deadline = time.monotonic() + 5
-    while call(b.port, "/v1/chat/completions", chat("hi"), key="sk-bob").status != 403:
-        assert time.monotonic() < deadline, "the other gateway never applied the override"
-        time.sleep(0.1)
+    assert admin_call(a.port, "POST", "/admin/accounts/bob/action", {"action": "block", "reason": "case 7"},
+                      token="s3cret").status == 200
+    wait_until(lambda: call(b.port, "/v1/chat/completions", chat("hi"), key="sk-bob").status == 403, timeout=5,
+               what="the other gateway to apply the override")
 
 
 def test_an_inheritance_is_shared_once_not_at_every_request(pair):
@@ -64,10 +60,8 @@ def test_an_inherited_action_holds_on_every_gateway(pair):
     a, b = pair
     assert call(b.port, "/v1/chat/completions", chat("before"), key="sk-recruit").status == 200
     assert call(a.port, "/v1/chat/completions", chat("first"), key="sk-recruit").status == 429
-    deadline = time.monotonic() + 5
-    while call(b.port, "/v1/chat/completions", chat("again"), key="sk-recruit").status != 429:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until(lambda: call(b.port, "/v1/chat/completions", chat("again"), key="sk-recruit").status == 429,
+               timeout=5, what="the other gateway to apply the inherited action")
 
 
 # --- the change stream: each process reads the whole state once, then only what changed ------
@@ -76,8 +70,7 @@ def test_an_inherited_action_holds_on_every_gateway(pair):
 def redis_url(tmp_path):
     proc, port = start_redis(tmp_path)
     yield f"redis://127.0.0.1:{port}/0"
-    proc.kill()
-    proc.wait()
+    stop_process(proc)
 
 
 def _shared(url: str):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -18,6 +17,7 @@ from distillguard.gateway import keys
 from distillguard.gateway.journal import Journal
 from distillguard.gateway.limits import MemoryCounters
 from distillguard.gateway.protocol import ROUTES, StreamUsage, new_exchange_id, request_facts, usage
+from tests.gateway.procs import wait_until
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -173,6 +173,7 @@ def test_a_live_writers_open_segment_is_left_alone(tmp_path):
     second.close()
 
 
+@pytest.mark.slow  # starts the CLI as a process
 def test_serve_without_an_upstream_is_a_clear_error(tmp_path):
     import subprocess
     import sys
@@ -189,8 +190,6 @@ def test_serve_without_an_upstream_is_a_clear_error(tmp_path):
 
 
 def test_the_loader_process_yields_the_cpu_to_requests(tmp_path):
-    import time
-
     from distillguard.gateway.journal import LOADER_NICENESS, Loader
 
     journal = Journal(tmp_path / "log")
@@ -198,9 +197,8 @@ def test_the_loader_process_yields_the_cpu_to_requests(tmp_path):
     loader = Loader(journal, tmp_path / "dg.duckdb", every_seconds=0.2, segment_seconds=0.1)
     loader.start()
     try:
-        deadline = time.time() + 60
-        while loader.loaded_rows < 1 and time.time() < deadline:  # it loads (and lowered its priority first)
-            time.sleep(0.1)
+        # it loads (and lowered its priority first)
+        wait_until(lambda: loader.loaded_rows >= 1, timeout=60, what="the loader's first round")
         assert loader.loaded_rows == 1
         expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + LOADER_NICENESS)
         assert os.getpriority(os.PRIO_PROCESS, loader._child.pid) == expected

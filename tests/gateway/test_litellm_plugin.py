@@ -16,10 +16,12 @@ import yaml
 
 from distillguard.gateway.journal import Journal, Loader
 from distillguard.store import Store
-from gateway_procs import call, chat, free_port, start_upstream, wait_port
-from test_gateway import write_scan
+from distillguard.gateway.ports import free_port, wait_port
+from tests.gateway.inputs import write_scan
+from tests.gateway.procs import call, chat
 
 litellm = pytest.importorskip("litellm", reason="the litellm extra is not installed")
+pytestmark = pytest.mark.slow  # starts the LiteLLM proxy: 10-20 s each
 LITELLM = shutil.which("litellm", path=str(Path(sys.executable).parent))
 
 AUTH = '''
@@ -33,13 +35,12 @@ async def user_api_key_auth(request, api_key):
 
 
 @pytest.fixture
-def proxy(tmp_path):
-    upstream_proc, upstream_port = start_upstream()
+def proxy(tmp_path, upstream):
     write_scan(tmp_path / "scan", [("carol", "block", "campaign-1"), ("dave", "throttle", "campaign-1")])
     (tmp_path / "custom_auth.py").write_text(AUTH)
     (tmp_path / "litellm.yaml").write_text(yaml.safe_dump({
         "model_list": [{"model_name": "m-large", "litellm_params": {
-            "model": "openai/m-large", "api_base": f"http://127.0.0.1:{upstream_port}/v1", "api_key": "up"}}],
+            "model": "openai/m-large", "api_base": f"http://127.0.0.1:{upstream}/v1", "api_key": "up"}}],
         "general_settings": {"custom_auth": "custom_auth.user_api_key_auth",
                              "master_key": "sk-master-" + "x" * 40},
         "litellm_settings": {"callbacks": "distillguard.gateway.litellm.guard"}}))
@@ -60,15 +61,12 @@ def proxy(tmp_path):
             raise
         yield port, proc, tmp_path
     finally:
-        # the whole group: LiteLLM's own children and the plugin's loader process with it; the
-        # mock upstream too, also when LiteLLM failed to start
+        # the whole group: LiteLLM's own children and the plugin's loader process with it
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait()
-        upstream_proc.kill()
-        upstream_proc.wait()
 
 
 def _running_in_group(pgid: int) -> list[int]:

@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import urllib.parse
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,28 +21,27 @@ from hypothesis import strategies as st
 
 from distillguard.errors import UserError
 from distillguard.detect.policy import Policy, load_policy
-from gateway_procs import start_gateway, start_upstream
-from test_gateway import write_scan
+from tests.gateway.inputs import write_scan
+from tests.gateway.procs import start_gateway
 
+pytestmark = pytest.mark.slow  # many generated inputs against a gateway process
 EXAMPLES = int(os.environ.get("DG_HYPOTHESIS_EXAMPLES", "60"))
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 ADMIN_TOKEN = "properties-admin-token-0123456789abcdef"
 ALICE = "sk-properties-alice-0123456789abcdef"
 CAROL = "sk-properties-carol-0123456789abcdef"  # blocked by the scan
+UPSTREAM_CHUNK_DELAY_MS = 0
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def gateway(tmp_path_factory, upstream):
     tmp = tmp_path_factory.mktemp("untrusted")
-    upstream, upstream_port = start_upstream(chunk_delay_ms=0)
     write_scan(tmp / "scan", [("carol", "block", "campaign-1")])
-    gw = start_gateway(tmp, upstream_port, keys=[{"api_key": ALICE, "account_id": "alice"},
+    gw = start_gateway(tmp, upstream, keys=[{"api_key": ALICE, "account_id": "alice"},
                                                  {"api_key": CAROL, "account_id": "carol"}],
                        verdicts=str(tmp / "scan"), admin_token=ADMIN_TOKEN)
     yield gw
     gw.stop()
-    upstream.kill()
-    upstream.wait()
 
 
 def _new_log(gateway, seen: int) -> str:
@@ -93,7 +91,6 @@ def _send_header(gateway, name: bytes, value: bytes, key: str | None, body: byte
     if key is not None:
         headers.append((b"Authorization", b"Bearer " + key.encode()))
     return raw_request(gateway.port, "/v1/chat/completions", headers, body)
-
 
 
 @SETTINGS

@@ -16,9 +16,9 @@ from distillguard.errors import IngestError
 from distillguard.ingest import ingest_paths
 from distillguard.schema import ARROW_SCHEMA
 
-from conftest import good_record, rows, write_jsonl
+from tests.records import good_record, rows, write_jsonl
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "logs"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "logs"
 
 
 def ingest_one(store, path):

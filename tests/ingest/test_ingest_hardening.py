@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import good_record, rows, write_jsonl
+from tests.records import good_record, rows, write_jsonl
 from distillguard.errors import IngestError
 from distillguard.ingest import ingest_paths
 from distillguard.schema import ARROW_SCHEMA
@@ -115,6 +115,7 @@ def test_a_utc_offset_no_time_zone_has_is_quarantined_with_its_reason(store, tmp
 
 # --- what is written for analysts ----------------------------------------------------------
 
+@pytest.mark.slow  # runs the CLI as a process: about 9 s
 def test_verdicts_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(tmp_path):
     import csv
 
@@ -193,6 +194,7 @@ def _ingest_in_a_fresh_process(path, db) -> tuple[dict, int]:
     return json.loads(done.stdout)["files"][0], int(done.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a child process inflates a gzip bomb: about 9 s
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc (Linux)")
 def test_an_endless_gzipped_line_is_quarantined_without_holding_it_in_memory(tmp_path):
     # 400 MB of one line in a 400 KB gzip: before the cap it was held whole, several times over

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +23,7 @@ from distillguard.ingest import ingest_paths
 from distillguard.schema import ALIASES
 from distillguard.store import Store
 
+pytestmark = pytest.mark.slow  # many generated files, each ingested: 5-20 s a test
 SETTINGS = settings(max_examples=int(__import__("os").environ.get("DG_HYPOTHESIS_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 scalars = st.one_of(

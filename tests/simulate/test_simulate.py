@@ -122,6 +122,7 @@ def test_different_seeds_give_different_exchanges(tmp_path):
     assert not set(a["exchange_id"].to_pylist()) & set(b["exchange_id"].to_pylist())
 
 
+@pytest.mark.slow  # simulates several populations
 def test_scale_multiplies_accounts_not_behaviour(tmp_path):
     steady = tmp_path / "steady.yaml"
     steady.write_text("name: steady\nbase: alibaba-2026\ncampaigns:\n  alibaba-2026:\n"
@@ -369,6 +370,7 @@ def _busiest_eight_hours_share(out) -> float:
     return max(sum(counts[(h + i) % 24] for i in range(8)) for h in range(24)) / len(hours)
 
 
+@pytest.mark.slow  # simulates several populations
 def test_adaptive_accounts_keep_the_local_time_of_their_region_not_the_operators_clock(tmp_path):
     simulate("adaptive-2026", scale=0.004, seed=3, out_dir=tmp_path / "local")
     one_clock = tmp_path / "one-clock.yaml"
@@ -383,7 +385,7 @@ def test_adaptive_accounts_keep_the_local_time_of_their_region_not_the_operators
 def test_the_benchmarks_full_account_count_scenarios_change_only_the_account_count():
     # benchmarks/scenarios: a shipped campaign with its real account count, used to show that a
     # replay's first detection at scale 0.05 waits on how few accounts the scale leaves
-    here = Path(__file__).resolve().parent.parent / "benchmarks" / "scenarios"
+    here = Path(__file__).resolve().parents[2] / "benchmarks" / "scenarios"
     cases = {"deepseek": {"deepseek": 6000}, "moonshot": {"moonshot": 24000},
              "mixed": {"moonshot": 24000, "deepseek": 6000, "adaptive-2026": 25000}}
     for name, counts in cases.items():
