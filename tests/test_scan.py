@@ -315,7 +315,7 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
 def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scanned):
     """with_coordination adds a family to a member's tie; the verdict must say which act earned it."""
     _, result, _, _ = scanned
-    member, other = _throttled_campaign(result)["accounts"][:2]
+    member, other = _throttled_campaign(result).accounts[:2]
     line = "coordination: first used a newly released model 2.0 h after its release (< 24 h) with 40% of its cluster"
     reasons = {a: r["reasons"] for a, r in _verdict_rows(result, result.ties, {}, {member: [line]}).items()}
     assert line in reasons[member] and reasons[member].index(line) == 2  # after the campaign and the tie
@@ -328,7 +328,7 @@ def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_
     from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
-    member = _throttled_campaign(result)["accounts"][0]
+    member = _throttled_campaign(result).accounts[0]
     team = {**result.ties, member: campaigns.Tie(evidence=5.4, families=3, reach=10, reach_beyond_client=2)}
     rows = _verdict_rows(result, team, {member: 0.05})
     assert rows[member]["action"] == "monitor"
