@@ -40,6 +40,9 @@ EMAIL, PHONE, KEY = "alice.smith@example.org", "+1 415 555 0134", "sk-proj-Zx81K
 PII = f" (reach me at {EMAIL} or {PHONE}; my key is {KEY})"
 TEXT_FIELDS = ("account_id", "user_agent", "email_domain", "organization_id", "model", "system_prompt",
                "conversation_id", "api_key_id", "payment_fingerprint")
+# the module's store is a simulated, poisoned and scanned scenario (about 40 s); make test-fast runs
+# report/test_writers.py instead
+pytestmark = pytest.mark.slow
 needs_chromium = pytest.mark.skipif(chromium.find() is None, reason="Chromium is not installed (.ci/run installs it)")
 
 

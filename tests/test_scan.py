@@ -44,6 +44,7 @@ def _by_role(result, labels):
     return out
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_every_account_seen_gets_exactly_one_verdict(scanned):
     store, result, _, _ = scanned
     accounts = store.con.execute("SELECT count(DISTINCT account_id) FROM exchanges").fetchone()[0]
@@ -52,6 +53,7 @@ def test_every_account_seen_gets_exactly_one_verdict(scanned):
     assert len(set(result.verdicts.column("account_id").to_pylist())) == accounts
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_the_campaign_is_throttled_and_customers_are_not(scanned):
     _, result, labels, _ = scanned
     by_role = _by_role(result, labels)
@@ -61,6 +63,7 @@ def test_the_campaign_is_throttled_and_customers_are_not(scanned):
     assert not [a for a in by_role["organic"] if SEVERITY[a] >= SEVERITY["throttle"]]
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_the_campaign_is_found_as_one_campaign(scanned):
     _, result, labels, _ = scanned
     role = dict(zip(labels.column("account_id").to_pylist(), labels.column("role").to_pylist()))
@@ -75,6 +78,7 @@ _SCORED = re.compile(r"(?:campaign (?P<campaign>\S+): score|account suspicion)=(
                      r"\(>= (?P<level>\w+) (?P<threshold>[\d.]+)\)")
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_every_non_allow_verdict_explains_itself_with_numbers(scanned):
     """Each one names the score it rests on (its campaign's, or the account's own suspicion) and
     the threshold that score reached."""
@@ -89,6 +93,7 @@ def test_every_non_allow_verdict_explains_itself_with_numbers(scanned):
         assert m["campaign"] == v["campaign_id"], v
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_outputs_are_written_and_kept_in_the_store(scanned):
     store, result, _, out = scanned
     files = scan.write_outputs(result, out)
@@ -110,6 +115,7 @@ _CAMPAIGN_FIELDS = ["campaign_id", "members", "cells", "exchanges", "output_toke
                     "pivoted", "indicators", "capability_mix", "pivot_within_day_share", "accounts"]
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_campaign_files_and_the_stored_detail_keep_every_field_in_order(scanned):
     store, result, _, out = scanned
     scan.write_outputs(result, out)
@@ -128,6 +134,7 @@ def test_campaign_files_and_the_stored_detail_keep_every_field_in_order(scanned)
     assert [json.loads(d) for (d,) in detail] == written
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_verdict_rows_rebuild_the_verdict_table_exactly(scanned):
     _, result, _, _ = scanned
     rows = [scan.Verdict(**row) for row in result.verdicts.to_pylist()]
@@ -135,6 +142,7 @@ def test_verdict_rows_rebuild_the_verdict_table_exactly(scanned):
     assert scan.Verdict.table([]).schema.equals(VERDICT_SCHEMA)
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_the_store_keeps_what_a_report_needs_to_check_the_scan(scanned):
     store, result, _, _ = scanned
     scan_id = scan.store_result(store, result, policy_source="policy.yaml", engine="duckdb")
@@ -151,6 +159,7 @@ def test_the_store_keeps_what_a_report_needs_to_check_the_scan(scanned):
     assert store.con.execute("SELECT count(*) FROM edges WHERE scan_id = ?", [scan_id]).fetchone()[0] == expected
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_a_signal_fires_exactly_when_its_value_passes_its_threshold_in_its_declared_direction(scanned):
     _, result, _, _ = scanned
     assert result.signals.column_names == ["account_id", "signal", "value", "threshold", "fired"]
@@ -296,6 +305,7 @@ def _verdict_rows(result, tie, suspicion, acted=None, firm_by_act=frozenset()) -
     return {r["account_id"]: r for r in verdicts.to_pylist()}
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     from distillguard.detect import campaigns
 
@@ -312,6 +322,7 @@ def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
     assert row["action"] == campaign.action
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scanned):
     """with_coordination adds a family to a member's tie; the verdict must say which act earned it."""
     _, result, _, _ = scanned
@@ -322,6 +333,7 @@ def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scann
     assert not any(r.startswith("coordination:") for r in reasons[other])
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_monitored(scanned):
     """Two developers of one customer team (own card and office) whose SDK user agent and system
     prompt hundreds of campaign accounts also send: their reach comes from the tool alone."""
@@ -335,6 +347,7 @@ def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_
     assert any("reach beyond client keys=2 members (< 10)" in r for r in rows[member]["reasons"])
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_mass(scanned):
     """An adaptive operation keeps each account's keys thin; the wave it was recruited in ties it."""
     from distillguard.detect import campaigns
@@ -347,6 +360,7 @@ def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_ma
     assert _verdict_rows(result, thin, {member: 0.05}, firm_by_act={member})[member]["action"] == campaign.action
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
     """A small customer team (own card, domain, office) that Leiden attached to a campaign's
     community holds strong keys from several families, but only with its teammates."""
@@ -400,6 +414,7 @@ def test_policy_field_errors_name_the_field(tmp_path):
         load_policy(path)
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_allowlisted_organization_is_capped_at_monitor(scanned):
     _, result, _, _ = scanned
     flagged = [a for a, act in zip(result.verdicts.column("account_id").to_pylist(),
@@ -439,6 +454,7 @@ def test_a_weakly_tied_automated_member_needs_an_edge_to_the_campaigns_firm_core
     assert campaigns.anchored(edges, {"recruit"}, set(), campaign_of) == {}
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_an_automated_member_tied_only_to_its_own_kind_is_only_monitored(scanned):
     """A studio's account (cloud, SDK agent: own suspicion above firm_suspicion) weakly tied to a
     campaign through its fellow customers' templates: without a pair edge to the campaign's firm
@@ -464,6 +480,7 @@ def test_an_automated_member_tied_only_to_its_own_kind_is_only_monitored(scanned
     assert "families=1 (< 2)" in line and "no linkage edge to a firmly tied member" in line
 
 
+@pytest.mark.slow  # the module's simulated and scanned scenario
 def test_in_a_campaign_with_no_firmly_tied_member_suspicious_members_anchor_each_other(scanned):
     """A campaign of fewer accounts than firm_reach is weakly tied throughout (no member can reach
     ten others): there is no firm core to be attached to, and its automated members that a pair

@@ -85,6 +85,7 @@ class BlocksTheFirstName(AllowsEveryone):
         return ["block" if i == 0 else "allow" for i in range(len(accounts))]
 
 
+@pytest.mark.slow  # all checks on a tiny scenario, simulated first: about 8 s
 def test_a_detector_that_keeps_the_contract_passes_every_check_that_applies(cache):
     report = check_detector(AllowsEveryone(), cache_dir=cache)
     assert report.ok, str(report)

@@ -23,6 +23,7 @@ import distillguard.gateway
 
 from tests.gateway.procs import call, start_gateway
 
+pytestmark = pytest.mark.slow  # generated requests to every route of a gateway process
 ADMIN_TOKEN = "openapi-admin-token-0123456789abcdef"
 KEYS = [{"api_key": "sk-openapi-alice-0123456789abcdef", "account_id": "alice"}]
 FAST_EXAMPLES = int(os.environ.get("DG_OPENAPI_EXAMPLES", "12"))

@@ -20,6 +20,7 @@ import pytest
 from tests.gateway.inputs import write_scan
 from tests.gateway.procs import call, chat, start_gateway, stored
 
+pytestmark = pytest.mark.slow  # gateway processes (one per module, one per test for several): test_gateway keeps quick ones
 KEYS = [
     {"api_key": "sk-alice", "account_id": "alice"},
     {"api_key": "sk-bob", "account_id": "bob"},
@@ -113,7 +114,6 @@ def events(body: bytes) -> list[bytes]:
 
 # --- header bytes that are not UTF-8 ------------------------------------------------------------
 
-@pytest.mark.slow  # a gateway process of its own
 def test_a_user_agent_that_is_not_utf8_is_served_logged_with_its_bytes_escaped_and_counted(own_gateway):
     gw = own_gateway
     ua = [(b"User-Agent", b"harvester/1.0 \xff\xfe (\xc3\xa9t\xc3\xa9)"), (b"Content-Type", b"application/json")]
@@ -154,7 +154,6 @@ def test_a_path_that_is_not_utf8_is_a_404_in_the_openai_shape(gateway):
 
 # --- compressing upstreams -----------------------------------------------------------------------
 
-@pytest.mark.slow  # a gateway process of its own
 def test_answers_of_a_compressing_upstream_reach_the_client_decoded_with_their_usage(own_gateway):
     gw = own_gateway
     for coding in ("gzip", "deflate", "br"):
@@ -216,7 +215,6 @@ def test_a_fallback_answer_differs_from_a_normal_one_only_in_what_the_fallback_m
 
 # --- an upstream that breaks off -------------------------------------------------------------------
 
-@pytest.mark.slow  # a gateway process of its own
 def test_an_upstream_that_closes_mid_stream_ends_it_with_an_error_the_openai_sdk_raises(own_gateway):
     gw = own_gateway
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{gw.port}/v1", api_key="sk-alice", max_retries=0)
@@ -268,7 +266,6 @@ def test_only_allowlisted_response_headers_reach_the_client(gateway):
 
 # --- bodies too large or too slow -------------------------------------------------------------------
 
-@pytest.mark.slow  # a gateway process of its own
 def test_a_body_over_the_limit_is_a_413_in_the_openai_shape_logged_and_counted(own_gateway):
     gw = own_gateway
     big = body_of(chat("x" * MAX_BODY))

@@ -31,6 +31,7 @@ request_like = st.fixed_dictionaries({}, optional={
     "tools": json_values, "max_tokens": json_values, "stream": json_values})
 
 
+@pytest.mark.slow  # 300 generated bodies
 @given(api=st.sampled_from(sorted(set(ROUTES.values()))), body=json_values | request_like)
 @settings(max_examples=300, deadline=None)
 def test_request_facts_never_raise_on_any_body(api, body):
@@ -189,6 +190,7 @@ def test_serve_without_an_upstream_is_a_clear_error(tmp_path):
     assert done.returncode == 2 and "gateway setting upstream" in done.stderr
 
 
+@pytest.mark.slow  # starts the loader process
 def test_the_loader_process_yields_the_cpu_to_requests(tmp_path):
     from distillguard.gateway.journal import LOADER_NICENESS, Loader
 

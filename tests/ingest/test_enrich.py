@@ -10,6 +10,7 @@ import ipaddress
 import os
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ prompt_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=(
                      "answer", "\n", "K", "\u212a", "İ", "straße", "a_b", "x1y2"]), max_size=80).map(" ".join)
 
 
+@pytest.mark.slow  # generated texts, each fingerprinted in SQL: about 6 s
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(st.lists(prompt_text, min_size=1, max_size=12))
 def test_sql_fingerprints_equal_the_python_specification(texts):

@@ -60,20 +60,26 @@ def _check_store_invariants(store: Store) -> None:
     assert n == distinct
 
 
+def _balanced_jsonl(tmp_path_factory, objects):
+    """Ingest ``objects`` as JSON lines and check that every line is accounted for and the store
+    keeps its invariants; the ingest's result, or None where the file was refused whole."""
+    path = tmp_path_factory.mktemp("p") / "a.jsonl"
+    path.write_text("".join(json.dumps(o) + "\n" for o in objects))
+    outcome = _ingest(path)
+    if outcome is None:
+        return None
+    store, [result] = outcome
+    assert result.balanced
+    assert store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0] == result.rows_stored
+    _check_store_invariants(store)
+    return result
+
+
 @SETTINGS
 @given(batch=st.lists(st.one_of(exchange_like, records), min_size=1, max_size=25))
 def test_arbitrary_records_in_jsonl_are_all_accounted_for(tmp_path_factory, batch):
-    path = tmp_path_factory.mktemp("p") / "a.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in batch))
-    outcome = _ingest(path)
-    if outcome is None:
-        return
-    store, [result] = outcome
-    assert result.rows_in == len(batch)
-    assert result.balanced
-    stored = store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
-    assert stored == result.rows_stored
-    _check_store_invariants(store)
+    result = _balanced_jsonl(tmp_path_factory, batch)
+    assert result is None or result.rows_in == len(batch)
 
 
 @SETTINGS
@@ -141,18 +147,6 @@ def test_every_non_blank_jsonl_line_is_one_row_in(tmp_path_factory, lines):
 json_values = st.recursive(
     scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.one_of(keys, st.text(max_size=8)),
                                                                          inner, max_size=4), max_leaves=12)
-
-
-def _balanced_jsonl(tmp_path_factory, objects) -> None:
-    path = tmp_path_factory.mktemp("p") / "a.jsonl"
-    path.write_text("".join(json.dumps(o) + "\n" for o in objects))
-    outcome = _ingest(path)
-    if outcome is None:
-        return
-    store, [result] = outcome
-    assert result.balanced
-    assert store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0] == result.rows_stored
-    _check_store_invariants(store)
 
 
 messages = st.lists(st.one_of(json_values, st.fixed_dictionaries(

@@ -138,7 +138,9 @@ def test_scale_multiplies_accounts_not_behaviour(tmp_path):
 
 # --- scenarios --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", shipped_scenarios())
+# one scenario in make test-fast, every one in make test: about 1 s each
+@pytest.mark.parametrize("name", [n if n == "alibaba-2026" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in shipped_scenarios()])
 def test_each_shipped_scenario_loads_and_runs_at_tiny_scale(name, tmp_path):
     summary = simulate(name, scale=0.001, seed=2, out_dir=tmp_path)
     assert summary.exchanges > 0
