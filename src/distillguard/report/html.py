@@ -3,8 +3,8 @@
 Jinja2 with autoescaping on for every template, a Content-Security-Policy that allows no
 script and no fetch at all, and charts as inline SVG built from escaped text (svg.py): the
 page reads the same offline, and nothing an attacker wrote into a prompt, a user agent or an
-account id can run in the investigator's browser. tests/test_report.py fills every field of
-the logs with XSS and template-injection payloads and checks the rendered markup.
+account id can run in the investigator's browser. tests/report/test_report.py fills every
+field of the logs with XSS and template-injection payloads and checks the rendered markup.
 """
 
 from __future__ import annotations
