@@ -107,6 +107,7 @@ def test_a_verdict_that_follows_account_names_fails_the_relabelling_check_alone(
     assert "block" in report.failed["relabelling"]
 
 
+@pytest.mark.slow  # runs the checks on a tiny scenario, simulated first: about 13 s
 def test_an_excused_check_is_reported_with_its_reason_not_run(cache):
     report = check_detector(BlocksTheFirstName(), cache_dir=cache,
                             exceptions={"relabelling": "blocks by name on purpose"})

@@ -151,6 +151,7 @@ def test_mixed_infrastructure_draws_from_datacenter_and_proxy_exits(tmp_path):
     assert shared and mixed["client_asn"].nunique() > dedicated["client_asn"].nunique()
 
 
+@pytest.mark.slow  # simulates each level of the knob
 def test_a_shared_card_gives_fewer_fingerprints_than_one_per_account_and_free_tier_none(tmp_path):
     shared, _ = _simulate(tmp_path, payment="shared_card")
     own, _ = _simulate(tmp_path, payment="card_per_account")
@@ -165,6 +166,7 @@ def _utc_hour_entropy(frame) -> float:
     return float(-(share * np.log2(share)).sum())
 
 
+@pytest.mark.slow  # simulates each level of the knob
 def test_timing_levels_shape_the_hours_and_days_of_use(tmp_path):
     clock, _ = _simulate(tmp_path, timing="around_the_clock")
     shifts, _ = _simulate(tmp_path, timing="human_shifts")
@@ -208,6 +210,7 @@ def _openings(frame, length: int = 40):
     return first["prompt"].str.slice(0, length), first["account_id"]
 
 
+@pytest.mark.slow  # simulates each level of the knob
 def test_templated_prompts_share_scaffolds_paraphrases_and_disguised_prompts_do_not(tmp_path):
     templates, _ = _simulate(tmp_path, prompts="templates")
     paraphrases, _ = _simulate(tmp_path, prompts="paraphrases")

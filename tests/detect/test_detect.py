@@ -133,6 +133,7 @@ def test_a_campaign_sharing_a_card_addresses_and_schedule_is_throttled_and_custo
     assert all("p=" in r and "null" in r and "budget" in r for a in members[:3] for r in evidence.by_account(5)[a][2])
 
 
+@pytest.mark.slow  # several large populations
 def test_a_stronger_tell_never_lowers_the_evidence():
     """Monotonicity: fewer addresses and slots for the same campaign (more shared tokens per pair)
     never raise its best corrected p-value nor shrink what is throttled."""
@@ -261,6 +262,7 @@ def test_an_earlier_throttle_is_kept_while_evidence_stays_and_lifted_when_it_is_
     assert stale.column("action").to_pylist() == now.column("action").to_pylist()
 
 
+@pytest.mark.slow  # several large populations
 def test_recall_does_not_fall_as_the_same_population_grows():
     """Scale: the same population and campaign at 1x, 2x and 4x (customers and campaign accounts
     alike) are caught at a share that does not fall beyond its binomial interval."""

@@ -176,6 +176,23 @@ def stored(db: Path, sql: str) -> list[tuple]:
         return store.con.execute(sql).fetchall()
 
 
+def live_processes(parent: int | None = None, group: int | None = None) -> list[int]:
+    """The pids of the live (not zombie) processes whose parent is ``parent`` or whose process
+    group is ``group``, as /proc tells them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+            state, ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
+        except OSError:  # the process ended while we read
+            continue
+        if state != "Z" and (int(ppid) == parent or int(pgrp) == group):
+            found.append(int(entry.name))
+    return found
+
+
 def fill_disk(directory: Path) -> Path:
     """Write zeros to a file in ``directory`` until its file system is full (ENOSPC); the file,
     which the test unlinks to free the space again."""

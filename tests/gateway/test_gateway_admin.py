@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from distillguard.gateway.journal import Journal, Loader
 from distillguard.gateway.ports import free_port
 from tests.gateway.inputs import KEYS, write_scan
-from tests.gateway.procs import (admin_call, call, chat, start_gateway, start_redis, start_upstream, stop_process,
-                                 stored, wait_until)
+from tests.gateway.procs import (admin_call, call, chat, live_processes, start_gateway, start_redis, start_upstream,
+                                 stop_process, stored, wait_until)
 
 pytestmark = pytest.mark.slow  # each test starts and stops gateway processes of its own: 2-10 s each
 TOKEN = "s3cret-admin-token"
@@ -29,20 +29,6 @@ UPSTREAM_CHUNK_DELAY_MS = 20
 
 def admin(port: int, method: str, path: str, body=None, token: str | None = TOKEN):
     return admin_call(port, method, path, body, token)
-
-
-def children(pid: int) -> list[int]:
-    """The live (not zombie) child processes of ``pid``."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
-            except OSError:
-                continue
-            if int(ppid) == pid and state != "Z":
-                out.append(int(entry.name))
-    return out
 
 
 def alive(pid: int) -> bool:
@@ -115,7 +101,7 @@ def test_an_override_outranks_a_new_scan_whose_verdicts_say_allow(upstream, tmp_
         # the scan's new verdicts: alice allowed, carol blocked again
         write_scan(scan, [("alice", "allow", None), ("carol", "block", "campaign-2")])
         wait_until(lambda: admin(gw.port, "GET", "/admin/verdicts/alice").json()["scan_as_of"] != before,
-              what="the new verdicts to be loaded")
+                   what="the new verdicts to be loaded")
         assert call(gw.port, "/v1/chat/completions", chat("hi")).status == 403
         assert call(gw.port, "/v1/chat/completions", chat("hi"), key="sk-carol").status == 200
     finally:
@@ -275,10 +261,8 @@ def test_health_is_liveness_and_ready_says_which_component_is_down(tmp_path):
         ready = call(gw.port, "/ready", method="GET", key=None)
         assert ready.status == 200, ready.body
         assert set(ready.json()["components"]) == {"store", "log", "upstream", "redis"}
-        up.kill()
-        up.wait()
-        redis.kill()
-        redis.wait()
+        stop_process(up)
+        stop_process(redis)
         down = call(gw.port, "/ready", method="GET", key=None)
         assert down.status == 503
         components = down.json()["components"]
@@ -316,7 +300,7 @@ def test_serve_on_a_busy_port_is_one_line_and_exit_2(upstream, tmp_path):
 
 def test_sigterm_to_the_process_group_stops_the_gateway_and_its_loader_promptly(upstream, tmp_path):
     gw = start_gateway(tmp_path, upstream, keys=KEYS, preexec=os.setsid)
-    loader = wait_until(lambda: children(gw.proc.pid), what="the loader process")
+    loader = wait_until(lambda: live_processes(parent=gw.proc.pid), what="the loader process")
     assert call(gw.port, "/v1/chat/completions", chat("logged before the stop")).status == 200
     t0 = time.monotonic()
     os.killpg(gw.proc.pid, signal.SIGTERM)
@@ -334,7 +318,7 @@ def test_sigterm_to_the_process_group_stops_the_gateway_and_its_loader_promptly(
 
 def test_kill_9_of_the_gateway_takes_its_loader_with_it(upstream, tmp_path):
     gw = start_gateway(tmp_path, upstream, keys=KEYS)
-    loader = wait_until(lambda: children(gw.proc.pid), what="the loader process")
+    loader = wait_until(lambda: live_processes(parent=gw.proc.pid), what="the loader process")
     gw.stop(signal.SIGKILL)
     try:
         wait_until(lambda: not any(alive(pid) for pid in loader), timeout=5, what="the loader to die with its parent")

@@ -210,8 +210,7 @@ def test_redis_killed_and_restarted_never_gives_a_500_and_the_gateway_recovers(t
     gw = gateways(tmp_path, upstream, keys=KEYS, state=f"redis://127.0.0.1:{redis_port}/0")
     try:
         assert call(gw.port, "/v1/chat/completions", chat("before"), key=KEY).status == 200
-        redis.kill()
-        redis.wait()
+        stop_process(redis)
         for i in range(5):
             reply = call(gw.port, "/v1/chat/completions", chat(f"during {i}"), key=KEY, timeout=30)
             assert reply.status in (200, 503), (reply.status, reply.body[:300])

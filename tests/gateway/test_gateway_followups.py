@@ -68,8 +68,7 @@ def test_with_redis_down_the_gateway_serves_from_its_own_counters_says_so_once_a
     gw = start_gateway(tmp_path, upstream, keys=KEYS, policy=policy, state=f"redis://127.0.0.1:{redis_port}/0")
     try:
         assert call(gw.port, "/v1/chat/completions", chat("before"), key=KEY).status == 200
-        redis.kill()
-        redis.wait()
+        stop_process(redis)
         statuses = [call(gw.port, "/v1/chat/completions", chat(f"during {i}"), key=KEY).status for i in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
         ready = call(gw.port, "/ready", method="GET", key=None)

@@ -18,7 +18,7 @@ from distillguard.gateway.journal import Journal, Loader
 from distillguard.store import Store
 from distillguard.gateway.ports import free_port, wait_port
 from tests.gateway.inputs import write_scan
-from tests.gateway.procs import call, chat
+from tests.gateway.procs import call, chat, live_processes
 
 litellm = pytest.importorskip("litellm", reason="the litellm extra is not installed")
 pytestmark = pytest.mark.slow  # starts the LiteLLM proxy: 10-20 s each
@@ -69,24 +69,10 @@ def proxy(tmp_path, upstream):
         proc.wait()
 
 
-def _running_in_group(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
 def _wait_group_gone(pgid: int, timeout: float = 15.0) -> list[int]:
     """Wait until no process of group ``pgid`` runs; those still running after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while (left := _running_in_group(pgid)) and time.monotonic() < deadline:
+    while (left := live_processes(group=pgid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 

@@ -76,6 +76,7 @@ def test_a_glob_pattern_that_matches_nothing_is_a_user_error(store, tmp_path):
         ingest_paths(store, [str(tmp_path / "*.jsonl")])
 
 
+@pytest.mark.slow  # runs the CLI as a process
 def test_the_ingest_summary_names_every_file_read_by_its_path(tmp_path):
     for sub in ("east", "west"):
         (tmp_path / sub).mkdir()
@@ -116,6 +117,7 @@ def test_a_utc_offset_no_time_zone_has_is_quarantined_with_its_reason(store, tmp
 # --- what is written for analysts ----------------------------------------------------------
 
 @pytest.mark.slow  # runs the CLI as a process: about 9 s
+@pytest.mark.slow  # runs the CLI as a process
 def test_verdicts_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(tmp_path):
     import csv
 
@@ -256,6 +258,7 @@ def test_a_json_document_record_over_the_cap_is_quarantined_and_the_records_arou
     assert rows(store, "SELECT record_number, reason_code FROM quarantine") == [(2, "record too large")]
 
 
+@pytest.mark.slow  # runs the CLI as a process
 def test_a_jsonl_file_that_opens_with_null_is_quarantined_not_a_crash(tmp_path):
     # pyarrow's JSON reader dies of SIGSEGV on such a chunk: the whole ingest process went with it
     (tmp_path / "nulls.jsonl").write_text("null\n" + json.dumps(good_record(1)) + "\n")

@@ -114,6 +114,7 @@ def test_same_seed_gives_identical_exchanges(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+@pytest.mark.slow  # simulates a scenario of its own
 def test_different_seeds_give_different_exchanges(tmp_path):
     simulate("baseline", scale=0.001, seed=1, out_dir=tmp_path / "a")
     simulate("baseline", scale=0.001, seed=2, out_dir=tmp_path / "b")
@@ -166,6 +167,7 @@ def test_campaign_volumes_at_scale_one_match_the_reported_campaigns(name, accoun
     assert exchanges <= expected <= 1.12 * exchanges
 
 
+@pytest.mark.slow  # simulates a scenario of its own
 def test_campaign_traffic_falls_inside_its_declared_window(alibaba):
     table = exchanges_with_labels(alibaba, ["timestamp"])
     attack = table.filter(pc.equal(table["role"], "attacker"))
@@ -177,6 +179,7 @@ def test_campaign_traffic_falls_inside_its_declared_window(alibaba):
     assert pc.max(table["timestamp"]).as_py() < period.end
 
 
+@pytest.mark.slow  # simulates a scenario of its own
 def test_attack_accounts_are_created_in_waves_before_first_use(alibaba):
     table = exchanges_with_labels(alibaba, ["timestamp", "account_created_at"])
     attack = table.filter(pc.equal(table["role"], "attacker"))
@@ -241,6 +244,7 @@ def test_hydra_accounts_relay_genuine_customer_requests_through_the_same_address
     assert pc.mean(pc.cast(relay_rows_on_own_ips, pa.float64())).as_py() > 0.4
 
 
+@pytest.mark.slow  # simulates a scenario of its own
 def test_paraphrased_accounts_never_share_exact_prompt_text(tmp_path):
     simulate("paraphrased", scale=0.002, seed=4, out_dir=tmp_path)
     table = exchanges_with_labels(tmp_path, ["prompt"])
@@ -314,6 +318,7 @@ def test_an_override_replaces_weight_maps_and_merges_sections(tmp_path):
 
 # --- prompt corpora from the user ----------------------------------------------------------------
 
+@pytest.mark.slow  # simulates a scenario of its own
 def test_user_prompt_files_replace_the_shipped_corpora(tmp_path):
     organic = tmp_path / "organic.jsonl"
     organic.write_text('{"prompt": "ORGANIC-ONLY question about tea"}\n'
@@ -384,6 +389,7 @@ def test_adaptive_accounts_keep_the_local_time_of_their_region_not_the_operators
     assert _busiest_eight_hours_share(tmp_path / "local") < _busiest_eight_hours_share(tmp_path / "operator") - 0.1
 
 
+@pytest.mark.slow  # simulates a scenario of its own
 def test_the_benchmarks_full_account_count_scenarios_change_only_the_account_count():
     # benchmarks/scenarios: a shipped campaign with its real account count, used to show that a
     # replay's first detection at scale 0.05 waits on how few accounts the scale leaves
