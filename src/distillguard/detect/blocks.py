@@ -194,29 +194,122 @@ def _class_means(table: KindTable, members: np.ndarray) -> np.ndarray:
 
 #: the Chernoff parameters tried (any one gives a valid bound; the grid takes the best of them)
 _CHERNOFF_S = np.geomspace(1e-3, 60.0, 80)
+#: a coarse subset of the grid, both ends included: where the exponent is smallest on it brackets
+#: where it is smallest on the whole grid, and its values bound that minimum from below
+_COARSE = np.unique(np.r_[np.arange(0, _CHERNOFF_S.size, 8), _CHERNOFF_S.size - 1])
+#: the grid points between two coarse points two apart
+_BRACKET = int(np.diff(_COARSE).max()) * 2 + 1
+#: working size of one batch of tail bounds (blocks x grid points x classes)
+_BATCH_CELLS = 4_000_000
 
 
 def excess_tail(observed: int, mu: np.ndarray, weights: np.ndarray) -> float:
     """Upper bound of P(S >= observed) for S = sum of independent (N_t - 1)+, N_t ~ Poisson(mu_t),
     with ``weights[j]`` tokens of mean ``mu[j]``: the Chernoff bound
-    ``min_s exp(sum_t K_t(s) - s * observed)`` with the closed-form log-MGF
-    ``K(s) = log(e^-mu (1 + mu) + e^(-s-mu) (e^(mu e^s) - 1 - mu e^s))``."""
-    if observed <= 0:
-        return 1.0
-    keep = (weights > 0) & (mu > 0)
-    mu, weights = mu[keep], weights[keep]
-    if mu.size == 0:
-        return 1.0  # a null that allows nothing: no evidence can be measured against it
-    s = _CHERNOFF_S[:, None]
-    m = mu[None, :]
-    z = m * np.exp(s)
-    # log(e^z - 1 - z), without overflow for large z nor cancellation for small z
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        log_tail = np.where(z > 30.0, z + np.log1p(-(1.0 + z) * np.exp(-np.minimum(z, 700.0))),
-                            np.log(np.where(z < 1e-4, z * z / 2 + z ** 3 / 6, np.expm1(np.minimum(z, 30.0)) - z)))
-        k = -m + np.logaddexp(np.log1p(m), -s + log_tail)
-    bound = (k * weights[None, :]).sum(axis=1) - _CHERNOFF_S * observed
-    return float(min(1.0, np.exp(np.nanmin(bound))))
+    ``min_s exp(sum_t K_t(s) - s * observed)`` over a fixed grid of ``s``, with the closed-form
+    log-MGF ``K(s) = log(e^-mu (1 + mu) + e^(-s-mu) (e^(mu e^s) - 1 - mu e^s))``."""
+    log_bound = excess_log_tails(np.asarray([observed]), np.asarray(mu, dtype=float)[None, :],
+                                 np.asarray(weights, dtype=float))
+    return float(min(1.0, np.exp(log_bound[0])))
+
+
+def excess_log_tails(observed: np.ndarray, mu: np.ndarray, weights: np.ndarray, at_most: float = 0.0
+                     ) -> np.ndarray:
+    """:func:`excess_tail`'s log bound for many blocks at once (``mu`` one row per block); 0 (p = 1)
+    where nothing was observed or the null allows nothing, and where the bound is shown to stay
+    above ``at_most`` (then it is not computed).
+
+    The exponent ``f(s) = sum_t w_t K_t(s) - s * observed`` is convex in ``s`` (a log-MGF). It is
+    evaluated on a coarse subset of the grid first: its smallest value there lies two coarse points
+    from the grid's minimum at most, so the minimum is found on that bracket alone; and the coarse
+    values bound the minimum from below (:func:`convex_floor`), so a block that cannot reach
+    ``at_most`` costs only the coarse points."""
+    out = np.zeros(observed.size)
+    mu, weights = mu[:, weights > 0], weights[weights > 0]  # classes without tokens add nothing
+    counted = mu > 0
+    live = np.flatnonzero((observed > 0) & counted.any(axis=1))
+    coarse_s = _CHERNOFF_S[_COARSE]
+    step = max(1, _BATCH_CELLS // max(1, _BRACKET * mu.shape[1]))
+    for lo in range(0, live.size, step):
+        rows = live[lo:lo + step]
+        o, m, c = observed[rows], mu[rows], counted[rows]
+        coarse = _log_bound_curve(o, m, weights, c, np.broadcast_to(coarse_s, (rows.size, coarse_s.size)))
+        go = np.ones(rows.size, dtype=bool)
+        if at_most < 0:
+            go = convex_floor(coarse, coarse_s) <= at_most + 1e-6
+        blind = np.isnan(coarse).all(axis=1)  # nothing to bracket by: the whole grid
+        best = np.zeros(rows.size)
+        near = go & ~blind
+        if near.any():
+            j = np.nanargmin(coarse[near], axis=1)
+            first = np.minimum(_COARSE[np.maximum(j - 1, 0)], _CHERNOFF_S.size - _BRACKET)
+            grid = _CHERNOFF_S[first[:, None] + np.arange(_BRACKET)[None, :]]
+            fine = _log_bound_curve(o[near], m[near], weights, c[near], grid)
+            best[near] = np.fmin(np.nanmin(fine, axis=1), np.nanmin(coarse[near], axis=1))
+        whole = go & blind
+        if whole.any():
+            grid = np.broadcast_to(_CHERNOFF_S, (int(whole.sum()), _CHERNOFF_S.size))
+            best[whole] = np.nanmin(_log_bound_curve(o[whole], m[whole], weights, c[whole], grid), axis=1)
+        out[rows] = np.minimum(0.0, np.nan_to_num(best, nan=0.0))
+    return out
+
+
+def _log_bound_curve(observed: np.ndarray, mu: np.ndarray, weights: np.ndarray, counted: np.ndarray,
+                     grid: np.ndarray) -> np.ndarray:
+    """``sum_t w_t K_t(s) - s * observed`` per block (rows) at each ``s`` of its row of ``grid``.
+
+    ``K(s) = -mu + log1p(mu + e^-s (e^z - 1 - z))`` with ``z = mu e^s``; for large ``z``, where
+    ``e^z`` overflows, the same as ``-mu + z - s + log1p((e^s - 1) e^-z)``. A class with ``mu`` = 0
+    adds exactly 0 (``counted`` only says which do not)."""
+    del counted  # K(s) = 0 at mu = 0: no mask needed
+    s = grid[:, :, None]
+    m = mu[:, None, :]
+    es = np.exp(s)
+    z = m * es
+    big = z > 30.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        clipped = np.minimum(z, 30.0)
+        # e^z - 1 - z, by its series where the difference would cancel
+        excess = np.where(z < 1e-4, z * z * (0.5 + z / 6.0), np.expm1(clipped) - clipped)
+        k = np.log1p(m + excess / es) - m
+    if big.any():
+        zb, sb = z[big], np.broadcast_to(s, z.shape)[big]
+        k[big] = np.broadcast_to(-m, z.shape)[big] + zb - sb + np.log1p(np.expm1(sb) * np.exp(-zb))
+    return k @ weights - grid * observed[:, None]
+
+
+def convex_floor(values: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per row, a lower bound of a convex function's minimum over ``[s[0], s[-1]]`` from its
+    ``values`` at the points ``s``: on each interval between two points the function lies above
+    the secant lines of the neighbouring intervals, extended, and the smallest value those lines
+    allow on the interval bounds it there. -inf where a value is NaN or with fewer than 3 points."""
+    floor = np.full(values.shape[0], np.inf)
+    if s.size < 3:
+        return np.full(values.shape[0], -np.inf)
+    slope = np.diff(values, axis=1) / np.diff(s)[None, :]
+    for j in range(s.size - 1):
+        a, b = s[j], s[j + 1]
+        lines = []
+        if j >= 1:  # the secant of the interval to the left, extended rightwards
+            lines.append((values[:, j], slope[:, j - 1], a))
+        if j + 2 <= s.size - 1:  # the secant of the interval to the right, extended leftwards
+            lines.append((values[:, j + 1], slope[:, j + 1], b))
+        at = [np.maximum.reduce([v + d * (x - x0) for v, d, x0 in lines]) for x in (a, b)]
+        low = np.minimum(at[0], at[1])
+        if len(lines) == 2:
+            # where the lines cross inside the interval their maximum is smallest there
+            (v1, d1, x1), (v2, d2, x2) = lines
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                cross = (v2 - v1 + d1 * x1 - d2 * x2) / (d1 - d2)
+                slack = 1e-9 * (b - a)
+                inside = np.isfinite(cross) & (cross >= a - slack) & (cross <= b + slack)
+                cross = np.clip(np.where(inside, cross, a), a, b)
+                # their common value there, read off the shallower line (a rounding error in the
+                # crossing moves it by that line's slope only)
+                shallow = np.where(np.abs(d1) <= np.abs(d2), v1 + d1 * (cross - x1), v2 + d2 * (cross - x2))
+            low = np.where(inside, np.minimum(low, shallow), low)
+        floor = np.minimum(floor, low)
+    return np.where(np.isnan(floor) | np.isnan(values).any(axis=1), -np.inf, floor)
 
 
 def poisson_chernoff(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -230,13 +323,21 @@ def poisson_chernoff(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return np.where(observed > mean, np.minimum(1.0, np.exp(np.minimum(log_bound, 0.0))), 1.0)
 
 
-def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float = 1.0) -> tuple[list[Block], int]:
+def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float = 1.0, alpha: float = 1.0
+                ) -> tuple[list[Block], int]:
     """Every seed token's block tested on every other family; returns (blocks, looks).
 
-    All blocks are returned with their corrected p-values; the verdicts decide which are
-    significant at the level the policy's error budget sets. ``inflation`` multiplies every
-    token's null mean: the tests then ask for more co-holding than ``inflation`` times what BiCM
-    expects, a margin for structure the null does not model (daily rhythm, time zones, regions).
+    The blocks whose corrected p-value reaches ``alpha`` are returned (all of them with
+    ``alpha`` = 1); the verdicts decide which are significant at the level the policy's error
+    budget sets. ``inflation`` multiplies every token's null mean: the tests then ask for more
+    co-holding than ``inflation`` times what BiCM expects, a margin for structure the null does not
+    model (daily rhythm, time zones, regions).
+
+    The seeds are tested together, kind by kind: the blocks' overlaps are one sparse product and
+    their null means one matrix product. A kind's bound is computed on the full Chernoff grid only
+    where a lower bound of it (:func:`excess_log_tail_floor`) can still reach the level a kind
+    must reach for its block to reach ``alpha``; elsewhere the block cannot be returned, so the
+    result equals testing every seed on every kind one by one.
     """
     families = sorted({t.family for t in tables})
     # a holder set seeded twice (an IP and its /24 held by the same accounts) is one test, kept
@@ -249,36 +350,104 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
             for column in np.flatnonzero(degrees >= min_holders):
                 members = tuple(np.sort(matrix.indices[matrix.indptr[column]:matrix.indptr[column + 1]]).tolist())
                 unique.setdefault(members, (table.kind, names[column]))
-    by_kind = {t.kind: t for t in tables}
     looks = len(unique)
+    if not looks:
+        return [], 0
+    seeds = sorted(unique)
+    by_kind = {t.kind: t for t in tables}
+    seed_family = np.asarray([by_kind[unique[k][0]].family for k in seeds])
+    sizes = np.fromiter((len(k) for k in seeds), dtype=np.int64, count=looks)
+    membership = sparse.csr_matrix((np.ones(int(sizes.sum())), np.concatenate([np.asarray(k) for k in seeds]),
+                                    np.r_[0, np.cumsum(sizes)]), shape=(looks, tables[0].incidence.shape[0]))
+    kinds_of = {f: sorted(t.kind for t in tables if t.family == f) for f in families}
+    # per family, per seed: (p corrected for the family's kinds, the kind that gave it)
+    family_p = {f: np.full(looks, np.nan) for f in families}
+    family_kind = {f: np.full(looks, "", dtype=object) for f in families}
+    for family in families:
+        # the level a kind's p must reach for its block to reach alpha (no pruning at alpha = 1)
+        level = alpha / (len(kinds_of[family]) * max(1, len(families) - 1) * looks) if alpha < 1 else np.inf
+        for kind in kinds_of[family]:
+            p = _kind_p_values(by_kind[kind], membership, np.flatnonzero(seed_family != family), inflation, level)
+            # kinds in name order: a tie keeps the first
+            better = ~np.isnan(p) & (np.isnan(family_p[family]) | (p < family_p[family]))
+            family_p[family] = np.where(better, p, family_p[family])
+            family_kind[family] = np.where(better, kind, family_kind[family])
     out: list[Block] = []
-    for key in sorted(unique):
+    for i, key in enumerate(seeds):
         seed_kind, seed_token = unique[key]
-        table = by_kind[seed_kind]
+        others = [f for f in families if f != seed_family[i]]
+        tested = sorted((float(nulls.bonferroni(family_p[f][i], len(kinds_of[f]))), f) for f in others
+                        if family_kind[f][i])
+        if len(tested) < 2:
+            continue
+        (p1, f1), (p2, f2) = tested[0], tested[1]
+        # co-location makes one family depend on the seed (an office's schedule, a campus's
+        # software): the block must be surprising in two families beyond the seed, so its
+        # statistic is the second smallest p-value, which one dependent family cannot move
+        corrected = float(nulls.bonferroni(p2, len(others) * looks))
+        if corrected > alpha:
+            continue
         members = np.asarray(key, dtype=np.int64)
-        others = [f for f in families if f != table.family]
-        tested: list[tuple[float, str, int, float, dict[int, float], tuple[str, ...]]] = []
-        for family in others:
-            tested += _family_test(family, [t for t in tables if t.family == family], members, inflation)
-        best: Block | None = None
-        if len(tested) >= 2:
-            tested.sort(key=lambda t: (t[0], t[1]))
-            (_, f1, w1, e1, ties1, k1), (p2, f2, w2, e2, ties2, k2) = tested[0], tested[1]
-            # co-location makes one family depend on the seed (an office's schedule, a campus's
-            # software): the block must be surprising in two families beyond the seed, so its
-            # statistic is the second smallest p-value, which one dependent family cannot move
-            corrected = float(nulls.bonferroni(p2, len(others) * looks))
-            core = sorted(set(ties1) & set(ties2))
-            # a member is tied in both families: the larger of its two p-values (intersection-union),
-            # corrected for the pairs of families the two were chosen among
-            pairs = len(others) * (len(others) - 1) / 2
-            member_p = tuple(min(1.0, max(ties1[e], ties2[e]) * pairs) for e in core)
-            best = Block(table.kind, seed_token, int(members.size), f"{f1}+{f2}", w1 + w2, e1 + e2,
-                         p2, corrected, tuple(core), k1 + k2, member_p)
-        if best is not None:
-            out.append(best)
+        (w1, e1, ties1), (w2, e2, ties2) = (_kind_detail(by_kind[family_kind[f][i]], members, inflation,
+                                                         len(kinds_of[f])) for f in (f1, f2))
+        core = sorted(set(ties1) & set(ties2))
+        # a member is tied in both families: the larger of its two p-values (intersection-union),
+        # corrected for the pairs of families the two were chosen among
+        pairs = len(others) * (len(others) - 1) / 2
+        member_p = tuple(min(1.0, max(ties1[e], ties2[e]) * pairs) for e in core)
+        out.append(Block(seed_kind, seed_token, int(members.size), f"{f1}+{f2}", w1 + w2, e1 + e2, p2, corrected,
+                         tuple(core), (family_kind[f1][i], family_kind[f2][i]), member_p))
     out.sort(key=lambda b: (b.p_value, b.seed_kind, b.seed_token))
     return out, looks
+
+
+def _kind_p_values(table: KindTable, membership: sparse.csr_matrix, rows: np.ndarray, inflation: float,
+                   level: float) -> np.ndarray:
+    """Per seed (rows of ``membership``), the Chernoff p-value of the excess holders of this kind's
+    rare tokens inside its block: NaN (not tested) for the seeds not in ``rows`` and where nothing
+    is in excess; 1 where a lower bound shows the p-value cannot reach ``level``.
+
+    Kinds of one family are nested or dependent (an IP lies in its /24; a prompt scaffold comes with
+    its system prompt), so their counts are never summed into one statistic that assumes them
+    independent: each kind is tested alone and the family keeps the smallest p-value times the
+    number of its kinds (valid under any dependence)."""
+    p = np.full(membership.shape[0], np.nan)
+    if not rows.size or not table.incidence.nnz:
+        return p
+    sub = membership[rows]
+    counts = (sub @ table.incidence.astype(np.float64)).tocsr()
+    excess = np.asarray(counts.sum(axis=1)).ravel() - np.diff(counts.indptr)
+    keep = excess > 0
+    rows, sub, excess = rows[keep], sub[keep], excess[keep]
+    if not rows.size:
+        return p
+    mu = _class_means_of(table, sub) * inflation
+    at_most = float(np.log(level)) if level < 1 else 0.0
+    p[rows] = np.minimum(1.0, np.exp(excess_log_tails(excess, mu, table.rare_class_counts, at_most)))
+    return p
+
+
+def _class_means_of(table: KindTable, membership: sparse.csr_matrix) -> np.ndarray:
+    """:func:`_class_means` for every block (row of ``membership``) at once."""
+    has = np.flatnonzero(table.entity_class >= 0)
+    n_rows = len(table.model.x)
+    if not has.size or not n_rows:
+        return np.zeros((membership.shape[0], len(table.model.y)))
+    onehot = sparse.csr_matrix((np.ones(has.size), (has, table.entity_class[has])),
+                               shape=(membership.shape[1], n_rows))
+    per_class = (membership @ onehot).toarray()
+    p = table.model.link_probability(np.arange(n_rows), np.arange(len(table.model.y)))
+    return per_class @ p
+
+
+def _kind_detail(table: KindTable, members: np.ndarray, inflation: float, n_kinds: int
+                 ) -> tuple[int, float, dict[int, float]]:
+    """(excess holders S, E[S] under BiCM, each tied member's p-value corrected for the family's
+    kinds) of one kind inside a block, for the report of a block that reached its level."""
+    excess, mu, _ = shared_inside(table, members)
+    expected = float((table.rare_class_counts * (mu - 1 + np.exp(-mu))).sum())
+    ties = {e: min(1.0, q * n_kinds) for e, q in member_ties(table, members, mu * inflation).items()}
+    return excess, expected, ties
 
 
 def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray) -> dict[int, float]:
@@ -300,27 +469,3 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray) -> dict[i
     expected = np.bincount(at, weights=mu[table.column_class[cols]], minlength=entity.size)
     p = poisson_chernoff(ties, expected)
     return {int(e): float(q) for e, q, t in zip(entity, p, ties) if t > 0}
-
-
-def _family_test(family: str, tables: list[KindTable], members: np.ndarray, inflation: float = 1.0
-                 ) -> list[tuple[float, str, int, float, dict[int, float], tuple[str, ...]]]:
-    """The block's evidence in one family: the best of its kinds, corrected for the kinds looked at.
-
-    Kinds of one family are nested or dependent (an IP lies in its /24; a prompt scaffold comes with
-    its system prompt), so their counts are never summed into one statistic that assumes them
-    independent: each kind is tested alone and the family keeps the smallest p-value times the
-    number of its kinds (valid under any dependence)."""
-    best = None
-    for table in tables:
-        excess, mu, shared = shared_inside(table, members)
-        if not excess:
-            continue
-        p = excess_tail(excess, mu * inflation, table.rare_class_counts)
-        if best is None or (p, table.kind) < (best[0], best[5][0]):
-            expected = float((table.rare_class_counts * (mu - 1 + np.exp(-mu))).sum())
-            # the member's p-value, corrected for the family's kinds the best was chosen among
-            ties = {e: min(1.0, q * len(tables)) for e, q in member_ties(table, members, mu * inflation).items()}
-            best = (p, family, excess, expected, ties, (table.kind,))
-    if best is None:
-        return []
-    return [(float(nulls.bonferroni(best[0], len(tables))), *best[1:])]

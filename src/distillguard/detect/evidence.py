@@ -10,7 +10,7 @@ read this table and never name a kind themselves, so adding one is one row plus 
 A family groups kinds that are not independent of one another (an IP, its /24 and its ASN; a
 card and a sign-up burst of one operator's accounts): a block is tested on the families other
 than the one that seeded it, and within a family the kinds are never summed as if independent
-(blocks._family_test).
+(blocks._kind_p_values).
 """
 
 from __future__ import annotations

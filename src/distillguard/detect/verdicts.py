@@ -105,10 +105,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
-    found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation)
+    found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
     for b in found:
-        if b.p_corrected > stats.alpha:
-            continue
         for action in ACTIONS:
             allowed = getattr(stats.budget, action) * n
             # the member threshold is fixed before looking at the members: a null member passes it

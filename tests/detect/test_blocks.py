@@ -1,0 +1,156 @@
+"""Block tests: the seeds tested together give what testing each seed alone gives, and skipping
+the full Chernoff grid where its lower bound cannot reach the level loses no block."""
+
+from __future__ import annotations
+
+from decimal import MAX_EMAX, Decimal, localcontext
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+
+from distillguard.detect import blocks, nulls
+
+KINDS = ("ip", "subnet", "payment", "user_agent", "scaffold", "signup_window", "sync")
+
+
+def _population(seed: int, n: int = 400, group: int = 25) -> tuple[pa.Table, dict[str, int]]:
+    """``n`` accounts drawing tokens of several kinds from pools of different sizes, the first ``group`` of them
+    also sharing one token of every kind (a planted campaign); offices share an IP."""
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[str, str, str]] = []
+    for a in range(n):
+        account = f"a{a:04d}"
+        for kind in KINDS:
+            pool = {"ip": 3000, "subnet": 400, "payment": 2000, "user_agent": 40, "scaffold": 300,
+                    "signup_window": 150, "sync": 800}[kind]
+            for _ in range(int(rng.integers(1, 4))):
+                rows.append((account, kind, f"{kind}-{int(rng.integers(0, pool))}"))
+            if a < group and rng.random() < 0.8:
+                rows.append((account, kind, f"{kind}-camp"))
+        if group <= a < group + 12:
+            rows.append((account, "ip", "ip-office"))
+    keys = pa.table({"account_id": [r[0] for r in rows], "kind": [r[1] for r in rows], "key": [r[2] for r in rows]})
+    return keys, {f"a{a:04d}": a for a in range(n)}
+
+
+def _one_seed_at_a_time(tables: list[blocks.KindTable], min_holders: int, inflation: float) -> dict:
+    """The block statistic as stated: per seed, per other family, the best kind's Chernoff p-value
+    times the family's kinds; the block's p is the second smallest family's, corrected for looks."""
+    families = sorted({t.family for t in tables})
+    seeds: dict[tuple[int, ...], tuple[str, str]] = {}
+    for t in tables:
+        for matrix, names in ((t.incidence.tocsc(), t.tokens), (t.seeds_above_cut, t.seed_tokens_above_cut)):
+            for c in np.flatnonzero(np.diff(matrix.indptr) >= min_holders):
+                members = tuple(np.sort(matrix.indices[matrix.indptr[c]:matrix.indptr[c + 1]]).tolist())
+                seeds.setdefault(members, (t.kind, names[c]))
+    out = {}
+    for members, (kind, token) in seeds.items():
+        family = next(t.family for t in tables if t.kind == kind)
+        others = [f for f in families if f != family]
+        tested = []
+        for f in others:
+            kinds = [t for t in tables if t.family == f]
+            ps = []
+            for t in kinds:
+                excess, mu, _ = blocks.shared_inside(t, np.asarray(members))
+                if excess:
+                    ps.append((blocks.excess_tail(excess, mu * inflation, t.rare_class_counts), t.kind))
+            if ps:
+                tested.append((float(nulls.bonferroni(min(ps)[0], len(kinds))), f))
+        if len(tested) >= 2:
+            tested.sort()
+            out[(kind, token)] = (tested[1][0], float(nulls.bonferroni(tested[1][0], len(others) * len(seeds))))
+    return out
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_seeds_tested_together_give_each_seed_its_own_p_value(seed):
+    keys, entity_of = _population(seed)
+    tables = blocks.kind_tables(keys, entity_of, len(entity_of), pair_budget=2_000)
+    found, looks = blocks.block_tests(tables, min_holders=3, inflation=1.5)
+    expected = _one_seed_at_a_time(tables, 3, 1.5)
+    assert looks >= len(expected) > 10
+    assert {(b.seed_kind, b.seed_token) for b in found} == set(expected)
+    for b in found:
+        p, corrected = expected[(b.seed_kind, b.seed_token)]
+        assert b.p_value == pytest.approx(p, rel=1e-9, abs=1e-300)
+        assert b.p_corrected == pytest.approx(corrected, rel=1e-9, abs=1e-300)
+    assert found[0].seed_token.endswith("-camp")  # the planted group is the most surprising block
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.01, 1e-6])
+def test_a_level_returns_exactly_the_blocks_that_reach_it(alpha):
+    keys, entity_of = _population(4)
+    tables = blocks.kind_tables(keys, entity_of, len(entity_of), pair_budget=2_000)
+    everything, looks = blocks.block_tests(tables, 3, 1.0)
+    reached, looks_at_level = blocks.block_tests(tables, 3, 1.0, alpha=alpha)
+    assert looks_at_level == looks
+    assert reached == [b for b in everything if b.p_corrected <= alpha]
+
+
+def _exponent_on_the_whole_grid(observed: int, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    grid = blocks._CHERNOFF_S
+    return blocks._log_bound_curve(np.asarray([observed]), mu[None, :], weights, (mu > 0)[None, :],
+                                   grid[None, :])[0]
+
+
+_CLASSES = st.lists(st.tuples(st.floats(1e-6, 20.0), st.integers(1, 500)), min_size=1, max_size=12)
+_STEEP = ([(6.103515625e-05, 3), (6.103515625e-05, 22), (6.103515625e-05, 9)], 1)  # a crossing next to a steep line
+
+
+@settings(max_examples=200, deadline=None)
+@given(_CLASSES, st.integers(1, 400))
+@example(*_STEEP)
+def test_the_bound_is_the_smallest_exponent_on_the_whole_grid(classes, observed):
+    mu, weights = np.asarray([m for m, _ in classes]), np.asarray([float(w) for _, w in classes])
+    whole = _exponent_on_the_whole_grid(observed, mu, weights)
+    bound = blocks.excess_log_tails(np.asarray([observed]), mu[None, :], weights)[0]
+    assert bound == pytest.approx(min(0.0, np.nanmin(whole)), rel=1e-12, abs=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_CLASSES, st.integers(1, 400))
+@example(*_STEEP)
+def test_the_coarse_floor_never_exceeds_the_smallest_exponent_on_the_whole_grid(classes, observed):
+    mu, weights = np.asarray([m for m, _ in classes]), np.asarray([float(w) for _, w in classes])
+    whole = _exponent_on_the_whole_grid(observed, mu, weights)
+    coarse = blocks._CHERNOFF_S[blocks._COARSE]
+    floor = blocks.convex_floor(whole[None, blocks._COARSE], coarse)[0]
+    assert floor <= np.nanmin(whole) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(_CLASSES, st.integers(1, 400), st.floats(-200.0, -0.01))
+def test_a_bound_left_out_for_its_level_could_not_have_reached_it(classes, observed, at_most):
+    mu, weights = np.asarray([m for m, _ in classes]), np.asarray([float(w) for _, w in classes])
+    exact = blocks.excess_log_tails(np.asarray([observed]), mu[None, :], weights)[0]
+    pruned = blocks.excess_log_tails(np.asarray([observed]), mu[None, :], weights, at_most=at_most)[0]
+    assert pruned == exact or (pruned == 0.0 and exact > at_most)
+
+
+def _log_mgf_exactly(mu: float, s: float) -> float:
+    """K(s) of (N - 1)+, N ~ Poisson(mu), in 60-digit decimal arithmetic."""
+    with localcontext() as ctx:
+        ctx.prec, ctx.Emax = 60, MAX_EMAX
+        m, u = Decimal(mu), Decimal(s)
+        z = m * u.exp()
+        return float(((-m).exp() * (1 + m) + (-u - m).exp() * (z.exp() - 1 - z)).ln())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(1e-9, 50.0), st.sampled_from(list(blocks._CHERNOFF_S)))
+def test_the_log_mgf_is_accurate_from_tiny_to_huge_means(mu, s):
+    assume(mu * np.exp(s) < 1e12)  # e^z stays within decimal's range
+    k = blocks._log_bound_curve(np.zeros(1), np.asarray([[mu]]), np.ones(1), np.ones((1, 1), bool),
+                                np.asarray([[s]]))[0, 0]
+    assert k == pytest.approx(_log_mgf_exactly(mu, s), rel=1e-7, abs=1e-15)
+
+
+def test_the_tail_bound_is_one_with_nothing_observed_or_nothing_allowed():
+    assert blocks.excess_tail(0, np.asarray([0.5]), np.asarray([3.0])) == 1.0
+    assert blocks.excess_tail(5, np.asarray([0.0]), np.asarray([3.0])) == 1.0
+    assert blocks.excess_tail(5, np.asarray([0.5]), np.asarray([0.0])) == 1.0
+    assert blocks.excess_tail(40, np.asarray([0.05]), np.asarray([10.0])) < 1e-20
