@@ -17,6 +17,8 @@ Tables:
 - ``exchanges`` (view): the canonical schema (schema.py), exchange_id unique.
 - ``quarantine``: every input record that could not be used, with file, line, raw text, reason.
 - ``ingests``: one row per ingested file (path, size, sha256, row counts, times, segment).
+- ``watermarks``: per live source (a database table read incrementally), the key of the last
+  row ingested, so that the next read starts after it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -64,6 +67,17 @@ CREATE TABLE IF NOT EXISTS ingests (
 )
 """
 
+# the key is (time, id), not time alone: rows sharing the last time are told apart by their id,
+# so none of them is read twice or skipped; time is naive UTC, exactly as the source stores it
+_WATERMARKS_DDL = """
+CREATE TABLE IF NOT EXISTS watermarks (
+  source VARCHAR PRIMARY KEY,
+  last_time TIMESTAMP NOT NULL,
+  last_id VARCHAR NOT NULL,
+  updated_at TIMESTAMPTZ NOT NULL
+)
+"""
+
 _COLS = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
 
 
@@ -98,9 +112,29 @@ class Store:
         if not read_only:
             self.con.execute(_QUARANTINE_DDL)
             self.con.execute(_INGESTS_DDL)
+            self.con.execute(_WATERMARKS_DDL)
             self.segments_dir.mkdir(parents=True, exist_ok=True)
             self._remove_orphans()
         self.refresh_view()
+
+    # --- watermarks of live sources -------------------------------------------------------
+
+    def watermark(self, source: str) -> tuple[datetime, str] | None:
+        """(time, id) of the last row ingested from ``source``, or None if never read."""
+        if not has_table(self.con, "watermarks"):
+            return None
+        row = self.con.execute("SELECT last_time, last_id FROM watermarks WHERE source = ?", [source]).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_watermark(self, source: str, last_time: datetime, last_id: str) -> None:
+        """Move ``source``'s watermark to (``last_time``, ``last_id``), never backwards (a
+        ``--since`` read of older rows leaves it where it was). Runs in the caller's
+        transaction, so the watermark moves with the rows it covers or not at all."""
+        self.con.execute(
+            "INSERT INTO watermarks VALUES (?, ?, ?, now()) ON CONFLICT (source) DO UPDATE SET "
+            "last_time = excluded.last_time, last_id = excluded.last_id, updated_at = excluded.updated_at "
+            "WHERE (excluded.last_time, excluded.last_id) > (watermarks.last_time, watermarks.last_id)",
+            [source, last_time, last_id])
 
     # --- segments --------------------------------------------------------------------------
 
