@@ -1,7 +1,8 @@
 """Evidence reports: ``distillguard report`` (docs/reports.md).
 
 facts.py runs the queries, document.py assembles the one document every format is drawn
-from (and redacts it), html.py, stix.py and chromium.py (PDF) render it.
+from (and redacts it), html.py, stix.py, misp.py and chromium.py (PDF) render it; taxii.py
+serves the STIX objects of the store's scans.
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ import tempfile
 from pathlib import Path
 
 from distillguard.errors import UserError
-from distillguard.report import chromium, document, html, stix
+from distillguard.report import chromium, document, html, misp, stix
 from distillguard.report.redact import NONE, Redactor
 from distillguard.store import Store
 
-FORMATS = ("html", "json", "pdf", "stix")
+FORMATS = ("html", "json", "pdf", "stix", "misp")
 _DEFAULT_NAMES = {"json": "report.json", "stix": "bundle.stix.json"}
 
 
 def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = None, scan_id: str | None = None,
-                 redactor: Redactor = NONE, producer: str = "distillguard") -> list[Path]:
+                 redactor: Redactor = NONE, producer: str = "distillguard", tlp: str = stix.DEFAULT_TLP,
+                 valid_days: int = stix.DEFAULT_VALID_DAYS) -> list[Path]:
     """Write the report of one campaign (``campaign_id``) or of all the scan's campaigns (None).
 
-    ``out`` is a file when it has a suffix, else a directory; all campaigns as HTML or PDF
-    always go to a directory (an index page and one page per campaign).
+    ``out`` is a file when it has a suffix, else a directory; all campaigns as HTML, PDF or MISP
+    always go to a directory (an index page and one page per campaign; one event per campaign).
+    ``tlp`` and ``valid_days`` apply to STIX and MISP (stix.py).
     """
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -57,10 +60,21 @@ def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = No
                     target = folder / (page.stem + ".pdf")
                 written.append(chromium.pdf(page, target))
         return written
+    if fmt == "misp":
+        if not single and is_file:
+            raise UserError(f"--all writes one MISP event per campaign: give a directory, not {out}")
+        events = misp.export(doc, producer, named=single, tlp=tlp)
+        written = []
+        for cid, text in events.items():
+            target = out if is_file else out / f"{cid}.misp.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+            written.append(target)
+        return written
     target = out if is_file else out / _DEFAULT_NAMES[fmt]
     target.parent.mkdir(parents=True, exist_ok=True)
     text = (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n" if fmt == "json"
-            else stix.bundle(doc, producer, named=single))
+            else stix.bundle(doc, producer, named=single, tlp=tlp, valid_days=valid_days))
     target.write_text(text, encoding="utf-8")
     return [target]
 
