@@ -1,0 +1,226 @@
+"""Ingest a live PostgreSQL table: LiteLLM proxy's ``"LiteLLM_SpendLogs"``.
+
+``distillguard ingest postgresql://USER@HOST:PORT/DB --source litellm`` reads the rows the
+proxy logged since the last run and stores them as exchanges, with the same accounting as a
+file (rows in = stored + duplicates + quarantined, one ``ingests`` row, one commit).
+
+- Constant memory: a server-side (named) cursor hands over ``batch_rows`` rows at a time, in
+  one read-only REPEATABLE READ transaction (one snapshot: rows committed meanwhile wait for the
+  next run); only the columns the mapping reads are fetched (never ``response``).
+- Incremental: rows are read in ``("startTime", request_id)`` order after the source's
+  watermark in the store, which moves to the last row read in the same commit as the rows.
+  Ordering by time alone would skip or repeat rows that share the boundary's time; the id
+  breaks the tie, and LiteLLM indexes exactly that pair. ``since`` reads from a time instead
+  (rows already stored count as duplicates).
+- Rows are mapped by ``litellm.spendlogs_record``, the same function as the table's CSV and
+  JSON Lines exports, then validated and stored by the file ingest's code (run.py).
+
+Caveat of any watermark on the row's own time: a row the proxy writes late with a
+``"startTime"`` before the watermark is not read by the next run (LiteLLM queues spend logs
+and writes them in batches, seconds apart); ``since`` a little before the last run reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+
+from distillguard import __version__
+from distillguard.errors import IngestError
+from distillguard.ingest import litellm
+from distillguard.ingest.normalize import canonicalize_columns
+from distillguard.ingest.records import Batch, Numbering, to_table
+from distillguard.ingest.run import FileResult, _merge, _write_batch
+from distillguard.store.database import Store
+
+SCHEMES = ("postgresql", "postgres")
+TABLE = "LiteLLM_SpendLogs"
+
+#: the columns the mapping reads (litellm.spendlogs_record); those an older LiteLLM lacks are
+#: left out of the query
+WANTED = ("request_id", "startTime", "endTime", "api_key", "user", "end_user", "team_id", "organization_id",
+          "requester_ip_address", "model", "model_group", "session_id", "prompt_tokens", "completion_tokens",
+          "request_duration_ms", "status", "metadata", "messages", "proxy_server_request")
+#: without these a table is not one LiteLLM wrote
+KEY = ("request_id", "startTime")
+
+#: sources a database URL can be read as (``--source``); one today
+SOURCES = ("litellm",)
+
+
+def is_database_url(text: str) -> bool:
+    return urlsplit(text).scheme.lower() in SCHEMES
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (and query), for messages, provenance and the watermark."""
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+
+
+@dataclass
+class TableResult:
+    """What one read of a table did: the file-like accounting plus what the user must know."""
+
+    result: FileResult
+    warnings: list[str] = field(default_factory=list)
+    since: datetime | None = None
+    watermark: tuple[datetime, str] | None = None
+
+
+def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, batch_rows: int = 5000,
+                     progress: Callable[[int], None] | None = None) -> TableResult:
+    """Read the new rows of LiteLLM's SpendLogs table at ``url`` into ``store``.
+
+    ``since`` (UTC): read every row from that time on, whatever the watermark says.
+    ``progress`` is called with the number of rows read so far after each batch.
+    """
+    import psycopg
+
+    shown = redacted(url)
+    source = f"litellm:{shown}#{TABLE}"
+    try:
+        con = psycopg.connect(url, connect_timeout=10, autocommit=False)
+    except psycopg.Error as exc:
+        raise IngestError(f"{shown}: cannot connect: {_reason(exc, url)}") from None
+    except Exception as exc:  # noqa: BLE001 - libpq's parser rejects a malformed URL with ProgrammingError/ValueError
+        raise IngestError(f"{shown}: not a usable PostgreSQL URL: {_reason(exc, url)}") from None
+    try:
+        with con:
+            con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            columns = _columns(con, shown)
+            mark = None if since is not None else store.watermark(source)
+            return _read(store, con, shown, source, columns, since, mark, batch_rows, progress)
+    except psycopg.Error as exc:
+        raise IngestError(f"{shown}: reading {TABLE} failed: {_reason(exc, url)}") from None
+    finally:
+        con.close()
+
+
+def _reason(exc: BaseException, url: str) -> str:
+    """The first line of a driver error, with the URL's password blanked should it echo it."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    password = urlsplit(url).password
+    return text.replace(password, "***") if password else text
+
+
+def _columns(con: Any, shown: str) -> list[str]:
+    found = {name for (name,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+        "AND table_schema = ANY(current_schemas(false))", [TABLE]).fetchall()}
+    if not found:
+        raise IngestError(f'{shown}: no table "{TABLE}" (is this the database of a LiteLLM proxy? '
+                          "it creates the table on its first start)")
+    missing = [c for c in KEY if c not in found]
+    if missing:
+        raise IngestError(f'{shown}: table "{TABLE}" has no column {", ".join(missing)}: not LiteLLM\'s table')
+    return [c for c in WANTED if c in found]
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _read(store: Store, con: Any, shown: str, source: str, columns: list[str], since: datetime | None,
+          mark: tuple[datetime, str] | None, batch_rows: int, progress: Callable[[int], None] | None) -> TableResult:
+    from psycopg.rows import dict_row
+
+    query = f"SELECT {', '.join(map(_quoted, columns))} FROM {_quoted(TABLE)}"
+    params: list[Any] = []
+    if since is not None:
+        query += ' WHERE "startTime" >= %s::timestamp'
+        params = [_naive_utc(since)]
+    elif mark is not None:
+        query += ' WHERE ("startTime", request_id) > (%s::timestamp, %s)'
+        params = list(mark)
+    query += ' ORDER BY "startTime", request_id'
+    started = datetime.now(timezone.utc)
+    ingest_id = uuid.uuid4().hex
+    pending = store.pending_dir(ingest_id)
+    db = store.con
+    db.execute("CREATE OR REPLACE TEMP TABLE _qstage (line_number BIGINT, record_number BIGINT, "
+               "exchange_id VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
+    digest = hashlib.sha256(source.encode())
+    rows_in = without_prompt = 0
+    last: tuple[datetime, str] | None = None
+    try:
+        with con.cursor(name=f"distillguard_{ingest_id}", row_factory=dict_row) as cursor:
+            cursor.itersize = batch_rows
+            cursor.execute(query, params)
+            for part, batch in enumerate(_batches(cursor, batch_rows, Numbering())):
+                rows, table = batch
+                rows_in += len(rows)
+                for row in rows:
+                    digest.update(f"{row['startTime']}\x00{row['request_id']}\x00".encode())
+                    without_prompt += not litellm.prompts_stored(row)
+                last = (rows[-1]["startTime"], rows[-1]["request_id"])
+                _write_batch(db, canonicalize_columns(table),
+                             Batch(table, [], lambda i, rows=rows: _raw(rows[i]), rows_in),
+                             pending / f"part-{part:05d}.parquet")
+                if progress:
+                    progress(rows_in)
+        stored, duplicates = _merge(db, pending)
+        quarantined = db.execute("SELECT count(*) FROM _qstage").fetchone()[0]
+        result = FileResult(f"{shown}#{TABLE}", "litellm-postgres", 0, digest.hexdigest(), rows_in, stored,
+                            duplicates, quarantined)
+        if not result.balanced:  # an invariant, so a bug if it fails: keep the traceback
+            raise AssertionError(f"row accounting broken for {shown}: {result}")
+        db.execute("BEGIN TRANSACTION")
+        try:
+            db.execute(f"INSERT INTO quarantine SELECT '{ingest_id}', ?, line_number, record_number, exchange_id, "
+                       "reason_code, reason, raw FROM _qstage", [result.path])
+            segment = store.publish(pending, ingest_id) if stored else None
+            db.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       [ingest_id, result.path, result.format, 0, result.sha256, rows_in, stored, duplicates,
+                        quarantined, started, datetime.now(timezone.utc), __version__, segment])
+            if last is not None:
+                store.set_watermark(source, *last)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    finally:
+        shutil.rmtree(pending, ignore_errors=True)
+        db.execute("DROP TABLE IF EXISTS _qstage")
+        db.execute("DROP TABLE IF EXISTS _batch")
+    store.refresh_view()
+    warnings = []
+    if without_prompt:
+        warnings.append(
+            f"{without_prompt:,} of {rows_in:,} rows carry no prompt: the proxy does not store prompts in its "
+            "spend logs (general_settings: store_prompts_in_spend_logs: true). They are stored with an empty "
+            "prompt; detection on metadata (identity, addresses, timing, tokens) still runs, prompt signals do not.")
+    return TableResult(result, warnings, since, store.watermark(source))
+
+
+def _batches(cursor: Any, batch_rows: int, numbering: Numbering) -> Iterator[tuple[list[dict], pa.Table]]:
+    """(rows, their canonical all-text table) per ``batch_rows`` rows of the cursor."""
+    while rows := cursor.fetchmany(batch_rows):
+        records = [(litellm.spendlogs_record(row), numbering.take(), None) for row in rows]
+        yield rows, to_table(records)
+
+
+def _raw(row: dict) -> str:
+    """A row as JSON text, for the quarantine."""
+    return json.dumps(row, ensure_ascii=False, default=str)
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """LiteLLM (through Prisma) stores UTC in ``timestamp without time zone`` columns."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
