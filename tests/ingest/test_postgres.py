@@ -61,3 +61,84 @@ def test_spendlogs_rows_become_exchanges_with_identity_address_agent_and_prompt(
     assert row[1].replace(tzinfo=None) == T0
     assert row[2:] == ("customer-1", spendlog(1)["api_key"], "org-1", "203.0.113.7", "OpenAI/Python 1.54.0",
                        "gpt-4o", "sess-1", "Explain step by step: item 1", "Be terse.", 30, 100, 512, 200, 850.0)
+
+
+def test_a_second_run_reads_only_rows_added_since_the_first(store, litellm_db):
+    insert(litellm_db, [spendlog(i, T0 + timedelta(seconds=i)) for i in range(4)])
+    assert ingest_spendlogs(store, litellm_db).result.rows_stored == 4
+    assert ingest_spendlogs(store, litellm_db).result.rows_in == 0
+    insert(litellm_db, [spendlog(i, T0 + timedelta(seconds=i)) for i in range(4, 6)])
+    again = ingest_spendlogs(store, litellm_db, batch_rows=1)
+    assert (again.result.rows_in, again.result.rows_stored) == (2, 2)
+    assert again.watermark == (T0 + timedelta(seconds=5), "chatcmpl-000005")
+    assert store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0] == 6
+
+
+def test_rows_sharing_the_watermarks_time_are_neither_lost_nor_read_twice(store, litellm_db):
+    # two rows at one millisecond are read; then a third row at that same millisecond (later id)
+    # arrives: a watermark on time alone would skip it (>) or read the first two again (>=)
+    insert(litellm_db, [spendlog(1), spendlog(3)])
+    first = ingest_spendlogs(store, litellm_db, batch_rows=1)
+    assert first.watermark == (T0, "chatcmpl-000003")
+    insert(litellm_db, [spendlog(5), spendlog(7, T0 + timedelta(milliseconds=1))])
+    second = ingest_spendlogs(store, litellm_db)
+    assert (second.result.rows_in, second.result.rows_stored, second.result.rows_duplicate) == (2, 2, 0)
+    ids = [i for (i,) in store.con.execute("SELECT exchange_id FROM exchanges ORDER BY 1").fetchall()]
+    assert ids == ["chatcmpl-000001", "chatcmpl-000003", "chatcmpl-000005", "chatcmpl-000007"]
+
+
+def test_since_rereads_from_a_time_and_counts_rows_already_stored_as_duplicates(store, litellm_db):
+    insert(litellm_db, [spendlog(i, T0 + timedelta(minutes=i)) for i in range(5)])
+    ingest_spendlogs(store, litellm_db)
+    again = ingest_spendlogs(store, litellm_db, since=T0 + timedelta(minutes=3))
+    r = again.result
+    assert (r.rows_in, r.rows_stored, r.rows_duplicate, r.rows_quarantined) == (2, 0, 2, 0)
+    assert again.watermark == (T0 + timedelta(minutes=4), "chatcmpl-000004")  # not moved back
+
+
+def test_rows_without_stored_prompts_are_ingested_with_one_warning(store, litellm_db):
+    insert(litellm_db, [spendlog(i, prompt=None) for i in range(3)])
+    done = ingest_spendlogs(store, litellm_db)
+    assert done.result.rows_stored == 3
+    assert len(done.warnings) == 1 and "3 of 3 rows carry no prompt" in done.warnings[0]
+    assert "store_prompts_in_spend_logs" in done.warnings[0]
+    prompts = store.con.execute("SELECT DISTINCT prompt, account_id IS NOT NULL FROM exchanges").fetchall()
+    assert prompts == [("", True)]
+
+
+def test_user_agent_comes_from_the_stored_request_headers_when_metadata_lacks_it(store, litellm_db):
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    insert(litellm_db, [spendlog(1, metadata=json.dumps({}), proxy_server_request=json.dumps(
+        {"url": "http://proxy/v1/chat/completions", "method": "POST",
+         "headers": {"User-Agent": "curl/8.5.0"}, "body": body}))])
+    ingest_spendlogs(store, litellm_db)
+    assert store.con.execute("SELECT user_agent, prompt FROM exchanges").fetchone() == ("curl/8.5.0", "hi")
+
+
+def test_a_row_the_schema_refuses_is_quarantined_and_counted(store, litellm_db):
+    insert(litellm_db, [spendlog(1), spendlog(2, requester_ip_address="not-an-ip", metadata=json.dumps({}))])
+    r = ingest_spendlogs(store, litellm_db).result
+    assert (r.rows_in, r.rows_stored, r.rows_quarantined) == (2, 1, 1)
+    reason, raw = store.con.execute("SELECT reason, raw FROM quarantine").fetchone()
+    assert "client_ip" in reason and "chatcmpl-000002" in raw
+
+
+def test_unreachable_server_is_one_error_without_the_password(store, postgres_server):
+    from distillguard.gateway.ports import free_port
+
+    url = f"postgresql://admin:s3cret-pw@127.0.0.1:{free_port()}/litellm"
+    with pytest.raises(IngestError) as caught:
+        ingest_spendlogs(store, url)
+    message = str(caught.value)
+    assert message.startswith("postgresql://admin@127.0.0.1:") and "cannot connect" in message
+    assert "s3cret-pw" not in message and "\n" not in message
+
+
+def test_a_database_without_the_spendlogs_table_is_one_clear_error(store, postgres_server):
+    with pytest.raises(IngestError, match='no table "LiteLLM_SpendLogs"'):
+        ingest_spendlogs(store, postgres_server.url("postgres"))
+
+
+def test_redacted_url_keeps_user_host_port_and_database_only():
+    assert redacted("postgresql://u:pw@db.internal:6543/litellm?sslmode=require") == \
+        "postgresql://u@db.internal:6543/litellm"
