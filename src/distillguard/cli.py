@@ -425,7 +425,7 @@ def _read_parquet_input(path: Path, option: str, expected: str, columns: tuple[s
 def report(
     campaign: Optional[str] = typer.Argument(None, help="Campaign id (see `scan`); or give --all."),
     all_campaigns: bool = typer.Option(False, "--all", help="Every campaign of the scan, with an index page."),
-    fmt: str = typer.Option("html", "--format", help="html, json, pdf or stix."),
+    fmt: str = typer.Option("html", "--format", help="html, json, pdf, stix or misp."),
     out: Path = typer.Option(..., "--out", help="File (with a suffix) or directory to write."),
     db: str = DbOption,
     scan_id: Optional[str] = typer.Option(None, "--scan", help="Scan id (default: the latest scan in the store)."),
@@ -433,9 +433,13 @@ def report(
     redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT",
                                               help="Secret mixed into the redaction hashes (env DISTILLGUARD_REDACT_SALT)."),
     producer: str = typer.Option("distillguard", "--producer", help="Name of the organisation in the STIX identity."),
+    tlp: str = typer.Option("amber", "--tlp", metavar="clear|green|amber|amber+strict|red",
+                            help="TLP 2.0 marking of STIX objects and MISP events."),
+    valid_days: int = typer.Option(90, "--valid-days", metavar="DAYS",
+                                   help="STIX indicators stay valid this many days after the scan."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Write the evidence report of a campaign (or all): HTML, JSON, PDF or a STIX 2.1 bundle."""
+    """Write the evidence report of a campaign (or all): HTML, JSON, PDF, a STIX 2.1 bundle or MISP events."""
     from distillguard.report import Redactor, write_report
 
     if (campaign is None) == (not all_campaigns):
@@ -443,12 +447,53 @@ def report(
     existing_store(db)
     redactor = Redactor(enabled=redact, salt=redact_salt or "")
     with Store(db, read_only=True) as store:
-        written = write_report(store, out, fmt.lower(), campaign, scan_id, redactor, producer)
+        written = write_report(store, out, fmt.lower(), campaign, scan_id, redactor, producer, tlp.lower(), valid_days)
     if as_json:
         print(json.dumps({"format": fmt, "files": [str(p) for p in written]}, indent=2))
         return
     for path in written:
         console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def taxii(
+    db: str = DbOption,
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS"),
+    port: int = typer.Option(9450, "--port", metavar="PORT"),
+    token_file: Optional[Path] = typer.Option(
+        None, "--token-file", metavar="FILE", help="File holding the bearer token every request must carry "
+        "(or the environment variable DISTILLGUARD_TAXII_TOKEN); none: no authentication."),
+    producer: str = typer.Option("distillguard", "--producer", help="Name of the organisation in the STIX identity."),
+    tlp: str = typer.Option("amber", "--tlp", metavar="clear|green|amber|amber+strict|red",
+                            help="TLP 2.0 marking of the served objects."),
+    valid_days: int = typer.Option(90, "--valid-days", metavar="DAYS",
+                                   help="Indicators stay valid this many days after their scan."),
+    redact: bool = typer.Option(False, "--redact", help="Replace prompt text and personal data with stable hashes."),
+    redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT",
+                                              help="Secret mixed into the redaction hashes (env DISTILLGUARD_REDACT_SALT)."),
+    refresh_seconds: float = typer.Option(30.0, "--refresh-seconds", metavar="SECONDS",
+                                          help="How often to look for new scans in the store."),
+) -> None:
+    """Serve the STIX objects of the store's scans as a read-only TAXII 2.1 collection (docs/reports.md)."""
+    import logging
+    import os
+
+    from distillguard.report import Redactor, taxii as taxii_server
+
+    existing_store(db)
+    token = None
+    if token_file is not None:
+        if not token_file.is_file():
+            raise UserError(f"--token-file {token_file}: no such file")
+        token = token_file.read_text(encoding="utf-8").strip()
+    else:
+        token = os.environ.get("DISTILLGUARD_TAXII_TOKEN", "").strip() or None
+    if token_file is not None and not token:
+        raise UserError(f"--token-file {token_file}: the file is empty")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    taxii_server.serve(db, host, port, token, producer, tlp.lower(), valid_days,
+                       Redactor(enabled=redact, salt=redact_salt or ""), refresh_seconds)
 
 
 @app.command()
