@@ -62,8 +62,9 @@ def version() -> None:
 @app.command()
 @user_errors
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="Files or directories: JSONL, JSON, CSV, Parquet "
-                                       "(optionally .gz/.zst), OpenAI request/response pairs, OTel GenAI spans."),
+    paths: list[str] = typer.Argument(..., help="Files or directories: JSONL, JSON, CSV, Parquet "
+                                      "(optionally .gz/.zst), OpenAI request/response pairs, OTel GenAI spans; "
+                                      "or a database URL postgresql://USER@HOST:PORT/DB with --source."),
     db: str = DbOption,
     max_record_bytes: int = typer.Option(
         64 << 20, "--max-record-bytes", min=1,
@@ -71,13 +72,25 @@ def ingest(
     max_decompressed_bytes: int = typer.Option(
         64 << 30, "--max-decompressed-bytes", min=1,
         help="Most bytes read out of one .gz/.zst file; the rest is quarantined as one record."),
+    source: Optional[str] = typer.Option(
+        None, "--source", metavar="litellm",
+        help="What a database URL holds: litellm (the proxy's LiteLLM_SpendLogs table)."),
+    since: Optional[str] = typer.Option(
+        None, "--since", metavar="ISO-8601",
+        help="Database sources: read rows from this UTC time on, instead of after the last run's."),
     as_json: bool = JsonOption,
 ) -> None:
     """Load exchange logs into the store; every row is stored, a duplicate, or quarantined.
 
     A path that exists is read as it is; a path that does not exist and holds * ? or [ is
-    expanded as a glob pattern (quote it so the shell leaves it alone).
+    expanded as a glob pattern (quote it so the shell leaves it alone). A database URL is
+    read incrementally: each run adds the rows logged since the previous one.
     """
+    from distillguard.ingest.postgres import is_database_url
+
+    if any(is_database_url(p) for p in paths) or source or since:
+        _ingest_database(paths, db, source, since, as_json)
+        return
     from distillguard.ingest import ingest_paths
     from distillguard.ingest.sources import IngestLimits
 
@@ -112,6 +125,41 @@ def ingest(
         err.print(f"[bold red]error:[/] {escape(r.path)}: every one of its {r.rows_in:,} rows was quarantined "
                   f"(see `distillguard quarantine --db {escape(db)}`)", highlight=False, soft_wrap=True)
     if errors or unusable:
+        raise typer.Exit(2)
+
+
+def _ingest_database(urls: list[str], db: str, source: Optional[str], since: Optional[str], as_json: bool) -> None:
+    """``ingest postgresql://... --source litellm [--since TS]``: one table, read from its watermark."""
+    from datetime import datetime
+
+    from distillguard.ingest.postgres import SOURCES, ingest_spendlogs, is_database_url
+
+    if len(urls) != 1 or not is_database_url(urls[0]):
+        raise UserError("--source and --since read one database URL (postgresql://USER@HOST:PORT/DB); "
+                        "ingest files in a separate run")
+    if source not in SOURCES:
+        raise UserError(f"a database URL needs --source, one of: {', '.join(SOURCES)}")
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            raise UserError(f"--since {since!r}: not an ISO-8601 time (e.g. 2026-11-20T09:30:00Z)") from None
+    with Store(db) as store:
+        done = ingest_spendlogs(store, urls[0], since=start)
+    r = done.result
+    for warning in done.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if as_json:
+        mark = done.watermark
+        print(json.dumps({"files": [r.as_dict()], "errors": [], "warnings": done.warnings,
+                          "watermark": {"startTime": mark[0].isoformat(), "request_id": mark[1]} if mark else None},
+                         indent=2))
+    else:
+        _print_ingest_table([r])
+    if r.rows_in and not r.rows_stored + r.rows_duplicate:
+        err.print(f"[bold red]error:[/] {escape(r.path)}: every one of its {r.rows_in:,} rows was quarantined "
+                  f"(see `distillguard quarantine --db {escape(db)}`)", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
 
 

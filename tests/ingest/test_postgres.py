@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from distillguard.errors import IngestError
 from distillguard.ingest.postgres import TABLE, ingest_spendlogs, redacted
@@ -142,3 +144,55 @@ def test_a_database_without_the_spendlogs_table_is_one_clear_error(store, postgr
 def test_redacted_url_keeps_user_host_port_and_database_only():
     assert redacted("postgresql://u:pw@db.internal:6543/litellm?sslmode=require") == \
         "postgresql://u@db.internal:6543/litellm"
+
+
+def test_cli_ingests_a_database_url_and_a_second_run_adds_nothing(tmp_path, litellm_db):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+
+    insert(litellm_db, [spendlog(i, prompt=None) for i in range(3)])
+    db = str(tmp_path / "s.duckdb")
+    runner = CliRunner()
+    first = runner.invoke(app, ["ingest", litellm_db, "--source", "litellm", "--db", db, "--json"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout)
+    assert summary["files"][0]["rows_stored"] == 3 and summary["files"][0]["balanced"]
+    assert summary["watermark"] == {"startTime": T0.isoformat(), "request_id": "chatcmpl-000002"}
+    assert "carry no prompt" in first.stderr
+    second = runner.invoke(app, ["ingest", litellm_db, "--source", "litellm", "--db", db, "--json"])
+    assert json.loads(second.stdout)["files"][0]["rows_in"] == 0
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["postgresql://u:hunter22@127.0.0.1:1/x", "--source", "litellm"], "cannot connect"),
+    (["postgresql://u:hunter22@127.0.0.1:1/x"], "needs --source"),
+    (["postgresql://u:hunter22@127.0.0.1:1/x", "--source", "litellm", "--since", "yesterday"], "not an ISO-8601"),
+    (["postgresql://u:hunter22@[::1/x", "--source", "litellm"], "postgresql://"),
+])
+def test_cli_bad_database_input_is_one_line_exit_2_without_the_password(tmp_path, args, expected):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+
+    result = CliRunner().invoke(app, ["ingest", *args, "--db", str(tmp_path / "s.duckdb")])
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and "hunter22" not in result.output
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:hunter22@[::1/x", "postgresql://u:hunter22@h:99999/x",
+                                 "postgresql://u:hunter22@h:port/x"])
+def test_redacted_drops_the_password_of_urls_that_do_not_parse(url):
+    assert "hunter22" not in redacted(url) and redacted(url).startswith("postgresql://")
+
+
+@given(user=st.text(alphabet=st.characters(blacklist_characters="@/:?#[]", blacklist_categories=("Cs",)),
+                    min_size=1, max_size=8),
+       password=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.~", min_size=6, max_size=12),
+       tail=st.text(max_size=30))
+def test_redacted_never_raises_and_never_shows_the_password(user, password, tail):
+    url = f"postgresql://{user}:{password}@{tail}"
+    shown = redacted(url)
+    assert shown.startswith("postgresql://")
+    assert f":{password}@" not in shown

@@ -57,17 +57,19 @@ SOURCES = ("litellm",)
 
 
 def is_database_url(text: str) -> bool:
-    return urlsplit(text).scheme.lower() in SCHEMES
+    scheme, sep, _ = text.partition("://")
+    return bool(sep) and scheme.lower() in SCHEMES
 
 
 def redacted(url: str) -> str:
     """``url`` without its password (and query), for messages, provenance and the watermark."""
-    parts = urlsplit(url)
-    user = f"{parts.username}@" if parts.username else ""
     try:
+        parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
+    except ValueError:  # unparseable (a bad port, an unclosed [ of an IPv6 address): drop the credentials
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+    user = f"{parts.username}@" if parts.username else ""
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
@@ -94,6 +96,10 @@ def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, b
     import psycopg
 
     shown = redacted(url)
+    try:
+        urlsplit(url).port
+    except ValueError as exc:
+        raise IngestError(f"{shown}: not a usable PostgreSQL URL: {exc}") from None
     source = f"litellm:{shown}#{TABLE}"
     try:
         con = psycopg.connect(url, connect_timeout=10, autocommit=False)
@@ -116,7 +122,7 @@ def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, b
 def _reason(exc: BaseException, url: str) -> str:
     """The first line of a driver error, with the URL's password blanked should it echo it."""
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    password = urlsplit(url).password
+    password = urlsplit(url).password  # the URL parsed before the driver saw it
     return text.replace(password, "***") if password else text
 
 
