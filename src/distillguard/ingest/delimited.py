@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from distillguard.errors import IngestError
 from distillguard.ingest.normalize import LINE, PRE_REASON, RECORD
-from distillguard.ingest.records import Batch
+from distillguard.ingest.records import Batch, Expander, Numbering, parsed_batch
 from distillguard.ingest.sources import HashingReader
 from distillguard.schema import ALIASES, REQUIRED
 
@@ -36,7 +36,10 @@ def _capped_lines(text: io.TextIOWrapper, limit: int, too_long: dict[int, str]) 
         yield line
 
 
-def read(stream: BinaryIO, hashing: HashingReader, name: str, max_record_bytes: int = 64 << 20) -> Iterator[Batch]:
+def read(stream: BinaryIO, hashing: HashingReader, name: str, max_record_bytes: int = 64 << 20,
+         mapper: Expander | None = None) -> Iterator[Batch]:
+    """Batches of a CSV file's rows; with ``mapper`` (a named format's) each row, as a dict of
+    its header's names, goes through it, and the header need not hold canonical names."""
     text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
     too_long: dict[int, str] = {}
     reader = csv.reader(_capped_lines(text, max_record_bytes, too_long))
@@ -49,7 +52,7 @@ def read(stream: BinaryIO, hashing: HashingReader, name: str, max_record_bytes: 
     header = [h.strip().lstrip("\ufeff") for h in header]
     mapped = {ALIASES.get(h) for h in header}
     missing = [r for r in REQUIRED if r not in mapped]
-    if missing:
+    if missing and mapper is None:
         raise IngestError(
             f"{name}: unknown column set: header has {header[:12]}; missing required "
             f"{', '.join(missing)} (or an alias of it, see docs/schema.md)")
@@ -88,11 +91,11 @@ def read(stream: BinaryIO, hashing: HashingReader, name: str, max_record_bytes: 
         pre.append(reason)
         raws.append(_raw(row))
         if len(records) >= BATCH:
-            yield _batch(header, columns, records, lines, pre, raws, hashing.bytes_read)
+            yield _batch(header, columns, records, lines, pre, raws, hashing.bytes_read, mapper)
             columns = [[] for _ in header]
             records, lines, pre, raws = [], [], [], []
     if records:
-        yield _batch(header, columns, records, lines, pre, raws, hashing.bytes_read)
+        yield _batch(header, columns, records, lines, pre, raws, hashing.bytes_read, mapper)
 
 
 def _raw(row: list[str]) -> str:
@@ -101,7 +104,9 @@ def _raw(row: list[str]) -> str:
     return out.getvalue().rstrip("\r\n")
 
 
-def _batch(header, columns, records, lines, pre, raws, position) -> Batch:
+def _batch(header, columns, records, lines, pre, raws, position, mapper: Expander | None = None) -> Batch:
+    if mapper is not None:
+        return _mapped_batch(header, columns, records, lines, pre, raws, position, mapper)
     arrays = {}
     for name, values in zip(header, columns):
         if name in arrays:
@@ -111,3 +116,18 @@ def _batch(header, columns, records, lines, pre, raws, position) -> Batch:
     arrays[LINE] = pa.array(lines, pa.int64())
     arrays[PRE_REASON] = pa.array(pre, pa.string())
     return Batch(pa.table(arrays), [], raws.__getitem__, position)
+
+
+def _mapped_batch(header, columns, records, lines, pre, raws, position, mapper: Expander) -> Batch:
+    """Rows as dicts (empty cells absent, a repeated name's first column kept) through ``mapper``."""
+    names = [(i, name) for i, name in enumerate(header) if name not in header[:i]]
+    items, errors = [], {}
+    for row, (line, reason, raw) in enumerate(zip(lines, pre, raws)):
+        if reason is not None:
+            errors[row] = reason
+            items.append((None, line, raw))
+            continue
+        items.append(({name: columns[i][row] for i, name in names if columns[i][row] is not None}, line, raw))
+    numbering = Numbering()
+    numbering.next = records[0]
+    return parsed_batch(items, numbering, position, errors, mapper)

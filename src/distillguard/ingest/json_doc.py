@@ -11,7 +11,7 @@ import codecs
 import json
 from typing import BinaryIO, Iterator
 
-from distillguard.ingest.records import Batch, Numbering, parsed_batch
+from distillguard.ingest.records import Batch, Expander, Numbering, parsed_batch
 from distillguard.ingest.sources import HashingReader
 
 READ_CHARS = 4 << 20
@@ -20,7 +20,8 @@ _decoder = json.JSONDecoder()
 _WS = " \t\r\n"
 
 
-def read(stream: BinaryIO, hashing: HashingReader, max_record_bytes: int = 64 << 20) -> Iterator[Batch]:
+def read(stream: BinaryIO, hashing: HashingReader, max_record_bytes: int = 64 << 20,
+         mapper: Expander | None = None) -> Iterator[Batch]:
     """Batches of the records of a JSON document; a record over ``max_record_bytes`` (counted
     in characters) ends the reading: it and the rest of the file are one quarantined record."""
     decode = codecs.getincrementaldecoder("utf-8")("replace")
@@ -91,7 +92,7 @@ def read(stream: BinaryIO, hashing: HashingReader, max_record_bytes: int = 64 <<
         line += buf.count("\n", pos, end)
         pos = end
         if len(items) >= BATCH:
-            yield parsed_batch(items, numbering, hashing.bytes_read, errors)
+            yield parsed_batch(items, numbering, hashing.bytes_read, errors, mapper)
             items, errors = [], {}
     if items:
-        yield parsed_batch(items, numbering, hashing.bytes_read, errors)
+        yield parsed_batch(items, numbering, hashing.bytes_read, errors, mapper)

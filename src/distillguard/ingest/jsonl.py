@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from distillguard.ingest.normalize import LINE, RECORD
-from distillguard.ingest.records import Batch, Numbering, Rejected, parsed_batch
+from distillguard.ingest.records import Batch, Expander, Numbering, Rejected, parsed_batch
 from distillguard.ingest.sources import HashingReader
 
 CHUNK_BYTES = 16 << 20
@@ -26,9 +26,11 @@ _OBJECT_FIRST = re.compile(rb"[ \t]*\{")
 _SHAPE_KEYS = {"request", "response", "resourceSpans", "attributes"}
 
 
-def read(stream: BinaryIO, hashing: HashingReader, max_record_bytes: int = 64 << 20) -> Iterator[Batch]:
+def read(stream: BinaryIO, hashing: HashingReader, max_record_bytes: int = 64 << 20,
+         mapper: Expander | None = None) -> Iterator[Batch]:
     """Batches of the records of a JSON Lines stream; a line over ``max_record_bytes`` is one
-    quarantined record (its first kilobyte kept), never held whole in memory."""
+    quarantined record (its first kilobyte kept), never held whole in memory. With ``mapper``
+    (a named format's) every line goes through it, never through the flat-table fast path."""
     numbering = Numbering()
     line_no = 1
     carry = b""
@@ -61,12 +63,12 @@ def read(stream: BinaryIO, hashing: HashingReader, max_record_bytes: int = 64 <<
                 continue
             chunk, carry = buf[: cut + 1], buf[cut + 1:]
         lines_in_chunk = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
-        batch = None if len(chunk) > max_record_bytes else _fast(chunk, line_no, lines_in_chunk, numbering,
+        batch = None if len(chunk) > max_record_bytes or mapper is not None else _fast(chunk, line_no, lines_in_chunk, numbering,
                                                                    hashing.bytes_read)
         if batch is not None:
             yield batch
         else:
-            yield from _slow(chunk, line_no, numbering, hashing, max_record_bytes)
+            yield from _slow(chunk, line_no, numbering, hashing, max_record_bytes, mapper)
         line_no += lines_in_chunk
         if eof:
             break
@@ -115,7 +117,7 @@ _BLANK = b" \t\r\n\x0b\x0c"
 
 
 def _slow(chunk: bytes, first_line: int, numbering: Numbering, hashing: HashingReader,
-          max_record_bytes: int) -> Iterator[Batch]:
+          max_record_bytes: int, mapper: Expander | None = None) -> Iterator[Batch]:
     items: list = []
     errors: dict[int, str] = {}
     if not chunk.translate(None, _BLANK):
@@ -128,7 +130,7 @@ def _slow(chunk: bytes, first_line: int, numbering: Numbering, hashing: HashingR
         line = chunk[start:match.end()]
         if len(line) > max_record_bytes:
             if items:  # keep record numbers in file order
-                yield parsed_batch(items, numbering, hashing.bytes_read, errors)
+                yield parsed_batch(items, numbering, hashing.bytes_read, errors, mapper)
                 items, errors = [], {}
             yield Batch(None, [_too_long(line, line_no, numbering, max_record_bytes)], None, hashing.bytes_read)
             continue
@@ -140,7 +142,7 @@ def _slow(chunk: bytes, first_line: int, numbering: Numbering, hashing: HashingR
             value = None
         items.append((value, line_no, raw))
         if len(items) >= SLOW_BATCH:
-            yield parsed_batch(items, numbering, hashing.bytes_read, errors)
+            yield parsed_batch(items, numbering, hashing.bytes_read, errors, mapper)
             items, errors = [], {}
     if items:
-        yield parsed_batch(items, numbering, hashing.bytes_read, errors)
+        yield parsed_batch(items, numbering, hashing.bytes_read, errors, mapper)

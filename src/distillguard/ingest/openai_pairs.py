@@ -88,3 +88,8 @@ def to_flat(obj: dict[str, Any]) -> dict[str, Any]:
         if record.get(key) is None and value is not None:
             record[key] = value
     return record
+
+
+#: the canonical fields a pair fills by itself (the metadata beside it may fill any other)
+FILLS = ("exchange_id", "timestamp", "prompt", "turn_index", "system_prompt", "model", "max_tokens", "tool_count",
+         "input_tokens", "output_tokens")

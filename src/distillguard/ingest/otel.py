@@ -17,6 +17,12 @@ from typing import Any, Iterator
 from distillguard.ingest.keys import canonical_keys
 
 NOT_GENAI = "not a GenAI span: no gen_ai.* attribute"
+#: canonical fields the GenAI attributes fill (gen_ai.response.id, gen_ai.conversation.id,
+#: gen_ai.request.model, gen_ai.input.messages, gen_ai.system_instructions, gen_ai.tool.definitions,
+#: gen_ai.request.max_tokens, gen_ai.usage.*, client.address, user_agent.original ...)
+FILLS = ("exchange_id", "timestamp", "account_id", "client_ip", "user_agent", "model", "conversation_id",
+         "system_prompt", "prompt", "input_tokens", "output_tokens", "max_tokens", "tool_count", "status_code",
+         "latency_ms")
 
 
 def is_otlp_export(obj: dict[str, Any]) -> bool:
@@ -98,6 +104,30 @@ def _prompt_from(attributes: dict[str, Any], events: Any) -> Any:
     return None
 
 
+def _parts_text(value: Any) -> Any:
+    """Text of a GenAI parts list (``[{"type": "text", "content": ...}, ...]``, given as a list or as
+    its JSON text); generic and media parts are skipped; a value of another shape is returned as is."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, list):
+        texts = [p.get("content", p.get("text")) for p in value if isinstance(p, dict) and p.get("type", "text") == "text"]
+        return "\n".join(t for t in texts if isinstance(t, str))
+    return value
+
+
+def _tool_count(value: Any) -> int | None:
+    """Number of tools in ``gen_ai.tool.definitions`` (a list, or its JSON text)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return len(value) if isinstance(value, list) else None
+
+
 def _record(attributes: dict[str, Any], span_id: Any, trace_id: Any, start: Any, end: Any,
             events: Any, resource: dict[str, Any]) -> dict[str, Any] | str:
     if not any(str(k).startswith("gen_ai.") for k in attributes):
@@ -108,6 +138,10 @@ def _record(attributes: dict[str, Any], span_id: Any, trace_id: Any, start: Any,
     prompt = _prompt_from(attributes, events)
     if prompt is not None:
         record["prompt"] = prompt
+    if "gen_ai.system_instructions" in attributes and "system_prompt" not in record:
+        record["system_prompt"] = _parts_text(attributes["gen_ai.system_instructions"])
+    if "gen_ai.tool.definitions" in attributes and "tool_count" not in record:
+        record["tool_count"] = _tool_count(attributes["gen_ai.tool.definitions"])
     latency = _latency_ms(start, end)
     if latency is not None:
         record.setdefault("latency_ms", latency)

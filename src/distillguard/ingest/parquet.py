@@ -11,17 +11,21 @@ import pyarrow.parquet as pq
 
 from distillguard.errors import IngestError
 from distillguard.ingest.normalize import RECORD
-from distillguard.ingest.records import Batch
+from distillguard.ingest.records import Batch, Expander, Numbering, parsed_batch
 from distillguard.schema import ALIASES, REQUIRED
 
 BATCH_ROWS = 500_000
 
 
-def read(path: Path) -> Iterator[Batch]:
+def read(path: Path, mapper: Expander | None = None) -> Iterator[Batch]:
+    """Batches of a Parquet file's rows; with ``mapper`` (a named format's), rows as dicts through it."""
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise IngestError(f"{path}: unreadable Parquet file: {exc}") from None
+    if mapper is not None:
+        yield from _mapped(pf, path, mapper)
+        return
     names = _leaf_names(pf.schema_arrow)
     mapped = {ALIASES.get(n) for n in names}
     missing = [r for r in REQUIRED if r not in mapped]
@@ -55,3 +59,13 @@ def _leaf_names(schema: pa.Schema) -> list[str]:
         else:
             out.append(field.name)
     return out
+
+
+def _mapped(pf: pq.ParquetFile, path: Path, mapper: Expander) -> Iterator[Batch]:
+    numbering = Numbering()
+    size, total, done = path.stat().st_size, max(pf.metadata.num_rows, 1), 0
+    for batch in pf.iter_batches(batch_size=20_000):
+        rows = batch.to_pylist()
+        done += len(rows)
+        items = [(row, None, json.dumps(row, default=str, ensure_ascii=False)) for row in rows]
+        yield parsed_batch(items, numbering, int(size * done / total), None, mapper)

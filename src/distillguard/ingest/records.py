@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 
@@ -19,6 +19,10 @@ from distillguard.ingest import openai_pairs, otel
 from distillguard.ingest.normalize import LINE, PRE_REASON, RECORD
 from distillguard.ingest.keys import canonical_keys, flatten
 from distillguard.schema import BY_NAME, COLUMNS
+
+
+#: one parsed value -> its records (a dict), or reasons (a str, or a (str, part) pair)
+Expander = Callable[[Any], Iterator[dict[str, Any] | str | tuple[str, Any]]]
 
 
 @dataclass(slots=True)
@@ -115,11 +119,14 @@ class Numbering:
 
 
 def parsed_batch(items: list[tuple[Any, int | None, str]], numbering: Numbering, position: int,
-                 parse_errors: dict[int, str] | None = None) -> Batch:
+                 parse_errors: dict[int, str] | None = None,
+                 expander: Expander | None = None) -> Batch:
     """Slow path: ``items`` are (parsed JSON value or None, line, raw text) in file order.
 
-    ``parse_errors`` maps an item index to the reason its text could not be parsed.
+    ``parse_errors`` maps an item index to the reason its text could not be parsed;
+    ``expander`` turns one value into records (``expand`` unless a named format says otherwise).
     """
+    expander = expander or expand
     rows: list[tuple[dict[str, Any], int, int | None]] = []
     raws: list[str] = []
     rejected: list[Rejected] = []
@@ -128,7 +135,7 @@ def parsed_batch(items: list[tuple[Any, int | None, str]], numbering: Numbering,
         if i in parse_errors:
             rejected.append(Rejected(numbering.take(), line, parse_errors[i], raw))
             continue
-        for record in expand(value):
+        for record in expander(value):
             number = numbering.take()
             if isinstance(record, tuple):  # (reason, the part of the value it concerns)
                 reason, part = record

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -25,9 +25,13 @@ from distillguard.errors import IngestError
 from distillguard.ingest import delimited, json_doc, jsonl, parquet
 from distillguard.ingest.normalize import (BATCH_INDEX, canonicalize_columns, neutralize_nested, normalize_sql,
                                            register_ips)
-from distillguard.ingest.records import Batch, Rejected
+from distillguard.ingest import formats
+from distillguard.ingest.fieldmap import FieldMap
+from distillguard.ingest.formats import RecordMapper
+from distillguard.ingest.records import Batch, Expander, Rejected
 from distillguard.ingest import fast_jsonl, fast_parquet
-from distillguard.ingest.sources import CappedReader, IngestLimits, Source, discover, open_binary, sha256_file
+from distillguard.ingest.sources import (CappedReader, IngestLimits, Source, discover, first_record, open_binary,
+                                         sha256_file)
 from distillguard.schema import COLUMN_NAMES, REQUIRED
 from distillguard.store.database import Store, _sql_str, sql_literal_path, stores_any_of
 
@@ -46,6 +50,10 @@ class FileResult:
     rows_stored: int
     rows_duplicate: int
     rows_quarantined: int
+    #: the log format the records were read as (named by --format, or told from the first record)
+    log_format: str = "canonical"
+    #: what the file lacked, once each (e.g. LiteLLM rows stored without their prompts)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -57,12 +65,21 @@ class FileResult:
 
 def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | None = None,
                  on_error: Callable[[IngestError], None] | None = None,
-                 limits: IngestLimits | None = None) -> list[FileResult]:
-    """Ingest every file under ``paths``. File-level errors go to ``on_error`` (or raise)."""
+                 limits: IngestLimits | None = None, log_format: str | None = None,
+                 field_map: FieldMap | None = None) -> list[FileResult]:
+    """Ingest every file under ``paths``. File-level errors go to ``on_error`` (or raise).
+
+    ``log_format`` names the format of every file (see ingest.formats); None tells it per file
+    from its first record. ``field_map`` maps the user's own names onto canonical fields.
+    """
+    if log_format is not None:
+        formats.named(log_format)  # an unknown name fails before any file is read
     results = []
     for source in discover(paths):
+        if log_format is not None:
+            source = replace(source, log_format=log_format)
         try:
-            results.append(ingest_file(store, source, progress, limits=limits))
+            results.append(ingest_file(store, source, progress, limits=limits, field_map=field_map))
         except IngestError as exc:
             if on_error is None:
                 raise
@@ -70,12 +87,13 @@ def ingest_paths(store: Store, paths: list[str | Path], progress: Progress | Non
     return results
 
 
-def _batches(source: Source, done: Callable[[str], None], limits: IngestLimits) -> Iterator[Batch]:
+def _batches(source: Source, done: Callable[[str], None], limits: IngestLimits,
+             mapper: Expander | None = None) -> Iterator[Batch]:
     if source.format == "parquet":
         result: dict[str, str] = {}
         hasher = threading.Thread(target=lambda: result.setdefault("h", sha256_file(source.path)))
         hasher.start()
-        yield from parquet.read(source.path)
+        yield from parquet.read(source.path, mapper)
         hasher.join()
         done(result["h"])
         return
@@ -83,11 +101,11 @@ def _batches(source: Source, done: Callable[[str], None], limits: IngestLimits) 
     rows = 0
     try:
         if source.format == "jsonl":
-            batches = jsonl.read(stream, hashing, limits.max_record_bytes)
+            batches = jsonl.read(stream, hashing, limits.max_record_bytes, mapper)
         elif source.format == "json":
-            batches = json_doc.read(stream, hashing, limits.max_record_bytes)
+            batches = json_doc.read(stream, hashing, limits.max_record_bytes, mapper)
         elif source.format == "csv":
-            batches = delimited.read(stream, hashing, str(source.path), limits.max_record_bytes)
+            batches = delimited.read(stream, hashing, str(source.path), limits.max_record_bytes, mapper)
         else:
             raise IngestError(f"{source.path}: unreadable format {source.format!r}")
         for batch in batches:
@@ -109,9 +127,14 @@ def _batches(source: Source, done: Callable[[str], None], limits: IngestLimits) 
 
 
 def ingest_file(store: Store, source: Source, progress: Progress | None = None, *,
-                allow_fast_lane: bool = True, limits: IngestLimits | None = None) -> FileResult:
+                allow_fast_lane: bool = True, limits: IngestLimits | None = None,
+                field_map: FieldMap | None = None) -> FileResult:
     """Ingest one file as one unit: all of it becomes visible at once, or none of it."""
     limits = limits or IngestLimits()
+    log_format = (formats.named(source.log_format) if source.log_format
+                  else formats.detect(first_record(source)))
+    mapper = log_format.mapper(field_map)
+    allow_fast_lane = allow_fast_lane and mapper is None
     con = store.con
     started = datetime.now(timezone.utc)
     ingest_id = uuid.uuid4().hex
@@ -128,11 +151,12 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
             rows_in, sha256 = fast
             stored, duplicates = rows_in, 0
         else:
-            rows_in, sha256 = _read_into_parts(store, source, pending, progress, limits)
+            rows_in, sha256 = _read_into_parts(store, source, pending, progress, limits, mapper)
             stored, duplicates = _merge(con, pending)
         quarantined = con.execute("SELECT count(*) FROM _qstage").fetchone()[0]
         result = FileResult(str(source.path), source.format, source.size, sha256, rows_in, stored,
-                            duplicates, quarantined)
+                            duplicates, quarantined, log_format.name,
+                            mapper.warnings(rows_in) if isinstance(mapper, RecordMapper) else [])
         if not result.balanced:  # an invariant, so a bug if it fails: keep the traceback
             raise AssertionError(f"row accounting broken for {source.path}: {result}")
         con.execute("BEGIN TRANSACTION")
@@ -164,13 +188,13 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
 
 
 def _read_into_parts(store: Store, source: Source, pending: Path, progress: Progress | None,
-                     limits: IngestLimits) -> tuple[int, str]:
+                     limits: IngestLimits, mapper: Expander | None = None) -> tuple[int, str]:
     """General lane: stream batches, normalise each, write good rows as Parquet parts."""
     digest: dict[str, str] = {}
     rows_in = 0
     part = 0
     checked_columns = False
-    for batch in _batches(source, lambda h: digest.setdefault("sha256", h), limits):
+    for batch in _batches(source, lambda h: digest.setdefault("sha256", h), limits, mapper):
         rows_in += batch.rows_in
         if batch.rejected:
             _stage_rejected(store.con, batch.rejected)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import glob
+import json
 import gzip
 import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -43,6 +45,8 @@ class Source:
     format: str
     compression: str | None
     size: int
+    #: the log format named by the user (``--format``); None: told from the first record
+    log_format: str | None = None
 
 
 def discover(paths: list[str | Path]) -> list[Source]:
@@ -202,6 +206,41 @@ def open_binary(source: Source, limits: IngestLimits | None = None) -> tuple[Bin
     if limits is None:
         return stream, hashing
     return io.BufferedReader(CappedReader(stream, limits.max_decompressed_bytes), buffer_size=1 << 20), hashing
+
+
+def first_record(source: Source) -> dict[str, Any] | None:
+    """The first record of ``source`` as a dict of names to values (a CSV or Parquet file: its
+    column names, values unknown), to tell its log format by; None when there is none to read."""
+    if source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return {name: None for name in pq.ParquetFile(source.path).schema_arrow.names}
+        except (OSError, ValueError):
+            return None
+    try:
+        stream = open_binary(source)[0]
+    except IngestError:
+        return None
+    with stream:
+        try:
+            head = stream.read(1 << 20).decode("utf-8", "replace")
+        except (OSError, EOFError, ValueError):
+            return None
+    if source.format == "csv":
+        try:
+            header = next(csv.reader(io.StringIO(head.lstrip("\ufeff"))), [])
+        except csv.Error:
+            return None
+        return {name.strip(): None for name in header}
+    text = head.lstrip()
+    if source.format == "json" and text.startswith("["):
+        text = text[1:].lstrip()
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def sha256_file(path: Path) -> str:
