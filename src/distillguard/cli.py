@@ -78,6 +78,13 @@ def ingest(
     since: Optional[str] = typer.Option(
         None, "--since", metavar="ISO-8601",
         help="Database sources: read rows from this UTC time on, instead of after the last run's."),
+    log_format: Optional[str] = typer.Option(
+        None, "--format", metavar="NAME",
+        help="Log format of every file (`distillguard formats` lists them); default: told from each file's "
+             "first record."),
+    map_file: Optional[Path] = typer.Option(
+        None, "--map", metavar="FILE.yaml",
+        help="YAML mapping canonical fields to your own column names or JSON paths (see docs/usage.md)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Load exchange logs into the store; every row is stored, a duplicate, or quarantined.
@@ -92,8 +99,13 @@ def ingest(
         _ingest_database(paths, db, source, since, as_json)
         return
     from distillguard.ingest import ingest_paths
+    from distillguard.ingest.fieldmap import FieldMap
+    from distillguard.ingest.formats import named
     from distillguard.ingest.sources import IngestLimits
 
+    if log_format is not None:
+        log_format = named(log_format).name
+    field_map = FieldMap.load(map_file) if map_file is not None else None
     errors: list[IngestError] = []
     with Store(db) as store:
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
@@ -112,7 +124,10 @@ def ingest(
                 err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
 
             limits = IngestLimits(max_record_bytes=max_record_bytes, max_decompressed_bytes=max_decompressed_bytes)
-            results = ingest_paths(store, list(paths), progress, on_error, limits)
+            results = ingest_paths(store, list(paths), progress, on_error, limits, log_format, field_map)
+    for r in results:
+        for warning in r.warnings:
+            err.print(f"[bold yellow]warning:[/] {escape(r.path)}: {escape(warning)}", highlight=False, soft_wrap=True)
     if as_json:
         print(json.dumps({"files": [r.as_dict() for r in results],
                           "errors": [str(e) for e in errors]}, indent=2))
@@ -163,6 +178,23 @@ def _ingest_database(urls: list[str], db: str, source: Optional[str], since: Opt
         raise typer.Exit(2)
 
 
+@app.command()
+def formats(as_json: bool = JsonOption) -> None:
+    """List the log formats `ingest --format` names, and the canonical fields each fills."""
+    from distillguard.ingest.formats import FORMATS
+
+    if as_json:
+        print(json.dumps([{"name": f.name, "summary": f.summary, "fills": list(f.fills), "reference": f.reference}
+                          for f in FORMATS], indent=2))
+        return
+    table = Table(title="log formats (told from the first record, first match in this order)")
+    for name in ("format", "what it reads", "canonical fields it fills"):
+        table.add_column(name, overflow="fold")
+    for f in FORMATS:
+        table.add_row(f.name, f.summary, ", ".join(f.fills))
+    console.print(table)
+
+
 def _print_ingest_table(results: list[Any]) -> None:
     table = Table(title="ingest")
     for name in ("file", "format", "rows in", "stored", "duplicates", "quarantined", "in = out"):
@@ -173,7 +205,9 @@ def _print_ingest_table(results: list[Any]) -> None:
         values = [r.rows_in, r.rows_stored, r.rows_duplicate, r.rows_quarantined]
         totals = [a + b for a, b in zip(totals, values)]
         # the path as read, not its last part: two files of one name in two folders stay apart
-        table.add_row(Text(r.path), r.format, *(f"{v:,}" for v in values), "ok" if r.balanced else "MISMATCH")
+        # the log format read, beside the container it came in ("litellm-spendlogs (csv)")
+        shown = r.format if r.log_format == "canonical" else f"{r.log_format} ({r.format})"
+        table.add_row(Text(r.path), shown, *(f"{v:,}" for v in values), "ok" if r.balanced else "MISMATCH")
     if len(results) > 1:
         table.add_row("total", "", *(f"{v:,}" for v in totals),
                       "ok" if totals[0] == sum(totals[1:]) else "MISMATCH", style="bold")
