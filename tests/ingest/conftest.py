@@ -8,6 +8,7 @@ need it are skipped with that reason; ``.ci/run`` installs the server.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -17,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pytest
 
@@ -63,16 +64,19 @@ class PostgresServer:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterable[PostgresServer]:
-    """A running PostgreSQL server, trust authentication on 127.0.0.1, superuser ``distillguard``."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """Start a throwaway server (initdb in a temp dir, a free port), stop and delete it after.
+
+    Raises ``LookupError`` with the reason when it cannot run here (no binaries; root with no
+    account to hand the server to). The benchmark (benchmarks/pg_ingest.py) uses it too."""
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, postgres) not found on PATH or under "
-                    "/usr/lib/postgresql/*/bin: install the postgresql package (.ci/run does)")
+        raise LookupError("PostgreSQL server binaries (initdb, postgres) not found on PATH or under "
+                          "/usr/lib/postgresql/*/bin: install the postgresql package (.ci/run does)")
     run_as = _server_user()
     if os.geteuid() == 0 and run_as is None:
-        pytest.skip("running as root and no 'postgres' or 'nobody' account to run the server as")
+        raise LookupError("running as root and no 'postgres' or 'nobody' account to run the server as")
     root = Path(tempfile.mkdtemp(prefix="distillguard-pg-"))
     data, sockets = root / "data", root / "sock"
     sockets.mkdir()
@@ -80,28 +84,43 @@ def postgres_server() -> Iterable[PostgresServer]:
         entry = pwd.getpwnam(run_as)
         for path in (root, sockets):
             os.chown(path, entry.pw_uid, entry.pw_gid)
-    subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "distillguard", "--auth=trust",
-                    "--encoding=UTF8", "--no-sync"], check=True, user=run_as, capture_output=True)
-    port = free_port()
-    log = (root / "server.log").open("wb")
-    server = subprocess.Popen(
-        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-         "-k", str(sockets), "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off"],
-        stdout=log, stderr=subprocess.STDOUT, user=run_as)
-    info = PostgresServer("127.0.0.1", port, "distillguard")
     try:
-        _wait_ready(info, server, root / "server.log")
+        subprocess.run([str(bindir / "initdb"), "-D", str(data), "-U", "distillguard", "--auth=trust",
+                        "--encoding=UTF8", "--no-sync"], check=True, user=run_as, capture_output=True)
+        port = free_port()
+        with (root / "server.log").open("wb") as log:
+            server = subprocess.Popen(
+                [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+                 "-k", str(sockets), "-c", "fsync=off", "-c", "synchronous_commit=off",
+                 "-c", "full_page_writes=off"],
+                stdout=log, stderr=subprocess.STDOUT, user=run_as)
+            info = PostgresServer("127.0.0.1", port, "distillguard")
+            try:
+                _wait_ready(info, server, root / "server.log")
+                yield info
+            finally:
+                server.terminate()  # SIGTERM: PostgreSQL's smart shutdown; sessions are closed by now
+                try:
+                    server.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterable[PostgresServer]:
+    """A running PostgreSQL server, trust authentication on 127.0.0.1, superuser ``distillguard``."""
+    try:
+        server = running_postgres()
+        info = server.__enter__()
+    except LookupError as exc:
+        pytest.skip(str(exc))
+    try:
         yield info
     finally:
-        server.terminate()  # SIGTERM: PostgreSQL's smart shutdown; the tests' sessions are closed
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+        server.__exit__(None, None, None)
 
 
 def _wait_ready(info: PostgresServer, server: subprocess.Popen, log: Path) -> None:
