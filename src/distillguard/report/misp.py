@@ -54,6 +54,7 @@ def campaign_event(doc: dict, campaign: dict, producer: str = "distillguard", tl
     event.distribution = DISTRIBUTION[tlp]
     event.threat_level_id = THREAT_LEVEL.get(campaign["action"], 4)
     event.analysis = 2  # completed: the scan is over
+    event.published = False  # the importing analyst publishes it to their community
     event.add_tag(f"tlp:{tlp}")
 
     def add(kind: str, value: str, **fields) -> None:
