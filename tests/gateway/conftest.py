@@ -23,6 +23,14 @@ def upstream(request: pytest.FixtureRequest) -> Iterator[int]:
 
 
 @pytest.fixture
+def own_upstream() -> Iterator[int]:
+    """The port of a mock upstream LLM of the test's own (20 ms between chunks), for a test that
+    may leave it busy or broken: killed gateways with hundreds of streams in flight."""
+    with mock_upstream(chunk_delay_ms=20) as port:
+        yield port
+
+
+@pytest.fixture
 def gateways() -> Iterator[Callable[..., Gateway]]:
     """``start_gateway``, each gateway it started killed at the end of the test whatever happened."""
     started: list[Gateway] = []

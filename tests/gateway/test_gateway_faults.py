@@ -361,10 +361,12 @@ def _assert_nothing_lost(result: dict) -> None:
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_the_gateway_stopped_under_40_streams_loses_no_acknowledged_exchange_or_override(tmp_path, upstream, gateways, how):
-    _assert_nothing_lost(_stop_under_streams(gateways, tmp_path, upstream, how, 40))
+def test_the_gateway_stopped_under_40_streams_loses_no_acknowledged_exchange_or_override(tmp_path, own_upstream, gateways,
+                                                                                          how):
+    _assert_nothing_lost(_stop_under_streams(gateways, tmp_path, own_upstream, how, 40))
 
 
 @pytest.mark.parametrize("how", HOW)
-def test_the_gateway_stopped_under_200_streams_loses_no_acknowledged_exchange_or_override(tmp_path, upstream, gateways, how):
-    _assert_nothing_lost(_stop_under_streams(gateways, tmp_path, upstream, how, 200))
+def test_the_gateway_stopped_under_200_streams_loses_no_acknowledged_exchange_or_override(tmp_path, own_upstream, gateways,
+                                                                                          how):
+    _assert_nothing_lost(_stop_under_streams(gateways, tmp_path, own_upstream, how, 200))
