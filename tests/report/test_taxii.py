@@ -166,3 +166,21 @@ def test_hostile_query_parameters_are_answered_with_400_never_500(server):
             assert reply.headers["Content-Type"] == taxii.TAXII_MEDIA and json.loads(reply.text)["http_status"]
     assert requests.get(f"{server}/{taxii.API_ROOT}/collections/nope/objects/", auth=auth).status_code == 404
     assert requests.get(f"{server}/{urllib.parse.quote('../../etc/passwd')}", auth=auth).status_code == 404
+
+
+def test_bad_command_line_choices_are_one_error_line_and_exit_code_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["taxii", "--db", str(tmp_path / "none.duckdb")])
+    assert missing.exit_code == 2 and "none.duckdb" in missing.output and "Traceback" not in missing.output
+    with Store(tmp_path / "s.duckdb"):
+        pass
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    no_token = runner.invoke(app, ["taxii", "--db", str(tmp_path / "s.duckdb"), "--token-file", str(empty)])
+    assert no_token.exit_code == 2 and "the file is empty" in no_token.output
+    bad_tlp = runner.invoke(app, ["taxii", "--db", str(tmp_path / "s.duckdb"), "--tlp", "white"])
+    assert bad_tlp.exit_code == 2 and "--tlp must be one of" in bad_tlp.output
