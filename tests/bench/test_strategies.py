@@ -144,6 +144,7 @@ def test_mobile_exits_are_the_addresses_carrier_nat_subscribers_share(tmp_path):
     assert repeats(mobile) > repeats(residential) + 0.05
 
 
+@pytest.mark.slow  # simulates each level of the knob
 def test_mixed_infrastructure_draws_from_datacenter_and_proxy_exits(tmp_path):
     mixed, _ = _simulate(tmp_path, infrastructure="mixed")
     dedicated, _ = _simulate(tmp_path, infrastructure="dedicated_datacenter")
