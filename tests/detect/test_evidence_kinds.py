@@ -42,6 +42,13 @@ NOT_A_KIND = {
     ("gateway/enforce.py", "payment"): "a rate limit's scope",
     ("gateway/protocol.py", "user_agent"): "a canonical column",
     ("gateway/protocol.py", "system_prompt"): "a canonical column",
+    ("ingest/litellm.py", "user_agent"): "a canonical column",
+    ("ingest/litellm.py", "system_prompt"): "a canonical column",
+    ("ingest/langfuse.py", "system_prompt"): "a canonical column",
+    ("ingest/helicone.py", "system_prompt"): "a canonical column",
+    ("ingest/otel.py", "user_agent"): "a canonical column",
+    ("ingest/otel.py", "system_prompt"): "a canonical column",
+    ("report/misp.py", "asn"): "a column of a report section",
     ("gateway/litellm.py", "ip"): "a field of the gateway's own request record",
     ("gateway/litellm.py", "user_agent"): "a LiteLLM metadata field",
 }
