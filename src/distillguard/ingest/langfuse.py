@@ -114,6 +114,12 @@ def _time(value: Any) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
+def _time_text(value: Any) -> Any:
+    """A datetime as the ISO text ingest reads (naive ones are UTC); text passes as it is."""
+    time = _time(value) if isinstance(value, datetime) else None
+    return time.isoformat() if time is not None else value
+
+
 def _latency_ms(start: Any, end: Any) -> float | None:
     start, end = _time(start), _time(end)
     return None if start is None or end is None else (end - start).total_seconds() * 1000
@@ -132,7 +138,7 @@ def record(obj: Mapping[str, Any]) -> dict[str, Any] | str:
     kind = obj.get("type")
     if "traceId" in obj and kind not in (None, "", "GENERATION"):
         return NOT_GENERATION.format(kind)
-    out: dict[str, Any] = {"exchange_id": obj.get("id"), "timestamp": obj.get("startTime", obj.get("timestamp")),
+    out: dict[str, Any] = {"exchange_id": obj.get("id"), "timestamp": _time_text(obj.get("startTime", obj.get("timestamp"))),
                            "account_id": obj.get("userId"), "conversation_id": obj.get("sessionId"),
                            "model": obj.get("model")}
     usage = _json(obj.get("usageDetails"))
