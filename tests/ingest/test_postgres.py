@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -102,7 +103,7 @@ def test_rows_without_stored_prompts_are_ingested_with_one_warning(store, litell
     insert(litellm_db, [spendlog(i, prompt=None) for i in range(3)])
     done = ingest_spendlogs(store, litellm_db)
     assert done.result.rows_stored == 3
-    assert len(done.warnings) == 1 and "3 of 3 rows carry no prompt" in done.warnings[0]
+    assert len(done.warnings) == 1 and "3 of 3 records carry no prompt" in done.warnings[0]
     assert "store_prompts_in_spend_logs" in done.warnings[0]
     prompts = store.con.execute("SELECT DISTINCT prompt, account_id IS NOT NULL FROM exchanges").fetchall()
     assert prompts == [("", True)]
@@ -196,3 +197,30 @@ def test_redacted_never_raises_and_never_shows_the_password(user, password, tail
     shown = redacted(url)
     assert shown.startswith("postgresql://")
     assert f":{password}@" not in shown
+
+
+def test_litellms_own_rows_read_live_give_the_same_exchanges_as_their_json_lines_export(tmp_path, litellm_db):
+    """tests/data/litellm_spendlogs: rows made by LiteLLM's get_logging_payload, exported with
+    row_to_json; loaded back into the table with its inverse, json_populate_record."""
+    from distillguard.ingest import ingest_paths
+    from distillguard.store import Store
+
+    export = Path(__file__).parent.parent / "data" / "litellm_spendlogs" / "spendlogs.jsonl"
+    lines = export.read_text().splitlines()
+    with psycopg.connect(litellm_db) as con:
+        for line in lines:
+            # get_logging_payload leaves created_at / updated_at to the database (NOT NULL DEFAULT now)
+            names = ", ".join(f'"{c}"' for c, v in json.loads(line).items()
+                              if v is not None or c not in ("created_at", "updated_at"))
+            con.execute(f'INSERT INTO "{TABLE}" ({names}) SELECT {names} '
+                        f'FROM json_populate_record(NULL::"{TABLE}", %s::json)', [line])
+    columns = "exchange_id, timestamp, account_id, api_key_id, organization_id, client_ip, user_agent, model, " \
+              "conversation_id, prompt, system_prompt, input_tokens, output_tokens, max_tokens, status_code, latency_ms"
+    with Store(tmp_path / "live.duckdb") as live, Store(tmp_path / "file.duckdb") as file:
+        done = ingest_spendlogs(live, litellm_db)
+        from_file, = ingest_paths(file, [export])
+        assert (done.result.rows_in, done.result.rows_stored) == (len(lines), from_file.rows_stored)
+        assert done.result.rows_stored == len(lines) and done.result.balanced
+        assert done.warnings == from_file.warnings != []
+        query = f"SELECT {columns} FROM exchanges ORDER BY exchange_id"
+        assert live.con.execute(query).fetchall() == file.con.execute(query).fetchall()

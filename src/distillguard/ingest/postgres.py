@@ -12,8 +12,9 @@ file (rows in = stored + duplicates + quarantined, one ``ingests`` row, one comm
   Ordering by time alone would skip or repeat rows that share the boundary's time; the id
   breaks the tie, and LiteLLM indexes exactly that pair. ``since`` reads from a time instead
   (rows already stored count as duplicates).
-- Rows are mapped by ``litellm.spendlogs_record``, the same function as the table's CSV and
-  JSON Lines exports, then validated and stored by the file ingest's code (run.py).
+- Rows are mapped by the ``litellm-spendlogs`` format (formats.py, ``litellm.spendlogs_record``),
+  exactly as the table's CSV and JSON Lines exports are, with the same warnings; then validated
+  and stored by the file ingest's code (run.py).
 
 Caveat of any watermark on the row's own time: a row the proxy writes late with a
 ``"startTime"`` before the watermark is not read by the next run (LiteLLM queues spend logs
@@ -28,24 +29,23 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import orjson
-import pyarrow as pa
 
 from distillguard import __version__
 from distillguard.errors import IngestError
-from distillguard.ingest import litellm
+from distillguard.ingest import formats
 from distillguard.ingest.normalize import canonicalize_columns
-from distillguard.ingest.records import Batch, Numbering, to_table
-from distillguard.ingest.run import FileResult, _merge, _write_batch
+from distillguard.ingest.records import Batch, Numbering, Rejected, to_table
+from distillguard.ingest.run import FileResult, _merge, _stage_rejected, _write_batch
 from distillguard.store.database import Store
 
 SCHEMES = ("postgresql", "postgres")
 TABLE = "LiteLLM_SpendLogs"
 
-#: the columns the mapping reads (litellm.spendlogs_record); those an older LiteLLM lacks are
+#: the columns the mapping reads (ingest/litellm.py); those an older LiteLLM lacks are
 #: left out of the query
 WANTED = ("request_id", "startTime", "endTime", "api_key", "user", "end_user", "team_id", "organization_id",
           "requester_ip_address", "model", "model_group", "session_id", "prompt_tokens", "completion_tokens",
@@ -167,28 +167,32 @@ def _read(store: Store, con: Any, shown: str, source: str, columns: list[str], s
     db.execute("CREATE OR REPLACE TEMP TABLE _qstage (line_number BIGINT, record_number BIGINT, "
                "exchange_id VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
     digest = hashlib.sha256(source.encode())
-    rows_in = without_prompt = 0
+    mapper = formats.named("litellm-spendlogs").mapper()
+    rows_in = 0
     last: tuple[datetime, str] | None = None
     try:
         with con.cursor(name=f"distillguard_{ingest_id}", row_factory=dict_row) as cursor:
             cursor.itersize = batch_rows
             cursor.execute(query, params)
-            for part, batch in enumerate(_batches(cursor, batch_rows, Numbering())):
-                rows, table = batch
+            numbering = Numbering()
+            part = 0
+            while rows := cursor.fetchmany(batch_rows):
                 rows_in += len(rows)
                 for row in rows:
                     digest.update(f"{row['startTime']}\x00{row['request_id']}\x00".encode())
-                    without_prompt += not litellm.prompts_stored(row)
                 last = (rows[-1]["startTime"], rows[-1]["request_id"])
-                _write_batch(db, canonicalize_columns(table),
-                             Batch(table, [], lambda i, rows=rows: _raw(rows[i]), rows_in),
-                             pending / f"part-{part:05d}.parquet")
+                batch = _batch(rows, mapper, numbering, rows_in)
+                if batch.rejected:
+                    _stage_rejected(db, batch.rejected)
+                if batch.table is not None:
+                    _write_batch(db, canonicalize_columns(batch.table), batch, pending / f"part-{part:05d}.parquet")
+                    part += 1
                 if progress:
                     progress(rows_in)
         stored, duplicates = _merge(db, pending)
         quarantined = db.execute("SELECT count(*) FROM _qstage").fetchone()[0]
-        result = FileResult(f"{shown}#{TABLE}", "litellm-postgres", 0, digest.hexdigest(), rows_in, stored,
-                            duplicates, quarantined)
+        result = FileResult(f"{shown}#{TABLE}", "postgresql", 0, digest.hexdigest(), rows_in, stored,
+                            duplicates, quarantined, log_format="litellm-spendlogs")
         if not result.balanced:  # an invariant, so a bug if it fails: keep the traceback
             raise AssertionError(f"row accounting broken for {shown}: {result}")
         db.execute("BEGIN TRANSACTION")
@@ -210,20 +214,26 @@ def _read(store: Store, con: Any, shown: str, source: str, columns: list[str], s
         db.execute("DROP TABLE IF EXISTS _qstage")
         db.execute("DROP TABLE IF EXISTS _batch")
     store.refresh_view()
-    warnings = []
-    if without_prompt:
-        warnings.append(
-            f"{without_prompt:,} of {rows_in:,} rows carry no prompt: the proxy does not store prompts in its "
-            "spend logs (general_settings: store_prompts_in_spend_logs: true). They are stored with an empty "
-            "prompt; detection on metadata (identity, addresses, timing, tokens) still runs, prompt signals do not.")
-    return TableResult(result, warnings, since, store.watermark(source))
+    result.warnings.extend(mapper.warnings(rows_in))
+    return TableResult(result, result.warnings, since, store.watermark(source))
 
 
-def _batches(cursor: Any, batch_rows: int, numbering: Numbering) -> Iterator[tuple[list[dict], pa.Table]]:
-    """(rows, their canonical all-text table) per ``batch_rows`` rows of the cursor."""
-    while rows := cursor.fetchmany(batch_rows):
-        records = [(litellm.spendlogs_record(row), numbering.take(), None) for row in rows]
-        yield rows, to_table(records)
+def _batch(rows: list[dict], mapper: formats.RecordMapper, numbering: Numbering, position: int) -> Batch:
+    """The rows of one fetch, mapped as the table's exports are (a row the mapping refuses is
+    rejected with its reason); ``raw(i)`` is row i of the table as JSON, for the quarantine."""
+    records: list[tuple[dict[str, Any], int, int | None]] = []
+    raws: list[dict] = []
+    rejected: list[Rejected] = []
+    for row in rows:
+        for record in mapper(row):
+            number = numbering.take()
+            if isinstance(record, dict):
+                records.append((record, number, None))
+                raws.append(row)
+            else:
+                reason = record if isinstance(record, str) else record[0]
+                rejected.append(Rejected(number, None, reason, _raw(row), str(row.get("request_id"))))
+    return Batch(to_table(records) if records else None, rejected, lambda i: _raw(raws[i]), position)
 
 
 def _raw(row: dict) -> str:
