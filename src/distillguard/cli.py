@@ -404,7 +404,9 @@ def scan(
             raise UserError(f"{seen} holds no exchanges: nothing scanned, nothing published in {out}")
         _, table, lookup = exchanges(store, engine, master=master)
         previous = None if inputs else scanning.previous_verdicts(store, when)
-        result = scanning.scan(table, when, policy, lookup=lookup, previous=previous)
+        # the campaigns whose ids this scan's campaigns keep where they continue them (detect/lineage.py)
+        lineage = [] if inputs else scanning.previous_campaigns(store, scanning.resolve_as_of(table, when))
+        result = scanning.scan(table, when, policy, lookup=lookup, previous=previous, previous_campaigns=lineage)
         if not result.verdicts.num_rows:
             raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
                             f"nothing published in {out}")

@@ -150,7 +150,8 @@ class Campaign:
     store's ``campaigns.detail`` (:meth:`to_row`), which reports read.
     """
 
-    # who: a digest of the member names, the member count, how many cells were merged
+    # who: its id (lineage.py: the id of the previous scan's campaign it continues, else a digest
+    # of its member names), the member count, how many cells were merged
     campaign_id: str
     members: int
     cells: int
@@ -174,6 +175,17 @@ class Campaign:
     capability_mix: dict[str, float]  # capability -> share of the exchanges
     pivot_within_day_share: float  # share of members that used a newly released model within pivot_hours of it
     accounts: list[str]  # the members, in name order
+    # its lineage across scans (lineage.py; docs/detection.md, "Campaign ids"): the as_of of the
+    # first scan that found this id and of this scan (first_seen/last_seen above are exchange
+    # times), members gained and lost since the previous scan's campaign of this id (all members
+    # count as added for a new id), previous campaigns that merged into this one, and for a new
+    # id the previous campaign most of its members came from
+    first_scan: str = ""
+    last_scan: str = ""
+    members_added: list[str] = dataclasses.field(default_factory=list)
+    members_removed: list[str] = dataclasses.field(default_factory=list)
+    merged_from: list[str] = dataclasses.field(default_factory=list)
+    split_from: str | None = None
 
     def to_row(self) -> dict:
         """The campaign as plain JSON-able data, keys in field order."""

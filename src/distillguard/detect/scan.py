@@ -26,8 +26,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from distillguard.detect import campaigns as camp
-from distillguard.detect import features, inherit, linkage, signals
+from distillguard.detect import features, inherit, lineage, linkage, signals
 from distillguard.ingest import enrich
+from distillguard.store import has_table
 from distillguard.store.engine import digest64
 from distillguard.ingest.enrich import CAPABILITIES
 from distillguard.detect import evidence as detect_evidence
@@ -83,7 +84,8 @@ class ScanResult:
 
 
 def _campaign_id(members: list[str]) -> str:
-    return "campaign-" + hashlib.blake2b(",".join(sorted(members)).encode(), digest_size=5).hexdigest()
+    """The id of a campaign with no predecessor in the previous scan (lineage.member_id)."""
+    return lineage.member_id(members)
 
 
 Lookup = Callable[[str, pa.Table], ir.Table]
@@ -92,11 +94,14 @@ log = logging.getLogger(__name__)
 
 def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
          params: linkage.LinkageParams | None = None, lookup: Lookup | None = None,
-         previous: pa.Table | None = None) -> ScanResult:
+         previous: pa.Table | None = None,
+         previous_campaigns: list[lineage.Previous] | None = None) -> ScanResult:
     """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None).
 
     ``previous``: an earlier scan's verdicts; its throttle+ actions are kept where the evidence
-    stays (detect.history).
+    stays (detect.history). ``previous_campaigns``: the campaigns of the scan before this one
+    (:func:`previous_campaigns`), whose ids campaigns that continue them keep (lineage.trace);
+    without them every campaign is new and named by its members.
 
     ``lookup(name, arrow_table)`` makes a small Python-side table usable next to ``exchanges``
     on its engine (engine.py); by default an Ibis memtable, which suits DuckDB.
@@ -104,7 +109,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     lookup = lookup or _memtable
     params = params or policy.linkage
     cparams = policy.clustering.model_copy(update={"min_members": policy.campaign.min_members})
-    as_of = _as_of(exchanges, as_of)
+    as_of = resolve_as_of(exchanges, as_of)
     clock = _Clock()
     ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
 
@@ -181,7 +186,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     clock.lap("prompt_stats")
     clusters = camp.score_clusters(edges, members_in, tie, suspicion_of, prompt_stats, cparams,
                                    camp.acts(pivot, credited, big, set(members_in.values())))
-    campaigns = _campaigns(clusters, edges, feats, policy, cparams)
+    campaigns = _with_lineage(_campaigns(clusters, edges, feats, policy, cparams), previous_campaigns or [], as_of)
     clock.lap("campaigns")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of,
                          edges=edges)
@@ -208,7 +213,7 @@ def account_table(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     (account_id, client_ip, subnet, n) addresses, without the linkage: for analyses that judge
     the features themselves, such as the benchmark's one-feature oracle (bench.oracle)."""
     lookup = lookup or _memtable
-    as_of = _as_of(exchanges, as_of)
+    as_of = resolve_as_of(exchanges, as_of)
     ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
     with features.ip_pairs(ex).cache() as pairs:
         labelled = _labelled(pairs, lookup)
@@ -240,7 +245,7 @@ def _memtable(name: str, table: pa.Table) -> ir.Table:
     return ibis.memtable(table)
 
 
-def _as_of(exchanges: ir.Table, as_of: datetime | None) -> datetime:
+def resolve_as_of(exchanges: ir.Table, as_of: datetime | None) -> datetime:
     """``as_of`` in UTC; by default one second after the last exchange, at whole seconds."""
     if as_of is None:
         last = exchanges.timestamp.max().to_pyarrow().as_py()
@@ -373,6 +378,19 @@ def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, p
                                          / max(len(rows), 1), 4),
             accounts=members,
         ))
+    out.sort(key=lambda c: (-c.score, c.campaign_id))
+    return out
+
+
+def _with_lineage(campaigns: list[camp.Campaign], previous: list[lineage.Previous],
+                  as_of: datetime) -> list[camp.Campaign]:
+    """``campaigns`` with the ids and lineage that lineage.trace gives them against the previous
+    scan's campaigns, in the scan's order (score, then id). Ids only: actions stay as they are."""
+    scan_time = as_of.isoformat()
+    traced = lineage.trace([c.accounts for c in campaigns], previous, scan_time)
+    out = [replace(c, campaign_id=t.campaign_id, first_scan=t.first_scan, last_scan=scan_time,
+                   members_added=t.members_added, members_removed=t.members_removed,
+                   merged_from=t.merged_from, split_from=t.split_from) for c, t in zip(campaigns, traced)]
     out.sort(key=lambda c: (-c.score, c.campaign_id))
     return out
 
@@ -576,6 +594,27 @@ def previous_verdicts(store, as_of: datetime | None) -> pa.Table | None:
                        [latest[0]]).to_arrow_table()
 
 
+def previous_campaigns(store, as_of: datetime) -> list[lineage.Previous]:
+    """The campaigns of the latest stored scan strictly before ``as_of`` (scan.resolve_as_of:
+    a rescan at the same time must not read itself), for lineage.trace; empty when there is none.
+    A campaign stored before lineage existed counts as first found by its own scan."""
+    con = store.con
+    if not (has_table(con, "scans") and has_table(con, "campaigns")):
+        return []
+    latest = con.execute("SELECT scan_id, as_of FROM scans WHERE as_of < ? ORDER BY as_of DESC, scanned_at DESC "
+                         "LIMIT 1", [as_of]).fetchone()
+    if latest is None:
+        return []
+    scan_id, scanned = latest
+    out = []
+    for campaign_id, detail in con.execute("SELECT campaign_id, detail FROM campaigns WHERE scan_id = ?",
+                                           [scan_id]).fetchall():
+        row = json.loads(detail)
+        out.append(lineage.Previous(campaign_id, frozenset(row["accounts"]),
+                                    row.get("first_scan") or scanned.isoformat()))
+    return out
+
+
 def store_result(store, result: ScanResult, *, policy_source: str = "built-in", engine: str = "duckdb") -> str:
     """Keep the scan in the store: the gateway and the reports read the latest one. Returns its scan_id.
 
@@ -609,6 +648,13 @@ def store_result(store, result: ScanResult, *, policy_source: str = "built-in", 
         "score": pa.array([c.score for c in result.campaigns], pa.float64()),
         "action": pa.array([c.action for c in result.campaigns], pa.string()),
         "detail": pa.array([json.dumps(c.to_row(), default=str) for c in result.campaigns], pa.string()),
+        # lineage (lineage.py): the full member lists added and removed are in detail
+        "first_scan": pa.array([_time_or_none(c.first_scan) for c in result.campaigns], pa.timestamp("us", tz="UTC")),
+        "last_scan": pa.array([_time_or_none(c.last_scan) for c in result.campaigns], pa.timestamp("us", tz="UTC")),
+        "members_added": pa.array([len(c.members_added) for c in result.campaigns], pa.int64()),
+        "members_removed": pa.array([len(c.members_removed) for c in result.campaigns], pa.int64()),
+        "merged_from": pa.array([c.merged_from for c in result.campaigns], pa.list_(pa.string())),
+        "split_from": pa.array([c.split_from for c in result.campaigns], pa.string()),
     })
     signal_rows = result.signals.append_column("scan_id", pa.array([scan_id] * result.signals.num_rows, pa.string()))
     indicator_rows = result.indicators.append_column(
@@ -623,6 +669,7 @@ def store_result(store, result: ScanResult, *, policy_source: str = "built-in", 
                             ("signals", signal_rows), ("indicators", indicator_rows), ("edges", edges)):
             con.register("_scan_part", table)
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS SELECT * FROM _scan_part LIMIT 0")
+            _add_missing_columns(con, name)
             con.execute(f"DELETE FROM {name} WHERE scan_id = ?", [scan_id])
             con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _scan_part")
             con.unregister("_scan_part")
@@ -631,3 +678,17 @@ def store_result(store, result: ScanResult, *, policy_source: str = "built-in", 
         con.execute("ROLLBACK")
         raise
     return scan_id
+
+
+def _time_or_none(value: str) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _add_missing_columns(con, name: str) -> None:
+    """Add to the stored table ``name`` the columns of ``_scan_part`` it lacks (a store written by
+    an older version), so that scans stored before a column existed read it as null."""
+    have = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
+                                      "WHERE table_schema = 'main' AND table_name = ?", [name]).fetchall()}
+    for column, kind, *_ in con.execute("DESCRIBE _scan_part").fetchall():
+        if column not in have:
+            con.execute(f'ALTER TABLE {name} ADD COLUMN "{column}" {kind}')
