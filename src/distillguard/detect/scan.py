@@ -95,7 +95,8 @@ log = logging.getLogger(__name__)
 def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
          params: linkage.LinkageParams | None = None, lookup: Lookup | None = None,
          previous: pa.Table | None = None,
-         previous_campaigns: list[lineage.Previous] | None = None) -> ScanResult:
+         previous_campaigns: list[lineage.Previous] | None = None,
+         progress: Callable[[str], None] | None = None) -> ScanResult:
     """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None).
 
     ``previous``: an earlier scan's verdicts; its throttle+ actions are kept where the evidence
@@ -105,12 +106,15 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
 
     ``lookup(name, arrow_table)`` makes a small Python-side table usable next to ``exchanges``
     on its engine (engine.py); by default an Ibis memtable, which suits DuckDB.
+
+    ``progress(stage)`` is called as each stage of STAGES ends, for a progress display; the
+    outputs do not depend on it.
     """
     lookup = lookup or _memtable
     params = params or policy.linkage
     cparams = policy.clustering.model_copy(update={"min_members": policy.campaign.min_members})
     as_of = resolve_as_of(exchanges, as_of)
-    clock = _Clock()
+    clock = _Clock(progress)
     ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
 
     # each account's addresses, materialised: features and linkage both read them
@@ -271,18 +275,27 @@ def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage
     return feats, scaffold
 
 
-class _Clock:
-    """Wall time per stage, reported with the scan (the cost users plan capacity by)."""
+# the scan's stages in the order they end (statistics only where policy.statistics.enabled)
+STAGES = ("ip_labels", "prompt_sample", "prompt_fingerprints", "features", "signals", "statistics", "linkage_keys",
+          "linkage_pairs", "clustering", "member_evidence", "prompt_stats", "campaigns", "verdicts", "indicators")
 
-    def __init__(self) -> None:
+
+class _Clock:
+    """Wall time per stage, reported with the scan (the cost users plan capacity by), and told
+    to ``on_lap`` as each stage ends."""
+
+    def __init__(self, on_lap: Callable[[str], None] | None = None) -> None:
         self.laps: dict[str, float] = {}
         self._last = time.perf_counter()
+        self._on_lap = on_lap
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.laps[stage] = round(now - self._last, 2)
         self._last = now
         log.info("scan stage %s: %.1f s", stage, self.laps[stage])
+        if self._on_lap is not None:
+            self._on_lap(stage)
 
 
 def _with_quiet_accounts(verdicts: pa.Table, exchanges: ir.Table, as_of: datetime, policy: Policy) -> pa.Table:
