@@ -96,7 +96,7 @@ def ingest(
     from distillguard.ingest.postgres import is_database_url
 
     if any(is_database_url(p) for p in paths) or source or since:
-        _ingest_database(paths, db, source, since, as_json)
+        _ingest_database(paths, db, source, since, as_json, map_file, log_format)
         return
     from distillguard.ingest import ingest_paths
     from distillguard.ingest.fieldmap import FieldMap
@@ -143,10 +143,13 @@ def ingest(
         raise typer.Exit(2)
 
 
-def _ingest_database(urls: list[str], db: str, source: Optional[str], since: Optional[str], as_json: bool) -> None:
-    """``ingest postgresql://... --source litellm [--since TS]``: one table, read from its watermark."""
+def _ingest_database(urls: list[str], db: str, source: Optional[str], since: Optional[str], as_json: bool,
+                     map_file: Optional[Path], log_format: Optional[str]) -> None:
+    """``ingest postgresql://... --source litellm [--since TS] [--map FILE]``: one table, read from
+    its watermark."""
     from datetime import datetime
 
+    from distillguard.ingest.fieldmap import FieldMap
     from distillguard.ingest.postgres import SOURCES, ingest_spendlogs, is_database_url
 
     if len(urls) != 1 or not is_database_url(urls[0]):
@@ -154,6 +157,9 @@ def _ingest_database(urls: list[str], db: str, source: Optional[str], since: Opt
                         "ingest files in a separate run")
     if source not in SOURCES:
         raise UserError(f"a database URL needs --source, one of: {', '.join(SOURCES)}")
+    if log_format is not None:
+        raise UserError("--format names the format of files; a database URL's is named by --source")
+    field_map = FieldMap.load(map_file) if map_file is not None else None
     start = None
     if since is not None:
         try:
@@ -161,7 +167,7 @@ def _ingest_database(urls: list[str], db: str, source: Optional[str], since: Opt
         except ValueError:
             raise UserError(f"--since {since!r}: not an ISO-8601 time (e.g. 2026-11-20T09:30:00Z)") from None
     with Store(db) as store:
-        done = ingest_spendlogs(store, urls[0], since=start)
+        done = ingest_spendlogs(store, urls[0], since=start, field_map=field_map)
     r = done.result
     for warning in done.warnings:
         err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)

@@ -224,3 +224,24 @@ def test_litellms_own_rows_read_live_give_the_same_exchanges_as_their_json_lines
         assert done.warnings == from_file.warnings != []
         query = f"SELECT {columns} FROM exchanges ORDER BY exchange_id"
         assert live.con.execute(query).fetchall() == file.con.execute(query).fetchall()
+
+
+def test_a_field_map_reads_any_column_or_json_path_of_the_live_rows(store, litellm_db, tmp_path):
+    from distillguard.ingest.fieldmap import FieldMap
+
+    insert(litellm_db, [spendlog(i, custom_llm_provider="azure") for i in range(2)])
+    (tmp_path / "map.yaml").write_text("fields:\n  account_id: team_id\n  user_agent: custom_llm_provider\n"
+                                       "  email_domain: metadata.user_api_key_org_id\n")
+    ingest_spendlogs(store, litellm_db, field_map=FieldMap.load(tmp_path / "map.yaml"))
+    assert store.con.execute("SELECT DISTINCT account_id, user_agent, email_domain FROM exchanges").fetchall() == \
+        [("team-a", "azure", "org-1")]
+
+
+def test_cli_refuses_format_for_a_database_url_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+
+    result = CliRunner().invoke(app, ["ingest", "postgresql://u@127.0.0.1:1/x", "--source", "litellm",
+                                      "--format", "langfuse", "--db", str(tmp_path / "s.duckdb")])
+    assert result.exit_code == 2 and "--format names the format of files" in result.stderr

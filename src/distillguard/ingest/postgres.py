@@ -37,6 +37,7 @@ import orjson
 from distillguard import __version__
 from distillguard.errors import IngestError
 from distillguard.ingest import formats
+from distillguard.ingest.fieldmap import FieldMap
 from distillguard.ingest.normalize import canonicalize_columns
 from distillguard.ingest.records import Batch, Numbering, Rejected, to_table
 from distillguard.ingest.run import FileResult, _merge, _stage_rejected, _write_batch
@@ -88,10 +89,12 @@ class TableResult:
 
 
 def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, batch_rows: int = 5000,
+                     field_map: FieldMap | None = None,
                      progress: Callable[[int], None] | None = None) -> TableResult:
     """Read the new rows of LiteLLM's SpendLogs table at ``url`` into ``store``.
 
     ``since`` (UTC): read every row from that time on, whatever the watermark says.
+    ``field_map`` (``--map``): as for files; the row's every column is then fetched.
     ``progress`` is called with the number of rows read so far after each batch.
     """
     import psycopg
@@ -114,9 +117,10 @@ def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, b
     try:
         with con:
             con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            columns = _columns(con, shown)
+            columns = _columns(con, shown, every=field_map is not None)
             mark = None if since is not None else store.watermark(source)
-            return _read(store, con, shown, source, columns, since, mark, batch_rows, progress)
+            mapper = formats.named("litellm-spendlogs").mapper(field_map)
+            return _read(store, con, shown, source, columns, since, mark, mapper, batch_rows, progress)
     except psycopg.Error as exc:
         raise IngestError(f"{shown}: reading {TABLE} failed: {_reason(exc, url)}") from None
     finally:
@@ -130,17 +134,18 @@ def _reason(exc: BaseException, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
-def _columns(con: Any, shown: str) -> list[str]:
-    found = {name for (name,) in con.execute(
+def _columns(con: Any, shown: str, every: bool) -> list[str]:
+    """The columns to fetch: those the mapping reads, or (``every``) all of the table's."""
+    found = [name for (name,) in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_name = %s "
-        "AND table_schema = ANY(current_schemas(false))", [TABLE]).fetchall()}
+        "AND table_schema = ANY(current_schemas(false)) ORDER BY ordinal_position", [TABLE]).fetchall()]
     if not found:
         raise IngestError(f'{shown}: no table "{TABLE}" (is this the database of a LiteLLM proxy? '
                           "it creates the table on its first start)")
     missing = [c for c in KEY if c not in found]
     if missing:
         raise IngestError(f'{shown}: table "{TABLE}" has no column {", ".join(missing)}: not LiteLLM\'s table')
-    return [c for c in WANTED if c in found]
+    return found if every else [c for c in WANTED if c in found]
 
 
 def _quoted(name: str) -> str:
@@ -148,7 +153,8 @@ def _quoted(name: str) -> str:
 
 
 def _read(store: Store, con: Any, shown: str, source: str, columns: list[str], since: datetime | None,
-          mark: tuple[datetime, str] | None, batch_rows: int, progress: Callable[[int], None] | None) -> TableResult:
+          mark: tuple[datetime, str] | None, mapper: formats.RecordMapper, batch_rows: int,
+          progress: Callable[[int], None] | None) -> TableResult:
     from psycopg.rows import dict_row
 
     query = f"SELECT {', '.join(map(_quoted, columns))} FROM {_quoted(TABLE)}"
@@ -167,7 +173,6 @@ def _read(store: Store, con: Any, shown: str, source: str, columns: list[str], s
     db.execute("CREATE OR REPLACE TEMP TABLE _qstage (line_number BIGINT, record_number BIGINT, "
                "exchange_id VARCHAR, reason_code VARCHAR, reason VARCHAR, raw VARCHAR)")
     digest = hashlib.sha256(source.encode())
-    mapper = formats.named("litellm-spendlogs").mapper()
     rows_in = 0
     last: tuple[datetime, str] | None = None
     try:
