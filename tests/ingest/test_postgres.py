@@ -245,3 +245,13 @@ def test_cli_refuses_format_for_a_database_url_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["ingest", "postgresql://u@127.0.0.1:1/x", "--source", "litellm",
                                       "--format", "langfuse", "--db", str(tmp_path / "s.duckdb")])
     assert result.exit_code == 2 and "--format names the format of files" in result.stderr
+
+
+def test_the_watermark_belongs_to_the_table_not_to_the_user_reading_it(store, litellm_db, postgres_server):
+    with psycopg.connect(litellm_db, autocommit=True) as con:
+        con.execute("CREATE ROLE reader LOGIN")
+        con.execute(f'GRANT SELECT ON "{TABLE}" TO reader')
+    insert(litellm_db, [spendlog(1)])
+    ingest_spendlogs(store, litellm_db)
+    as_reader = litellm_db.replace(f"//{postgres_server.user}@", "//reader@")
+    assert ingest_spendlogs(store, as_reader).result.rows_in == 0

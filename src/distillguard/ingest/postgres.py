@@ -63,19 +63,20 @@ def is_database_url(text: str) -> bool:
     return bool(sep) and scheme.lower() in SCHEMES
 
 
-def redacted(url: str) -> str:
-    """``url`` without its password (and query), for messages, provenance and the watermark."""
+def redacted(url: str, *, user: bool = True) -> str:
+    """``url`` without its password (and query; without ``user``, without the user name either),
+    for messages, provenance and the watermark's key."""
     try:
         parts = urlsplit(url)
         port = f":{parts.port}" if parts.port else ""
     except ValueError:  # unparseable (a bad port, an unclosed [ of an IPv6 address): drop the credentials
         scheme, _, rest = url.partition("://")
         return f"{scheme}://{rest.rpartition('@')[2]}"
-    user = f"{parts.username}@" if parts.username else ""
+    who = f"{parts.username}@" if parts.username and user else ""
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
+    return f"{parts.scheme}://{who}{host}{port}{parts.path}"
 
 
 @dataclass
@@ -105,7 +106,8 @@ def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, b
         urlsplit(url).port
     except ValueError as exc:
         raise IngestError(f"{shown}: not a usable PostgreSQL URL: {exc}") from None
-    source = f"litellm:{shown}#{TABLE}"
+    # the watermark belongs to the table, whoever reads it: the key leaves the user name out
+    source = f"litellm:{redacted(url, user=False)}#{TABLE}"
     try:
         con = psycopg.connect(url, connect_timeout=10, autocommit=False)
     except psycopg.Error as exc:
