@@ -27,7 +27,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -81,12 +81,14 @@ def redacted(url: str, *, user: bool = True) -> str:
 
 @dataclass
 class TableResult:
-    """What one read of a table did: the file-like accounting plus what the user must know."""
+    """What one read of a table did: the file-like accounting, and the source's watermark after it."""
 
     result: FileResult
-    warnings: list[str] = field(default_factory=list)
-    since: datetime | None = None
-    watermark: tuple[datetime, str] | None = None
+    watermark: tuple[datetime, str] | None
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.result.warnings
 
 
 def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, batch_rows: int = 5000,
@@ -110,10 +112,10 @@ def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, b
     source = f"litellm:{redacted(url, user=False)}#{TABLE}"
     try:
         con = psycopg.connect(url, connect_timeout=10, autocommit=False)
+    except psycopg.ProgrammingError as exc:  # libpq refused the URL itself (an option, an escape)
+        raise IngestError(f"{shown}: not a usable PostgreSQL URL: {_reason(exc, url)}") from None
     except psycopg.Error as exc:
         raise IngestError(f"{shown}: cannot connect: {_reason(exc, url)}") from None
-    except Exception as exc:  # noqa: BLE001 - libpq's parser rejects a malformed URL with ProgrammingError/ValueError
-        raise IngestError(f"{shown}: not a usable PostgreSQL URL: {_reason(exc, url)}") from None
     # JSON columns are most of a row's bytes; orjson decodes them several times faster than json
     psycopg.types.json.set_json_loads(orjson.loads, con)
     try:
@@ -130,8 +132,10 @@ def ingest_spendlogs(store: Store, url: str, *, since: datetime | None = None, b
 
 
 def _reason(exc: BaseException, url: str) -> str:
-    """The first line of a driver error, with the URL's password blanked should it echo it."""
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    """The first line of a driver error, without the password: libpq quotes a URL it cannot
+    parse whole, so the URL is replaced by its redacted form, and any other echo of the
+    password blanked."""
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0].replace(url, redacted(url))
     password = urlsplit(url).password  # the URL parsed before the driver saw it
     return text.replace(password, "***") if password else text
 
@@ -222,7 +226,7 @@ def _read(store: Store, con: Any, shown: str, source: str, columns: list[str], s
         db.execute("DROP TABLE IF EXISTS _batch")
     store.refresh_view()
     result.warnings.extend(mapper.warnings(rows_in))
-    return TableResult(result, result.warnings, since, store.watermark(source))
+    return TableResult(result, store.watermark(source))
 
 
 def _batch(rows: list[dict], mapper: formats.RecordMapper, numbering: Numbering, position: int) -> Batch:
