@@ -582,9 +582,11 @@ def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
         [" | ".join(r or []) for r in result.verdicts.column("reasons").to_pylist()], pa.string()))
     pacsv.write_csv(spreadsheet_safe(flat), files["verdicts.csv"])
     described = [c.to_row() for c in result.campaigns]
-    # one row per campaign without its member list, the nested mappings as JSON text
+    # one row per campaign without its member list (members added and removed as counts, as the
+    # store's campaigns table keeps them), the nested mappings as JSON text
     campaigns = [{**{k: v for k, v in c.items() if k != "accounts"},
-                  "indicators": json.dumps(c["indicators"]), "capability_mix": json.dumps(c["capability_mix"])}
+                  "indicators": json.dumps(c["indicators"]), "capability_mix": json.dumps(c["capability_mix"]),
+                  "members_added": len(c["members_added"]), "members_removed": len(c["members_removed"])}
                  for c in described]
     table = pa.Table.from_pylist(campaigns) if campaigns else pa.table({"campaign_id": pa.array([], pa.string())})
     pq.write_table(table, files["campaigns.parquet"])
