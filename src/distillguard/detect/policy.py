@@ -8,9 +8,12 @@ on beyond monitoring.
 
 from __future__ import annotations
 
+import textwrap
+import typing
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from distillguard import yamlfile
@@ -18,12 +21,16 @@ from distillguard.detect.signals import BY_NAME as SIGNALS
 
 
 class CampaignThresholds(BaseModel):
+    """How a campaign's score (0..1) becomes its members' action, and what ties a member to it."""
+
     model_config = ConfigDict(extra="forbid")
-    monitor: float = Field(0.25, ge=0, le=1)
-    throttle: float = Field(0.40, ge=0, le=1)
-    fallback: float = Field(0.55, ge=0, le=1)
-    block: float = Field(0.80, ge=0, le=1)
-    min_members: int = Field(5, ge=2)
+    monitor: float = Field(0.25, ge=0, le=1, description="campaign score from which its members are monitored")
+    throttle: float = Field(0.40, ge=0, le=1, description="campaign score from which its members are throttled")
+    fallback: float = Field(0.55, ge=0, le=1, description="campaign score from which its members' requests go to "
+                            "the fallback model")
+    block: float = Field(0.80, ge=0, le=1, description="campaign score from which its members are blocked")
+    min_members: int = Field(5, ge=2, description="accounts a cluster needs to be a campaign; a smaller group's "
+                             "accounts are at most monitored")
     merge_link: float = Field(1.5, gt=0, description="edge weight between two flagged clusters that makes them one campaign")
     firm_evidence: float = Field(5.0, ge=0, description="member evidence (campaigns.member_evidence) at which a member "
                                  "from at least two families takes the campaign's action whatever its own signals")
@@ -91,7 +98,8 @@ class Inheritance(BaseModel):
     """How a new account inherits a throttled campaign's action between scans (inherit.py)."""
 
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+    enabled: bool = Field(True, description="new accounts that match a throttled campaign's indicators inherit "
+                          "its action until the next scan")
     action: Literal["monitor", "throttle", "fallback", "block"] = Field(
         "throttle", description="the most a new account inherits; the next scan judges it on its own evidence")
     min_holders: int = Field(3, ge=2, description="throttled members that must hold a key for it to be an indicator")
@@ -128,10 +136,12 @@ class RateLimit(BaseModel):
     ``window_seconds`` from one account, subnet or card takes ``action`` until the window frees."""
 
     model_config = ConfigDict(extra="forbid")
-    scope: Literal["account", "subnet", "payment"]
-    window_seconds: float = Field(60.0, gt=0)
-    max_requests: int = Field(..., ge=1)
-    action: Literal["monitor", "throttle", "fallback", "block"] = "throttle"
+    scope: Literal["account", "subnet", "payment"] = Field(
+        description="what is counted: one account, one client subnet, or one payment card")
+    window_seconds: float = Field(60.0, gt=0, description="seconds of the sliding window")
+    max_requests: int = Field(..., ge=1, description="requests allowed in one window")
+    action: Literal["monitor", "throttle", "fallback", "block"] = Field(
+        "throttle", description="what a request over the limit gets")
 
 
 def _default_limits() -> list[RateLimit]:
@@ -146,7 +156,8 @@ class GatewayRules(BaseModel):
     """What the gateway does online (gateway/enforce.py), beside the scan's verdicts."""
 
     model_config = ConfigDict(extra="forbid")
-    limits: list[RateLimit] = Field(default_factory=_default_limits)
+    limits: list[RateLimit] = Field(default_factory=_default_limits, description="online rate limits, each "
+                                    "one trigger (an empty list: none)")
     throttle_retry_after_seconds: float = Field(
         3600.0, gt=0, description="Retry-After of a request refused because its account is throttled by a verdict")
 
@@ -166,7 +177,7 @@ class Statistics(BaseModel):
     """The calibrated tests (detect/): block tests under BiCM, cohort windows against earlier arrivals."""
 
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
+    enabled: bool = Field(True, description="run the calibrated tests (off: linkage and signals alone)")
     budget: ErrorBudget = ErrorBudget()
     alpha: float = Field(0.01, gt=0, le=1, description="family-wise level a test result must reach, corrected "
                          "for every look, to be a finding at all; the budget then bounds what accepting "
@@ -193,12 +204,15 @@ class Policy(BaseModel):
     """What ``scan`` (and later the gateway) does with scores. Every field has a safe default."""
 
     model_config = ConfigDict(extra="forbid")
-    version: int = 1
+    version: int = Field(1, description="version of this file's layout")
     campaign: CampaignThresholds = CampaignThresholds()
     account_monitor: float = Field(0.45, ge=0, le=1, description="suspicion at which a lone account is monitored")
-    signal_thresholds: dict[str, float] = Field(default_factory=dict)
-    allowlist_organizations: list[str] = Field(default_factory=list)
-    lookback_days: float = Field(30.0, gt=0)
+    signal_thresholds: dict[str, float] = Field(default_factory=dict, description="signal name -> threshold at "
+                                                "which it fires, in place of the signal's own (e.g. "
+                                                "{single_turn: 0.95}); docs/signals.md lists the signals")
+    allowlist_organizations: list[str] = Field(default_factory=list, description="organization_id values of "
+                                               "verified organisations: never acted on beyond monitoring")
+    lookback_days: float = Field(30.0, gt=0, description="days of exchanges before as_of a scan judges")
     inherit: Inheritance = Inheritance()
     linkage: Linkage = Linkage()
     clustering: Clustering = Clustering()
@@ -248,3 +262,51 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def policy_yaml(policy: Policy) -> str:
+    """``policy`` as YAML that ``load_policy`` reads back equal, every field preceded by its
+    description as a comment and followed by ``# default: ...`` where it differs from the
+    default: what ``distillguard policy show`` prints and what examples/policy.yaml holds."""
+    return "".join(_yaml_lines(policy, type(policy)(), 0))
+
+
+def _yaml_lines(model: BaseModel, defaults: BaseModel, depth: int) -> list[str]:
+    indent = "  " * depth
+    lines: list[str] = []
+    for name, info in type(model).model_fields.items():
+        value, default = getattr(model, name), getattr(defaults, name)
+        about = info.description or (type(value).__doc__ if isinstance(value, BaseModel) else "") or ""
+        item = _list_item_model(info.annotation)
+        if item is not None:
+            about += "; each: " + ", ".join(f"{n} ({f.description})" for n, f in item.model_fields.items())
+        lines.extend(f"{indent}# {line}\n" for line in textwrap.wrap(" ".join(about.split()), 110 - len(indent)))
+        if isinstance(value, BaseModel):
+            lines.append(f"{indent}{name}:\n")
+            lines.extend(_yaml_lines(value, default, depth + 1))
+            continue
+        plain = _plain(value)
+        if item is not None and plain:
+            # one rule a line: a list of flow mappings reads like a table
+            text = [f"{name}:", *(f"- {_flow(v)}" for v in plain)]
+        else:
+            text = [f"{name}: {_flow(plain)}"]
+        if value != default:
+            text[0] += f"  # default: {_flow(_plain(default))}"
+        lines.extend(f"{indent}{line}\n" for line in text)
+    return lines
+
+
+def _flow(value: object) -> str:
+    """``value`` as one line of YAML (flow style for collections)."""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9, allow_unicode=True)
+    return text.removesuffix("\n...\n").rstrip("\n")
+
+
+def _list_item_model(annotation: object) -> type[BaseModel] | None:
+    """The model of a ``list[Model]`` field (gateway.limits), whose item fields the comment lists."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and isinstance(args[0], type) \
+            and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
