@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn,
+                           TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 from rich.text import Text
 
@@ -22,13 +24,66 @@ from distillguard import __version__
 from distillguard.errors import IngestError, UserError
 from distillguard.store import DEFAULT_DB, Store
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Detect, stop and document adversarial distillation of LLM APIs.")
+def _no_type_placeholders(params: list[Any]) -> list[Any]:
+    """``params`` as --help should show them: typer prints ``<bool>`` beside a flag, as if it
+    took a value, and ``<str>`` beside an argument, whose name (its metavar) already says what
+    it takes; options name their value with a metavar of their own (FILE.yaml, DAYS)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        if isinstance(param, typer.core.TyperArgument):
+            param.display_type_rich = lambda ctx: None
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_type_placeholders(super().get_params(ctx))
+
+
+class _Group(typer.core.TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _no_type_placeholders(super().get_params(ctx))
+
+
+class _Typer(typer.Typer):
+    """A typer app whose commands and groups show flags without a placeholder."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(add_completion=False, no_args_is_help=True,
+             help="Detect, stop and document adversarial distillation of LLM APIs.")
 console = Console()
 err = Console(stderr=True)
 
-DbOption = typer.Option(DEFAULT_DB, "--db", help="DuckDB store file.")
+DbOption = typer.Option(DEFAULT_DB, "--db", metavar="FILE.duckdb", help="DuckDB store file.")
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar on stderr (there is none when stderr is "
+                           "not a terminal either).")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(__version__, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the distillguard version and exit.")) -> None:
+    pass
+
+
+def progress_bar(*columns: ProgressColumn, quiet: bool = False) -> Progress:
+    """A progress display on stderr that leaves no trace; off with --quiet (or --json) and when
+    stderr is not a terminal, where redrawn bars would only fill a log."""
+    return Progress(*columns, console=err, disable=quiet or not err.is_terminal, transient=True)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -62,15 +117,15 @@ def version() -> None:
 @app.command()
 @user_errors
 def ingest(
-    paths: list[str] = typer.Argument(..., help="Files or directories: JSONL, JSON, CSV, Parquet "
+    paths: list[str] = typer.Argument(..., metavar="PATH|URL", help="Files or directories: JSONL, JSON, CSV, Parquet "
                                       "(optionally .gz/.zst), OpenAI request/response pairs, OTel GenAI spans; "
                                       "or a database URL postgresql://USER@HOST:PORT/DB with --source."),
     db: str = DbOption,
     max_record_bytes: int = typer.Option(
-        64 << 20, "--max-record-bytes", min=1,
+        64 << 20, "--max-record-bytes", min=1, metavar="BYTES",
         help="Longest JSON Lines line, JSON record or CSV line; a longer one is quarantined."),
     max_decompressed_bytes: int = typer.Option(
-        64 << 30, "--max-decompressed-bytes", min=1,
+        64 << 30, "--max-decompressed-bytes", min=1, metavar="BYTES",
         help="Most bytes read out of one .gz/.zst file; the rest is quarantined as one record."),
     source: Optional[str] = typer.Option(
         None, "--source", metavar="litellm",
@@ -86,6 +141,7 @@ def ingest(
         None, "--map", metavar="FILE.yaml",
         help="YAML mapping canonical fields to your own column names or JSON paths (see docs/usage.md)."),
     as_json: bool = JsonOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Load exchange logs into the store; every row is stored, a duplicate, or quarantined.
 
@@ -108,9 +164,8 @@ def ingest(
     field_map = FieldMap.load(map_file) if map_file is not None else None
     errors: list[IngestError] = []
     with Store(db) as store:
-        with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                      TimeRemainingColumn(), console=err, disable=not err.is_terminal or as_json,
-                      transient=True) as bar:
+        with progress_bar(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                          quiet=quiet or as_json) as bar:
             tasks: dict[str, Any] = {}
 
             def progress(source: Any, position: int) -> None:
@@ -264,8 +319,8 @@ def stats(db: str = DbOption, as_json: bool = JsonOption) -> None:
 @user_errors
 def quarantine(
     db: str = DbOption,
-    limit: int = typer.Option(50, "--limit", min=0, help="Rows to show, newest ingest first (0: all)."),
-    source_file: Optional[str] = typer.Option(None, "--file", help="Only rows read from this input file."),
+    limit: int = typer.Option(50, "--limit", min=0, metavar="ROWS", help="Rows to show, newest ingest first (0: all)."),
+    source_file: Optional[str] = typer.Option(None, "--file", metavar="PATH", help="Only rows read from this input file."),
     as_json: bool = JsonOption,
 ) -> None:
     """Show the input rows ingest could not use: file, line, reason and the raw text."""
@@ -299,8 +354,8 @@ def quarantine(
 @user_errors
 def compact(
     db: str = DbOption,
-    min_segments: int = typer.Option(2, min=2, help="Merge only when at least this many small segments exist."),
-    small_rows: int = typer.Option(1_000_000, min=1, help="A segment with fewer rows than this is small."),
+    min_segments: int = typer.Option(2, "--min-segments", min=2, metavar="N", help="Merge only when at least this many small segments exist."),
+    small_rows: int = typer.Option(1_000_000, "--small-rows", min=1, metavar="ROWS", help="A segment with fewer rows than this is small."),
     as_json: bool = JsonOption,
 ) -> None:
     """Merge the store's small segments (one per ingested file) into one; rows and provenance kept.
@@ -326,12 +381,12 @@ def compact(
 @app.command()
 @user_errors
 def simulate(
-    scenario: str = typer.Option(..., "--scenario", help="A shipped scenario name or a scenario YAML file."),
-    out: Path = typer.Option(..., "--out", help="Directory for exchanges.parquet, labels.parquet, scenario.json."),
-    scale: float = typer.Option(1.0, "--scale", help="Multiplies account counts (not per-account behaviour)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: the scenario's)."),
-    organic_prompts: list[Path] = typer.Option([], "--organic-prompts", help="JSONL corpora for organic users."),
-    distill_prompts: list[Path] = typer.Option([], "--distill-prompts", help="JSONL corpora for campaigns."),
+    scenario: str = typer.Option(..., "--scenario", metavar="NAME|FILE.yaml", help="A shipped scenario name or a scenario YAML file."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Directory for exchanges.parquet, labels.parquet, scenario.json."),
+    scale: float = typer.Option(1.0, "--scale", metavar="FACTOR", help="Multiplies account counts (not per-account behaviour)."),
+    seed: Optional[int] = typer.Option(None, "--seed", metavar="INT", help="Random seed (default: the scenario's)."),
+    organic_prompts: list[Path] = typer.Option([], "--organic-prompts", metavar="FILE.jsonl", help="JSONL corpora for organic users."),
+    distill_prompts: list[Path] = typer.Option([], "--distill-prompts", metavar="FILE.jsonl", help="JSONL corpora for campaigns."),
     as_json: bool = JsonOption,
 ) -> None:
     """Generate labelled traffic: organic customers and distillation campaigns, with ground truth."""
@@ -365,15 +420,17 @@ def simulate(
 @app.command()
 @user_errors
 def scan(
-    out: Path = typer.Option(..., "--out", help="Directory for verdicts, campaigns, signals and indicators files."),
-    db: Optional[str] = typer.Option(None, "--db", help=f"Store to scan (default {DEFAULT_DB})."),
-    inputs: list[Path] = typer.Option([], "--input", help="Scan these log files instead of a store."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Judge only exchanges before this time (ISO-8601)."),
-    lookback: Optional[float] = typer.Option(None, "--lookback", help="Days of history before --as-of to use."),
-    policy_file: Optional[Path] = typer.Option(None, "--policy", help="Policy YAML (default: the built-in policy)."),
-    engine: str = typer.Option("duckdb", "--engine", help="duckdb (default) or spark."),
-    master: Optional[str] = typer.Option(None, "--master", help="Spark master (default local[2])."),
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="Directory for verdicts, campaigns, signals and indicators files."),
+    db: Optional[str] = typer.Option(None, "--db", metavar="FILE.duckdb", help=f"Store to scan (default {DEFAULT_DB})."),
+    inputs: list[Path] = typer.Option([], "--input", metavar="PATH", help="Scan these log files instead of a store."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", metavar="ISO-8601", help="Judge only exchanges before this time (ISO-8601)."),
+    lookback: Optional[float] = typer.Option(None, "--lookback", metavar="DAYS", help="Days of history before --as-of to use."),
+    policy_file: Optional[Path] = typer.Option(None, "--policy", metavar="FILE.yaml",
+                                               help="Policy YAML (default: the built-in policy)."),
+    engine: str = typer.Option("duckdb", "--engine", metavar="duckdb|spark", help="duckdb (default) or spark."),
+    master: Optional[str] = typer.Option(None, "--master", metavar="URL", help="Spark master (default local[2])."),
     as_json: bool = JsonOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Find distillation campaigns and give every account a verdict with its reasons."""
     from datetime import datetime
@@ -412,7 +469,17 @@ def scan(
         previous = None if inputs else scanning.previous_verdicts(store, when)
         # the campaigns whose ids this scan's campaigns keep where they continue them (detect/lineage.py)
         lineage = [] if inputs else scanning.previous_campaigns(store, scanning.resolve_as_of(table, when))
-        result = scanning.scan(table, when, policy, lookup=lookup, previous=previous, previous_campaigns=lineage)
+        stages = [s for s in scanning.STAGES if s != "statistics" or policy.statistics.enabled]
+        with progress_bar(TextColumn("scan"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                          TimeElapsedColumn(), quiet=quiet or as_json) as bar:
+            task = bar.add_task(stages[0], total=len(stages))
+
+            def stage_done(stage: str) -> None:
+                after = stages.index(stage) + 1 if stage in stages else 0
+                bar.update(task, completed=after, description=stages[after] if after < len(stages) else "")
+
+            result = scanning.scan(table, when, policy, lookup=lookup, previous=previous,
+                                   previous_campaigns=lineage, progress=stage_done)
         if not result.verdicts.num_rows:
             raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
                             f"nothing published in {out}")
@@ -430,21 +497,29 @@ def scan(
         overview.add_row(action, f"{summary['actions'].get(action, 0):,}")
     console.print(overview)
     if result.campaigns:
-        t = Table(title="campaigns")
-        for col in ("campaign", "accounts", "exchanges", "score", "action", "linked by"):
-            t.add_column(col, justify="right" if col in ("accounts", "exchanges", "score") else "left")
-        for c in result.campaigns:
-            t.add_row(c.campaign_id, f"{c.members:,}", f"{c.exchanges:,}", f"{c.score:.3f}", c.action,
-                      ", ".join(sorted(c.indicators)))
-        console.print(t)
+        console.print(campaigns_table(result.campaigns))
     console.print(f"outputs in {out}")
+
+
+def campaigns_table(campaigns: list[Any]) -> Table:
+    """The scan's campaigns. An id is what a user copies into `report`, so it is printed whole
+    at any width (80 columns included); the other columns wrap instead."""
+    table = Table(title="campaigns")
+    table.add_column("campaign", no_wrap=True, min_width=max(len(c.campaign_id) for c in campaigns))
+    for col in ("accounts", "exchanges", "score", "action", "linked by"):
+        table.add_column(col, justify="right" if col in ("accounts", "exchanges", "score") else "left",
+                         overflow="fold")
+    for c in campaigns:
+        table.add_row(c.campaign_id, f"{c.members:,}", f"{c.exchanges:,}", f"{c.score:.3f}", c.action,
+                      ", ".join(sorted(c.indicators)))
+    return table
 
 
 @app.command()
 @user_errors
 def evaluate(
-    verdicts: Path = typer.Option(..., "--verdicts", help="verdicts.parquet written by scan."),
-    labels: Path = typer.Option(..., "--labels", help="labels.parquet written by simulate."),
+    verdicts: Path = typer.Option(..., "--verdicts", metavar="FILE.parquet", help="verdicts.parquet written by scan."),
+    labels: Path = typer.Option(..., "--labels", metavar="FILE.parquet", help="labels.parquet written by simulate."),
     as_json: bool = JsonOption,
 ) -> None:
     """Score verdicts against a simulation's ground truth: actions per persona, precision, recall."""
@@ -513,21 +588,22 @@ def _read_parquet_input(path: Path, option: str, expected: str, columns: tuple[s
 @app.command()
 @user_errors
 def report(
-    campaign: Optional[str] = typer.Argument(None, help="Campaign id (see `scan`); or give --all."),
+    campaign: Optional[str] = typer.Argument(None, metavar="CAMPAIGN_ID", help="Campaign id (see `scan`); or give --all."),
     all_campaigns: bool = typer.Option(False, "--all", help="Every campaign of the scan, with an index page."),
-    fmt: str = typer.Option("html", "--format", help="html, json, pdf, stix or misp."),
-    out: Path = typer.Option(..., "--out", help="File (with a suffix) or directory to write."),
+    fmt: str = typer.Option("html", "--format", metavar="html|json|pdf|stix|misp", help="html, json, pdf, stix or misp."),
+    out: Path = typer.Option(..., "--out", metavar="PATH", help="File (with a suffix) or directory to write."),
     db: str = DbOption,
-    scan_id: Optional[str] = typer.Option(None, "--scan", help="Scan id (default: the latest scan in the store)."),
+    scan_id: Optional[str] = typer.Option(None, "--scan", metavar="SCAN_ID", help="Scan id (default: the latest scan in the store)."),
     redact: bool = typer.Option(False, "--redact", help="Replace prompt text and personal data with stable hashes."),
-    redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT",
+    redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT", metavar="SECRET",
                                               help="Secret mixed into the redaction hashes (env DISTILLGUARD_REDACT_SALT)."),
-    producer: str = typer.Option("distillguard", "--producer", help="Name of the organisation in the STIX identity."),
+    producer: str = typer.Option("distillguard", "--producer", metavar="NAME", help="Name of the organisation in the STIX identity."),
     tlp: str = typer.Option("amber", "--tlp", metavar="clear|green|amber|amber+strict|red",
                             help="TLP 2.0 marking of STIX objects and MISP events."),
     valid_days: int = typer.Option(90, "--valid-days", metavar="DAYS",
                                    help="STIX indicators stay valid this many days after the scan."),
     as_json: bool = JsonOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Write the evidence report of a campaign (or all): HTML, JSON, PDF, a STIX 2.1 bundle or MISP events."""
     from distillguard.report import Redactor, write_report
@@ -536,7 +612,10 @@ def report(
         raise UserError("give a campaign id or --all (one of them)")
     existing_store(db)
     redactor = Redactor(enabled=redact, salt=redact_salt or "")
-    with Store(db, read_only=True) as store:
+    with Store(db, read_only=True) as store, \
+            progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                         quiet=quiet or as_json) as bar:
+        bar.add_task(f"writing the {fmt.lower()} report of {campaign or 'every campaign'}", total=None)
         written = write_report(store, out, fmt.lower(), campaign, scan_id, redactor, producer, tlp.lower(), valid_days)
     if as_json:
         print(json.dumps({"format": fmt, "files": [str(p) for p in written]}, indent=2))
@@ -554,13 +633,13 @@ def taxii(
     token_file: Optional[Path] = typer.Option(
         None, "--token-file", metavar="FILE", help="File holding the bearer token every request must carry "
         "(or the environment variable DISTILLGUARD_TAXII_TOKEN); none: no authentication."),
-    producer: str = typer.Option("distillguard", "--producer", help="Name of the organisation in the STIX identity."),
+    producer: str = typer.Option("distillguard", "--producer", metavar="NAME", help="Name of the organisation in the STIX identity."),
     tlp: str = typer.Option("amber", "--tlp", metavar="clear|green|amber|amber+strict|red",
                             help="TLP 2.0 marking of the served objects."),
     valid_days: int = typer.Option(90, "--valid-days", metavar="DAYS",
                                    help="Indicators stay valid this many days after their scan."),
     redact: bool = typer.Option(False, "--redact", help="Replace prompt text and personal data with stable hashes."),
-    redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT",
+    redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT", metavar="SECRET",
                                               help="Secret mixed into the redaction hashes (env DISTILLGUARD_REDACT_SALT)."),
     refresh_seconds: float = typer.Option(30.0, "--refresh-seconds", metavar="SECONDS",
                                           help="How often to look for new scans in the store."),
@@ -589,20 +668,22 @@ def taxii(
 @app.command()
 @user_errors
 def bench(
-    out: Path = typer.Option(Path("bench-out"), "--out", help="Directory for results, plots and the scenario cache."),
-    scenario: list[str] = typer.Option(["alibaba-2026", "low-and-slow"], "--scenario",
+    out: Path = typer.Option(Path("bench-out"), "--out", metavar="DIR", help="Directory for results, plots and the scenario cache."),
+    scenario: list[str] = typer.Option(["alibaba-2026", "low-and-slow"], "--scenario", metavar="NAME|FILE.yaml",
                                        help="Scenario names or YAML files (repeat, or 'all')."),
-    scale: float = typer.Option(0.05, "--scale", help="Scenario scale."),
-    detectors: list[str] = typer.Option([], "--detectors", help="Detectors to run (default: all registered)."),
-    seed: int = typer.Option(7, "--seed", help="Scenario seed (the organic reference uses seed + 1)."),
-    replay_every_hours: float = typer.Option(6.0, "--replay-every-hours", help="Replay step; 0 = no replay."),
-    workers: int = typer.Option(1, "--workers", min=1,
+    scale: float = typer.Option(0.05, "--scale", metavar="FACTOR", help="Scenario scale."),
+    detectors: list[str] = typer.Option([], "--detectors", metavar="NAME[,NAME...]", help="Detectors to run (default: all registered)."),
+    seed: int = typer.Option(7, "--seed", metavar="INT", help="Scenario seed (the organic reference uses seed + 1)."),
+    replay_every_hours: float = typer.Option(6.0, "--replay-every-hours", metavar="HOURS", help="Replay step; 0 = no replay."),
+    workers: int = typer.Option(1, "--workers", min=1, metavar="N",
                                 help="Processes for the replay steps of step-by-step detectors."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose detection section to rewrite."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Directory of simulated stores (default: OUT/cache)."),
-    docs_block: str = typer.Option("detection", "--docs-block",
+    docs: Optional[Path] = typer.Option(None, "--docs", metavar="FILE.md", help="Markdown file whose detection section to rewrite."),
+    cache: Optional[Path] = typer.Option(None, "--cache", metavar="DIR",
+                                         help="Directory of simulated stores (default: OUT/cache)."),
+    docs_block: str = typer.Option("detection", "--docs-block", metavar="NAME",
                                    help="Name of the marked block of --docs to rewrite (<!-- NAME:begin -->)."),
     as_json: bool = JsonOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Run detectors on simulated scenarios and score them against the ground truth."""
     import sys
@@ -610,10 +691,19 @@ def bench(
     from distillguard.bench import run_bench
 
     detector_names = [d for item in detectors for d in item.split(",") if d] or None
-    results = run_bench(scenario, scale=scale, detectors=detector_names, seed=seed, out_dir=out,
-                        replay_every_hours=replay_every_hours, workers=workers, docs=docs, docs_block=docs_block, cache_dir=cache,
-                        command="distillguard " + " ".join(sys.argv[1:]),
-                        progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
+    with progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      quiet=quiet or as_json) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def say(message: str) -> None:
+            # each stage and replay step is a line of the run's log; the bar shows the latest
+            err.print(message, highlight=False)
+            bar.update(task, description=message)
+
+        results = run_bench(scenario, scale=scale, detectors=detector_names, seed=seed, out_dir=out,
+                            replay_every_hours=replay_every_hours, workers=workers, docs=docs, docs_block=docs_block,
+                            cache_dir=cache, command="distillguard " + " ".join(sys.argv[1:]),
+                            progress=None if as_json or quiet else say)
     if as_json:
         print(json.dumps(results, indent=2, default=str))
     else:
@@ -623,14 +713,15 @@ def bench(
 @app.command("bench-strategies")
 @user_errors
 def bench_strategies(
-    split: str = typer.Option("dev", "--split", help="Strategy set: dev (develop on it) or heldout (once per tag)."),
-    n: int = typer.Option(12, "--n", min=1, help="Strategies to draw from the split."),
-    seed: int = typer.Option(7, "--seed", help="Seed of the draw and the first simulation seed."),
-    seeds: int = typer.Option(1, "--seeds", min=1, help="Simulation seeds per strategy (seed, seed + 1, ...)."),
-    out: Path = typer.Option(Path("bench-out/strategies"), "--out", help="Directory for results and the cache."),
-    detector: str = typer.Option("distillguard", "--detector", help="Registered detector to score."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose strategies-SPLIT block to rewrite."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Directory of simulated stores (default: OUT/cache)."),
+    split: str = typer.Option("dev", "--split", metavar="dev|heldout", help="Strategy set: dev (develop on it) or heldout (once per tag)."),
+    n: int = typer.Option(12, "--n", min=1, metavar="N", help="Strategies to draw from the split."),
+    seed: int = typer.Option(7, "--seed", metavar="INT", help="Seed of the draw and the first simulation seed."),
+    seeds: int = typer.Option(1, "--seeds", min=1, metavar="N", help="Simulation seeds per strategy (seed, seed + 1, ...)."),
+    out: Path = typer.Option(Path("bench-out/strategies"), "--out", metavar="DIR", help="Directory for results and the cache."),
+    detector: str = typer.Option("distillguard", "--detector", metavar="NAME", help="Registered detector to score."),
+    docs: Optional[Path] = typer.Option(None, "--docs", metavar="FILE.md", help="Markdown file whose strategies-SPLIT block to rewrite."),
+    cache: Optional[Path] = typer.Option(None, "--cache", metavar="DIR",
+                                         help="Directory of simulated stores (default: OUT/cache)."),
     force: bool = typer.Option(False, "--force", help="Run the held-out set again at a tag it already ran at."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -654,15 +745,16 @@ def bench_strategies(
 @app.command()
 @user_errors
 def sweep(
-    scenario: str = typer.Option("adaptive-2026", "--scenario", help="Scenario name or YAML file with a campaign."),
-    tell: list[str] = typer.Option([], "--tell", help="Tells to sweep (repeat; default: every tell)."),
-    strengths: str = typer.Option("0,0.25,0.5,0.75,1", "--strengths", help="Comma-separated strengths in [0, 1]."),
-    scale: float = typer.Option(0.05, "--scale", help="Scenario scale."),
-    seed: int = typer.Option(7, "--seed", help="Scenario seed."),
-    out: Path = typer.Option(Path("bench-out/sweep"), "--out", help="Directory for the variants, results and plot."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Directory of simulated stores (default: OUT/cache)."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Markdown file whose sweep block to rewrite."),
-    docs_block: str = typer.Option("sweep", "--docs-block", help="Name of the marked block of --docs."),
+    scenario: str = typer.Option("adaptive-2026", "--scenario", metavar="NAME|FILE.yaml", help="Scenario name or YAML file with a campaign."),
+    tell: list[str] = typer.Option([], "--tell", metavar="TELL", help="Tells to sweep (repeat; default: every tell)."),
+    strengths: str = typer.Option("0,0.25,0.5,0.75,1", "--strengths", metavar="S[,S...]", help="Comma-separated strengths in [0, 1]."),
+    scale: float = typer.Option(0.05, "--scale", metavar="FACTOR", help="Scenario scale."),
+    seed: int = typer.Option(7, "--seed", metavar="INT", help="Scenario seed."),
+    out: Path = typer.Option(Path("bench-out/sweep"), "--out", metavar="DIR", help="Directory for the variants, results and plot."),
+    cache: Optional[Path] = typer.Option(None, "--cache", metavar="DIR",
+                                         help="Directory of simulated stores (default: OUT/cache)."),
+    docs: Optional[Path] = typer.Option(None, "--docs", metavar="FILE.md", help="Markdown file whose sweep block to rewrite."),
+    docs_block: str = typer.Option("sweep", "--docs-block", metavar="NAME", help="Name of the marked block of --docs."),
     as_json: bool = JsonOption,
 ) -> None:
     """Turn each collective tell of a campaign from full strength to zero and measure recall: which tell detection rests on."""
@@ -704,24 +796,24 @@ def sweep(
 @app.command()
 @user_errors
 def serve(
-    upstream: Optional[str] = typer.Option(None, "--upstream", help="Base URL of the model API to protect."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Gateway settings (YAML); options override it."),
-    db: Optional[str] = typer.Option(None, "--db", help="Store the exchange log is loaded into."),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8080, "--port"),
-    keys_file: Optional[Path] = typer.Option(None, "--keys", help="API keys (CSV or YAML: api_key, account_id, ...)."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Policy YAML (the one scan uses)."),
-    verdicts: Optional[Path] = typer.Option(None, "--verdicts", help="A scan's --out directory, hot-reloaded."),
-    fallback_model: Optional[str] = typer.Option(None, "--fallback-model", help="Model for 'fallback' verdicts."),
+    upstream: Optional[str] = typer.Option(None, "--upstream", metavar="URL", help="Base URL of the model API to protect."),
+    config: Optional[Path] = typer.Option(None, "--config", metavar="FILE.yaml", help="Gateway settings (YAML); options override it."),
+    db: Optional[str] = typer.Option(None, "--db", metavar="FILE.duckdb", help="Store the exchange log is loaded into."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on."),
+    port: int = typer.Option(8080, "--port", metavar="PORT", help="Port to listen on."),
+    keys_file: Optional[Path] = typer.Option(None, "--keys", metavar="FILE", help="API keys (CSV or YAML: api_key, account_id, ...)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", metavar="FILE.yaml", help="Policy YAML (the one scan uses)."),
+    verdicts: Optional[Path] = typer.Option(None, "--verdicts", metavar="DIR", help="A scan's --out directory, hot-reloaded."),
+    fallback_model: Optional[str] = typer.Option(None, "--fallback-model", metavar="MODEL", help="Model for 'fallback' verdicts."),
     admin_token_file: Optional[Path] = typer.Option(
-        None, "--admin-token-file", help="File holding the bearer token of /admin (or the environment variable "
+        None, "--admin-token-file", metavar="FILE", help="File holding the bearer token of /admin (or the environment variable "
         "DISTILLGUARD_ADMIN_TOKEN); none: admin API off."),
     admin_token: Optional[str] = typer.Option(None, "--admin-token", hidden=True),
-    admin_port: Optional[int] = typer.Option(None, "--admin-port", help="Serve /admin/* and /metrics on their "
+    admin_port: Optional[int] = typer.Option(None, "--admin-port", metavar="PORT", help="Serve /admin/* and /metrics on their "
                                              "own listener (default: on --port, /metrics behind the admin token)."),
-    admin_host: Optional[str] = typer.Option(None, "--admin-host", help="Address of --admin-port [127.0.0.1]."),
-    state: Optional[str] = typer.Option(None, "--state", help="redis://... to share state between gateways."),
-    log_dir: Optional[Path] = typer.Option(None, "--log-dir", help="Exchange log segments (default beside the db)."),
+    admin_host: Optional[str] = typer.Option(None, "--admin-host", metavar="ADDRESS", help="Address of --admin-port [127.0.0.1]."),
+    state: Optional[str] = typer.Option(None, "--state", metavar="redis://...", help="redis://... to share state between gateways."),
+    log_dir: Optional[Path] = typer.Option(None, "--log-dir", metavar="DIR", help="Exchange log segments (default beside the db)."),
 ) -> None:
     """Run the OpenAI-compatible gateway: log every exchange, apply the verdicts online."""
     import logging
@@ -742,41 +834,47 @@ def serve(
     run(settings, host, port)
 
 
-policy_app = typer.Typer(no_args_is_help=True, help="The detection and enforcement policy.")
+policy_app = _Typer(no_args_is_help=True, help="The detection and enforcement policy.")
 app.add_typer(policy_app, name="policy")
 
 
 @policy_app.command("show")
+@user_errors
 def policy_show(
-    policy_file: Optional[Path] = typer.Option(None, "--policy", help="Policy YAML (default: the built-in policy)."),
+    policy_file: Optional[Path] = typer.Option(None, "--policy", metavar="FILE.yaml",
+                                               help="Policy YAML (default: the built-in policy)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON list of {name, value, default, description}."),
 ) -> None:
-    """Every tunable of the policy: its value, its default, and what it means (with its unit)."""
-    from distillguard.detect.policy import load_policy, tunables
+    """The effective policy as YAML that --policy reads back: every field with what it means
+    (with its unit) as a comment, and its default beside a value that differs."""
+    from distillguard.detect.policy import load_policy, policy_yaml, tunables
 
-    rows = tunables(load_policy(policy_file))
+    policy = load_policy(policy_file)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(tunables(policy), indent=2))
         return
-    for r in rows:
-        typer.echo(f"{r['name']} = {r['value']}  (default {r['default']})"
-                   + (f"\n    {r['description']}" if r["description"] else ""))
+    typer.echo(f"# distillguard policy ({policy_file or 'built-in defaults'})", nl=True)
+    typer.echo(policy_yaml(policy), nl=False)
 
 
-keys_app = typer.Typer(no_args_is_help=True, help="The gateway's API keys (stored hashed in the store).")
+keys_app = _Typer(no_args_is_help=True, help="The gateway's API keys (stored hashed in the store).")
 app.add_typer(keys_app, name="keys")
 
 
 @keys_app.command("add")
 @user_errors
 def keys_add(
-    account_id: str = typer.Option(..., "--account", help="Account the key belongs to."),
+    account_id: str = typer.Option(..., "--account", metavar="ACCOUNT_ID", help="Account the key belongs to."),
     db: str = DbOption,
-    api_key: Optional[str] = typer.Option(None, "--key", help="The key (default: a new random one, printed once)."),
-    organization_id: Optional[str] = typer.Option(None, "--organization"),
-    payment_fingerprint: Optional[str] = typer.Option(None, "--payment-fingerprint"),
-    account_created_at: Optional[str] = typer.Option(None, "--account-created-at", help="ISO-8601 time."),
-    email_domain: Optional[str] = typer.Option(None, "--email-domain"),
+    api_key: Optional[str] = typer.Option(None, "--key", metavar="SECRET", help="The key (default: a new random one, printed once)."),
+    organization_id: Optional[str] = typer.Option(None, "--organization", metavar="ORGANIZATION_ID",
+                                                  help="Organisation the account belongs to."),
+    payment_fingerprint: Optional[str] = typer.Option(None, "--payment-fingerprint", metavar="FINGERPRINT",
+                                                      help="Fingerprint of the account's payment card."),
+    account_created_at: Optional[str] = typer.Option(None, "--account-created-at", metavar="ISO-8601",
+                                                     help="When the account was created."),
+    email_domain: Optional[str] = typer.Option(None, "--email-domain", metavar="DOMAIN",
+                                               help="Domain of the account's e-mail address."),
 ) -> None:
     """Add a key; a generated key is printed once and never stored in clear."""
     from distillguard.gateway import keys as keytable
@@ -797,7 +895,7 @@ def keys_add(
 
 @keys_app.command("revoke")
 @user_errors
-def keys_revoke(key: str = typer.Argument(..., help="A key_id, or an account_id (all its keys)."),
+def keys_revoke(key: str = typer.Argument(..., metavar="KEY_ID|ACCOUNT_ID", help="A key_id, or an account_id (all its keys)."),
                 db: str = DbOption) -> None:
     """Revoke a key (or every key of an account); gateways stop accepting it within a minute."""
     from distillguard.gateway import keys as keytable

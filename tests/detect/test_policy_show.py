@@ -38,8 +38,8 @@ def test_policy_show_prints_a_changed_value_beside_its_default(tmp_path):
     path.write_text("linkage:\n  slot_s: 600\n")
     result = CliRunner().invoke(app, ["policy", "show", "--policy", str(path)])
     assert result.exit_code == 0, result.output
-    assert "linkage.slot_s = 600  (default 300)" in result.output
-    assert "seconds: width of a session-start slot" in result.output
+    assert "  slot_s: 600  # default: 300" in result.output
+    assert "# seconds: width of a session-start slot" in result.output
 
 
 def test_the_stage_constructors_take_their_defaults_from_the_policy():
