@@ -88,6 +88,11 @@ def test_ids_come_from_the_campaign_and_pattern_not_from_the_scan(intel_store):
     second = json.loads(stix.bundle(later))["objects"]
     assert [o["id"] for o in first] == [o["id"] for o in second]
     assert {o.get("modified") for o in second if o["type"] == "indicator"} == {"2027-01-01T00:00:00.000Z"}
+    # a campaign's objects were created by the scan that first found it: the same in every version
+    created = {o["id"]: o["created"] for o in first if "created" in o and o["type"] != "identity"}
+    assert created == {o["id"]: o["created"] for o in second if "created" in o and o["type"] != "identity"}
+    assert {created[o["id"]] for o in first if o["type"] == "campaign"} == {
+        stix._ts(doc["scan"]["as_of"]).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
     for indicator in (o for o in first if o["type"] == "indicator"):
         campaign = next(o for o in first if o["type"] == "relationship" and o["source_ref"] == indicator["id"])
         cid = next(o for o in first if o["id"] == campaign["target_ref"])["name"].rsplit(" ", 1)[1]

@@ -211,6 +211,19 @@ FROM win"""),
 FROM campaigns WHERE scan_id = {scan_id} AND campaign_id = {campaign}""",
                 "The campaign score (0..1) maps to an action through the policy's campaign thresholds; "
                 "the parts are the cluster-level measures it is made of (docs/signals.md)."),
+        section(con, "lineage", "Lineage across scans", f"""SELECT
+       CAST(detail->>'first_scan' AS TIMESTAMPTZ) AS first_scan,
+       CAST(detail->>'last_scan' AS TIMESTAMPTZ) AS last_scan,
+       json_array_length(detail->'members_added') AS members_added,
+       json_array_length(detail->'members_removed') AS members_removed,
+       CAST(detail->'merged_from' AS VARCHAR[]) AS merged_from,
+       detail->>'split_from' AS split_from
+FROM campaigns WHERE scan_id = {scan_id} AND campaign_id = {campaign}""",
+                "The campaign keeps its id across scans while it holds most of the members of the previous "
+                "scan's campaign of that id (docs/detection.md, Campaign ids): first_scan is the scan that "
+                "first found it, members added and removed count the change since the previous scan, "
+                "merged_from lists previous campaigns that merged into it and split_from the previous "
+                "campaign a new id holds the most members of. Null for scans stored before lineage existed."),
         section(con, "actions", "Actions taken", f"""SELECT action, count(*) AS accounts
 FROM verdicts WHERE scan_id = {scan_id} AND campaign_id = {campaign}
 GROUP BY action ORDER BY accounts DESC, action""",

@@ -12,7 +12,10 @@ carries the TLP 2.0 marking chosen (the marking-definition objects OASIS publish
 fixed ids), a campaign's ``confidence`` follows from its score and the corrected p-values of
 the tests that accepted its members (:func:`confidence`), and ids are derived from what an
 object is (a campaign from its id, an indicator from its campaign and pattern), so the same
-campaign exports the same ids whenever it is exported, and every timestamp comes from the scan.
+campaign exports the same ids whenever it is exported. Every timestamp comes from the store: a
+campaign's objects were ``created`` by the scan that first found the campaign's id (its lineage,
+detect/lineage.py), so that ``created`` stays the same in every version, and ``modified`` by the
+scan exported.
 """
 
 from __future__ import annotations
@@ -123,7 +126,10 @@ def campaign_objects(doc: dict, campaign: dict, producer: stix2.Identity, markin
     summary = rows_as_dicts(s["summary"])[0]
     stamp = _ts(scan["as_of"])
     first, last = _ts(summary["first_seen"] or scan["as_of"]), _ts(summary["last_seen"] or scan["as_of"])
-    common = {"created": stamp, "modified": stamp, "created_by_ref": producer.id, "object_marking_refs": [marking]}
+    # the scan that first found the campaign (a scan stored before lineage existed has none: its own)
+    lineage = rows_as_dicts(s["lineage"])[0] if s.get("lineage", {}).get("rows") else {}
+    created = min(stamp, _ts(lineage.get("first_scan") or scan["as_of"]))
+    common = {"created": created, "modified": stamp, "created_by_ref": producer.id, "object_marking_refs": [marking]}
     p_corrected = corrected_p_value(campaign)
     certainty = confidence(campaign["score"], p_corrected)
     tested = "no calibrated test" if p_corrected is None else f"smallest corrected test p-value {p_corrected:.3g}"
