@@ -19,9 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distillguard.detect import campaigns as camp
 from distillguard.detect import scan as scanning
 from distillguard.detect.lineage import Lineage, Previous, member_id, trace
 from distillguard.store import Store
+from distillguard.store.verdicts import VERDICT_SCHEMA
 
 T0, T1, T2 = "2026-05-01T00:00:00+00:00", "2026-05-08T00:00:00+00:00", "2026-05-15T00:00:00+00:00"
 
@@ -216,6 +218,34 @@ def test_previous_campaigns_are_those_of_the_latest_scan_strictly_before_the_sca
     assert scanning.previous_campaigns(store, second) == [Previous("campaign-a", frozenset({"x", "y"}),
                                                                    first.isoformat())]
     assert scanning.previous_campaigns(store, first) == []
+
+
+def _campaign(campaign_id: str, accounts: list[str], **lineage) -> camp.Campaign:
+    return camp.Campaign(campaign_id=campaign_id, members=len(accounts), cells=1, exchanges=10, output_tokens=100,
+                         first_seen=T0, last_seen=T1, score=0.9, action="block", structure=1.0, automation=1.0,
+                         collective=1.0, complementarity=1.0, recruited=0.0, pivoted=0.0, indicators={},
+                         capability_mix={}, pivot_within_day_share=0.0, accounts=accounts, **lineage)
+
+
+def test_a_store_written_before_lineage_gains_its_columns_and_its_campaigns_count_as_found_by_their_scan(store):
+    first, second = datetime(2026, 5, 1, tzinfo=timezone.utc), datetime(2026, 5, 8, tzinfo=timezone.utc)
+    _old_scan(store.con, "20260501T000000Z", first, {"campaign-a": ["x", "y", "z"]})
+    previous = scanning.previous_campaigns(store, second)
+    lines = trace([["x", "y", "w"]], previous, second.isoformat())
+    assert lines[0].campaign_id == "campaign-a" and lines[0].first_scan == first.isoformat()
+    line = lines[0]
+    result = scanning.ScanResult(
+        as_of=second, verdicts=VERDICT_SCHEMA.empty_table(),
+        campaigns=[_campaign(line.campaign_id, ["w", "x", "y"], first_scan=line.first_scan,
+                             last_scan=second.isoformat(), members_added=line.members_added,
+                             members_removed=line.members_removed)],
+        signals=pa.table({"account_id": pa.array([], pa.string())}),
+        edges=pa.table({"a": pa.array([], pa.string()), "b": pa.array([], pa.string())}),
+        features=pa.table({}))
+    scan_id = scanning.store_result(store, result)
+    rows = store.con.execute("SELECT scan_id, first_scan, last_scan, members_added, members_removed, merged_from, "
+                             "split_from FROM campaigns ORDER BY scan_id").fetchall()
+    assert rows == [("20260501T000000Z", None, None, None, None, None, None), (scan_id, first, second, 1, 1, [], None)]
 
 
 # --- end to end: two scans of a growing store ---------------------------------------------------
