@@ -236,8 +236,9 @@ def test_a_helicone_csv_row_without_request_id_or_bodies_has_no_model_but_keeps_
                            "request_body": '{"helicone_message": "fetching body from signed_url..."}'})
     assert (row["exchange_id"], row["latency_ms"], row["prompt"]) == ("resp", 812.0, "")
     assert "model" not in row
-    with_both = helicone.record({"request_id": "req", "response_id": "resp", "request_created_at": "2025-06-10T09:00:00Z",
-                                 "response_created_at": "2025-06-10T09:00:09Z", "request_body": "{}", "latency": "95"})
+    with_both = helicone.record({"request_id": "req", "response_id": "resp", "latency": "95", "request_body": "{}",
+                                 "request_created_at": "2025-06-10T09:00:00Z",
+                                 "response_created_at": "2025-06-10T09:00:09Z"})
     assert (with_both["exchange_id"], with_both["latency_ms"]) == ("req", "95")  # the column before the timestamps
 
 

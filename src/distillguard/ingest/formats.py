@@ -96,7 +96,7 @@ FORMATS: tuple[SourceFormat, ...] = (
     SourceFormat("langfuse", "Langfuse batch export of observations (generations) or traces",
                  langfuse.FILLS, langfuse.is_langfuse_record, langfuse.record,
                  "langfuse/langfuse worker batch export (observation-stream.ts, trace-stream.ts)"),
-    SourceFormat("helicone", "Helicone request export (the request list of its REST API and UI export)",
+    SourceFormat("helicone", "Helicone request export (its REST API's request rows, its export tool's JSONL or CSV)",
                  helicone.FILLS, helicone.is_helicone_record, helicone.record,
                  "Helicone/helicone HeliconeRequest"),
     SourceFormat("otel", "OpenTelemetry GenAI spans: OTLP/JSON export or the Python SDK's span.to_json()",

@@ -174,7 +174,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         if self.path != "/v1/request/query-clickhouse":
             return self._send(404, {"error": "not found"})
         if not self.headers.get("Authorization", "").startswith("Bearer "):
@@ -183,7 +183,7 @@ class Handler(BaseHTTPRequestHandler):
         offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
         self._send(200, {"data": ROWS[offset:offset + limit], "error": None})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = BODIES.get(self.path.split("?", 1)[0])
         self._send(200, body) if body is not None else self._send(404, {"error": "NoSuchKey"})
 
