@@ -10,14 +10,14 @@ from types import SimpleNamespace
 
 import ibis
 import pytest
+import typer.core
+import typer.main
 import yaml
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from rich.console import Console
 from typer.testing import CliRunner
-
-import typer.core
-import typer.main
 
 from distillguard import __version__, cli
 from distillguard.cli import app
@@ -147,10 +147,11 @@ def test_the_rate_limit_comment_documents_the_fields_of_each_limit():
 organisations = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(orgs=st.lists(organisations, max_size=4),
        thresholds=st.dictionaries(st.sampled_from(sorted(SIGNALS)), st.floats(-1e9, 1e9, allow_nan=False)),
        lookback=st.floats(1e-6, 1e6, allow_nan=False))
+@example(orgs=["\x85", "caf\u00e9 \u2028 org"], thresholds={}, lookback=1.0)  # line separators in a name
 def test_any_policy_round_trips_through_its_yaml(orgs, thresholds, lookback):
     policy = Policy(allowlist_organizations=orgs, signal_thresholds=thresholds, lookback_days=lookback)
     assert Policy.model_validate(yaml.safe_load(policy_yaml(policy))) == policy

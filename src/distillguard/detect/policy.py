@@ -298,8 +298,9 @@ def _yaml_lines(model: BaseModel, defaults: BaseModel, depth: int) -> list[str]:
 
 
 def _flow(value: object) -> str:
-    """``value`` as one line of YAML (flow style for collections)."""
-    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9, allow_unicode=True)
+    """``value`` as one line of YAML (flow style for collections). Escaped ASCII: written as
+    itself, a line separator such as U+0085 in an organisation's name reads back as a space."""
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9, allow_unicode=False)
     return text.removesuffix("\n...\n").rstrip("\n")
 
 
