@@ -420,15 +420,19 @@ def simulate(
 @app.command()
 @user_errors
 def scan(
-    out: Path = typer.Option(..., "--out", metavar="DIR", help="Directory for verdicts, campaigns, signals and indicators files."),
+    out: str = typer.Option(..., "--out", metavar="DIR|URI", help="Directory for verdicts, campaigns, signals and "
+                            "indicators files; with --engine spark also a URI (file://, s3a://, gs://, abfss://)."),
     db: Optional[str] = typer.Option(None, "--db", metavar="FILE.duckdb", help=f"Store to scan (default {DEFAULT_DB})."),
-    inputs: list[Path] = typer.Option([], "--input", metavar="PATH", help="Scan these log files instead of a store."),
+    inputs: list[str] = typer.Option([], "--input", metavar="PATH|URI", help="Scan these log files instead of a "
+                                     "store; with --engine spark, URIs of canonical Parquet that Spark reads itself."),
     as_of: Optional[str] = typer.Option(None, "--as-of", metavar="ISO-8601", help="Judge only exchanges before this time (ISO-8601)."),
     lookback: Optional[float] = typer.Option(None, "--lookback", metavar="DAYS", help="Days of history before --as-of to use."),
     policy_file: Optional[Path] = typer.Option(None, "--policy", metavar="FILE.yaml",
                                                help="Policy YAML (default: the built-in policy)."),
     engine: str = typer.Option("duckdb", "--engine", metavar="duckdb|spark", help="duckdb (default) or spark."),
-    master: Optional[str] = typer.Option(None, "--master", metavar="URL", help="Spark master (default local[2])."),
+    master: Optional[str] = typer.Option(None, "--master", metavar="URL", envvar="SPARK_MASTER",
+                                         help="Spark master, e.g. spark://HOST:7077 (default: spark-submit's, "
+                                              "else local[2])."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -436,11 +440,17 @@ def scan(
     from datetime import datetime
 
     from distillguard.detect import scan as scanning
-    from distillguard.store.engine import exchanges
+    from distillguard.store.engine import copy_out, exchanges, is_uri
     from distillguard.detect.policy import load_policy
 
     if db and inputs:
         raise UserError("give either --db or --input, not both")
+    # URIs are read and written by Spark itself, through the Hadoop connectors of the job
+    sources = [i for i in inputs if is_uri(i)]
+    if sources and (len(sources) < len(inputs) or engine != "spark"):
+        raise UserError("an --input URI is read by Spark: give --engine spark and only URIs")
+    if is_uri(out) and engine != "spark":
+        raise UserError(f"--out {out} is a URI: give --engine spark, or a local directory")
     policy = load_policy(policy_file)
     if lookback is not None:
         if lookback <= 0:
@@ -452,20 +462,22 @@ def scan(
             when = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
         except ValueError:
             raise UserError(f"--as-of {as_of!r} is not an ISO-8601 time") from None
-    if inputs:
+    if sources:
+        store = Store(":memory:")  # lineage and previous verdicts need a store: none here
+    elif inputs:
         from distillguard.ingest import ingest_paths
 
         store = Store(":memory:")
-        ingest_paths(store, list(inputs))
+        ingest_paths(store, [Path(i) for i in inputs])
     else:
         store = Store(existing_store(db or DEFAULT_DB), read_only=False)
     with store:
         # nothing seen is nothing judged: publishing empty verdicts would lift every block of a
         # gateway that hot-reloads them, so the previous verdicts in --out stay as they are
         seen = "the input files" if inputs else f"store {db or DEFAULT_DB}"
-        if not store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]:
+        if not sources and not store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]:
             raise UserError(f"{seen} holds no exchanges: nothing scanned, nothing published in {out}")
-        _, table, lookup = exchanges(store, engine, master=master)
+        backend, table, lookup = exchanges(store, engine, master=master, sources=sources)
         previous = None if inputs else scanning.previous_verdicts(store, when)
         # the campaigns whose ids this scan's campaigns keep where they continue them (detect/lineage.py)
         lineage = [] if inputs else scanning.previous_campaigns(store, scanning.resolve_as_of(table, when))
@@ -483,7 +495,14 @@ def scan(
         if not result.verdicts.num_rows:
             raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
                             f"nothing published in {out}")
-        files = scanning.write_outputs(result, out)
+        if is_uri(out):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="distillguard-out-") as local:
+                scanning.write_outputs(result, Path(local))
+                files = copy_out(backend, Path(local), out)
+        else:
+            files = scanning.write_outputs(result, Path(out))
         scanning.store_result(store, result, engine=engine,
                               policy_source=str(policy_file) if policy_file else "built-in")
     summary = result.summary()

@@ -7,7 +7,6 @@ Spark reads the store's Parquet segments, the very files the DuckDB view reads.
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Callable
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from distillguard.errors import UserError
 from distillguard.store.database import Store
@@ -29,8 +27,9 @@ Lookup = Callable[[str, pa.Table], ir.Table]
 class Engine:
     """How to reach the exchanges on one engine, and how to hand it a small lookup table.
 
-    Lookups differ most: DuckDB scans an Arrow table in place, while Spark would serialise a
-    local table into every task, so Spark gets it as a Parquet file instead.
+    Lookups differ most: DuckDB keeps a temporary table of its own, while Spark gets a
+    DataFrame whose rows travel with the job (a file on the driver's disk is out of reach of
+    the executors of a cluster).
     """
 
     name: str
@@ -60,20 +59,23 @@ def _duckdb(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
 def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
     try:
         from pyspark.sql import SparkSession
+        from pyspark.sql import functions as F
     except ImportError:
         raise UserError("the spark engine needs PySpark: pip install 'distillguard[spark]'") from None
-    files = [str(p) for p in store.segment_files()]
-    if not files:
+    # Hadoop URIs (file://, s3a://, gs://, abfss://) that every executor reads itself; a local
+    # store's segments are the same files the DuckDB view reads (a cluster then needs the store on
+    # a filesystem mounted at the same path on every machine)
+    sources = list(options.get("sources") or [p.resolve().as_uri() for p in store.segment_files()])
+    if not sources:
         raise UserError("the store holds no exchanges to scan")
-    builder = (SparkSession.builder.master(options.get("master") or "local[2]").appName("distillguard")
-               .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.shuffle.partitions", str(options.get("partitions", 8)))
-               .config("spark.ui.enabled", "false")
-               .config("spark.driver.memory", str(options.get("driver_memory") or "6g")))
-    session = builder.getOrCreate()
+    session = _spark_session(SparkSession, options)
     con = ibis.pyspark.connect(session)
-    frame = session.read.option("mergeSchema", "true").parquet(*files)
-    from pyspark.sql import functions as F
+    try:
+        # recursive: a store's whole segments directory (one subdirectory per ingest) reads as one;
+        # Spark skips the names starting with "." or "_" (an ingest still pending)
+        frame = session.read.option("mergeSchema", "true").option("recursiveFileLookup", "true").parquet(*sources)
+    except _spark_errors() as exc:  # a missing path, or a scheme without its connector
+        raise UserError(f"spark cannot read {', '.join(sources)}: {_first_line(exc)}") from None
 
     from distillguard.schema import COLUMNS
 
@@ -82,15 +84,95 @@ def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
                    "number": "double"}
     frame.select(*(F.col(c.name) if c.name in frame.columns else F.lit(None).cast(spark_types[c.kind]).alias(c.name)
                    for c in COLUMNS)).createOrReplaceTempView("exchanges")
-    scratch = Path(tempfile.mkdtemp(prefix="distillguard-spark-"))
+    broadcast_below = _broadcast_threshold(session)
 
     def lookup(name: str, table: pa.Table) -> ir.Table:
-        path = scratch / f"{name}-{uuid.uuid4().hex}.parquet"
-        pq.write_table(table, path)
-        session.read.parquet(str(path)).createOrReplaceTempView(path.stem.replace("-", "_"))
-        return con.table(path.stem.replace("-", "_"))
+        # the rows travel with the job (sliced into the tasks, or broadcast to every executor when
+        # small, as Spark would broadcast a small Parquet file), so no executor reads a file that
+        # only the driver's disk holds
+        view = f"{name}_{uuid.uuid4().hex}"
+        frame = session.createDataFrame(table)
+        if table.nbytes < broadcast_below:
+            frame = F.broadcast(frame)
+        frame.createOrReplaceTempView(view)
+        return con.table(view)
 
     return con, con.table("exchanges"), lookup
+
+
+def _spark_session(SparkSession: type, options: dict) -> object:
+    """The running Spark session (the one spark-submit's entry file started, with the submitted
+    master and conf), else a new one on ``options["master"]`` (default local[2])."""
+    master = options.get("master")
+    session = SparkSession.getActiveSession()
+    if session is None:
+        session = (SparkSession.builder.master(master or "local[2]").appName("distillguard")
+                   .config("spark.ui.enabled", "false")
+                   .config("spark.sql.shuffle.partitions", str(options.get("partitions", 8)))
+                   .config("spark.driver.memory", str(options.get("driver_memory") or "6g")).getOrCreate())
+    else:
+        running = session.sparkContext.master
+        if master and master != running:
+            raise UserError(f"--master {master} differs from the running Spark session's master {running} "
+                            f"(give the master to spark-submit only)")
+        if options.get("partitions"):
+            session.conf.set("spark.sql.shuffle.partitions", str(options["partitions"]))
+    # day and hour features are cut in UTC whatever the machines' zone
+    session.conf.set("spark.sql.session.timeZone", "UTC")
+    return session
+
+
+def _broadcast_threshold(session: object) -> int:
+    """Spark's own limit for broadcasting a join side, in bytes (0 when broadcasting is off)."""
+    value = session.conf.get("spark.sql.autoBroadcastJoinThreshold", "10485760")
+    unit = {"b": 1, "k": 2**10, "m": 2**20, "g": 2**30}
+    text = value.strip().lower().rstrip("b") or "0"
+    number = int(text[:-1]) * unit[text[-1]] if text[-1] in unit else int(text)
+    return max(number, 0)
+
+
+def _spark_errors() -> tuple[type[BaseException], ...]:
+    """What Spark raises for a location it cannot reach: PySpark's own error for a missing path,
+    the Java exception as it is for the rest (no FileSystem for a scheme, access denied)."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import AnalysisException
+
+    return AnalysisException, Py4JJavaError
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def is_uri(location: str) -> bool:
+    """Whether ``location`` names a Hadoop filesystem (``scheme://...``) rather than a local path."""
+    scheme, sep, _ = location.partition("://")
+    return bool(sep) and scheme.isascii() and scheme.replace("+", "").replace("-", "").replace(".", "").isalnum()
+
+
+def copy_out(backend: object, local_dir: Path, target: str) -> dict[str, str]:
+    """Copy every file of ``local_dir`` into the directory URI ``target`` through the Spark
+    session's Hadoop filesystems, so the connectors and credentials configured for the job
+    (spark.hadoop.fs.s3a.* and the like) write it; returns file name -> its URI."""
+    session = getattr(backend, "_session", None)
+    if session is None:
+        raise UserError(f"--out {target} is a URI: write it with --engine spark (DuckDB writes local paths)")
+    jvm = session.sparkContext._jvm
+    hadoop = jvm.org.apache.hadoop.fs
+    conf = session.sparkContext._jsc.hadoopConfiguration()
+    dest = hadoop.Path(target)
+    written = {}
+    try:
+        fs = dest.getFileSystem(conf)
+        fs.setWriteChecksum(False)  # the local filesystem would add a .crc file beside each output
+        fs.mkdirs(dest)
+        for file in sorted(p for p in local_dir.iterdir() if p.is_file()):
+            there = hadoop.Path(dest, file.name)
+            fs.copyFromLocalFile(False, True, hadoop.Path(file.resolve().as_uri()), there)
+            written[file.name] = there.toString()
+    except _spark_errors() as exc:  # a scheme without its connector, a refused credential
+        raise UserError(f"cannot write {target}: {_first_line(exc)}") from None
+    return written
 
 
 @ibis.udf.scalar.builtin(name="xxhash64")
