@@ -39,6 +39,7 @@ test-all: test
 
 bench: $(STAMP)
 	$(PY) benchmarks/ingest.py --out bench-out
+	$(PY) benchmarks/formats_ingest.py --records 100000
 	# the gateway against direct calls and the LiteLLM proxy, and its 10,000-stream load test; the
 	# proxy under test on CPU 1, the load generator and the mock on the others
 	$(PY) benchmarks/gateway.py --out bench-out/gateway --docs docs/benchmarks.md --proxy-cpus 1
