@@ -1,6 +1,6 @@
 """File-format ingest benchmark: rows/s and peak memory per source format.
 
-``python benchmarks/formats_ingest.py --records 50000``: for each format, a large input is made by
+``python benchmarks/formats_ingest.py --records 100000``: for each format, a large input is made by
 repeating a real fixture's records (tests/data/*, examples/logs/*, each recorded beside it) as
 they were written, byte for byte, except for their ids, times and accounts, which are rewritten in
 the record's own text per copy: ids get a copy number (hex ids keep their length), every ISO time
@@ -243,7 +243,7 @@ def ingest(path: Path, log_format: str | None, workdir: Path) -> tuple[float, in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=50_000, help="records per format (default 50,000)")
+    parser.add_argument("--records", type=int, default=100_000, help="records per format (default 100,000)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="names of the sources to run (default: all)")
     args = parser.parse_args()
