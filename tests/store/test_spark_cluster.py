@@ -174,3 +174,20 @@ def test_a_scan_submitted_to_a_standalone_cluster_gives_duckdbs_verdicts(tmp_pat
     assert any(a != "allow" for a in on_duck.column("action").to_pylist())
     # every output, and nothing else (no checksum files beside them)
     assert sorted(p.name for p in (tmp_path / "spark-out").iterdir()) == sorted(summary["files"])
+
+
+@pytest.mark.slow  # starts a local Spark session: about 20 s
+def test_an_input_uri_spark_cannot_read_is_one_error_line_and_exit_2(tmp_path):
+    pytest.importorskip("pyspark", reason="the spark extra is not installed (make test installs it)")
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH: Spark needs a JVM")
+    missing = (tmp_path / "nowhere").as_uri() + "/"
+    # its own process: the JVM it starts ends with it
+    result = subprocess.run([sys.executable, "-m", "distillguard.cli", "scan", "--engine", "spark",
+                             "--input", missing, "--out", str(tmp_path / "out"), "--quiet"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"spark cannot read {missing}" in errors[0] and "PATH_NOT_FOUND" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -2,7 +2,8 @@
 
 The engine differences live here, as data: how to connect and how to read the canonical
 exchanges. Everything downstream is the same Ibis expressions (features.py, linkage.py).
-Spark reads the store's Parquet segments, the very files the DuckDB view reads.
+Spark reads the store's Parquet segments, the very files the DuckDB view reads, or canonical
+Parquet at Hadoop URIs (``sources``) that a cluster's executors read themselves (docs/spark.md).
 """
 
 from __future__ import annotations
