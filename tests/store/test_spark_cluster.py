@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow.parquet as pq
+
+import distillguard.cli
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,7 +27,6 @@ from typer.testing import CliRunner
 from distillguard.cli import app
 from distillguard.store.engine import is_uri
 
-SUBMIT = Path(__file__).resolve().parents[2] / "src" / "distillguard" / "spark_submit.py"
 
 
 @pytest.mark.parametrize("location, uri", [
@@ -151,18 +152,20 @@ def test_a_scan_submitted_to_a_standalone_cluster_gives_duckdbs_verdicts(tmp_pat
     env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
            "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     submitted = subprocess.run(
-        [str(home / "bin" / "spark-submit"), "--master", url, "--driver-memory", "2g",
+        [str(home / "bin" / "spark-submit"), "--master", url, "--name", "distillguard-test", "--driver-memory", "2g",
          "--conf", "spark.executor.memory=1g", "--conf", "spark.cores.max=1", "--conf", "spark.ui.enabled=false",
-         "--conf", "spark.sql.shuffle.partitions=4", str(SUBMIT),
+         "--conf", "spark.sql.shuffle.partitions=4",
+         # spark-submit runs a Python file: the CLI's own
+         distillguard.cli.__file__,
          "scan", "--engine", "spark", "--input", (tmp_path / "s.segments").as_uri() + "/", "--out", out,
          "--json", "--quiet"], env=env, capture_output=True, text=True, timeout=900)
     assert submitted.returncode == 0, submitted.stderr[-4000:]
     summary = json.loads(submitted.stdout)
     assert summary["files"]["verdicts.parquet"].startswith("file:")
 
-    # the scan ran on the cluster's executor, not in a local session of the driver
+    # the scan ran on the cluster's executor, not in a local session of the driver, with the submitted conf
     apps = _master_state(webui)["completedapps"] + _master_state(webui)["activeapps"]
-    assert [a["name"] for a in apps] == ["distillguard"]
+    assert [a["name"] for a in apps] == ["distillguard-test"]
 
     on_duck = pq.read_table(tmp_path / "duck" / "verdicts.parquet").sort_by("account_id")
     on_spark = pq.read_table(tmp_path / "spark-out" / "verdicts.parquet").sort_by("account_id")

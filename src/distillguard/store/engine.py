@@ -102,16 +102,23 @@ def _spark(store: Store, options: dict) -> tuple[object, ir.Table, Lookup]:
 
 
 def _spark_session(SparkSession: type, options: dict) -> object:
-    """The running Spark session (the one spark-submit's entry file started, with the submitted
-    master and conf), else a new one on ``options["master"]`` (default local[2])."""
+    """The Spark session to scan on: the running one, or the one the submitted driver's conf
+    describes (spark-submit, with its master and every --conf), else a new local one on
+    ``options["master"]`` (default local[2])."""
+    import os
+
     master = options.get("master")
+    # spark-submit (or any Spark driver) starts this Python with the port of its own JVM, whose
+    # conf holds the submitted master and settings: pyspark connects to it (java_gateway.py)
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     session = SparkSession.getActiveSession()
-    if session is None:
+    if session is None and not submitted:
         session = (SparkSession.builder.master(master or "local[2]").appName("distillguard")
                    .config("spark.ui.enabled", "false")
                    .config("spark.sql.shuffle.partitions", str(options.get("partitions", 8)))
                    .config("spark.driver.memory", str(options.get("driver_memory") or "6g")).getOrCreate())
     else:
+        session = session or SparkSession.builder.getOrCreate()
         running = session.sparkContext.master
         if master and master != running:
             raise UserError(f"--master {master} differs from the running Spark session's master {running} "
