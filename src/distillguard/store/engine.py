@@ -8,6 +8,7 @@ Parquet at Hadoop URIs (``sources``) that a cluster's executors read themselves 
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,6 @@ def _spark_session(SparkSession: type, options: dict) -> object:
     """The Spark session to scan on: the running one, or the one the submitted driver's conf
     describes (spark-submit, with its master and every --conf), else a new local one on
     ``options["master"]`` (default local[2])."""
-    import os
-
     master = options.get("master")
     # spark-submit (or any Spark driver) starts this Python with the port of its own JVM, whose
     # conf holds the submitted master and settings: pyspark connects to it (java_gateway.py)
