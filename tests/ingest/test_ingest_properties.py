@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from distillguard.errors import IngestError
@@ -244,6 +244,8 @@ def test_arbitrary_parquet_tables_are_all_accounted_for(tmp_path_factory, table)
 @SETTINGS
 @given(data=st.binary(max_size=600), suffix=st.sampled_from([".parquet", ".jsonl.gz", ".csv.zst", ".json.gz"]),
        compress=st.booleans())
+@example(data=b"\x00" * 8, suffix=".csv.zst", compress=False)  # no zstd frame: told while telling the format
+@example(data=b"\x1f\x8b\x08\x00", suffix=".jsonl.gz", compress=False)  # a gzip header cut short
 def test_arbitrary_bytes_never_crash_the_parquet_and_compressed_readers(tmp_path_factory, data, suffix, compress):
     import gzip
 

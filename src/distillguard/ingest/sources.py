@@ -225,7 +225,7 @@ def first_record(source: Source) -> dict[str, Any] | None:
     with stream:
         try:
             head = stream.read(1 << 20).decode("utf-8", "replace")
-        except (OSError, EOFError, ValueError):
+        except (OSError, EOFError, ValueError, zstandard.ZstdError):  # the read itself reports it
             return None
     if source.format == "csv":
         try:
