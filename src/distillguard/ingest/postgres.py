@@ -34,13 +34,12 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from distillguard import __version__
 from distillguard.errors import IngestError
 from distillguard.ingest import formats
 from distillguard.ingest.fieldmap import FieldMap
 from distillguard.ingest.normalize import canonicalize_columns
 from distillguard.ingest.records import Batch, Numbering, Rejected, to_table
-from distillguard.ingest.run import FileResult, _merge, _stage_rejected, _write_batch
+from distillguard.ingest.run import FileResult, _merge, _stage_rejected, _write_batch, commit_ingest
 from distillguard.store.database import Store
 
 SCHEMES = ("postgresql", "postgres")
@@ -206,20 +205,8 @@ def _read(store: Store, con: Any, shown: str, source: str, columns: list[str], s
                             duplicates, quarantined, log_format="litellm-spendlogs")
         if not result.balanced:  # an invariant, so a bug if it fails: keep the traceback
             raise AssertionError(f"row accounting broken for {shown}: {result}")
-        db.execute("BEGIN TRANSACTION")
-        try:
-            db.execute(f"INSERT INTO quarantine SELECT '{ingest_id}', ?, line_number, record_number, exchange_id, "
-                       "reason_code, reason, raw FROM _qstage", [result.path])
-            segment = store.publish(pending, ingest_id) if stored else None
-            db.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       [ingest_id, result.path, result.format, 0, result.sha256, rows_in, stored, duplicates,
-                        quarantined, started, datetime.now(timezone.utc), __version__, segment])
-            if last is not None:
-                store.set_watermark(source, *last)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        commit_ingest(store, pending, ingest_id, result, started,
+                      before_commit=(lambda: store.set_watermark(source, *last)) if last is not None else None)
     finally:
         shutil.rmtree(pending, ignore_errors=True)
         db.execute("DROP TABLE IF EXISTS _qstage")

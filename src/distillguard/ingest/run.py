@@ -159,24 +159,7 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
                             mapper.warnings(rows_in) if isinstance(mapper, RecordMapper) else [])
         if not result.balanced:  # an invariant, so a bug if it fails: keep the traceback
             raise AssertionError(f"row accounting broken for {source.path}: {result}")
-        con.execute("BEGIN TRANSACTION")
-        try:
-            # the same bytes ingested again (by another name, or the gateway's loader retrying a
-            # segment) quarantine the same records: each is kept once, by its first ingest
-            con.execute(f"INSERT INTO quarantine SELECT '{ingest_id}', ?, line_number, record_number, "
-                        "exchange_id, reason_code, reason, raw FROM _qstage s WHERE NOT EXISTS ("
-                        "SELECT 1 FROM quarantine q JOIN ingests i USING (ingest_id) WHERE i.sha256 = ? "
-                        "AND q.record_number IS NOT DISTINCT FROM s.record_number "
-                        "AND q.line_number IS NOT DISTINCT FROM s.line_number)", [str(source.path), sha256])
-            segment = store.publish(pending, ingest_id) if stored else None
-            con.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [ingest_id, str(source.path), source.format, source.size, sha256, rows_in,
-                         stored, duplicates, quarantined, started, datetime.now(timezone.utc), __version__,
-                         segment])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        commit_ingest(store, pending, ingest_id, result, started)
     finally:
         shutil.rmtree(pending, ignore_errors=True)
         con.execute("DROP TABLE IF EXISTS _qstage")
@@ -185,6 +168,34 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
     if progress:
         progress(source, source.size)
     return result
+
+
+def commit_ingest(store: Store, pending: Path, ingest_id: str, result: FileResult, started: datetime,
+                  before_commit: Callable[[], None] | None = None) -> None:
+    """Make one ingest visible at once: its quarantined records (staged in ``_qstage``), its parts
+    under ``pending`` as a segment, and its row in ``ingests``, in one transaction (``before_commit``
+    adds what else must land with them, e.g. a source's watermark), or none of it."""
+    con = store.con
+    con.execute("BEGIN TRANSACTION")
+    try:
+        # the same bytes ingested again (by another name, or the gateway's loader retrying a
+        # segment) quarantine the same records: each is kept once, by its first ingest
+        con.execute(f"INSERT INTO quarantine SELECT '{ingest_id}', ?, line_number, record_number, "
+                    "exchange_id, reason_code, reason, raw FROM _qstage s WHERE NOT EXISTS ("
+                    "SELECT 1 FROM quarantine q JOIN ingests i USING (ingest_id) WHERE i.sha256 = ? "
+                    "AND q.record_number IS NOT DISTINCT FROM s.record_number "
+                    "AND q.line_number IS NOT DISTINCT FROM s.line_number)", [result.path, result.sha256])
+        segment = store.publish(pending, ingest_id) if result.rows_stored else None
+        con.execute("INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [ingest_id, result.path, result.format, result.size_bytes, result.sha256, result.rows_in,
+                     result.rows_stored, result.rows_duplicate, result.rows_quarantined, started,
+                     datetime.now(timezone.utc), __version__, segment])
+        if before_commit is not None:
+            before_commit()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _read_into_parts(store: Store, source: Source, pending: Path, progress: Progress | None,
