@@ -8,31 +8,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import ibis
 import jsonschema
 import pytest
 
-from distillguard.detect import scan
-from distillguard.detect.policy import Policy
-from distillguard.ingest import ingest_paths
 from distillguard.report import document, write_report
-from distillguard.simulate import simulate
 from distillguard.store import Store
 
 
 @pytest.fixture(scope="module")
-def scanned_store(tmp_path_factory) -> tuple[Path, list[str]]:
-    """(db path, campaign ids of the scan): a tenth of a per mille of alibaba-2026, scanned."""
-    root = tmp_path_factory.mktemp("writers")
-    simulate("alibaba-2026", scale=0.001, seed=11, out_dir=root / "sim")
-    db = root / "store.duckdb"
-    with Store(db) as store:
-        ingest_paths(store, [root / "sim" / "exchanges.parquet"])
-        result = scan.scan(ibis.duckdb.from_connection(store.con).table("exchanges"), None, Policy(lookback_days=365))
-        scan.store_result(store, result)
-    campaigns = [campaign.campaign_id for campaign in result.campaigns]
+def scanned_store(intel_store) -> tuple[Path, list[str]]:
+    """(db path, campaign ids of the scan): conftest's scanned tenth of a per mille of alibaba-2026."""
+    with Store(intel_store, read_only=True) as store:
+        campaigns = [row[0] for row in store.con.execute(
+            "SELECT campaign_id FROM campaigns WHERE scan_id = (SELECT max(scan_id) FROM campaigns) "
+            "ORDER BY score DESC, campaign_id").fetchall()]
     assert campaigns, "the scenario's campaign must be found for the reports to have something to show"
-    return db, campaigns
+    return intel_store, campaigns
 
 
 def test_the_html_report_has_an_index_linking_a_page_per_campaign(scanned_store, tmp_path):
