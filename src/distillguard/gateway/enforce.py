@@ -3,6 +3,9 @@
 The sources, strongest claim first:
 
 1. an operator's override (``POST /admin/accounts/{id}/action``): final, kept with who and when;
+   then one on the account's campaign (``POST /admin/campaigns/{id}/action``, keyed by
+   :func:`campaign_key` of its stable id): it covers the members later scans add and the
+   accounts that inherit the campaign's indicators;
 2. the latest ``scan`` verdicts (its ``verdicts.parquet``, hot-reloaded when a scan rewrites it);
 3. inheritance: a *new* account whose requests show a throttled campaign's indicators (the
    scan's ``indicators.parquet``) takes that campaign's action at once, capped by the policy
@@ -101,6 +104,16 @@ class Override:
     def decision(self) -> Decision:
         return Decision(self.action, "override",
                         (f"operator override by {self.actor} at {self.at.isoformat()}: {self.reason}",))
+
+
+#: the override key of a campaign (account ids never start with it: ``campaign_key`` refuses none,
+#: the admin API refuses an account route for such an id)
+CAMPAIGN_KEY_PREFIX = "campaign:"
+
+
+def campaign_key(campaign_id: str) -> str:
+    """The key under which a campaign's override is held beside the accounts' ones."""
+    return CAMPAIGN_KEY_PREFIX + campaign_id
 
 
 @dataclass
@@ -223,7 +236,11 @@ class Enforcer:
             standing = self.scan.verdicts.get(r.account_id) or self.inherited.get(r.account_id) or ALLOW
             if SEVERITY[standing.action] < SEVERITY["throttle"]:
                 standing = self._inherit(r, first) or standing
-            if r.organization_id in self.allowlist and SEVERITY[standing.action] > SEVERITY["monitor"]:
+            held = self.overrides.get(campaign_key(standing.campaign_id)) if standing.campaign_id else None
+            if held is not None:
+                d = held.decision()
+                standing = Decision(d.action, d.source, d.reasons, standing.campaign_id)
+            elif r.organization_id in self.allowlist and SEVERITY[standing.action] > SEVERITY["monitor"]:
                 standing = Decision("monitor", standing.source, (
                     *standing.reasons, f"organization {r.organization_id} is on the policy's allowlist: "
                     f"{standing.action} capped at monitor"), standing.campaign_id)

@@ -38,7 +38,8 @@ from distillguard.gateway import headers as wire
 from distillguard.gateway import keys as keytable
 from distillguard.gateway import overrides as overrides_mod
 from distillguard.gateway.config import GatewayConfig
-from distillguard.gateway.enforce import ALLOW, Decision, Enforcer, Override, Request, ScanOutputs, refusal
+from distillguard.gateway.enforce import (ALLOW, CAMPAIGN_KEY_PREFIX, Decision, Enforcer, Override, Request,
+                                          ScanOutputs, campaign_key, refusal)
 from distillguard.gateway.journal import STORE_LOCK, Journal, JournalError, Loader
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.metrics import CONTENT_TYPE, Metrics
@@ -158,6 +159,19 @@ class Gateway:
             except Exception as exc:  # noqa: BLE001 - the gateway's own file has its overrides
                 log.warning("start-up: cannot read overrides and first-seen times from the store (%s)", exc)
         self.book.replay(events + self.override_file.events())
+        self._override_stamp = self.override_file.stamp()
+
+    def _pick_up_override_file(self) -> None:
+        """Events another process appended to the override file (the analyst console): applied
+        within a reload tick. Applying an event twice changes nothing (Book.apply)."""
+        stamp = self.override_file.stamp()
+        if stamp == self._override_stamp:
+            return
+        self._override_stamp = stamp
+        for event in self.override_file.events():
+            if event.event_id not in self.book.history and self.book.apply(event):
+                log.warning("override: %s %s by %s (from %s)", event.account_id, event.action, event.actor,
+                            self.override_file.path)
 
     async def _background(self) -> None:
         """Hot reload of verdicts and keys, and shared state from Redis, every tick."""
@@ -167,6 +181,7 @@ class Gateway:
             tick += 1
             try:
                 self.enforcer.refresh()
+                await asyncio.to_thread(self._pick_up_override_file)
                 if tick % 30 == 0:
                     await asyncio.to_thread(self.load_keys)
                 if self.redis is not None and self.redis_outage.worth_trying():
@@ -247,6 +262,8 @@ class Gateway:
         app.router.add_get("/admin/overrides", self.admin_overrides)
         app.router.add_get("/admin/overrides/audit", self.admin_audit)
         app.router.add_delete("/admin/overrides/{account_id}", self.admin_lift)
+        app.router.add_post("/admin/campaigns/{campaign_id}/action", self.admin_action)
+        app.router.add_delete("/admin/campaigns/{campaign_id}/override", self.admin_lift)
         app.router.add_post("/admin/policy/reload", self.admin_reload)
 
     # --- helpers ----------------------------------------------------------------------------
@@ -641,6 +658,8 @@ class Gateway:
         e = self.enforcer
         o = e.overrides.get(account_id)
         d = o.decision() if o else (self.scan.verdicts.get(account_id) or e.inherited.get(account_id) or ALLOW)
+        if o is None and d.campaign_id and (o := e.overrides.get(campaign_key(d.campaign_id))) is not None:
+            d = Decision(o.action, "override", o.decision().reasons, d.campaign_id)
         return {"account_id": account_id, "action": d.action, "source": d.source, "campaign_id": d.campaign_id,
                 "reasons": list(d.reasons), "scan_as_of": self.scan.as_of,
                 "override": None if o is None else _held(o)}
@@ -684,6 +703,8 @@ class Gateway:
     async def admin_action(self, request: web.Request) -> web.Response:
         if (denied := self._admin_denied(request)) is not None:
             return denied
+        if (refused := self._target_refused(request)) is not None:
+            return refused
         body, problem = await _admin_body(request, {"action", "reason", "actor", "expires_at"})
         if problem is not None:
             return self._error(400, problem, "invalid_request_error", "invalid_body")
@@ -703,13 +724,14 @@ class Gateway:
         """Lift an account's override: the scan's verdicts hold for it again."""
         if (denied := self._admin_denied(request)) is not None:
             return denied
+        if (refused := self._target_refused(request)) is not None:
+            return refused
         body, problem = await _admin_body(request, {"reason", "actor"}, optional=True)
         if problem is not None:
             return self._error(400, problem, "invalid_request_error", "invalid_body")
-        account = request.match_info["account_id"]
-        if self.enforcer.overrides.get(account) is None:
-            return self._error(404, f"No override in force for account {account}.", "invalid_request_error",
-                               "no_override")
+        key = _target(request)
+        if self.enforcer.overrides.get(key) is None:
+            return self._error(404, f"No override in force for {key}.", "invalid_request_error", "no_override")
         return await self._change(request, overrides_mod.LIFT, body, None)
 
     async def _change(self, request: web.Request, action: str, body: dict[str, Any],
@@ -723,7 +745,7 @@ class Gateway:
         if not isinstance(actor, str) or len(actor) > 200 or len(reason) > 4000:
             return self._error(400, "actor must be a string of at most 200 characters, reason at most 4000.",
                                "invalid_request_error", "invalid_body")
-        account = request.match_info["account_id"]
+        account = _target(request)
         event = overrides_mod.Event.new(account, action, reason.strip(), actor, request.remote, expires_at,
                                         self.enforcer.overrides.get(account), _now())
         try:
@@ -747,6 +769,15 @@ class Gateway:
                                    "server_error", "override_not_shared")
         return web.json_response(self.standing(account) | {"event": event.audit_row()}, dumps=_dumps)
 
+    def _target_refused(self, request: web.Request) -> web.Response | None:
+        """An account route for an id that reads as a campaign's override key: refused, so that an
+        account's override and a campaign's never share a key."""
+        if request.match_info.get("account_id", "").startswith(CAMPAIGN_KEY_PREFIX):
+            return self._error(400, f"account ids starting with {CAMPAIGN_KEY_PREFIX!r} are campaign override "
+                               "keys: use /admin/campaigns/{campaign_id}/...", "invalid_request_error",
+                               "invalid_account")
+        return None
+
     async def admin_reload(self, request: web.Request) -> web.Response:
         if (denied := self._admin_denied(request)) is not None:
             return denied
@@ -762,6 +793,13 @@ class Gateway:
         """The gateway's OpenAPI 3 description (openapi.yaml beside this module), as JSON: it
         names no secret, so it needs no token."""
         return web.Response(body=_openapi_json(), content_type="application/json")
+
+
+def _target(request: web.Request) -> str:
+    """The override key an admin route acts on: the account id, or a campaign's key."""
+    if "campaign_id" in request.match_info:
+        return campaign_key(request.match_info["campaign_id"])
+    return request.match_info["account_id"]
 
 
 def _held(h: overrides_mod.Held | Override) -> dict[str, Any]:
