@@ -944,6 +944,103 @@ def keys_list(db: str = DbOption, as_json: bool = JsonOption) -> None:
     console.print(table)
 
 
+StateDirOption = typer.Option(None, "--state-dir", metavar="DIR", help="The gateway's state directory, where "
+                              "overrides and analysts are kept (default: the store's name with .gateway-state, "
+                              "as the gateway's).")
+
+
+def _state_dir(db: str, state_dir: Optional[Path]) -> Path:
+    """The gateway's default state directory for ``db`` (GatewayConfig.overrides_dir)."""
+    return state_dir if state_dir is not None else Path(db).with_name(Path(db).stem + ".gateway-state")
+
+
+@app.command("console")
+@user_errors
+def console_command(
+    db: str = DbOption,
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address to listen on."),
+    port: int = typer.Option(8700, "--port", metavar="PORT", help="Port to listen on."),
+    state_dir: Optional[Path] = StateDirOption,
+    gateway_admin: Optional[str] = typer.Option(
+        None, "--gateway-admin", metavar="URL", help="Act through this gateway's admin API (its token from "
+        "--admin-token-file or DISTILLGUARD_ADMIN_TOKEN) instead of writing the state directory's override file."),
+    admin_token_file: Optional[Path] = typer.Option(None, "--admin-token-file", metavar="FILE",
+                                                    help="File holding the gateway's admin token (with --gateway-admin)."),
+    redact_salt: Optional[str] = typer.Option(None, "--redact-salt", envvar="DISTILLGUARD_REDACT_SALT", metavar="SECRET",
+                                              help="Secret mixed into the redaction hashes (env DISTILLGUARD_REDACT_SALT)."),
+) -> None:
+    """Serve the analyst console: campaigns, accounts, actions and their audit (docs/console.md)."""
+    import logging
+    import os
+
+    from distillguard.console import act
+    from distillguard.console.auth import Analysts
+    from distillguard.console.server import Console, serve as run
+    from distillguard.gateway.config import read_token
+    from distillguard.report.redact import Redactor
+
+    existing_store(db)
+    directory = _state_dir(db, state_dir)
+    analysts = Analysts(directory)
+    if not analysts.list():
+        raise UserError(f"no analysts in {analysts.path}: add one with `distillguard analysts add NAME --role operator "
+                        f"--db {db}`")
+    if gateway_admin:
+        token = read_token(admin_token_file) if admin_token_file else os.environ.get("DISTILLGUARD_ADMIN_TOKEN", "").strip()
+        if not token:
+            raise UserError("--gateway-admin needs the gateway's admin token: --admin-token-file FILE or "
+                            "DISTILLGUARD_ADMIN_TOKEN")
+        overrides: act.LocalOverrides | act.GatewayOverrides = act.GatewayOverrides(gateway_admin, token)
+    else:
+        overrides = act.LocalOverrides(str(directory))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(Console(db, analysts, overrides, Redactor(enabled=True, salt=redact_salt or "")), host, port)
+
+
+analysts_app = _Typer(no_args_is_help=True, help="Who may use the console (tokens stored hashed in the state directory).")
+app.add_typer(analysts_app, name="analysts")
+
+
+@analysts_app.command("add")
+@user_errors
+def analysts_add(
+    name: str = typer.Argument(..., metavar="NAME", help="The analyst's name, shown as the actor of their actions."),
+    role: str = typer.Option(..., "--role", metavar="viewer|operator", help="viewer: reads; operator: also acts."),
+    db: str = DbOption,
+    state_dir: Optional[Path] = StateDirOption,
+) -> None:
+    """Add an analyst (or give one a new token); the token is printed once and only its hash kept."""
+    from distillguard.console.auth import Analysts
+
+    token = Analysts(_state_dir(db, state_dir)).add(name, role)
+    console.print(f"added analyst {name} ({role}); their token, shown once:")
+    console.print(token, highlight=False, soft_wrap=True)
+
+
+@analysts_app.command("remove")
+@user_errors
+def analysts_remove(name: str = typer.Argument(..., metavar="NAME"), db: str = DbOption,
+                    state_dir: Optional[Path] = StateDirOption) -> None:
+    """Remove an analyst: their token stops working at their next login."""
+    from distillguard.console.auth import Analysts
+
+    if not Analysts(_state_dir(db, state_dir)).remove(name):
+        raise UserError(f"no analyst named {name!r}")
+    console.print(f"removed analyst {name}")
+
+
+@analysts_app.command("list")
+@user_errors
+def analysts_list(db: str = DbOption, state_dir: Optional[Path] = StateDirOption) -> None:
+    """The analysts and their roles (tokens are never stored)."""
+    from distillguard.console.auth import Analysts
+
+    table = Table("name", "role", "created_at")
+    for row in Analysts(_state_dir(db, state_dir)).list():
+        table.add_row(*row)
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
