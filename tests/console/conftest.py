@@ -4,6 +4,7 @@ store whose exchanges carry markup, analysts, and a real console server on a fre
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,3 +100,17 @@ def start_console(tmp_path) -> Iterator[Callable[..., Running]]:
     yield start
     for gen in stops:
         next(gen, None)
+
+
+# --- the browser: the system's Chromium, never a downloaded one ------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """pytest-playwright's launch arguments with the distribution's Chromium (``.ci/run``
+    installs it); no sandbox, as the tests may run as root in a container."""
+    if CHROMIUM is None:
+        pytest.skip("no system Chromium (the console's browser tests never download one)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": ["--no-sandbox"]}

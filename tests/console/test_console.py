@@ -192,6 +192,7 @@ def test_a_form_without_the_sessions_csrf_token_or_from_another_origin_changes_n
 _STARTED: dict[int, tuple] = {}
 
 
+@pytest.mark.slow  # forty examples against a running console: about 8 s
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(q=st.text(max_size=40), sort=st.text(max_size=12), page=st.text(max_size=8), action=st.text(max_size=10),
        target=st.text(max_size=30), hours=st.text(max_size=8))

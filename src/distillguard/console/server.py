@@ -363,7 +363,7 @@ def _secure(h: Any, request: web.Request) -> None:
     h["Content-Security-Policy"] = CSP
     h["X-Content-Type-Options"] = "nosniff"
     h["X-Frame-Options"] = "DENY"
-    h["Referrer-Policy"] = "no-referrer"
+    h["Referrer-Policy"] = "same-origin"  # no-referrer would make the browser send Origin: null on our own forms
     h["Cross-Origin-Opener-Policy"] = "same-origin"
     if not request.path.startswith("/static/"):
         h["Cache-Control"] = "no-store"

@@ -25,12 +25,14 @@
         elements: g.nodes.concat(g.edges),
         style: [
           {selector: "node", style: {"background-color": function (n) { return ACTIONS[n.data("action")] || "#64748b"; },
-                                      "label": "data(id)", "font-size": 8, "width": 14, "height": 14}},
+                                      "label": function (n) { return n.id().slice(-6); }, "font-size": 7,
+                                      "color": "#55606e", "width": 12, "height": 12}},
           {selector: "edge", style: {"line-color": function (e) { return COLOURS[e.data("kind")] || "#888"; },
                                       "width": function (e) { return Math.min(1 + e.data("weight") / 2, 6); },
                                       "opacity": 0.7, "curve-style": "haystack"}}
         ],
-        layout: {name: "cose", animate: false, randomize: false, nodeRepulsion: function () { return 8000; }}
+        layout: {name: "cose", animate: false, randomize: false, idealEdgeLength: function () { return 90; },
+                 nodeRepulsion: function () { return 400000; }, padding: 20}
       });
       cy.on("tap", "node", function (evt) { window.location.href = "/accounts/" + encodeURIComponent(evt.target.id()); });
       box.dataset.nodes = String(g.nodes.length);
