@@ -23,6 +23,8 @@ demo: $(STAMP)
 	$(DG) evaluate --verdicts out/scan/verdicts.parquet --labels out/sim/labels.parquet
 	$(DG) report --all --format html --db out/demo.duckdb --out out/report
 	@echo "Evidence report of the campaigns found: open file://$(CURDIR)/out/report/index.html"
+	@echo "Analyst console of the demo store: $(DG) analysts add YOU --role operator --db out/demo.duckdb"
+	@echo "  (prints your token once), then $(DG) console --db out/demo.duckdb and open http://127.0.0.1:8700/"
 
 # make test: the whole suite, skips listed with their reasons (-rs, pyproject.toml's addopts).
 # make test-fast: everything not marked slow (the simulations, fault injection, Spark parity,
