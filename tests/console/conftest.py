@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 import pytest
 import requests
 from aiohttp import web
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from distillguard.console import act
 from distillguard.console.auth import Analysts
@@ -107,10 +108,24 @@ def start_console(tmp_path) -> Iterator[Callable[..., Running]]:
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
-    """pytest-playwright's launch arguments with the distribution's Chromium (``.ci/run``
-    installs it); no sandbox, as the tests may run as root in a container."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """The distribution's Chromium (``.ci/run`` installs it) under Playwright, for one module.
+
+    Not pytest-playwright's session-wide fixtures: Playwright's sync API keeps its event loop
+    running in the main thread while it is open, and every later test that calls
+    ``asyncio.run`` (the gateway's) would fail; closed with the module, it leaves no loop behind.
+    No sandbox, as the tests may run as root in a container."""
     if CHROMIUM is None:
         pytest.skip("no system Chromium (the console's browser tests never download one)")
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": ["--no-sandbox"]}
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
