@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 import requests

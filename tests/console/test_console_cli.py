@@ -14,15 +14,22 @@ from distillguard.console.auth import Analysts
 from distillguard.gateway.ports import free_port, wait_port
 from tests.console.conftest import DEMO_CAMPAIGN
 from tests.gateway.inputs import write_scan
-from tests.gateway.procs import admin_call, call, chat, mock_upstream, start_gateway, stop_process
+from tests.gateway.procs import (
+    admin_call,
+    call,
+    chat,
+    mock_upstream,
+    start_gateway,
+    stop_process,
+)
 
 pytestmark = pytest.mark.slow  # every test runs the CLI as a process: 3-15 s each
 TOKEN = "s3cret-admin-token"
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distillguard.cli", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "COLUMNS": "400", **(env or {})})
+    return subprocess.run([sys.executable, "-m", "distillguard.cli", *args], check=False, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "400", **(env or {})})
 
 
 def test_analysts_add_prints_a_working_token_once_and_list_shows_no_secret(intel_store, tmp_path):

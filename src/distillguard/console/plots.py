@@ -3,7 +3,7 @@ population. Class names only (no inline styles), so the console's CSP holds."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
@@ -27,8 +27,8 @@ def population_strip(bins: Sequence[int], lo: float | None, hi: float | None, va
     def x_of(v: float) -> float:
         return left + plot_w * min(max((v - lo) / span, 0.0), 1.0)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="strip" '
-             f'aria-label="population histogram">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" role="img" class="strip" '
+              f'aria-label="population histogram">')]
     for i, n in enumerate(bins):
         h = plot_h * n / tallest
         parts.append(f'<rect x="{_n(left + i * step + 0.5)}" y="{_n(top + plot_h - h)}" width="{_n(step - 1)}" '

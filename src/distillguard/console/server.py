@@ -12,10 +12,11 @@ import asyncio
 import logging
 import math
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
@@ -23,7 +24,14 @@ import orjson
 from aiohttp import web
 
 from distillguard.console import act, pages, plots
-from distillguard.console.auth import Analyst, Analysts, LoginLimiter, Session, Sessions, csrf_ok
+from distillguard.console.auth import (
+    Analyst,
+    Analysts,
+    LoginLimiter,
+    Session,
+    Sessions,
+    csrf_ok,
+)
 from distillguard.report import FORMATS, svg, write_report
 from distillguard.report.redact import Redactor
 from distillguard.store import Store
