@@ -206,3 +206,12 @@ def test_no_query_or_form_value_makes_the_console_fail(intel_store, start_consol
     assert listing.status_code == 200
     acted = block(c, s, kind="account", target=target or "t", action=action, reason=q or "r", expires_hours=hours)
     assert acted.status_code in (303, 400), acted.text[:300]
+
+
+def test_a_campaigns_report_is_served_as_a_download_never_as_a_console_page(intel_store, start_console):
+    c = start_console(intel_store)
+    s = c.login("vic")
+    r = s.get(c.url + f"/campaigns/{DEMO_CAMPAIGN}/report.json")
+    assert r.status_code == 200 and r.headers["Content-Disposition"].startswith("attachment;")
+    assert DEMO_CAMPAIGN in json.dumps(r.json())
+    assert s.get(c.url + f"/campaigns/{DEMO_CAMPAIGN}/report.exe").status_code == 404
