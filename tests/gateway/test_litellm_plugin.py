@@ -11,7 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -23,10 +26,10 @@ from distillguard.gateway.overrides import Event, OverrideFile
 from distillguard.store import Store
 from distillguard.gateway.ports import free_port, wait_port
 from tests.gateway.inputs import write_scan
-from tests.gateway.procs import call, chat, live_processes, wait_until
+from tests.gateway.procs import Reply, call, chat, live_processes, wait_until
 
 litellm = pytest.importorskip("litellm", reason="the litellm extra is not installed")
-pytestmark = pytest.mark.slow  # starts the LiteLLM proxy: 10-20 s each
+pytestmark = pytest.mark.slow  # starts the LiteLLM proxy (10-20 s) twice: one live, one stopped
 LITELLM = shutil.which("litellm", path=str(Path(sys.executable).parent))
 
 AUTH = '''
@@ -40,8 +43,10 @@ async def user_api_key_auth(request, api_key):
 GUARDRAIL = "distillguard.gateway.litellm.DistillguardGuardrail"
 
 
-@pytest.fixture
-def proxy(tmp_path, upstream):
+@contextmanager
+def _litellm_proxy(tmp_path: Path, upstream: int) -> Iterator[tuple[int, subprocess.Popen, Path]]:
+    """(port, process, directory) of a LiteLLM proxy with the guardrail and the logging callback,
+    its verdicts, journal, state and store in ``tmp_path``; its process group is killed on leaving."""
     write_scan(tmp_path / "scan", [("carol", "block", "campaign-1"), ("dave", "throttle", "campaign-1")])
     (tmp_path / "custom_auth.py").write_text(AUTH)
     (tmp_path / "litellm.yaml").write_text(yaml.safe_dump({
@@ -80,23 +85,61 @@ def proxy(tmp_path, upstream):
         proc.wait()
 
 
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory, upstream):
+    """A running proxy that the module's tests share (each uses accounts and prompts of its own);
+    no test stops it. Starting LiteLLM takes 10-20 s, so it is started once."""
+    with _litellm_proxy(tmp_path_factory.mktemp("litellm-live"), upstream) as started:
+        yield started
+
+
+@dataclass
+class StoppedRun:
+    """What a proxy answered to ``RUN``, whether its loader outlived its SIGTERM, and the
+    exchanges its store held afterwards (oldest first)."""
+
+    replies: dict[str, Reply]
+    left_after_sigterm: list[int]
+    rows: list[dict]
+
+
+#: the requests of the stopped run, each with a prompt of its own: name -> (key, body, headers)
+RUN = {
+    "identity": ("sk-ok", chat("who am i"), {"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "User-Agent": "probe/1.0"}),
+    "allowed": ("sk-ok", chat("through litellm"), {}),
+    "blocked": ("sk-blocked", chat("hi from carol"), {}),
+    "throttled": ("sk-throttled", chat("hi from dave"), {}),
+    "streamed": ("sk-ok", chat("chunks:3", stream=True), {}),
+}
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory, upstream) -> StoppedRun:
+    """A proxy of its own sent ``RUN`` in order, then stopped with SIGTERM as an operator stops
+    LiteLLM; the tests below read that one run, each a different fact of it."""
+    with _litellm_proxy(tmp_path_factory.mktemp("litellm-stopped"), upstream) as (port, proc, tmp):
+        replies = {name: call(port, "/v1/chat/completions", body, key=key, headers=headers)
+                   for name, (key, body, headers) in RUN.items()}
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        # the loader process finishes its round, and lets go of the store, after LiteLLM
+        left = _wait_group_gone(proc.pid)
+    # whatever the exit did not load is still on disk; load it as the gateway would at start-up
+    Loader(Journal(tmp / "log"), tmp / "dg.duckdb").round(rotate=True)
+    with Store(tmp / "dg.duckdb", read_only=True) as store:
+        cursor = store.con.execute("SELECT exchange_id, account_id, api_key_id, organization_id, client_ip, prompt, "
+                                   "status_code, output_tokens FROM exchanges ORDER BY timestamp")
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r)) for r in cursor.fetchall()]
+    return StoppedRun(replies, left, rows)
+
+
 def _wait_group_gone(pgid: int, timeout: float = 15.0) -> list[int]:
     """Wait until no process of group ``pgid`` runs; those still running after ``timeout``."""
     deadline = time.monotonic() + timeout
     while (left := live_processes(group=pgid)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
-
-
-def _stored(tmp: Path, proc: subprocess.Popen, columns: str) -> list[tuple]:
-    """The exchanges in the store once LiteLLM has stopped, oldest first."""
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    _wait_group_gone(proc.pid)  # the loader process finishes its round, and lets go of the store, after LiteLLM
-    # whatever the exit did not load is still on disk; load it as the gateway would at start-up
-    Loader(Journal(tmp / "log"), tmp / "dg.duckdb").round(rotate=True)
-    with Store(tmp / "dg.duckdb", read_only=True) as store:
-        return store.con.execute(f"SELECT {columns} FROM exchanges ORDER BY timestamp").fetchall()
 
 
 def test_the_guardrail_refuses_a_blocked_account_without_saying_why_and_serves_an_allowed_one(proxy):
@@ -121,57 +164,43 @@ def test_an_operators_override_is_applied_by_the_running_guardrail(proxy):
     assert call(port, "/v1/chat/completions", chat("still"), key="sk-ok").status == 200
 
 
-def test_each_exchange_is_logged_once_with_litellms_identity(proxy):
-    port, proc, tmp = proxy
-    ok = call(port, "/v1/chat/completions", chat("who am i"), key="sk-ok",
-              headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "User-Agent": "probe/1.0"})
-    assert ok.status == 200, ok.body
-    assert call(port, "/v1/chat/completions", chat("hi"), key="sk-blocked").status == 403
-    rows = _stored(tmp, proc, "account_id, api_key_id, organization_id, client_ip, prompt, status_code")
+def test_each_exchange_is_logged_once_with_litellms_identity(stopped_run):
+    assert stopped_run.replies["identity"].status == 200, stopped_run.replies["identity"].body
     key_id = "key-" + hashlib.sha256(b"sk-ok").hexdigest()[:12]  # LiteLLM's key hash, as the gateway names keys
-    assert rows[0] == ("alice", key_id, "team-alice", "203.0.113.9", "who am i", 200)
-    assert [(r[0], r[5]) for r in rows] == [("alice", 200), ("carol", 403)]  # guardrail and callback: one row each
+    [identity] = [r for r in stopped_run.rows if r["prompt"] == "who am i"]
+    assert (identity["account_id"], identity["api_key_id"], identity["organization_id"], identity["client_ip"],
+            identity["status_code"]) == ("alice", key_id, "team-alice", "203.0.113.9", 200)
+    # guardrail and callback: one row each, refused or served
+    assert sorted(r["prompt"] for r in stopped_run.rows) == sorted(body["messages"][-1]["content"]
+                                                                   for _, body, _ in RUN.values())
 
 
-def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(proxy):
-    port, proc, tmp = proxy
-    ok = call(port, "/v1/chat/completions", chat("through litellm"), key="sk-ok")
-    assert ok.status == 200, ok.body
-    assert ok.json()["choices"][0]["message"]["content"] == "through litellm"
-    blocked = call(port, "/v1/chat/completions", chat("hi"), key="sk-blocked")
-    assert blocked.status == 403, blocked.body
-    throttled = call(port, "/v1/chat/completions", chat("hi"), key="sk-throttled")
-    assert throttled.status == 429, throttled.body
-    assert int(throttled.headers["retry-after"]) == 3600
-    streamed = call(port, "/v1/chat/completions", chat("chunks:3", stream=True), key="sk-ok")
-    assert streamed.status == 200 and b"[DONE]" in streamed.body
-    rows = _stored(tmp, proc, "account_id, prompt, status_code, output_tokens")
-    assert [(a, s) for a, _, s, _ in rows] == [("alice", 200), ("carol", 403), ("dave", 429), ("alice", 200)]
-    assert rows[0][1] == "through litellm" and rows[0][3] == 2
+def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(stopped_run):
+    replies = stopped_run.replies
+    assert replies["allowed"].status == 200, replies["allowed"].body
+    assert replies["allowed"].json()["choices"][0]["message"]["content"] == "through litellm"
+    assert replies["blocked"].status == 403, replies["blocked"].body
+    assert replies["throttled"].status == 429, replies["throttled"].body
+    assert int(replies["throttled"].headers["retry-after"]) == 3600
+    assert replies["streamed"].status == 200 and b"[DONE]" in replies["streamed"].body
+    rows = stopped_run.rows
+    assert [(r["account_id"], r["status_code"]) for r in rows] == [
+        ("alice", 200), ("alice", 200), ("carol", 403), ("dave", 429), ("alice", 200)]
+    assert rows[1]["prompt"] == "through litellm" and rows[1]["output_tokens"] == 2
 
 
-def test_stopping_litellm_with_sigterm_leaves_no_loader_process_behind(proxy):
+def test_stopping_litellm_with_sigterm_leaves_no_loader_process_behind(stopped_run):
     """uvicorn re-raises SIGTERM after its shutdown, so the plugin's atexit drain never runs:
     the loader process must end on its own when its parent is gone."""
-    port, proc, tmp = proxy
-    assert call(port, "/v1/chat/completions", chat("hello"), key="sk-ok").status == 200
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    assert _wait_group_gone(proc.pid) == []
+    assert stopped_run.replies["allowed"].status == 200  # the loader had exchanges to load
+    assert stopped_run.left_after_sigterm == []
 
 
-def test_the_guardrails_refusals_carry_the_logged_exchange_id_as_support_reference(proxy):
-    port, proc, tmp = proxy
-    refused = {key: call(port, "/v1/chat/completions", chat("hi"), key=key) for key in ("sk-blocked", "sk-throttled")}
-    references = {}
-    for key, reply in refused.items():
+def test_the_guardrails_refusals_carry_the_logged_exchange_id_as_support_reference(stopped_run):
+    logged = {r["exchange_id"]: r["account_id"] for r in stopped_run.rows}
+    for name, account in (("blocked", "carol"), ("throttled", "dave")):
+        reply = stopped_run.replies[name]
         assert reply.status in (403, 429), reply.body
         found = re.search(rb"quote reference (litellm-[\w-]+)", reply.body)
         assert found, reply.body
-        references[key] = found.group(1).decode()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    Loader(Journal(tmp / "log"), tmp / "dg.duckdb").round(rotate=True)
-    with Store(tmp / "dg.duckdb", read_only=True) as store:
-        logged = dict(store.con.execute("SELECT exchange_id, account_id FROM exchanges").fetchall())
-    assert logged[references["sk-blocked"]] == "carol" and logged[references["sk-throttled"]] == "dave"
+        assert logged[found.group(1).decode()] == account

@@ -57,10 +57,11 @@ def _poison(table: pa.Table) -> pa.Table:
         if name not in table.column_names:
             continue
         column = table.column(name)
-        uniques = pc.unique(column).to_pylist()
-        mapped = {v: (None if v is None else
-                      v + " " + _payload(v) + (PII if name == "prompt" else "")) for v in uniques}
-        values = pa.array([mapped[v] for v in column.to_pylist()], pa.string())
+        uniques = pc.unique(column)
+        mapped = pa.array([None if v is None else v + " " + _payload(v) + (PII if name == "prompt" else "")
+                           for v in uniques.to_pylist()], pa.string())
+        # each value replaced by its unique's poisoned form, in Arrow rather than row by row in Python
+        values = pc.take(mapped, pc.index_in(column, value_set=uniques))
         table = table.set_column(table.column_names.index(name), name, values)
     return table
 
