@@ -7,8 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from typer.testing import CliRunner
 
 from distillguard.bench import sweep
+from distillguard.cli import app
 from distillguard.simulate.scenario import load_scenario
 
 
@@ -47,15 +49,15 @@ def test_the_sweep_command_measures_each_strength_and_writes_the_table_and_the_p
     assert (docs.parent / "img" / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.slow
-def test_an_unknown_tell_is_a_clear_error():
-    done = subprocess.run([sys.executable, "-m", "distillguard.cli", "sweep", "--tell", "charisma"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "unknown tell 'charisma'" in done.stderr
+# in this process: refused before anything is simulated, so a process of their own would only
+# add its start-up; the sweep above runs as a process
+def test_an_unknown_tell_is_a_clear_error(tmp_path):
+    done = CliRunner().invoke(app, ["sweep", "--tell", "charisma", "--out", str(tmp_path / "out")])
+    assert done.exit_code == 2 and "unknown tell 'charisma'" in done.stderr
+    assert "Traceback" not in done.output
 
 
-@pytest.mark.slow
-def test_a_scenario_without_a_campaign_is_a_clear_error():
-    done = subprocess.run([sys.executable, "-m", "distillguard.cli", "sweep", "--scenario", "baseline"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "has no campaign" in done.stderr
+def test_a_scenario_without_a_campaign_is_a_clear_error(tmp_path):
+    done = CliRunner().invoke(app, ["sweep", "--scenario", "baseline", "--out", str(tmp_path / "out")])
+    assert done.exit_code == 2 and "has no campaign" in done.stderr
+    assert "Traceback" not in done.output

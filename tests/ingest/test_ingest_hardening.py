@@ -116,7 +116,6 @@ def test_a_utc_offset_no_time_zone_has_is_quarantined_with_its_reason(store, tmp
 
 # --- what is written for analysts ----------------------------------------------------------
 
-@pytest.mark.slow  # runs the CLI as a process: about 9 s
 @pytest.mark.slow  # runs the CLI as a process
 def test_verdicts_csv_cells_a_spreadsheet_would_run_as_formulas_start_with_a_quote(tmp_path):
     import csv

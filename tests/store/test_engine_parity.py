@@ -1,14 +1,16 @@
-"""One pipeline, two engines: a small simulated scenario gets the same verdicts on DuckDB and Spark."""
+"""One pipeline, two engines: a small simulated scenario gets the same verdicts on DuckDB and
+Spark; and what Spark cannot read is one error line. The module's tests share one local Spark
+session (its JVM takes 15-20 s to start)."""
 
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
+from distillguard.cli import app
 from distillguard.store.engine import exchanges
-from distillguard.ingest import ingest_paths
 from distillguard.detect.policy import Policy
 from distillguard.detect.scan import scan
-from distillguard.simulate import simulate
 from distillguard.store import Store
 
 pytestmark = pytest.mark.slow  # starts Spark and scans on both engines: minutes
@@ -16,10 +18,10 @@ pytestmark = pytest.mark.slow  # starts Spark and scans on both engines: minutes
 pytest.importorskip("pyspark", reason="the spark extra is not installed (make test installs it)")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module", autouse=True)
 def spark_stopped_after():
-    """Stops the Spark session and its JVM once the test ends: a JVM left running would hold
-    gigabytes and outlive the test run."""
+    """Stops the Spark session that the module's tests started, and its JVM, once they are
+    done: a JVM left running would hold gigabytes and outlive the test run."""
     yield
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -38,10 +40,8 @@ def spark_stopped_after():
         SparkContext._jvm = None
 
 
-def test_duckdb_and_spark_give_the_same_verdicts(tmp_path, spark_stopped_after):
-    simulate("alibaba-2026", scale=0.002, seed=5, out_dir=tmp_path / "sim")
-    with Store(tmp_path / "s.duckdb") as store:
-        ingest_paths(store, [tmp_path / "sim" / "exchanges.parquet"])
+def test_duckdb_and_spark_give_the_same_verdicts(small_store):
+    with Store(small_store) as store:
         results = {}
         for engine in ("duckdb", "spark"):
             _, table, lookup = exchanges(store, engine, partitions=2)
@@ -59,3 +59,19 @@ def test_duckdb_and_spark_give_the_same_verdicts(tmp_path, spark_stopped_after):
     duck_ind, spark_ind = (results[e].indicators.sort_by(order) for e in ("duckdb", "spark"))
     assert duck_ind.num_rows > 0
     assert duck_ind.equals(spark_ind)
+
+
+def test_an_input_uri_spark_cannot_read_is_one_error_line_and_exit_2(tmp_path):
+    import shutil
+
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH: Spark needs a JVM")
+    missing = (tmp_path / "nowhere").as_uri() + "/"
+    # in this process, on the module's Spark session (started here if this test runs alone)
+    result = CliRunner().invoke(app, ["scan", "--engine", "spark", "--input", missing,
+                                      "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 2, result.output[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"spark cannot read {missing}" in errors[0] and "PATH_NOT_FOUND" in errors[0]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
