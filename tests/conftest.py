@@ -18,6 +18,18 @@ def store() -> Iterable[Store]:
     s.close()
 
 
+@pytest.fixture(scope="session")
+def alibaba_small(tmp_path_factory) -> Path:
+    """Four per mille of alibaba-2026 (seed 11), simulated once for the session: the directory
+    holding its exchanges.parquet and labels.parquet, which tests read and never write. The
+    scan's and the report's end-to-end tests start from it."""
+    from distillguard.simulate import simulate
+
+    out = tmp_path_factory.mktemp("alibaba-small")
+    simulate("alibaba-2026", scale=0.004, seed=11, out_dir=out)
+    return out
+
+
 # --- process hygiene: no process a test started outlives the test run ---------------------------
 
 #: prctl option that makes this process adopt its orphaned descendants (Linux >= 3.4)

@@ -258,9 +258,9 @@ def _cli(*args: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_campaign_keeps_its_id_across_two_scans_of_a_growing_store_and_its_verdicts_name_it(tmp_path: Path):
-    _cli("simulate", "--scenario", "alibaba-2026", "--scale", "0.005", "--seed", "7", "--out", str(tmp_path / "sim"))
-    exchanges = pq.read_table(tmp_path / "sim" / "exchanges.parquet")
+def test_a_campaign_keeps_its_id_across_two_scans_of_a_growing_store_and_its_verdicts_name_it(tmp_path: Path,
+                                                                                              alibaba_small: Path):
+    exchanges = pq.read_table(alibaba_small / "exchanges.parquet")
     cut = datetime(2026, 6, 1, tzinfo=timezone.utc)
     early = pc.less(exchanges.column("timestamp"), pa.scalar(cut, exchanges.schema.field("timestamp").type))
     pq.write_table(exchanges.filter(early), tmp_path / "early.parquet")

@@ -17,15 +17,13 @@ from distillguard.detect.campaigns import Campaign
 from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
 from distillguard.detect.policy import Policy, load_policy
-from distillguard.simulate import simulate
 from distillguard.store import Store
 from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA
 
 
 @pytest.fixture(scope="module")
-def scanned(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sim")
-    simulate("alibaba-2026", scale=0.004, seed=11, out_dir=out)
+def scanned(tmp_path_factory, alibaba_small):
+    out = alibaba_small
     store = Store(":memory:")
     ingest_paths(store, [out / "exchanges.parquet"])
     con = ibis.duckdb.from_connection(store.con)

@@ -32,7 +32,6 @@ from distillguard.detect.policy import Policy
 from distillguard.report import chromium, document, write_report
 from distillguard.report.facts import _jsonable
 from distillguard.report.redact import Redactor
-from distillguard.simulate import simulate
 from distillguard.store import Store
 
 PAYLOADS = [line for line in (Path(__file__).parent / "data" / "xss_payloads.txt").read_text().splitlines() if line]
@@ -67,11 +66,10 @@ def _poison(table: pa.Table) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def poisoned(tmp_path_factory):
+def poisoned(tmp_path_factory, alibaba_small):
     """(db path, campaign id): a scanned store of poisoned logs with one campaign at least."""
     root = tmp_path_factory.mktemp("report")
-    simulate("alibaba-2026", scale=0.004, seed=11, out_dir=root / "sim")
-    pq.write_table(_poison(pq.read_table(root / "sim" / "exchanges.parquet")), root / "poisoned.parquet")
+    pq.write_table(_poison(pq.read_table(alibaba_small / "exchanges.parquet")), root / "poisoned.parquet")
     db = root / "store.duckdb"
     with Store(db) as store:
         ingest_paths(store, [root / "poisoned.parquet"])
