@@ -36,6 +36,7 @@ NOT_A_KIND = {
     ("detect/inherit.py", "system_prompt"): "a canonical column",
     ("report/facts.py", "ip"): "a column of the address table",
     ("report/document.py", "user_agent"): "a column of a report section",
+    ("console/pages.py", "user_agent"): "the canonical column, shown on the account page",
     ("detect/policy.py", "subnet"): "a rate limit's scope",
     ("detect/policy.py", "payment"): "a rate limit's scope",
     ("gateway/enforce.py", "subnet"): "a rate limit's scope",

@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 
+from distillguard.detect.linkage import EVIDENCE
 from distillguard.errors import UserError
 from distillguard.report import facts
 from distillguard.report.redact import Redactor
@@ -28,8 +29,8 @@ SORTS = {"score": "score", "members": "members", "exchanges": "exchanges", "outp
 PER_PAGE = 50
 #: what "current traffic" means on the confirmation of an action: the last day of the store
 CURRENT = timedelta(hours=24)
-#: evidence kinds of an edge, in the order the graph's legend lists them
-EDGE_KINDS = ("payment", "ip", "subnet", "user_agent", "signup_burst", "scaffold", "system_prompt", "sync")
+#: evidence kinds of an edge (the edges table's shared_* columns), in declaration order: the graph's legend
+EDGE_KINDS = tuple(EVIDENCE)
 SAMPLE_EXCHANGES = 20
 PROMPT_CHARS = 600
 
