@@ -336,3 +336,63 @@ def test_each_window_is_judged_against_exactly_the_entities_that_arrived_before_
                         p = stats.betabinom.sf(len(members) - 1, len(inside), k, r + 1 - k)
                         expected.add((width, start, k, members, round(float(p), 12)))
     assert expected and {(c.width_hours, c.start, c.rank, c.members, round(c.p_value, 12)) for c in found} == expected
+
+
+def profile_case(seed: int = 3, n: int = 2000, size: int = 30):
+    """A population on six features, a cohort extreme on all six, and one outsider extreme on the
+    window's feature only (an organic entity that happened to arrive with the cohort)."""
+    rng = np.random.default_rng(seed)
+    names = [f"f{i}" for i in range(6)]
+    values = {f: rng.normal(size=n) for f in names}
+    cohort = list(range(size))
+    outsider = size
+    for f in names:
+        values[f][cohort] += 3.0
+    values["f0"][outsider] += 6.0
+    features = {f: (v, "above") for f, v in values.items()}
+    found = [cohorts.Cohort("f0", "above", 0.01, "first_seen", 24.0, 0.0, size + 5, size + 1, 0.01, 1e-20, 1e-15,
+                            tuple(cohort + [outsider]))]
+    return features, found, cohort, outsider
+
+
+def test_a_cohort_member_must_be_as_extreme_as_the_cohort_on_the_features_that_did_not_choose_the_window():
+    features, found, cohort, outsider = profile_case()
+    (kept,) = cohorts.profile_members(found, features, 0.05)
+    assert outsider not in kept.members and len(set(kept.members) & set(cohort)) >= 25
+    assert kept.extreme == found[0].extreme and kept.p_corrected == found[0].p_corrected  # cost unchanged
+    assert "left out" in kept.reason()
+
+
+def test_a_member_more_extreme_on_another_feature_is_never_left_out_for_it():
+    features, found, cohort, _ = profile_case()
+    (before,) = cohorts.profile_members(found, features, 0.05)
+    for member in cohort:
+        stronger = {f: (v.copy(), d) for f, (v, d) in features.items()}
+        stronger["f3"][0][member] += 5.0
+        (after,) = cohorts.profile_members(found, stronger, 0.05)
+        assert member not in before.members or member in after.members
+
+
+def test_a_cohort_extreme_on_one_feature_only_keeps_every_extreme_member():
+    """Members no closer to their profile on the other features than anyone else: the check says
+    nothing, so it removes nothing."""
+    rng = np.random.default_rng(8)
+    n, size = 2000, 40
+    features = {f"f{i}": (rng.normal(size=n), "above") for i in range(6)}
+    features["f0"][0][:size] += 6.0
+    found = [cohorts.Cohort("f0", "above", 0.01, "first_seen", 24.0, 0.0, size, size, 0.01, 1e-20, 1e-15,
+                            tuple(range(size)))]
+    (kept,) = cohorts.profile_members(found, features, 0.05)
+    assert kept.members == found[0].members and kept.profiled_out == 0
+
+
+def test_the_budget_goes_first_to_the_results_cheapest_per_entity():
+    """Two significant results, the budget fits only one: the one costing less per entity wins,
+    although the other's p-value is smaller."""
+    policy = Policy()
+    n = 10_000  # throttle budget: 1e-4 x 10,000 = 1 expected false positive
+    candidates = {a: [] for a in dv.ACTIONS}
+    candidates["throttle"] = [(1e-30, "cohort", "w", "big window", "", tuple(range(10)), 0.9),
+                              (1e-8, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)]
+    accepted = [f.reason.split(";")[0] for f in dv._within_budget(candidates, n, policy) if f.action == "throttle"]
+    assert accepted == ["tight window"]

@@ -37,7 +37,7 @@ policy's error budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -65,6 +65,8 @@ class Cohort:
     typical: float = 0.0  # the median number of entities arriving in a window of this width and attribute
     rank: int = 1  # k: an extreme entity exceeds all but k - 1 reference entities
     reference: int = 0  # r: entities that arrived before the window (less those already found)
+    profile_level: float = 1.0  # members kept: as extreme as the cohort on its other features at this level
+    profiled_out: int = 0  # extreme entities of the window left out by that check
 
     @property
     def expected(self) -> float:
@@ -81,11 +83,15 @@ class Cohort:
 
     def reason(self) -> str:
         sign = "above" if self.direction == "above" else "below"
+        profile = "" if self.profile_level >= 1.0 else (
+            f"; {len(self.members)} of the {self.extreme} are members: each as extreme as the cohort's median "
+            f"member on its other features, closer to it than all but {self.profile_level:.0%} of the other "
+            f"entities ({self.profiled_out} left out)")
         return (f"cohort: {self.extreme} of {self.entities} entities {self.attribute.replace('_', ' ')} in one "
                 f"{self.width_hours:g}-hour window are {sign} all but {self.rank - 1} of the {self.reference} "
                 f"entities that arrived before it on {self.feature}, {self.expected:.3g} expected by chance "
                 f"(beta-binomial, exchangeable with the earlier arrivals), p={self.p_value:.3g}, corrected for "
-                f"looks p={self.p_corrected:.3g}")
+                f"looks p={self.p_corrected:.3g}{profile}")
 
 
 def tail_shares(values: np.ndarray, direction: str) -> np.ndarray:
@@ -203,3 +209,55 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
         members = tuple(sorted(int(m) for m in order[inside][oriented[inside] > thresholds[s, j]]))
         out.append(Cohort(f, d, k / (r + 1), a, w, start, n, x, k / (r + 1), p, corrected, members, typical, k, r))
     return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank))
+
+
+def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, str]], level: float,
+                    min_members: int = 3, excluded: frozenset[int] = frozenset()) -> list[Cohort]:
+    """The cohorts with their members checked against the cohort's profile on the *other* features.
+
+    A window is chosen for how many of its entities are extreme on one feature, so an organic
+    entity that happens to be extreme on it and arrives with a campaign makes that window more
+    likely to be chosen: the winner's curse. The window's other features were not used to choose
+    it. The cohort's profile is its extreme members' median log tail share on each other feature
+    (how extreme its typical member is there); an entity's shortfall is the sum, over those
+    features, of how much less extreme than the profile it is (never how much more: a stronger
+    tell never counts against it). A member is kept when its shortfall is at most the ``level``
+    quantile of the shortfalls of the other entities judged on the window's feature (less the
+    excluded ones): a conformal p-value, so an entity exchangeable with them passes with
+    probability at most ``level``. The profile holds only the features on which more members are
+    in the population's top half than a fair coin gives (a sign test at ``level``, Bonferroni over
+    the features); a cohort extreme on nothing else keeps every member. The check only removes
+    members: the window's p-value and its cost are those of all its extreme entities. A cohort
+    left with fewer than ``min_members`` is dropped.
+    """
+    if level >= 1.0 or not found:
+        return found
+    names = sorted(features)
+    logs = np.log(np.clip(np.vstack([tail_shares(features[f][0], features[f][1]) for f in names]).T, 1e-12, 1.0))
+    gone = np.zeros(logs.shape[0], dtype=bool)
+    gone[list(excluded)] = True
+    out = []
+    for c in found:
+        members = np.asarray(c.members, dtype=np.int64)
+        others = [i for i, f in enumerate(names) if f != c.feature]
+        if not others:
+            out.append(replace(c, profile_level=level))
+            continue
+        profile = np.median(logs[np.ix_(members, others)], axis=0)
+        shortfall = np.maximum(0.0, logs[:, others] - profile).sum(axis=1)
+        judged = ~np.isnan(features[c.feature][0]) & ~gone
+        judged[members] = False
+        reference = np.sort(shortfall[judged])
+        # conformal p-value of closeness: (1 + reference entities at most as far) / (r + 1)
+        p = (1.0 + np.searchsorted(reference, shortfall[members], side="right")) / (reference.size + 1.0)
+        close = p <= level
+        # the check means something only where the members are closer to their profile than
+        # entities like the reference would be: more of them within the level than Binomial(X, level)
+        # gives, at the level corrected for the cohorts checked
+        if stats.binom.sf(int(close.sum()) - 1, members.size, level) > level / len(found):
+            out.append(replace(c, profile_level=level))
+            continue
+        keep = tuple(int(m) for m in members[close])
+        if len(keep) >= min_members:
+            out.append(replace(c, members=keep, profile_level=level, profiled_out=len(members) - len(keep)))
+    return out

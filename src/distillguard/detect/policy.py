@@ -195,6 +195,10 @@ class Statistics(BaseModel):
                                              "level is one more look, corrected for")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
+    cohort_profile_level: float = Field(0.05, gt=0, le=1, description="a window's extreme entity is a member only "
+                                        "if it is as extreme as the cohort's median member on the other features, "
+                                        "closer than all but this share of the other entities (1: no check): the "
+                                        "window's feature chose it, the others did not")
     cohort_min_exchanges: int = Field(20, ge=1, description="exchanges an account needs for its features to be judged")
     cohort_refits: int = Field(2, ge=0, description="times the cohort tests are rerun with the entities the scan "
                                "has found taken out of the reference (a null refitted without validated findings)")
