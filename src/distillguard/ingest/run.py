@@ -33,6 +33,7 @@ from distillguard.ingest import fast_jsonl, fast_parquet
 from distillguard.ingest.sources import (CappedReader, IngestLimits, Source, discover, first_record, open_binary,
                                          sha256_file)
 from distillguard.schema import COLUMN_NAMES, REQUIRED
+from distillguard.store import chain
 from distillguard.store.database import Store, _sql_str, sql_literal_path, stores_any_of
 
 Progress = Callable[[Source, int], None]
@@ -173,9 +174,11 @@ def ingest_file(store: Store, source: Source, progress: Progress | None = None, 
 def commit_ingest(store: Store, pending: Path, ingest_id: str, result: FileResult, started: datetime,
                   before_commit: Callable[[], None] | None = None) -> None:
     """Make one ingest visible at once: its quarantined records (staged in ``_qstage``), its parts
-    under ``pending`` as a segment, and its row in ``ingests``, in one transaction (``before_commit``
+    under ``pending`` as a segment, its row in ``ingests`` and its link in the store's hash chain
+    (store/chain.py), in one transaction (``before_commit``
     adds what else must land with them, e.g. a source's watermark), or none of it."""
     con = store.con
+    digest = chain.segment_digest(pending) if result.rows_stored else None  # hashed before the lock is taken
     con.execute("BEGIN TRANSACTION")
     try:
         # the same bytes ingested again (by another name, or the gateway's loader retrying a
@@ -190,6 +193,7 @@ def commit_ingest(store: Store, pending: Path, ingest_id: str, result: FileResul
                     [ingest_id, result.path, result.format, result.size_bytes, result.sha256, result.rows_in,
                      result.rows_stored, result.rows_duplicate, result.rows_quarantined, started,
                      datetime.now(timezone.utc), __version__, segment])
+        chain.record_ingest(con, ingest_id, result.path, result.sha256, result.rows_stored, segment, digest)
         if before_commit is not None:
             before_commit()
         con.execute("COMMIT")

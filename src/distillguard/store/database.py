@@ -198,10 +198,14 @@ class Store:
                 f"SELECT count(*) FROM read_parquet('{sql_literal_path(target)}')").fetchone()[0]
             if written != expected:  # an invariant: keep the traceback
                 raise AssertionError(f"compaction of {len(small)} segments wrote {written} rows, not {expected}")
+            from distillguard.store import chain  # chain reads this module's helpers
+
+            digest = chain.segment_digest(pending)
             self.con.execute("BEGIN TRANSACTION")
             try:
                 self.publish(pending, segment)
                 self.con.execute("UPDATE ingests SET segment = ? WHERE list_contains(?, segment)", [segment, small])
+                chain.record_segment(self.con, segment, small, digest)
                 self.con.execute("COMMIT")
             except BaseException:
                 self.con.execute("ROLLBACK")

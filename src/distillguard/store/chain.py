@@ -1,0 +1,365 @@
+"""The store's hash chain: an append-only list of links, each holding the hash of the one before,
+so that nothing the store holds can be changed afterwards without the change showing.
+
+Why: a report accuses someone, and the provider must be able to show an outsider that the
+exchanges it rests on are the ones that came in. Every ingested file (``ingest_file``), every
+Parquet segment the store keeps its exchanges in (written by an ingest, or by a compaction:
+``segment``), every closed gateway journal segment (``journal_segment``) and every scan (``scan``,
+with the head it read) adds one link. A link's hash covers its fields and the previous link's
+hash, so changing, removing or reordering any link breaks every hash after it; a signed report
+names the head it read (report/manifest.py), so cutting links off the end shows too.
+
+A segment's link records the sha256 of each Parquet part and of each ``BLOCK_BYTES`` block of it,
+so that a changed byte is named by part, byte range and (while the part's footer still reads)
+the row group and rows it falls in. A journal segment's link holds the hash the gateway computed
+while writing it (gateway/journal.py, ``<segment>.sha256``) beside the hash of what was loaded.
+
+Table ``chain`` (created by the first link):
+``seq`` (1, 2, ...), ``kind``, ``subject`` (ingest id, segment name, journal segment name, scan id),
+``sha256`` (of the subject's content), ``detail`` (canonical JSON), ``linked_at`` (ISO-8601 UTC text),
+``prev_hash`` (the previous link's ``link_hash``; 64 zeros for the first),
+``link_hash`` = sha256 of the canonical JSON array [prev_hash, seq, kind, subject, sha256, detail, linked_at].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from distillguard.store.database import has_table
+
+GENESIS = "0" * 64
+#: a part is hashed in blocks of this many bytes, so that a change is named by its place
+BLOCK_BYTES = 1 << 20
+#: hex digits kept of a block's sha256: the part's whole sha256 is kept too, the blocks only place a change
+BLOCK_HEX = 16
+#: lines of a journal segment hashed together (gateway/journal.py), so that a change is named by its lines
+JOURNAL_BLOCK_LINES = 1000
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS chain (
+  seq BIGINT PRIMARY KEY,
+  kind VARCHAR NOT NULL,
+  subject VARCHAR NOT NULL,
+  sha256 VARCHAR NOT NULL,
+  detail VARCHAR NOT NULL,
+  linked_at VARCHAR NOT NULL,
+  prev_hash VARCHAR NOT NULL,
+  link_hash VARCHAR NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Link:
+    seq: int
+    kind: str
+    subject: str
+    sha256: str
+    detail: dict
+    at: str
+    prev_hash: str
+    link_hash: str
+    #: ``detail`` as stored: what the link's hash covers
+    detail_text: str = "{}"
+
+    @property
+    def name(self) -> str:
+        return f"chain link {self.seq} ({self.kind} {self.subject})"
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The first thing found changed: ``where`` names the file, link, row range or figure."""
+
+    where: str
+    what: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.what}"
+
+
+def canonical(value: Any) -> str:
+    """The one JSON text of ``value`` that is hashed: sorted keys, no spaces, UTF-8 as is."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def link_hash(prev_hash: str, seq: int, kind: str, subject: str, sha256: str, detail: str, at: str) -> str:
+    text = canonical([prev_hash, seq, kind, subject, sha256, detail, at])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def has_chain(con: duckdb.DuckDBPyConnection) -> bool:
+    return has_table(con, "chain")
+
+
+def head(con: duckdb.DuckDBPyConnection) -> dict | None:
+    """The last link as ``{"seq", "link_hash"}``, or None when the chain is empty (or absent)."""
+    if not has_chain(con):
+        return None
+    row = con.execute("SELECT seq, link_hash FROM chain ORDER BY seq DESC LIMIT 1").fetchone()
+    return {"seq": row[0], "link_hash": row[1]} if row else None
+
+
+def append(con: duckdb.DuckDBPyConnection, kind: str, subject: str, sha256: str, detail: dict,
+           at: datetime | None = None) -> Link:
+    """Add one link, in the caller's transaction when there is one (an ingest's link commits with
+    its rows or not at all). ``seq`` is the primary key: two writers racing for the same place
+    fail instead of forking the chain."""
+    con.execute(_DDL)
+    last = head(con)
+    seq = 1 if last is None else last["seq"] + 1
+    prev = GENESIS if last is None else last["link_hash"]
+    text = canonical(detail)
+    when = (at or datetime.now(timezone.utc)).astimezone(timezone.utc).isoformat()
+    link = Link(seq, kind, subject, sha256, detail, when, prev,
+                link_hash(prev, seq, kind, subject, sha256, text, when), text)
+    con.execute("INSERT INTO chain VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [seq, kind, subject, sha256, text, when, prev, link.link_hash])
+    return link
+
+
+def links(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> list[Link]:
+    """Every link in order (up to ``seq`` ``upto``). A detail that is not JSON reads as {}: the
+    link's hash, which covers its text, then says it was changed."""
+    if not has_chain(con):
+        return []
+    rows = con.execute("SELECT seq, kind, subject, sha256, detail, linked_at, prev_hash, link_hash FROM chain "
+                       "WHERE ? IS NULL OR seq <= ? ORDER BY seq", [upto, upto]).fetchall()
+    out = []
+    for seq, kind, subject, sha256, detail, at, prev, link in rows:
+        try:
+            parsed = json.loads(detail)
+        except ValueError:
+            parsed = {}
+        out.append(Link(seq, kind, subject, sha256, parsed if isinstance(parsed, dict) else {}, at, prev, link,
+                        detail))
+    return out
+
+
+# --- what the links record ------------------------------------------------------------------------
+
+def file_digest(path: Path) -> dict:
+    """sha256 of a file, its size, and the short sha256 of each ``BLOCK_BYTES`` block."""
+    whole = hashlib.sha256()
+    blocks = []
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(BLOCK_BYTES):
+            whole.update(chunk)
+            blocks.append(hashlib.sha256(chunk).hexdigest()[:BLOCK_HEX])
+            size += len(chunk)
+    return {"sha256": whole.hexdigest(), "bytes": size, "blocks": blocks}
+
+
+def segment_digest(directory: Path) -> dict:
+    """The digest of a segment directory: each Parquet part's file_digest, and one sha256 over
+    the parts' names and hashes."""
+    parts = {p.name: file_digest(p) for p in sorted(Path(directory).glob("*.parquet"))}
+    return {"sha256": _parts_sha256(parts), "parts": parts}
+
+
+def _parts_sha256(parts: dict) -> str:
+    return hashlib.sha256(canonical({name: d.get("sha256") for name, d in parts.items()}).encode()).hexdigest()
+
+
+def record_ingest(con: duckdb.DuckDBPyConnection, ingest_id: str, path: str, sha256: str, rows_stored: int,
+                  segment: str | None, digest: dict | None) -> Link:
+    """The link of one ingested file: its bytes' sha256 and the digest of the segment it made."""
+    return append(con, "ingest_file", ingest_id, sha256, {
+        "path": path, "rows_stored": rows_stored, "segment": segment,
+        "segment_sha256": digest["sha256"] if digest else None, "parts": digest["parts"] if digest else {}})
+
+
+def record_segment(con: duckdb.DuckDBPyConnection, segment: str, merged: list[str], digest: dict) -> Link:
+    """The link of a segment a compaction wrote in place of ``merged``."""
+    return append(con, "segment", segment, digest["sha256"], {"merged": merged, "parts": digest["parts"]})
+
+
+def record_journal_segment(con: duckdb.DuckDBPyConnection, name: str, at_close: dict | None,
+                           sha256_at_load: str, first_difference: str | None = None) -> Link:
+    """The link of a gateway journal segment: the hash its writer computed as it wrote it
+    (``at_close``; None when no writer recorded one: a segment of a writer that died) and the
+    hash of the bytes the loader stored; ``first_difference`` names the lines that differ."""
+    sha_close = at_close["sha256"] if at_close else sha256_at_load
+    return append(con, "journal_segment", name, sha_close, {
+        "hashed_at": "close" if at_close else "load", "sha256_at_load": sha256_at_load,
+        "lines": at_close.get("lines") if at_close else None, "first_difference": first_difference})
+
+
+def record_scan(con: duckdb.DuckDBPyConnection, scan_id: str, read_head: dict | None, policy_sha256: str) -> Link:
+    """The link of a scan: the head of the chain when it read the store."""
+    return append(con, "scan", scan_id, policy_sha256, {"read_head": read_head})
+
+
+def journal_line_blocks(path: Path, lines_per_block: int = JOURNAL_BLOCK_LINES) -> list[str]:
+    """Short sha256 of each run of ``lines_per_block`` lines of a file, as the journal writer makes them."""
+    blocks = []
+    block = hashlib.sha256()
+    count = 0
+    with path.open("rb") as fh:
+        for line in fh:
+            block.update(line)
+            count += 1
+            if count == lines_per_block:
+                blocks.append(block.hexdigest()[:BLOCK_HEX])
+                block, count = hashlib.sha256(), 0
+    if count:
+        blocks.append(block.hexdigest()[:BLOCK_HEX])
+    return blocks
+
+
+def first_line_difference(path: Path, at_close: dict) -> str | None:
+    """Which lines of ``path`` differ from what its writer hashed (``at_close``), in words."""
+    per = int(at_close.get("lines_per_block") or JOURNAL_BLOCK_LINES)
+    now = journal_line_blocks(path, per)
+    then = list(at_close.get("blocks") or [])
+    for i in range(max(len(now), len(then))):
+        if i >= len(now) or i >= len(then) or now[i] != then[i]:
+            return f"lines {i * per + 1}-{(i + 1) * per}"
+    return None
+
+
+# --- checking --------------------------------------------------------------------------------------
+
+def check_links(chain: list[Link]) -> Iterator[Difference]:
+    """Each link in place, pointing at the one before, with the hash of its own fields."""
+    prev = GENESIS
+    for expected, link in enumerate(chain, start=1):
+        if link.seq != expected:
+            yield Difference(f"chain link {expected}", f"missing (the links jump from {expected - 1} to {link.seq})")
+            return
+        if link.prev_hash != prev:
+            yield Difference(link.name, f"does not point at link {link.seq - 1} (a link before it was changed "
+                             "or removed)")
+            return
+        if link_hash(prev, link.seq, link.kind, link.subject, link.sha256, link.detail_text, link.at) != link.link_hash:
+            yield Difference(link.name, "its fields were changed after it was written (link hash differs)")
+            return
+        prev = link.link_hash
+
+
+def live_segments(chain: list[Link]) -> dict[str, dict]:
+    """segment name -> the parts digest the chain last recorded for it."""
+    out: dict[str, dict] = {}
+    for link in chain:
+        if link.kind == "ingest_file" and link.detail.get("segment"):
+            out[link.detail["segment"]] = link.detail.get("parts") or {}
+        elif link.kind == "segment":
+            for old in link.detail.get("merged") or []:
+                out.pop(old, None)
+            out[link.subject] = link.detail.get("parts") or {}
+    return out
+
+
+def check_part(path: Path, recorded: dict) -> str | None:
+    """None when the part's bytes are those recorded, else where they first differ, in words."""
+    if not path.is_file():
+        return "missing"
+    now = file_digest(path)
+    if now["sha256"] == recorded.get("sha256"):
+        return None
+    then = list(recorded.get("blocks") or [])
+    for i in range(max(len(now["blocks"]), len(then))):
+        if i >= len(now["blocks"]) or i >= len(then) or now["blocks"][i] != then[i]:
+            lo = i * BLOCK_BYTES
+            hi = min((i + 1) * BLOCK_BYTES, max(now["bytes"], int(recorded.get("bytes") or 0))) - 1
+            return f"bytes {lo}-{hi} differ" + _rows_at(path, lo, hi)
+    return "its bytes differ"
+
+
+def _rows_at(path: Path, lo: int, hi: int) -> str:
+    """The row groups and rows of a Parquet part that bytes lo..hi hold, when its footer reads."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # noqa: BLE001 - a part damaged past its footer is named by bytes alone
+        return " (the footer does not read: the bytes are named, not the rows)"
+    first_row = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        starts = [min(c.data_page_offset, c.dictionary_page_offset or c.data_page_offset)
+                  for c in (group.column(j) for j in range(group.num_columns))]
+        ends = [c.data_page_offset + c.total_compressed_size for c in (group.column(j) for j in range(group.num_columns))]
+        if starts and min(starts) <= hi and max(ends) > lo:
+            return f" (row group {g}: rows {first_row}-{first_row + group.num_rows - 1})"
+        first_row += group.num_rows
+    return " (the part's footer)"
+
+
+def check_store(con: duckdb.DuckDBPyConnection, segments_dir: Path) -> Iterator[Difference]:
+    """Everything the store holds against its chain: the links themselves, every live segment's
+    Parquet parts, every ``ingests`` row, every journal segment's hash at close against the
+    hash of what was loaded, and every scan's policy hash. Yields each difference found, links
+    first (a broken chain makes the rest meaningless, so it stops there)."""
+    chain = links(con)
+    broken = next(check_links(chain), None)
+    if broken is not None:
+        yield broken
+        return
+    recorded = live_segments(chain)
+    live = [s for (s,) in con.execute("SELECT DISTINCT segment FROM ingests WHERE segment IS NOT NULL "
+                                      "ORDER BY segment").fetchall()] if has_table(con, "ingests") else []
+    for segment in live:
+        parts = recorded.get(segment)
+        where = f"segment {segment}"
+        if parts is None:
+            yield Difference(where, "no chain link records its hash (stored without one, or its link was removed)")
+            continue
+        on_disk = {p.name for p in (segments_dir / segment).glob("*.parquet")}
+        for extra in sorted(on_disk - set(parts)):
+            yield Difference(f"{where} part {extra}", "is not in the chain (added after the segment was written)")
+        for name, digest in sorted(parts.items()):
+            found = check_part(segments_dir / segment / name, digest)
+            if found:
+                yield Difference(f"{where} part {name}", found)
+    yield from _check_ingests(con, chain)
+    for link in chain:
+        if link.kind == "journal_segment" and link.sha256 != link.detail.get("sha256_at_load"):
+            lines = link.detail.get("first_difference") or "somewhere"
+            yield Difference(f"journal segment {link.subject}", f"{lines} changed between its close and its load "
+                             f"(sha256 at close {link.sha256[:12]}, at load {str(link.detail.get('sha256_at_load'))[:12]})")
+    if has_table(con, "scans"):
+        for scan_id, policy, policy_sha in con.execute("SELECT scan_id, policy, policy_sha256 FROM scans "
+                                                       "ORDER BY scan_id").fetchall():
+            if hashlib.sha256(str(policy).encode()).hexdigest() != policy_sha:
+                yield Difference(f"scans row {scan_id}", "its policy text does not match its policy_sha256")
+
+
+def _check_ingests(con: duckdb.DuckDBPyConnection, chain: list[Link]) -> Iterator[Difference]:
+    if not has_table(con, "ingests"):
+        return
+    by_id = {link.subject: link for link in chain if link.kind == "ingest_file"}
+    merged_into = {}
+    for link in chain:
+        if link.kind == "segment":
+            for old in link.detail.get("merged") or []:
+                merged_into[old] = link.subject
+    for ingest_id, path, sha256, rows_stored, segment in con.execute(
+            "SELECT ingest_id, path, sha256, rows_stored, segment FROM ingests ORDER BY started_at, ingest_id").fetchall():
+        link = by_id.pop(ingest_id, None)
+        where = f"ingests row {ingest_id} ({path})"
+        if link is None:
+            yield Difference(where, "no chain link records it (added after the fact, or its link was removed)")
+            continue
+        expected_segment = link.detail.get("segment")
+        while expected_segment in merged_into:
+            expected_segment = merged_into[expected_segment]
+        for field, now, then in (("sha256", sha256, link.sha256), ("path", path, link.detail.get("path")),
+                                 ("rows_stored", rows_stored, link.detail.get("rows_stored")),
+                                 ("segment", segment, expected_segment)):
+            if now != then:
+                yield Difference(where, f"{field} is {now!r}, {link.name} says {then!r}")
+                break
+    for ingest_id, link in by_id.items():
+        yield Difference(f"ingests row {ingest_id} ({link.detail.get('path')})",
+                         f"missing: removed after {link.name} recorded it")
+
