@@ -14,6 +14,9 @@ up (or a second one on the same directory) closes the open segments of dead writ
 The loader ingests closed segments with the ordinary ingest (``rows in = stored + duplicates
 + quarantined``, exchange ids deduplicated, so a segment loaded twice after a crash between
 ingest and unlink stores nothing twice) and removes each one once its ingest has committed.
+The writer hashes each line as it writes it and leaves ``<segment>.sha256`` beside a segment it
+closes; the loader links both that hash and the hash of what it loaded into the store's hash
+chain (store/chain.py), so a segment changed on disk in between is named.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -40,7 +44,8 @@ import orjson
 from distillguard.errors import IngestError, UserError
 from distillguard.ingest.run import ingest_file
 from distillguard.ingest.sources import Source
-from distillguard.store import Store
+from distillguard.store import Store, chain
+from distillguard.store.chain import BLOCK_HEX, JOURNAL_BLOCK_LINES
 
 log = logging.getLogger("distillguard.gateway")
 
@@ -59,6 +64,47 @@ def segments(directory: Path, open_ones: bool = False) -> list[Path]:
     suffix = ".open" if open_ones else ""
     return sorted(p for p in Path(directory).glob("*.jsonl" + suffix)
                   if SEGMENT_NAME.fullmatch(p.name.removesuffix(suffix)))
+
+
+def hashes_at_close(segment: Path) -> dict | None:
+    """What the writer hashed of ``segment`` as it wrote it (``<segment>.sha256``), or None: a
+    segment closed by recover() (its writer died) or after a torn line has none."""
+    try:
+        found = orjson.loads(segment.with_name(segment.name + ".sha256").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return found if isinstance(found, dict) and isinstance(found.get("sha256"), str) else None
+
+
+class _SegmentHashes:
+    """The sha256 of the open segment's lines, and of each run of JOURNAL_BLOCK_LINES of them,
+    kept as they are written: the hash at close is of what the gateway wrote, not of what is on
+    disk by the time the loader reads it (store/chain.py records both)."""
+
+    def __init__(self) -> None:
+        self.whole = hashlib.sha256()
+        self.block = hashlib.sha256()
+        self.lines = 0
+        self.blocks: list[str] = []
+
+    def add(self, line: bytes) -> None:
+        self.whole.update(line)
+        self.block.update(line)
+        self.lines += 1
+        if self.lines % JOURNAL_BLOCK_LINES == 0:
+            self.blocks.append(self.block.hexdigest()[:BLOCK_HEX])
+            self.block = hashlib.sha256()
+
+    def write(self, closed: Path) -> None:
+        blocks = self.blocks + ([self.block.hexdigest()[:BLOCK_HEX]] if self.lines % JOURNAL_BLOCK_LINES else [])
+        target = closed.with_name(closed.name + ".sha256")
+        staged = target.with_name(target.name + ".tmp")
+        try:
+            staged.write_bytes(orjson.dumps({"sha256": self.whole.hexdigest(), "lines": self.lines,
+                                             "lines_per_block": JOURNAL_BLOCK_LINES, "blocks": blocks}))
+            os.replace(staged, target)
+        except OSError as exc:  # the loader then hashes the segment at load, and the chain says so
+            log.error("exchange log: cannot write the hash of %s (%s)", closed.name, exc.strerror)
 
 
 class JournalError(RuntimeError):
@@ -124,6 +170,7 @@ class Journal:
                 self._cut_torn_line_locked()
             raise
         self._size += done
+        self._hashes.add(line)
 
     def _cut_torn_line_locked(self) -> None:
         try:
@@ -167,6 +214,7 @@ class Journal:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._fd, self._path, self.rows, self._size, self.opened_at = fd, path, 0, 0, time.monotonic()
+        self._hashes = _SegmentHashes()
 
     def rotate(self, force: bool = False) -> Path | None:
         """Close the open segment (if it holds rows, or ``force``) and open a new one; returns
@@ -181,6 +229,7 @@ class Journal:
             except OSError as exc:
                 log.error("exchange log: fsync of %s failed: %s", path, exc.strerror)
             closed = path.with_name(path.name.removesuffix(".open"))
+            self._hashes.write(closed)  # before the rename: a loader never sees the segment without it
             os.rename(path, closed)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
@@ -430,8 +479,10 @@ class Loader:
             if self.duckdb_threads:
                 store.con.execute(f"SET threads TO {int(self.duckdb_threads)}")
             for path in segments:
+                at_close = hashes_at_close(path)
                 try:
                     result = ingest_file(store, Source(path, "jsonl", None, path.stat().st_size))
+                    self._link(store, path, at_close, result.sha256)
                 except (IngestError, duckdb.Error, OSError) as exc:
                     self._failed(f"cannot load {path.name} (kept on disk): {exc}")
                     break
@@ -442,6 +493,7 @@ class Loader:
                     log.warning("exchange log: %s: %d row(s) quarantined (see the store's quarantine table)",
                                 path.name, result.rows_quarantined)
                 path.unlink()
+                path.with_name(path.name + ".sha256").unlink(missing_ok=True)
             else:
                 self.last_error = None
             if self.sync is not None and self.sync.pending():
@@ -456,6 +508,17 @@ class Loader:
         if stored and self.on_loaded:
             self.on_loaded(stored)
         return stored
+
+    def _link(self, store: Store, path: Path, at_close: dict | None, sha256_at_load: str) -> None:
+        """The segment's link in the store's hash chain; a segment changed between its close and its
+        load is stored all the same (nothing the gateway served is dropped) and named, here and by
+        ``distillguard verify``."""
+        changed = at_close is not None and at_close["sha256"] != sha256_at_load
+        lines = chain.first_line_difference(path, at_close) if changed else None
+        if changed:
+            log.error("exchange log: %s changed on disk after it was closed (%s); loaded, and the hash chain "
+                      "records both hashes", path.name, lines or "its bytes")
+        chain.record_journal_segment(store.con, path.name, at_close, sha256_at_load, lines)
 
     def _compact(self, store: Store) -> None:
         """One segment per loaded file would pile up (a month: tens of thousands); merge them.
