@@ -22,7 +22,7 @@ LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 #: what the package root may hold: the CLI, the shared modules every layer may import, and
 #: the stage folders (data/ is the shipped resource tables)
 ROOT_MODULES = {"__init__.py", "cli.py", "schema.py", "errors.py", "yamlfile.py"}
-STAGE_FOLDERS = {"ingest", "store", "detect", "gateway", "report", "bench", "simulate", "data", "console"}
+STAGE_FOLDERS = {"ingest", "store", "detect", "gateway", "report", "bench", "simulate", "data", "console", "intel"}
 
 
 def _lint_imports(config: Path, cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -45,7 +45,7 @@ class Kind:
     """One evidence kind.
 
     ``family``: account, network, client (software and its templates) or timing for linkage and
-    inheritance; ``test_family`` the family the statistical tests put it in (None: ``family``).
+    inheritance, or ``outside``: matched against imported indicators, read by neither; ``test_family`` the family the statistical tests put it in (None: ``family``).
     ``weight``: how strongly a shared key links two accounts (0: not linked, tests only);
     ``min_shared``: fewer shared keys than this is coincidence. ``cap``: which holder cap
     linkage.informative_keys applies (``share`` of accounts, ``habitual`` framing's wider share,
@@ -120,6 +120,11 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          extract.signup_window, key_form="window", wording="sign-up window"),
     Kind("pivot", "time", "first used a newly released model in the same hour", extract.pivot,
          key_form="model_hour", wording="new-model pivot"),
+    # not shared between accounts: each key is an indicator another party shared (intel import);
+    # its matches are reasons weighed by confidence and age, capped by the policy's intel section
+    Kind("intel_match", "outside", "address, range, autonomous system, e-mail domain, user agent or payment "
+         "fingerprint of an imported threat-intelligence indicator", extract.intel_match,
+         wording="imported indicator"),
 )}
 
 #: the kinds linkage links accounts by (weight > 0), in declaration order
@@ -132,6 +137,8 @@ INHERITABLE: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.inheritabl
 HABITUAL: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.habitual)
 #: the kinds that suffice alone for inheritance
 ALONE: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.alone)
+#: the kinds matched against imported indicators rather than shared between accounts
+OUTSIDE: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.family == "outside")
 #: the kinds whose keys are prompt text (normalised)
 TEXT: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.text)
 
@@ -144,7 +151,8 @@ def with_form(form: str) -> tuple[str, ...]:
 def statistical_keys(ex: ir.Table) -> ir.Table:
     """(account_id, kind, key) of the kinds only the statistical tests read; ``ex`` is features.with_seconds."""
     src = Sources(ex)
-    return ibis.union(*(k.extractor(src) for k in KINDS.values() if not k.linked), distinct=True)
+    return ibis.union(*(k.extractor(src) for n, k in KINDS.items() if not k.linked and n not in OUTSIDE),
+                      distinct=True)
 
 
 def request_keys(request: RequestFacts) -> list[tuple[str, str]]:

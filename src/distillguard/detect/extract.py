@@ -8,6 +8,7 @@ as the scan computes them, so an indicator exported by a scan matches the gatewa
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+import pyarrow as pa
 
 from distillguard.ingest import enrich
 
@@ -35,6 +37,7 @@ class Sources:
     ips: ir.Table | None = None
     scaffold: ir.Table | None = None
     params: Any = None
+    intel: ir.Table | None = None  # imported indicators in force: (indicator_id, type, value), outside_rows
 
     @cached_property
     def combos(self) -> ir.Table:
@@ -112,6 +115,53 @@ def sync(src: Sources) -> ir.Table:
     lagged = ex.select("account_id", "ts_s", "exchange_id").mutate(prev=ex.ts_s.lag().over(w))
     starts = lagged.filter(lagged.prev.isnull() | ((lagged.ts_s - lagged.prev) > params.session_gap_s))
     return starts.select("account_id", kind=ibis.literal("sync"), key=(starts.ts_s // params.slot_s).cast("string"))
+
+
+#: imported indicator type (intel/indicators.py) -> the canonical column its value is matched against
+OUTSIDE_COLUMNS = {"network": "client_ip", "autonomous-system": "client_asn", "email-domain": "email_domain",
+                   "user-agent": "user_agent", "payment-fingerprint": "payment_fingerprint"}
+
+
+def intel_match(src: Sources) -> ir.Table:
+    # an account holds an imported indicator's id when one of its exchanges shows the value
+    ex = src.ex
+    if src.intel is None:
+        return ex.filter(ibis.literal(False)).select("account_id", kind=ibis.literal("intel_match"),
+                                                     key=ex.account_id)
+    parts = []
+    for kind, column in OUTSIDE_COLUMNS.items():
+        wanted = src.intel.filter(src.intel.type == kind).select("indicator_id", "value")
+        value = ex[column].cast("string")
+        held = ex.filter(ex[column].notnull()).select(
+            "account_id", value=value.lower() if kind == "email-domain" else value).distinct()
+        hit = held.join(wanted, "value")
+        parts.append(hit.select("account_id", kind=ibis.literal("intel_match"), key=hit.indicator_id))
+    return ibis.union(*parts, distinct=True)
+
+
+def outside_rows(intel: pa.Table, addresses: list[str], as_of: datetime) -> pa.Table:
+    """(indicator_id, type, value) of the indicators of ``intel`` (intel.indicators.SCHEMA) valid
+    at ``as_of``, each address range replaced by the ``addresses`` inside it: containment is
+    tested here, once per distinct address and prefix length, so every engine joins on equality."""
+    valid = [r for r in intel.select(["indicator_id", "type", "value", "valid_from", "valid_until"]).to_pylist()
+             if (r["valid_from"] is None or r["valid_from"] <= as_of)
+             and (r["valid_until"] is None or r["valid_until"] > as_of)]
+    rows = [r for r in valid if r["type"] != "network" or "/" not in r["value"]]
+    ranges: dict[tuple[int, int], dict[str, list[str]]] = {}
+    for r in valid:
+        if r["type"] == "network" and "/" in r["value"]:
+            net = ipaddress.ip_network(r["value"])
+            ranges.setdefault((net.version, net.prefixlen), {}).setdefault(str(net), []).append(r["indicator_id"])
+    for address in addresses if ranges else ():
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        for (version, prefix), nets in ranges.items():
+            if ip.version == version:
+                for indicator_id in nets.get(str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False)), ()):
+                    rows.append({"indicator_id": indicator_id, "type": "network", "value": address})
+    return pa.table({k: pa.array([r[k] for r in rows], pa.string()) for k in ("indicator_id", "type", "value")})
 
 
 def asn(src: Sources) -> ir.Table:

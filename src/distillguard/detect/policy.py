@@ -204,6 +204,22 @@ class Statistics(BaseModel):
                                "has found taken out of the reference (a null refitted without validated findings)")
 
 
+class OutsideEvidence(BaseModel):
+    """Imported threat-intelligence indicators (``distillguard intel import``): how much a match
+    weighs and how far matches alone may act on an account."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_action: Literal["allow", "monitor", "throttle", "fallback", "block"] = Field(
+        "monitor", description="the strongest action imported indicators alone may give an account: another "
+        "party's word is a reason to look, not proof; an action the account's own evidence earns is kept")
+    min_weight: float = Field(0.5, gt=0, le=1, description="combined weight (1 - product of (1 - w)) an account's "
+                              "matches need to act; a match weighs its confidence / 100 (unstated: "
+                              "unstated_confidence), halved every half_life_days of its age")
+    unstated_confidence: int = Field(50, ge=0, le=100, description="confidence (0..100) of an indicator that states none")
+    half_life_days: float = Field(90.0, gt=0, description="days after an indicator's valid_from (else its import) "
+                                  "in which its weight halves: addresses and cards are rotated")
+
+
 class Policy(BaseModel):
     """What ``scan`` (and later the gateway) does with scores. Every field has a safe default."""
 
@@ -222,6 +238,7 @@ class Policy(BaseModel):
     clustering: Clustering = Clustering()
     gateway: GatewayRules = GatewayRules()
     statistics: Statistics = Statistics()
+    intel: OutsideEvidence = OutsideEvidence()
 
     @model_validator(mode="after")
     def _known_signals(self) -> "Policy":

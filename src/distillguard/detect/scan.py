@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from distillguard.detect import campaigns as camp
-from distillguard.detect import features, inherit, lineage, linkage, signals
+from distillguard.detect import extract, features, inherit, lineage, linkage, signals
 from distillguard.ingest import enrich
 from distillguard.store import has_table
 from distillguard.store.engine import digest64
@@ -96,7 +96,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
          params: linkage.LinkageParams | None = None, lookup: Lookup | None = None,
          previous: pa.Table | None = None,
          previous_campaigns: list[lineage.Previous] | None = None,
-         progress: Callable[[str], None] | None = None) -> ScanResult:
+         progress: Callable[[str], None] | None = None, intel: pa.Table | None = None) -> ScanResult:
     """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None).
 
     ``previous``: an earlier scan's verdicts; its throttle+ actions are kept where the evidence
@@ -109,6 +109,9 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
 
     ``progress(stage)`` is called as each stage of STAGES ends, for a progress display; the
     outputs do not depend on it.
+
+    ``intel``: imported indicators (intel.indicators.SCHEMA); an account that matches one gets
+    it as a reason, and matches alone act up to ``policy.intel`` (:func:`with_outside_evidence`).
     """
     lookup = lookup or _memtable
     params = params or policy.linkage
@@ -121,6 +124,13 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     with features.ip_pairs(ex).cache() as pairs:
         labelled = _labelled(pairs, lookup)
         clock.lap("ip_labels")
+        outside = None
+        if intel is not None and intel.num_rows:
+            addresses = labelled.select("client_ip").distinct().to_pyarrow().column(0).to_pylist()
+            src = detect_evidence.Sources(ex, labelled, intel=lookup("dg_intel", extract.outside_rows(
+                intel, addresses, as_of)))
+            outside = ibis.union(*(detect_evidence.KINDS[k].extractor(src) for k in detect_evidence.OUTSIDE),
+                                 distinct=True).to_pyarrow()
         feats, scaffold = _features(ex, labelled, as_of, params, lookup, clock)
         signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
         suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(),
@@ -203,6 +213,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         verdicts = detect_history.carried(verdicts, previous, evidenced, as_of, policy.lookback_days,
                                           statistical.capped if statistical is not None else frozenset())
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
+    if outside is not None:
+        verdicts = with_outside_evidence(verdicts, outside, intel, policy, as_of)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
                                     policy.inherit.framing_share, common) if candidates is not None \
@@ -567,6 +579,50 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
         rows[i] = replace(row, action=action, campaign_id=row.campaign_id or group,
                           score=max(row.score, getattr(policy.campaign, action)),
                           reasons=reasons + list(row.reasons or []))
+    return Verdict.table(rows)
+
+
+def with_outside_evidence(verdicts: pa.Table, matches: pa.Table, intel: pa.Table, policy: Policy,
+                          as_of: datetime) -> pa.Table:
+    """Verdicts with each imported indicator an account matched as a reason, with its provenance.
+
+    A match weighs its confidence / 100 halved every ``policy.intel.half_life_days`` since its
+    valid_from (else its import); an account's matches combine as independent pieces of
+    evidence, 1 - product of (1 - w). From ``policy.intel.min_weight`` they raise the account's
+    action, but never past ``policy.intel.max_action``; an action the scan's own evidence gave
+    is never lowered. ``matches`` is (account_id, kind, key = indicator_id).
+    """
+    cfg = policy.intel
+    about = {r["indicator_id"]: r for r in intel.to_pylist()}
+    held: dict[str, list[dict]] = {}
+    for account, key in zip(matches.column("account_id").to_pylist(), matches.column("key").to_pylist()):
+        held.setdefault(account, []).append(about[key])
+    rank = detect_verdicts.ORDER
+    rows = [Verdict(**row) for row in verdicts.to_pylist()]
+    for i, row in enumerate(rows):
+        found = sorted(held.get(row.account_id, []), key=lambda r: r["indicator_id"])
+        if not found:
+            continue
+        reasons, remaining = [], 1.0
+        for r in found:
+            since = r["valid_from"] or r["imported_at"]
+            age = max(0.0, (as_of - since).total_seconds() / 86400)
+            confidence = cfg.unstated_confidence if r["confidence"] is None else r["confidence"]
+            weight = confidence / 100 * 0.5 ** (age / cfg.half_life_days)
+            remaining *= 1 - weight
+            reasons.append(f"imported indicator {r['indicator_id']} ({r['type']} {r['value']}) from {r['source']}"
+                           f"{' id ' + r['external_id'] if r['external_id'] else ''}: confidence {confidence}, "
+                           f"{age:.0f} days old, weight {weight:.2f}")
+        total = 1 - remaining
+        # fallback ranks with throttle
+        if total >= cfg.min_weight and rank.index(cfg.max_action if cfg.max_action in rank else "throttle") \
+                > rank.index(row.action if row.action in rank else "throttle"):
+            reasons.insert(0, f"imported indicators: weight {total:.2f} (>= {cfg.min_weight:g}), "
+                              f"{cfg.max_action} at most on their own (policy intel.max_action)")
+            rows[i] = replace(row, action=cfg.max_action, score=max(row.score, round(total, 4)),
+                              reasons=reasons + list(row.reasons or []))
+        else:
+            rows[i] = replace(row, reasons=list(row.reasons or []) + reasons)
     return Verdict.table(rows)
 
 
