@@ -440,6 +440,7 @@ def scan(
     from datetime import datetime
 
     from distillguard.detect import scan as scanning
+    from distillguard.store import chain
     from distillguard.store.engine import copy_out, exchanges, is_uri
     from distillguard.detect.policy import load_policy
 
@@ -477,6 +478,7 @@ def scan(
         seen = "the input files" if inputs else f"store {db or DEFAULT_DB}"
         if not sources and not store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]:
             raise UserError(f"{seen} holds no exchanges: nothing scanned, nothing published in {out}")
+        read_head = None if inputs else chain.head(store.con)
         backend, table, lookup = exchanges(store, engine, master=master, sources=sources)
         previous = None if inputs else scanning.previous_verdicts(store, when)
         # the campaigns whose ids this scan's campaigns keep where they continue them (detect/lineage.py)
@@ -503,8 +505,11 @@ def scan(
                 files = copy_out(backend, Path(local), out)
         else:
             files = scanning.write_outputs(result, Path(out))
-        scanning.store_result(store, result, engine=engine,
-                              policy_source=str(policy_file) if policy_file else "built-in")
+        scan_id = scanning.store_result(store, result, engine=engine,
+                                        policy_source=str(policy_file) if policy_file else "built-in")
+        if not inputs:  # the scan's link in the store's hash chain: the head it read (store/chain.py)
+            chain.record_scan(store.con, scan_id, read_head, store.con.execute(
+                "SELECT policy_sha256 FROM scans WHERE scan_id = ?", [scan_id]).fetchone()[0])
     summary = result.summary()
     if as_json:
         print(json.dumps({**summary, "files": {k: str(v) for k, v in files.items()}}, indent=2))
@@ -621,6 +626,8 @@ def report(
                             help="TLP 2.0 marking of STIX objects and MISP events."),
     valid_days: int = typer.Option(90, "--valid-days", metavar="DAYS",
                                    help="STIX indicators stay valid this many days after the scan."),
+    signing_key: Optional[Path] = typer.Option(None, "--signing-key", metavar="FILE", help="Ed25519 private key "
+                                               "(`evidence keygen`): write a signed manifest.json beside the report."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -635,12 +642,61 @@ def report(
             progress_bar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                          quiet=quiet or as_json) as bar:
         bar.add_task(f"writing the {fmt.lower()} report of {campaign or 'every campaign'}", total=None)
-        written = write_report(store, out, fmt.lower(), campaign, scan_id, redactor, producer, tlp.lower(), valid_days)
+        written = write_report(store, out, fmt.lower(), campaign, scan_id, redactor, producer, tlp.lower(), valid_days,
+                               signing_key)
     if as_json:
         print(json.dumps({"format": fmt, "files": [str(p) for p in written]}, indent=2))
         return
     for path in written:
         console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def verify(
+    report_dir: Path = typer.Argument(..., metavar="REPORT_DIR", help="Directory holding the report, manifest.json "
+                                      "and manifest.sig."),
+    db: Path = typer.Option(..., "--db", metavar="FILE.duckdb", help="The store (or a copy of it, with its "
+                            ".segments directory beside it)."),
+    public_key: Optional[Path] = typer.Option(None, "--public-key", metavar="FILE", help="The signer's public key "
+                                              "(signing.pub); without it the key the manifest carries is used, "
+                                              "which proves integrity, not who signed."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Check a signed report against a store; exit 0 when everything matches, 1 naming the first difference.
+
+    Checks the signature, the report files' hashes, the store's hash chain and segments, and
+    re-runs every figure's query (docs/reports.md, Signed manifest)."""
+    from distillguard.report import manifest
+
+    found, summary = manifest.verify(report_dir, db, public_key)
+    if as_json:
+        print(json.dumps({"ok": found is None, "difference": str(found) if found else None, **summary}, indent=2))
+    elif found is not None:
+        err.print(f"differs: {escape(str(found))}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"verified: signature ({summary['key']}, from {summary['key_from']}), {summary['files']} "
+                      f"report file(s), the store's chain up to link {summary['chain_head']} and its segments, "
+                      f"{summary['inputs']} input(s), {summary['figures']} figure(s) re-run", highlight=False,
+                      soft_wrap=True)
+    if found is not None:
+        raise typer.Exit(1)
+
+
+evidence_app = _Typer(no_args_is_help=True, help="Signing keys for evidence reports.")
+app.add_typer(evidence_app, name="evidence")
+
+
+@evidence_app.command("keygen")
+@user_errors
+def evidence_keygen(out: Path = typer.Option(..., "--out", metavar="DIR", help="Directory for signing.key "
+                                             "(private, mode 0600) and signing.pub.")) -> None:
+    """Make an Ed25519 key pair for signing reports (`report --signing-key DIR/signing.key`)."""
+    from distillguard.report import manifest
+
+    private, public, fingerprint = manifest.keygen(out)
+    console.print(f"wrote {private} (keep it secret) and {public}\nfingerprint {fingerprint}", highlight=False,
+                  soft_wrap=True)
 
 
 @app.command()

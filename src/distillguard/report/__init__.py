@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from distillguard.errors import UserError
-from distillguard.report import chromium, document, html, misp, stix
+from distillguard.report import chromium, document, html, manifest, misp, stix
 from distillguard.report.redact import NONE, Redactor
 from distillguard.store import Store
 
@@ -22,17 +22,28 @@ _DEFAULT_NAMES = {"json": "report.json", "stix": "bundle.stix.json"}
 
 def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = None, scan_id: str | None = None,
                  redactor: Redactor = NONE, producer: str = "distillguard", tlp: str = stix.DEFAULT_TLP,
-                 valid_days: int = stix.DEFAULT_VALID_DAYS) -> list[Path]:
+                 valid_days: int = stix.DEFAULT_VALID_DAYS, signing_key: Path | None = None) -> list[Path]:
     """Write the report of one campaign (``campaign_id``) or of all the scan's campaigns (None).
 
     ``out`` is a file when it has a suffix, else a directory; all campaigns as HTML, PDF or MISP
     always go to a directory (an index page and one page per campaign; one event per campaign).
-    ``tlp`` and ``valid_days`` apply to STIX and MISP (stix.py).
+    ``tlp`` and ``valid_days`` apply to STIX and MISP (stix.py). ``signing_key``: an Ed25519
+    private key; the report then names its fingerprint, and manifest.json and manifest.sig are
+    written beside its files (manifest.py).
     """
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    key = manifest.load_private_key(signing_key) if signing_key is not None else None
     doc = document.build(store.con, None if campaign_id is None else [campaign_id], scan_id, redactor,
                          store_name=store.path)
+    if key is not None:
+        doc["signing"] = manifest.signing_section(key)
+    written = _write(doc, out, fmt, campaign_id, producer, tlp, valid_days)
+    return written + manifest.write(store, doc, written, key) if key is not None else written
+
+
+def _write(doc: dict, out: Path, fmt: str, campaign_id: str | None, producer: str, tlp: str,
+           valid_days: int) -> list[Path]:
     single = campaign_id is not None
     is_file = bool(out.suffix) and not out.is_dir()
     if fmt == "html":
