@@ -443,6 +443,7 @@ def scan(
     from distillguard.store import chain
     from distillguard.store.engine import copy_out, exchanges, is_uri
     from distillguard.detect.policy import load_policy
+    from distillguard.intel import indicators as intel_indicators
 
     if db and inputs:
         raise UserError("give either --db or --input, not both")
@@ -493,7 +494,8 @@ def scan(
                 bar.update(task, completed=after, description=stages[after] if after < len(stages) else "")
 
             result = scanning.scan(table, when, policy, lookup=lookup, previous=previous,
-                                   previous_campaigns=lineage, progress=stage_done)
+                                   previous_campaigns=lineage, progress=stage_done,
+                                   intel=None if inputs else intel_indicators.load(store.con))
         if not result.verdicts.num_rows:
             raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
                             f"nothing published in {out}")
@@ -930,6 +932,106 @@ def policy_show(
         return
     typer.echo(f"# distillguard policy ({policy_file or 'built-in defaults'})", nl=True)
     typer.echo(policy_yaml(policy), nl=False)
+
+
+intel_app = _Typer(no_args_is_help=True, help="Threat intelligence in: other parties' indicators, and keyed-hash "
+                   "exchange within a sharing group (docs/reports.md).")
+app.add_typer(intel_app, name="intel")
+
+
+@intel_app.command("import")
+@user_errors
+def intel_import(
+    source: str = typer.Argument(..., metavar="PATH|URL", help="A STIX 2.1 bundle, a MISP event or a keyed-hash file; "
+                                 "or a TAXII 2.1 collection URL (.../collections/ID/)."),
+    db: str = DbOption,
+    key_file: Optional[Path] = typer.Option(None, "--key-file", metavar="FILE", help="The sharing group's key, "
+                                            "to match a keyed-hash file against this store's values."),
+    token_file: Optional[Path] = typer.Option(None, "--token-file", metavar="FILE",
+                                              help="Bearer token for the TAXII server."),
+    full: bool = typer.Option(False, "--full", help="Pull a TAXII collection from the start, not after the last pull."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import indicators into the store: the next scan matches them (evidence kind intel_match)."""
+    from datetime import datetime, timezone
+
+    from distillguard.intel import hashed, imports
+
+    key = hashed.read_key(key_file) if key_file is not None else None
+    token = None
+    if token_file is not None:
+        if not token_file.is_file():
+            raise UserError(f"--token-file {token_file}: no such file")
+        token = token_file.read_text(encoding="utf-8").strip()
+    with Store(existing_store(db)) as store:
+        done = imports.import_source(store.con, source, datetime.now(timezone.utc), key, token, full)
+    summary = done.summary()
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    stored = ", ".join(f"{n:,} {t}" for t, n in summary["stored"].items()) or "nothing"
+    skipped = ", ".join(f"{n:,} {why}" for why, n in summary["skipped"].items())
+    console.print(f"{done.format} {source}: stored {stored}" + (f"; skipped {skipped}" if skipped else ""),
+                  highlight=False)
+
+
+@intel_app.command("export-hashed")
+@user_errors
+def intel_export_hashed(
+    group: str = typer.Option(..., "--group", metavar="NAME", help="The sharing group (named in the file)."),
+    key_file: Path = typer.Option(..., "--key-file", metavar="FILE", help="The group's secret key (16 bytes or more)."),
+    out: Path = typer.Option(..., "--out", metavar="FILE.json", help="Keyed-hash file to write."),
+    db: str = DbOption,
+    min_action: str = typer.Option("throttle", "--min-action", metavar="allow|monitor|throttle|fallback|block",
+                                   help="Export the values of accounts the latest scan acted on at least so."),
+    tlp: str = typer.Option("amber", "--tlp", metavar="clear|green|amber|amber+strict|red",
+                            help="TLP 2.0 level of the file (receivers keep it)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write HMAC-SHA256 hashes of flagged accounts' payment fingerprints and e-mail domains, never the values."""
+    from datetime import datetime, timezone
+
+    from distillguard.intel import hashed
+
+    key = hashed.read_key(key_file)
+    with Store(existing_store(db), read_only=True) as store:
+        doc = hashed.export(store.con, group, key, tlp.lower(), min_action, datetime.now(timezone.utc))
+    hashed.write(doc, out)
+    counts = {t: sum(1 for h in doc["hashes"] if h["type"] == t) for t in hashed.COLUMNS}
+    if as_json:
+        print(json.dumps({"out": str(out), "group": group, "hashes": counts}, indent=2))
+        return
+    console.print(f"wrote {out}: " + ", ".join(f"{n:,} {t}" for t, n in counts.items()), highlight=False)
+
+
+@app.command()
+@user_errors
+def actors(
+    db: str = DbOption,
+    policy_file: Optional[Path] = typer.Option(None, "--policy", metavar="FILE.yaml",
+                                               help="Policy YAML (its intel.actor_alpha; default: the built-in policy)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Link the store's campaigns into actors (shared keys beyond chance), keep them in the store and list them."""
+    from datetime import datetime, timezone
+
+    from distillguard.detect.policy import load_policy
+    from distillguard.intel import actors as linking
+
+    policy = load_policy(policy_file)
+    with Store(existing_store(db)) as store:
+        linking.link(store.con, policy.intel.actor_alpha, datetime.now(timezone.utc))
+        found = linking.stored(store.con)
+    if as_json:
+        print(json.dumps(found, indent=2, default=str))
+        return
+    table = Table(title=f"{len(found)} actor(s)")
+    for column in ("actor", "campaigns", "first seen", "last seen", "exchanges", "confidence"):
+        table.add_column(column, no_wrap=column == "actor")
+    for actor in found:
+        table.add_row(actor["actor_id"], "\n".join(actor["campaigns"]), actor["first_seen"] or "",
+                      actor["last_seen"] or "", f"{actor['exchanges']:,}", str(actor["confidence"]))
+    console.print(table)
 
 
 keys_app = _Typer(no_args_is_help=True, help="The gateway's API keys (stored hashed in the store).")

@@ -206,7 +206,7 @@ class Statistics(BaseModel):
 
 class OutsideEvidence(BaseModel):
     """Imported threat-intelligence indicators (``distillguard intel import``): how much a match
-    weighs and how far matches alone may act on an account."""
+    weighs and how far matches alone may act on an account; and when campaigns are one actor's."""
 
     model_config = ConfigDict(extra="forbid")
     max_action: Literal["allow", "monitor", "throttle", "fallback", "block"] = Field(
@@ -218,6 +218,9 @@ class OutsideEvidence(BaseModel):
     unstated_confidence: int = Field(50, ge=0, le=100, description="confidence (0..100) of an indicator that states none")
     half_life_days: float = Field(90.0, gt=0, description="days after an indicator's valid_from (else its import) "
                                   "in which its weight halves: addresses and cards are rotated")
+    actor_alpha: float = Field(1e-3, gt=0, le=1, description="corrected p-value (shared keys against what sizes "
+                               "and key popularity predict, Poisson tail, Bonferroni over campaign pairs) at "
+                               "which two campaigns are linked to one actor (distillguard actors)")
 
 
 class Policy(BaseModel):
