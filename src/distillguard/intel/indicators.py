@@ -152,3 +152,11 @@ def record_pull(con: duckdb.DuckDBPyConnection, source: str, added_last: str) ->
     con.execute(_PULLS_DDL)
     con.execute("INSERT OR REPLACE INTO intel_pulls VALUES (?, ?, ?)", [source, added_last, datetime.now(timezone.utc)])
 
+
+
+def revision(con: duckdb.DuckDBPyConnection) -> tuple:
+    """What changes when indicators are imported or actors relinked: for servers that cache exports."""
+    imported = (con.execute("SELECT count(*), max(imported_at) FROM intel_indicators").fetchone()
+                if has_table(con, "intel_indicators") else None)
+    linked = con.execute("SELECT max(linked_at) FROM actors").fetchone() if has_table(con, "actors") else None
+    return imported, linked

@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 
 from distillguard.errors import UserError
+from distillguard.intel import actors as intel_actors
+from distillguard.intel import indicators as intel_indicators
 from distillguard.report import chromium, document, html, manifest, misp, stix
 from distillguard.report.redact import NONE, Redactor
 from distillguard.store import Store
@@ -38,12 +40,14 @@ def write_report(store: Store, out: Path, fmt: str, campaign_id: str | None = No
                          store_name=store.path)
     if key is not None:
         doc["signing"] = manifest.signing_section(key)
-    written = _write(doc, out, fmt, campaign_id, producer, tlp, valid_days)
+    # nothing imported goes out beyond its TLP (intel/indicators.py); actors as last linked
+    written = _write(doc, out, fmt, campaign_id, producer, tlp, valid_days,
+                     intel_indicators.withheld(store.con, tlp), intel_actors.stored(store.con))
     return written + manifest.write(store, doc, written, key) if key is not None else written
 
 
 def _write(doc: dict, out: Path, fmt: str, campaign_id: str | None, producer: str, tlp: str,
-           valid_days: int) -> list[Path]:
+           valid_days: int, withheld: frozenset[str] = frozenset(), actors: list[dict] = ()) -> list[Path]:
     single = campaign_id is not None
     is_file = bool(out.suffix) and not out.is_dir()
     if fmt == "html":
@@ -74,7 +78,7 @@ def _write(doc: dict, out: Path, fmt: str, campaign_id: str | None, producer: st
     if fmt == "misp":
         if not single and is_file:
             raise UserError(f"--all writes one MISP event per campaign: give a directory, not {out}")
-        events = misp.export(doc, producer, named=single, tlp=tlp)
+        events = misp.export(doc, producer, named=single, tlp=tlp, withheld=withheld)
         written = []
         for cid, text in events.items():
             target = out if is_file else out / f"{cid}.misp.json"
@@ -85,7 +89,8 @@ def _write(doc: dict, out: Path, fmt: str, campaign_id: str | None, producer: st
     target = out if is_file else out / _DEFAULT_NAMES[fmt]
     target.parent.mkdir(parents=True, exist_ok=True)
     text = (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n" if fmt == "json"
-            else stix.bundle(doc, producer, named=single, tlp=tlp, valid_days=valid_days))
+            else stix.bundle(doc, producer, named=single, tlp=tlp, valid_days=valid_days,
+                             withheld=withheld, actors=actors))
     target.write_text(text, encoding="utf-8")
     return [target]
 

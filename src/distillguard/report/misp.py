@@ -35,8 +35,10 @@ def _uuid(*parts: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "|".join(parts)))
 
 
-def campaign_event(doc: dict, campaign: dict, producer: str = "distillguard", tlp: str = stix.DEFAULT_TLP) -> MISPEvent:
-    """The MISP event of one campaign of the report document ``doc``."""
+def campaign_event(doc: dict, campaign: dict, producer: str = "distillguard", tlp: str = stix.DEFAULT_TLP,
+                   withheld: frozenset[str] = frozenset()) -> MISPEvent:
+    """The MISP event of one campaign of the report document ``doc``; no attribute carries a value
+    in ``withheld`` (imported indicators whose TLP forbids ``tlp``'s audience, stix.campaign_objects)."""
     stix.tlp_marking(tlp)  # a level MISP's tlp taxonomy and the STIX export both know, or a UserError
     scan = doc["scan"]
     cid = campaign["campaign_id"]
@@ -71,6 +73,8 @@ def campaign_event(doc: dict, campaign: dict, producer: str = "distillguard", tl
         category="Other", comment="campaign summary")
     text_hidden = doc["redaction"]["enabled"]
     for row in rows_as_dicts(sections["indicator_keys"]):
+        if row["key"] in withheld:
+            continue
         declared = KINDS[row["kind"]]
         held = f"held by {row['holders']:,} accounts, all stopped members of {cid}"
         if declared.stix == "address":
@@ -82,6 +86,8 @@ def campaign_event(doc: dict, campaign: dict, producer: str = "distillguard", tl
                 comment=f"{declared.wording} fingerprint (sha256 of the normalised key, docs/reports.md), {held}"
                 + ("" if text_hidden and declared.text else f"; key: {row['key']}"))
     for row in rows_as_dicts(sections["asns"]):
+        if str(row["asn"]) in withheld:
+            continue
         label = campaign["asn_labels"].get(str(row["asn"]), {})
         add("AS", str(row["asn"]), to_ids=False,
             comment=f"autonomous system of {row['accounts']:,} members ({label.get('category', 'not listed')}"
@@ -89,13 +95,14 @@ def campaign_event(doc: dict, campaign: dict, producer: str = "distillguard", tl
     return event
 
 
-def export(doc: dict, producer: str = "distillguard", named: bool = False, tlp: str = stix.DEFAULT_TLP) -> dict[str, str]:
+def export(doc: dict, producer: str = "distillguard", named: bool = False, tlp: str = stix.DEFAULT_TLP,
+           withheld: frozenset[str] = frozenset()) -> dict[str, str]:
     """campaign id -> its MISP event as JSON text (``{"Event": ...}``, sorted keys), for the
     campaigns STIX would share (stix.SHARED_ACTIONS, or every campaign ``named``)."""
     out = {}
     for campaign in doc["campaigns"]:
         if named or campaign["action"] in stix.SHARED_ACTIONS:
-            event = campaign_event(doc, campaign, producer, tlp)
+            event = campaign_event(doc, campaign, producer, tlp, withheld)
             text = json.dumps({"Event": json.loads(event.to_json())}, indent=2, sort_keys=True, ensure_ascii=False)
             out[campaign["campaign_id"]] = text + "\n"
     return out

@@ -32,6 +32,7 @@ import stix2
 
 from distillguard.detect.evidence import KINDS
 from distillguard.errors import UserError
+from distillguard.intel import stix_in
 from distillguard.report.document import rows_as_dicts
 
 _NAMESPACE = uuid.UUID("4f0c9d1e-6b7a-5c3e-9d2f-8a1b0c6e7f55")
@@ -41,14 +42,8 @@ PROMPT_OBJECT = "x-distillguard-prompt-template"
 #: the extension that defines TLP 2.0 markings for STIX 2.1 (OASIS cti-stix-common-objects,
 #: extension-definition-specifications/tlp-2.0/, commit 24f80135d9b1fc1485d17d39aea1a38d010249cb)
 TLP2_EXTENSION = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
-#: TLP 2.0 level -> the fixed id of its marking-definition object (same source, objects/marking-definition/)
-TLP2_IDS = {
-    "clear": "marking-definition--94868c89-83c2-464b-929b-a1a8aa3c8487",
-    "green": "marking-definition--bab4a63c-aed9-4cf5-a766-dfca5abac2bb",
-    "amber": "marking-definition--55d920b0-5e8b-4f79-9ee9-91f868d9b421",
-    "amber+strict": "marking-definition--939a9414-2ddd-4d32-a0cd-375ea402b003",
-    "red": "marking-definition--e828b379-4e03-4974-9ac4-e53a884c97c1",
-}
+#: TLP 2.0 level -> the fixed id of its marking-definition object (declared where imports read them)
+TLP2_IDS = stix_in.TLP2_IDS
 TLP_LEVELS = tuple(TLP2_IDS)
 DEFAULT_TLP = "amber"
 #: how long after the scan an indicator stays valid: addresses and user agents of a campaign
@@ -117,9 +112,11 @@ def _ts(value: str) -> datetime:
 
 
 def campaign_objects(doc: dict, campaign: dict, producer: stix2.Identity, marking: str = TLP2_IDS[DEFAULT_TLP],
-                     valid_days: int = DEFAULT_VALID_DAYS) -> list:
+                     valid_days: int = DEFAULT_VALID_DAYS, withheld: frozenset[str] = frozenset()) -> list:
     """The STIX objects of one campaign of the report document ``doc``, each marked ``marking``
-    (a marking-definition id); indicators are valid until ``valid_days`` after the scan."""
+    (a marking-definition id); indicators are valid until ``valid_days`` after the scan. A key in
+    ``withheld`` (an imported indicator's value whose TLP forbids this marking's audience,
+    intel.indicators.withheld) is left out, whatever else found it."""
     scan = doc["scan"]
     cid = campaign["campaign_id"]
     s = campaign["sections"]
@@ -142,7 +139,7 @@ def campaign_objects(doc: dict, campaign: dict, producer: stix2.Identity, markin
         objective="Harvest model outputs to train another model (adversarial distillation).",
         first_seen=first, last_seen=last, confidence=certainty, **common)
     objects: list = [camp]
-    keys = rows_as_dicts(s["indicator_keys"])
+    keys = [row for row in rows_as_dicts(s["indicator_keys"]) if row["key"] not in withheld]
     labels = campaign["subnet_labels"]
 
     # infrastructure: the campaign's exclusive subnets, grouped by hosting label
@@ -211,17 +208,53 @@ def campaign_objects(doc: dict, campaign: dict, producer: stix2.Identity, markin
     return objects
 
 
+def actor_objects(actors: list[dict], exported: set[str], producer: stix2.Identity, marking: str,
+                  stamp: datetime) -> list:
+    """An intrusion-set per actor (intel.actors) with a campaign in ``exported``, and an
+    ``attributed-to`` relationship from each such campaign, describing the test that linked it."""
+    out: list = []
+    for actor in actors:
+        mine = [c for c in actor["campaigns"] if c in exported]
+        if not mine:
+            continue
+        first = _ts(actor["first_seen"]) if actor["first_seen"] else stamp
+        last = max(first, _ts(actor["last_seen"]) if actor["last_seen"] else stamp)
+        common = {"created_by_ref": producer.id, "object_marking_refs": [marking], "created": min(first, stamp),
+                  "modified": stamp}
+        intrusion = stix2.IntrusionSet(
+            id=_id("intrusion-set", actor["actor_id"]), name=f"LLM distillation actor {actor['actor_id']}",
+            description=(f"{len(actor['campaigns'])} campaigns ({', '.join(actor['campaigns'])}) whose members share "
+                         f"more keys than their sizes and the keys' popularity predict; {actor['members']:,} "
+                         f"accounts, {actor['exchanges']:,} exchanges."),
+            first_seen=first, last_seen=last, confidence=actor["confidence"], **common)
+        out.append(intrusion)
+        for cid in mine:
+            tests = [k for k in actor["links"] if cid in (k["a"], k["b"])]
+            said = "; ".join(f"with {k['b'] if k['a'] == cid else k['a']}: {k['shared_keys']} shared keys "
+                             f"({', '.join(f'{n} {kind}' for kind, n in k['by_kind'].items())}) against "
+                             f"{k['expected']:.3g} expected, corrected p={k['p_corrected']:.3g}" for k in tests)
+            source = _id("campaign", cid)
+            out.append(stix2.Relationship(
+                id=_id("relationship", source, "attributed-to", intrusion.id), relationship_type="attributed-to",
+                source_ref=source, target_ref=intrusion.id, description=said or "linked through other campaigns",
+                **common))
+    return out
+
+
 #: actions strong enough to share a campaign with others as malicious activity
 SHARED_ACTIONS = ("throttle", "fallback", "block")
 
 
 def bundle_objects(doc: dict, producer_name: str = "distillguard", named: bool = False, tlp: str = DEFAULT_TLP,
-                   valid_days: int = DEFAULT_VALID_DAYS) -> list:
+                   valid_days: int = DEFAULT_VALID_DAYS, withheld: frozenset[str] = frozenset(),
+                   actors: list[dict] = ()) -> list:
     """The STIX objects of the campaigns in ``doc`` (each once), the TLP marking definition first.
 
     Only campaigns the policy throttles or stops are exported unless the campaign was
     ``named`` by the user: a monitored cluster is a suspicion to look into, not an accusation
-    to send to another provider.
+    to send to another provider. ``withheld``: values no object may carry (campaign_objects).
+    ``actors`` (intel.actors.stored): each actor with an exported campaign is an intrusion-set,
+    and each of its exported campaigns is ``attributed-to`` it, with the link's test.
     """
     if valid_days < 1:
         raise UserError(f"--valid-days must be at least 1, got {valid_days}")
@@ -232,7 +265,8 @@ def bundle_objects(doc: dict, producer_name: str = "distillguard", named: bool =
     objects = [marking, producer]
     shared = [c for c in doc["campaigns"] if named or c["action"] in SHARED_ACTIONS]
     for campaign in shared:
-        objects.extend(campaign_objects(doc, campaign, producer, marking.id, valid_days))
+        objects.extend(campaign_objects(doc, campaign, producer, marking.id, valid_days, withheld))
+    objects.extend(actor_objects(actors, {c["campaign_id"] for c in shared}, producer, marking.id, stamp))
     seen, unique = set(), []
     for obj in objects:  # an address shared by two campaigns' infrastructure is one object
         if obj.id not in seen:
@@ -242,9 +276,10 @@ def bundle_objects(doc: dict, producer_name: str = "distillguard", named: bool =
 
 
 def bundle(doc: dict, producer_name: str = "distillguard", named: bool = False, tlp: str = DEFAULT_TLP,
-           valid_days: int = DEFAULT_VALID_DAYS) -> str:
+           valid_days: int = DEFAULT_VALID_DAYS, withheld: frozenset[str] = frozenset(),
+           actors: list[dict] = ()) -> str:
     """The STIX 2.1 bundle of the campaigns in ``doc`` (see bundle_objects), as JSON text with sorted keys."""
-    objects = bundle_objects(doc, producer_name, named, tlp, valid_days)
+    objects = bundle_objects(doc, producer_name, named, tlp, valid_days, withheld, actors)
     ids = ",".join(o.id for o in objects if o.type == "campaign")
     out = stix2.Bundle(id=_id("bundle", doc["scan"]["scan_id"], ids, tlp), objects=objects, allow_custom=True)
     return json.dumps(json.loads(out.serialize()), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

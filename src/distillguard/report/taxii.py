@@ -35,6 +35,8 @@ import duckdb
 from aiohttp import web
 
 from distillguard.errors import UserError
+from distillguard.intel import actors as intel_actors
+from distillguard.intel import indicators as intel_indicators
 from distillguard.report import document, stix
 from distillguard.report.redact import NONE, Redactor
 from distillguard.store import Store
@@ -125,19 +127,24 @@ def load_entries(db: str, producer: str = "distillguard", tlp: str = stix.DEFAUL
             return []
         scans = con.execute("SELECT scan_id, scanned_at FROM scans ORDER BY scanned_at, scan_id").fetchall()
         per_scan = []
+        # nothing imported goes out beyond its TLP; actors as the store last linked them
+        withheld, actors = intel_indicators.withheld(con, tlp), intel_actors.stored(con)
         for scan_id, scanned_at in scans:
             doc = document.build(con, None, scan_id, redactor, store_name=store.path)
-            per_scan.append((scanned_at, stix.bundle_objects(doc, producer, False, tlp, valid_days)))
+            per_scan.append((scanned_at, stix.bundle_objects(doc, producer, False, tlp, valid_days, withheld,
+                                                             actors)))
     return entries_of_scans(per_scan)
 
 
 def scans_fingerprint(db: str) -> tuple:
-    """What changes when a scan is added to or removed from the store."""
+    """What changes when a scan is added to or removed from the store, indicators are imported
+    (their TLP may withhold a served value) or actors relinked."""
     with Store(db, read_only=True) as store:
         if not store.con.execute(
                 "SELECT count(*) FROM information_schema.tables WHERE table_name = 'scans'").fetchone()[0]:
             return ()
-        return tuple(store.con.execute("SELECT scan_id, scanned_at FROM scans ORDER BY scan_id").fetchall())
+        return (*store.con.execute("SELECT scan_id, scanned_at FROM scans ORDER BY scan_id").fetchall(),
+                intel_indicators.revision(store.con))
 
 
 # --- the query: untrusted parameters in, a validated filter out --------------------------------
