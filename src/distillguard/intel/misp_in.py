@@ -2,12 +2,13 @@
 
 Attribute types taken: ``ip-src``/``ip-dst`` (an address or CIDR range), ``AS``, ``domain`` (an
 e-mail domain), ``email-src`` (kept as an address, which the store cannot match: its domain is
-not taken, one sender at a webmail domain says nothing of the domain's other users), ``user-agent``, and hashes (``sha256``, ``sha1``, ``md5``, ``sha512``)
-filed under the ``Financial fraud`` category, which is where MISP puts payment data. TLP comes
+not taken, one sender at a webmail domain says nothing of the domain's other users), ``user-agent``, and ``hex`` values (or hashes) filed under the ``Financial fraud`` category,
+which is where MISP puts payment data (a ``sha256`` elsewhere is a file's hash). TLP comes
 from the event's and the attribute's ``tlp:`` tags (the strictest); confidence from an
 ``admiralty-scale`` or ``misp:confidence-level`` tag where present, else the event's threat
 level is not read as confidence and it stays empty. An attribute marked ``deleted`` or with
-``to_ids`` false is context, not an indicator, and is skipped.
+``to_ids`` false is context, not an indicator, and is skipped: MISP's defaults leave ``AS`` and
+``user-agent`` attributes out of detection unless their producer says otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from distillguard.intel.indicators import TLP_ORDER, UNMARKED_TLP, Indicator, In
 #: MISP attribute type -> indicator type
 TYPES = {"ip-src": "network", "ip-dst": "network", "AS": "autonomous-system", "domain": "email-domain",
          "email-src": "email-address", "user-agent": "user-agent"}
-HASH_TYPES = ("sha256", "sha1", "md5", "sha512")
+#: MISP's Financial fraud category takes ``hex`` (not the file-hash types) for an opaque fingerprint
+HASH_TYPES = ("hex", "sha256", "sha1", "md5", "sha512")
 PAYMENT_CATEGORY = "Financial fraud"
 #: MISP confidence tags -> 0..100 (the misp taxonomy's confidence-level, admiralty-scale's credibility)
 _CONFIDENCE_TAGS = {
