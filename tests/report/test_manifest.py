@@ -276,3 +276,30 @@ def test_verify_never_tracebacks_on_a_corrupted_manifest(small_signed, intel_sto
         return
     event("verified" if found is None else f"differs at {str(found).split(':')[0].split(' row ')[0][:20]}")
     assert found is None or str(found)
+
+
+@pytest.mark.slow
+def test_the_cli_scans_signs_and_verifies_and_the_scan_links_the_chain_head_it_read(intel_store, keys, tmp_path):
+    from distillguard.store import chain
+
+    db = _copy_store(intel_store, tmp_path / "copy")
+    with Store(db, read_only=True) as store:
+        before = chain.head(store.con)
+    runner = CliRunner()
+    scanned = runner.invoke(app, ["scan", "--db", str(db), "--out", str(tmp_path / "scan"), "--lookback", "365",
+                                  "--as-of", "2026-07-01T00:00:00Z", "--quiet"])
+    assert scanned.exit_code == 0, scanned.output
+    with Store(db, read_only=True) as store:
+        last = chain.links(store.con)[-1]
+        scan_id, policy_sha = store.con.execute("SELECT scan_id, policy_sha256 FROM scans "
+                                                "ORDER BY scanned_at DESC LIMIT 1").fetchone()
+    assert (last.kind, last.subject, last.sha256, last.detail["read_head"]) == ("scan", scan_id, policy_sha, before)
+    reported = runner.invoke(app, ["report", "--all", "--db", str(db), "--out", str(tmp_path / "r"),
+                                   "--signing-key", str(keys[0]), "--quiet"])
+    assert reported.exit_code == 0, reported.output
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["scan"]["read_head"] == before
+    copy = _copy_store(db, tmp_path / "elsewhere")
+    verified = runner.invoke(app, ["verify", str(tmp_path / "r"), "--db", str(copy), "--public-key", str(keys[1]),
+                                   "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.output)["ok"] is True
