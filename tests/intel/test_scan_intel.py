@@ -23,6 +23,7 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
+@pytest.mark.slow
 def test_an_imported_indicator_is_a_reason_on_exactly_the_accounts_it_matches_and_acts_at_most_monitor(
         eight_accounts, tmp_path):
     t0 = datetime(2026, 4, 28, tzinfo=timezone.utc)

@@ -6,9 +6,9 @@ the keys' popularity predict. Null: every other holder of a key the first campai
 is an account drawn at random from the rest of the population, so the key turns up among the
 second campaign's ``n_B`` members with probability ``p_k = 1 - (1 - n_B / (N - n_A))^(d_k - a_k)``
 (``d_k`` holders in the store, ``a_k`` of them in the first campaign). The count of shared keys is
-then a sum of independent Bernoullis (Poisson-binomial), whose upper tail the Poisson tail with
-mean ``sum p_k`` bounds for small p (Le Cam; detect/nulls.py). A popular key (a cloud's range, an
-SDK's user agent) has p near 1 and explains itself; a rare one shared is surprise. A pair is a
+then a sum of independent Bernoullis, whose Poisson-binomial upper tail is computed exactly (the
+Poisson bound of detect/nulls.py holds for small p only, and a popular key's p is near 1). A
+popular key (a cloud's range, an SDK's user agent) explains itself; a rare one shared is surprise. A pair is a
 link when its p-value, corrected for every pair looked at (Bonferroni), is at most
 ``policy.intel.actor_alpha``; an actor is a connected group of linked campaigns. Members in both
 campaigns are left out of the count (they are reported with the link): the test is whether
@@ -110,6 +110,19 @@ def account_keys(con: duckdb.DuckDBPyConnection) -> dict[str, set[tuple[str, str
     return keys
 
 
+def poisson_binomial_sf(probabilities: np.ndarray, observed: int) -> float:
+    """P(X >= observed) for X a sum of independent Bernoullis with these probabilities (exact, by
+    the convolution over counts below ``observed``)."""
+    if observed <= 0:
+        return 1.0
+    below = np.zeros(observed)
+    below[0] = 1.0
+    for p in np.clip(probabilities, 0.0, 1.0):
+        below[1:] = below[1:] * (1.0 - p) + below[:-1] * p
+        below[0] *= 1.0 - p
+    return float(min(1.0, max(0.0, 1.0 - below.sum())))
+
+
 def links(campaigns: dict[str, dict], keys: dict[str, set[tuple[str, str]]]) -> list[Link]:
     """Every pair of campaigns with its test (see the module's docstring), in id order."""
     population = len(keys)
@@ -135,7 +148,7 @@ def links(campaigns: dict[str, dict], keys: dict[str, set[tuple[str, str]]]) -> 
         outside = np.array([degree[k] - n for k, n in held_a.items()], dtype=float)
         expected = float(np.sum(1.0 - (1.0 - len(mb) / rest) ** outside))
         shared = [k for k in held_a if k in held_b]
-        p = float(nulls.poisson_sf(np.array(len(shared)), np.array(expected)))
+        p = poisson_binomial_sf(1.0 - (1.0 - len(mb) / rest) ** outside, len(shared))
         by_kind: dict[str, int] = {}
         for kind, _ in shared:
             by_kind[kind] = by_kind.get(kind, 0) + 1
