@@ -24,7 +24,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -45,7 +44,6 @@ from distillguard.errors import IngestError, UserError
 from distillguard.ingest.run import ingest_file
 from distillguard.ingest.sources import Source
 from distillguard.store import Store, chain
-from distillguard.store.chain import BLOCK_HEX, JOURNAL_BLOCK_LINES
 
 log = logging.getLogger("distillguard.gateway")
 
@@ -76,35 +74,14 @@ def hashes_at_close(segment: Path) -> dict | None:
     return found if isinstance(found, dict) and isinstance(found.get("sha256"), str) else None
 
 
-class _SegmentHashes:
-    """The sha256 of the open segment's lines, and of each run of JOURNAL_BLOCK_LINES of them,
-    kept as they are written: the hash at close is of what the gateway wrote, not of what is on
-    disk by the time the loader reads it (store/chain.py records both)."""
-
-    def __init__(self) -> None:
-        self.whole = hashlib.sha256()
-        self.block = hashlib.sha256()
-        self.lines = 0
-        self.blocks: list[str] = []
-
-    def add(self, line: bytes) -> None:
-        self.whole.update(line)
-        self.block.update(line)
-        self.lines += 1
-        if self.lines % JOURNAL_BLOCK_LINES == 0:
-            self.blocks.append(self.block.hexdigest()[:BLOCK_HEX])
-            self.block = hashlib.sha256()
-
-    def write(self, closed: Path) -> None:
-        blocks = self.blocks + ([self.block.hexdigest()[:BLOCK_HEX]] if self.lines % JOURNAL_BLOCK_LINES else [])
-        target = closed.with_name(closed.name + ".sha256")
-        staged = target.with_name(target.name + ".tmp")
-        try:
-            staged.write_bytes(orjson.dumps({"sha256": self.whole.hexdigest(), "lines": self.lines,
-                                             "lines_per_block": JOURNAL_BLOCK_LINES, "blocks": blocks}))
-            os.replace(staged, target)
-        except OSError as exc:  # the loader then hashes the segment at load, and the chain says so
-            log.error("exchange log: cannot write the hash of %s (%s)", closed.name, exc.strerror)
+def _write_hashes(lines: chain.JournalLines, closed: Path) -> None:
+    target = closed.with_name(closed.name + ".sha256")
+    staged = target.with_name(target.name + ".tmp")
+    try:
+        staged.write_bytes(orjson.dumps(lines.digest()))
+        os.replace(staged, target)
+    except OSError as exc:  # the loader then hashes the segment at load, and the chain says so
+        log.error("exchange log: cannot write the hash of %s (%s)", closed.name, exc.strerror)
 
 
 class JournalError(RuntimeError):
@@ -214,7 +191,8 @@ class Journal:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._fd, self._path, self.rows, self._size, self.opened_at = fd, path, 0, 0, time.monotonic()
-        self._hashes = _SegmentHashes()
+        # the hash of the lines as written, not of what is on disk by the time the loader reads it
+        self._hashes = chain.JournalLines()
 
     def rotate(self, force: bool = False) -> Path | None:
         """Close the open segment (if it holds rows, or ``force``) and open a new one; returns
@@ -229,7 +207,7 @@ class Journal:
             except OSError as exc:
                 log.error("exchange log: fsync of %s failed: %s", path, exc.strerror)
             closed = path.with_name(path.name.removesuffix(".open"))
-            self._hashes.write(closed)  # before the rename: a loader never sees the segment without it
+            _write_hashes(self._hashes, closed)  # before the rename: a loader never sees the segment without it
             os.rename(path, closed)
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
@@ -509,16 +487,16 @@ class Loader:
             self.on_loaded(stored)
         return stored
 
-    def _link(self, store: Store, path: Path, at_close: dict | None, sha256_at_load: str) -> None:
+    def _link(self, store: Store, path: Path, at_close: dict | None, file_sha256: str) -> None:
         """The segment's link in the store's hash chain; a segment changed between its close and its
         load is stored all the same (nothing the gateway served is dropped) and named, here and by
         ``distillguard verify``."""
-        changed = at_close is not None and at_close["sha256"] != sha256_at_load
-        lines = chain.first_line_difference(path, at_close) if changed else None
-        if changed:
+        at_load = chain.journal_lines_digest(path)
+        lines = chain.first_line_difference(at_close, at_load) if at_close else None
+        if at_close is not None and at_close["sha256"] != at_load["sha256"]:
             log.error("exchange log: %s changed on disk after it was closed (%s); loaded, and the hash chain "
-                      "records both hashes", path.name, lines or "its bytes")
-        chain.record_journal_segment(store.con, path.name, at_close, sha256_at_load, lines)
+                      "records both hashes", path.name, lines or "its lines")
+        chain.record_journal_segment(store.con, path.name, at_close, at_load, file_sha256, lines)
 
     def _compact(self, store: Store) -> None:
         """One segment per loaded file would pile up (a month: tens of thousands); merge them.

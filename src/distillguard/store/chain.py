@@ -184,14 +184,14 @@ def record_segment(con: duckdb.DuckDBPyConnection, segment: str, merged: list[st
 
 
 def record_journal_segment(con: duckdb.DuckDBPyConnection, name: str, at_close: dict | None,
-                           sha256_at_load: str, first_difference: str | None = None) -> Link:
-    """The link of a gateway journal segment: the hash its writer computed as it wrote it
-    (``at_close``; None when no writer recorded one: a segment of a writer that died) and the
-    hash of the bytes the loader stored; ``first_difference`` names the lines that differ."""
-    sha_close = at_close["sha256"] if at_close else sha256_at_load
-    return append(con, "journal_segment", name, sha_close, {
-        "hashed_at": "close" if at_close else "load", "sha256_at_load": sha256_at_load,
-        "lines": at_close.get("lines") if at_close else None, "first_difference": first_difference})
+                           at_load: dict, file_sha256: str, first_difference: str | None = None) -> Link:
+    """The link of a gateway journal segment: the hash of its lines its writer computed as it
+    wrote them (``at_close``; None when no writer recorded one: a segment of a writer that died),
+    the same hash of the bytes the loader stored (``at_load``, journal_lines_digest) and the
+    file's sha256 (its ``ingest_file`` link's); ``first_difference`` names the lines that differ."""
+    return append(con, "journal_segment", name, (at_close or at_load)["sha256"], {
+        "hashed_at": "close" if at_close else "load", "sha256_at_load": at_load["sha256"],
+        "file_sha256": file_sha256, "lines": at_load["lines"], "first_difference": first_difference})
 
 
 def record_scan(con: duckdb.DuckDBPyConnection, scan_id: str, read_head: dict | None, policy_sha256: str) -> Link:
@@ -199,28 +199,42 @@ def record_scan(con: duckdb.DuckDBPyConnection, scan_id: str, read_head: dict | 
     return append(con, "scan", scan_id, policy_sha256, {"read_head": read_head})
 
 
-def journal_line_blocks(path: Path, lines_per_block: int = JOURNAL_BLOCK_LINES) -> list[str]:
-    """Short sha256 of each run of ``lines_per_block`` lines of a file, as the journal writer makes them."""
-    blocks = []
-    block = hashlib.sha256()
-    count = 0
+class JournalLines:
+    """The hash of a journal segment's lines, in one pass as they are written: the sha256 of each
+    run of ``JOURNAL_BLOCK_LINES`` lines, and ``sha256`` over those block hashes (so a change is
+    named by its lines, for the cost of hashing each byte once)."""
+
+    def __init__(self) -> None:
+        self.block = hashlib.sha256()
+        self.lines = 0
+        self.blocks: list[str] = []
+
+    def add(self, line: bytes) -> None:
+        self.block.update(line)
+        self.lines += 1
+        if self.lines % JOURNAL_BLOCK_LINES == 0:
+            self.blocks.append(self.block.hexdigest())
+            self.block = hashlib.sha256()
+
+    def digest(self) -> dict:
+        blocks = self.blocks + ([self.block.hexdigest()] if self.lines % JOURNAL_BLOCK_LINES else [])
+        whole = hashlib.sha256(b"".join(bytes.fromhex(b) for b in blocks)).hexdigest()
+        return {"sha256": whole, "lines": self.lines, "lines_per_block": JOURNAL_BLOCK_LINES, "blocks": blocks}
+
+
+def journal_lines_digest(path: Path) -> dict:
+    """JournalLines' digest of a file on disk, as its writer would have made it."""
+    lines = JournalLines()
     with path.open("rb") as fh:
         for line in fh:
-            block.update(line)
-            count += 1
-            if count == lines_per_block:
-                blocks.append(block.hexdigest()[:BLOCK_HEX])
-                block, count = hashlib.sha256(), 0
-    if count:
-        blocks.append(block.hexdigest()[:BLOCK_HEX])
-    return blocks
+            lines.add(line)
+    return lines.digest()
 
 
-def first_line_difference(path: Path, at_close: dict) -> str | None:
-    """Which lines of ``path`` differ from what its writer hashed (``at_close``), in words."""
-    per = int(at_close.get("lines_per_block") or JOURNAL_BLOCK_LINES)
-    now = journal_line_blocks(path, per)
-    then = list(at_close.get("blocks") or [])
+def first_line_difference(at_close: dict, at_load: dict) -> str | None:
+    """Which lines differ between two JournalLines digests, in words."""
+    per = JOURNAL_BLOCK_LINES
+    now, then = list(at_load.get("blocks") or []), list(at_close.get("blocks") or [])
     for i in range(max(len(now), len(then))):
         if i >= len(now) or i >= len(then) or now[i] != then[i]:
             return f"lines {i * per + 1}-{(i + 1) * per}"
