@@ -33,3 +33,7 @@ def eight_accounts(tmp_path) -> Path:
     return accounts_store(tmp_path / "eight", {
         f"acct-{i}": {"client_ip": f"198.51.{i}.7", "payment_fingerprint": f"card-{i}",
                       "email_domain": f"d{i}.example"} for i in range(8)})
+
+
+# the scanned store the report tests share (a campaign STIX, MISP and TAXII export)
+from tests.report.conftest import intel_store  # noqa: E402,F401
