@@ -97,14 +97,15 @@ def match(con: duckdb.DuckDBPyConnection, doc: dict, key: bytes, source: str) ->
     for field in ("group", "key_fingerprint", "tlp", "hashes"):
         if field not in doc:
             raise IntelError(f"{source}: {field}: missing")
-    if not isinstance(doc["hashes"], list) or doc["tlp"] not in TLP_ORDER:
+    if not isinstance(doc["hashes"], list) or not isinstance(doc["tlp"], str) or doc["tlp"] not in TLP_ORDER:
         raise IntelError(f"{source}: hashes/tlp: not a list of hashes with a TLP 2.0 level")
-    if not hmac.compare_digest(str(doc["key_fingerprint"]), key_fingerprint(key)):
+    if not hmac.compare_digest(str(doc["key_fingerprint"]).encode(), key_fingerprint(key).encode()):
         raise IntelError(f"{source}: key_fingerprint: made with another key than --key-file's "
                          f"(group {str(doc['group'])[:60]!r})")
     theirs: dict[str, set[str]] = {kind: set() for kind in COLUMNS}
     for n, row in enumerate(doc["hashes"]):
-        if not isinstance(row, dict) or row.get("type") not in COLUMNS or not isinstance(row.get("hmac"), str):
+        if not (isinstance(row, dict) and isinstance(row.get("type"), str) and row["type"] in COLUMNS
+                and isinstance(row.get("hmac"), str)):
             raise IntelError(f"{source}: hashes[{n}]: not a {{type, hmac}} of {', '.join(COLUMNS)}")
         theirs[row["type"]].add(row["hmac"].lower())
     found, skipped = [], Counter()
@@ -116,8 +117,8 @@ def match(con: duckdb.DuckDBPyConnection, doc: dict, key: bytes, source: str) ->
         for value in sorted(ours):
             digest = keyed(key, kind, value)
             if digest in theirs[kind]:
-                found.append(Indicator(source=f"{source} (group {doc['group']})", external_id=f"hmac:{digest}",
-                                       type=kind, value=value, tlp=doc["tlp"], name=f"shared by group {doc['group']}"))
+                found.append(Indicator(source=f"{source} (group {str(doc['group'])[:60]})", external_id=f"hmac:{digest}",
+                                       type=kind, value=value, tlp=doc["tlp"], name=f"shared by group {str(doc['group'])[:60]}"))
         skipped[f"{kind} hashes not held here"] += len(theirs[kind]) - sum(1 for i in found if i.type == kind)
     return found, skipped
 
