@@ -303,3 +303,26 @@ def test_the_cli_scans_signs_and_verifies_and_the_scan_links_the_chain_head_it_r
                                    "--json"])
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.output)["ok"] is True
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("", "its query gives no table"),
+    ("-- only a comment", "its query gives no table"),
+    ("SET threads = 1", "the report has 1 rows, the store gives 0"),
+    ("SELECT 'a'::BLOB AS b", "differs from the store"),
+    ("SELEC nonsense", "its query fails on this store: Parser Error"),
+])
+def test_a_forged_figure_query_is_a_difference_not_a_traceback(signed, intel_store, keys, tmp_path, query, expected):
+    report = _copy_report(signed, tmp_path / "report")
+    forged = json.loads((report / "manifest.json").read_text())
+    forged["redacted"] = True
+    forged["figures"] = [{"name": "forged", "query": query, "columns": ["b"], "rows": [["x"]], "row_sha256": ["0"]}]
+    forged["files"]["a\x00b"] = "0" * 64
+    key = manifest.load_private_key(keys[0])
+    (report / "manifest.json").write_text(json.dumps(forged))
+    (report / "manifest.sig").write_bytes(base64.b64encode(key.sign(canonical(forged).encode())))
+    assert _verify(report, intel_store, keys[1]).startswith("report file 'a\\x00b': cannot be read")
+    del forged["files"]["a\x00b"]
+    (report / "manifest.json").write_text(json.dumps(forged))
+    (report / "manifest.sig").write_bytes(base64.b64encode(key.sign(canonical(forged).encode())))
+    assert expected in _verify(report, intel_store, keys[1])

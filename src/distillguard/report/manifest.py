@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -83,7 +83,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     data = _read(path, "--signing-key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise UserError(f"--signing-key {path}: not an unencrypted PEM private key ({exc})") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise UserError(f"--signing-key {path}: not an Ed25519 key (make one with `distillguard evidence keygen`)")
@@ -93,7 +93,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 def load_public_key(data: bytes, name: str) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise UserError(f"{name}: not a PEM public key ({exc})") from None
     if not isinstance(key, Ed25519PublicKey):
         raise UserError(f"{name}: not an Ed25519 public key")
@@ -139,7 +139,9 @@ def _inputs_query() -> str:
 
 
 def _row_hash(row: list) -> str:
-    return hashlib.sha256(canonical([_comparable(v) for v in row]).encode("utf-8")).hexdigest()[:16]
+    text = json.dumps([_comparable(v) for v in row], sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)  # a query of a forged manifest may give BLOBs, intervals, UUIDs
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _comparable(value: Any) -> Any:
@@ -201,6 +203,8 @@ def build(store: Store, doc: dict, files: list[Path], folder: Path, key: Ed25519
 
 def write(store: Store, doc: dict, files: list[Path], key: Ed25519PrivateKey) -> list[Path]:
     """Write manifest.json and manifest.sig into the directory that holds ``files``."""
+    if not files:
+        raise UserError("the report wrote no file (no campaign to write?): nothing to sign")
     folder = Path(os.path.commonpath([str(f.resolve().parent) for f in files]))
     manifest = build(store, doc, [f.resolve() for f in files], folder, key)
     target, signature = folder / MANIFEST, folder / SIGNATURE
@@ -285,12 +289,16 @@ def check_signature(manifest: dict, signature: bytes, public_key: Path | None) -
 def check_files(report_dir: Path, manifest: dict) -> Difference | None:
     root = report_dir.resolve()
     for name, sha256 in sorted(manifest["files"].items()):
-        path = (root / name).resolve()
-        if root not in path.parents:  # a manifest names files inside its own directory only
-            return Difference(f"report file {name}", "lies outside the report directory")
-        if not path.is_file():
-            return Difference(f"report file {name}", "missing")
-        if chain.file_digest(path)["sha256"] != sha256:
+        try:
+            path = (root / name).resolve()
+            if root not in path.parents:  # a manifest names files inside its own directory only
+                return Difference(f"report file {name}", "lies outside the report directory")
+            if not path.is_file():
+                return Difference(f"report file {name}", "missing")
+            digest = chain.file_digest(path)["sha256"]
+        except (OSError, ValueError) as exc:  # a NUL in the name, a file unreadable
+            return Difference(f"report file {name!r}", f"cannot be read ({exc})")
+        if digest != sha256:
             return Difference(f"report file {name}", "changed after it was signed (sha256 differs)")
     return None
 
@@ -343,7 +351,9 @@ def check_figures(store: Store, manifest: dict) -> Difference | None:
         try:
             now = facts.section(con, "verify", "", fig["query"])
         except duckdb.Error as exc:
-            return Difference(where, f"its query fails on this store: {str(exc).splitlines()[0]}")
+            return Difference(where, f"its query fails on this store: {(str(exc).splitlines() or [''])[0]}")
+        except (TypeError, AttributeError):  # no cursor or no columns: only comments, or not a query
+            return Difference(where, "its query gives no table")
         hashes = fig.get("row_sha256")
         if len(now["rows"]) != len(fig["rows"]):
             return Difference(where, f"the report has {len(fig['rows'])} rows, the store gives {len(now['rows'])}")
