@@ -36,4 +36,4 @@ def eight_accounts(tmp_path) -> Path:
 
 
 # the scanned store the report tests share (a campaign STIX, MISP and TAXII export)
-from tests.report.conftest import intel_store  # noqa: E402,F401
+from tests.report.conftest import intel_store  # noqa: F401

@@ -4,7 +4,7 @@ imported or refused in one line naming the file."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -64,5 +64,5 @@ def test_importing_a_file_twice_stores_each_indicator_once(tmp_path, eight_accou
     (tmp_path / "b.json").write_text(json.dumps(bundle))
     with Store(eight_accounts) as s:
         for _ in range(2):
-            imports.import_source(s.con, str(tmp_path / "b.json"), datetime.now(timezone.utc))
+            imports.import_source(s.con, str(tmp_path / "b.json"), datetime.now(UTC))
         assert s.con.execute("SELECT count(*) FROM intel_indicators").fetchone()[0] == 2

@@ -3,7 +3,7 @@ and age, and alone never acts past the policy's cap for outside evidence."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
@@ -16,7 +16,7 @@ from distillguard.detect.policy import Policy
 from distillguard.intel.indicators import SCHEMA, Indicator
 from distillguard.store import Store
 
-AS_OF = datetime(2026, 5, 10, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 5, 10, tzinfo=UTC)
 
 
 def _invoke(*args: str):
@@ -26,7 +26,7 @@ def _invoke(*args: str):
 @pytest.mark.slow
 def test_an_imported_indicator_is_a_reason_on_exactly_the_accounts_it_matches_and_acts_at_most_monitor(
         eight_accounts, tmp_path):
-    t0 = datetime(2026, 4, 28, tzinfo=timezone.utc)
+    t0 = datetime(2026, 4, 28, tzinfo=UTC)
     feed = stix2.Bundle(
         stix2.Indicator(pattern="[ipv4-addr:value ISSUBSET '198.51.3.0/24']", pattern_type="stix", valid_from=t0,
                         confidence=90, name="harvest proxies"),
@@ -64,9 +64,9 @@ def _intel(*rows: Indicator) -> pa.Table:
     return pa.Table.from_pylist(data, schema=SCHEMA)
 
 
-def _apply(indicator: Indicator, verdicts: pa.Table, policy: Policy = Policy()) -> dict:
+def _apply(indicator: Indicator, verdicts: pa.Table, policy: Policy | None = None) -> dict:
     matches = pa.table({"account_id": ["acct-1"], "kind": ["x"], "key": [indicator.indicator_id]})
-    out = scan.with_outside_evidence(verdicts, matches, _intel(indicator), policy, AS_OF)
+    out = scan.with_outside_evidence(verdicts, matches, _intel(indicator), policy or Policy(), AS_OF)
     return {r["account_id"]: r for r in out.to_pylist()}
 
 

@@ -4,7 +4,7 @@ that any file, however malformed, is imported or refused in one line."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import stix2
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from distillguard.intel import stix_in
 from distillguard.intel.indicators import IntelError
 
-T0 = datetime(2026, 4, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 4, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("pattern", "expected"), [
@@ -53,7 +53,7 @@ def _bundle(*objects) -> str:
 
 def test_an_indicator_keeps_source_id_confidence_validity_and_its_strictest_tlp():
     red = stix2.Indicator(pattern="[ipv4-addr:value = '203.0.113.0/24' OR ipv4-addr:value = '198.51.100.4']",
-                          pattern_type="stix", valid_from=T0, valid_until=datetime(2026, 7, 1, tzinfo=timezone.utc),
+                          pattern_type="stix", valid_from=T0, valid_until=datetime(2026, 7, 1, tzinfo=UTC),
                           confidence=80, name="harvest proxies",
                           object_marking_refs=[stix_in.TLP2_IDS["green"], stix_in.TLP2_IDS["red"]])
     unmarked = stix2.Indicator(pattern="[autonomous-system:number = 64500]", pattern_type="stix", valid_from=T0)
@@ -63,7 +63,7 @@ def test_an_indicator_keeps_source_id_confidence_validity_and_its_strictest_tlp(
         ("network", "203.0.113.0/24", "red", 80), ("network", "198.51.100.4", "red", 80),
         ("autonomous-system", "64500", "amber", None)]
     assert {i.external_id for i in found[:2]} == {red.id} and found[0].source == "feed.json"
-    assert found[0].valid_from == T0 and found[0].valid_until == datetime(2026, 7, 1, tzinfo=timezone.utc)
+    assert found[0].valid_from == T0 and found[0].valid_until == datetime(2026, 7, 1, tzinfo=UTC)
 
 
 def test_tlp_1_markings_and_a_bundles_own_tlp_definition_are_read():
@@ -97,10 +97,10 @@ def test_what_is_not_taken_is_counted_by_reason():
      "feed.json.objects[0].pattern: not a STIX 2.1 pattern"),
     ('{"type": "bundle", "objects": [{"type": "indicator", "pattern": "[ipv4-addr:value = \'x\']"}]}',
      "feed.json.objects[0].pattern: 'x' is not an IP address"),
-    ('{"type": "bundle", "objects": [{"type": "indicator", "confidence": 300, '
-     '"pattern": "[ipv4-addr:value = \'203.0.113.9\']"}]}', "feed.json.objects[0].confidence"),
-    ('{"type": "bundle", "objects": [{"type": "indicator", "valid_from": "yesterday", '
-     '"pattern": "[ipv4-addr:value = \'203.0.113.9\']"}]}', "feed.json.objects[0].valid_from"),
+    (('{"type": "bundle", "objects": [{"type": "indicator", "confidence": 300, '
+      '"pattern": "[ipv4-addr:value = \'203.0.113.9\']"}]}'), "feed.json.objects[0].confidence"),
+    (('{"type": "bundle", "objects": [{"type": "indicator", "valid_from": "yesterday", '
+      '"pattern": "[ipv4-addr:value = \'203.0.113.9\']"}]}'), "feed.json.objects[0].valid_from"),
 ])
 def test_a_malformed_bundle_is_refused_naming_the_file_and_field(text, names):
     with pytest.raises(IntelError) as caught:

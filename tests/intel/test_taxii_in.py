@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import stix2
@@ -17,7 +17,7 @@ from distillguard.intel.indicators import IntelError
 from distillguard.report import taxii
 from distillguard.store import Store
 
-T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
 TOKEN = "intel-test-token"
 
 

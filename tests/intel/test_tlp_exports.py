@@ -5,7 +5,7 @@ is a bundle another distillguard imports."""
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import stix2
@@ -30,11 +30,11 @@ def test_a_red_indicator_is_left_out_of_every_export_below_red_and_our_bundle_im
     db = _copy(intel_store, tmp_path)
     address = "203.0.113.77"
     secret = stix2.Indicator(pattern=f"[ipv4-addr:value = '{address}']", pattern_type="stix",
-                             valid_from=datetime(2026, 1, 1, tzinfo=timezone.utc),
+                             valid_from=datetime(2026, 1, 1, tzinfo=UTC),
                              object_marking_refs=[stix_in.TLP2_IDS["red"]])
     (tmp_path / "red.json").write_text(stix2.Bundle(secret).serialize())
     with Store(db) as store:
-        imports.import_source(store.con, str(tmp_path / "red.json"), datetime.now(timezone.utc))
+        imports.import_source(store.con, str(tmp_path / "red.json"), datetime.now(UTC))
         withheld = {level: indicators.withheld(store.con, level) for level in ("amber", "red")}
         doc = document.build(store.con, None, None)
     assert withheld == {"amber": frozenset({address}), "red": frozenset()}
@@ -52,7 +52,7 @@ def test_a_red_indicator_is_left_out_of_every_export_below_red_and_our_bundle_im
     (tmp_path / "ours.stix.json").write_text(red)
     # our own bundle, as another distillguard receives it
     with Store(tmp_path / "other.duckdb") as other:
-        done = imports.import_source(other.con, str(tmp_path / "ours.stix.json"), datetime.now(timezone.utc))
+        done = imports.import_source(other.con, str(tmp_path / "ours.stix.json"), datetime.now(UTC))
         got = indicators.load(other.con).to_pylist()
     assert done.format == "stix" and done.stored["network"] == 1
     assert [(r["value"], r["tlp"]) for r in got] == [(address, "red")]

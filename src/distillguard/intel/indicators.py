@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
@@ -150,7 +150,7 @@ def last_pull(con: duckdb.DuckDBPyConnection, source: str) -> str | None:
 
 def record_pull(con: duckdb.DuckDBPyConnection, source: str, added_last: str) -> None:
     con.execute(_PULLS_DDL)
-    con.execute("INSERT OR REPLACE INTO intel_pulls VALUES (?, ?, ?)", [source, added_last, datetime.now(timezone.utc)])
+    con.execute("INSERT OR REPLACE INTO intel_pulls VALUES (?, ?, ?)", [source, added_last, datetime.now(UTC)])
 
 
 

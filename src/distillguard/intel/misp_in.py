@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pymisp import MISPEvent
 
-from distillguard.intel.indicators import TLP_ORDER, UNMARKED_TLP, Indicator, IntelError, normalise
+from distillguard.intel.indicators import (
+    TLP_ORDER,
+    UNMARKED_TLP,
+    Indicator,
+    IntelError,
+    normalise,
+)
 
 #: MISP attribute type -> indicator type
 TYPES = {"ip-src": "network", "ip-dst": "network", "AS": "autonomous-system", "domain": "email-domain",
@@ -42,8 +48,9 @@ _TLP_TAGS = {"tlp:white": "clear", "tlp:clear": "clear", "tlp:green": "green", "
 
 
 def _tags(obj: Any) -> list[str]:
-    return [str(t.name).strip().lower() if str(t.name).lower().startswith("tlp:") else str(t.name).strip()
-            for t in getattr(obj, "tags", []) or []]
+    """The names of ``obj``'s tags (``tlp:`` ones in lower case); a tag without a name is none."""
+    names = [str(getattr(t, "name", "")).strip() for t in getattr(obj, "tags", []) or []]
+    return [n.lower() if n.lower().startswith("tlp:") else n for n in names if n]
 
 
 def _tlp(tags: list[str]) -> str | None:
@@ -58,7 +65,7 @@ def _confidence(tags: list[str]) -> int | None:
 
 def _stamp(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     return None
 
 
@@ -76,7 +83,7 @@ def read_event(text: str | bytes, source: str) -> tuple[list[Indicator], Counter
     event = MISPEvent()
     try:
         event.from_dict(**doc)
-    except Exception as exc:  # pymisp raises its own, KeyError, ValueError and TypeError on bad events
+    except Exception as exc:  # noqa: BLE001 (pymisp raises its own, KeyError, ValueError, TypeError)
         raise IntelError(f"{source}: Event: pymisp cannot load it ({str(exc).splitlines()[0][:120]})") from None
     event_tags = _tags(event)
     found: list[Indicator] = []
@@ -95,11 +102,12 @@ def read_event(text: str | bytes, source: str) -> tuple[list[Indicator], Counter
             continue
         tags = _tags(attribute) + event_tags
         value = str(attribute.value)
-        common = dict(source=source, external_id=str(attribute.uuid) if getattr(attribute, "uuid", None) else None,
-                      confidence=_confidence(tags), tlp=_tlp(tags) or UNMARKED_TLP,
-                      # MISP has no validity window: an attribute applies from when it was first seen
-                      valid_from=_stamp(getattr(attribute, "first_seen", None))
-                      or _stamp(getattr(attribute, "timestamp", None)),
-                      name=getattr(event, "info", None))
+        common = {"source": source,
+                  "external_id": str(attribute.uuid) if getattr(attribute, "uuid", None) else None,
+                  "confidence": _confidence(tags), "tlp": _tlp(tags) or UNMARKED_TLP,
+                  # MISP has no validity window: an attribute applies from when it was first seen
+                  "valid_from": _stamp(getattr(attribute, "first_seen", None))
+                  or _stamp(getattr(attribute, "timestamp", None)),
+                  "name": getattr(event, "info", None)}
         found.append(Indicator(type=kind, value=normalise(kind, value, f"{where}.value"), **common))
     return found, skipped

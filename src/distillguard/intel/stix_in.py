@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from stix2 import patterns as p
 from stix2.pattern_visitor import create_pattern_object
 
-from distillguard.intel.indicators import TLP_ORDER, UNMARKED_TLP, Indicator, IntelError, normalise
+from distillguard.intel.indicators import (
+    TLP_ORDER,
+    UNMARKED_TLP,
+    Indicator,
+    IntelError,
+    normalise,
+)
 
 #: TLP 2.0 level -> the fixed id of its marking-definition object (OASIS cti-stix-common-objects,
 #: extension-definition-specifications/tlp-2.0/, commit 24f80135d9b1fc1485d17d39aea1a38d010249cb)
@@ -99,10 +105,10 @@ def _time(value: Any, where: str) -> datetime | None:
     if value in (None, ""):
         return None
     try:
-        stamp = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        stamp = datetime.fromisoformat(str(value))
     except ValueError:
         raise IntelError(f"{where}: {str(value)[:40]!r} is not a STIX timestamp") from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def tlp_of(obj: dict, markings: dict[str, str], where: str) -> str:
@@ -154,7 +160,7 @@ def read_objects(objects: Any, source: str, where: str) -> tuple[list[Indicator]
             raise IntelError(f"{at}.pattern: missing or not a string")
         try:
             values = pattern_values(pattern)
-        except Exception as exc:  # the grammar's and the visitor's errors come in many classes
+        except Exception as exc:  # noqa: BLE001 (the grammar's and the visitor's errors come in many classes)
             raise IntelError(f"{at}.pattern: not a STIX 2.1 pattern ({str(exc).splitlines()[0][:120]})") from None
         if values is None:
             skipped["not a disjunction of equalities"] += 1
@@ -171,10 +177,10 @@ def read_objects(objects: Any, source: str, where: str) -> tuple[list[Indicator]
             continue
         ext_id = obj.get("id") if isinstance(obj.get("id"), str) else None
         name = obj.get("name") if isinstance(obj.get("name"), str) else None
-        common = dict(source=source, external_id=ext_id, confidence=confidence, name=name,
-                      valid_from=_time(obj.get("valid_from"), f"{at}.valid_from"),
-                      valid_until=_time(obj.get("valid_until"), f"{at}.valid_until"),
-                      tlp=tlp_of(obj, markings, at))
+        common = {"source": source, "external_id": ext_id, "confidence": confidence, "name": name,
+                  "valid_from": _time(obj.get("valid_from"), f"{at}.valid_from"),
+                  "valid_until": _time(obj.get("valid_until"), f"{at}.valid_until"),
+                  "tlp": tlp_of(obj, markings, at)}
         for kind, value in values:
             found.append(Indicator(type=kind, value=normalise(kind, value, f"{at}.pattern"), **common))
     return found, skipped
