@@ -145,8 +145,3 @@ def test_a_member_tied_by_addresses_alone_gets_nothing_from_the_wave():
     recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
     tie = {"a0": camp.Tie(3.75, 1, 40, network_only=True)}
     assert camp.with_recruitment(tie, recruitment, PARAMS)["a0"] == tie["a0"]
-
-
-def test_typical_evidence_is_the_median_of_members_with_some_support():
-    tie = {"a": camp.Tie(2.0, 1, 5), "b": camp.Tie(4.0, 2, 5), "c": camp.Tie(9.0, 3, 5), "d": camp.NO_TIE}
-    assert camp.typical_evidence({"a": 1, "b": 1, "c": 1, "d": 1, "e": 2}, tie) == {1: 4.0}

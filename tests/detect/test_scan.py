@@ -53,11 +53,15 @@ def test_every_account_seen_gets_exactly_one_verdict(scanned):
 
 @pytest.mark.slow  # the module's simulated and scanned scenario
 def test_the_campaign_is_throttled_and_customers_are_not(scanned):
+    """alibaba-2026 at scale 0.004 (about 100 campaign accounts among 1,000): the calibrated tests
+    alone throttle most of the campaign (the rule-based campaign monitors the rest; 75 of 100 when
+    its verdicts became monitor-only) and no customer."""
     _, result, labels, _ = scanned
     by_role = _by_role(result, labels)
     attackers = by_role["attacker"]
     caught = sum(SEVERITY[a] >= SEVERITY["throttle"] for a in attackers)
-    assert caught / len(attackers) >= 0.9
+    assert caught / len(attackers) >= 0.7
+    assert all(SEVERITY[a] >= SEVERITY["monitor"] for a in attackers)
     assert not [a for a in by_role["organic"] if SEVERITY[a] >= SEVERITY["throttle"]]
 
 
@@ -291,93 +295,57 @@ POLICY = Policy(lookback_days=365)
 AS_OF = datetime(2026, 6, 6, tzinfo=timezone.utc)
 
 
-def _throttled_campaign(result) -> Campaign:
-    throttled = [c for c in result.campaigns if SEVERITY[c.action] >= SEVERITY["throttle"]]
-    assert throttled
-    return throttled[0]
+def _flagged_campaign(result) -> Campaign:
+    """The scanned store's highest-scored campaign (recommended throttle or stronger)."""
+    flagged = [c for c in result.campaigns if POLICY.campaign_action(c.score) in ("throttle", "fallback", "block")]
+    assert flagged
+    return max(flagged, key=lambda c: (c.score, c.campaign_id))
 
 
-def _verdict_rows(result, tie, suspicion, acted=None, firm_by_act=frozenset()) -> dict[str, dict]:
+def _verdict_rows(result, tie, suspicion, acted=None, policy=POLICY) -> dict[str, dict]:
     """scan._verdicts of the scanned store with ``tie`` and ``suspicion`` put in, by account."""
-    verdicts = scan._verdicts(result.features, result.signals, suspicion, tie, acted or {}, set(firm_by_act),
-                              result.campaigns, POLICY, AS_OF, edges=result.edges)
+    verdicts = scan._verdicts(result.features, result.signals, suspicion, tie, acted or {}, result.campaigns,
+                              policy, AS_OF)
     return {r["account_id"]: r for r in verdicts.to_pylist()}
 
 
 @pytest.mark.slow  # the module's simulated and scanned scenario
-def test_a_weakly_tied_unremarkable_member_is_only_monitored(scanned):
+def test_a_rule_based_campaign_is_only_monitored_whatever_its_score(scanned):
+    """The campaign score recommends an action; the verdicts rest on it at monitor at most, and say
+    so: a throttle needs a calibrated test, whatever the member's tie or own suspicion."""
     from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
-    campaign = _throttled_campaign(result)
-    member = campaign.accounts[0]
-    weak = {**result.ties, member: campaigns.Tie(evidence=3.5, families=1, reach=20)}
-    row = _verdict_rows(result, weak, {member: 0.05})[member]
-    assert row["action"] == "monitor"
-    line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
-    assert "families=1 (< 2)" in line and "reach=" not in line
-    firm = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=20, reach_beyond_client=20)}
-    row = _verdict_rows(result, firm, {member: 0.05})[member]
-    assert row["action"] == campaign.action
+    campaign = _flagged_campaign(result)
+    firm = {**result.ties, **{a: campaigns.Tie(evidence=50.0, families=4, reach=40) for a in campaign.accounts}}
+    rows = _verdict_rows(result, firm, {a: 0.9 for a in campaign.accounts})
+    assert {rows[a]["action"] for a in campaign.accounts} == {"monitor"}
+    recommended = POLICY.campaign_action(campaign.score)
+    assert all(f"recommends {recommended}" in rows[a]["reasons"][0] and "need a calibrated test" in rows[a]["reasons"][0]
+               for a in campaign.accounts)
+
+
+@pytest.mark.slow  # the module's simulated and scanned scenario
+def test_a_campaign_record_says_what_its_members_verdicts_do(scanned):
+    """campaigns.parquet's action is the strongest action at least half the members hold."""
+    _, result, _, _ = scanned
+    action = dict(zip(result.verdicts.column("account_id").to_pylist(), result.verdicts.column("action").to_pylist()))
+    for c in result.campaigns:
+        held = [SEVERITY[action.get(a, "allow")] for a in c.accounts]
+        assert sum(h >= SEVERITY[c.action] for h in held) * 2 >= len(held)
+        stronger = [s for s in SEVERITY.values() if s > SEVERITY[c.action]]
+        assert all(sum(h >= s for h in held) * 2 < len(held) for s in stronger)
 
 
 @pytest.mark.slow  # the module's simulated and scanned scenario
 def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scanned):
     """with_coordination adds a family to a member's tie; the verdict must say which act earned it."""
     _, result, _, _ = scanned
-    member, other = _throttled_campaign(result).accounts[:2]
+    member, other = _flagged_campaign(result).accounts[:2]
     line = "coordination: first used a newly released model 2.0 h after its release (< 24 h) with 40% of its cluster"
     reasons = {a: r["reasons"] for a, r in _verdict_rows(result, result.ties, {}, {member: [line]}).items()}
     assert line in reasons[member] and reasons[member].index(line) == 2  # after the campaign and the tie
     assert not any(r.startswith("coordination:") for r in reasons[other])
-
-
-@pytest.mark.slow  # the module's simulated and scanned scenario
-def test_a_team_reaching_the_campaign_only_through_a_popular_client_key_is_only_monitored(scanned):
-    """Two developers of one customer team (own card and office) whose SDK user agent and system
-    prompt hundreds of campaign accounts also send: their reach comes from the tool alone."""
-    from distillguard.detect import campaigns
-
-    _, result, _, _ = scanned
-    member = _throttled_campaign(result).accounts[0]
-    team = {**result.ties, member: campaigns.Tie(evidence=5.4, families=3, reach=10, reach_beyond_client=2)}
-    rows = _verdict_rows(result, team, {member: 0.05})
-    assert rows[member]["action"] == "monitor"
-    assert any("reach beyond client keys=2 members (< 10)" in r for r in rows[member]["reasons"])
-
-
-@pytest.mark.slow  # the module's simulated and scanned scenario
-def test_a_recruited_member_tied_as_strongly_as_its_cluster_needs_no_evidence_mass(scanned):
-    """An adaptive operation keeps each account's keys thin; the wave it was recruited in ties it."""
-    from distillguard.detect import campaigns
-
-    _, result, _, _ = scanned
-    campaign = _throttled_campaign(result)
-    member = campaign.accounts[0]
-    thin = {**result.ties, member: campaigns.Tie(evidence=4.0, families=2, reach=20, reach_beyond_client=20)}
-    assert _verdict_rows(result, thin, {member: 0.05})[member]["action"] == "monitor"
-    assert _verdict_rows(result, thin, {member: 0.05}, firm_by_act={member})[member]["action"] == campaign.action
-
-
-@pytest.mark.slow  # the module's simulated and scanned scenario
-def test_a_member_tied_only_to_a_few_teammates_is_only_monitored(scanned):
-    """A small customer team (own card, domain, office) that Leiden attached to a campaign's
-    community holds strong keys from several families, but only with its teammates."""
-    from distillguard.detect import campaigns
-
-    _, result, _, _ = scanned
-    campaign = _throttled_campaign(result)
-    member = campaign.accounts[0]
-    team = {**result.ties, member: campaigns.Tie(evidence=9.0, families=3, reach=POLICY.campaign.firm_reach - 1)}
-    row = _verdict_rows(result, team, {member: 0.05})[member]
-    assert row["action"] == "monitor"
-    # the line names the condition that failed, and only that one
-    line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
-    assert f"reach={POLICY.campaign.firm_reach - 1} members (< {POLICY.campaign.firm_reach})" in line
-    assert "evidence=" not in line and "families=" not in line
-    # the same ties with the account's own behaviour suspicious: the campaign's action
-    row = _verdict_rows(result, team, {member: 0.5})[member]
-    assert row["action"] == campaign.action
 
 
 def test_a_fleet_moving_to_a_new_model_within_hours_shows_in_pivot_hours():
@@ -422,80 +390,7 @@ def test_allowlisted_organization_is_capped_at_monitor(scanned):
     orgs = dict(zip(result.features.column("account_id").to_pylist(),
                     result.features.column("organization_id").to_pylist()))
     policy = Policy(allowlist_organizations=[orgs[flagged[0]]])
-    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {}, set(), result.campaigns, policy,
-                              datetime(2026, 6, 6, tzinfo=timezone.utc), edges=result.edges)
+    verdicts = scan._verdicts(result.features, result.signals, {}, result.ties, {}, result.campaigns, policy,
+                              datetime(2026, 6, 6, tzinfo=timezone.utc))
     action = dict(zip(verdicts.column("account_id").to_pylist(), verdicts.column("action").to_pylist()))
     assert action[flagged[0]] in ("monitor", "allow")
-
-
-def test_a_weakly_tied_automated_member_needs_an_edge_to_the_campaigns_firm_core():
-    """campaigns.anchored: the pair edges from each candidate to firm members of its own campaign,
-    not counting a shared sign-up hour (a bystander who signed up in a wave's hour holds one)."""
-    from distillguard.detect import campaigns
-
-    edges = pa.table({
-        "a": ["studio1", "studio1", "studio2", "recruit", "recruit", "other"],
-        "b": ["studio2", "seed1", "seed2", "seed1", "seed3", "seed1"],
-        "shared_payment": [0, 0, 0, 0, 0, 0],
-        "shared_signup_burst": [0, 1, 1, 0, 0, 0],
-        "shared_scaffold": [14, 0, 0, 3, 0, 5],
-        "shared_sync": [0, 0, 0, 0, 4, 0],
-    })
-    campaign_of = {"studio1": "c1", "studio2": "c1", "recruit": "c1", "seed1": "c1", "seed2": "c1",
-                   "seed3": "c2", "other": "c1"}
-    firm = {"seed1", "seed2", "seed3"}
-    got = campaigns.anchored(edges, {"studio1", "studio2", "recruit"}, firm, campaign_of)
-    # the studios reach the firm core only by a sign-up hour, or through each other (not firm)
-    assert "studio1" not in got and "studio2" not in got
-    # the recruit shares framing with a firm member of its campaign; its edge to seed3, firm in
-    # another campaign, does not count
-    assert got == {"recruit": 1}
-    assert campaigns.anchored(edges, {"recruit"}, set(), campaign_of) == {}
-
-
-@pytest.mark.slow  # the module's simulated and scanned scenario
-def test_an_automated_member_tied_only_to_its_own_kind_is_only_monitored(scanned):
-    """A studio's account (cloud, SDK agent: own suspicion above firm_suspicion) weakly tied to a
-    campaign through its fellow customers' templates: without a pair edge to the campaign's firm
-    members it is monitored; the same account linked directly to them takes the action."""
-    from distillguard.detect import campaigns
-
-    _, result, _, _ = scanned
-    campaign = _throttled_campaign(result)
-    member = campaign.accounts[0]
-    weak = {**result.ties, member: campaigns.Tie(evidence=6.2, families=1, reach=13)}
-    suspicious = {member: POLICY.campaign.firm_suspicion + 0.1}
-    touching = pc.or_(pc.equal(result.edges.column("a"), member), pc.equal(result.edges.column("b"), member))
-    assert pc.sum(touching.cast(pa.int64())).as_py() > 0
-    row = _verdict_rows(result, weak, suspicious)[member]
-    assert row["action"] == campaign.action
-    assert any("linked directly to" in r and "firmly tied members" in r for r in row["reasons"])
-    detached = result.edges.filter(pc.invert(touching))
-    rows = scan._verdicts(result.features, result.signals, suspicious, weak, {}, set(), result.campaigns, POLICY,
-                          AS_OF, edges=detached)
-    row = next(r for r in rows.to_pylist() if r["account_id"] == member)
-    assert row["action"] == "monitor"
-    line = next(r for r in row["reasons"] if r.startswith("weakly tied"))
-    assert "families=1 (< 2)" in line and "no linkage edge to a firmly tied member" in line
-
-
-@pytest.mark.slow  # the module's simulated and scanned scenario
-def test_in_a_campaign_with_no_firmly_tied_member_suspicious_members_anchor_each_other(scanned):
-    """A campaign of fewer accounts than firm_reach is weakly tied throughout (no member can reach
-    ten others): there is no firm core to be attached to, and its automated members that a pair
-    edge ties to each other keep the campaign's action, as a small operation's accounts should."""
-    from distillguard.detect import campaigns
-
-    _, result, _, _ = scanned
-    campaign = _throttled_campaign(result)
-    members = campaign.accounts
-    small = {**result.ties, **{a: campaigns.Tie(evidence=9.0, families=3, reach=4, reach_beyond_client=4)
-                               for a in members}}
-    rows = _verdict_rows(result, small, {a: POLICY.campaign.firm_suspicion + 0.1 for a in members})
-    linked = set(result.edges.column("a").to_pylist()) | set(result.edges.column("b").to_pylist())
-    member = next(a for a in members if a in linked)
-    assert rows[member]["action"] == campaign.action
-    assert any("suspicious members (the campaign has no firmly tied one)" in r for r in rows[member]["reasons"])
-    # the same members with unremarkable behaviour of their own: monitored, as before
-    rows = _verdict_rows(result, small, {a: 0.05 for a in members})
-    assert {rows[a]["action"] for a in members} == {"monitor"}

@@ -25,7 +25,6 @@ import bisect
 import dataclasses
 import hashlib
 import math
-import statistics
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,7 +33,6 @@ import graspologic_native as gn
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from distillguard.detect.evidence import LINKED as EVIDENCE
 from distillguard.detect.evidence import with_form
@@ -365,17 +363,6 @@ def recruited_together(membership: dict[str, int], created: dict[str, datetime |
     return Recruitment(share, mates, {a: lead[a] for a in mates})
 
 
-def typical_evidence(membership: dict[str, int], tie: dict[str, Tie]) -> dict[int, float]:
-    """cluster -> the median evidence of its members that reach admission's evidence at all
-    (those with some key support): how strongly a typical member is tied."""
-    values: dict[int, list[float]] = {}
-    for account, c in membership.items():
-        t = tie.get(account)
-        if t is not None and t.evidence > 0:
-            values.setdefault(c, []).append(t.evidence)
-    return {c: statistics.median(v) for c, v in values.items()}
-
-
 def credited(tie: Tie) -> bool:
     """Whether being recruited in a wave adds to this tie (with_recruitment)."""
     return not (tie.burst or tie.network_only)
@@ -399,35 +386,6 @@ def with_recruitment(tie: dict[str, Tie], recruitment: Recruitment, params: Camp
             continue
         out[account] = dataclasses.replace(t, evidence=t.evidence + params.act_weight,
                                            families=t.families + (not t.account), account=True)
-    return out
-
-
-def anchored(edges: pa.Table, candidates: set[str], firm: set[str], campaign_of: dict[str, str]) -> dict[str, int]:
-    """candidate -> how many firmly tied members of its own campaign it shares a linkage edge with,
-    by more than a sign-up hour.
-
-    A weakly tied member whose own behaviour looks automated may be the operation's newest or
-    quietest account, or a customer whose own community (a studio's accounts sharing their
-    templates) Leiden attached to a campaign's community through one chance link: its keys tie it
-    to its own kind, and its automation is its business. What tells them apart is whether a pair
-    edge runs from the member to the campaign's firm core itself; a shared sign-up hour at one
-    e-mail domain does not count (a bystander who signed up with gmail in a wave's hour holds it).
-    """
-    out: dict[str, int] = {}
-    if not candidates or not firm or edges.num_rows == 0:
-        return out
-    wanted = pa.array(sorted(candidates), pa.string())
-    touching = pc.or_(pc.is_in(edges.column("a"), value_set=wanted), pc.is_in(edges.column("b"), value_set=wanted))
-    near = edges.filter(touching)
-    beyond = [f"shared_{k}" for k, e in EVIDENCE.items()
-              if e.key_form != "signup_hour" and f"shared_{k}" in near.column_names]
-    shared = [sum(v) for v in zip(*(near.column(c).fill_null(0).to_pylist() for c in beyond))] if beyond else []
-    for a, b, n in zip(near.column("a").to_pylist(), near.column("b").to_pylist(), shared):
-        if n <= 0:
-            continue
-        for member, peer in ((a, b), (b, a)):
-            if member in candidates and peer in firm and campaign_of.get(peer) == campaign_of.get(member):
-                out[member] = out.get(member, 0) + 1
     return out
 
 

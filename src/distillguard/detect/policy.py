@@ -21,24 +21,22 @@ from distillguard.detect.signals import BY_NAME as SIGNALS
 
 
 class CampaignThresholds(BaseModel):
-    """How a campaign's score (0..1) becomes its members' action, and what ties a member to it."""
+    """How a campaign's score (0..1) becomes its recommended action. A rule-based campaign's members
+    are monitored at most (scan._verdicts): throttle and stronger need a calibrated test."""
 
     model_config = ConfigDict(extra="forbid")
-    monitor: float = Field(0.25, ge=0, le=1, description="campaign score from which its members are monitored")
-    throttle: float = Field(0.40, ge=0, le=1, description="campaign score from which its members are throttled")
-    fallback: float = Field(0.55, ge=0, le=1, description="campaign score from which its members' requests go to "
-                            "the fallback model")
-    block: float = Field(0.80, ge=0, le=1, description="campaign score from which its members are blocked")
+    monitor: float = Field(0.25, ge=0, le=1, description="campaign score from which it is flagged and its members "
+                           "monitored")
+    throttle: float = Field(0.40, ge=0, le=1, description="campaign score from which throttling is recommended "
+                            "(its cells merge into one campaign; members are only monitored without a calibrated "
+                            "finding)")
+    fallback: float = Field(0.55, ge=0, le=1, description="campaign score from which the fallback model is "
+                            "recommended (a recommendation only, as for throttle)")
+    block: float = Field(0.80, ge=0, le=1, description="campaign score from which blocking is recommended (a "
+                         "recommendation only, as for throttle)")
     min_members: int = Field(5, ge=2, description="accounts a cluster needs to be a campaign; a smaller group's "
                              "accounts are at most monitored")
     merge_link: float = Field(1.5, gt=0, description="edge weight between two flagged clusters that makes them one campaign")
-    firm_evidence: float = Field(5.0, ge=0, description="member evidence (campaigns.member_evidence) at which a member "
-                                 "from at least two families takes the campaign's action whatever its own signals")
-    firm_suspicion: float = Field(0.2, ge=0, le=1, description="own suspicion at which a more weakly tied member "
-                                  "takes the campaign's action, where a pair edge ties it directly to a firmly tied member (by "
-                                  "more than a sign-up hour); otherwise it is only monitored")
-    firm_reach: int = Field(10, ge=1, description="other members a firmly tied member's keys tie it to: a customer "
-                            "team's card, domain and office tie each member to its teammates only")
 
     @model_validator(mode="after")
     def _ordered(self) -> "CampaignThresholds":

@@ -34,8 +34,8 @@ from distillguard.ingest.enrich import CAPABILITIES
 from distillguard.detect import evidence as detect_evidence
 from distillguard.detect import history as detect_history
 from distillguard.detect import verdicts as detect_verdicts
-from distillguard.detect.policy import CampaignThresholds, Policy
-from distillguard.store.verdicts import VERDICT_SCHEMA
+from distillguard.detect.policy import Policy
+from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -164,10 +164,9 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             big = camp.campaign_sized(membership, cparams.min_members)
             members = lookup("dg_members", pa.table({"account_id": pa.array(list(big), pa.string()),
                                                      "cluster": pa.array(list(big.values()), pa.int64())}))
-            # reach is only ever compared with min_members - 1 and firm_reach: counting further
-            # costs a larger self-join
-            reach_cap = max(cparams.min_members - 1, policy.campaign.firm_reach)
-            evidence = camp.member_evidence(held, members, cparams.min_key_support, reach_cap=reach_cap).to_pyarrow()
+            # reach is only ever compared with min_members - 1: counting further costs a larger self-join
+            evidence = camp.member_evidence(held, members, cparams.min_key_support,
+                                            reach_cap=cparams.min_members - 1).to_pyarrow()
             candidates = common = None
             if policy.inherit.enabled and big:
                 new = _new_accounts(feats, as_of, policy)
@@ -190,10 +189,6 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     credited = {a for a in recruitment.mates if camp.credited(tie.get(a, camp.NO_TIE))}
     for a in sorted(credited):
         acted.setdefault(a, []).append(recruitment.reason(a, cparams))
-    # ...and firm by that act where they are tied about as strongly as their cluster's typical
-    # member (campaigns.typical_evidence)
-    typical = camp.typical_evidence(big, tie)
-    firm_by_act = {a for a in credited if tie[a].evidence >= 0.5 * typical.get(big[a], 0.0)}
     clock.lap("member_evidence")
     members_in = camp.campaign_sized(camp.admitted(membership, tie, cparams), cparams.min_members)
     prompt_stats = _prompt_stats(ex, members_in, lookup)
@@ -202,8 +197,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                    camp.acts(pivot, credited, big, set(members_in.values())))
     campaigns = _with_lineage(_campaigns(clusters, edges, feats, policy, cparams), previous_campaigns or [], as_of)
     clock.lap("campaigns")
-    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, firm_by_act, campaigns, policy, as_of,
-                         edges=edges)
+    verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, campaigns, policy, as_of)
     if statistical is not None:
         verdicts = with_statistics(verdicts, statistical, policy)
     if previous is not None:
@@ -215,6 +209,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     verdicts = _with_quiet_accounts(verdicts, exchanges, as_of, policy)
     if outside is not None:
         verdicts = with_outside_evidence(verdicts, outside, intel, policy, as_of)
+    campaigns = _acted(campaigns, verdicts)
     clock.lap("verdicts")
     indicators = inherit.indicators(candidates, verdicts, policy.inherit.min_holders,
                                     policy.inherit.framing_share, common) if candidates is not None \
@@ -407,6 +402,21 @@ def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, p
     return out
 
 
+def _acted(campaigns: list[camp.Campaign], verdicts: pa.Table) -> list[camp.Campaign]:
+    """Each campaign with the action its members' verdicts take: the strongest action that at least
+    half of its members hold (monitor at least: its score flagged it). The score's own action is
+    a recommendation the verdicts cap at monitor (:func:`_verdicts`); what a campaign record says
+    is done must be what the verdicts do."""
+    action_of = dict(zip(verdicts.column("account_id").to_pylist(), verdicts.column("action").to_pylist()))
+    name_of = {v: k for k, v in SEVERITY.items()}
+    out = []
+    for c in campaigns:
+        held = sorted((SEVERITY.get(action_of.get(a, "allow"), 0) for a in c.accounts), reverse=True)
+        majority = held[(len(held) - 1) // 2] if held else 0
+        out.append(replace(c, action=name_of[max(majority, SEVERITY["monitor"])]))
+    return out
+
+
 def _with_lineage(campaigns: list[camp.Campaign], previous: list[lineage.Previous],
                   as_of: datetime) -> list[camp.Campaign]:
     """``campaigns`` with the ids and lineage that lineage.trace gives them against the previous
@@ -425,57 +435,19 @@ def _size_weighted(cells: list[camp.Cluster], sub_score: Callable[[camp.Cluster]
     return round(math.fsum(sub_score(c) * c.size for c in cells) / sum(c.size for c in cells), 4)
 
 
-def _weakly_tied(membership: dict[str, camp.Campaign], tie: dict[str, camp.Tie], firm_by_act: set[str],
-                 firm: CampaignThresholds) -> dict[str, list[str]]:
-    """Member of a throttled+ campaign -> what its tie lacks, each as "name=value (< threshold)";
-    members tied firmly are left out (the rule is described in _verdicts)."""
-    weak: dict[str, list[str]] = {}
-    for account, campaign in membership.items():
-        if campaign.action in ("allow", "monitor"):
-            continue
-        own_tie = tie.get(account, camp.NO_TIE)
-        # a member that took part in a collective act of its cluster (recruited in its wave,
-        # moved with it to a new model) is tied by that act, not by the mass of its keys
-        thin = own_tie.evidence < firm.firm_evidence and account not in firm_by_act
-        # a team's card and office plus one popular client key (a tool's user agent or
-        # system prompt) reach far, but through the tool, not through whoever runs the team
-        narrow = own_tie.reach_beyond_client < firm.firm_reach and account not in firm_by_act
-        short = [f"evidence={own_tie.evidence:.3g} (< {firm.firm_evidence:g})"] if thin else []
-        short += [f"families={own_tie.families} (< 2)"] if own_tie.families < 2 else []
-        short += [f"reach={own_tie.reach} members (< {firm.firm_reach})"] if own_tie.reach < firm.firm_reach else []
-        short += ([f"reach beyond client keys={own_tie.reach_beyond_client} members (< {firm.firm_reach})"]
-                  if narrow and own_tie.reach >= firm.firm_reach else [])
-        if short:
-            weak[account] = short
-    return weak
-
-
 def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, float], tie: dict[str, camp.Tie],
-              acted: dict[str, list[str]], firm_by_act: set[str], campaigns: list[camp.Campaign], policy: Policy,
-              as_of: datetime, *, edges: pa.Table) -> pa.Table:
-    """One verdict per account: its campaign's action, else monitor at most on its own signals.
+              acted: dict[str, list[str]], campaigns: list[camp.Campaign], policy: Policy,
+              as_of: datetime) -> pa.Table:
+    """One verdict per account from the rule-based campaigns and its own signals: monitor at most.
 
-    A member tied to its campaign by little evidence (below ``firm_evidence``, or from one
-    family of evidence only: a customer whose prompts happen to share a campaign's framing,
-    a team on one address), or tied to fewer than ``firm_reach`` other members (a small
-    customer team whose card, domain and office tie each member to its teammates, and that
-    Leiden attached to a campaign's community by weak links), whose own behaviour is unremarkable (suspicion below
-    ``firm_suspicion``) is only monitored: the conservative reading of thin evidence is a
-    day's delay, not a customer throttled. The evidence mass is waived (``firm_by_act``) for a
-    member recruited in one wave of fresh accounts across e-mail domains with its cluster
-    (campaigns.recruited_together; not one tied by addresses alone, which bystanders share: a
-    campaign's residential exits, a campus NAT) whose evidence is at least half its cluster's
-    median: an adaptive operation makes *every* account's keys thin on purpose, but cannot make
-    its accounts' creation look independent, while a thin member of a richly tied cluster is an
-    outsider Leiden attached to it. A weakly tied member whose own suspicion reaches
-    ``firm_suspicion`` takes the action only where a linkage edge (``edges``) ties it directly to a
-    firmly tied member of its campaign, by more than a sign-up hour (campaigns.anchored): a
-    customer community attached to a campaign's through one chance link (a studio's accounts
-    sharing their own templates, automated as studios are) is tied to its own kind only. A
-    campaign with no firmly tied member (fewer members than ``firm_reach``) has no such core:
-    there an edge to another of its suspicious members suffices.
-    ``acted`` holds the reason lines of the collective acts (recruitment, the coordinated pivot)
-    each member took part in.
+    A member of a campaign the clustering scored at least ``monitor`` is monitored, with the
+    campaign's score, what links it, the member's own tie and the collective acts (``acted``:
+    recruitment, the coordinated pivot) it took part in as reasons; any other account is
+    monitored when its own suspicion reaches ``account_monitor``. The campaign's score never
+    throttles or blocks on its own: its thresholds were fitted to one simulator, and a
+    customer team tied by a card, an office address and a shared tool scored like a campaign.
+    Throttle and stronger come from the calibrated tests (:func:`with_statistics`), an earlier
+    scan's finding still held (detect.history) or inheritance.
     """
     fired: dict[str, list[str]] = {}
     for account, name, value, threshold, hit in zip(*(signal_table.column(k).to_pylist() for k in
@@ -484,16 +456,6 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
             op = ">" if signals.BY_NAME[name].direction == "above" else "<"
             fired.setdefault(account, []).append(f"{name}={value:.3g} ({op} {threshold:g})")
     membership = {a: c for c in campaigns for a in c.accounts}
-    firm = policy.campaign
-    weak = _weakly_tied(membership, tie, firm_by_act, firm)
-    firm_members = {a for a, c in membership.items() if c.action not in ("allow", "monitor") and a not in weak}
-    suspicious = {a for a in weak if suspicion.get(a, 0.0) >= firm.firm_suspicion}
-    # the core a suspicious weak member must be linked to: its campaign's firmly tied members, or
-    # where it has none (a campaign of fewer members than firm_reach is all weakly tied), its
-    # other suspicious members: there is no richly tied community for an outsider to be attached to
-    with_core = {membership[a].campaign_id for a in firm_members}
-    core = firm_members | {a for a in suspicious if membership[a].campaign_id not in with_core}
-    anchors = camp.anchored(edges, suspicious, core, {a: c.campaign_id for a, c in membership.items()})
     allowed = set(policy.allowlist_organizations)
     rows: list[Verdict] = []
     for account, org in zip(feats.column("account_id").to_pylist(), feats.column("organization_id").to_pylist()):
@@ -501,31 +463,18 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
         reasons = list(fired.get(account, []))
         campaign = membership.get(account)
         action, score = "allow", round(0.5 * own, 4)
-        if campaign is not None:
-            action, score = campaign.action, max(score, campaign.score)
+        if campaign is not None and campaign.action != "allow":
+            action, score = "monitor", max(score, campaign.score)
             links = ", ".join(f"{k} x{v.accounts}" for k, v in campaign.indicators.items())
+            capped = "" if campaign.action == "monitor" else (
+                f"; its score recommends {campaign.action}, but a rule-based campaign is monitored only: "
+                f"throttle and stronger need a calibrated test")
             reasons.insert(0, f"campaign {campaign.campaign_id}: score={campaign.score:.3f} "
-                              f"(>= {action} {getattr(policy.campaign, action, policy.campaign.monitor):g}), "
-                              f"{campaign.members} accounts linked by {links}")
+                              f"(>= {campaign.action} {getattr(policy.campaign, campaign.action):g}), "
+                              f"{campaign.members} accounts linked by {links}{capped}")
             own_tie = tie.get(account, camp.NO_TIE)
-            short = weak.get(account)
-            if short and own >= firm.firm_suspicion and anchors.get(account):
-                reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} independent "
-                                  f"families, tied to >= {own_tie.reach} members; weakly tied ({', '.join(short)}) "
-                                  f"but own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) and linked "
-                                  f"directly to {anchors[account]} "
-                                  + ("firmly tied members" if campaign.campaign_id in with_core else
-                                     "suspicious members (the campaign has no firmly tied one)"))
-            elif short:
-                action = "monitor"
-                peer = "a firmly tied member" if campaign.campaign_id in with_core else "another suspicious member"
-                why = (f"own suspicion={own:.3g} (< firm {firm.firm_suspicion:g})" if own < firm.firm_suspicion else
-                       f"own suspicion={own:.3g} (>= firm {firm.firm_suspicion:g}) but no linkage edge to {peer} "
-                       f"beyond a shared sign-up hour")
-                reasons.insert(1, f"weakly tied: member {', '.join(short)} and {why}: monitored only")
-            else:
-                reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
-                                  f"independent families, tied to >= {own_tie.reach} members")
+            reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
+                              f"independent families, tied to >= {own_tie.reach} members")
             # the collective acts that added evidence to the member's tie, with their numbers
             reasons[2:2] = acted.get(account, [])
         elif own >= policy.account_monitor:
