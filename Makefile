@@ -28,13 +28,20 @@ demo: $(STAMP)
 
 # make test: the whole suite, skips listed with their reasons (-rs, pyproject.toml's addopts).
 # make test-fast: everything not marked slow (the simulations, fault injection, Spark parity,
-# LiteLLM and subprocess-heavy tests), for the edit-test loop: a quick test of every stage, about
-# 75 s on 2 shared cores. tests/ mirrors src/distillguard (tests/gateway/ for gateway/, ...).
+# LiteLLM and subprocess-heavy tests), for the edit-test loop: a quick test of every stage.
+# tests/ mirrors src/distillguard (tests/gateway/ for gateway/, ...).
+# Both run in TEST_JOBS pytest-xdist workers, one more than the cores (most tests wait on the
+# processes they start), at most 4; each file's tests stay on one worker and the Spark tests on
+# one, started first (xdist_group, tests/conftest.py). Serially: make test PYTEST_ARGS=-n0.
+TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n + 1 < 4 ? n + 1 : 4 )))
+XDIST := -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+PYTEST_ARGS ?=
+
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # the name the whole suite had when make test left the slow tests out
 test-all: test

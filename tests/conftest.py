@@ -11,6 +11,32 @@ import pytest
 from distillguard.store import Store
 
 
+#: xdist groups that start first under ``--dist loadgroup``: the longest ones, so that the run does
+#: not end with one worker still on them while the others idle (the two Spark tests: ~6 minutes)
+LONGEST_GROUPS_FIRST = ("spark",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), a test without an ``xdist_group``
+    of its own joins its file's group: a module's fixtures (a Spark session, a LiteLLM proxy, a
+    console) then start on one worker instead of on every worker that gets one of its tests. The
+    groups of ``LONGEST_GROUPS_FIRST`` are moved to the front (make test passes
+    ``--no-loadscope-reorder``, so workers take groups in this order)."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(config.rootpath).as_posix()))
+
+    def rank(item: pytest.Item) -> int:
+        group = item.get_closest_marker("xdist_group")
+        name = group.args[0] if group.args else group.kwargs.get("name")
+        return LONGEST_GROUPS_FIRST.index(name) if name in LONGEST_GROUPS_FIRST else len(LONGEST_GROUPS_FIRST)
+
+    items.sort(key=rank)  # stable: collection order within each rank
+
+
 @pytest.fixture
 def store() -> Iterable[Store]:
     s = Store(":memory:")
