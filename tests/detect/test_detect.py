@@ -386,13 +386,19 @@ def test_a_cohort_extreme_on_one_feature_only_keeps_every_extreme_member():
     assert kept.members == found[0].members and kept.profiled_out == 0
 
 
-def test_the_budget_goes_first_to_the_results_cheapest_per_entity():
-    """Two significant results, the budget fits only one: the one costing less per entity wins,
-    although the other's p-value is smaller."""
+def test_the_budget_goes_to_the_strongest_results_first_and_among_equals_to_the_cheapest_per_entity():
+    """Three significant results, the budget fits one: the smallest p-value wins; of two results
+    whose p-values are equal (both below the floating-point range), the one costing less per
+    entity wins."""
     policy = Policy()
     n = 10_000  # throttle budget: 1e-4 x 10,000 = 1 expected false positive
-    candidates = {a: [] for a in dv.ACTIONS}
-    candidates["throttle"] = [(1e-30, "cohort", "w", "big window", "", tuple(range(10)), 0.9),
-                              (1e-8, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)]
-    accepted = [f.reason.split(";")[0] for f in dv._within_budget(candidates, n, policy) if f.action == "throttle"]
-    assert accepted == ["tight window"]
+
+    def accepted(candidates):
+        got = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": candidates}, n, policy)
+        return [f.reason.split(";")[0] for f in got if f.action == "throttle"]
+
+    big = (0.0, "cohort", "w", "big window", "", tuple(range(10)), 0.9)
+    tight = (0.0, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)
+    weaker = (1e-8, "cohort", "w", "weaker window", "", tuple(range(200, 260)), 0.5)
+    assert accepted([big, tight]) == ["tight window"]
+    assert accepted([weaker, big]) == ["big window"]

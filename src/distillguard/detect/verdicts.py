@@ -5,9 +5,9 @@ The policy declares, per action, the false positives it accepts per organic enti
 false positives in all. Each test result has a cost: a block whose ``c`` tied members have member
 p-values ``p_i`` and whose corrected p-value is ``p`` costs ``p x c + sum p_i`` (all members false
 if the block is null; each still false with its own p otherwise); a cohort window costs its chance
-members ``n x pi`` plus ``p x X``. Results significant at ``alpha`` are accepted, cheapest per
-entity first, while their summed cost fits the budget, strongest action first. Nothing here is
-fitted to labels.
+members ``n x pi`` plus ``p x X``. Results are accepted in order of their corrected p-value (ties
+cheapest per entity first) while their summed cost fits the budget, strongest action first.
+Nothing here is fitted to labels.
 
 A block member counts only when its own p-value is at most ``budget[action] x N / holders``. A
 group needs ``campaign.min_members`` accounts to reach more than monitor (a campaign is many
@@ -158,21 +158,23 @@ Candidate = tuple[float, str, str, str, str, tuple[int, ...], float]
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
-    """Per action, from the strongest action down: the test results (each already significant at
-    ``alpha`` after every correction) in order of their cost per entity, accepted while the false
-    positives they cost together stay within the action's budget (``budget[action] x N``): the
-    budget is spent where an expected false positive buys the most entities. Significance decides
-    what may be accepted; the budget, how much. An entity takes the strongest action a result
-    accepted for it reaches; a result whose entities all hold a stronger action already costs
-    nothing more. Ties are broken by the corrected p-value, then by the result's description
-    (tokens, windows, features: never account names)."""
+    """Per action, from the strongest action down: the test results in order of their corrected
+    p-value, accepted while the false positives they cost together stay within the action's
+    budget (``budget[action] x N``). Results of equal p-value (often many below the
+    floating-point range, printed as 0) go cheapest per entity first: an expected false positive
+    buys the most entities there. Ordering by cost alone covered more on the development
+    strategies, but a campaign sending more of the same traffic could then lose a throttle (the
+    conformance suite's monotonicity check); strongest first cannot. An entity takes the
+    strongest action a result accepted for it reaches; a result whose entities all hold a
+    stronger action already costs nothing more. Remaining ties are broken by the result's
+    description (tokens, windows, features: never account names)."""
     budget = policy.statistics.budget
     taken: dict[int, str] = {}
     findings: list[Finding] = []
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
-        ranked = sorted(candidates[action], key=lambda c: (c[6] / max(len(c[5]), 1), *c[:4]))
+        ranked = sorted(candidates[action], key=lambda c: (c[0], c[6] / max(len(c[5]), 1), *c[1:4]))
         for p, test, null, reason, note, entities, cost in ranked:
             fresh = [e for e in entities if e not in taken]
             if not fresh or spent + cost > allowed:
