@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from distillguard import __version__
 from distillguard.errors import UserError
-from distillguard.report import facts
+from distillguard.report import document, facts
 from distillguard.store import Store, chain, has_table
 from distillguard.store.chain import Difference, canonical
 
@@ -153,11 +153,16 @@ def _comparable(value: Any) -> Any:
     return value
 
 
+#: the sections whose rows redaction changes (document.py): only theirs are read again from the store
+_REDACTED_SECTIONS = {key for key, _ in document._REDACTED} | {"indicator_keys"}
+
+
 def _figure(con: duckdb.DuckDBPyConnection, name: str, section: dict, redacted: bool) -> dict:
     figure = {"name": name, "query": section["query"], "columns": section["columns"], "rows": section["rows"]}
     if redacted:  # the report shows hashes in place of text: keep what the store gives, hashed
-        raw = facts.section(con, section["key"], "", section["query"])
-        figure["row_sha256"] = [_row_hash(r) for r in raw["rows"]]
+        raw = (facts.section(con, section["key"], "", section["query"])["rows"]
+               if section["key"] in _REDACTED_SECTIONS else section["rows"])
+        figure["row_sha256"] = [_row_hash(r) for r in raw]
     return figure
 
 
