@@ -326,3 +326,9 @@ def test_a_forged_figure_query_is_a_difference_not_a_traceback(signed, intel_sto
     (report / "manifest.json").write_text(json.dumps(forged))
     (report / "manifest.sig").write_bytes(base64.b64encode(key.sign(canonical(forged).encode())))
     assert expected in _verify(report, intel_store, keys[1])
+    with Store(copy) as store:  # an account no figure shows: caught by the scan's link, not by a figure
+        store.con.execute("UPDATE verdicts SET action = 'block' WHERE scan_id = ? AND account_id = (SELECT "
+                          "min(account_id) FROM verdicts WHERE scan_id = ? AND campaign_id IS NULL)", [scan_id, scan_id])
+    changed = runner.invoke(app, ["verify", str(tmp_path / "r"), "--db", str(copy), "--public-key", str(keys[1])])
+    assert changed.exit_code == 1
+    assert changed.output.startswith(f"differs: scan {scan_id} table verdicts: its rows changed after the scan")

@@ -122,3 +122,16 @@ def test_a_store_copied_elsewhere_checks_clean(two_ingests, tmp_path):
     with Store(tmp_path / "copy" / "s.duckdb", read_only=True) as copy:
         assert _differences(copy) == []
         assert len(chain.links(copy.con)) == 2
+
+
+def test_a_scans_results_changed_after_its_link_are_named_and_a_column_added_later_is_not(two_ingests):
+    con = two_ingests.con
+    con.execute("CREATE TABLE verdicts AS SELECT 's1' AS scan_id, 'acct-' || i AS account_id, 'allow' AS action, "
+                "0.1 * i AS score FROM range(5) t(i)")
+    link = chain.record_scan(con, "s1", chain.head(con), "policy-sha")
+    assert link.detail["tables"]["verdicts"]["rows"] == 5
+    assert _differences(two_ingests) == []
+    con.execute("ALTER TABLE verdicts ADD COLUMN reasons VARCHAR[]")  # what a later version's scan adds
+    assert _differences(two_ingests) == []
+    con.execute("UPDATE verdicts SET action = 'block' WHERE account_id = 'acct-3'")
+    assert _differences(two_ingests) == ["scan s1 table verdicts: its rows changed after the scan (5 rows then, 5 now)"]

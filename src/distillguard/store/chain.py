@@ -194,9 +194,33 @@ def record_journal_segment(con: duckdb.DuckDBPyConnection, name: str, at_close: 
         "file_sha256": file_sha256, "lines": at_load["lines"], "first_difference": first_difference})
 
 
+#: the tables a scan stores its results in, one row set per scan_id (detect/scan.py store_result)
+SCAN_TABLES = ("scans", "verdicts", "campaigns", "signals", "indicators", "edges")
+
+
+def scan_digest(con: duckdb.DuckDBPyConnection, scan_id: str, columns: dict[str, list[str]] | None = None) -> dict:
+    """Per table of SCAN_TABLES: the scan's row count and the sha256 of its rows' text, sorted, over
+    ``columns`` (default: the table's columns now; a column a later version adds is left out when
+    an older link is checked, so adding it changes nothing)."""
+    out = {}
+    for table in SCAN_TABLES:
+        if not has_table(con, table):
+            continue
+        cols = (columns or {}).get(table) or [c for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main' "
+            "ORDER BY column_index", [table]).fetchall()]
+        packed = ", ".join(f'"{c}" := "{c}"' for c in cols)
+        rows, digest = con.execute(
+            f"SELECT count(*), sha256(coalesce(string_agg(r, chr(10) ORDER BY r), '')) FROM ("
+            f"SELECT CAST(struct_pack({packed}) AS VARCHAR) AS r FROM {table} WHERE scan_id = ?)", [scan_id]).fetchone()
+        out[table] = {"columns": cols, "rows": rows, "sha256": digest}
+    return out
+
+
 def record_scan(con: duckdb.DuckDBPyConnection, scan_id: str, read_head: dict | None, policy_sha256: str) -> Link:
-    """The link of a scan: the head of the chain when it read the store."""
-    return append(con, "scan", scan_id, policy_sha256, {"read_head": read_head})
+    """The link of a scan: the head of the chain when it read the store, and the digest of the
+    results it stored (scan_digest), so that a verdict, signal or edge changed afterwards shows."""
+    return append(con, "scan", scan_id, policy_sha256, {"read_head": read_head, "tables": scan_digest(con, scan_id)})
 
 
 class JournalLines:
@@ -312,7 +336,7 @@ def _rows_at(path: Path, lo: int, hi: int) -> str:
 def check_store(con: duckdb.DuckDBPyConnection, segments_dir: Path) -> Iterator[Difference]:
     """Everything the store holds against its chain: the links themselves, every live segment's
     Parquet parts, every ``ingests`` row, every journal segment's hash at close against the
-    hash of what was loaded, and every scan's policy hash. Yields each difference found, links
+    hash of what was loaded, every scan's stored results and its policy hash. Yields each difference found, links
     first (a broken chain makes the rest meaningless, so it stops there)."""
     chain = links(con)
     broken = next(check_links(chain), None)
@@ -341,11 +365,34 @@ def check_store(con: duckdb.DuckDBPyConnection, segments_dir: Path) -> Iterator[
             lines = link.detail.get("first_difference") or "somewhere"
             yield Difference(f"journal segment {link.subject}", f"{lines} changed between its close and its load "
                              f"(sha256 at close {link.sha256[:12]}, at load {str(link.detail.get('sha256_at_load'))[:12]})")
+    yield from _check_scans(con, chain)
     if has_table(con, "scans"):
         for scan_id, policy, policy_sha in con.execute("SELECT scan_id, policy, policy_sha256 FROM scans "
                                                        "ORDER BY scan_id").fetchall():
             if hashlib.sha256(str(policy).encode()).hexdigest() != policy_sha:
                 yield Difference(f"scans row {scan_id}", "its policy text does not match its policy_sha256")
+
+
+def _check_scans(con: duckdb.DuckDBPyConnection, chain: list[Link]) -> Iterator[Difference]:
+    """Each scan's stored results against its latest link."""
+    latest = {link.subject: link for link in chain if link.kind == "scan"}
+    for scan_id, link in sorted(latest.items()):
+        recorded = link.detail.get("tables") or {}
+        if not isinstance(recorded, dict):
+            continue
+        try:
+            now = scan_digest(con, scan_id, {t: list(d.get("columns") or []) for t, d in recorded.items()
+                                             if isinstance(d, dict)})
+        except duckdb.Error as exc:  # a column the link names was dropped
+            yield Difference(f"scan {scan_id}", f"its tables no longer read as its link recorded them "
+                             f"({str(exc).splitlines()[0]})")
+            continue
+        for table, then in sorted(recorded.items()):
+            got = now.get(table)
+            if not isinstance(then, dict) or got is None or got["sha256"] != then.get("sha256"):
+                count = "the table is gone" if got is None else f"{then.get('rows') if isinstance(then, dict) else '?'} " \
+                    f"rows then, {got['rows']} now"
+                yield Difference(f"scan {scan_id} table {table}", f"its rows changed after the scan ({count})")
 
 
 def _check_ingests(con: duckdb.DuckDBPyConnection, chain: list[Link]) -> Iterator[Difference]:
