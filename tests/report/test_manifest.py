@@ -108,8 +108,7 @@ def test_one_changed_byte_of_a_stored_prompt_is_named_by_segment_and_rows(signed
     result = CliRunner().invoke(app, ["verify", str(signed), "--db", str(db), "--public-key", str(keys[1])])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1
-    assert result.output.startswith(f"differs: segment {part.parent.name} part part-00000.parquet: bytes ")
-    assert "rows 0-" in result.output
+    assert result.output.startswith(f"differs: segment {part.parent.name} part part-00000.parquet: rows 0-")
 
 
 def test_one_changed_byte_of_a_report_file_is_named(signed, intel_store, keys, tmp_path):
@@ -303,6 +302,12 @@ def test_the_cli_scans_signs_and_verifies_and_the_scan_links_the_chain_head_it_r
                                    "--json"])
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.output)["ok"] is True
+    with Store(copy) as store:  # an account no figure shows: caught by the scan's link, not by a figure
+        store.con.execute("UPDATE verdicts SET action = 'block' WHERE scan_id = ? AND account_id = (SELECT "
+                          "min(account_id) FROM verdicts WHERE scan_id = ? AND campaign_id IS NULL)", [scan_id, scan_id])
+    changed = runner.invoke(app, ["verify", str(tmp_path / "r"), "--db", str(copy), "--public-key", str(keys[1])])
+    assert changed.exit_code == 1
+    assert changed.output.startswith(f"differs: scan {scan_id} table verdicts: its rows changed after the scan")
 
 
 @pytest.mark.parametrize("query,expected", [
@@ -326,9 +331,3 @@ def test_a_forged_figure_query_is_a_difference_not_a_traceback(signed, intel_sto
     (report / "manifest.json").write_text(json.dumps(forged))
     (report / "manifest.sig").write_bytes(base64.b64encode(key.sign(canonical(forged).encode())))
     assert expected in _verify(report, intel_store, keys[1])
-    with Store(copy) as store:  # an account no figure shows: caught by the scan's link, not by a figure
-        store.con.execute("UPDATE verdicts SET action = 'block' WHERE scan_id = ? AND account_id = (SELECT "
-                          "min(account_id) FROM verdicts WHERE scan_id = ? AND campaign_id IS NULL)", [scan_id, scan_id])
-    changed = runner.invoke(app, ["verify", str(tmp_path / "r"), "--db", str(copy), "--public-key", str(keys[1])])
-    assert changed.exit_code == 1
-    assert changed.output.startswith(f"differs: scan {scan_id} table verdicts: its rows changed after the scan")

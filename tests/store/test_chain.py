@@ -74,8 +74,7 @@ def test_one_flipped_byte_of_a_stored_part_is_named_by_segment_byte_range_and_ro
     data[len(data) // 3] ^= 0x01
     part.write_bytes(bytes(data))
     (found,) = _differences(two_ingests)
-    assert found.startswith(f"segment {segment} part part-00000.parquet: bytes 0-")
-    assert "rows 0-299" in found or "footer" in found
+    assert found.startswith(f"segment {segment} part part-00000.parquet: rows 0-299 differ (bytes 4-")
 
 
 def test_a_prompt_rewritten_in_a_stored_part_is_named(two_ingests):
@@ -86,8 +85,26 @@ def test_a_prompt_rewritten_in_a_stored_part_is_named(two_ingests):
     table = table.set_column(table.schema.get_field_index("prompt"), "prompt", pa.array(prompts))
     pq.write_table(table, part, compression="zstd")
     (found,) = _differences(two_ingests)
-    assert found.startswith(f"segment {segment} part part-00000.parquet: bytes ")
-    assert "(row group 0: rows 0-299)" in found
+    assert found.startswith(f"segment {segment} part part-00000.parquet: ")
+    assert "rows 0-299 differ" in found or "(the Parquet footer)" in found  # rewritten: sizes shift
+
+
+def test_a_changed_byte_is_named_by_the_rows_of_its_row_group(tmp_path):
+    part = tmp_path / "part.parquet"
+    pq.write_table(pa.table({"prompt": [f"prompt number {i} " * 20 for i in range(40_000)]}), part,
+                   row_group_size=10_000)
+    recorded = chain.file_digest(part)
+    third = recorded["blocks"][3]
+    assert third[2:] == [20_000, 29_999]
+    data = bytearray(part.read_bytes())
+    data[third[0] + 50] ^= 0x01
+    part.write_bytes(bytes(data))
+    assert chain.check_part(part, recorded) == (
+        f"rows 20000-29999 differ (bytes {third[0]}-{recorded['blocks'][4][0] - 1})")
+    data[-12] ^= 0x01
+    data[third[0] + 50] ^= 0x01
+    part.write_bytes(bytes(data))
+    assert chain.check_part(part, recorded).endswith("(the Parquet footer)")
 
 
 def test_a_part_added_to_a_segment_is_named(two_ingests):

@@ -9,9 +9,8 @@ with the head it read) adds one link. A link's hash covers its fields and the pr
 hash, so changing, removing or reordering any link breaks every hash after it; a signed report
 names the head it read (report/manifest.py), so cutting links off the end shows too.
 
-A segment's link records the sha256 of each Parquet part and of each ``BLOCK_BYTES`` block of it,
-so that a changed byte is named by part, byte range and (while the part's footer still reads)
-the row group and rows it falls in. A journal segment's link holds the hash the gateway computed
+A segment's link records the sha256 of each Parquet part and of each of its row groups (and its
+header and footer), so that a changed byte is named by part, rows and byte range. A journal segment's link holds the hash the gateway computed
 while writing it (gateway/journal.py, ``<segment>.sha256``) beside the hash of what was loaded.
 
 Table ``chain`` (created by the first link):
@@ -36,7 +35,7 @@ import duckdb
 from distillguard.store.database import has_table
 
 GENESIS = "0" * 64
-#: a part is hashed in blocks of this many bytes, so that a change is named by its place
+#: a file that is not Parquet is hashed in blocks of this many bytes, so that a change is named by its place
 BLOCK_BYTES = 1 << 20
 #: hex digits kept of a block's sha256: the part's whole sha256 is kept too, the blocks only place a change
 BLOCK_HEX = 16
@@ -146,17 +145,53 @@ def links(con: duckdb.DuckDBPyConnection, upto: int | None = None) -> list[Link]
 
 # --- what the links record ------------------------------------------------------------------------
 
-def file_digest(path: Path) -> dict:
-    """sha256 of a file, its size, and the short sha256 of each ``BLOCK_BYTES`` block."""
+def file_digest(path: Path, starts: list[int] | None = None) -> dict:
+    """sha256 of a file, its size, and ``blocks``: [start byte, short sha256, first row, last row]
+    of each block, in one pass. A Parquet file's blocks are its row groups (rows named), its
+    header and its footer (rows None); another file's, or one whose footer does not read, are
+    ``BLOCK_BYTES`` long. ``starts``: cut at these offsets instead (to compare with a recorded digest)."""
+    size = path.stat().st_size
+    rows: list[tuple[int | None, int | None]] = []
+    if starts is None:
+        starts, rows = _row_group_starts(path, size)
+    starts = sorted({s for s in starts if 0 <= s < size} | {0}) if size else [0]
+    ends = starts[1:] + [size]
     whole = hashlib.sha256()
     blocks = []
-    size = 0
     with path.open("rb") as fh:
-        while chunk := fh.read(BLOCK_BYTES):
-            whole.update(chunk)
-            blocks.append(hashlib.sha256(chunk).hexdigest()[:BLOCK_HEX])
-            size += len(chunk)
+        for k, (start, end) in enumerate(zip(starts, ends)):
+            block = hashlib.sha256()
+            left = end - start
+            while left > 0 and (chunk := fh.read(min(left, 1 << 22))):
+                whole.update(chunk)
+                block.update(chunk)
+                left -= len(chunk)
+            first, last = rows[k] if k < len(rows) else (None, None)
+            blocks.append([start, block.hexdigest()[:BLOCK_HEX], first, last])
     return {"sha256": whole.hexdigest(), "bytes": size, "blocks": blocks}
+
+
+def _row_group_starts(path: Path, size: int) -> tuple[list[int], list[tuple[int | None, int | None]]]:
+    """Where a Parquet file's row groups start, and their rows; BLOCK_BYTES cuts when it is not one."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:  # noqa: BLE001 - not Parquet, or unreadable: fixed blocks name bytes only
+        return list(range(0, max(size, 1), BLOCK_BYTES)), []
+    starts, rows, first = [0], [(None, None)], 0  # the header ("PAR1")
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        # a column chunk starts at its dictionary page when it has one
+        begin = min(min(c.data_page_offset, c.dictionary_page_offset or c.data_page_offset)
+                    for c in (group.column(j) for j in range(group.num_columns)))
+        starts.append(begin)
+        rows.append((first, first + group.num_rows - 1))
+        first += group.num_rows
+    footer = size - 8 - meta.serialized_size
+    starts.append(footer)
+    rows.append((None, None))
+    return starts, rows
 
 
 def segment_digest(directory: Path) -> dict:
@@ -298,46 +333,31 @@ def live_segments(chain: list[Link]) -> dict[str, dict]:
 
 
 def check_part(path: Path, recorded: dict) -> str | None:
-    """None when the part's bytes are those recorded, else where they first differ, in words."""
+    """None when the part's bytes are those recorded, else where they first differ, in words:
+    the rows of the row group (as the part held them when it was linked) and its bytes."""
     if not path.is_file():
         return "missing"
-    now = file_digest(path)
+    then = [b for b in recorded.get("blocks") or [] if isinstance(b, list) and len(b) == 4]
+    now = file_digest(path, [b[0] for b in then])
     if now["sha256"] == recorded.get("sha256"):
         return None
-    then = list(recorded.get("blocks") or [])
-    for i in range(max(len(now["blocks"]), len(then))):
-        if i >= len(now["blocks"]) or i >= len(then) or now["blocks"][i] != then[i]:
-            lo = i * BLOCK_BYTES
-            hi = min((i + 1) * BLOCK_BYTES, max(now["bytes"], int(recorded.get("bytes") or 0))) - 1
-            return f"bytes {lo}-{hi} differ" + _rows_at(path, lo, hi)
-    return "its bytes differ"
-
-
-def _rows_at(path: Path, lo: int, hi: int) -> str:
-    """The row groups and rows of a Parquet part that bytes lo..hi hold, when its footer reads."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.ParquetFile(path).metadata
-    except Exception:  # noqa: BLE001 - a part damaged past its footer is named by bytes alone
-        return " (the footer does not read: the bytes are named, not the rows)"
-    first_row = 0
-    for g in range(meta.num_row_groups):
-        group = meta.row_group(g)
-        starts = [min(c.data_page_offset, c.dictionary_page_offset or c.data_page_offset)
-                  for c in (group.column(j) for j in range(group.num_columns))]
-        ends = [c.data_page_offset + c.total_compressed_size for c in (group.column(j) for j in range(group.num_columns))]
-        if starts and min(starts) <= hi and max(ends) > lo:
-            return f" (row group {g}: rows {first_row}-{first_row + group.num_rows - 1})"
-        first_row += group.num_rows
-    return " (the part's footer)"
+    for k, (start, sha, first, last) in enumerate(then):
+        end = then[k + 1][0] - 1 if k + 1 < len(then) else int(recorded.get("bytes") or 0) - 1
+        mine = next((b for b in now["blocks"] if b[0] == start), None)
+        if mine is None or mine[1] != sha:
+            where = (f"rows {first}-{last} differ (bytes {start}-{end})" if first is not None
+                     else f"bytes {start}-{end} differ")
+            parquet = any(b[2] is not None for b in then)
+            return where + ("" if first is not None or not parquet
+                            else " (the Parquet header)" if k == 0 else " (the Parquet footer)")
+    return f"its size is {now['bytes']} bytes, was {recorded.get('bytes')}"
 
 
 def check_store(con: duckdb.DuckDBPyConnection, segments_dir: Path) -> Iterator[Difference]:
     """Everything the store holds against its chain: the links themselves, every live segment's
-    Parquet parts, every ``ingests`` row, every journal segment's hash at close against the
-    hash of what was loaded, every scan's stored results and its policy hash. Yields each difference found, links
-    first (a broken chain makes the rest meaningless, so it stops there)."""
+    Parquet parts, every ``ingests`` row, every journal segment's hash at close against the hash
+    of what was loaded, every scan's stored results and its policy hash. Yields each difference
+    found, links first (a broken chain makes the rest meaningless, so it stops there)."""
     chain = links(con)
     broken = next(check_links(chain), None)
     if broken is not None:
