@@ -32,9 +32,9 @@ demo: $(STAMP)
 # tests/ mirrors src/distillguard (tests/gateway/ for gateway/, ...).
 # Both run in TEST_JOBS pytest-xdist workers, one more than the cores (most tests wait on the
 # processes they start), at most 4; each file's tests stay on one worker and the Spark tests on
-# one, started first (xdist_group, tests/conftest.py). Serially: make test PYTEST_ARGS=-n0.
+# one, started first (tests/conftest.py WORKER_GROUPS). Serially: make test PYTEST_ARGS=-n0.
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n + 1 < 4 ? n + 1 : 4 )))
-XDIST := -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+XDIST := -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 PYTEST_ARGS ?=
 
 test: $(STAMP)

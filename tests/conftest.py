@@ -11,28 +11,48 @@ import pytest
 from distillguard.store import Store
 
 
-#: xdist groups that start first under ``--dist loadgroup``: the longest ones, so that the run does
-#: not end with one worker still on them while the others idle (the two Spark tests: ~6 minutes)
+#: test files that make test runs on one pytest-xdist worker, one after the other, by group name: the
+#: two Spark tests each start a JVM of gigabytes that takes both cores (a file not named here is a
+#: group of its own)
+WORKER_GROUPS = {
+    "tests/store/test_engine_parity.py": "spark",
+    "tests/store/test_spark_cluster.py": "spark",
+}
+#: groups that start first, the longest ones, so that the run does not end with one worker still on
+#: them while the others idle (the Spark tests: about 6 minutes)
 LONGEST_GROUPS_FIRST = ("spark",)
 
 
-@pytest.hookimpl(tryfirst=True)
+def _worker_group(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return WORKER_GROUPS.get(path, path)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``--dist loadfile`` (make test), each file's tests run on one worker, so that a
+    module's fixtures (a Spark session, a LiteLLM proxy, a console) start once, and the files of
+    one ``WORKER_GROUPS`` group run on the same worker. (xdist's own ``--dist loadgroup`` cannot
+    be used: it renames each test's ``_nodeid``, which pytest 9.2 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _worker_group(nodeid)
+
+    return FileGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (``make test``), a test without an ``xdist_group``
-    of its own joins its file's group: a module's fixtures (a Spark session, a LiteLLM proxy, a
-    console) then start on one worker instead of on every worker that gets one of its tests. The
-    groups of ``LONGEST_GROUPS_FIRST`` are moved to the front (make test passes
-    ``--no-loadscope-reorder``, so workers take groups in this order)."""
-    if config.getoption("dist", "no") != "loadgroup":
+    """On an xdist worker, the tests of ``LONGEST_GROUPS_FIRST`` are moved to the front: workers
+    take the groups in collection order (make test passes ``--no-loadscope-reorder``)."""
+    if not hasattr(config, "workerinput"):
         return
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(config.rootpath).as_posix()))
 
     def rank(item: pytest.Item) -> int:
-        group = item.get_closest_marker("xdist_group")
-        name = group.args[0] if group.args else group.kwargs.get("name")
-        return LONGEST_GROUPS_FIRST.index(name) if name in LONGEST_GROUPS_FIRST else len(LONGEST_GROUPS_FIRST)
+        group = _worker_group(item.nodeid)
+        return LONGEST_GROUPS_FIRST.index(group) if group in LONGEST_GROUPS_FIRST else len(LONGEST_GROUPS_FIRST)
 
     items.sort(key=rank)  # stable: collection order within each rank
 

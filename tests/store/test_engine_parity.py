@@ -13,9 +13,9 @@ from distillguard.detect.policy import Policy
 from distillguard.detect.scan import scan
 from distillguard.store import Store
 
-# starts Spark and scans on both engines: minutes; never beside the other Spark test under xdist
-# (each JVM takes gigabytes and both cores), and first (tests/conftest.py LONGEST_GROUPS_FIRST)
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
+# starts Spark and scans on both engines: minutes; under xdist on the worker of the other Spark
+# test, never beside it (tests/conftest.py WORKER_GROUPS)
+pytestmark = pytest.mark.slow
 
 pytest.importorskip("pyspark", reason="the spark extra is not installed (make test installs it)")
 

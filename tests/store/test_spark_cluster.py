@@ -134,7 +134,6 @@ def standalone_cluster(tmp_path) -> Iterator[tuple[str, int]]:
 
 
 @pytest.mark.slow  # starts a cluster and scans on both engines: minutes
-@pytest.mark.xdist_group("spark")  # never beside the other Spark test under xdist (tests/conftest.py)
 def test_a_scan_submitted_to_a_standalone_cluster_gives_duckdbs_verdicts(tmp_path, standalone_cluster, small_store):
     url, webui = standalone_cluster
     duck = CliRunner().invoke(app, ["scan", "--db", str(small_store), "--out", str(tmp_path / "duck"),
