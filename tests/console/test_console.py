@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from distillguard.console.server import COOKIE, CSP
 from distillguard.gateway import overrides as overrides_mod
+from distillguard.store import Store
 from tests.console.conftest import DEMO_CAMPAIGN, XSS_ACCOUNT, XSS_AGENT, XSS_PROMPT
 
 PAGES = ["/campaigns", f"/campaigns/{DEMO_CAMPAIGN}", "/audit", "/act?kind=campaign&target=x&action=block"]
@@ -87,14 +88,19 @@ def test_logging_out_or_removing_the_analyst_ends_the_session(intel_store, start
 # --- pages ---------------------------------------------------------------------------------
 
 def test_the_campaigns_page_lists_the_demo_campaign_and_finds_it_by_a_members_account(intel_store, start_console):
+    with Store(intel_store, read_only=True) as store:
+        action = dict(store.con.execute("SELECT campaign_id, action FROM campaigns").fetchall())[DEMO_CAMPAIGN]
     c = start_console(intel_store)
     s = c.login("vic")
     page = s.get(c.url + "/campaigns").text
-    assert DEMO_CAMPAIGN in page and "fallback" in page
+    row = re.search(rf"<tr>(?:(?!</tr>).)*>{DEMO_CAMPAIGN}<(?:(?!</tr>).)*</tr>", page, re.DOTALL)
+    assert row and f'<span class="action {action}">{action}</span>' in row.group(0)
     member = json.loads(s.get(c.url + f"/campaigns/{DEMO_CAMPAIGN}/graph.json").text)["nodes"][0]["data"]["id"]
     found = s.get(c.url + "/campaigns", params={"q": member[-6:]}).text
     assert DEMO_CAMPAIGN in found and "1 campaign match" in found
-    assert DEMO_CAMPAIGN not in s.get(c.url + "/campaigns", params={"action": "block"}).text
+    assert DEMO_CAMPAIGN in s.get(c.url + "/campaigns", params={"action": action}).text
+    other = next(a for a in ("monitor", "throttle", "fallback", "block") if a != action)
+    assert DEMO_CAMPAIGN not in s.get(c.url + "/campaigns", params={"action": other}).text
     ascending = s.get(c.url + "/campaigns", params={"sort": "members", "dir": "asc"}).text
     assert ascending.index("campaign-1a2a8593a7") < ascending.index(DEMO_CAMPAIGN)
 

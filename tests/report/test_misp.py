@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 
 import pytest
@@ -38,7 +39,7 @@ def test_one_event_per_shared_campaign_loads_into_pymisps_model(events):
 
 
 @pytest.mark.slow
-def test_the_event_holds_the_campaigns_exclusive_addresses_and_its_members_asns(events):
+def test_the_event_holds_the_campaigns_exclusive_addresses_and_its_members_asns(events, intel_store):
     written, _, indicators = events
     event = MISPEvent()
     event.load(written[0].read_text())
@@ -47,11 +48,19 @@ def test_the_event_holds_the_campaigns_exclusive_addresses_and_its_members_asns(
     for attribute in event.attributes:
         by_type.setdefault(attribute.type, set()).add(attribute.value)
     assert by_type["campaign-id"] == {cid}
+    # the addresses are the campaign's exclusive ones the store holds (none where a blocked and a
+    # monitored member share every address: such an address is no indicator)
     addresses = {key for c, kind, key in indicators if c == cid and kind in ("ip", "subnet")}
-    assert addresses and by_type["ip-src"] <= addresses
+    assert by_type.get("ip-src", set()) == addresses
     assert all(a.to_ids for a in event.attributes if a.type == "ip-src")
-    assert by_type["AS"] and all(v.isdigit() for v in by_type["AS"])
-    assert any(v.startswith(f"{stix.PROMPT_OBJECT}:") for v in by_type["text"])
+    templates = {f"{stix.PROMPT_OBJECT}:{kind}_sha256={hashlib.sha256(key.encode()).hexdigest()}"
+                 for c, kind, key in indicators if c == cid and kind in ("scaffold", "system_prompt")}
+    assert templates and {v for v in by_type["text"] if v.startswith(f"{stix.PROMPT_OBJECT}:")} == templates
+    with Store(intel_store, read_only=True) as store:
+        member_asns = {str(asn) for (asn,) in store.con.execute(
+            "SELECT DISTINCT client_asn FROM exchanges WHERE client_asn IS NOT NULL AND account_id IN "
+            "(SELECT account_id FROM verdicts WHERE campaign_id = ?)", [cid]).fetchall()}
+    assert by_type["AS"] and by_type["AS"] <= member_asns
     assert not any(a.to_ids for a in event.attributes if a.type == "AS")
 
 

@@ -25,14 +25,15 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from distillguard.detect import scan
 from distillguard.cli import app
+from distillguard.detect import scan
+from distillguard.detect.evidence import KINDS
 from distillguard.ingest import ingest_paths
-from distillguard.detect.policy import Policy
 from distillguard.report import chromium, document, write_report
 from distillguard.report.facts import _jsonable
 from distillguard.report.redact import Redactor
 from distillguard.store import Store
+from tests.report.conftest import WRITER_POLICY
 
 PAYLOADS = [line for line in (Path(__file__).parent / "data" / "xss_payloads.txt").read_text().splitlines() if line]
 EMAIL, PHONE, KEY = "alice.smith@example.org", "+1 415 555 0134", "sk-proj-Zx81Kq0aLmNopQrs7TuvWxyz"
@@ -73,7 +74,7 @@ def poisoned(tmp_path_factory, alibaba_small):
     db = root / "store.duckdb"
     with Store(db) as store:
         ingest_paths(store, [root / "poisoned.parquet"])
-        result = scan.scan(ibis.duckdb.from_connection(store.con).table("exchanges"), None, Policy(lookback_days=365))
+        result = scan.scan(ibis.duckdb.from_connection(store.con).table("exchanges"), None, WRITER_POLICY)
         scan.store_result(store, result)
     assert result.campaigns, "the poisoned campaign must still be found for the report to have something to show"
     return db, result.campaigns[0].campaign_id
@@ -296,12 +297,19 @@ def test_the_stix_bundle_is_valid_under_the_official_validator(reports):
         assert not result.warnings, [str(w) for w in result.warnings][:5]
 
 
-def test_the_stix_bundle_holds_campaign_indicators_infrastructure_and_their_relations(reports):
+def test_the_stix_bundle_holds_campaign_indicators_infrastructure_and_their_relations(poisoned, reports):
+    db, _ = poisoned
+    with duckdb.connect(str(db), read_only=True) as con:
+        stored = con.execute("""SELECT DISTINCT i.kind, i.key FROM indicators i JOIN campaigns c USING (campaign_id)
+                                WHERE c.action IN ('throttle', 'fallback', 'block')""").fetchall()
     bundle = json.loads((reports / "plain.stix.json").read_text())
     by_type: dict[str, list] = {}
     for obj in bundle["objects"]:
         by_type.setdefault(obj["type"], []).append(obj)
-    assert {"identity", "campaign", "indicator", "infrastructure", "observed-data", "relationship"} <= set(by_type)
+    assert {"identity", "campaign", "indicator", "relationship"} <= set(by_type)
+    # infrastructure and what was observed on it come from the stopped campaigns' exclusive subnets
+    ranges = {key for kind, key in stored if KINDS[kind].key_form == "range"}
+    assert {"infrastructure", "observed-data"} <= set(by_type) if ranges else not {"infrastructure", "observed-data"} & set(by_type)
     campaign_ids = {c["id"] for c in by_type["campaign"]}
     ids = {o["id"] for o in bundle["objects"]}
     for rel in by_type["relationship"]:
@@ -310,7 +318,12 @@ def test_the_stix_bundle_holds_campaign_indicators_infrastructure_and_their_rela
                  and r["target_ref"] in campaign_ids}
     assert {i["id"] for i in by_type["indicator"]} == indicates
     patterns = " ".join(i["pattern"] for i in by_type["indicator"])
-    assert "ipv4-addr:value" in patterns and "x-distillguard-prompt-template:" in patterns
+    addresses = {key for kind, key in stored if KINDS[kind].stix == "address"}
+    assert all(f"'{key}'" in patterns or f"'{key.split('/')[0]}" in patterns for key in addresses)
+    assert ("-addr:value" in patterns) == bool(addresses)
+    templates = {hashlib.sha256(key.encode()).hexdigest() for kind, key in stored if KINDS[kind].stix == "prompt-template"}
+    shared = set(re.findall(r"x-distillguard-prompt-template:\w+_sha256 = '([0-9a-f]{64})'", patterns))
+    assert templates and shared and shared <= templates
 
 
 def test_only_campaigns_the_policy_stops_are_shared_as_stix(poisoned):
