@@ -62,7 +62,8 @@ def test_context_attributes_are_not_indicators_unless_their_producer_says_so():
 
 @pytest.mark.parametrize(("text", "names"), [
     ("[1, 2]", "event.json: Event: not a MISP event"),
-    ('{"Event": {"Attribute": []}}', "event.json: Event.info/Attribute: not a MISP event"),
+    ('{"Event": {"Attribute": []}}', "event.json: Event.info/Attribute/Object: not a MISP event"),
+    ('{"Event": {"info": "x", "Attribute": [], "Object": 0}}', "event.json: Event.info/Attribute/Object: not a MISP event"),
     ('{"Event": {"info": "x", "Attribute": [{"type": "ip-src", "value": "not-an-ip"}]}}',
      "event.json: Event.Attribute[0].value: 'not-an-ip' is not an IP address"),
     ('{"Event": {"info": "x", "Attribute": [{"type": "AS", "value": "ASX", "to_ids": true}]}}',

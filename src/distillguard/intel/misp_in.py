@@ -78,8 +78,9 @@ def read_event(text: str | bytes, source: str) -> tuple[list[Indicator], Counter
     if not isinstance(doc, dict) or not isinstance(doc.get("Event", doc), dict):
         raise IntelError(f"{source}: Event: not a MISP event")
     body = doc.get("Event", doc)
-    if not isinstance(body.get("Attribute", []), list) or "info" not in body:
-        raise IntelError(f"{source}: Event.info/Attribute: not a MISP event")
+    if (not isinstance(body.get("Attribute", []), list) or not isinstance(body.get("Object", []), list)
+            or "info" not in body):
+        raise IntelError(f"{source}: Event.info/Attribute/Object: not a MISP event")
     event = MISPEvent()
     try:
         event.from_dict(**doc)

@@ -329,13 +329,15 @@ GROUP BY signal ORDER BY accounts_fired DESC, signal"""),
        count(*) AS exchanges
 FROM win GROUP BY prompt ORDER BY accounts DESC, exchanges DESC, md5(prompt) LIMIT {SAMPLE_PROMPTS}""",
                 "The prompts sent by the most members. Prompt text is the sender's; shown as text only."),
-        section(con, "members", "Members", f"""SELECT account_id, action, score, reasons[2] AS tie,
-       array_to_string(reasons[3:], ' | ') AS own_reasons
+        section(con, "members", "Members", f"""SELECT account_id, action, score,
+       list_filter(reasons, r -> starts_with(r, 'member evidence='))[1] AS tie,
+       array_to_string(list_filter(reasons, r -> NOT starts_with(r, 'campaign ')
+                                             AND NOT starts_with(r, 'member evidence=')), ' | ') AS own_reasons
 FROM verdicts WHERE scan_id = {scan_id} AND campaign_id = {campaign}
 ORDER BY score DESC, account_id""",
-                "Each member's verdict: how strongly it is tied to the campaign, and the collective acts it "
-                "took part in and its own signals that fired (the first reason, the campaign's, is the same "
-                "for every member and left out here; the verdicts table has them all)."),
+                "Each member's verdict: how strongly it is tied to the campaign, the calibrated tests that "
+                "found it, the collective acts it took part in and its own signals that fired (the campaign's "
+                "reason, the same for every member, is left out here; the verdicts table has them all)."),
         section(con, "graph", "Linkage graph", _with(scope, f"""e AS (SELECT * FROM edges WHERE scan_id = {scan_id}
                 AND a IN (SELECT account_id FROM members) AND b IN (SELECT account_id FROM members))""")
                 + "SELECT DISTINCT a, b, round(weight, 4) AS weight, " + ", ".join(f"shared_{k}" for k in EVIDENCE)
