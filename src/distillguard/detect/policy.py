@@ -160,6 +160,25 @@ class GatewayRules(BaseModel):
         3600.0, gt=0, description="Retry-After of a request refused because its account is throttled by a verdict")
 
 
+class LiveRouting(BaseModel):
+    """Live routing (gateway/live.py): each request of an account at allow or monitor gets a
+    p-value against organic traffic (``distillguard gateway calibrate``); a session whose p-value
+    falls below its share of the budget is served by the fallback model from then on."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="score requests live (needs the gateway's live_reference file and a "
+                          "fallback model; without either nothing is routed)")
+    session_budget: float = Field(0.005, gt=0, le=0.1, description="share of organic sessions that may ever reach "
+                                  "the fallback: the k-th request of a session may spend session_budget / (k (k+1)) "
+                                  "of it (the shares sum to the budget over any number of requests)")
+    session_gap_seconds: float = Field(1800.0, gt=0, description="seconds of quiet after which an account's next "
+                                       "request starts a new session (its looks count from 1 again)")
+    window: int = Field(32, ge=3, le=1024, description="requests per account kept for the session statistics "
+                        "(rate, regularity, template repetition): memory is bounded by accounts x window")
+    min_reference: int = Field(200, ge=1, description="organic looks a statistic needs in its reference bucket to "
+                               "count; with fewer it is left out (its p-value is 1)")
+
+
 class ErrorBudget(BaseModel):
     """The statistical evidence's error budget: per action, the false positives it accepts per
     organic entity (account, or declared organisation). Thresholds follow from these and the null
@@ -238,6 +257,7 @@ class Policy(BaseModel):
     linkage: Linkage = Linkage()
     clustering: Clustering = Clustering()
     gateway: GatewayRules = GatewayRules()
+    live: LiveRouting = LiveRouting()
     statistics: Statistics = Statistics()
     intel: OutsideEvidence = OutsideEvidence()
 
