@@ -33,3 +33,8 @@ def test_docs_signals_is_generated_from_the_declared_signals():
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "signals.md").read_text()
     assert doc == signals_markdown()
+
+
+def test_docs_schema_account_events_table_is_generated_from_the_code():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text()
+    assert schema.markdown(schema.ACCOUNT_EVENT_COLUMNS) in doc

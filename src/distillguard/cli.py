@@ -140,10 +140,15 @@ def ingest(
     map_file: Optional[Path] = typer.Option(
         None, "--map", metavar="FILE.yaml",
         help="YAML mapping canonical fields to your own column names or JSON paths (see docs/usage.md)."),
+    kind: str = typer.Option(
+        "exchanges", "--kind", metavar="exchanges|accounts",
+        help="What the files hold: exchange logs (default), or sign-up and payment events of accounts "
+             "(JSON Lines or CSV, see docs/schema.md)."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """Load exchange logs into the store; every row is stored, a duplicate, or quarantined.
+    """Load exchange logs (or, with --kind accounts, account events) into the store; every row is
+    stored, a duplicate, or quarantined.
 
     A path that exists is read as it is; a path that does not exist and holds * ? or [ is
     expanded as a glob pattern (quote it so the shell leaves it alone). A database URL is
@@ -151,6 +156,14 @@ def ingest(
     """
     from distillguard.ingest.postgres import is_database_url
 
+    if kind not in ("exchanges", "accounts"):
+        raise UserError(f"--kind {kind!r}: one of exchanges, accounts")
+    if kind == "accounts":
+        if source or since or log_format or map_file:
+            raise UserError("--kind accounts reads files of account events: --source, --since, --format and --map "
+                            "are for exchange logs")
+        _ingest_accounts(paths, db, max_record_bytes, max_decompressed_bytes, as_json)
+        return
     if any(is_database_url(p) for p in paths) or source or since:
         _ingest_database(paths, db, source, since, as_json, map_file, log_format)
         return
@@ -194,6 +207,39 @@ def ingest(
     for r in unusable:
         err.print(f"[bold red]error:[/] {escape(r.path)}: every one of its {r.rows_in:,} rows was quarantined "
                   f"(see `distillguard quarantine --db {escape(db)}`)", highlight=False, soft_wrap=True)
+    if errors or unusable:
+        raise typer.Exit(2)
+
+
+def _ingest_accounts(paths: list[str], db: str, max_record_bytes: int, max_decompressed_bytes: int,
+                     as_json: bool) -> None:
+    """``ingest --kind accounts FILE...``: sign-up and payment events (ingest/accounts.py)."""
+    from distillguard.ingest.accounts import ingest_account_paths
+    from distillguard.ingest.sources import IngestLimits
+
+    errors: list[IngestError] = []
+
+    def on_error(exc: IngestError) -> None:
+        errors.append(exc)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+
+    with Store(db) as store:
+        results = ingest_account_paths(store, list(paths), on_error, IngestLimits(
+            max_record_bytes=max_record_bytes, max_decompressed_bytes=max_decompressed_bytes))
+    unusable = [r for r in results if r.rows_in and not r.rows_stored + r.rows_duplicate]
+    for r in results:
+        if r in unusable:  # one line: the file, and the line and field of its first bad record
+            first = r.warnings[0].split("; ", 1)[-1] if r.warnings else ""
+            err.print(f"[bold red]error:[/] {escape(r.path)}: every one of its {r.rows_in:,} rows was quarantined; "
+                      f"{escape(first)} (see `distillguard quarantine --db {escape(db)}`)", highlight=False,
+                      soft_wrap=True)
+            continue
+        for warning in r.warnings:
+            err.print(f"[bold yellow]warning:[/] {escape(r.path)}: {escape(warning)}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps({"files": [r.as_dict() for r in results], "errors": [str(e) for e in errors]}, indent=2))
+    elif results:
+        _print_ingest_table(results)
     if errors or unusable:
         raise typer.Exit(2)
 
@@ -891,6 +937,8 @@ def serve(
     admin_host: Optional[str] = typer.Option(None, "--admin-host", metavar="ADDRESS", help="Address of --admin-port [127.0.0.1]."),
     state: Optional[str] = typer.Option(None, "--state", metavar="redis://...", help="redis://... to share state between gateways."),
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", metavar="DIR", help="Exchange log segments (default beside the db)."),
+    geoip: Optional[Path] = typer.Option(None, "--geoip", metavar="FILE.mmdb",
+                                         help="MaxMind country database for country controls (needs geoip2)."),
 ) -> None:
     """Run the OpenAI-compatible gateway: log every exchange, apply the verdicts online."""
     import logging
@@ -907,7 +955,7 @@ def serve(
         "policy": str(policy) if policy else None, "verdicts": str(verdicts) if verdicts else None,
         "fallback_model": fallback_model, "state": state, "admin_port": admin_port, "admin_host": admin_host,
         "admin_token_file": str(admin_token_file) if admin_token_file else None,
-        "log_dir": str(log_dir) if log_dir else None})
+        "log_dir": str(log_dir) if log_dir else None, "geoip": str(geoip) if geoip else None})
     run(settings, host, port)
 
 

@@ -43,6 +43,8 @@ class Column:
     required: bool = False
     aliases: tuple[str, ...] = field(default=())
     non_negative: bool = False
+    #: the only values a string column may hold (empty: any)
+    values: tuple[str, ...] = field(default=())
 
     @property
     def arrow_type(self) -> pa.DataType:
@@ -107,6 +109,37 @@ COLUMNS: tuple[Column, ...] = (
            aliases=("duration_ms", "latency"), non_negative=True),
 )
 
+#: the kinds of account event, in the order an account usually goes through them
+ACCOUNT_EVENT_KINDS: tuple[str, ...] = ("account_created", "card_added", "verification_passed",
+                                        "verification_failed")
+
+#: sign-up and payment events, one row each (``ingest --kind accounts``; table ``account_events``):
+#: what the provider knows of an account before, and besides, its traffic
+ACCOUNT_EVENT_COLUMNS: tuple[Column, ...] = (
+    Column("event_id", "string",
+           "Unique id of the event; when absent, the sha256 of the record's canonical fields, so that the "
+           "same file ingested again stores nothing twice.", aliases=("id",)),
+    Column("event", "string", "What happened to the account.", required=True,
+           aliases=("event_type", "type", "action"), values=ACCOUNT_EVENT_KINDS),
+    Column("timestamp", "timestamp", "UTC time of the event (ISO-8601 or epoch, as for exchanges).",
+           required=True, aliases=("time", "ts", "created_at")),
+    Column("account_id", "string", "The account the event concerns.", required=True,
+           aliases=("account", "user_id")),
+    Column("organization_id", "string", "Organization the account belongs to.",
+           aliases=("org_id", "organization")),
+    Column("client_ip", "ip", "Address the event came from (sign-up, card form), IPv4 or IPv6 text.",
+           aliases=("ip", "source_ip", "remote_addr")),
+    Column("client_asn", "integer", "Autonomous system number of that address, where known.",
+           aliases=("asn", "client_as_number"), non_negative=True),
+    Column("user_agent", "string", "HTTP User-Agent of the browser or client that sent the event.",
+           aliases=("ua",)),
+    Column("email_domain", "string", "Domain of the account's e-mail address.", aliases=("email.domain",)),
+    Column("payment_fingerprint", "string", "Opaque hash of the payment method (card_added events).",
+           aliases=("payment_hash", "card_fingerprint")),
+    Column("country", "string", "Country of the sign-up or of the card, ISO 3166-1 alpha-2.",
+           aliases=("country_code", "geo.country")),
+)
+
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 REQUIRED: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.required)
 BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
@@ -122,26 +155,30 @@ ARROW_SCHEMA: pa.Schema = pa.schema(
 )
 
 
-def duckdb_columns_sql() -> str:
-    """Column list for ``CREATE TABLE exchanges (...)``."""
+def duckdb_columns_sql(columns: tuple[Column, ...] = COLUMNS) -> str:
+    """Column list for ``CREATE TABLE exchanges (...)`` (or ``account_events``, of ``columns``)."""
     return ",\n  ".join(
-        f'"{c.name}" {c.duckdb_type}{" NOT NULL" if c.required else ""}' for c in COLUMNS
+        f'"{c.name}" {c.duckdb_type}{" NOT NULL" if c.required else ""}' for c in columns
     )
 
 
-def markdown() -> str:
-    """The table in docs/schema.md, generated so that docs and code cannot drift apart."""
+def markdown(columns: tuple[Column, ...] = COLUMNS) -> str:
+    """A table in docs/schema.md (the exchanges', or ``ACCOUNT_EVENT_COLUMNS``), generated so that
+    docs and code cannot drift apart."""
     lines = [
         "| column | type | required | meaning | input aliases |",
         "|---|---|---|---|---|",
     ]
-    for c in COLUMNS:
+    for c in columns:
         aliases = ", ".join(f"`{a}`" for a in c.aliases) or "-"
+        meaning = c.meaning + (f" One of {', '.join(f'`{v}`' for v in c.values)}." if c.values else "")
         lines.append(
-            f"| `{c.name}` | {c.duckdb_type} | {'yes' if c.required else 'no'} | {c.meaning} | {aliases} |"
+            f"| `{c.name}` | {c.duckdb_type} | {'yes' if c.required else 'no'} | {meaning} | {aliases} |"
         )
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":  # pragma: no cover - documentation helper
-    print(markdown(), end="")
+    import sys
+
+    print(markdown(ACCOUNT_EVENT_COLUMNS if sys.argv[1:] == ["accounts"] else COLUMNS), end="")

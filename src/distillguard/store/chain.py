@@ -213,6 +213,31 @@ def record_ingest(con: duckdb.DuckDBPyConnection, ingest_id: str, path: str, sha
         "segment_sha256": digest["sha256"] if digest else None, "parts": digest["parts"] if digest else {}})
 
 
+#: the columns of ``account_events`` whose rows an account-event ingest's link digests
+ACCOUNT_EVENT_DIGESTED = ("event_id", "event", "timestamp", "account_id", "organization_id", "client_ip", "client_asn",
+                          "user_agent", "email_domain", "payment_fingerprint", "country", "record_number")
+
+
+def account_events_digest(con: duckdb.DuckDBPyConnection, ingest_id: str,
+                          columns: tuple[str, ...] | list[str] = ACCOUNT_EVENT_DIGESTED) -> dict:
+    """The rows of ``account_events`` one ingest stored: their count and the sha256 of their text, sorted."""
+    packed = ", ".join(f'"{c}" := "{c}"' for c in columns)
+    rows, digest = con.execute(
+        f"SELECT count(*), sha256(coalesce(string_agg(r, chr(10) ORDER BY r), '')) FROM ("
+        f"SELECT CAST(struct_pack({packed}) AS VARCHAR) AS r FROM account_events WHERE ingest_id = ?)",
+        [ingest_id]).fetchone()
+    return {"columns": list(columns), "rows": rows, "sha256": digest}
+
+
+def record_account_events(con: duckdb.DuckDBPyConnection, ingest_id: str, path: str, sha256: str,
+                          rows_stored: int) -> Link:
+    """The link of one file of account events (ingest/accounts.py): its bytes' sha256 and the digest
+    of the rows it stored in ``account_events`` (they live in the DuckDB file, not in a segment)."""
+    return append(con, "ingest_file", ingest_id, sha256, {
+        "path": path, "rows_stored": rows_stored, "segment": None, "segment_sha256": None, "parts": {},
+        "account_events": account_events_digest(con, ingest_id)})
+
+
 def record_segment(con: duckdb.DuckDBPyConnection, segment: str, merged: list[str], digest: dict) -> Link:
     """The link of a segment a compaction wrote in place of ``merged``."""
     return append(con, "segment", segment, digest["sha256"], {"merged": merged, "parts": digest["parts"]})
@@ -380,6 +405,7 @@ def check_store(con: duckdb.DuckDBPyConnection, segments_dir: Path) -> Iterator[
             if found:
                 yield Difference(f"{where} part {name}", found)
     yield from _check_ingests(con, chain)
+    yield from _check_account_events(con, chain)
     for link in chain:
         if link.kind == "journal_segment" and link.sha256 != link.detail.get("sha256_at_load"):
             lines = link.detail.get("first_difference") or "somewhere"
@@ -413,6 +439,26 @@ def _check_scans(con: duckdb.DuckDBPyConnection, chain: list[Link]) -> Iterator[
                 count = "the table is gone" if got is None else f"{then.get('rows') if isinstance(then, dict) else '?'} " \
                     f"rows then, {got['rows']} now"
                 yield Difference(f"scan {scan_id} table {table}", f"its rows changed after the scan ({count})")
+
+
+def _check_account_events(con: duckdb.DuckDBPyConnection, chain: list[Link]) -> Iterator[Difference]:
+    """Each account-event ingest's stored rows against the digest its link recorded."""
+    for link in chain:
+        then = link.detail.get("account_events") if link.kind == "ingest_file" else None
+        if not isinstance(then, dict):
+            continue
+        where = f"account_events of ingest {link.subject} ({link.detail.get('path')})"
+        if not has_table(con, "account_events"):
+            yield Difference(where, "the table is gone")
+            continue
+        try:
+            now = account_events_digest(con, link.subject, [str(c) for c in then.get("columns") or []])
+        except duckdb.Error as exc:  # a column the link names was dropped
+            yield Difference(where, f"no longer read as its link recorded them ({str(exc).splitlines()[0]})")
+            continue
+        if now["sha256"] != then.get("sha256"):
+            yield Difference(where, f"its rows changed after the ingest ({then.get('rows')} rows then, "
+                             f"{now['rows']} now)")
 
 
 def _check_ingests(con: duckdb.DuckDBPyConnection, chain: list[Link]) -> Iterator[Difference]:

@@ -17,6 +17,8 @@ Tables:
 - ``exchanges`` (view): the canonical schema (schema.py), exchange_id unique.
 - ``quarantine``: every input record that could not be used, with file, line, raw text, reason.
 - ``ingests``: one row per ingested file (path, size, sha256, row counts, times, segment).
+- ``account_events``: sign-up and payment events (schema.ACCOUNT_EVENT_COLUMNS, ``ingest --kind
+  accounts``), with the ``ingest_id`` and ``record_number`` each came from; event_id unique.
 - ``watermarks``: per live source (a database table read incrementally), the key of the last
   row ingested, so that the next read starts after it.
 """
@@ -32,7 +34,7 @@ from pathlib import Path
 import duckdb
 
 from distillguard.errors import UserError
-from distillguard.schema import COLUMNS, COLUMN_NAMES
+from distillguard.schema import ACCOUNT_EVENT_COLUMNS, COLUMNS, COLUMN_NAMES, duckdb_columns_sql
 
 DEFAULT_DB = "distillguard.duckdb"
 
@@ -78,6 +80,15 @@ CREATE TABLE IF NOT EXISTS watermarks (
 )
 """
 
+# a native table, not segments: a provider has one row per sign-up or card, not per request
+_ACCOUNT_EVENTS_DDL = f"""
+CREATE TABLE IF NOT EXISTS account_events (
+  {duckdb_columns_sql(ACCOUNT_EVENT_COLUMNS)},
+  ingest_id VARCHAR NOT NULL,
+  record_number BIGINT
+)
+"""
+
 _COLS = ", ".join(f'"{c}"' for c in COLUMN_NAMES)
 
 
@@ -113,6 +124,7 @@ class Store:
             self.con.execute(_QUARANTINE_DDL)
             self.con.execute(_INGESTS_DDL)
             self.con.execute(_WATERMARKS_DDL)
+            self.con.execute(_ACCOUNT_EVENTS_DDL)
             self.segments_dir.mkdir(parents=True, exist_ok=True)
             self._remove_orphans()
         self.refresh_view()
