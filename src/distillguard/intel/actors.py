@@ -36,6 +36,14 @@ from distillguard.store import has_table
 
 #: the most a p-value alone lets an actor's confidence reach (as report/stix.py's campaigns)
 CONFIDENCE_CAP = 95
+#: the test behind every link, as reports state it
+TEST = ("Two campaigns are linked when the keys (address ranges, user agents, cards, system prompts, prompt "
+        "framing, imported indicators) that their different members share outnumber what chance explains: "
+        "statistic, the count of shared keys against its expectation when every other holder of a key is an "
+        "account drawn at random from the rest of the store; p-value, the exact Poisson-binomial upper tail of "
+        "that count, Bonferroni-corrected over every pair of campaigns; linked at a corrected p at most the "
+        "policy's intel.actor_alpha. An actor is a connected group of linked campaigns; its confidence is "
+        "100 x (1 - its largest corrected p), at most 95.")
 #: prompts per account read for framing n-grams (the first ones in time: a script's framing is in every one)
 PROMPTS_PER_ACCOUNT = 20
 _DDL = """

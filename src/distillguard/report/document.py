@@ -8,6 +8,7 @@ gives the same document, byte for byte once serialised with sorted keys.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,10 +17,15 @@ import duckdb
 from distillguard import __version__
 from distillguard.detect.evidence import TEXT as _TEXT_KINDS
 from distillguard.detect.evidence import with_form
+from distillguard.intel import actors as intel_actors
 from distillguard.report import facts
 from distillguard.report.redact import NONE, Redactor
+from distillguard.store import has_table
 
 SCHEMA_ID = "distillguard-report/1"
+#: the columns of the actors section, as the ``actors`` table holds them (intel/actors.py); not
+#: ``linked_at``, so that linking again to the same actors leaves a signed report verifiable
+ACTOR_COLUMNS = ("actor_id", "campaigns", "first_seen", "last_seen", "members", "exchanges", "confidence", "links")
 
 #: user-written columns, and how redaction treats them: "text" hashes the whole value,
 #: "scrub" replaces the personal data inside it
@@ -68,6 +74,23 @@ def campaign_facts(con: duckdb.DuckDBPyConnection, scan: dict, campaign_id: str,
     }
 
 
+def actors_facts(con: duckdb.DuckDBPyConnection, campaign_ids: list[str]) -> dict | None:
+    """The actors (intel/actors.py) that hold any of ``campaign_ids``, as ``distillguard actors``
+    last linked them: the query and its rows (one per actor, its links as the stored JSON text,
+    every p-value at full precision), the same rows with the links parsed, and the test that
+    made each link. None when actors were never linked in this store."""
+    if not has_table(con, "actors"):
+        return None
+    wanted = ", ".join(facts.lit(c) for c in campaign_ids)
+    query = (f"SELECT {', '.join(ACTOR_COLUMNS)}\nFROM actors WHERE list_has_any(campaigns, CAST([{wanted}] AS "
+             "VARCHAR[]))\nORDER BY first_seen, actor_id")
+    section = facts.section(con, "actors", "Actors", query,
+                            "Each link is a test of two campaigns: the keys their different members share against "
+                            "the number expected by chance, and its p-value (links: JSON).")
+    found = [{**row, "links": json.loads(row["links"])} for row in rows_as_dicts(section)]
+    return {"test": intel_actors.TEST, "section": section, "actors": found}
+
+
 def build(con: duckdb.DuckDBPyConnection, campaign_ids: list[str] | None = None, scan_id: str | None = None,
           redactor: Redactor = NONE, store_name: str = "", generated_at: datetime | None = None) -> dict:
     """The report of ``campaign_ids`` (all the scan's campaigns when None) of ``scan_id``
@@ -83,6 +106,7 @@ def build(con: duckdb.DuckDBPyConnection, campaign_ids: list[str] | None = None,
         "scan": scan,
         "inputs": _redact(facts.inputs_section(con, scan), redactor),
         "campaigns": [campaign_facts(con, scan, c, redactor) for c in ids],
+        "actors": actors_facts(con, ids),
     }
 
 

@@ -42,13 +42,19 @@ def _clip(value: object, limit: int) -> str:
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("distillguard.report", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(num=_num, day=_day, clip=_clip, zipcols=lambda row, cols: dict(zip(cols, row)))
+    env.filters.update(num=_num, day=_day, clip=_clip, zipcols=lambda row, cols: dict(zip(cols, row)),
+                       p=lambda value: f"{value:.3g}")
     return env
 
 
 def page_name(campaign_id: str) -> str:
     """The file name of a campaign's page: its id with anything but [A-Za-z0-9_.-] replaced."""
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", campaign_id)[:120] + ".html"
+
+
+def holding(doc: dict, campaign_id: str) -> list[dict]:
+    """The report's actors that hold ``campaign_id``; [] also when actors were never linked."""
+    return [a for a in (doc["actors"] or {}).get("actors", []) if campaign_id in a["campaigns"]]
 
 
 def campaign_page(doc: dict, campaign: dict, index_link: bool = False) -> str:
@@ -65,7 +71,7 @@ def campaign_page(doc: dict, campaign: dict, index_link: bool = False) -> str:
     linked_by = [f"{row['evidence']} ({row['account_pairs']:,} pairs)"
                  for row in sorted(rows_as_dicts(s["linkage"]), key=lambda r: -r["account_pairs"]) if row["account_pairs"]]
     return _environment().get_template("campaign.html.j2").render(
-        doc=doc, c=campaign, index_link=index_link, linked_by=linked_by,
+        doc=doc, c=campaign, index_link=index_link, linked_by=linked_by, actors=holding(doc, campaign["campaign_id"]),
         policy=doc["scan"]["policy"],
         policy_json=json.dumps(doc["scan"]["policy"], indent=2, sort_keys=True),
         timeline_svg=svg.timeline([r["day"] for r in timeline], [r["exchanges"] for r in timeline],

@@ -175,6 +175,8 @@ def figures(con: duckdb.DuckDBPyConnection, doc: dict) -> list[dict]:
     for campaign in doc["campaigns"]:
         for key, section in campaign["sections"].items():
             out.append(_figure(con, f"campaign {campaign['campaign_id']} {key}", section, redacted))
+    if doc.get("actors") is not None:
+        out.append(_figure(con, "actors", doc["actors"]["section"], redacted))
     return out
 
 
