@@ -23,6 +23,8 @@ class GatewayConfig(BaseModel):
     upstream_api_key: str | None = Field(
         None, description="sent upstream instead of the client's key (default: DISTILLGUARD_UPSTREAM_KEY)")
     fallback_model: str | None = Field(None, description="model that 'fallback' verdicts are served with")
+    live_reference: str | None = Field(None, description="live routing's reference of organic traffic (distillguard "
+                                       "gateway calibrate --out FILE), re-read when it changes; none: no live routing")
     policy: str | None = Field(None, description="the policy YAML shared with scan")
     verdicts: str | None = Field(None, description="a scan's --out directory; reloaded when the scan rewrites it")
     db: str = "distillguard.duckdb"

@@ -36,6 +36,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from distillguard.errors import UserError
 from distillguard.gateway import headers as wire
 from distillguard.gateway import keys as keytable
+from distillguard.gateway import live as live_mod
 from distillguard.gateway import overrides as overrides_mod
 from distillguard.gateway.config import GatewayConfig
 from distillguard.gateway.enforce import (ALLOW, CAMPAIGN_KEY_PREFIX, Decision, Enforcer, Override, Request,
@@ -113,6 +114,8 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self.load_keys()
         self._load_state()
+        self.live = live_mod.LiveRouter(self.policy, config.live_reference, config.fallback_model, self.metrics)
+        self.live.refresh(config.db, self.scan)
         if not len(self.keys):
             log.warning("no API keys (--keys, or the store's api_keys table: distillguard keys add): every request "
                         "will be refused with 401")
@@ -182,6 +185,7 @@ class Gateway:
             try:
                 self.enforcer.refresh()
                 await asyncio.to_thread(self._pick_up_override_file)
+                await asyncio.to_thread(self.live.refresh, self.config.db, self.scan)
                 if tick % 30 == 0:
                     await asyncio.to_thread(self.load_keys)
                 if self.redis is not None and self.redis_outage.worth_trying():
@@ -394,6 +398,7 @@ class Gateway:
                      "campaign_id": decision.campaign_id}))
             except REDIS_DOWN as exc:  # enforced here all the same; the other gateways learn it by themselves
                 self.redis_outage.failed("sharing an inherited action", exc)
+        decision = self.live.route(decision, record, client, facts, started)  # only adds: allow/monitor -> fallback
         out_headers = {"x-distillguard-exchange-id": exchange_id}
         refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds,
                           exchange_id)
@@ -786,6 +791,7 @@ class Gateway:
         except Exception as exc:  # noqa: BLE001 - UserError carries the file and field
             return self._error(400, f"policy not reloaded: {exc}", "invalid_request_error", "invalid_policy")
         self.policy = policy
+        self.live.set_policy(policy)
         self.enforcer.set_policy(policy)
         return web.json_response({"reloaded": True, "policy": self.config.policy})
 
