@@ -21,7 +21,7 @@ from distillguard.gateway.enforce import CAMPAIGN_KEY_PREFIX, campaign_key
 from distillguard.store.verdicts import SEVERITY
 
 #: what an analyst may do to an account or a campaign: a verdict action, or lift the override
-ACTIONS = ("block", "throttle", "fallback", "allow", overrides_mod.LIFT)
+ACTIONS = ("block", "verify", "throttle", "fallback", "allow", overrides_mod.LIFT)
 KINDS = ("account", "campaign")
 
 

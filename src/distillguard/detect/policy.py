@@ -11,10 +11,11 @@ from __future__ import annotations
 import textwrap
 import typing
 from pathlib import Path
-from typing import Literal
+from datetime import datetime
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator, model_validator
 
 from distillguard import yamlfile
 from distillguard.detect.signals import BY_NAME as SIGNALS
@@ -240,6 +241,107 @@ class OutsideEvidence(BaseModel):
                                "which two campaigns are linked to one actor (distillguard actors)")
 
 
+class StepUp(BaseModel):
+    """Step-up verification (action ``verify``): a new account whose verdict rests on a calibrated
+    test is refused with ``verification_required`` until an operator lifts it, instead of being
+    throttled. Off by default: it tells the account that it is suspected, which a throttle does not."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(False, description="send new accounts with statistical evidence to verify (the gateway "
+                          "applies it to the scan's verdicts)")
+    new_account_days: float = Field(7.0, gt=0, description="days: an account created at most this long before the "
+                                    "request is new (an account whose creation time is unknown never is)")
+    min_action: Literal["monitor", "throttle"] = Field(
+        "monitor", description="the weakest verdict that is sent to verify; verdicts from it up to throttle are, "
+        "when a calibrated test (block or cohort) is among their reasons; fallback and block are kept")
+
+    def applies(self, action: str, statistical: bool, account_age_days: float | None) -> bool:
+        """Whether a verdict of ``action`` becomes ``verify`` for an account of that age."""
+        order = ("monitor", "throttle")
+        return (self.enabled and statistical and account_age_days is not None
+                and account_age_days <= self.new_account_days
+                and action in order and order.index(action) >= order.index(self.min_action))
+
+
+#: what each kind of entity control may do: a model is switched off, the rest are refused
+CONTROL_ACTIONS: dict[str, tuple[str, ...]] = {"model": ("disable",), "organization": ("block",),
+                                              "country": ("block",), "asn": ("block",), "email_domain": ("block",)}
+
+
+def _country(value: Any) -> str:
+    if not isinstance(value, str) or len(value.strip()) != 2 or not value.strip().isalpha() \
+            or not value.strip().isascii():
+        raise ValueError("a country is an ISO 3166-1 alpha-2 code such as GB")
+    return value.strip().upper()
+
+
+class ControlScope(BaseModel):
+    """Whom a control applies to: everyone when both lists are empty, else requests of the named
+    organisations or from the named countries."""
+
+    model_config = ConfigDict(extra="forbid")
+    organizations: list[StrictStr] = Field(default_factory=list, description="organization_id values")
+    countries: list[str] = Field(default_factory=list, description="ISO 3166-1 alpha-2 codes (from --geoip)")
+
+    @field_validator("countries", mode="before")
+    @classmethod
+    def _codes(cls, value: Any) -> Any:
+        return [_country(c) for c in value] if isinstance(value, list) else value
+
+
+class EntityControl(BaseModel):
+    """One entity control (gateway/controls.py): a model disabled, or an organisation, country, ASN
+    or e-mail domain blocked, optionally only for ``scope`` and until ``expires_at``."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["model", "organization", "country", "asn", "email_domain"] = Field(
+        description="what is controlled")
+    value: StrictStr = Field(description="the model name, organization_id, country code, AS number (13335 or "
+                             "AS13335) or e-mail domain (its subdomains too)")
+    action: Literal["disable", "block"] = Field(description="disable (a model) or block (the others)")
+    reason: StrictStr = Field("", description="why (never sent to a client)")
+    expires_at: datetime | None = Field(None, description="when it stops holding (ISO-8601 with offset); none: "
+                                        "until removed")
+    scope: ControlScope = Field(default_factory=ControlScope, description="whom it applies to (empty: everyone)")
+
+    @field_validator("expires_at", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        if value is None or isinstance(value, datetime):
+            t = value
+        elif isinstance(value, str):
+            try:
+                t = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"{value[:64]!r} is not an ISO-8601 time") from None
+        else:
+            raise ValueError("must be an ISO-8601 time with a UTC offset, e.g. 2030-01-31T12:00:00Z")
+        if t is not None and t.tzinfo is None:
+            raise ValueError("has no UTC offset (add Z or +00:00)")
+        return t
+
+    @model_validator(mode="after")
+    def _normal(self) -> "EntityControl":
+        if self.action not in CONTROL_ACTIONS[self.kind]:
+            raise ValueError(f"a {self.kind} control's action is {' or '.join(CONTROL_ACTIONS[self.kind])}")
+        value = self.value.strip()
+        if not value or len(value) > 253 or not value.isprintable():
+            raise ValueError("value must be 1 to 253 printable characters")
+        if self.kind == "country":
+            value = _country(value)
+        elif self.kind == "asn":
+            digits = value.upper().removeprefix("AS")
+            if not digits.isdigit() or not digits.isascii() or int(digits) >= 1 << 32:
+                raise ValueError("an AS number is 0..4294967295, written 13335 or AS13335")
+            value = str(int(digits))
+        elif self.kind == "email_domain":
+            value = value.lower().removeprefix("@")
+            if not value or any(c.isspace() or c == "@" for c in value):
+                raise ValueError("an e-mail domain has no blanks and no @ (example.com)")
+        object.__setattr__(self, "value", value)
+        return self
+
+
 class Policy(BaseModel):
     """What ``scan`` (and later the gateway) does with scores. Every field has a safe default."""
 
@@ -260,6 +362,9 @@ class Policy(BaseModel):
     live: LiveRouting = LiveRouting()
     statistics: Statistics = Statistics()
     intel: OutsideEvidence = OutsideEvidence()
+    verify: StepUp = StepUp()
+    controls: list[EntityControl] = Field(default_factory=list, description="entity controls the gateway loads "
+                                          "at start (read-only through its admin API)")
 
     @model_validator(mode="after")
     def _known_signals(self) -> "Policy":

@@ -35,6 +35,9 @@ class GatewayConfig(BaseModel):
     asn_header: str | None = Field(
         None, description="request header carrying the client's autonomous system number (e.g. set by a CDN "
                           "rule), logged as client_asn; believed only from trusted_proxies")
+    geoip: str | None = Field(
+        None, description="a MaxMind database (GeoIP2 or GeoLite2 Country or City, .mmdb) that gives the client's "
+        "country to country controls (/admin/controls); none: country controls are inert")
     on_log_failure: Literal["closed", "open"] = Field(
         "closed", description="when the exchange log cannot be written: refuse requests (closed) or serve "
         "them unlogged (open); either way the gateway's log says so")

@@ -68,14 +68,16 @@ class Refusal:
 
 
 def refusal(decision: Decision, fallback_model: str | None, throttle_retry_after: float,
-            reference: str | None = None) -> Refusal | None:
+            reference: str | None = None, verification: str | None = None) -> Refusal | None:
     """The answer to a request the decision refuses (block, throttle; fallback without a
     fallback model, the conservative reading of which is a throttle); None to serve it. One
     wording for the gateway and the LiteLLM plugin.
 
     The message is generic: the decision's reasons name campaigns, linked accounts, operators
     and their addresses, which would tell whoever runs the accounts what gave them away.
-    ``reference`` (the exchange id) is what the client quotes to support."""
+    ``reference`` (the exchange id) is what the client quotes to support; ``verification``, for
+    verify, the reference of the verification the account is asked for (stable until an operator
+    lifts it; gateway/controls.verification_reference), in its place."""
     action = decision.action
     if action == "fallback" and not fallback_model:
         action = "throttle"
@@ -84,6 +86,12 @@ def refusal(decision: Decision, fallback_model: str | None, throttle_retry_after
         return Refusal(403, "permission_error", "account_blocked",
                        f"This account cannot use the API. If you believe this is a mistake, contact support{quote}.",
                        {"x-should-retry": "false"}, "block")
+    if action == "verify":
+        ref = verification or reference
+        return Refusal(403, "permission_error", "verification_required",
+                       "This account must be verified before it can use the API again. Contact support to verify "
+                       f"it{f' and quote verification reference {ref}' if ref else ''}.",
+                       {"x-should-retry": "false"}, "verify")
     if action == "throttle":
         seconds = max(decision.retry_after or throttle_retry_after, 0.001)
         return Refusal(429, "rate_limit_error", "rate_limit_exceeded",

@@ -188,14 +188,16 @@ class Book:
 
 
 class OverrideFile:
-    """The append-only, fsynced file of events (``<state_dir>/overrides.jsonl``)."""
+    """The append-only, fsynced file of events (``<state_dir>/overrides.jsonl``; the entity
+    controls keep theirs beside it, ``name`` and ``parse`` being their file and event reader)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, name: str = FILE_NAME, parse: Any = None) -> None:
         self.directory = Path(directory)
-        self.path = self.directory / FILE_NAME
+        self.path = self.directory / name
+        self.parse = parse or Event.from_json
         self._lock = threading.Lock()
 
-    def append(self, e: Event) -> None:
+    def append(self, e: Any) -> None:
         """Durable when it returns: the line and (for a new file) its directory entry are fsynced."""
         line = e.to_json() + b"\n"
         with self._lock:
@@ -223,12 +225,12 @@ class OverrideFile:
         lines = data.splitlines()
         for n, line in enumerate(lines, 1):
             try:
-                out.append(Event.from_json(line))
+                out.append(self.parse(line))
             except ValueError as exc:
                 # a torn last line is a write a crash interrupted, never acknowledged; anything
                 # else is damage worth a word
                 if n != len(lines) or data.endswith(b"\n"):
-                    log.warning("overrides: %s line %d skipped: %s", self.path, n, exc)
+                    log.warning("%s line %d skipped: %s", self.path, n, exc)
         return out
 
     def stamp(self) -> tuple[int, int] | None:

@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from distillguard.errors import UserError
+from distillguard.gateway import controls as controls_mod
 from distillguard.gateway import headers as wire
 from distillguard.gateway import keys as keytable
 from distillguard.gateway import live as live_mod
@@ -105,6 +106,7 @@ class Gateway:
         self.override_file = overrides_mod.OverrideFile(config.overrides_dir)
         self.book = overrides_mod.Book()
         self.enforcer.overrides = self.book.active
+        self.controls = controls_mod.Controls(config.overrides_dir, self.policy, config.geoip)
         self.loader = Loader(self.journal, config.db, config.load_every_seconds, config.segment_seconds,
                              sync=overrides_mod.CopyToStore(config.overrides_dir))
         self.trusted = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
@@ -200,6 +202,12 @@ class Gateway:
 
     async def _pull_shared(self) -> None:
         for change in await self.shared.changes():
+            if change.kind == "controls":
+                try:
+                    self.controls.book.apply(controls_mod.Event.from_json(change.value))
+                except ValueError as exc:
+                    log.warning("controls: a shared change of %s ignored: %s", change.account, exc)
+                continue
             if change.kind == "overrides":
                 try:
                     self.book.apply(overrides_mod.Event.from_json(change.value))
@@ -269,6 +277,7 @@ class Gateway:
         app.router.add_post("/admin/campaigns/{campaign_id}/action", self.admin_action)
         app.router.add_delete("/admin/campaigns/{campaign_id}/override", self.admin_lift)
         app.router.add_post("/admin/policy/reload", self.admin_reload)
+        controls_mod.AdminRoutes(self).add(app)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -388,6 +397,7 @@ class Gateway:
         decision = await self.enforcer.decide(Request(
             record.account_id, record.organization_id, record.payment_fingerprint, record.email_domain,
             record.account_created_at, ip, facts.system_prompt, facts.prompt, started))
+        decision = controls_mod.step_up(decision, record.account_created_at, started, self.policy)
         # shared once, when this request made the account inherit: its later requests (and an
         # inheritance learnt from another gateway) add nothing to the stream every gateway reads
         if (self.shared is not None and decision.source == "inherited" and decision.campaign_id
@@ -400,8 +410,12 @@ class Gateway:
                 self.redis_outage.failed("sharing an inherited action", exc)
         decision = self.live.route(decision, record, client, facts, started)  # only adds: allow/monitor -> fallback
         out_headers = {"x-distillguard-exchange-id": exchange_id}
-        refused = refusal(decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds,
-                          exchange_id)
+        # an entity control first (a blocked organisation, a disabled model), then the account's decision
+        refused = self.controls.refusal(record.organization_id, record.email_domain, ip, client.asn, facts.model,
+                                        started, exchange_id) or refusal(
+            decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds, exchange_id,
+            controls_mod.verification_reference(record.account_id, decision, self.enforcer.overrides,
+                                                self.scan.as_of) if decision.action == "verify" else None)
         if refused is not None:
             self._log(exchange_row(exchange_id, started, record, client, facts, refused.status, (None, 0),
                                    (time.perf_counter() - t0) * 1000))
@@ -558,7 +572,7 @@ class Gateway:
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
-        if self._account(request) is None:
+        if (record := self._account(request)) is None:
             self.metrics.request("/v1/models", 401, "none", time.perf_counter() - t0)
             return self._error(401, "Incorrect or revoked API key provided.", "invalid_request_error",
                                "invalid_api_key")
@@ -566,6 +580,8 @@ class Gateway:
             async with self.session.get(self.config.upstream + "/v1/models", auto_decompress=True,
                                         headers=self._upstream_headers(request, "models")) as upstream:
                 data = await upstream.read()
+                if upstream.status == 200:  # without the models disabled for this client
+                    data = self.controls.listing(data, record.organization_id, self.client_ip(request), _now())
                 down = wire.downstream_response(upstream.headers.items())
                 self.metrics.request("/v1/models", upstream.status, "allow", time.perf_counter() - t0)
                 return web.Response(status=upstream.status, body=data, headers=down)
@@ -772,7 +788,11 @@ class Gateway:
                 return self._error(503, "The override is recorded and in force on this gateway, but could not be "
                                    "shared with the other gateways (Redis unavailable); repeat the request.",
                                    "server_error", "override_not_shared")
-        return web.json_response(self.standing(account) | {"event": event.audit_row()}, dumps=_dumps)
+        extra = {"event": event.audit_row()}
+        if action == "verify":  # what the account's client is told to quote
+            extra["verification_reference"] = controls_mod.verification_reference(
+                account, Decision("verify", "override"), self.enforcer.overrides, self.scan.as_of)
+        return web.json_response(self.standing(account) | extra, dumps=_dumps)
 
     def _target_refused(self, request: web.Request) -> web.Response | None:
         """An account route for an id that reads as a campaign's override key: refused, so that an
@@ -793,6 +813,7 @@ class Gateway:
         self.policy = policy
         self.live.set_policy(policy)
         self.enforcer.set_policy(policy)
+        self.controls.book.set_policy(policy.controls)
         return web.json_response({"reloaded": True, "policy": self.config.policy})
 
     async def openapi(self, request: web.Request) -> web.Response:

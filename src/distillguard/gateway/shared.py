@@ -24,8 +24,8 @@ log = logging.getLogger("distillguard.gateway")
 #: what a Redis that is down, restarting or hung raises (redis-py's own, a socket's, a timeout)
 REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
 
-#: kind of state -> the Redis hash holding all of it (account -> JSON)
-HASHES = {"overrides": "dg:overrides", "inherited": "dg:inherited"}
+#: kind of state -> the Redis hash holding all of it (account, or control id for controls -> JSON)
+HASHES = {"overrides": "dg:overrides", "inherited": "dg:inherited", "controls": "dg:controls"}
 STREAM = "dg:changes"
 
 

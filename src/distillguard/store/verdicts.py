@@ -14,8 +14,9 @@ import pyarrow as pa
 
 from distillguard.store.database import Store
 
-#: in order of severity; "throttle or stronger" means index >= ACTIONS.index("throttle")
-ACTIONS: tuple[str, ...] = ("allow", "monitor", "throttle", "fallback", "block")
+#: in order of severity; "throttle or stronger" means index >= ACTIONS.index("throttle"). verify
+#: refuses every request until an operator lifts it (step-up verification), block for good
+ACTIONS: tuple[str, ...] = ("allow", "monitor", "throttle", "fallback", "verify", "block")
 SEVERITY: dict[str, int] = {a: i for i, a in enumerate(ACTIONS)}
 
 
