@@ -939,6 +939,8 @@ def serve(
     log_dir: Optional[Path] = typer.Option(None, "--log-dir", metavar="DIR", help="Exchange log segments (default beside the db)."),
     geoip: Optional[Path] = typer.Option(None, "--geoip", metavar="FILE.mmdb",
                                          help="MaxMind country database for country controls (needs geoip2)."),
+    live_reference: Optional[Path] = typer.Option(None, "--live-reference", metavar="FILE.json", help="Live routing's "
+                                                  "reference (distillguard gateway calibrate); none: no live routing."),
 ) -> None:
     """Run the OpenAI-compatible gateway: log every exchange, apply the verdicts online."""
     import logging
@@ -955,8 +957,54 @@ def serve(
         "policy": str(policy) if policy else None, "verdicts": str(verdicts) if verdicts else None,
         "fallback_model": fallback_model, "state": state, "admin_port": admin_port, "admin_host": admin_host,
         "admin_token_file": str(admin_token_file) if admin_token_file else None,
-        "log_dir": str(log_dir) if log_dir else None, "geoip": str(geoip) if geoip else None})
+        "log_dir": str(log_dir) if log_dir else None, "geoip": str(geoip) if geoip else None,
+        "live_reference": str(live_reference) if live_reference else None})
     run(settings, host, port)
+
+
+gateway_app = _Typer(no_args_is_help=True, help="What the gateway needs prepared offline (live routing's reference).")
+app.add_typer(gateway_app, name="gateway")
+
+
+@gateway_app.command("calibrate")
+@user_errors
+def gateway_calibrate(
+    out: Path = typer.Option(..., "--out", metavar="FILE.json", help="Reference to write (serve --live-reference)."),
+    db: str = DbOption,
+    verdicts: Optional[Path] = typer.Option(
+        None, "--verdicts", metavar="DIR", help="The latest scan's --out: the accounts it allowed, before its as-of, "
+        "are the organic reference (default: every account and exchange, which only widens the tails)."),
+    policy: Optional[Path] = typer.Option(None, "--policy", metavar="FILE.yaml", help="Policy YAML (its live section)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Measure organic traffic for live routing: each online statistic per look of a session, and how many organic
+    accounts matched each imported indicator. A running gateway re-reads the file when it changes."""
+    import pyarrow.parquet as pq
+
+    from distillguard.detect.policy import load_policy
+    from distillguard.gateway import live
+    from distillguard.intel import indicators as intel
+
+    allowed, as_of = None, None
+    if verdicts is not None:
+        try:
+            table = pq.read_table(verdicts / "verdicts.parquet", columns=["account_id", "action", "as_of"])
+        except (OSError, ValueError) as exc:
+            raise UserError(f"--verdicts {verdicts}: cannot read verdicts.parquet ({exc})") from None
+        allowed = {a for a, x in zip(table["account_id"].to_pylist(), table["action"].to_pylist()) if x == "allow"}
+        as_of = table["as_of"][0].as_py() if table.num_rows else None
+    rules = load_policy(policy).live
+    with Store(existing_store(db), read_only=True) as store:
+        reference = live.calibrate(store.con, rules, allowed, as_of, intel.load(store.con))
+    reference.write(out)
+    summary = {"out": str(out), "as_of": reference.as_of, "organic_sessions": reference.sessions,
+               "organic_accounts": reference.accounts, "indicators_counted": len(reference.indicator_matches)}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    console.print(f"{out}: {reference.sessions:,} organic sessions of {reference.accounts:,} accounts"
+                  f"{f' before {reference.as_of}' if reference.as_of else ''}; "
+                  f"{len(reference.indicator_matches):,} imported indicators counted", highlight=False)
 
 
 policy_app = _Typer(no_args_is_help=True, help="The detection and enforcement policy.")
