@@ -189,7 +189,10 @@ class Tail:
 
     @classmethod
     def of(cls, sample: list[float]) -> Tail:
-        sample = sorted(float(f"{v:.6g}") for v in sample)
+        """The Tail of ``sample``, each value rounded up to three significant digits: at most a
+        few thousand distinct values, and never fewer reference values at or above any value
+        than the exact sample has (so p-values only grow: still valid)."""
+        sample = sorted(_round_up(v) for v in sample)
         values, at_least = [], []
         for i, v in enumerate(sample):
             if not values or v != values[-1]:
@@ -201,6 +204,15 @@ class Tail:
         """``(1 + #{reference >= value}) / (1 + n)``: a valid p-value for a value exchangeable with the reference."""
         i = bisect.bisect_left(self.values, value)
         return (1 + (self.at_least[i] if i < len(self.values) else 0)) / (1 + self.n)
+
+
+def _round_up(value: float) -> float:
+    """``value`` rounded up to three significant digits (values here are >= 0)."""
+    if value < 1e-6 or not math.isfinite(value):  # kept exact: no statistic is that fine
+        return value
+    step = 10.0 ** (math.floor(math.log10(value)) - 2)
+    up = float(f"{math.ceil(value / step) * step:.3g}")
+    return up if up >= value else up + step
 
 
 @dataclass

@@ -1,0 +1,278 @@
+"""Live routing's statistics, in process: the alpha spending keeps organic sessions within the
+budget, a stronger tell never raises the p-value, an imported indicator routes, and the
+reference file is read or refused in one line."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import duckdb
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import beta
+
+from distillguard.detect.policy import ErrorBudget, LiveRouting, Policy
+from distillguard.errors import UserError
+from distillguard.gateway import live
+from distillguard.gateway.enforce import ALLOW, Decision, ScanOutputs
+from distillguard.intel import indicators as intel
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+TEMPLATES = [f"question {i} about" for i in range(40)]
+
+
+def organic_sessions(n: int, seed: int, first_account: int = 0) -> list[dict]:
+    """Exchanges of ``n`` organic-looking sessions (one per account), each drawn independently:
+    its own rate, length, max_tokens habit, tools and phrasing."""
+    rng = random.Random(seed)
+    rows = []
+    for s in range(n):
+        account = f"acct-{first_account + s}"
+        t = T0 + timedelta(hours=rng.uniform(0, 24 * 30))
+        mean_gap = rng.lognormvariate(4.5, 1.0)  # ~90 s between requests, widely spread
+        habit = rng.choice([None, 256, 1024, 4096, 8192, 16384])
+        tools = rng.choice([0, 0, 0, 2, 5])
+        for _ in range(min(int(rng.expovariate(1 / 12)) + 1, 120)):
+            t += timedelta(seconds=min(rng.expovariate(1 / mean_gap), 1700))
+            prompt = f"{rng.choice(TEMPLATES)} " + "x" * int(rng.lognormvariate(5, 1))
+            rows.append({"account_id": account, "timestamp": t, "max_tokens": habit, "tool_count": tools,
+                         "system_prompt": rng.choice([None, "You are helpful."]), "prompt": prompt,
+                         "client_ip": f"10.{s % 250}.0.1", "client_asn": 64500, "user_agent": "sdk/1",
+                         "email_domain": "example.com", "payment_fingerprint": f"card-{s}"})
+    return rows
+
+
+def exchanges(rows: list[dict]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    con.execute("SET TimeZone='UTC'")
+    table = pa.Table.from_pylist(rows, schema=pa.schema([
+        ("account_id", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")), ("max_tokens", pa.int64()),
+        ("tool_count", pa.int64()), ("system_prompt", pa.string()), ("prompt", pa.string()),
+        ("client_ip", pa.string()), ("client_asn", pa.int64()), ("user_agent", pa.string()),
+        ("email_domain", pa.string()), ("payment_fingerprint", pa.string())]))
+    con.register("_rows", table)
+    con.execute("CREATE TABLE exchanges AS SELECT * FROM _rows")
+    return con
+
+
+def score(scorer: live.Scorer, rows: list[dict]) -> dict[str, list[live.Look]]:
+    looks: dict[str, list[live.Look]] = {}
+    for r in sorted(rows, key=lambda r: r["timestamp"]):
+        looks.setdefault(r["account_id"], []).append(scorer.look(
+            r["account_id"], r["timestamp"], r["max_tokens"], r["tool_count"], r["system_prompt"], r["prompt"]))
+    return looks
+
+
+def upper_bound(k: int, n: int) -> float:
+    """Clopper-Pearson one-sided 95% upper bound of a share seen as k of n."""
+    return 1.0 if k >= n else float(beta.ppf(0.95, k + 1, n - k))
+
+
+# --- the spending ---------------------------------------------------------------------------------
+
+def test_the_shares_of_the_budget_sum_to_the_budget_over_any_number_of_looks():
+    assert sum(live.threshold(0.01, k) for k in range(1, 200_000)) == pytest.approx(0.01, rel=1e-4)
+    assert all(live.threshold(0.01, k + 1) < live.threshold(0.01, k) for k in range(1, 100))
+
+
+def test_alpha_spending_keeps_the_share_of_organic_sessions_that_ever_cross_within_the_budget():
+    """Organic sessions scored against a reference of other organic sessions from the same
+    population: the share that ever crosses is within the budget (Clopper-Pearson upper bound),
+    while the same p-values held to the whole budget at every look would cross far more often,
+    so the test sees the spending at work."""
+    rules = LiveRouting(session_budget=0.05, min_reference=50)
+    reference = live.calibrate(exchanges(organic_sessions(3000, seed=1)), rules)
+    fresh = organic_sessions(1500, seed=2, first_account=10_000)
+    looks = score(live.Scorer(rules, ErrorBudget(), reference), fresh)
+    crossed = sum(any(x.crossed for x in seen) for seen in looks.values())
+    assert upper_bound(crossed, len(looks)) <= rules.session_budget, (crossed, len(looks))
+    unspent = sum(any(x.p_value <= rules.session_budget for x in seen) for seen in looks.values())
+    assert unspent / len(looks) > rules.session_budget, unspent
+
+
+def test_a_session_that_crosses_stays_routed_until_a_quiet_gap_ends_it():
+    rules = LiveRouting(session_budget=0.05, min_reference=1, session_gap_seconds=60)
+    scorer = live.Scorer(rules, ErrorBudget(), live.Reference(_empty_tails(), 100, {}))
+    first = scorer.look("a", T0, None, 0, None, "hi", verdict_p=1e-6)
+    later = scorer.look("a", T0 + timedelta(seconds=30), None, 0, None, "hi")
+    after_gap = scorer.look("a", T0 + timedelta(seconds=200), None, 0, None, "hi")
+    assert first.crossed and first.parts["verdicts"] == 1e-6
+    assert later.crossed and later.look == 2
+    assert not after_gap.crossed and after_gap.look == 1
+
+
+# --- the statistics -------------------------------------------------------------------------------
+
+def _empty_tails() -> dict[str, list[live.Tail]]:
+    return {s.name: [live.Tail() for _ in range(live.BUCKETS)] for s in live.STATISTICS}
+
+
+def test_calibrate_files_each_look_under_its_bucket_and_splits_sessions_at_the_gap():
+    rows = [{"account_id": "a", "timestamp": T0 + timedelta(seconds=s), "max_tokens": 100 * (i + 1), "tool_count": 0,
+             "system_prompt": None, "prompt": "same words here", "client_ip": None, "client_asn": None,
+             "user_agent": None, "email_domain": None, "payment_fingerprint": None}
+            for i, s in enumerate([0, 10, 20, 30, 5000])]
+    reference = live.calibrate(exchanges(rows), LiveRouting(session_gap_seconds=1800))
+    assert reference.sessions == 2 and reference.accounts == 1
+    max_tokens = reference.tails["max_tokens"]
+    assert [t.n for t in max_tokens] == [2, 2, 1, 0, 0, 0, 0]  # looks 1,1 | 2,3 | 4
+    assert max_tokens[0].values == [100.0, 500.0]
+    assert reference.tails["template_repeat"][1].values == [1.0]  # the same template each time
+    assert reference.tails["regularity"][1].values == [1.0]  # look 3: gaps of 10 s and 10 s
+
+
+def test_a_statistic_whose_bucket_is_too_thin_counts_as_no_evidence():
+    tails = _empty_tails()
+    tails["max_tokens"][0] = live.Tail.of([1.0] * 10)
+    scorer = live.Scorer(LiveRouting(min_reference=11), ErrorBudget(), live.Reference(tails, 10, {}))
+    seen = scorer.look("a", T0, 10**6, 0, None, "hi", verdict_p=1.0)
+    assert seen.p_value == 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(sample=st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=50),
+       a=st.floats(0, 2e6, allow_nan=False), b=st.floats(0, 2e6, allow_nan=False))
+def test_a_larger_value_never_has_a_larger_tail_p_value_and_rounding_only_raises_it(sample, a, b):
+    tail = live.Tail.of(sample)
+    low, high = sorted((a, b))
+    assert tail.p_value(high) <= tail.p_value(low)
+    exact = (1 + sum(1 for v in sample if v >= low)) / (1 + len(sample))
+    assert tail.p_value(low) >= exact
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=st.lists(st.tuples(st.integers(1, 600), st.integers(0, 32000), st.integers(0, 8),
+                                  st.integers(0, 3000)), min_size=0, max_size=6),
+       last=st.tuples(st.integers(0, 32000), st.integers(0, 8), st.integers(0, 3000)),
+       more=st.tuples(st.integers(0, 10000), st.integers(0, 5), st.integers(0, 3000)),
+       verdict=st.sampled_from([1.0, 1e-2, 1e-4]), stronger_verdict=st.sampled_from([1.0, 1e-2, 1e-4, 1e-6]))
+def test_a_stronger_tell_never_raises_the_p_value(history, last, more, verdict, stronger_verdict):
+    """Two sessions alike but for their last request, whose tokens, tools, prompt and verdict
+    are each at least as strong in the second: its p-value is never larger."""
+    reference = _REFERENCE
+    results = []
+    for (tokens, tools, chars), v in ((last, verdict), (tuple(x + y for x, y in zip(last, more)),
+                                                         min(verdict, stronger_verdict))):
+        scorer = live.Scorer(LiveRouting(min_reference=20), ErrorBudget(), reference)
+        t = T0
+        for gap, h_tokens, h_tools, h_chars in history:
+            t += timedelta(seconds=gap)
+            scorer.look("a", t, h_tokens, h_tools, None, PHRASE + "x" * h_chars)
+        results.append(scorer.look("a", t + timedelta(seconds=5), tokens, tools, None, PHRASE + "x" * chars,
+                                   verdict_p=v))
+    assert results[1].p_value <= results[0].p_value
+
+
+#: the first four words of every prompt there: the template stays the same whatever the length
+PHRASE = "the same four words "
+_REFERENCE = live.calibrate(exchanges(organic_sessions(300, seed=3)), LiveRouting())
+
+
+# --- indicators and the router --------------------------------------------------------------------
+
+def _indicators(*rows: tuple[str, str, str, datetime | None]) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"indicator_id": i, "source": "test", "external_id": None, "type": kind, "value": value, "confidence": 80,
+         "valid_from": None, "valid_until": until, "tlp": "amber", "name": None, "imported_at": T0}
+        for i, kind, value, until in rows], schema=intel.SCHEMA)
+
+
+def _router(indicators: pa.Table, counted: dict[str, int], accounts: int = 5000,
+            policy: Policy | None = None) -> live.LiveRouter:
+    router = live.LiveRouter(policy or Policy(), None, "safe-small")
+    router.refresh(None, ScanOutputs(None))
+    router.indicators = live.Indicators(indicators)
+    router.scorer = live.Scorer(router.policy.live, router.policy.statistics.budget,
+                                live.Reference(_empty_tails(), accounts, counted), router.indicators)
+    return router
+
+
+def _request(router: live.LiveRouter, account: str, ip: str, decision: Decision = ALLOW,
+             org: str | None = None, at: datetime | None = None) -> Decision:
+    record = SimpleNamespace(account_id=account, organization_id=org, email_domain="example.com",
+                             payment_fingerprint=None)
+    client = SimpleNamespace(ip=ip, asn=None, user_agent="sdk/1")
+    facts = SimpleNamespace(max_tokens=None, tool_count=0, system_prompt=None, prompt="hello")
+    return router.route(decision, record, client, facts, at or datetime.now(UTC))
+
+
+def test_a_request_from_an_imported_network_no_organic_account_used_is_routed_to_the_fallback():
+    router = _router(_indicators(("ind-net", "network", "203.0.113.0/24", None)), {"ind-net": 0})
+    routed = _request(router, "acct-x", "203.0.113.9")
+    assert routed.action == "fallback" and routed.source == "live"
+    assert _request(router, "acct-y", "198.51.100.1").action == "allow"
+    assert (router.looks, router.routed, router.sessions_routed) == (2, 1, 1)
+
+
+def test_an_indicator_many_organic_accounts_matched_or_that_has_expired_or_was_never_counted_routes_nothing():
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    router = _router(_indicators(("ind-common", "network", "203.0.113.0/24", None),
+                                 ("ind-expired", "network", "192.0.2.0/24", past),
+                                 ("ind-new", "network", "198.51.100.0/24", None)),
+                     {"ind-common": 400, "ind-expired": 0})
+    for account, ip in (("a", "203.0.113.9"), ("b", "192.0.2.9"), ("c", "198.51.100.9")):
+        assert _request(router, account, ip).action == "allow", ip
+
+
+def test_live_routing_only_adds_to_allow_and_monitor_and_leaves_overrides_and_the_allowlist_alone():
+    router = _router(_indicators(("ind-net", "network", "203.0.113.0/24", None)), {"ind-net": 0},
+                     policy=Policy(allowlist_organizations=["verified-uni"]))
+    throttled = Decision("throttle", "verdict", ("r",), "campaign-1", 3600.0)
+    assert _request(router, "t", "203.0.113.1", throttled) is throttled
+    verified = Decision("allow", "override", ("operator says verified",))
+    assert _request(router, "v", "203.0.113.1", verified) is verified
+    assert _request(router, "u", "203.0.113.1", org="verified-uni").action == "allow"
+    assert _request(router, "m", "203.0.113.1", Decision("monitor", "verdict")).action == "fallback"
+
+
+def test_a_monitored_member_of_a_throttled_campaign_is_routed_by_its_campaigns_verdict(tmp_path):
+    from tests.gateway.inputs import write_scan
+
+    write_scan(tmp_path, [("member", "monitor", "campaign-9"), ("leader", "throttle", "campaign-9")])
+    scan = ScanOutputs(tmp_path)
+    scan.reload_if_changed()
+    router = _router(_indicators(), {})
+    router.refresh(None, scan)
+    router.scorer = live.Scorer(router.policy.live, router.policy.statistics.budget,
+                                live.Reference(_empty_tails(), 5000, {}))
+    routed = _request(router, "member", "10.0.0.1", scan.verdicts["member"])
+    assert routed.action == "fallback" and routed.campaign_id == "campaign-9"
+    assert _request(router, "alone", "10.0.0.2", Decision("monitor", "verdict")).action == "monitor"
+
+
+# --- the reference file ----------------------------------------------------------------------------
+
+def test_the_reference_reads_back_equal_and_a_broken_one_is_refused_in_one_line(tmp_path: Path):
+    path = tmp_path / "live.json"
+    _REFERENCE.write(path)
+    again = live.Reference.read(path)
+    assert again.to_json() == _REFERENCE.to_json()
+    data = json.loads(path.read_text())
+    data["statistics"]["max_tokens"] = data["statistics"]["max_tokens"][:3]
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=r"live\.json: not a live routing reference .*max_tokens: 3 buckets"):
+        live.Reference.read(path)
+    path.write_text("{")
+    with pytest.raises(UserError, match="cannot read the live routing reference"):
+        live.Reference.read(path)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                  max_size=5), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.fixed_dictionaries({}, optional={"version": st.just(1) | _json, "accounts": _json,
+                                                "indicator_matches": _json, "statistics": _json}) | _json)
+def test_any_json_is_a_reference_or_one_user_error(data):
+    try:
+        live.Reference.from_json(data, "live.json")
+    except UserError as exc:
+        assert "\n" not in str(exc) and str(exc).startswith("live.json: ")
