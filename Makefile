@@ -54,6 +54,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/gateway.py --out bench-out/gateway --docs docs/benchmarks.md --proxy-cpus 1
 	# one round of the gateway's log loader against the store's size (time-ordered vs random ids)
 	$(PY) benchmarks/loader.py --rows 4000000 --docs docs/benchmarks.md
+	# live routing on replayed simulated traffic: organic sessions routed, campaigns routed, added time
+	$(PY) benchmarks/live_routing.py --scale 0.02 --scan-after-days 7 --docs docs/benchmarks.md
 	# recall over a randomized family of attacker strategies (development split; docs/benchmarks.md)
 	$(DG) bench-strategies --split dev --n 12 --seeds 2 --seed 7 --out bench-out/strategies-dev --docs docs/benchmarks.md
 	# final verdicts of every detector on every scenario (no replay: see the next run)
