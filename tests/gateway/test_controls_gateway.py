@@ -17,7 +17,7 @@ TOKEN = "controls-admin-token-0123456789"
 GEOIP = Path(__file__).parents[1] / "data" / "geoip" / "GeoIP2-Country-Test.mmdb"
 GB_IP, SE_IP = "81.2.69.160", "89.160.20.112"  # in MaxMind's test database
 #: a trusted proxy (this host) says where the client is and which autonomous system it is in
-BEHIND_PROXY = dict(trusted_proxies=["127.0.0.1/32"], asn_header="X-Client-ASN", geoip=str(GEOIP))
+BEHIND_PROXY = {"trusted_proxies": ["127.0.0.1/32"], "asn_header": "X-Client-ASN", "geoip": str(GEOIP)}
 
 
 def admin(port: int, method: str, path: str, body=None):
@@ -134,7 +134,7 @@ def test_a_bad_control_body_is_a_400_naming_the_field(upstream, tmp_path, gatewa
 def test_a_control_set_on_one_gateway_holds_on_another_through_redis(upstream, tmp_path, gateways):
     redis_proc, redis_port = start_redis(tmp_path)
     try:
-        common = dict(keys=KEYS, admin_token=TOKEN, state=f"redis://127.0.0.1:{redis_port}/0")
+        common = {"keys": KEYS, "admin_token": TOKEN, "state": f"redis://127.0.0.1:{redis_port}/0"}
         a = gateways(tmp_path / "a", upstream, name="a", **common)
         b = gateways(tmp_path / "b", upstream, name="b", **common)
         control(a.port, kind="organization", value="org-b", action="block")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import textwrap
 import typing
-from pathlib import Path
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -178,6 +178,9 @@ class LiveRouting(BaseModel):
                         "(rate, regularity, template repetition): memory is bounded by accounts x window")
     min_reference: int = Field(200, ge=1, description="organic looks a statistic needs in its reference bucket to "
                                "count; with fewer it is left out (its p-value is 1)")
+    indicators: bool = Field(True, description="imported indicators count (weighed by how many organic accounts "
+                             "matched each): a feed can then send new traffic to the fallback, beyond "
+                             "intel.max_action, never refuse it; false: live routing ignores them")
 
 
 class ErrorBudget(BaseModel):
@@ -208,6 +211,9 @@ class Statistics(BaseModel):
     block_member_share: float = Field(4.0, ge=1.0, description="a block's bystanders may cost at most this "
                                       "fraction (1 / value) of an action's budget: sets the member threshold")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
+    pair_q: float = Field(0.01, gt=0, le=1, description="false discovery rate of the pair tests (Benjamini-Hochberg "
+                          "over all entity pairs): a validated pair groups findings under one campaign id, it never "
+                          "raises an action")
     cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), description="tail shares of a window's reference (the "
                                              "entities that arrived before it) an extreme entity falls in; each "
                                              "level is one more look, corrected for")

@@ -402,8 +402,8 @@ def step_up(decision: Decision, account_created_at: datetime | None, now: dateti
     if not rule.applies(decision.action, statistical(decision.reasons), age):
         return decision
     return replace(decision, action="verify", retry_after=None, reasons=(
-        *decision.reasons, f"new account ({age:.1f} days old, <= verify.new_account_days "
-        f"{rule.new_account_days:g}): {decision.action} raised to verify by the policy"))
+        *decision.reasons, (f"new account ({age:.1f} days old, <= verify.new_account_days "
+                            f"{rule.new_account_days:g}): {decision.action} raised to verify by the policy")))
 
 
 def verification_reference(account_id: str, decision: Decision, overrides: Any, scan_as_of: str | None) -> str:
