@@ -1084,7 +1084,7 @@ def intel_export_hashed(
                             help="TLP 2.0 level of the file (receivers keep it)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Write HMAC-SHA256 hashes of flagged accounts' payment fingerprints and e-mail domains, never the values."""
+    """Write HMAC-SHA256 hashes of flagged accounts' cards, e-mail address fingerprints and own e-mail domains, never the values."""
     from datetime import datetime, timezone
 
     from distillguard.intel import hashed

@@ -210,6 +210,12 @@ def test_a_request_from_an_imported_network_no_organic_account_used_is_routed_to
     assert (router.looks, router.routed, router.sessions_routed) == (2, 1, 1)
 
 
+def test_an_operator_can_keep_imported_indicators_out_of_live_routing():
+    policy = Policy.model_validate({"live": {"indicators": False}})
+    router = _router(_indicators(("ind-net", "network", "203.0.113.0/24", None)), {"ind-net": 0}, policy=policy)
+    assert _request(router, "acct-x", "203.0.113.9").action == "allow"
+
+
 def test_an_indicator_many_organic_accounts_matched_or_that_has_expired_or_was_never_counted_routes_nothing():
     past = datetime(2020, 1, 1, tzinfo=UTC)
     router = _router(_indicators(("ind-common", "network", "203.0.113.0/24", None),

@@ -431,7 +431,8 @@ class Scorer:
         p_stats = [tails[b].p_value(v) if v is not None and tails[b] is not None else 1.0
                    for tails, v in zip(self._tails, values)]
         p_indicator = 1.0
-        matched = self.indicators.match(ip, asn, user_agent, email_domain, payment, at)
+        matched = (self.indicators.match(ip, asn, user_agent, email_domain, payment, at)
+                   if self.rules.indicators else ())
         if matched:
             counts = self.reference.indicator_matches
             known = [counts[i] for i in matched if i in counts]
