@@ -252,3 +252,17 @@ def test_verify_answers_403_verification_required_with_a_reference_stable_until_
     got = refusal(Decision("verify", "override", ("case 9: linked to campaign-abc",)), None, 3600, "gw-1", ref)
     assert (got.status, got.kind, got.code) == (403, "permission_error", "verification_required")
     assert ref in got.message and "case 9" not in got.message and "campaign" not in got.message
+
+
+def test_serve_with_a_geoip_file_that_is_not_a_database_exits_2_with_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+
+    bad = tmp_path / "countries.mmdb"
+    bad.write_bytes(b"\x00" * 64)
+    result = CliRunner().invoke(app, ["serve", "--upstream", "http://127.0.0.1:9", "--db", str(tmp_path / "s.duckdb"),
+                                      "--port", "0", "--geoip", str(bad)], env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "countries.mmdb: --geoip: not a MaxMind database" in result.output
+    assert "Traceback" not in result.output
