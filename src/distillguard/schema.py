@@ -80,8 +80,13 @@ COLUMNS: tuple[Column, ...] = (
            aliases=("payment_hash", "card_fingerprint")),
     Column("account_created_at", "timestamp", "When the account was created (UTC).",
            aliases=("account_created", "signup_time")),
-    Column("email_domain", "string", "Domain of the account's e-mail address.",
-           aliases=("email.domain",)),
+    Column("email_domain", "string", "Domain of the account's e-mail address (from the address when the input "
+           "gives an address and no domain).", aliases=("email.domain",)),
+    Column("email_fingerprint", "string",
+           "sha256 (hex) of the account's e-mail address, trimmed of white space and with A-Z lowered: the "
+           "address itself is never stored. An address given in this column or under an input alias is hashed at ingest; a "
+           "value of 64 hex digits is a fingerprint already and kept. intel export-hashed shares it keyed.",
+           aliases=("email", "email_address", "user_email", "user.email")),
     Column("model", "string", "Model requested.", aliases=("gen_ai.request.model",)),
     Column("conversation_id", "string", "Conversation (thread) the exchange belongs to.",
            aliases=("gen_ai.conversation.id", "thread_id", "session_id")),

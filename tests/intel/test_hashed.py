@@ -1,13 +1,15 @@
-"""Keyed-hash exchange: two stores that share a few cards match exactly those, and the file
-exchanged holds no value of either."""
+"""Keyed-hash exchange: two stores that share a few cards and addresses match exactly those, and
+the file exchanged holds no value of either (nor an address's unkeyed fingerprint)."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from distillguard.cli import app
+from distillguard.ingest import normalize
 from distillguard.intel import hashed, indicators
 from distillguard.store import Store
 from tests.intel.conftest import accounts_store
@@ -82,3 +84,47 @@ def test_a_short_key_is_refused(tmp_path):
     done = _invoke("intel", "export-hashed", "--group", "g", "--key-file", str(key), "--out", str(tmp_path / "o"),
                    "--db", str(tmp_path / "none.duckdb"))
     assert done.exit_code == 2 and "at least 16 bytes" in done.output
+
+
+ADDRESSES = ("ann@shared.example", "bo@shared.example", "cy@other.example")
+
+
+def test_two_stores_match_exactly_the_addresses_and_cards_they_share_and_the_file_holds_neither(tmp_path):
+    # store a holds eight accounts with their own address and card; store b holds three of a's
+    # addresses (written in another case, with spaces), two of its cards, and values of its own
+    a = accounts_store(tmp_path / "a", {f"a-{i}": {"email": f"user{i}@a.example", "payment_fingerprint": f"card-{i}"}
+                                        for i in range(5)}
+                       | {f"a-{5 + i}": {"email": address, "payment_fingerprint": f"card-{5 + i}"}
+                          for i, address in enumerate(ADDRESSES)})
+    b = accounts_store(tmp_path / "b", {"b-0": {"email": " ANN@Shared.Example", "payment_fingerprint": "card-1"},
+                                        "b-1": {"email": "bo@shared.example\t", "payment_fingerprint": "card-2"},
+                                        "b-2": {"email": "Cy@Other.example", "payment_fingerprint": "card-b2"},
+                                        "b-3": {"email": "dee@b.example", "payment_fingerprint": "card-b3"}})
+    key = tmp_path / "group.key"
+    key.write_bytes(b"a secret the labs of the group share\n")
+    out = tmp_path / "a.hashes.json"
+    done = _invoke("intel", "export-hashed", "--group", "labs", "--key-file", str(key), "--out", str(out),
+                   "--db", str(a), "--min-action", "allow", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["hashes"] == {"payment-fingerprint": 8, "email-fingerprint": 8, "email-domain": 3}
+    text = out.read_text()
+    fingerprints = [normalize.email_fingerprint(f"user{i}@a.example") for i in range(5)]
+    fingerprints += [normalize.email_fingerprint(address) for address in ADDRESSES]
+    assert "@" not in text and ".example" not in text and "card-" not in text
+    assert not any(f in text for f in fingerprints)  # only keyed: an unkeyed fingerprint can be tested against a guess
+    done = _invoke("intel", "import", str(out), "--db", str(b), "--key-file", str(key), "--json")
+    assert done.exit_code == 0, done.output
+    with Store(b, read_only=True) as store:
+        got = {(r["type"], r["value"]) for r in indicators.load(store.con).to_pylist()}
+        stored = {v for (v,) in store.con.execute("SELECT DISTINCT email_fingerprint FROM exchanges").fetchall()}
+    assert got == {("payment-fingerprint", "card-1"), ("payment-fingerprint", "card-2"),
+                   *(("email-fingerprint", normalize.email_fingerprint(address)) for address in ADDRESSES),
+                   ("email-domain", "shared.example"), ("email-domain", "other.example")}
+    assert {v for t, v in got if t == "email-fingerprint"} < stored
+
+
+def test_an_email_fingerprint_indicator_must_be_a_sha256_and_is_never_echoed():
+    with pytest.raises(indicators.IntelError) as caught:
+        indicators.normalise("email-fingerprint", "someone@example.com", "feed.json hashes[0]")
+    assert "someone" not in str(caught.value) and "64 hex digits" in str(caught.value)
+    assert indicators.normalise("email-fingerprint", " " + "AB" * 32, "x") == "ab" * 32

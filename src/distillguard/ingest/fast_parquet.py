@@ -4,7 +4,8 @@ store export, a Spark job's output): validate with one DuckDB scan and copy the 
 A file takes this lane only if every rule of the general lane would pass every row unchanged:
 exact canonical column names and types, required fields present, no empty text (the general
 lane turns it into null), timestamps in range, no negative counts, every IP valid and already
-in canonical form, no repeated or already stored exchange_id. Anything else returns None and
+in canonical form, every email_fingerprint 64 lower-case hex digits (an address is hashed by
+the general lane), no repeated or already stored exchange_id. Anything else returns None and
 the file goes through the general lane, which finds and quarantines the offending rows. A test
 checks that both lanes store identical rows for a clean file.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard.ingest.normalize import EARLIEST, LATEST, _canonical_ip
+from distillguard.ingest.normalize import EARLIEST, FINGERPRINTED, LATEST, _canonical_ip
 from distillguard.ingest.sources import sha256_file
 from distillguard.schema import ARROW_SCHEMA, COLUMNS
 from distillguard.store import Store, sql_literal_path, stores_any_of
@@ -46,6 +47,8 @@ def _column_checks() -> dict[str, list[str]]:
             mine.append(f"NOT isfinite({q})")
         if col.non_negative:
             mine.append(f"{q} < 0")
+        if col.name == FINGERPRINTED:  # an address (or anything but a fingerprint) is hashed by the general lane
+            mine.append(f"NOT regexp_full_match({q}, '[0-9a-f]{{64}}')")
     return checks
 
 
@@ -75,7 +78,7 @@ def _settled_by_statistics(metadata: pq.FileMetaData) -> set[str]:
                 ok = False
             elif all_null:
                 continue
-            elif not stats.has_min_max:
+            elif not stats.has_min_max or col.name == FINGERPRINTED:  # min and max cannot prove every value a fingerprint
                 ok = False
             elif col.kind in ("string", "ip") and col.name != "prompt":
                 low = stats.min if isinstance(stats.min, str) else None

@@ -7,12 +7,18 @@ from typing import Any
 from distillguard.schema import ALIASES, BY_NAME
 
 
+#: input names that are an alias and also the head of dotted aliases (``email``, ``email.domain``):
+#: an object under such a name is read as its fields, a scalar as the alias
+PARENTS = frozenset({a.split(".")[0] for a in ALIASES if "." in a} & set(ALIASES))
+
+
 def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested objects become dotted names (``usage.prompt_tokens``), except canonical fields."""
+    """Nested objects become dotted names (``usage.prompt_tokens``), except under the names of
+    canonical fields that are not also PARENTS (an object there is the wrong type)."""
     out: dict[str, Any] = {}
     for key, value in obj.items():
         name = prefix + str(key)
-        if isinstance(value, dict) and name not in ALIASES:
+        if isinstance(value, dict) and (name not in ALIASES or name in PARENTS):
             out.update(flatten(value, name + "."))
         else:
             out[name] = value

@@ -156,6 +156,10 @@ def spendlogs_record(row: Mapping[str, Any]) -> dict[str, Any]:
         record["client_ip"] = metadata["requester_ip_address"]
     if "organization_id" not in record and _present(metadata.get("user_api_key_org_id")):
         record["organization_id"] = metadata["user_api_key_org_id"]
+    # the key owner's address, when the key owner is the account (ingest keeps only its fingerprint)
+    if (account is not None and account == metadata.get("user_api_key_user_id")
+            and _present(metadata.get("user_api_key_user_email"))):
+        record["email_address"] = metadata["user_api_key_user_email"]
     for field, value in (("user_agent", _user_agent(row, metadata)), ("status_code", _status_code(row, metadata)),
                          ("latency_ms", None if "latency_ms" in record else _latency_ms(row))):
         if value is not None:

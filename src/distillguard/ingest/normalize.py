@@ -9,12 +9,15 @@ with real timestamps and a CSV file with ISO strings go through the same rules.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import re
 from functools import lru_cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distillguard.ingest.keys import PARENTS
 from distillguard.schema import ALIASES, BY_NAME, COLUMNS, Column
 
 #: Timestamps outside this window are rejected: no LLM API log predates 2000, and a date far
@@ -60,11 +63,16 @@ def canonicalize_columns(table: pa.Table) -> pa.Table:
     return pa.table(arrays)
 
 
+def _nested(f: pa.Field) -> bool:
+    """A struct column read as its fields (keys.flatten's rule for one record)."""
+    return pa.types.is_struct(f.type) and (f.name not in ALIASES or f.name in PARENTS)
+
+
 def _flatten(table: pa.Table) -> pa.Table:
-    while any(pa.types.is_struct(f.type) and f.name not in ALIASES for f in table.schema):
+    while any(_nested(f) for f in table.schema):
         names, columns = [], []
         for f, col in zip(table.schema, table.columns):
-            if pa.types.is_struct(f.type) and f.name not in ALIASES:
+            if _nested(f):
                 for i, child in enumerate(f.type):
                     names.append(f"{f.name}.{child.name}")
                     columns.append(pc.struct_field(col, [i]))
@@ -153,6 +161,60 @@ def _canonical_ip(text: str) -> str | None:
     return str(ip)
 
 
+#: the column that holds an e-mail address's fingerprint (an address given under its input names
+#: is hashed), and the column that the address's domain fills where the input gives none
+FINGERPRINTED = "email_fingerprint"
+ADDRESS_DOMAIN = "email_domain"
+#: white space trimmed from both ends of an address; an address is one "@" between two runs of
+#: anything else (patterns read the same by Python's re and DuckDB's RE2)
+_SPACE = r"\t\n\r\f\v "
+_ADDRESS = f"[^@{_SPACE}]+@[^@{_SPACE}]+"
+_FINGERPRINT = "[0-9a-f]{64}"
+_UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+
+
+def email_fingerprint(value: str) -> str | None:
+    """The fingerprint an e-mail address is stored as: the hex sha256 of its UTF-8 bytes once
+    trimmed of white space and with A-Z lowered (ASCII only, so that every engine and every
+    partner of a sharing group computes the same bytes). A value that already is 64 hex digits
+    is a fingerprint and kept (lowered); anything else is None. normalize_sql applies the same
+    rule in SQL; a property test holds the two together."""
+    text = re.sub(f"^[{_SPACE}]+|[{_SPACE}]+$", "", value).translate(str.maketrans(_UPPER, _LOWER))
+    if re.fullmatch(_FINGERPRINT, text):
+        return text
+    if re.fullmatch(_ADDRESS, text):
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return None
+
+
+#: an e-mail address inside free text (a quarantined record's raw text)
+_ADDRESS_IN_TEXT = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def scrub_addresses(text: str) -> str:
+    """``text`` with every e-mail address in it replaced by ``email:sha256:`` and its fingerprint,
+    so that the quarantine, which keeps a rejected record's raw text, keeps no address either."""
+    return _ADDRESS_IN_TEXT.sub(lambda m: "email:sha256:" + email_fingerprint(m.group(0)), text)
+
+
+def _address_sql(q: str) -> str:
+    """The input ``q`` trimmed and lowered as email_fingerprint does."""
+    return (f"translate(regexp_replace(CAST({q} AS VARCHAR), '^[{_SPACE}]+|[{_SPACE}]+$', '', 'g'), "
+            f"'{_UPPER}', '{_LOWER}')")
+
+
+def _fingerprint_sql(q: str) -> str:
+    a = _address_sql(q)
+    return (f"CASE WHEN regexp_full_match({a}, '{_FINGERPRINT}') THEN {a} "
+            f"WHEN regexp_full_match({a}, '{_ADDRESS}') THEN sha256({a}) END")
+
+
+def _domain_sql(q: str) -> str:
+    """The domain of the address in ``q`` (NULL when ``q`` holds no address, or a fingerprint)."""
+    a = _address_sql(q)
+    return f"CASE WHEN regexp_full_match({a}, '{_ADDRESS}') THEN split_part({a}, '@', 2) END"
+
+
 # --- the SQL -------------------------------------------------------------------------------
 
 def _q(name: str) -> str:
@@ -187,6 +249,8 @@ def _convert(col: Column, t: pa.DataType, ip_passthrough: bool = False) -> tuple
             other = f"NULLIF({text}, '')" if ip_passthrough else f"{IP_MAP}._ip_canonical"
             return f"CASE WHEN regexp_full_match({text}, '{IPV4}') THEN {text} ELSE {other} END", False
         return "NULL", True
+    if col.name == FINGERPRINTED:
+        return (_fingerprint_sql(q), False) if is_text else ("NULL", True)
     if col.kind == "string":
         if is_text:
             return (q if col.name == "prompt" else f"NULLIF(CAST({q} AS VARCHAR), '')"), False
@@ -261,10 +325,13 @@ def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset(),
     """
     inner, reasons = [], []
     names = set(schema.names)
+    # an address given (not a fingerprint) also names the account's e-mail domain
+    address = FINGERPRINTED in names and FINGERPRINTED not in wrong and _is_text(schema.field(FINGERPRINTED).type)
     for col in COLUMNS:
         v = _q("_v_" + col.name)
+        derived = _domain_sql(_q(FINGERPRINTED)) if col.name == ADDRESS_DOMAIN and address else None
         if col.name not in names:
-            inner.append(f"CAST(NULL AS {col.duckdb_type}) AS {v}")
+            inner.append(f"CAST({derived or 'NULL'} AS {col.duckdb_type}) AS {v}")
             if col.required:
                 reasons.append(f"'missing field: {col.name}'")
             continue
@@ -273,6 +340,8 @@ def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset(),
             expr, is_wrong = "NULL", True
         else:
             expr, is_wrong = _convert(col, t, ip_passthrough)
+        if derived is not None:
+            expr = f"coalesce({expr}, {derived})"
         inner.append(f"CAST({expr} AS {col.duckdb_type}) AS {v}")
         present = f"({_q(col.name)} IS NOT NULL)" if col.name in wrong else _present(col, t)
         shown = f"left(CAST({_q(col.name)} AS VARCHAR), 80)"
@@ -290,6 +359,9 @@ def normalize_sql(schema: pa.Schema, source: str, wrong: set[str] = frozenset(),
                           f"THEN 'bad timestamp: {col.name}=' || {shown}")
             if _is_text(t):
                 checks.append(_offset_check(_q(col.name), col.name))
+        elif col.name == FINGERPRINTED:  # the value is not shown: it may be an address
+            checks.append(f"WHEN {v} IS NULL AND {present} THEN 'bad value: {col.name} is neither an e-mail "
+                          "address nor a sha256 fingerprint (64 hex digits)'")
         elif col.kind == "ip":
             checks.append(f"WHEN {v} IS NULL AND {present} THEN 'bad IP: {col.name} is not an IPv4 or IPv6 address'")
         elif col.kind in ("integer", "number"):

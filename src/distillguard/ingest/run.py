@@ -24,7 +24,7 @@ from distillguard import __version__
 from distillguard.errors import IngestError
 from distillguard.ingest import delimited, json_doc, jsonl, parquet
 from distillguard.ingest.normalize import (BATCH_INDEX, canonicalize_columns, neutralize_nested, normalize_sql,
-                                           register_ips)
+                                           register_ips, scrub_addresses)
 from distillguard.ingest import formats
 from distillguard.ingest.fieldmap import FieldMap
 from distillguard.ingest.formats import RecordMapper
@@ -240,7 +240,7 @@ def _stage_rejected(con, rejected: list[Rejected]) -> None:
         "exchange_id": pa.array([r.exchange_id for r in rejected], pa.string()),
         "reason_code": pa.array([r.reason.split(":")[0] for r in rejected], pa.string()),
         "reason": pa.array([r.reason for r in rejected], pa.string()),
-        "raw": pa.array([r.raw for r in rejected], pa.string()),
+        "raw": pa.array([scrub_addresses(r.raw) if r.raw else r.raw for r in rejected], pa.string()),
     })
     con.register("_rejected", table)
     con.execute("INSERT INTO _qstage SELECT * FROM _rejected")

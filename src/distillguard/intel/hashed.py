@@ -1,16 +1,21 @@
-"""Matching without sharing raw data: payment fingerprints and e-mail domains as keyed hashes.
+"""Matching without sharing raw data: payment fingerprints, e-mail addresses and e-mail domains
+as keyed hashes.
 
 The members of a sharing group agree on a secret key (one per group, exchanged out of band).
 Each exports HMAC-SHA256(key, type + NUL + value) of the values it flags, never the values; a
 receiver computes the same over its own values and keeps the ones that match. Without the key
-a hash cannot be tested against a guess (an unkeyed hash of a card fingerprint or a domain
-could be), so each party learns only what both hold. The file names the group and the key's
-fingerprint (sha256 of the key, first 16 hex digits), so that a file made with another key is
-refused instead of silently matching nothing.
+a hash cannot be tested against a guess (an unkeyed hash of a card fingerprint, an address or a
+domain could be), so each party learns only what both hold. The file names the group and the
+key's fingerprint (sha256 of the key, first 16 hex digits), so that a file made with another key
+is refused instead of silently matching nothing.
 
-What is exported: the payment fingerprints of the accounts the latest scan acted on at
-``min_action`` or above, and the e-mail domains *only* those accounts use (a webmail domain that
-customers share is never sent: matching it would flag everyone there).
+An address is never held raw: the store keeps its fingerprint (schema.py's email_fingerprint:
+sha256 of the address trimmed and with A-Z lowered, ingest/normalize.py), and the value keyed is
+that fingerprint, so two providers match one address however each wrote its case or spaces.
+
+What is exported: the payment fingerprints and address fingerprints of the accounts the latest
+scan acted on at ``min_action`` or above, and the e-mail domains *only* those accounts use (a
+webmail domain that customers share is never sent: matching it would flag everyone there).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from distillguard.store import has_table
 
 FORMAT = "distillguard-keyed-hashes/1"
 #: indicator type -> the exchanges column whose values are hashed
-COLUMNS = {"payment-fingerprint": "payment_fingerprint", "email-domain": "email_domain"}
+COLUMNS = {"payment-fingerprint": "payment_fingerprint", "email-fingerprint": "email_fingerprint",
+           "email-domain": "email_domain"}
 ACTIONS = ("allow", "monitor", "throttle", "fallback", "block")
 MIN_KEY_BYTES = 16
 

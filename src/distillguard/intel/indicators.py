@@ -9,7 +9,8 @@ column it is matched against (detect/extract.py's OUTSIDE_COLUMNS):
 ``network``            an IPv4/IPv6 address or CIDR range (client_ip inside it)
 ``autonomous-system``  an AS number (client_asn)
 ``email-domain``       an e-mail domain (email_domain, lower case)
-``email-address``      an e-mail address: kept, never matched (the store holds domains)
+``email-address``      an e-mail address: kept, never matched (the store holds fingerprints)
+``email-fingerprint``  sha256 of a normalised e-mail address (email_fingerprint), from keyed-hash files
 ``user-agent``         a User-Agent string (user_agent)
 ``payment-fingerprint`` a payment method fingerprint (payment_fingerprint)
 =====================  ==============================================================
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 
@@ -28,7 +30,8 @@ import pyarrow as pa
 from distillguard.errors import UserError
 from distillguard.store import has_table
 
-TYPES = ("network", "autonomous-system", "email-domain", "email-address", "user-agent", "payment-fingerprint")
+TYPES = ("network", "autonomous-system", "email-domain", "email-address", "email-fingerprint", "user-agent",
+         "payment-fingerprint")
 #: TLP 2.0 levels, widest audience first; an unmarked indicator is treated as amber (not for the public)
 TLP_ORDER = ("clear", "green", "amber", "amber+strict", "red")
 UNMARKED_TLP = "amber"
@@ -89,6 +92,10 @@ def normalise(kind: str, value: str, where: str) -> str:
         if not text or len(text) > 320 or any(c.isspace() for c in text):
             raise IntelError(f"{where}: {text[:80]!r} is not an e-mail {kind.split('-')[1]}")
         return text
+    if kind == "email-fingerprint":  # the value is not shown: it may be an address given by mistake
+        if not re.fullmatch("[0-9a-f]{64}", text.lower()):
+            raise IntelError(f"{where}: not an e-mail fingerprint (the 64 hex digits of a sha256)")
+        return text.lower()
     if kind not in TYPES:
         raise IntelError(f"{where}: unknown indicator type {kind!r}")
     if not text:

@@ -120,6 +120,7 @@ class ExchangeWriter:
                                                valid=payment != 0),
             "account_created_at": pa.array(acc.created_at[rows.account], pa.timestamp("us", tz="UTC")),
             "email_domain": _dictionary(acc.email_domain[rows.account], self._domains),
+            "email_fingerprint": pa.nulls(len(rows.account), pa.string()),  # simulated accounts have no address
             "model": _dictionary(rows.model, self._models),
             "conversation_id": hex_ids("conv_", conversation),
             "turn_index": pa.array(rows.turn, pa.int64()),
