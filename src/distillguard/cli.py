@@ -483,7 +483,7 @@ def scan(
     quiet: bool = QuietOption,
 ) -> None:
     """Find distillation campaigns and give every account a verdict with its reasons."""
-    from datetime import datetime
+    from datetime import datetime, timedelta
 
     from distillguard.detect import scan as scanning
     from distillguard.store import chain
@@ -523,10 +523,19 @@ def scan(
         # nothing seen is nothing judged: publishing empty verdicts would lift every block of a
         # gateway that hot-reloads them, so the previous verdicts in --out stay as they are
         seen = "the input files" if inputs else f"store {db or DEFAULT_DB}"
-        if not sources and not store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0]:
+        # sign-up and payment events (ingest --kind accounts): their accounts are judged before any traffic
+        signups = None if sources or inputs else store.con.execute(
+            "SELECT * FROM account_events ORDER BY event_id").to_arrow_table()
+        signups = signups if signups is not None and signups.num_rows else None
+        if not sources and not store.con.execute("SELECT count(*) FROM exchanges").fetchone()[0] and signups is None:
             raise UserError(f"{seen} holds no exchanges: nothing scanned, nothing published in {out}")
+        if when is None and signups is not None:  # one second after the latest exchange or event
+            latest = store.con.execute("SELECT max(t) FROM (SELECT max(timestamp) AS t FROM exchanges UNION ALL "
+                                       "SELECT max(timestamp) FROM account_events)").fetchone()[0]
+            when = latest.replace(microsecond=0) + timedelta(seconds=1)
         read_head = None if inputs else chain.head(store.con)
         backend, table, lookup = exchanges(store, engine, master=master, sources=sources)
+        accounts = None if signups is None else lookup("dg_account_events", signups)
         previous = None if inputs else scanning.previous_verdicts(store, when)
         # the campaigns whose ids this scan's campaigns keep where they continue them (detect/lineage.py)
         lineage = [] if inputs else scanning.previous_campaigns(store, scanning.resolve_as_of(table, when))
@@ -541,7 +550,7 @@ def scan(
 
             result = scanning.scan(table, when, policy, lookup=lookup, previous=previous,
                                    previous_campaigns=lineage, progress=stage_done,
-                                   intel=None if inputs else intel_indicators.load(store.con))
+                                   intel=None if inputs else intel_indicators.load(store.con), accounts=accounts)
         if not result.verdicts.num_rows:
             raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
                             f"nothing published in {out}")

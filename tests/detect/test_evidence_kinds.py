@@ -26,6 +26,7 @@ NOT_A_KIND = {
     ("schema.py", "system_prompt"): "a canonical column",
     ("store/engine.py", "ip"): "a canonical column type",
     ("ingest/normalize.py", "ip"): "a canonical column type",
+    ("ingest/accounts.py", "ip"): "a canonical column type",
     ("ingest/fast_parquet.py", "ip"): "a canonical column type",
     ("ingest/openai_pairs.py", "system_prompt"): "a canonical column",
     ("ingest/enrich.py", "ip"): "a column of the address table",

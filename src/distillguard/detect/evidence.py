@@ -148,9 +148,10 @@ def with_form(form: str) -> tuple[str, ...]:
     return tuple(n for n, k in KINDS.items() if k.key_form == form)
 
 
-def statistical_keys(ex: ir.Table) -> ir.Table:
-    """(account_id, kind, key) of the kinds only the statistical tests read; ``ex`` is features.with_seconds."""
-    src = Sources(ex)
+def statistical_keys(ex: ir.Table, events: ir.Table | None = None) -> ir.Table:
+    """(account_id, kind, key) of the kinds only the statistical tests read; ``ex`` is features.with_seconds,
+    ``events`` the account events in the window (features.account_events) or None."""
+    src = Sources(ex, events=events)
     return ibis.union(*(k.extractor(src) for n, k in KINDS.items() if not k.linked and n not in OUTSIDE),
                       distinct=True)
 

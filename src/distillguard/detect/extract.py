@@ -38,12 +38,33 @@ class Sources:
     scaffold: ir.Table | None = None
     params: Any = None
     intel: ir.Table | None = None  # imported indicators in force: (indicator_id, type, value), outside_rows
+    #: sign-up and payment events in the scan's window (features.account_events), or None
+    events: ir.Table | None = None
 
     @cached_property
     def combos(self) -> ir.Table:
-        """Distinct account attributes: one pass over the exchanges for every account-level kind."""
-        return self.ex.select("account_id", "payment_fingerprint", "user_agent", "email_domain",
-                              "account_created_at").distinct()
+        """Distinct account attributes: one pass over the exchanges for every account-level kind,
+        unioned with those the account events show (an account_created event's time is the
+        account's creation), so that a card or a sign-up burst counts before any traffic."""
+        combos = self.ex.select("account_id", "payment_fingerprint", "user_agent", "email_domain",
+                                "account_created_at").distinct()
+        if self.events is None:
+            return combos
+        ev, types = self.events, combos.schema()
+        created = ibis.ifelse(ev.event == "account_created", ev.timestamp, ibis.null())
+        signed = ev.select(account_id=ev.account_id.cast(types["account_id"]),
+                           payment_fingerprint=ev.payment_fingerprint.cast(types["payment_fingerprint"]),
+                           user_agent=ev.user_agent.cast(types["user_agent"]),
+                           email_domain=ev.email_domain.cast(types["email_domain"]),
+                           account_created_at=created.cast(types["account_created_at"]))
+        return ibis.union(combos, signed, distinct=True)
+
+    def signed_up(self, column: str) -> ir.Table | None:
+        """(account_id, ``column``) of the account events where it is known, or None without events."""
+        if self.events is None:
+            return None
+        ev = self.events
+        return ev.filter(ev[column].notnull()).select("account_id", column).distinct()
 
 
 @dataclass(frozen=True)
@@ -63,12 +84,30 @@ def _column(table: ir.Table, kind: str, column: str) -> ir.Table:
     return part.select("account_id", kind=ibis.literal(kind), key=part[column])
 
 
+def _with_sign_ups(part: ir.Table, src: Sources, column: str, kind: str) -> ir.Table:
+    """``part`` unioned with the key of ``kind`` the account events show in ``column`` (text)."""
+    signed = src.signed_up(column)
+    if signed is None:
+        return part
+    keys = signed.select("account_id", kind=ibis.literal(kind), key=signed[column].cast("string"))
+    return ibis.union(part, keys.cast(part.schema()), distinct=True)
+
+
 def ip(src: Sources) -> ir.Table:
-    return _column(src.ips, "ip", "client_ip")
+    # the address an account signed up or added its card from counts as one it used
+    return _with_sign_ups(_column(src.ips, "ip", "client_ip"), src, "client_ip", "ip")
 
 
 def subnet(src: Sources) -> ir.Table:
-    return _column(src.ips, "subnet", "subnet")
+    part = _column(src.ips, "subnet", "subnet")
+    signed = src.signed_up("client_ip")
+    if signed is None:
+        return part
+    # the /24 of an IPv4 sign-up address, written as enrich.subnet_of writes it; an IPv6 one's /48
+    # needs address arithmetic no engine shares, so it counts by its address (ip) only
+    net = signed.client_ip.re_extract(r"^([0-9]+\.[0-9]+\.[0-9]+)\.[0-9]+$", 1)
+    keys = signed.filter(net != "").select("account_id", kind=ibis.literal("subnet"), key=net + ".0/24")
+    return ibis.union(part, keys.cast(part.schema()), distinct=True)
 
 
 def payment(src: Sources) -> ir.Table:
@@ -166,13 +205,14 @@ def outside_rows(intel: pa.Table, addresses: list[str], as_of: datetime) -> pa.T
 
 def asn(src: Sources) -> ir.Table:
     ex = src.ex
-    return ex.filter(ex.client_asn.notnull()).select("account_id", kind=ibis.literal("asn"),
-                                                     key=ex.client_asn.cast("string")).distinct()
+    return _with_sign_ups(ex.filter(ex.client_asn.notnull()).select(
+        "account_id", kind=ibis.literal("asn"), key=ex.client_asn.cast("string")).distinct(), src, "client_asn", "asn")
 
 
 def signup_window(src: Sources) -> ir.Table:
-    ex = src.ex
-    created = ex.filter(ex.account_created_at.notnull()).select("account_id", "account_created_at").distinct()
+    # from combos: the creation times of the exchanges and of the account_created events
+    combos = src.combos
+    created = combos.filter(combos.account_created_at.notnull()).select("account_id", "account_created_at").distinct()
     return created.select("account_id", kind=ibis.literal("signup_window"),
                           key=(created.account_created_at.epoch_seconds() // SIGNUP_WINDOW_S).cast("string"))
 

@@ -43,6 +43,39 @@ def window(exchanges: ir.Table, as_of: datetime | None, lookback_days: float | N
     return out
 
 
+def account_events(events: ir.Table, as_of: datetime, lookback_days: float | None) -> ir.Table:
+    """The sign-up and payment events (schema.ACCOUNT_EVENT_COLUMNS, ``ingest --kind accounts``)
+    that :func:`window` would keep of exchanges at the same times: the scan reads them beside the
+    exchanges, so that an account counts from its sign-up on, before its first request."""
+    return window(events, as_of, lookback_days)
+
+
+def _with_sign_ups(base: ir.Table, events: ir.Table) -> ir.Table:
+    """:func:`feature_parts`' ``base`` with the accounts' sign-up events unioned in.
+
+    An account with exchanges takes its creation time from its ``account_created`` event where
+    its exchanges carry none. An account with events and no exchanges yet gets a row of its own:
+    no exchanges, seen from its first event to its last, created at its ``account_created`` event
+    (else its first), its organization and e-mail domain as its events give them; the signals
+    judge nothing of it (each needs exchanges), linkage and the tests judge what it shares.
+    """
+    signed = events.filter(events.event == "account_created").group_by("account_id").aggregate(
+        signed_up=events.timestamp.min())
+    known = base.left_join(signed, "account_id")
+    known = known.mutate(created_at=known.created_at.fill_null(known.signed_up)).select(*base.columns)
+    quiet = events.anti_join(base.select("account_id"), "account_id")
+    first = quiet.timestamp.min()
+    per = quiet.group_by("account_id").aggregate(
+        first_seen=first, last_seen=quiet.timestamp.max(),
+        created_at=ibis.ifelse(quiet.event == "account_created", quiet.timestamp, ibis.null()).min(),
+        organization_id=quiet.organization_id.max(), email_domain=quiet.email_domain.lower().max())
+    per = per.mutate(created_at=per.created_at.fill_null(per.first_seen), exchanges=0)
+    types = base.schema()
+    quiet_rows = per.select(*(per[c].cast(types[c]).name(c) if c in per.columns
+                              else ibis.null().cast(types[c]).name(c) for c in base.columns))
+    return known.union(quiet_rows)
+
+
 def with_seconds(exchanges: ir.Table) -> ir.Table:
     """Exchanges with integer epoch seconds (``ts_s``): the same value on every engine."""
     return exchanges.mutate(ts_s=exchanges.timestamp.epoch_seconds().floor().cast("int64"))
@@ -150,10 +183,12 @@ def account_features(ex: ir.Table, ips: ir.Table, as_of: datetime) -> ir.Table:
     return combine_features(feature_parts(ex, ips), as_of)
 
 
-def feature_parts(ex: ir.Table, ips: ir.Table) -> dict[str, ir.Table]:
+def feature_parts(ex: ir.Table, ips: ir.Table, events: ir.Table | None = None) -> dict[str, ir.Table]:
     """The per-account parts of :func:`account_features`, each one pass over the exchanges.
 
-    ``ex`` comes from :func:`with_seconds`, ``ips`` from :func:`label_ips`. Run as one query,
+    ``ex`` comes from :func:`with_seconds`, ``ips`` from :func:`label_ips`, ``events`` (sign-up
+    and payment events, :func:`account_events`) add the accounts that have no exchanges yet and
+    creation times the exchanges lack (:func:`_with_sign_ups`). Run as one query,
     the joined parts cost more than twice their sum at full scale (the planner re-reads and
     spills the exchanges across the joins), so the scan computes each part on its own and
     joins the small results (:func:`combine_features`).
@@ -173,6 +208,8 @@ def feature_parts(ex: ir.Table, ips: ir.Table) -> dict[str, ir.Table]:
         organization_id=ex.organization_id.max(),
         email_domain=ex.email_domain.max(),
     )
+    if events is not None:
+        base = _with_sign_ups(base, events)
     dates = ex.group_by([ex.account_id, ex.timestamp.date().name("_date")]).aggregate()
     days = dates.group_by("account_id").aggregate(active_days=dates.count())
     network = ips.group_by("account_id").aggregate(
@@ -189,6 +226,8 @@ def combine_features(parts: dict[str, ir.Table], as_of: datetime) -> ir.Table:
     for name in ("days", "network", "entropies", "model_pivot", "gaps"):
         out = out.left_join(parts[name], "account_id").drop("account_id_right")
     age_days = (ibis.literal(as_of).epoch_seconds() - out.created_at.epoch_seconds()) / 86400.0
+    # greatest(.., 1): an account with sign-up events and no exchanges yet has shares of 0, not NaN
+    per_exchange = ibis.greatest(out.exchanges, 1).cast("float64")
     return out.mutate(
         exchanges_per_active_day=out.exchanges.cast("float64") / out.active_days.cast("float64"),
         output_tokens_per_active_day=out.output_tokens.fill_null(0).cast("float64") / out.active_days.cast("float64"),
@@ -197,12 +236,12 @@ def combine_features(parts: dict[str, ir.Table], as_of: datetime) -> ir.Table:
         # conversations counted by their opening turn (first_turn_share x exchanges): a distinct
         # count of tens of millions of conversation ids costs more than all the other features
         conversations=(out.first_turn_share * out.exchanges).round().cast("int64"),
-        conversation_depth=1.0 / ibis.greatest(out.first_turn_share, 1.0 / out.exchanges.cast("float64")),
+        conversation_depth=1.0 / ibis.greatest(out.first_turn_share, 1.0 / per_exchange),
         account_age_days=age_days,
         distinct_ips=out.distinct_ips.fill_null(0),
         distinct_subnets=out.distinct_subnets.fill_null(0),
-        hosted_share=out.hosted_exchanges.fill_null(0).cast("float64") / out.exchanges.cast("float64"),
-        new_model_share=out.new_model_exchanges.fill_null(0).cast("float64") / out.exchanges.cast("float64"),
+        hosted_share=out.hosted_exchanges.fill_null(0).cast("float64") / per_exchange,
+        new_model_share=out.new_model_exchanges.fill_null(0).cast("float64") / per_exchange,
     ).drop("new_model_exchanges", "hosted_exchanges")
 
 

@@ -31,13 +31,16 @@ from distillguard.store.engine import exact_sum
 LinkageParams = Linkage
 
 
-def account_keys(ex: ir.Table, ips: ir.Table, scaffold: ir.Table, params: LinkageParams) -> ir.Table:
+def account_keys(ex: ir.Table, ips: ir.Table, scaffold: ir.Table, params: LinkageParams,
+                 events: ir.Table | None = None) -> ir.Table:
     """(account_id, kind, key) for every linked evidence kind (evidence.LINKED), distinct.
 
     ``ex`` is features.with_seconds; ``ips`` is features.label_ips (each account's addresses);
-    ``scaffold`` (account_id, key) holds each account's habitual scaffold n-grams.
+    ``scaffold`` (account_id, key) holds each account's habitual scaffold n-grams; ``events``
+    the account events in the window (features.account_events), whose cards, sign-up addresses,
+    user agents and bursts count as the exchanges' do.
     """
-    src = evidence.Sources(ex, ips, scaffold, params)
+    src = evidence.Sources(ex, ips, scaffold, params, events=events)
     parts = [k.extractor(src) for name, k in EVIDENCE.items() if name not in params.exclude]
     return ibis.union(*parts, distinct=True)
 

@@ -96,7 +96,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
          params: linkage.LinkageParams | None = None, lookup: Lookup | None = None,
          previous: pa.Table | None = None,
          previous_campaigns: list[lineage.Previous] | None = None,
-         progress: Callable[[str], None] | None = None, intel: pa.Table | None = None) -> ScanResult:
+         progress: Callable[[str], None] | None = None, intel: pa.Table | None = None,
+         accounts: ir.Table | None = None) -> ScanResult:
     """Judge every account seen in ``exchanges`` before ``as_of`` (all data when None).
 
     ``previous``: an earlier scan's verdicts; its throttle+ actions are kept where the evidence
@@ -112,6 +113,9 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
 
     ``intel``: imported indicators (intel.indicators.SCHEMA); an account that matches one gets
     it as a reason, and matches alone act up to ``policy.intel`` (:func:`with_outside_evidence`).
+
+    ``accounts``: sign-up and payment events (schema.ACCOUNT_EVENT_COLUMNS) on the same engine; their
+    accounts are judged from their sign-up on, before any exchange (features.account_events).
     """
     lookup = lookup or _memtable
     params = params or policy.linkage
@@ -119,6 +123,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     as_of = resolve_as_of(exchanges, as_of)
     clock = _Clock(progress)
     ex = features.with_seconds(features.window(exchanges, as_of, policy.lookback_days))
+    events = None if accounts is None else features.account_events(accounts, as_of, policy.lookback_days)
 
     # each account's addresses, materialised: features and linkage both read them
     with features.ip_pairs(ex).cache() as pairs:
@@ -131,18 +136,19 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                 intel, addresses, as_of)))
             outside = ibis.union(*(detect_evidence.KINDS[k].extractor(src) for k in detect_evidence.OUTSIDE),
                                  distinct=True).to_pyarrow()
-        feats, scaffold = _features(ex, labelled, as_of, params, lookup, clock)
+        feats, scaffold = _features(ex, labelled, as_of, params, lookup, clock, events)
         signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
         suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(),
                                 suspicion.column("suspicion").to_pylist()))
         clock.lap("signals")
 
         # materialised once: the statistical tests and the linkage both read the keys
-        cached_keys = keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params).cache()
+        cached_keys = keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params,
+                                                  events).cache()
         statistical = None
         if policy.statistics.enabled:
             # the statistical kinds are other kinds than the linkage's, so the two sets never overlap
-            every_key = pa.concat_tables([keys.to_pyarrow(), detect_evidence.statistical_keys(ex).to_pyarrow()],
+            every_key = pa.concat_tables([keys.to_pyarrow(), detect_evidence.statistical_keys(ex, events).to_pyarrow()],
                                          promote_options="permissive")
             statistical = detect_verdicts.evaluate(every_key, feats, policy)
             clock.lap("statistics")
@@ -266,7 +272,7 @@ def resolve_as_of(exchanges: ir.Table, as_of: datetime | None) -> datetime:
 
 
 def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage.LinkageParams,
-              lookup: Lookup, clock: _Clock) -> tuple[pa.Table, pa.Table]:
+              lookup: Lookup, clock: _Clock, events: ir.Table | None = None) -> tuple[pa.Table, pa.Table]:
     """(per-account features with the prompt-text features, habitual scaffold keys)."""
     sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
     clock.lap("prompt_sample")
@@ -275,7 +281,7 @@ def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage
     clock.lap("prompt_fingerprints")
     # each part on its own, then the small results joined (features.feature_parts)
     parts = {name: lookup(f"dg_features_{name}", part.to_pyarrow())
-             for name, part in features.feature_parts(ex, labelled).items()}
+             for name, part in features.feature_parts(ex, labelled, events).items()}
     feats = features.combine_features(parts, as_of).to_pyarrow()
     feats = _join_text(feats, text).sort_by("account_id")
     clock.lap("features")

@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 
+from distillguard.schema import ACCOUNT_EVENT_COLUMNS
 from distillguard.store.database import has_table
 
 GENESIS = "0" * 64
@@ -214,8 +215,7 @@ def record_ingest(con: duckdb.DuckDBPyConnection, ingest_id: str, path: str, sha
 
 
 #: the columns of ``account_events`` whose rows an account-event ingest's link digests
-ACCOUNT_EVENT_DIGESTED = ("event_id", "event", "timestamp", "account_id", "organization_id", "client_ip", "client_asn",
-                          "user_agent", "email_domain", "payment_fingerprint", "country", "record_number")
+ACCOUNT_EVENT_DIGESTED = tuple(c.name for c in ACCOUNT_EVENT_COLUMNS) + ("record_number",)
 
 
 def account_events_digest(con: duckdb.DuckDBPyConnection, ingest_id: str,
