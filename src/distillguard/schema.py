@@ -138,7 +138,11 @@ ACCOUNT_EVENT_COLUMNS: tuple[Column, ...] = (
            aliases=("asn", "client_as_number"), non_negative=True),
     Column("user_agent", "string", "HTTP User-Agent of the browser or client that sent the event.",
            aliases=("ua",)),
-    Column("email_domain", "string", "Domain of the account's e-mail address.", aliases=("email.domain",)),
+    Column("email_domain", "string", "Domain of the account's e-mail address (from the address when the input "
+           "gives an address and no domain).", aliases=("email.domain",)),
+    Column("email_fingerprint", "string",
+           "sha256 (hex) of the account's e-mail address, hashed at ingest as the exchanges' email_fingerprint is: "
+           "the address itself is never stored.", aliases=("email", "email_address", "user_email", "user.email")),
     Column("payment_fingerprint", "string", "Opaque hash of the payment method (card_added events).",
            aliases=("payment_hash", "card_fingerprint")),
     Column("country", "string", "Country of the sign-up or of the card, ISO 3166-1 alpha-2.",

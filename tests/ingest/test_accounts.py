@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import subprocess
@@ -55,6 +56,22 @@ def test_a_bad_record_is_refused_naming_every_field_at_fault():
               "email": {"domain": "C.example"}}
     assert parse_event(nested)["email_domain"] == "c.example"
     assert parse_event({**nested, "email_domain": "canonical.example"})["email_domain"] == "canonical.example"
+
+
+def test_an_e_mail_address_is_stored_as_its_fingerprint_and_gives_its_domain(tmp_path):
+    address = " Ana.Silva@Example.ORG "
+    event = parse_event({**SIGNUP, "email_domain": None, "email": address})
+    assert event["email_fingerprint"] == hashlib.sha256(b"ana.silva@example.org").hexdigest()
+    assert event["email_domain"] == "example.org"
+    assert parse_event({**SIGNUP, "email": "no address"}) == \
+        "bad value: email_fingerprint is neither an e-mail address nor a sha256 fingerprint"
+    path = _jsonl(tmp_path / "signups.jsonl", [{**SIGNUP, "email": address},
+                                               {**SIGNUP, "email": address, "timestamp": "never"}])
+    with Store(":memory:") as store:
+        ingest_account_paths(store, [path])
+        text = str(store.con.execute("SELECT * FROM account_events").fetchall()) + \
+            str(store.con.execute("SELECT * FROM quarantine").fetchall())
+    assert "Ana.Silva" not in text and "ana.silva" not in text.lower()
 
 
 def test_the_derived_event_id_is_the_same_for_the_same_content_and_differs_for_other_content():

@@ -31,7 +31,7 @@ import orjson
 
 from distillguard import __version__
 from distillguard.errors import IngestError
-from distillguard.ingest.normalize import EARLIEST, LATEST, MAX_OFFSET_MINUTES
+from distillguard.ingest.normalize import EARLIEST, LATEST, MAX_OFFSET_MINUTES, email_fingerprint, scrub_addresses
 from distillguard.ingest.run import FileResult
 from distillguard.ingest.sources import CappedReader, IngestLimits, Source, discover, open_binary
 from distillguard.schema import ACCOUNT_EVENT_COLUMNS, Column
@@ -87,6 +87,13 @@ def parse_event(record: Any) -> Event | str:
             event[col.name] = None
         else:
             event[col.name] = parsed
+    if event["email_fingerprint"] is not None:
+        address = str(given["email_fingerprint"][1])
+        event["email_fingerprint"] = email_fingerprint(address)
+        if event["email_fingerprint"] is None:
+            reasons.append("bad value: email_fingerprint is neither an e-mail address nor a sha256 fingerprint")
+        elif event["email_domain"] is None and "@" in address:
+            event["email_domain"] = address.strip().rsplit("@", 1)[1].lower()
     if reasons:
         return "; ".join(reasons)
     if event["event_id"] is None:
@@ -102,12 +109,18 @@ class _Bad:
 
 
 def _flat(record: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of a record's scalars; an object under a column's own name that holds
+    none of the columns (``"account_id": {...}``) is yielded whole, to be refused as an object."""
     for key, value in record.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and name not in _ALIASES:
-            yield from _flat(value, name + ".")
-        else:
+        if not isinstance(value, dict):
             yield name, value
+            continue
+        inner = list(_flat(value, name + "."))
+        if name in _ALIASES and not any(n in _ALIASES for n, _ in inner):
+            yield name, value
+        else:
+            yield from inner
 
 
 def _shown(value: Any) -> str:
@@ -398,6 +411,8 @@ def _commit(store: Store, ingest_id: str, result: FileResult, started: datetime,
     try:
         # the same bytes ingested again quarantine the same records: each is kept once, by its first ingest
         for line, record, event_id, reason, raw in rejected:
+            # the quarantine keeps no e-mail address either
+            raw, reason = scrub_addresses(raw), scrub_addresses(reason)
             con.execute("INSERT INTO quarantine SELECT ?, ?, ?, ?, NULL, ?, ?, ? WHERE NOT EXISTS ("
                         "SELECT 1 FROM quarantine q JOIN ingests i USING (ingest_id) WHERE i.sha256 = ? "
                         "AND q.record_number = ?)",

@@ -125,6 +125,8 @@ class Store:
             self.con.execute(_INGESTS_DDL)
             self.con.execute(_WATERMARKS_DDL)
             self.con.execute(_ACCOUNT_EVENTS_DDL)
+            for c in ACCOUNT_EVENT_COLUMNS:  # a column the schema gained since the table was made
+                self.con.execute(f'ALTER TABLE account_events ADD COLUMN IF NOT EXISTS "{c.name}" {c.duckdb_type}')
             self.segments_dir.mkdir(parents=True, exist_ok=True)
             self._remove_orphans()
         self.refresh_view()
