@@ -9,10 +9,16 @@ import hashlib
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from distillguard.ingest import ingest_paths, litellm
-from distillguard.ingest.normalize import _domain_sql, _fingerprint_sql, email_fingerprint, scrub_addresses
+from distillguard.ingest.normalize import (
+    _domain_sql,
+    _fingerprint_sql,
+    email_fingerprint,
+    scrub_addresses,
+)
 from distillguard.schema import ARROW_SCHEMA
 from distillguard.store import Store
 from tests.records import good_record, write_jsonl

@@ -9,6 +9,7 @@ import stix2
 from typer.testing import CliRunner
 
 from distillguard.cli import app
+from distillguard.ingest import normalize
 from distillguard.intel import actors
 from distillguard.report import stix
 from distillguard.store import Store
@@ -83,3 +84,14 @@ def test_actors_lists_the_stored_actors_and_the_stix_bundle_attributes_their_cam
     assert relationship.source_ref == stix._id("campaign", "camp-b") and "4 card" in relationship.description
     assert stix.actor_objects(listed, {"camp-z"}, producer, stix.TLP2_IDS["amber"],
                               stix._ts("2026-05-04T00:00:00+00:00")) == []
+
+
+def test_an_address_two_accounts_share_is_one_key_of_both_and_never_its_text(tmp_path):
+    db = accounts_store(tmp_path / "s", {"a-1": {"email": "Op@Lab.example"}, "a-2": {"email": " op@lab.example"},
+                                         "a-3": {"email": "someone@else.example"}})
+    with Store(db, read_only=True) as store:
+        keys = actors.account_keys(store.con)
+    shared = {key for kind, key in keys["a-1"] & keys["a-2"] if kind == "e-mail address"}
+    assert shared == {normalize.email_fingerprint("op@lab.example")}
+    assert not any(kind == "e-mail address" for kind, _ in keys["a-1"] & keys["a-3"])
+    assert not any("@" in k for held in keys.values() for _, k in held)

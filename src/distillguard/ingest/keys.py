@@ -6,7 +6,6 @@ from typing import Any
 
 from distillguard.schema import ALIASES, BY_NAME
 
-
 #: input names that are an alias and also the head of dotted aliases (``email``, ``email.domain``):
 #: an object under such a name is read as its fields, a scalar as the alias
 PARENTS = frozenset({a.split(".")[0] for a in ALIASES if "." in a} & set(ALIASES))

@@ -1,8 +1,8 @@
 """Actors: campaigns tied to one operator because they share more than chance explains.
 
 Two campaigns are linked when their members hold more of the same keys (address ranges, user
-agents, cards, system prompts, prompt framing n-grams, imported indicators) than their sizes and
-the keys' popularity predict. Null: every other holder of a key the first campaign's members hold
+agents, cards, e-mail addresses as their fingerprints, system prompts, prompt framing n-grams,
+imported indicators) than their sizes and the keys' popularity predict. Null: every other holder of a key the first campaign's members hold
 is an account drawn at random from the rest of the population, so the key turns up among the
 second campaign's ``n_B`` members with probability ``p_k = 1 - (1 - n_B / (N - n_A))^(d_k - a_k)``
 (``d_k`` holders in the store, ``a_k`` of them in the first campaign). The count of shared keys is
@@ -37,8 +37,8 @@ from distillguard.store import has_table
 #: the most a p-value alone lets an actor's confidence reach (as report/stix.py's campaigns)
 CONFIDENCE_CAP = 95
 #: the test behind every link, as reports state it
-TEST = ("Two campaigns are linked when the keys (address ranges, user agents, cards, system prompts, prompt "
-        "framing, imported indicators) that their different members share outnumber what chance explains: "
+TEST = ("Two campaigns are linked when the keys (address ranges, user agents, cards, e-mail addresses, system "
+        "prompts, prompt framing, imported indicators) that their different members share outnumber what chance explains: "
         "statistic, the count of shared keys against its expectation when every other holder of a key is an "
         "account drawn at random from the rest of the store; p-value, the exact Poisson-binomial upper tail of "
         "that count, Bonferroni-corrected over every pair of campaigns; linked at a corrected p at most the "
@@ -102,6 +102,7 @@ def account_keys(con: duckdb.DuckDBPyConnection) -> dict[str, set[tuple[str, str
 
     add("user-agent", con.execute("SELECT DISTINCT account_id, user_agent FROM exchanges").fetchall())
     add("card", con.execute("SELECT DISTINCT account_id, payment_fingerprint FROM exchanges").fetchall())
+    add("e-mail address", con.execute("SELECT DISTINCT account_id, email_fingerprint FROM exchanges").fetchall())
     add("address range", ((a, enrich.subnet_of(ip)) for a, ip in con.execute(
         "SELECT DISTINCT account_id, client_ip FROM exchanges WHERE client_ip IS NOT NULL").fetchall()))
     add("system prompt", ((a, extract.system_prompt_key(sp)) for a, sp in con.execute(
