@@ -996,6 +996,8 @@ def gateway_calibrate(
 
     allowed, as_of = None, None
     if verdicts is not None:
+        if not (verdicts / "verdicts.parquet").is_file():
+            raise UserError(f"--verdicts {verdicts}: no verdicts.parquet there (give a scan's --out directory)")
         try:
             table = pq.read_table(verdicts / "verdicts.parquet", columns=["account_id", "action", "as_of"])
         except (OSError, ValueError) as exc:

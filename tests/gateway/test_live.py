@@ -282,3 +282,38 @@ def test_any_json_is_a_reference_or_one_user_error(data):
         live.Reference.from_json(data, "live.json")
     except UserError as exc:
         assert "\n" not in str(exc) and str(exc).startswith("live.json: ")
+
+
+# --- distillguard gateway calibrate -----------------------------------------------------------------
+
+def test_calibrate_takes_the_scans_allowed_accounts_before_its_as_of_and_counts_indicator_matches(tmp_path):
+    from typer.testing import CliRunner
+
+    from distillguard.cli import app
+    from distillguard.ingest import ingest_paths
+    from distillguard.store import Store
+    from tests.gateway.inputs import write_scan
+    from tests.records import good_record, write_jsonl
+
+    records = [good_record(i, account_id=f"acct-{i % 4}", client_ip=f"192.0.2.{i % 4}",
+                           timestamp=f"2026-04-22T10:{i:02d}:00Z") for i in range(40)]
+    with Store(str(tmp_path / "s.duckdb")) as store:
+        ingest_paths(store, [write_jsonl(tmp_path / "x.jsonl", records)])
+        intel.store(store.con, [intel.Indicator("feed", "1", "network", "192.0.2.0/30")], T0)
+    write_scan(tmp_path / "scan", [("acct-0", "allow", None), ("acct-1", "allow", None), ("acct-2", "allow", None),
+                                   ("acct-3", "throttle", "campaign-1")])
+    runner = CliRunner()
+    done = runner.invoke(app, ["gateway", "calibrate", "--db", str(tmp_path / "s.duckdb"), "--verdicts",
+                               str(tmp_path / "scan"), "--out", str(tmp_path / "live.json"), "--json"])
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.output)
+    reference = live.Reference.read(tmp_path / "live.json")
+    # the scan's as-of is now, after every exchange: three allowed accounts, one session each
+    assert summary["organic_sessions"] == reference.sessions == 3 and reference.accounts == 3
+    assert sum(t.n for t in reference.tails["max_tokens"]) == 30  # acct-3's ten exchanges left out
+    # 192.0.2.0/30 holds .0 to .3: acct-0..2 matched it (acct-3 is no reference account)
+    assert list(reference.indicator_matches.values()) == [3]
+    missing = runner.invoke(app, ["gateway", "calibrate", "--db", str(tmp_path / "s.duckdb"), "--verdicts",
+                                  str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")])
+    assert missing.exit_code == 2 and "no verdicts.parquet there" in missing.output
+    assert len(missing.output.strip().splitlines()) <= 2 and "Traceback" not in missing.output
