@@ -317,3 +317,20 @@ def test_calibrate_takes_the_scans_allowed_accounts_before_its_as_of_and_counts_
                                   str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.json")])
     assert missing.exit_code == 2 and "no verdicts.parquet there" in missing.output
     assert len(missing.output.strip().splitlines()) <= 2 and "Traceback" not in missing.output
+
+
+@settings(max_examples=200, deadline=None)
+@given(prompt=st.none() | st.text(max_size=300), system=st.none() | st.text(max_size=50),
+       max_tokens=st.none() | st.integers(0, 10**30), tools=st.none() | st.integers(0, 10**6),
+       ip=st.none() | st.text(max_size=45) | st.ip_addresses().map(str), user_agent=st.none() | st.text(max_size=40),
+       gaps=st.lists(st.floats(0, 1e6, allow_nan=False), min_size=1, max_size=5))
+def test_any_request_a_client_can_send_is_scored_without_an_error(prompt, system, max_tokens, tools, ip, user_agent,
+                                                                  gaps):
+    scorer = live.Scorer(LiveRouting(min_reference=20), ErrorBudget(), _REFERENCE,
+                         live.Indicators(_indicators(("n", "network", "203.0.113.0/24", None),
+                                                     ("u", "user-agent", "evil/1", None))))
+    t = T0
+    for gap in gaps:
+        t += timedelta(seconds=gap)
+        seen = scorer.look("a", t, max_tokens, tools, system, prompt, ip, 64500, user_agent, "example.com", "card")
+        assert 0 < seen.p_value <= 1

@@ -465,7 +465,8 @@ class LiveRouter:
         self.looks = self.routed = self.sessions_routed = 0
         self._stamp: tuple | None = None
         self._verdicts_seen: object = None
-        self._indicators_read_at = -math.inf
+        self._indicators_read_at = self._forgot_at = -math.inf
+        self.allowlist = frozenset(policy.allowlist_organizations)
         if metrics is not None:
             metrics.counter("distillguard_live_looks_total", "Requests scored by live routing.", lambda: self.looks)
             metrics.counter("distillguard_live_routed_total", "Requests live routing sent to the fallback model.",
@@ -477,6 +478,7 @@ class LiveRouter:
 
     def set_policy(self, policy: Policy) -> None:
         self.policy = policy
+        self.allowlist = frozenset(policy.allowlist_organizations)
         self._stamp = None  # rebuild the scorer with the new rules
 
     def refresh(self, db: str | None, scan: ScanOutputs, indicators_every_seconds: float = 30.0) -> None:
@@ -524,14 +526,15 @@ class LiveRouter:
                      "until the next calibrate" if unknown else "")
         elif changed and self.scorer is not None:
             self.scorer.indicators = self.indicators
-        if self.scorer is not None:
+        if self.scorer is not None and now - self._forgot_at >= 60.0:  # a pass over every open session
+            self._forgot_at = now
             self.scorer.sessions.forget_idle(time.time())
 
     def route(self, decision: Decision, record: Any, client: Any, facts: Any, at: datetime) -> Decision:
         """``decision``, or the fallback when this request's session crosses its threshold."""
         scorer = self.scorer
         if (scorer is None or not self.fallback_model or decision.action not in ("allow", "monitor")
-                or decision.source == "override" or record.organization_id in self.policy.allowlist_organizations):
+                or decision.source == "override" or record.organization_id in self.allowlist):
             return decision
         self.looks += 1
         levels = scorer.levels
