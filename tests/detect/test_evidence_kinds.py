@@ -53,6 +53,12 @@ NOT_A_KIND = {
     ("report/misp.py", "asn"): "a column of a report section",
     ("gateway/litellm.py", "ip"): "a field of the gateway's own request record",
     ("gateway/litellm.py", "user_agent"): "a LiteLLM metadata field",
+    ("detect/policy.py", "asn"): "an entity control's kind",
+    ("gateway/controls.py", "asn"): "an entity control's kind",
+    ("gateway/live.py", "ip"): "a request field matched against imported indicators",
+    ("gateway/live.py", "asn"): "a request field matched against imported indicators",
+    ("gateway/live.py", "user_agent"): "a request field matched against imported indicators",
+    ("gateway/live.py", "payment"): "a request field matched against imported indicators",
 }
 
 

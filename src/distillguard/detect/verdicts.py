@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
+from distillguard.detect import pairs as pairs_mod
 from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW
 from distillguard.detect.policy import Policy
 from distillguard.detect.signals import SIGNALS
@@ -59,21 +60,34 @@ class Evidence:
     findings: list[Finding]
     looks: dict[str, int] = field(default_factory=dict)
     capped: frozenset[str] = frozenset()  # accounts of allowlisted organisations: never raised
+    edges: list[pairs_mod.PairEdge] = field(default_factory=list)  # validated pairs: they group, never act
 
     def by_account(self, min_members: int) -> dict[str, tuple[str, str, list[str]]]:
         """account -> (action, group id, reasons), for accounts a finding reaches.
 
         Groups are the connected components of the findings at throttle or stronger (a monitor
         finding never joins two groups); a group of fewer than ``min_members`` entities (a declared
-        organisation is one) is capped at monitor. Monitor findings are attached to the accounts
-        they name."""
+        organisation is one) is capped at monitor. A validated pair (pairs.py) between two entities
+        that findings at throttle or stronger hold puts their groups under one campaign id, but
+        the cap counts each group's own entities: a pair groups, it never raises an action.
+        Monitor findings are attached to the accounts they name."""
         strong = [f for f in self.findings if f.action != "monitor"]
+        held = {e for f in strong for e in f.entities}
+        ties = [(e.a, e.b) for e in self.edges if e.a in held and e.b in held]
+        size_of = {e: len(g) for g in _components([f.entities for f in strong]) for e in g}
         group_of: dict[int, tuple[int, str]] = {}
-        for group in _components([f.entities for f in strong]):
+        for group in _components([f.entities for f in strong] + ties):
             accounts = sorted(a for e in group for a in self.accounts_of[e])
             gid = "campaign-" + hashlib.blake2b(",".join(accounts).encode(), digest_size=5).hexdigest()
             for e in group:
-                group_of[e] = (len(group), gid)
+                group_of[e] = (size_of[e], gid)
+        tie_of: dict[int, pairs_mod.PairEdge] = {}
+        for edge in self.edges:
+            gid = group_of.get(edge.a, (0, ""))[1]
+            if gid and gid == group_of.get(edge.b, (0, ""))[1]:
+                for e in (edge.a, edge.b):
+                    if e not in tie_of or edge.p_value < tie_of[e].p_value:
+                        tie_of[e] = edge
         out: dict[str, tuple[str, str, list[str]]] = {}
         for f in self.findings:
             for e in f.entities:
@@ -86,6 +100,11 @@ class Evidence:
                     held = out.get(a)
                     best = action if held is None else max(held[0], action, key=ORDER.index)
                     out[a] = (best, (held[1] if held and held[1] else gid), (held[2] if held else []) + [line])
+        for e, edge in sorted(tie_of.items()):
+            for a in self.accounts_of[e]:
+                if a in out:
+                    action, gid, lines = out[a]
+                    out[a] = (action, gid, lines + [f"pair ({BICM.name} null): {edge.reason()}"])
         return out
 
 
@@ -106,6 +125,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
+    edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
     found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
     for b in found:
         for action in ACTIONS:
@@ -149,8 +169,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
         excluded = excluded | found
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
-    return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c)},
-                    capped)
+    return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c),
+                                                      "pairs": pair_looks}, capped, edges)
 
 
 #: (corrected p, test, null, reason, member note, entities, cost)
