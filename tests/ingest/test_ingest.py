@@ -474,3 +474,30 @@ def test_a_read_only_store_is_not_compacted(tmp_path):
         _ingest_small_files(s, tmp_path, 2)
     with Store(db, read_only=True) as s, pytest.raises(UserError, match="read-only"):
         s.compact(min_segments=2)
+
+
+def test_canonical_parquet_without_an_optional_column_takes_the_fast_lane_and_stores_it_null(tmp_path):
+    """A file written before an optional column was declared is still canonical: copied as is,
+    read back with the column null, the same rows as the general lane stores."""
+    from distillguard.ingest import fast_parquet
+    from distillguard.ingest.run import ingest_file
+    from distillguard.ingest.sources import discover
+    from distillguard.store import Store
+
+    path = write_jsonl(tmp_path / "a.jsonl", [good_record(i, client_ip="192.0.2.1") for i in range(3)])
+    with Store(":memory:") as s:
+        ingest_paths(s, [path])
+        exported = s.export_parquet(tmp_path / "export")
+    files = [exported] if exported.is_file() else sorted(exported.rglob("*.parquet"))
+    table = pq.read_table(files[0])
+    older = tmp_path / "older.parquet"
+    pq.write_table(table.drop_columns(["email_fingerprint", "user_agent"]), older)
+    with Store(":memory:") as s:
+        assert fast_parquet.try_copy(s, older, tmp_path / "copy.parquet") is not None
+    results = []
+    for fast in (True, False):
+        with Store(":memory:") as s:
+            [source] = discover([older])
+            result = ingest_file(s, source, allow_fast_lane=fast)
+            results.append((result.rows_stored, _stored(s)))
+    assert results[0] == results[1] and results[0][0] == 3

@@ -26,9 +26,16 @@ from distillguard.store import Store, sql_literal_path, stores_any_of
 
 
 def _is_canonical(schema: pa.Schema) -> bool:
-    if schema.names != ARROW_SCHEMA.names:
+    """Canonical columns only, each of its canonical type, every required one present. An optional
+    column may be missing (a file written before the column was declared): the store reads its
+    parts by name, so the column is null there, as the general lane would store it."""
+    known = {f.name: f.type for f in ARROW_SCHEMA}
+    names = schema.names
+    if len(set(names)) != len(names) or any(n not in known for n in names):
         return False
-    return all(f.type == c.type for f, c in zip(schema, ARROW_SCHEMA))
+    if any(c.required and c.name not in names for c in COLUMNS):
+        return False
+    return all(f.type == known[f.name] for f in schema)
 
 
 def _column_checks() -> dict[str, list[str]]:
@@ -109,14 +116,18 @@ def try_copy(store: Store, path: Path, target: Path) -> tuple[int, str] | None:
     hasher.start()
     try:
         settled = _settled_by_statistics(pq.ParquetFile(path).metadata)
-        pending = [c for name, checks in _column_checks().items() if name not in settled for c in checks]
+        present = set(schema.names)
+        pending = [c for name, checks in _column_checks().items() if name in present and name not in settled
+                   for c in checks]
         bad_filter = " OR ".join(f"coalesce({c}, false)" for c in pending) or "false"
         rows, bad, distinct = con.execute(
             f"SELECT count(*), count(*) FILTER (WHERE {bad_filter}), count(DISTINCT exchange_id) FROM {src}"
         ).fetchone()
         if bad or distinct != rows:
             return None
-        for (ip,) in con.execute(f"SELECT DISTINCT client_ip FROM {src} WHERE client_ip IS NOT NULL").fetchall():
+        addresses = (con.execute(f"SELECT DISTINCT client_ip FROM {src} WHERE client_ip IS NOT NULL").fetchall()
+                     if "client_ip" in present else [])
+        for (ip,) in addresses:
             if _canonical_ip(ip) != ip:
                 return None
         if stores_any_of(con, src):
