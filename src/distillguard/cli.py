@@ -479,12 +479,17 @@ def scan(
     master: Optional[str] = typer.Option(None, "--master", metavar="URL", envvar="SPARK_MASTER",
                                          help="Spark master, e.g. spark://HOST:7077 (default: spark-submit's, "
                                               "else local[2])."),
+    end_users: bool = typer.Option(False, "--end-users", help="Judge the end users of recognised resellers "
+                                   "(keys fronting many end users) as entities <account>::<end user> instead of the "
+                                   "reseller's account (docs/detection.md, Resellers)."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Find distillation campaigns and give every account a verdict with its reasons."""
     from datetime import datetime, timedelta
 
+    from distillguard.detect import features
+    from distillguard.detect import resellers as relays
     from distillguard.detect import scan as scanning
     from distillguard.store import chain
     from distillguard.store.engine import copy_out, exchanges, is_uri
@@ -536,6 +541,11 @@ def scan(
         read_head = None if inputs else chain.head(store.con)
         backend, table, lookup = exchanges(store, engine, master=master, sources=sources)
         accounts = None if signups is None else lookup("dg_account_events", signups)
+        # keys that front many end users: their end users are judged, not the key (detect/resellers.py)
+        found_resellers = relays.recognise(relays.key_counts(features.window(
+            table, scanning.resolve_as_of(table, when), policy.lookback_days)).to_pyarrow())
+        if end_users:
+            table = relays.end_user_entities(table, found_resellers)
         previous = None if inputs else scanning.previous_verdicts(store, when)
         # the campaigns whose ids this scan's campaigns keep where they continue them (detect/lineage.py)
         lineage = [] if inputs else scanning.previous_campaigns(store, scanning.resolve_as_of(table, when))
@@ -551,6 +561,8 @@ def scan(
             result = scanning.scan(table, when, policy, lookup=lookup, previous=previous,
                                    previous_campaigns=lineage, progress=stage_done,
                                    intel=None if inputs else intel_indicators.load(store.con), accounts=accounts)
+        if end_users:
+            result.verdicts = relays.named(result.verdicts, found_resellers)
         if not result.verdicts.num_rows:
             raise UserError(f"{seen}: no exchanges in the scan's window (--as-of, --lookback): nothing judged, "
                             f"nothing published in {out}")
@@ -567,7 +579,7 @@ def scan(
         if not inputs:  # the scan's link in the store's hash chain: the head it read (store/chain.py)
             chain.record_scan(store.con, scan_id, read_head, store.con.execute(
                 "SELECT policy_sha256 FROM scans WHERE scan_id = ?", [scan_id]).fetchone()[0])
-    summary = result.summary()
+    summary = {**result.summary(), "resellers": found_resellers.to_pylist()}
     if as_json:
         print(json.dumps({**summary, "files": {k: str(v) for k, v in files.items()}}, indent=2))
         return
@@ -579,6 +591,11 @@ def scan(
     console.print(overview)
     if result.campaigns:
         console.print(campaigns_table(result.campaigns))
+    for r in summary["resellers"]:
+        judged = "judged one by one as <account>::<end user>" if end_users else "judged as its account (--end-users: " \
+            "one by one)"
+        console.print(f"reseller: account {escape(r['account_id'])} key {escape(r['key'])} fronts {r['end_users']:,} "
+                      f"end users, {judged}", highlight=False, soft_wrap=True)
     console.print(f"outputs in {out}")
 
 

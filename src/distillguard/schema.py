@@ -68,6 +68,11 @@ COLUMNS: tuple[Column, ...] = (
            aliases=("key_id", "api_key")),
     Column("organization_id", "string", "Organization the account belongs to.",
            aliases=("org_id", "organization")),
+    Column("end_user", "string",
+           "The end user the caller named for this request (OpenAI's request field `user`, LiteLLM's "
+           "`end_user`), when the account relays other people's requests: a reseller's end users are "
+           "judged as entities of their own (docs/detection.md, Resellers).",
+           aliases=("user", "end_user_id", "userId", "endUser")),
     Column("client_ip", "ip", "Client IP address, IPv4 or IPv6 text (stored in canonical form).",
            aliases=("client.address", "ip", "source_ip", "remote_addr")),
     Column("client_asn", "integer",

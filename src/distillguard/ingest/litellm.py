@@ -33,6 +33,7 @@ DIRECT: dict[str, tuple[str, ...]] = {
     "exchange_id": ("request_id",),
     "timestamp": ("startTime",),
     "api_key_id": ("api_key",),
+    "end_user": ("end_user",),
     "organization_id": ("organization_id",),
     "client_ip": ("requester_ip_address",),
     "model": ("model_group", "model"),
@@ -43,8 +44,8 @@ DIRECT: dict[str, tuple[str, ...]] = {
 }
 
 #: the canonical fields a SpendLogs row can fill (``distillguard formats`` lists them)
-FILLS = ("exchange_id", "timestamp", "account_id", "api_key_id", "organization_id", "client_ip", "user_agent",
-         "model", "conversation_id", "prompt", "system_prompt", "turn_index", "max_tokens", "tool_count",
+FILLS = ("exchange_id", "timestamp", "account_id", "api_key_id", "end_user", "organization_id", "client_ip",
+         "user_agent", "model", "conversation_id", "prompt", "system_prompt", "turn_index", "max_tokens", "tool_count",
          "input_tokens", "output_tokens", "status_code", "latency_ms")
 
 #: the columns that say a record is a SpendLogs row (content detection)

@@ -83,6 +83,8 @@ def to_flat(obj: dict[str, Any]) -> dict[str, Any]:
         "output_tokens": usage.get("completion_tokens", usage.get("output_tokens")),
         "exchange_id": response.get("id"),
         "timestamp": response.get("created", response.get("created_at")),
+        # the end user the caller named (OpenAI's request field ``user``): a reseller's customer
+        "end_user": request.get("user") if isinstance(request.get("user"), str) and request["user"] else None,
     }
     for key, value in derived.items():
         if record.get(key) is None and value is not None:
@@ -92,4 +94,4 @@ def to_flat(obj: dict[str, Any]) -> dict[str, Any]:
 
 #: the canonical fields a pair fills by itself (the metadata beside it may fill any other)
 FILLS = ("exchange_id", "timestamp", "prompt", "turn_index", "system_prompt", "model", "max_tokens", "tool_count",
-         "input_tokens", "output_tokens")
+         "input_tokens", "output_tokens", "end_user")

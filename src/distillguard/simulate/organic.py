@@ -131,7 +131,18 @@ class OrganicPopulation:
             utc_offset=offsets, nat_addresses=nat, via_cloud=via_cloud, active_start=start,
             active_end=end, created_at=created, exchanges=exchanges.astype(np.int64),
             adopt_at=adopt_at, adopt_share=adopt_share, flavour=flavour.astype(np.int32),
-            local_rank=np.arange(n, dtype=np.int64), queue_offset=np.zeros(n, dtype=np.int64), **attrs)
+            local_rank=np.arange(n, dtype=np.int64), queue_offset=np.zeros(n, dtype=np.int64),
+            end_users=self._end_users(keys), **attrs)
+
+    def _end_users(self, keys: np.ndarray) -> np.ndarray | None:
+        """How many end users each account relays (identity.end_users_per_account), drawn by hash,
+        not from the run's generator, so that every other draw of the run stays as it was."""
+        spread = self.spec.identity.end_users_per_account
+        if spread is None:
+            return None
+        u = np.clip(unit(mix(keys, 408)), 1e-12, 1.0)  # Box-Muller: a standard normal from two hashes
+        z = np.sqrt(-2.0 * np.log(u)) * np.cos(2.0 * np.pi * unit(mix(keys, 409)))
+        return np.maximum(2, np.round(spread.mean * np.exp(spread.sigma * z - spread.sigma ** 2 / 2))).astype(np.int64)
 
     def _groups(self, kind: str, gkeys: np.ndarray, region_names: list[str],
                 region_weights: dict[str, float]):

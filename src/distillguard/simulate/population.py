@@ -117,12 +117,15 @@ class Accounts:
     flavour: np.ndarray  # int32 a fixed per-account choice the content function uses
     local_rank: np.ndarray  # int64 position inside the population
     queue_offset: np.ndarray  # int64 first position in the population's shared work queue
+    #: int64 end users the account relays and names per request (a reseller); None: it names none
+    end_users: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ordinal)
 
     def slice(self, start: int, stop: int) -> Accounts:
-        return Accounts(**{f.name: getattr(self, f.name)[start:stop] for f in fields(self)})
+        return Accounts(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[start:stop]
+                           for f in fields(self)})
 
 
 # --- rows -------------------------------------------------------------------------------------

@@ -217,6 +217,9 @@ class Identity(_Spec):
     shared_payment: Share = Field(0.0, description="share of those paying with their group's card")
     api_keys_per_account: MeanSpread = MeanSpread(mean=1.3, sigma=0.4)
     group_organization: Share = Field(0.0, description="share of grouped accounts inside the group's organisation")
+    end_users_per_account: MeanSpread | None = Field(
+        None, description="end users an account relays and names in each request (OpenAI's `user` field): a "
+                          "reseller's; none by default")
 
 
 class Tools(_Spec):

@@ -113,6 +113,7 @@ class ExchangeWriter:
             "api_key_id": _dictionary(key, lambda u: hex_ids("key_", finalize(u ^ np.uint64(salts.key)))),
             "organization_id": _dictionary(acc.organization[rows.account],
                                            lambda u: hex_ids("org_", u ^ np.uint64(salts.org))),
+            "end_user": self._end_users(rows, acc),
             "client_ip": pa.DictionaryArray.from_arrays(pa.array(ip_index), ip_text),
             "client_asn": pa.array(asn_of(rows.ip_version, rows.ip_high, rows.ip_low), pa.int64()),
             "user_agent": _dictionary(rows.user_agent, self._user_agents),
@@ -134,6 +135,19 @@ class ExchangeWriter:
             "latency_ms": pa.array(rows.latency_ms, pa.float64()),
         }
         return pa.Table.from_arrays([columns[f.name] for f in WRITE_SCHEMA], schema=WRITE_SCHEMA)
+
+    def _end_users(self, rows: Rows, acc: Accounts) -> pa.Array:
+        """The end user each row's account names, for accounts that relay end users (a reseller:
+        Accounts.end_users > 0): one of its end users per conversation, drawn by hash; null elsewhere."""
+        if acc.end_users is None:
+            return pa.nulls(len(rows.account), pa.string())
+        relays = acc.end_users[rows.account]
+        if not relays.any():
+            return pa.nulls(len(rows.account), pa.string())
+        ordinal = acc.ordinal[rows.account].astype(np.uint64)
+        pick = mix(ordinal, 77, rows.conversation.astype(np.uint64)) % np.maximum(relays, 1).astype(np.uint64)
+        ids = hex_ids("eu_", finalize(((ordinal << np.uint64(20)) | pick) ^ np.uint64(self.salts.key)))
+        return pc.if_else(pa.array(relays > 0), ids, pa.nulls(len(rows.account), pa.string()))
 
     def _prompts(self, pieces: np.ndarray) -> pa.DictionaryArray:
         # one 64-bit key per distinct combination of pieces (collisions: ~1e-8 per row group)
