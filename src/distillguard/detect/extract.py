@@ -158,7 +158,8 @@ def sync(src: Sources) -> ir.Table:
 
 #: imported indicator type (intel/indicators.py) -> the canonical column its value is matched against
 OUTSIDE_COLUMNS = {"network": "client_ip", "autonomous-system": "client_asn", "email-domain": "email_domain",
-                   "user-agent": "user_agent", "payment-fingerprint": "payment_fingerprint"}
+                   "user-agent": "user_agent", "payment-fingerprint": "payment_fingerprint",
+                   "email-fingerprint": "email_fingerprint"}
 
 
 def intel_match(src: Sources) -> ir.Table:
