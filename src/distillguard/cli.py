@@ -333,7 +333,8 @@ def stats(db: str = DbOption, as_json: bool = JsonOption) -> None:
         print(json.dumps(summary, indent=2))
         return
     overview = Table(title=f"store {db}", show_header=False)
-    for key in ("rows", "accounts", "first_seen", "last_seen", "quarantined", "files_ingested", "rows_read"):
+    for key in ("rows", "accounts", "first_seen", "last_seen", "quarantined", "files_ingested", "rows_read",
+                "account_events", "accounts_with_events"):
         value = summary[key]
         overview.add_row(key.replace("_", " "), f"{value:,}" if isinstance(value, int) else str(value))
     console.print(overview)

@@ -170,3 +170,13 @@ def test_cli_ingest_kind_accounts_refuses_a_file_of_bad_records_in_one_line_nami
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "bad.jsonl" in lines[0] and "line 1" in lines[0] and "missing field: account_id" in lines[0]
+
+
+def test_store_stats_count_account_events_apart_from_exchanges(tmp_path):
+    from distillguard.store.stats import store_stats
+
+    with Store(":memory:") as store:
+        ingest_account_paths(store, [_jsonl(tmp_path / "s.jsonl", [SIGNUP, {**SIGNUP, "account_id": "acct-2"},
+                                                                    {**SIGNUP, "event": "card_added"}])])
+        stats = store_stats(store)
+    assert (stats["rows"], stats["account_events"], stats["accounts_with_events"]) == (0, 3, 2)

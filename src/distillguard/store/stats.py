@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from distillguard.store.database import Store
+from distillguard.store.database import Store, has_table
 
 
 def store_stats(store: Store, top: int = 10) -> dict[str, Any]:
-    """Rows, accounts, time span, exchanges per day, top models, quarantine by reason."""
+    """Rows, accounts, time span, exchanges per day, top models, quarantine by reason, account events."""
     con = store.con
     rows, accounts, first, last = con.execute(
         "SELECT count(*), count(DISTINCT account_id), "
@@ -23,6 +23,9 @@ def store_stats(store: Store, top: int = 10) -> dict[str, Any]:
     quarantine = con.execute(
         "SELECT reason_code, count(*) AS n FROM quarantine GROUP BY 1 ORDER BY n DESC, 1").fetchall()
     files = con.execute("SELECT count(*), coalesce(sum(rows_in), 0) FROM ingests").fetchone()
+    # sign-up and payment events (ingest --kind accounts); a store written before them has no table
+    events = con.execute("SELECT count(*), count(DISTINCT account_id) FROM account_events").fetchone() \
+        if has_table(con, "account_events") else (0, 0)
     return {
         "rows": rows,
         "accounts": accounts,
@@ -34,4 +37,6 @@ def store_stats(store: Store, top: int = 10) -> dict[str, Any]:
         "quarantine_by_reason": [{"reason": r, "rows": n} for r, n in quarantine],
         "files_ingested": files[0],
         "rows_read": int(files[1]),
+        "account_events": events[0],
+        "accounts_with_events": events[1],
     }
