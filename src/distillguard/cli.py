@@ -480,9 +480,9 @@ def scan(
     master: Optional[str] = typer.Option(None, "--master", metavar="URL", envvar="SPARK_MASTER",
                                          help="Spark master, e.g. spark://HOST:7077 (default: spark-submit's, "
                                               "else local[2])."),
-    end_users: bool = typer.Option(False, "--end-users", help="Judge the end users of recognised resellers "
-                                   "(keys fronting many end users) as entities <account>::<end user> instead of the "
-                                   "reseller's account (docs/detection.md, Resellers)."),
+    end_users: bool = typer.Option(True, "--end-users/--no-end-users", help="Judge the end users of recognised "
+                                   "resellers (keys fronting many end users) as entities <account>::<end user> "
+                                   "instead of the reseller's account (docs/detection.md, Resellers)."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -593,8 +593,8 @@ def scan(
     if result.campaigns:
         console.print(campaigns_table(result.campaigns))
     for r in summary["resellers"]:
-        judged = "judged one by one as <account>::<end user>" if end_users else "judged as its account (--end-users: " \
-            "one by one)"
+        judged = "judged one by one as <account>::<end user>" if end_users else "judged as its account " \
+            "(--no-end-users)"
         console.print(f"reseller: account {escape(r['account_id'])} key {escape(r['key'])} fronts {r['end_users']:,} "
                       f"end users, {judged}", highlight=False, soft_wrap=True)
     console.print(f"outputs in {out}")
