@@ -123,8 +123,10 @@ def test_two_stores_match_exactly_the_addresses_and_cards_they_share_and_the_fil
     assert {v for t, v in got if t == "email-fingerprint"} < stored
 
 
-def test_an_email_fingerprint_indicator_must_be_a_sha256_and_is_never_echoed():
+def test_an_email_fingerprint_indicator_is_a_sha256_or_an_address_hashed_and_a_bad_value_is_never_echoed():
     with pytest.raises(indicators.IntelError) as caught:
-        indicators.normalise("email-fingerprint", "someone@example.com", "feed.json hashes[0]")
+        indicators.normalise("email-fingerprint", "someone at example", "feed.json hashes[0]")
     assert "someone" not in str(caught.value) and "64 hex digits" in str(caught.value)
     assert indicators.normalise("email-fingerprint", " " + "AB" * 32, "x") == "ab" * 32
+    assert (indicators.normalise("email-fingerprint", "Someone@Example.com", "x")
+            == normalize.email_fingerprint("someone@example.com"))

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pymisp import MISPEvent
 
+from distillguard.ingest import normalize
 from distillguard.intel import misp_in
 from distillguard.intel.indicators import IntelError
 
@@ -47,11 +48,20 @@ def test_each_matchable_attribute_type_becomes_its_indicator_with_the_strictest_
     found, skipped = misp_in.read_event(text, "event.json")
     assert [(i.type, i.value) for i in found] == [
         ("network", "203.0.113.0/24"), ("autonomous-system", "64500"), ("email-domain", "byte81.top"),
-        ("user-agent", "harvest/1.0"), ("payment-fingerprint", "ab" * 32), ("email-address", "ops@byte81.top"),
-        ("network", "198.51.100.5")]
+        ("user-agent", "harvest/1.0"), ("payment-fingerprint", "ab" * 32),
+        ("email-fingerprint", normalize.email_fingerprint("ops@byte81.top")), ("network", "198.51.100.5")]
     assert [i.tlp for i in found] == ["green"] * 6 + ["red"]
     assert {i.confidence for i in found} == {75}
     assert skipped == {"not for detection (to_ids false or deleted)": 1}
+
+
+def test_an_email_attribute_is_stored_as_the_addresss_fingerprint_never_the_address():
+    found, _ = misp_in.read_event(_event(("email", "Ann@Lab.example ", {"to_ids": True}),
+                                         ("email-src", "bob@lab.example", {})), "event.json")
+    assert [(i.type, i.value) for i in found] == [
+        ("email-fingerprint", normalize.email_fingerprint("ann@lab.example")),
+        ("email-fingerprint", normalize.email_fingerprint("bob@lab.example"))]
+    assert not any("lab.example" in i.value for i in found)
 
 
 def test_context_attributes_are_not_indicators_unless_their_producer_says_so():

@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 from distillguard.cli import app
 from distillguard.detect import extract, scan
 from distillguard.detect.policy import Policy
+from distillguard.ingest import normalize
 from distillguard.intel.indicators import SCHEMA, Indicator
 from distillguard.store import Store
+from tests.intel.conftest import accounts_store
 
 AS_OF = datetime(2026, 5, 10, tzinfo=UTC)
 
@@ -105,3 +107,25 @@ def test_a_range_matches_the_addresses_inside_it_and_only_while_it_is_valid():
                                                         "not an address"], AS_OF)
     assert sorted(zip(rows["indicator_id"].to_pylist(), rows["value"].to_pylist())) == sorted(
         [(net.indicator_id, "203.0.113.9"), (v6.indicator_id, "2001:db8::7")])
+
+
+@pytest.mark.slow
+def test_an_imported_address_is_stored_as_a_fingerprint_and_is_a_reason_on_the_account_that_wrote_it(tmp_path):
+    db = accounts_store(tmp_path / "s", {"acct-0": {"email": " Ops@Byte81.TOP"}, "acct-1": {"email": "ann@lab.example"},
+                                         "acct-2": {}})
+    feed = stix2.Bundle(stix2.Indicator(pattern="[email-addr:value = 'ops@byte81.top']", pattern_type="stix",
+                                        valid_from=datetime(2026, 4, 28, tzinfo=UTC), confidence=90))
+    (tmp_path / "feed.json").write_text(feed.serialize())
+    done = _invoke("intel", "import", str(tmp_path / "feed.json"), "--db", str(db))
+    assert done.exit_code == 0, done.output
+    with Store(db, read_only=True) as store:
+        stored = store.con.execute("SELECT * FROM intel_indicators").fetchall()
+    assert [(row[3], row[4]) for row in stored] == [("email-fingerprint", normalize.email_fingerprint("ops@byte81.top"))]
+    assert not any("byte81" in str(v).lower() for row in stored for v in row)
+    done = _invoke("scan", "--db", str(db), "--out", str(tmp_path / "out"), "--lookback", "365", "--json", "--quiet")
+    assert done.exit_code == 0, done.output
+    with Store(db, read_only=True) as store:
+        reasons = dict(store.con.execute("SELECT account_id, reasons FROM verdicts").fetchall())
+    imported = {a for a, rs in reasons.items() for r in rs or [] if r.startswith("imported indicator ind-")}
+    assert imported == {"acct-0"}
+    assert any("(email-fingerprint " in r for r in reasons["acct-0"])

@@ -11,8 +11,9 @@ import stix2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from distillguard.ingest import normalize
 from distillguard.intel import stix_in
-from distillguard.intel.indicators import IntelError
+from distillguard.intel.indicators import IntelError, normalise
 
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 
@@ -23,7 +24,7 @@ T0 = datetime(2026, 4, 1, tzinfo=UTC)
     ("[ipv6-addr:value = '2001:db8::1'] OR [autonomous-system:number = 64500]",
      [("network", "2001:db8::1"), ("autonomous-system", "64500")]),
     ("[domain-name:value = 'byte81.top' OR email-addr:value = 'ops@byte81.top']",
-     [("email-domain", "byte81.top"), ("email-address", "ops@byte81.top")]),
+     [("email-domain", "byte81.top"), ("email-fingerprint", "ops@byte81.top")]),
     ("[network-traffic:extensions.'http-request-ext'.request_header.'User-Agent' = 'harvest/1.0']",
      [("user-agent", "harvest/1.0")]),
     ("[x-acme-payment:fingerprint = 'fp-9']", [("payment-fingerprint", "fp-9")]),
@@ -64,6 +65,34 @@ def test_an_indicator_keeps_source_id_confidence_validity_and_its_strictest_tlp(
         ("autonomous-system", "64500", "amber", None)]
     assert {i.external_id for i in found[:2]} == {red.id} and found[0].source == "feed.json"
     assert found[0].valid_from == T0 and found[0].valid_until == datetime(2026, 7, 1, tzinfo=UTC)
+
+
+def test_an_imported_address_is_stored_as_its_ingest_fingerprint_and_never_as_itself():
+    mail = stix2.Indicator(pattern="[email-addr:value = ' Ops@Byte81.TOP' OR email-addr:value = '%s']" % ("AB" * 32),
+                           pattern_type="stix", valid_from=T0)
+    found, _ = stix_in.read_bundle(_bundle(mail), "feed.json")
+    assert [(i.type, i.value) for i in found] == [("email-fingerprint", normalize.email_fingerprint("ops@byte81.top")),
+                                                  ("email-fingerprint", "ab" * 32)]
+    assert not any("@" in i.value or "byte81" in i.value for i in found)
+
+
+def test_an_email_addr_value_that_is_no_address_is_refused_without_echoing_it():
+    mail = stix2.Indicator(pattern="[email-addr:value = 'secret words']", pattern_type="stix", valid_from=T0)
+    with pytest.raises(IntelError) as caught:
+        stix_in.read_bundle(_bundle(mail), "feed.json")
+    assert str(caught.value).startswith("feed.json.objects[0].pattern: neither an e-mail address")
+    assert "secret" not in str(caught.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.text(max_size=40) | st.emails())
+def test_any_email_value_becomes_a_fingerprint_or_one_intel_error_line(value):
+    try:
+        got = normalise("email-fingerprint", value, "feed.json.objects[0].pattern")
+    except IntelError as e:
+        assert str(e).startswith("feed.json.objects[0].pattern: ") and "\n" not in str(e)
+    else:
+        assert got == normalize.email_fingerprint(value) and len(got) == 64 and "@" not in got
 
 
 def test_tlp_1_markings_and_a_bundles_own_tlp_definition_are_read():

@@ -9,8 +9,9 @@ column it is matched against (detect/extract.py's OUTSIDE_COLUMNS):
 ``network``            an IPv4/IPv6 address or CIDR range (client_ip inside it)
 ``autonomous-system``  an AS number (client_asn)
 ``email-domain``       an e-mail domain (email_domain, lower case)
-``email-address``      an e-mail address: kept, never matched (the store holds fingerprints)
-``email-fingerprint``  sha256 of a normalised e-mail address (email_fingerprint), from keyed-hash files
+``email-fingerprint``  sha256 of a normalised e-mail address (email_fingerprint): a raw address
+                       imported (STIX ``email-addr``, MISP ``email-src``/``email``) is stored as
+                       its fingerprint, never as itself; keyed-hash files match the same column
 ``user-agent``         a User-Agent string (user_agent)
 ``payment-fingerprint`` a payment method fingerprint (payment_fingerprint)
 =====================  ==============================================================
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 
@@ -28,10 +28,10 @@ import duckdb
 import pyarrow as pa
 
 from distillguard.errors import UserError
+from distillguard.ingest import normalize
 from distillguard.store import has_table
 
-TYPES = ("network", "autonomous-system", "email-domain", "email-address", "email-fingerprint", "user-agent",
-         "payment-fingerprint")
+TYPES = ("network", "autonomous-system", "email-domain", "email-fingerprint", "user-agent", "payment-fingerprint")
 #: TLP 2.0 levels, widest audience first; an unmarked indicator is treated as amber (not for the public)
 TLP_ORDER = ("clear", "green", "amber", "amber+strict", "red")
 UNMARKED_TLP = "amber"
@@ -87,15 +87,18 @@ def normalise(kind: str, value: str, where: str) -> str:
         if not digits.isdigit() or int(digits) >= 2**32:
             raise IntelError(f"{where}: {text[:80]!r} is not an AS number")
         return str(int(digits))
-    if kind in ("email-domain", "email-address"):
+    if kind == "email-domain":
         text = text.lower()
         if not text or len(text) > 320 or any(c.isspace() for c in text):
-            raise IntelError(f"{where}: {text[:80]!r} is not an e-mail {kind.split('-')[1]}")
+            raise IntelError(f"{where}: {text[:80]!r} is not an e-mail domain")
         return text
-    if kind == "email-fingerprint":  # the value is not shown: it may be an address given by mistake
-        if not re.fullmatch("[0-9a-f]{64}", text.lower()):
-            raise IntelError(f"{where}: not an e-mail fingerprint (the 64 hex digits of a sha256)")
-        return text.lower()
+    if kind == "email-fingerprint":
+        # an address becomes its fingerprint as ingest computes it, so that it matches the store's
+        # column and is never kept; the value is not echoed (it may be an address)
+        fingerprint = normalize.email_fingerprint(text)
+        if fingerprint is None:
+            raise IntelError(f"{where}: neither an e-mail address nor its fingerprint (64 hex digits of a sha256)")
+        return fingerprint
     if kind not in TYPES:
         raise IntelError(f"{where}: unknown indicator type {kind!r}")
     if not text:

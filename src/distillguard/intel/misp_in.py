@@ -1,8 +1,9 @@
 """MISP events in: the attributes distillguard can match, loaded with pymisp's own model.
 
 Attribute types taken: ``ip-src``/``ip-dst`` (an address or CIDR range), ``AS``, ``domain`` (an
-e-mail domain), ``email-src`` (kept as an address, which the store cannot match: its domain is
-not taken, one sender at a webmail domain says nothing of the domain's other users), ``user-agent``, and ``hex`` values (or hashes) filed under the ``Financial fraud`` category,
+e-mail domain), ``email-src`` and ``email`` (stored as the address's fingerprint, as ingest keeps it, never the
+address; its domain is not taken: one sender at a webmail domain says nothing of the domain's
+other users), ``user-agent``, and ``hex`` values (or hashes) filed under the ``Financial fraud`` category,
 which is where MISP puts payment data (a ``sha256`` elsewhere is a file's hash). TLP comes
 from the event's and the attribute's ``tlp:`` tags (the strictest); confidence from an
 ``admiralty-scale`` or ``misp:confidence-level`` tag where present, else the event's threat
@@ -30,7 +31,7 @@ from distillguard.intel.indicators import (
 
 #: MISP attribute type -> indicator type
 TYPES = {"ip-src": "network", "ip-dst": "network", "AS": "autonomous-system", "domain": "email-domain",
-         "email-src": "email-address", "user-agent": "user-agent"}
+         "email-src": "email-fingerprint", "email": "email-fingerprint", "user-agent": "user-agent"}
 #: MISP's Financial fraud category takes ``hex`` (not the file-hash types) for an opaque fingerprint
 HASH_TYPES = ("hex", "sha256", "sha1", "md5", "sha512")
 PAYMENT_CATEGORY = "Financial fraud"

@@ -52,7 +52,7 @@ PATHS = {
     ("ipv6-addr", ("value",)): "network",
     ("autonomous-system", ("number",)): "autonomous-system",
     ("domain-name", ("value",)): "email-domain",
-    ("email-addr", ("value",)): "email-address",
+    ("email-addr", ("value",)): "email-fingerprint",  # stored as the address's fingerprint (normalise)
     ("network-traffic", ("extensions", "http-request-ext", "request_header", "User-Agent")): "user-agent",
 }
 #: (read with ``_`` as ``-``)
