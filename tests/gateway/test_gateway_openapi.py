@@ -88,9 +88,18 @@ def test_the_gateway_serves_its_openapi_description(gateway):
     assert described["openapi"].startswith("3.")
     from distillguard.gateway.protocol import ROUTES
 
-    for path in [*ROUTES, "/v1/models", "/health", "/ready", "/metrics", "/admin/verdicts",
-                 "/admin/accounts/{account_id}/action", "/admin/overrides"]:
+    # every route the gateway registers (server.py and controls.py), so that schemathesis reaches each
+    for path, methods in [*((route, {"post"}) for route in ROUTES), ("/v1/models", {"get"}), ("/health", {"get"}),
+                          ("/ready", {"get"}), ("/openapi.json", {"get"}), ("/metrics", {"get"}),
+                          ("/admin/verdicts", {"get"}), ("/admin/verdicts/{account_id}", {"get"}),
+                          ("/admin/accounts/{account_id}/action", {"post"}), ("/admin/overrides", {"get"}),
+                          ("/admin/overrides/audit", {"get"}), ("/admin/overrides/{account_id}", {"delete"}),
+                          ("/admin/campaigns/{campaign_id}/action", {"post"}),
+                          ("/admin/campaigns/{campaign_id}/override", {"delete"}), ("/admin/policy/reload", {"post"}),
+                          ("/admin/controls", {"get", "post"}), ("/admin/controls/audit", {"get"}),
+                          ("/admin/controls/{control_id}", {"delete"})]:
         assert path in described["paths"], path
+        assert methods <= set(described["paths"][path]), (path, methods)
 
 
 @schema.parametrize()
