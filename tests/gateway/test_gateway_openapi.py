@@ -14,13 +14,12 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
 import schemathesis
+import yaml
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 import distillguard.gateway
-
 from tests.gateway.procs import call, start_gateway
 
 pytestmark = pytest.mark.slow  # generated requests to every route of a gateway process
