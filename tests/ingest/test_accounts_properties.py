@@ -60,3 +60,30 @@ def test_any_file_balances_rows_in_with_stored_duplicates_and_quarantined(tmp_pa
         stored, distinct = store.con.execute("SELECT count(*), count(DISTINCT event_id) FROM account_events").fetchone()
         assert stored == distinct == result.rows_stored
         assert store.con.execute("SELECT count(*) FROM quarantine").fetchone()[0] == result.rows_quarantined
+
+
+@pytest.mark.slow  # a store per generated file: about 10 s
+@SETTINGS
+@given(st.lists(st.sampled_from(NAMES), max_size=6, unique=True).map(
+           lambda extra: list(dict.fromkeys(["event", "timestamp", "account_id", *extra]))),
+       st.lists(st.lists(st.one_of(st.text(max_size=12), scalars.map(str)), max_size=10), max_size=6))
+def test_any_csv_balances_or_is_refused_whole_in_one_error(tmp_path_factory, header, rows):
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows(rows)
+    path = Path(tmp_path_factory.mktemp("accounts")) / "events.csv"
+    path.write_text(out.getvalue())
+    with Store(":memory:") as store:
+        try:
+            results = ingest_account_paths(store, [path])
+        except IngestError as exc:
+            assert "events.csv" in str(exc)
+            assert store.con.execute("SELECT count(*) FROM ingests").fetchone()[0] == 0
+            return
+        for result in results:
+            assert result.balanced
+            assert store.con.execute("SELECT count(*) FROM account_events").fetchone()[0] == result.rows_stored
