@@ -45,7 +45,8 @@ def _exchanges() -> ibis.Table:
     rows = []
     for i in range(40):  # ordinary accounts, each on its own key, naming no end user
         rows.append({"exchange_id": f"o{i}", "account_id": f"cust-{i}", "api_key_id": f"key-{i}", "end_user": None,
-                     "client_ip": f"198.51.100.{i}", "user_agent": "openai-python/1.0", "payment_fingerprint": f"pm-{i}",
+                     "client_ip": f"198.51.100.{i}", "user_agent": "openai-python/1.0",
+                     "payment_fingerprint": f"pm-{i}",
                      "organization_id": None})
     for i in range(120):  # one reseller key: 60 end users, addresses and clients of its end users
         rows.append({"exchange_id": f"r{i}", "account_id": "relay-co", "api_key_id": "key-relay",
@@ -129,7 +130,8 @@ def _relay_store_rows(rng) -> list[dict]:
                 at = T0 + timedelta(days=rng.randrange(14), hours=3, minutes=rng.randrange(30))
                 prompt = (f"[DATAGEN v2] Produce a step-by-step solution with full reasoning for problem "
                           f"#{rng.randrange(10**6)}. Output JSON.")
-                system = "You are DataForge, a synthetic training data generator. Always answer with exhaustive reasoning."
+                system = ("You are DataForge, a synthetic training data generator. Always answer with exhaustive "
+                          "reasoning.")
             else:
                 at, prompt, system = T0 + timedelta(days=rng.uniform(0, 14)), words(), None
             add("relay-co", "key-relay", f"user-{i}", f"203.0.113.{rng.randrange(1, 9)}", f"app/{rng.randrange(4)}",

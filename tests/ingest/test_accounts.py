@@ -16,8 +16,7 @@ import pytest
 from distillguard.errors import IngestError
 from distillguard.ingest.accounts import ingest_account_paths, parse_event
 from distillguard.schema import ACCOUNT_EVENT_COLUMNS
-from distillguard.store import Store
-from distillguard.store import chain
+from distillguard.store import Store, chain
 
 SIGNUP = {"event": "account_created", "timestamp": "2026-11-02T10:00:00Z", "account_id": "acct-1",
           "ip": "203.0.113.5", "user_agent": "Mozilla/5.0", "email_domain": "Example.COM", "country": "de"}

@@ -410,7 +410,7 @@ def _commit(store: Store, ingest_id: str, result: FileResult, started: datetime,
     con.execute("BEGIN TRANSACTION")
     try:
         # the same bytes ingested again quarantine the same records: each is kept once, by its first ingest
-        for line, record, event_id, reason, raw in rejected:
+        for line, record, _event_id, reason, raw in rejected:
             # the quarantine keeps no e-mail address either
             raw, reason = scrub_addresses(raw), scrub_addresses(reason)
             con.execute("INSERT INTO quarantine SELECT ?, ?, ?, ?, NULL, ?, ?, ? WHERE NOT EXISTS ("
