@@ -21,10 +21,11 @@ from distillguard.store import Store
 from tests.records import good_record, write_jsonl
 
 SCHEMA = Path(document.__file__).parent / "report.schema.json"
-#: cards the operator later uses on accounts of both campaigns, held by no one else. The test counts
-#: every shared key, and the campaigns' scripted prompts share fewer of the store's common framing
-#: n-grams than random accounts would, so it takes this many rare keys to stand out (p ~ 1e-10)
-REUSED_CARDS = 200
+#: cards the operator later uses on accounts of both campaigns, held by no one else: a handful of
+#: rare keys is enough, whatever common framing the campaigns' scripted prompts share or lack. The
+#: second campaign holds a tenth of the store's accounts, so each such card has about one chance in
+#: ten of landing in it by itself: six make the card kind's tail ~1e-5
+REUSED_CARDS = 6
 
 
 def _invoke(*args: str):

@@ -1,18 +1,33 @@
-"""Actors: campaigns tied to one operator because they share more than chance explains.
+"""Actors: campaigns tied to one operator because they share more rare keys than chance explains.
 
-Two campaigns are linked when their members hold more of the same keys (address ranges, user
-agents, cards, e-mail addresses as their fingerprints, system prompts, prompt framing n-grams,
-imported indicators) than their sizes and the keys' popularity predict. Null: every other holder of a key the first campaign's members hold
-is an account drawn at random from the rest of the population, so the key turns up among the
-second campaign's ``n_B`` members with probability ``p_k = 1 - (1 - n_B / (N - n_A))^(d_k - a_k)``
-(``d_k`` holders in the store, ``a_k`` of them in the first campaign). The count of shared keys is
-then a sum of independent Bernoullis, whose Poisson-binomial upper tail is computed exactly (the
-Poisson bound of detect/nulls.py holds for small p only, and a popular key's p is near 1). A
-popular key (a cloud's range, an SDK's user agent) explains itself; a rare one shared is surprise. A pair is a
-link when its p-value, corrected for every pair looked at (Bonferroni), is at most
-``policy.intel.actor_alpha``; an actor is a connected group of linked campaigns. Members in both
-campaigns are left out of the count (they are reported with the link): the test is whether
-*different* accounts betray one operator.
+Two campaigns A and B are linked when their members hold more of the same *rare* keys (address
+ranges, user agents, cards, e-mail addresses as their fingerprints, system prompts, prompt framing
+n-grams, imported indicators) than their sizes and the keys' popularity predict, kind by kind.
+
+Keys: only members in one campaign count (members in both are reported with the link: the test
+is whether *different* accounts betray one operator). A key of kind ``t`` is rare when its degree
+``d`` (accounts holding it in the store) is at most ``cut_t``, the largest degree such that all keys
+of ``t`` held by 2..d accounts make together at most ``RARE_PAIRS_PER_ACCOUNT x N`` holder pairs
+(detect/blocks.py's rare_cut; ``N`` accounts in the store). Rarity is thus set per kind by a
+budget, not by a fixed count: a framing phrase every script writes, a cloud's range or an SDK's
+user agent is above its kind's cut and never counted, so it can neither link two campaigns nor
+drown the few rare keys that do.
+
+Null: every other holder of a rare key A's members hold is an account drawn at random, without
+replacement, from the ``R = N - n_A`` accounts outside A, so the key turns up among B's ``n_B``
+members with probability ``p_k = 1 - C(R - n_B, m_k) / C(R, m_k)`` (``m_k = d_k - a_k`` holders
+outside A, ``a_k`` in it), independently of the other keys. Statistic, per kind ``t``: ``X_t``, the
+number of A's rare keys of kind ``t`` that B's members also hold; under the null a sum of
+independent Bernoullis, whose Poisson-binomial upper tail ``P(X_t >= x_t)`` is computed exactly
+(the Poisson bound of detect/nulls.py holds for small p only). The pair's p-value is the smallest
+kind's tail times the number of kinds with a positive expectation (Bonferroni over kinds: the
+strongest kind speaks, and a kind with no expectation cannot reject). A pair is a link when that
+p-value, corrected again for every pair looked at (Bonferroni), is at most
+``policy.intel.actor_alpha``; an actor is a connected group of linked campaigns.
+
+Assumptions: keys are assigned independently of campaign membership under the null (a key two
+campaigns share because a third party's service hands it to everyone is common, hence above the
+cut, or it breaks the null and can link); the p-value is conditional on the degrees and the cut.
 
 An actor's id comes from its earliest campaign (first seen, then id), so it stays while that
 campaign stays in it; its confidence is 100 x (1 - the largest corrected p of its links), at most
@@ -29,21 +44,26 @@ from datetime import datetime
 
 import duckdb
 import numpy as np
+from scipy import special
 
-from distillguard.detect import extract, nulls
+from distillguard.detect import blocks, extract, nulls
 from distillguard.ingest import enrich
 from distillguard.store import has_table
 
 #: the most a p-value alone lets an actor's confidence reach (as report/stix.py's campaigns)
 CONFIDENCE_CAP = 95
 #: the test behind every link, as reports state it
-TEST = ("Two campaigns are linked when the keys (address ranges, user agents, cards, e-mail addresses, system "
-        "prompts, prompt framing, imported indicators) that their different members share outnumber what chance explains: "
-        "statistic, the count of shared keys against its expectation when every other holder of a key is an "
-        "account drawn at random from the rest of the store; p-value, the exact Poisson-binomial upper tail of "
-        "that count, Bonferroni-corrected over every pair of campaigns; linked at a corrected p at most the "
-        "policy's intel.actor_alpha. An actor is a connected group of linked campaigns; its confidence is "
+TEST = ("Two campaigns are linked when the rare keys (address ranges, user agents, cards, e-mail addresses, system "
+        "prompts, prompt framing, imported indicators) that their different members share outnumber what chance "
+        "explains, kind by kind: a key is rare when its kind's keys held by as few accounts or fewer make at most one "
+        "holder pair per account in the store; statistic, per kind, the count of rare keys both hold against its "
+        "expectation when every other holder of a key is an account drawn at random from the rest of the store; "
+        "p-value, the smallest kind's exact Poisson-binomial upper tail, Bonferroni-corrected over the kinds with "
+        "an expectation and over every pair of campaigns; linked at a corrected p at most the policy's "
+        "intel.actor_alpha. An actor is a connected group of linked campaigns; its confidence is "
         "100 x (1 - its largest corrected p), at most 95.")
+#: holder pairs per account in the store that a kind's rare keys may make together (the rarity budget)
+RARE_PAIRS_PER_ACCOUNT = 1.0
 #: prompts per account read for framing n-grams (the first ones in time: a script's framing is in every one)
 PROMPTS_PER_ACCOUNT = 20
 _DDL = """
@@ -55,7 +75,8 @@ CREATE TABLE IF NOT EXISTS actors (actor_id VARCHAR PRIMARY KEY, campaigns VARCH
 
 @dataclass(frozen=True)
 class Link:
-    """Why two campaigns are one actor's: shared keys against what the null expects."""
+    """Why two campaigns are one actor's: the rare keys their different members share (``shared_keys``,
+    by kind) against what the null expects (``expected``), and the test's p-values."""
 
     a: str
     b: str
@@ -92,8 +113,10 @@ def _campaigns(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
 
 
 def account_keys(con: duckdb.DuckDBPyConnection) -> dict[str, set[tuple[str, str]]]:
-    """account -> its (kind, key) pairs over the whole store (kinds named for this test only)."""
-    keys: dict[str, set[tuple[str, str]]] = {}
+    """account -> its (kind, key) pairs over the whole store (kinds named for this test only); every
+    account is there, one without keys with an empty set: it counts in the population all the same."""
+    keys: dict[str, set[tuple[str, str]]] = {a: set() for (a,) in con.execute(
+        "SELECT DISTINCT account_id FROM exchanges").fetchall()}
 
     def add(kind: str, rows) -> None:
         for account, key in rows:
@@ -132,15 +155,41 @@ def poisson_binomial_sf(probabilities: np.ndarray, observed: int) -> float:
     return float(min(1.0, max(0.0, 1.0 - below.sum())))
 
 
-def links(campaigns: dict[str, dict], keys: dict[str, set[tuple[str, str]]]) -> list[Link]:
-    """Every pair of campaigns with its test (see the module's docstring), in id order."""
-    population = len(keys)
+def rare_degrees(keys: dict[str, set[tuple[str, str]]], pairs_per_account: float = RARE_PAIRS_PER_ACCOUNT
+                 ) -> dict[tuple[str, str], int]:
+    """(kind, key) -> its degree (holders in the store), for the keys rare in their kind (see the
+    module's docstring); common keys are left out."""
     degree: dict[tuple[str, str], int] = {}
     for held in keys.values():
         for k in held:
             degree[k] = degree.get(k, 0) + 1
+    by_kind: dict[str, list[int]] = {}
+    for (kind, _), d in degree.items():
+        by_kind.setdefault(kind, []).append(d)
+    budget = max(1, int(pairs_per_account * len(keys)))
+    cut = {kind: max(1, blocks.rare_cut(np.asarray(ds), budget)) for kind, ds in by_kind.items()}
+    return {k: d for k, d in degree.items() if d <= cut[k[0]]}
+
+
+def shared_probabilities(outside: np.ndarray, rest: int, drawn: int) -> np.ndarray:
+    """P(at least one of ``outside`` holders, drawn without replacement from ``rest`` accounts, is
+    among ``drawn`` given ones): ``1 - C(rest - drawn, m) / C(rest, m)`` for each ``m`` in ``outside``."""
+    m = np.asarray(outside, dtype=float)
+    none = np.zeros_like(m)
+    possible = m <= rest - drawn
+    mm = m[possible]
+    none[possible] = np.exp(special.gammaln(rest - drawn + 1) - special.gammaln(rest - drawn - mm + 1)
+                            - special.gammaln(rest + 1) + special.gammaln(rest - mm + 1))
+    return np.clip(1.0 - none, 0.0, 1.0)
+
+
+def links(campaigns: dict[str, dict], keys: dict[str, set[tuple[str, str]]],
+          pairs_per_account: float = RARE_PAIRS_PER_ACCOUNT) -> list[Link]:
+    """Every pair of campaigns with its test (see the module's docstring), in id order."""
     ids = sorted(campaigns)
     members = {c: set(campaigns[c].get("accounts") or []) for c in ids}
+    population = len(set(keys).union(*members.values()))
+    degree = rare_degrees(keys, pairs_per_account)
     pairs = [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]]
     out = []
     for a, b in pairs:
@@ -151,18 +200,27 @@ def links(campaigns: dict[str, dict], keys: dict[str, set[tuple[str, str]]]) -> 
         held_a: dict[tuple[str, str], int] = {}
         for account in ma:
             for k in keys.get(account, ()):
-                held_a[k] = held_a.get(k, 0) + 1
-        held_b = {k for account in mb for k in keys.get(account, ())}
+                if k in degree:
+                    held_a[k] = held_a.get(k, 0) + 1
+        held_b = {k for account in mb for k in keys.get(account, ()) if k in degree}
         rest = max(population - len(ma), len(mb))
-        outside = np.array([degree[k] - n for k, n in held_a.items()], dtype=float)
-        expected = float(np.sum(1.0 - (1.0 - len(mb) / rest) ** outside))
-        shared = [k for k in held_a if k in held_b]
-        p = poisson_binomial_sf(1.0 - (1.0 - len(mb) / rest) ** outside, len(shared))
-        by_kind: dict[str, int] = {}
-        for kind, _ in shared:
-            by_kind[kind] = by_kind.get(kind, 0) + 1
-        out.append(Link(a, b, len(shared), round(expected, 4), p, float(nulls.bonferroni(p, len(pairs))),
-                        dict(sorted(by_kind.items())), len(both)))
+        kinds: dict[str, tuple[list[float], int]] = {}
+        for k, n in held_a.items():
+            outside, shared = kinds.setdefault(k[0], ([], 0))
+            outside.append(degree[k] - n)
+            kinds[k[0]] = (outside, shared + (k in held_b))
+        tails, expected, by_kind = [], 0.0, {}
+        for kind, (outside, shared) in sorted(kinds.items()):
+            probabilities = shared_probabilities(np.asarray(outside), rest, len(mb))
+            probabilities = probabilities[probabilities > 0]
+            if probabilities.size:
+                tails.append(poisson_binomial_sf(probabilities, shared))
+                expected += float(probabilities.sum())
+            if shared:
+                by_kind[kind] = shared
+        p = min(1.0, len(tails) * min(tails)) if tails else 1.0
+        out.append(Link(a, b, sum(by_kind.values()), round(expected, 4), p,
+                        float(nulls.bonferroni(p, len(pairs))), by_kind, len(both)))
     return out
 
 
