@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from distillguard.cli import app
-from distillguard.intel import hashed, imports
-from distillguard.intel.indicators import IntelError
+from distillguard.ingest import normalize
+from distillguard.intel import hashed, imports, indicators
+from distillguard.intel.indicators import Indicator, IntelError
 from distillguard.store import Store
 
 _json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=12),
@@ -66,3 +67,16 @@ def test_importing_a_file_twice_stores_each_indicator_once(tmp_path, eight_accou
         for _ in range(2):
             imports.import_source(s.con, str(tmp_path / "b.json"), datetime.now(UTC))
         assert s.con.execute("SELECT count(*) FROM intel_indicators").fetchone()[0] == 2
+
+
+def test_an_address_an_earlier_import_kept_raw_becomes_its_fingerprint_at_the_next_import(tmp_path):
+    with Store(tmp_path / "s.duckdb") as store:
+        earlier = Indicator("old.json", "indicator--1", "email-address", "ops@byte81.top", 80, None, None, "red")
+        indicators.store(store.con, [earlier], datetime(2026, 5, 1, tzinfo=UTC))
+        feed = tmp_path / "feed.json"
+        feed.write_text(json.dumps({"type": "bundle", "objects": []}))
+        imports.import_source(store.con, str(feed), datetime(2026, 5, 2, tzinfo=UTC))
+        rows = store.con.execute("SELECT source, external_id, type, value, confidence, tlp FROM intel_indicators"
+                                 ).fetchall()
+    assert rows == [("old.json", "indicator--1", "email-fingerprint", normalize.email_fingerprint("ops@byte81.top"),
+                     80, "red")]

@@ -118,9 +118,28 @@ SCHEMA = pa.schema([("indicator_id", pa.string()), ("source", pa.string()), ("ex
                     ("tlp", pa.string()), ("name", pa.string()), ("imported_at", pa.timestamp("us", tz="UTC"))])
 
 
+def _fingerprint_raw_addresses(con: duckdb.DuckDBPyConnection) -> None:
+    """Rewrite the rows an earlier version kept as raw addresses (type ``email-address``, never
+    matched) as their fingerprints, so that the store holds no address and the rows match; a value
+    that is no address holds none and is left as it was."""
+    rows = con.execute("SELECT indicator_id, source, external_id, value, confidence, valid_from, valid_until, tlp, "
+                       "name, imported_at FROM intel_indicators WHERE type = 'email-address'").fetchall()
+    for indicator_id, source, external_id, value, confidence, valid_from, valid_until, tlp, name, imported in rows:
+        fingerprint = normalize.email_fingerprint(value)
+        if fingerprint is None:
+            continue
+        row = Indicator(source, external_id, "email-fingerprint", fingerprint, confidence, valid_from, valid_until,
+                        tlp, name)
+        con.execute("DELETE FROM intel_indicators WHERE indicator_id = ?", [indicator_id])
+        con.execute("INSERT OR REPLACE INTO intel_indicators (indicator_id, source, external_id, type, value, "
+                    "confidence, valid_from, valid_until, tlp, name, imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [row.indicator_id, *asdict(row).values(), imported])
+
+
 def store(con: duckdb.DuckDBPyConnection, indicators: list[Indicator], imported_at: datetime) -> int:
     """Insert or replace ``indicators`` in ``intel_indicators``; returns how many distinct rows."""
     con.execute(_DDL)
+    _fingerprint_raw_addresses(con)
     rows = {i.indicator_id: i for i in indicators}
     names = [f.name for f in fields(Indicator)]
     table = pa.table({"indicator_id": list(rows), **{n: [asdict(i)[n] for i in rows.values()] for n in names},
