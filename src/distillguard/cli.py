@@ -493,6 +493,7 @@ def scan(
     from distillguard.detect import resellers as relays
     from distillguard.detect import scan as scanning
     from distillguard.store import chain
+    from distillguard.store import resellers as stored_resellers
     from distillguard.store.engine import copy_out, exchanges, is_uri
     from distillguard.detect.policy import load_policy
     from distillguard.intel import indicators as intel_indicators
@@ -577,6 +578,8 @@ def scan(
             files = scanning.write_outputs(result, Path(out))
         scan_id = scanning.store_result(store, result, engine=engine,
                                         policy_source=str(policy_file) if policy_file else "built-in")
+        # the gateway judges these keys' end users one by one, by the verdicts of this scan
+        stored_resellers.store(store.con, scan_id, result.as_of, found_resellers)
         if not inputs:  # the scan's link in the store's hash chain: the head it read (store/chain.py)
             chain.record_scan(store.con, scan_id, read_head, store.con.execute(
                 "SELECT policy_sha256 FROM scans WHERE scan_id = ?", [scan_id]).fetchone()[0])

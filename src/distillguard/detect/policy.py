@@ -161,6 +161,19 @@ class GatewayRules(BaseModel):
         3600.0, gt=0, description="Retry-After of a request refused because its account is throttled by a verdict")
 
 
+class ResellerRules(BaseModel):
+    """What the gateway does with the requests of a key the latest scan recognised as a reseller
+    (detect/resellers.py): its end users are judged one by one, and these rules apply per end user."""
+
+    model_config = ConfigDict(extra="forbid")
+    require_end_user: bool = Field(False, description="a recognised reseller's request that names no end user "
+                                   "(OpenAI's request field user) is refused with 400 end_user_required; off: it is "
+                                   "judged as the reseller's account")
+    per_end_user_rate: int | None = Field(None, ge=1, description="requests per minute one end user of a recognised "
+                                          "reseller may send (throttled above, like the online limits); null: no "
+                                          "limit beyond the key's own")
+
+
 class LiveRouting(BaseModel):
     """Live routing (gateway/live.py): each request of an account at allow or monitor gets a
     p-value against organic traffic (``distillguard gateway calibrate``); a session whose p-value
@@ -369,6 +382,7 @@ class Policy(BaseModel):
     statistics: Statistics = Statistics()
     intel: OutsideEvidence = OutsideEvidence()
     verify: StepUp = StepUp()
+    resellers: ResellerRules = ResellerRules()
     controls: list[EntityControl] = Field(default_factory=list, description="entity controls the gateway loads "
                                           "at start (read-only through its admin API)")
 

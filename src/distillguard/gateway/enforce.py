@@ -10,7 +10,12 @@ The sources, strongest claim first:
 3. inheritance: a *new* account whose requests show a throttled campaign's indicators (the
    scan's ``indicators.parquet``) takes that campaign's action at once, capped by the policy
    (inherit.Matcher and inherit.Freshness: the rule the benchmark's replay measures);
-4. the online limits (policy ``gateway.limits``): floods per account, subnet or card.
+4. the online limits (policy ``gateway.limits``): floods per account, subnet or card; per end
+   user of a reseller (policy ``resellers.per_end_user_rate``).
+
+A request of a key the scan recognised as a reseller's that names an end user is decided as
+the entity ``<account>::<end user>`` the scan judged (gateway/resellers.py): its override (else
+the account's), its verdict, or, for an end user the scan did not judge, the account's verdict.
 
 The action taken is the strongest of 2-4 (an override replaces 2 and 3); an organisation on
 the policy's allowlist is never taken beyond monitoring by 2 or 3. Each decision carries its
@@ -138,6 +143,8 @@ class Request:
     prompt: str | None
     at: datetime
     subnet: str | None = field(default=None)
+    #: ``<account>::<end user>`` for a recognised reseller's request naming an end user: decided as that entity
+    entity: str | None = field(default=None)
 
     def __post_init__(self) -> None:
         if self.subnet is None and self.client_ip:
@@ -235,13 +242,21 @@ class Enforcer:
         self.matcher = None
         self.refresh()
 
+    def verdict(self, who: str, account_id: str) -> Decision | None:
+        """The scan's verdict of ``who`` (an account, or an end user entity of ``account_id``);
+        for an entity the scan did not judge (an end user new since), the account's."""
+        if who != account_id and who not in self.scan.judged:
+            return self.scan.verdicts.get(account_id)
+        return self.scan.verdicts.get(who)
+
     async def decide(self, r: Request) -> Decision:
-        first = self.first_seen.setdefault(r.account_id, r.at)
-        override = self.overrides.get(r.account_id)
+        who = r.entity or r.account_id
+        first = self.first_seen.setdefault(who, r.at)
+        override = self.overrides.get(who) or (self.overrides.get(r.account_id) if r.entity else None)
         if override is not None:
             standing = override.decision()
         else:
-            standing = self.scan.verdicts.get(r.account_id) or self.inherited.get(r.account_id) or ALLOW
+            standing = self.verdict(who, r.account_id) or self.inherited.get(who) or ALLOW
             if SEVERITY[standing.action] < SEVERITY["throttle"]:
                 standing = self._inherit(r, first) or standing
             held = self.overrides.get(campaign_key(standing.campaign_id)) if standing.campaign_id else None
@@ -260,19 +275,22 @@ class Enforcer:
         return decision
 
     def _inherit(self, r: Request, first: datetime) -> Decision | None:
-        if self.matcher is None or not self.fresh.is_new(r.at, first, r.account_created_at):
+        # an end user's card, e-mail domain and creation are the reseller's: they would tie every end
+        # user to every other (the scan leaves them out of its entities too, detect/resellers.py)
+        who, card, domain, created = ((r.entity, None, None, None) if r.entity else
+                                      (r.account_id, r.payment_fingerprint, r.email_domain, r.account_created_at))
+        if self.matcher is None or not self.fresh.is_new(r.at, first, created):
             return None
-        keys = inherit.request_keys(r.payment_fingerprint, r.client_ip, r.system_prompt, r.prompt,
-                                    r.email_domain, r.account_created_at)
-        hit = self.matcher.observe(r.account_id, keys, r.at, first_seen=first, created=r.account_created_at)
+        keys = inherit.request_keys(card, r.client_ip, r.system_prompt, r.prompt, domain, created)
+        hit = self.matcher.observe(who, keys, r.at, first_seen=first, created=created)
         if hit is None:
             return None
         campaign, reasons = hit
         action = min(self.matcher.action[campaign], self.policy.inherit.action, key=SEVERITY.__getitem__)
         decision = Decision(action, "inherited", (
             f"new account inherits {action} from {campaign} (scan of {self.scan.as_of})", *reasons), campaign)
-        self.inherited[r.account_id] = decision
-        log.warning("inherited: %s takes %s from %s", r.account_id, action, campaign)
+        self.inherited[who] = decision
+        log.warning("inherited: %s takes %s from %s", who, action, campaign)
         return decision
 
     async def _limits(self, r: Request) -> Decision | None:
@@ -287,6 +305,13 @@ class Enforcer:
                 worst = Decision(rule.action, "limit", (
                     f"{count} requests from {rule.scope} {key} in the last {rule.window_seconds:g} s "
                     f"(limit {rule.max_requests})",), None, rule.window_seconds / 12)
+        rate = self.policy.resellers.per_end_user_rate
+        if r.entity and rate is not None:
+            count = await self.counters.hit("end_user", r.entity, 60.0, now)
+            if count > rate and (worst is None or SEVERITY[worst.action] < SEVERITY["throttle"]):
+                worst = Decision("throttle", "limit", (
+                    f"{count} requests from end user {r.entity} in the last 60 s (resellers.per_end_user_rate "
+                    f"{rate})",), None, 60.0 / 12)
         return worst
 
 

@@ -57,6 +57,27 @@ class RequestFacts:
     turn_index: int
     conversation_id: str | None
     stream: bool
+    end_user: str | None = None
+
+
+#: the longest end-user id the gateway keeps (OpenAI's ``user``): an id, not a document
+MAX_END_USER_CHARS = 256
+
+
+def end_user(api: str, body: Any) -> str | None:
+    """The end user a request names: OpenAI's request field ``user`` (Anthropic's
+    ``metadata.user_id`` on /v1/messages). Anything but a printable string of 1 to
+    MAX_END_USER_CHARS characters is no end user: the id becomes part of an entity id, a log
+    line and an admin route, and a client writes it."""
+    if not isinstance(body, dict):
+        return None
+    value = body.get("user")
+    if api == "messages":
+        meta = body.get("metadata")
+        value = meta.get("user_id") if isinstance(meta, dict) else None
+    if isinstance(value, str) and 0 < len(value) <= MAX_END_USER_CHARS and value.isprintable():
+        return value
+    return None
 
 
 def _int(value: Any) -> int | None:
@@ -117,7 +138,8 @@ def request_facts(api: str, body: Any, account: str) -> RequestFacts:
     users = [u for u in users if u is not None]
     prompt = users[-1] if users else None
     conversation = _conversation(account, users[0] if users else None, system, explicit)
-    return RequestFacts(model, prompt, system, max_tokens, tool_count, max(len(users) - 1, 0), conversation, stream)
+    return RequestFacts(model, prompt, system, max_tokens, tool_count, max(len(users) - 1, 0), conversation, stream,
+                        end_user(api, body))
 
 
 def usage(body: Any) -> tuple[int | None, int | None]:
@@ -190,7 +212,8 @@ def exchange_row(exchange_id: str, started: datetime, who: Any, client: Client,
     created = who.account_created_at
     return {
         "exchange_id": exchange_id, "timestamp": started.isoformat(), "account_id": who.account_id,
-        "api_key_id": who.key_id, "organization_id": who.organization_id, "client_ip": client.ip,
+        "api_key_id": who.key_id, "end_user": facts.end_user, "organization_id": who.organization_id,
+        "client_ip": client.ip,
         "client_asn": client.asn,
         "user_agent": client.user_agent, "payment_fingerprint": who.payment_fingerprint,
         "account_created_at": created.isoformat() if created else None, "email_domain": who.email_domain,

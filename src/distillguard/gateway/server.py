@@ -39,6 +39,7 @@ from distillguard.gateway import headers as wire
 from distillguard.gateway import keys as keytable
 from distillguard.gateway import live as live_mod
 from distillguard.gateway import overrides as overrides_mod
+from distillguard.gateway import resellers as resellers_mod
 from distillguard.gateway.config import GatewayConfig
 from distillguard.gateway.enforce import (ALLOW, CAMPAIGN_KEY_PREFIX, Decision, Enforcer, Override, Request,
                                           ScanOutputs, campaign_key, refusal)
@@ -102,6 +103,8 @@ class Gateway:
                     else MemoryCounters())
         self.scan = ScanOutputs(config.verdicts)
         self.enforcer = Enforcer(self.policy, self.scan, counters)
+        self.resellers = resellers_mod.Resellers()
+        self.resellers.refresh(config.db, self.scan.as_of, time.monotonic())
         self.journal = Journal(config.journal_dir, config.fsync_seconds)
         self.override_file = overrides_mod.OverrideFile(config.overrides_dir)
         self.book = overrides_mod.Book()
@@ -186,6 +189,7 @@ class Gateway:
             tick += 1
             try:
                 self.enforcer.refresh()
+                await asyncio.to_thread(self.resellers.refresh, self.config.db, self.scan.as_of, time.monotonic())
                 await asyncio.to_thread(self._pick_up_override_file)
                 await asyncio.to_thread(self.live.refresh, self.config.db, self.scan)
                 if tick % 30 == 0:
@@ -393,17 +397,28 @@ class Gateway:
             return self._error(400, f"The request body is not valid JSON ({exc}).", "invalid_request_error",
                                "invalid_json")
         facts = request_facts(api, body, record.account_id)
-        inherited_before = record.account_id in self.enforcer.inherited
+        # a recognised reseller's request naming an end user is decided as that end user (gateway/resellers.py)
+        relay = self.resellers.relay(record.key_id, record.account_id, facts.end_user)
+        if relay is not None and relay.end_user is None and self.policy.resellers.require_end_user:
+            self._log(exchange_row(exchange_id, started, record, client, facts, 400, (None, 0),
+                                   (time.perf_counter() - t0) * 1000))
+            self.metrics.request(path, 400, "none", time.perf_counter() - t0)
+            return self._error(400, *resellers_mod.END_USER_REQUIRED, {"x-distillguard-exchange-id": exchange_id})
+        who = relay.entity if relay is not None else record.account_id
+        inherited_before = who in self.enforcer.inherited
         decision = await self.enforcer.decide(Request(
             record.account_id, record.organization_id, record.payment_fingerprint, record.email_domain,
-            record.account_created_at, ip, facts.system_prompt, facts.prompt, started))
-        decision = controls_mod.step_up(decision, record.account_created_at, started, self.policy)
+            record.account_created_at, ip, facts.system_prompt, facts.prompt, started,
+            entity=who if who != record.account_id else None))
+        # an end user's creation time is not known (the key's is the reseller's)
+        decision = controls_mod.step_up(decision, record.account_created_at if who == record.account_id else None,
+                                        started, self.policy)
         # shared once, when this request made the account inherit: its later requests (and an
         # inheritance learnt from another gateway) add nothing to the stream every gateway reads
         if (self.shared is not None and decision.source == "inherited" and decision.campaign_id
-                and not inherited_before and record.account_id in self.enforcer.inherited):
+                and not inherited_before and who in self.enforcer.inherited):
             try:
-                await self.shared.publish("inherited", record.account_id, orjson.dumps(
+                await self.shared.publish("inherited", who, orjson.dumps(
                     {"action": decision.action, "reasons": list(decision.reasons),
                      "campaign_id": decision.campaign_id}))
             except REDIS_DOWN as exc:  # enforced here all the same; the other gateways learn it by themselves
@@ -414,7 +429,7 @@ class Gateway:
         refused = self.controls.refusal(record.organization_id, record.email_domain, ip, client.asn, facts.model,
                                         started, exchange_id) or refusal(
             decision, self.config.fallback_model, self.policy.gateway.throttle_retry_after_seconds, exchange_id,
-            controls_mod.verification_reference(record.account_id, decision, self.enforcer.overrides,
+            controls_mod.verification_reference(who, decision, self.enforcer.overrides,
                                                 self.scan.as_of) if decision.action == "verify" else None)
         if refused is not None:
             self._log(exchange_row(exchange_id, started, record, client, facts, refused.status, (None, 0),
@@ -677,8 +692,9 @@ class Gateway:
     def standing(self, account_id: str) -> dict[str, Any]:
         """What holds for an account now, before the online limits: the admin API's view."""
         e = self.enforcer
-        o = e.overrides.get(account_id)
-        d = o.decision() if o else (self.scan.verdicts.get(account_id) or e.inherited.get(account_id) or ALLOW)
+        owner = account_id.partition(resellers_mod.ENTITY_SEPARATOR)[0]  # an end user's reseller account
+        o = e.overrides.get(account_id) or (e.overrides.get(owner) if owner != account_id else None)
+        d = o.decision() if o else (e.verdict(account_id, owner) or e.inherited.get(account_id) or ALLOW)
         if o is None and d.campaign_id and (o := e.overrides.get(campaign_key(d.campaign_id))) is not None:
             d = Decision(o.action, "override", o.decision().reasons, d.campaign_id)
         return {"account_id": account_id, "action": d.action, "source": d.source, "campaign_id": d.campaign_id,
