@@ -36,6 +36,9 @@ ACTIONS = ("block", "throttle", "monitor")
 #: it used a new model of when it first appeared: launch-day newcomers use the newest model), so
 #: testing them against arrival windows would find arrival itself
 ARRIVAL_FEATURES = ("account_age_days", "pivot_hours")
+#: the cohorts' combined feature: Fisher's statistic of an entity's tail shares over every signal
+#: feature, for accounts each moderately extreme on several behaviours and on none alone
+COMBINED_FEATURE = "combined_tail"
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,8 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
         num = np.bincount(ent[ok], minlength=n).astype(float)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[s.feature] = (np.where(num > 0, sums / np.maximum(num, 1), np.nan), s.direction)
+    if out:
+        out[COMBINED_FEATURE] = (_combined(out), "above")
     attributes = {}
     for name in ("created_at", "first_seen"):
         seconds = np.array([np.nan if v is None else v.timestamp() for v in feats.column(name).to_pylist()])
@@ -238,6 +243,22 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
         first[np.isinf(first) | (counts == 0)] = np.nan
         attributes[name] = first
     return out, attributes
+
+
+def _combined(features: dict[str, tuple[np.ndarray, str]]) -> np.ndarray:
+    """Per entity, ``-sum_f log u_f``: Fisher's statistic of its tail shares ``u_f`` (cohorts.tail_shares,
+    over every entity, in each feature's suspicious direction). A fixed, symmetric function of
+    all entities' values, so ranking it against a window's earlier arrivals is as valid as ranking
+    any one feature; it grows with every feature's extremeness, so a stronger tell never lowers it.
+    The features are not independent, so it is a score to rank, not a p-value. NaN for an entity
+    no feature judges."""
+    names = sorted(features)
+    values = np.vstack([features[f][0] for f in names])
+    logs = np.vstack([np.log(np.clip(cohorts_mod.tail_shares(features[f][0], features[f][1]), 1e-12, 1.0))
+                      for f in names])
+    combined = -logs.sum(axis=0)
+    combined[np.isnan(values).all(axis=0)] = np.nan
+    return combined
 
 
 def _components(groups: list[tuple[int, ...]]) -> list[list[int]]:
