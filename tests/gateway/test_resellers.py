@@ -79,9 +79,9 @@ def test_the_journals_end_user_fills_the_stores_end_user_column(tmp_path):
     assert rows == [("gw-0", "user-9"), ("gw-1", None)]
 
 
-def _enforcer(tmp_path, verdicts, policy: Policy = Policy()) -> Enforcer:
+def _enforcer(tmp_path, verdicts, policy: Policy | None = None) -> Enforcer:
     write_scan(tmp_path / "scan", verdicts)
-    return Enforcer(policy, ScanOutputs(tmp_path / "scan"), MemoryCounters())
+    return Enforcer(policy or Policy(), ScanOutputs(tmp_path / "scan"), MemoryCounters())
 
 
 def _request(entity: str | None, at: datetime = datetime(2026, 11, 2, 10, tzinfo=UTC)) -> Request:
