@@ -143,3 +143,18 @@ def test_a_reseller_request_naming_no_end_user_is_refused_only_when_the_policy_r
     assert refused.headers["x-distillguard-exchange-id"].startswith("gw-")
     assert ask(gw.port, "user-7").status == 200
     assert ask(gw.port, key="sk-cust-0").status == 200  # not a reseller: naming no end user is fine
+
+
+def test_a_stored_reseller_changed_after_the_scan_is_named_by_the_stores_hash_chain(scanned, tmp_path):
+    import shutil
+
+    from distillguard.store import Store, chain
+
+    db, _ = scanned
+    shutil.copytree(db.parent, tmp_path / "copy", ignore=shutil.ignore_patterns("*.gateway-*"))
+    with Store(tmp_path / "copy" / db.name) as store:
+        assert [str(d) for d in chain.check_store(store.con, store.segments_dir)] == []
+        # dropping the reseller would hand its end users' requests back to the reseller's account
+        store.con.execute("DELETE FROM resellers")
+        assert [str(d) for d in chain.check_store(store.con, store.segments_dir)] == [
+            "scan 20261108T000000Z table resellers: its rows changed after the scan (1 rows then, 0 now)"]

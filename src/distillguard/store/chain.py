@@ -254,8 +254,9 @@ def record_journal_segment(con: duckdb.DuckDBPyConnection, name: str, at_close: 
         "file_sha256": file_sha256, "lines": at_load["lines"], "first_difference": first_difference})
 
 
-#: the tables a scan stores its results in, one row set per scan_id (detect/scan.py store_result)
-SCAN_TABLES = ("scans", "verdicts", "campaigns", "signals", "indicators", "edges")
+#: the tables a scan stores its results in, one row set per scan_id (detect/scan.py store_result;
+#: resellers: store/resellers.py, which the gateway enforces per end user)
+SCAN_TABLES = ("scans", "verdicts", "campaigns", "signals", "indicators", "edges", "resellers")
 
 
 def scan_digest(con: duckdb.DuckDBPyConnection, scan_id: str, columns: dict[str, list[str]] | None = None) -> dict:
