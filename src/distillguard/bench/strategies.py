@@ -354,6 +354,20 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{100 * value:.{digits}f}%"
 
 
+def _organic_line(run: dict[str, Any], personas: dict[str, dict[str, Any]]) -> str:
+    """One sentence of the organic false positives, all personas pooled, with the persona whose
+    upper bound is highest: what a compact docs block keeps of the persona table."""
+    pooled = personas.get("(all)", {"accounts": 0, "flagged": 0, "rate": None, "upper_bound": 1.0})
+    named = {k: v for k, v in personas.items() if k != "(all)"}
+    worst = max(sorted(named), key=lambda k: named[k]["upper_bound"]) if named else None
+    level = int(run["confidence"] * 100)
+    tail = (f"; highest persona bound: {worst}, {named[worst]['flagged']} of {named[worst]['accounts']:,} "
+            f"(upper bound {_pct(named[worst]['upper_bound'], 3)})") if worst else ""
+    return (f"Organic accounts at {run['level']} or stronger, all personas pooled: {pooled['flagged']:,} of "
+            f"{pooled['accounts']:,} ({_pct(pooled['rate'], 3)}, {level}% upper bound "
+            f"{_pct(pooled['upper_bound'], 3)}){tail}.")
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The report's Markdown: how it was run, the recall distribution, recall per knob level,
     organic false positives per persona, and every strategy's figures."""
@@ -369,6 +383,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{', tag ' + run['tag'] if run.get('tag') else ''}; {machine['cpu']}, {machine['cpus']} CPUs, "
         f"{machine['memory_gib']} GiB; detector `{run['detector']}`; {dist['strategies']} strategies x "
         f"{run['seeds']} seed(s); salt sha256 {run['salt_sha256']}.",
+        "",
+        _organic_line(run, summary["organic_false_positives"]),
         "",
         f"### Campaign accounts at {run['level']} or stronger",
         "",
