@@ -158,3 +158,21 @@ def test_a_stored_reseller_changed_after_the_scan_is_named_by_the_stores_hash_ch
         store.con.execute("DELETE FROM resellers")
         assert [str(d) for d in chain.check_store(store.con, store.segments_dir)] == [
             "scan 20261108T000000Z table resellers: its rows changed after the scan (1 rows then, 0 now)"]
+
+
+def test_the_gateway_reads_the_resellers_of_the_scan_its_verdicts_come_from_and_keeps_them_until_another_is_stored(
+        scanned, caplog):
+    from distillguard.gateway.resellers import Resellers
+
+    db, _ = scanned
+    resellers = Resellers()
+    assert resellers.refresh(str(db), "2026-11-08T00:00:00+00:00", now=0.0)
+    assert resellers.keys == {key_id("sk-relay")}
+    assert not resellers.refresh(str(db), "2026-11-08T00:00:00+00:00", now=100.0)  # read once per scan
+    # verdicts of a scan the store does not hold (scan --input): the keys read before stay, one warning
+    assert not resellers.refresh(str(db), "2026-12-01T00:00:00+00:00", now=101.0)
+    assert not resellers.refresh(str(db), "2026-12-01T00:00:00+00:00", now=102.0)
+    assert resellers.keys == {key_id("sk-relay")}
+    assert sum("holds no scan as of 2026-12-01" in r.message for r in caplog.records) == 1
+    fresh = Resellers()  # no verdicts: the store's latest scan
+    assert fresh.refresh(str(db), None, now=0.0) and fresh.keys == {key_id("sk-relay")}
