@@ -481,7 +481,7 @@ def scan(
                                          help="Spark master, e.g. spark://HOST:7077 (default: spark-submit's, "
                                               "else local[2])."),
     end_users: bool = typer.Option(True, "--end-users/--no-end-users", help="Judge the end users of recognised "
-                                   "resellers (keys fronting many end users) as entities <account>::<end user> "
+                                   "resellers (keys fronting many end users) as entities ACCOUNT::END_USER "
                                    "instead of the reseller's account (docs/detection.md, Resellers)."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
