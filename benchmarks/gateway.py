@@ -8,6 +8,14 @@ separate process: aiohttp, a fixed number of requests in flight, each on its own
 1,000 accounts), so the figures are comparable. Added latency is a percentile of the
 target's latency minus the same percentile of the direct calls. The Markdown result
 replaces the gateway section of docs/benchmarks.md.
+
+``--live`` measures live routing's cost instead: it simulates a small scenario, scans it and
+calibrates live routing's reference (benchmarks/live_routing.py, ``build_reference``), then runs
+two gateways on the same settings, one with ``--live-reference`` and one without, and sends each
+latency row's requests in turn to the mock directly, the gateway without and the gateway with
+live routing, so all three see the same load at the same moments. The benchmark's keys are all
+at allow, so live routing scores every request the second gateway serves. The load test then
+streams through the gateway with live routing. Its Markdown replaces the gateway-live section.
 """
 
 from __future__ import annotations
@@ -192,6 +200,146 @@ def _litellm_proxy(litellm: str, upstream_port: int, work: Path, keys: list[str]
     return proc, port
 
 
+def _serve(up_port: int, work: Path, name: str, cpus: set[int], *extra: str) -> tuple[subprocess.Popen, int, int, Path]:
+    """``distillguard serve`` in front of the mock with the benchmark's keys and policy, its admin
+    listener (/metrics, unauthenticated there) on a port of its own: (process, port, admin port, store)."""
+    port, admin_port = free_port(), free_port()
+    db = work / f"{name}.duckdb"
+    proc = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--upstream",
+                             f"http://127.0.0.1:{up_port}", "--port", str(port), "--keys", str(work / "keys.csv"),
+                             "--db", str(db), "--policy", str(work / "policy.yaml"), "--admin-port", str(admin_port),
+                             *extra], stdout=(work / f"{name}.log").open("wb"), stderr=subprocess.STDOUT,
+                            preexec_fn=_pinned(cpus))
+    wait_port(port, proc)
+    return proc, port, admin_port, db
+
+
+def _counters(admin_port: int) -> dict[str, float]:
+    """The gateway's Prometheus counters (unlabelled ones), by name."""
+    from urllib.request import urlopen
+
+    with urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return {name: float(value) for name, _, value in
+            (line.partition(" ") for line in text.splitlines() if line and not line.startswith("#"))
+            if "{" not in name}
+
+
+def _stored(db: Path) -> int:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+
+
+def _live(args: argparse.Namespace, up_port: int, work: Path, keys_json: Path, procs: list[subprocess.Popen],
+          proxy_cpus: set[int], other_cpus: set[int]) -> dict:
+    """Live routing on and off side by side (module docstring, ``--live``): the figures of the run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from live_routing import build_reference
+
+    from distillguard.detect.policy import load_policy
+
+    print(f"gateway bench: live reference from {args.live_scenario} at scale {args.live_scale}", flush=True)
+    prepared = build_reference(work / "live", load_policy(str(work / "policy.yaml")), args.live_scenario,
+                               args.live_scale)
+    prepared.store.close()
+    reference = work / "live.json"
+    prepared.reference.write(reference)
+    fallback = ("--fallback-model", "m-fallback")  # the mock answers it as it answers m-large
+    gateways = {"off": _serve(up_port, work, "gateway-off", proxy_cpus, *fallback),
+                "on": _serve(up_port, work, "gateway-on", proxy_cpus, *fallback, "--live-reference", str(reference))}
+    procs.extend(g[0] for g in gateways.values())
+    urls = {"direct": f"http://127.0.0.1:{up_port}/v1/chat/completions",
+            **{k: f"http://127.0.0.1:{g[1]}/v1/chat/completions" for k, g in gateways.items()}}
+    rows: dict[str, dict] = {}
+    for stream in (False, True):
+        mode = "stream" if stream else "json"
+        print(f"gateway bench: direct, live routing off and on in turn ({mode}), {args.requests} requests each, "
+              f"{args.concurrency} in flight to each", flush=True)
+        cpu = {k: _cpu_seconds(g[0].pid) for k, g in gateways.items()}
+        run = _run_load("|".join(urls.values()), keys_json, 3 * args.requests, 3 * args.concurrency, stream, work,
+                        warmup=600, stagger_ms=args.latency_ms, cpus=other_cpus)
+        for k, g in gateways.items():
+            run[urls[k]]["proxy_cpu_ms_per_request"] = (1000 * (_cpu_seconds(g[0].pid) - cpu[k])
+                                                        / max(run[urls[k]]["requests"], 1))
+        rows[mode] = {k: run[u] for k, u in urls.items()}
+    scored = _counters(gateways["on"][2])
+    print(f"gateway bench: load test through live routing, {args.load_requests} streams at {args.load_concurrency}",
+          flush=True)
+    load = _run_load(urls["on"], keys_json, args.load_requests, args.load_concurrency, True, work, warmup=0,
+                     stagger_ms=args.latency_ms, pid=gateways["on"][0].pid, cpus=other_cpus)[urls["on"]]
+    after = _counters(gateways["on"][2])
+    for proc, *_ in gateways.values():
+        proc.send_signal(signal.SIGTERM)
+    lost = {}
+    for k, (proc, _, _, db) in gateways.items():
+        proc.wait(timeout=300)
+        answered = sum(sum(r[k]["statuses"].values()) for r in rows.values())
+        answered += sum(load["statuses"].values()) if k == "on" else 0
+        lost[k] = {"answered": answered, "stored_rows": _stored(db)}
+    return {"rows": rows, "load_test": load, "lost": lost,
+            "live": {"looks_in_rows": scored.get("distillguard_live_looks_total", 0.0),
+                     "looks": after.get("distillguard_live_looks_total", 0.0),
+                     "routed": after.get("distillguard_live_routed_total", 0.0),
+                     "sessions_routed": after.get("distillguard_live_sessions_routed_total", 0.0)},
+            "reference": {"scenario": args.live_scenario, "scale": args.live_scale,
+                          "sessions": prepared.reference.sessions, "accounts": prepared.reference.accounts}}
+
+
+def _standard(args: argparse.Namespace, up_port: int, work: Path, keys: list[str], keys_json: Path,
+              procs: list[subprocess.Popen], proxy_cpus: set[int], other_cpus: set[int]) -> tuple[dict, dict]:
+    """The gateway (and LiteLLM) beside direct calls, throughput, the load test: (rows by target, load test)."""
+    results: dict[str, dict] = {}
+    gw_port = free_port()
+    db = work / "gw.duckdb"
+    gw = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--upstream",
+                           f"http://127.0.0.1:{up_port}", "--port", str(gw_port), "--keys", str(work / "keys.csv"),
+                           "--db", str(db), "--policy", str(work / "policy.yaml")], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT,
+                          preexec_fn=_pinned(proxy_cpus))
+    procs.append(gw)
+    wait_port(gw_port, gw)
+    targets = {"direct": (f"http://127.0.0.1:{up_port}", None),
+               "distillguard": (f"http://127.0.0.1:{gw_port}", gw.pid)}
+    if args.litellm:
+        ll, ll_port = _litellm_proxy(args.litellm, up_port, work, keys, proxy_cpus)
+        procs.append(ll)
+        targets["litellm"] = (f"http://127.0.0.1:{ll_port}", ll.pid)
+    direct = targets.pop("direct")[0] + "/v1/chat/completions"
+    for name, (base, pid) in targets.items():
+        for stream in (False, True):
+            mode = "stream" if stream else "json"
+            print(f"gateway bench: {name} and direct side by side ({mode}), {args.requests} requests each, "
+                  f"{args.concurrency} in flight to each", flush=True)
+            pair = _run_load(f"{direct}|{base}/v1/chat/completions", keys_json, 2 * args.requests,
+                             2 * args.concurrency, stream, work, warmup=400, stagger_ms=args.latency_ms,
+                             cpus=other_cpus)
+            results[f"{name} {mode}"] = pair[f"{base}/v1/chat/completions"]
+            results[f"{name} {mode}"]["direct"] = pair[direct]
+    for name, (base, pid) in {"direct": (direct.removesuffix("/v1/chat/completions"), None), **targets}.items():
+        label = f"{name} throughput"
+        print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
+        results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests, args.concurrency,
+                                   False, work, warmup=200, model="m-fast", stagger_ms=args.fast_latency_ms,
+                                   pid=pid, cpus=other_cpus)[base + "/v1/chat/completions"]
+    # the load test: streams through the gateway, then every answered exchange counted in the store
+    print(f"gateway bench: load test, {args.load_requests} streams at {args.load_concurrency}", flush=True)
+    load_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+    load = _run_load(load_url, keys_json, args.load_requests, args.load_concurrency, True, work, warmup=0,
+                     stagger_ms=args.latency_ms, pid=gw.pid, cpus=other_cpus)[load_url]
+    gw.send_signal(signal.SIGTERM)
+    gw.wait(timeout=300)
+    import duckdb
+    with duckdb.connect(str(db), read_only=True) as con:
+        con.execute("SET TimeZone='UTC'")
+        stored = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
+    # every request answered with a status is an exchange the gateway logs (a refusal too)
+    answered_through_gateway = sum(sum(r["statuses"].values()) for k, r in results.items()
+                                   if k.startswith("distillguard")) + sum(load["statuses"].values())
+    load |= {"stored_rows": stored, "answered_through_gateway": answered_through_gateway}
+    return results, load
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench-out/gateway")
@@ -210,6 +358,12 @@ def main() -> None:
                         "cores (default: no pinning, everything shares every core)")
     p.add_argument("--litellm", default=shutil.which("litellm", path=str(Path(sys.executable).parent)) or "",
                    help="the litellm executable (default: the one beside this Python; empty: skipped)")
+    p.add_argument("--live", action="store_true",
+                   help="measure live routing's added latency: a gateway with it and one without, side by side "
+                        "(writes the gateway-live section; LiteLLM and the throughput rows are not run)")
+    p.add_argument("--live-scenario", default="alibaba-2026", help="the scenario live routing's reference is "
+                   "calibrated on (with --live)")
+    p.add_argument("--live-scale", type=float, default=0.004, help="its scale (with --live)")
     # load-generator mode
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -236,7 +390,6 @@ def main() -> None:
         f"    - {{scope: {scope}, window_seconds: 60, max_requests: 100000000}}\n"
         for scope in ("account", "subnet", "payment")))
     procs: list[subprocess.Popen] = []
-    results: dict[str, dict] = {}
     proxy_cpus = _cpus(args.proxy_cpus)
     other_cpus = (os.sched_getaffinity(0) - proxy_cpus) if proxy_cpus else set()
     if proxy_cpus and not other_cpus:
@@ -249,65 +402,30 @@ def main() -> None:
                               preexec_fn=_pinned(other_cpus))
         procs.append(up)
         wait_port(up_port, up)
-        gw_port = free_port()
-        db = work / "gw.duckdb"
-        gw = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--upstream",
-                               f"http://127.0.0.1:{up_port}", "--port", str(gw_port), "--keys", str(work / "keys.csv"),
-                               "--db", str(db), "--policy", str(work / "policy.yaml")], stdout=(work / "gateway.log").open("wb"), stderr=subprocess.STDOUT,
-                              preexec_fn=_pinned(proxy_cpus))
-        procs.append(gw)
-        wait_port(gw_port, gw)
-        targets = {"direct": (f"http://127.0.0.1:{up_port}", None),
-                   "distillguard": (f"http://127.0.0.1:{gw_port}", gw.pid)}
-        if args.litellm:
-            ll, ll_port = _litellm_proxy(args.litellm, up_port, work, keys, proxy_cpus)
-            procs.append(ll)
-            targets["litellm"] = (f"http://127.0.0.1:{ll_port}", ll.pid)
-        direct = targets.pop("direct")[0] + "/v1/chat/completions"
-        for name, (base, pid) in targets.items():
-            for stream in (False, True):
-                mode = "stream" if stream else "json"
-                print(f"gateway bench: {name} and direct side by side ({mode}), {args.requests} requests each, "
-                      f"{args.concurrency} in flight to each", flush=True)
-                pair = _run_load(f"{direct}|{base}/v1/chat/completions", keys_json, 2 * args.requests,
-                                 2 * args.concurrency, stream, work, warmup=400, stagger_ms=args.latency_ms,
-                                 cpus=other_cpus)
-                results[f"{name} {mode}"] = pair[f"{base}/v1/chat/completions"]
-                results[f"{name} {mode}"]["direct"] = pair[direct]
-        for name, (base, pid) in {"direct": (direct.removesuffix("/v1/chat/completions"), None), **targets}.items():
-            label = f"{name} throughput"
-            print(f"gateway bench: {label}, {args.requests} requests at {args.concurrency} in flight", flush=True)
-            results[label] = _run_load(base + "/v1/chat/completions", keys_json, args.requests, args.concurrency,
-                                       False, work, warmup=200, model="m-fast", stagger_ms=args.fast_latency_ms,
-                                       pid=pid, cpus=other_cpus)[base + "/v1/chat/completions"]
-        # the load test: streams through the gateway, then every answered exchange counted in the store
-        print(f"gateway bench: load test, {args.load_requests} streams at {args.load_concurrency}", flush=True)
-        load_url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
-        load = _run_load(load_url, keys_json, args.load_requests, args.load_concurrency, True, work, warmup=0,
-                         stagger_ms=args.latency_ms, pid=gw.pid, cpus=other_cpus)[load_url]
-        gw.send_signal(signal.SIGTERM)
-        gw.wait(timeout=300)
-        import duckdb
-        with duckdb.connect(str(db), read_only=True) as con:
-            con.execute("SET TimeZone='UTC'")
-            stored = con.execute("SELECT count(*) FROM exchanges").fetchone()[0]
-        # every request answered with a status is an exchange the gateway logs (a refusal too)
-        answered_through_gateway = sum(sum(r["statuses"].values()) for k, r in results.items()
-                                       if k.startswith("distillguard")) + sum(load["statuses"].values())
-        load |= {"stored_rows": stored, "answered_through_gateway": answered_through_gateway}
+        if args.live:
+            load_before = os.getloadavg()
+            live = _live(args, up_port, work, keys_json, procs, proxy_cpus, other_cpus)
+            live["load_average"] = {"before": load_before, "after": os.getloadavg()}
+        else:
+            results, load = _standard(args, up_port, work, keys, keys_json, procs, proxy_cpus, other_cpus)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
     summary = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(),
-               "command": "python benchmarks/gateway.py " + " ".join(sys.argv[1:]), "args": vars(args),
-               "targets": results, "load_test": load}
-    (out / "gateway.json").write_text(json.dumps(summary, indent=2))
-    text = markdown(summary)
-    (out / "gateway.md").write_text(text)
+               "command": "python benchmarks/gateway.py " + " ".join(sys.argv[1:]), "args": vars(args)}
+    name = "gateway-live" if args.live else "gateway"
+    if args.live:
+        summary |= live
+        text = markdown_live(summary)
+    else:
+        summary |= {"targets": results, "load_test": load}
+        text = markdown(summary)
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2))
+    (out / f"{name}.md").write_text(text)
     if args.docs:
-        write_docs(text, args.docs, "gateway")
+        write_docs(text, args.docs, name)
     print(text)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -365,6 +483,50 @@ def markdown(s: dict) -> str:
         f"{load['p99_ms']:.0f} ms. Exchanges answered through the gateway in this run: "
         f"{load['answered_through_gateway']:,}; rows in the store after it stopped: {load['stored_rows']:,} "
         f"(lost: {lost}).", ""])
+
+
+
+def markdown_live(s: dict) -> str:
+    """The gateway-live section: added latency with live routing off and on, the floors, what it scored."""
+    a, ref, live, load = s["args"], s["reference"], s["live"], s["load_test"]
+    rows = [("| mode | live routing | p50 ms | p99 ms | added p50 ms | added p99 ms | added TTFB p50 ms | "
+             "added TTFB p99 ms | gateway CPU ms per request | errors |"), "|---|---|---|---|---|---|---|---|---|---|"]
+    missed = []
+    for mode, by in s["rows"].items():
+        base = by["direct"]
+        rows.append(f"| {mode} | (direct) | {base['p50_ms']:.2f} | {base['p99_ms']:.2f} | | | | | | {base['errors']} |")
+        for k in ("off", "on"):
+            r = by[k]
+            added50, added99 = r["p50_ms"] - base["p50_ms"], r["p99_ms"] - base["p99_ms"]
+            if k == "on" and (added50 > 1.0 or added99 > 5.0):
+                missed.append(f"{mode} added p50 {added50:+.2f} ms, p99 {added99:+.2f} ms")
+            rows.append(f"| {mode} | {k} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {added50:+.2f} | {added99:+.2f} | "
+                        f"{r['ttfb_p50_ms'] - base['ttfb_p50_ms']:+.2f} | {r['ttfb_p99_ms'] - base['ttfb_p99_ms']:+.2f}"
+                        f" | {r['proxy_cpu_ms_per_request']:.2f} | {r['errors']} |")
+    lost = {k: v["answered"] - v["stored_rows"] for k, v in s["lost"].items()}
+    if any(lost.values()):
+        missed.append(f"exchanges lost: {lost['off']} off, {lost['on']} on")
+    served_on = sum(sum(by["on"]["statuses"].values()) for by in s["rows"].values())
+    cores = (f"both gateways (and their loader processes) pinned to CPU {a['proxy_cpus']}, the load generator and "
+             "the mock to the other cores" if a.get("proxy_cpus") else "everything sharing every core")
+    before, after = (", ".join(f"{x:.2f}" for x in s["load_average"][w]) for w in ("before", "after"))
+    return "\n".join([
+        (f"Measured {s['date']} on {s['machine']} with `{s['command']}`; load average (1, 5, 15 min) {before} "
+        f"before the run, {after} after it (other engineers' jobs shared the cores). Two gateways on the same "
+        f"settings, one with `--live-reference` (calibrated on {ref['scenario']} at scale {ref['scale']:g}: "
+        f"{ref['sessions']:,} organic sessions of {ref['accounts']:,} accounts) and one without, {cores}. "
+        f"Requests go in turn to the mock directly, the gateway without and the gateway with live routing "
+        f"({a['requests']:,} each per row after 200 of warm-up, {a['concurrency']} in flight to each; the mock "
+        f"answers after {a['latency_ms']:g} ms); added = a gateway's percentile minus the direct calls' beside it."),
+        "", *rows, "",
+        (f"Live routing scored {live['looks_in_rows']:,.0f} of the {served_on:,} requests the gateway with it answered "
+        f"in these rows (every key is at allow); over them and the load test it sent {live['routed']:,.0f} of "
+        f"{live['looks']:,.0f} scored requests to the fallback model ({live['sessions_routed']:,.0f} sessions crossed "
+        f"their threshold). Load test through it: {load['requests']:,} streams with "
+        f"{a['load_concurrency']} in flight, {load['errors']} errors, p99 {load['p99_ms']:.0f} ms. Exchanges "
+        f"answered / stored: off {s['lost']['off']['answered']:,} / {s['lost']['off']['stored_rows']:,}, on "
+        f"{s['lost']['on']['answered']:,} / {s['lost']['on']['stored_rows']:,}. Floors with live routing on (added "
+        f"1 ms p50, 5 ms p99, no exchange lost): " + (f"MISSED ({'; '.join(missed)})." if missed else "met.")), ""])
 
 
 if __name__ == "__main__":

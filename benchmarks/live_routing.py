@@ -28,18 +28,20 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import ibis
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.stats import beta
 
 from distillguard.bench.report import write_docs
 from distillguard.detect import scan
-from distillguard.detect.policy import load_policy
+from distillguard.detect.policy import Policy, load_policy
 from distillguard.gateway import live
 from distillguard.gateway.enforce import Enforcer, Request, ScanOutputs
 from distillguard.gateway.limits import MemoryCounters
@@ -153,6 +155,40 @@ def markdown(m: dict, setup: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Prepared:
+    """A simulated scenario scanned once and the live reference calibrated on what that scan allowed."""
+
+    store: Store
+    labels: pa.Table
+    as_of: datetime
+    outputs: ScanOutputs
+    actions: dict[str, str]
+    reference: live.Reference
+
+
+def build_reference(out: Path, policy: Policy, scenario: str = "alibaba-2026", scale: float = 0.004, seed: int = 11,
+                    scan_after_days: float = 2.0) -> Prepared:
+    """Simulate ``scenario`` into ``out``, ingest it, scan it once ``scan_after_days`` after the first
+    campaign exchange, and calibrate live routing's reference on the accounts that scan allowed,
+    their exchanges before its as-of (what ``distillguard gateway calibrate --verdicts`` does).
+    The store stays open: the caller closes ``Prepared.store``."""
+    simulate(scenario, scale=scale, seed=seed, out_dir=out / "sim")
+    labels = pq.read_table(out / "sim" / "labels.parquet")
+    store = Store(str(out / "store.duckdb"))
+    ingest_paths(store, [out / "sim" / "exchanges.parquet"])
+    store.con.register("_attackers", labels.filter(pc.not_equal(labels.column("role"), "organic")).select(["account_id"]))
+    first = store.con.execute('SELECT min("timestamp") FROM exchanges WHERE account_id IN '
+                              "(SELECT account_id FROM _attackers)").fetchone()[0]
+    as_of = first + timedelta(days=scan_after_days)
+    result = scan.scan(ibis.duckdb.from_connection(store.con).table("exchanges"), as_of, policy)
+    scan.write_outputs(result, out / "scan")
+    actions = dict(zip(result.verdicts.column("account_id").to_pylist(), result.verdicts.column("action").to_pylist()))
+    allowed = {a for a, x in actions.items() if x == "allow"}
+    reference = live.calibrate(store.con, policy.live, allowed, as_of)
+    return Prepared(store, labels, as_of, ScanOutputs(out / "scan"), actions, reference)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", default="alibaba-2026")
@@ -164,30 +200,17 @@ def main() -> None:
     args = p.parse_args()
     policy = load_policy(args.policy)
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        simulate(args.scenario, scale=args.scale, seed=args.seed, out_dir=out / "sim")
-        labels = pq.read_table(out / "sim" / "labels.parquet")
-        store = Store(str(out / "store.duckdb"))
-        ingest_paths(store, [out / "sim" / "exchanges.parquet"])
-        store.con.register("_attackers", labels.filter(pc.not_equal(labels.column("role"), "organic")).select(["account_id"]))
-        first = store.con.execute('SELECT min("timestamp") FROM exchanges WHERE account_id IN '
-                                  "(SELECT account_id FROM _attackers)").fetchone()[0]
-        as_of = first + timedelta(days=args.scan_after_days)
-        result = scan.scan(ibis.duckdb.from_connection(store.con).table("exchanges"), as_of, policy)
-        scan.write_outputs(result, out / "scan")
-        outputs = ScanOutputs(out / "scan")
+        prepared = build_reference(Path(tmp), policy, args.scenario, args.scale, args.seed, args.scan_after_days)
+        store, as_of, outputs, actions, reference = (prepared.store, prepared.as_of, prepared.outputs,
+                                                     prepared.actions, prepared.reference)
         enforcer = Enforcer(policy, outputs, MemoryCounters())
         enforcer.first_seen.update(dict(store.con.execute(
             'SELECT account_id, min("timestamp") FROM exchanges WHERE "timestamp" < ? GROUP BY 1', [as_of]).fetchall()))
-        actions = dict(zip(result.verdicts.column("account_id").to_pylist(),
-                           result.verdicts.column("action").to_pylist()))
-        allowed = {a for a, x in actions.items() if x == "allow"}
-        reference = live.calibrate(store.con, policy.live, allowed, as_of)
         router = live.LiveRouter(policy, None, "fallback-model")
         router.refresh(None, outputs)
         router.scorer = live.Scorer(policy.live, policy.statistics.budget, reference)
         rows = asyncio.run(replay(store, enforcer, router, as_of))
-        m = measure(rows, labels, policy.live.session_gap_seconds)
+        m = measure(rows, prepared.labels, policy.live.session_gap_seconds)
         store.close()
     setup = {"scenario": args.scenario, "scale": args.scale, "seed": args.seed, "as_of": as_of,
              "after_days": args.scan_after_days, "budget": policy.live.session_budget,
