@@ -86,3 +86,40 @@ def test_a_validated_pair_puts_two_findings_under_one_campaign_id_without_raisin
     assert {a: v[0] for a, v in joined.items()} == {a: v[0] for a, v in apart.items()}
     assert joined["acct-5"][0] == "monitor" and joined["acct-0"][0] == "throttle"
     assert any(line.startswith("pair (") for line in joined["acct-7"][2])
+
+
+def _tables(keys: pa.Table, n: int) -> list[blocks.KindTable]:
+    return blocks.kind_tables(keys, {f"a{a:04d}": a for a in range(n)}, n, 2_000)
+
+
+def test_groups_drawn_from_a_structureless_population_tie_in_at_most_alpha_of_replicates() -> None:
+    alpha, replicates = 0.05, 40
+    tied = 0
+    for seed in range(replicates):
+        groups = [list(range(g * 10, g * 10 + 10)) for g in range(6)]
+        tied += bool(pairs.group_ties(_tables(_keys(seed, 200), 200), groups, alpha))
+    low, _ = nulls.clopper_pearson(tied, replicates)
+    assert low <= alpha, f"{tied} of {replicates} replicates tied independent groups"
+
+
+def test_two_cells_sharing_their_proxies_tie_and_an_unrelated_group_does_not() -> None:
+    n = 200
+    keys = _keys(3, n)
+    # 30 exit addresses, each used once by an account of each cell
+    rows = [(f"a{a:04d}", "ip", f"ip-proxy-{t}") for t in range(30) for a in (t % 10, 50 + (3 * t) % 10)]
+    keys = pa.concat_tables([keys, pa.table({"account_id": [r[0] for r in rows], "kind": [r[1] for r in rows],
+                                             "key": [r[2] for r in rows]})])
+    ties = pairs.group_ties(_tables(keys, n), [list(range(0, 10)), list(range(50, 60)), list(range(100, 110))], 0.01)
+    assert [(t.a, t.b) for t in ties] == [(0, 50)]
+    assert ties[0].kind == "ip" and ties[0].shared >= 30 and "corrected for the pairs of groups" in ties[0].reason()
+
+
+def test_a_group_tie_puts_two_findings_under_one_campaign_id_without_raising_an_action() -> None:
+    accounts_of = {e: [f"acct-{e}"] for e in range(10)}
+    tie = pairs.GroupTie(0, 5, "network", "ip", 12, 0.5, 1e-12, 1e-10)
+    findings = [_finding((0, 1, 2, 3, 4)), _finding((5, 6, 7))]
+    apart = verdicts.Evidence([str(e) for e in range(10)], accounts_of, findings).by_account(min_members=5)
+    joined = verdicts.Evidence([str(e) for e in range(10)], accounts_of, findings, group_ties=[tie]).by_account(5)
+    assert apart["acct-0"][1] != apart["acct-6"][1] and joined["acct-0"][1] == joined["acct-6"][1]
+    assert {a: v[0] for a, v in joined.items()} == {a: v[0] for a, v in apart.items()}
+    assert any(line.startswith("group (") for line in joined["acct-6"][2])

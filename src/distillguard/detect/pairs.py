@@ -104,3 +104,75 @@ def _rare_overlap(table: KindTable) -> np.ndarray:
     model = table.model
     p = model.link_probability(np.arange(len(model.x)), np.arange(len(model.y)))
     return (p * table.rare_class_counts[None, :]) @ p.T
+
+
+@dataclass(frozen=True)
+class GroupTie:
+    """Two groups of findings that share more rare tokens than independent groups would: one
+    operation, one campaign id. ``a`` and ``b`` are each group's first entity."""
+
+    a: int
+    b: int
+    family: str
+    kind: str
+    shared: int  # rare tokens of ``kind`` held by a member of each group
+    expected: float  # under BiCM, the groups drawn independently
+    p_value: float  # the best kind's Poisson tail x kinds of its family x families
+    p_corrected: float  # x the pairs of groups looked at
+
+    def reason(self) -> str:
+        return (f"group tie: members of this group and of another share {self.shared} rare {self.kind} tokens, "
+                f"{self.expected:.3g} expected under BiCM for independent groups of their sizes, "
+                f"p={self.p_value:.3g}, corrected for the pairs of groups p={self.p_corrected:.3g}")
+
+
+def group_ties(tables: list[KindTable], groups: list[list[int]], alpha: float) -> list[GroupTie]:
+    """Pairs of disjoint entity groups (the findings' groups) tied at corrected level ``alpha``.
+
+    Per kind, ``S`` = the rare tokens held by some member of each group. Under BiCM the groups'
+    links are independent, a token is held in group ``g`` with probability at most
+    ``1 - exp(-mu_gt)`` (``mu_gt`` its expected holders there: a Poisson bound), so ``S`` is a sum
+    of independent Bernoullis with mean at most ``sum_t q_at q_bt``, whose Poisson tail bounds its
+    tail (Hoeffding 1956). Families and looks as for pairs: the best kind x its family's kinds x
+    families, then x the pairs of groups (Bonferroni). Groups tie when campaigns split into cells
+    (one card each) still share their proxies or prompts; nothing here raises an action."""
+    if len(groups) < 2 or not tables:
+        return []
+    families = sorted({t.family for t in tables})
+    kinds_in = {f: sum(1 for t in tables if t.family == f) for f in families}
+    n = tables[0].incidence.shape[0]
+    sizes = [len(g) for g in groups]
+    membership = sparse.csr_matrix((np.ones(sum(sizes)), np.concatenate([np.asarray(g) for g in groups]),
+                                    np.r_[0, np.cumsum(sizes)]), shape=(len(groups), n))
+    looks = len(groups) * (len(groups) - 1) / 2
+    best: dict[tuple[int, int], tuple[float, str, str, int, float]] = {}
+    for table in sorted((t for t in tables if t.incidence.shape[1]), key=lambda t: (t.family, t.kind)):
+        held = (membership @ table.incidence.astype(np.float64)) > 0
+        shared = (held.astype(np.float64) @ held.T.astype(np.float64)).toarray()
+        q = -np.expm1(-_group_class_means(table, membership))  # groups x column classes
+        expected = (q * table.rare_class_counts[None, :]) @ q.T
+        i, j = np.triu_indices(len(groups), k=1)
+        s, mu = shared[i, j], expected[i, j]
+        p = np.minimum(1.0, nulls.poisson_sf(s, mu) * kinds_in[table.family] * len(families))
+        for k in np.flatnonzero(s > 0):
+            key = (int(i[k]), int(j[k]))
+            candidate = (float(p[k]), table.family, table.kind, int(s[k]), float(mu[k]))
+            if key not in best or candidate[:3] < best[key][:3]:
+                best[key] = candidate
+    out = []
+    for (gi, gj), (p, family, kind, s, mu) in sorted(best.items()):
+        corrected = float(nulls.bonferroni(p, looks))
+        if corrected <= alpha:
+            out.append(GroupTie(min(groups[gi]), min(groups[gj]), family, kind, s, mu, p, corrected))
+    return out
+
+
+def _group_class_means(table: KindTable, membership: sparse.csr_matrix) -> np.ndarray:
+    """Per group (row of ``membership``) and BiCM column class, the expected members holding one token."""
+    has = np.flatnonzero(table.entity_class >= 0)
+    rows = len(table.model.x)
+    if not has.size or not rows:
+        return np.zeros((membership.shape[0], len(table.model.y)))
+    onehot = sparse.csr_matrix((np.ones(has.size), (has, table.entity_class[has])), shape=(membership.shape[1], rows))
+    p = table.model.link_probability(np.arange(rows), np.arange(len(table.model.y)))
+    return (membership @ onehot).toarray() @ p

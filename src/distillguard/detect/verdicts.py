@@ -64,6 +64,7 @@ class Evidence:
     looks: dict[str, int] = field(default_factory=dict)
     capped: frozenset[str] = frozenset()  # accounts of allowlisted organisations: never raised
     edges: list[pairs_mod.PairEdge] = field(default_factory=list)  # validated pairs: they group, never act
+    group_ties: list[pairs_mod.GroupTie] = field(default_factory=list)  # tied groups of findings: one id
 
     def by_account(self, min_members: int) -> dict[str, tuple[str, str, list[str]]]:
         """account -> (action, group id, reasons), for accounts a finding reaches.
@@ -72,12 +73,21 @@ class Evidence:
         finding never joins two groups); a group of fewer than ``min_members`` entities (a declared
         organisation is one) is capped at monitor. A validated pair (pairs.py) between two entities
         that findings at throttle or stronger hold puts their groups under one campaign id, but
-        the cap counts each group's own entities: a pair groups, it never raises an action.
+        the cap counts each group's own entities: a pair groups, it never raises an action. So does
+        a group tie (pairs.group_ties): two groups whose members share rare tokens beyond chance.
         Monitor findings are attached to the accounts they name."""
         strong = [f for f in self.findings if f.action != "monitor"]
         held = {e for f in strong for e in f.entities}
         ties = [(e.a, e.b) for e in self.edges if e.a in held and e.b in held]
-        size_of = {e: len(g) for g in _components([f.entities for f in strong]) for e in g}
+        ties += [(t.a, t.b) for t in self.group_ties if t.a in held and t.b in held]
+        own_groups = _components([f.entities for f in strong])
+        size_of = {e: len(g) for g in own_groups for e in g}
+        group_tie_of: dict[int, pairs_mod.GroupTie] = {}
+        first_of = {e: min(g) for g in own_groups for e in g}
+        for t in sorted(self.group_ties, key=lambda t: t.p_corrected):
+            for e, first in first_of.items():
+                if first in (t.a, t.b) and e not in group_tie_of:
+                    group_tie_of[e] = t
         group_of: dict[int, tuple[int, str]] = {}
         for group in _components([f.entities for f in strong] + ties):
             accounts = sorted(a for e in group for a in self.accounts_of[e])
@@ -108,6 +118,11 @@ class Evidence:
                 if a in out:
                     action, gid, lines = out[a]
                     out[a] = (action, gid, lines + [f"pair ({BICM.name} null): {edge.reason()}"])
+        for e, tie in sorted(group_tie_of.items()):
+            for a in self.accounts_of[e]:
+                if a in out:
+                    action, gid, lines = out[a]
+                    out[a] = (action, gid, lines + [f"group ({BICM.name} null): {tie.reason()}"])
         return out
 
 
@@ -172,8 +187,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
         excluded = excluded | found
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
+    groups = _components([f.entities for f in findings if f.action != "monitor"])
+    ties = pairs_mod.group_ties(tables, groups, stats.alpha)
     return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c),
-                                                      "pairs": pair_looks}, capped, edges)
+                                                      "pairs": pair_looks, "group_pairs": len(groups) * (len(groups) - 1) // 2},
+                    capped, edges, ties)
 
 
 #: (corrected p, test, null, reason, member note, entities, cost)
