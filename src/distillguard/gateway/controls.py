@@ -375,9 +375,7 @@ class Controls:
         return {"count": len(rows), "controls": rows, "geoip": geoip}
 
     def audit(self) -> list[dict[str, Any]]:
-        """Every change, oldest first; changes of one instant in the order they were made (the
-        history keeps the file's order, and the sort is stable), never by their random ids."""
-        return [e.audit_row(self.geoip) for e in sorted(self.book.history.values(), key=lambda e: e.at)]
+        return [e.audit_row(self.geoip) for e in sorted(self.book.history.values(), key=lambda e: (e.at, e.event_id))]
 
 
 def model_not_found(model: str) -> Refusal:
