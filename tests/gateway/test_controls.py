@@ -157,9 +157,16 @@ def test_the_model_list_leaves_out_the_models_disabled_for_the_client(tmp_path):
 
 
 def test_controls_and_their_audit_come_back_from_the_file_after_a_restart(tmp_path):
-    first = controls(tmp_path, body(kind="organization", value="org-b", action="block", reason="one"),
-                     body(kind="organization", value="org-b", action="block", reason="two"))
+    # two changes a millisecond apart: changes of one instant are ordered by their ids, as every
+    # gateway sharing them must agree, not by which was made first
+    first = controls(tmp_path, body(kind="organization", value="org-b", action="block", reason="one"))
     [held] = first.book.in_force(NOW)
+    spec, actor = ctl.parse_body(body(kind="organization", value="org-b", action="block", reason="two"), NOW)
+    again_set = first.change(held.control_id, first.new_control(spec, actor, NOW), spec.reason, actor, "127.0.0.1",
+                             NOW + timedelta(milliseconds=1))
+    first.file.append(again_set)
+    first.book.apply(again_set)
+    [held] = first.book.in_force(NOW + timedelta(milliseconds=1))
     gone = first.change(held.control_id, None, "lifted", "jo", None, NOW + timedelta(seconds=1))
     first.file.append(gone)
     first.book.apply(gone)
