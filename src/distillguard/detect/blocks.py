@@ -421,13 +421,13 @@ def _kind_p_values(table: KindTable, membership: sparse.csr_matrix, rows: np.nda
     rows, sub, excess = rows[keep], sub[keep], excess[keep]
     if not rows.size:
         return p
-    mu = _class_means_of(table, sub) * inflation
+    mu = class_means_of(table, sub) * inflation
     at_most = float(np.log(level)) if level < 1 else 0.0
     p[rows] = np.minimum(1.0, np.exp(excess_log_tails(excess, mu, table.rare_class_counts, at_most)))
     return p
 
 
-def _class_means_of(table: KindTable, membership: sparse.csr_matrix) -> np.ndarray:
+def class_means_of(table: KindTable, membership: sparse.csr_matrix) -> np.ndarray:
     """:func:`_class_means` for every block (row of ``membership``) at once."""
     has = np.flatnonzero(table.entity_class >= 0)
     n_rows = len(table.model.x)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import sparse
 
 from distillguard.detect import nulls
-from distillguard.detect.blocks import KindTable
+from distillguard.detect.blocks import KindTable, class_means_of
 
 
 @dataclass(frozen=True)
@@ -149,7 +149,7 @@ def group_ties(tables: list[KindTable], groups: list[list[int]], alpha: float) -
     for table in sorted((t for t in tables if t.incidence.shape[1]), key=lambda t: (t.family, t.kind)):
         held = (membership @ table.incidence.astype(np.float64)) > 0
         shared = (held.astype(np.float64) @ held.T.astype(np.float64)).toarray()
-        q = -np.expm1(-_group_class_means(table, membership))  # groups x column classes
+        q = -np.expm1(-class_means_of(table, membership))  # groups x column classes
         expected = (q * table.rare_class_counts[None, :]) @ q.T
         i, j = np.triu_indices(len(groups), k=1)
         s, mu = shared[i, j], expected[i, j]
@@ -166,13 +166,3 @@ def group_ties(tables: list[KindTable], groups: list[list[int]], alpha: float) -
             out.append(GroupTie(min(groups[gi]), min(groups[gj]), family, kind, s, mu, p, corrected))
     return out
 
-
-def _group_class_means(table: KindTable, membership: sparse.csr_matrix) -> np.ndarray:
-    """Per group (row of ``membership``) and BiCM column class, the expected members holding one token."""
-    has = np.flatnonzero(table.entity_class >= 0)
-    rows = len(table.model.x)
-    if not has.size or not rows:
-        return np.zeros((membership.shape[0], len(table.model.y)))
-    onehot = sparse.csr_matrix((np.ones(has.size), (has, table.entity_class[has])), shape=(membership.shape[1], rows))
-    p = table.model.link_probability(np.arange(rows), np.arange(len(table.model.y)))
-    return (membership @ onehot).toarray() @ p
