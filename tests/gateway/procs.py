@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+import psutil
 import yaml
 
 from distillguard.gateway.ports import free_port, wait_port
@@ -89,11 +90,34 @@ def start_gateway(tmp: Path, upstream_port: int, keys: list[dict[str, Any]] | No
     (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config))
     log_path = tmp / f"{name}.log"
     env = os.environ | {"DISTILLGUARD_ADMIN_TOKEN": ""} | (env or {})
-    proc = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--config", str(tmp / f"{name}.yaml"),
-                             "--port", str(port), *args], stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            preexec_fn=preexec)
-    wait_port(port, proc)
-    return Gateway(proc, port, Path(config["db"]), log_path, config)
+    for _attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "distillguard.cli", "serve", "--config",
+                                 str(tmp / f"{name}.yaml"), "--port", str(port), *args], stdout=log_path.open("wb"),
+                                stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
+        if _owns_port(proc, port):
+            wait_port(port, proc)
+            return Gateway(proc, port, Path(config["db"]), log_path, config)
+        # another test's process took the port between free_port and the gateway's bind: a new port
+        port = free_port()
+    raise RuntimeError(f"the gateway could not listen on a free port in 3 attempts: {log_path.read_text()[-2000:]}")
+
+
+def _owns_port(proc: subprocess.Popen, port: int, timeout: float = 30.0) -> bool:
+    """Whether ``proc`` itself listens on ``port`` (True), or exits first because it cannot bind it
+    (False). wait_port alone would take another process listening there for the gateway: under
+    parallel tests a port free a moment ago can be another test's by the time the gateway binds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            conns = psutil.Process(proc.pid).net_connections(kind="tcp")
+        except psutil.Error:
+            conns = []
+        if any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in conns):
+            return True
+        time.sleep(0.05)
+    raise TimeoutError(f"the gateway does not listen on {port} after {timeout} s")
 
 
 @dataclass
