@@ -329,10 +329,22 @@ def _stored(store) -> list[tuple]:
     return rows(store, "SELECT * FROM exchanges ORDER BY exchange_id")
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
-def test_fast_and_general_lanes_store_identical_rows(tmp_path, fmt):
+def _both_lanes(path: Path) -> list[tuple[int, list[tuple]]]:
+    """(rows stored, the stored rows) of ``path`` ingested by the fast lane, then by the general one."""
     from distillguard.ingest.run import ingest_file
     from distillguard.ingest.sources import discover
+    from distillguard.store import Store
+
+    results = []
+    for fast in (True, False):
+        with Store(":memory:") as s:
+            [source] = discover([path])
+            results.append((ingest_file(s, source, allow_fast_lane=fast).rows_stored, _stored(s)))
+    return results
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_fast_and_general_lanes_store_identical_rows(tmp_path, fmt):
     from distillguard.store import Store
 
     records = [good_record(i, client_ip=ip, user_agent="ua", max_tokens=100, latency_ms=1.5,
@@ -343,13 +355,8 @@ def test_fast_and_general_lanes_store_identical_rows(tmp_path, fmt):
         with Store(":memory:") as s:
             ingest_paths(s, [path])
             path = s.export_parquet(tmp_path / "export")
-    results = []
-    for fast in (True, False):
-        with Store(":memory:") as s:
-            [source] = discover([path])
-            result = ingest_file(s, source, allow_fast_lane=fast)
-            results.append((result.rows_stored, _stored(s)))
-    assert results[0] == results[1] and results[0][0] == 3
+    fast, general = _both_lanes(path)
+    assert fast == general and fast[0] == 3
 
 
 def test_the_store_is_a_duckdb_file_with_parquet_segments_readable_by_other_engines(tmp_path):
@@ -480,8 +487,6 @@ def test_canonical_parquet_without_an_optional_column_takes_the_fast_lane_and_st
     """A file written before an optional column was declared is still canonical: copied as is,
     read back with the column null, the same rows as the general lane stores."""
     from distillguard.ingest import fast_parquet
-    from distillguard.ingest.run import ingest_file
-    from distillguard.ingest.sources import discover
     from distillguard.store import Store
 
     path = write_jsonl(tmp_path / "a.jsonl", [good_record(i, client_ip="192.0.2.1") for i in range(3)])
@@ -494,10 +499,5 @@ def test_canonical_parquet_without_an_optional_column_takes_the_fast_lane_and_st
     pq.write_table(table.drop_columns(["email_fingerprint", "user_agent"]), older)
     with Store(":memory:") as s:
         assert fast_parquet.try_copy(s, older, tmp_path / "copy.parquet") is not None
-    results = []
-    for fast in (True, False):
-        with Store(":memory:") as s:
-            [source] = discover([older])
-            result = ingest_file(s, source, allow_fast_lane=fast)
-            results.append((result.rows_stored, _stored(s)))
-    assert results[0] == results[1] and results[0][0] == 3
+    fast, general = _both_lanes(older)
+    assert fast == general and fast[0] == 3

@@ -73,7 +73,8 @@ def pair_tests(tables: list[KindTable], n_entities: int, q: float) -> tuple[list
     line = q * tested / total
     parts = []
     for number, (table, (a, b, shared)) in enumerate(zip(ordered, candidates)):
-        mu = _rare_overlap(table)[table.entity_class[a], table.entity_class[b]]
+        # BiCM's classes are degrees, so a class is rare or not as a whole: the rare tokens' overlap
+        mu = table.model.expected_overlap(table.rare_class_counts > 0)[table.entity_class[a], table.entity_class[b]]
         p = np.minimum(1.0, nulls.poisson_sf(shared, mu) * kinds_in[table.family] * len(families))
         keep = p <= line
         parts.append((a[keep], b[keep], p[keep], np.full(int(keep.sum()), number), shared[keep], mu[keep]))
@@ -97,13 +98,6 @@ def _shared_counts(incidence: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray
     m = incidence.astype(np.int32)
     product = sparse.triu(m @ m.T, k=1).tocoo()
     return product.row.astype(np.int64), product.col.astype(np.int64), product.data.astype(np.int64)
-
-
-def _rare_overlap(table: KindTable) -> np.ndarray:
-    """Expected shared *rare* tokens between two entities of each pair of row classes."""
-    model = table.model
-    p = model.link_probability(np.arange(len(model.x)), np.arange(len(model.y)))
-    return (p * table.rare_class_counts[None, :]) @ p.T
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW
 from distillguard.detect.policy import EntityControl, Policy
 from distillguard.errors import UserError
 from distillguard.gateway.enforce import Decision, Refusal, campaign_key
-from distillguard.gateway.overrides import OverrideFile
+from distillguard.gateway.overrides import OverrideFile, supersedes
 
 log = logging.getLogger("distillguard.gateway")
 
@@ -245,8 +245,7 @@ class Book:
 
     def apply(self, e: Event) -> bool:
         self.history.setdefault(e.event_id, e)
-        known = self.latest.get(e.control_id)
-        if known is not None and (known.at, known.event_id) >= (e.at, e.event_id):
+        if not supersedes(self.latest.get(e.control_id), e):
             return False
         self.latest[e.control_id] = e
         if e.control is None:

@@ -158,6 +158,12 @@ class Active(dict):
         return held
 
 
+def supersedes(known: Any, event: Any) -> bool:
+    """Whether ``event`` replaces ``known`` (None: nothing yet) for one target: the newer wins, a tie
+    the larger event id, so that every gateway sharing the events agrees whatever their order."""
+    return known is None or (event.at, event.event_id) > (known.at, known.event_id)
+
+
 class Book:
     """What holds per account: the newest event for it wins (a tie: the larger event id)."""
 
@@ -168,8 +174,7 @@ class Book:
 
     def apply(self, e: Event) -> bool:
         self.history.setdefault(e.event_id, e)
-        known = self.latest.get(e.account_id)
-        if known is not None and (known.at, known.event_id) >= (e.at, e.event_id):
+        if not supersedes(self.latest.get(e.account_id), e):
             return False
         self.latest[e.account_id] = e
         held = e.held()
