@@ -103,6 +103,8 @@ def _chunk(rng, pools, first: int, rows: int, t0: int, per_row: int) -> pa.Table
         "status_code": pa.array(np.full(rows, 200), pa.int64()),
         "latency_ms": pa.array(rng.uniform(200, 20000, rows), pa.float64()),
     }
+    # columns the generator does not fill (declared after it was written) are null, as a log without them
+    cols |= {f.name: pa.nulls(rows, f.type) for f in ARROW_SCHEMA if f.name not in cols}
     return pa.table(cols, schema=ARROW_SCHEMA)
 
 
