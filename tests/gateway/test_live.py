@@ -1,6 +1,6 @@
-"""Live routing's statistics, in process: the alpha spending keeps organic sessions within the
-budget, a stronger tell never raises the p-value, an imported indicator routes, and the
-reference file is read or refused in one line."""
+"""Live routing's statistics, in process: the alpha spending at checkpoints keeps organic
+sessions within the budget and lets a long session cross, a stronger tell never raises the
+p-value, an imported indicator routes, and the reference file is read or refused in one line."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from distillguard.errors import UserError
 from distillguard.gateway import live
 from distillguard.gateway.enforce import ALLOW, Decision, ScanOutputs
 from distillguard.intel import indicators as intel
+from distillguard.store import resellers as stored_resellers
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 TEMPLATES = [f"question {i} about" for i in range(40)]
@@ -76,9 +77,71 @@ def upper_bound(k: int, n: int) -> float:
 
 # --- the spending ---------------------------------------------------------------------------------
 
-def test_the_shares_of_the_budget_sum_to_the_budget_over_any_number_of_looks():
-    assert sum(live.threshold(0.01, k) for k in range(1, 200_000)) == pytest.approx(0.01, rel=1e-4)
-    assert all(live.threshold(0.01, k + 1) < live.threshold(0.01, k) for k in range(1, 100))
+def test_only_the_checkpoints_1_2_4_8_and_on_spend_and_their_shares_sum_to_the_budget():
+    spent = [(k, live.threshold(0.01, k)) for k in range(1, 5000)]
+    assert [k for k, cut in spent if cut > 0] == [1 << j for j in range(13)]
+    assert sum(cut for _, cut in spent) == pytest.approx(0.01 * (1 - 1 / 14))  # checkpoints 0..12
+    assert sum(live.share(0.01, j) for j in range(100_000)) == pytest.approx(0.01, rel=1e-4)
+    assert all(live.share(0.01, j + 1) < live.share(0.01, j) for j in range(100))
+
+
+@settings(max_examples=300, deadline=None)
+@given(budget=st.floats(1e-9, 0.1), looks=st.integers(1, 1 << 62), probe=st.integers(1, 1 << 62))
+def test_the_shares_spent_over_any_number_of_looks_sum_to_at_most_the_budget(budget, looks, probe):
+    """The union bound's premise for a session of any length: what its checkpoints up to look
+    ``looks`` spend is ``budget (1 - 1 / (J + 2))`` with J the last one's index, never more than
+    the budget; a look that is no checkpoint spends nothing."""
+    checkpoints = [1 << j for j in range(looks.bit_length())]
+    spent = sum(live.threshold(budget, k) for k in checkpoints)
+    assert spent <= budget
+    assert spent == pytest.approx(budget * (1 - 1 / (len(checkpoints) + 1)))
+    j = live.checkpoint(probe)
+    if probe & (probe - 1):  # not a power of two
+        assert j is None and live.threshold(budget, probe) == 0.0
+    else:
+        assert 1 << j == probe and live.threshold(budget, probe) == live.share(budget, j)
+
+
+def _tails_where_only(extreme: str, n: int) -> dict[str, list[live.Tail]]:
+    """Tails of ``n`` reference values each under which every value of every statistic is
+    ordinary (p-value 1) but a positive value of ``extreme``, which is beyond all of them (1 / (n + 1))."""
+    ordinary = live.Tail([1e300], [n], n)
+    tails = {s.name: [ordinary] * live.BUCKETS for s in live.STATISTICS}
+    tails[extreme] = [live.Tail([0.0], [n], n)] * live.BUCKETS
+    return tails
+
+
+def test_a_sessions_64th_request_crosses_when_its_statistics_are_extreme():
+    """A scripted session that turns extreme late: with a reference of a million looks, its 64th
+    request crosses (checkpoint 6 spends budget / 56), where one share per request
+    (budget / (64 * 65)) kept the same p-value out of reach; its 63rd, as extreme, is no
+    checkpoint and decides nothing."""
+    rules = LiveRouting()
+    n = 10**6
+    scorer = live.Scorer(rules, ErrorBudget(), live.Reference(_tails_where_only("max_tokens", n), 5000, {}))
+    seen = [scorer.look("s", T0 + timedelta(seconds=10 * k), 4096 if k >= 63 else None, 0, None, "hi")
+            for k in range(1, 66)]
+    assert not any(x.crossed for x in seen[:63])
+    assert seen[62].p_value == seen[63].p_value == pytest.approx(8 / (n + 1))  # 8 parts from the third look
+    assert seen[62].threshold == 0.0
+    assert seen[63].crossed and seen[63].look == 64 and seen[63].parts["max_tokens"] == pytest.approx(1 / (n + 1))
+    assert seen[63].threshold == pytest.approx(rules.session_budget / 56)
+    assert seen[63].p_value > rules.session_budget / (64 * 65)  # the old per-request share: never crossed
+    assert seen[64].crossed and not seen[64].parts  # routed for the rest of the session
+
+
+@settings(max_examples=100, deadline=None)
+@given(extreme_from=st.integers(1, 300), verdict=st.sampled_from([1.0, 1e-2, 1e-4, 1e-6]),
+       n=st.integers(200, 10**7))
+def test_a_session_crosses_only_at_a_checkpoint_within_its_share(extreme_from, verdict, n):
+    scorer = live.Scorer(LiveRouting(), ErrorBudget(), live.Reference(_tails_where_only("tool_count", n), 5000, {}))
+    for k in range(1, 301):
+        seen = scorer.look("s", T0 + timedelta(seconds=10 * k), None, 3 if k >= extreme_from else 0, None, "hi",
+                           verdict_p=verdict)
+        if seen.crossed:
+            j = live.checkpoint(k)
+            assert j is not None and seen.parts and seen.p_value <= live.share(0.005, j)
+            break
 
 
 def test_alpha_spending_keeps_the_share_of_organic_sessions_that_ever_cross_within_the_budget():
@@ -125,6 +188,42 @@ def test_calibrate_files_each_look_under_its_bucket_and_splits_sessions_at_the_g
     assert max_tokens[0].values == [100.0, 500.0]
     assert reference.tails["template_repeat"][1].values == [1.0]  # the same template each time
     assert reference.tails["regularity"][1].values == [1.0]  # look 3: gaps of 10 s and 10 s
+
+
+def _relayed_exchanges() -> duckdb.DuckDBPyConnection:
+    """One reseller key relaying end users u1 and u2, interleaved a minute apart, three requests
+    each, then one request naming no end user; a store's scans and resellers tables, as a scan
+    as of ``T0 + 1 day`` that recognised the key left them."""
+    rows = [{"account_id": "relay-co", "api_key_id": "key-relay", "end_user": user,
+             "timestamp": T0 + timedelta(minutes=i), "max_tokens": 100, "tool_count": 0, "system_prompt": None,
+             "prompt": "hello there", "client_ip": None, "client_asn": None, "user_agent": None,
+             "email_domain": None, "payment_fingerprint": None}
+            for i, user in enumerate(["u1", "u2"] * 3 + [None])]
+    con = exchanges([{k: v for k, v in r.items() if k not in ("api_key_id", "end_user")} for r in rows])
+    con.register("_relay", pa.table({"timestamp": [r["timestamp"] for r in rows],
+                                     "end_user": pa.array([r["end_user"] for r in rows], pa.string())}))
+    con.execute('CREATE OR REPLACE TABLE exchanges AS SELECT e.*, \'key-relay\' AS api_key_id, r.end_user '
+                'FROM exchanges e JOIN _relay r USING ("timestamp")')
+    as_of = T0 + timedelta(days=1)
+    con.execute("CREATE TABLE scans (as_of TIMESTAMPTZ)")
+    con.execute("INSERT INTO scans VALUES (?)", [as_of])
+    found = {"key": ["key-relay"], "account_id": ["relay-co"], "exchanges": [7], "end_users": [2], "clients": [2],
+             "addresses": [1], "agents": [1], "p_end_users": [0.01], "p_clients": [0.1]}
+    stored_resellers.store(con, "scan-1", as_of, pa.table(found))
+    return con
+
+
+def test_calibrate_replays_a_resellers_end_users_as_sessions_of_their_own_as_the_gateway_keeps_them():
+    con = _relayed_exchanges()
+    as_one_key = live.calibrate(con, LiveRouting(), reseller_keys=frozenset())
+    assert (as_one_key.sessions, as_one_key.accounts) == (1, 1)
+    # the keys of the store's scan as of its as-of: u1, u2 and the key's own request
+    by_end_user = live.calibrate(con, LiveRouting(), as_of=T0 + timedelta(days=1))
+    assert (by_end_user.sessions, by_end_user.accounts) == (3, 3)
+    assert [t.n for t in by_end_user.tails["max_tokens"]] == [3, 4, 0, 0, 0, 0, 0]  # looks 1,1,1 | 2,3,2,3
+    # the scan allowed one end user (its entity id): only that end user's requests are the reference
+    one = live.calibrate(con, LiveRouting(), allowed={"relay-co::u1"}, reseller_keys=frozenset({"key-relay"}))
+    assert one.sessions == 1 and sum(t.n for t in one.tails["max_tokens"]) == 3
 
 
 def test_a_statistic_whose_bucket_is_too_thin_counts_as_no_evidence():
@@ -250,6 +349,33 @@ def test_a_monitored_member_of_a_throttled_campaign_is_routed_by_its_campaigns_v
     routed = _request(router, "member", "10.0.0.1", scan.verdicts["member"])
     assert routed.action == "fallback" and routed.campaign_id == "campaign-9"
     assert _request(router, "alone", "10.0.0.2", Decision("monitor", "verdict")).action == "monitor"
+
+
+def test_a_resellers_end_users_form_sessions_of_their_own_and_one_routed_end_user_routes_no_other():
+    """Two end users interleaved on one reseller key: the one whose requests are extreme is routed,
+    the other, on the same key and at the same moments, is served as before; a request naming no
+    end user, or of a key the scan did not recognise as a reseller's, is the account's."""
+    router = _router(_indicators(), {})
+    router.scorer = live.Scorer(router.policy.live, router.policy.statistics.budget,
+                                live.Reference(_tails_where_only("tool_count", 10**6), 5000, {}))
+    router.resellers.keys = frozenset({"key-relay"})
+
+    def relayed(end_user: str | None, tools: int, k: int, key: str = "key-relay") -> Decision:
+        record = SimpleNamespace(account_id="relay-co", organization_id=None, email_domain=None,
+                                 payment_fingerprint=None, key_id=key)
+        facts = SimpleNamespace(max_tokens=None, tool_count=tools, system_prompt=None, prompt="hello",
+                                end_user=end_user)
+        return router.route(ALLOW, record, SimpleNamespace(ip=None, asn=None, user_agent=None), facts,
+                            T0 + timedelta(seconds=k))
+
+    for k in range(4):
+        assert relayed("user-1", 3, 2 * k).action == "fallback"
+        assert relayed("user-2", 0, 2 * k + 1).action == "allow"
+    sessions = router.scorer.sessions.by_account
+    assert (sessions["relay-co::user-1"].looks, sessions["relay-co::user-2"].looks) == (4, 4)
+    assert "relay-co" not in sessions and router.sessions_routed == 1
+    assert relayed(None, 0, 10).action == "allow" and sessions["relay-co"].looks == 1
+    assert relayed("user-9", 0, 11, key="key-other").action == "allow" and sessions["relay-co"].looks == 2
 
 
 # --- the reference file ----------------------------------------------------------------------------

@@ -159,6 +159,11 @@ class GatewayRules(BaseModel):
                                     "one trigger (an empty list: none)")
     throttle_retry_after_seconds: float = Field(
         3600.0, gt=0, description="Retry-After of a request refused because its account is throttled by a verdict")
+    findings_to_fallback: bool = Field(
+        False, description="serve the accounts the scan's verdicts put at throttle (and the new accounts that "
+        "inherit a campaign's throttle) by the fallback model instead of refusing them with 429: the answer names "
+        "the model asked for, so the client cannot tell; needs the gateway's fallback model (without one they stay "
+        "throttled). Operators' overrides, the online limits and the verify rule keep their own answers")
 
 
 class ResellerRules(BaseModel):
@@ -183,8 +188,10 @@ class LiveRouting(BaseModel):
     enabled: bool = Field(True, description="score requests live (needs the gateway's live_reference file and a "
                           "fallback model; without either nothing is routed)")
     session_budget: float = Field(0.005, gt=0, le=0.1, description="share of organic sessions that may ever reach "
-                                  "the fallback: the k-th request of a session may spend session_budget / (k (k+1)) "
-                                  "of it (the shares sum to the budget over any number of requests)")
+                                  "the fallback: a session is decided at its 1st, 2nd, 4th, 8th, ... request, and "
+                                  "the j-th of these checkpoints (j = 0, 1, ...) may spend session_budget / ((j+1) "
+                                  "(j+2)) of it; the shares sum to the budget over any number of requests, so by the "
+                                  "union bound an organic session crosses with probability at most the budget")
     session_gap_seconds: float = Field(1800.0, gt=0, description="seconds of quiet after which an account's next "
                                        "request starts a new session (its looks count from 1 again)")
     window: int = Field(32, ge=3, le=1024, description="requests per account kept for the session statistics "

@@ -18,12 +18,15 @@ the entity ``<account>::<end user>`` the scan judged (gateway/resellers.py): its
 the account's), its verdict, or, for an end user the scan did not judge, the account's verdict.
 
 The action taken is the strongest of 2-4 (an override replaces 2 and 3); an organisation on
-the policy's allowlist is never taken beyond monitoring by 2 or 3. Each decision carries its
-reasons with numbers, as the scan's verdicts do; those stay in the log, the store and the
-reports. A client learns only what it must to behave: a blocked request gets a 403 and a
-throttled one a 429 with Retry-After, each with a generic message and a support reference
-(the exchange id, which leads support to the reasons); a fallback answer looks like any
-other (server.py).
+the policy's allowlist is never taken beyond monitoring by 2 or 3. With the policy's
+``gateway.findings_to_fallback``, a throttle from 2 or 3 is served by the fallback model instead
+(a campaign then gets answers it cannot tell from the primary model's, where a 429 tells it that
+it was caught), except where the verify rule takes the account (controls.step_up). Each
+decision carries its reasons with numbers, as the scan's verdicts do; those stay in the log, the
+store and the reports. A client learns only what it must to behave: a blocked request gets a
+403 and a throttled one a 429 with Retry-After, each with a generic message and a support
+reference (the exchange id, which leads support to the reasons); a fallback answer looks like
+any other (server.py).
 """
 
 from __future__ import annotations
@@ -267,12 +270,30 @@ class Enforcer:
                 standing = Decision("monitor", standing.source, (
                     *standing.reasons, f"organization {r.organization_id} is on the policy's allowlist: "
                     f"{standing.action} capped at monitor"), standing.campaign_id)
+            elif standing.action == "throttle" and self.policy.gateway.findings_to_fallback:
+                standing = self._served_by_fallback(r, standing)
         limited = await self._limits(r)
         decision = limited if limited and SEVERITY[limited.action] > SEVERITY[standing.action] else standing
         if decision.action == "throttle" and decision.retry_after is None:
             decision = Decision(decision.action, decision.source, decision.reasons, decision.campaign_id,
                                 self.policy.gateway.throttle_retry_after_seconds)
         return decision
+
+    def _served_by_fallback(self, r: Request, throttled: Decision) -> Decision:
+        """``throttled`` (a verdict's or an inherited throttle), or fallback in its place, as
+        ``gateway.findings_to_fallback`` asks; kept where the verify rule will raise it to verify,
+        a stronger answer the operator chose for new accounts."""
+        if throttled.source == "verdict" and self.policy.verify.enabled:
+            from distillguard.gateway.controls import statistical  # controls imports this module
+
+            # as controls.step_up judges it: an end user's creation time is not known
+            created = None if r.entity else r.account_created_at
+            age = None if created is None else (r.at - created).total_seconds() / 86400
+            if self.policy.verify.applies(throttled.action, statistical(throttled.reasons), age):
+                return throttled
+        return Decision("fallback", throttled.source, (
+            *throttled.reasons, "throttle served by the fallback model (policy gateway.findings_to_fallback)"),
+            throttled.campaign_id)
 
     def _inherit(self, r: Request, first: datetime) -> Decision | None:
         # an end user's card, e-mail domain and creation are the reseller's: they would tie every end

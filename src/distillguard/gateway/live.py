@@ -19,14 +19,24 @@ The parts are combined by Bonferroni (``m`` times the smallest of the ``m`` p-va
 that look, ``parts_at``): valid under any dependence between them, which these share (a
 scripted session is fast, regular and repetitive at once).
 
-Every request is a look. The k-th look of a session may spend ``budget / (k (k + 1))``; these
-shares sum to the budget over any number of looks, so (by the union bound) the chance that an
-organic session ever crosses stays within ``live.session_budget``, however long it runs. A
-session that crosses stays routed until it ends (``live.session_gap_seconds`` of quiet).
+Every request is scored, but a session is decided only at checkpoints on a geometric schedule:
+its 1st, 2nd, 4th, 8th, 16th, ... request (``checkpoint``). The j-th checkpoint (j = 0, 1, ...,
+at look ``2 ** j``) may spend ``budget / ((j + 1) (j + 2))``; these shares sum to the budget over
+any number of looks, so (by the union bound over the checkpoints) the chance that an organic
+session ever crosses stays within ``live.session_budget``, however long it runs. Spending per
+checkpoint rather than per request keeps a long session decidable: its 64th request may spend
+``budget / 56`` where one share per request left it ``budget / 4160``. Between checkpoints a
+session keeps its state. A session that crosses stays routed until it ends
+(``live.session_gap_seconds`` of quiet).
 
 Live routing only adds: it routes an account whose standing action is allow or monitor, never
 one under an operator's override or in an allowlisted organisation; stronger actions stay as
 the enforcer decided them.
+
+A recognised reseller's key (gateway/resellers.py, from the scan whose verdicts the gateway
+enforces) fronts many end users: its requests that name an end user form that end user's
+sessions (the entity ``<account>::<end user>`` the scan judges), so that end users' requests
+interleaved on one key neither look like one fast, irregular session nor route each other.
 """
 
 from __future__ import annotations
@@ -52,7 +62,9 @@ import pyarrow as pa
 from distillguard.detect.policy import ErrorBudget, LiveRouting, Policy
 from distillguard.errors import UserError
 from distillguard.gateway.enforce import Decision, ScanOutputs
+from distillguard.gateway.resellers import ENTITY_SEPARATOR, Resellers
 from distillguard.intel import indicators as intel
+from distillguard.store import resellers as stored_resellers
 from distillguard.store.verdicts import SEVERITY
 
 log = logging.getLogger("distillguard.gateway")
@@ -93,10 +105,23 @@ def bucket(look: int) -> int:
     return min(look.bit_length() - 1, BUCKETS - 1)
 
 
+def checkpoint(look: int) -> int | None:
+    """The index j of the checkpoint a session's ``look``-th request is (look ``2 ** j``), or None
+    for a request between checkpoints, which decides nothing."""
+    return look.bit_length() - 1 if look > 0 and look & (look - 1) == 0 else None
+
+
+def share(budget: float, j: int) -> float:
+    """What the j-th checkpoint may spend: ``budget / ((j + 1) (j + 2))``, which sums to ``budget``
+    over j = 0, 1, ... (the union bound's total)."""
+    return budget / ((j + 1) * (j + 2))
+
+
 def threshold(budget: float, look: int) -> float:
-    """The p-value at or below which the ``look``-th request of a session crosses: its share of
-    ``budget`` (``budget / (k (k + 1))``, which sums to ``budget`` over all looks)."""
-    return budget / (look * (look + 1))
+    """The p-value at or below which the ``look``-th request of a session crosses: its
+    checkpoint's share of ``budget``, 0 between checkpoints (a p-value is never 0, so none crosses)."""
+    j = checkpoint(look)
+    return 0.0 if j is None else share(budget, j)
 
 
 def combine(p_values: list[float] | tuple[float, ...], parts: int) -> float:
@@ -270,22 +295,34 @@ class Reference:
 
 
 def calibrate(con: duckdb.DuckDBPyConnection, rules: LiveRouting, allowed: set[str] | None = None,
-              as_of: datetime | None = None, indicator_table: pa.Table | None = None) -> Reference:
+              as_of: datetime | None = None, indicator_table: pa.Table | None = None,
+              reseller_keys: frozenset[str] | None = None) -> Reference:
     """The reference of organic traffic: the exchanges before ``as_of`` of the ``allowed``
     accounts (those the latest scan allowed; None: every account, which only widens the tails),
-    replayed in time order through the same sessions the gateway keeps."""
+    replayed in time order through the same sessions the gateway keeps: a reseller key's
+    exchanges that name an end user as that end user's (``reseller_keys``; None: those of the
+    store's scan as of ``as_of``), whose entity id is what ``allowed`` holds for it."""
+    keys = _reseller_keys(con, as_of) if reseller_keys is None else reseller_keys
+    who, source = "account_id", "exchanges"
+    if keys:
+        con.register("_live_resellers", pa.table({"key": pa.array(sorted(keys), pa.string())}))
+        relayed = ("coalesce(end_user, '') <> '' AND (api_key_id IN (SELECT \"key\" FROM _live_resellers) "
+                   "OR account_id IN (SELECT \"key\" FROM _live_resellers))")
+        who = "who"
+        source = (f"(SELECT *, CASE WHEN {relayed} THEN account_id || '{ENTITY_SEPARATOR}' || end_user "
+                  "ELSE account_id END AS who FROM exchanges) AS relayed")
     where, params = [], []
     if as_of is not None:
         where.append('"timestamp" < ?')
         params.append(as_of)
     if allowed is not None:
         con.register("_live_allowed", pa.table({"account_id": pa.array(sorted(allowed), pa.string())}))
-        where.append("account_id IN (SELECT account_id FROM _live_allowed)")
+        where.append(f"{who} IN (SELECT account_id FROM _live_allowed)")
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     try:
         cursor = con.execute(
-            f'SELECT account_id, epoch("timestamp"), max_tokens, tool_count, coalesce(length(prompt), 0), '
-            f'system_prompt, left(prompt, 100) FROM exchanges {clause} ORDER BY account_id, "timestamp"', params)
+            f'SELECT {who}, epoch("timestamp"), max_tokens, tool_count, coalesce(length(prompt), 0), '
+            f'system_prompt, left(prompt, 100) FROM {source} {clause} ORDER BY {who}, "timestamp"', params)
         samples: dict[str, list[list[float]]] = {s.name: [[] for _ in range(BUCKETS)] for s in STATISTICS}
         sessions = Sessions(rules)
         count = 0
@@ -299,25 +336,35 @@ def calibrate(con: duckdb.DuckDBPyConnection, rules: LiveRouting, allowed: set[s
                 for s, v in zip(STATISTICS, values):
                     if v is not None:
                         samples[s.name][b].append(v)
-        accounts, matches = _indicator_matches(con, clause, params, indicator_table, as_of)
+        accounts, matches = _indicator_matches(con, source, who, clause, params, indicator_table, as_of)
     finally:
         if allowed is not None:
             con.unregister("_live_allowed")
+        if keys:
+            con.unregister("_live_resellers")
     tails = {name: [Tail.of(b) for b in buckets] for name, buckets in samples.items()}
     return Reference(tails, accounts, matches, as_of.isoformat() if as_of else None, count)
 
 
-def _indicator_matches(con: duckdb.DuckDBPyConnection, clause: str, params: list, table: pa.Table | None,
-                       as_of: datetime | None) -> tuple[int, dict[str, int]]:
-    """How many reference accounts there are, and how many of them matched each indicator."""
-    accounts = con.execute(f"SELECT count(DISTINCT account_id) FROM exchanges {clause}", params).fetchone()[0]
+def _reseller_keys(con: duckdb.DuckDBPyConnection, as_of: datetime | None) -> frozenset[str]:
+    """The reseller keys of the store's scan as of ``as_of`` (the latest without it); none where
+    the store holds no such scan (verdicts of ``scan --input``, or no store tables at all)."""
+    found = stored_resellers.latest(con, as_of)
+    return frozenset(found[1].column("key").to_pylist()) if found is not None else frozenset()
+
+
+def _indicator_matches(con: duckdb.DuckDBPyConnection, source: str, who: str, clause: str, params: list,
+                       table: pa.Table | None, as_of: datetime | None) -> tuple[int, dict[str, int]]:
+    """How many reference accounts (or end users of resellers) there are, and how many of them
+    matched each indicator."""
+    accounts = con.execute(f"SELECT count(DISTINCT {who}) FROM {source} {clause}", params).fetchone()[0]
     index = Indicators(table if table is not None else intel.SCHEMA.empty_table())
     if not index.size:
         return accounts, {}
     when = as_of or datetime.now(UTC)
     matched: dict[str, set[str]] = {i: set() for i in index.ids}
-    cursor = con.execute(f"SELECT DISTINCT account_id, client_ip, client_asn, user_agent, email_domain, "
-                         f"payment_fingerprint FROM exchanges {clause}", params)
+    cursor = con.execute(f"SELECT DISTINCT {who}, client_ip, client_asn, user_agent, email_domain, "
+                         f"payment_fingerprint FROM {source} {clause}", params)
     while rows := cursor.fetchmany(50_000):
         for account, ip, asn, ua, domain, card in rows:
             for i in index.match(ip, asn, ua, domain, card, when, valid_only=False):
@@ -394,7 +441,8 @@ def _network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, prefix: int) -> 
 
 @dataclass(frozen=True)
 class Look:
-    """One request's score: its combined p-value, the look's threshold, and the parts."""
+    """One request's score: its combined p-value, the look's threshold (0 between checkpoints),
+    whether the session is routed, and, at the look where it crossed, the parts."""
 
     p_value: float
     threshold: float
@@ -422,7 +470,8 @@ class Scorer:
              system_prompt: str | None, prompt: str | None, ip: str | None = None, asn: int | None = None,
              user_agent: str | None = None, email_domain: str | None = None, payment: str | None = None,
              verdict_p: float = 1.0) -> Look:
-        """Add one request of ``account`` to its session and score it."""
+        """Add one request of ``account`` to its session and score it; the session crosses only
+        at a checkpoint whose share its p-value is within."""
         t = at.timestamp()
         session = self.sessions.get(account, t)
         values = session.observe(t, max_tokens, tool_count, len(prompt) if prompt else 0,
@@ -462,6 +511,8 @@ class LiveRouter:
         self.reference: Reference | None = None
         self.indicators = Indicators(intel.SCHEMA.empty_table())
         self.campaign_action: dict[str, str] = {}
+        # the reseller keys of the scan the gateway enforces: their end users' sessions are their own
+        self.resellers = Resellers()
         self.looks = self.routed = self.sessions_routed = 0
         self._stamp: tuple | None = None
         self._verdicts_seen: object = None
@@ -482,8 +533,9 @@ class LiveRouter:
         self._stamp = None  # rebuild the scorer with the new rules
 
     def refresh(self, db: str | None, scan: ScanOutputs, indicators_every_seconds: float = 30.0) -> None:
-        """Re-read what changed: the reference file, the scan's campaigns, the store's indicators
-        (every ``indicators_every_seconds``). Runs off the event loop; each swap is one assignment."""
+        """Re-read what changed: the reference file, the scan's campaigns and reseller keys, the
+        store's indicators (every ``indicators_every_seconds``). Runs off the event loop; each swap
+        is one assignment."""
         if scan.verdicts is not self._verdicts_seen:
             actions: dict[str, str] = {}
             for d in scan.verdicts.values():
@@ -500,6 +552,7 @@ class LiveRouter:
         if self.path is None or not self.policy.live.enabled:
             self.scorer = None
             return
+        self.resellers.refresh(db, scan.as_of, now)
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size)
@@ -531,7 +584,8 @@ class LiveRouter:
             self.scorer.sessions.forget_idle(time.time())
 
     def route(self, decision: Decision, record: Any, client: Any, facts: Any, at: datetime) -> Decision:
-        """``decision``, or the fallback when this request's session crosses its threshold."""
+        """``decision``, or the fallback when this request's session crosses its threshold: the
+        session of its end user for a recognised reseller's request that names one, else its account's."""
         scorer = self.scorer
         if (scorer is None or not self.fallback_model or decision.action not in ("allow", "monitor")
                 or decision.source == "override" or record.organization_id in self.allowlist):
@@ -541,7 +595,9 @@ class LiveRouter:
         verdict_p = levels[decision.action] if decision.source in ("verdict", "inherited") else 1.0
         if decision.campaign_id and decision.campaign_id in self.campaign_action:
             verdict_p = min(verdict_p, levels[self.campaign_action[decision.campaign_id]])
-        seen = scorer.look(record.account_id, at, facts.max_tokens, facts.tool_count, facts.system_prompt,
+        relay = self.resellers.relay(record.key_id, record.account_id, facts.end_user) if self.resellers.keys else None
+        who = relay.entity if relay is not None else record.account_id
+        seen = scorer.look(who, at, facts.max_tokens, facts.tool_count, facts.system_prompt,
                            facts.prompt, client.ip, client.asn, client.user_agent, record.email_domain,
                            record.payment_fingerprint, verdict_p)
         if not seen.crossed:
@@ -551,7 +607,7 @@ class LiveRouter:
             self.sessions_routed += 1
             strongest = min(seen.parts, key=seen.parts.get)
             log.warning("live: %s routed to the fallback for the rest of its session (look %d: p %.3g <= %.3g; "
-                        "strongest part %s p %.3g)", record.account_id, seen.look, seen.p_value, seen.threshold,
+                        "strongest part %s p %.3g)", who, seen.look, seen.p_value, seen.threshold,
                         strongest, seen.parts[strongest])
         why = f"live routing: session p-value crossed its threshold at look {seen.look}"
         return Decision("fallback", "live", (*decision.reasons, why), decision.campaign_id)
