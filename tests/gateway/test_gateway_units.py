@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from distillguard.errors import UserError
 from distillguard.gateway import keys
+from distillguard.gateway.headers import downstream_response
 from distillguard.gateway.journal import Journal
 from distillguard.gateway.limits import MemoryCounters
+from distillguard.gateway.metrics import BUCKETS, Metrics
 from distillguard.gateway.protocol import ROUTES, StreamUsage, new_exchange_id, request_facts, usage
 from tests.gateway.procs import wait_until
 
@@ -141,6 +143,48 @@ def test_keys_are_kept_as_digests_only(tmp_path):
     assert table.lookup("sk-2").account_id == "b"
     assert table.lookup("sk-3") is None
     assert all("sk-" not in r.key_sha256 for r in table.by_digest.values())
+
+
+def test_request_metrics_read_as_prometheus_client_counters_and_histogram_would():
+    """Metrics.request counts in plain numbers; scraped, they are the families prometheus_client's
+    own Counter and Histogram make of the same requests (a bound counted in its own bucket)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    requests = Counter("distillguard_requests", "Requests answered, by route and status.", ["route", "status"],
+                       registry=registry)
+    actions = Counter("distillguard_actions", "Requests by the enforcement action applied.", ["action"],
+                      registry=registry)
+    latency = Histogram("distillguard_request_duration_seconds", "Time from request to last byte sent.", ["route"],
+                        buckets=BUCKETS, registry=registry)
+    metrics = Metrics()
+    seen = [("/v1/chat/completions", 200, "allow", 0.0123), ("/v1/chat/completions", 200, "allow", 0.001),
+            ("/v1/chat/completions", 429, "throttle", 0.0), ("/v1/messages", 401, "none", 60.0),
+            ("/v1/messages", 200, "fallback", 75.5), ("/v1/chat/completions", 200, "allow", 2.5)]
+    for route, status, action, seconds in seen:
+        metrics.request(route, status, action, seconds)
+        requests.labels(route, str(status)).inc()
+        actions.labels(action).inc()
+        latency.labels(route).observe(seconds)
+
+    def families(text: str) -> dict:
+        return {f.name: (f.type, sorted((s.name, tuple(sorted(s.labels.items())), s.value) for s in f.samples
+                                        if not s.name.endswith("_created")))
+                for f in text_string_to_metric_families(text) if not f.name.endswith("_created")}
+
+    assert families(metrics.render()) == families(generate_latest(registry).decode())
+
+
+def test_the_headers_a_client_gets_do_not_change_once_their_names_are_known():
+    upstream = [("Content-Type", "application/json"), ("Set-Cookie", "a=b"), ("x-ratelimit-remaining-requests", "9"),
+                ("openai-organization", "org"), ("Content-Encoding", "gzip"), ("X-Request-Id", "req-1")]
+    expected = {"Content-Type": "application/json", "x-ratelimit-remaining-requests": "9", "X-Request-Id": "req-1"}
+    assert downstream_response(upstream) == expected
+    assert downstream_response(upstream) == expected
+    # Content-Encoding goes by its value: a coding the gateway did not decode is passed on, labelled
+    assert downstream_response([("Content-Encoding", "compress")]) == {"Content-Encoding": "compress"}
+    assert downstream_response([("Content-Encoding", "GZIP")]) == {}
 
 
 def test_a_sliding_window_counts_only_its_window():

@@ -85,13 +85,31 @@ def upstream_request(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+#: what downstream_response does with a header, by its name as the upstream spelled it: pass it,
+#: drop it, or look at its value (Content-Encoding); an upstream sends the same dozen names with
+#: every answer, so each is judged once (up to _NAMES_KEPT names, then per answer)
+_PASS, _DROP, _CODING = 0, 1, 2
+_DOWNSTREAM_NAMES: dict[str, int] = {}
+_NAMES_KEPT = 1024
+
+
+def _downstream_kind(name: str) -> int:
+    low = name.lower()
+    if low == "content-encoding":
+        return _CODING
+    return _PASS if low in DOWNSTREAM_RESPONSE or low.startswith(DOWNSTREAM_PREFIXES) else _DROP
+
+
 def downstream_response(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The upstream's headers the client sees (DOWNSTREAM_RESPONSE and DOWNSTREAM_PREFIXES;
     Content-Encoding only where the answer was not decoded, see DECODED)."""
     out = {}
     for name, value in headers:
-        low = name.lower()
-        if (low in DOWNSTREAM_RESPONSE or low.startswith(DOWNSTREAM_PREFIXES)
-                or (low == "content-encoding" and value.lower() not in DECODED)):
+        kind = _DOWNSTREAM_NAMES.get(name)
+        if kind is None:
+            kind = _downstream_kind(name)
+            if len(_DOWNSTREAM_NAMES) < _NAMES_KEPT:
+                _DOWNSTREAM_NAMES[name] = kind
+        if kind == _PASS or (kind == _CODING and value.lower() not in DECODED):
             out[name] = value
     return out

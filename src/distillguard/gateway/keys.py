@@ -18,6 +18,7 @@ import secrets
 import zlib
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,9 @@ class KeyRecord:
     email_domain: str | None = None
     revoked_at: datetime | None = None
 
-    @property
+    @cached_property
     def key_id(self) -> str:
+        # read on every request (the resellers' check, the log's api_key_id): built once per record
         return "key-" + self.key_sha256[:12]
 
     @property
