@@ -129,3 +129,17 @@ def test_resellers_match_a_request_by_its_key_id_or_by_an_account_scanned_withou
     assert resellers.relay("key-relay", "relay-co", None).entity == "relay-co"
     assert resellers.relay("key-other", "keyless-relay", "u2").entity == "keyless-relay::u2"
     assert resellers.relay("key-other", "cust-1", "u3") is None
+
+
+def test_without_verdicts_a_store_holding_no_scan_yet_is_looked_at_every_thirty_seconds_not_every_tick(
+        tmp_path, monkeypatch):
+    import distillguard.gateway.resellers as resellers_mod
+
+    db = tmp_path / "store.duckdb"
+    Store(db).close()
+    opened = []
+    connect = resellers_mod.duckdb.connect
+    monkeypatch.setattr(resellers_mod.duckdb, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
+    resellers = Resellers()
+    looks = [resellers.refresh(str(db), None, now=float(t)) for t in range(0, 61)]  # one reload tick a second
+    assert not any(looks) and len(opened) == 3  # at 0, 30 and 60 s: each look opens the store (~10 ms of CPU)

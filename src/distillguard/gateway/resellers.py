@@ -61,10 +61,12 @@ class Resellers:
 
     def refresh(self, db: str | None, verdicts_as_of: str | None, now: float, retry_seconds: float = 5.0) -> bool:
         """Read the reseller keys of the scan as of ``verdicts_as_of`` (ISO-8601, the verdicts'
-        as_of) once; with None (no verdicts loaded), of the store's latest scan, re-read every
-        ``6 x retry_seconds``. A store that is busy or holds no such scan (verdicts of ``scan
-        --input``) is tried again ``retry_seconds`` later (``now``: a monotonic clock); until
-        then the keys already read stay. True when keys were read."""
+        as_of) once; with None (no verdicts loaded), of the store's latest scan, looked for every
+        ``6 x retry_seconds`` whether or not the store holds a scan yet (each look opens the
+        store: about 10 ms of the gateway's CPU, part of it holding the interpreter the requests
+        run on). A store that is busy, or holds no scan as of ``verdicts_as_of`` (verdicts of
+        ``scan --input``), is tried again ``retry_seconds`` later (``now``: a monotonic clock);
+        until then the keys already read stay. True when keys were read."""
         settled = verdicts_as_of is not None and self._read_for == verdicts_as_of
         if verdicts_as_of == self._tried and (settled or now < self._next_try):
             return False
@@ -85,6 +87,8 @@ class Resellers:
         if found is None:
             self._warn(verdicts_as_of, f"resellers: the store holds no scan as of {verdicts_as_of or '(any)'} "
                        f"(scan --db stores one); keeping the {len(self.keys)} reseller keys read before")
+            if verdicts_as_of is None:
+                self._next_try = now + 6 * retry_seconds
             return False
         as_of, table = found
         keys = frozenset(table.column("key").to_pylist())
