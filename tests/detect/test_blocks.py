@@ -154,3 +154,74 @@ def test_the_tail_bound_is_one_with_nothing_observed_or_nothing_allowed():
     assert blocks.excess_tail(5, np.asarray([0.0]), np.asarray([3.0])) == 1.0
     assert blocks.excess_tail(5, np.asarray([0.5]), np.asarray([0.0])) == 1.0
     assert blocks.excess_tail(40, np.asarray([0.05]), np.asarray([10.0])) < 1e-20
+
+
+def _poisson_binomial_sf(p: np.ndarray, k: int) -> float:
+    """P(sum of independent Bernoulli(p_i) >= k), by convolution."""
+    dist = np.zeros(p.size + 1)
+    dist[0] = 1.0
+    for q in p:
+        dist[1:] = dist[1:] * (1 - q) + dist[:-1] * q
+        dist[0] *= 1 - q
+    return float(dist[k:].sum())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0.0, 0.9), min_size=1, max_size=40), st.integers(0, 40))
+def test_a_member_tie_bound_covers_every_sum_of_independent_bernoullis_of_its_mean(p, observed):
+    """Hoeffding (1956) and Anderson-Samuels (1967): the Poisson tail at or beyond the mean + 1,
+    Chernoff's bound elsewhere; either way at least the exact tail of any such sum."""
+    p = np.asarray(p)
+    bound = float(blocks.poisson_chernoff(np.asarray([observed]), np.asarray([p.sum()]))[0])
+    assert bound >= _poisson_binomial_sf(p, observed) - 1e-12
+
+
+def _two_strong_one_weak(seed: int = 5, n: int = 400, size: int = 30):
+    """A campaign of ``size`` accounts holding one scaffold (the seed, client family), ten to a card
+    (account family) and many shared addresses (network), but hardly a session slot in common
+    (time); and one bystander holding the scaffold and the campaign's addresses only."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in range(n):
+        for kind, pool in (("ip", 3000), ("payment", 2000), ("scaffold", 300), ("sync", 800)):
+            for _ in range(int(rng.integers(1, 4))):
+                rows.append((a, kind, f"{kind}-{int(rng.integers(0, pool))}"))
+    for a in range(size):
+        rows.append((a, "scaffold", "scaffold-camp"))
+        rows.append((a, "payment", f"payment-camp-{a // 10}"))
+        rows += [(a, "ip", f"ip-camp-{int(j)}") for j in rng.choice(12, 6, replace=False)]
+    bystander = size
+    rows.append((bystander, "scaffold", "scaffold-camp"))
+    rows += [(bystander, "ip", f"ip-camp-{j}") for j in range(6)]
+    keys = pa.table({"account_id": [f"a{a:04d}" for a, _, _ in rows], "kind": [k for _, k, _ in rows],
+                     "key": [t for _, _, t in rows]})
+    tables = blocks.kind_tables(keys, {f"a{a:04d}": a for a in range(n)}, n, 2_000_000)
+    return tables, np.arange(size + 1), bystander
+
+
+def test_a_member_is_tied_by_its_two_best_families_beyond_the_seed_never_by_one():
+    tables, members, bystander = _two_strong_one_weak()
+    others = [[t for t in tables if t.family == f] for f in sorted({t.family for t in tables} - {"client"})]
+    core, member_p = blocks.member_p_values(members, others, 1.0)
+    p_of = dict(zip(core, member_p))
+    # card and addresses carry every campaign member although its schedule ties it to nothing
+    assert all(p_of.get(a, 1.0) < 1e-3 for a in range(30))
+    # judged on addresses and schedule only (the weak family), hardly any would be
+    network_time = [f for f in others if f[0].family in ("network", "time")]
+    two_core, two_p = blocks.member_p_values(members, network_time, 1.0)
+    assert sum(q < 1e-3 for q in two_p) < 10
+    # addresses alone (co-location) never make a member
+    assert p_of.get(bystander, 1.0) == 1.0 or bystander not in core
+
+
+def test_looking_at_every_family_never_raises_a_member_p_value_over_any_two_of_them():
+    tables, members, _ = _two_strong_one_weak()
+    families = [[t for t in tables if t.family == f] for f in sorted({t.family for t in tables} - {"client"})]
+    core, member_p = blocks.member_p_values(members, families, 1.0)
+    pairs = len(families) * (len(families) - 1) / 2
+    for i in range(len(families)):
+        for j in range(i + 1, len(families)):
+            two_core, two_p = blocks.member_p_values(members, [families[i], families[j]], 1.0)
+            every = dict(zip(core, member_p))
+            for e, q in zip(two_core, two_p):
+                assert e in every and every[e] <= min(1.0, q * pairs) + 1e-15
