@@ -21,6 +21,7 @@ from distillguard.detect.policy import ErrorBudget, LiveRouting, Policy
 from distillguard.errors import UserError
 from distillguard.gateway import live
 from distillguard.gateway.enforce import ALLOW, Decision, ScanOutputs
+from distillguard.gateway.resellers import Resellers
 from distillguard.intel import indicators as intel
 from distillguard.store import resellers as stored_resellers
 
@@ -376,6 +377,16 @@ def test_a_resellers_end_users_form_sessions_of_their_own_and_one_routed_end_use
     assert "relay-co" not in sessions and router.sessions_routed == 1
     assert relayed(None, 0, 10).action == "allow" and sessions["relay-co"].looks == 1
     assert relayed("user-9", 0, 11, key="key-other").action == "allow" and sessions["relay-co"].looks == 2
+
+
+def test_a_router_given_the_gateways_reseller_keys_uses_them_and_leaves_reading_them_to_the_gateway(tmp_path):
+    shared = Resellers()
+    shared.keys = frozenset({"key-relay"})
+    shared.refresh = lambda *args, **kwargs: pytest.fail("the gateway refreshes its own reseller keys")
+    _REFERENCE.write(tmp_path / "live.json")
+    router = live.LiveRouter(Policy(), str(tmp_path / "live.json"), "safe-small", resellers=shared)
+    router.refresh(str(tmp_path / "gw.duckdb"), ScanOutputs(None))
+    assert router.scorer is not None and router.resellers is shared
 
 
 # --- the reference file ----------------------------------------------------------------------------

@@ -503,7 +503,9 @@ class LiveRouter:
     what the latest scan says of each campaign, and the counters /metrics shows."""
 
     def __init__(self, policy: Policy, reference_path: str | None, fallback_model: str | None,
-                 metrics: Any = None) -> None:
+                 metrics: Any = None, resellers: Resellers | None = None) -> None:
+        """``resellers``: the gateway's reseller keys, which their owner keeps fresh; without them
+        the router reads its own from the store (one more look at it per scan)."""
         self.policy = policy
         self.path = Path(reference_path) if reference_path else None
         self.fallback_model = fallback_model
@@ -512,7 +514,8 @@ class LiveRouter:
         self.indicators = Indicators(intel.SCHEMA.empty_table())
         self.campaign_action: dict[str, str] = {}
         # the reseller keys of the scan the gateway enforces: their end users' sessions are their own
-        self.resellers = Resellers()
+        self._own_resellers = resellers is None
+        self.resellers = Resellers() if resellers is None else resellers
         self.looks = self.routed = self.sessions_routed = 0
         self._stamp: tuple | None = None
         self._verdicts_seen: object = None
@@ -552,7 +555,8 @@ class LiveRouter:
         if self.path is None or not self.policy.live.enabled:
             self.scorer = None
             return
-        self.resellers.refresh(db, scan.as_of, now)
+        if self._own_resellers:
+            self.resellers.refresh(db, scan.as_of, now)
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size)
