@@ -377,3 +377,18 @@ def test_keys_are_managed_from_the_command_line_and_stored_hashed(upstream, tmp_
         assert call(gw.port, "/v1/chat/completions", chat("hi"), key=secret).status == 401
     finally:
         gw.stop()
+
+
+@pytest.mark.slow  # a gateway process of its own
+def test_a_cookie_one_upstream_answer_sets_never_travels_with_another_clients_request(upstream, tmp_path):
+    """The gateway's upstream connection pool is shared by every client: a cookie the provider sets
+    in one client's answer (the mock sets one in every answer) must not go up with the next
+    client's request. The upstream is named by host name, as a deployed one is (cookie jars
+    ignore cookies from bare IP addresses)."""
+    gw = start_gateway(tmp_path, upstream, keys=KEYS, upstream=f"http://localhost:{upstream}")
+    try:
+        assert call(gw.port, "/v1/chat/completions", chat("hi"), key="sk-alice").status == 200
+        assert call(gw.port, "/v1/chat/completions", chat("hi"), key="sk-carol").status == 200
+        assert "cookie" not in {k.lower() for k in upstream_saw(upstream)["headers"]}
+    finally:
+        gw.stop()

@@ -227,7 +227,10 @@ class Gateway:
 
     async def _startup(self, app: web.Application) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False, timeout=aiohttp.ClientTimeout(
+        # every client's requests go up through this one session: a cookie jar would keep a cookie
+        # the provider set in one client's answer and send it with every other client's requests
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                             cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(
             total=self.config.upstream_timeout_seconds, sock_connect=self.config.connect_timeout_seconds))
         self.loader.start()
         self._tasks.append(asyncio.create_task(self._background()))
