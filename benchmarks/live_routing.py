@@ -141,6 +141,7 @@ def markdown(runs: dict[str, dict], setup: dict, command: str) -> str:
          f"Python {platform.python_version()}, with `{command}`: {setup['scenario']} at scale {setup['scale']} "
          f"(seed {setup['seed']}), scanned once at {setup['as_of']:%Y-%m-%d %H:%M} ({setup['after_days']:g} days "
          f"after the first campaign exchange: {setup['flagged']} accounts throttled or stronger, "
+         f"{setup['flagged_organic']} of them organic, "
          f"{setup['monitored']} monitored); reference of {setup['reference_sessions']:,} organic sessions "
          f"before it; then {first['requests']:,} exchanges replayed through the enforcer and live routing "
          f"(session budget {setup['budget']:g}, decided at looks 1, 2, 4, 8, ...), once per policy: "
@@ -247,10 +248,13 @@ def main() -> None:
         runs = {name: run(prepared, each) for name, each in policies.items()}
         prepared.store.close()
     actions = prepared.actions
+    role = dict(zip(prepared.labels.column("account_id").to_pylist(), prepared.labels.column("role").to_pylist()))
     setup = {"scenario": args.scenario, "scale": args.scale, "seed": args.seed, "as_of": prepared.as_of,
              "after_days": args.scan_after_days, "budget": policy.live.session_budget,
              "reference_sessions": prepared.reference.sessions,
              "flagged": sum(1 for x in actions.values() if SEVERITY[x] >= SEVERITY["throttle"]),
+             "flagged_organic": sum(1 for a, x in actions.items() if SEVERITY[x] >= SEVERITY["throttle"]
+                                    and role.get(a) == "organic"),
              "monitored": sum(1 for x in actions.values() if x == "monitor")}
     text = markdown(runs, setup, "python benchmarks/live_routing.py " + " ".join(sys.argv[1:]))
     print(text)
