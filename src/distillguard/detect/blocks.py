@@ -313,18 +313,14 @@ def convex_floor(values: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def poisson_chernoff(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Upper bound of P(X >= observed) for X a sum of independent Bernoullis of total mean at
-    most ``mean``. Where ``observed >= mean + 1`` the Poisson tail itself: a Poisson-binomial's
-    upper tail there is at most the binomial's of the same mean (Hoeffding 1956, theorem 4), and
-    that at most the Poisson's (Anderson and Samuels 1967). Elsewhere the Chernoff bound
-    ``e^-mean (e mean / observed)^observed`` above the mean (the Poisson tail is no bound between
-    the mean and the mean + 1), and 1 below it."""
+    """Chernoff bound of P(X >= observed) for X dominated in convex order by a Poisson(mean):
+    ``e^-mean (e mean / observed)^observed`` above the mean, 1 below (the Poisson tail itself is
+    not a bound for a sum of Bernoullis below the mean; this is)."""
     observed = np.asarray(observed, dtype=float)
     mean = np.maximum(np.asarray(mean, dtype=float), 1e-300)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_bound = observed - mean - observed * np.log(np.maximum(observed, 1e-300) / mean)
-    chernoff = np.where(observed > mean, np.minimum(1.0, np.exp(np.minimum(log_bound, 0.0))), 1.0)
-    return np.where(observed >= mean + 1.0, np.minimum(chernoff, nulls.poisson_sf(observed, mean)), chernoff)
+    return np.where(observed > mean, np.minimum(1.0, np.exp(np.minimum(log_bound, 0.0))), 1.0)
 
 
 def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float = 1.0, alpha: float = 1.0
@@ -392,11 +388,15 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
         if corrected > alpha:
             continue
         members = np.asarray(key, dtype=np.int64)
-        (w1, e1, _), (w2, e2, _) = (_kind_detail(by_kind[family_kind[f][i]], members, inflation,
-                                                 len(kinds_of[f])) for f in (f1, f2))
-        core, member_p = member_p_values(members, [[by_kind[k] for k in kinds_of[f]] for f in others], inflation)
+        (w1, e1, ties1), (w2, e2, ties2) = (_kind_detail(by_kind[family_kind[f][i]], members, inflation,
+                                                         len(kinds_of[f])) for f in (f1, f2))
+        core = sorted(set(ties1) & set(ties2))
+        # a member is tied in both families: the larger of its two p-values (intersection-union),
+        # corrected for the pairs of families the two were chosen among
+        pairs = len(others) * (len(others) - 1) / 2
+        member_p = tuple(min(1.0, max(ties1[e], ties2[e]) * pairs) for e in core)
         out.append(Block(seed_kind, seed_token, int(members.size), f"{f1}+{f2}", w1 + w2, e1 + e2, p2, corrected,
-                         core, (family_kind[f1][i], family_kind[f2][i]), member_p))
+                         tuple(core), (family_kind[f1][i], family_kind[f2][i]), member_p))
     out.sort(key=lambda b: (b.p_value, b.seed_kind, b.seed_token))
     return out, looks
 
@@ -438,42 +438,6 @@ def class_means_of(table: KindTable, membership: sparse.csr_matrix) -> np.ndarra
     per_class = (membership @ onehot).toarray()
     p = table.model.link_probability(np.arange(n_rows), np.arange(len(table.model.y)))
     return per_class @ p
-
-
-def member_p_values(members: np.ndarray, families: list[list[KindTable]], inflation: float
-                    ) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """(core, member p-values) of a block: per member, its own tie in each family other than the
-    seed's (the best kind's p-value times the family's kinds), then the **second smallest** of
-    those family p-values times (families - 1).
-
-    Co-location can make one family depend on the seed (a campus's schedule follows its
-    address), so a member's evidence must not rest on one family alone. If at most one family is
-    dependent, the other families' p-values are valid under BiCM and the second smallest is at
-    most ``t`` only if one of those is: ``P(p_(2) <= t) <= (families - 1) t``, whichever family is
-    the dependent one. The core is the members tied in two families at least. Looking at every
-    family, not only the two that carried the block, lets a member tied weakly in one of those
-    but strongly in another count, and never raises a member's p-value: the second smallest over
-    more families is no larger, and its factor (families - 1) is at most the pairs of families."""
-    per_family: list[dict[int, float]] = []
-    for tables in families:
-        best: dict[int, float] = {}
-        for table in tables:
-            excess, mu, _ = shared_inside(table, members)
-            for e, q in member_ties(table, members, mu * inflation).items():
-                q = min(1.0, q * len(tables))
-                if q < best.get(e, 2.0):
-                    best[e] = q
-        per_family.append(best)
-    if len(per_family) < 2:
-        return (), ()
-    tied = sorted({e for best in per_family for e in best})
-    core, member_p = [], []
-    for e in tied:
-        ps = sorted(best.get(e, 1.0) for best in per_family)
-        if sum(e in best for best in per_family) >= 2:
-            core.append(e)
-            member_p.append(min(1.0, ps[1] * (len(per_family) - 1)))
-    return tuple(core), tuple(member_p)
 
 
 def _kind_detail(table: KindTable, members: np.ndarray, inflation: float, n_kinds: int

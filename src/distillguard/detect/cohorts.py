@@ -151,26 +151,19 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
 
 def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[str, np.ndarray],
                  levels: tuple[float, ...], widths_hours: tuple[float, ...], min_extreme: int = 3,
-                 excluded: frozenset[int] = frozenset(), alpha: float = 1.0,
-                 absent: frozenset[int] = frozenset()) -> list[Cohort]:
+                 excluded: frozenset[int] = frozenset(), alpha: float = 1.0) -> list[Cohort]:
     """Every (feature, rank, attribute, width, offset, window) tested against the entities that
-    arrived before the window, less ``excluded`` (found by an earlier round: no longer reference,
-    still judged); the ``absent`` entities are in neither the reference nor any window. Returns the windows with at least
+    arrived before the window (less ``excluded``); returns the windows with at least
     ``min_extreme`` extreme entities whose p-value, corrected for all the looks, is at most
     ``alpha``."""
     found: list[tuple] = []
     looks = 0
     gone_ids = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
-    away = np.zeros(len(next(iter(features.values()))[0]) if features else 0, dtype=bool)
-    away[np.fromiter(absent, dtype=np.int64, count=len(absent))] = True
     frames: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for feature, (values, direction) in sorted(features.items()):
         sign = 1.0 if direction == "above" else -1.0
         for attribute, seconds in sorted(attributes.items()):
-            # the absent entities (found by another test) are neither reference nor window: they are
-            # known not to be exchangeable with the rest, so counting them among a window's extremes
-            # would test the scan's own findings again
-            ok = np.flatnonzero(~np.isnan(values) & ~np.isnan(seconds) & ~away)
+            ok = np.flatnonzero(~np.isnan(values) & ~np.isnan(seconds))
             if ok.size == 0:
                 continue
             # arrival order, ties by entity index (entities are numbered by a name-free key)

@@ -162,42 +162,25 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                                        cost))
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
-    # the block tests' findings first: their entities are then left out of every cohort test (in
-    # neither reference nor window), so no window's count leans on accounts already found, and
-    # the cohorts spend what the blocks left of the budget
-    block_taken: dict[int, str] = {}
-    block_spent = {a: 0.0 for a in ACTIONS}
-    block_findings = _within_budget(candidates, n, policy, block_taken, block_spent)
-    by_blocks = frozenset(e for f in block_findings if f.action in ("throttle", "block") for e in f.entities)
-    # the cohorts count co-location units, not entities: entities joined by validated pairs (an
-    # office behind one address, a campus) are one draw of the null, like a declared organisation
-    units = Units.of(edges, n)
-    unit_features = {f: (units.mean(v), d) for f, (v, d) in feature_values.items()}
-    unit_attributes = {a: units.earliest(v) for a, v in attributes.items()}
     # the cohorts' reference is refitted without what the scan has found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
-    absent = units.holding(by_blocks)
-    excluded = by_blocks
-    findings = block_findings
+    excluded: frozenset[int] = frozenset()
     for _ in range(stats.cohort_refits + 1):
-        gone = units.holding(excluded)
-        found_c = cohorts_mod.window_tests(unit_features, unit_attributes, tuple(stats.cohort_levels),
-                                           tuple(stats.cohort_windows_hours), excluded=gone,
-                                           alpha=stats.alpha, absent=absent)
-        found_c = cohorts_mod.profile_members(found_c, unit_features, stats.cohort_profile_level, excluded=gone)
-        cohort_candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
+        found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
+                                           tuple(stats.cohort_windows_hours), excluded=excluded,
+                                           alpha=stats.alpha)
+        found_c = cohorts_mod.profile_members(found_c, feature_values, stats.cohort_profile_level,
+                                              excluded=excluded)
+        cohort_candidates = {a: list(c) for a, c in candidates.items()}
         for c in found_c:
-            members = units.entities(c.members)
-            # chance extremes among the window's organic units (Cohort.chance_members), each as many
-            # entities as the window's extreme units hold on average, plus every member if the window
-            # is null; the campaign's own members are not charged beyond a typical window's arrivals,
-            # so a bigger burst never costs more
-            cost = c.chance_members * len(members) / max(len(c.members), 1) + c.p_corrected * len(members)
+            # chance extremes among the window's organic members (Cohort.chance_members), plus all of
+            # them if the window is null; the campaign's own members are not charged beyond a typical
+            # window's arrivals, so a bigger burst never costs more
+            cost = c.chance_members + c.p_corrected * c.extreme
             for action in ACTIONS:
                 cohort_candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), "",
-                                                  members, cost))
-        findings = block_findings + _within_budget(cohort_candidates, n, policy, dict(block_taken),
-                                                   dict(block_spent))
+                                                  c.members, cost))
+        findings = _within_budget(cohort_candidates, n, policy)
         found = frozenset(e for f in findings if f.action in ("throttle", "block") for e in f.entities)
         if found <= excluded:
             break
@@ -211,57 +194,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                     capped, edges, ties)
 
 
-@dataclass(frozen=True)
-class Units:
-    """Co-location units: the connected components of the validated pairs (pairs.py), every other
-    entity a unit of its own. The cohort null is that units arriving in a window are exchangeable
-    with earlier ones; an office of ten accounts behind one address, signed up on one morning, is
-    one arrival, as a declared organisation is one entity (its members are not independent draws).
-    Units are numbered by their smallest entity, so the numbering follows the entities'."""
-
-    unit_of: np.ndarray  # entity -> unit
-    members: tuple[tuple[int, ...], ...]  # unit -> its entities, ascending
-
-    @classmethod
-    def of(cls, edges: list[pairs_mod.PairEdge], n: int) -> Units:
-        groups = _components([(e.a, e.b) for e in edges])
-        grouped = {e for g in groups for e in g}
-        parts = sorted([tuple(g) for g in groups] + [(e,) for e in range(n) if e not in grouped])
-        unit_of = np.empty(n, dtype=np.int64)
-        for u, part in enumerate(parts):
-            unit_of[list(part)] = u
-        return cls(unit_of, tuple(parts))
-
-    def mean(self, values: np.ndarray) -> np.ndarray:
-        """Per unit, the mean of its entities' values (NaN where none has one)."""
-        ok = ~np.isnan(values)
-        sums = np.bincount(self.unit_of[ok], weights=values[ok], minlength=len(self.members))
-        num = np.bincount(self.unit_of[ok], minlength=len(self.members))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(num > 0, sums / np.maximum(num, 1), np.nan)
-
-    def earliest(self, seconds: np.ndarray) -> np.ndarray:
-        """Per unit, its entities' earliest time (NaN where none has one)."""
-        out = np.full(len(self.members), np.inf)
-        ok = ~np.isnan(seconds)
-        np.minimum.at(out, self.unit_of[ok], seconds[ok])
-        out[np.isinf(out)] = np.nan
-        return out
-
-    def holding(self, entities: frozenset[int]) -> frozenset[int]:
-        """The units holding any of ``entities``."""
-        return frozenset(int(self.unit_of[e]) for e in entities)
-
-    def entities(self, units: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(sorted(e for u in units for e in self.members[u]))
-
-
 #: (corrected p, test, null, reason, member note, entities, cost)
 Candidate = tuple[float, str, str, str, str, tuple[int, ...], float]
 
 
-def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy,
-                   taken: dict[int, str] | None = None, spent: dict[str, float] | None = None) -> list[Finding]:
+def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
     """Per action, from the strongest action down: the test results in order of their corrected
     p-value, accepted while the false positives they cost together stay within the action's
     budget (``budget[action] x N``). Results of equal p-value (often many below the
@@ -271,15 +208,13 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     conformance suite's monotonicity check); strongest first cannot. An entity takes the
     strongest action a result accepted for it reaches; a result whose entities all hold a
     stronger action already costs nothing more. Remaining ties are broken by the result's
-    description (tokens, windows, features: never account names). ``taken`` and ``spent`` carry
-    the entities and budget that earlier calls of one scan accepted (updated in place)."""
+    description (tokens, windows, features: never account names)."""
     budget = policy.statistics.budget
-    taken = {} if taken is None else taken
-    spent_by = {a: 0.0 for a in ACTIONS} if spent is None else spent
+    taken: dict[int, str] = {}
     findings: list[Finding] = []
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
-        spent = spent_by[action]
+        spent = 0.0
         ranked = sorted(candidates[action], key=lambda c: (c[0], c[6] / max(len(c[5]), 1), *c[1:4]))
         for p, test, null, reason, note, entities, cost in ranked:
             fresh = [e for e in entities if e not in taken]
@@ -292,7 +227,6 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
                                     f"{reason}{'; ' + note if note else ''}; accepting it costs {cost:.3g} expected "
                                     f"false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
                                     f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
-        spent_by[action] = spent
     return findings
 
 
