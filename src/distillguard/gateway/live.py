@@ -547,14 +547,16 @@ class LiveRouter:
             self.campaign_action, self._verdicts_seen = actions, scan.verdicts
         now = time.monotonic()
         changed = False
+        if self.path is None or not self.policy.live.enabled:
+            # nothing is scored: the store's indicators (a DuckDB open, ~10 ms of the gateway's CPU)
+            # are read once live routing is on
+            self.scorer = None
+            return
         if db and now - self._indicators_read_at >= indicators_every_seconds:
             self._indicators_read_at = now
             table = _stored_indicators(db)
             if table is not None:
                 self.indicators, changed = Indicators(table), True
-        if self.path is None or not self.policy.live.enabled:
-            self.scorer = None
-            return
         if self._own_resellers:
             self.resellers.refresh(db, scan.as_of, now)
         try:
