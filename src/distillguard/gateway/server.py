@@ -119,7 +119,8 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self.load_keys()
         self._load_state()
-        self.live = live_mod.LiveRouter(self.policy, config.live_reference, config.fallback_model, self.metrics)
+        self.live = live_mod.LiveRouter(self.policy, config.live_reference, config.fallback_model, self.metrics,
+                                        resellers=self.resellers)
         self.live.refresh(config.db, self.scan)
         if not len(self.keys):
             log.warning("no API keys (--keys, or the store's api_keys table: distillguard keys add): every request "
