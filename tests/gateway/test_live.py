@@ -359,15 +359,18 @@ def test_a_resellers_end_users_form_sessions_of_their_own_and_one_routed_end_use
     router = _router(_indicators(), {})
     router.scorer = live.Scorer(router.policy.live, router.policy.statistics.budget,
                                 live.Reference(_tails_where_only("tool_count", 10**6), 5000, {}))
-    router.resellers.keys = frozenset({"key-relay"})
+    resellers = Resellers()
+    resellers.keys = frozenset({"key-relay"})
 
     def relayed(end_user: str | None, tools: int, k: int, key: str = "key-relay") -> Decision:
         record = SimpleNamespace(account_id="relay-co", organization_id=None, email_domain=None,
                                  payment_fingerprint=None, key_id=key)
         facts = SimpleNamespace(max_tokens=None, tool_count=tools, system_prompt=None, prompt="hello",
                                 end_user=end_user)
+        # the entity as the gateway decides it (server.py: Resellers.relay)
+        relay = resellers.relay(key, "relay-co", end_user)
         return router.route(ALLOW, record, SimpleNamespace(ip=None, asn=None, user_agent=None), facts,
-                            T0 + timedelta(seconds=k))
+                            T0 + timedelta(seconds=k), entity=relay.entity if relay is not None else None)
 
     for k in range(4):
         assert relayed("user-1", 3, 2 * k).action == "fallback"
@@ -377,16 +380,6 @@ def test_a_resellers_end_users_form_sessions_of_their_own_and_one_routed_end_use
     assert "relay-co" not in sessions and router.sessions_routed == 1
     assert relayed(None, 0, 10).action == "allow" and sessions["relay-co"].looks == 1
     assert relayed("user-9", 0, 11, key="key-other").action == "allow" and sessions["relay-co"].looks == 2
-
-
-def test_a_router_given_the_gateways_reseller_keys_uses_them_and_leaves_reading_them_to_the_gateway(tmp_path):
-    shared = Resellers()
-    shared.keys = frozenset({"key-relay"})
-    shared.refresh = lambda *args, **kwargs: pytest.fail("the gateway refreshes its own reseller keys")
-    _REFERENCE.write(tmp_path / "live.json")
-    router = live.LiveRouter(Policy(), str(tmp_path / "live.json"), "safe-small", resellers=shared)
-    router.refresh(str(tmp_path / "gw.duckdb"), ScanOutputs(None))
-    assert router.scorer is not None and router.resellers is shared
 
 
 # --- the reference file ----------------------------------------------------------------------------

@@ -62,7 +62,7 @@ import pyarrow as pa
 from distillguard.detect.policy import ErrorBudget, LiveRouting, Policy
 from distillguard.errors import UserError
 from distillguard.gateway.enforce import Decision, ScanOutputs
-from distillguard.gateway.resellers import ENTITY_SEPARATOR, Resellers
+from distillguard.gateway.resellers import ENTITY_SEPARATOR
 from distillguard.intel import indicators as intel
 from distillguard.store import resellers as stored_resellers
 from distillguard.store.verdicts import SEVERITY
@@ -503,9 +503,7 @@ class LiveRouter:
     what the latest scan says of each campaign, and the counters /metrics shows."""
 
     def __init__(self, policy: Policy, reference_path: str | None, fallback_model: str | None,
-                 metrics: Any = None, resellers: Resellers | None = None) -> None:
-        """``resellers``: the gateway's reseller keys, which their owner keeps fresh; without them
-        the router reads its own from the store (one more look at it per scan)."""
+                 metrics: Any = None) -> None:
         self.policy = policy
         self.path = Path(reference_path) if reference_path else None
         self.fallback_model = fallback_model
@@ -513,9 +511,6 @@ class LiveRouter:
         self.reference: Reference | None = None
         self.indicators = Indicators(intel.SCHEMA.empty_table())
         self.campaign_action: dict[str, str] = {}
-        # the reseller keys of the scan the gateway enforces: their end users' sessions are their own
-        self._own_resellers = resellers is None
-        self.resellers = Resellers() if resellers is None else resellers
         self.looks = self.routed = self.sessions_routed = 0
         self._stamp: tuple | None = None
         self._verdicts_seen: object = None
@@ -536,8 +531,7 @@ class LiveRouter:
         self._stamp = None  # rebuild the scorer with the new rules
 
     def refresh(self, db: str | None, scan: ScanOutputs, indicators_every_seconds: float = 30.0) -> None:
-        """Re-read what changed: the reference file, the scan's campaigns and reseller keys, the
-        store's indicators (every ``indicators_every_seconds``). Runs off the event loop; each swap
+        """Re-read what changed: the reference file, the scan's campaigns, the store's indicators (every ``indicators_every_seconds``). Runs off the event loop; each swap
         is one assignment."""
         if scan.verdicts is not self._verdicts_seen:
             actions: dict[str, str] = {}
@@ -557,8 +551,6 @@ class LiveRouter:
             table = _stored_indicators(db)
             if table is not None:
                 self.indicators, changed = Indicators(table), True
-        if self._own_resellers:
-            self.resellers.refresh(db, scan.as_of, now)
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size)
@@ -589,9 +581,12 @@ class LiveRouter:
             self._forgot_at = now
             self.scorer.sessions.forget_idle(time.time())
 
-    def route(self, decision: Decision, record: Any, client: Any, facts: Any, at: datetime) -> Decision:
-        """``decision``, or the fallback when this request's session crosses its threshold: the
-        session of its end user for a recognised reseller's request that names one, else its account's."""
+    def route(self, decision: Decision, record: Any, client: Any, facts: Any, at: datetime,
+              entity: str | None = None) -> Decision:
+        """``decision``, or the fallback when this request's session crosses its threshold. The
+        session is ``entity``'s: the one the gateway decided the request as (``<account>::<end
+        user>`` for a recognised reseller's request naming an end user, gateway/resellers.py);
+        None: the account's."""
         scorer = self.scorer
         if (scorer is None or not self.fallback_model or decision.action not in ("allow", "monitor")
                 or decision.source == "override" or record.organization_id in self.allowlist):
@@ -601,8 +596,7 @@ class LiveRouter:
         verdict_p = levels[decision.action] if decision.source in ("verdict", "inherited") else 1.0
         if decision.campaign_id and decision.campaign_id in self.campaign_action:
             verdict_p = min(verdict_p, levels[self.campaign_action[decision.campaign_id]])
-        relay = self.resellers.relay(record.key_id, record.account_id, facts.end_user) if self.resellers.keys else None
-        who = relay.entity if relay is not None else record.account_id
+        who = entity or record.account_id
         seen = scorer.look(who, at, facts.max_tokens, facts.tool_count, facts.system_prompt,
                            facts.prompt, client.ip, client.asn, client.user_agent, record.email_domain,
                            record.payment_fingerprint, verdict_p)

@@ -119,8 +119,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
         self.load_keys()
         self._load_state()
-        self.live = live_mod.LiveRouter(self.policy, config.live_reference, config.fallback_model, self.metrics,
-                                        resellers=self.resellers)
+        self.live = live_mod.LiveRouter(self.policy, config.live_reference, config.fallback_model, self.metrics)
         self.live.refresh(config.db, self.scan)
         if not len(self.keys):
             log.warning("no API keys (--keys, or the store's api_keys table: distillguard keys add): every request "
@@ -427,7 +426,8 @@ class Gateway:
                      "campaign_id": decision.campaign_id}))
             except REDIS_DOWN as exc:  # enforced here all the same; the other gateways learn it by themselves
                 self.redis_outage.failed("sharing an inherited action", exc)
-        decision = self.live.route(decision, record, client, facts, started)  # only adds: allow/monitor -> fallback
+        # only adds: allow/monitor -> fallback, in the session of the entity decided (an end user's)
+        decision = self.live.route(decision, record, client, facts, started, entity=who)
         out_headers = {"x-distillguard-exchange-id": exchange_id}
         # an entity control first (a blocked organisation, a disabled model), then the account's decision
         refused = self.controls.refusal(record.organization_id, record.email_domain, ip, client.asn, facts.model,
