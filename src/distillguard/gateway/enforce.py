@@ -283,14 +283,11 @@ class Enforcer:
         """``throttled`` (a verdict's or an inherited throttle), or fallback in its place, as
         ``gateway.findings_to_fallback`` asks; kept where the verify rule will raise it to verify,
         a stronger answer the operator chose for new accounts."""
-        if throttled.source == "verdict" and self.policy.verify.enabled:
-            from distillguard.gateway.controls import statistical  # controls imports this module
+        from distillguard.gateway.controls import step_up  # controls imports this module
 
-            # as controls.step_up judges it: an end user's creation time is not known
-            created = None if r.entity else r.account_created_at
-            age = None if created is None else (r.at - created).total_seconds() / 86400
-            if self.policy.verify.applies(throttled.action, statistical(throttled.reasons), age):
-                return throttled
+        # an end user's creation time is not known (the key's is the reseller's), as in server.py
+        if step_up(throttled, None if r.entity else r.account_created_at, r.at, self.policy).action == "verify":
+            return throttled
         return Decision("fallback", throttled.source, (
             *throttled.reasons, "throttle served by the fallback model (policy gateway.findings_to_fallback)"),
             throttled.campaign_id)
