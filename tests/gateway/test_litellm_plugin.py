@@ -4,6 +4,7 @@ keys come through LiteLLM's custom auth), in front of the mock upstream."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -24,6 +27,7 @@ from datetime import UTC, datetime
 from distillguard.gateway.journal import Journal, Loader
 from distillguard.gateway.overrides import Event, OverrideFile
 from distillguard.store import Store
+from distillguard.store import resellers as stored_resellers
 from distillguard.gateway.ports import free_port, wait_port
 from tests.gateway.inputs import write_scan
 from tests.gateway.procs import Reply, call, chat, live_processes, wait_until
@@ -34,7 +38,8 @@ LITELLM = shutil.which("litellm", path=str(Path(sys.executable).parent))
 
 AUTH = '''
 from litellm.proxy._types import UserAPIKeyAuth
-ACCOUNTS = {"sk-ok": "alice", "sk-blocked": "carol", "sk-throttled": "dave", "sk-erin": "erin"}
+ACCOUNTS = {"sk-ok": "alice", "sk-blocked": "carol", "sk-throttled": "dave", "sk-erin": "erin", "sk-frank": "frank",
+            "sk-relay": "relay-co"}
 async def user_api_key_auth(request, api_key):
     if api_key not in ACCOUNTS:
         raise Exception("invalid key")
@@ -44,14 +49,22 @@ GUARDRAIL = "distillguard.gateway.litellm.DistillguardGuardrail"
 
 
 @contextmanager
-def _litellm_proxy(tmp_path: Path, upstream: int) -> Iterator[tuple[int, subprocess.Popen, Path]]:
+def _litellm_proxy(tmp_path: Path, upstream: int, policy: dict | None = None
+                   ) -> Iterator[tuple[int, subprocess.Popen, Path]]:
     """(port, process, directory) of a LiteLLM proxy with the guardrail and the logging callback,
-    its verdicts, journal, state and store in ``tmp_path``; its process group is killed on leaving."""
-    write_scan(tmp_path / "scan", [("carol", "block", "campaign-1"), ("dave", "throttle", "campaign-1")])
+    its verdicts, journal, state and store in ``tmp_path`` and the distillguard ``policy`` given;
+    its process group is killed on leaving."""
+    write_scan(tmp_path / "scan", [("carol", "block", "campaign-1"), ("dave", "throttle", "campaign-1"),
+                                   ("frank", "fallback", "campaign-2"), ("relay-co::user-0", "throttle", "campaign-3"),
+                                   ("relay-co::user-1", "allow", None)])
+    _store_reseller(tmp_path / "dg.duckdb", tmp_path / "scan", "sk-relay", "relay-co")
     (tmp_path / "custom_auth.py").write_text(AUTH)
     (tmp_path / "litellm.yaml").write_text(yaml.safe_dump({
         "model_list": [{"model_name": "m-large", "litellm_params": {
-            "model": "openai/m-large", "api_base": f"http://127.0.0.1:{upstream}/v1", "api_key": "up"}}],
+            "model": "openai/m-large", "api_base": f"http://127.0.0.1:{upstream}/v1", "api_key": "up"}},
+                       # the fallback: its model group and the upstream's model name, each a name of its own
+                       {"model_name": "m-safe", "litellm_params": {
+            "model": "openai/m-safe-upstream", "api_base": f"http://127.0.0.1:{upstream}/v1", "api_key": "up"}}],
         "general_settings": {"custom_auth": "custom_auth.user_api_key_auth", "use_x_forwarded_for": True,
                              "master_key": "sk-master-" + "x" * 40},
         "guardrails": [{"guardrail_name": "distillguard", "litellm_params": {
@@ -61,7 +74,10 @@ def _litellm_proxy(tmp_path: Path, upstream: int) -> Iterator[tuple[int, subproc
     (tmp_path / "distillguard.yaml").write_text(yaml.safe_dump({
         "db": str(tmp_path / "dg.duckdb"), "verdicts": str(tmp_path / "scan"), "log_dir": str(tmp_path / "log"),
         "state_dir": str(tmp_path / "state"), "load_every_seconds": 0.5, "segment_seconds": 0.5,
-        "reload_every_seconds": 0.2}))
+        "reload_every_seconds": 0.2, "fallback_model": "m-safe"}
+        | ({"policy": str(tmp_path / "policy.yaml")} if policy else {})))
+    if policy:
+        (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
     port = free_port()
     # the guardrail's config comes from the proxy's config; no DISTILLGUARD_LITELLM_CONFIG
     env = {k: v for k, v in os.environ.items() if k != "DISTILLGUARD_LITELLM_CONFIG"} | {
@@ -83,6 +99,19 @@ def _litellm_proxy(tmp_path: Path, upstream: int) -> Iterator[tuple[int, subproc
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+def _store_reseller(db: Path, scan: Path, secret: str, account: str) -> None:
+    """The store as ``scan --db`` leaves it for a scan that recognised ``secret`` as a reseller's
+    key: its scans row (as of the verdicts in ``scan``) and its resellers row."""
+    as_of = pq.read_table(scan / "verdicts.parquet", columns=["as_of"])["as_of"][0].as_py()
+    with Store(db) as store:
+        store.con.execute("CREATE TABLE scans (scan_id VARCHAR, as_of TIMESTAMPTZ)")
+        store.con.execute("INSERT INTO scans VALUES ('scan-1', ?)", [as_of])
+        stored_resellers.store(store.con, "scan-1", as_of, pa.table({
+            "key": ["key-" + hashlib.sha256(secret.encode()).hexdigest()[:12]], "account_id": [account],
+            "exchanges": [200], "end_users": [40], "clients": [40], "addresses": [16], "agents": [6],
+            "p_end_users": [0.01], "p_clients": [0.1]}))
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +139,8 @@ RUN = {
     "blocked": ("sk-blocked", chat("hi from carol"), {}),
     "throttled": ("sk-throttled", chat("hi from dave"), {}),
     "streamed": ("sk-ok", chat("chunks:3", stream=True), {}),
+    "relayed": ("sk-relay", chat("from an end user") | {"user": "user-1"}, {}),
+    "relayed for nobody": ("sk-relay", chat("from no end user"), {}),
 }
 
 
@@ -117,7 +148,8 @@ RUN = {
 def stopped_run(tmp_path_factory, upstream) -> StoppedRun:
     """A proxy of its own sent ``RUN`` in order, then stopped with SIGTERM as an operator stops
     LiteLLM; the tests below read that one run, each a different fact of it."""
-    with _litellm_proxy(tmp_path_factory.mktemp("litellm-stopped"), upstream) as (port, proc, tmp):
+    with _litellm_proxy(tmp_path_factory.mktemp("litellm-stopped"), upstream,
+                        policy={"resellers": {"require_end_user": True}}) as (port, proc, tmp):
         replies = {name: call(port, "/v1/chat/completions", body, key=key, headers=headers)
                    for name, (key, body, headers) in RUN.items()}
         proc.send_signal(signal.SIGTERM)
@@ -128,7 +160,7 @@ def stopped_run(tmp_path_factory, upstream) -> StoppedRun:
     Loader(Journal(tmp / "log"), tmp / "dg.duckdb").round(rotate=True)
     with Store(tmp / "dg.duckdb", read_only=True) as store:
         cursor = store.con.execute("SELECT exchange_id, account_id, api_key_id, organization_id, client_ip, prompt, "
-                                   "status_code, output_tokens FROM exchanges ORDER BY timestamp")
+                                   "status_code, output_tokens, end_user FROM exchanges ORDER BY timestamp")
         names = [d[0] for d in cursor.description]
         rows = [dict(zip(names, r)) for r in cursor.fetchall()]
     return StoppedRun(replies, left, rows)
@@ -185,7 +217,8 @@ def test_the_plugin_applies_verdicts_and_logs_exchanges_in_litellm(stopped_run):
     assert replies["streamed"].status == 200 and b"[DONE]" in replies["streamed"].body
     rows = stopped_run.rows
     assert [(r["account_id"], r["status_code"]) for r in rows] == [
-        ("alice", 200), ("alice", 200), ("carol", 403), ("dave", 429), ("alice", 200)]
+        ("alice", 200), ("alice", 200), ("carol", 403), ("dave", 429), ("alice", 200), ("relay-co", 200),
+        ("relay-co", 400)]
     assert rows[1]["prompt"] == "through litellm" and rows[1]["output_tokens"] == 2
 
 
@@ -204,3 +237,61 @@ def test_the_guardrails_refusals_carry_the_logged_exchange_id_as_support_referen
         found = re.search(rb"quote reference (litellm-[\w-]+)", reply.body)
         assert found, reply.body
         assert logged[found.group(1).decode()] == account
+
+
+def test_a_fallback_answer_through_litellm_names_the_model_asked_for_in_the_body_and_every_stream_chunk(
+        proxy, upstream):
+    port, proc, tmp = proxy
+    served = call(port, "/v1/chat/completions", chat("served by the fallback"), key="sk-frank")
+    assert served.status == 200, served.body
+    # the upstream was asked for the fallback's model ...
+    assert call(upstream, "/mock/last-request", method="GET", key=None).json()["model"] == "m-safe-upstream"
+    # ... and the client reads the model it asked for, nowhere the fallback's
+    assert served.json()["model"] == "m-large"
+    assert served.json()["choices"][0]["message"]["content"] == "served by the fallback"
+    streamed = call(port, "/v1/chat/completions", chat("chunks:4 streamed by the fallback", stream=True),
+                    key="sk-frank")
+    assert streamed.status == 200, streamed.body
+    events = [json.loads(line[6:]) for line in streamed.body.decode().splitlines()
+              if line.startswith("data: ") and line != "data: [DONE]"]
+    assert len(events) >= 4 and {e.get("model") for e in events} == {"m-large"}, events
+    # beside ordinary answers of the model asked for, in the same shape: the same headers, the
+    # deployment that answered named the same way (model group, name, id, api base)
+    for reply, stream in ((served, False), (streamed, True)):
+        ordinary = call(port, "/v1/chat/completions", chat("chunks:4 served by the model asked for", stream=stream),
+                        key="sk-ok")
+        assert b"m-safe" not in reply.body
+        assert not [(h, v) for h, v in reply.headers.items() if "m-safe" in v], reply.headers
+        assert set(reply.headers) == set(ordinary.headers), set(reply.headers) ^ set(ordinary.headers)
+        deployment = {h: v for h, v in ordinary.headers.items() if h.startswith("x-litellm-model-")}
+        assert len(deployment) == 4 and deployment["x-litellm-model-group"] == "m-large", deployment
+        assert {h: reply.headers[h] for h in deployment} == deployment
+
+
+def test_a_reseller_keys_end_users_are_decided_one_by_one_by_the_running_guardrail(proxy):
+    port, proc, tmp = proxy
+
+    def ask(user: str | None, prompt: str = "hello") -> Reply:
+        return call(port, "/v1/chat/completions", chat(prompt) | ({"user": user} if user else {}), key="sk-relay")
+
+    # the scan throttled one end user of the reseller's key, not the key's account
+    assert ask("user-0").status == 429
+    assert ask("user-1").status == 200 and ask("user-never-seen").status == 200
+    assert ask(None).status == 200  # naming no end user: the key's account, allowed
+    # an operator blocks one end user, as the admin API writes it (the entity <account>::<end user>)
+    assert ask("user-5", "before").status == 200
+    OverrideFile(tmp / "state").append(Event.new("relay-co::user-5", "block", "case 9: resold to a lab",
+                                                 "ops@example.com", None, None, None, datetime.now(UTC)))
+    wait_until(lambda: ask("user-5", "after").status == 403, timeout=10, what="the guardrail to block the end user")
+    assert ask("user-6").status == 200 and ask(None, "the key itself").status == 200
+    assert ask("user-5", "again").body.count(b"relay-co") == 0  # the refusal names neither account nor end user
+
+
+def test_a_reseller_key_naming_no_end_user_is_refused_where_the_policy_requires_one(stopped_run):
+    relayed, nobody = stopped_run.replies["relayed"], stopped_run.replies["relayed for nobody"]
+    assert relayed.status == 200, relayed.body
+    assert nobody.status == 400 and b"must name its end user" in nobody.body, nobody.body
+    # logged under the reseller's account, the end user it named beside it
+    assert [(r["account_id"], r["end_user"], r["status_code"]) for r in stopped_run.rows
+            if r["prompt"] in ("from an end user", "from no end user")] == [
+        ("relay-co", "user-1", 200), ("relay-co", None, 400)]

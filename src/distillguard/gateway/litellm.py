@@ -35,7 +35,20 @@ organisation, else its team; the key id is derived from the key's hash as the ga
 The client IP and user agent are the ones LiteLLM records in the request's metadata (with
 ``use_x_forwarded_for``, the first X-Forwarded-For address). Refusals are errors with the
 gateway's statuses and generic messages (reasons stay in the log): 403 for block, 429 with
-Retry-After for throttle; fallback swaps the request's model.
+Retry-After for throttle.
+
+A key that the scan of the enforced verdicts recognised as a reseller's (the gateway's
+``Resellers``, read from the store ``db``) is decided per end user, as the gateway decides it:
+its account is the key's own, never the end user, and a request naming an end user is decided
+as the entity ``<account>::<end user>`` (its override, else the account's; its verdict, else the
+account's); with the policy's ``resellers.require_end_user``, one naming none is refused (400).
+
+Fallback swaps the request's model for ``fallback_model``, and the answer still names the model
+asked for: LiteLLM itself (1.81.7 on) answers with the model the client asked for in the body
+and in every stream chunk (tests/gateway/test_litellm_plugin.py holds it to that), and the guardrail's response-headers hook gives LiteLLM's
+``x-litellm-model-*`` headers (model group, name, id, api base) the values of a deployment of
+that model. The upstream's own headers, which LiteLLM passes on as ``llm_provider-*``, and the
+cost headers are those of the deployment that answered.
 """
 
 from __future__ import annotations
@@ -55,12 +68,14 @@ import yaml
 
 from distillguard.detect.policy import load_policy
 from distillguard.gateway import overrides as overrides_mod
+from distillguard.gateway import resellers as resellers_mod
 from distillguard.gateway.config import GatewayConfig
 from distillguard.gateway.enforce import Enforcer, Request, ScanOutputs, refusal
 from distillguard.gateway.journal import Journal, JournalError, Loader
 from distillguard.gateway.keys import KeyRecord
 from distillguard.gateway.limits import MemoryCounters, RedisCounters
 from distillguard.gateway.protocol import Client, exchange_row, new_exchange_id, request_facts, usage
+from distillguard.gateway.protocol import end_user as end_user_of
 from distillguard.store import Store
 
 try:  # LiteLLM is an optional extra: distillguard[litellm]
@@ -96,17 +111,28 @@ def _metadata(data: dict) -> dict:
     return data.setdefault("metadata", {})
 
 
-def identity(key: Any, data: dict) -> KeyRecord:
+def identity(key: Any, data: dict, api: str = "chat",
+             resellers: resellers_mod.Resellers | None = None) -> tuple[KeyRecord, resellers_mod.Relay | None]:
     """The account, key and organisation of a request, from LiteLLM's ``UserAPIKeyAuth`` (and
-    the request's ``user`` field, LiteLLM's end user, when the key has no user)."""
+    the request's ``user`` field, LiteLLM's end user, when the key has no user), and the relayed
+    request it is when ``resellers`` recognise its key (None otherwise).
+
+    A recognised reseller key's account is the key's own (its user, alias or hash), never the
+    end user: the end user is decided beneath it as ``<account>::<end user>``, as the gateway
+    decides it (gateway/resellers.py)."""
     token = getattr(key, "token", None) or getattr(key, "api_key", None) or "anonymous"
-    end_user = getattr(key, "end_user_id", None) or (data.get("user") if isinstance(data.get("user"), str) else None)
-    account = (getattr(key, "user_id", None) or end_user or getattr(key, "key_alias", None)
-               or f"litellm-key-{str(token)[:16]}")
+    named = getattr(key, "end_user_id", None)
+    # the same printable-id rule as the gateway's: an end user becomes part of an entity id
+    end_user = (end_user_of("chat", {"user": named}) if named else None) or end_user_of(api, data)
+    own = getattr(key, "user_id", None) or getattr(key, "key_alias", None) or f"litellm-key-{str(token)[:16]}"
     org = getattr(key, "org_id", None) or getattr(key, "team_id", None)
     # LiteLLM keeps a key as its SHA-256 (``token``); a raw key is hashed as the gateway hashes it
     digest = str(token) if len(str(token)) == 64 else hashlib.sha256(str(token).encode()).hexdigest()
-    return KeyRecord(digest, str(account), organization_id=org)
+    record = KeyRecord(digest, str(own), organization_id=org)
+    relay = resellers.relay(record.key_id, record.account_id, end_user) if resellers is not None else None
+    if relay is None and end_user and not getattr(key, "user_id", None):
+        record = KeyRecord(digest, end_user, organization_id=org)
+    return record, relay
 
 
 class _Runtime:
@@ -122,6 +148,9 @@ class _Runtime:
             counters = RedisCounters(redis_asyncio.from_url(self.config.state))
         self.scan = ScanOutputs(self.config.verdicts)
         self.enforcer = Enforcer(self.policy, self.scan, counters)
+        # the reseller keys of the scan whose verdicts are enforced, read as the gateway reads them
+        self.resellers = resellers_mod.Resellers()
+        self.resellers.refresh(self.config.db, self.scan.as_of, time.monotonic())
         self.override_file = overrides_mod.OverrideFile(self.config.overrides_dir)
         self.book = overrides_mod.Book()
         self.enforcer.overrides = self.book.active
@@ -158,6 +187,7 @@ class _Runtime:
             return
         self._checked = now
         await asyncio.to_thread(self.enforcer.refresh)
+        await asyncio.to_thread(self.resellers.refresh, self.config.db, self.scan.as_of, now)
         if self.override_file.stamp() != self._overrides_stamp:
             await asyncio.to_thread(self._load_overrides)
 
@@ -166,15 +196,15 @@ class _Runtime:
         meta = _metadata(data)
         if isinstance(meta.get(_STASH), dict):
             return meta[_STASH]
-        who = identity(key, data)
+        api = _API.get(str(call_type), "chat")
+        who, relay = identity(key, data, api, self.resellers)
         ip = meta.get("requester_ip_address") or None
         if ip and "," in ip:
             ip = ip.split(",")[0].strip()
         started = datetime.now(UTC)
         meta[_STASH] = {"id": new_exchange_id("litellm-", started), "started": started, "who": who, "ip": ip,
-                        "ua": meta.get("user_agent") or None,
-                        "facts": request_facts(_API.get(str(call_type), "chat"), data, who.account_id),
-                        "t0": time.perf_counter()}
+                        "relay": relay, "ua": meta.get("user_agent") or None,
+                        "facts": request_facts(api, data, who.account_id), "t0": time.perf_counter()}
         return meta[_STASH]
 
     def log_once(self, stash: dict, status: int, tokens: tuple[int | None, int | None]) -> None:
@@ -242,10 +272,14 @@ class DistillguardGuardrail(_Logs, CustomGuardrail):
         runtime = self.runtime
         await runtime.refresh()
         stash = runtime.stash(user_api_key_dict, data, call_type)
-        who, facts = stash["who"], stash["facts"]
+        who, facts, relay = stash["who"], stash["facts"], stash["relay"]
+        if relay is not None and relay.end_user is None and runtime.policy.resellers.require_end_user:
+            runtime.log_once(stash, 400, (None, 0))
+            raise HTTPException(status_code=400, detail=resellers_mod.END_USER_REQUIRED[0])
+        entity = relay.entity if relay is not None and relay.end_user else None
         decision = await runtime.enforcer.decide(Request(who.account_id, who.organization_id, None, None, None,
                                                          stash["ip"], facts.system_prompt, facts.prompt,
-                                                         stash["started"]))
+                                                         stash["started"], entity=entity))
         stash["action"] = decision.action
         # the exchange id is the support reference the client quotes: it finds the logged row
         refused = refusal(decision, runtime.config.fallback_model,
@@ -254,8 +288,50 @@ class DistillguardGuardrail(_Logs, CustomGuardrail):
             runtime.log_once(stash, refused.status, (None, 0))
             raise HTTPException(status_code=refused.status, detail=refused.message, headers=refused.headers)
         if decision.action == "fallback":
+            stash["asked"] = data.get("model")
             data["model"] = runtime.config.fallback_model
         return data
+
+    async def async_post_call_response_headers_hook(self, data: dict, user_api_key_dict: Any, response: Any,
+                                                    request_headers: dict[str, str] | None = None,
+                                                    litellm_call_info: dict | None = None) -> dict[str, str] | None:
+        """For an answer of the fallback model, LiteLLM's headers that name the deployment that
+        answered (model group, model name, model id, api base) name a deployment of the model
+        asked for instead, so that the answer looks like any other of that model. LiteLLM runs
+        this hook for every callback, whatever the guardrail's mode, streamed or not; its
+        headers replace LiteLLM's own."""
+        stash = _stash_of(data)
+        asked = stash.get("asked") if stash is not None else None
+        if not isinstance(asked, str):
+            return None
+        return _deployment_headers(asked)
+
+
+def _stash_of(data: dict) -> dict | None:
+    for name in ("metadata", "litellm_metadata"):
+        meta = data.get(name)
+        if isinstance(meta, dict) and isinstance(meta.get(_STASH), dict):
+            return meta[_STASH]
+    return None
+
+
+def _deployment_headers(model_group: str) -> dict[str, str]:
+    """LiteLLM's ``x-litellm-model-*`` headers as an answer of ``model_group``'s first deployment
+    carries them (only the group when the router holds no deployment of that name)."""
+    headers = {"x-litellm-model-group": model_group}
+    try:
+        from litellm.proxy.proxy_server import llm_router
+    except ImportError:  # pragma: no cover - the hook runs inside the proxy
+        return headers
+    deployments = llm_router.get_model_list(model_name=model_group) if llm_router is not None else None
+    if not deployments:
+        return headers
+    params, info = deployments[0].get("litellm_params") or {}, deployments[0].get("model_info") or {}
+    for name, value in (("x-litellm-model-name", params.get("model")), ("x-litellm-model-id", info.get("id")),
+                        ("x-litellm-model-api-base", str(params.get("api_base") or "").split("?")[0])):
+        if value:
+            headers[name] = str(value)
+    return headers
 
 
 class DistillguardLogger(_Logs, CustomLogger):
