@@ -40,7 +40,11 @@ def key_table(keys: dict[str, list[str]]) -> pa.Table:
 
 
 def feature_table(accounts: list[str], seed: int, created: dict[str, datetime] | None = None,
-                  extreme: set[str] = frozenset(), orgs: dict[str, str] | None = None) -> pa.Table:
+                  extreme: set[str] = frozenset(), orgs: dict[str, str] | None = None,
+                  harvest: set[str] = frozenset()) -> pa.Table:
+    """Features drawn independently per account; ``extreme`` accounts far out on the share of hosted
+    traffic, ``harvest`` accounts 3 standard deviations out on every behaviour feature (what a
+    campaign asks for: verdicts.BEHAVIOUR_FEATURES)."""
     rng = np.random.default_rng(seed + 1)
     n = len(accounts)
     created = created or {}
@@ -55,7 +59,8 @@ def feature_table(accounts: list[str], seed: int, created: dict[str, datetime] |
         if s.feature in FEATURES and s.feature not in cols:
             values = rng.normal(0.0, 1.0, n)
             sign = 1.0 if s.direction == "above" else -1.0
-            cols[s.feature] = [float(v + (sign * 10.0 if a in extreme and s.feature == "hosted_share" else 0.0))
+            cols[s.feature] = [float(v + (sign * 10.0 if a in extreme and s.feature == "hosted_share" else 0.0)
+                                     + (sign * 3.0 if a in harvest and s.feature in dv.BEHAVIOUR_FEATURES else 0.0))
                                for a, v in zip(accounts, values)]
     return pa.table(cols)
 
@@ -126,7 +131,7 @@ def campaign(accounts: list[str], keys: dict[str, list[str]], size: int, shared_
 def test_a_campaign_sharing_a_card_addresses_and_schedule_is_throttled_and_customers_are_not():
     accounts, keys, _ = population(800, 7)
     members = campaign(accounts, keys, 40, shared_ips=20, shared_slots=20, seed=7)
-    evidence = dv.evaluate(key_table(keys), feature_table(accounts, 7), Policy())
+    evidence = dv.evaluate(key_table(keys), feature_table(accounts, 7, harvest=set(members)), Policy())
     flagged = throttled(evidence)
     assert len(set(members) & set(flagged)) >= 0.9 * len(members)
     assert not set(flagged) - set(members)
@@ -141,7 +146,7 @@ def test_a_stronger_tell_never_lowers_the_evidence():
     for pool in (60, 30, 15, 8):
         accounts, keys, _ = population(600, 11)
         members = campaign(accounts, keys, 30, shared_ips=pool, shared_slots=pool, seed=11)
-        evidence = dv.evaluate(key_table(keys), feature_table(accounts, 11), Policy())
+        evidence = dv.evaluate(key_table(keys), feature_table(accounts, 11, harvest=set(members)), Policy())
         mine = [f.p_corrected for f in evidence.findings if set(f.entities) & {evidence.entities.index(
             f"account:{m}") for m in members}]
         best.append(min(mine, default=1.0))
@@ -157,8 +162,8 @@ def renamed(table: pa.Table, mapping: dict[str, str]) -> pa.Table:
 
 def test_verdicts_do_not_depend_on_how_accounts_are_named_or_ordered():
     accounts, keys, _ = population(500, 3)
-    campaign(accounts, keys, 25, shared_ips=10, shared_slots=10, seed=3)
-    k, f = key_table(keys), feature_table(accounts, 3)
+    members = campaign(accounts, keys, 25, shared_ips=10, shared_slots=10, seed=3)
+    k, f = key_table(keys), feature_table(accounts, 3, harvest=set(members))
     rng = np.random.default_rng(5)
     mapping = {a: f"zz-{h}" for a, h in zip(accounts, rng.permutation(len(accounts)))}
     order = rng.permutation(k.num_rows)
@@ -170,8 +175,8 @@ def test_verdicts_do_not_depend_on_how_accounts_are_named_or_ordered():
 
 def test_the_same_input_gives_the_same_findings():
     accounts, keys, _ = population(400, 4)
-    campaign(accounts, keys, 20, shared_ips=10, shared_slots=10, seed=4)
-    k, f = key_table(keys), feature_table(accounts, 4)
+    members = campaign(accounts, keys, 20, shared_ips=10, shared_slots=10, seed=4)
+    k, f = key_table(keys), feature_table(accounts, 4, harvest=set(members))
     one, two = dv.evaluate(k, f, Policy()), dv.evaluate(k, f, Policy())
     assert one.findings == two.findings and one.by_account(5) == two.by_account(5)
 
@@ -270,7 +275,7 @@ def test_recall_does_not_fall_as_the_same_population_grows():
     for scale in (1, 2, 4):
         accounts, keys, _ = population(300 * scale, 21)
         members = campaign(accounts, keys, 15 * scale, shared_ips=8 * scale, shared_slots=8 * scale, seed=21)
-        flagged = throttled(dv.evaluate(key_table(keys), feature_table(accounts, 21), Policy()))
+        flagged = throttled(dv.evaluate(key_table(keys), feature_table(accounts, 21, harvest=set(members)), Policy()))
         caught = len(set(members) & set(flagged))
         assert not set(flagged) - set(members)
         shares.append((caught, len(members)))
@@ -402,3 +407,95 @@ def test_the_budget_goes_to_the_strongest_results_first_and_among_equals_to_the_
     weaker = (1e-8, "cohort", "w", "weaker window", "", tuple(range(200, 260)), 0.5)
     assert accepted([big, tight]) == ["tight window"]
     assert accepted([weaker, big]) == ["big window"]
+
+
+@pytest.mark.parametrize("seed", range(5, 10))
+def test_a_group_is_judged_against_exactly_the_entities_outside_it(seed):
+    """A group's count of extremes on each (feature, rank) is beta-binomial against the judged
+    entities outside it, less the excluded ones (an excluded member of the group still counts in
+    it); the best one is corrected for every look."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    n = 60
+    values = {"f": np.round(rng.normal(size=n), 1), "g": np.round(rng.normal(size=n), 1)}
+    values["f"][rng.choice(n, 4, replace=False)] = np.nan
+    values["g"][:3] += 2.0
+    group = np.arange(10)
+    excluded = frozenset({3, 20, 21, 22})
+    levels = (0.05, 0.2)
+    found = cohorts.group_behaviour(cohorts.ranked({f: (v, "above") for f, v in values.items()}, excluded), group,
+                                    levels)
+    tried = []
+    for f in sorted(values):
+        v = values[f]
+        outside = sorted((v[i] for i in range(n) if i >= 10 and i not in excluded and not np.isnan(v[i])), reverse=True)
+        mine = [v[i] for i in group if not np.isnan(v[i])]
+        r = len(outside)
+        for k in sorted({max(1, int(level * (r + 1))) for level in levels}):
+            x = sum(m > outside[k - 1] for m in mine)
+            tried.append((float(stats.betabinom.sf(x - 1, len(mine), k, r + 1 - k)) if x else 1.0, f, k, x))
+    p, f, k, x = min(tried)
+    assert (found.feature, found.rank, found.extreme) == (f, k, x)
+    assert found.p_value == pytest.approx(p) and found.p_corrected == pytest.approx(min(1.0, p * len(tried)))
+
+
+def co_located(accounts: list[str], keys: dict[str, list[str]], start: int, name: str, size: int = 40) -> list[str]:
+    """``size`` accounts that share one user agent; half of them also share addresses from a pool of
+    five, the other half session slots from a pool of five: each member is tied to the group in one
+    family only, the group in two."""
+    rng = np.random.default_rng(start)
+    members = accounts[start:start + size]
+    for i, m in enumerate(members):
+        keys[m] = [k for k in keys[m] if not k.startswith("user_agent")] + [f"user_agent\tua-{name}"]
+        pool = [f"ip\t198.51.{start % 256}.{j}" for j in range(5)] if i % 2 else [f"sync\t{name}-{j}" for j in range(5)]
+        keys[m] += list(rng.choice(pool, 3, replace=False))
+    return members
+
+
+def test_a_co_located_group_that_harvests_is_throttled_and_one_that_behaves_like_everyone_is_not():
+    """Co-location (an office, a campus) is what the block tests find; what the group asks for tells
+    a campaign from an office. Members tied to the group in one family only are throttled when
+    the group is extreme on behaviour against everyone else, and never when it is ordinary."""
+    accounts, keys, _ = population(1200, 11)
+    campaign = co_located(accounts, keys, 0, "harvest")
+    office = co_located(accounts, keys, 600, "office")
+    feats = feature_table(accounts, 11)
+    harvest = set(campaign)
+    for f in dv.BEHAVIOUR_FEATURES:
+        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+        column = [v + (3.0 * sign if a in harvest else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
+        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
+    evidence = dv.evaluate(key_table(keys), feats, Policy())
+    flagged = throttled(evidence)
+    assert len(harvest & set(flagged)) >= 0.75 * len(campaign)
+    assert not set(flagged) - harvest
+    reasons = evidence.by_account(5)[next(a for a in campaign if a in flagged)][2]
+    assert any("behaviour:" in r and "p=" in r for r in reasons)
+    # without the behaviour, the same co-location alone throttles no one: no member is tied in both families
+    ordinary = dv.evaluate(key_table(keys), feature_table(accounts, 11), Policy())
+    assert not throttled(ordinary)
+
+
+def test_a_co_located_cohort_keeps_the_members_tied_to_it_and_a_shared_nothing_one_keeps_all():
+    """A cohort whose members share addresses far beyond chance is one co-located operation: an
+    extreme entity that arrived in its window tied to none of them is left out. A cohort whose
+    members share nothing keeps every member (nothing to check them against)."""
+    accounts, keys, _ = population(600, 13)
+    operation = accounts[:20]
+    for i, m in enumerate(operation):
+        keys[m] += [f"ip\t203.0.113.{(i + j) % 6}" for j in range(3)]
+    outsider = accounts[300]
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), 2_000_000)
+
+    def cohort(members: list[str]) -> cohorts.Cohort:
+        ids = tuple(sorted(entity_of[a] for a in members))
+        return cohorts.Cohort("f0", "above", 0.01, "first_seen", 24.0, 0.0, len(ids) + 5, len(ids), 0.01, 1e-20,
+                              1e-15, ids)
+
+    (kept,) = dv._co_located_members([cohort(operation + [outsider])], tables, 0.05)
+    assert set(kept.members) == {entity_of[a] for a in operation}
+    strangers = accounts[100:121]
+    (kept,) = dv._co_located_members([cohort(strangers)], tables, 0.05)
+    assert set(kept.members) == {entity_of[a] for a in strangers}

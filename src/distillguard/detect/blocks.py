@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from distillguard.detect import nulls
 from distillguard.detect.evidence import FAMILY_OF
@@ -70,15 +71,21 @@ class Block:
     expected: float  # E[S] under BiCM (Poisson-bounded token counts)
     p_value: float  # Chernoff bound of P(S >= observed): the second family's, see block_tests
     p_corrected: float  # x families tested x seeds looked at
-    core: tuple[int, ...]  # entities holding a shared token of both families
+    #: entities holding a token of either family that another holder of the seed holds too
+    tied: tuple[int, ...]
     kinds: tuple[str, ...] = field(default=())  # the kind that carried each of the two families
-    member_p: tuple[float, ...] = field(default=())  # per core entity: its own tie to the block (member_ties)
+    #: per tied entity: the smaller of its two ties' p-values (member_ties), times the two and the
+    #: pairs of families they were chosen among
+    member_p: tuple[float, ...] = field(default=())
+    seeded: tuple[int, ...] = field(default=())  # the seed token's holders: the block itself
+    examples: tuple[str, ...] = field(default=())  # the tested families' tokens most held inside it
 
     def reason(self) -> str:
+        shared = f" (most held: {', '.join(self.examples)})" if self.examples else ""
         return (f"block seeded by {self.seed_kind} {self.seed_token!r} shared by {self.holders} entities: "
                 f"{self.shared_tokens} "
-                f"excess holders of {self.family} tokens inside it (expected {self.expected:.3g} under BiCM), "
-                f"p={self.p_value:.3g}, corrected for looks p={self.p_corrected:.3g}")
+                f"excess holders of {self.family} tokens inside it{shared} (expected {self.expected:.3g} under "
+                f"BiCM), p={self.p_value:.3g}, corrected for looks p={self.p_corrected:.3g}")
 
 
 def kind_tables(keys: pa.Table, entity_of: dict[str, int], n_entities: int, pair_budget: int) -> list[KindTable]:
@@ -340,24 +347,31 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
     result equals testing every seed on every kind one by one.
     """
     families = sorted({t.family for t in tables})
-    # a holder set seeded twice (an IP and its /24 held by the same accounts) is one test, kept
-    # under the seed that sorts first
-    unique: dict[tuple[int, ...], tuple[str, str]] = {}
+    # a holder set seeded twice in one family (an IP and its /24 held by the same accounts) is one
+    # test, kept under the seed that sorts first; seeded from two families it is two tests, since
+    # each tests the families beyond its own
+    unique: dict[tuple[str, tuple[int, ...]], tuple[str, str]] = {}
     for table in tables:
         for matrix, names in ((table.incidence.tocsc(), table.tokens),
                               (table.seeds_above_cut, table.seed_tokens_above_cut)):
             degrees = np.diff(matrix.indptr)
             for column in np.flatnonzero(degrees >= min_holders):
                 members = tuple(np.sort(matrix.indices[matrix.indptr[column]:matrix.indptr[column + 1]]).tolist())
-                unique.setdefault(members, (table.kind, names[column]))
+                unique.setdefault((table.family, members), (table.kind, names[column]))
+    # a campaign spread thin over many rare tokens of one kind (a hundred templates, each held by a
+    # few of its accounts) seeds no large block token by token; the connected components of the
+    # kind's rare tokens do, and are chosen on the seed's kind alone like any seed
+    for table in tables:
+        for members, name in component_seeds(table, min_holders):
+            unique.setdefault((table.family, members), (table.kind, name))
     looks = len(unique)
     if not looks:
         return [], 0
     seeds = sorted(unique)
     by_kind = {t.kind: t for t in tables}
     seed_family = np.asarray([by_kind[unique[k][0]].family for k in seeds])
-    sizes = np.fromiter((len(k) for k in seeds), dtype=np.int64, count=looks)
-    membership = sparse.csr_matrix((np.ones(int(sizes.sum())), np.concatenate([np.asarray(k) for k in seeds]),
+    sizes = np.fromiter((len(k[1]) for k in seeds), dtype=np.int64, count=looks)
+    membership = sparse.csr_matrix((np.ones(int(sizes.sum())), np.concatenate([np.asarray(k[1]) for k in seeds]),
                                     np.r_[0, np.cumsum(sizes)]), shape=(looks, tables[0].incidence.shape[0]))
     kinds_of = {f: sorted(t.kind for t in tables if t.family == f) for f in families}
     # per family, per seed: (p corrected for the family's kinds, the kind that gave it)
@@ -387,18 +401,44 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
         corrected = float(nulls.bonferroni(p2, len(others) * looks))
         if corrected > alpha:
             continue
-        members = np.asarray(key, dtype=np.int64)
+        members = np.asarray(key[1], dtype=np.int64)
         (w1, e1, ties1), (w2, e2, ties2) = (_kind_detail(by_kind[family_kind[f][i]], members, inflation,
                                                          len(kinds_of[f])) for f in (f1, f2))
-        core = sorted(set(ties1) & set(ties2))
-        # a member is tied in both families: the larger of its two p-values (intersection-union),
-        # corrected for the pairs of families the two were chosen among
+        # a member is tied in one of the two families: the smaller of its two p-values, times the
+        # two and the pairs of families the two were chosen among
         pairs = len(others) * (len(others) - 1) / 2
-        member_p = tuple(min(1.0, max(ties1[e], ties2[e]) * pairs) for e in core)
+        tied = sorted(set(ties1) | set(ties2))
+        member_p = tuple(min(1.0, min(ties1.get(e, 1.0), ties2.get(e, 1.0)) * 2 * pairs) for e in tied)
         out.append(Block(seed_kind, seed_token, int(members.size), f"{f1}+{f2}", w1 + w2, e1 + e2, p2, corrected,
-                         tuple(core), (family_kind[f1][i], family_kind[f2][i]), member_p))
+                         tuple(tied), (family_kind[f1][i], family_kind[f2][i]), member_p,
+                         tuple(int(m) for m in members),
+                         tuple(x for f in (f1, f2) for x in most_shared(by_kind[family_kind[f][i]], members))))
     out.sort(key=lambda b: (b.p_value, b.seed_kind, b.seed_token))
     return out, looks
+
+
+def component_seeds(table: KindTable, min_holders: int) -> list[tuple[tuple[int, ...], str]]:
+    """The connected components of ``table``'s entities linked by its rare tokens (two entities
+    are linked when they hold one token), with at least ``min_holders`` entities and at most half
+    of all entities, as (entities, name): the name counts the component's tokens and gives the
+    first of them in sorted order (names, never arrival order). A component of one token is that
+    token's holder set, already a seed."""
+    incidence = table.incidence
+    n, m = incidence.shape
+    if not incidence.nnz:
+        return []
+    bipartite = sparse.bmat([[None, incidence], [incidence.T, None]], format="csr")
+    _, label = connected_components(bipartite, directed=False)
+    entity_label, token_label = label[:n], label[n:]
+    held = np.diff(incidence.indptr) > 0
+    out = []
+    sizes = np.bincount(entity_label[held], minlength=label.max() + 1)
+    tokens_in = np.bincount(token_label, minlength=label.max() + 1)
+    for component in np.flatnonzero((sizes >= min_holders) & (sizes <= n // 2) & (tokens_in >= 2)):
+        members = tuple(np.flatnonzero(held & (entity_label == component)).tolist())
+        first = min(table.tokens[j] for j in np.flatnonzero(token_label == component))
+        out.append((members, f"{int(tokens_in[component])} linked tokens from {first}"))
+    return out
 
 
 def _kind_p_values(table: KindTable, membership: sparse.csr_matrix, rows: np.ndarray, inflation: float,
@@ -448,6 +488,37 @@ def _kind_detail(table: KindTable, members: np.ndarray, inflation: float, n_kind
     expected = float((table.rare_class_counts * (mu - 1 + np.exp(-mu))).sum())
     ties = {e: min(1.0, q * n_kinds) for e, q in member_ties(table, members, mu * inflation).items()}
     return excess, expected, ties
+
+
+def most_shared(table: KindTable, members: np.ndarray, count: int = 3) -> tuple[str, ...]:
+    """The ``count`` rare tokens of ``table`` held by the most of ``members`` (ties by name): what a
+    reader checks first."""
+    _, cols = held_by(table.incidence, members)
+    if cols.size == 0:
+        return ()
+    uniq, held = np.unique(cols, return_counts=True)
+    order = sorted(zip(-held, (table.tokens[c] for c in uniq)))
+    return tuple(f"{table.kind} {name!r} ({-h})" for h, name in order[:count] if -h >= 2)
+
+
+def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> dict[int, float]:
+    """Per entity of ``entities`` holding a rare token that another entity of ``core`` holds: the
+    p-value of its tie to ``core``, as :func:`member_ties` (co-holders in ``core`` summed over its
+    tokens, bounded by a Poisson of the summed class means over ``core``)."""
+    rows, cols = held_by(table.incidence, entities)
+    if cols.size == 0:
+        return {}
+    _, core_cols = held_by(table.incidence, core)
+    in_core = np.zeros(table.incidence.shape[0], dtype=bool)
+    in_core[core] = True
+    holders = np.bincount(core_cols, minlength=table.incidence.shape[1])
+    others = holders[cols] - in_core[rows]
+    mu = _class_means(table, core)
+    entity, at = np.unique(rows, return_inverse=True)
+    ties = np.bincount(at, weights=others.astype(float), minlength=entity.size)
+    expected = np.bincount(at, weights=mu[table.column_class[cols]], minlength=entity.size)
+    p = poisson_chernoff(ties, expected)
+    return {int(e): float(q) for e, q, t in zip(entity, p, ties) if t > 0}
 
 
 def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray) -> dict[int, float]:

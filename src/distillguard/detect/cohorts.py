@@ -261,3 +261,98 @@ def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, s
         if len(keep) >= min_members:
             out.append(replace(c, members=keep, profile_level=level, profiled_out=len(members) - len(keep)))
     return out
+
+
+@dataclass(frozen=True)
+class GroupBehaviour:
+    """How many of a group's entities are extreme on one feature against the entities outside it."""
+
+    feature: str
+    direction: str
+    level: float  # k / (r + 1)
+    rank: int
+    reference: int  # r: judged entities outside the group (less the excluded ones)
+    entities: int  # n: judged entities of the group
+    extreme: int  # X
+    p_value: float  # beta-binomial tail, for this (feature, level)
+    p_corrected: float  # x the (feature, level) pairs looked at
+    members: tuple[int, ...] = ()  # the group's extreme entities
+
+    def reason(self) -> str:
+        sign = "above" if self.direction == "above" else "below"
+        return (f"{self.extreme} of its {self.entities} judged entities are {sign} all but {self.rank - 1} of the "
+                f"{self.reference} entities outside it on {self.feature}, {self.entities * self.level:.3g} expected "
+                f"were they exchangeable with them (beta-binomial), p={self.p_value:.3g}, corrected for the "
+                f"features and levels looked at p={self.p_corrected:.3g}")
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One feature's usable entities (judged, not excluded) in descending order of their oriented
+    value, and each entity's position in that order (-1 if not usable): sorted once per scan and
+    refit, so that testing a group costs its own size only."""
+
+    direction: str
+    oriented: np.ndarray  # per entity, the value with the extreme direction up (NaN unjudged)
+    descending: np.ndarray  # the usable entities' oriented values, largest first
+    position: np.ndarray
+
+
+def ranked(features: dict[str, tuple[np.ndarray, str]], excluded: frozenset[int] = frozenset()
+           ) -> dict[str, Ranked]:
+    """:class:`Ranked` of every feature, ``excluded`` entities left out of the order."""
+    out = {}
+    for feature, (values, direction) in sorted(features.items()):
+        oriented = values if direction == "above" else -values
+        usable = ~np.isnan(values)
+        usable[list(excluded)] = False
+        ids = np.flatnonzero(usable)
+        order = ids[np.lexsort((ids, -oriented[ids]))]
+        position = np.full(values.size, -1, dtype=np.int64)
+        position[order] = np.arange(order.size)
+        out[feature] = Ranked(direction, oriented, oriented[order], position)
+    return out
+
+
+def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...]
+                    ) -> GroupBehaviour | None:
+    """The group's most surprising count of extremes over every (feature, level), against the
+    usable entities outside the group (``features`` from :func:`ranked`): under the null that
+    the group's entities are exchangeable with them, the count above the reference's ``k``-th
+    largest value is Beta-binomial (as for the arrival windows); corrected for every (feature,
+    rank) looked at. The ``k``-th largest outside the group is read off the one sorted order: the
+    smallest position ``i`` with ``i`` - (group members up to ``i``) = ``k`` - 1."""
+    best: tuple | None = None
+    looks = 0
+    for feature, rank in features.items():
+        values = rank.oriented[group]
+        judged = ~np.isnan(values)
+        mine = values[judged]
+        taken = np.sort(rank.position[group][rank.position[group] >= 0])
+        r, n = rank.descending.size - taken.size, mine.size
+        if r == 0 or n == 0:
+            continue
+        seen: set[int] = set()
+        for level in levels:
+            k = max(1, int(np.floor(level * (r + 1))))
+            if k in seen or k > r:
+                continue
+            seen.add(k)
+            looks += 1
+            at = k - 1
+            while True:
+                moved = k - 1 + int(np.searchsorted(taken, at, side="right"))
+                if moved == at:
+                    break
+                at = moved
+            threshold = rank.descending[at]
+            x = int((mine > threshold).sum())
+            if x == 0:
+                continue
+            p = float(beta_binomial_sf(np.asarray([x]), np.asarray([n]), np.asarray([k]), np.asarray([r]))[0])
+            if best is None or p < best[-2]:
+                extreme = group[judged][mine > threshold]
+                best = (feature, rank.direction, k / (r + 1), k, r, n, x, p, tuple(int(e) for e in np.sort(extreme)))
+    if best is None:
+        return None
+    return GroupBehaviour(*best[:-1], float(nulls.bonferroni(best[-2], looks)), best[-1])

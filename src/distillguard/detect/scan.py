@@ -517,13 +517,21 @@ def spreadsheet_safe(table: pa.Table) -> pa.Table:
 def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, policy: Policy) -> pa.Table:
     """Verdicts raised to what the calibrated tests (detect/) earn at throttle or stronger, never
     lowered: an account keeps the stronger of the two, with both sets of reasons. An account of an
-    allowlisted organisation stays capped at monitor."""
+    allowlisted organisation stays capped at monitor. A block finding at monitor (co-location
+    without the behaviour that makes a campaign) raises an allowed account to monitor, no further."""
     found = evidence.by_account(policy.campaign.min_members)
+    watched = evidence.co_located()
     rank = detect_verdicts.ORDER
     rows = [Verdict(**row) for row in verdicts.to_pylist()]
     capped = evidence.capped
     for i, row in enumerate(rows):
         hit = found.get(row.account_id)
+        if hit is not None and hit[0] == "monitor" and row.account_id in watched and row.action == "allow":
+            # a co-located group's member is watched from its sign-up on (policy.verify may ask a
+            # new one to verify); co-location alone never restricts it
+            rows[i] = replace(row, action="monitor", campaign_id=row.campaign_id or hit[1] or None,
+                              score=max(row.score, policy.campaign.monitor), reasons=hit[2] + list(row.reasons or []))
+            continue
         if hit is None or hit[0] not in ("throttle", "block"):
             continue
         action, group, reasons = hit

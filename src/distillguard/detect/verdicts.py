@@ -9,7 +9,9 @@ members ``n x pi`` plus ``p x X``. Results are accepted in order of their correc
 cheapest per entity first) while their summed cost fits the budget, strongest action first.
 Nothing here is fitted to labels.
 
-A block member counts only when its own p-value is at most ``budget[action] x N / holders``. A
+A block member counts only when its own p-value is at most ``budget[action] x N / holders``: tied in
+both of the block's families, or in one of them when the block's holders are also extreme in
+behaviour against everyone else (a behaving block: co-location alone is what offices show too). A
 group needs ``campaign.min_members`` accounts to reach more than monitor (a campaign is many
 accounts); lone accounts are never acted on by these tests.
 """
@@ -17,16 +19,17 @@ accounts); lone accounts are never acted on by these tests.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 
 from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
+from distillguard.detect import nulls
 from distillguard.detect import pairs as pairs_mod
-from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW
-from distillguard.detect.policy import Policy
+from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF
+from distillguard.detect.policy import Policy, Statistics
 from distillguard.detect.signals import SIGNALS
 
 ORDER = ("allow", "monitor", "throttle", "block")
@@ -65,6 +68,12 @@ class Evidence:
     capped: frozenset[str] = frozenset()  # accounts of allowlisted organisations: never raised
     edges: list[pairs_mod.PairEdge] = field(default_factory=list)  # validated pairs: they group, never act
     group_ties: list[pairs_mod.GroupTie] = field(default_factory=list)  # tied groups of findings: one id
+
+    def co_located(self) -> frozenset[str]:
+        """Accounts that a block finding at monitor holds: tied to a co-located group, whatever
+        their behaviour."""
+        return frozenset(a for f in self.findings if f.test == "block" and f.action == "monitor"
+                         for e in f.entities for a in self.accounts_of[e])
 
     def by_account(self, min_members: int) -> dict[str, tuple[str, str, list[str]]]:
         """account -> (action, group id, reasons), for accounts a finding reaches.
@@ -144,24 +153,22 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
-    found, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
-    for b in found:
-        for action in ACTIONS:
-            allowed = getattr(stats.budget, action) * n
-            # the member threshold is fixed before looking at the members: a null member passes it
-            # with probability at most t, so the block's bystanders cost at most |H| x t, which is
-            # a share (1 / block_member_share) of the budget
-            t = allowed / (stats.block_member_share * b.holders)
-            tied = tuple(e for e, p in zip(b.core, b.member_p) if p <= t)
-            if len(tied) < 2:
-                continue
-            # every tied member is false if the block is null; bystanders that pass at t otherwise
-            cost = b.p_corrected * len(tied) + b.holders * t
-            candidates[action].append((b.p_corrected, "block", BICM.name, b.reason(),
-                                       f"{len(tied)} members each tied on their own (member p <= {t:.3g})", tied,
-                                       cost))
+    blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
+    for b in blocks:
+        # co-location alone is what an office shows too: worth watching (and, for a new account,
+        # a verification: policy.verify), never an action; a behaving block may earn one below
+        t = stats.budget.monitor * n / (stats.block_member_share * b.holders)
+        tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t)
+        if len(tied) >= 2:
+            candidates["monitor"].append((b.p_corrected, "block", BICM.name, b.reason(),
+                                          f"{len(tied)} members each tied on their own (member p <= {t:.3g}); "
+                                          "co-location alone, so monitor at most", tied,
+                                          b.p_corrected * len(tied) + b.holders * t))
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
+    behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
+    if behaviour:
+        behaviour[COMBINED_FEATURE] = (_combined(behaviour), "above")
     # the cohorts' reference is refitted without what the scan has found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
@@ -171,7 +178,9 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                                            alpha=stats.alpha)
         found_c = cohorts_mod.profile_members(found_c, feature_values, stats.cohort_profile_level,
                                               excluded=excluded)
+        found_c = _co_located_members(found_c, tables, stats.cohort_profile_level)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
+        _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
         for c in found_c:
             # chance extremes among the window's organic members (Cohort.chance_members), plus all of
             # them if the window is null; the campaign's own members are not charged beyond a typical
@@ -192,6 +201,84 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c),
                                                       "pairs": pair_looks, "group_pairs": len(groups) * (len(groups) - 1) // 2},
                     capped, edges, ties)
+
+
+#: what an account asks for and how much, as opposed to where it connects from, when, and with which
+#: software: the features a co-located organic group (an office, a campus) has no reason to share
+BEHAVIOUR_FEATURES = ("exchanges_per_active_day", "first_turn_share", "long_max_tokens_share", "tools_per_request",
+                      "output_input_ratio", "cot_elicitation_share", "targeted_share", "rubric_grading_share")
+#: behaviour the client software sets rather than its user (the tools it offers, its max_tokens, how it
+#: opens conversations, the work it is built for): not evidence about a group co-located in software
+CLIENT_SHAPED = ("first_turn_share", "long_max_tokens_share", "tools_per_request", "targeted_share")
+
+
+def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.KindTable], behaviour: dict[str, tuple[np.ndarray, str]], stats: Statistics,
+                     n: int, excluded: frozenset[int], candidates: dict[str, list[Candidate]]) -> None:
+    """Blocks whose seed holders are also extreme in behaviour, with every member tied in one of
+    the block's two families: a co-located group that behaves like the population (an office)
+    does not pass, so one family per member suffices."""
+    if not behaviour:
+        return
+    free = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f != COMBINED_FEATURE}
+    if free:
+        free[COMBINED_FEATURE] = (_combined(free), "above")
+    every, software_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(free, excluded)
+    for b in blocks:
+        families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
+        judged_on = software_free if "client" in families else every
+        if not judged_on:
+            continue
+        gb = cohorts_mod.group_behaviour(judged_on, np.asarray(b.seeded, dtype=np.int64), tuple(stats.cohort_levels))
+        if gb is None:
+            continue
+        p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
+        if p > stats.alpha:
+            continue
+        for action in ACTIONS:
+            allowed = getattr(stats.budget, action) * n
+            t = allowed / (stats.block_member_share * b.holders)
+            tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t)
+            if len(tied) < 2:
+                continue
+            cost = p * len(tied) + b.holders * t
+            candidates[action].append((p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
+                                       f"{len(tied)} members each tied in one of the two (member p <= {t:.3g})",
+                                       tied, cost))
+
+
+def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod.KindTable], level: float,
+                        min_members: int = 3) -> list[cohorts_mod.Cohort]:
+    """The cohorts with their members checked for ties to the rest of the cohort.
+
+    A cohort need share nothing; but when its members are tied to each other (their rare tokens
+    held by other members more than BiCM allows) far more often than chance gives, it is one
+    co-located operation, and an extreme entity that arrived in its window tied to none of them is
+    the window's chance arrival, not a member. A member's tie is the smallest p-value of its ties
+    to the cohort over every kind (blocks.ties_to), times the kinds. The check applies when more
+    members are tied at ``level`` than Binomial(X, level) gives (at ``level`` over the cohorts
+    checked); it only removes members, so the window's p-value and cost are those of all its
+    extreme entities. A cohort left with fewer than ``min_members`` is dropped."""
+    from scipy import stats as sstats
+
+    kinds = [t for t in tables if t.incidence.nnz]
+    checked: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
+    out = []
+    for c in found:
+        if c.members not in checked:
+            members = np.asarray(c.members, dtype=np.int64)
+            best = np.ones(members.size)
+            for table in kinds:
+                ties = blocks_mod.ties_to(table, members, members)
+                best = np.minimum(best, [ties.get(int(m), 1.0) for m in members])
+            tied = best * len(kinds) <= level
+            co_located = sstats.binom.sf(int(tied.sum()) - 1, members.size, level) <= level
+            checked[c.members] = tuple(int(m) for m in members[tied]) if co_located else None
+        keep = checked[c.members]
+        if keep is None:
+            out.append(c)
+        elif len(keep) >= min_members:
+            out.append(replace(c, members=keep))
+    return out
 
 
 #: (corrected p, test, null, reason, member note, entities, cost)
