@@ -10,8 +10,8 @@ fixed threshold nor against a population that holds the campaign itself: a campa
 of the accounts fills the top 7% of every feature it is extreme on, so shares of the whole
 population would call its accounts merely "in the top 10%" and the test would drown in the
 organic accounts that share that tail. The reference of a window is every entity that arrived
-before it, less the entities that an accepted finding of the same scan already holds (the null is
-refitted without validated findings, detect.verdicts). An entity in the window is extreme at
+before it, less the entities that an accepted cohort finding of the same scan already holds (the
+null is refitted without validated findings, detect.verdicts). An entity in the window is extreme at
 rank ``k`` when its value exceeds the ``k``-th largest value of the ``r`` reference entities
 (ties count against it): its conformal p-value (Vovk et al. 2005; Bates et al. 2023) is then
 at most ``k / (r + 1)``.

@@ -244,8 +244,9 @@ class Statistics(BaseModel):
                                         "closer than all but this share of the other entities (1: no check): the "
                                         "window's feature chose it, the others did not")
     cohort_min_exchanges: int = Field(20, ge=1, description="exchanges an account needs for its features to be judged")
-    cohort_refits: int = Field(2, ge=0, description="times the cohort tests are rerun with the entities the scan "
-                               "has found taken out of the reference (a null refitted without validated findings)")
+    cohort_refits: int = Field(2, ge=0, description="times the cohort tests are rerun with the entities the scan's "
+                               "cohort findings hold taken out of the reference (a null refitted without validated "
+                               "findings)")
 
 
 class OutsideEvidence(BaseModel):
