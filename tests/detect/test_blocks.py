@@ -46,9 +46,6 @@ def _one_seed_at_a_time(tables: list[blocks.KindTable], min_holders: int, inflat
             for c in np.flatnonzero(np.diff(matrix.indptr) >= min_holders):
                 members = tuple(np.sort(matrix.indices[matrix.indptr[c]:matrix.indptr[c + 1]]).tolist())
                 seeds.setdefault((t.family, members), (t.kind, names[c]))
-    for t in tables:
-        for members, name in _components(t, min_holders):
-            seeds.setdefault((t.family, members), (t.kind, name))
     out = {}
     for (_, members), (kind, token) in seeds.items():
         family = next(t.family for t in tables if t.kind == kind)
@@ -67,50 +64,6 @@ def _one_seed_at_a_time(tables: list[blocks.KindTable], min_holders: int, inflat
             tested.sort()
             out[(kind, token)] = (tested[1][0], float(nulls.bonferroni(tested[1][0], len(others) * len(seeds))))
     return out
-
-
-def _components(t: blocks.KindTable, min_holders: int) -> list[tuple[tuple[int, ...], str]]:
-    """The entities linked by the kind's rare tokens, grown one token at a time (union-find over
-    the tokens' holder lists): groups of at least ``min_holders`` and at most half the entities,
-    with at least two tokens."""
-    n = t.incidence.shape[0]
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
-    csc = t.incidence.tocsc()
-    holders = [csc.indices[csc.indptr[c]:csc.indptr[c + 1]] for c in range(csc.shape[1])]
-    for h in holders:
-        for e in h[1:]:
-            parent[find(int(e))] = find(int(h[0]))
-    groups: dict[int, list[int]] = {}
-    for e in range(n):
-        if t.incidence.indptr[e + 1] > t.incidence.indptr[e]:
-            groups.setdefault(find(e), []).append(e)
-    tokens: dict[int, list[str]] = {}
-    for c, h in enumerate(holders):
-        tokens.setdefault(find(int(h[0])), []).append(t.tokens[c])
-    return [(tuple(sorted(g)), f"{len(tokens[r])} linked tokens from {min(tokens[r])}") for r, g in groups.items()
-            if min_holders <= len(g) <= n // 2 and len(tokens.get(r, [])) >= 2]
-
-
-def test_a_campaign_spread_over_many_rare_tokens_of_one_kind_is_one_seed():
-    """A hundred templates, each held by three of a campaign's forty accounts: no template seeds a
-    block of the campaign, their connected component does."""
-    rng = np.random.default_rng(9)
-    entity_of = {f"a{a:04d}": a for a in range(400)}
-    campaign = list(entity_of)[:40]
-    rows = [(a, "scaffold", f"own-{a}") for a in entity_of]
-    rows += [(a, "scaffold", f"template-{j}") for j in range(100) for a in rng.choice(campaign, 3, replace=False)]
-    keys = pa.table({"account_id": [r[0] for r in rows], "kind": [r[1] for r in rows], "key": [r[2] for r in rows]})
-    tables = blocks.kind_tables(keys, entity_of, len(entity_of), pair_budget=2_000)
-    scaffold = next(t for t in tables if t.kind == "scaffold")
-    seeds = blocks.component_seeds(scaffold, 3)
-    assert sorted((m, n) for m, n in seeds) == sorted(_components(scaffold, 3))
-    assert tuple(sorted(entity_of[a] for a in campaign)) in [m for m, _ in seeds]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -36,7 +36,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
 from distillguard.detect import nulls
 from distillguard.detect.evidence import FAMILY_OF
@@ -358,12 +357,6 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
             for column in np.flatnonzero(degrees >= min_holders):
                 members = tuple(np.sort(matrix.indices[matrix.indptr[column]:matrix.indptr[column + 1]]).tolist())
                 unique.setdefault((table.family, members), (table.kind, names[column]))
-    # a campaign spread thin over many rare tokens of one kind (a hundred templates, each held by a
-    # few of its accounts) seeds no large block token by token; the connected components of the
-    # kind's rare tokens do, and are chosen on the seed's kind alone like any seed
-    for table in tables:
-        for members, name in component_seeds(table, min_holders):
-            unique.setdefault((table.family, members), (table.kind, name))
     looks = len(unique)
     if not looks:
         return [], 0
@@ -415,30 +408,6 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
                          tuple(x for f in (f1, f2) for x in most_shared(by_kind[family_kind[f][i]], members))))
     out.sort(key=lambda b: (b.p_value, b.seed_kind, b.seed_token))
     return out, looks
-
-
-def component_seeds(table: KindTable, min_holders: int) -> list[tuple[tuple[int, ...], str]]:
-    """The connected components of ``table``'s entities linked by its rare tokens (two entities
-    are linked when they hold one token), with at least ``min_holders`` entities and at most half
-    of all entities, as (entities, name): the name counts the component's tokens and gives the
-    first of them in sorted order (names, never arrival order). A component of one token is that
-    token's holder set, already a seed."""
-    incidence = table.incidence
-    n, m = incidence.shape
-    if not incidence.nnz:
-        return []
-    bipartite = sparse.bmat([[None, incidence], [incidence.T, None]], format="csr")
-    _, label = connected_components(bipartite, directed=False)
-    entity_label, token_label = label[:n], label[n:]
-    held = np.diff(incidence.indptr) > 0
-    out = []
-    sizes = np.bincount(entity_label[held], minlength=label.max() + 1)
-    tokens_in = np.bincount(token_label, minlength=label.max() + 1)
-    for component in np.flatnonzero((sizes >= min_holders) & (sizes <= n // 2) & (tokens_in >= 2)):
-        members = tuple(np.flatnonzero(held & (entity_label == component)).tolist())
-        first = min(table.tokens[j] for j in np.flatnonzero(token_label == component))
-        out.append((members, f"{int(tokens_in[component])} linked tokens from {first}"))
-    return out
 
 
 def _kind_p_values(table: KindTable, membership: sparse.csr_matrix, rows: np.ndarray, inflation: float,
