@@ -477,11 +477,13 @@ def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> dict[in
     rows, cols = held_by(table.incidence, entities)
     if cols.size == 0:
         return {}
+    # over the links of ``entities`` and ``core`` only (no array of all entities or tokens): it
+    # runs once per cohort and kind
     _, core_cols = held_by(table.incidence, core)
-    in_core = np.zeros(table.incidence.shape[0], dtype=bool)
-    in_core[core] = True
-    holders = np.bincount(core_cols, minlength=table.incidence.shape[1])
-    others = holders[cols] - in_core[rows]
+    tokens, counts = np.unique(core_cols, return_counts=True)
+    at = np.minimum(np.searchsorted(tokens, cols), max(tokens.size - 1, 0))
+    holders = np.where(tokens[at] == cols, counts[at], 0) if tokens.size else np.zeros_like(cols)
+    others = holders - np.isin(rows, core)
     mu = _class_means(table, core)
     entity, at = np.unique(rows, return_inverse=True)
     ties = np.bincount(at, weights=others.astype(float), minlength=entity.size)

@@ -10,8 +10,9 @@ cheapest per entity first) while their summed cost fits the budget, strongest ac
 Nothing here is fitted to labels.
 
 A block member counts only when its own p-value is at most ``budget[action] x N / holders``: tied in
-both of the block's families, or in one of them when the block's holders are also extreme in
-behaviour against everyone else (a behaving block: co-location alone is what offices show too). A
+one of the block's two families. A block reaches throttle only when its holders are also extreme in
+behaviour against everyone else (a behaving block); co-location alone, which offices show too, is
+monitor at most. A
 group needs ``campaign.min_members`` accounts to reach more than monitor (a campaign is many
 accounts); lone accounts are never acted on by these tests.
 """
