@@ -224,43 +224,89 @@ def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, s
     tell never counts against it). A member is kept when its shortfall is at most the ``level``
     quantile of the shortfalls of the other entities judged on the window's feature (less the
     excluded ones): a conformal p-value, so an entity exchangeable with them passes with
-    probability at most ``level``. The profile holds only the features on which more members are
-    in the population's top half than a fair coin gives (a sign test at ``level``, Bonferroni over
-    the features); a cohort extreme on nothing else keeps every member. The check only removes
+    probability at most ``level``. The check applies only when more members pass than
+    Binomial(X, ``level``) gives (at ``level`` over the cohorts checked); otherwise the cohort keeps
+    every member. The check only removes
     members: the window's p-value and its cost are those of all its extreme entities. A cohort
     left with fewer than ``min_members`` is dropped.
     """
     if level >= 1.0 or not found:
         return found
-    names = sorted(features)
-    logs = np.log(np.clip(np.vstack([tail_shares(features[f][0], features[f][1]) for f in names]).T, 1e-12, 1.0))
-    gone = np.zeros(logs.shape[0], dtype=bool)
-    gone[list(excluded)] = True
-    out = []
-    for c in found:
+    check = ProfileCheck(features, level, excluded, checks=len(found), min_members=min_members)
+    return [kept for kept in map(check, found) if kept is not None]
+
+
+class ProfileCheck:
+    """:func:`profile_members` one cohort at a time: the log tail shares are computed once and
+    each (members, feature) is checked once, so that a scan checks only the cohorts the budget
+    reaches. ``checks``: the cohorts the check is corrected for (all those validated)."""
+
+    def __init__(self, features: dict[str, tuple[np.ndarray, str]], level: float,
+                 excluded: frozenset[int] = frozenset(), checks: int = 1, min_members: int = 3) -> None:
+        self.features, self.level, self.checks, self.min_members = features, level, max(checks, 1), min_members
+        self.names = sorted(features)
+        self.column = {f: i for i, f in enumerate(self.names)}
+        self.logs = np.log(np.clip(np.vstack([tail_shares(features[f][0], features[f][1]) for f in self.names]).T,
+                                   1e-12, 1.0)) if self.names else np.zeros((0, 0))
+        self.gone = np.zeros(self.logs.shape[0], dtype=bool)
+        self.gone[list(excluded)] = True
+        # per feature, the entities it judges (less the excluded) and their log tail shares
+        self.judged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.close: dict[tuple[tuple[int, ...], str], np.ndarray | None] = {}  # windows often share their members
+
+    def __call__(self, c: Cohort) -> Cohort | None:
+        if self.level >= 1.0 or len(self.names) < 2:
+            return replace(c, profile_level=self.level)
+        if c.feature not in self.judged:
+            rows = np.flatnonzero(~np.isnan(self.features[c.feature][0]) & ~self.gone)
+            self.judged[c.feature] = (rows, self.logs[rows])
+        if (c.members, c.feature) not in self.close:
+            self.close[(c.members, c.feature)] = _close_to_profile(
+                self.logs, *self.judged[c.feature], c.members, self.column[c.feature], self.level, self.checks)
+        close = self.close[(c.members, c.feature)]
+        if close is None:
+            return replace(c, profile_level=self.level)
         members = np.asarray(c.members, dtype=np.int64)
-        others = [i for i, f in enumerate(names) if f != c.feature]
-        if not others:
-            out.append(replace(c, profile_level=level))
-            continue
-        profile = np.median(logs[np.ix_(members, others)], axis=0)
-        shortfall = np.maximum(0.0, logs[:, others] - profile).sum(axis=1)
-        judged = ~np.isnan(features[c.feature][0]) & ~gone
-        judged[members] = False
-        reference = np.sort(shortfall[judged])
-        # conformal p-value of closeness: (1 + reference entities at most as far) / (r + 1)
-        p = (1.0 + np.searchsorted(reference, shortfall[members], side="right")) / (reference.size + 1.0)
-        close = p <= level
-        # the check means something only where the members are closer to their profile than
-        # entities like the reference would be: more of them within the level than Binomial(X, level)
-        # gives, at the level corrected for the cohorts checked
-        if stats.binom.sf(int(close.sum()) - 1, members.size, level) > level / len(found):
-            out.append(replace(c, profile_level=level))
-            continue
         keep = tuple(int(m) for m in members[close])
-        if len(keep) >= min_members:
-            out.append(replace(c, members=keep, profile_level=level, profiled_out=len(members) - len(keep)))
-    return out
+        if len(keep) < self.min_members:
+            return None
+        return replace(c, members=keep, profile_level=self.level, profiled_out=len(members) - len(keep))
+
+
+def _close_to_profile(logs: np.ndarray, rows: np.ndarray, reference_logs: np.ndarray, members: tuple[int, ...],
+                      own: int, level: float, checks: int) -> np.ndarray | None:
+    """Which members are within ``level`` of the cohort's profile on the features other than
+    column ``own`` (profile_members), or None when no more of them are than chance gives.
+
+    A member's conformal p-value is ``(1 + c) / (r + 1)``, ``c`` the reference entities (``rows``,
+    less the members) at most as far from the profile; it is at most ``level`` exactly when ``c``
+    is at most the largest ``K`` with ``(1 + K) / (r + 1) <= level``, that is when the member is
+    strictly closer than the reference's ``(K + 1)``-th closest entity."""
+    ids = np.asarray(members, dtype=np.int64)
+    profile = np.median(logs[ids], axis=0)
+    profile[own] = np.inf  # the window's own feature chose the members: not part of the profile
+    shortfall = np.maximum(0.0, logs[ids] - profile).sum(axis=1)
+    at = np.searchsorted(rows, ids)
+    mine = at[(at < rows.size) & (rows[np.minimum(at, rows.size - 1)] == ids)]
+    reference = np.delete(np.maximum(0.0, reference_logs - profile).sum(axis=1), mine)
+    r = reference.size
+    k = int(np.floor(level * (r + 1))) - 1
+    while (2.0 + k) / (r + 1.0) <= level:
+        k += 1
+    while k >= 0 and (1.0 + k) / (r + 1.0) > level:
+        k -= 1
+    if k < 0:
+        close = np.zeros(ids.size, dtype=bool)
+    elif k >= r:
+        close = np.ones(ids.size, dtype=bool)
+    else:
+        close = shortfall < np.partition(reference, k)[k]
+    # the check means something only where the members are closer to their profile than entities
+    # like the reference would be: more of them within the level than Binomial(X, level) gives, at
+    # the level corrected for the cohorts checked
+    if stats.binom.sf(int(close.sum()) - 1, ids.size, level) > level / checks:
+        return None
+    return close
 
 
 @dataclass(frozen=True)

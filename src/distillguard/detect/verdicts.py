@@ -20,6 +20,7 @@ accounts); lone accounts are never acted on by these tests.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -161,10 +162,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
         t = stats.budget.monitor * n / (stats.block_member_share * b.holders)
         tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t)
         if len(tied) >= 2:
-            candidates["monitor"].append((b.p_corrected, "block", BICM.name, b.reason(),
-                                          f"{len(tied)} members each tied on their own (member p <= {t:.3g}); "
-                                          "co-location alone, so monitor at most", tied,
-                                          b.p_corrected * len(tied) + b.holders * t))
+            candidates["monitor"].append(Candidate(b.p_corrected, "block", BICM.name, b.reason(),
+                                                   f"{len(tied)} members each tied on their own (member p <= "
+                                                   f"{t:.3g}); co-location alone, so monitor at most", tied,
+                                                   b.p_corrected * len(tied) + b.holders * t))
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
     behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
@@ -173,13 +174,13 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     # the cohorts' reference is refitted without what the scan's cohorts have found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
+    tie_check = TieCheck(tables, stats.cohort_profile_level)  # ties do not depend on the reference
     for _ in range(stats.cohort_refits + 1):
         found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                            tuple(stats.cohort_windows_hours), excluded=excluded,
                                            alpha=stats.alpha)
-        found_c = cohorts_mod.profile_members(found_c, feature_values, stats.cohort_profile_level,
-                                              excluded=excluded)
-        found_c = _co_located_members(found_c, tables, stats.cohort_profile_level)
+        # a window's members are checked (their profile, their ties) only when the budget reaches it
+        profile = cohorts_mod.ProfileCheck(feature_values, stats.cohort_profile_level, excluded, checks=len(found_c))
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
         for c in found_c:
@@ -187,9 +188,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
             # them if the window is null; the campaign's own members are not charged beyond a typical
             # window's arrivals, so a bigger burst never costs more
             cost = c.chance_members + c.p_corrected * c.extreme
+            refine = _refined(c, profile, tie_check)
             for action in ACTIONS:
-                cohort_candidates[action].append((c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(), "",
-                                                  c.members, cost))
+                cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(),
+                                                           "", c.members, cost, refine))
         findings = _within_budget(cohort_candidates, n, policy)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
@@ -217,6 +219,20 @@ BEHAVIOUR_FEATURES = ("exchanges_per_active_day", "first_turn_share", "long_max_
 #: behaviour the client software sets rather than its user (the tools it offers, its max_tokens, how it
 #: opens conversations, the work it is built for): not evidence about a group co-located in software
 CLIENT_SHAPED = ("first_turn_share", "long_max_tokens_share", "tools_per_request", "targeted_share")
+
+
+def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck, ties: TieCheck
+             ) -> Callable[[], tuple[tuple[int, ...], str] | None]:
+    """The cohort's members after the profile and tie checks, with its reason, computed once."""
+    done: list[tuple[tuple[int, ...], str] | None] = []
+
+    def run() -> tuple[tuple[int, ...], str] | None:
+        if not done:
+            kept = profile(c)
+            kept = ties(kept) if kept is not None else None
+            done.append(None if kept is None else (kept.members, kept.reason()))
+        return done[0]
+    return run
 
 
 def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.KindTable], behaviour: dict[str, tuple[np.ndarray, str]], stats: Statistics,
@@ -248,48 +264,69 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             if len(tied) < 2:
                 continue
             cost = p * len(tied) + b.holders * t
-            candidates[action].append((p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
-                                       f"{len(tied)} members each tied in one of the two (member p <= {t:.3g})",
-                                       tied, cost))
+            candidates[action].append(Candidate(p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
+                                                f"{len(tied)} members each tied in one of the two (member p <= "
+                                                f"{t:.3g})", tied, cost))
 
 
 def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod.KindTable], level: float,
                         min_members: int = 3) -> list[cohorts_mod.Cohort]:
-    """The cohorts with their members checked for ties to the rest of the cohort.
+    """The cohorts with their members checked for ties to the rest of the cohort (:class:`TieCheck`)."""
+    check = TieCheck(tables, level, min_members)
+    return [kept for kept in map(check, found) if kept is not None]
+
+
+class TieCheck:
+    """A cohort's members checked for ties to the rest of the cohort.
 
     A cohort need share nothing; but when its members are tied to each other (their rare tokens
     held by other members more than BiCM allows) far more often than chance gives, it is one
     co-located operation, and an extreme entity that arrived in its window tied to none of them is
     the window's chance arrival, not a member. A member's tie is the smallest p-value of its ties
     to the cohort over every kind (blocks.ties_to), times the kinds. The check applies when more
-    members are tied at ``level`` than Binomial(X, level) gives (at ``level`` over the cohorts
-    checked); it only removes members, so the window's p-value and cost are those of all its
-    extreme entities. A cohort left with fewer than ``min_members`` is dropped."""
-    from scipy import stats as sstats
+    members are tied at ``level`` than Binomial(X, ``level``) gives; it only removes members, so
+    the window's p-value and cost are those of all its extreme entities. A cohort left with fewer
+    than ``min_members`` is dropped (None). Each member set is checked once."""
 
-    kinds = [t for t in tables if t.incidence.nnz]
-    checked: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
-    out = []
-    for c in found:
-        if c.members not in checked:
+    def __init__(self, tables: list[blocks_mod.KindTable], level: float, min_members: int = 3) -> None:
+        self.kinds = [t for t in tables if t.incidence.nnz]
+        self.level, self.min_members = level, min_members
+        self.kept: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
+
+    def __call__(self, c: cohorts_mod.Cohort) -> cohorts_mod.Cohort | None:
+        from scipy import stats as sstats
+
+        if c.members not in self.kept:
             members = np.asarray(c.members, dtype=np.int64)
             best = np.ones(members.size)
-            for table in kinds:
+            for table in self.kinds:
                 ties = blocks_mod.ties_to(table, members, members)
                 best = np.minimum(best, [ties.get(int(m), 1.0) for m in members])
-            tied = best * len(kinds) <= level
-            co_located = sstats.binom.sf(int(tied.sum()) - 1, members.size, level) <= level
-            checked[c.members] = tuple(int(m) for m in members[tied]) if co_located else None
-        keep = checked[c.members]
+            tied = best * len(self.kinds) <= self.level
+            co_located = sstats.binom.sf(int(tied.sum()) - 1, members.size, self.level) <= self.level
+            self.kept[c.members] = tuple(int(m) for m in members[tied]) if co_located else None
+        keep = self.kept[c.members]
         if keep is None:
-            out.append(c)
-        elif len(keep) >= min_members:
-            out.append(replace(c, members=keep))
-    return out
+            return c
+        return replace(c, members=keep) if len(keep) >= self.min_members else None
 
 
-#: (corrected p, test, null, reason, member note, entities, cost)
-Candidate = tuple[float, str, str, str, str, tuple[int, ...], float]
+@dataclass(frozen=True)
+class Candidate:
+    """One test result offered to the budget for one action."""
+
+    p: float  # corrected p-value
+    test: str  # block or cohort
+    null: str
+    reason: str
+    note: str  # how its members were chosen, appended to the reason
+    entities: tuple[int, ...]
+    cost: float  # expected false positives accepting it costs
+    #: the members checked further, with the reason that says so, or None when too few remain;
+    #: run only when the result comes up within the budget (the checks cost a pass over the
+    #: entities, and most windows of a large campaign hold nobody new). Its members are a subset of
+    #: ``entities`` and the cost is unchanged.
+    refine: Callable[[], tuple[tuple[int, ...], str] | None] | None = None
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
@@ -309,17 +346,26 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
-        ranked = sorted(candidates[action], key=lambda c: (c[0], c[6] / max(len(c[5]), 1), *c[1:4]))
-        for p, test, null, reason, note, entities, cost in ranked:
-            fresh = [e for e in entities if e not in taken]
-            if not fresh or spent + cost > allowed:
+        ranked = sorted(candidates[action], key=lambda c: (c.p, c.cost / max(len(c.entities), 1), c.test, c.null,
+                                                           c.reason))
+        for c in ranked:
+            entities, reason = c.entities, c.reason
+            if not any(e not in taken for e in entities) or spent + c.cost > allowed:
                 continue
-            spent += cost
+            if c.refine is not None:
+                refined = c.refine()
+                if refined is None:
+                    continue
+                entities, reason = refined
+            fresh = [e for e in entities if e not in taken]
+            if not fresh:
+                continue
+            spent += c.cost
             for e in fresh:
                 taken[e] = action
-            findings.append(Finding(action, test, null, p, allowed,
-                                    f"{reason}{'; ' + note if note else ''}; accepting it costs {cost:.3g} expected "
-                                    f"false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
+            findings.append(Finding(action, c.test, c.null, c.p, allowed,
+                                    f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {c.cost:.3g} "
+                                    f"expected false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
                                     f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
     return findings
 
