@@ -368,6 +368,23 @@ def test_a_cohort_member_must_be_as_extreme_as_the_cohort_on_the_features_that_d
     assert "left out" in kept.reason()
 
 
+def test_a_window_is_charged_only_for_the_chance_members_its_check_would_keep():
+    """The window's chance members are its organic arrivals extreme on its feature; the check keeps
+    only those close to the cohort's profile, so the charge is the chance count times the share of
+    the reference's extreme entities (the cohort's own members left out) that are that close:
+    (1 + close extremes) / (1 + extremes), never 0."""
+    features, found, cohort, outsider = profile_case()
+    check = cohorts.ProfileCheck(features, 0.05, checks=1)
+    kept = check(found[0])
+    rows, distance = check.judged["f0"][0], check.shortfalls[(found[0].members, "f0")]
+    _, threshold = check.close[(found[0].members, "f0")]
+    extreme = (cohorts.tail_shares(features["f0"][0], "above")[rows] <= found[0].rate) & ~np.isin(rows, found[0].members)
+    share = (1 + (extreme & (distance < threshold)).sum()) / (1 + extreme.sum())
+    assert kept.survival == pytest.approx(share) and 0 < share < 1
+    assert kept.chance_members == pytest.approx(found[0].chance_members * share)
+    assert f"as {share:.3g} of the reference's extreme entities would be" in kept.reason()
+
+
 def test_a_member_more_extreme_on_another_feature_is_never_left_out_for_it():
     features, found, cohort, _ = profile_case()
     (before,) = cohorts.profile_members(found, features, 0.05)

@@ -67,6 +67,9 @@ class Cohort:
     reference: int = 0  # r: entities that arrived before the window (less those already found)
     profile_level: float = 1.0  # members kept: as extreme as the cohort on its other features at this level
     profiled_out: int = 0  # extreme entities of the window left out by that check
+    #: the share of the reference's extreme entities that would pass that check: a chance member
+    #: survives it with about this probability (1: no check)
+    survival: float = 1.0
 
     @property
     def expected(self) -> float:
@@ -77,16 +80,18 @@ class Cohort:
     def chance_members(self) -> float:
         """Organic extremes expected among the members: the organic entities of the window (at least
         what its non-extreme ones imply, and at least a typical window's arrivals, since a window
-        chosen for its extremes may show none of its organic ones as non-extreme) times ``rate``."""
+        chosen for its extremes may show none of its organic ones as non-extreme) times ``rate``,
+        times the share of such extremes that the member checks keep (``survival``)."""
         organic = max((self.entities - self.extreme) / max(1.0 - self.rate, 1e-12), self.typical)
-        return self.rate * min(organic, float(self.entities))
+        return self.rate * min(organic, float(self.entities)) * self.survival
 
     def reason(self) -> str:
         sign = "above" if self.direction == "above" else "below"
         profile = "" if self.profile_level >= 1.0 else (
             f"; {len(self.members)} of the {self.extreme} are members: each as extreme as the cohort's median "
             f"member on its other features, closer to it than all but {self.profile_level:.0%} of the other "
-            f"entities ({self.profiled_out} left out)")
+            f"entities ({self.profiled_out} left out), as {self.survival:.3g} of the reference's extreme entities "
+            f"would be")
         return (f"cohort: {self.extreme} of {self.entities} entities {self.attribute.replace('_', ' ')} in one "
                 f"{self.width_hours:g}-hour window are {sign} all but {self.rank - 1} of the {self.reference} "
                 f"entities that arrived before it on {self.feature}, {self.expected:.3g} expected by chance "
@@ -252,7 +257,9 @@ class ProfileCheck:
         self.gone[list(excluded)] = True
         # per feature, the entities it judges (less the excluded) and their log tail shares
         self.judged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self.close: dict[tuple[tuple[int, ...], str], np.ndarray | None] = {}  # windows often share their members
+        # per (members, feature): which members are close and the distance that is close, or None
+        self.close: dict[tuple[tuple[int, ...], str], tuple[np.ndarray, float] | None] = {}
+        self.shortfalls: dict[tuple[tuple[int, ...], str], np.ndarray] = {}  # every judged row's distance
 
     def __call__(self, c: Cohort) -> Cohort | None:
         if self.level >= 1.0 or len(self.names) < 2:
@@ -261,22 +268,32 @@ class ProfileCheck:
             rows = np.flatnonzero(~np.isnan(self.features[c.feature][0]) & ~self.gone)
             self.judged[c.feature] = (rows, self.logs[rows])
         if (c.members, c.feature) not in self.close:
-            self.close[(c.members, c.feature)] = _close_to_profile(
+            self.close[(c.members, c.feature)], self.shortfalls[(c.members, c.feature)] = _close_to_profile(
                 self.logs, *self.judged[c.feature], c.members, self.column[c.feature], self.level, self.checks)
-        close = self.close[(c.members, c.feature)]
-        if close is None:
+        checked = self.close[(c.members, c.feature)]
+        if checked is None:
             return replace(c, profile_level=self.level)
+        close, threshold = checked
         members = np.asarray(c.members, dtype=np.int64)
         keep = tuple(int(m) for m in members[close])
         if len(keep) < self.min_members:
             return None
-        return replace(c, members=keep, profile_level=self.level, profiled_out=len(members) - len(keep))
+        # chance members are the window's organic arrivals extreme on its feature; the share of the
+        # reference's entities that are as extreme there (tail share <= rate) and as close to the
+        # profile estimates how many of them the check keeps ((1 + hits) / (1 + extremes): never 0)
+        rows, shortfall = self.judged[c.feature][0], self.shortfalls[(c.members, c.feature)]
+        extreme = self.logs[rows, self.column[c.feature]] <= np.log(max(c.rate, 1e-12))
+        extreme[np.isin(rows, members)] = False
+        survival = (1.0 + float((extreme & (shortfall < threshold)).sum())) / (1.0 + float(extreme.sum()))
+        return replace(c, members=keep, profile_level=self.level, profiled_out=len(members) - len(keep),
+                       survival=min(1.0, survival))
 
 
 def _close_to_profile(logs: np.ndarray, rows: np.ndarray, reference_logs: np.ndarray, members: tuple[int, ...],
-                      own: int, level: float, checks: int) -> np.ndarray | None:
+                      own: int, level: float, checks: int) -> tuple[tuple[np.ndarray, float] | None, np.ndarray]:
     """Which members are within ``level`` of the cohort's profile on the features other than
-    column ``own`` (profile_members), or None when no more of them are than chance gives.
+    column ``own`` (profile_members) and the distance below which an entity is close, or None when
+    no more of them are than chance gives; and every judged row's distance to the profile.
 
     A member's conformal p-value is ``(1 + c) / (r + 1)``, ``c`` the reference entities (``rows``,
     less the members) at most as far from the profile; it is at most ``level`` exactly when ``c``
@@ -288,25 +305,22 @@ def _close_to_profile(logs: np.ndarray, rows: np.ndarray, reference_logs: np.nda
     shortfall = np.maximum(0.0, logs[ids] - profile).sum(axis=1)
     at = np.searchsorted(rows, ids)
     mine = at[(at < rows.size) & (rows[np.minimum(at, rows.size - 1)] == ids)]
-    reference = np.delete(np.maximum(0.0, reference_logs - profile).sum(axis=1), mine)
+    every = np.maximum(0.0, reference_logs - profile).sum(axis=1)
+    reference = np.delete(every, mine)
     r = reference.size
     k = int(np.floor(level * (r + 1))) - 1
     while (2.0 + k) / (r + 1.0) <= level:
         k += 1
     while k >= 0 and (1.0 + k) / (r + 1.0) > level:
         k -= 1
-    if k < 0:
-        close = np.zeros(ids.size, dtype=bool)
-    elif k >= r:
-        close = np.ones(ids.size, dtype=bool)
-    else:
-        close = shortfall < np.partition(reference, k)[k]
+    threshold = -np.inf if k < 0 else np.inf if k >= r else float(np.partition(reference, k)[k])
+    close = shortfall < threshold
     # the check means something only where the members are closer to their profile than entities
     # like the reference would be: more of them within the level than Binomial(X, level) gives, at
     # the level corrected for the cohorts checked
     if stats.binom.sf(int(close.sum()) - 1, ids.size, level) > level / checks:
-        return None
-    return close
+        return None, every
+    return (close, threshold), every
 
 
 @dataclass(frozen=True)

@@ -184,14 +184,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
         for c in found_c:
-            # chance extremes among the window's organic members (Cohort.chance_members), plus all of
-            # them if the window is null; the campaign's own members are not charged beyond a typical
-            # window's arrivals, so a bigger burst never costs more
-            cost = c.chance_members + c.p_corrected * c.extreme
             refine = _refined(c, profile, tie_check)
             for action in ACTIONS:
                 cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(),
-                                                           "", c.members, cost, refine))
+                                                           "", c.members, _cost(c), refine,
+                                                           c.p_corrected * c.extreme))
         findings = _within_budget(cohort_candidates, n, policy)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
@@ -222,17 +219,25 @@ CLIENT_SHAPED = ("first_turn_share", "long_max_tokens_share", "tools_per_request
 
 
 def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck, ties: TieCheck
-             ) -> Callable[[], tuple[tuple[int, ...], str] | None]:
-    """The cohort's members after the profile and tie checks, with its reason, computed once."""
-    done: list[tuple[tuple[int, ...], str] | None] = []
+             ) -> Callable[[], tuple[tuple[int, ...], str, float] | None]:
+    """The cohort's members after the profile and tie checks, its reason and its cost (chance
+    members that survive the checks, plus every member if the window is null), computed once."""
+    done: list[tuple[tuple[int, ...], str, float] | None] = []
 
-    def run() -> tuple[tuple[int, ...], str] | None:
+    def run() -> tuple[tuple[int, ...], str, float] | None:
         if not done:
             kept = profile(c)
             kept = ties(kept) if kept is not None else None
-            done.append(None if kept is None else (kept.members, kept.reason()))
+            done.append(None if kept is None else (kept.members, kept.reason(), _cost(kept)))
         return done[0]
     return run
+
+
+def _cost(c: cohorts_mod.Cohort) -> float:
+    """A cohort window's expected false positives: its chance members (Cohort.chance_members), plus
+    all its extremes if the window is null; the campaign's own members are not charged beyond a
+    typical window's arrivals, so a bigger burst never costs more."""
+    return c.chance_members + c.p_corrected * c.extreme
 
 
 def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.KindTable], behaviour: dict[str, tuple[np.ndarray, str]], stats: Statistics,
@@ -322,11 +327,12 @@ class Candidate:
     note: str  # how its members were chosen, appended to the reason
     entities: tuple[int, ...]
     cost: float  # expected false positives accepting it costs
-    #: the members checked further, with the reason that says so, or None when too few remain;
-    #: run only when the result comes up within the budget (the checks cost a pass over the
-    #: entities, and most windows of a large campaign hold nobody new). Its members are a subset of
-    #: ``entities`` and the cost is unchanged.
-    refine: Callable[[], tuple[tuple[int, ...], str] | None] | None = None
+    #: the members checked further, with the reason and the cost that say so, or None when too few
+    #: remain; run only when the result comes up with members not yet taken (the checks cost a pass
+    #: over the entities, and most windows of a large campaign hold nobody new). Its members are a
+    #: subset of ``entities``; its cost is at most ``cost`` and at least ``least_cost``.
+    refine: Callable[[], tuple[tuple[int, ...], str, float] | None] | None = None
+    least_cost: float = 0.0
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
@@ -349,22 +355,22 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
         ranked = sorted(candidates[action], key=lambda c: (c.p, c.cost / max(len(c.entities), 1), c.test, c.null,
                                                            c.reason))
         for c in ranked:
-            entities, reason = c.entities, c.reason
-            if not any(e not in taken for e in entities) or spent + c.cost > allowed:
+            entities, reason, cost = c.entities, c.reason, c.cost
+            if not any(e not in taken for e in entities) or spent + (c.cost if c.refine is None else c.least_cost) > allowed:
                 continue
             if c.refine is not None:
                 refined = c.refine()
                 if refined is None:
                     continue
-                entities, reason = refined
+                entities, reason, cost = refined
             fresh = [e for e in entities if e not in taken]
-            if not fresh:
+            if not fresh or spent + cost > allowed:
                 continue
-            spent += c.cost
+            spent += cost
             for e in fresh:
                 taken[e] = action
             findings.append(Finding(action, c.test, c.null, c.p, allowed,
-                                    f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {c.cost:.3g} "
+                                    f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
                                     f"expected false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
                                     f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
     return findings
