@@ -376,9 +376,10 @@ def test_a_window_is_charged_only_for_the_chance_members_its_check_would_keep():
     features, found, cohort, outsider = profile_case()
     check = cohorts.ProfileCheck(features, 0.05, checks=1)
     kept = check(found[0])
-    rows, distance = check.judged["f0"][0], check.shortfalls[(found[0].members, "f0")]
-    _, threshold = check.close[(found[0].members, "f0")]
-    extreme = (cohorts.tail_shares(features["f0"][0], "above")[rows] <= found[0].rate) & ~np.isin(rows, found[0].members)
+    _, threshold, profile = check.close[(found[0].members, "f0")]
+    logs = np.log(np.column_stack([cohorts.tail_shares(features[f][0], "above") for f in sorted(features)]))
+    distance = np.maximum(0.0, logs - profile).sum(axis=1)
+    extreme = (np.exp(logs[:, 0]) <= found[0].rate) & ~np.isin(np.arange(logs.shape[0]), found[0].members)
     share = (1 + (extreme & (distance < threshold)).sum()) / (1 + extreme.sum())
     assert kept.survival == pytest.approx(share) and 0 < share < 1
     assert kept.chance_members == pytest.approx(found[0].chance_members * share)
@@ -408,10 +409,9 @@ def test_a_cohort_extreme_on_one_feature_only_keeps_every_extreme_member():
     assert kept.members == found[0].members and kept.profiled_out == 0
 
 
-def test_the_budget_goes_to_the_strongest_results_first_and_among_equals_to_the_cheapest_per_entity():
-    """Three significant results, the budget fits one: the smallest p-value wins; of two results
-    whose p-values are equal (both below the floating-point range), the one costing less per
-    entity wins."""
+def test_the_budget_goes_to_the_results_cheapest_per_entity_first_and_among_equals_to_the_strongest():
+    """Three significant results, the budget fits one: the one whose members are least likely to
+    be false (cost per entity) wins; of two equally cheap per entity, the smaller p-value."""
     policy = Policy()
     n = 10_000  # throttle budget: 1e-4 x 10,000 = 1 expected false positive
 
@@ -420,10 +420,10 @@ def test_the_budget_goes_to_the_strongest_results_first_and_among_equals_to_the_
         return [f.reason.split(";")[0] for f in got if f.action == "throttle"]
 
     big = dv.Candidate(0.0, "cohort", "w", "big window", "", tuple(range(10)), 0.9)
-    tight = dv.Candidate(0.0, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)
-    weaker = dv.Candidate(1e-8, "cohort", "w", "weaker window", "", tuple(range(200, 260)), 0.5)
+    tight = dv.Candidate(1e-8, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)
+    twin = dv.Candidate(1e-9, "cohort", "w", "twin window", "", tuple(range(200, 230)), 0.6)
     assert accepted([big, tight]) == ["tight window"]
-    assert accepted([weaker, big]) == ["big window"]
+    assert accepted([tight, twin]) == ["twin window"]
 
 
 @pytest.mark.parametrize("seed", range(5, 10))

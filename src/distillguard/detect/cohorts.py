@@ -116,9 +116,8 @@ def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, rank: np.ndarray,
                      ) -> np.ndarray:
     """P(X >= observed) for the number X of ``trials`` exchangeable draws above the ``rank``-th
     largest of ``reference`` values: Beta-binomial(trials, rank, reference + 1 - rank)."""
-    observed = np.asarray(observed)
-    return stats.betabinom.sf(observed - 1, np.asarray(trials), np.asarray(rank, dtype=float),
-                              np.asarray(reference, dtype=float) + 1.0 - np.asarray(rank, dtype=float))
+    rank = np.asarray(rank, dtype=float)
+    return nulls.beta_binomial_sf(observed, trials, rank, np.asarray(reference, dtype=float) + 1.0 - rank)
 
 
 def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray, levels: tuple[float, ...],
@@ -241,59 +240,80 @@ def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, s
     return [kept for kept in map(check, found) if kept is not None]
 
 
+#: reference entities a member's closeness is ranked against at most: a sample in arrival order
+#: (exchangeable with the member under the null as the whole reference is) keeps each check's cost
+#: fixed however many entities the scan judges
+PROFILE_REFERENCE = 16_384
+
+
 class ProfileCheck:
     """:func:`profile_members` one cohort at a time: the log tail shares are computed once and
     each (members, feature) is checked once, so that a scan checks only the cohorts the budget
-    reaches. ``checks``: the cohorts the check is corrected for (all those validated)."""
+    reaches. ``checks``: the cohorts the check is corrected for (all those validated).
+    ``arrival``: per entity, the time the reference sample is spread over (with more judged
+    entities than :data:`PROFILE_REFERENCE`; without it, every judged entity is the reference)."""
 
     def __init__(self, features: dict[str, tuple[np.ndarray, str]], level: float,
-                 excluded: frozenset[int] = frozenset(), checks: int = 1, min_members: int = 3) -> None:
+                 excluded: frozenset[int] = frozenset(), checks: int = 1, min_members: int = 3,
+                 arrival: np.ndarray | None = None) -> None:
         self.features, self.level, self.checks, self.min_members = features, level, max(checks, 1), min_members
+        self.arrival = arrival
         self.names = sorted(features)
         self.column = {f: i for i, f in enumerate(self.names)}
         self.logs = np.log(np.clip(np.vstack([tail_shares(features[f][0], features[f][1]) for f in self.names]).T,
                                    1e-12, 1.0)) if self.names else np.zeros((0, 0))
         self.gone = np.zeros(self.logs.shape[0], dtype=bool)
         self.gone[list(excluded)] = True
-        # per feature, the entities it judges (less the excluded) and their log tail shares
-        self.judged: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        # per (members, feature): which members are close and the distance that is close, or None
-        self.close: dict[tuple[tuple[int, ...], str], tuple[np.ndarray, float] | None] = {}
-        self.shortfalls: dict[tuple[tuple[int, ...], str], np.ndarray] = {}  # every judged row's distance
+        # per feature: the entities it judges (less the excluded), the reference sample of them and
+        # the sample's log tail shares
+        self.judged: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # per (members, feature): which members are close, the distance that is close and the
+        # profile; None when the check says nothing
+        self.close: dict[tuple[tuple[int, ...], str], tuple[np.ndarray, float, np.ndarray] | None] = {}
+
+    def _judged(self, feature: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if feature not in self.judged:
+            rows = np.flatnonzero(~np.isnan(self.features[feature][0]) & ~self.gone)
+            sample = rows
+            if self.arrival is not None and rows.size > PROFILE_REFERENCE:
+                when = np.nan_to_num(self.arrival[rows], nan=np.inf)
+                order = rows[np.lexsort((rows, when))]
+                sample = np.sort(order[np.linspace(0, rows.size - 1, PROFILE_REFERENCE).astype(np.int64)])
+            self.judged[feature] = (rows, sample, self.logs[sample])
+        return self.judged[feature]
 
     def __call__(self, c: Cohort) -> Cohort | None:
         if self.level >= 1.0 or len(self.names) < 2:
             return replace(c, profile_level=self.level)
-        if c.feature not in self.judged:
-            rows = np.flatnonzero(~np.isnan(self.features[c.feature][0]) & ~self.gone)
-            self.judged[c.feature] = (rows, self.logs[rows])
+        rows, sample, sample_logs = self._judged(c.feature)
+        own = self.column[c.feature]
         if (c.members, c.feature) not in self.close:
-            self.close[(c.members, c.feature)], self.shortfalls[(c.members, c.feature)] = _close_to_profile(
-                self.logs, *self.judged[c.feature], c.members, self.column[c.feature], self.level, self.checks)
+            self.close[(c.members, c.feature)] = _close_to_profile(self.logs, sample, sample_logs, c.members, own,
+                                                                   self.level, self.checks)
         checked = self.close[(c.members, c.feature)]
         if checked is None:
             return replace(c, profile_level=self.level)
-        close, threshold = checked
+        close, threshold, profile = checked
         members = np.asarray(c.members, dtype=np.int64)
         keep = tuple(int(m) for m in members[close])
         if len(keep) < self.min_members:
             return None
         # chance members are the window's organic arrivals extreme on its feature; the share of the
-        # reference's entities that are as extreme there (tail share <= rate) and as close to the
-        # profile estimates how many of them the check keeps ((1 + hits) / (1 + extremes): never 0)
-        rows, shortfall = self.judged[c.feature][0], self.shortfalls[(c.members, c.feature)]
-        extreme = self.logs[rows, self.column[c.feature]] <= np.log(max(c.rate, 1e-12))
-        extreme[np.isin(rows, members)] = False
-        survival = (1.0 + float((extreme & (shortfall < threshold)).sum())) / (1.0 + float(extreme.sum()))
+        # judged entities (the cohort's extremes left out) as extreme there (tail share <= rate) and
+        # as close to the profile estimates how many of them the check keeps: (1 + close) / (1 + extreme)
+        extreme = rows[self.logs[rows, own] <= np.log(max(c.rate, 1e-12))]
+        extreme = extreme[~np.isin(extreme, members)]
+        distance = np.maximum(0.0, self.logs[extreme] - profile).sum(axis=1)
+        survival = (1.0 + float((distance < threshold).sum())) / (1.0 + float(extreme.size))
         return replace(c, members=keep, profile_level=self.level, profiled_out=len(members) - len(keep),
                        survival=min(1.0, survival))
 
 
 def _close_to_profile(logs: np.ndarray, rows: np.ndarray, reference_logs: np.ndarray, members: tuple[int, ...],
-                      own: int, level: float, checks: int) -> tuple[tuple[np.ndarray, float] | None, np.ndarray]:
+                      own: int, level: float, checks: int) -> tuple[np.ndarray, float, np.ndarray] | None:
     """Which members are within ``level`` of the cohort's profile on the features other than
-    column ``own`` (profile_members) and the distance below which an entity is close, or None when
-    no more of them are than chance gives; and every judged row's distance to the profile.
+    column ``own`` (profile_members), the distance below which an entity is close, and the
+    profile; None when no more members are close than chance gives.
 
     A member's conformal p-value is ``(1 + c) / (r + 1)``, ``c`` the reference entities (``rows``,
     less the members) at most as far from the profile; it is at most ``level`` exactly when ``c``
@@ -305,8 +325,7 @@ def _close_to_profile(logs: np.ndarray, rows: np.ndarray, reference_logs: np.nda
     shortfall = np.maximum(0.0, logs[ids] - profile).sum(axis=1)
     at = np.searchsorted(rows, ids)
     mine = at[(at < rows.size) & (rows[np.minimum(at, rows.size - 1)] == ids)]
-    every = np.maximum(0.0, reference_logs - profile).sum(axis=1)
-    reference = np.delete(every, mine)
+    reference = np.delete(np.maximum(0.0, reference_logs - profile).sum(axis=1), mine)
     r = reference.size
     k = int(np.floor(level * (r + 1))) - 1
     while (2.0 + k) / (r + 1.0) <= level:
@@ -319,8 +338,8 @@ def _close_to_profile(logs: np.ndarray, rows: np.ndarray, reference_logs: np.nda
     # like the reference would be: more of them within the level than Binomial(X, level) gives, at
     # the level corrected for the cohorts checked
     if stats.binom.sf(int(close.sum()) - 1, ids.size, level) > level / checks:
-        return None, every
-    return (close, threshold), every
+        return None
+    return close, threshold, profile
 
 
 @dataclass(frozen=True)
@@ -382,8 +401,7 @@ def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tupl
     largest value is Beta-binomial (as for the arrival windows); corrected for every (feature,
     rank) looked at. The ``k``-th largest outside the group is read off the one sorted order: the
     smallest position ``i`` with ``i`` - (group members up to ``i``) = ``k`` - 1."""
-    best: tuple | None = None
-    looks = 0
+    looks: list[tuple] = []  # (feature, direction, k, r, n, x, the extreme entities)
     for feature, rank in features.items():
         values = rank.oriented[group]
         judged = ~np.isnan(values)
@@ -398,21 +416,23 @@ def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tupl
             if k in seen or k > r:
                 continue
             seen.add(k)
-            looks += 1
             at = k - 1
             while True:
                 moved = k - 1 + int(np.searchsorted(taken, at, side="right"))
                 if moved == at:
                     break
                 at = moved
-            threshold = rank.descending[at]
-            x = int((mine > threshold).sum())
-            if x == 0:
-                continue
-            p = float(beta_binomial_sf(np.asarray([x]), np.asarray([n]), np.asarray([k]), np.asarray([r]))[0])
-            if best is None or p < best[-2]:
-                extreme = group[judged][mine > threshold]
-                best = (feature, rank.direction, k / (r + 1), k, r, n, x, p, tuple(int(e) for e in np.sort(extreme)))
-    if best is None:
+            above = mine > rank.descending[at]
+            looks.append((feature, rank.direction, k, r, n, int(above.sum()), group[judged][above]))
+    if not looks:
         return None
-    return GroupBehaviour(*best[:-1], float(nulls.bonferroni(best[-2], looks)), best[-1])
+    counted = [look for look in looks if look[5] > 0]
+    if not counted:
+        return None
+    k, r, n, x = (np.asarray([look[i] for look in counted]) for i in (2, 3, 4, 5))
+    p = beta_binomial_sf(x, n, k, r)
+    i = int(np.argmin(p))  # the first of equal p-values, in (feature, level) order
+    feature, direction, k_i, r_i, n_i, x_i, extreme = counted[i]
+    best = (feature, direction, k_i / (r_i + 1), k_i, r_i, n_i, x_i, float(p[i]),
+            tuple(int(e) for e in np.sort(extreme)))
+    return GroupBehaviour(*best[:-1], float(nulls.bonferroni(best[-2], len(looks))), best[-1])

@@ -180,7 +180,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                                            tuple(stats.cohort_windows_hours), excluded=excluded,
                                            alpha=stats.alpha)
         # a window's members are checked (their profile, their ties) only when the budget reaches it
-        profile = cohorts_mod.ProfileCheck(feature_values, stats.cohort_profile_level, excluded, checks=len(found_c))
+        profile = cohorts_mod.ProfileCheck(feature_values, stats.cohort_profile_level, excluded, checks=len(found_c),
+                                           arrival=attributes["first_seen"])
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
         for c in found_c:
@@ -336,23 +337,24 @@ class Candidate:
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
-    """Per action, from the strongest action down: the test results in order of their corrected
-    p-value, accepted while the false positives they cost together stay within the action's
-    budget (``budget[action] x N``). Results of equal p-value (often many below the
-    floating-point range, printed as 0) go cheapest per entity first: an expected false positive
-    buys the most entities there. Ordering by cost alone covered more on the development
-    strategies, but a campaign sending more of the same traffic could then lose a throttle (the
-    conformance suite's monotonicity check); strongest first cannot. An entity takes the
-    strongest action a result accepted for it reaches; a result whose entities all hold a
-    stronger action already costs nothing more. Remaining ties are broken by the result's
-    description (tokens, windows, features: never account names)."""
+    """Per action, from the strongest action down: the test results in order of their cost per
+    entity, accepted while the false positives they cost together stay within the action's budget
+    (``budget[action] x N``). A result's cost per entity is the share of its members expected to
+    be false (its local false discovery rate), so this order buys the most entities per expected
+    false positive. Ordering by corrected p-value first handed the budget to the biggest windows
+    (the most members give the smallest p-values, and the most organic arrivals): with exact
+    tails it covered less of the development strategies (median 79.5% against 83.5%) for as many
+    organic throttles. Ties go to the smaller p-value; an entity takes the strongest action a
+    result accepted for it reaches; a result whose entities all hold a stronger action already
+    costs nothing more. Remaining ties are broken by the result's description (tokens, windows,
+    features: never account names)."""
     budget = policy.statistics.budget
     taken: dict[int, str] = {}
     findings: list[Finding] = []
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
-        ranked = sorted(candidates[action], key=lambda c: (c.p, c.cost / max(len(c.entities), 1), c.test, c.null,
+        ranked = sorted(candidates[action], key=lambda c: (c.cost / max(len(c.entities), 1), c.p, c.test, c.null,
                                                            c.reason))
         for c in ranked:
             entities, reason, cost = c.entities, c.reason, c.cost
