@@ -244,6 +244,8 @@ def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, s
 #: (exchangeable with the member under the null as the whole reference is) keeps each check's cost
 #: fixed however many entities the scan judges
 PROFILE_REFERENCE = 16_384
+#: extreme entities the survival share is estimated on at most (evenly spread over their extremeness)
+SURVIVAL_SAMPLE = 4_096
 
 
 class ProfileCheck:
@@ -270,6 +272,7 @@ class ProfileCheck:
         # per (members, feature): which members are close, the distance that is close and the
         # profile; None when the check says nothing
         self.close: dict[tuple[tuple[int, ...], str], tuple[np.ndarray, float, np.ndarray] | None] = {}
+        self.extremes: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per feature: rows, log tail share, ascending
 
     def _judged(self, feature: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if feature not in self.judged:
@@ -280,7 +283,23 @@ class ProfileCheck:
                 order = rows[np.lexsort((rows, when))]
                 sample = np.sort(order[np.linspace(0, rows.size - 1, PROFILE_REFERENCE).astype(np.int64)])
             self.judged[feature] = (rows, sample, self.logs[sample])
+            # the judged entities from the most extreme on the feature down: those at tail share <=
+            # rate are a prefix
+            column = self.logs[rows, self.column[feature]]
+            order = np.lexsort((rows, column))
+            self.extremes[feature] = (rows[order], column[order])
         return self.judged[feature]
+
+    def extreme_count(self, feature: str, rate: float) -> int:
+        """Judged entities (less the excluded) with tail share at most ``rate`` on ``feature``."""
+        self._judged(feature)
+        return int(np.searchsorted(self.extremes[feature][1], np.log(max(rate, 1e-12)), side="right"))
+
+    def least_survival(self, c: Cohort) -> float:
+        """A lower bound on the survival share :meth:`__call__` gives ``c`` (1 without the check)."""
+        if self.level >= 1.0 or len(self.names) < 2:
+            return 1.0
+        return 1.0 / (1.0 + self.extreme_count(c.feature, c.rate))
 
     def __call__(self, c: Cohort) -> Cohort | None:
         if self.level >= 1.0 or len(self.names) < 2:
@@ -301,8 +320,10 @@ class ProfileCheck:
         # chance members are the window's organic arrivals extreme on its feature; the share of the
         # judged entities (the cohort's extremes left out) as extreme there (tail share <= rate) and
         # as close to the profile estimates how many of them the check keeps: (1 + close) / (1 + extreme)
-        extreme = rows[self.logs[rows, own] <= np.log(max(c.rate, 1e-12))]
+        extreme = self.extremes[c.feature][0][:self.extreme_count(c.feature, c.rate)]
         extreme = extreme[~np.isin(extreme, members)]
+        if extreme.size > SURVIVAL_SAMPLE:
+            extreme = extreme[np.linspace(0, extreme.size - 1, SURVIVAL_SAMPLE).astype(np.int64)]
         distance = np.maximum(0.0, self.logs[extreme] - profile).sum(axis=1)
         survival = (1.0 + float((distance < threshold).sum())) / (1.0 + float(extreme.size))
         return replace(c, members=keep, profile_level=self.level, profiled_out=len(members) - len(keep),

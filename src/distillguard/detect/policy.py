@@ -228,8 +228,11 @@ class Statistics(BaseModel):
     null_inflation: float = Field(1.0, ge=1.0, description="a block must share more than this many times what "
                                   "BiCM expects: a margin for what the null does not model (daily rhythm, time "
                                   "zones, regions), which makes large organic groups look slightly surprising")
-    block_member_share: float = Field(4.0, ge=1.0, description="a block's bystanders may cost at most this "
-                                      "fraction (1 / value) of an action's budget: sets the member threshold")
+    block_member_shares: list[float] = Field([4.0, 16.0, 64.0, 256.0], min_length=1, description="a block's "
+                                             "bystanders may cost at most this fraction (1 / value) of an action's "
+                                             "budget: each value sets a member threshold, and the block is offered "
+                                             "to the budget once per distinct set of members (the budget takes the "
+                                             "cheapest per entity)")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
     pair_q: float = Field(0.01, gt=0, le=1, description="false discovery rate of the pair tests (Benjamini-Hochberg "
                           "over all entity pairs): a validated pair groups findings under one campaign id, it never "

@@ -159,7 +159,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     for b in blocks:
         # co-location alone is what an office shows too: worth watching (and, for a new account,
         # a verification: policy.verify), never an action; a behaving block may earn one below
-        t = stats.budget.monitor * n / (stats.block_member_share * b.holders)
+        t = stats.budget.monitor * n / (stats.block_member_shares[0] * b.holders)
         tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t)
         if len(tied) >= 2:
             candidates["monitor"].append(Candidate(b.p_corrected, "block", BICM.name, b.reason(),
@@ -186,10 +186,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
         for c in found_c:
             refine = _refined(c, profile, tie_check)
+            # the check keeps at least one in (1 + extremes) of the chance members
+            least = c.chance_members * profile.least_survival(c) + c.p_corrected * c.extreme
             for action in ACTIONS:
                 cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(),
-                                                           "", c.members, _cost(c), refine,
-                                                           c.p_corrected * c.extreme))
+                                                           "", c.members, _cost(c), refine, least))
         findings = _within_budget(cohort_candidates, n, policy)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
@@ -265,14 +266,18 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             continue
         for action in ACTIONS:
             allowed = getattr(stats.budget, action) * n
-            t = allowed / (stats.block_member_share * b.holders)
-            tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t)
-            if len(tied) < 2:
-                continue
-            cost = p * len(tied) + b.holders * t
-            candidates[action].append(Candidate(p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
-                                                f"{len(tied)} members each tied in one of the two (member p <= "
-                                                f"{t:.3g})", tied, cost))
+            # a stricter member threshold costs less and may keep the same members: each distinct
+            # set of members is offered once, at the strictest threshold that keeps it
+            offers: dict[tuple[int, ...], float] = {}
+            for share in sorted(stats.block_member_shares):
+                t = allowed / (share * b.holders)
+                tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t)
+                if len(tied) >= 2:
+                    offers[tied] = t
+            for tied, t in offers.items():
+                candidates[action].append(Candidate(p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
+                                                    f"{len(tied)} members each tied in one of the two (member p <= "
+                                                    f"{t:.3g})", tied, p * len(tied) + b.holders * t))
 
 
 def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod.KindTable], level: float,
