@@ -479,11 +479,12 @@ def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> dict[in
         return {}
     # over the links of ``entities`` and ``core`` only (no array of all entities or tokens): it
     # runs once per cohort and kind
-    _, core_cols = held_by(table.incidence, core)
+    same = entities.shape == core.shape and bool(np.array_equal(entities, core))
+    core_cols = cols if same else held_by(table.incidence, core)[1]
     tokens, counts = np.unique(core_cols, return_counts=True)
     at = np.minimum(np.searchsorted(tokens, cols), max(tokens.size - 1, 0))
     holders = np.where(tokens[at] == cols, counts[at], 0) if tokens.size else np.zeros_like(cols)
-    others = holders - np.isin(rows, core)
+    others = holders - (1 if same else np.isin(rows, core))
     mu = _class_means(table, core)
     entity, at = np.unique(rows, return_inverse=True)
     ties = np.bincount(at, weights=others.astype(float), minlength=entity.size)

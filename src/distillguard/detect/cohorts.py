@@ -243,7 +243,7 @@ def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, s
 #: reference entities a member's closeness is ranked against at most: a sample in arrival order
 #: (exchangeable with the member under the null as the whole reference is) keeps each check's cost
 #: fixed however many entities the scan judges
-PROFILE_REFERENCE = 16_384
+PROFILE_REFERENCE = 4_096
 #: extreme entities the survival share is estimated on at most (evenly spread over their extremeness)
 SURVIVAL_SAMPLE = 4_096
 
@@ -321,7 +321,9 @@ class ProfileCheck:
         # judged entities (the cohort's extremes left out) as extreme there (tail share <= rate) and
         # as close to the profile estimates how many of them the check keeps: (1 + close) / (1 + extreme)
         extreme = self.extremes[c.feature][0][:self.extreme_count(c.feature, c.rate)]
-        extreme = extreme[~np.isin(extreme, members)]
+        mine = np.zeros(self.logs.shape[0], dtype=bool)
+        mine[members] = True
+        extreme = extreme[~mine[extreme]]
         if extreme.size > SURVIVAL_SAMPLE:
             extreme = extreme[np.linspace(0, extreme.size - 1, SURVIVAL_SAMPLE).astype(np.int64)]
         distance = np.maximum(0.0, self.logs[extreme] - profile).sum(axis=1)

@@ -189,8 +189,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
             # the check keeps at least one in (1 + extremes) of the chance members
             least = c.chance_members * profile.least_survival(c) + c.p_corrected * c.extreme
             for action in ACTIONS:
+                # monitor restricts nobody: its windows keep every extreme member at the full cost,
+                # so that the checks run only for the windows the small budgets reach
+                checked = (refine, least) if action != "monitor" else (None, 0.0)
                 cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(),
-                                                           "", c.members, _cost(c), refine, least))
+                                                           "", c.members, _cost(c), *checked))
         findings = _within_budget(cohort_candidates, n, policy)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
@@ -245,8 +248,10 @@ def _cost(c: cohorts_mod.Cohort) -> float:
 def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.KindTable], behaviour: dict[str, tuple[np.ndarray, str]], stats: Statistics,
                      n: int, excluded: frozenset[int], candidates: dict[str, list[Candidate]]) -> None:
     """Blocks whose seed holders are also extreme in behaviour, with every member tied in one of
-    the block's two families: a co-located group that behaves like the population (an office)
-    does not pass, so one family per member suffices."""
+    the block's two families and itself extreme on the behaviour the block was found on: a
+    co-located group that behaves like the population (an office) does not pass, and in a block
+    the size of a cloud provider's network, where a campaign makes the holders' behaviour extreme,
+    the organic users tied to it by a common client string or company card do not either."""
     if not behaviour:
         return
     free = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f != COMBINED_FEATURE}
@@ -264,6 +269,10 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
         if p > stats.alpha:
             continue
+        # a member shows the behaviour the block was found on: tied alone is co-location, which
+        # organic users of one cloud or one client share (tokens cluster by network and software
+        # beyond what BiCM's independence allows)
+        behaving = set(gb.members)
         for action in ACTIONS:
             allowed = getattr(stats.budget, action) * n
             # a stricter member threshold costs less and may keep the same members: each distinct
@@ -271,13 +280,14 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             offers: dict[tuple[int, ...], float] = {}
             for share in sorted(stats.block_member_shares):
                 t = allowed / (share * b.holders)
-                tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t)
+                tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t and e in behaving)
                 if len(tied) >= 2:
                     offers[tied] = t
             for tied, t in offers.items():
                 candidates[action].append(Candidate(p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
                                                     f"{len(tied)} members each tied in one of the two (member p <= "
-                                                    f"{t:.3g})", tied, p * len(tied) + b.holders * t))
+                                                    f"{t:.3g}) and among those extreme", tied,
+                                                    p * len(tied) + b.holders * t))
 
 
 def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod.KindTable], level: float,
