@@ -258,7 +258,13 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     if free:
         free[COMBINED_FEATURE] = (_combined(free), "above")
     every, software_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(free, excluded)
+    rare_cut = {t.kind: t.rare_max_degree for t in tables}
     for b in blocks:
+        if b.holders > rare_cut.get(b.seed_kind, 0):
+            # a seed over the kind's rare cut is a population (a cloud provider's network), not a
+            # place: its holders differ from everyone else in composition, so their behaviour is
+            # no evidence about a group; such a block stays co-location (monitor)
+            continue
         families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
         judged_on = software_free if "client" in families else every
         if not judged_on:
