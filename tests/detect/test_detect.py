@@ -516,6 +516,11 @@ def test_a_co_located_cohort_keeps_the_members_tied_to_it_and_a_shared_nothing_o
     strangers = accounts[100:121]
     (kept,) = dv._co_located_members([cohort(strangers)], tables, 0.05)
     assert set(kept.members) == {entity_of[a] for a in strangers}
+    # on what its place sets (an office behind one egress is extreme together on its hosted share),
+    # a co-located cohort is one place, not a cohort; strangers extreme on it still are one
+    place = dv.TieCheck(tables, 0.05, shared_by_place=frozenset({"f0"}))
+    assert place(cohort(operation + [outsider])) is None
+    assert place(cohort(strangers)) is not None
 
 
 def test_a_behaving_block_throttles_its_extreme_members_and_not_the_ordinary_ones_tied_to_them():

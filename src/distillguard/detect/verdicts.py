@@ -174,7 +174,9 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     # the cohorts' reference is refitted without what the scan's cohorts have found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
-    tie_check = TieCheck(tables, stats.cohort_profile_level)  # ties do not depend on the reference
+    # ties do not depend on the reference; a co-located cohort counts on behaviour only
+    tie_check = TieCheck(tables, stats.cohort_profile_level,
+                         shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES))
     for _ in range(stats.cohort_refits + 1):
         found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                            tuple(stats.cohort_windows_hours), excluded=excluded,
@@ -315,9 +317,10 @@ class TieCheck:
     the window's p-value and cost are those of all its extreme entities. A cohort left with fewer
     than ``min_members`` is dropped (None). Each member set is checked once."""
 
-    def __init__(self, tables: list[blocks_mod.KindTable], level: float, min_members: int = 3) -> None:
+    def __init__(self, tables: list[blocks_mod.KindTable], level: float, min_members: int = 3,
+                 shared_by_place: frozenset[str] = frozenset()) -> None:
         self.kinds = [t for t in tables if t.incidence.nnz]
-        self.level, self.min_members = level, min_members
+        self.level, self.min_members, self.shared_by_place = level, min_members, shared_by_place
         self.kept: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
 
     def __call__(self, c: cohorts_mod.Cohort) -> cohorts_mod.Cohort | None:
@@ -335,6 +338,10 @@ class TieCheck:
         keep = self.kept[c.members]
         if keep is None:
             return c
+        if c.feature in self.shared_by_place:
+            # a co-located group is extreme together on what its place sets (an office behind one
+            # hosted egress: its hosted share, its subnets, its hours): one place, not a cohort
+            return None
         return replace(c, members=keep) if len(keep) >= self.min_members else None
 
 
