@@ -409,9 +409,10 @@ def test_a_cohort_extreme_on_one_feature_only_keeps_every_extreme_member():
     assert kept.members == found[0].members and kept.profiled_out == 0
 
 
-def test_the_budget_goes_to_the_results_cheapest_per_entity_first_and_among_equals_to_the_strongest():
-    """Three significant results, the budget fits one: the one whose members are least likely to
-    be false (cost per entity) wins; of two equally cheap per entity, the smaller p-value."""
+def test_the_budget_goes_to_the_strongest_results_first_and_among_equals_to_the_cheapest_per_entity():
+    """Three significant results, the budget fits one: the smallest p-value wins; of two results
+    whose p-values are equal (both below the floating-point range), the one costing less per
+    entity wins."""
     policy = Policy()
     n = 10_000  # throttle budget: 1e-4 x 10,000 = 1 expected false positive
 
@@ -420,10 +421,10 @@ def test_the_budget_goes_to_the_results_cheapest_per_entity_first_and_among_equa
         return [f.reason.split(";")[0] for f in got if f.action == "throttle"]
 
     big = dv.Candidate(0.0, "cohort", "w", "big window", "", tuple(range(10)), 0.9)
-    tight = dv.Candidate(1e-8, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)
-    twin = dv.Candidate(1e-9, "cohort", "w", "twin window", "", tuple(range(200, 230)), 0.6)
+    tight = dv.Candidate(0.0, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)
+    weaker = dv.Candidate(1e-8, "cohort", "w", "weaker window", "", tuple(range(200, 260)), 0.5)
     assert accepted([big, tight]) == ["tight window"]
-    assert accepted([tight, twin]) == ["twin window"]
+    assert accepted([weaker, big]) == ["big window"]
 
 
 @pytest.mark.parametrize("seed", range(5, 10))
