@@ -304,7 +304,7 @@ class ProfileCheck:
     def __call__(self, c: Cohort) -> Cohort | None:
         if self.level >= 1.0 or len(self.names) < 2:
             return replace(c, profile_level=self.level)
-        rows, sample, sample_logs = self._judged(c.feature)
+        _, sample, sample_logs = self._judged(c.feature)
         own = self.column[c.feature]
         if (c.members, c.feature) not in self.close:
             self.close[(c.members, c.feature)] = _close_to_profile(self.logs, sample, sample_logs, c.members, own,
