@@ -57,7 +57,8 @@ bench: $(STAMP)
 	# live routing on replayed simulated traffic: organic sessions routed, campaigns routed, added time
 	$(PY) benchmarks/live_routing.py --scale 0.02 --scan-after-days 7 --docs docs/benchmarks.md
 	# recall over a randomized family of attacker strategies (development split; docs/benchmarks.md)
-	$(DG) bench-strategies --split dev --n 12 --seeds 2 --seed 7 --out bench-out/strategies-dev --docs docs/benchmarks.md
+	$(DG) bench-strategies --split dev --n 12 --seeds 2 --seed 7 --out bench-out/strategies-dev --docs docs/benchmarks.md \
+	  --throttle-budgets 1e-5,3e-5,3e-4,1e-3
 	# final verdicts of every detector on every scenario (no replay: see the next run)
 	$(DG) bench --scenario all --out bench-out --replay-every-hours 0 --docs docs/benchmarks.md
 	# recall against each collective tell's strength on the adaptive campaign (25 scenario variants)
@@ -74,7 +75,8 @@ bench: $(STAMP)
 
 # the held-out strategies, once per detector tag (git tag detector-...; the command refuses otherwise)
 bench-heldout: $(STAMP)
-	$(DG) bench-strategies --split heldout --n 12 --seeds 2 --seed 7 --out bench-out/strategies-heldout --docs docs/benchmarks.md
+	$(DG) bench-strategies --split heldout --n 12 --seeds 2 --seed 7 --out bench-out/strategies-heldout --docs docs/benchmarks.md \
+	  --throttle-budgets 1e-5,3e-5,3e-4,1e-3
 
 clean:
 	rm -rf $(VENV) out bench-out .pytest_cache .hypothesis

@@ -80,6 +80,13 @@ def _one_error_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def test_bench_strategies_refuses_throttle_budgets_that_are_not_rates_in_one_line(tmp_path):
+    for budgets, says in (("1e-3,lots", "numbers separated by commas"), ("2", "must lie in (0, 1]")):
+        done = run("bench-strategies", "--n", "1", "--out", str(tmp_path / "out"), "--throttle-budgets", budgets)
+        assert done.returncode == 2 and says in _one_error_line(done)
+    assert not (tmp_path / "out").exists()
+
+
 def test_every_read_command_on_a_missing_store_fails_in_one_line_and_creates_nothing(tmp_path):
     db = str(tmp_path / "typo.duckdb")
     for args in (["scan", "--db", db, "--out", str(tmp_path / "out")], ["stats", "--db", db],

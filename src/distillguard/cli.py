@@ -876,6 +876,9 @@ def bench_strategies(
     cache: Optional[Path] = typer.Option(None, "--cache", metavar="DIR",
                                          help="Directory of simulated stores (default: OUT/cache)."),
     force: bool = typer.Option(False, "--force", help="Run the held-out set again at a tag it already ran at."),
+    throttle_budgets: str = typer.Option("", "--throttle-budgets", metavar="RATE[,RATE...]",
+                                         help="Also score distillguard with these throttle budgets (expected false "
+                                              "throttles per organic entity): the operating curve."),
     as_json: bool = JsonOption,
 ) -> None:
     """Score a detector on randomized campaign strategies: recall distribution, per knob, organic FPs."""
@@ -886,8 +889,13 @@ def bench_strategies(
 
     if split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    try:
+        budgets = [float(b) for b in throttle_budgets.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--throttle-budgets must be numbers separated by commas, got {throttle_budgets!r}") from None
     results = run_strategies(split, n, seed, out, detector=detector, seeds=seeds, cache_dir=cache, docs=docs,
                              force=force, command="distillguard " + " ".join(sys.argv[1:]),
+                             throttle_budgets=budgets,
                              progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
     if as_json:
         print(json.dumps(results, indent=2, default=str))

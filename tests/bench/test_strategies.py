@@ -336,6 +336,32 @@ def test_organic_false_positives_are_pooled_per_persona_with_upper_bounds():
     assert summary["recall"]["worst_strategy"] == "s1"
 
 
+def test_the_operating_curve_gives_each_budget_its_recall_and_organic_bound_in_budget_order():
+    def strategy(caught: int, flagged: int) -> dict:
+        return {**_row((caught, 10)), "under_one_id": caught, "campaign_under_one_id": caught / 10,
+                "personas": {"casual": [1000, flagged], "reseller": [3, 0]}}
+    curve = bench.operating_curve({1e-3: {"s1": strategy(9, 2), "s2": strategy(7, 0)},
+                                   1e-4: {"s1": strategy(4, 0), "s2": strategy(2, 0)}}, default=1e-4)
+    assert [row["throttle"] for row in curve] == [1e-4, 1e-3]
+    assert [row["default"] for row in curve] == [True, False]
+    low, high = curve
+    assert low["recall"]["median"] == pytest.approx(0.3) and low["recall"]["worst"] == pytest.approx(0.2)
+    assert high["pooled_recall"] == pytest.approx(16 / 20)
+    assert high["organic"]["flagged"] == 2 and high["organic"]["accounts"] == 2006
+    assert high["organic"]["upper_bound"] == pytest.approx(bench.clopper_pearson_upper(2, 2006))
+    # three accounts seen, none flagged, still bound the rate loosest
+    assert high["highest_persona"]["persona"] == "reseller"
+    text = bench.curve_markdown({"run": {"confidence": 0.95, "level": "throttle"}, "operating_curve": curve})
+    assert "| 0.0001 (policy) | 30.0% |" in text and "| 0.001 | 80.0% |" in text
+
+
+def test_throttle_budgets_outside_the_unit_interval_or_for_another_detector_are_refused(tmp_path):
+    with pytest.raises(UserError, match="throttle budget"):
+        bench.run_strategies("dev", 1, 1, tmp_path / "out", throttle_budgets=(0.0,))
+    with pytest.raises(UserError, match="has none"):
+        bench.run_strategies("dev", 1, 1, tmp_path / "out", detector="rate_limits", throttle_budgets=(1e-3,))
+
+
 # --- the held-out protocol ----------------------------------------------------------------------
 
 def _git(repo: Path, *args: str) -> None:

@@ -34,7 +34,8 @@ from distillguard import __version__
 from distillguard.bench import metrics
 from distillguard.bench.prepare import prepare
 from distillguard.bench.registry import build
-from distillguard.bench.report import write_docs
+from distillguard.bench.detectors import DistillguardDetector
+from distillguard.bench.report import headline, write_docs
 from distillguard.bench.run import _checked, _machine
 from distillguard.errors import UserError
 from distillguard.simulate.strategies import (
@@ -249,19 +250,29 @@ def run_strategies(
     force: bool = False,
     command: str | None = None,
     progress: Progress | None = None,
+    throttle_budgets: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Score ``detector`` on ``n`` strategies of ``split`` drawn with ``seed``, each simulated
     with ``seeds`` seeds (seed, seed + 1, ...), and write results.json and results.md to
     ``out_dir`` (and, with ``docs``, the ``strategies-SPLIT`` block of that file).
 
+    ``throttle_budgets``: further throttle budgets (expected false throttles per organic entity)
+    the distillguard detector is also scored at on the same stores, everything else of its policy
+    unchanged: the operating curve, what each error budget buys (:func:`operating_curve`).
+
     Raises:
-        UserError: an unknown detector or split, a bad count, an unreadable salt, or a held-out
-            run that the protocol refuses (untagged or changed detector; a second run at a tag
-            without ``force``).
+        UserError: an unknown detector or split, a bad count, an unreadable salt, a throttle
+            budget outside (0, 1] or given for another detector, or a held-out run that the
+            protocol refuses (untagged or changed detector; a second run at a tag without ``force``).
     """
     say = progress or (lambda _message: None)
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
+    budgets = sorted(set(float(b) for b in throttle_budgets))
+    if any(not 0.0 < b <= 1.0 for b in budgets):
+        raise UserError(f"a throttle budget must lie in (0, 1], got {', '.join(f'{b:g}' for b in budgets)}")
+    if budgets and detector != "distillguard":
+        raise UserError(f"--throttle-budgets sets the distillguard policy's error budget; {detector!r} has none")
     repo = Path(repo)
     salt_path = Path(salt_file) if salt_file is not None else repo / SALT_FILE
     salt = read_salt(salt_path)
@@ -299,10 +310,14 @@ def run_strategies(
     say(f"fitting {detector} on an organic-only draw (seed {seed + REFERENCE_SEED_OFFSET})")
     reference = prepare(str(_organic_file(seed + REFERENCE_SEED_OFFSET, cache / "scenarios")), 1.0,
                         seed + REFERENCE_SEED_OFFSET, cache, say)
+    at_budget = {b: _budget_detector(b) for b in budgets}
     with reference.open(read_only=True) as store:
         chosen.fit(store)
+        for other in at_budget.values():
+            other.fit(store)
 
     per_strategy: dict[str, dict[str, Any]] = {}
+    curve_rows: dict[float, dict[str, dict[str, Any]]] = {b: {} for b in budgets}
     for i, strategy in enumerate(strategies, start=1):
         totals: dict[str, Any] = {"accounts": 0, "caught": 0, "under_one_id": 0, "personas": {}, "seeds": {}}
         for sim_seed in range(seed, seed + seeds):
@@ -311,6 +326,11 @@ def run_strategies(
                                cache, say)
             with prepared.open(read_only=True) as store:
                 verdicts = _checked(chosen.detect(store, None), detector)
+                for b, other in at_budget.items():
+                    row = curve_rows[b].setdefault(strategy.name, {"levels": dict(strategy.levels), "accounts": 0,
+                                                                   "caught": 0, "under_one_id": 0, "personas": {}})
+                    _add(row, score_strategy(metrics.judge(_checked(other.detect(store, None), detector),
+                                                           prepared.labels)))
             scored = score_strategy(metrics.judge(verdicts, prepared.labels))
             totals["seeds"][str(sim_seed)] = {k: scored[k] for k in ("accounts", "caught", "recall",
                                                                      "campaign_under_one_id")}
@@ -329,16 +349,86 @@ def run_strategies(
         say(f"[{i}/{len(strategies)}] recall at {LEVEL}+: {_pct(per_strategy[strategy.name]['recall'])}")
 
     results = {"run": run, "strategies": per_strategy, "summary": summarize(per_strategy)}
+    if budgets:
+        for rows in curve_rows.values():
+            for row in rows.values():
+                row["recall"] = metrics.share(row["caught"], row["accounts"])
+                row["campaign_under_one_id"] = metrics.share(row["under_one_id"], row["accounts"])
+        default = DistillguardDetector().policy.statistics.budget.throttle
+        results["operating_curve"] = operating_curve({default: per_strategy, **curve_rows}, default)
     out.mkdir(parents=True, exist_ok=True)
     section = markdown(results)
     files = {"json": out / "results.json", "markdown": out / "results.md"}
     files["markdown"].write_text(section)
     if docs is not None:
-        files["docs"] = write_docs(section, docs, f"strategies-{split}", compact=True)
+        compact = headline(section)
+        if budgets:
+            compact = compact.rstrip("\n") + "\n\n" + curve_markdown(results) + "\n"
+        files["docs"] = write_docs(compact, docs, f"strategies-{split}")
     results["files"] = {k: str(v) for k, v in files.items()}
     files["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     say(f"wrote {', '.join(results['files'].values())}")
     return results
+
+
+def _budget_detector(throttle: float) -> Any:
+    """The distillguard detector with its policy's throttle budget set to ``throttle``."""
+    base = DistillguardDetector().policy
+    statistics = base.statistics.model_copy(
+        update={"budget": base.statistics.budget.model_copy(update={"throttle": throttle})})
+    return DistillguardDetector(base.model_copy(update={"statistics": statistics}))
+
+
+def _add(row: dict[str, Any], scored: dict[str, Any]) -> None:
+    """Add one seed's scored figures to a strategy's running totals."""
+    for key in ("accounts", "caught", "under_one_id"):
+        row[key] += scored[key]
+    for persona, (pn, pk) in scored["personas"].items():
+        acc = row["personas"].setdefault(persona, [0, 0])
+        acc[0] += pn
+        acc[1] += pk
+
+
+def operating_curve(per_budget: dict[float, dict[str, dict[str, Any]]], default: float) -> list[dict[str, Any]]:
+    """Per throttle budget, from its per-strategy results (as :func:`summarize` takes them): the
+    recall distribution, the pooled recall, the organic accounts flagged with their upper bound,
+    and the persona whose upper bound is highest; ``default`` marks the policy's own budget. In
+    increasing order of the budget: what each error budget buys, and what it costs."""
+    out = []
+    for budget in sorted(per_budget):
+        summary = summarize(per_budget[budget])
+        personas = summary["organic_false_positives"]
+        named = {k: v for k, v in personas.items() if k != "(all)"}
+        worst = max(sorted(named), key=lambda k: named[k]["upper_bound"]) if named else None
+        out.append({"throttle": budget, "default": budget == default, "recall": summary["recall"],
+                    "pooled_recall": summary["pooled_recall"], "organic": personas.get("(all)"),
+                    "highest_persona": None if worst is None else {"persona": worst, **named[worst]}})
+    return out
+
+
+def curve_markdown(results: dict[str, Any]) -> str:
+    """The operating curve as a Markdown table (empty without one)."""
+    curve = results.get("operating_curve") or []
+    if not curve:
+        return ""
+    run = results["run"]
+    level = int(run["confidence"] * 100)
+    lines = ["### Operating curve: the throttle budget against what it buys", "",
+             f"Campaign accounts and organic accounts at {run['level']} or stronger, the same stores scored with "
+             f"the policy's throttle budget set to each value (expected false throttles per organic entity); "
+             f"everything else of the policy as shipped.", "",
+             f"| throttle budget | median | p10 | worst | pooled | organic flagged | {level}% upper bound "
+             f"| highest persona bound |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in curve:
+        organic, persona, dist = row["organic"] or {}, row["highest_persona"], row["recall"]
+        worst = "n/a" if persona is None else (f"{persona['persona']}, {persona['flagged']} of {persona['accounts']:,} "
+                                               f"({_pct(persona['upper_bound'], 3)})")
+        lines.append(f"| {row['throttle']:g}{' (policy)' if row['default'] else ''} | {_pct(dist['median'])} "
+                     f"| {_pct(dist['p10'])} | {_pct(dist['worst'])} | {_pct(row['pooled_recall'])} "
+                     f"| {organic.get('flagged', 0):,} of {organic.get('accounts', 0):,} "
+                     f"| {_pct(organic.get('upper_bound'), 3)} | {worst} |")
+    return "\n".join(lines) + "\n"
 
 
 def _git_or_none(repo: Path, *args: str) -> str | None:
@@ -418,4 +508,7 @@ def markdown(results: dict[str, Any]) -> str:
               "|---|---|---|---|"]
     for name, r in sorted(results["strategies"].items(), key=lambda kv: (kv[1]["recall"] or 0, kv[0])):
         lines.append(f"| {name} | {r['accounts']} | {_pct(r['recall'])} | {_pct(r['campaign_under_one_id'])} |")
+    curve = curve_markdown(results)
+    if curve:
+        lines += ["", curve.rstrip("\n")]
     return "\n".join(lines) + "\n"
