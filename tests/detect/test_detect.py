@@ -386,6 +386,41 @@ def test_a_window_is_charged_only_for_the_chance_members_its_check_would_keep():
     assert f"as {share:.3g} of the reference's extreme entities would be" in kept.reason()
 
 
+def test_the_survival_share_is_estimated_on_the_window_reference_not_on_the_campaign_arriving_later():
+    """With arrival times, the chance members' survival is estimated on the entities the window's
+    organic arrivals are exchangeable with under the null: the k most extreme of its reference (its
+    first r entities in arrival order). The campaign's later arrivals, extreme and close to its
+    profile by construction, are not in it, however many there are."""
+    rng = np.random.default_rng(5)
+    n, size, later = 2000, 30, 300
+    names = [f"f{i}" for i in range(6)]
+    values = {f: rng.normal(size=n) for f in names}
+    cohort, after = list(range(size)), list(range(size, size + later))
+    for f in names:
+        values[f][cohort + after] += 3.0
+    features = {f: (v, "above") for f, v in values.items()}
+    seconds = np.full(n, 0.0)  # the organic population arrived first
+    seconds[cohort] = 100.0
+    seconds[after] = 200.0 + np.arange(later)
+    r = n - size - later
+    k = 20  # the window's rank: its members exceed all but 19 of the r earlier arrivals
+    window = cohorts.Cohort("f0", "above", k / (r + 1), "first_seen", 24.0, 100.0, size, size, k / (r + 1), 1e-20,
+                            1e-15, tuple(cohort), rank=k, reference=r)
+    by_population = cohorts.ProfileCheck(features, 0.05, checks=1)(window)
+    check = cohorts.ProfileCheck(features, 0.05, checks=1, attributes={"first_seen": seconds})
+    by_reference = check(window)
+    organic = np.setdiff1d(np.arange(n), cohort + after)
+    top = organic[np.argsort(-values["f0"][organic], kind="stable")[:k]]
+    assert sorted(check.reference_extremes(window)) == sorted(top)
+    _, threshold, profile = check.close[(window.members, "f0")]
+    logs = np.log(np.column_stack([cohorts.tail_shares(features[f][0], "above") for f in names]))
+    close = (np.maximum(0.0, logs[top] - profile).sum(axis=1) < threshold).sum()
+    assert by_reference.survival == pytest.approx((1 + close) / (1 + k))
+    assert by_reference.survival < by_population.survival  # the later campaign inflated the population's
+    assert check.least_survival(window) == pytest.approx(1 / (1 + k))
+    assert check.least_survival(window) <= by_reference.survival
+
+
 def test_a_member_more_extreme_on_another_feature_is_never_left_out_for_it():
     features, found, cohort, _ = profile_case()
     (before,) = cohorts.profile_members(found, features, 0.05)

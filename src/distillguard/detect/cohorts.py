@@ -253,13 +253,19 @@ class ProfileCheck:
     each (members, feature) is checked once, so that a scan checks only the cohorts the budget
     reaches. ``checks``: the cohorts the check is corrected for (all those validated).
     ``arrival``: per entity, the time the reference sample is spread over (with more judged
-    entities than :data:`PROFILE_REFERENCE`; without it, every judged entity is the reference)."""
+    entities than :data:`PROFILE_REFERENCE`; without it, every judged entity is the reference).
+    ``attributes``: per arrival attribute, each entity's arrival (window_tests' ``attributes``):
+    with them, the survival share is estimated on the window's own reference (see ``__call__``)."""
 
     def __init__(self, features: dict[str, tuple[np.ndarray, str]], level: float,
                  excluded: frozenset[int] = frozenset(), checks: int = 1, min_members: int = 3,
-                 arrival: np.ndarray | None = None) -> None:
+                 arrival: np.ndarray | None = None, attributes: dict[str, np.ndarray] | None = None) -> None:
         self.features, self.level, self.checks, self.min_members = features, level, max(checks, 1), min_members
         self.arrival = arrival
+        self.attributes = attributes
+        # per (feature, attribute): the usable entities (judged, arrived, not excluded) in arrival
+        # order, ties by entity index, as window_tests orders them, and their oriented values
+        self.arrived: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         self.names = sorted(features)
         self.column = {f: i for i, f in enumerate(self.names)}
         self.logs = np.log(np.clip(np.vstack([tail_shares(features[f][0], features[f][1]) for f in self.names]).T,
@@ -299,7 +305,33 @@ class ProfileCheck:
         """A lower bound on the survival share :meth:`__call__` gives ``c`` (1 without the check)."""
         if self.level >= 1.0 or len(self.names) < 2:
             return 1.0
+        if self._by_reference(c):
+            return 1.0 / (1.0 + c.rank)
         return 1.0 / (1.0 + self.extreme_count(c.feature, c.rate))
+
+    def _by_reference(self, c: Cohort) -> bool:
+        return self.attributes is not None and c.attribute in self.attributes and c.reference > 0
+
+    def reference_extremes(self, c: Cohort) -> np.ndarray:
+        """The ``k`` most extreme entities of ``c``'s reference (its first ``r`` usable entities in
+        arrival order) on its feature, most extreme first, ties by arrival: each is above the
+        ``k``-th largest of the others, so extreme at the window's rank as the reference sees it."""
+        key = (c.feature, c.attribute)
+        if key not in self.arrived:
+            values, direction = self.features[c.feature]
+            seconds = self.attributes[c.attribute]
+            ok = np.flatnonzero(~np.isnan(values) & ~np.isnan(seconds) & ~self.gone)
+            order = ok[np.lexsort((ok, seconds[ok]))]
+            self.arrived[key] = (order, values[order] * (1.0 if direction == "above" else -1.0))
+        order, oriented = self.arrived[key]
+        r = min(c.reference, order.size)
+        k = min(c.rank, r)
+        if k <= 0:
+            return order[:0]
+        head = oriented[:r]
+        top = np.argpartition(-head, k - 1)[:k] if k < r else np.arange(r)
+        top = top[np.lexsort((top, -head[top]))]
+        return order[:r][top]
 
     def __call__(self, c: Cohort) -> Cohort | None:
         if self.level >= 1.0 or len(self.names) < 2:
@@ -318,12 +350,19 @@ class ProfileCheck:
         if len(keep) < self.min_members:
             return None
         # chance members are the window's organic arrivals extreme on its feature; the share of the
-        # judged entities (the cohort's extremes left out) as extreme there (tail share <= rate) and
-        # as close to the profile estimates how many of them the check keeps: (1 + close) / (1 + extreme)
-        extreme = self.extremes[c.feature][0][:self.extreme_count(c.feature, c.rate)]
-        mine = np.zeros(self.logs.shape[0], dtype=bool)
-        mine[members] = True
-        extreme = extreme[~mine[extreme]]
+        # entities they are exchangeable with under the null that are as extreme there and as close
+        # to the profile estimates how many of them the check keeps: (1 + close) / (1 + extreme).
+        # Those entities are the window's reference, extreme at its rank: the population would
+        # hold the campaign's later arrivals, which are close to its profile by construction (at
+        # full scale most of the population's extremes are the campaign's). Without arrivals, the
+        # judged entities extreme at the rate (tail share <= rate), the cohort's own left out.
+        if self._by_reference(c):
+            extreme = self.reference_extremes(c)
+        else:
+            extreme = self.extremes[c.feature][0][:self.extreme_count(c.feature, c.rate)]
+            mine = np.zeros(self.logs.shape[0], dtype=bool)
+            mine[members] = True
+            extreme = extreme[~mine[extreme]]
         if extreme.size > SURVIVAL_SAMPLE:
             extreme = extreme[np.linspace(0, extreme.size - 1, SURVIVAL_SAMPLE).astype(np.int64)]
         distance = np.maximum(0.0, self.logs[extreme] - profile).sum(axis=1)

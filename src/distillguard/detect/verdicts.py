@@ -183,7 +183,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                                            alpha=stats.alpha)
         # a window's members are checked (their profile, their ties) only when the budget reaches it
         profile = cohorts_mod.ProfileCheck(feature_values, stats.cohort_profile_level, excluded, checks=len(found_c),
-                                           arrival=attributes["first_seen"])
+                                           arrival=attributes["first_seen"], attributes=attributes)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
         for c in found_c:
