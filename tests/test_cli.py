@@ -164,3 +164,31 @@ def test_keys_add_refuses_a_weak_key_and_prints_a_generated_one_once(tmp_path):
     listed = json.loads(run("keys", "list", "--db", db, "--json").stdout)
     assert sorted(r["account_id"] for r in listed) == ["acct-1", "acct-2"]
     assert secret not in json.dumps(listed)
+
+
+def test_a_full_disk_is_one_clear_line_and_exit_code_1_not_a_traceback(capsys):
+    import errno
+
+    import duckdb
+    import typer
+
+    from distillguard.cli import user_errors
+
+    for error in (duckdb.IOException('IO Error: Could not write file "/s.duckdb.tmp/t.tmp": No space left on device'),
+                  OSError(errno.ENOSPC, "No space left on device")):
+        @user_errors
+        def ingest() -> None:
+            raise error
+
+        with pytest.raises(typer.Exit) as exited:
+            ingest()
+        assert exited.value.exit_code == 1
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: out of disk space")
+
+    @user_errors
+    def broken() -> None:
+        raise duckdb.IOException("IO Error: Cannot open file: permission denied")
+
+    with pytest.raises(duckdb.IOException):  # any other failure is not dressed up as a full disk
+        broken()

@@ -87,7 +87,8 @@ def progress_bar(*columns: ProgressColumn, quiet: bool = False) -> Progress:
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a UserError into one clear line and exit code 2."""
+    """Turn a UserError into one clear line and exit code 2, and a full disk (the machine's
+    problem, not the input's) into one clear line and exit code 1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -96,8 +97,24 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            where = " ".join(str(exc).split())
+            err.print(f"[bold red]error:[/] out of disk space ({escape(where)}); free space, or use a --db "
+                      "on a larger disk, and run it again", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full: an OSError with ENOSPC, or DuckDB's IO error that
+    carries the system's message."""
+    import errno
+
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        "duckdb" in type(exc).__module__ and "No space left on device" in str(exc))
 
 
 def existing_store(db: str) -> str:
