@@ -6,6 +6,7 @@ and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 from pathlib import Path
@@ -111,8 +112,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` says the disk is full: an OSError with ENOSPC, or DuckDB's IO error that
     carries the system's message."""
-    import errno
-
     return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
         "duckdb" in type(exc).__module__ and "No space left on device" in str(exc))
 

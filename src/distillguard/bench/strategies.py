@@ -319,7 +319,7 @@ def run_strategies(
     per_strategy: dict[str, dict[str, Any]] = {}
     curve_rows: dict[float, dict[str, dict[str, Any]]] = {b: {} for b in budgets}
     for i, strategy in enumerate(strategies, start=1):
-        totals: dict[str, Any] = {"accounts": 0, "caught": 0, "under_one_id": 0, "personas": {}, "seeds": {}}
+        totals = {"key": strategy.key, **_totals(strategy), "seeds": {}}
         for sim_seed in range(seed, seed + seeds):
             say(f"[{i}/{len(strategies)}] {strategy.name} seed {sim_seed}")
             prepared = prepare(str(_scenario_file(strategy, sim_seed, cache / "scenarios")), 1.0, sim_seed,
@@ -327,33 +327,18 @@ def run_strategies(
             with prepared.open(read_only=True) as store:
                 verdicts = _checked(chosen.detect(store, None), detector)
                 for b, other in at_budget.items():
-                    row = curve_rows[b].setdefault(strategy.name, {"levels": dict(strategy.levels), "accounts": 0,
-                                                                   "caught": 0, "under_one_id": 0, "personas": {}})
-                    _add(row, score_strategy(metrics.judge(_checked(other.detect(store, None), detector),
-                                                           prepared.labels)))
+                    _add(curve_rows[b].setdefault(strategy.name, _totals(strategy)),
+                         score_strategy(metrics.judge(_checked(other.detect(store, None), detector), prepared.labels)))
             scored = score_strategy(metrics.judge(verdicts, prepared.labels))
             totals["seeds"][str(sim_seed)] = {k: scored[k] for k in ("accounts", "caught", "recall",
                                                                      "campaign_under_one_id")}
-            for key in ("accounts", "caught", "under_one_id"):
-                totals[key] += scored[key]
-            for persona, (pn, pk) in scored["personas"].items():
-                acc = totals["personas"].setdefault(persona, [0, 0])
-                acc[0] += pn
-                acc[1] += pk
-        per_strategy[strategy.name] = {
-            "key": strategy.key, "levels": dict(strategy.levels), **totals,
-            "recall": metrics.share(totals["caught"], totals["accounts"]),
-            "one_campaign_share": metrics.share(totals["under_one_id"], totals["caught"]),
-            "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"]),
-        }
+            _add(totals, scored)
+        per_strategy[strategy.name] = {**totals, **_shares(totals)}
         say(f"[{i}/{len(strategies)}] recall at {LEVEL}+: {_pct(per_strategy[strategy.name]['recall'])}")
 
     results = {"run": run, "strategies": per_strategy, "summary": summarize(per_strategy)}
     if budgets:
-        for rows in curve_rows.values():
-            for row in rows.values():
-                row["recall"] = metrics.share(row["caught"], row["accounts"])
-                row["campaign_under_one_id"] = metrics.share(row["under_one_id"], row["accounts"])
+        curve_rows = {b: {name: {**row, **_shares(row)} for name, row in rows.items()} for b, rows in curve_rows.items()}
         default = DistillguardDetector().policy.statistics.budget.throttle
         results["operating_curve"] = operating_curve({default: per_strategy, **curve_rows}, default)
     out.mkdir(parents=True, exist_ok=True)
@@ -371,12 +356,24 @@ def run_strategies(
     return results
 
 
-def _budget_detector(throttle: float) -> Any:
+def _budget_detector(throttle: float) -> DistillguardDetector:
     """The distillguard detector with its policy's throttle budget set to ``throttle``."""
     base = DistillguardDetector().policy
     statistics = base.statistics.model_copy(
         update={"budget": base.statistics.budget.model_copy(update={"throttle": throttle})})
     return DistillguardDetector(base.model_copy(update={"statistics": statistics}))
+
+
+def _totals(strategy: Strategy) -> dict[str, Any]:
+    """A strategy's running totals over its seeds, before the first."""
+    return {"levels": dict(strategy.levels), "accounts": 0, "caught": 0, "under_one_id": 0, "personas": {}}
+
+
+def _shares(totals: dict[str, Any]) -> dict[str, float | None]:
+    """A strategy's recall and campaign-id shares from its totals."""
+    return {"recall": metrics.share(totals["caught"], totals["accounts"]),
+            "one_campaign_share": metrics.share(totals["under_one_id"], totals["caught"]),
+            "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"])}
 
 
 def _add(row: dict[str, Any], scored: dict[str, Any]) -> None:
