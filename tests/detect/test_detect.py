@@ -574,3 +574,23 @@ def test_a_behaving_block_throttles_its_extreme_members_and_not_the_ordinary_one
     flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
     assert len(harvest & flagged) >= 0.5 * len(harvest)
     assert not flagged - harvest
+
+
+def test_organic_users_tied_to_a_behaving_block_are_not_throttled_for_being_somewhat_unusual_together():
+    """An office on the network a campaign uses: its staff share company cards (tied for real, not
+    by chance) and, doing similar work, are all somewhat unusual (their median member is as extreme
+    as a fifth of the population). The campaign makes the block extreme at a loose level, where most of the staff pass
+    too; a member must be extreme at a level whose price, over the tied members that are not,
+    fits the budget, so the staff stay out and the campaign's members do not."""
+    accounts, keys, _ = population(1200, 12)
+    group = co_located(accounts, keys, 0, "cloud", size=120)
+    harvest, office = set(group[::3]), set(group) - set(group[::3])
+    feats = feature_table(accounts, 12)
+    for f in dv.BEHAVIOUR_FEATURES:
+        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+        shift = {a: 3.0 for a in harvest} | {a: 0.4 for a in office}
+        column = [v + shift.get(a, 0.0) * sign for a, v in zip(accounts, feats.column(f).to_pylist())]
+        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
+    flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
+    assert len(harvest & flagged) >= 0.5 * len(harvest)
+    assert not office & flagged

@@ -455,37 +455,46 @@ def ranked(features: dict[str, tuple[np.ndarray, str]], excluded: frozenset[int]
     return out
 
 
+def extremes(rank: Ranked, group: np.ndarray, levels: tuple[float, ...]
+             ) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Per distinct rank ``k`` = floor(level (r + 1)) of the levels: (``k``, ``r``, the group's
+    judged entities, which of them are above the ``k``-th largest value of the ``r`` usable
+    entities outside the group). The ``k``-th largest outside the group is read off the one sorted
+    order: the smallest position ``i`` with ``i`` - (group members up to ``i``) = ``k`` - 1."""
+    values = rank.oriented[group]
+    judged = ~np.isnan(values)
+    mine = values[judged]
+    taken = np.sort(rank.position[group][rank.position[group] >= 0])
+    r = rank.descending.size - taken.size
+    if r == 0 or mine.size == 0:
+        return []
+    out, seen = [], set()
+    for level in levels:
+        k = max(1, int(np.floor(level * (r + 1))))
+        if k in seen or k > r:
+            continue
+        seen.add(k)
+        at = k - 1
+        while True:
+            moved = k - 1 + int(np.searchsorted(taken, at, side="right"))
+            if moved == at:
+                break
+            at = moved
+        out.append((k, r, group[judged], mine > rank.descending[at]))
+    return out
+
+
 def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...]
                     ) -> GroupBehaviour | None:
     """The group's most surprising count of extremes over every (feature, level), against the
     usable entities outside the group (``features`` from :func:`ranked`): under the null that
     the group's entities are exchangeable with them, the count above the reference's ``k``-th
     largest value is Beta-binomial (as for the arrival windows); corrected for every (feature,
-    rank) looked at. The ``k``-th largest outside the group is read off the one sorted order: the
-    smallest position ``i`` with ``i`` - (group members up to ``i``) = ``k`` - 1."""
+    rank) looked at (:func:`extremes`)."""
     looks: list[tuple] = []  # (feature, direction, k, r, n, x, the extreme entities)
     for feature, rank in features.items():
-        values = rank.oriented[group]
-        judged = ~np.isnan(values)
-        mine = values[judged]
-        taken = np.sort(rank.position[group][rank.position[group] >= 0])
-        r, n = rank.descending.size - taken.size, mine.size
-        if r == 0 or n == 0:
-            continue
-        seen: set[int] = set()
-        for level in levels:
-            k = max(1, int(np.floor(level * (r + 1))))
-            if k in seen or k > r:
-                continue
-            seen.add(k)
-            at = k - 1
-            while True:
-                moved = k - 1 + int(np.searchsorted(taken, at, side="right"))
-                if moved == at:
-                    break
-                at = moved
-            above = mine > rank.descending[at]
-            looks.append((feature, rank.direction, k, r, n, int(above.sum()), group[judged][above]))
+        for k, r, judged, above in extremes(rank, group, levels):
+            looks.append((feature, rank.direction, k, r, judged.size, int(above.sum()), judged[above]))
     if not looks:
         return None
     counted = [look for look in looks if look[5] > 0]

@@ -253,7 +253,9 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     the block's two families and itself extreme on the behaviour the block was found on: a
     co-located group that behaves like the population (an office) does not pass, and in a block
     the size of a cloud provider's network, where a campaign makes the holders' behaviour extreme,
-    the organic users tied to it by a common client string or company card do not either."""
+    the organic users tied to it by a common client string or company card do not either. A
+    member's level of extremeness is priced: the tied members that do not reach it estimate the
+    organic ones among the tied, each of which reaches it by chance with that probability."""
     if not behaviour:
         return
     free = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f != COMBINED_FEATURE}
@@ -279,23 +281,39 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             continue
         # a member shows the behaviour the block was found on: tied alone is co-location, which
         # organic users of one cloud or one client share (tokens cluster by network and software
-        # beyond what BiCM's independence allows)
-        behaving = set(gb.members)
+        # beyond what BiCM's independence allows). Those genuinely co-located users are tied for
+        # real, so the tie's chance cost does not cover them: each tied organic member is extreme
+        # at a member level L with probability L, and the tied members that are not extreme
+        # estimate how many organic members were tied (those that are: L / (1 - L) of them). A
+        # block the campaign made extreme at a loose level thus keeps its organic staff only at
+        # that level's price; stricter levels keep fewer of them, at a fraction of it.
+        # member levels down to the reference's resolution (level 0: above its largest value)
+        cuts = cohorts_mod.extremes(judged_on[gb.feature], np.asarray(b.seeded, dtype=np.int64),
+                                    (0.0, *stats.cohort_levels))
+        levels = [(k / (r + 1), set(judged.tolist()), set(judged[above].tolist())) for k, r, judged, above in cuts]
         for action in ACTIONS:
             allowed = getattr(stats.budget, action) * n
-            # a stricter member threshold costs less and may keep the same members: each distinct
-            # set of members is offered once, at the strictest threshold that keeps it
-            offers: dict[tuple[int, ...], float] = {}
+            # a stricter threshold costs less and may keep the same members: each distinct set
+            # of members is offered once, at the cheapest (threshold, level) that keeps it
+            offers: dict[tuple[int, ...], tuple[float, float, float, int]] = {}
             for share in sorted(stats.block_member_shares):
                 t = allowed / (share * b.holders)
-                tied = tuple(e for e, q in zip(b.tied, b.member_p) if q <= t and e in behaving)
-                if len(tied) >= 2:
-                    offers[tied] = t
-            for tied, t in offers.items():
-                candidates[action].append(Candidate(p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
-                                                    f"{len(tied)} members each tied in one of the two (member p <= "
-                                                    f"{t:.3g}) and among those extreme", tied,
-                                                    p * len(tied) + b.holders * t))
+                tied = [e for e, q in zip(b.tied, b.member_p) if q <= t]
+                for level, judged, extreme in levels:
+                    kept = tuple(e for e in tied if e in extreme)
+                    if len(kept) < 2:
+                        continue
+                    others = sum(1 for e in tied if e in judged and e not in extreme)
+                    cost = p * len(kept) + b.holders * t + level / (1 - level) * others
+                    if kept not in offers or cost < offers[kept][0]:
+                        offers[kept] = (cost, t, level, others)
+            for kept, (cost, t, level, others) in offers.items():
+                candidates[action].append(Candidate(
+                    p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
+                    f"{len(kept)} members each tied in one of the two (member p <= {t:.3g}) and among those "
+                    f"above the top {level:.3g} of the reference on {gb.feature}, beside {others} tied members "
+                    f"that are not ({level / (1 - level) * others:.3g} expected organic members among them)",
+                    kept, cost))
 
 
 def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod.KindTable], level: float,
