@@ -254,8 +254,8 @@ def test_counters_are_prometheus_counters(upstream, tmp_path):
 # --- health, readiness, start-up ---------------------------------------------------------------
 
 def test_health_is_liveness_and_ready_says_which_component_is_down(tmp_path):
+    redis, redis_port = start_redis(tmp_path)  # first: it skips the test where there is no redis-server
     up, up_port = start_upstream()
-    redis, redis_port = start_redis(tmp_path)
     gw = start_gateway(tmp_path, up_port, keys=KEYS, state=f"redis://127.0.0.1:{redis_port}/0")
     try:
         ready = call(gw.port, "/ready", method="GET", key=None)
