@@ -162,12 +162,16 @@ def chat(prompt: str, model: str = "m-large", stream: bool = False, system: str 
     return body
 
 
+#: why a test that needs a real Redis is skipped on a machine without one
+NO_REDIS = "redis-server not installed (.ci/run)"
+
+
 def start_redis(tmp: Path, port: int | None = None) -> tuple[subprocess.Popen, int]:
     """A real redis-server (installed by .ci/run), without persistence, on a free port or on
     ``port`` (to restart one that a test killed where the gateway expects it). Without
     redis-server the calling test is skipped, saying so."""
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (.ci/run)")
+        pytest.skip(NO_REDIS)
     port = port or free_port()
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.PIPE,

@@ -8,10 +8,11 @@ import shutil
 import pytest
 
 from tests.gateway.inputs import KEYS, write_scan
-from tests.gateway.procs import admin_call, call, chat, start_gateway, start_redis, stop_process, wait_until
+from tests.gateway.procs import (NO_REDIS, admin_call, call, chat, start_gateway, start_redis, stop_process,
+                                 wait_until)
 
 pytestmark = [pytest.mark.slow,  # two gateway processes and a Redis per test
-              pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (.ci/run)")]
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason=NO_REDIS)]
 
 
 @pytest.fixture
