@@ -310,6 +310,42 @@ def test_a_group_smaller_than_a_campaign_counts_entities_and_is_capped_at_monito
     assert set(actions.values()) == {"monitor"} and len(actions) == 15
 
 
+def test_late_arrivals_judged_because_they_are_fast_are_no_cohort_in_an_observation_view():
+    """Organic users arrive at a steady pace and send at rates independent of when they came; an
+    account is judged once it has sent the judging minimum. Just before a scan only the heavy
+    recent arrivals are judged, so a window there is all heavy users against earlier arrivals
+    judged however slowly: a cohort by selection. In the observation views every entity is
+    judged alike (first seen at least H before the scan, judged within H), and the same
+    population holds no cohort; a real burst of heavy arrivals still is one."""
+    rng = np.random.default_rng(5)
+    n, day, minimum = 4000, 86400.0, 20
+    start = 1.7e9
+    first_seen = start + np.sort(rng.uniform(0, 28 * day, n))
+    as_of = start + 28 * day
+    per_day = np.exp(rng.normal(1.5, 1.3, n))  # exchanges a day: heavy users are few
+    judged_at = first_seen + minimum / per_day * day
+    volume = np.where(judged_at <= as_of, per_day * rng.lognormal(0, 0.1, n), np.nan)
+    features = {"volume": (volume, "above")}
+    levels, widths = Policy().statistics.cohort_levels, (24.0, 168.0)
+    arrivals = {"first_seen": first_seen}
+    observation = cohorts.Observation(first_seen, np.where(judged_at <= as_of, judged_at, np.nan), as_of)
+    by_selection = cohorts.window_tests(features, arrivals, levels, widths, alpha=0.01)
+    # without the views: windows of the last fortnight, found for the judging alone
+    assert by_selection and all(c.start >= as_of - 14 * day for c in by_selection)
+    assert not cohorts.window_tests(features, arrivals, levels, widths, alpha=0.01, observation=observation)
+    # a burst of 30 heavy accounts in one day, ten days before the scan, is a cohort in its view
+    burst = rng.choice(np.flatnonzero((first_seen > as_of - 11 * day) & (first_seen < as_of - 10 * day)), 30,
+                       replace=False)
+    heavy = volume.copy()
+    heavy[burst] = 400.0
+    judged = observation.judged_at.copy()
+    judged[burst] = first_seen[burst] + 3600.0
+    found = cohorts.window_tests({"volume": (heavy, "above")}, arrivals, levels, widths, alpha=0.01,
+                                 observation=cohorts.Observation(first_seen, judged, as_of))
+    assert found and set(burst.tolist()) <= set().union(*(c.members for c in found))
+    assert all(c.horizon > 0 and "hours before the scan" in c.reason() for c in found)
+
+
 def test_each_window_is_judged_against_exactly_the_entities_that_arrived_before_it():
     """The vectorised window scan equals testing every window alone: with fewer entities than
     reference snapshots, a window's reference is every earlier arrival less the excluded ones, its

@@ -70,6 +70,9 @@ class Cohort:
     #: the share of the reference's extreme entities that would pass that check: a chance member
     #: survives it with about this probability (1: no check)
     survival: float = 1.0
+    #: the observation view the window was tested in (seconds; 0: every judged entity): only the
+    #: entities first seen at least this long before the scan and judged within this long of it
+    horizon: float = 0.0
 
     @property
     def expected(self) -> float:
@@ -94,9 +97,16 @@ class Cohort:
             f"would be")
         return (f"cohort: {self.extreme} of {self.entities} entities {self.attribute.replace('_', ' ')} in one "
                 f"{self.width_hours:g}-hour window are {sign} all but {self.rank - 1} of the {self.reference} "
-                f"entities that arrived before it on {self.feature}, {self.expected:.3g} expected by chance "
+                f"entities that arrived before it{self._view()} on {self.feature}, {self.expected:.3g} expected by chance "
                 f"(beta-binomial, exchangeable with the earlier arrivals), p={self.p_value:.3g}, corrected for "
                 f"looks p={self.p_corrected:.3g}{profile}")
+
+
+    def _view(self) -> str:
+        if self.horizon <= 0:
+            return ""
+        return (f" (both counted among the entities first seen at least {self.horizon / 3600:g} hours before the "
+                f"scan that reached the judging minimum of exchanges within {self.horizon / 3600:g} hours)")
 
 
 def tail_shares(values: np.ndarray, direction: str) -> np.ndarray:
@@ -153,66 +163,125 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
     return points, sizes, ranks, thresholds
 
 
+@dataclass(frozen=True)
+class Observation:
+    """When each entity was first seen and judged, and the scan's clock (epoch seconds).
+
+    An entity's features are judged once it has sent the judging minimum of exchanges, so among
+    the entities that arrived shortly before a scan only the fast ones are judged: a window near
+    the scan holds the population's heavy users and nobody else, and testing it against earlier
+    arrivals (judged however slowly) finds heaviness, not a cohort. In one view (a horizon ``H``)
+    every entity, whenever it arrived, is judged alike: first seen at least ``H`` before the scan
+    and judged within ``H`` of its first request, so the null's exchangeability holds for what
+    the judging selects."""
+
+    first_seen: np.ndarray
+    judged_at: np.ndarray  # NaN: never judged
+    as_of: float
+    #: the views' horizons, hours, ascending (policy.Statistics.cohort_horizons_hours)
+    horizons_hours: tuple[float, ...] = (3.0, 6.0, 12.0, 24.0, 48.0, 96.0, 192.0, 384.0, 768.0, 1536.0, 3072.0)
+    #: the arrival attribute that ``first_seen`` is (window_tests' attributes)
+    attribute: str = "first_seen"
+
+    def views(self) -> list[tuple[float, float, np.ndarray]]:
+        """(horizon, the next horizon (inf for the last), per entity: in the view), seconds, for
+        each horizon whose view holds an entity. A window of first requests is tested in one
+        view, the largest horizon at most the time from the window's end to the scan: all its
+        entities are then old enough for the view, and choosing the view looks at nothing but the
+        clock. A window of another attribute (sign-up) is tested in every view: accounts signed
+        up long before their first request are old enough for no view its end would pick."""
+        out = []
+        bounds = [h * 3600.0 for h in sorted(self.horizons_hours)] + [np.inf]
+        for h, upper in zip(bounds, bounds[1:]):
+            inside = self.view(h)
+            if inside.any():
+                out.append((h, upper, inside))
+        return out
+
+    def view(self, horizon: float) -> np.ndarray:
+        """Per entity: in the view of ``horizon`` seconds (every entity for 0)."""
+        if horizon <= 0:
+            return np.ones(self.first_seen.shape, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return (self.first_seen <= self.as_of - horizon) & (self.judged_at - self.first_seen <= horizon)
+
+
 def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[str, np.ndarray],
                  levels: tuple[float, ...], widths_hours: tuple[float, ...], min_extreme: int = 3,
-                 excluded: frozenset[int] = frozenset(), alpha: float = 1.0) -> list[Cohort]:
+                 excluded: frozenset[int] = frozenset(), alpha: float = 1.0,
+                 observation: Observation | None = None) -> list[Cohort]:
     """Every (feature, rank, attribute, width, offset, window) tested against the entities that
     arrived before the window (less ``excluded``); returns the windows with at least
     ``min_extreme`` extreme entities whose p-value, corrected for all the looks, is at most
-    ``alpha``."""
+    ``alpha``. With ``observation``, each window is tested in the one view its end's distance
+    from the scan picks (:meth:`Observation.views`), on the entities that view holds; a window
+    ending less than the shortest horizon before the scan is not tested yet."""
     found: list[tuple] = []
     looks = 0
     gone_ids = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
-    frames: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    frames: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    views = observation.views() if observation is not None else [(0.0, np.inf, None)]
     for feature, (values, direction) in sorted(features.items()):
         sign = 1.0 if direction == "above" else -1.0
         for attribute, seconds in sorted(attributes.items()):
-            ok = np.flatnonzero(~np.isnan(values) & ~np.isnan(seconds))
-            if ok.size == 0:
-                continue
-            # arrival order, ties by entity index (entities are numbered by a name-free key)
-            order = ok[np.lexsort((ok, seconds[ok]))]
-            arrival = seconds[order]
-            oriented = sign * values[order]
-            points, sizes, ranks, thresholds = _references(arrival, oriented, np.isin(order, gone_ids), levels,
-                                                           SNAPSHOTS)
-            frames[(feature, attribute)] = (order, oriented, thresholds)
-            distinct = (ranks > 0).sum(axis=1)
-            for width in widths_hours:
-                span = width * 3600.0
-                for offset in (0.0, 0.5):
-                    bins = np.floor(arrival / span - offset).astype(np.int64)
-                    uniq, first, inverse, n = np.unique(bins, return_index=True, return_inverse=True,
-                                                        return_counts=True)
-                    typical = float(np.median(n))
-                    # the latest snapshot at or before each window's first arrival
-                    snap = np.searchsorted(points, first, side="right") - 1
-                    looks += int(distinct[snap].sum())
-                    for j in range(ranks.shape[1]):
-                        k = ranks[snap, j]
-                        extreme = (oriented > thresholds[snap, j][inverse]) & (k[inverse] > 0)
-                        x = np.bincount(inverse, weights=extreme, minlength=uniq.size).astype(np.int64)
-                        hit = np.flatnonzero((k > 0) & (n >= min_extreme) & (x >= min_extreme))
-                        if hit.size == 0:
-                            continue
-                        p = beta_binomial_sf(x[hit], n[hit], k[hit], sizes[snap[hit]])
-                        # a window above alpha before correction is above it after
-                        keep = np.atleast_1d(p) <= alpha
-                        for b, pb in zip(hit[keep], np.atleast_1d(p)[keep]):
-                            r = int(sizes[snap[b]])
-                            found.append((feature, direction, attribute, width, float((uniq[b] + offset) * span),
-                                          int(first[b]), int(n[b]), int(x[b]), int(k[b]), r, float(pb), typical,
-                                          int(snap[b]), j))
+            for horizon, upper, inside in views:
+                usable = ~np.isnan(values) & ~np.isnan(seconds)
+                if inside is not None:
+                    usable &= inside
+                ok = np.flatnonzero(usable)
+                if ok.size == 0:
+                    continue
+                # arrival order, ties by entity index (entities are numbered by a name-free key)
+                order = ok[np.lexsort((ok, seconds[ok]))]
+                arrival = seconds[order]
+                oriented = sign * values[order]
+                points, sizes, ranks, thresholds = _references(arrival, oriented, np.isin(order, gone_ids), levels,
+                                                               SNAPSHOTS)
+                frames[(feature, attribute, horizon)] = (order, oriented, thresholds)
+                distinct = (ranks > 0).sum(axis=1)
+                for width in widths_hours:
+                    span = width * 3600.0
+                    for offset in (0.0, 0.5):
+                        bins = np.floor(arrival / span - offset).astype(np.int64)
+                        uniq, first, inverse, n = np.unique(bins, return_index=True, return_inverse=True,
+                                                            return_counts=True)
+                        typical = float(np.median(n))
+                        # the latest snapshot at or before each window's first arrival
+                        snap = np.searchsorted(points, first, side="right") - 1
+                        if inside is not None and attribute == observation.attribute:
+                            # each window of first requests in the one view its end's distance from
+                            # the scan picks; windows of another attribute (sign-up) in every view
+                            age = observation.as_of - (uniq + offset + 1) * span
+                            tested = (age >= horizon) & (age < upper)
+                        else:
+                            tested = np.ones(uniq.size, dtype=bool)
+                        looks += int(distinct[snap[tested]].sum())
+                        for j in range(ranks.shape[1]):
+                            k = np.where(tested, ranks[snap, j], 0)
+                            extreme = (oriented > thresholds[snap, j][inverse]) & (k[inverse] > 0)
+                            x = np.bincount(inverse, weights=extreme, minlength=uniq.size).astype(np.int64)
+                            hit = np.flatnonzero((k > 0) & (n >= min_extreme) & (x >= min_extreme))
+                            if hit.size == 0:
+                                continue
+                            p = beta_binomial_sf(x[hit], n[hit], k[hit], sizes[snap[hit]])
+                            # a window above alpha before correction is above it after
+                            keep = np.atleast_1d(p) <= alpha
+                            for b, pb in zip(hit[keep], np.atleast_1d(p)[keep]):
+                                r = int(sizes[snap[b]])
+                                found.append((feature, direction, attribute, width, float((uniq[b] + offset) * span),
+                                              int(first[b]), int(n[b]), int(x[b]), int(k[b]), r, float(pb), typical,
+                                              int(snap[b]), j, horizon))
     out = []
-    for f, d, a, w, start, at, n, x, k, r, p, typical, s, j in found:
+    for f, d, a, w, start, at, n, x, k, r, p, typical, s, j, h in found:
         corrected = float(nulls.bonferroni(p, looks))
         if corrected > alpha:
             continue
-        order, oriented, thresholds = frames[(f, a)]
+        order, oriented, thresholds = frames[(f, a, h)]
         inside = slice(at, at + n)
         members = tuple(sorted(int(m) for m in order[inside][oriented[inside] > thresholds[s, j]]))
-        out.append(Cohort(f, d, k / (r + 1), a, w, start, n, x, k / (r + 1), p, corrected, members, typical, k, r))
-    return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank))
+        out.append(Cohort(f, d, k / (r + 1), a, w, start, n, x, k / (r + 1), p, corrected, members, typical, k, r,
+                          horizon=h))
+    return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank, c.horizon))
 
 
 def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, str]], level: float,
@@ -255,12 +324,15 @@ class ProfileCheck:
     ``arrival``: per entity, the time the reference sample is spread over (with more judged
     entities than :data:`PROFILE_REFERENCE`; without it, every judged entity is the reference).
     ``attributes``: per arrival attribute, each entity's arrival (window_tests' ``attributes``):
-    with them, the survival share is estimated on the window's own reference (see ``__call__``)."""
+    with them, the survival share is estimated on the window's own reference (see ``__call__``),
+    in the window's observation view (``observation``, as window_tests was given)."""
 
     def __init__(self, features: dict[str, tuple[np.ndarray, str]], level: float,
                  excluded: frozenset[int] = frozenset(), checks: int = 1, min_members: int = 3,
-                 arrival: np.ndarray | None = None, attributes: dict[str, np.ndarray] | None = None) -> None:
+                 arrival: np.ndarray | None = None, attributes: dict[str, np.ndarray] | None = None,
+                 observation: Observation | None = None) -> None:
         self.features, self.level, self.checks, self.min_members = features, level, max(checks, 1), min_members
+        self.observation = observation
         self.arrival = arrival
         self.attributes = attributes
         # per (feature, attribute): the usable entities (judged, arrived, not excluded) in arrival
@@ -316,11 +388,14 @@ class ProfileCheck:
         """The ``k`` most extreme entities of ``c``'s reference (its first ``r`` usable entities in
         arrival order) on its feature, most extreme first, ties by arrival: each is above the
         ``k``-th largest of the others, so extreme at the window's rank as the reference sees it."""
-        key = (c.feature, c.attribute)
+        key = (c.feature, c.attribute, c.horizon)
         if key not in self.arrived:
             values, direction = self.features[c.feature]
             seconds = self.attributes[c.attribute]
-            ok = np.flatnonzero(~np.isnan(values) & ~np.isnan(seconds) & ~self.gone)
+            usable = ~np.isnan(values) & ~np.isnan(seconds) & ~self.gone
+            if c.horizon > 0 and self.observation is not None:
+                usable &= self.observation.view(c.horizon)
+            ok = np.flatnonzero(usable)
             order = ok[np.lexsort((ok, seconds[ok]))]
             self.arrived[key] = (order, values[order] * (1.0 if direction == "above" else -1.0))
         order, oriented = self.arrived[key]

@@ -183,7 +183,8 @@ def account_features(ex: ir.Table, ips: ir.Table, as_of: datetime) -> ir.Table:
     return combine_features(feature_parts(ex, ips), as_of)
 
 
-def feature_parts(ex: ir.Table, ips: ir.Table, events: ir.Table | None = None) -> dict[str, ir.Table]:
+def feature_parts(ex: ir.Table, ips: ir.Table, events: ir.Table | None = None, judge_at: int | None = None
+                  ) -> dict[str, ir.Table]:
     """The per-account parts of :func:`account_features`, each one pass over the exchanges.
 
     ``ex`` comes from :func:`with_seconds`, ``ips`` from :func:`label_ips`, ``events`` (sign-up
@@ -191,7 +192,8 @@ def feature_parts(ex: ir.Table, ips: ir.Table, events: ir.Table | None = None) -
     creation times the exchanges lack (:func:`_with_sign_ups`). Run as one query,
     the joined parts cost more than twice their sum at full scale (the planner re-reads and
     spills the exchanges across the joins), so the scan computes each part on its own and
-    joins the small results (:func:`combine_features`).
+    joins the small results (:func:`combine_features`). With ``judge_at``, the part ``judged``
+    says when each account sent its ``judge_at``-th exchange (``judged_at``; null before it).
     """
     g = ex.group_by("account_id")
     base = g.aggregate(
@@ -216,15 +218,27 @@ def feature_parts(ex: ir.Table, ips: ir.Table, events: ir.Table | None = None) -
         distinct_ips=ips.count(),  # the pairs are distinct already
         distinct_subnets=ips.subnet.nunique(),
         hosted_exchanges=ips.infra_category.notnull().ifelse(ips.n, 0).sum())
-    return {"base": base, "days": days, "network": network, "entropies": _entropies(ex),
-            "model_pivot": _model_pivot(ex), "gaps": _gaps(ex)}
+    parts = {"base": base, "days": days, "network": network, "entropies": _entropies(ex),
+             "model_pivot": _model_pivot(ex), "gaps": _gaps(ex)}
+    if judge_at is not None:
+        parts["judged"] = _judged(ex, judge_at)
+    return parts
+
+
+def _judged(ex: ir.Table, count: int) -> ir.Table:
+    """Per account with at least ``count`` exchanges: when its ``count``-th arrived (judged_at)."""
+    ranked = ex.select("account_id", "timestamp",
+                       _n=ibis.row_number().over(group_by="account_id", order_by="timestamp"))
+    nth = ranked.filter(ranked._n == count - 1)
+    return nth.group_by("account_id").aggregate(judged_at=nth.timestamp.min())
 
 
 def combine_features(parts: dict[str, ir.Table], as_of: datetime) -> ir.Table:
     """:func:`feature_parts` joined on the account, with the derived ratios."""
     out = parts["base"]
-    for name in ("days", "network", "entropies", "model_pivot", "gaps"):
-        out = out.left_join(parts[name], "account_id").drop("account_id_right")
+    for name in ("days", "network", "entropies", "model_pivot", "gaps", "judged"):
+        if name in parts:
+            out = out.left_join(parts[name], "account_id").drop("account_id_right")
     age_days = (ibis.literal(as_of).epoch_seconds() - out.created_at.epoch_seconds()) / 86400.0
     # greatest(.., 1): an account with sign-up events and no exchanges yet has shares of 0, not NaN
     per_exchange = ibis.greatest(out.exchanges, 1).cast("float64")

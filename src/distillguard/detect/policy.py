@@ -247,6 +247,13 @@ class Statistics(BaseModel):
                                         "closer than all but this share of the other entities (1: no check): the "
                                         "window's feature chose it, the others did not")
     cohort_min_exchanges: int = Field(20, ge=1, description="exchanges an account needs for its features to be judged")
+    cohort_horizons_hours: tuple[float, ...] = Field(
+        (3.0, 6.0, 12.0, 24.0, 48.0, 96.0, 192.0, 384.0, 768.0, 1536.0, 3072.0), min_length=1,
+        description="observation views, hours: in the view of horizon H, a window and its reference count only the "
+                    "entities first seen at least H before the scan and judged within H of their first request (so "
+                    "that recent arrivals, judged only if fast, are not held against slower earlier ones); a window "
+                    "of first requests is tested in the largest H its end is at least as old as, a sign-up window in "
+                    "every view")
     cohort_refits: int = Field(2, ge=0, description="times the cohort tests are rerun with the entities the scan's "
                                "cohort findings hold taken out of the reference (a null refitted without validated "
                                "findings)")

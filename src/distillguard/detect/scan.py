@@ -136,7 +136,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                 intel, addresses, as_of)))
             outside = ibis.union(*(detect_evidence.KINDS[k].extractor(src) for k in detect_evidence.OUTSIDE),
                                  distinct=True).to_pyarrow()
-        feats, scaffold = _features(ex, labelled, as_of, params, lookup, clock, events)
+        feats, scaffold = _features(ex, labelled, as_of, params, lookup, clock, events,
+                                    policy.statistics.cohort_min_exchanges if policy.statistics.enabled else None)
         signal_table, suspicion = signals.evaluate(feats, policy.signal_thresholds)
         suspicion_of = dict(zip(suspicion.column("account_id").to_pylist(),
                                 suspicion.column("suspicion").to_pylist()))
@@ -150,7 +151,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
             # the statistical kinds are other kinds than the linkage's, so the two sets never overlap
             every_key = pa.concat_tables([keys.to_pyarrow(), detect_evidence.statistical_keys(ex, events).to_pyarrow()],
                                          promote_options="permissive")
-            statistical = detect_verdicts.evaluate(every_key, feats, policy)
+            statistical = detect_verdicts.evaluate(every_key, feats, policy, as_of)
             clock.lap("statistics")
         keys = linkage.weighted_keys(keys)
         # a name-free order of the accounts, for the ring lattice (linkage.ranked) and Leiden (campaigns.cluster)
@@ -272,8 +273,10 @@ def resolve_as_of(exchanges: ir.Table, as_of: datetime | None) -> datetime:
 
 
 def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage.LinkageParams,
-              lookup: Lookup, clock: _Clock, events: ir.Table | None = None) -> tuple[pa.Table, pa.Table]:
-    """(per-account features with the prompt-text features, habitual scaffold keys)."""
+              lookup: Lookup, clock: _Clock, events: ir.Table | None = None, judge_at: int | None = None
+              ) -> tuple[pa.Table, pa.Table]:
+    """(per-account features with the prompt-text features, habitual scaffold keys); with
+    ``judge_at``, when each account sent that many exchanges (features.feature_parts)."""
     sample = features.prompt_sample(ex, enrich.SAMPLE_PROMPTS).to_pyarrow()
     clock.lap("prompt_sample")
     text, scaffold = enrich.prompt_fingerprints(sample, params.scaffold_min_uses, params.scaffold_min_share)
@@ -281,7 +284,7 @@ def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage
     clock.lap("prompt_fingerprints")
     # each part on its own, then the small results joined (features.feature_parts)
     parts = {name: lookup(f"dg_features_{name}", part.to_pyarrow())
-             for name, part in features.feature_parts(ex, labelled, events).items()}
+             for name, part in features.feature_parts(ex, labelled, events, judge_at).items()}
     feats = features.combine_features(parts, as_of).to_pyarrow()
     feats = _join_text(feats, text).sort_by("account_id")
     clock.lap("features")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
@@ -137,8 +138,12 @@ class Evidence:
         return out
 
 
-def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
-    """Run the block and cohort tests over one scan's keys (account_id, kind, key) and features."""
+def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | None = None) -> Evidence:
+    """Run the block and cohort tests over one scan's keys (account_id, kind, key) and features.
+
+    With a ``judged_at`` feature (when each account reached the judging minimum of exchanges),
+    the cohort windows are tested in observation views (cohorts.Observation) as of ``as_of``
+    (default: the latest request seen)."""
     stats = policy.statistics
     accounts = feats.column("account_id").to_pylist()
     orgs = feats.column("organization_id").to_pylist()
@@ -168,6 +173,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
                                                    b.p_corrected * len(tied) + b.holders * t))
 
     feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
+    observation = _observation(feats, entity_of, n, attributes["first_seen"], as_of, stats.cohort_horizons_hours)
     behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
     if behaviour:
         behaviour[COMBINED_FEATURE] = (_combined(behaviour), "above")
@@ -180,10 +186,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy) -> Evidence:
     for _ in range(stats.cohort_refits + 1):
         found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                            tuple(stats.cohort_windows_hours), excluded=excluded,
-                                           alpha=stats.alpha)
+                                           alpha=stats.alpha, observation=observation)
         # a window's members are checked (their profile, their ties) only when the budget reaches it
         profile = cohorts_mod.ProfileCheck(feature_values, stats.cohort_profile_level, excluded, checks=len(found_c),
-                                           arrival=attributes["first_seen"], attributes=attributes)
+                                           arrival=attributes["first_seen"], attributes=attributes,
+                                           observation=observation)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
         for c in found_c:
@@ -455,6 +462,27 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
         first[np.isinf(first) | (counts == 0)] = np.nan
         attributes[name] = first
     return out, attributes
+
+
+def _observation(feats: pa.Table, entity_of: dict[str, int], n: int, first_seen: np.ndarray,
+                 as_of: datetime | None, horizons_hours: tuple[float, ...]) -> cohorts_mod.Observation | None:
+    """Per entity, when it was first seen and when its first account was judged (cohorts.Observation);
+    None without a ``judged_at`` feature."""
+    if "judged_at" not in feats.column_names:
+        return None
+    accounts = feats.column("account_id").to_pylist()
+    ent = np.array([entity_of[a] for a in accounts], dtype=np.int64)
+    judged = np.array([np.nan if v is None else v.timestamp() for v in feats.column("judged_at").to_pylist()])
+    first = np.full(n, np.inf)
+    ok = ~np.isnan(judged)
+    np.minimum.at(first, ent[ok], judged[ok])
+    first[np.isinf(first)] = np.nan
+    if as_of is None:
+        last = [v.timestamp() for v in feats.column("last_seen").to_pylist() if v is not None]
+        clock = max(last) if last else 0.0
+    else:
+        clock = as_of.timestamp()
+    return cohorts_mod.Observation(first_seen, first, clock, tuple(horizons_hours))
 
 
 def _combined(features: dict[str, tuple[np.ndarray, str]]) -> np.ndarray:
