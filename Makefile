@@ -59,6 +59,9 @@ bench: $(STAMP)
 	# recall over a randomized family of attacker strategies (development split; docs/benchmarks.md)
 	$(DG) bench-strategies --split dev --n 12 --seeds 2 --seed 7 --out bench-out/strategies-dev --docs docs/benchmarks.md \
 	  --throttle-budgets 1e-5,3e-5,3e-4,1e-3
+	# the same strategies hidden in five times the organic population (about 10 minutes)
+	$(DG) bench-strategies --split dev --n 12 --seeds 2 --seed 7 --organic-scale 5 --out bench-out/strategies-dev-organic5 \
+	  --docs docs/benchmarks.md --throttle-budgets 3e-5
 	# final verdicts of every detector on every scenario (no replay: see the next run)
 	$(DG) bench --scenario all --out bench-out --replay-every-hours 0 --docs docs/benchmarks.md
 	# recall against each collective tell's strength on the adaptive campaign (25 scenario variants)
@@ -77,6 +80,8 @@ bench: $(STAMP)
 bench-heldout: $(STAMP)
 	$(DG) bench-strategies --split heldout --n 12 --seeds 2 --seed 7 --out bench-out/strategies-heldout --docs docs/benchmarks.md \
 	  --throttle-budgets 1e-5,3e-5,3e-4,1e-3
+	$(DG) bench-strategies --split heldout --n 12 --seeds 2 --seed 7 --organic-scale 5 --out bench-out/strategies-heldout-organic5 \
+	  --docs docs/benchmarks.md --throttle-budgets 3e-5
 
 clean:
 	rm -rf $(VENV) out bench-out .pytest_cache .hypothesis

@@ -895,6 +895,9 @@ def bench_strategies(
     throttle_budgets: str = typer.Option("", "--throttle-budgets", metavar="RATE[,RATE...]",
                                          help="Also score distillguard with these throttle budgets (expected false "
                                               "throttles per organic entity): the operating curve."),
+    organic_scale: float = typer.Option(1.0, "--organic-scale", metavar="FACTOR",
+                                        help="Every organic persona with FACTOR times the template's accounts "
+                                             "(the campaign unchanged)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Score a detector on randomized campaign strategies: recall distribution, per knob, organic FPs."""
@@ -911,7 +914,7 @@ def bench_strategies(
         raise UserError(f"--throttle-budgets must be numbers separated by commas, got {throttle_budgets!r}") from None
     results = run_strategies(split, n, seed, out, detector=detector, seeds=seeds, cache_dir=cache, docs=docs,
                              force=force, command="distillguard " + " ".join(sys.argv[1:]),
-                             throttle_budgets=budgets,
+                             throttle_budgets=budgets, organic_scale=organic_scale,
                              progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
     if as_json:
         print(json.dumps(results, indent=2, default=str))

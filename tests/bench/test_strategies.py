@@ -28,6 +28,7 @@ from distillguard.simulate.strategies import (
     Strategy,
     all_strategies,
     draw_strategies,
+    organic_scenario,
     split_of,
     strategy_scenario,
 )
@@ -98,6 +99,18 @@ def test_the_hard_personas_are_in_every_draw_with_jittered_sizes():
         assert all(scenario.organic[p].accounts >= 1 for p in HARD_PERSONAS)
     assert [p.accounts for p in one.organic.values()] != [p.accounts for p in two.organic.values()]
     assert strategy_scenario(strategy, 1) == one
+
+
+def test_an_organic_scale_multiplies_every_personas_accounts_and_leaves_the_campaign_alone():
+    strategy = Strategy.of(**REFERENCE)
+    one, five = strategy_scenario(strategy, 1), strategy_scenario(strategy, 1, organic_scale=5.0)
+    assert {p: round(s.accounts * 5) for p, s in one.organic.items()} == {p: s.accounts for p, s in five.organic.items()}
+    assert [s.group for s in one.organic.values()] == [s.group for s in five.organic.values()]
+    assert one.campaigns == five.campaigns and one.name != five.name
+    reference, larger = organic_scenario(1), organic_scenario(1, 5.0)
+    assert {p: round(s.accounts * 5) for p, s in reference.organic.items()} == {
+        p: s.accounts for p, s in larger.organic.items()}
+    assert not larger.campaigns and larger.name != reference.name
 
 
 # --- what each knob level does to the traffic ---------------------------------------------------
@@ -408,6 +421,12 @@ def test_a_second_heldout_run_at_one_tag_warns_and_needs_force(repo):
         bench.run_strategies("heldout", 1, 1, repo / "out", repo=repo, progress=warnings.append)
     assert warnings and warnings[0].startswith("warning:") and "detector-v1" in warnings[0]
     assert len(log.read_text().splitlines()) == 2  # a refused run records nothing
+    # the same detector on a larger organic population is another benchmark of the set: one run each
+    assert not bench.heldout_runs(log, "detector-v1", organic_scale=5.0)
+    bench.record_heldout_run(log, {"tag": "detector-v1", "date": "2026-01-02", "organic_scale": 5.0})
+    assert len(bench.heldout_runs(log, "detector-v1", organic_scale=5.0)) == 1
+    assert len(bench.heldout_runs(log, "detector-v1")) == 1
+    assert bench.docs_block("heldout", 5.0) == "strategies-heldout-organic5" and bench.docs_block("dev") == "strategies-dev"
 
 
 # --- end to end ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from distillguard.detect import blocks, cohorts, nulls
+from distillguard.detect import blocks, cohorts, evidence, nulls
 from distillguard.detect import verdicts as dv
 from distillguard.detect.policy import Policy
 from distillguard.detect.signals import SIGNALS
@@ -610,6 +610,42 @@ def test_a_behaving_block_throttles_its_extreme_members_and_not_the_ordinary_one
     flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
     assert len(harvest & flagged) >= 0.5 * len(harvest)
     assert not flagged - harvest
+
+
+def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviour_throttles_nobody():
+    """A cloud provider's network hosts the heaviest customers (batch jobs, backends), each tied to
+    its own team by a company card: its holders are extreme by composition, not as a group. A block
+    of heavy holders seeded by their client string is a behaving block; the same holders seeded by
+    their autonomous system stay co-location."""
+    import dataclasses
+
+    accounts, keys, _ = population(1200, 12)
+    group = co_located(accounts, keys, 0, "cloud", size=80)
+    for m in group:
+        keys[m].append("asn	64500")
+    heavy = set(group)
+    feats = feature_table(accounts, 12)
+    for f in dv.BEHAVIOUR_FEATURES:
+        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+        column = [v + (3.0 * sign if a in heavy else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
+        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    stats = Policy().statistics
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
+    found, _ = blocks.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
+    (by_client,) = [b for b in found if b.seed_kind == "user_agent" and b.holders == len(group)]
+    values, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of,
+                                    len(entity_of), stats.cohort_min_exchanges)
+    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
+
+    def offered(block: blocks.Block) -> list:
+        candidates = {a: [] for a in dv.ACTIONS}
+        dv._behaving_blocks([block], tables, behaviour, stats, len(entity_of), frozenset(), candidates)
+        return candidates["throttle"]
+
+    assert "asn" in evidence.POPULATIONS
+    assert offered(by_client)
+    assert not offered(dataclasses.replace(by_client, seed_kind="asn", seed_token="64500"))
 
 
 def test_organic_users_tied_to_a_behaving_block_are_not_throttled_for_being_somewhat_unusual_together():

@@ -163,12 +163,14 @@ def detector_tag(repo: Path) -> tuple[str, str]:
     return tags[-1], commit
 
 
-def heldout_runs(log: Path, tag: str) -> list[dict[str, Any]]:
-    """Earlier held-out runs recorded for ``tag``."""
+def heldout_runs(log: Path, tag: str, organic_scale: float = 1.0) -> list[dict[str, Any]]:
+    """Earlier held-out runs recorded for ``tag`` at ``organic_scale`` (a run recorded without
+    one was at 1). The same detector seen on a larger organic population is another benchmark
+    of the same set, not a change made after seeing it: one run per tag and organic scale."""
     if not log.exists():
         return []
     runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [r for r in runs if r.get("tag") == tag]
+    return [r for r in runs if r.get("tag") == tag and float(r.get("organic_scale", 1.0)) == organic_scale]
 
 
 def record_heldout_run(log: Path, entry: dict[str, Any]) -> None:
@@ -179,19 +181,20 @@ def record_heldout_run(log: Path, entry: dict[str, Any]) -> None:
 
 # --- the run ------------------------------------------------------------------------------------
 
-def _scenario_file(strategy: Strategy, seed: int, directory: Path) -> Path:
+def _scenario_file(strategy: Strategy, seed: int, directory: Path, organic_scale: float = 1.0) -> Path:
     """The strategy's scenario as a YAML file (bench.prepare caches stores by file and digest)."""
-    scenario = strategy_scenario(strategy, seed)
+    scenario = strategy_scenario(strategy, seed, organic_scale)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{scenario.name}-seed{seed}.yaml"
     path.write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
     return path
 
 
-def _organic_file(seed: int, directory: Path) -> Path:
+def _organic_file(seed: int, directory: Path, organic_scale: float = 1.0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"strategies-organic-seed{seed}.yaml"
-    path.write_text(yaml.safe_dump(organic_scenario(seed).model_dump(mode="json"), sort_keys=False))
+    scenario = organic_scenario(seed, organic_scale)
+    path = directory / f"{scenario.name}-seed{seed}.yaml"
+    path.write_text(yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False))
     return path
 
 
@@ -251,6 +254,7 @@ def run_strategies(
     command: str | None = None,
     progress: Progress | None = None,
     throttle_budgets: Sequence[float] = (),
+    organic_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Score ``detector`` on ``n`` strategies of ``split`` drawn with ``seed``, each simulated
     with ``seeds`` seeds (seed, seed + 1, ...), and write results.json and results.md to
@@ -260,6 +264,11 @@ def run_strategies(
     the distillguard detector is also scored at on the same stores, everything else of its policy
     unchanged: the operating curve, what each error budget buys (:func:`operating_curve`).
 
+    ``organic_scale``: every organic persona with this many times the template's accounts, the
+    campaign unchanged (simulate.strategies.strategy_scenario): a campaign is then a smaller share
+    of the accounts, as a real one is of a provider's customers, and each persona's false-positive
+    bound rests on more accounts.
+
     Raises:
         UserError: an unknown detector or split, a bad count, an unreadable salt, a throttle
             budget outside (0, 1] or given for another detector, or a held-out run that the
@@ -268,6 +277,8 @@ def run_strategies(
     say = progress or (lambda _message: None)
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
+    if not organic_scale > 0:
+        raise UserError(f"--organic-scale must be positive, got {organic_scale:g}")
     budgets = sorted(set(float(b) for b in throttle_budgets))
     if any(not 0.0 < b <= 1.0 for b in budgets):
         raise UserError(f"a throttle budget must lie in (0, 1], got {', '.join(f'{b:g}' for b in budgets)}")
@@ -281,9 +292,10 @@ def run_strategies(
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     run: dict[str, Any] = {
         "command": command or f"distillguard bench-strategies --split {split} --n {n} --seed {seed} "
-                              f"--seeds {seeds} --detector {detector} --out {out}",
+                              f"--seeds {seeds} --detector {detector} --organic-scale {organic_scale:g} --out {out}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "machine": _machine(), "split": split, "n": n, "seed": seed, "seeds": seeds, "detector": detector,
+        "organic_scale": organic_scale,
         "salt_sha256": hashlib.sha256(salt.encode()).hexdigest()[:16], "level": LEVEL, "confidence": CONFIDENCE,
         "commit": _git_or_none(repo, "rev-parse", "HEAD"),
         "tags": _git_or_none(repo, "tag", "--points-at", "HEAD", "--list", TAG_PATTERN),
@@ -293,9 +305,10 @@ def run_strategies(
     if split == "heldout":
         tag, commit = detector_tag(repo)
         log = repo / HELDOUT_LOG
-        earlier = heldout_runs(log, tag)
+        earlier = heldout_runs(log, tag, organic_scale)
         if earlier:
-            warning = (f"warning: the held-out set was already run for {tag} ({len(earlier)} time(s), first "
+            warning = (f"warning: the held-out set was already run for {tag} at organic scale {organic_scale:g} "
+                       f"({len(earlier)} time(s), first "
                        f"{earlier[0].get('date')}); figures seen once are no longer held out")
             say(warning)
             if not force:
@@ -305,10 +318,11 @@ def run_strategies(
         # recorded before any strategy is seen: a run stopped half-way still used the set
         record_heldout_run(log, {"tag": tag, "commit": commit, "date": run["date"], "n": n, "seed": seed,
                                  "seeds": seeds, "detector": detector, "salt_sha256": run["salt_sha256"],
+                                 "organic_scale": organic_scale,
                                  "out": str(out), "forced": bool(earlier)})
 
     say(f"fitting {detector} on an organic-only draw (seed {seed + REFERENCE_SEED_OFFSET})")
-    reference = prepare(str(_organic_file(seed + REFERENCE_SEED_OFFSET, cache / "scenarios")), 1.0,
+    reference = prepare(str(_organic_file(seed + REFERENCE_SEED_OFFSET, cache / "scenarios", organic_scale)), 1.0,
                         seed + REFERENCE_SEED_OFFSET, cache, say)
     at_budget = {b: _budget_detector(b) for b in budgets}
     with reference.open(read_only=True) as store:
@@ -322,7 +336,7 @@ def run_strategies(
         totals = {"key": strategy.key, **_totals(strategy), "seeds": {}}
         for sim_seed in range(seed, seed + seeds):
             say(f"[{i}/{len(strategies)}] {strategy.name} seed {sim_seed}")
-            prepared = prepare(str(_scenario_file(strategy, sim_seed, cache / "scenarios")), 1.0, sim_seed,
+            prepared = prepare(str(_scenario_file(strategy, sim_seed, cache / "scenarios", organic_scale)), 1.0, sim_seed,
                                cache, say)
             with prepared.open(read_only=True) as store:
                 verdicts = _checked(chosen.detect(store, None), detector)
@@ -349,11 +363,16 @@ def run_strategies(
         compact = headline(section)
         if budgets:
             compact = compact.rstrip("\n") + "\n\n" + curve_markdown(results) + "\n"
-        files["docs"] = write_docs(compact, docs, f"strategies-{split}")
+        files["docs"] = write_docs(compact, docs, docs_block(split, organic_scale))
     results["files"] = {k: str(v) for k, v in files.items()}
     files["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     say(f"wrote {', '.join(results['files'].values())}")
     return results
+
+
+def docs_block(split: str, organic_scale: float = 1.0) -> str:
+    """The docs block a run writes: ``strategies-SPLIT``, with ``-organicF`` at another organic scale."""
+    return f"strategies-{split}" + (f"-organic{organic_scale:g}" if organic_scale != 1.0 else "")
 
 
 def _budget_detector(throttle: float) -> DistillguardDetector:
@@ -469,7 +488,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"{run['date']}, distillguard {run['version']}, commit {(run.get('commit') or 'unknown')[:12]}"
         f"{', tag ' + run['tag'] if run.get('tag') else ''}; {machine['cpu']}, {machine['cpus']} CPUs, "
         f"{machine['memory_gib']} GiB; detector `{run['detector']}`; {dist['strategies']} strategies x "
-        f"{run['seeds']} seed(s); salt sha256 {run['salt_sha256']}.",
+        f"{run['seeds']} seed(s); organic personas x{run.get('organic_scale', 1.0):g}; salt sha256 {run['salt_sha256']}.",
         "",
         _organic_line(run, summary["organic_false_positives"]),
         "",

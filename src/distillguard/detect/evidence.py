@@ -54,7 +54,10 @@ class Kind:
     ``habitual``: it counts only once used habitually; ``alone``: it suffices alone (a card);
     ``signature``: a long enough key suffices alone; ``ngrams``: its keys are n-grams of one text,
     counted distinct. ``key_form``: what a key is (``address``, ``range``, ``agent``, ``text``,
-    ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports. ``wording``:
+    ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports.
+    ``population``: a key's holders are a population, not a place (an autonomous system holds a
+    network operator's unrelated customers): its block never reaches throttle on their behaviour
+    (verdicts._behaving_blocks). ``wording``:
     how reports name it; ``stix``: how STIX shares it (``address``, ``user-agent``,
     ``prompt-template``, or None: meaningless outside this provider).
     """
@@ -73,6 +76,7 @@ class Kind:
     alone: bool = False
     signature: bool = False
     ngrams: bool = False
+    population: bool = False
     key_form: str = "opaque"
     wording: str = ""
     stix: str | None = None
@@ -115,7 +119,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
     # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment
     Kind("sync", "timing", "sessions started in the same 5-minute slots", extract.sync, 2.0, min_shared=3,
          test_family="time", cap="slot", key_form="slot", wording="session slot"),
-    Kind("asn", "network", "same autonomous system", extract.asn, wording="autonomous system"),
+    Kind("asn", "network", "same autonomous system", extract.asn, population=True, wording="autonomous system"),
     Kind("signup_window", "time", "created in the same 10 minutes, whatever the e-mail domain",
          extract.signup_window, key_form="window", wording="sign-up window"),
     Kind("pivot", "time", "first used a newly released model in the same hour", extract.pivot,
@@ -139,6 +143,8 @@ HABITUAL: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.habitual)
 ALONE: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.alone)
 #: the kinds matched against imported indicators rather than shared between accounts
 OUTSIDE: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.family == "outside")
+#: the kinds whose holders are populations rather than places (Kind.population)
+POPULATIONS: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.population)
 #: the kinds whose keys are prompt text (normalised)
 TEXT: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.text)
 

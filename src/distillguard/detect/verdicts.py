@@ -31,7 +31,7 @@ from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
 from distillguard.detect import nulls
 from distillguard.detect import pairs as pairs_mod
-from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF
+from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, POPULATIONS
 from distillguard.detect.policy import Policy, Statistics
 from distillguard.detect.signals import SIGNALS
 
@@ -271,10 +271,11 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     every, software_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(free, excluded)
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
     for b in blocks:
-        if b.holders > rare_cut.get(b.seed_kind, 0):
-            # a seed over the kind's rare cut is a population (a cloud provider's network), not a
-            # place: its holders differ from everyone else in composition, so their behaviour is
-            # no evidence about a group; such a block stays co-location (monitor)
+        if b.seed_kind in POPULATIONS or b.holders > rare_cut.get(b.seed_kind, 0):
+            # a population (an autonomous system: a network operator's customers), or a seed over
+            # the kind's rare cut, is not a place: its holders differ from everyone else in
+            # composition (a cloud provider's network hosts the heavy batch jobs and backends), so
+            # their behaviour is no evidence about a group; such a block stays co-location (monitor)
             continue
         families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
         judged_on = software_free if "client" in families else every

@@ -293,32 +293,45 @@ def strategy_campaign(strategy: Strategy, template: dict) -> dict:
     return campaign
 
 
-def strategy_scenario(strategy: Strategy, seed: int) -> Scenario:
+def scaled_personas(organic: dict[str, dict], factor: float) -> dict[str, dict]:
+    """The personas with ``factor`` times their accounts (a copy; groups keep their size, so a
+    larger population has more offices and campuses, not bigger ones)."""
+    out = copy.deepcopy(organic)
+    if factor != 1.0:
+        for spec in out.values():
+            spec["accounts"] = max(1, int(round(spec["accounts"] * factor)))
+    return out
+
+
+def strategy_scenario(strategy: Strategy, seed: int, organic_scale: float = 1.0) -> Scenario:
     """The scenario of one strategy at one seed: the template's organic personas jittered (from
-    ``seed`` and the strategy), and its campaign set to the strategy. The scenario's ``seed``
-    is ``seed``; its name says which strategy it is."""
+    ``seed`` and the strategy), each with ``organic_scale`` times its accounts, and its campaign
+    set to the strategy (whatever ``organic_scale``). The scenario's ``seed`` is ``seed``; its
+    name says which strategy it is (and the organic scale, when not 1)."""
     raw, label = _resolve(TEMPLATE, None, ())
     digest = hashlib.sha256(strategy.key.encode()).digest()
     rng = np.random.default_rng([seed, int.from_bytes(digest[:8], "big")])
     raw = copy.deepcopy(raw)
-    raw["organic"] = jitter_personas(raw["organic"], rng)
+    raw["organic"] = scaled_personas(jitter_personas(raw["organic"], rng), organic_scale)
     missing = sorted(set(HARD_PERSONAS) - set(raw["organic"]))
     if missing:  # a template edit, not a user's mistake
         raise AssertionError(f"the strategy template lost hard personas {missing}")
     raw["campaigns"] = {CAMPAIGN: strategy_campaign(strategy, raw["campaigns"][CAMPAIGN])}
     raw["seed"] = int(seed)
-    raw["name"] = f"strategy-{digest.hex()[:10]}"
+    raw["name"] = f"strategy-{digest.hex()[:10]}" + (f"-organic{organic_scale:g}" if organic_scale != 1.0 else "")
     raw["description"] = f"strategy {strategy.key}"
     return validate_scenario(raw, f"{label} with strategy {strategy.key}")
 
 
-def organic_scenario(seed: int) -> Scenario:
-    """The template's organic population alone, jittered from ``seed``: the reference a
-    detector may be fitted on (never a scenario it is scored on)."""
+def organic_scenario(seed: int, organic_scale: float = 1.0) -> Scenario:
+    """The template's organic population alone, jittered from ``seed``, each persona with
+    ``organic_scale`` times its accounts: the reference a detector may be fitted on (never a
+    scenario it is scored on)."""
     raw, label = _resolve(TEMPLATE, None, ())
     raw = copy.deepcopy(raw)
-    raw["organic"] = jitter_personas(raw["organic"], np.random.default_rng([seed, 0x0E6A]))
+    raw["organic"] = scaled_personas(jitter_personas(raw["organic"], np.random.default_rng([seed, 0x0E6A])),
+                                     organic_scale)
     raw["campaigns"] = {}
     raw["seed"] = int(seed)
-    raw["name"] = "strategies-organic"
+    raw["name"] = "strategies-organic" + (f"{organic_scale:g}" if organic_scale != 1.0 else "")
     return validate_scenario(raw, f"{label} (organic only)")
