@@ -481,7 +481,8 @@ def markdown(results: dict[str, Any]) -> str:
     machine = run["machine"]
     dist = summary["recall"]
     lines = [
-        f"## Strategy benchmark: {run['split']}",
+        f"## Strategy benchmark: {run['split']}"
+        + (f", organic x{run['organic_scale']:g}" if run.get("organic_scale", 1.0) != 1.0 else ""),
         "",
         f"`{run['command']}`",
         "",
