@@ -498,6 +498,25 @@ def test_the_budget_goes_to_the_strongest_results_first_and_among_equals_to_the_
     assert accepted([weaker, big]) == ["big window"]
 
 
+def test_results_beyond_any_correction_are_taken_cheapest_per_new_entity():
+    """A wave seen on two features is two windows at p = 0 with almost the same members, and a
+    block at p = 1e-40 ties forty other accounts cheaply. All three are equally certain
+    (statistics.certain_p): once one window is taken, the other adds one account for its full
+    cost, so the budget goes to the block instead of to that account."""
+    policy = Policy()
+    n = 10_000  # throttle budget: 1 expected false positive
+    wave_a = dv.Candidate(0.0, "cohort", "w", "wave on feature a", "", tuple(range(100)), 0.5)
+    wave_b = dv.Candidate(0.0, "cohort", "w", "wave on feature b", "", (*range(99), 100), 0.4)
+    block = dv.Candidate(1e-40, "block", "b", "block", "", tuple(range(200, 240)), 0.2)
+    got = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": [wave_a, wave_b, block]}, n, policy)
+    assert [f.reason.split(";")[0] for f in got] == ["wave on feature b", "block"]
+    assert {e for f in got for e in f.entities} == {*range(99), 100, *range(200, 240)}
+    # above the certain level, strength still comes first: a weaker block waits for both windows
+    weaker = dv.Candidate(1e-6, "block", "b", "weaker block", "", tuple(range(200, 240)), 0.2)
+    got = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": [wave_a, wave_b, weaker]}, n, policy)
+    assert [f.reason.split(";")[0] for f in got] == ["wave on feature b", "wave on feature a"]
+
+
 @pytest.mark.parametrize("seed", range(5, 10))
 def test_a_group_is_judged_against_exactly_the_entities_outside_it(seed):
     """A group's count of extremes on each (feature, rank) is beta-binomial against the judged
@@ -530,13 +549,13 @@ def test_a_group_is_judged_against_exactly_the_entities_outside_it(seed):
 
 
 def co_located(accounts: list[str], keys: dict[str, list[str]], start: int, name: str, size: int = 40) -> list[str]:
-    """``size`` accounts that share one user agent; half of them also share addresses from a pool of
-    five, the other half session slots from a pool of five: each member is tied to the group in one
-    family only, the group in two."""
+    """``size`` accounts that share one system prompt; half of them also share addresses from a pool
+    of five, the other half session slots from a pool of five: each member is tied to the group in
+    one family only, the group in two."""
     rng = np.random.default_rng(start)
     members = accounts[start:start + size]
     for i, m in enumerate(members):
-        keys[m] = [k for k in keys[m] if not k.startswith("user_agent")] + [f"user_agent\tua-{name}"]
+        keys[m] = keys[m] + [f"system_prompt\tprompt-{name}"]
         pool = [f"ip\t198.51.{start % 256}.{j}" for j in range(5)] if i % 2 else [f"sync\t{name}-{j}" for j in range(5)]
         keys[m] += list(rng.choice(pool, 3, replace=False))
     return members
@@ -615,8 +634,9 @@ def test_a_behaving_block_throttles_its_extreme_members_and_not_the_ordinary_one
 def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviour_throttles_nobody():
     """A cloud provider's network hosts the heaviest customers (batch jobs, backends), each tied to
     its own team by a company card: its holders are extreme by composition, not as a group. A block
-    of heavy holders seeded by their client string is a behaving block; the same holders seeded by
-    their autonomous system stay co-location."""
+    of heavy holders seeded by a system prompt of their own is a behaving block; the same holders
+    seeded by their autonomous system, or by a client string (a software's users), stay
+    co-location."""
     import dataclasses
 
     accounts, keys, _ = population(1200, 12)
@@ -633,7 +653,7 @@ def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviou
     stats = Policy().statistics
     tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
     found, _ = blocks.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
-    (by_client,) = [b for b in found if b.seed_kind == "user_agent" and b.holders == len(group)]
+    (by_client,) = [b for b in found if b.seed_kind == "system_prompt" and b.holders == len(group)]
     values, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of,
                                     len(entity_of), stats.cohort_min_exchanges)
     behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
@@ -643,9 +663,10 @@ def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviou
         dv._behaving_blocks([block], tables, behaviour, stats, len(entity_of), frozenset(), candidates)
         return candidates["throttle"]
 
-    assert "asn" in evidence.POPULATIONS
+    assert "asn" in evidence.POPULATIONS and "user_agent" in evidence.POPULATIONS
     assert offered(by_client)
     assert not offered(dataclasses.replace(by_client, seed_kind="asn", seed_token="64500"))
+    assert not offered(dataclasses.replace(by_client, seed_kind="user_agent", seed_token="sdk/1.0"))
 
 
 def test_organic_users_tied_to_a_behaving_block_are_not_throttled_for_being_somewhat_unusual_together():

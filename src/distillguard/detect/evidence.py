@@ -56,7 +56,7 @@ class Kind:
     counted distinct. ``key_form``: what a key is (``address``, ``range``, ``agent``, ``text``,
     ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports.
     ``population``: a key's holders are a population, not a place (an autonomous system holds a
-    network operator's unrelated customers): its block never reaches throttle on their behaviour
+    network operator's unrelated customers, a client string a software's users): its block never reaches throttle on their behaviour
     (verdicts._behaving_blocks). ``wording``:
     how reports name it; ``stix``: how STIX shares it (``address``, ``user-agent``,
     ``prompt-template``, or None: meaningless outside this provider).
@@ -101,8 +101,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          request_extractor=extract.ip_of_request, key_form="address", wording="address", stix="address"),
     Kind("subnet", "network", "same /24 (IPv4) or /48 (IPv6) subnets", extract.subnet, 1.0, inheritable=True,
          request_extractor=extract.subnet_of_request, key_form="range", wording="subnet", stix="address"),
+    # a client string's holders are that software's users, whose behaviour differs from everyone
+    # else's by composition (an enterprise SDK's users are offices), as an autonomous system's do
     Kind("user_agent", "client", "same user agent strings", extract.user_agent, 0.5, key_form="agent",
-         wording="user agent", stix="user-agent"),
+         population=True, wording="user agent", stix="user-agent"),
     # the tests put the kinds read off a clock in one family: people in one place sign up, start
     # sessions and try a new model on one schedule (a lab session, a class, a launch), so these
     # kinds are not independent of each other nor, for co-located accounts, of a shared address

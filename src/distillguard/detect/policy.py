@@ -228,11 +228,18 @@ class Statistics(BaseModel):
     null_inflation: float = Field(1.0, ge=1.0, description="a block must share more than this many times what "
                                   "BiCM expects: a margin for what the null does not model (daily rhythm, time "
                                   "zones, regions), which makes large organic groups look slightly surprising")
-    block_member_shares: list[float] = Field([4.0, 16.0, 64.0, 256.0], min_length=1, description="a block's "
-                                             "bystanders may cost at most this fraction (1 / value) of an action's "
-                                             "budget: each value sets a member threshold, and the block is offered "
-                                             "to the budget once per distinct set of members (the budget takes the "
-                                             "cheapest per entity)")
+    block_member_shares: list[float] = Field([4.0 ** i for i in range(1, 11)], min_length=1, description="a "
+                                             "block's bystanders may cost at most this fraction (1 / value) of an "
+                                             "action's budget: each value sets a member threshold, and the block is "
+                                             "offered to the budget once per distinct set of members (the budget "
+                                             "takes the cheapest per entity). The largest value bounds how many "
+                                             "blocks one scan can accept, so the menu reaches far past any "
+                                             "population's count of blocks")
+    certain_p: float = Field(1e-8, gt=0, lt=1, description="results whose corrected p-value is at most this "
+                             "are equally strong, and the budget takes them cheapest per entity not yet acted on "
+                             "first; above it, strongest first, so that weak results, the first a misspecified "
+                             "null lets through, never crowd out strong ones (the default is alpha / 1e6: still "
+                             "significant were the null's tail a million times too thin)")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
     pair_q: float = Field(0.01, gt=0, le=1, description="false discovery rate of the pair tests (Benjamini-Hochberg "
                           "over all entity pairs): a validated pair groups findings under one campaign id, it never "

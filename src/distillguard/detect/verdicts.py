@@ -20,7 +20,9 @@ accounts); lone accounts are never acted on by these tests.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import heapq
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -393,43 +395,82 @@ class Candidate:
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
     """Per action, from the strongest action down: the test results in order of their corrected
     p-value, accepted while the false positives they cost together stay within the action's
-    budget (``budget[action] x N``); results of equal p-value go cheapest per entity first, where
-    an expected false positive buys the most entities. Ordering by cost per entity alone (a local
-    false discovery rate) covered a little more of the development strategies, but it prefers
-    small windows, whose chance members are costed at the one feature that chose them: on
-    adaptive-2026 at scale 0.005 it throttled two benchmark researchers, each extreme beyond every
-    earlier arrival in a window of 7 and 11, where strongest first throttled none. An entity
-    takes the strongest action a result accepted for it reaches; a result whose entities all hold
-    a stronger action already costs nothing more. Remaining ties are broken by the result's
-    description (tokens, windows, features: never account names)."""
-    budget = policy.statistics.budget
+    budget (``budget[action] x N``). Results at or below ``statistics.certain_p`` are equally
+    strong (no multiplicity a scan corrects for comes near it, and at full scale hundreds of
+    windows reach p = 0 in floating point), as are results of equal p-value: among them the next
+    accepted is the one cheapest per entity not yet taken, where an expected false positive buys
+    the most new entities (the greedy rule for weighted set cover). The same wave seen on several
+    features, widths and views is many results with almost the same members; taken strongest
+    first, each paid its full cost for a handful of new members, and a full-scale scan spent its
+    throttle budget on windows at p = 0 before blocks at p = 1e-47 that cost a thousandth as much
+    per account came up. Ordering by cost per entity across p-values (a local false discovery rate) covered
+    a little more of the development strategies, but it prefers small windows, whose chance
+    members are costed at the one feature that chose them: on adaptive-2026 at scale 0.005 it
+    throttled two benchmark researchers, each extreme beyond every earlier arrival in a window of
+    7 and 11, where strongest first throttled none. An entity takes the strongest action a result
+    accepted for it reaches; a result whose entities all hold a stronger action already costs
+    nothing more. Remaining ties are broken by the result's description (tokens, windows,
+    features: never account names)."""
+    budget, certain = policy.statistics.budget, policy.statistics.certain_p
     taken: dict[int, str] = {}
+    done = np.zeros(n, dtype=bool)  # taken, as a mask
     findings: list[Finding] = []
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
-        ranked = sorted(candidates[action], key=lambda c: (c.p, c.cost / max(len(c.entities), 1), c.test, c.null,
-                                                           c.reason))
-        for c in ranked:
-            entities, reason, cost = c.entities, c.reason, c.cost
-            if not any(e not in taken for e in entities) or spent + (c.cost if c.refine is None else c.least_cost) > allowed:
-                continue
-            if c.refine is not None:
-                refined = c.refine()
-                if refined is None:
-                    continue
-                entities, reason, cost = refined
-            fresh = [e for e in entities if e not in taken]
-            if not fresh or spent + cost > allowed:
-                continue
-            spent += cost
-            for e in fresh:
-                taken[e] = action
-            findings.append(Finding(action, c.test, c.null, c.p, allowed,
-                                    f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
-                                    f"expected false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
-                                    f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
+        strength = lambda c: max(c.p, certain)  # noqa: E731
+        ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
+        for _, tied in itertools.groupby(ranked, key=strength):
+            for c, entities, reason, cost in _cheapest_first(list(tied), done, lambda: allowed - spent):
+                fresh = [e for e in entities if e not in taken]
+                spent += cost
+                for e in fresh:
+                    taken[e] = action
+                done[fresh] = True
+                findings.append(Finding(action, c.test, c.null, c.p, allowed,
+                                        f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
+                                        f"expected false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
+                                        f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
     return findings
+
+
+def _cheapest_first(tied: list[Candidate], done: np.ndarray, left: Callable[[], float]
+                    ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float]]:
+    """Results of one strength, each yielded (with its members, reason and cost after its checks)
+    when it is the cheapest per entity not yet ``done`` and its cost fits what is ``left`` of the
+    budget. Lazy greedy: a result's cost per new entity only grows as others are taken, so a
+    result popped from the heap whose recomputed price is still at most the next one's is the
+    cheapest. A result is first priced at its cost before its member checks (an upper bound), and
+    the checks run when it comes to the top (they cost a pass over the entities, and a large
+    campaign offers tens of thousands of windows, most holding nobody new)."""
+    members = [np.asarray(c.entities, dtype=np.int64) for c in tied]
+    heap: list[tuple[float, int]] = []
+    for i, c in enumerate(tied):
+        fresh = members[i].size - int(np.count_nonzero(done[members[i]]))
+        if fresh:
+            heap.append((c.cost / fresh, i))
+    heapq.heapify(heap)
+    known: dict[int, tuple[tuple[int, ...], str, float] | None] = {}
+    while heap:
+        _, i = heapq.heappop(heap)
+        c = tied[i]
+        if i not in known:
+            if c.refine is not None and c.least_cost > left():
+                continue
+            known[i] = (c.entities, c.reason, c.cost) if c.refine is None else c.refine()
+            if known[i] is not None:
+                members[i] = np.asarray(known[i][0], dtype=np.int64)
+        if known[i] is None:
+            continue
+        entities, reason, cost = known[i]
+        fresh = members[i].size - int(np.count_nonzero(done[members[i]]))
+        if not fresh or cost > left():
+            continue
+        price = cost / fresh
+        if heap and price > heap[0][0]:
+            heapq.heappush(heap, (price, i))
+            continue
+        yield c, entities, reason, cost
 
 
 def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int
