@@ -493,7 +493,7 @@ def test_the_budget_goes_to_the_strongest_results_first_and_among_equals_to_the_
 
     big = dv.Candidate(0.0, "cohort", "w", "big window", "", tuple(range(10)), 0.9)
     tight = dv.Candidate(0.0, "cohort", "w", "tight window", "", tuple(range(100, 130)), 0.6)
-    weaker = dv.Candidate(1e-8, "cohort", "w", "weaker window", "", tuple(range(200, 260)), 0.5)
+    weaker = dv.Candidate(1e-6, "cohort", "w", "weaker window", "", tuple(range(200, 260)), 0.5)
     assert accepted([big, tight]) == ["tight window"]
     assert accepted([weaker, big]) == ["big window"]
 
