@@ -669,6 +669,34 @@ def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviou
     assert not offered(dataclasses.replace(by_client, seed_kind="user_agent", seed_token="sdk/1.0"))
 
 
+def test_a_tightly_tied_block_costs_far_less_than_a_share_of_the_budget_so_a_scan_can_accept_thousands():
+    """A block's bystander cost is ``budget / share`` for the strictest share whose member threshold
+    keeps its members. Were the menu to stop at 256, every block would cost at least 1/256 of the
+    budget and no scan could accept more than 256 of them (a full-scale campaign has 625 cells)."""
+    accounts, keys, _ = population(1200, 12)
+    group = co_located(accounts, keys, 0, "cloud", size=80)
+    heavy = set(group)
+    feats = feature_table(accounts, 12)
+    for f in dv.BEHAVIOUR_FEATURES:
+        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+        column = [v + (3.0 * sign if a in heavy else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
+        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    stats = Policy().statistics
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
+    found, _ = blocks.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
+    (block,) = [b for b in found if b.seed_kind == "system_prompt" and b.holders == len(group)]
+    values, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of,
+                                    len(entity_of), stats.cohort_min_exchanges)
+    candidates = {a: [] for a in dv.ACTIONS}
+    dv._behaving_blocks([block], tables, {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}, stats,
+                        len(entity_of), frozenset(), candidates)
+    allowed = stats.budget.throttle * len(entity_of)
+    cheapest = min(candidates["throttle"], key=lambda c: c.cost)
+    assert max(stats.block_member_shares) >= 4.0 ** 10
+    assert cheapest.cost < allowed / 256 and len(cheapest.entities) >= len(group) // 2
+
+
 def test_organic_users_tied_to_a_behaving_block_are_not_throttled_for_being_somewhat_unusual_together():
     """An office on the network a campaign uses: its staff share company cards (tied for real, not
     by chance) and, doing similar work, are all somewhat unusual (their median member is as extreme
