@@ -631,52 +631,15 @@ def test_a_behaving_block_throttles_its_extreme_members_and_not_the_ordinary_one
     assert not flagged - harvest
 
 
-def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviour_throttles_nobody():
-    """A cloud provider's network hosts the heaviest customers (batch jobs, backends), each tied to
-    its own team by a company card: its holders are extreme by composition, not as a group. A block
-    of heavy holders seeded by a system prompt of their own is a behaving block; the same holders
-    seeded by their autonomous system, or by a client string (a software's users), stay
-    co-location."""
-    import dataclasses
-
-    accounts, keys, _ = population(1200, 12)
-    group = co_located(accounts, keys, 0, "cloud", size=80)
+def heavy_block(seed: int = 12, size: int = 80):
+    """A co-located group (:func:`co_located`) extreme on every behaviour, and the block its system
+    prompt seeds: (block, kind tables, behaviour features, statistics, entities)."""
+    accounts, keys, _ = population(1200, seed)
+    group = co_located(accounts, keys, 0, "cloud", size=size)
     for m in group:
-        keys[m].append("asn	64500")
+        keys[m].append("asn\t64500")
     heavy = set(group)
-    feats = feature_table(accounts, 12)
-    for f in dv.BEHAVIOUR_FEATURES:
-        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
-        column = [v + (3.0 * sign if a in heavy else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
-        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
-    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
-    stats = Policy().statistics
-    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
-    found, _ = blocks.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
-    (by_client,) = [b for b in found if b.seed_kind == "system_prompt" and b.holders == len(group)]
-    values, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of,
-                                    len(entity_of), stats.cohort_min_exchanges)
-    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
-
-    def offered(block: blocks.Block) -> list:
-        candidates = {a: [] for a in dv.ACTIONS}
-        dv._behaving_blocks([block], tables, behaviour, stats, len(entity_of), frozenset(), candidates)
-        return candidates["throttle"]
-
-    assert "asn" in evidence.POPULATIONS and "user_agent" in evidence.POPULATIONS
-    assert offered(by_client)
-    assert not offered(dataclasses.replace(by_client, seed_kind="asn", seed_token="64500"))
-    assert not offered(dataclasses.replace(by_client, seed_kind="user_agent", seed_token="sdk/1.0"))
-
-
-def test_a_tightly_tied_block_costs_far_less_than_a_share_of_the_budget_so_a_scan_can_accept_thousands():
-    """A block's bystander cost is ``budget / share`` for the strictest share whose member threshold
-    keeps its members. Were the menu to stop at 256, every block would cost at least 1/256 of the
-    budget and no scan could accept more than 256 of them (a full-scale campaign has 625 cells)."""
-    accounts, keys, _ = population(1200, 12)
-    group = co_located(accounts, keys, 0, "cloud", size=80)
-    heavy = set(group)
-    feats = feature_table(accounts, 12)
+    feats = feature_table(accounts, seed)
     for f in dv.BEHAVIOUR_FEATURES:
         sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
         column = [v + (3.0 * sign if a in heavy else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
@@ -688,13 +651,40 @@ def test_a_tightly_tied_block_costs_far_less_than_a_share_of_the_budget_so_a_sca
     (block,) = [b for b in found if b.seed_kind == "system_prompt" and b.holders == len(group)]
     values, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of,
                                     len(entity_of), stats.cohort_min_exchanges)
+    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
+    return block, tables, behaviour, stats, len(entity_of)
+
+
+def offered(block: blocks.Block, tables, behaviour, stats, n: int) -> list:
+    """The throttle offers :func:`verdicts._behaving_blocks` makes for ``block``."""
     candidates = {a: [] for a in dv.ACTIONS}
-    dv._behaving_blocks([block], tables, {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}, stats,
-                        len(entity_of), frozenset(), candidates)
-    allowed = stats.budget.throttle * len(entity_of)
-    cheapest = min(candidates["throttle"], key=lambda c: c.cost)
+    dv._behaving_blocks([block], tables, behaviour, stats, n, frozenset(), candidates)
+    return candidates["throttle"]
+
+
+def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviour_throttles_nobody():
+    """A cloud provider's network hosts the heaviest customers (batch jobs, backends), each tied to
+    its own team by a company card: its holders are extreme by composition, not as a group. A block
+    of heavy holders seeded by a system prompt of their own is a behaving block; the same holders
+    seeded by their autonomous system, or by a client string (a software's users), stay
+    co-location."""
+    import dataclasses
+
+    block, *context = heavy_block()
+    assert "asn" in evidence.POPULATIONS and "user_agent" in evidence.POPULATIONS
+    assert offered(block, *context)
+    assert not offered(dataclasses.replace(block, seed_kind="asn", seed_token="64500"), *context)
+    assert not offered(dataclasses.replace(block, seed_kind="user_agent", seed_token="sdk/1.0"), *context)
+
+
+def test_a_tightly_tied_block_costs_far_less_than_a_share_of_the_budget_so_a_scan_can_accept_thousands():
+    """A block's bystander cost is ``budget / share`` for the strictest share whose member threshold
+    keeps its members. Were the menu to stop at 256, every block would cost at least 1/256 of the
+    budget and no scan could accept more than 256 of them (a full-scale campaign has 625 cells)."""
+    block, tables, behaviour, stats, n = heavy_block()
+    cheapest = min(offered(block, tables, behaviour, stats, n), key=lambda c: c.cost)
     assert max(stats.block_member_shares) >= 4.0 ** 10
-    assert cheapest.cost < allowed / 256 and len(cheapest.entities) >= len(group) // 2
+    assert cheapest.cost < stats.budget.throttle * n / 256 and len(cheapest.entities) >= block.holders // 2
 
 
 def test_organic_users_tied_to_a_behaving_block_are_not_throttled_for_being_somewhat_unusual_together():

@@ -56,8 +56,8 @@ class Kind:
     counted distinct. ``key_form``: what a key is (``address``, ``range``, ``agent``, ``text``,
     ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports.
     ``population``: a key's holders are a population, not a place (an autonomous system holds a
-    network operator's unrelated customers, a client string a software's users): its block never reaches throttle on their behaviour
-    (verdicts._behaving_blocks). ``wording``:
+    network operator's unrelated customers, a client string a software's users): its block never
+    reaches throttle on their behaviour (verdicts._behaving_blocks). ``wording``:
     how reports name it; ``stix``: how STIX shares it (``address``, ``user-agent``,
     ``prompt-template``, or None: meaningless outside this provider).
     """

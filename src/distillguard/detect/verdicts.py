@@ -403,8 +403,8 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     features, widths and views is many results with almost the same members; taken strongest
     first, each paid its full cost for a handful of new members, and a full-scale scan spent its
     throttle budget on windows at p = 0 before blocks at p = 1e-47 that cost a thousandth as much
-    per account came up. Ordering by cost per entity across p-values (a local false discovery rate) covered
-    a little more of the development strategies, but it prefers small windows, whose chance
+    per account came up. Ordering by cost per entity across p-values (a local false discovery
+    rate) covered a little more of the development strategies, but it prefers small windows, whose chance
     members are costed at the one feature that chose them: on adaptive-2026 at scale 0.005 it
     throttled two benchmark researchers, each extreme beyond every earlier arrival in a window of
     7 and 11, where strongest first throttled none. An entity takes the strongest action a result
@@ -412,21 +412,20 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     nothing more. Remaining ties are broken by the result's description (tokens, windows,
     features: never account names)."""
     budget, certain = policy.statistics.budget, policy.statistics.certain_p
-    taken: dict[int, str] = {}
-    done = np.zeros(n, dtype=bool)  # taken, as a mask
+    taken = np.zeros(n, dtype=bool)  # entities an accepted result holds, at this action or a stronger one
     findings: list[Finding] = []
+
+    def strength(c: Candidate) -> float:
+        return max(c.p, certain)
+
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
-        strength = lambda c: max(c.p, certain)  # noqa: E731
         ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
         for _, tied in itertools.groupby(ranked, key=strength):
-            for c, entities, reason, cost in _cheapest_first(list(tied), done, lambda: allowed - spent):
-                fresh = [e for e in entities if e not in taken]
+            for c, entities, reason, cost in _cheapest_first(list(tied), taken, lambda: allowed - spent):
                 spent += cost
-                for e in fresh:
-                    taken[e] = action
-                done[fresh] = True
+                taken[list(entities)] = True
                 findings.append(Finding(action, c.test, c.null, c.p, allowed,
                                         f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
                                         f"expected false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
@@ -434,10 +433,10 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     return findings
 
 
-def _cheapest_first(tied: list[Candidate], done: np.ndarray, left: Callable[[], float]
+def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float]
                     ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float]]:
     """Results of one strength, each yielded (with its members, reason and cost after its checks)
-    when it is the cheapest per entity not yet ``done`` and its cost fits what is ``left`` of the
+    when it is the cheapest per entity not yet ``taken`` and its cost fits what is ``left`` of the
     budget. Lazy greedy: a result's cost per new entity only grows as others are taken, so a
     result popped from the heap whose recomputed price is still at most the next one's is the
     cheapest. A result is first priced at its cost before its member checks (an upper bound), and
@@ -446,7 +445,7 @@ def _cheapest_first(tied: list[Candidate], done: np.ndarray, left: Callable[[], 
     members = [np.asarray(c.entities, dtype=np.int64) for c in tied]
     heap: list[tuple[float, int]] = []
     for i, c in enumerate(tied):
-        fresh = members[i].size - int(np.count_nonzero(done[members[i]]))
+        fresh = members[i].size - int(np.count_nonzero(taken[members[i]]))
         if fresh:
             heap.append((c.cost / fresh, i))
     heapq.heapify(heap)
@@ -463,7 +462,7 @@ def _cheapest_first(tied: list[Candidate], done: np.ndarray, left: Callable[[], 
         if known[i] is None:
             continue
         entities, reason, cost = known[i]
-        fresh = members[i].size - int(np.count_nonzero(done[members[i]]))
+        fresh = members[i].size - int(np.count_nonzero(taken[members[i]]))
         if not fresh or cost > left():
             continue
         price = cost / fresh
