@@ -470,13 +470,14 @@ def most_shared(table: KindTable, members: np.ndarray, count: int = 3) -> tuple[
     return tuple(f"{table.kind} {name!r} ({-h})" for h, name in order[:count] if -h >= 2)
 
 
-def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> dict[int, float]:
+def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per entity of ``entities`` holding a rare token that another entity of ``core`` holds: the
     p-value of its tie to ``core``, as :func:`member_ties` (co-holders in ``core`` summed over its
-    tokens, bounded by a Poisson of the summed class means over ``core``)."""
+    tokens, bounded by a Poisson of the summed class means over ``core``). Returns the entities
+    (ascending) and their p-values."""
     rows, cols = held_by(table.incidence, entities)
     if cols.size == 0:
-        return {}
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
     # over the links of ``entities`` and ``core`` only (no array of all entities or tokens): it
     # runs once per cohort and kind
     same = entities.shape == core.shape and bool(np.array_equal(entities, core))
@@ -490,7 +491,8 @@ def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> dict[in
     ties = np.bincount(at, weights=others.astype(float), minlength=entity.size)
     expected = np.bincount(at, weights=mu[table.column_class[cols]], minlength=entity.size)
     p = poisson_chernoff(ties, expected)
-    return {int(e): float(q) for e, q, t in zip(entity, p, ties) if t > 0}
+    tied = ties > 0
+    return entity[tied].astype(np.int64), p[tied]
 
 
 def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray) -> dict[int, float]:

@@ -256,31 +256,41 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
                         else:
                             tested = np.ones(uniq.size, dtype=bool)
                         looks += int(distinct[snap[tested]].sum())
-                        for j in range(ranks.shape[1]):
-                            k = np.where(tested, ranks[snap, j], 0)
-                            extreme = (oriented > thresholds[snap, j][inverse]) & (k[inverse] > 0)
-                            x = np.bincount(inverse, weights=extreme, minlength=uniq.size).astype(np.int64)
-                            hit = np.flatnonzero((k > 0) & (n >= min_extreme) & (x >= min_extreme))
-                            if hit.size == 0:
-                                continue
-                            p = beta_binomial_sf(x[hit], n[hit], k[hit], sizes[snap[hit]])
-                            # a window above alpha before correction is above it after
-                            keep = np.atleast_1d(p) <= alpha
-                            for b, pb in zip(hit[keep], np.atleast_1d(p)[keep]):
-                                r = int(sizes[snap[b]])
-                                found.append((feature, direction, attribute, width, float((uniq[b] + offset) * span),
-                                              int(first[b]), int(n[b]), int(x[b]), int(k[b]), r, float(pb), typical,
-                                              int(snap[b]), j, horizon))
+                        # window x level: the rank tested (0: not tested) and the entities above
+                        # the level's threshold in the window's reference (windows are runs of
+                        # consecutive arrivals, so one sum per run counts them)
+                        k = np.where(tested[:, None], ranks[snap], 0)
+                        above = (oriented[:, None] > thresholds[snap][inverse]).astype(np.int64)
+                        x = np.add.reduceat(above, first, axis=0)
+                        b, j = np.nonzero((k > 0) & (n[:, None] >= min_extreme) & (x >= min_extreme))
+                        if b.size:
+                            found.append((len(frames) - 1, width, offset, span, typical, uniq[b], first[b], n[b],
+                                          x[b, j], k[b, j], sizes[snap[b]], snap[b], j))
     out = []
-    for f, d, a, w, start, at, n, x, k, r, p, typical, s, j, h in found:
-        corrected = float(nulls.bonferroni(p, looks))
-        if corrected > alpha:
-            continue
-        order, oriented, thresholds = frames[(f, a, h)]
-        inside = slice(at, at + n)
-        members = tuple(sorted(int(m) for m in order[inside][oriented[inside] > thresholds[s, j]]))
-        out.append(Cohort(f, d, k / (r + 1), a, w, start, n, x, k / (r + 1), p, corrected, members, typical, k, r,
-                          horizon=h))
+    if not found:
+        return out
+    # every window's p-value at once (beta_binomial_sf is elementwise: batching changes no value)
+    x_all, n_all, k_all, r_all = (np.concatenate([f[i] for f in found]) for i in (8, 7, 9, 10))
+    p_all = np.atleast_1d(beta_binomial_sf(x_all, n_all, k_all, r_all))
+    keys = list(frames)
+    at_row = 0
+    for frame, width, offset, span, typical, uniq, first, n, x, k, r, snap, j in found:
+        rows = slice(at_row, at_row + uniq.size)
+        at_row += uniq.size
+        p = p_all[rows]
+        # a window above alpha before correction is above it after
+        for i in np.flatnonzero(p <= alpha):
+            corrected = float(nulls.bonferroni(float(p[i]), looks))
+            if corrected > alpha:
+                continue
+            f, a, h = keys[frame]
+            direction = features[f][1]
+            order, oriented, thresholds = frames[keys[frame]]
+            inside = slice(int(first[i]), int(first[i] + n[i]))
+            members = tuple(np.sort(order[inside][oriented[inside] > thresholds[snap[i], j[i]]]).tolist())
+            level = int(k[i]) / (int(r[i]) + 1)
+            out.append(Cohort(f, direction, level, a, width, float((uniq[i] + offset) * span), int(n[i]), int(x[i]),
+                              level, float(p[i]), corrected, members, typical, int(k[i]), int(r[i]), horizon=h))
     return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank, c.horizon))
 
 
@@ -315,6 +325,8 @@ def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, s
 PROFILE_REFERENCE = 4_096
 #: extreme entities the survival share is estimated on at most (evenly spread over their extremeness)
 SURVIVAL_SAMPLE = 4_096
+#: reference extremes kept per check (each up to SURVIVAL_SAMPLE rows of log tail shares)
+CACHED_REFERENCES = 256
 
 
 class ProfileCheck:
@@ -337,7 +349,9 @@ class ProfileCheck:
         self.attributes = attributes
         # per (feature, attribute): the usable entities (judged, arrived, not excluded) in arrival
         # order, ties by entity index, as window_tests orders them, and their oriented values
-        self.arrived: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        self.arrived: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray]] = {}
+        self.top: dict[tuple[tuple[str, str, float], int, int], np.ndarray] = {}  # reference_extremes, computed
+        self.sampled: dict[tuple[str, str, float, int, int], np.ndarray] = {}  # their log tail shares
         self.names = sorted(features)
         self.column = {f: i for i, f in enumerate(self.names)}
         self.logs = np.log(np.clip(np.vstack([tail_shares(features[f][0], features[f][1]) for f in self.names]).T,
@@ -403,10 +417,25 @@ class ProfileCheck:
         k = min(c.rank, r)
         if k <= 0:
             return order[:0]
-        head = oriented[:r]
-        top = np.argpartition(-head, k - 1)[:k] if k < r else np.arange(r)
-        top = top[np.lexsort((top, -head[top]))]
-        return order[:r][top]
+        # windows share their reference snapshot and rank: each (snapshot, rank) is ranked once
+        if (key, r, k) not in self.top:
+            if len(self.top) >= CACHED_REFERENCES:
+                self.top.clear()
+            head = oriented[:r]
+            top = np.argpartition(-head, k - 1)[:k] if k < r else np.arange(r)
+            top = top[np.lexsort((top, -head[top]))]
+            self.top[(key, r, k)] = order[:r][top]
+        return self.top[(key, r, k)]
+
+    def _reference_sample(self, c: Cohort) -> np.ndarray:
+        """The log tail shares of (a sample of) :meth:`reference_extremes`, kept per reference
+        snapshot and rank, which many windows share."""
+        key = (c.feature, c.attribute, c.horizon, c.reference, c.rank)
+        if key not in self.sampled:
+            if len(self.sampled) >= CACHED_REFERENCES:
+                self.sampled.clear()
+            self.sampled[key] = self.logs[_sampled(self.reference_extremes(c))]
+        return self.sampled[key]
 
     def __call__(self, c: Cohort) -> Cohort | None:
         if self.level >= 1.0 or len(self.names) < 2:
@@ -432,18 +461,23 @@ class ProfileCheck:
         # full scale most of the population's extremes are the campaign's). Without arrivals, the
         # judged entities extreme at the rate (tail share <= rate), the cohort's own left out.
         if self._by_reference(c):
-            extreme = self.reference_extremes(c)
+            extreme_logs = self._reference_sample(c)
         else:
             extreme = self.extremes[c.feature][0][:self.extreme_count(c.feature, c.rate)]
             mine = np.zeros(self.logs.shape[0], dtype=bool)
             mine[members] = True
-            extreme = extreme[~mine[extreme]]
-        if extreme.size > SURVIVAL_SAMPLE:
-            extreme = extreme[np.linspace(0, extreme.size - 1, SURVIVAL_SAMPLE).astype(np.int64)]
-        distance = np.maximum(0.0, self.logs[extreme] - profile).sum(axis=1)
-        survival = (1.0 + float((distance < threshold).sum())) / (1.0 + float(extreme.size))
+            extreme_logs = self.logs[_sampled(extreme[~mine[extreme]])]
+        distance = np.maximum(0.0, extreme_logs - profile).sum(axis=1)
+        survival = (1.0 + float((distance < threshold).sum())) / (1.0 + float(distance.size))
         return replace(c, members=keep, profile_level=self.level, profiled_out=len(members) - len(keep),
                        survival=min(1.0, survival))
+
+
+def _sampled(rows: np.ndarray) -> np.ndarray:
+    """At most :data:`SURVIVAL_SAMPLE` of ``rows``, evenly spaced in their order."""
+    if rows.size <= SURVIVAL_SAMPLE:
+        return rows
+    return rows[np.linspace(0, rows.size - 1, SURVIVAL_SAMPLE).astype(np.int64)]
 
 
 def _close_to_profile(logs: np.ndarray, rows: np.ndarray, reference_logs: np.ndarray, members: tuple[int, ...],

@@ -358,8 +358,10 @@ class TieCheck:
             members = np.asarray(c.members, dtype=np.int64)
             best = np.ones(members.size)
             for table in self.kinds:
-                ties = blocks_mod.ties_to(table, members, members)
-                best = np.minimum(best, [ties.get(int(m), 1.0) for m in members])
+                tied_entities, p = blocks_mod.ties_to(table, members, members)
+                if tied_entities.size:
+                    at = np.minimum(np.searchsorted(tied_entities, members), tied_entities.size - 1)
+                    best = np.minimum(best, np.where(tied_entities[at] == members, p[at], 1.0))
             tied = best * len(self.kinds) <= self.level
             co_located = sstats.binom.sf(int(tied.sum()) - 1, members.size, self.level) <= self.level
             self.kept[c.members] = tuple(int(m) for m in members[tied]) if co_located else None
