@@ -37,6 +37,8 @@ policy's error budget.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -216,82 +218,114 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
     ``alpha``. With ``observation``, each window is tested in the one view its end's distance
     from the scan picks (:meth:`Observation.views`), on the entities that view holds; a window
     ending less than the shortest horizon before the scan is not tested yet."""
-    found: list[tuple] = []
-    looks = 0
     gone_ids = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
-    frames: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     views = observation.views() if observation is not None else [(0.0, np.inf, None)]
-    for feature, (values, direction) in sorted(features.items()):
-        sign = 1.0 if direction == "above" else -1.0
-        for attribute, seconds in sorted(attributes.items()):
-            for horizon, upper, inside in views:
-                usable = ~np.isnan(values) & ~np.isnan(seconds)
-                if inside is not None:
-                    usable &= inside
-                ok = np.flatnonzero(usable)
-                if ok.size == 0:
-                    continue
-                # arrival order, ties by entity index (entities are numbered by a name-free key)
-                order = ok[np.lexsort((ok, seconds[ok]))]
-                arrival = seconds[order]
-                oriented = sign * values[order]
-                points, sizes, ranks, thresholds = _references(arrival, oriented, np.isin(order, gone_ids), levels,
-                                                               SNAPSHOTS)
-                frames[(feature, attribute, horizon)] = (order, oriented, thresholds)
-                distinct = (ranks > 0).sum(axis=1)
-                for width in widths_hours:
-                    span = width * 3600.0
-                    for offset in (0.0, 0.5):
-                        bins = np.floor(arrival / span - offset).astype(np.int64)
-                        uniq, first, inverse, n = np.unique(bins, return_index=True, return_inverse=True,
-                                                            return_counts=True)
-                        typical = float(np.median(n))
-                        # the latest snapshot at or before each window's first arrival
-                        snap = np.searchsorted(points, first, side="right") - 1
-                        if inside is not None and attribute == observation.attribute:
-                            # each window of first requests in the one view its end's distance from
-                            # the scan picks; windows of another attribute (sign-up) in every view
-                            age = observation.as_of - (uniq + offset + 1) * span
-                            tested = (age >= horizon) & (age < upper)
-                        else:
-                            tested = np.ones(uniq.size, dtype=bool)
-                        looks += int(distinct[snap[tested]].sum())
-                        # window x level: the rank tested (0: not tested) and the entities above
-                        # the level's threshold in the window's reference (windows are runs of
-                        # consecutive arrivals, so one sum per run counts them)
-                        k = np.where(tested[:, None], ranks[snap], 0)
-                        above = (oriented[:, None] > thresholds[snap][inverse]).astype(np.int64)
-                        x = np.add.reduceat(above, first, axis=0)
-                        b, j = np.nonzero((k > 0) & (n[:, None] >= min_extreme) & (x >= min_extreme))
-                        if b.size:
-                            found.append((len(frames) - 1, width, offset, span, typical, uniq[b], first[b], n[b],
-                                          x[b, j], k[b, j], sizes[snap[b]], snap[b], j))
+    frames = [(feature, attribute, view) for feature in sorted(features) for attribute in sorted(attributes)
+              for view in views]
+
+    def run(frame: tuple[str, str, tuple[float, float, np.ndarray | None]]) -> _FrameWindows | None:
+        feature, attribute, (horizon, upper, inside) = frame
+        values, direction = features[feature]
+        # a window of first requests is tested in the one view its end's distance from the scan
+        # picks; windows of another attribute (sign-up) in every view
+        ages = (observation.as_of, horizon, upper) if inside is not None and attribute == observation.attribute \
+            else None
+        return _frame_windows(values, direction, attributes[attribute], inside, ages, gone_ids, levels,
+                              widths_hours, min_extreme, alpha)
+
+    # the frames are independent and numpy releases the GIL in their array work
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(frames) or 1)) as pool:
+        done = list(pool.map(run, frames))
+    looks = sum(d.looks for d in done if d is not None)
     out = []
-    if not found:
-        return out
-    # every window's p-value at once (beta_binomial_sf is elementwise: batching changes no value)
-    x_all, n_all, k_all, r_all = (np.concatenate([f[i] for f in found]) for i in (8, 7, 9, 10))
-    p_all = np.atleast_1d(beta_binomial_sf(x_all, n_all, k_all, r_all))
-    keys = list(frames)
-    at_row = 0
-    for frame, width, offset, span, typical, uniq, first, n, x, k, r, snap, j in found:
-        rows = slice(at_row, at_row + uniq.size)
-        at_row += uniq.size
-        p = p_all[rows]
-        # a window above alpha before correction is above it after
-        for i in np.flatnonzero(p <= alpha):
-            corrected = float(nulls.bonferroni(float(p[i]), looks))
-            if corrected > alpha:
-                continue
-            f, a, h = keys[frame]
-            direction = features[f][1]
-            order, oriented, thresholds = frames[keys[frame]]
-            inside = slice(int(first[i]), int(first[i] + n[i]))
-            members = tuple(np.sort(order[inside][oriented[inside] > thresholds[snap[i], j[i]]]).tolist())
-            level = int(k[i]) / (int(r[i]) + 1)
-            out.append(Cohort(f, direction, level, a, width, float((uniq[i] + offset) * span), int(n[i]), int(x[i]),
-                              level, float(p[i]), corrected, members, typical, int(k[i]), int(r[i]), horizon=h))
+    for (f, a, (h, _, _)), d in zip(frames, done):
+        if d is None:
+            continue
+        direction = features[f][1]
+        for width, offset, span, typical, uniq, first, n, x, k, r, snap, j, p in d.found:
+            for i in range(p.size):
+                corrected = float(nulls.bonferroni(float(p[i]), looks))
+                if corrected > alpha:
+                    continue
+                inside = slice(int(first[i]), int(first[i] + n[i]))
+                above = d.oriented[inside] > d.thresholds[snap[i], j[i]]
+                members = tuple(np.sort(d.order[inside][above]).tolist())
+                level = int(k[i]) / (int(r[i]) + 1)
+                out.append(Cohort(f, direction, level, a, width, float((uniq[i] + offset) * span), int(n[i]),
+                                  int(x[i]), level, float(p[i]), corrected, members, typical, int(k[i]), int(r[i]),
+                                  horizon=h))
     return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank, c.horizon))
+
+
+
+#: threads window_tests spreads its frames (feature x attribute x view) over
+WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class _FrameWindows:
+    """One frame's windows at or below alpha before correction, with what builds their members."""
+
+    looks: int
+    order: np.ndarray  # the frame's entities in arrival order
+    oriented: np.ndarray  # their values, larger = more extreme
+    thresholds: np.ndarray  # snapshot x level
+    #: per (width, offset): span, typical arrivals, and per window kept (uniq, first, n, x, k, r,
+    #: snap, level index, p)
+    found: list[tuple]
+
+
+def _frame_windows(values: np.ndarray, direction: str, seconds: np.ndarray, inside: np.ndarray | None,
+                   ages: tuple[float, float, float] | None, gone_ids: np.ndarray, levels: tuple[float, ...],
+                   widths_hours: tuple[float, ...], min_extreme: int, alpha: float) -> _FrameWindows | None:
+    """window_tests over one (feature, attribute, view). ``ages``: (scan time, view horizon, next
+    horizon) when only the windows whose end is that far from the scan are tested in this view."""
+    usable = ~np.isnan(values) & ~np.isnan(seconds)
+    if inside is not None:
+        usable &= inside
+    ok = np.flatnonzero(usable)
+    if ok.size == 0:
+        return None
+    # arrival order, ties by entity index (entities are numbered by a name-free key)
+    order = ok[np.lexsort((ok, seconds[ok]))]
+    arrival = seconds[order]
+    oriented = (1.0 if direction == "above" else -1.0) * values[order]
+    points, sizes, ranks, thresholds = _references(arrival, oriented, np.isin(order, gone_ids), levels, SNAPSHOTS)
+    distinct = (ranks > 0).sum(axis=1)
+    looks = 0
+    found = []
+    for width in widths_hours:
+        span = width * 3600.0
+        for offset in (0.0, 0.5):
+            bins = np.floor(arrival / span - offset).astype(np.int64)
+            uniq, first, inverse, n = np.unique(bins, return_index=True, return_inverse=True, return_counts=True)
+            typical = float(np.median(n))
+            # the latest snapshot at or before each window's first arrival
+            snap = np.searchsorted(points, first, side="right") - 1
+            if ages is not None:
+                as_of, horizon, upper = ages
+                age = as_of - (uniq + offset + 1) * span
+                tested = (age >= horizon) & (age < upper)
+            else:
+                tested = np.ones(uniq.size, dtype=bool)
+            looks += int(distinct[snap[tested]].sum())
+            # window x level: the rank tested (0: not tested) and the entities above the level's
+            # threshold in the window's reference (windows are runs of consecutive arrivals, so one
+            # sum per run counts them)
+            k = np.where(tested[:, None], ranks[snap], 0)
+            above = (oriented[:, None] > thresholds[snap][inverse]).astype(np.int64)
+            x = np.add.reduceat(above, first, axis=0)
+            b, j = np.nonzero((k > 0) & (n[:, None] >= min_extreme) & (x >= min_extreme))
+            if b.size == 0:
+                continue
+            p = np.atleast_1d(beta_binomial_sf(x[b, j], n[b], k[b, j], sizes[snap[b]]))
+            # a window above alpha before correction is above it after
+            keep = p <= alpha
+            b, j = b[keep], j[keep]
+            if b.size:
+                found.append((width, offset, span, typical, uniq[b], first[b], n[b], x[b, j], k[b, j],
+                              sizes[snap[b]], snap[b], j, p[keep]))
+    return _FrameWindows(looks, order, oriented, thresholds, found)
 
 
 def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, str]], level: float,
@@ -350,7 +384,7 @@ class ProfileCheck:
         # per (feature, attribute): the usable entities (judged, arrived, not excluded) in arrival
         # order, ties by entity index, as window_tests orders them, and their oriented values
         self.arrived: dict[tuple[str, str, float], tuple[np.ndarray, np.ndarray]] = {}
-        self.top: dict[tuple[tuple[str, str, float], int, int], np.ndarray] = {}  # reference_extremes, computed
+        self.top: dict[tuple[tuple[str, str, float], int], np.ndarray] = {}  # reference_extremes, computed
         self.sampled: dict[tuple[str, str, float, int, int], np.ndarray] = {}  # their log tail shares
         self.names = sorted(features)
         self.column = {f: i for i, f in enumerate(self.names)}
@@ -417,15 +451,14 @@ class ProfileCheck:
         k = min(c.rank, r)
         if k <= 0:
             return order[:0]
-        # windows share their reference snapshot and rank: each (snapshot, rank) is ranked once
-        if (key, r, k) not in self.top:
+        # windows share their reference snapshot, and a stricter rank's extremes are a prefix of a
+        # looser one's: each snapshot is ranked once, as deep as the loosest rank asked for
+        ranked = self.top.get((key, r))
+        if ranked is None or ranked.size < k:
             if len(self.top) >= CACHED_REFERENCES:
                 self.top.clear()
-            head = oriented[:r]
-            top = np.argpartition(-head, k - 1)[:k] if k < r else np.arange(r)
-            top = top[np.lexsort((top, -head[top]))]
-            self.top[(key, r, k)] = order[:r][top]
-        return self.top[(key, r, k)]
+            ranked = self.top[(key, r)] = order[:r][_top(oriented[:r], k)]
+        return ranked[:k]
 
     def _reference_sample(self, c: Cohort) -> np.ndarray:
         """The log tail shares of (a sample of) :meth:`reference_extremes`, kept per reference
@@ -471,6 +504,18 @@ class ProfileCheck:
         survival = (1.0 + float((distance < threshold).sum())) / (1.0 + float(distance.size))
         return replace(c, members=keep, profile_level=self.level, profiled_out=len(members) - len(keep),
                        survival=min(1.0, survival))
+
+
+
+def _top(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest ``values``, largest first, ties by position."""
+    if k >= values.size:
+        top = np.arange(values.size)
+    else:
+        kth = -np.partition(-values, k - 1)[k - 1]
+        above = np.flatnonzero(values > kth)
+        top = np.concatenate([above, np.flatnonzero(values == kth)[:k - above.size]])
+    return top[np.lexsort((top, -values[top]))]
 
 
 def _sampled(rows: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -90,6 +91,9 @@ def _campaign_id(members: list[str]) -> str:
 
 Lookup = Callable[[str, pa.Table], ir.Table]
 log = logging.getLogger(__name__)
+#: the thread the statistical tests run in while the scan goes on (scans run in parallel queue
+#: their tests here, one at a time)
+_BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillguard-tests")
 
 
 def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
@@ -146,13 +150,15 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         # materialised once: the statistical tests and the linkage both read the keys
         cached_keys = keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params,
                                                   events).cache()
-        statistical = None
+        tests = None
         if policy.statistics.enabled:
             # the statistical kinds are other kinds than the linkage's, so the two sets never overlap
             every_key = pa.concat_tables([keys.to_pyarrow(), detect_evidence.statistical_keys(ex, events).to_pyarrow()],
                                          promote_options="permissive")
-            statistical = detect_verdicts.evaluate(every_key, feats, policy, as_of)
-            clock.lap("statistics")
+            # the tests run in numpy beside the linkage and campaigns below, which run in the
+            # engine; they meet at the verdicts
+            tests = _BESIDE.submit(detect_verdicts.evaluate, every_key, feats, policy, as_of)
+            del every_key
         keys = linkage.weighted_keys(keys)
         # a name-free order of the accounts, for the ring lattice (linkage.ranked) and Leiden (campaigns.cluster)
         digest = features.activity_digest(feats)
@@ -204,6 +210,9 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                    camp.acts(pivot, credited, big, set(members_in.values())))
     campaigns = _with_lineage(_campaigns(clusters, edges, feats, policy, cparams), previous_campaigns or [], as_of)
     clock.lap("campaigns")
+    statistical = tests.result() if tests is not None else None
+    if tests is not None:
+        clock.lap("statistics")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, campaigns, policy, as_of)
     if statistical is not None:
         verdicts = with_statistics(verdicts, statistical, policy)
@@ -292,8 +301,9 @@ def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage
 
 
 # the scan's stages in the order they end (statistics only where policy.statistics.enabled)
-STAGES = ("ip_labels", "prompt_sample", "prompt_fingerprints", "features", "signals", "statistics", "linkage_keys",
-          "linkage_pairs", "clustering", "member_evidence", "prompt_stats", "campaigns", "verdicts", "indicators")
+STAGES = ("ip_labels", "prompt_sample", "prompt_fingerprints", "features", "signals", "linkage_keys",
+          "linkage_pairs", "clustering", "member_evidence", "prompt_stats", "campaigns", "statistics", "verdicts",
+          "indicators")
 
 
 class _Clock:
