@@ -457,6 +457,28 @@ def test_the_survival_share_is_estimated_on_the_window_reference_not_on_the_camp
     assert check.least_survival(window) <= by_reference.survival
 
 
+def test_a_reference_tied_at_its_rank_keeps_its_earliest_arrivals_and_a_stricter_rank_keeps_a_prefix():
+    """Share features tie in thousands (every scripted account at 1.0): which tied entities stand
+    for the reference's extremes is fixed by arrival, not by how a selection routine breaks ties,
+    so the survival share, and the budget that reads it, are the same on every numpy."""
+    n = 1000
+    values = np.zeros(n)
+    values[::3] = 1.0  # 334 entities tied at the top
+    values[5] = 2.0
+    seconds = np.arange(n, dtype=float)[::-1].copy()  # entity n - 1 arrived first
+    features = {"share": (values, "above"), "other": (np.arange(n, dtype=float), "above")}
+    check = cohorts.ProfileCheck(features, 0.05, checks=1, attributes={"first_seen": seconds})
+
+    def window(rank: int) -> cohorts.Cohort:
+        return cohorts.Cohort("share", "above", rank / n, "first_seen", 24.0, 0.0, 3, 3, rank / n, 1e-9, 1e-9,
+                              (0, 1, 2), rank=rank, reference=n - 1)
+
+    loose, strict = check.reference_extremes(window(40)), check.reference_extremes(window(10))
+    earliest_tied = [e for e in range(n - 1, 0, -1) if values[e] == 1.0][:39]
+    assert loose.tolist() == [5] + earliest_tied  # most extreme first, then ties by arrival
+    assert strict.tolist() == loose[:10].tolist()
+
+
 def test_a_member_more_extreme_on_another_feature_is_never_left_out_for_it():
     features, found, cohort, _ = profile_case()
     (before,) = cohorts.profile_members(found, features, 0.05)
