@@ -473,10 +473,11 @@ def test_a_reference_tied_at_its_rank_keeps_its_earliest_arrivals_and_a_stricter
         return cohorts.Cohort("share", "above", rank / n, "first_seen", 24.0, 0.0, 3, 3, rank / n, 1e-9, 1e-9,
                               (0, 1, 2), rank=rank, reference=n - 1)
 
-    loose, strict = check.reference_extremes(window(40)), check.reference_extremes(window(10))
+    strict, loose = check.reference_extremes(window(10)), check.reference_extremes(window(40))
     earliest_tied = [e for e in range(n - 1, 0, -1) if values[e] == 1.0][:39]
     assert loose.tolist() == [5] + earliest_tied  # most extreme first, then ties by arrival
     assert strict.tolist() == loose[:10].tolist()
+    assert check.reference_extremes(window(10)).tolist() == strict.tolist()  # read from the looser ranking
 
 
 def test_a_member_more_extreme_on_another_feature_is_never_left_out_for_it():

@@ -394,3 +394,18 @@ def test_allowlisted_organization_is_capped_at_monitor(scanned):
                               datetime(2026, 6, 6, tzinfo=timezone.utc))
     action = dict(zip(verdicts.column("account_id").to_pylist(), verdicts.column("action").to_pylist()))
     assert action[flagged[0]] in ("monitor", "allow")
+
+
+def test_an_error_in_the_statistical_tests_fails_the_scan_with_that_error(alibaba_small, monkeypatch):
+    """The tests run in a thread beside linkage; what they raise reaches the scan's caller."""
+    store = Store(":memory:")
+    ingest_paths(store, [alibaba_small / "exchanges.parquet"])
+    con = ibis.duckdb.from_connection(store.con)
+
+    def broken(*_args, **_kwargs):
+        raise ArithmeticError("the tests failed")
+
+    monkeypatch.setattr(scan.detect_verdicts, "evaluate", broken)
+    with pytest.raises(ArithmeticError, match="the tests failed"):
+        scan.scan(con.table("exchanges"), None, Policy(lookback_days=365))
+    store.close()

@@ -48,6 +48,8 @@ from distillguard.detect import nulls
 
 #: reference snapshots per (feature, attribute): a window's reference is the latest one before it
 SNAPSHOTS = 64
+#: threads window_tests spreads its frames (feature x attribute x view) over
+WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -257,11 +259,6 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
     return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank, c.horizon))
 
 
-
-#: threads window_tests spreads its frames (feature x attribute x view) over
-WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
-
-
 @dataclass(frozen=True)
 class _FrameWindows:
     """One frame's windows at or below alpha before correction, with what builds their members."""
@@ -270,8 +267,9 @@ class _FrameWindows:
     order: np.ndarray  # the frame's entities in arrival order
     oriented: np.ndarray  # their values, larger = more extreme
     thresholds: np.ndarray  # snapshot x level
-    #: per (width, offset): span, typical arrivals, and per window kept (uniq, first, n, x, k, r,
-    #: snap, level index, p)
+    #: per (width, offset) with windows kept: width, offset, span (seconds), typical arrivals, then
+    #: per kept window its bin, first arrival, arrivals n, extremes x, rank k, reference size r,
+    #: snapshot, level index and p-value (arrays)
     found: list[tuple]
 
 
@@ -359,7 +357,8 @@ def profile_members(found: list[Cohort], features: dict[str, tuple[np.ndarray, s
 PROFILE_REFERENCE = 4_096
 #: extreme entities the survival share is estimated on at most (evenly spread over their extremeness)
 SURVIVAL_SAMPLE = 4_096
-#: reference extremes kept per check (each up to SURVIVAL_SAMPLE rows of log tail shares)
+#: reference snapshots a check keeps ranked, and samples of their extremes' log tail shares (a
+#: ranking holds up to the loosest rank's entities, a sample up to SURVIVAL_SAMPLE rows)
 CACHED_REFERENCES = 256
 
 
@@ -506,9 +505,10 @@ class ProfileCheck:
                        survival=min(1.0, survival))
 
 
-
 def _top(values: np.ndarray, k: int) -> np.ndarray:
     """Positions of the ``k`` largest ``values``, largest first, ties by position."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
     if k >= values.size:
         top = np.arange(values.size)
     else:

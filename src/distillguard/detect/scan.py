@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -91,9 +91,6 @@ def _campaign_id(members: list[str]) -> str:
 
 Lookup = Callable[[str, pa.Table], ir.Table]
 log = logging.getLogger(__name__)
-#: the thread the statistical tests run in while the scan goes on (scans run in parallel queue
-#: their tests here, one at a time)
-_BESIDE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distillguard-tests")
 
 
 def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
@@ -150,14 +147,14 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         # materialised once: the statistical tests and the linkage both read the keys
         cached_keys = keys = linkage.account_keys(ex, labelled, lookup("dg_scaffold", scaffold), params,
                                                   events).cache()
-        tests = None
+        pending = None
         if policy.statistics.enabled:
             # the statistical kinds are other kinds than the linkage's, so the two sets never overlap
             every_key = pa.concat_tables([keys.to_pyarrow(), detect_evidence.statistical_keys(ex, events).to_pyarrow()],
                                          promote_options="permissive")
             # the tests run in numpy beside the linkage and campaigns below, which run in the
             # engine; they meet at the verdicts
-            tests = _BESIDE.submit(detect_verdicts.evaluate, every_key, feats, policy, as_of)
+            pending = _Beside(detect_verdicts.evaluate, every_key, feats, policy, as_of)
             del every_key
         keys = linkage.weighted_keys(keys)
         # a name-free order of the accounts, for the ring lattice (linkage.ranked) and Leiden (campaigns.cluster)
@@ -210,8 +207,8 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                    camp.acts(pivot, credited, big, set(members_in.values())))
     campaigns = _with_lineage(_campaigns(clusters, edges, feats, policy, cparams), previous_campaigns or [], as_of)
     clock.lap("campaigns")
-    statistical = tests.result() if tests is not None else None
-    if tests is not None:
+    statistical = pending.result() if pending is not None else None
+    if pending is not None:
         clock.lap("statistics")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, campaigns, policy, as_of)
     if statistical is not None:
@@ -304,6 +301,31 @@ def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage
 STAGES = ("ip_labels", "prompt_sample", "prompt_fingerprints", "features", "signals", "linkage_keys",
           "linkage_pairs", "clustering", "member_evidence", "prompt_stats", "campaigns", "statistics", "verdicts",
           "indicators")
+
+
+class _Beside:
+    """``run(*args)`` in a daemon thread; :meth:`result` waits for its value or raises its error.
+    A scan that fails before asking leaves it to finish alone, and never keeps the process from
+    exiting (an interrupted scan does not wait minutes for its tests)."""
+
+    def __init__(self, run: Callable[..., detect_verdicts.Evidence], *args: object) -> None:
+        self._value: detect_verdicts.Evidence | None = None
+        self._error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self._value = run(*args)
+            except BaseException as error:  # handed to the caller of result()
+                self._error = error
+        self._thread = threading.Thread(target=target, name="distillguard-tests", daemon=True)
+        self._thread.start()
+
+    def result(self) -> detect_verdicts.Evidence:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
 
 
 class _Clock:
