@@ -199,12 +199,13 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
             refine = _refined(c, profile, tie_check)
             # the check keeps at least one in (1 + extremes) of the chance members
             least = c.chance_members * profile.least_survival(c) + c.p_corrected * c.extreme
+            reason, cost = c.reason(), _cost(c)
             for action in ACTIONS:
                 # monitor restricts nobody: its windows keep every extreme member at the full cost,
                 # so that the checks run only for the windows the small budgets reach
                 checked = (refine, least) if action != "monitor" else (None, 0.0)
-                cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, c.reason(),
-                                                           "", c.members, _cost(c), *checked))
+                cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason,
+                                                           "", c.members, cost, *checked))
         findings = _within_budget(cohort_candidates, n, policy)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
@@ -416,6 +417,7 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     budget, certain = policy.statistics.budget, policy.statistics.certain_p
     taken = np.zeros(n, dtype=bool)  # entities an accepted result holds, at this action or a stronger one
     findings: list[Finding] = []
+    arrays: dict[int, np.ndarray] = {}  # each result's entities as an array, once for every action offering it
 
     def strength(c: Candidate) -> float:
         return max(c.p, certain)
@@ -425,7 +427,7 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
         spent = 0.0
         ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
         for _, tied in itertools.groupby(ranked, key=strength):
-            for c, entities, reason, cost in _cheapest_first(list(tied), taken, lambda: allowed - spent):
+            for c, entities, reason, cost in _cheapest_first(list(tied), taken, lambda: allowed - spent, arrays):
                 spent += cost
                 taken[list(entities)] = True
                 findings.append(Finding(action, c.test, c.null, c.p, allowed,
@@ -435,7 +437,8 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     return findings
 
 
-def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float]
+def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
+                    arrays: dict[int, np.ndarray] | None = None
                     ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float]]:
     """Results of one strength, each yielded (with its members, reason and cost after its checks)
     when it is the cheapest per entity not yet ``taken`` and its cost fits what is ``left`` of the
@@ -444,7 +447,11 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     cheapest. A result is first priced at its cost before its member checks (an upper bound), and
     the checks run when it comes to the top (they cost a pass over the entities, and a large
     campaign offers tens of thousands of windows, most holding nobody new)."""
-    members = [np.asarray(c.entities, dtype=np.int64) for c in tied]
+    arrays = {} if arrays is None else arrays  # by id of the entities tuple: the actions share one
+    for c in tied:
+        if id(c.entities) not in arrays:
+            arrays[id(c.entities)] = np.asarray(c.entities, dtype=np.int64)
+    members = [arrays[id(c.entities)] for c in tied]
     heap: list[tuple[float, int]] = []
     for i, c in enumerate(tied):
         fresh = members[i].size - int(np.count_nonzero(taken[members[i]]))
