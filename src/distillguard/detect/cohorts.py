@@ -311,8 +311,8 @@ def _frame_windows(values: np.ndarray, direction: str, seconds: np.ndarray, insi
             # threshold in the window's reference (windows are runs of consecutive arrivals, so one
             # sum per run counts them)
             k = np.where(tested[:, None], ranks[snap], 0)
-            above = (oriented[:, None] > thresholds[snap][inverse]).astype(np.int64)
-            x = np.add.reduceat(above, first, axis=0)
+            above = oriented[:, None] > thresholds[snap][inverse]
+            x = np.add.reduceat(above, first, axis=0, dtype=np.int64)
             b, j = np.nonzero((k > 0) & (n[:, None] >= min_extreme) & (x >= min_extreme))
             if b.size == 0:
                 continue
