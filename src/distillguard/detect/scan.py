@@ -207,8 +207,9 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
                                    camp.acts(pivot, credited, big, set(members_in.values())))
     campaigns = _with_lineage(_campaigns(clusters, edges, feats, policy, cparams), previous_campaigns or [], as_of)
     clock.lap("campaigns")
-    statistical = pending.result() if pending is not None else None
+    statistical = None
     if pending is not None:
+        statistical = pending.result()
         clock.lap("statistics")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, campaigns, policy, as_of)
     if statistical is not None:
