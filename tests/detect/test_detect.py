@@ -728,3 +728,67 @@ def test_organic_users_tied_to_a_behaving_block_are_not_throttled_for_being_some
     flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
     assert len(harvest & flagged) >= 0.5 * len(harvest)
     assert not office & flagged
+
+
+def wording_population(seed: int = 21):
+    """1,200 organic accounts arriving evenly over 40 days, and four groups of 40 that each hold a
+    system prompt of their own: ``harvest`` arrives in the last 10 days and is extreme on every
+    behaviour, ``public`` (a public tool's prompt) is as extreme but arrives like everyone,
+    ``new_app`` arrives late and behaves like everyone, ``worded`` arrives late and is extreme only
+    on what the words of its prompts set (verdicts.WORDED). Returns (accounts, keys, features, groups)."""
+    accounts, keys, _ = population(1200, seed)
+    rng = np.random.default_rng(seed + 7)
+    groups = {name: accounts[i * 100:i * 100 + 40] for i, name in enumerate(("harvest", "public", "new_app", "worded"))}
+    created = {}
+    for name, members in groups.items():
+        for m in members:
+            keys[m].append(f"system_prompt\tprompt-{name}")
+            if name != "public":
+                created[m] = T0 + timedelta(hours=float(rng.uniform(24 * 30, 24 * 40)))
+    feats = feature_table(accounts, seed, created=created)
+    shifted = {"harvest": dv.BEHAVIOUR_FEATURES, "public": dv.BEHAVIOUR_FEATURES, "worded": dv.WORDED}
+    for f in dv.BEHAVIOUR_FEATURES:
+        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+        out = {m for name, members in groups.items() if f in shifted.get(name, ()) for m in members}
+        column = [v + (3.0 * sign if a in out else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
+        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
+    return accounts, keys, feats, groups
+
+
+def test_holders_of_one_wording_that_arrived_late_and_harvest_are_throttled_and_a_public_prompts_users_are_not():
+    """Bought accounts share no card, address or clock and arrive spread over the window; the
+    template they are given to ask with makes them holders of one wording. The holders are tested
+    as a group, on arrival and on behaviour: a public prompt's users (present from the start), a
+    new app's users (late, ordinary) and holders extreme only on what their words set are not
+    throttled."""
+    accounts, keys, feats, groups = wording_population()
+    evidence_ = dv.evaluate(key_table(keys), feats, Policy())
+    flagged = set(throttled(evidence_))
+    assert len(flagged & set(groups["harvest"])) >= 0.75 * len(groups["harvest"])
+    assert not flagged - set(groups["harvest"])
+    reasons = evidence_.by_account(5)[next(a for a in groups["harvest"] if a in flagged)][2]
+    line = next(r for r in reasons if r.startswith("wording"))
+    assert "first seen later than the population" in line and "behaviour:" in line and "p=" in line
+    assert evidence.SHARED_WORDING.name in line
+
+
+def test_a_wording_group_is_offered_only_when_both_its_arrival_and_its_behaviour_are_surprising():
+    accounts, keys, feats, groups = wording_population()
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    stats = Policy().statistics
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
+    values, attributes = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
+    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
+    wordings = dv._wording_groups(tables, stats.min_block_holders)
+    assert {token for _, token, _ in wordings} >= {f"prompt-{name}" for name in groups}
+    candidates = {a: [] for a in dv.ACTIONS}
+    dv._newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, frozenset(), candidates)
+    offered_to = {e for c in candidates["throttle"] for e in c.entities}
+    assert offered_to and offered_to <= {entity_of[a] for a in groups["harvest"]}
+    # a stronger tell never lowers the evidence: the same group, further out, is offered at least as much
+    louder = {f: (np.where(np.isin(np.arange(v.size), sorted(offered_to)), v + (1.0 if d == "above" else -1.0), v), d)
+              for f, (v, d) in behaviour.items()}
+    more = {a: [] for a in dv.ACTIONS}
+    dv._newcomer_wordings(wordings, louder, attributes["first_seen"], stats, frozenset(), more)
+    assert min(c.p for c in more["throttle"]) <= min(c.p for c in candidates["throttle"])
+    assert {e for c in more["throttle"] for e in c.entities} >= offered_to

@@ -159,6 +159,23 @@ def rare_cut(col_degrees: np.ndarray, pair_budget: int) -> int:
     return int(degrees[within[-1]]) if within.size else 1
 
 
+def holder_groups(table: KindTable, min_holders: int) -> list[tuple[str, np.ndarray]]:
+    """(token, its holders) of every token of ``table`` that seeds blocks (the rare ones and those
+    above the rare cut held by at most half the entities) with at least ``min_holders`` holders. A
+    holder set that several tokens share (the n-grams of one template) is listed once, under the
+    token that sorts first: it is one group, tested once."""
+    groups: dict[tuple[int, ...], str] = {}
+    for matrix, names in ((table.incidence.tocsc(), table.tokens),
+                          (table.seeds_above_cut, table.seed_tokens_above_cut)):
+        degrees = np.diff(matrix.indptr)
+        for column in np.flatnonzero(degrees >= min_holders):
+            members = tuple(np.sort(matrix.indices[matrix.indptr[column]:matrix.indptr[column + 1]]).tolist())
+            if members not in groups or names[column] < groups[members]:
+                groups[members] = names[column]
+    return sorted(((token, np.asarray(members, dtype=np.int64)) for members, token in groups.items()),
+                  key=lambda g: g[0])
+
+
 def shared_inside(table: KindTable, members: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """(S, mu, columns shared) for the rare tokens of ``table`` inside the block ``members``.
 

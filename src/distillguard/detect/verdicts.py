@@ -33,7 +33,7 @@ from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
 from distillguard.detect import nulls
 from distillguard.detect import pairs as pairs_mod
-from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, POPULATIONS
+from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, KINDS, POPULATIONS, SHARED_WORDING
 from distillguard.detect.policy import Policy, Statistics
 from distillguard.detect.signals import SIGNALS
 
@@ -179,6 +179,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
     if behaviour:
         behaviour[COMBINED_FEATURE] = (_combined(behaviour), "above")
+    wordings = _wording_groups(tables, stats.min_block_holders)
     # the cohorts' reference is refitted without what the scan's cohorts have found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
@@ -195,6 +196,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                                            observation=observation)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
+        _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates)
         for c in found_c:
             refine = _refined(c, profile, tie_check)
             # the check keeps at least one in (1 + extremes) of the chance members
@@ -222,6 +224,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     groups = _components([f.entities for f in findings if f.action != "monitor"])
     ties = pairs_mod.group_ties(tables, groups, stats.alpha)
     return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c),
+                                                      "wordings": len(wordings),
                                                       "pairs": pair_looks, "group_pairs": len(groups) * (len(groups) - 1) // 2},
                     capped, edges, ties)
 
@@ -233,6 +236,88 @@ BEHAVIOUR_FEATURES = ("exchanges_per_active_day", "first_turn_share", "long_max_
 #: behaviour the client software sets rather than its user (the tools it offers, its max_tokens, how it
 #: opens conversations, the work it is built for): not evidence about a group co-located in software
 CLIENT_SHAPED = ("first_turn_share", "long_max_tokens_share", "tools_per_request", "targeted_share")
+#: behaviour read off the words of the prompts (the areas they ask about, the reasoning and grading
+#: they ask for): holders of one wording share it by construction (a framing n-gram "think step by
+#: step" is itself a request for reasoning), so it is no evidence about them
+WORDED = ("cot_elicitation_share", "targeted_share", "rubric_grading_share")
+
+
+def _wording_groups(tables: list[blocks_mod.KindTable], min_holders: int) -> list[tuple[str, str, np.ndarray]]:
+    """(kind, token, holders) of every wording that seeds blocks (a prompt text kind: Kind.text),
+    each holder set once (the n-grams of one template and its system prompt are one group)."""
+    groups: dict[tuple[int, ...], tuple[str, str]] = {}
+    for table in tables:
+        if not KINDS[table.kind].text:
+            continue
+        for token, members in blocks_mod.holder_groups(table, min_holders):
+            key = tuple(members.tolist())
+            if key not in groups or (table.kind, token) < groups[key]:
+                groups[key] = (table.kind, token)
+    return sorted(((kind, token, np.asarray(key, dtype=np.int64)) for key, (kind, token) in groups.items()),
+                  key=lambda g: (g[0], g[1]))
+
+
+def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dict[str, tuple[np.ndarray, str]],
+                       first_seen: np.ndarray, stats: Statistics, excluded: frozenset[int],
+                       candidates: dict[str, list[Candidate]]) -> None:
+    """The holders of one wording (a system prompt, a framing n-gram) that arrived later than the
+    population and behave unlike it, tested as a group.
+
+    Accounts bought one by one share no card, address or clock, and arrive spread over the window,
+    so neither blocks nor arrival windows see them; an operation that gives them one template to
+    ask with still makes them holders of one wording. Sharing a wording is not evidence in itself
+    (a public tool's system prompt, a benchmark's framing), and its holders share what their words
+    set (WORDED) and what their software sets (CLIENT_SHAPED). The group's null: its holders are
+    exchangeable with every other entity in when they were first seen and in the remaining
+    behaviour. Two group tests (cohorts.group_behaviour, beta-binomial counts of extremes), each
+    corrected for its (feature, level) looks: the holders first seen later than the population,
+    and the holders extreme in behaviour; the group's p-value is the larger of the two
+    (intersection-union: both must be surprising, as a public template's users are the
+    population's own, present from the start), corrected for every wording tested. Members are the
+    holders extreme on the behaviour the group was found on, priced as behaving blocks price theirs:
+    each holder that is not extreme at a member level L stands for L / (1 - L) organic holders
+    expected among the kept."""
+    if not groups:
+        return
+    judged_on = {f: v for f, v in behaviour.items()
+                 if f not in CLIENT_SHAPED and f not in WORDED and f != COMBINED_FEATURE}
+    if not judged_on:
+        return
+    judged_on[COMBINED_FEATURE] = (_combined(judged_on), "above")
+    ranked, arrival = cohorts_mod.ranked(judged_on, excluded), cohorts_mod.ranked({"first_seen": (first_seen, "above")},
+                                                                                 excluded)
+    levels = tuple(stats.cohort_levels)
+    for kind, token, members in groups:
+        late = cohorts_mod.group_behaviour(arrival, members, levels)
+        if late is None or late.p_corrected * len(groups) > stats.alpha:
+            continue
+        gb = cohorts_mod.group_behaviour(ranked, members, levels)
+        if gb is None:
+            continue
+        p = float(nulls.bonferroni(max(gb.p_corrected, late.p_corrected), len(groups)))
+        if p > stats.alpha:
+            continue
+        cuts = cohorts_mod.extremes(ranked[gb.feature], members, (0.0, *levels))
+        reason = (f"wording: {len(members)} entities hold the {KINDS[kind].wording} {token!r}; "
+                  f"first seen later than the population: {late.reason()}; behaviour: {gb.reason()}; "
+                  f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
+        # a stricter level costs less and may keep the same members: each set offered once, cheapest
+        offers: dict[tuple[int, ...], tuple[float, float, int]] = {}
+        for k, r, judged, above in cuts:
+            level = k / (r + 1)
+            kept = tuple(int(e) for e in judged[above])
+            if len(kept) < 2:
+                continue
+            others = int(judged.size - len(kept))
+            cost = p * len(kept) + level / (1 - level) * others
+            if kept not in offers or cost < offers[kept][0]:
+                offers[kept] = (cost, level, others)
+        for kept, (cost, level, others) in offers.items():
+            note = (f"{len(kept)} holders above the top {level:.3g} of the other entities on {gb.feature}, beside "
+                    f"{others} that are not (so {level / (1 - level) * others:.3g} organic holders expected among "
+                    f"the kept by chance)")
+            for action in ACTIONS:
+                candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost))
 
 
 def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck, ties: TieCheck
