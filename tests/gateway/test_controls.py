@@ -23,6 +23,7 @@ NOW = datetime(2030, 1, 1, tzinfo=UTC)
 #: addresses MaxMind's test database places (GeoIP2-Country-Test.mmdb.source.txt)
 GB_IP, SE_IP = "81.2.69.160", "89.160.20.112"
 STAT_REASON = "block (BiCM null): 6 entities share 9 rare tokens (p=1e-12)"
+WORDING_REASON = "wording (the population null): 40 entities hold the system prompt 'x'; ... p=1e-9"
 
 
 def body(**fields):
@@ -227,6 +228,7 @@ STEP_UP = Policy(verify={"enabled": True, "new_account_days": 7})
 
 @pytest.mark.parametrize("action, reasons, age_days, policy, expected", [
     ("throttle", (STAT_REASON,), 2, STEP_UP, "verify"),
+    ("throttle", (WORDING_REASON,), 2, STEP_UP, "verify"),
     ("monitor", (STAT_REASON,), 2, STEP_UP, "verify"),
     ("throttle", (STAT_REASON,), 30, STEP_UP, "throttle"),  # not new
     ("throttle", ("campaign c1: score=0.9",), 2, STEP_UP, "throttle"),  # no calibrated test

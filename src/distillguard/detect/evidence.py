@@ -39,8 +39,9 @@ BINOMIAL_WINDOW = Null("earlier arrivals", "an entity that signed up or appeared
                                             "with those that arrived before it (beta-binomial count of extremes; "
                                             "declared organisations counted once)")
 SHARED_WORDING = Null("the population", "the holders of a shared wording are exchangeable with every other entity "
-                                        "in when they were first seen and in the behaviour the wording does not set "
-                                        "(beta-binomial counts of extremes; both must be surprising)")
+                                        "in the behaviour the wording does not set, and in when they were first seen "
+                                        "with the entities outside them as extreme (beta-binomial counts of extremes; "
+                                        "both must be surprising)")
 
 
 @dataclass(frozen=True)

@@ -284,22 +284,24 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     if not judged_on:
         return
     judged_on[COMBINED_FEATURE] = (_combined(judged_on), "above")
-    ranked, arrival = cohorts_mod.ranked(judged_on, excluded), cohorts_mod.ranked({"first_seen": (first_seen, "above")},
-                                                                                 excluded)
+    ranked = cohorts_mod.ranked(judged_on, excluded)
     levels = tuple(stats.cohort_levels)
+    usable = np.ones(first_seen.size, dtype=bool)
+    usable[list(excluded)] = False
     for kind, token, members in groups:
-        late = cohorts_mod.group_behaviour(arrival, members, levels)
-        if late is None or late.p_corrected * len(groups) > stats.alpha:
-            continue
         gb = cohorts_mod.group_behaviour(ranked, members, levels)
-        if gb is None:
+        if gb is None or gb.p_corrected * len(groups) > stats.alpha:
+            continue
+        late = _later_than_alike(ranked[gb.feature], members, gb.members, first_seen, usable, levels)
+        if late is None:
             continue
         p = float(nulls.bonferroni(max(gb.p_corrected, late.p_corrected), len(groups)))
         if p > stats.alpha:
             continue
         cuts = cohorts_mod.extremes(ranked[gb.feature], members, (0.0, *levels))
         reason = (f"wording: {len(members)} entities hold the {KINDS[kind].wording} {token!r}; "
-                  f"first seen later than the population: {late.reason()}; behaviour: {gb.reason()}; "
+                  f"behaviour: {gb.reason()}; its extreme holders first seen later than the entities as "
+                  f"extreme outside it: {late.reason()}; "
                   f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
         # a stricter level costs less and may keep the same members: each set offered once, cheapest
         offers: dict[tuple[int, ...], tuple[float, float, int]] = {}
@@ -318,6 +320,27 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                     f"the kept by chance)")
             for action in ACTIONS:
                 candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost))
+
+
+def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tuple[int, ...],
+                      first_seen: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]
+                      ) -> cohorts_mod.GroupBehaviour | None:
+    """Whether a group's ``counted`` entities (its extreme ones on ``rank``'s feature) were first
+    seen later than the entities outside the group that behave alike: those at least as extreme on
+    that feature as the least extreme counted entity (cohorts.group_behaviour on first_seen).
+    Against the whole population a public tool's new users, or benchmark runners after a model
+    release, look late (casual users were there from the start); against the entities as extreme
+    as they are they arrive as the tool's other heavy users do. The reference is matched to the
+    group, so a group made more extreme is compared with fewer, more extreme entities: the test
+    loses power, never validity."""
+    inside = np.zeros(first_seen.size, dtype=bool)
+    inside[members] = True
+    counted_ids = np.asarray(counted, dtype=np.int64)
+    oriented = np.nan_to_num(rank.oriented, nan=-np.inf)
+    alike = usable & ~inside & (oriented >= oriented[counted_ids].min())
+    alike[counted_ids] = True
+    arrival = cohorts_mod.ranked({"first_seen": (np.where(alike, first_seen, np.nan), "above")})
+    return cohorts_mod.group_behaviour(arrival, counted_ids, levels)
 
 
 def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck, ties: TieCheck
