@@ -191,8 +191,9 @@ def test_between_scans_new_recruits_inherit_their_campaigns_action(tmp_path_fact
     labels = prepared.labels
     with prepared.open(read_only=True) as store:
         window = campaign_window(store, labels, prepared.relayed)
-        # three days in the campaign's second week: cells found, fresh recruits still arriving
-        as_ofs = grid(*window, timedelta(hours=6))[24:36]
+        # four and a half days from the campaign's eighth: cells found, fresh recruits still arriving
+        # (over the three days before, the scans alone catch each recruit by the next scan)
+        as_ofs = grid(*window, timedelta(hours=6))[30:48]
         run = replay(DistillguardDetector(), store, as_ofs)
         leaked = {name: metrics.leakage(campaign_traffic(store, labels, prepared.relayed, as_ofs, flags),
                                         flags, TINY)["alibaba-2026"]["leaked_exchanges"]

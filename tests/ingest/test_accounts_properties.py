@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from distillguard.errors import IngestError
@@ -32,6 +32,7 @@ event_like = st.fixed_dictionaries({"event": scalars, "timestamp": scalars, "acc
 
 @SETTINGS
 @given(st.one_of(values, records, event_like))
+@example({"event": ";", "timestamp": None, "account_id": None})  # a value holding the reasons' separator
 def test_any_record_parses_to_a_full_event_or_to_reasons_naming_their_field(record):
     parsed = parse_event(record)
     if isinstance(parsed, str):

@@ -124,7 +124,9 @@ def _flat(record: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _shown(value: Any) -> str:
-    return str(value)[:80]
+    """A value as a quarantine reason shows it: at most 80 characters, ';' written as \\u003b, since a
+    record's reasons are joined by '; ' and each must stay one reason."""
+    return str(value)[:80].replace(";", "\\u003b")
 
 
 def _convert(col: Column, value: Any) -> Any:
