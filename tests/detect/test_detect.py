@@ -800,3 +800,17 @@ def test_a_wording_group_is_offered_only_when_both_its_arrival_and_its_behaviour
     more = {a: [] for a in dv.ACTIONS}
     dv._newcomer_wordings(wordings, louder, attributes["first_seen"], stats, frozenset(), more)
     assert {e for c in more["throttle"] for e in c.entities} >= offered_to
+
+
+def test_recent_arrivals_that_look_regular_only_for_having_fewer_gaps_are_not_a_cohort():
+    """The coefficient of variation of an account's gaps is estimated over the gaps seen so far:
+    the newest arrivals have fewer and look more regular by construction, as they look younger.
+    Such a feature is a function of arrival and is not tested against arrival windows."""
+    accounts, keys, _ = population(1200, 23)
+    feats = feature_table(accounts, 23)
+    created = feats.column("created_at").to_pylist()
+    latest = set(sorted(range(len(accounts)), key=lambda i: created[i])[-80:])
+    column = [v - 3.0 if i in latest else v for i, v in enumerate(feats.column("gap_cv").to_pylist())]
+    feats = feats.set_column(feats.column_names.index("gap_cv"), "gap_cv", pa.array(column))
+    assert "gap_cv" in dv.ARRIVAL_FEATURES
+    assert not throttled(dv.evaluate(key_table(keys), feats, Policy()))

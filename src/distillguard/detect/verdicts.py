@@ -41,9 +41,10 @@ ORDER = ("allow", "monitor", "throttle", "block")
 #: the actions the tests can earn, strongest first
 ACTIONS = ("block", "throttle", "monitor")
 #: features that are functions of an arrival attribute (the account's age of its creation; how soon
-#: it used a new model of when it first appeared: launch-day newcomers use the newest model), so
-#: testing them against arrival windows would find arrival itself
-ARRIVAL_FEATURES = ("account_age_days", "pivot_hours")
+#: it used a new model of when it first appeared: launch-day newcomers use the newest model; the
+#: coefficient of variation of its gaps of how many gaps were seen: the newest arrivals have fewer,
+#: and look regular by construction), so testing them against arrival windows would find arrival itself
+ARRIVAL_FEATURES = ("account_age_days", "pivot_hours", "gap_cv")
 #: the cohorts' combined feature: Fisher's statistic of an entity's tail shares over every signal
 #: feature, for accounts each moderately extreme on several behaviours and on none alone
 COMBINED_FEATURE = "combined_tail"
