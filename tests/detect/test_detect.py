@@ -814,3 +814,27 @@ def test_recent_arrivals_that_look_regular_only_for_having_fewer_gaps_are_not_a_
     feats = feats.set_column(feats.column_names.index("gap_cv"), "gap_cv", pa.array(column))
     assert "gap_cv" in dv.ARRIVAL_FEATURES
     assert not throttled(dv.evaluate(key_table(keys), feats, Policy()))
+
+
+def test_a_window_that_a_held_campaign_made_significant_is_no_evidence_about_its_other_members():
+    """A window of 51 arrivals holds 26 extremes where 2.6 are expected: 20 of them belong to a
+    campaign another result already holds. Without them the window holds 6 extremes among 31
+    arrivals, no surprise at its number of looks, so its other members are not throttled on it;
+    were none of them held, the window would stand as it is."""
+    from scipy import stats
+
+    members = tuple(range(26))
+    n, x, k, r, looks = 51, 26, 3612, 72274, 10**4
+    p = float(stats.betabinom.sf(x - 1, n, k, r + 1 - k))
+    window = cohorts.Cohort("first_turn_share", "above", k / (r + 1), "first_seen", 1.0, 0.0, n, x, k / (r + 1), p,
+                            min(1.0, p * looks), members, rank=k, reference=r, looks=looks)
+    held = np.zeros(100, dtype=bool)
+    assert window.residual(held) == window.p_corrected < Policy().statistics.alpha
+    held[:20] = True
+    assert window.residual(held) > Policy().statistics.alpha
+    campaign = dv.Candidate(1e-40, "wording", "w", "template", "", tuple(range(20)), 1e-30)
+    as_window = dv.Candidate(window.p_corrected, "cohort", "c", "window", "", members, 0.5, residual=window.residual)
+    got = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": [campaign, as_window]}, 10_000, Policy())
+    assert {e for f in got for e in f.entities} == set(range(20))
+    alone = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": [as_window]}, 10_000, Policy())
+    assert {e for f in alone for e in f.entities} == set(members)

@@ -77,6 +77,21 @@ class Cohort:
     #: the observation view the window was tested in (seconds; 0: every judged entity): only the
     #: entities first seen at least this long before the scan and judged within this long of it
     horizon: float = 0.0
+    looks: int = 1  # every window looked at in the scan: what p_corrected is corrected for
+
+    def residual(self, held: np.ndarray) -> float:
+        """The window's corrected p-value without its extreme entities that ``held`` marks (those
+        another accepted result holds): its count of extremes and its arrivals less them, against
+        the same reference. A window made significant by a campaign that other evidence already
+        holds is no evidence about the rest of its members."""
+        gone = int(np.count_nonzero(held[np.asarray(self.members, dtype=np.int64)])) if self.members else 0
+        if gone == 0:
+            return self.p_corrected
+        x, n = self.extreme - gone, self.entities - gone
+        if x <= 0:
+            return 1.0
+        p = float(beta_binomial_sf(np.array([x]), np.array([n]), np.array([self.rank]), np.array([self.reference]))[0])
+        return float(nulls.bonferroni(p, self.looks))
 
     @property
     def expected(self) -> float:
@@ -255,7 +270,7 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
                 level = int(k[i]) / (int(r[i]) + 1)
                 out.append(Cohort(f, direction, level, a, width, float((uniq[i] + offset) * span), int(n[i]),
                                   int(x[i]), level, float(p[i]), corrected, members, typical, int(k[i]), int(r[i]),
-                                  horizon=h))
+                                  horizon=h, looks=looks))
     return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank, c.horizon))
 
 

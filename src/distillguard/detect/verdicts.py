@@ -208,7 +208,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                 # so that the checks run only for the windows the small budgets reach
                 checked = (refine, least) if action != "monitor" else (None, 0.0)
                 cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason,
-                                                           "", c.members, cost, *checked))
+                                                           "", c.members, cost, *checked, residual=c.residual))
         findings = _within_budget(cohort_candidates, n, policy)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
@@ -502,6 +502,10 @@ class Candidate:
     #: subset of ``entities``; its cost is at most ``cost`` and at least ``least_cost``.
     refine: Callable[[], tuple[tuple[int, ...], str, float] | None] | None = None
     least_cost: float = 0.0
+    #: the result's corrected p-value without the members another accepted result holds (a cohort
+    #: window's count less them), or None: it is accepted for its other members only while that
+    #: stays at most alpha
+    residual: Callable[[np.ndarray], float] | None = None
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
@@ -536,7 +540,8 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
         spent = 0.0
         ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
         for _, tied in itertools.groupby(ranked, key=strength):
-            for c, entities, reason, cost in _cheapest_first(list(tied), taken, lambda: allowed - spent, arrays):
+            for c, entities, reason, cost in _cheapest_first(list(tied), taken, lambda: allowed - spent, arrays,
+                                                             policy.statistics.alpha):
                 spent += cost
                 taken[list(entities)] = True
                 findings.append(Finding(action, c.test, c.null, c.p, allowed,
@@ -547,7 +552,7 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
 
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
-                    arrays: dict[int, np.ndarray] | None = None
+                    arrays: dict[int, np.ndarray] | None = None, alpha: float = 1.0
                     ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float]]:
     """Results of one strength, each yielded (with its members, reason and cost after its checks)
     when it is the cheapest per entity not yet ``taken`` and its cost fits what is ``left`` of the
@@ -555,7 +560,10 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     result popped from the heap whose recomputed price is still at most the next one's is the
     cheapest. A result is first priced at its cost before its member checks (an upper bound), and
     the checks run when it comes to the top (they cost a pass over the entities, and a large
-    campaign offers tens of thousands of windows, most holding nobody new)."""
+    campaign offers tens of thousands of windows, most holding nobody new). A result with a
+    ``residual`` some of whose members are taken comes up only while it stays significant
+    without them (at most ``alpha``): a window that a campaign made significant, with the
+    campaign held by a stronger or cheaper result, is no evidence about its other members."""
     arrays = {} if arrays is None else arrays  # by id of the entities tuple: the actions share one
     for c in tied:
         if id(c.entities) not in arrays:
@@ -578,6 +586,8 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
             if known[i] is not None:
                 members[i] = np.asarray(known[i][0], dtype=np.int64)
         if known[i] is None:
+            continue
+        if c.residual is not None and c.residual(taken) > alpha:
             continue
         entities, reason, cost = known[i]
         fresh = members[i].size - int(np.count_nonzero(taken[members[i]]))
