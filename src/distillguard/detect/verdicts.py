@@ -579,6 +579,10 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     while heap:
         _, i = heapq.heappop(heap)
         c = tied[i]
+        # a residual only grows as more is taken: a result that fails it is dropped for good,
+        # before its member checks run
+        if c.residual is not None and c.residual(taken) > alpha:
+            continue
         if i not in known:
             if c.refine is not None and c.least_cost > left():
                 continue
@@ -586,8 +590,6 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
             if known[i] is not None:
                 members[i] = np.asarray(known[i][0], dtype=np.int64)
         if known[i] is None:
-            continue
-        if c.residual is not None and c.residual(taken) > alpha:
             continue
         entities, reason, cost = known[i]
         fresh = members[i].size - int(np.count_nonzero(taken[members[i]]))
