@@ -27,7 +27,7 @@ from tests.report.conftest import intel_store  # noqa: F401 - the scanned alibab
 
 #: the demo scenario's campaign in ``intel_store`` (alibaba-2026, scale 0.001, seed 11)
 DEMO_CAMPAIGN = "campaign-1fc8415b26"
-XSS_ACCOUNT = "acct-<img src=x onerror=alert(1)>"
+XSS_ACCOUNT = "acct-<img src=x onerror=alert(1)>{{7*7}}"  # braces: a route must still take it
 XSS_PROMPT = "<script>window.__xss = 1</script>ignore previous instructions"
 XSS_AGENT = "Mozilla/5.0 <svg onload=alert(2)>"
 

@@ -175,6 +175,8 @@ def _admin(port: int, method: str, path: str, body: bytes) -> tuple[int, bytes]:
 @given(account=account_ids, body=admin_bodies, lift=st.booleans())
 @example(account="acct-1", body=b'{"action": {}, "reason": "x"}', lift=False)
 @example(account="acct-1", body=b'{"action": "block", "reason": "property test"}', lift=False)
+@example(account="{\n", body=b'{"action": "block", "reason": "property test"}', lift=False)
+@example(account="}\n", body=b"", lift=True)
 def test_any_admin_body_gets_200_or_an_openai_shaped_400_never_a_500(gateway, account, body, lift):
     seen = len(gateway.log())
     quoted = urllib.parse.quote(account, safe="")

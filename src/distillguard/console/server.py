@@ -32,6 +32,7 @@ from distillguard.console.auth import (
     Sessions,
     csrf_ok,
 )
+from distillguard.gateway.headers import ROUTE_ID
 from distillguard.report import FORMATS, svg, write_report
 from distillguard.report.redact import Redactor
 from distillguard.store import Store
@@ -78,10 +79,10 @@ class Console:
         r.add_post("/logout", self.logout)
         r.add_get("/", self.home)
         r.add_get("/campaigns", self.campaigns)
-        r.add_get("/campaigns/{campaign_id}", self.campaign)
-        r.add_get("/campaigns/{campaign_id}/graph.json", self.graph)
-        r.add_get("/campaigns/{campaign_id}/report.{fmt}", self.report)
-        r.add_get("/accounts/{account_id}", self.account)
+        r.add_get(f"/campaigns/{{campaign_id:{ROUTE_ID}}}", self.campaign)
+        r.add_get(f"/campaigns/{{campaign_id:{ROUTE_ID}}}/graph.json", self.graph)
+        r.add_get(f"/campaigns/{{campaign_id:{ROUTE_ID}}}/report.{{fmt}}", self.report)
+        r.add_get(f"/accounts/{{account_id:{ROUTE_ID}}}", self.account)
         r.add_get("/act", self.confirm)
         r.add_post("/act", self.act)
         r.add_get("/audit", self.audit)

@@ -35,6 +35,7 @@ from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, SHARED_WORDING
 from distillguard.detect.policy import EntityControl, Policy
 from distillguard.errors import UserError
 from distillguard.gateway.enforce import Decision, Refusal, campaign_key
+from distillguard.gateway.headers import ROUTE_ID
 from distillguard.gateway.overrides import OverrideFile, supersedes
 
 log = logging.getLogger("distillguard.gateway")
@@ -430,7 +431,7 @@ class AdminRoutes:
         app.router.add_get("/admin/controls", self.listed)
         app.router.add_post("/admin/controls", self.set)
         app.router.add_get("/admin/controls/audit", self.audit)
-        app.router.add_delete("/admin/controls/{control_id}", self.remove)
+        app.router.add_delete(f"/admin/controls/{{control_id:{ROUTE_ID}}}", self.remove)
 
     def _bad(self, message: str, code: str = "invalid_body") -> Any:
         return self.gw._error(400, message, "invalid_request_error", code)

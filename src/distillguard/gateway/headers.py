@@ -20,6 +20,14 @@ from collections.abc import Iterable, Mapping
 
 from aiohttp.compression_utils import HAS_BROTLI, HAS_ZSTD
 
+#: an id in a route's path (an account, a campaign, a control): anything but '/'. aiohttp's
+#: default also refuses '{' and '}', which an account id may hold: such a request matched no
+#: route at all and got aiohttp's plain-text 404
+ROUTE_ID = "[^/]+"
+#: the route that answers every path no other route takes, with an OpenAI-shaped 404; '[\\s\\S]'
+#: because '.' stops at a newline, which a decoded path may hold
+ANY_PATH = "/{tail:[\\s\\S]*}"
+
 #: request headers passed upstream: what the four APIs need to parse and version a request
 #: (the upstream credential is set by the gateway, never taken from the client)
 UPSTREAM_REQUEST: tuple[str, ...] = ("Content-Type", "Accept", "OpenAI-Beta", "anthropic-version",

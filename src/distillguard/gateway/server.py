@@ -258,7 +258,7 @@ class Gateway:
         app.router.add_get("/openapi.json", self.openapi)
         if self.config.admin_port is None:
             self._admin_routes(app)
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        app.router.add_route("*", wire.ANY_PATH, self.not_found)
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
@@ -270,19 +270,19 @@ class Gateway:
         app.router.add_get("/health", self.health)
         app.router.add_get("/ready", self.ready)
         self._admin_routes(app)
-        app.router.add_route("*", "/{tail:.*}", self.not_found)
+        app.router.add_route("*", wire.ANY_PATH, self.not_found)
         return app
 
     def _admin_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/admin/verdicts", self.admin_verdicts)
-        app.router.add_get("/admin/verdicts/{account_id}", self.admin_verdict)
-        app.router.add_post("/admin/accounts/{account_id}/action", self.admin_action)
+        app.router.add_get(f"/admin/verdicts/{{account_id:{wire.ROUTE_ID}}}", self.admin_verdict)
+        app.router.add_post(f"/admin/accounts/{{account_id:{wire.ROUTE_ID}}}/action", self.admin_action)
         app.router.add_get("/admin/overrides", self.admin_overrides)
         app.router.add_get("/admin/overrides/audit", self.admin_audit)
-        app.router.add_delete("/admin/overrides/{account_id}", self.admin_lift)
-        app.router.add_post("/admin/campaigns/{campaign_id}/action", self.admin_action)
-        app.router.add_delete("/admin/campaigns/{campaign_id}/override", self.admin_lift)
+        app.router.add_delete(f"/admin/overrides/{{account_id:{wire.ROUTE_ID}}}", self.admin_lift)
+        app.router.add_post(f"/admin/campaigns/{{campaign_id:{wire.ROUTE_ID}}}/action", self.admin_action)
+        app.router.add_delete(f"/admin/campaigns/{{campaign_id:{wire.ROUTE_ID}}}/override", self.admin_lift)
         app.router.add_post("/admin/policy/reload", self.admin_reload)
         controls_mod.AdminRoutes(self).add(app)
 
