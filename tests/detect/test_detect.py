@@ -525,8 +525,10 @@ def test_results_beyond_any_correction_are_taken_cheapest_per_new_entity():
     """A wave seen on two features is two windows at p = 0 with almost the same members, and a
     block at p = 1e-40 ties forty other accounts cheaply. All three are equally certain
     (statistics.certain_p): once one window is taken, the other adds one account for its full
-    cost, so the budget goes to the block instead of to that account."""
+    cost, so the budget goes to the block instead of to that account. (The order alone: no cap on
+    a result's cost per entity it adds.)"""
     policy = Policy()
+    policy = policy.model_copy(update={"statistics": policy.statistics.model_copy(update={"finding_fdr": 1.0})})
     n = 10_000  # throttle budget: 1 expected false positive
     wave_a = dv.Candidate(0.0, "cohort", "w", "wave on feature a", "", tuple(range(100)), 0.5)
     wave_b = dv.Candidate(0.0, "cohort", "w", "wave on feature b", "", (*range(99), 100), 0.4)
@@ -838,3 +840,23 @@ def test_a_window_that_a_held_campaign_made_significant_is_no_evidence_about_its
     assert {e for f in got for e in f.entities} == set(range(20))
     alone = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": [as_window]}, 10_000, Policy())
     assert {e for f in alone for e in f.entities} == set(members)
+
+
+def test_a_result_expected_to_add_mostly_chance_members_is_not_accepted_however_strong():
+    """A window at p = 5.6e-60 costs 17.5 expected false positives, well within a budget of 25:
+    once the campaign that made it significant is held, it adds 11 entities, fewer than the false
+    ones it is expected to hold, and is not accepted. Adding 200 it would be (0.0875 per entity,
+    within statistics.finding_fdr); at monitor, which restricts nobody, it is evidence either way."""
+    n = 250_000  # throttle budget 25
+    campaign = dv.Candidate(1e-100, "wording", "w", "template", "", tuple(range(1_000)), 1.0)
+    window = dv.Candidate(5.6e-60, "cohort", "c", "window", "", (*range(26), *range(5_000, 5_011)), 17.5)
+    wide = dv.Candidate(5.6e-60, "cohort", "c", "wide window", "", (*range(26), *range(5_000, 5_200)), 17.5)
+
+    def acted(candidates, action="throttle"):
+        got = dv._within_budget({**{a: [] for a in dv.ACTIONS}, action: candidates}, n, Policy())
+        return {e for f in got for e in f.entities}
+
+    assert acted([campaign, window]) == set(range(1_000))
+    assert acted([campaign, wide]) == {*range(1_000), *range(5_000, 5_200)}
+    assert acted([campaign, window], "monitor") >= set(range(5_000, 5_011))
+    assert Policy().statistics.finding_fdr == 0.1

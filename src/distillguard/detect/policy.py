@@ -240,6 +240,10 @@ class Statistics(BaseModel):
                              "first; above it, strongest first, so that weak results, the first a misspecified "
                              "null lets through, never crowd out strong ones (the default is alpha / 1e6: still "
                              "significant were the null's tail a million times too thin)")
+    finding_fdr: float = Field(0.1, gt=0, le=1, description="most expected false positives per entity a "
+                               "result may add at throttle or stronger (its cost over the entities it adds that "
+                               "no accepted result holds yet): its false discovery rate. The budget bounds what all "
+                               "findings cost; this keeps any one of them from being mostly chance members")
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
     pair_q: float = Field(0.01, gt=0, le=1, description="false discovery rate of the pair tests (Benjamini-Hochberg "
                           "over all entity pairs): a validated pair groups findings under one campaign id, it never "

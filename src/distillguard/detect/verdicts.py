@@ -540,20 +540,24 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
         spent = 0.0
         ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
         for _, tied in itertools.groupby(ranked, key=strength):
+            # monitor restricts nobody: its results are evidence at their full cost
+            most = policy.statistics.finding_fdr if action != "monitor" else np.inf
             for c, entities, reason, cost in _cheapest_first(list(tied), taken, lambda: allowed - spent, arrays,
-                                                             policy.statistics.alpha):
+                                                             policy.statistics.alpha, most):
+                fresh = len(entities) - int(np.count_nonzero(taken[list(entities)]))
                 spent += cost
                 taken[list(entities)] = True
                 findings.append(Finding(action, c.test, c.null, c.p, allowed,
                                         f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
-                                        f"expected false positives, {spent:.3g} of the {action} budget {allowed:.3g} "
+                                        f"expected false positives ({cost / max(fresh, 1):.3g} per entity it adds), "
+                                        f"{spent:.3g} of the {action} budget {allowed:.3g} "
                                         f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
     return findings
 
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
-                    arrays: dict[int, np.ndarray] | None = None, alpha: float = 1.0
-                    ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float]]:
+                    arrays: dict[int, np.ndarray] | None = None, alpha: float = 1.0,
+                    most_per_entity: float = np.inf) -> Iterator[tuple[Candidate, tuple[int, ...], str, float]]:
     """Results of one strength, each yielded (with its members, reason and cost after its checks)
     when it is the cheapest per entity not yet ``taken`` and its cost fits what is ``left`` of the
     budget. Lazy greedy: a result's cost per new entity only grows as others are taken, so a
@@ -563,7 +567,9 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     campaign offers tens of thousands of windows, most holding nobody new). A result with a
     ``residual`` some of whose members are taken comes up only while it stays significant
     without them (at most ``alpha``): a window that a campaign made significant, with the
-    campaign held by a stronger or cheaper result, is no evidence about its other members."""
+    campaign held by a stronger or cheaper result, is no evidence about its other members. A
+    result whose cost per entity not yet taken exceeds ``most_per_entity`` (its expected false
+    share of what it adds) is dropped: accepting it would add more doubt than evidence."""
     arrays = {} if arrays is None else arrays  # by id of the entities tuple: the actions share one
     for c in tied:
         if id(c.entities) not in arrays:
@@ -584,7 +590,9 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if c.residual is not None and c.residual(taken) > alpha:
             continue
         if i not in known:
-            if c.refine is not None and c.least_cost > left():
+            if c.refine is not None and (c.least_cost > left()
+                                         or c.least_cost > most_per_entity * (members[i].size
+                                                                              - int(np.count_nonzero(taken[members[i]])))):
                 continue
             known[i] = (c.entities, c.reason, c.cost) if c.refine is None else c.refine()
             if known[i] is not None:
@@ -596,6 +604,8 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if not fresh or cost > left():
             continue
         price = cost / fresh
+        if price > most_per_entity:
+            continue  # a price only grows as more is taken: dropped for good
         if heap and price > heap[0][0]:
             heapq.heappush(heap, (price, i))
             continue
