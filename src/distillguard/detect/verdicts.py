@@ -542,14 +542,13 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
         for _, tied in itertools.groupby(ranked, key=strength):
             # monitor restricts nobody: its results are evidence at their full cost
             most = policy.statistics.finding_fdr if action != "monitor" else np.inf
-            for c, entities, reason, cost in _cheapest_first(list(tied), taken, lambda: allowed - spent, arrays,
-                                                             policy.statistics.alpha, most):
-                fresh = len(entities) - int(np.count_nonzero(taken[list(entities)]))
+            for c, entities, reason, cost, new in _cheapest_first(list(tied), taken, lambda: allowed - spent,
+                                                                  arrays, policy.statistics.alpha, most):
                 spent += cost
                 taken[list(entities)] = True
                 findings.append(Finding(action, c.test, c.null, c.p, allowed,
                                         f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
-                                        f"expected false positives ({cost / max(fresh, 1):.3g} per entity it adds), "
+                                        f"expected false positives ({cost / new:.3g} per entity it adds), "
                                         f"{spent:.3g} of the {action} budget {allowed:.3g} "
                                         f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
     return findings
@@ -557,8 +556,10 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
                     arrays: dict[int, np.ndarray] | None = None, alpha: float = 1.0,
-                    most_per_entity: float = np.inf) -> Iterator[tuple[Candidate, tuple[int, ...], str, float]]:
-    """Results of one strength, each yielded (with its members, reason and cost after its checks)
+                    most_per_entity: float = np.inf
+                    ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float, int]]:
+    """Results of one strength, each yielded (with its members, reason and cost after its checks,
+    and how many of its members are not yet taken)
     when it is the cheapest per entity not yet ``taken`` and its cost fits what is ``left`` of the
     budget. Lazy greedy: a result's cost per new entity only grows as others are taken, so a
     result popped from the heap whose recomputed price is still at most the next one's is the
@@ -575,11 +576,11 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if id(c.entities) not in arrays:
             arrays[id(c.entities)] = np.asarray(c.entities, dtype=np.int64)
     members = [arrays[id(c.entities)] for c in tied]
-    heap: list[tuple[float, int]] = []
-    for i, c in enumerate(tied):
-        fresh = members[i].size - int(np.count_nonzero(taken[members[i]]))
-        if fresh:
-            heap.append((c.cost / fresh, i))
+
+    def fresh(i: int) -> int:  # the result's members not yet taken
+        return members[i].size - int(np.count_nonzero(taken[members[i]]))
+
+    heap: list[tuple[float, int]] = [(c.cost / fresh(i), i) for i, c in enumerate(tied) if fresh(i)]
     heapq.heapify(heap)
     known: dict[int, tuple[tuple[int, ...], str, float] | None] = {}
     while heap:
@@ -590,9 +591,7 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if c.residual is not None and c.residual(taken) > alpha:
             continue
         if i not in known:
-            if c.refine is not None and (c.least_cost > left()
-                                         or c.least_cost > most_per_entity * (members[i].size
-                                                                              - int(np.count_nonzero(taken[members[i]])))):
+            if c.refine is not None and c.least_cost > min(left(), most_per_entity * fresh(i)):
                 continue
             known[i] = (c.entities, c.reason, c.cost) if c.refine is None else c.refine()
             if known[i] is not None:
@@ -600,16 +599,16 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if known[i] is None:
             continue
         entities, reason, cost = known[i]
-        fresh = members[i].size - int(np.count_nonzero(taken[members[i]]))
-        if not fresh or cost > left():
+        new = fresh(i)
+        if not new or cost > left():
             continue
-        price = cost / fresh
+        price = cost / new
         if price > most_per_entity:
             continue  # a price only grows as more is taken: dropped for good
         if heap and price > heap[0][0]:
             heapq.heappush(heap, (price, i))
             continue
-        yield c, entities, reason, cost
+        yield c, entities, reason, cost, new
 
 
 def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int
