@@ -505,7 +505,6 @@ def scan(
     """Find distillation campaigns and give every account a verdict with its reasons."""
     from datetime import datetime, timedelta
 
-    from distillguard.detect import features
     from distillguard.detect import resellers as relays
     from distillguard.detect import scan as scanning
     from distillguard.store import chain
@@ -560,10 +559,9 @@ def scan(
         backend, table, lookup = exchanges(store, engine, master=master, sources=sources)
         accounts = None if signups is None else lookup("dg_account_events", signups)
         # keys that front many end users: their end users are judged, not the key (detect/resellers.py)
-        found_resellers = relays.recognise(relays.key_counts(features.window(
-            table, scanning.resolve_as_of(table, when), policy.lookback_days)).to_pyarrow())
+        split, found_resellers = relays.split(table, scanning.resolve_as_of(table, when), policy.lookback_days)
         if end_users:
-            table = relays.end_user_entities(table, found_resellers)
+            table = split
         previous = None if inputs else scanning.previous_verdicts(store, when)
         # the campaigns whose ids this scan's campaigns keep where they continue them (detect/lineage.py)
         lineage = [] if inputs else scanning.previous_campaigns(store, scanning.resolve_as_of(table, when))

@@ -10,7 +10,7 @@ import pytest
 
 from distillguard.detect import resellers
 from distillguard.detect.resellers import ResellerParams
-from distillguard.store.verdicts import VERDICT_SCHEMA
+from distillguard.store.verdicts import SEVERITY, VERDICT_SCHEMA
 
 T0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
 
@@ -91,6 +91,34 @@ def test_an_end_users_verdict_names_its_reseller_first_when_flagged():
     assert reasons[2] == []
 
 
+def test_split_recognises_resellers_in_the_scans_window_only():
+    ex = _exchanges()
+    table, found = resellers.split(ex, T0 + timedelta(minutes=200), None)
+    assert found.column("key").to_pylist() == ["key-relay"]
+    assert "relay-co::user-0" in set(table.account_id.to_pyarrow().to_pylist())
+    # before the reseller's first request the key fronts no one: nothing is split
+    table, found = resellers.split(ex, T0 + timedelta(minutes=40), None)
+    assert found.num_rows == 0 and table is ex
+
+
+def _verdict(account: str, action: str) -> dict:
+    return {"account_id": account, "action": action, "score": 0.0, "campaign_id": None, "reasons": [action],
+            "as_of": T0}
+
+
+def test_by_account_gives_each_account_the_strongest_action_of_its_entities_and_its_own_on_a_tie():
+    verdicts = pa.Table.from_pylist([
+        _verdict("relay-co", "monitor"), _verdict("relay-co::user-2", "throttle"),
+        _verdict("relay-co::user-1", "throttle"), _verdict("cust-1", "allow"),
+        _verdict("shop", "monitor"), _verdict("shop::u", "monitor"), _verdict("only-end-users::u", "block"),
+    ], schema=VERDICT_SCHEMA)
+    rows = {r["account_id"]: r for r in resellers.by_account(verdicts).to_pylist()}
+    assert sorted(rows) == ["cust-1", "only-end-users", "relay-co", "shop"]
+    assert [rows[a]["action"] for a in sorted(rows)] == ["allow", "block", "throttle", "monitor"]
+    assert rows["shop"]["reasons"] == ["monitor"] and rows["relay-co"]["reasons"] == ["throttle"]
+    assert resellers.by_account(verdicts.slice(0, 0)).num_rows == 0
+
+
 def test_the_end_user_is_read_from_openais_user_field_and_litellms_end_user_column():
     from distillguard.ingest import litellm, openai_pairs
 
@@ -145,7 +173,7 @@ def test_end_users_of_a_reseller_that_form_a_campaign_are_flagged_with_the_resel
     import json
     import random
 
-    from distillguard.detect import features
+    from distillguard.bench.detectors import DistillguardDetector
     from distillguard.detect import scan as scanning
     from distillguard.detect.policy import Policy
     from distillguard.ingest import ingest_paths
@@ -158,10 +186,11 @@ def test_end_users_of_a_reseller_that_form_a_campaign_are_flagged_with_the_resel
     with Store(":memory:") as store:
         ingest_paths(store, [path])
         _, table, lookup = exchanges(store, "duckdb")
-        found = resellers.recognise(resellers.key_counts(features.window(table, as_of, policy.lookback_days))
-                                    .to_pyarrow())
+        split, found = resellers.split(table, as_of, policy.lookback_days)
         assert found.column("key").to_pylist() == ["key-relay"]
-        result = scanning.scan(resellers.end_user_entities(table, found), as_of, policy, lookup=lookup)
+        result = scanning.scan(split, as_of, policy, lookup=lookup)
+        # the benchmark's detector judges as the scan does and names each account once
+        bench = {v["account_id"]: v["action"] for v in DistillguardDetector(policy).detect(store, as_of).to_pylist()}
     verdicts = {v["account_id"]: v for v in resellers.named(result.verdicts, found).to_pylist()}
     script = [verdicts[f"relay-co::user-{i}"] for i in range(8)]
     assert all(v["action"] != "allow" for v in script)
@@ -171,3 +200,6 @@ def test_end_users_of_a_reseller_that_form_a_campaign_are_flagged_with_the_resel
     assert all(v["action"] == "allow" for a, v in verdicts.items() if a.startswith("cust-"))
     assert "relay-co" not in verdicts  # the reseller itself is not judged as one account
     assert [sorted(c.accounts) for c in result.campaigns] == [sorted(f"relay-co::user-{i}" for i in range(8))]
+    assert not any(resellers.ENTITY_SEPARATOR in a for a in bench)
+    assert bench["relay-co"] == max((verdicts[f"relay-co::user-{i}"]["action"] for i in range(8)), key=SEVERITY.get)
+    assert all(bench[a] == v["action"] for a, v in verdicts.items() if a.startswith("cust-"))

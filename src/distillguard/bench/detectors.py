@@ -13,7 +13,8 @@ import pyarrow as pa
 
 from distillguard.store.engine import exchanges
 from distillguard.detect.policy import Inheritance, Policy
-from distillguard.detect.scan import scan
+from distillguard.detect import resellers
+from distillguard.detect.scan import resolve_as_of, scan
 from distillguard.store import Store
 
 
@@ -37,7 +38,10 @@ class DistillguardDetector:
         return self.judge(store, as_of)[0]
 
     def judge(self, store: Store, as_of: datetime | None = None) -> tuple[pa.Table, pa.Table]:
-        """(verdicts, campaign indicators) of one scan (bench.replay.Inheriting)."""
+        """(verdicts, campaign indicators) of one scan (bench.replay.Inheriting), judged as
+        ``distillguard scan`` judges by default: a recognised reseller's end users one by one
+        (detect/resellers.py), each account then at the strongest action any of its entities got."""
         _, table, lookup = exchanges(store, self.engine)
+        table, _ = resellers.split(table, resolve_as_of(table, as_of), self.policy.lookback_days)
         result = scan(table, as_of, self.policy, lookup=lookup)
-        return result.verdicts, result.indicators
+        return resellers.by_account(result.verdicts), result.indicators

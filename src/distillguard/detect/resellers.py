@@ -29,9 +29,14 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from datetime import datetime
+
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+
+from distillguard.detect import features
+from distillguard.store.verdicts import SEVERITY
 
 #: joins a reseller's account and an end user into the entity the scan judges
 ENTITY_SEPARATOR = "::"
@@ -126,6 +131,37 @@ def end_user_entities(exchanges: ir.Table, resellers: pa.Table) -> ir.Table:
                for c in ACCOUNT_COLUMNS if c in exchanges.columns}
     return exchanges.mutate(account_id=ibis.ifelse(
         relayed, exchanges.account_id + ENTITY_SEPARATOR + exchanges.end_user, exchanges.account_id), **cleared)
+
+
+def split(exchanges: ir.Table, as_of: datetime, lookback_days: float | None,
+          params: ResellerParams = ResellerParams()) -> tuple[ir.Table, pa.Table]:
+    """The entities a scan judges: ``exchanges`` with the end users of the reseller keys
+    recognised in the scan's window (``as_of``, ``lookback_days``) moved to their own entities
+    (:func:`end_user_entities`), and those keys (RESELLER_SCHEMA)."""
+    found = recognise(key_counts(features.window(exchanges, as_of, lookback_days)).to_pyarrow(), params)
+    return end_user_entities(exchanges, found), found
+
+
+def by_account(verdicts: pa.Table) -> pa.Table:
+    """One verdict per account: of an account and its end users' entities, the verdict of the
+    strongest action (its own entity's where that is as strong), named by the account. What a
+    per-account label judges: an organic reseller one of whose end users is throttled counts as
+    a throttled organic account."""
+    if not verdicts.num_rows:
+        return verdicts
+    ids = verdicts.column("account_id").to_pylist()
+    actions = verdicts.column("action").to_pylist()
+    best: dict[str, tuple[int, int, str, int]] = {}
+    for i, (entity, action) in enumerate(zip(ids, actions)):
+        owner, _, end_user = (entity or "").partition(ENTITY_SEPARATOR)
+        rank = (SEVERITY.get(action, 0), 0 if end_user else 1, end_user, i)
+        if owner not in best or rank[:2] > best[owner][:2] or (
+                rank[:2] == best[owner][:2] and rank[2] < best[owner][2]):
+            best[owner] = rank
+    rows = sorted(best.items())
+    index = verdicts.column_names.index("account_id")
+    out = verdicts.take(pa.array([r[3] for _, r in rows], pa.int64()))
+    return out.set_column(index, verdicts.schema.field(index), pa.array([o for o, _ in rows], pa.string()))
 
 
 def named(verdicts: pa.Table, resellers: pa.Table) -> pa.Table:
