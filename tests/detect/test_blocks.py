@@ -36,9 +36,10 @@ def _population(seed: int, n: int = 400, group: int = 25) -> tuple[pa.Table, dic
     return keys, {f"a{a:04d}": a for a in range(n)}
 
 
-def _one_seed_at_a_time(tables: list[blocks.KindTable], min_holders: int, inflation: float) -> dict:
+def _one_seed_at_a_time(tables: list[blocks.KindTable], min_holders: int, inflation: float, rank: int = 1) -> dict:
     """The block statistic as stated: per seed, per other family, the best kind's Chernoff p-value
-    times the family's kinds; the block's p is the second smallest family's, corrected for looks."""
+    times the family's kinds; the block's p is the second smallest family's (``rank`` 1; the
+    smallest with ``rank`` 0), corrected for looks."""
     families = sorted({t.family for t in tables})
     seeds: dict[tuple[str, tuple[int, ...]], tuple[str, str]] = {}
     for t in tables:
@@ -60,9 +61,9 @@ def _one_seed_at_a_time(tables: list[blocks.KindTable], min_holders: int, inflat
                     ps.append((blocks.excess_tail(excess, mu * inflation, t.rare_class_counts), t.kind))
             if ps:
                 tested.append((float(nulls.bonferroni(min(ps)[0], len(kinds))), f))
-        if len(tested) >= 2:
+        if len(tested) > rank:
             tested.sort()
-            out[(kind, token)] = (tested[1][0], float(nulls.bonferroni(tested[1][0], len(others) * len(seeds))))
+            out[(kind, token)] = (tested[rank][0], float(nulls.bonferroni(tested[rank][0], len(others) * len(seeds))))
     return out
 
 
@@ -89,6 +90,27 @@ def test_a_level_returns_exactly_the_blocks_that_reach_it(alpha):
     reached, looks_at_level = blocks.block_tests(tables, 3, 1.0, alpha=alpha)
     assert looks_at_level == looks
     assert reached == [b for b in everything if b.p_corrected <= alpha]
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1e-3])
+def test_a_seed_surprising_in_one_family_beyond_it_gives_a_one_family_block_only_when_asked(alpha):
+    keys, entity_of = _population(5)
+    tables = blocks.kind_tables(keys, entity_of, len(entity_of), pair_budget=2_000)
+    two, looks = blocks.block_tests(tables, 3, 1.0, alpha=alpha)
+    both, _ = blocks.block_tests(tables, 3, 1.0, alpha=alpha, single=True)
+    assert [b for b in both if b.beyond_seed == 2] == two
+    ones = {(b.seed_kind, b.seed_token): b for b in both if b.beyond_seed == 1}
+    smallest = _one_seed_at_a_time(tables, 3, 1.0, rank=0)
+    second = _one_seed_at_a_time(tables, 3, 1.0)
+    # a seed gives one block: two families where the second smallest reaches alpha, else one
+    # where the smallest does
+    assert set(ones) == {s for s, (_, c) in smallest.items() if c <= alpha and second.get(s, (1, 2))[1] > alpha}
+    assert ones
+    for seed, b in ones.items():
+        assert "+" not in b.family and len(b.kinds) == 1 and "the one family beyond the seed" in b.reason()
+        assert b.p_value == pytest.approx(smallest[seed][0], rel=1e-9, abs=1e-300)
+        assert b.p_corrected == pytest.approx(smallest[seed][1], rel=1e-9, abs=1e-300)
+        assert set(b.tied) <= set(b.seeded) and all(0 < q <= 1 for q in b.member_p)
 
 
 def _exponent_on_the_whole_grid(observed: int, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -610,6 +610,46 @@ def test_a_co_located_group_that_harvests_is_throttled_and_one_that_behaves_like
     assert not throttled(ordinary)
 
 
+def shifted(feats: pa.Table, accounts: list[str], who: set[str], features: tuple[str, ...] | set[str]) -> pa.Table:
+    """``feats`` with ``who`` moved 3 standard deviations in the suspicious direction on ``features``."""
+    for f in features:
+        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+        column = [v + (3.0 * sign if a in who else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
+        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
+    return feats
+
+
+def test_a_group_co_located_in_one_family_beyond_its_prompt_is_throttled_only_on_what_neither_sets():
+    """Holders of one system prompt who share addresses and nothing else are co-located in one
+    family beyond the seed, as a team using its own tool from its office is. Heavy use (volume,
+    output per input) makes them a campaign; being extreme together on what their software or the
+    prompt's words set (max_tokens, tools, reasoning asked for) does not, nor does ordinary use."""
+    accounts, keys, _ = population(1200, 17)
+    group = accounts[:40]
+    for i, m in enumerate(group):
+        keys[m] += ["system_prompt\tprompt-team", f"ip\t198.51.100.{i % 5}", f"ip\t198.51.100.{(i + 1) % 5}"]
+    unworded = {f for f in dv.BEHAVIOUR_FEATURES if f not in dv.CLIENT_SHAPED and f not in dv.WORDED}
+    heavy = dv.evaluate(key_table(keys), shifted(feature_table(accounts, 17), accounts, set(group), unworded), Policy())
+    flagged = throttled(heavy)
+    assert len(set(group) & set(flagged)) >= 0.75 * len(group) and not set(flagged) - set(group)
+    reason = next(r for r in heavy.by_account(5)[next(iter(flagged))][2] if r.startswith("block"))
+    assert "the one family beyond the seed" in reason and "behaviour:" in reason
+    shaped = set(dv.CLIENT_SHAPED) | set(dv.WORDED)
+    assert not throttled(dv.evaluate(key_table(keys), shifted(feature_table(accounts, 17), accounts, set(group), shaped),
+                                     Policy()))
+    assert not throttled(dv.evaluate(key_table(keys), feature_table(accounts, 17), Policy()))
+
+
+def test_a_resellers_end_user_is_judged_on_what_it_asks_for_not_on_the_resellers_software():
+    accounts = ["cust-1", "relay::u1", "relay::u2"]
+    feats = feature_table(accounts, 3)
+    values, _ = dv._entity_features(feats, {a: i for i, a in enumerate(accounts)}, 3, 20)
+    for f, (v, _) in values.items():
+        asked = f in dv.BEHAVIOUR_FEATURES and f not in dv.CLIENT_SHAPED
+        assert not np.isnan(v[0])
+        assert np.isnan(v[1:]).all() != asked or f == dv.COMBINED_FEATURE, f
+
+
 def test_a_co_located_cohort_keeps_the_members_tied_to_it_and_a_shared_nothing_one_keeps_all():
     """A cohort whose members share addresses far beyond chance is one co-located operation: an
     extreme entity that arrived in its window tied to none of them is left out. A cohort whose

@@ -78,13 +78,17 @@ class Block:
     member_p: tuple[float, ...] = field(default=())
     seeded: tuple[int, ...] = field(default=())  # the seed token's holders: the block itself
     examples: tuple[str, ...] = field(default=())  # the tested families' tokens most held inside it
+    #: families beyond the seed the statistic needs surprising: 2 (the second smallest p-value),
+    #: or 1 (the smallest: co-location in one family, which an office shows too; see block_tests)
+    beyond_seed: int = 2
 
     def reason(self) -> str:
         shared = f" (most held: {', '.join(self.examples)})" if self.examples else ""
+        which = "" if self.beyond_seed == 2 else ", the one family beyond the seed tested here"
         return (f"block seeded by {self.seed_kind} {self.seed_token!r} shared by {self.holders} entities: "
                 f"{self.shared_tokens} "
                 f"excess holders of {self.family} tokens inside it{shared} (expected {self.expected:.3g} under "
-                f"BiCM), p={self.p_value:.3g}, corrected for looks p={self.p_corrected:.3g}")
+                f"BiCM{which}), p={self.p_value:.3g}, corrected for looks p={self.p_corrected:.3g}")
 
 
 def kind_tables(keys: pa.Table, entity_of: dict[str, int], n_entities: int, pair_budget: int) -> list[KindTable]:
@@ -346,9 +350,15 @@ def poisson_chernoff(observed: np.ndarray, mean: np.ndarray) -> np.ndarray:
     return np.where(observed > mean, np.minimum(1.0, np.exp(np.minimum(log_bound, 0.0))), 1.0)
 
 
-def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float = 1.0, alpha: float = 1.0
-                ) -> tuple[list[Block], int]:
+def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float = 1.0, alpha: float = 1.0,
+                single: bool = False) -> tuple[list[Block], int]:
     """Every seed token's block tested on every other family; returns (blocks, looks).
+
+    With ``single``, a seed whose block is not surprising in two families beyond the seed but is
+    in one also gives a block (``beyond_seed`` = 1): its statistic is the smallest family p-value,
+    corrected as the second smallest is (families x seeds). That is co-location (an office's staff
+    share its address and its software), never evidence alone; the verdicts test such a block on
+    the behaviour neither family sets.
 
     The blocks whose corrected p-value reaches ``alpha`` are returned (all of them with
     ``alpha`` = 1); the verdicts decide which are significant at the level the policy's error
@@ -402,16 +412,26 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
         others = [f for f in families if f != seed_family[i]]
         tested = sorted((float(nulls.bonferroni(family_p[f][i], len(kinds_of[f]))), f) for f in others
                         if family_kind[f][i])
-        if len(tested) < 2:
+        if not tested:
             continue
-        (p1, f1), (p2, f2) = tested[0], tested[1]
+        members = np.asarray(key[1], dtype=np.int64)
         # co-location makes one family depend on the seed (an office's schedule, a campus's
         # software): the block must be surprising in two families beyond the seed, so its
         # statistic is the second smallest p-value, which one dependent family cannot move
-        corrected = float(nulls.bonferroni(p2, len(others) * looks))
+        corrected = float(nulls.bonferroni(tested[1][0], len(others) * looks)) if len(tested) > 1 else np.inf
         if corrected > alpha:
+            p1, f1 = tested[0]
+            once = float(nulls.bonferroni(p1, len(others) * looks))
+            if single and once <= alpha:
+                w1, e1, ties1 = _kind_detail(by_kind[family_kind[f1][i]], members, inflation, len(kinds_of[f1]))
+                tied = sorted(ties1)
+                # a member's tie, times the families the one was chosen among
+                member_p = tuple(min(1.0, ties1[e] * len(others)) for e in tied)
+                out.append(Block(seed_kind, seed_token, int(members.size), f1, w1, e1, p1, once, tuple(tied),
+                                 (family_kind[f1][i],), member_p, tuple(int(m) for m in members),
+                                 most_shared(by_kind[family_kind[f1][i]], members), beyond_seed=1))
             continue
-        members = np.asarray(key[1], dtype=np.int64)
+        (p1, f1), (p2, f2) = tested[0], tested[1]
         (w1, e1, ties1), (w2, e2, ties2) = (_kind_detail(by_kind[family_kind[f][i]], members, inflation,
                                                          len(kinds_of[f])) for f in (f1, f2))
         # a member is tied in one of the two families: the smaller of its two p-values, times the

@@ -33,6 +33,7 @@ from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
 from distillguard.detect import nulls
 from distillguard.detect import pairs as pairs_mod
+from distillguard.detect.resellers import ENTITY_SEPARATOR
 from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, KINDS, POPULATIONS, SHARED_WORDING
 from distillguard.detect.policy import Policy, Statistics
 from distillguard.detect.signals import SIGNALS
@@ -163,8 +164,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
-    blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
+    blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha,
+                                                 single=True)
     for b in blocks:
+        if b.beyond_seed < 2:  # co-located in one family beyond the seed: tested on behaviour only
+            continue
         # co-location alone is what an office shows too: worth watching (and, for a new account,
         # a verification: policy.verify), never an action; a behaving block may earn one below
         t = stats.budget.monitor * n / (stats.block_member_shares[0] * b.holders)
@@ -380,7 +384,11 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     free = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f != COMBINED_FEATURE}
     if free:
         free[COMBINED_FEATURE] = (_combined(free), "above")
+    unworded = {f: v for f, v in free.items() if f not in WORDED and f != COMBINED_FEATURE}
+    if unworded:
+        unworded[COMBINED_FEATURE] = (_combined(unworded), "above")
     every, software_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(free, excluded)
+    words_free = cohorts_mod.ranked(unworded, excluded)
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
     for b in blocks:
         if b.seed_kind in POPULATIONS or b.holders > rare_cut.get(b.seed_kind, 0):
@@ -391,6 +399,11 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             continue
         families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
         judged_on = software_free if "client" in families else every
+        if b.beyond_seed < 2:
+            # co-located in one family beyond the seed: a group in one place shares its software
+            # and its tools' wording whatever the families tested (a reseller's end users share its
+            # backend's address, client and max_tokens), so only what neither sets is evidence
+            judged_on = words_free
         if not judged_on:
             continue
         gb = cohorts_mod.group_behaviour(judged_on, np.asarray(b.seeded, dtype=np.int64), tuple(stats.cohort_levels))
@@ -614,18 +627,25 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
 def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int
                      ) -> tuple[dict[str, tuple[np.ndarray, str]], dict[str, np.ndarray]]:
     """Per entity: each signal's feature (mean over its judged accounts; NaN if none) and its
-    arrival times (earliest creation and first request, epoch seconds)."""
+    arrival times (earliest creation and first request, epoch seconds).
+
+    A reseller's end user (an entity ``<account>::<end user>``, detect/resellers.py) is judged on
+    what it asks for only (BEHAVIOUR_FEATURES less CLIENT_SHAPED): its address, client string,
+    max_tokens and tools are the reseller's backend's, shared by every end user by construction."""
     accounts = feats.column("account_id").to_pylist()
     ent = np.array([entity_of[a] for a in accounts], dtype=np.int64)
     exchanges = np.array(feats.column("exchanges").to_pylist(), dtype=float)
     judged = exchanges >= min_exchanges
     counts = np.bincount(ent[judged], minlength=n).astype(float)
+    relayed = np.array([ENTITY_SEPARATOR in (a or "") for a in accounts], dtype=bool)
     out: dict[str, tuple[np.ndarray, str]] = {}
     # the arrival attributes are tested against, so features that are functions of them are not
     for s in SIGNALS:
         if s.feature in ARRIVAL_FEATURES or s.feature not in feats.column_names:
             continue
         values = np.array([np.nan if v is None else float(v) for v in feats.column(s.feature).to_pylist()])
+        if s.feature not in BEHAVIOUR_FEATURES or s.feature in CLIENT_SHAPED:
+            values[relayed] = np.nan
         ok = judged & ~np.isnan(values)
         sums = np.bincount(ent[ok], weights=values[ok], minlength=n)
         num = np.bincount(ent[ok], minlength=n).astype(float)
