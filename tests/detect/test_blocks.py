@@ -113,6 +113,25 @@ def test_a_seed_surprising_in_one_family_beyond_it_gives_a_one_family_block_only
         assert set(b.tied) <= set(b.seeded) and all(0 < q <= 1 for q in b.member_p)
 
 
+def test_exclusive_ties_count_only_tokens_no_one_outside_the_block_holds():
+    keys, entity_of = _population(6)
+    # the planted group's address, also held by three accounts outside it, and one ten of its members alone hold
+    extra = pa.table({"account_id": ["a0300", "a0301", "a0302"] + [f"a{a:04d}" for a in range(10)],
+                      "kind": ["ip"] * 13, "key": ["ip-camp"] * 3 + ["ip-private"] * 10})
+    tables = blocks.kind_tables(pa.concat_tables([keys, extra]), entity_of, len(entity_of), pair_budget=2_000)
+    table = next(t for t in tables if t.kind == "ip")
+    members = np.arange(25)
+    _, mu, _ = blocks.shared_inside(table, members)
+    every = blocks.member_ties(table, members, mu)
+    private = blocks.member_ties(table, members, mu, exclusive=True)
+    holders = np.diff(table.incidence.tocsc().indptr)
+    inside = np.asarray(table.incidence[members].sum(axis=0)).ravel()
+    for e in private:  # tied by a token only the block holds, as strongly as by all its tokens
+        assert any(holders[c] == inside[c] >= 2 for c in table.incidence[e].indices)
+        assert private[e] == every[e]
+    assert set(range(10)) <= set(private) < set(every)  # the shared address ties no one on its own
+
+
 def _exponent_on_the_whole_grid(observed: int, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
     grid = blocks._CHERNOFF_S
     return blocks._log_bound_curve(np.asarray([observed]), mu[None, :], weights, (mu > 0)[None, :],

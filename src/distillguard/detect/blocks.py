@@ -423,7 +423,8 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
             p1, f1 = tested[0]
             once = float(nulls.bonferroni(p1, len(others) * looks))
             if single and once <= alpha:
-                w1, e1, ties1 = _kind_detail(by_kind[family_kind[f1][i]], members, inflation, len(kinds_of[f1]))
+                w1, e1, ties1 = _kind_detail(by_kind[family_kind[f1][i]], members, inflation, len(kinds_of[f1]),
+                                             exclusive=True)
                 tied = sorted(ties1)
                 # a member's tie, times the families the one was chosen among
                 member_p = tuple(min(1.0, ties1[e] * len(others)) for e in tied)
@@ -486,13 +487,14 @@ def class_means_of(table: KindTable, membership: sparse.csr_matrix) -> np.ndarra
     return per_class @ p
 
 
-def _kind_detail(table: KindTable, members: np.ndarray, inflation: float, n_kinds: int
+def _kind_detail(table: KindTable, members: np.ndarray, inflation: float, n_kinds: int, exclusive: bool = False
                  ) -> tuple[int, float, dict[int, float]]:
     """(excess holders S, E[S] under BiCM, each tied member's p-value corrected for the family's
-    kinds) of one kind inside a block, for the report of a block that reached its level."""
+    kinds) of one kind inside a block, for the report of a block that reached its level. With
+    ``exclusive``, a member is tied only by tokens no entity outside the block holds."""
     excess, mu, _ = shared_inside(table, members)
     expected = float((table.rare_class_counts * (mu - 1 + np.exp(-mu))).sum())
-    ties = {e: min(1.0, q * n_kinds) for e, q in member_ties(table, members, mu * inflation).items()}
+    ties = {e: min(1.0, q * n_kinds) for e, q in member_ties(table, members, mu * inflation, exclusive).items()}
     return excess, expected, ties
 
 
@@ -532,7 +534,7 @@ def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> tuple[n
     return entity[tied].astype(np.int64), p[tied]
 
 
-def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray) -> dict[int, float]:
+def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray, exclusive: bool = False) -> dict[int, float]:
     """Per member holding a token shared inside the block: the p-value of its own tie.
 
     ``T_a`` = the co-holders inside the block summed over the member's rare tokens. Given the
@@ -540,14 +542,26 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray) -> dict[i
     the token class's mean over the block (``mu``, which counts the member too: only conservative),
     so ``T_a`` is bounded by a Poisson of the summed means, whose tail is the p-value. A block
     mixing a campaign with bystanders (a cloud ASN, a campus) flags only the members each tied on
-    their own; more co-holders on a member's tokens never raise its p-value."""
+    their own; more co-holders on a member's tokens never raise its p-value.
+
+    With ``exclusive``, only the members holding a token that another member holds and no entity
+    outside the block does (what the block alone holds: its own infrastructure, not a campus's
+    network or a public tool's prompt) are returned, each with the same p-value: it only removes
+    members."""
     rows, cols = held_by(table.incidence, members)
     if cols.size == 0:
         return {}
+    private_holders = None
+    if exclusive:
+        degree = np.diff(table.incidence.tocsc().indptr)
+        uniq, counts = np.unique(cols, return_counts=True)
+        private = uniq[(counts == degree[uniq]) & (counts >= 2)]
+        private_holders = set(np.unique(rows[np.isin(cols, private)]).tolist())
     uniq, inverse, counts = np.unique(cols, return_inverse=True, return_counts=True)
     others = counts[inverse] - 1
     entity, at = np.unique(rows, return_inverse=True)
     ties = np.bincount(at, weights=others.astype(float), minlength=entity.size)
     expected = np.bincount(at, weights=mu[table.column_class[cols]], minlength=entity.size)
     p = poisson_chernoff(ties, expected)
-    return {int(e): float(q) for e, q, t in zip(entity, p, ties) if t > 0}
+    return {int(e): float(q) for e, q, t in zip(entity, p, ties)
+            if t > 0 and (private_holders is None or int(e) in private_holders)}

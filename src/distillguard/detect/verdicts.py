@@ -443,7 +443,8 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             for kept, (cost, t, level, others) in offers.items():
                 candidates[action].append(Candidate(
                     p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
-                    f"{len(kept)} members each tied in one of the two (member p <= {t:.3g}) and among those "
+                    f"{len(kept)} members each tied in {'one of the two' if b.beyond_seed > 1 else b.family} "
+                    f"(member p <= {t:.3g}) and among those "
                     f"above the top {level:.3g} of the reference on {gb.feature}, beside {others} tied members "
                     f"that are not (so {level / (1 - level) * others:.3g} organic members expected among the kept by chance)",
                     kept, cost))
