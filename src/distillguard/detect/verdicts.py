@@ -430,14 +430,17 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             # of members is offered once, at the cheapest (threshold, level) that keeps it
             offers: dict[tuple[int, ...], tuple[float, float, float, int]] = {}
             for share in sorted(stats.block_member_shares):
-                t = allowed / (share * b.holders)
-                tied = [e for e, q in zip(b.tied, b.member_p) if q <= t]
                 for level, judged, extreme in levels:
+                    # a holder tied by chance (under BiCM its links depend on its degree only, not
+                    # on what it asks for) is kept only if also extreme at L: holders x t x L of
+                    # them are expected, so the threshold at each level spends the share's budget
+                    t = allowed / (share * b.holders * level)
+                    tied = [e for e, q in zip(b.tied, b.member_p) if q <= t]
                     kept = tuple(e for e in tied if e in extreme)
                     if len(kept) < 2:
                         continue
                     others = sum(1 for e in tied if e in judged and e not in extreme)
-                    cost = p * len(kept) + b.holders * t + level / (1 - level) * others
+                    cost = p * len(kept) + b.holders * t * level + level / (1 - level) * others
                     if kept not in offers or cost < offers[kept][0]:
                         offers[kept] = (cost, t, level, others)
             for kept, (cost, t, level, others) in offers.items():
