@@ -423,8 +423,8 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
             p1, f1 = tested[0]
             once = float(nulls.bonferroni(p1, len(others) * looks))
             if single and once <= alpha:
-                w1, e1, ties1 = _kind_detail(by_kind[family_kind[f1][i]], members, inflation, len(kinds_of[f1]),
-                                             exclusive=True)
+                w1, e1, ties1 = _family_detail([by_kind[k] for k in kinds_of[f1]], family_kind[f1][i], members,
+                                               inflation, exclusive=True)
                 tied = sorted(ties1)
                 # a member's tie, times the families the one was chosen among
                 member_p = tuple(min(1.0, ties1[e] * len(others)) for e in tied)
@@ -433,8 +433,8 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
                                  most_shared(by_kind[family_kind[f1][i]], members), beyond_seed=1))
             continue
         (p1, f1), (p2, f2) = tested[0], tested[1]
-        (w1, e1, ties1), (w2, e2, ties2) = (_kind_detail(by_kind[family_kind[f][i]], members, inflation,
-                                                         len(kinds_of[f])) for f in (f1, f2))
+        (w1, e1, ties1), (w2, e2, ties2) = (_family_detail([by_kind[k] for k in kinds_of[f]], family_kind[f][i],
+                                                           members, inflation) for f in (f1, f2))
         # a member is tied in one of the two families: the smaller of its two p-values, times the
         # two and the pairs of families the two were chosen among
         pairs = len(others) * (len(others) - 1) / 2
@@ -450,9 +450,10 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
 
 def _kind_p_values(table: KindTable, membership: sparse.csr_matrix, rows: np.ndarray, inflation: float,
                    level: float) -> np.ndarray:
-    """Per seed (rows of ``membership``), the Chernoff p-value of the excess holders of this kind's
-    rare tokens inside its block: NaN (not tested) for the seeds not in ``rows`` and where nothing
-    is in excess; 1 where a lower bound shows the p-value cannot reach ``level``.
+    """Per seed (rows of ``membership``), the kind's p-value inside its block: twice the smaller of
+    the Chernoff bound of the excess holders of the kind's rare tokens and the most shared single
+    token's tail (:func:`top_token_tails`); NaN (not tested) for the seeds not in ``rows`` and
+    where nothing is in excess; 1 where a lower bound shows the p-value cannot reach ``level``.
 
     Kinds of one family are nested or dependent (an IP lies in its /24; a prompt scaffold comes with
     its system prompt), so their counts are never summed into one statistic that assumes them
@@ -465,13 +466,34 @@ def _kind_p_values(table: KindTable, membership: sparse.csr_matrix, rows: np.nda
     counts = (sub @ table.incidence.astype(np.float64)).tocsr()
     excess = np.asarray(counts.sum(axis=1)).ravel() - np.diff(counts.indptr)
     keep = excess > 0
-    rows, sub, excess = rows[keep], sub[keep], excess[keep]
+    rows, sub, excess, counts = rows[keep], sub[keep], excess[keep], counts[keep]
     if not rows.size:
         return p
     mu = class_means_of(table, sub) * inflation
-    at_most = float(np.log(level)) if level < 1 else 0.0
-    p[rows] = np.minimum(1.0, np.exp(excess_log_tails(excess, mu, table.rare_class_counts, at_most)))
+    # two statistics, each its own bound, the kind's p-value twice the smaller: the sum bound is
+    # needed only where it can reach half the level
+    at_most = float(np.log(level / 2)) if level < 1 else 0.0
+    summed = np.exp(excess_log_tails(excess, mu, table.rare_class_counts, at_most))
+    p[rows] = np.minimum(1.0, 2 * np.minimum(summed, top_token_tails(table, counts, mu)))
     return p
+
+
+def top_token_tails(table: KindTable, counts: sparse.csr_matrix, mu: np.ndarray) -> np.ndarray:
+    """Per block (row of ``counts``: its holders of each rare token; ``mu``: its class means), the
+    tail of its most surprising single token, ``min_t P(N_t >= c_t)`` bounded by the Poisson
+    Chernoff bound of each token's count, times the kind's rare tokens (Bonferroni over every token
+    the block could have shared). The excess-holder sum adds every token's chance sharing: in a
+    kind with a few widely held tokens (an SDK's client string held by a third of the entities)
+    their expected excess hides one string that all of a block's members hold and few others do."""
+    out = np.ones(counts.shape[0])
+    counts = counts.tocoo()
+    shared = counts.data >= 2
+    if not shared.any():
+        return out
+    rows, cols, held = counts.row[shared], counts.col[shared], counts.data[shared]
+    tails = poisson_chernoff(held, mu[rows, table.column_class[cols]])
+    np.minimum.at(out, rows, tails)
+    return np.minimum(1.0, out * table.incidence.shape[1])
 
 
 def class_means_of(table: KindTable, membership: sparse.csr_matrix) -> np.ndarray:
@@ -485,6 +507,21 @@ def class_means_of(table: KindTable, membership: sparse.csr_matrix) -> np.ndarra
     per_class = (membership @ onehot).toarray()
     p = table.model.link_probability(np.arange(n_rows), np.arange(len(table.model.y)))
     return per_class @ p
+
+
+def _family_detail(tables: list[KindTable], kind: str, members: np.ndarray, inflation: float,
+                   exclusive: bool = False) -> tuple[int, float, dict[int, float]]:
+    """:func:`_kind_detail` of the family's kind ``kind`` (the one that gave the family its p-value),
+    with each member's tie the smallest over every kind of the family (each corrected for the
+    family's kinds): a member tied by its address is tied in the network family, whichever of the
+    family's kinds made the block surprising."""
+    excess, expected, ties = _kind_detail(next(t for t in tables if t.kind == kind), members, inflation,
+                                          len(tables), exclusive)
+    for table in tables:
+        if table.kind != kind:
+            for e, q in _kind_detail(table, members, inflation, len(tables), exclusive)[2].items():
+                ties[e] = min(q, ties.get(e, 1.0))
+    return excess, expected, ties
 
 
 def _kind_detail(table: KindTable, members: np.ndarray, inflation: float, n_kinds: int, exclusive: bool = False
