@@ -381,14 +381,11 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     organic ones among the tied, each of which reaches it by chance with that probability."""
     if not behaviour:
         return
-    free = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f != COMBINED_FEATURE}
-    if free:
-        free[COMBINED_FEATURE] = (_combined(free), "above")
-    unworded = {f: v for f, v in free.items() if f not in WORDED and f != COMBINED_FEATURE}
+    unworded = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f not in WORDED
+                and f != COMBINED_FEATURE}
     if unworded:
         unworded[COMBINED_FEATURE] = (_combined(unworded), "above")
-    every, software_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(free, excluded)
-    words_free = cohorts_mod.ranked(unworded, excluded)
+    every, words_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(unworded, excluded)
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
     for b in blocks:
         if b.seed_kind in POPULATIONS or b.holders > rare_cut.get(b.seed_kind, 0):
@@ -398,12 +395,12 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             # their behaviour is no evidence about a group; such a block stays co-location (monitor)
             continue
         families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
-        judged_on = software_free if "client" in families else every
-        if b.beyond_seed < 2:
-            # co-located in one family beyond the seed: a group in one place shares its software
-            # and its tools' wording whatever the families tested (a reseller's end users share its
-            # backend's address, client and max_tokens), so only what neither sets is evidence
-            judged_on = words_free
+        # holders of one wording or client share what its words ask for (WORDED: the holders of a
+        # public "helpful assistant" prompt whose users ask for reasoning) and what the software
+        # sets (CLIENT_SHAPED); a group co-located in one family beyond the seed shares its place's
+        # software and tools' wording whatever the families (a reseller's end users share its
+        # backend's address, client and max_tokens): only what neither sets is evidence
+        judged_on = words_free if "client" in families or b.beyond_seed < 2 else every
         if not judged_on:
             continue
         gb = cohorts_mod.group_behaviour(judged_on, np.asarray(b.seeded, dtype=np.int64), tuple(stats.cohort_levels))
