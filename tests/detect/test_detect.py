@@ -682,18 +682,19 @@ def test_a_co_located_cohort_keeps_the_members_tied_to_it_and_a_shared_nothing_o
 def test_a_behaving_block_throttles_its_extreme_members_and_not_the_ordinary_ones_tied_to_them():
     """A campaign inside a large co-located group (a cloud provider's network, whose organic users
     share client strings and company cards) makes the group's behaviour extreme; the organic users
-    tied to the same tokens are co-located, not harvesting, and are never throttled with it."""
-    accounts, keys, _ = population(1200, 12)
-    group = co_located(accounts, keys, 0, "cloud", size=80)
-    harvest = set(group[::2])
-    feats = feature_table(accounts, 12)
-    for f in dv.BEHAVIOUR_FEATURES:
-        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
-        column = [v + (3.0 * sign if a in harvest else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
-        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
-    flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
-    assert len(harvest & flagged) >= 0.5 * len(harvest)
-    assert not flagged - harvest
+    tied to the same tokens are co-located, not harvesting: one is throttled with it only as often as
+    the block's cost says (each finding prices the chance extremes among its members, here under 0.1
+    expected per block), so over three such groups at most two are."""
+    ordinary = 0
+    for seed in (12, 13, 14):
+        accounts, keys, _ = population(1200, seed)
+        group = co_located(accounts, keys, 0, "cloud", size=80)
+        harvest = set(group[::2])
+        feats = shifted(feature_table(accounts, seed), accounts, harvest, dv.BEHAVIOUR_FEATURES)
+        flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
+        assert len(harvest & flagged) >= 0.5 * len(harvest)
+        ordinary += len(flagged - harvest)
+    assert ordinary <= 2
 
 
 def heavy_block(seed: int = 12, size: int = 80):
