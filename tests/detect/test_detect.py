@@ -640,12 +640,12 @@ def test_a_group_co_located_in_one_family_beyond_its_prompt_is_throttled_only_on
     assert not throttled(dv.evaluate(key_table(keys), feature_table(accounts, 17), Policy()))
 
 
-def test_a_resellers_end_user_is_judged_on_what_it_asks_for_not_on_the_resellers_software():
+def test_a_resellers_end_user_is_judged_on_how_much_it_asks_not_on_the_resellers_software_or_prompt():
     accounts = ["cust-1", "relay::u1", "relay::u2"]
     feats = feature_table(accounts, 3)
     values, _ = dv._entity_features(feats, {a: i for i, a in enumerate(accounts)}, 3, 20)
     for f, (v, _) in values.items():
-        asked = f in dv.BEHAVIOUR_FEATURES and f not in dv.CLIENT_SHAPED
+        asked = f in dv.BEHAVIOUR_FEATURES and f not in dv.CLIENT_SHAPED and f not in dv.WORDED
         assert not np.isnan(v[0])
         assert np.isnan(v[1:]).all() != asked or f == dv.COMBINED_FEATURE, f
 

@@ -409,6 +409,12 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
         if p > stats.alpha:
             continue
+        if b.beyond_seed < 2 and 2 * len(set(b.tied) & set(gb.members)) < len(gb.members):
+            # co-located in one family only, the block is one operation only where most of its
+            # extreme holders are tied in it: the holders of a public JSON-extraction prompt (app
+            # backends, heavier than the population) held one company's five backends on a subnet
+            # of their own, 5 of the 111 extreme holders
+            continue
         # a member shows the behaviour the block was found on: tied alone is co-location, which
         # organic users of one cloud or one client share (tokens cluster by network and software
         # beyond what BiCM's independence allows). Those genuinely co-located users are tied for
@@ -631,8 +637,9 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
     arrival times (earliest creation and first request, epoch seconds).
 
     A reseller's end user (an entity ``<account>::<end user>``, detect/resellers.py) is judged on
-    what it asks for only (BEHAVIOUR_FEATURES less CLIENT_SHAPED): its address, client string,
-    max_tokens and tools are the reseller's backend's, shared by every end user by construction."""
+    how much it asks and gets only (BEHAVIOUR_FEATURES less CLIENT_SHAPED and WORDED): its address,
+    client string, max_tokens, tools and the system prompt that words its requests are the
+    reseller's backend's, shared by every end user by construction."""
     accounts = feats.column("account_id").to_pylist()
     ent = np.array([entity_of[a] for a in accounts], dtype=np.int64)
     exchanges = np.array(feats.column("exchanges").to_pylist(), dtype=float)
@@ -645,7 +652,7 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
         if s.feature in ARRIVAL_FEATURES or s.feature not in feats.column_names:
             continue
         values = np.array([np.nan if v is None else float(v) for v in feats.column(s.feature).to_pylist()])
-        if s.feature not in BEHAVIOUR_FEATURES or s.feature in CLIENT_SHAPED:
+        if s.feature not in BEHAVIOUR_FEATURES or s.feature in CLIENT_SHAPED or s.feature in WORDED:
             values[relayed] = np.nan
         ok = judged & ~np.isnan(values)
         sums = np.bincount(ent[ok], weights=values[ok], minlength=n)
