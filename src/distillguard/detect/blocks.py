@@ -56,6 +56,13 @@ class KindTable:
     column_class: np.ndarray  # each rare token's BiCM column class
     seeds_above_cut: sparse.csc_matrix  # entities x tokens over the rare cut held by at most half the entities
     seed_tokens_above_cut: list[str]
+    token_degree: np.ndarray | None = None  # each rare token's holders (the incidence's column sums)
+
+    def holders(self) -> np.ndarray:
+        """How many entities hold each rare token."""
+        if self.token_degree is not None:
+            return self.token_degree
+        return np.diff(self.incidence.tocsc().indptr)
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,8 @@ def _kind_table(kind: str, entities: np.ndarray, token_idx: np.ndarray, names: l
     if len(rare_ids):
         rare_counts = np.bincount(classes, minlength=len(model.col_degrees)).astype(float)
     return KindTable(kind, FAMILY_OF[kind], incidence, [str(names[i]) for i in rare_ids], model, entity_class,
-                     rare_counts, int(cut), classes, big, [str(names[i]) for i in big_ids])
+                     rare_counts, int(cut), classes, big, [str(names[i]) for i in big_ids],
+                     np.asarray(col_deg[rare_ids], dtype=np.int64))
 
 
 def rare_cut(col_degrees: np.ndarray, pair_budget: int) -> int:
@@ -590,7 +598,7 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray, exclusive
         return {}
     private_holders = None
     if exclusive:
-        degree = np.diff(table.incidence.tocsc().indptr)
+        degree = table.holders()
         uniq, counts = np.unique(cols, return_counts=True)
         private = uniq[(counts == degree[uniq]) & (counts >= 2)]
         private_holders = set(np.unique(rows[np.isin(cols, private)]).tolist())
