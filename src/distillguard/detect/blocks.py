@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 from scipy import sparse
 
 from distillguard.detect import nulls
-from distillguard.detect.evidence import FAMILY_OF
+from distillguard.detect.evidence import FAMILY_OF, POPULATIONS
 
 
 @dataclass(frozen=True)
@@ -521,12 +521,14 @@ def _family_detail(tables: list[KindTable], kind: str, members: np.ndarray, infl
                    exclusive: bool = False) -> tuple[int, float, dict[int, float]]:
     """:func:`_kind_detail` of the family's kind ``kind`` (the one that gave the family its p-value),
     with each member's tie the smallest over every kind of the family (each corrected for the
-    family's kinds): a member tied by its address is tied in the network family, whichever of the
-    family's kinds made the block surprising."""
+    family's kinds, populations left out unless theirs is ``kind``): a member tied by its address
+    is tied in the network family, whichever of the family's kinds made the block surprising."""
     excess, expected, ties = _kind_detail(next(t for t in tables if t.kind == kind), members, inflation,
                                           len(tables), exclusive)
     for table in tables:
-        if table.kind != kind:
+        # a population's token (an autonomous system, a client string) ties its many unrelated
+        # holders: it ties members only where it made the block surprising itself
+        if table.kind != kind and table.kind not in POPULATIONS:
             for e, q in _kind_detail(table, members, inflation, len(tables), exclusive)[2].items():
                 ties[e] = min(q, ties.get(e, 1.0))
     return excess, expected, ties
