@@ -130,7 +130,7 @@ def test_exclusive_ties_count_only_tokens_no_one_outside_the_block_holds():
     every = blocks.member_ties(table, members, mu)
     private = blocks.member_ties(table, members, mu, exclusive=True)
     holders = np.diff(table.incidence.tocsc().indptr)
-    assert np.array_equal(table.holders(), holders)
+    assert np.array_equal(table.token_degree, holders)
     inside = np.asarray(table.incidence[members].sum(axis=0)).ravel()
     for e in private:  # tied by a token only the block holds, as strongly as by all its tokens
         assert any(holders[c] == inside[c] >= 2 for c in table.incidence[e].indices)

@@ -56,13 +56,7 @@ class KindTable:
     column_class: np.ndarray  # each rare token's BiCM column class
     seeds_above_cut: sparse.csc_matrix  # entities x tokens over the rare cut held by at most half the entities
     seed_tokens_above_cut: list[str]
-    token_degree: np.ndarray | None = None  # each rare token's holders (the incidence's column sums)
-
-    def holders(self) -> np.ndarray:
-        """How many entities hold each rare token."""
-        if self.token_degree is not None:
-            return self.token_degree
-        return np.diff(self.incidence.tocsc().indptr)
+    token_degree: np.ndarray  # each rare token's holders (the incidence's column sums)
 
 
 @dataclass(frozen=True)
@@ -600,7 +594,7 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray, exclusive
         return {}
     private_holders = None
     if exclusive:
-        degree = table.holders()
+        degree = table.token_degree
         uniq, counts = np.unique(cols, return_counts=True)
         private = uniq[(counts == degree[uniq]) & (counts >= 2)]
         private_holders = set(np.unique(rows[np.isin(cols, private)]).tolist())

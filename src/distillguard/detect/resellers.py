@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-
 from datetime import datetime
 
 import ibis
@@ -151,16 +150,17 @@ def by_account(verdicts: pa.Table) -> pa.Table:
         return verdicts
     ids = verdicts.column("account_id").to_pylist()
     actions = verdicts.column("action").to_pylist()
-    best: dict[str, tuple[int, int, str, int]] = {}
+    # per account, the smallest (weaker action, an end user's, the end user's name): its strongest
+    # entity, its own on a tie, then the first end user by name
+    best: dict[str, tuple[tuple[int, bool, str], int]] = {}
     for i, (entity, action) in enumerate(zip(ids, actions)):
         owner, _, end_user = (entity or "").partition(ENTITY_SEPARATOR)
-        rank = (SEVERITY.get(action, 0), 0 if end_user else 1, end_user, i)
-        if owner not in best or rank[:2] > best[owner][:2] or (
-                rank[:2] == best[owner][:2] and rank[2] < best[owner][2]):
-            best[owner] = rank
+        key = (-SEVERITY.get(action, 0), bool(end_user), end_user)
+        if owner not in best or key < best[owner][0]:
+            best[owner] = (key, i)
     rows = sorted(best.items())
     index = verdicts.column_names.index("account_id")
-    out = verdicts.take(pa.array([r[3] for _, r in rows], pa.int64()))
+    out = verdicts.take(pa.array([i for _, (_, i) in rows], pa.int64()))
     return out.set_column(index, verdicts.schema.field(index), pa.array([o for o, _ in rows], pa.string()))
 
 
