@@ -901,3 +901,53 @@ def test_a_result_expected_to_add_mostly_chance_members_is_not_accepted_however_
     assert acted([campaign, wide]) == {*range(1_000), *range(5_000, 5_200)}
     assert acted([campaign, window], "monitor") >= set(range(5_000, 5_011))
     assert Policy().statistics.finding_fdr == 0.1
+
+
+def offices_and_a_campaign(seed: int = 31, offices: int = 30, staff: int = 20, heavy: float = 2.0):
+    """2,000 accounts, ``offices`` offices of ``staff`` among them: each office's staff share its
+    card, hold two of its four addresses and two of its four session slots (co-located in two
+    families beyond the card) and share a workload: an office's effect on volume per active day is
+    drawn N(0, 1) for all of them, the first office's is ``heavy``. A campaign of 20 accounts is
+    co-located the same way and 3 standard deviations out on volume and output per input.
+    Returns (accounts, keys, features, offices' members, the campaign)."""
+    accounts, keys, _ = population(2000, seed)
+    rng = np.random.default_rng(seed + 5)
+    groups = [accounts[i * staff:(i + 1) * staff] for i in range(offices + 1)]
+    for j, members in enumerate(groups):
+        for i, m in enumerate(members):
+            keys[m] = [k for k in keys[m] if not k.startswith("payment")] + [f"payment\tcard-office-{j}"]
+            keys[m] += [f"ip\t198.18.{j}.{(i + d) % 4}" for d in (0, 1)] + [f"sync\toffice-{j}-{(i + d) % 4}" for d in (0, 1)]
+    *staffs, campaign = groups
+    feats = shifted(feature_table(accounts, seed), accounts, set(campaign), ("exchanges_per_active_day", "output_input_ratio"))
+    effect = rng.normal(0.0, 1.0, offices)
+    effect[0] = heavy
+    shift = {m: effect[j] for j, members in enumerate(staffs) for m in members}
+    column = [v + shift.get(a, 0.0) for a, v in zip(accounts, feats.column("exchanges_per_active_day").to_pylist())]
+    feats = feats.set_column(feats.column_names.index("exchanges_per_active_day"), "exchanges_per_active_day",
+                             pa.array(column))
+    return accounts, keys, feats, staffs, campaign
+
+
+def test_an_office_heavy_together_is_one_office_among_offices_and_a_harvesting_group_is_not():
+    """Staff of one office share a workload: offices differ in how heavy their staff are, and an
+    office's staff are heavy together. Against the entities outside it, a heavy office's staff
+    are far more often in the top fifth than exchangeable entities would be; against the
+    population of groups like it (the holders of each card) it is one office among offices, and
+    nobody in it is throttled. A group as co-located but far heavier than any office is."""
+    accounts, keys, feats, staffs, campaign = offices_and_a_campaign()
+    flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
+    assert not flagged & {m for members in staffs for m in members}
+    assert len(flagged & set(campaign)) >= 0.75 * len(campaign)
+    # the heavy office under each null: surprising one by one, ordinary among the card holders' groups
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    stats = Policy().statistics
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
+    values, _ = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
+    ranked = cohorts.ranked({"exchanges_per_active_day": values["exchanges_per_active_day"]})
+    office = np.asarray(sorted(entity_of[m] for m in staffs[0]))
+    alone = cohorts.group_behaviour(ranked, office, tuple(stats.cohort_levels))
+    among = cohorts.group_behaviour(ranked, office, tuple(stats.cohort_levels), dv._group_nulls(tables, stats)["payment"])
+    assert alone.p_value < 1e-8
+    # fitted on the other offices and the campaign, never on the office under test
+    assert among.p_value > 1e-3 and among.group.icc > 0.1 and among.group.groups == len(staffs)
+    assert "intra-group correlation" in among.reason()

@@ -42,3 +42,41 @@ def test_the_tail_never_rises_with_the_count():
     tails = nulls.beta_binomial_sf(np.arange(-1, n + 3), np.full(n + 4, n), a, b)
     assert tails[0] == tails[1] == 1.0 and tails[-1] == 0.0
     assert np.all(np.diff(tails) <= 1e-15)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 400), share=st.floats(-0.01, 1.01), a=st.floats(0.01, 50.0), b=st.floats(0.01, 50.0))
+def test_an_overdispersed_groups_tail_is_the_summed_mass_for_any_shape(n, share, a, b):
+    """A group's Beta-binomial has shapes below 1 when its members are strongly correlated."""
+    x = int(round(share * n))
+    assert nulls.beta_binomial_tail(x, n, a, b) == pytest.approx(exact(x, n, a, b), rel=1e-7, abs=1e-300)
+
+
+@pytest.mark.parametrize("icc", [0.0, 0.1, 0.4])
+def test_the_groups_correlation_is_recovered_from_their_counts(icc):
+    """Counts drawn from a Beta-binomial with a known intra-group correlation over groups of
+    unequal size: the moment fit recovers the mean and the correlation."""
+    rng = np.random.default_rng(7)
+    n = rng.integers(3, 40, 4000)
+    mean = 0.2
+    rate = rng.beta(mean * (1 - icc) / icc, (1 - mean) * (1 - icc) / icc, n.size) if icc else np.full(n.size, mean)
+    fit = nulls.group_rates(n, rng.binomial(n, rate))
+    assert fit.groups == n.size and fit.mean == pytest.approx(mean, abs=0.01)
+    assert fit.icc == pytest.approx(icc, abs=0.03)
+
+
+def test_the_group_under_test_is_left_out_of_its_own_null():
+    rng = np.random.default_rng(3)
+    n = rng.integers(2, 20, 50)
+    x = rng.binomial(n, 0.1)
+    n[0], x[0] = 30, 30  # a group whose every member is extreme
+    assert nulls.group_rates(n, x, (30, 30)) == nulls.group_rates(n[1:], x[1:])
+    assert nulls.group_rates(n, x).icc > nulls.group_rates(n[1:], x[1:]).icc
+
+
+@given(x=st.integers(0, 30), icc=st.floats(0.0, 0.9), mean=st.floats(0.0, 1.0), floor=st.floats(0.001, 0.5))
+def test_a_groups_tail_never_rises_with_its_count_and_is_never_laxer_than_its_floor_rate(x, icc, mean, floor):
+    fit = nulls.GroupRates(10, mean, icc)
+    assert fit.tail(x + 1, 30, floor) <= fit.tail(x, 30, floor) + 1e-12
+    if icc == 0.0:
+        assert fit.tail(x, 30, floor) == pytest.approx(float(stats.binom.sf(x - 1, 30, max(mean, floor))))

@@ -172,6 +172,68 @@ def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, a: np.ndarray, b:
     return out.reshape(shape)
 
 
+def beta_binomial_tail(observed: int, trials: int, a: float, b: float) -> float:
+    """P(X >= observed) for X ~ Beta-binomial(trials, a, b), any a, b > 0 (an overdispersed group
+    has a < 1: :func:`beta_binomial_sf` needs log-concavity). Every term from ``observed`` to
+    ``trials`` is summed in log space: exact, and a group's trials are at most its holders."""
+    if observed <= 0:
+        return 1.0
+    if observed > trials:
+        return 0.0
+    j = np.arange(observed, trials + 1, dtype=float)
+    log_terms = (special.gammaln(trials + 1) - special.gammaln(j + 1) - special.gammaln(trials - j + 1)
+                 + special.betaln(j + a, trials - j + b) - special.betaln(a, b))
+    return float(min(1.0, np.exp(special.logsumexp(log_terms))))
+
+
+@dataclass(frozen=True)
+class GroupRates:
+    """How often the members of a population of groups are extreme, and how much a group's members
+    are so together: a Beta-binomial fitted by moments to the groups' counts."""
+
+    groups: int  # groups fitted (at least two judged members each)
+    mean: float  # the pooled share of the groups' judged members that are extreme
+    icc: float  # intra-group correlation of being extreme, in [0, 1)
+
+    def tail(self, observed: int, trials: int, at_least: float) -> float:
+        """P(X >= observed) for a group of ``trials`` drawn from this population: Beta-binomial
+        with the fitted correlation and a mean no lower than ``at_least`` (the individual null's
+        rate), binomial when the members are uncorrelated."""
+        mean = min(max(self.mean, at_least), 1.0 - 1e-12)
+        if self.icc <= 1e-9:
+            return float(binomial_sf(observed, trials, mean))
+        scale = (1.0 - self.icc) / self.icc
+        return beta_binomial_tail(observed, trials, mean * scale, (1.0 - mean) * scale)
+
+
+def group_rates(trials: np.ndarray, successes: np.ndarray, leave_out: tuple[int, int] | None = None) -> GroupRates:
+    """Fleiss' analysis-of-variance estimator of the intra-class correlation of a binary outcome
+    over groups of unequal size (Fleiss, Levin & Paik 2003, ch. 15; Ridout et al. 1999 compare
+    it with the alternatives): ``rho = (MSB - MSW) / (MSB + (n0 - 1) MSW)``, clipped to [0, 1).
+    Groups with fewer than two trials carry no correlation and are left out; so is ``leave_out``
+    (trials, successes), one group of the arrays: the group under test, which must not make its
+    own null (a group with all its members extreme would raise the fitted correlation itself)."""
+    n = np.asarray(trials, dtype=float)
+    x = np.asarray(successes, dtype=float)
+    keep = n >= 2
+    n, x = n[keep], x[keep]
+    g, total, hits, squares, spread = n.size, n.sum(), x.sum(), (n * n).sum(), (x * x / np.maximum(n, 1)).sum()
+    if leave_out is not None and leave_out[0] >= 2:
+        lo_n, lo_x = float(leave_out[0]), float(leave_out[1])
+        g, total, hits, squares, spread = g - 1, total - lo_n, hits - lo_x, squares - lo_n * lo_n, spread - lo_x * lo_x / lo_n
+    if g <= 0 or total <= 0:
+        return GroupRates(0, 0.0, 0.0)
+    mean = float(hits / total)
+    if g < 2 or total <= g:
+        return GroupRates(int(g), mean, 0.0)
+    between = float((spread - 2 * mean * hits + mean * mean * total) / (g - 1))
+    within = float((hits - spread) / (total - g))
+    n0 = (total - squares / total) / (g - 1)
+    denominator = between + (n0 - 1.0) * within
+    icc = (between - within) / denominator if denominator > 0 else (1.0 if between > 0 else 0.0)
+    return GroupRates(int(g), mean, float(min(max(icc, 0.0), 0.999)))
+
+
 def bonferroni(p: np.ndarray | float, looks: int | float) -> np.ndarray | float:
     """A p-value corrected for the number of looks taken to find it (valid under any dependence)."""
     return np.minimum(1.0, np.asarray(p) * max(float(looks), 1.0))

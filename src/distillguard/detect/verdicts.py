@@ -28,6 +28,7 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+from scipy import sparse
 
 from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
@@ -387,6 +388,7 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         unworded[COMBINED_FEATURE] = (_combined(unworded), "above")
     every, words_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(unworded, excluded)
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
+    group_nulls = _group_nulls(tables, stats)
     for b in blocks:
         if b.seed_kind in POPULATIONS or b.holders > rare_cut.get(b.seed_kind, 0):
             # a population (an autonomous system: a network operator's customers), or a seed over
@@ -403,7 +405,8 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         judged_on = words_free if "client" in families or b.beyond_seed < 2 else every
         if not judged_on:
             continue
-        gb = cohorts_mod.group_behaviour(judged_on, np.asarray(b.seeded, dtype=np.int64), tuple(stats.cohort_levels))
+        gb = cohorts_mod.group_behaviour(judged_on, np.asarray(b.seeded, dtype=np.int64), tuple(stats.cohort_levels),
+                                         group_nulls.get(b.seed_kind, group_nulls.get("")))
         if gb is None:
             continue
         p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
@@ -454,6 +457,34 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                     f"above the top {level:.3g} of the reference on {gb.feature}, beside {others} tied members "
                     f"that are not (so {level / (1 - level) * others:.3g} organic members expected among the kept by chance)",
                     kept, cost))
+
+
+def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[str, cohorts_mod.GroupNull]:
+    """Per place kind, the holder groups its behaving blocks are tested against (cohorts.GroupNull):
+    the distinct holder sets of its rare tokens with at least ``min_block_holders`` holders; under
+    "" the groups of every place kind together, for a kind with fewer than
+    ``group_null_min_groups`` of its own."""
+    columns: dict[str, sparse.csc_matrix] = {}
+    for table in tables:
+        if table.kind in POPULATIONS or not table.incidence.nnz:
+            continue
+        matrix = table.incidence.tocsc()
+        seen: set[tuple[int, ...]] = set()
+        keep = []
+        for column in np.flatnonzero(np.diff(matrix.indptr) >= stats.min_block_holders):
+            holders = tuple(matrix.indices[matrix.indptr[column]:matrix.indptr[column + 1]].tolist())
+            if holders not in seen:
+                seen.add(holders)
+                keep.append(column)
+        if keep:
+            columns[table.kind] = matrix[:, keep]
+    if not columns:
+        return {}
+    out = {kind: cohorts_mod.GroupNull(m, f"{KINDS[kind].wording} holders") for kind, m in columns.items()
+           if m.shape[1] >= stats.group_null_min_groups}
+    out[""] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in sorted(columns)], format="csc"),
+                                    "holders of one place token")
+    return out
 
 
 def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod.KindTable], level: float,
