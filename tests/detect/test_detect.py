@@ -951,3 +951,23 @@ def test_an_office_heavy_together_is_one_office_among_offices_and_a_harvesting_g
     # fitted on the other offices and the campaign, never on the office under test
     assert among.p_value > 1e-3 and among.group.icc > 0.1 and among.group.groups == len(staffs)
     assert "intra-group correlation" in among.reason()
+
+
+def test_a_group_on_its_own_cards_each_rotating_through_many_networks_is_throttled_an_office_on_its_network_is_not():
+    """Holders of one prompt scaffold who share cards and nothing else, each reaching the service
+    from far more subnets than anyone (a proxy pool rotated per request), behave like everyone
+    else: a campaign of bought accounts asking organic-looking questions. The rotation is the
+    group's tell. A group co-located on the network shares its place's networks by construction,
+    so the same rotation says nothing about it."""
+    accounts, keys, _ = population(1200, 23)
+    pool, office = accounts[:40], accounts[600:640]
+    for i, m in enumerate(pool):
+        keys[m] = [k for k in keys[m] if not k.startswith("payment")] + ["scaffold\tenabled toolformer access",
+                                                                          f"payment\tpool-card-{i % 2}"]
+    for i, m in enumerate(office):
+        keys[m] += ["scaffold\toffice tool", f"ip\t198.51.100.{i % 5}", f"ip\t198.51.100.{(i + 1) % 5}"]
+    feats = shifted(feature_table(accounts, 23), accounts, set(pool) | set(office), dv.ROTATION)
+    flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
+    assert len(flagged & set(pool)) >= 0.75 * len(pool)
+    assert not flagged - set(pool)
+    assert not throttled(dv.evaluate(key_table(keys), feature_table(accounts, 23), Policy()))

@@ -532,7 +532,7 @@ def _kind_detail(table: KindTable, members: np.ndarray, inflation: float, n_kind
                  ) -> tuple[int, float, dict[int, float]]:
     """(excess holders S, E[S] under BiCM, each tied member's p-value corrected for the family's
     kinds) of one kind inside a block, for the report of a block that reached its level. With
-    ``exclusive``, a member is tied only by tokens no entity outside the block holds."""
+    ``exclusive``, a member is tied only by tokens more than half of whose holders are in the block."""
     excess, mu, _ = shared_inside(table, members)
     expected = float((table.rare_class_counts * (mu - 1 + np.exp(-mu))).sum())
     ties = {e: min(1.0, q * n_kinds) for e, q in member_ties(table, members, mu * inflation, exclusive).items()}
@@ -585,10 +585,11 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray, exclusive
     mixing a campaign with bystanders (a cloud ASN, a campus) flags only the members each tied on
     their own; more co-holders on a member's tokens never raise its p-value.
 
-    With ``exclusive``, only the members holding a token that another member holds and no entity
-    outside the block does (what the block alone holds: its own infrastructure, not a campus's
-    network or a public tool's prompt) are returned, each with the same p-value: it only removes
-    members."""
+    With ``exclusive``, only the members holding a token that another member holds and more than
+    half of whose holders are in the block (what the block holds: its own infrastructure, not a
+    campus's network or a public tool's prompt; a campaign's card that one of its accounts outside
+    the block also pays with is still its own) are returned, each with the same p-value: it only
+    removes members."""
     rows, cols = held_by(table.incidence, members)
     if cols.size == 0:
         return {}
@@ -596,7 +597,7 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray, exclusive
     if exclusive:
         degree = table.token_degree
         uniq, counts = np.unique(cols, return_counts=True)
-        private = uniq[(counts == degree[uniq]) & (counts >= 2)]
+        private = uniq[(2 * counts > degree[uniq]) & (counts >= 2)]
         private_holders = set(np.unique(rows[np.isin(cols, private)]).tolist())
     uniq, inverse, counts = np.unique(cols, return_inverse=True, return_counts=True)
     others = counts[inverse] - 1

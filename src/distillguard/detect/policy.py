@@ -247,8 +247,9 @@ class Statistics(BaseModel):
     min_block_holders: int = Field(3, ge=2, description="entities a seed token must have to seed a block")
     group_null_min_groups: int = Field(20, ge=2, description="holder groups of a behaving block's seed kind "
                                        "(distinct holder sets of its rare tokens, at least min_block_holders "
-                                       "each) its group null is fitted on; a kind with fewer is fitted on the "
-                                       "groups of every place kind together")
+                                       "each) its group null is fitted on; a kind with fewer is fitted on its "
+                                       "family's groups, and with too few there on those of every place kind "
+                                       "outside the network family")
     pair_q: float = Field(0.01, gt=0, le=1, description="false discovery rate of the pair tests (Benjamini-Hochberg "
                           "over all entity pairs): a validated pair groups findings under one campaign id, it never "
                           "raises an action")

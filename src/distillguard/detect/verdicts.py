@@ -201,7 +201,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                                            arrival=attributes["first_seen"], attributes=attributes,
                                            observation=observation)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
-        _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates)
+        _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates,
+                         {f: v for f, v in feature_values.items() if f in ROTATION})
         _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates)
         for c in found_c:
             refine = _refined(c, profile, tie_check)
@@ -246,6 +247,11 @@ CLIENT_SHAPED = ("first_turn_share", "long_max_tokens_share", "tools_per_request
 #: they ask for): holders of one wording share it by construction (a framing n-gram "think step by
 #: step" is itself a request for reasoning), so it is no evidence about them
 WORDED = ("cot_elicitation_share", "targeted_share", "rubric_grading_share")
+#: how many networks a member reaches the service from: each member of a group rotating through
+#: many subnets is what a proxy pool gives, not what an office's or a campus's one egress does. A
+#: group co-located in the network family shares its place's networks by construction, so there
+#: it is no evidence about the group
+ROTATION = ("distinct_subnets",)
 
 
 def _wording_groups(tables: list[blocks_mod.KindTable], min_holders: int) -> list[tuple[str, str, np.ndarray]]:
@@ -372,7 +378,8 @@ def _cost(c: cohorts_mod.Cohort) -> float:
 
 
 def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.KindTable], behaviour: dict[str, tuple[np.ndarray, str]], stats: Statistics,
-                     n: int, excluded: frozenset[int], candidates: dict[str, list[Candidate]]) -> None:
+                     n: int, excluded: frozenset[int], candidates: dict[str, list[Candidate]],
+                     rotation: dict[str, tuple[np.ndarray, str]] | None = None) -> None:
     """Blocks whose seed holders are also extreme in behaviour, with every member tied in one of
     the block's two families and itself extreme on the behaviour the block was found on: a
     co-located group that behaves like the population (an office) does not pass, and in a block
@@ -387,6 +394,7 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     if unworded:
         unworded[COMBINED_FEATURE] = (_combined(unworded), "above")
     every, words_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(unworded, excluded)
+    rotated = cohorts_mod.ranked(rotation or {}, excluded)
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
     group_nulls = _group_nulls(tables, stats)
     for b in blocks:
@@ -403,10 +411,13 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         # software and tools' wording whatever the families (a reseller's end users share its
         # backend's address, client and max_tokens): only what neither sets is evidence
         judged_on = words_free if "client" in families or b.beyond_seed < 2 else every
+        if "network" not in families:
+            # a group that shares no place on the network, each member rotating through many
+            judged_on = {**judged_on, **rotated}
         if not judged_on:
             continue
         gb = cohorts_mod.group_behaviour(judged_on, np.asarray(b.seeded, dtype=np.int64), tuple(stats.cohort_levels),
-                                         group_nulls.get(b.seed_kind, group_nulls.get("")))
+                                         group_nulls.get(b.seed_kind))
         if gb is None:
             continue
         p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
@@ -461,9 +472,12 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
 
 def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[str, cohorts_mod.GroupNull]:
     """Per place kind, the holder groups its behaving blocks are tested against (cohorts.GroupNull):
-    the distinct holder sets of its rare tokens with at least ``min_block_holders`` holders; under
-    "" the groups of every place kind together, for a kind with fewer than
-    ``group_null_min_groups`` of its own."""
+    the distinct holder sets of its rare tokens with at least ``min_block_holders`` holders. A
+    kind with fewer than ``group_null_min_groups`` of its own is fitted on its family's groups,
+    and with too few there on the groups of every place kind outside the network family (the
+    groups of one address or subnet share their place's networks by construction, so they are
+    no population for a group that does not: on a development store, mobile carriers' shared
+    addresses put 23% of their holders in the top tenth on distinct subnets)."""
     columns: dict[str, sparse.csc_matrix] = {}
     for table in tables:
         if table.kind in POPULATIONS or not table.incidence.nnz:
@@ -478,12 +492,25 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[
                 keep.append(column)
         if keep:
             columns[table.kind] = matrix[:, keep]
-    if not columns:
-        return {}
-    out = {kind: cohorts_mod.GroupNull(m, f"{KINDS[kind].wording} holders") for kind, m in columns.items()
-           if m.shape[1] >= stats.group_null_min_groups}
-    out[""] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in sorted(columns)], format="csc"),
-                                    "holders of one place token")
+    pooled: dict[tuple[str, ...], cohorts_mod.GroupNull] = {}
+
+    def over(kinds: tuple[str, ...], label: str) -> cohorts_mod.GroupNull:
+        if kinds not in pooled:
+            pooled[kinds] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in kinds], format="csc"), label)
+        return pooled[kinds]
+
+    enough = stats.group_null_min_groups
+    out = {}
+    for kind in columns:
+        family = tuple(sorted(k for k in columns if FAMILY_OF[k] == FAMILY_OF[kind]))
+        elsewhere = tuple(sorted(k for k in columns if (FAMILY_OF[k] != "network") != (FAMILY_OF[kind] == "network")))
+        if columns[kind].shape[1] >= enough:
+            out[kind] = over((kind,), f"{KINDS[kind].wording} holders")
+        elif sum(columns[k].shape[1] for k in family) >= enough:
+            out[kind] = over(family, f"holders of one {FAMILY_OF[kind]} token")
+        else:
+            out[kind] = over(elsewhere, "holders of one network token" if FAMILY_OF[kind] == "network"
+                             else "holders of one place token outside the network")
     return out
 
 
