@@ -591,6 +591,7 @@ class GroupBehaviour:
     group: nulls.GroupRates | None = None
     group_p: float = 1.0
     group_of: str = ""  # what the population of groups is
+    individual_p: float = 1.0  # the tail under the individual null (exchangeable with those outside)
 
     def reason(self) -> str:
         sign = "above" if self.direction == "above" else "below"
@@ -605,11 +606,6 @@ class GroupBehaviour:
         return (f"{self.extreme} of its {self.entities} judged entities are {sign} all but {self.rank - 1} of the "
                 f"{self.reference} entities outside it on {self.feature}, {exchangeable}{grouped} "
                 f"p={self.p_value:.3g}, corrected for the features and levels looked at p={self.p_corrected:.3g}")
-
-    @property
-    def individual_p(self) -> float:
-        """The tail under the individual null (entities exchangeable with those outside)."""
-        return float(beta_binomial_sf(self.extreme, self.entities, self.rank, self.reference)[()])
 
 
 @dataclass(frozen=True)
@@ -686,28 +682,33 @@ class GroupNull:
         self.incidence = sparse.csc_matrix(incidence, dtype=np.float64)
         self.label = label
         self.groups = self.incidence.shape[1]
-        matrix = self.incidence
-        self._holder_sets = {tuple(matrix.indices[matrix.indptr[c]:matrix.indptr[c + 1]].tolist())
-                             for c in range(self.groups)}
-        self._counts: dict[tuple[int, str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._holder_sets: set[tuple[int, ...]] | None = None
+        #: per (ranking, feature, rank): the ranking itself (so that its id is never reused while
+        #: cached), the groups' sums and who is above
+        self._sums: dict[tuple[int, str, int], tuple[Ranked, nulls.GroupSums, np.ndarray]] = {}
 
-    def rates(self, feature: str, rank: Ranked, level: float, group: np.ndarray) -> nulls.GroupRates:
+    def holds(self, group: tuple[int, ...]) -> bool:
+        """Whether ``group`` (sorted entity ids) is one of the groups."""
+        if self._holder_sets is None:
+            m = self.incidence
+            self._holder_sets = {tuple(m.indices[m.indptr[c]:m.indptr[c + 1]].tolist()) for c in range(self.groups)}
+        return group in self._holder_sets
+
+    def rates(self, feature: str, rank: Ranked, level: float, group: np.ndarray, member: bool) -> nulls.GroupRates:
         """The groups' fit on ``rank``'s feature, members counted above the ``k``-th largest value
-        of every usable entity, ``k = max(1, floor(level (R + 1)))``; ``group`` (sorted entity
-        ids) is left out of the fit when it is one of the groups."""
+        of every usable entity, ``k = max(1, floor(level (R + 1)))``; ``group`` (entity ids) is
+        left out of the fit when it is one of the groups (``member``)."""
         usable = rank.descending.size
         k = max(1, int(np.floor(level * (usable + 1))))
         key = (id(rank), feature, k)
-        if key not in self._counts:
+        if key not in self._sums or self._sums[key][0] is not rank:
             judged = rank.position >= 0
             above = judged & (rank.position < k)
-            self._counts[key] = (self.incidence.T @ judged.astype(np.float64),
-                                 self.incidence.T @ above.astype(np.float64), above)
-        trials, successes, above = self._counts[key]
-        own = None
-        if tuple(group.tolist()) in self._holder_sets:
-            own = (int((rank.position[group] >= 0).sum()), int(above[group].sum()))
-        return nulls.group_rates(trials, successes, own)
+            self._sums[key] = (rank, nulls.GroupSums.of(self.incidence.T @ judged.astype(np.float64),
+                                                        self.incidence.T @ above.astype(np.float64)), above)
+        _, sums, above = self._sums[key]
+        own = (int((rank.position[group] >= 0).sum()), int(above[group].sum())) if member else None
+        return sums.rates(own)
 
 
 def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...],
@@ -729,18 +730,28 @@ def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tupl
     if not counted:
         return None
     k, r, n, x = (np.asarray([look[i] for look in counted]) for i in (2, 3, 4, 5))
-    p = beta_binomial_sf(x, n, k, r)
+    individual = beta_binomial_sf(x, n, k, r)
+    p = individual.copy()
     fits: list[nulls.GroupRates | None] = [None] * len(counted)
     group_p = np.ones(len(counted))
     if groups is not None:
         members = np.unique(np.asarray(group, dtype=np.int64))
-        for i, (feature, _, k_i, r_i, n_i, x_i, _) in enumerate(counted):
-            fits[i] = groups.rates(feature, features[feature], k_i / (r_i + 1), members)
+        member = groups.holds(tuple(members.tolist()))
+        # a look's p-value is at least its individual one, so the looks are visited from the
+        # smallest individual p-value up until it exceeds the best found: the rest cannot win
+        best = np.inf
+        p[:] = np.inf
+        for i in np.argsort(individual, kind="stable"):
+            if individual[i] > best:
+                break
+            feature, _, k_i, r_i, n_i, x_i, _ = counted[i]
+            fits[i] = groups.rates(feature, features[feature], k_i / (r_i + 1), members, member)
             group_p[i] = fits[i].tail(x_i, n_i, k_i / (r_i + 1))
-        p = np.maximum(p, group_p)
+            p[i] = max(individual[i], group_p[i])
+            best = min(best, p[i])
     i = int(np.argmin(p))  # the first of equal p-values, in (feature, level) order
     feature, direction, k_i, r_i, n_i, x_i, extreme = counted[i]
     return GroupBehaviour(feature, direction, k_i / (r_i + 1), k_i, r_i, n_i, x_i, float(p[i]),
                           float(nulls.bonferroni(float(p[i]), len(looks))),
                           tuple(int(e) for e in np.sort(extreme)), fits[i], float(group_p[i]),
-                          groups.label if groups is not None else "")
+                          groups.label if groups is not None else "", float(individual[i]))

@@ -206,32 +206,53 @@ class GroupRates:
         return beta_binomial_tail(observed, trials, mean * scale, (1.0 - mean) * scale)
 
 
+@dataclass(frozen=True)
+class GroupSums:
+    """The sums Fleiss' estimator needs over a population of groups (:func:`group_rates`), kept so
+    that leaving one group out costs nothing: groups, trials, successes, squared trials and
+    squared successes per trial."""
+
+    groups: int
+    trials: float
+    successes: float
+    squared_trials: float
+    spread: float
+
+    @classmethod
+    def of(cls, trials: np.ndarray, successes: np.ndarray) -> GroupSums:
+        n = np.asarray(trials, dtype=float)
+        x = np.asarray(successes, dtype=float)
+        keep = n >= 2  # a group of one carries no correlation
+        n, x = n[keep], x[keep]
+        return cls(int(n.size), float(n.sum()), float(x.sum()), float((n * n).sum()), float((x * x / n).sum()))
+
+    def rates(self, leave_out: tuple[int, int] | None = None) -> GroupRates:
+        """Fleiss' analysis-of-variance estimator of the intra-class correlation of a binary
+        outcome over groups of unequal size (Fleiss, Levin & Paik 2003, ch. 15; Ridout et al. 1999
+        compare it with the alternatives): ``rho = (MSB - MSW) / (MSB + (n0 - 1) MSW)``, clipped
+        to [0, 1). ``leave_out`` (trials, successes) is one of the groups, left out: the group
+        under test must not make its own null (one with all its members extreme would raise the
+        fitted correlation itself)."""
+        g, total, hits, squares, spread = self.groups, self.trials, self.successes, self.squared_trials, self.spread
+        if leave_out is not None and leave_out[0] >= 2:
+            n, x = float(leave_out[0]), float(leave_out[1])
+            g, total, hits, squares, spread = g - 1, total - n, hits - x, squares - n * n, spread - x * x / n
+        if g <= 0 or total <= 0:
+            return GroupRates(0, 0.0, 0.0)
+        mean = float(hits / total)
+        if g < 2 or total <= g:
+            return GroupRates(int(g), mean, 0.0)
+        between = (spread - 2 * mean * hits + mean * mean * total) / (g - 1)
+        within = (hits - spread) / (total - g)
+        n0 = (total - squares / total) / (g - 1)
+        denominator = between + (n0 - 1.0) * within
+        icc = (between - within) / denominator if denominator > 0 else (1.0 if between > 0 else 0.0)
+        return GroupRates(int(g), mean, float(min(max(icc, 0.0), 0.999)))
+
+
 def group_rates(trials: np.ndarray, successes: np.ndarray, leave_out: tuple[int, int] | None = None) -> GroupRates:
-    """Fleiss' analysis-of-variance estimator of the intra-class correlation of a binary outcome
-    over groups of unequal size (Fleiss, Levin & Paik 2003, ch. 15; Ridout et al. 1999 compare
-    it with the alternatives): ``rho = (MSB - MSW) / (MSB + (n0 - 1) MSW)``, clipped to [0, 1).
-    Groups with fewer than two trials carry no correlation and are left out; so is ``leave_out``
-    (trials, successes), one group of the arrays: the group under test, which must not make its
-    own null (a group with all its members extreme would raise the fitted correlation itself)."""
-    n = np.asarray(trials, dtype=float)
-    x = np.asarray(successes, dtype=float)
-    keep = n >= 2
-    n, x = n[keep], x[keep]
-    g, total, hits, squares, spread = n.size, n.sum(), x.sum(), (n * n).sum(), (x * x / np.maximum(n, 1)).sum()
-    if leave_out is not None and leave_out[0] >= 2:
-        lo_n, lo_x = float(leave_out[0]), float(leave_out[1])
-        g, total, hits, squares, spread = g - 1, total - lo_n, hits - lo_x, squares - lo_n * lo_n, spread - lo_x * lo_x / lo_n
-    if g <= 0 or total <= 0:
-        return GroupRates(0, 0.0, 0.0)
-    mean = float(hits / total)
-    if g < 2 or total <= g:
-        return GroupRates(int(g), mean, 0.0)
-    between = float((spread - 2 * mean * hits + mean * mean * total) / (g - 1))
-    within = float((hits - spread) / (total - g))
-    n0 = (total - squares / total) / (g - 1)
-    denominator = between + (n0 - 1.0) * within
-    icc = (between - within) / denominator if denominator > 0 else (1.0 if between > 0 else 0.0)
-    return GroupRates(int(g), mean, float(min(max(icc, 0.0), 0.999)))
+    """:meth:`GroupSums.rates` of the groups' (trials, successes)."""
+    return GroupSums.of(trials, successes).rates(leave_out)
 
 
 def bonferroni(p: np.ndarray | float, looks: int | float) -> np.ndarray | float:

@@ -190,6 +190,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
     # ties do not depend on the reference; a co-located cohort counts on behaviour only
+    group_nulls = _group_nulls(tables, stats)
     tie_check = TieCheck(tables, stats.cohort_profile_level,
                          shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES))
     for _ in range(stats.cohort_refits + 1):
@@ -202,7 +203,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                                            observation=observation)
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates,
-                         {f: v for f, v in feature_values.items() if f in ROTATION})
+                         {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
         _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates)
         for c in found_c:
             refine = _refined(c, profile, tie_check)
@@ -379,7 +380,8 @@ def _cost(c: cohorts_mod.Cohort) -> float:
 
 def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.KindTable], behaviour: dict[str, tuple[np.ndarray, str]], stats: Statistics,
                      n: int, excluded: frozenset[int], candidates: dict[str, list[Candidate]],
-                     rotation: dict[str, tuple[np.ndarray, str]] | None = None) -> None:
+                     rotation: dict[str, tuple[np.ndarray, str]] | None = None,
+                     group_nulls: dict[str, cohorts_mod.GroupNull] | None = None) -> None:
     """Blocks whose seed holders are also extreme in behaviour, with every member tied in one of
     the block's two families and itself extreme on the behaviour the block was found on: a
     co-located group that behaves like the population (an office) does not pass, and in a block
@@ -396,7 +398,8 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     every, words_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(unworded, excluded)
     rotated = cohorts_mod.ranked(rotation or {}, excluded)
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
-    group_nulls = _group_nulls(tables, stats)
+    if group_nulls is None:
+        group_nulls = _group_nulls(tables, stats)
     for b in blocks:
         if b.seed_kind in POPULATIONS or b.holders > rare_cut.get(b.seed_kind, 0):
             # a population (an autonomous system: a network operator's customers), or a seed over
@@ -503,13 +506,14 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[
     out = {}
     for kind in columns:
         family = tuple(sorted(k for k in columns if FAMILY_OF[k] == FAMILY_OF[kind]))
-        elsewhere = tuple(sorted(k for k in columns if (FAMILY_OF[k] != "network") != (FAMILY_OF[kind] == "network")))
+        network = FAMILY_OF[kind] == "network"
+        elsewhere = tuple(sorted(k for k in columns if (FAMILY_OF[k] == "network") == network))
         if columns[kind].shape[1] >= enough:
             out[kind] = over((kind,), f"{KINDS[kind].wording} holders")
         elif sum(columns[k].shape[1] for k in family) >= enough:
             out[kind] = over(family, f"holders of one {FAMILY_OF[kind]} token")
         else:
-            out[kind] = over(elsewhere, "holders of one network token" if FAMILY_OF[kind] == "network"
+            out[kind] = over(elsewhere, "holders of one network token" if network
                              else "holders of one place token outside the network")
     return out
 
