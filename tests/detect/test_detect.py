@@ -971,3 +971,39 @@ def test_a_group_on_its_own_cards_each_rotating_through_many_networks_is_throttl
     assert len(flagged & set(pool)) >= 0.75 * len(pool)
     assert not flagged - set(pool)
     assert not throttled(dv.evaluate(key_table(keys), feature_table(accounts, 23), Policy()))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_groups_p_value_is_its_best_look_under_both_nulls(seed):
+    """Each (feature, level) look's p-value is the larger of its individual tail and its tail
+    against the groups; the group's is the smallest of those, corrected for every look."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(seed)
+    n = 400
+    values = {f"f{i}": rng.normal(size=n) for i in range(3)}
+    groups = [rng.choice(n, int(rng.integers(3, 15)), replace=False) for _ in range(60)]
+    effect = rng.normal(0.0, 1.0, len(groups))
+    for g, e in zip(groups, effect):
+        values["f0"][g] += e
+    incidence = sparse.csc_matrix((np.ones(sum(g.size for g in groups)), np.concatenate(groups),
+                                   np.r_[0, np.cumsum([g.size for g in groups])]), shape=(n, len(groups)))
+    null = cohorts.GroupNull(incidence, "test groups")
+    ranked = cohorts.ranked({f: (v, "above") for f, v in values.items()})
+    levels = (0.01, 0.05, 0.2)
+    for g in groups[:10]:
+        found = cohorts.group_behaviour(ranked, g, levels, null)
+        alone = cohorts.group_behaviour(ranked, g, levels)
+        if found is None:
+            assert alone is None
+            continue
+        looks = []
+        for f, rank in ranked.items():
+            for k, r, judged, above in cohorts.extremes(rank, g, levels):
+                x = int(above.sum())
+                if x:
+                    ind = float(cohorts.beta_binomial_sf(x, judged.size, k, r))
+                    fit = null.rates(f, rank, k / (r + 1), np.unique(g), True)
+                    looks.append(max(ind, fit.tail(x, judged.size, k / (r + 1))))
+        assert found.p_value == pytest.approx(min(looks), rel=1e-12)
+        assert found.p_value >= alone.p_value

@@ -680,6 +680,7 @@ class GroupNull:
 
     def __init__(self, incidence: sparse.spmatrix, label: str) -> None:
         self.incidence = sparse.csc_matrix(incidence, dtype=np.float64)
+        self.incidence.sort_indices()  # each column's holders in order: a group is its sorted ids
         self.label = label
         self.groups = self.incidence.shape[1]
         self._holder_sets: set[tuple[int, ...]] | None = None
