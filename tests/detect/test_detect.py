@@ -1007,3 +1007,26 @@ def test_a_groups_p_value_is_its_best_look_under_both_nulls(seed):
                     looks.append(max(ind, fit.tail(x, judged.size, k / (r + 1))))
         assert found.p_value == pytest.approx(min(looks), rel=1e-12)
         assert found.p_value >= alone.p_value
+
+
+@pytest.mark.parametrize("team", [5, 45])
+def test_a_one_family_block_acts_only_where_most_of_its_extreme_holders_are_tied_in_it(team):
+    """The holders of a public prompt (app backends, all heavier than the population) among whom
+    one company's few backends share a subnet of their own: the block is a population with a
+    co-located team in it, not one operation, and throttles no one. When most of the heavy holders
+    share the block's addresses, it is one operation."""
+    accounts, keys, _ = population(1200, 29)
+    holders = accounts[:60]
+    for i, m in enumerate(holders):
+        keys[m] += ["system_prompt\textract structured data as json"]
+        if i < team:
+            keys[m] += [f"ip\t198.51.100.{j}" for j in range(3)]
+    unworded = {f for f in dv.BEHAVIOUR_FEATURES if f not in dv.CLIENT_SHAPED and f not in dv.WORDED}
+    evidence = dv.evaluate(key_table(keys), shifted(feature_table(accounts, 29), accounts, set(holders), unworded),
+                           Policy())
+    flagged = set(throttled(evidence))
+    assert not flagged - set(holders[:team])
+    if team < len(holders) // 2:
+        assert not flagged
+    else:
+        assert len(flagged) >= 0.75 * team
