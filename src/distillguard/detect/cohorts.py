@@ -672,7 +672,7 @@ class GroupNull:
     staff share a workload, a team's developers one VPN exit, and are extreme together far more
     often than one by one (in a development store, the holders of one /24 were extreme on volume
     per active day with intra-group correlation 0.38; the staff of one office, 15 of 19 in the
-    population's top fifth, were a group test's p = 4e-9 under individual exchangeability). So a
+    population's top fifth, were a group test's p = 6e-8 under individual exchangeability). So a
     group is also tested against the population of groups like it: each group's judged members
     above the population's level-``L`` value are counted, and a Beta-binomial is fitted to the
     counts by moments (:func:`nulls.group_rates`), per (feature, level). A campaign's own groups
