@@ -678,12 +678,15 @@ class GroupNull:
     counts by moments (:func:`nulls.group_rates`), per (feature, level). A campaign's own groups
     among them raise the fitted mean and correlation: the null only gets stricter."""
 
-    def __init__(self, incidence: sparse.spmatrix, label: str) -> None:
+    def __init__(self, incidence: sparse.spmatrix, label: str,
+                 holder_sets: frozenset[tuple[int, ...]] | None = None) -> None:
+        """``incidence``: entities x groups; ``holder_sets``: each group's sorted entity ids, when
+        the caller has them already (else read off the columns)."""
         self.incidence = sparse.csc_matrix(incidence, dtype=np.float64)
         self.incidence.sort_indices()  # each column's holders in order: a group is its sorted ids
         self.label = label
         self.groups = self.incidence.shape[1]
-        self._holder_sets: set[tuple[int, ...]] | None = None
+        self._holder_sets = holder_sets
         #: per (ranking, feature, rank): the ranking itself (so that its id is never reused while
         #: cached), the groups' sums and who is above
         self._sums: dict[tuple[int, str, int], tuple[Ranked, nulls.GroupSums, np.ndarray]] = {}

@@ -482,10 +482,12 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[
     no population for a group that does not: on a development store, mobile carriers' shared
     addresses put 23% of their holders in the top tenth on distinct subnets)."""
     columns: dict[str, sparse.csc_matrix] = {}
+    holder_sets: dict[str, set[tuple[int, ...]]] = {}
     for table in tables:
         if table.kind in POPULATIONS or not table.incidence.nnz:
             continue
         matrix = table.incidence.tocsc()
+        matrix.sort_indices()
         seen: set[tuple[int, ...]] = set()
         keep = []
         for column in np.flatnonzero(np.diff(matrix.indptr) >= stats.min_block_holders):
@@ -494,12 +496,13 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[
                 seen.add(holders)
                 keep.append(column)
         if keep:
-            columns[table.kind] = matrix[:, keep]
+            columns[table.kind], holder_sets[table.kind] = matrix[:, keep], seen
     pooled: dict[tuple[str, ...], cohorts_mod.GroupNull] = {}
 
     def over(kinds: tuple[str, ...], label: str) -> cohorts_mod.GroupNull:
         if kinds not in pooled:
-            pooled[kinds] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in kinds], format="csc"), label)
+            pooled[kinds] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in kinds], format="csc"), label,
+                                                  frozenset().union(*(holder_sets[k] for k in kinds)))
         return pooled[kinds]
 
     enough = stats.group_null_min_groups
