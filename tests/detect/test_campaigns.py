@@ -145,3 +145,43 @@ def test_a_member_tied_by_addresses_alone_gets_nothing_from_the_wave():
     recruitment = camp.recruited_together(membership, created, first, domain, PARAMS)
     tie = {"a0": camp.Tie(3.75, 1, 40, network_only=True)}
     assert camp.with_recruitment(tie, recruitment, PARAMS)["a0"] == tie["a0"]
+
+
+# --- reconcile: the calibrated tests' groups and the linkage's campaigns -----------------------
+
+def _names(prefix: str, n: int, start: int = 0) -> frozenset[str]:
+    return frozenset(f"{prefix}{i}" for i in range(start, start + n))
+
+
+def test_a_tested_group_cut_into_cells_by_the_linkage_is_one_campaign():
+    cells = [_names("a", 20, 0), _names("a", 20, 20), _names("a", 20, 40)]
+    group = _names("a", 55)  # the tests validated 55 of the 60; the other 5 come with their cells
+    out = camp.reconcile(cells, [("block", group)], min_members=5)
+    assert [(r.members, r.linked, r.action, r.tested) for r in out] == [(_names("a", 60), (0, 1, 2), "block", 55)]
+
+
+def test_a_linked_campaign_mostly_outside_the_group_stays_apart_without_the_groups_members():
+    office = _names("o", 30) | _names("g", 4)  # four of its accounts are in the tested group
+    group = _names("g", 40)
+    out = camp.reconcile([office], [("throttle", group)], min_members=5)
+    assert {r.members for r in out} == {group, _names("o", 30)}
+    assert [r.action for r in out if r.members == _names("o", 30)] == [None]
+    # what remains below campaign size is no campaign
+    assert [r.members for r in camp.reconcile([_names("o", 3) | _names("g", 2)], [("throttle", group)], 5)] == [group]
+
+
+def test_campaigns_share_no_member_and_do_not_depend_on_the_order_of_their_inputs():
+    one, two = _names("x", 30), _names("y", 30)
+    cells = [_names("x", 18) | _names("y", 5), _names("y", 25, 5) | _names("z", 6), _names("z", 10)]
+    out = camp.reconcile(cells, [("throttle", one), ("block", two)], min_members=5)
+    seen = [a for r in out for a in r.members]
+    assert len(seen) == len(set(seen))
+    assert {r.members for r in out} == {one, two | _names("z", 6)}  # z6..z9 are too few to stay a campaign
+    swapped = camp.reconcile(cells, [("block", two), ("throttle", one)], min_members=5)
+    assert [(r.members, r.action) for r in swapped] == [(r.members, r.action) for r in out]
+
+
+def test_without_tested_groups_the_linkage_campaigns_are_the_campaigns():
+    cells = [_names("a", 6), _names("b", 9)]
+    assert [(r.members, r.linked, r.tested) for r in camp.reconcile(cells, [], 5)] == \
+        [(cells[0], (0,), 0), (cells[1], (1,), 0)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import re
 from datetime import datetime, timezone
 
@@ -115,7 +116,7 @@ def test_outputs_are_written_and_kept_in_the_store(scanned):
 _CAMPAIGN_FIELDS = ["campaign_id", "members", "cells", "exchanges", "output_tokens", "first_seen", "last_seen",
                     "score", "action", "structure", "automation", "collective", "complementarity", "recruited",
                     "pivoted", "indicators", "capability_mix", "pivot_within_day_share", "accounts",
-                    "first_scan", "last_scan", "members_added", "members_removed", "merged_from", "split_from"]
+                    "first_scan", "last_scan", "members_added", "members_removed", "merged_from", "split_from", "tested"]
 
 
 @pytest.mark.slow  # the module's simulated and scanned scenario
@@ -302,10 +303,10 @@ def _flagged_campaign(result) -> Campaign:
     return max(flagged, key=lambda c: (c.score, c.campaign_id))
 
 
-def _verdict_rows(result, tie, suspicion, acted=None, policy=POLICY) -> dict[str, dict]:
-    """scan._verdicts of the scanned store with ``tie`` and ``suspicion`` put in, by account."""
-    verdicts = scan._verdicts(result.features, result.signals, suspicion, tie, acted or {}, result.campaigns,
-                              policy, AS_OF)
+def _verdict_rows(result, tie, suspicion, acted=None, policy=POLICY, campaigns=None) -> dict[str, dict]:
+    """scan._verdicts of the scanned store with ``tie``, ``suspicion`` (and ``campaigns``) put in, by account."""
+    verdicts = scan._verdicts(result.features, result.signals, suspicion, tie, acted or {},
+                              result.campaigns if campaigns is None else campaigns, policy, AS_OF)
     return {r["account_id"]: r for r in verdicts.to_pylist()}
 
 
@@ -316,13 +317,30 @@ def test_a_rule_based_campaign_is_only_monitored_whatever_its_score(scanned):
     from distillguard.detect import campaigns
 
     _, result, _, _ = scanned
-    campaign = _flagged_campaign(result)
+    # the same members as found by the linkage alone, without a calibrated test's group
+    campaign = replace(_flagged_campaign(result), tested=0)
+    rule_based = [campaign if c.campaign_id == campaign.campaign_id else c for c in result.campaigns]
     firm = {**result.ties, **{a: campaigns.Tie(evidence=50.0, families=4, reach=40) for a in campaign.accounts}}
-    rows = _verdict_rows(result, firm, {a: 0.9 for a in campaign.accounts})
+    rows = _verdict_rows(result, firm, {a: 0.9 for a in campaign.accounts}, campaigns=rule_based)
     assert {rows[a]["action"] for a in campaign.accounts} == {"monitor"}
     recommended = POLICY.campaign_action(campaign.score)
     assert all(f"recommends {recommended}" in rows[a]["reasons"][0] and "need a calibrated test" in rows[a]["reasons"][0]
                for a in campaign.accounts)
+
+
+@pytest.mark.slow  # the module's simulated and scanned scenario
+def test_every_campaign_id_a_verdict_names_is_a_campaign_of_the_scan(scanned):
+    """A tested group's accounts are named by the campaign record that holds them, so a report can
+    show every campaign a verdict names; and each tested account's verdict names its campaign."""
+    _, result, _, _ = scanned
+    members = {c.campaign_id: set(c.accounts) for c in result.campaigns}
+    named = [(a, c) for a, c in zip(result.verdicts.column("account_id").to_pylist(),
+                                    result.verdicts.column("campaign_id").to_pylist()) if c]
+    assert named and all(a in members[c] for a, c in named)
+    assert any(c.tested for c in result.campaigns)
+    action = dict(zip(result.verdicts.column("account_id").to_pylist(), result.verdicts.column("action").to_pylist()))
+    for c in result.campaigns:
+        assert sum(action[a] in ("throttle", "block") for a in c.accounts) >= c.tested
 
 
 @pytest.mark.slow  # the module's simulated and scanned scenario
@@ -341,7 +359,7 @@ def test_a_campaign_record_says_what_its_members_verdicts_do(scanned):
 def test_a_member_credited_with_coordination_is_told_so_in_its_own_reasons(scanned):
     """with_coordination adds a family to a member's tie; the verdict must say which act earned it."""
     _, result, _, _ = scanned
-    member, other = _flagged_campaign(result).accounts[:2]
+    member, other = [a for a in _flagged_campaign(result).accounts if a in result.ties][:2]
     line = "coordination: first used a newly released model 2.0 h after its release (< 24 h) with 40% of its cluster"
     reasons = {a: r["reasons"] for a, r in _verdict_rows(result, result.ties, {}, {member: [line]}).items()}
     assert line in reasons[member] and reasons[member].index(line) == 2  # after the campaign and the tie

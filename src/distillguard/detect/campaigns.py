@@ -184,6 +184,9 @@ class Campaign:
     members_removed: list[str] = dataclasses.field(default_factory=list)
     merged_from: list[str] = dataclasses.field(default_factory=list)
     split_from: str | None = None
+    # members the calibrated tests (verdicts.py) put at throttle or stronger: a campaign holding
+    # such a group is named and described as one (reconcile); 0 when the linkage alone found it
+    tested: int = 0
 
     def to_row(self) -> dict:
         """The campaign as plain JSON-able data, keys in field order."""
@@ -531,3 +534,45 @@ def merge_cells(edges: pa.Table, clusters: list[Cluster], min_link: float) -> li
     for i, c in enumerate(clusters):
         groups.setdefault(find(i), []).append(c)
     return [groups[k] for k in sorted(groups)]
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """One campaign of a scan as member sets: its members, the linkage campaigns it takes in
+    (indexes into reconcile's ``linked``), and the action and size of the calibrated tests'
+    group it holds (None and 0 when the linkage alone found it)."""
+
+    members: frozenset[str]
+    linked: tuple[int, ...]
+    action: str | None = None
+    tested: int = 0
+
+
+def reconcile(linked: list[frozenset[str]], tested: list[tuple[str, frozenset[str]]],
+              min_members: int) -> list[Reconciled]:
+    """The scan's campaigns from the linkage's campaigns and the calibrated tests' groups.
+
+    The tests' groups (verdicts.Evidence.groups) decide what is one operation: Leiden cuts an
+    operation into its cells, and a group the tests validated as a whole must be reported, named
+    and tracked under one id. Each group is a campaign, and takes in every linkage campaign most
+    of whose members it holds (``|L & G| > |L| / 2``: at most one group can), except for members
+    of other groups. A linkage campaign no group takes in loses the members groups hold and stays
+    a campaign of its own while at least ``min_members`` remain. Campaigns share no member; the
+    result is a pure function of the member sets (groups in order of their sorted members, then
+    the linkage campaigns in their order).
+    """
+    held = set().union(*(g for _, g in tested))
+    out: list[Reconciled] = []
+    taken: set[int] = set()
+    for action, group in sorted(tested, key=lambda t: sorted(t[1])):
+        absorbed = tuple(i for i, members in enumerate(linked) if 2 * len(members & group) > len(members))
+        taken.update(absorbed)
+        extra = frozenset().union(*(linked[i] for i in absorbed)) - held
+        held |= extra
+        out.append(Reconciled(group | extra, absorbed, action, len(group)))
+    for i, members in enumerate(linked):
+        rest = members - held
+        if i not in taken and len(rest) >= min_members:
+            held |= rest
+            out.append(Reconciled(rest, (i,)))
+    return out

@@ -205,12 +205,14 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
     clock.lap("prompt_stats")
     clusters = camp.score_clusters(edges, members_in, tie, suspicion_of, prompt_stats, cparams,
                                    camp.acts(pivot, credited, big, set(members_in.values())))
-    campaigns = _with_lineage(_campaigns(clusters, edges, feats, policy, cparams), previous_campaigns or [], as_of)
-    clock.lap("campaigns")
     statistical = None
     if pending is not None:
         statistical = pending.result()
         clock.lap("statistics")
+    tested = statistical.groups(policy.campaign.min_members) if statistical is not None else []
+    campaigns = _with_lineage(_campaigns(clusters, edges, feats, policy, cparams, tested),
+                              previous_campaigns or [], as_of)
+    clock.lap("campaigns")
     verdicts = _verdicts(feats, signal_table, suspicion_of, tie, acted, campaigns, policy, as_of)
     if statistical is not None:
         verdicts = with_statistics(verdicts, statistical, policy)
@@ -300,7 +302,7 @@ def _features(ex: ir.Table, labelled: ir.Table, as_of: datetime, params: linkage
 
 # the scan's stages in the order they end (statistics only where policy.statistics.enabled)
 STAGES = ("ip_labels", "prompt_sample", "prompt_fingerprints", "features", "signals", "linkage_keys",
-          "linkage_pairs", "clustering", "member_evidence", "prompt_stats", "campaigns", "statistics", "verdicts",
+          "linkage_pairs", "clustering", "member_evidence", "prompt_stats", "statistics", "campaigns", "verdicts",
           "indicators")
 
 
@@ -389,25 +391,33 @@ def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> d
 
 
 def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, policy: Policy,
-               cparams: camp.CampaignParams) -> list[camp.Campaign]:
-    """Clusters scored at least ``monitor``, merged into campaigns (linked cells), described."""
+               cparams: camp.CampaignParams, tested: list[tuple[str, frozenset[str]]] = ()) -> list[camp.Campaign]:
+    """The scan's campaigns, described: clusters scored at least ``monitor`` merged into linkage
+    campaigns (linked cells), reconciled with the calibrated tests' groups (``tested``:
+    campaigns.reconcile, one campaign per group)."""
     # cells are merged only when each is throttle-worthy on its own: a monitored community of
     # customers must never inherit a campaign's action through a few stray links
     flagged = [c for c in clusters if policy.campaign_action(c.score) != "allow"]
     strong = [c for c in flagged if policy.campaign_action(c.score) not in ("allow", "monitor")]
     weak = [[c] for c in flagged if policy.campaign_action(c.score) == "monitor"]
+    linked = camp.merge_cells(edges, strong, policy.campaign.merge_link) + weak
     by_account = {a: i for i, a in enumerate(feats.column("account_id").to_pylist())}
     cols = {name: feats.column(name).to_pylist() for name in
             ("exchanges", "output_tokens", "first_seen", "last_seen", "pivot_hours",
              *(f"{c}_share" for c in CAPABILITIES))}
     out = []
-    for cells in camp.merge_cells(edges, strong, policy.campaign.merge_link) + weak:
-        members = sorted(a for c in cells for a in c.members)
+    for found in camp.reconcile([frozenset(a for c in cells for a in c.members) for cells in linked],
+                                list(tested), cparams.min_members):
+        cells = [c for i in found.linked for c in linked[i]]
+        members = sorted(found.members)
         rows = [by_account[a] for a in members if a in by_account]
         exchanges = sum(cols["exchanges"][i] for i in rows)
         # float sums with math.fsum (correctly rounded): cells and members come in name order,
         # and a renaming of the accounts must not move a score in its last bits
         score = _size_weighted(cells, lambda c: c.score)
+        if found.action is not None:
+            # a tested group's campaign scores at least its action's threshold, as its verdicts do
+            score = max(score, getattr(policy.campaign, found.action))
         indicators: dict[str, camp.Linked] = {}
         for c in cells:
             for kind, v in c.indicators.items():
@@ -439,6 +449,7 @@ def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, p
                                                                  and cols["pivot_hours"][i] < cparams.pivot_hours))
                                          / max(len(rows), 1), 4),
             accounts=members,
+            tested=found.tested,
         ))
     out.sort(key=lambda c: (-c.score, c.campaign_id))
     return out
@@ -473,7 +484,10 @@ def _with_lineage(campaigns: list[camp.Campaign], previous: list[lineage.Previou
 
 
 def _size_weighted(cells: list[camp.Cluster], sub_score: Callable[[camp.Cluster], float]) -> float:
-    """A sub-score of a campaign's cells, weighted by their size (math.fsum: the same in any order)."""
+    """A sub-score of a campaign's cells, weighted by their size (math.fsum: the same in any order);
+    0 without cells (a tested group that no linkage campaign overlaps)."""
+    if not cells:
+        return 0.0
     return round(math.fsum(sub_score(c) * c.size for c in cells) / sum(c.size for c in cells), 4)
 
 
@@ -508,17 +522,26 @@ def _verdicts(feats: pa.Table, signal_table: pa.Table, suspicion: dict[str, floa
         if campaign is not None and campaign.action != "allow":
             action, score = "monitor", max(score, campaign.score)
             links = ", ".join(f"{k} x{v.accounts}" for k, v in campaign.indicators.items())
-            capped = "" if campaign.action == "monitor" else (
-                f"; its score recommends {campaign.action}, but a rule-based campaign is monitored only: "
-                f"throttle and stronger need a calibrated test")
-            reasons.insert(0, f"campaign {campaign.campaign_id}: score={campaign.score:.3f} "
-                              f"(>= {campaign.action} {getattr(policy.campaign, campaign.action):g}), "
-                              f"{campaign.members} accounts linked by {links}{capped}")
-            own_tie = tie.get(account, camp.NO_TIE)
-            reasons.insert(1, f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
-                              f"independent families, tied to >= {own_tie.reach} members")
+            if campaign.tested:
+                # its tested members are raised by with_statistics, with the tests' reasons
+                lines = [f"campaign {campaign.campaign_id}: score={campaign.score:.3f} "
+                         f"(>= {campaign.action} {getattr(policy.campaign, campaign.action):g}), "
+                         f"{campaign.tested} of its {campaign.members} accounts at throttle or stronger "
+                         f"by calibrated tests"
+                         + (f"; the linkage ties its cells by {links}" if links else "")]
+            else:
+                capped = "" if campaign.action == "monitor" else (
+                    f"; its score recommends {campaign.action}, but a rule-based campaign is monitored only: "
+                    f"throttle and stronger need a calibrated test")
+                lines = [f"campaign {campaign.campaign_id}: score={campaign.score:.3f} "
+                         f"(>= {campaign.action} {getattr(policy.campaign, campaign.action):g}), "
+                         f"{campaign.members} accounts linked by {links}{capped}"]
+            if account in tie:
+                own_tie = tie[account]
+                lines.append(f"member evidence={own_tie.evidence:.3g} from {own_tie.families} "
+                             f"independent families, tied to >= {own_tie.reach} members")
             # the collective acts that added evidence to the member's tie, with their numbers
-            reasons[2:2] = acted.get(account, [])
+            reasons[0:0] = lines + acted.get(account, [])
         elif own >= policy.account_monitor:
             action = "monitor"
             reasons.insert(0, f"account suspicion={own:.3f} (>= monitor {policy.account_monitor:g})")
@@ -565,17 +588,18 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
         if hit is not None and hit[0] == "monitor" and row.account_id in watched and row.action == "allow":
             # a co-located group's member is watched from its sign-up on (policy.verify may ask a
             # new one to verify); co-location alone never restricts it
-            rows[i] = replace(row, action="monitor", campaign_id=row.campaign_id or hit[1] or None,
+            rows[i] = replace(row, action="monitor",
                               score=max(row.score, policy.campaign.monitor), reasons=hit[2] + list(row.reasons or []))
             continue
         if hit is None or hit[0] not in ("throttle", "block"):
             continue
-        action, group, reasons = hit
+        action, _, reasons = hit
         current = row.action if row.action in rank else "throttle"  # fallback ranks with throttle+
         if rank.index(action) <= rank.index(current) or row.account_id in capped:
             rows[i] = replace(row, reasons=list(row.reasons or []) + reasons)
             continue
-        rows[i] = replace(row, action=action, campaign_id=row.campaign_id or group,
+        # the campaign that holds the account's group is already its campaign (campaigns.reconcile)
+        rows[i] = replace(row, action=action,
                           score=max(row.score, getattr(policy.campaign, action)),
                           reasons=reasons + list(row.reasons or []))
     return Verdict.table(rows)

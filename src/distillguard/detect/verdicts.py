@@ -83,6 +83,18 @@ class Evidence:
         return frozenset(a for f in self.findings if f.test == "block" and f.action == "monitor"
                          for e in f.entities for a in self.accounts_of[e])
 
+    def groups(self, min_members: int) -> list[tuple[str, frozenset[str]]]:
+        """(strongest action, accounts) of each group whose accounts the findings put at throttle or
+        stronger (:meth:`by_account`; accounts of allowlisted organisations left out): what
+        campaigns.reconcile names as one campaign each."""
+        members: dict[str, set[str]] = {}
+        action: dict[str, str] = {}
+        for account, (act, gid, _) in self.by_account(min_members).items():
+            if act in ("throttle", "block") and account not in self.capped:
+                members.setdefault(gid, set()).add(account)
+                action[gid] = max(action.get(gid, act), act, key=ORDER.index)
+        return sorted(((action[g], frozenset(m)) for g, m in members.items()), key=lambda t: sorted(t[1]))
+
     def by_account(self, min_members: int) -> dict[str, tuple[str, str, list[str]]]:
         """account -> (action, group id, reasons), for accounts a finding reaches.
 
