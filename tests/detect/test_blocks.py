@@ -144,6 +144,20 @@ def test_exclusive_ties_count_only_tokens_most_of_whose_holders_are_in_the_block
     assert set(range(10)) <= set(private) < set(every)  # the shared address ties no one on its own
 
 
+@pytest.mark.parametrize("seed, count", [(1, 3), (2, 1), (6, 5)])
+def test_the_most_shared_tokens_are_those_most_members_hold_ties_by_name(seed, count):
+    """What a reader checks first: every token two or more members hold, ranked by how many hold it,
+    then by name, the first ``count`` of them (the ranking of all of them, cut)."""
+    keys, entity_of = _population(seed)
+    tables = blocks.kind_tables(keys, entity_of, len(entity_of), pair_budget=2_000)
+    for table in tables:
+        for members in (np.arange(25), np.arange(0, 400, 3), np.arange(390, 400)):
+            inside = np.asarray(table.incidence[members].sum(axis=0)).ravel()
+            ranked = sorted((-int(h), table.tokens[c]) for c, h in enumerate(inside) if h >= 2)
+            assert blocks.most_shared(table, members, count) == tuple(
+                f"{table.kind} {name!r} ({-h})" for h, name in ranked[:count])
+
+
 def _exponent_on_the_whole_grid(observed: int, mu: np.ndarray, weights: np.ndarray) -> np.ndarray:
     grid = blocks._CHERNOFF_S
     return blocks._log_bound_curve(np.asarray([observed]), mu[None, :], weights, (mu > 0)[None, :],

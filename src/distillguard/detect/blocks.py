@@ -546,8 +546,15 @@ def most_shared(table: KindTable, members: np.ndarray, count: int = 3) -> tuple[
     if cols.size == 0:
         return ()
     uniq, held = np.unique(cols, return_counts=True)
-    order = sorted(zip(-held, (table.tokens[c] for c in uniq)))
-    return tuple(f"{table.kind} {name!r} ({-h})" for h, name in order[:count] if -h >= 2)
+    # only tokens at least two members hold, and of those only the ones whose count could rank
+    # among the first ``count``, are sorted by (count, name): a campaign's block holds millions
+    keep = held >= 2
+    uniq, held = uniq[keep], held[keep]
+    if held.size > count:
+        near_top = held >= np.partition(held, held.size - count)[held.size - count]
+        uniq, held = uniq[near_top], held[near_top]
+    order = sorted(zip((-held).tolist(), (table.tokens[c] for c in uniq.tolist())))
+    return tuple(f"{table.kind} {name!r} ({-h})" for h, name in order[:count])
 
 
 def ties_to(table: KindTable, entities: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,7 @@ policy's error budget.
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -87,11 +88,9 @@ class Cohort:
         gone = int(np.count_nonzero(held[np.asarray(self.members, dtype=np.int64)])) if self.members else 0
         if gone == 0:
             return self.p_corrected
-        x, n = self.extreme - gone, self.entities - gone
-        if x <= 0:
+        if self.extreme - gone <= 0:
             return 1.0
-        p = float(beta_binomial_sf(np.array([x]), np.array([n]), np.array([self.rank]), np.array([self.reference]))[0])
-        return float(nulls.bonferroni(p, self.looks))
+        return _residual_p(self.extreme - gone, self.entities - gone, self.rank, self.reference, self.looks)
 
     @property
     def expected(self) -> float:
@@ -126,6 +125,14 @@ class Cohort:
             return ""
         return (f" (both counted among the entities first seen at least {self.horizon / 3600:g} hours before the "
                 f"scan that reached the judging minimum of exchanges within {self.horizon / 3600:g} hours)")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _residual_p(extreme: int, entities: int, rank: int, reference: int, looks: int) -> float:
+    """Window.residual's corrected p-value of a count: the budget's greedy asks for the same
+    window's residual each time it comes to the top, mostly with nothing new taken."""
+    p = float(beta_binomial_sf(np.array([extreme]), np.array([entities]), np.array([rank]), np.array([reference]))[0])
+    return float(nulls.bonferroni(p, looks))
 
 
 def tail_shares(values: np.ndarray, direction: str) -> np.ndarray:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from distillguard.store.verdicts import SEVERITY
 
@@ -46,17 +48,17 @@ def carried(verdicts: pa.Table, previous: pa.Table | None, evidenced: set[str], 
         return verdicts
     oldest = as_of - timedelta(days=lookback_days)
     earlier: dict[str, dict] = {}
-    for row in previous.select(["account_id", "action", "campaign_id", "reasons", "as_of"]).to_pylist():
-        if row["action"] in STRONG and row["as_of"] is not None and row["as_of"] < as_of \
-                and found_at(row) >= oldest:
+    strong = previous.filter(pc.is_in(previous.column("action"), value_set=pa.array(STRONG)))
+    for row in strong.select(["account_id", "action", "campaign_id", "reasons", "as_of"]).to_pylist():
+        if row["as_of"] is not None and row["as_of"] < as_of and found_at(row) >= oldest:
             earlier[row["account_id"]] = row
     if not earlier:
         return verdicts
-    rows = verdicts.to_pylist()
-    for row in rows:
-        before = earlier.get(row["account_id"])
-        if before is None or row["account_id"] not in evidenced or row["account_id"] in capped:
-            continue
+    at = [i for i, a in enumerate(verdicts.column("account_id").to_pylist())
+          if a in earlier and a in evidenced and a not in capped]
+    held: dict[int, dict] = {}
+    for i, row in zip(at, verdicts.take(at).to_pylist()):
+        before = earlier[row["account_id"]]
         if SEVERITY[before["action"]] <= SEVERITY.get(row["action"], 0):
             continue
         first = (before["reasons"] or ["(no reason kept)"])[0]
@@ -67,4 +69,18 @@ def carried(verdicts: pa.Table, previous: pa.Table | None, evidenced: set[str], 
         row["reasons"] = [line] + list(row["reasons"] or [])
         row["action"] = before["action"]
         row["campaign_id"] = row["campaign_id"] or before["campaign_id"]
-    return pa.Table.from_pylist(rows, schema=verdicts.schema)
+        held[i] = row
+    return with_rows(verdicts, held)
+
+
+def with_rows(table: pa.Table, replaced: dict[int, dict]) -> pa.Table:
+    """``table`` with the rows at the positions of ``replaced`` replaced (each a whole row), in its
+    order: the quarter of a million verdicts a full-scale scan changes a few of are not converted
+    to Python and back."""
+    if not replaced:
+        return table
+    at = sorted(replaced)
+    new = pa.Table.from_pylist([replaced[i] for i in at], schema=table.schema)
+    order = np.arange(table.num_rows)
+    order[at] = table.num_rows + np.arange(len(at))
+    return pa.concat_tables([table, new]).take(pa.array(order))

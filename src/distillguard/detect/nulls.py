@@ -20,6 +20,7 @@ Everything here is pure numpy/scipy over small arrays and deterministic.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,6 +173,7 @@ def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, a: np.ndarray, b:
     return out.reshape(shape)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def beta_binomial_tail(observed: int, trials: int, a: float, b: float) -> float:
     """P(X >= observed) for X ~ Beta-binomial(trials, a, b), any a, b > 0 (an overdispersed group
     has a < 1: :func:`beta_binomial_sf` needs log-concavity). Every term from ``observed`` to
@@ -183,7 +185,8 @@ def beta_binomial_tail(observed: int, trials: int, a: float, b: float) -> float:
     j = np.arange(observed, trials + 1, dtype=float)
     log_terms = (special.gammaln(trials + 1) - special.gammaln(j + 1) - special.gammaln(trials - j + 1)
                  + special.betaln(j + a, trials - j + b) - special.betaln(a, b))
-    return float(min(1.0, np.exp(special.logsumexp(log_terms))))
+    top = log_terms.max()  # the log-sum-exp, without scipy's per-call overhead
+    return float(min(1.0, np.exp(top + np.log(np.exp(log_terms - top).sum()))))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 import threading
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -581,10 +581,11 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
     found = evidence.by_account(policy.campaign.min_members)
     watched = evidence.co_located()
     rank = detect_verdicts.ORDER
-    rows = [Verdict(**row) for row in verdicts.to_pylist()]
+    at = [i for i, a in enumerate(verdicts.column("account_id").to_pylist()) if a in found]
+    rows = dict(zip(at, (Verdict(**row) for row in verdicts.take(at).to_pylist())))
     capped = evidence.capped
-    for i, row in enumerate(rows):
-        hit = found.get(row.account_id)
+    for i, row in rows.items():
+        hit = found[row.account_id]
         if hit is not None and hit[0] == "monitor" and row.account_id in watched and row.action == "allow":
             # a co-located group's member is watched from its sign-up on (policy.verify may ask a
             # new one to verify); co-location alone never restricts it
@@ -602,7 +603,7 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
         rows[i] = replace(row, action=action,
                           score=max(row.score, getattr(policy.campaign, action)),
                           reasons=reasons + list(row.reasons or []))
-    return Verdict.table(rows)
+    return detect_history.with_rows(verdicts, {i: asdict(v) for i, v in rows.items()})
 
 
 def with_outside_evidence(verdicts: pa.Table, matches: pa.Table, intel: pa.Table, policy: Policy,

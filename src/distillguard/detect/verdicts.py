@@ -76,6 +76,10 @@ class Evidence:
     capped: frozenset[str] = frozenset()  # accounts of allowlisted organisations: never raised
     edges: list[pairs_mod.PairEdge] = field(default_factory=list)  # validated pairs: they group, never act
     group_ties: list[pairs_mod.GroupTie] = field(default_factory=list)  # tied groups of findings: one id
+    # by_account's result per min_members: the scan reads it three times, and at full scale it is
+    # a pass over a hundred thousand finding entities
+    _by_account: dict[int, dict[str, tuple[str, str, list[str]]]] = field(default_factory=dict, repr=False,
+                                                                         compare=False)
 
     def co_located(self) -> frozenset[str]:
         """Accounts that a block finding at monitor holds: tied to a co-located group, whatever
@@ -105,6 +109,12 @@ class Evidence:
         the cap counts each group's own entities: a pair groups, it never raises an action. So does
         a group tie (pairs.group_ties): two groups whose members share rare tokens beyond chance.
         Monitor findings are attached to the accounts they name."""
+        if min_members not in self._by_account:
+            self._by_account[min_members] = self._group_accounts(min_members)
+        return dict(self._by_account[min_members])
+
+    def _group_accounts(self, min_members: int) -> dict[str, tuple[str, str, list[str]]]:
+        """:meth:`by_account`, computed."""
         strong = [f for f in self.findings if f.action != "monitor"]
         held = {e for f in strong for e in f.entities}
         ties = [(e.a, e.b) for e in self.edges if e.a in held and e.b in held]
@@ -112,7 +122,7 @@ class Evidence:
         own_groups = _components([f.entities for f in strong])
         size_of = {e: len(g) for g in own_groups for e in g}
         group_tie_of: dict[int, pairs_mod.GroupTie] = {}
-        first_of = {e: min(g) for g in own_groups for e in g}
+        first_of = {e: first for g in own_groups for first in (min(g),) for e in g}
         for t in sorted(self.group_ties, key=lambda t: t.p_corrected):
             for e, first in first_of.items():
                 if first in (t.a, t.b) and e not in group_tie_of:
