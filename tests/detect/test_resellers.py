@@ -101,6 +101,18 @@ def test_split_recognises_resellers_in_the_scans_window_only():
     assert found.num_rows == 0 and table is ex
 
 
+def test_only_a_key_naming_two_end_users_can_front_any():
+    """A reseller names at least two end users (recognise): without such a key the per-key counts
+    are not computed at all."""
+    ex = _exchanges()
+    assert resellers.fronts_end_users(ex)
+    one_each = ex.filter(ex.exchange_id.startswith("o") | (ex.exchange_id == "r0"))
+    assert not resellers.fronts_end_users(one_each)
+    assert not resellers.fronts_end_users(ex.filter(ex.exchange_id.startswith("o")))
+    table, found = resellers.split(one_each, T0 + timedelta(minutes=200), None)
+    assert found.num_rows == 0 and found.schema == resellers.RESELLER_SCHEMA and table is one_each
+
+
 def _verdict(account: str, action: str) -> dict:
     return {"account_id": account, "action": action, "score": 0.0, "campaign_id": None, "reasons": [action],
             "as_of": T0}

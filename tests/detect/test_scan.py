@@ -427,3 +427,22 @@ def test_an_error_in_the_statistical_tests_fails_the_scan_with_that_error(alibab
     with pytest.raises(ArithmeticError, match="the tests failed"):
         scan.scan(con.table("exchanges"), None, Policy(lookback_days=365))
     store.close()
+
+
+def test_an_account_idle_through_the_lookback_is_allowed_and_one_seen_only_inside_it_is_left_as_judged():
+    from distillguard.detect.policy import Policy
+    from distillguard.store.verdicts import VERDICT_SCHEMA
+
+    as_of = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    times = pa.array([datetime(2026, 1, 1, tzinfo=timezone.utc), datetime(2026, 5, 30, tzinfo=timezone.utc),
+                      datetime(2026, 5, 31, tzinfo=timezone.utc)], pa.timestamp("us", tz="UTC"))
+    exchanges = ibis.memtable(pa.table({"account_id": ["old", "new", "new"], "timestamp": times}))
+    judged = pa.Table.from_pylist([{"account_id": "new", "action": "monitor", "score": 0.3, "campaign_id": None,
+                                    "reasons": ["x"], "as_of": as_of}], schema=VERDICT_SCHEMA)
+    policy = Policy().model_copy(update={"lookback_days": 30})
+    out = scan._with_quiet_accounts(judged, exchanges, as_of, policy).to_pylist()
+    assert [(r["account_id"], r["action"]) for r in out] == [("new", "monitor"), ("old", "allow")]
+    assert out[1]["reasons"] == ["no exchanges in the last 30 days"]
+    # a window back to the first exchange holds every account: the verdicts stay as they are
+    wide = Policy().model_copy(update={"lookback_days": 200})
+    assert scan._with_quiet_accounts(judged, exchanges.filter(exchanges.account_id == "new"), as_of, wide) is judged

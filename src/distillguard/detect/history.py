@@ -57,7 +57,7 @@ def carried(verdicts: pa.Table, previous: pa.Table | None, evidenced: set[str], 
     at = [i for i, a in enumerate(verdicts.column("account_id").to_pylist())
           if a in earlier and a in evidenced and a not in capped]
     held: dict[int, dict] = {}
-    for i, row in zip(at, verdicts.take(at).to_pylist()):
+    for i, row in zip(at, verdicts.take(pa.array(at, pa.int64())).to_pylist()):
         before = earlier[row["account_id"]]
         if SEVERITY[before["action"]] <= SEVERITY.get(row["action"], 0):
             continue

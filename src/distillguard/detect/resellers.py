@@ -137,8 +137,22 @@ def split(exchanges: ir.Table, as_of: datetime, lookback_days: float | None,
     """The entities a scan judges: ``exchanges`` with the end users of the reseller keys
     recognised in the scan's window (``as_of``, ``lookback_days``) moved to their own entities
     (:func:`end_user_entities`), and those keys (RESELLER_SCHEMA)."""
-    found = recognise(key_counts(features.window(exchanges, as_of, lookback_days)).to_pyarrow(), params)
+    window = features.window(exchanges, as_of, lookback_days)
+    if not fronts_end_users(window):
+        # no key names two end users: none is a reseller (recognise), and the per-key counts,
+        # four distinct counts over every exchange, are not needed
+        return exchanges, RESELLER_SCHEMA.empty_table()
+    found = recognise(key_counts(window).to_pyarrow(), params)
     return end_user_entities(exchanges, found), found
+
+
+def fronts_end_users(ex: ir.Table) -> bool:
+    """Whether some key (``api_key_id``, else the account) names at least two end users in ``ex``:
+    read from the requests that name one only."""
+    named = ex.filter(ex.end_user.notnull())
+    named = named.mutate(_key=named.api_key_id.fill_null(named.account_id))
+    many = named.group_by("_key").aggregate(end_users=named.end_user.nunique())
+    return bool(many.filter(many.end_users >= 2).limit(1).count().to_pyarrow().as_py())
 
 
 def by_account(verdicts: pa.Table) -> pa.Table:

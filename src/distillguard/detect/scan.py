@@ -15,7 +15,7 @@ import math
 import time
 import threading
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -351,6 +351,11 @@ class _Clock:
 
 def _with_quiet_accounts(verdicts: pa.Table, exchanges: ir.Table, as_of: datetime, policy: Policy) -> pa.Table:
     """Every account seen before ``as_of`` gets a verdict; those idle during the lookback are allowed."""
+    if policy.lookback_days:
+        earliest = exchanges.timestamp.min().to_pyarrow().as_py()
+        start = as_of - timedelta(seconds=int(policy.lookback_days * 86400))  # as features.window
+        if earliest is None or earliest >= start:
+            return verdicts  # the window holds every exchange: no account was idle through it
     before = exchanges.filter(exchanges.timestamp < ibis.literal(as_of))
     seen = before.select("account_id").distinct().to_pyarrow().column(0)
     quiet = pc.filter(seen, pc.invert(pc.is_in(seen, value_set=verdicts.column("account_id"))))
@@ -582,7 +587,7 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
     watched = evidence.co_located()
     rank = detect_verdicts.ORDER
     at = [i for i, a in enumerate(verdicts.column("account_id").to_pylist()) if a in found]
-    rows = dict(zip(at, (Verdict(**row) for row in verdicts.take(at).to_pylist())))
+    rows = dict(zip(at, (Verdict(**row) for row in verdicts.take(pa.array(at, pa.int64())).to_pylist())))
     capped = evidence.capped
     for i, row in rows.items():
         hit = found[row.account_id]
@@ -658,8 +663,8 @@ def write_outputs(result: ScanResult, out: Path) -> dict[str, Path]:
              "signals.parquet": out / "signals.parquet", "indicators.parquet": out / "indicators.parquet"}
     pq.write_table(result.indicators, files["indicators.parquet"])
     pq.write_table(result.verdicts, files["verdicts.parquet"])
-    flat = result.verdicts.set_column(4, "reasons", pa.array(
-        [" | ".join(r or []) for r in result.verdicts.column("reasons").to_pylist()], pa.string()))
+    flat = result.verdicts.set_column(4, "reasons", pc.fill_null(
+        pc.binary_join(result.verdicts.column("reasons"), " | "), ""))
     pacsv.write_csv(spreadsheet_safe(flat), files["verdicts.csv"])
     described = [c.to_row() for c in result.campaigns]
     # one row per campaign without its member list (members added and removed as counts, as the
