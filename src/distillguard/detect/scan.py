@@ -353,6 +353,8 @@ def _with_quiet_accounts(verdicts: pa.Table, exchanges: ir.Table, as_of: datetim
     """Every account seen before ``as_of`` gets a verdict; those idle during the lookback are allowed."""
     if policy.lookback_days:
         earliest = exchanges.timestamp.min().to_pyarrow().as_py()
+        if earliest is not None and earliest.tzinfo is None:  # Spark returns UTC without the zone
+            earliest = earliest.replace(tzinfo=timezone.utc)
         start = as_of - timedelta(seconds=int(policy.lookback_days * 86400))  # as features.window
         if earliest is None or earliest >= start:
             return verdicts  # the window holds every exchange: no account was idle through it
