@@ -446,3 +446,18 @@ def test_an_account_idle_through_the_lookback_is_allowed_and_one_seen_only_insid
     # a window back to the first exchange holds every account: the verdicts stay as they are
     wide = Policy().model_copy(update={"lookback_days": 200})
     assert scan._with_quiet_accounts(judged, exchanges.filter(exchanges.account_id == "new"), as_of, wide) is judged
+
+
+@pytest.mark.slow  # the module's simulated and scanned scenario
+def test_a_tested_group_no_linked_cell_overlaps_is_a_campaign_of_its_own_described_from_its_members(scanned):
+    _, result, _, _ = scanned
+    accounts = sorted(result.features.column("account_id").to_pylist())[:6]
+    cparams = POLICY.clustering.model_copy(update={"min_members": POLICY.campaign.min_members})
+    [campaign] = scan._campaigns([], result.edges, result.features, POLICY, cparams,
+                                 [("throttle", frozenset(accounts))])
+    exchanges = dict(zip(result.features.column("account_id").to_pylist(),
+                         result.features.column("exchanges").to_pylist()))
+    assert (campaign.accounts, campaign.members, campaign.tested, campaign.cells) == (accounts, 6, 6, 0)
+    assert campaign.indicators == {} and campaign.structure == 0.0
+    assert campaign.score == POLICY.campaign.throttle and campaign.action == "throttle"
+    assert campaign.exchanges == sum(exchanges[a] for a in accounts)
