@@ -123,3 +123,14 @@ def test_a_group_tie_puts_two_findings_under_one_campaign_id_without_raising_an_
     assert apart["acct-0"][1] != apart["acct-6"][1] and joined["acct-0"][1] == joined["acct-6"][1]
     assert {a: v[0] for a, v in joined.items()} == {a: v[0] for a, v in apart.items()}
     assert any(line.startswith("group (") for line in joined["acct-6"][2])
+
+
+def test_evidence_with_other_findings_does_not_keep_an_earlier_answer():
+    """by_account is kept per Evidence; a copy with other findings answers for its own."""
+    from dataclasses import replace
+
+    accounts_of = {e: [f"a{e}"] for e in range(10)}
+    finding = verdicts.Finding("throttle", "block", "BiCM", 1e-9, 1.0, "r", tuple(range(6)))
+    evidence = verdicts.Evidence([str(e) for e in range(10)], accounts_of, [finding])
+    assert evidence.by_account(5)["a0"][0] == "throttle"
+    assert replace(evidence, findings=[]).by_account(5) == {}

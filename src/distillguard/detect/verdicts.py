@@ -77,9 +77,10 @@ class Evidence:
     edges: list[pairs_mod.PairEdge] = field(default_factory=list)  # validated pairs: they group, never act
     group_ties: list[pairs_mod.GroupTie] = field(default_factory=list)  # tied groups of findings: one id
     # by_account's result per min_members: the scan reads it three times, and at full scale it is
-    # a pass over a hundred thousand finding entities
-    _by_account: dict[int, dict[str, tuple[str, str, list[str]]]] = field(default_factory=dict, repr=False,
-                                                                         compare=False)
+    # a pass over a hundred thousand finding entities (not an init field: dataclasses.replace of
+    # other findings must not carry it over)
+    _by_account: dict[int, dict[str, tuple[str, str, list[str]]]] = field(default_factory=dict, init=False,
+                                                                         repr=False, compare=False)
 
     def co_located(self) -> frozenset[str]:
         """Accounts that a block finding at monitor holds: tied to a co-located group, whatever
