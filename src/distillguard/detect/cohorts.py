@@ -129,7 +129,7 @@ class Cohort:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _residual_p(extreme: int, entities: int, rank: int, reference: int, looks: int) -> float:
-    """Window.residual's corrected p-value of a count: the budget's greedy asks for the same
+    """:meth:`Cohort.residual`'s corrected p-value of a count: the budget's greedy asks for the same
     window's residual each time it comes to the top, mostly with nothing new taken."""
     p = float(beta_binomial_sf(np.array([extreme]), np.array([entities]), np.array([rank]), np.array([reference]))[0])
     return float(nulls.bonferroni(p, looks))

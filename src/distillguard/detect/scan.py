@@ -17,7 +17,7 @@ import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import ibis
 import ibis.expr.types as ir
@@ -398,7 +398,8 @@ def _prompt_stats(ex: ir.Table, membership: dict[str, int], lookup: Lookup) -> d
 
 
 def _campaigns(clusters: list[camp.Cluster], edges: pa.Table, feats: pa.Table, policy: Policy,
-               cparams: camp.CampaignParams, tested: list[tuple[str, frozenset[str]]] = ()) -> list[camp.Campaign]:
+               cparams: camp.CampaignParams, tested: Sequence[tuple[str, frozenset[str]]] = ()
+               ) -> list[camp.Campaign]:
     """The scan's campaigns, described: clusters scored at least ``monitor`` merged into linkage
     campaigns (linked cells), reconciled with the calibrated tests' groups (``tested``:
     campaigns.reconcile, one campaign per group)."""
@@ -593,13 +594,13 @@ def with_statistics(verdicts: pa.Table, evidence: detect_verdicts.Evidence, poli
     capped = evidence.capped
     for i, row in rows.items():
         hit = found[row.account_id]
-        if hit is not None and hit[0] == "monitor" and row.account_id in watched and row.action == "allow":
+        if hit[0] == "monitor" and row.account_id in watched and row.action == "allow":
             # a co-located group's member is watched from its sign-up on (policy.verify may ask a
             # new one to verify); co-location alone never restricts it
             rows[i] = replace(row, action="monitor",
                               score=max(row.score, policy.campaign.monitor), reasons=hit[2] + list(row.reasons or []))
             continue
-        if hit is None or hit[0] not in ("throttle", "block"):
+        if hit[0] not in ("throttle", "block"):
             continue
         action, _, reasons = hit
         current = row.action if row.action in rank else "throttle"  # fallback ranks with throttle+

@@ -207,10 +207,15 @@ FROM win"""),
        CAST(detail->>'complementarity' AS DOUBLE) AS complementarity,
        CAST(detail->>'recruited' AS DOUBLE) AS recruited,
        CAST(detail->>'pivoted' AS DOUBLE) AS pivoted,
-       CAST(detail->>'cells' AS BIGINT) AS cells
+       CAST(detail->>'cells' AS BIGINT) AS cells,
+       CAST(detail->>'tested' AS BIGINT) AS tested
 FROM campaigns WHERE scan_id = {scan_id} AND campaign_id = {campaign}""",
                 "The campaign score (0..1) maps to an action through the policy's campaign thresholds; "
-                "the parts are the cluster-level measures it is made of (docs/signals.md)."),
+                "the parts are the cluster-level measures it is made of (docs/signals.md). tested counts "
+                "the members calibrated tests put at throttle or stronger (their reasons are in the "
+                "verdicts): a campaign holding them scores at least that action's threshold, and its "
+                "parts are those of the linked cells it took in (docs/detection.md, Campaigns of a "
+                "scan). Null for scans stored before it was recorded."),
         section(con, "lineage", "Lineage across scans", f"""SELECT
        CAST(detail->>'first_scan' AS TIMESTAMPTZ) AS first_scan,
        CAST(detail->>'last_scan' AS TIMESTAMPTZ) AS last_scan,
