@@ -70,8 +70,11 @@ def test_the_group_under_test_is_left_out_of_its_own_null():
     n = rng.integers(2, 20, 50)
     x = rng.binomial(n, 0.1)
     n[0], x[0] = 30, 30  # a group whose every member is extreme
-    assert nulls.group_rates(n, x, (30, 30)) == nulls.group_rates(n[1:], x[1:])
-    assert nulls.group_rates(n, x).icc > nulls.group_rates(n[1:], x[1:]).icc
+    first = np.arange(n.size) == 0
+    left_out, rest = nulls.group_rates(n, x, first), nulls.group_rates(n[1:], x[1:])
+    assert left_out.groups == rest.groups
+    assert (left_out.mean, left_out.icc) == (pytest.approx(rest.mean), pytest.approx(rest.icc))
+    assert nulls.group_rates(n, x).icc > rest.icc
 
 
 @given(x=st.integers(0, 30), icc=st.floats(0.0, 0.9), mean=st.floats(0.0, 1.0), floor=st.floats(0.001, 0.5))
@@ -80,3 +83,36 @@ def test_a_groups_tail_never_rises_with_its_count_and_is_never_laxer_than_its_fl
     assert fit.tail(x + 1, 30, floor) <= fit.tail(x, 30, floor) + 1e-12
     if icc == 0.0:
         assert fit.tail(x, 30, floor) == pytest.approx(float(stats.binom.sf(x - 1, 30, max(mean, floor))))
+
+
+@pytest.mark.parametrize("total", range(2, 12))
+def test_the_rank_sum_bound_is_never_below_the_exact_permutation_tail(total):
+    """Every subset of every size of N distinct values: the bound on P(R >= r) is at least the
+    exact share of same-size subsets whose rank sum reaches r, in every tail."""
+    import itertools
+
+    values = np.arange(total, dtype=float)
+    for size in range(1, total):
+        subsets = list(itertools.combinations(range(total), size))
+        sums = np.array([sum(c) + size for c in subsets])  # ranks are 1-based
+        for subset, observed in zip(subsets, sums):
+            inside = np.zeros(total, dtype=bool)
+            inside[list(subset)] = True
+            found = nulls.rank_sum(values[inside], values[~inside])
+            assert found.statistic == observed
+            assert found.p_value >= float((sums >= observed).mean()) - 1e-12
+
+
+def test_tied_values_take_midranks_and_no_group_is_no_evidence():
+    found = nulls.rank_sum(np.array([5.0, 5.0]), np.array([5.0, 1.0]))
+    assert found.statistic == 6.0 and found.expected == 5.0
+    assert nulls.rank_sum(np.zeros(0), np.ones(3)).p_value == 1.0
+
+
+@given(later=st.lists(st.floats(0, 100), min_size=1, max_size=20), reference=st.lists(st.floats(0, 100), min_size=1, max_size=40),
+       shift=st.floats(0, 50))
+def test_a_group_arriving_later_never_gets_a_larger_rank_sum_p_value(later, reference, shift):
+    base = nulls.rank_sum(np.array(later), np.array(reference))
+    moved = nulls.rank_sum(np.array(later) + shift, np.array(reference))
+    assert moved.p_value <= base.p_value + 1e-12
+    assert 0.0 <= moved.p_value <= 1.0

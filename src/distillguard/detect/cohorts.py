@@ -682,44 +682,46 @@ class GroupNull:
     population's top fifth, were a group test's p = 6e-8 under individual exchangeability). So a
     group is also tested against the population of groups like it: each group's judged members
     above the population's level-``L`` value are counted, and a Beta-binomial is fitted to the
-    counts by moments (:func:`nulls.group_rates`), per (feature, level). A campaign's own groups
-    among them raise the fitted mean and correlation: the null only gets stricter."""
+    counts by moments (:func:`nulls.group_rates`), per (feature, level). The groups most of whose
+    holders are the tested group's own are left out of its fit (:meth:`overlapping`): they are
+    its entities counted again, not other groups like it. A campaign's other groups (other
+    cells, other infrastructure) stay in: they raise the fitted mean and correlation, so the null
+    only gets stricter."""
 
-    def __init__(self, incidence: sparse.spmatrix, label: str,
-                 holder_sets: frozenset[tuple[int, ...]] | None = None) -> None:
-        """``incidence``: entities x groups; ``holder_sets``: each group's sorted entity ids, when
-        the caller has them already (else read off the columns)."""
+    def __init__(self, incidence: sparse.spmatrix, label: str) -> None:
+        """``incidence``: entities x groups."""
         self.incidence = sparse.csc_matrix(incidence, dtype=np.float64)
-        self.incidence.sort_indices()  # each column's holders in order: a group is its sorted ids
         self.label = label
         self.groups = self.incidence.shape[1]
-        self._holder_sets = holder_sets
+        self.sizes = np.diff(self.incidence.indptr)
         #: per (ranking, feature, rank): the ranking itself (so that its id is never reused while
-        #: cached), the groups' sums and who is above
-        self._sums: dict[tuple[int, str, int], tuple[Ranked, nulls.GroupSums, np.ndarray]] = {}
+        #: cached), each group's judged and extreme members, and who is above
+        self._counts: dict[tuple[int, str, int], tuple[Ranked, np.ndarray, np.ndarray, nulls.GroupSums]] = {}
 
-    def holds(self, group: tuple[int, ...]) -> bool:
-        """Whether ``group`` (sorted entity ids) is one of the groups."""
-        if self._holder_sets is None:
-            m = self.incidence
-            self._holder_sets = {tuple(m.indices[m.indptr[c]:m.indptr[c + 1]].tolist()) for c in range(self.groups)}
-        return group in self._holder_sets
+    def overlapping(self, group: np.ndarray) -> np.ndarray:
+        """Which groups have more than half of their holders in ``group`` (entity ids): its own
+        holder set, and the sets of its other tokens that its members mostly hold (a campaign's
+        system prompt beside its scaffold n-grams; an office's address beside its card)."""
+        inside = np.zeros(self.incidence.shape[0])
+        inside[np.unique(np.asarray(group, dtype=np.int64))] = 1.0
+        return 2 * (self.incidence.T @ inside) > self.sizes
 
-    def rates(self, feature: str, rank: Ranked, level: float, group: np.ndarray, member: bool) -> nulls.GroupRates:
+    def rates(self, feature: str, rank: Ranked, level: float, leave_out: np.ndarray | None = None) -> nulls.GroupRates:
         """The groups' fit on ``rank``'s feature, members counted above the ``k``-th largest value
-        of every usable entity, ``k = max(1, floor(level (R + 1)))``; ``group`` (entity ids) is
-        left out of the fit when it is one of the groups (``member``)."""
+        of every usable entity, ``k = max(1, floor(level (R + 1)))``, less the groups
+        ``leave_out`` (a boolean mask, :meth:`overlapping`) marks."""
         usable = rank.descending.size
         k = max(1, int(np.floor(level * (usable + 1))))
         key = (id(rank), feature, k)
-        if key not in self._sums or self._sums[key][0] is not rank:
+        if key not in self._counts or self._counts[key][0] is not rank:
             judged = rank.position >= 0
             above = judged & (rank.position < k)
-            self._sums[key] = (rank, nulls.GroupSums.of(self.incidence.T @ judged.astype(np.float64),
-                                                        self.incidence.T @ above.astype(np.float64)), above)
-        _, sums, above = self._sums[key]
-        own = (int((rank.position[group] >= 0).sum()), int(above[group].sum())) if member else None
-        return sums.rates(own)
+            trials, successes = self.incidence.T @ judged.astype(np.float64), self.incidence.T @ above.astype(np.float64)
+            self._counts[key] = (rank, trials, successes, nulls.GroupSums.of(trials, successes))
+        _, trials, successes, every = self._counts[key]
+        if leave_out is None or not leave_out.any():
+            return every.rates()
+        return every.rates(nulls.GroupSums.of(trials[leave_out], successes[leave_out]))
 
 
 def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...],
@@ -746,8 +748,7 @@ def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tupl
     fits: list[nulls.GroupRates | None] = [None] * len(counted)
     group_p = np.ones(len(counted))
     if groups is not None:
-        members = np.unique(np.asarray(group, dtype=np.int64))
-        member = groups.holds(tuple(members.tolist()))
+        own = groups.overlapping(group)
         # a look's p-value is at least its individual one, so the looks are visited from the
         # smallest individual p-value up until it exceeds the best found: the rest cannot win
         best = np.inf
@@ -756,7 +757,7 @@ def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tupl
             if individual[i] > best:
                 break
             feature, _, k_i, r_i, n_i, x_i, _ = counted[i]
-            fits[i] = groups.rates(feature, features[feature], k_i / (r_i + 1), members, member)
+            fits[i] = groups.rates(feature, features[feature], k_i / (r_i + 1), own)
             group_p[i] = fits[i].tail(x_i, n_i, k_i / (r_i + 1))
             p[i] = max(individual[i], group_p[i])
             best = min(best, p[i])

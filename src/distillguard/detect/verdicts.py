@@ -329,8 +329,6 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
         if gb is None or gb.p_corrected * len(groups) > stats.alpha:
             continue
         late = _later_than_alike(ranked[gb.feature], members, gb.members, first_seen, usable, levels)
-        if late is None:
-            continue
         p = float(nulls.bonferroni(max(gb.p_corrected, late.p_corrected), len(groups)))
         if p > stats.alpha:
             continue
@@ -358,25 +356,48 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                 candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost))
 
 
+@dataclass(frozen=True)
+class Later:
+    """Whether a group's extreme entities were first seen later than the entities that behave as
+    they do: two statistics of one null (the group exchangeable with them in arrival), the count
+    above the reference's ``k``-th latest at each level and the rank sum, Bonferroni over the two.
+    The count sees a burst among the latest arrivals; the rank sum a group spread over the
+    window's second half, which no single level separates from the reference's late tail."""
+
+    count: cohorts_mod.GroupBehaviour | None
+    ranks: nulls.RankSum
+
+    @property
+    def p_corrected(self) -> float:
+        count = self.count.p_corrected if self.count is not None else 1.0
+        return float(min(1.0, 2.0 * min(count, self.ranks.p_value)))
+
+    def reason(self) -> str:
+        count = self.count.reason() if self.count is not None else "no extreme arrival counted"
+        return f"{count}; {self.ranks.reason()}; the smaller of the two corrected for both p={self.p_corrected:.3g}"
+
+
 def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tuple[int, ...],
-                      first_seen: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]
-                      ) -> cohorts_mod.GroupBehaviour | None:
+                      first_seen: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]) -> Later:
     """Whether a group's ``counted`` entities (its extreme ones on ``rank``'s feature) were first
     seen later than the entities outside the group that behave alike: those at least as extreme on
-    that feature as the least extreme counted entity (cohorts.group_behaviour on first_seen).
-    Against the whole population a public tool's new users, or benchmark runners after a model
-    release, look late (casual users were there from the start); against the entities as extreme
-    as they are they arrive as the tool's other heavy users do. The reference is matched to the
-    group, so a group made more extreme is compared with fewer, more extreme entities: the test
-    loses power, never validity."""
+    that feature as the least extreme counted entity (:class:`Later`). Against the whole
+    population a public tool's new users, or benchmark runners after a model release, look late
+    (casual users were there from the start); against the entities as extreme as they are they
+    arrive as the tool's other heavy users do. The reference is matched to the group, so a group
+    made more extreme is compared with fewer, more extreme entities: the test loses power, never
+    validity."""
     inside = np.zeros(first_seen.size, dtype=bool)
     inside[members] = True
     counted_ids = np.asarray(counted, dtype=np.int64)
     oriented = np.nan_to_num(rank.oriented, nan=-np.inf)
     alike = usable & ~inside & (oriented >= oriented[counted_ids].min())
+    reference = first_seen[alike]
+    mine = first_seen[counted_ids]
+    ranks = nulls.rank_sum(mine[~np.isnan(mine)], reference[~np.isnan(reference)])
     alike[counted_ids] = True
     arrival = cohorts_mod.ranked({"first_seen": (np.where(alike, first_seen, np.nan), "above")})
-    return cohorts_mod.group_behaviour(arrival, counted_ids, levels)
+    return Later(cohorts_mod.group_behaviour(arrival, counted_ids, levels), ranks)
 
 
 def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck, ties: TieCheck
@@ -505,7 +526,6 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[
     no population for a group that does not: on a development store, mobile carriers' shared
     addresses put 23% of their holders in the top tenth on distinct subnets)."""
     columns: dict[str, sparse.csc_matrix] = {}
-    holder_sets: dict[str, set[tuple[int, ...]]] = {}
     for table in tables:
         if table.kind in POPULATIONS or not table.incidence.nnz:
             continue
@@ -519,13 +539,12 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[
                 seen.add(holders)
                 keep.append(column)
         if keep:
-            columns[table.kind], holder_sets[table.kind] = matrix[:, keep], seen
+            columns[table.kind] = matrix[:, keep]
     pooled: dict[tuple[str, ...], cohorts_mod.GroupNull] = {}
 
     def over(kinds: tuple[str, ...], label: str) -> cohorts_mod.GroupNull:
         if kinds not in pooled:
-            pooled[kinds] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in kinds], format="csc"), label,
-                                                  frozenset().union(*(holder_sets[k] for k in kinds)))
+            pooled[kinds] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in kinds], format="csc"), label)
         return pooled[kinds]
 
     enough = stats.group_null_min_groups
