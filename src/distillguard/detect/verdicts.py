@@ -444,13 +444,13 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
     if group_nulls is None:
         group_nulls = _group_nulls(tables, stats)
+    # a population (an autonomous system: a network operator's customers), or a seed over the
+    # kind's rare cut, is not a place: its holders differ from everyone else in composition (a
+    # cloud provider's network hosts the heavy batch jobs and backends), so their behaviour is no
+    # evidence about a group; such a block stays co-location (monitor), and is no look of this
+    # test (which blocks are tested depends on their seeds only, never on behaviour)
+    blocks = [b for b in blocks if b.seed_kind not in POPULATIONS and b.holders <= rare_cut.get(b.seed_kind, 0)]
     for b in blocks:
-        if b.seed_kind in POPULATIONS or b.holders > rare_cut.get(b.seed_kind, 0):
-            # a population (an autonomous system: a network operator's customers), or a seed over
-            # the kind's rare cut, is not a place: its holders differ from everyone else in
-            # composition (a cloud provider's network hosts the heavy batch jobs and backends), so
-            # their behaviour is no evidence about a group; such a block stays co-location (monitor)
-            continue
         families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
         # holders of one wording or client share what its words ask for (WORDED: the holders of a
         # public "helpful assistant" prompt whose users ask for reasoning) and what the software
