@@ -1044,6 +1044,31 @@ def test_a_group_is_fitted_against_the_groups_that_are_not_mostly_its_own_entiti
     assert everything.icc > fit.icc and everything.mean > fit.mean
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_every_feature_a_group_is_extreme_on_is_a_test_of_its_own(seed):
+    """group_behaviours returns the best look of each feature whose corrected p-value is within
+    the bound asked for (each corrected for every look, as the single best is), most surprising
+    first; its first is group_behaviour's."""
+    rng = np.random.default_rng(seed)
+    n = 500
+    values = {f"f{i}": rng.normal(size=n) for i in range(4)}
+    group = np.arange(40)
+    values["f0"][group[:20]] += 6.0  # half the group far out
+    values["f1"][group] += 2.0  # all of it somewhat out
+    ranked = cohorts.ranked({f: (v, "above") for f, v in values.items()})
+    levels = (0.01, 0.05, 0.2)
+    found = cohorts.group_behaviours(ranked, group, levels, within=1e-6)
+    best = cohorts.group_behaviour(ranked, group, levels)
+    assert found[0] == best
+    assert [g.feature for g in found][:2] in (["f0", "f1"], ["f1", "f0"])
+    assert len({g.feature for g in found}) == len(found)
+    assert all(g.p_corrected <= 1e-6 for g in found)
+    assert [g.p_value for g in found] == sorted(g.p_value for g in found)
+    on = {g.feature: set(g.members) for g in found}
+    assert len(on["f0"]) >= 18 and on["f1"] - set(range(20))  # f1 finds members f0 cannot
+    assert cohorts.group_behaviours(ranked, group, levels) == [best]
+
+
 @pytest.mark.parametrize("team", [5, 45])
 def test_a_one_family_block_acts_only_where_most_of_its_extreme_holders_are_tied_in_it(team):
     """The holders of a public prompt (app backends, all heavier than the population) among whom

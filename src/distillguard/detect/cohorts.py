@@ -733,37 +733,59 @@ def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tupl
     p-value is the larger of that and its tail against the population of groups
     (:class:`GroupNull`: both nulls must fail). Corrected for every (feature, rank) looked at
     (:func:`extremes`)."""
+    found = group_behaviours(features, group, levels, groups)
+    return found[0] if found else None
+
+
+def group_behaviours(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...],
+                     groups: GroupNull | None = None, within: float | None = None) -> list[GroupBehaviour]:
+    """:func:`group_behaviour`'s looks, the best level of each feature, most surprising first:
+    the best of all only without ``within``, else every feature whose best corrected p-value is
+    at most ``within`` (each corrected for every look, so each is a valid test on its own: a
+    group extreme on two features is found on both, and its members on each are the ones
+    extreme on it)."""
     looks: list[tuple] = []  # (feature, direction, k, r, n, x, the extreme entities)
     for feature, rank in features.items():
         for k, r, judged, above in extremes(rank, group, levels):
             looks.append((feature, rank.direction, k, r, judged.size, int(above.sum()), judged[above]))
-    if not looks:
-        return None
     counted = [look for look in looks if look[5] > 0]
     if not counted:
-        return None
+        return []
     k, r, n, x = (np.asarray([look[i] for look in counted]) for i in (2, 3, 4, 5))
     individual = beta_binomial_sf(x, n, k, r)
     p = individual.copy()
     fits: list[nulls.GroupRates | None] = [None] * len(counted)
     group_p = np.ones(len(counted))
+    bound = np.inf if within is None else within / len(looks)  # what a returned look's p must reach
     if groups is not None:
         own = groups.overlapping(group)
         # a look's p-value is at least its individual one, so the looks are visited from the
-        # smallest individual p-value up until it exceeds the best found: the rest cannot win
+        # smallest individual p-value up until it exceeds the best found (or the bound asked
+        # for): the rest cannot be returned
         best = np.inf
         p[:] = np.inf
         for i in np.argsort(individual, kind="stable"):
-            if individual[i] > best:
+            if individual[i] > (best if within is None else bound):
                 break
             feature, _, k_i, r_i, n_i, x_i, _ = counted[i]
             fits[i] = groups.rates(feature, features[feature], k_i / (r_i + 1), own)
             group_p[i] = fits[i].tail(x_i, n_i, k_i / (r_i + 1))
             p[i] = max(individual[i], group_p[i])
             best = min(best, p[i])
-    i = int(np.argmin(p))  # the first of equal p-values, in (feature, level) order
-    feature, direction, k_i, r_i, n_i, x_i, extreme = counted[i]
-    return GroupBehaviour(feature, direction, k_i / (r_i + 1), k_i, r_i, n_i, x_i, float(p[i]),
-                          float(nulls.bonferroni(float(p[i]), len(looks))),
-                          tuple(int(e) for e in np.sort(extreme)), fits[i], float(group_p[i]),
-                          groups.label if groups is not None else "", float(individual[i]))
+    # the best look of each feature; of equal p-values the first in (feature, level) order
+    chosen: list[int] = []
+    seen: set[str] = set()
+    for i in np.argsort(p, kind="stable"):
+        if chosen and (within is None or p[i] > bound):
+            break
+        if counted[i][0] not in seen:
+            seen.add(counted[i][0])
+            chosen.append(int(i))
+    out = []
+    for i in chosen:
+        feature, direction, k_i, r_i, n_i, x_i, extreme = counted[i]
+        out.append(GroupBehaviour(feature, direction, k_i / (r_i + 1), k_i, r_i, n_i, x_i, float(p[i]),
+                                  float(nulls.bonferroni(float(p[i]), len(looks))),
+                                  tuple(int(e) for e in np.sort(extreme)), fits[i], float(group_p[i]),
+                                  groups.label if groups is not None else "", float(individual[i])))
+    return out

@@ -463,58 +463,66 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
             judged_on = {**judged_on, **rotated}
         if not judged_on:
             continue
-        gb = cohorts_mod.group_behaviour(judged_on, np.asarray(b.seeded, dtype=np.int64), tuple(stats.cohort_levels),
-                                         group_nulls.get(b.seed_kind))
-        if gb is None:
-            continue
-        p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
-        if p > stats.alpha:
-            continue
-        if b.beyond_seed < 2 and 2 * len(set(b.tied) & set(gb.members)) < len(gb.members):
-            # co-located in one family only, the block is one operation only where most of its
-            # extreme holders are tied in it: the holders of a public JSON-extraction prompt (app
-            # backends, heavier than the population) held one company's five backends on a subnet
-            # of their own, 5 of the 111 extreme holders
-            continue
-        # a member shows the behaviour the block was found on: tied alone is co-location, which
-        # organic users of one cloud or one client share (tokens cluster by network and software
-        # beyond what BiCM's independence allows). Those genuinely co-located users are tied for
-        # real, so the tie's chance cost does not cover them: each tied organic member is extreme
-        # at a member level L with probability L, and the tied members that are not extreme
-        # estimate how many organic members were tied (those that are: L / (1 - L) of them). A
-        # block the campaign made extreme at a loose level thus keeps its organic staff only at
-        # that level's price; stricter levels keep fewer of them, at a fraction of it.
-        # member levels down to the reference's resolution (level 0: above its largest value)
-        cuts = cohorts_mod.extremes(judged_on[gb.feature], np.asarray(b.seeded, dtype=np.int64),
-                                    (0.0, *stats.cohort_levels))
-        levels = [(k / (r + 1), set(judged.tolist()), set(judged[above].tolist())) for k, r, judged, above in cuts]
-        for action in ACTIONS:
-            allowed = getattr(stats.budget, action) * n
-            # a stricter threshold costs less and may keep the same members: each distinct set
-            # of members is offered once, at the cheapest (threshold, level) that keeps it
-            offers: dict[tuple[int, ...], tuple[float, float, float, int]] = {}
-            for share in sorted(stats.block_member_shares):
-                for level, judged, extreme in levels:
-                    # a holder tied by chance (under BiCM its links depend on its degree only, not
-                    # on what it asks for) is kept only if also extreme at L: holders x t x L of
-                    # them are expected, so the threshold at each level spends the share's budget
-                    t = allowed / (share * b.holders * level)
-                    tied = [e for e, q in zip(b.tied, b.member_p) if q <= t]
-                    kept = tuple(e for e in tied if e in extreme)
-                    if len(kept) < 2:
-                        continue
-                    others = sum(1 for e in tied if e in judged and e not in extreme)
-                    cost = p * len(kept) + b.holders * t * level + level / (1 - level) * others
-                    if kept not in offers or cost < offers[kept][0]:
-                        offers[kept] = (cost, t, level, others)
-            for kept, (cost, t, level, others) in offers.items():
-                candidates[action].append(Candidate(
-                    p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
-                    f"{len(kept)} members each tied in {'one of the two' if b.beyond_seed > 1 else b.family} "
-                    f"(member p <= {t:.3g}) and among those "
-                    f"above the top {level:.3g} of the reference on {gb.feature}, beside {others} tied members "
-                    f"that are not (so {level / (1 - level) * others:.3g} organic members expected among the kept by chance)",
-                    kept, cost))
+        # every feature the block is extreme on is a test of its own (each corrected for every
+        # look): a campaign rotating exits and asking at volume is most surprising on its subnets,
+        # where half its members stand out, and on its volume, where nearly all do
+        seeded = np.asarray(b.seeded, dtype=np.int64)
+        for gb in cohorts_mod.group_behaviours(judged_on, seeded, tuple(stats.cohort_levels),
+                                               group_nulls.get(b.seed_kind), within=stats.alpha / len(blocks)):
+            p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
+            if p > stats.alpha:
+                break
+            if b.beyond_seed < 2 and 2 * len(set(b.tied) & set(gb.members)) < len(gb.members):
+                # co-located in one family only, the block is one operation only where most of its
+                # extreme holders are tied in it: the holders of a public JSON-extraction prompt (app
+                # backends, heavier than the population) held one company's five backends on a subnet
+                # of their own, 5 of the 111 extreme holders
+                continue
+            _block_members(b, gb, p, judged_on[gb.feature], stats, n, candidates)
+
+
+def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float, rank: cohorts_mod.Ranked,
+                   stats: Statistics, n: int, candidates: dict[str, list[Candidate]]) -> None:
+    """A behaving block's member offers on one feature it is extreme on (``rank``), per action.
+
+    A member shows the behaviour the block was found on: tied alone is co-location, which organic
+    users of one cloud or one client share (tokens cluster by network and software beyond what
+    BiCM's independence allows). Those genuinely co-located users are tied for real, so the tie's
+    chance cost does not cover them: each tied organic member is extreme at a member level L with
+    probability L, and the tied members that are not extreme estimate how many organic members
+    were tied (those that are: L / (1 - L) of them). A block the campaign made extreme at a loose
+    level thus keeps its organic staff only at that level's price; stricter levels keep fewer of
+    them, at a fraction of it. Member levels run down to the reference's resolution (level 0:
+    above its largest value)."""
+    cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), (0.0, *stats.cohort_levels))
+    levels = [(k / (r + 1), set(judged.tolist()), set(judged[above].tolist())) for k, r, judged, above in cuts]
+    for action in ACTIONS:
+        allowed = getattr(stats.budget, action) * n
+        # a stricter threshold costs less and may keep the same members: each distinct set
+        # of members is offered once, at the cheapest (threshold, level) that keeps it
+        offers: dict[tuple[int, ...], tuple[float, float, float, int]] = {}
+        for share in sorted(stats.block_member_shares):
+            for level, judged, extreme in levels:
+                # a holder tied by chance (under BiCM its links depend on its degree only, not
+                # on what it asks for) is kept only if also extreme at L: holders x t x L of
+                # them are expected, so the threshold at each level spends the share's budget
+                t = allowed / (share * b.holders * level)
+                tied = [e for e, q in zip(b.tied, b.member_p) if q <= t]
+                kept = tuple(e for e in tied if e in extreme)
+                if len(kept) < 2:
+                    continue
+                others = sum(1 for e in tied if e in judged and e not in extreme)
+                cost = p * len(kept) + b.holders * t * level + level / (1 - level) * others
+                if kept not in offers or cost < offers[kept][0]:
+                    offers[kept] = (cost, t, level, others)
+        for kept, (cost, t, level, others) in offers.items():
+            candidates[action].append(Candidate(
+                p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
+                f"{len(kept)} members each tied in {'one of the two' if b.beyond_seed > 1 else b.family} "
+                f"(member p <= {t:.3g}) and among those "
+                f"above the top {level:.3g} of the reference on {gb.feature}, beside {others} tied members "
+                f"that are not (so {level / (1 - level) * others:.3g} organic members expected among the kept by chance)",
+                kept, cost))
 
 
 def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[str, cohorts_mod.GroupNull]:
