@@ -694,22 +694,24 @@ class GroupNull:
         self.label = label
         self.groups = self.incidence.shape[1]
         self.sizes = np.diff(self.incidence.indptr)
+        self._by_entity = self.incidence.tocsr()  # each entity's groups: overlaps cost a group's links only
         #: per (ranking, feature, rank): the ranking itself (so that its id is never reused while
         #: cached), each group's judged and extreme members, and who is above
         self._counts: dict[tuple[int, str, int], tuple[Ranked, np.ndarray, np.ndarray, nulls.GroupSums]] = {}
 
     def overlapping(self, group: np.ndarray) -> np.ndarray:
-        """Which groups have more than half of their holders in ``group`` (entity ids): its own
+        """The groups (ascending column indices) that have more than half of their holders in
+        ``group`` (entity ids): its own
         holder set, and the sets of its other tokens that its members mostly hold (a campaign's
         system prompt beside its scaffold n-grams; an office's address beside its card)."""
-        inside = np.zeros(self.incidence.shape[0])
-        inside[np.unique(np.asarray(group, dtype=np.int64))] = 1.0
-        return 2 * (self.incidence.T @ inside) > self.sizes
+        rows = self._by_entity[np.unique(np.asarray(group, dtype=np.int64))]
+        columns, inside = np.unique(rows.indices, return_counts=True)
+        return columns[2 * inside > self.sizes[columns]].astype(np.int64)
 
     def rates(self, feature: str, rank: Ranked, level: float, leave_out: np.ndarray | None = None) -> nulls.GroupRates:
         """The groups' fit on ``rank``'s feature, members counted above the ``k``-th largest value
         of every usable entity, ``k = max(1, floor(level (R + 1)))``, less the groups
-        ``leave_out`` (a boolean mask, :meth:`overlapping`) marks."""
+        ``leave_out`` (column indices, :meth:`overlapping`)."""
         usable = rank.descending.size
         k = max(1, int(np.floor(level * (usable + 1))))
         key = (id(rank), feature, k)
@@ -719,7 +721,7 @@ class GroupNull:
             trials, successes = self.incidence.T @ judged.astype(np.float64), self.incidence.T @ above.astype(np.float64)
             self._counts[key] = (rank, trials, successes, nulls.GroupSums.of(trials, successes))
         _, trials, successes, every = self._counts[key]
-        if leave_out is None or not leave_out.any():
+        if leave_out is None or not leave_out.size:
             return every.rates()
         return every.rates(nulls.GroupSums.of(trials[leave_out], successes[leave_out]))
 
