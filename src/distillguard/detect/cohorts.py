@@ -701,9 +701,9 @@ class GroupNull:
 
     def overlapping(self, group: np.ndarray) -> np.ndarray:
         """The groups (ascending column indices) that have more than half of their holders in
-        ``group`` (entity ids): its own
-        holder set, and the sets of its other tokens that its members mostly hold (a campaign's
-        system prompt beside its scaffold n-grams; an office's address beside its card)."""
+        ``group`` (entity ids): its own holder set, and the sets of its other tokens that its
+        members mostly hold (a campaign's system prompt beside its scaffold n-grams; an office's
+        address beside its card)."""
         rows = self._by_entity[np.unique(np.asarray(group, dtype=np.int64))]
         columns, inside = np.unique(rows.indices, return_counts=True)
         return columns[2 * inside > self.sizes[columns]].astype(np.int64)
