@@ -849,6 +849,73 @@ def test_a_wording_group_is_offered_only_when_both_its_arrival_and_its_behaviour
     assert {e for c in more["throttle"] for e in c.entities} >= offered_to
 
 
+def rotating_wording_population(seed: int = 31):
+    """1,200 organic accounts arriving evenly over 40 days, 25 teams of four that each hold a
+    system prompt of their own, and three groups of 40 that arrive like everyone: ``pool`` (a
+    campaign behind a proxy pool) is extreme on every behaviour and each member on the subnets it
+    comes from, ``public`` (a public tool's users) is as extreme on behaviour and comes from its
+    own networks, ``mobile`` (a phone app's users behind carriers' shared addresses) reaches the
+    service from many subnets and behaves like everyone. Returns (accounts, keys, features, groups)."""
+    accounts, keys, _ = population(1200, seed)
+    groups = {name: accounts[i * 100:i * 100 + 40] for i, name in enumerate(("pool", "public", "mobile"))}
+    for name, members in groups.items():
+        for m in members:
+            keys[m].append(f"system_prompt\tprompt-{name}")
+    for team in range(25):
+        for m in accounts[600 + 4 * team:604 + 4 * team]:
+            keys[m].append(f"system_prompt\tteam-{team}")
+    feats = feature_table(accounts, seed, harvest=set(groups["pool"]) | set(groups["public"]))
+    rotating = set(groups["pool"]) | set(groups["mobile"])
+    column = [v + (3.0 if a in rotating else 0.0) for a, v in zip(accounts, feats.column("distinct_subnets").to_pylist())]
+    feats = feats.set_column(feats.column_names.index("distinct_subnets"), "distinct_subnets", pa.array(column))
+    return accounts, keys, feats, groups
+
+
+def test_holders_of_one_wording_that_harvest_and_each_rotate_through_networks_are_throttled_whenever_they_arrived():
+    """Accounts bought one by one arrive like anyone's, so arrival says nothing about them; a proxy
+    pool still makes each of them reach the service from more networks than the population and
+    than groups like theirs do, which neither words nor software set. A public tool's heavy users
+    (their own networks) and a phone app's users (many networks, ordinary behaviour) are not
+    throttled."""
+    accounts, keys, feats, groups = rotating_wording_population()
+    evidence_ = dv.evaluate(key_table(keys), feats, Policy())
+    flagged = set(throttled(evidence_))
+    assert len(flagged & set(groups["pool"])) >= 0.75 * len(groups["pool"])
+    assert not flagged - set(groups["pool"])
+    reasons = evidence_.by_account(5)[next(a for a in groups["pool"] if a in flagged)][2]
+    line = next(r for r in reasons if r.startswith("wording"))
+    assert "rotating through networks" in line and "distinct_subnets" in line
+
+
+def test_rotating_through_more_networks_never_raises_a_wording_groups_p_value():
+    accounts, keys, feats, groups = rotating_wording_population()
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    stats = Policy().statistics
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
+    values, attributes = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
+    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
+    wordings = dv._wording_groups(tables, stats.min_block_holders)
+    nulls_ = dv._group_nulls(tables, stats)
+    pool = np.asarray(sorted(entity_of[a] for a in groups["pool"]))
+
+    def offers(subnets: np.ndarray) -> list[dv.Candidate]:
+        found = {a: [] for a in dv.ACTIONS}
+        dv._newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, frozenset(), found,
+                              {"distinct_subnets": (subnets, "above")}, nulls_)
+        return found["throttle"]
+
+    subnets = values["distinct_subnets"][0]
+    before = offers(subnets)
+    assert before and {e for c in before for e in c.entities} <= set(pool.tolist())
+    further = subnets.copy()
+    further[pool] += 2.0
+    after = offers(further)
+    assert min(c.p for c in after) <= min(c.p for c in before)
+    assert {e for c in after for e in c.entities} >= {e for c in before for e in c.entities}
+    # without the rotation route the same group is not offered: it arrived like everyone
+    assert not offers(np.zeros_like(subnets))
+
+
 def test_recent_arrivals_that_look_regular_only_for_having_fewer_gaps_are_not_a_cohort():
     """The coefficient of variation of an account's gaps is estimated over the gaps seen so far:
     the newest arrivals have fewer and look more regular by construction, as they look younger.
@@ -1042,6 +1109,33 @@ def test_a_group_is_fitted_against_the_groups_that_are_not_mostly_its_own_entiti
     assert fit.icc == pytest.approx(alone.icc)
     everything = null.rates("f", rank, 0.1)
     assert everything.icc > fit.icc and everything.mean > fit.mean
+
+
+def test_the_groups_null_refitted_without_validated_entities_counts_them_in_no_group():
+    """A campaign's other cells (its paraphrases' n-grams, its other prompts) are groups like the
+    one tested, each as extreme as it is; once the scan holds their entities, the null is fitted
+    as if those entities were in no group, and the groups' extreme share falls."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(9)
+    n = 600
+    values = rng.normal(size=n)
+    campaign = np.arange(60)
+    values[campaign] += 3.0
+    cells = [np.sort(rng.choice(campaign, 10, replace=False)) for _ in range(8)]
+    organic = [rng.choice(np.arange(60, n), int(rng.integers(3, 12)), replace=False) for _ in range(40)]
+    groups = [*cells, *organic]
+    incidence = sparse.csc_matrix((np.ones(sum(g.size for g in groups)), np.concatenate(groups),
+                                   np.r_[0, np.cumsum([g.size for g in groups])]), shape=(n, len(groups)))
+    rank = cohorts.ranked({"f": (values, "above")})["f"]
+    found = campaign[:30]
+    refitted = cohorts.GroupNull(incidence, "test groups").without(found).rates("f", rank, 0.1)
+    kept = sparse.csc_matrix(incidence).toarray()
+    kept[found] = 0.0
+    expected = cohorts.GroupNull(sparse.csc_matrix(kept), "test groups").rates("f", rank, 0.1)
+    assert refitted.mean == pytest.approx(expected.mean) and refitted.icc == pytest.approx(expected.icc)
+    everything = cohorts.GroupNull(incidence, "test groups").rates("f", rank, 0.1)
+    assert refitted.mean < everything.mean
 
 
 @pytest.mark.parametrize("seed", range(3))

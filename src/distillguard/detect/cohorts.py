@@ -37,6 +37,7 @@ policy's error budget.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -695,6 +696,8 @@ class GroupNull:
         self.groups = self.incidence.shape[1]
         self.sizes = np.diff(self.incidence.indptr)
         self._by_entity = self.incidence.tocsr()  # each entity's groups: overlaps cost a group's links only
+        #: entities the scan has validated, counted in no group (:meth:`without`)
+        self._validated: np.ndarray | None = None
         #: per (ranking, feature, rank): the ranking itself (so that its id is never reused while
         #: cached), each group's judged and extreme members, and who is above
         self._counts: dict[tuple[int, str, int], tuple[Ranked, np.ndarray, np.ndarray, nulls.GroupSums]] = {}
@@ -708,15 +711,32 @@ class GroupNull:
         columns, inside = np.unique(rows.indices, return_counts=True)
         return columns[2 * inside > self.sizes[columns]].astype(np.int64)
 
+    def without(self, validated: np.ndarray) -> "GroupNull":
+        """The same groups with the ``validated`` entities (ids: those the scan's findings at
+        throttle or stronger hold) counted in none of them: a null fitted on contaminated data
+        absorbs the campaign. A campaign's other cells (its paraphrases' n-grams, its other
+        prompts) are groups like the one tested, each rotating or harvesting as it does; fitted
+        with them, the groups' extreme share and correlation are the campaign's own. Its
+        members already found are evidence, not the population of groups; an organic group
+        wrongly found is within the budget's expected false positives."""
+        other = copy.copy(self)
+        other._validated = np.zeros(self.incidence.shape[0], dtype=bool)
+        other._validated[np.asarray(validated, dtype=np.int64)] = True
+        other._counts = {}
+        return other
+
     def rates(self, feature: str, rank: Ranked, level: float, leave_out: np.ndarray | None = None) -> nulls.GroupRates:
         """The groups' fit on ``rank``'s feature, members counted above the ``k``-th largest value
         of every usable entity, ``k = max(1, floor(level (R + 1)))``, less the groups
-        ``leave_out`` (column indices, :meth:`overlapping`)."""
+        ``leave_out`` (column indices, :meth:`overlapping`) and the validated entities
+        (:meth:`without`)."""
         usable = rank.descending.size
         k = max(1, int(np.floor(level * (usable + 1))))
         key = (id(rank), feature, k)
         if key not in self._counts or self._counts[key][0] is not rank:
             judged = rank.position >= 0
+            if self._validated is not None:
+                judged = judged & ~self._validated
             above = judged & (rank.position < k)
             trials, successes = self.incidence.T @ judged.astype(np.float64), self.incidence.T @ above.astype(np.float64)
             self._counts[key] = (rank, trials, successes, nulls.GroupSums.of(trials, successes))

@@ -212,22 +212,28 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     # the cohorts' reference is refitted without what the scan's cohorts have found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
+    # the groups' null is refitted without what the scan's findings at throttle or stronger hold
+    every_group = _group_nulls(tables, stats)
+    group_nulls, validated = every_group, frozenset[int]()
     # ties do not depend on the reference; a co-located cohort counts on behaviour only
-    group_nulls = _group_nulls(tables, stats)
     tie_check = TieCheck(tables, stats.cohort_profile_level,
                          shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES))
+    windows: tuple[frozenset[int], list[cohorts_mod.Cohort], cohorts_mod.ProfileCheck] | None = None
     for _ in range(stats.cohort_refits + 1):
-        found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
-                                           tuple(stats.cohort_windows_hours), excluded=excluded,
-                                           alpha=stats.alpha, observation=observation)
-        # a window's members are checked (their profile, their ties) only when the budget reaches it
-        profile = cohorts_mod.ProfileCheck(feature_values, stats.cohort_profile_level, excluded, checks=len(found_c),
-                                           arrival=attributes["first_seen"], attributes=attributes,
-                                           observation=observation)
+        if windows is None or windows[0] != excluded:  # a pass that refits the groups only keeps its windows
+            found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
+                                               tuple(stats.cohort_windows_hours), excluded=excluded,
+                                               alpha=stats.alpha, observation=observation)
+            # a window's members are checked (their profile, their ties) only when the budget reaches it
+            windows = (excluded, found_c, cohorts_mod.ProfileCheck(
+                feature_values, stats.cohort_profile_level, excluded, checks=len(found_c),
+                arrival=attributes["first_seen"], attributes=attributes, observation=observation))
+        _, found_c, profile = windows
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates,
                          {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
-        _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates)
+        _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates,
+                           {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
         for c in found_c:
             refine = _refined(c, profile, tie_check)
             # the check keeps at least one in (1 + extremes) of the chance members
@@ -247,9 +253,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
         # accepted benchmark runners that arrived the same day (6 of 294 on held-out strategies)
         found = frozenset(e for f in findings if f.action in ("throttle", "block") and f.test == "cohort"
                           for e in f.entities)
-        if found <= excluded:
+        held = frozenset(e for f in findings if f.action in ("throttle", "block") for e in f.entities)
+        if found <= excluded and held <= validated:
             break
-        excluded = excluded | found
+        excluded, validated = excluded | found, validated | held
+        group_nulls = _without(every_group, validated)
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
     groups = _components([f.entities for f in findings if f.action != "monitor"])
@@ -295,7 +303,9 @@ def _wording_groups(tables: list[blocks_mod.KindTable], min_holders: int) -> lis
 
 def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dict[str, tuple[np.ndarray, str]],
                        first_seen: np.ndarray, stats: Statistics, excluded: frozenset[int],
-                       candidates: dict[str, list[Candidate]]) -> None:
+                       candidates: dict[str, list[Candidate]],
+                       rotation: dict[str, tuple[np.ndarray, str]] | None = None,
+                       group_nulls: dict[str, cohorts_mod.GroupNull] | None = None) -> None:
     """The holders of one wording (a system prompt, a framing n-gram) that arrived later than the
     population and behave unlike it, tested as a group.
 
@@ -305,11 +315,14 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     (a public tool's system prompt, a benchmark's framing), and its holders share what their words
     set (WORDED) and what their software sets (CLIENT_SHAPED). The group's null: its holders are
     exchangeable with every other entity in when they were first seen and in the remaining
-    behaviour. Two group tests (cohorts.group_behaviour, beta-binomial counts of extremes), each
-    corrected for its (feature, level) looks: the holders first seen later than the population,
-    and the holders extreme in behaviour; the group's p-value is the larger of the two
-    (intersection-union: both must be surprising, as a public template's users are the
-    population's own, present from the start), corrected for every wording tested. Members are the
+    behaviour. Group tests (cohorts.group_behaviour, beta-binomial counts of extremes), each
+    corrected for its (feature, level) looks: the holders extreme in behaviour, and either first
+    seen later than the entities as extreme or each reaching the service from more networks than
+    the population and the groups like it (``rotation``, against ``group_nulls`` of the wording's
+    kind: what a proxy pool gives bought accounts that arrive like anyone's), the smaller of those
+    two times 2; the group's p-value is the larger of behaviour's and that (intersection-union:
+    both must be surprising, as a public template's users are the population's own, present from
+    the start), corrected for every wording tested. Members are the
     holders extreme on the behaviour the group was found on, priced as behaving blocks price theirs:
     each holder that is not extreme at a member level L stands for L / (1 - L) organic holders
     expected among the kept."""
@@ -322,6 +335,7 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     judged_on[COMBINED_FEATURE] = (_combined(judged_on), "above")
     ranked = cohorts_mod.ranked(judged_on, excluded)
     levels = tuple(stats.cohort_levels)
+    rotated = cohorts_mod.ranked(rotation or {}, excluded)
     usable = np.ones(first_seen.size, dtype=bool)
     usable[list(excluded)] = False
     for kind, token, members in groups:
@@ -329,13 +343,21 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
         if gb is None or gb.p_corrected * len(groups) > stats.alpha:
             continue
         late = _later_than_alike(ranked[gb.feature], members, gb.members, first_seen, usable, levels)
-        p = float(nulls.bonferroni(max(gb.p_corrected, late.p_corrected), len(groups)))
+        # or each holder reaching the service from more networks than the population and than
+        # groups like it do: what a proxy pool gives, which neither words nor software set
+        rot = (cohorts_mod.group_behaviour(rotated, members, levels, (group_nulls or {}).get(kind))
+               if rotated else None)
+        routes = 2 if rotated else 1
+        second = min(1.0, routes * min(late.p_corrected, rot.p_corrected if rot is not None else 1.0))
+        p = float(nulls.bonferroni(max(gb.p_corrected, second), len(groups)))
         if p > stats.alpha:
             continue
         cuts = cohorts_mod.extremes(ranked[gb.feature], members, (0.0, *levels))
+        rotating = (f"; or its holders rotating through networks: {rot.reason()}; the smaller of the two "
+                    f"corrected for both p={second:.3g}" if rot is not None else "")
         reason = (f"wording: {len(members)} entities hold the {KINDS[kind].wording} {token!r}; "
                   f"behaviour: {gb.reason()}; its extreme holders first seen later than the entities as "
-                  f"extreme outside it: {late.reason()}; "
+                  f"extreme outside it: {late.reason()}{rotating}; "
                   f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
         # a stricter level costs less and may keep the same members: each set offered once, cheapest
         offers: dict[tuple[int, ...], tuple[float, float, int]] = {}
@@ -523,6 +545,18 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
                 f"above the top {level:.3g} of the reference on {gb.feature}, beside {others} tied members "
                 f"that are not (so {level / (1 - level) * others:.3g} organic members expected among the kept by chance)",
                 kept, cost))
+
+
+def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset[int]
+             ) -> dict[str, cohorts_mod.GroupNull]:
+    """Each group null refitted without the ``validated`` entities (kinds that share one pooled
+    null keep sharing it)."""
+    ids = np.fromiter(sorted(validated), dtype=np.int64, count=len(validated))
+    refitted: dict[int, cohorts_mod.GroupNull] = {}
+    for null in group_nulls.values():
+        if id(null) not in refitted:
+            refitted[id(null)] = null.without(ids)
+    return {kind: refitted[id(null)] for kind, null in group_nulls.items()}
 
 
 def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[str, cohorts_mod.GroupNull]:
