@@ -687,7 +687,7 @@ class GroupNull:
     holders are the tested group's own are left out of its fit (:meth:`overlapping`): they are
     its entities counted again, not other groups like it. A campaign's other groups (other
     cells, other infrastructure) stay in: they raise the fitted mean and correlation, so the null
-    only gets stricter."""
+    only gets stricter, until the scan has found their entities (:meth:`without`)."""
 
     def __init__(self, incidence: sparse.spmatrix, label: str) -> None:
         """``incidence``: entities x groups."""
@@ -711,7 +711,7 @@ class GroupNull:
         columns, inside = np.unique(rows.indices, return_counts=True)
         return columns[2 * inside > self.sizes[columns]].astype(np.int64)
 
-    def without(self, validated: np.ndarray) -> "GroupNull":
+    def without(self, validated: np.ndarray) -> GroupNull:
         """The same groups with the ``validated`` entities (ids: those the scan's findings at
         throttle or stronger hold) counted in none of them: a null fitted on contaminated data
         absorbs the campaign. A campaign's other cells (its paraphrases' n-grams, its other
