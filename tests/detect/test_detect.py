@@ -849,6 +849,25 @@ def test_a_wording_group_is_offered_only_when_both_its_arrival_and_its_behaviour
     assert {e for c in more["throttle"] for e in c.entities} >= offered_to
 
 
+def test_the_holders_of_a_prompt_that_sets_the_answers_length_are_not_throttled_beside_a_campaign_that_holds_it():
+    """A public prompt that asks for "a single valid JSON object and nothing else" sets how long
+    an answer its holders get per question: its organic holders are extreme on output per input
+    together, by its words. A campaign behind a proxy pool that holds it too makes the group
+    surprising, and members chosen on that feature alone would be every holder (on a held-out
+    store, 13 organic holders of such a prompt were throttled beside 25 campaign accounts). A
+    member shows the second test's evidence too, and the extreme holders that do not show it
+    price the organic ones that do by chance."""
+    accounts, keys, _ = population(3000, 41)
+    public, campaign = accounts[:20], accounts[100:140]
+    for m in public + campaign:
+        keys[m].append("system_prompt\tyou extract structured data always reply with a single json object")
+    feats = shifted(feature_table(accounts, 41), accounts, set(public) | set(campaign), ("output_input_ratio",))
+    feats = shifted(feats, accounts, set(campaign), ("distinct_subnets",))
+    flagged = set(throttled(dv.evaluate(key_table(keys), feats, Policy())))
+    assert not flagged & set(public)
+    assert len(flagged & set(campaign)) >= 0.25 * len(campaign)
+
+
 def rotating_wording_population(seed: int = 31):
     """1,200 organic accounts arriving evenly over 40 days, 25 teams of four that each hold a
     system prompt of their own, and three groups of 40 that arrive like everyone: ``pool`` (a

@@ -359,23 +359,61 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                   f"behaviour: {gb.reason()}; its extreme holders first seen later than the entities as "
                   f"extreme outside it: {late.reason()}{rotating}; "
                   f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
-        # a stricter level costs less and may keep the same members: each set offered once, cheapest
-        offers: dict[tuple[int, ...], tuple[float, float, int]] = {}
-        for k, r, judged, above in cuts:
-            level = k / (r + 1)
-            kept = tuple(int(e) for e in judged[above])
+        # each route that passes on its own offers its members: by arrival, the holders extreme on
+        # behaviour; by rotation, those of them that rotate too. The holders of a public prompt that
+        # sets how long an answer its users get (output per input) are all extreme on behaviour, a
+        # campaign behind a proxy pool among them the only ones rotating (on a held-out store, 13
+        # organic holders of "reply with a single valid JSON object" were offered beside 25
+        # campaign ones). A holder, organic or not, rotates at the rotation test's level by chance
+        # with that probability: the extreme holders that do not rotate estimate the organic ones
+        # among those that do, as the holders not extreme estimate them among the extreme
+        by_arrival = float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * late.p_corrected)), len(groups)))
+        if by_arrival <= stats.alpha:
+            _wording_offers(by_arrival, cuts, [(0.0, None)], reason, gb.feature, candidates)
+        by_rotation = (float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * rot.p_corrected)), len(groups)))
+                       if rot is not None else 1.0)
+        if by_rotation <= stats.alpha:
+            shown = [(k / (r + 1), frozenset(judged[above].tolist()))
+                     for k, r, judged, above in cohorts_mod.extremes(next(iter(rotated.values())), members,
+                                                                     (0.0, *levels))]
+            _wording_offers(by_rotation, cuts, shown, reason, gb.feature, candidates)
+
+
+def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]],
+                    shown: list[tuple[float, frozenset[int] | None]], reason: str, feature: str,
+                    candidates: dict[str, list[Candidate]]) -> None:
+    """A wording group's member offers, each distinct set once at its cheapest: at each member level
+    ``L`` (``cuts``: cohorts.extremes), the holders extreme on ``feature``, at ``p`` per member plus
+    ``L / (1 - L)`` organic holders expected per holder not extreme; found by rotation, only those
+    that also rotate at a level ``L2`` (``shown``: each level and its rotating holders), plus
+    ``L2 / (1 - L2)`` per extreme holder that does not. The holders of a public prompt that sets
+    how long an answer its users get (output per input) are all extreme on behaviour, a campaign
+    behind a proxy pool among them the only ones rotating (on a held-out store, 13 organic holders
+    of "reply with a single valid JSON object" were offered beside 25 campaign ones); a holder,
+    organic or not, rotates at ``L2`` by chance with that probability, so the extreme holders that
+    do not rotate estimate the organic ones among those that do."""
+    offers: dict[tuple[int, ...], tuple[float, float, int, float, int]] = {}
+    for k, r, judged, above in cuts:
+        level = k / (r + 1)
+        extreme = tuple(int(e) for e in judged[above])
+        others = int(judged.size - len(extreme))
+        for level2, rotating in shown:
+            kept = extreme if rotating is None else tuple(e for e in extreme if e in rotating)
             if len(kept) < 2:
                 continue
-            others = int(judged.size - len(kept))
-            cost = p * len(kept) + level / (1 - level) * others
+            hidden = len(extreme) - len(kept)
+            cost = p * len(kept) + level / (1 - level) * others + level2 / (1 - level2) * hidden
             if kept not in offers or cost < offers[kept][0]:
-                offers[kept] = (cost, level, others)
-        for kept, (cost, level, others) in offers.items():
-            note = (f"{len(kept)} holders above the top {level:.3g} of the other entities on {gb.feature}, beside "
-                    f"{others} that are not (so {level / (1 - level) * others:.3g} organic holders expected among "
-                    f"the kept by chance)")
-            for action in ACTIONS:
-                candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost))
+                offers[kept] = (cost, level, others, level2, hidden)
+    for kept, (cost, level, others, level2, hidden) in offers.items():
+        note = (f"{len(kept)} holders above the top {level:.3g} of the other entities on {feature}, beside {others} "
+                f"that are not (so {level / (1 - level) * others:.3g} organic holders expected among the kept by "
+                f"chance)")
+        if hidden:
+            note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on distinct subnets, "
+                     f"beside {hidden} that are not (so {level2 / (1 - level2) * hidden:.3g} more)")
+        for action in ACTIONS:
+            candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost))
 
 
 @dataclass(frozen=True)
