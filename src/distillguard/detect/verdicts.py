@@ -555,7 +555,10 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
     them, at a fraction of it. Member levels run down to the reference's resolution (level 0:
     above its largest value)."""
     cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), (0.0, *stats.cohort_levels))
-    levels = [(k / (r + 1), set(judged.tolist()), set(judged[above].tolist())) for k, r, judged, above in cuts]
+    tied_ids = np.asarray(b.tied, dtype=np.int64)
+    member_p = np.asarray(b.member_p, dtype=np.float64)
+    # per level, which tied members are judged and which extreme (in the tied members' order)
+    levels = [(k / (r + 1), np.isin(tied_ids, judged), np.isin(tied_ids, judged[above])) for k, r, judged, above in cuts]
     for action in ACTIONS:
         allowed = getattr(stats.budget, action) * n
         # a stricter threshold costs less and may keep the same members: each distinct set
@@ -567,11 +570,12 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
                 # on what it asks for) is kept only if also extreme at L: holders x t x L of
                 # them are expected, so the threshold at each level spends the share's budget
                 t = allowed / (share * b.holders * level)
-                tied = [e for e, q in zip(b.tied, b.member_p) if q <= t]
-                kept = tuple(e for e in tied if e in extreme)
-                if len(kept) < 2:
+                tied = member_p <= t
+                chosen = tied & extreme
+                if np.count_nonzero(chosen) < 2:
                     continue
-                others = sum(1 for e in tied if e in judged and e not in extreme)
+                kept = tuple(tied_ids[chosen].tolist())
+                others = int(np.count_nonzero(tied & judged & ~extreme))
                 cost = p * len(kept) + b.holders * t * level + level / (1 - level) * others
                 if kept not in offers or cost < offers[kept][0]:
                     offers[kept] = (cost, t, level, others)
