@@ -802,6 +802,24 @@ def wording_population(seed: int = 21):
     return accounts, keys, feats, groups
 
 
+def wording_inputs(accounts: list[str], keys: dict[str, list[str]], feats: pa.Table):
+    """What the wording test reads, as ``evaluate`` builds it: (entity ids, statistics, kind
+    tables, feature values, arrival attributes, behaviour features, wording groups)."""
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    stats = Policy().statistics
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
+    values, attributes = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
+    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
+    return entity_of, stats, tables, values, attributes, behaviour, dv._wording_groups(tables, stats.min_block_holders)
+
+
+def wording_line(evidence_: dv.Evidence, members: list[str]) -> str:
+    """The wording reason of the first of ``members`` the evidence throttles."""
+    flagged = throttled(evidence_)
+    reasons = evidence_.by_account(5)[next(a for a in members if a in flagged)][2]
+    return next(r for r in reasons if r.startswith("wording"))
+
+
 def test_holders_of_one_wording_that_arrived_late_and_harvest_are_throttled_and_a_public_prompts_users_are_not():
     """Bought accounts share no card, address or clock and arrive spread over the window; the
     template they are given to ask with makes them holders of one wording. The holders are tested
@@ -813,20 +831,14 @@ def test_holders_of_one_wording_that_arrived_late_and_harvest_are_throttled_and_
     flagged = set(throttled(evidence_))
     assert len(flagged & set(groups["harvest"])) >= 0.75 * len(groups["harvest"])
     assert not flagged - set(groups["harvest"])
-    reasons = evidence_.by_account(5)[next(a for a in groups["harvest"] if a in flagged)][2]
-    line = next(r for r in reasons if r.startswith("wording"))
+    line = wording_line(evidence_, groups["harvest"])
     assert "first seen later than the entities as extreme outside it" in line and "behaviour:" in line and "p=" in line
     assert evidence.SHARED_WORDING.name in line
 
 
 def test_a_wording_group_is_offered_only_when_both_its_arrival_and_its_behaviour_are_surprising():
     accounts, keys, feats, groups = wording_population()
-    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
-    stats = Policy().statistics
-    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
-    values, attributes = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
-    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
-    wordings = dv._wording_groups(tables, stats.min_block_holders)
+    entity_of, stats, tables, values, attributes, behaviour, wordings = wording_inputs(accounts, keys, feats)
     assert {token for _, token, _ in wordings} >= {f"prompt-{name}" for name in groups}
     candidates = {a: [] for a in dv.ACTIONS}
     dv._newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, frozenset(), candidates)
@@ -901,19 +913,13 @@ def test_holders_of_one_wording_that_harvest_and_each_rotate_through_networks_ar
     flagged = set(throttled(evidence_))
     assert len(flagged & set(groups["pool"])) >= 0.75 * len(groups["pool"])
     assert not flagged - set(groups["pool"])
-    reasons = evidence_.by_account(5)[next(a for a in groups["pool"] if a in flagged)][2]
-    line = next(r for r in reasons if r.startswith("wording"))
+    line = wording_line(evidence_, groups["pool"])
     assert "rotating through networks" in line and "distinct_subnets" in line
 
 
 def test_rotating_through_more_networks_never_raises_a_wording_groups_p_value():
     accounts, keys, feats, groups = rotating_wording_population()
-    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
-    stats = Policy().statistics
-    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
-    values, attributes = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
-    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
-    wordings = dv._wording_groups(tables, stats.min_block_holders)
+    entity_of, stats, tables, values, attributes, behaviour, wordings = wording_inputs(accounts, keys, feats)
     nulls_ = dv._group_nulls(tables, stats)
     pool = np.asarray(sorted(entity_of[a] for a in groups["pool"]))
 

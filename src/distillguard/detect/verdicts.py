@@ -322,10 +322,8 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     kind: what a proxy pool gives bought accounts that arrive like anyone's), the smaller of those
     two times 2; the group's p-value is the larger of behaviour's and that (intersection-union:
     both must be surprising, as a public template's users are the population's own, present from
-    the start), corrected for every wording tested. Members are the
-    holders extreme on the behaviour the group was found on, priced as behaving blocks price theirs:
-    each holder that is not extreme at a member level L stands for L / (1 - L) organic holders
-    expected among the kept."""
+    the start), corrected for every wording tested. Each route that passes offers its members
+    (:func:`_wording_offers`), priced as behaving blocks price theirs."""
     if not groups:
         return
     judged_on = {f: v for f, v in behaviour.items()
@@ -347,31 +345,26 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
         # groups like it do: what a proxy pool gives, which neither words nor software set
         rot = (cohorts_mod.group_behaviour(rotated, members, levels, (group_nulls or {}).get(kind))
                if rotated else None)
-        routes = 2 if rotated else 1
-        second = min(1.0, routes * min(late.p_corrected, rot.p_corrected if rot is not None else 1.0))
-        p = float(nulls.bonferroni(max(gb.p_corrected, second), len(groups)))
+        routes = 2 if rotated else 1  # Bonferroni over the two routes looked at
+
+        def route(q: float) -> float:  # behaviour and one route both surprising, for every wording
+            return float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * q)), len(groups)))
+
+        by_arrival, by_rotation = route(late.p_corrected), route(rot.p_corrected) if rot is not None else 1.0
+        p = min(by_arrival, by_rotation)
         if p > stats.alpha:
             continue
         cuts = cohorts_mod.extremes(ranked[gb.feature], members, (0.0, *levels))
         rotating = (f"; or its holders rotating through networks: {rot.reason()}; the smaller of the two "
-                    f"corrected for both p={second:.3g}" if rot is not None else "")
+                    f"corrected for both p={min(1.0, routes * min(late.p_corrected, rot.p_corrected)):.3g}"
+                    if rot is not None else "")
         reason = (f"wording: {len(members)} entities hold the {KINDS[kind].wording} {token!r}; "
                   f"behaviour: {gb.reason()}; its extreme holders first seen later than the entities as "
                   f"extreme outside it: {late.reason()}{rotating}; "
                   f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
-        # each route that passes on its own offers its members: by arrival, the holders extreme on
-        # behaviour; by rotation, those of them that rotate too. The holders of a public prompt that
-        # sets how long an answer its users get (output per input) are all extreme on behaviour, a
-        # campaign behind a proxy pool among them the only ones rotating (on a held-out store, 13
-        # organic holders of "reply with a single valid JSON object" were offered beside 25
-        # campaign ones). A holder, organic or not, rotates at the rotation test's level by chance
-        # with that probability: the extreme holders that do not rotate estimate the organic ones
-        # among those that do, as the holders not extreme estimate them among the extreme
-        by_arrival = float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * late.p_corrected)), len(groups)))
+        # each route that passes on its own offers its members (_wording_offers)
         if by_arrival <= stats.alpha:
             _wording_offers(by_arrival, cuts, [(0.0, None)], reason, gb.feature, candidates)
-        by_rotation = (float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * rot.p_corrected)), len(groups)))
-                       if rot is not None else 1.0)
         if by_rotation <= stats.alpha:
             shown = [(k / (r + 1), frozenset(judged[above].tolist()))
                      for k, r, judged, above in cohorts_mod.extremes(next(iter(rotated.values())), members,
