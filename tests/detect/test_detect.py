@@ -747,6 +747,28 @@ def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviou
     assert not offered(dataclasses.replace(block, seed_kind="user_agent", seed_token="sdk/1.0"), *context)
 
 
+def test_a_pass_that_reuses_the_previous_passes_looks_offers_what_a_fresh_pass_offers():
+    """A scan's later passes refit the group nulls only: reusing the rankings, each group's looks
+    and each block's member sets (verdicts._Reuse) changes nothing but the work done."""
+    block, tables, behaviour, stats, n = heavy_block()
+    every_group = dv._group_nulls(tables, stats)
+    refitted = dv._without(every_group, frozenset(block.tied[: len(block.tied) // 3]))
+    reuse = dv._Reuse(frozenset())
+    first = {a: [] for a in dv.ACTIONS}
+    dv._behaving_blocks([block], tables, behaviour, stats, n, frozenset(), first, group_nulls=every_group, reuse=reuse)
+    assert first["throttle"] and reuse.looks and reuse.members
+    again, fresh = {a: [] for a in dv.ACTIONS}, {a: [] for a in dv.ACTIONS}
+    dv._behaving_blocks([block], tables, behaviour, stats, n, frozenset(), again, group_nulls=refitted, reuse=reuse)
+    dv._behaving_blocks([block], tables, behaviour, stats, n, frozenset(), fresh, group_nulls=refitted)
+    assert again == fresh and fresh != first  # the refitted null changes what is offered
+    # a new reference (excluded entities) is not served from the old pass
+    excluded = frozenset(block.tied[:2])
+    moved, moved_fresh = {a: [] for a in dv.ACTIONS}, {a: [] for a in dv.ACTIONS}
+    dv._behaving_blocks([block], tables, behaviour, stats, n, excluded, moved, group_nulls=refitted, reuse=reuse)
+    dv._behaving_blocks([block], tables, behaviour, stats, n, excluded, moved_fresh, group_nulls=refitted)
+    assert moved == moved_fresh
+
+
 def test_a_tightly_tied_block_costs_far_less_than_a_share_of_the_budget_so_a_scan_can_accept_thousands():
     """A block's bystander cost is ``budget / share`` for the strictest share whose member threshold
     keeps its members. Were the menu to stop at 256, every block would cost at least 1/256 of the

@@ -701,15 +701,21 @@ class GroupNull:
         #: per (ranking, feature, rank): the ranking itself (so that its id is never reused while
         #: cached), each group's judged and extreme members, and who is above
         self._counts: dict[tuple[int, str, int], tuple[Ranked, np.ndarray, np.ndarray, nulls.GroupSums]] = {}
+        #: per group (its ids' bytes), :meth:`overlapping`: shared with the refitted copies, since
+        #: which groups overlap does not depend on what is validated
+        self._overlaps: dict[bytes, np.ndarray] = {}
 
     def overlapping(self, group: np.ndarray) -> np.ndarray:
         """The groups (ascending column indices) that have more than half of their holders in
         ``group`` (entity ids): its own holder set, and the sets of its other tokens that its
         members mostly hold (a campaign's system prompt beside its scaffold n-grams; an office's
         address beside its card)."""
-        rows = self._by_entity[np.unique(np.asarray(group, dtype=np.int64))]
-        columns, inside = np.unique(rows.indices, return_counts=True)
-        return columns[2 * inside > self.sizes[columns]].astype(np.int64)
+        ids = np.unique(np.asarray(group, dtype=np.int64))
+        key = ids.tobytes()
+        if key not in self._overlaps:
+            columns, inside = np.unique(self._by_entity[ids].indices, return_counts=True)
+            self._overlaps[key] = columns[2 * inside > self.sizes[columns]].astype(np.int64)
+        return self._overlaps[key]
 
     def without(self, validated: np.ndarray) -> GroupNull:
         """The same groups with the ``validated`` entities (ids: those the scan's findings at
@@ -760,21 +766,32 @@ def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tupl
 
 
 def group_behaviours(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...],
-                     groups: GroupNull | None = None, within: float | None = None) -> list[GroupBehaviour]:
+                     groups: GroupNull | None = None, within: float | None = None,
+                     memo: dict | None = None) -> list[GroupBehaviour]:
     """:func:`group_behaviour`'s looks, the best level of each feature, most surprising first:
     the best of all only without ``within``, else every feature whose best corrected p-value is
     at most ``within`` (each corrected for every look, so each is a valid test on its own: a
     group extreme on two features is found on both, and its members on each are the ones
-    extreme on it)."""
-    looks: list[tuple] = []  # (feature, direction, k, r, n, x, the extreme entities)
-    for feature, rank in features.items():
-        for k, r, judged, above in extremes(rank, group, levels):
-            looks.append((feature, rank.direction, k, r, judged.size, int(above.sum()), judged[above]))
-    counted = [look for look in looks if look[5] > 0]
+    extreme on it). ``memo`` keeps each (rankings, group)'s looks and individual p-values, which
+    the group null does not change: a scan that refits only the group nulls reuses them."""
+    key = (tuple((f, id(r)) for f, r in features.items()), group.tobytes(), levels)
+    if memo is not None and key in memo:
+        _, looks, counted, individual = memo[key]
+    else:
+        looks = []  # (feature, direction, k, r, n, x, the extreme entities)
+        for feature, rank in features.items():
+            for k, r, judged, above in extremes(rank, group, levels):
+                looks.append((feature, rank.direction, k, r, judged.size, int(above.sum()), judged[above]))
+        counted = [look for look in looks if look[5] > 0]
+        individual = np.zeros(0)
+        if counted:
+            k, r, n, x = (np.asarray([look[i] for look in counted]) for i in (2, 3, 4, 5))
+            individual = beta_binomial_sf(x, n, k, r)
+        if memo is not None:
+            # the rankings are kept with their looks, so that their ids are never reused while cached
+            memo[key] = (tuple(features.values()), looks, counted, individual)
     if not counted:
         return []
-    k, r, n, x = (np.asarray([look[i] for look in counted]) for i in (2, 3, 4, 5))
-    individual = beta_binomial_sf(x, n, k, r)
     p = individual.copy()
     fits: list[nulls.GroupRates | None] = [None] * len(counted)
     group_p = np.ones(len(counted))

@@ -219,7 +219,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     tie_check = TieCheck(tables, stats.cohort_profile_level,
                          shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES))
     windows: tuple[frozenset[int], list[cohorts_mod.Cohort], cohorts_mod.ProfileCheck] | None = None
+    reuse = _Reuse(excluded)
     for _ in range(stats.cohort_refits + 1):
+        if reuse.excluded != excluded:
+            reuse = _Reuse(excluded)
         if windows is None or windows[0] != excluded:  # a pass that refits the groups only keeps its windows
             found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                                tuple(stats.cohort_windows_hours), excluded=excluded,
@@ -231,7 +234,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
         _, found_c, profile = windows
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates,
-                         {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
+                         {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, reuse)
         _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates,
                            {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
         for c in found_c:
@@ -478,7 +481,8 @@ def _cost(c: cohorts_mod.Cohort) -> float:
 def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.KindTable], behaviour: dict[str, tuple[np.ndarray, str]], stats: Statistics,
                      n: int, excluded: frozenset[int], candidates: dict[str, list[Candidate]],
                      rotation: dict[str, tuple[np.ndarray, str]] | None = None,
-                     group_nulls: dict[str, cohorts_mod.GroupNull] | None = None) -> None:
+                     group_nulls: dict[str, cohorts_mod.GroupNull] | None = None,
+                     reuse: _Reuse | None = None) -> None:
     """Blocks whose seed holders are also extreme in behaviour, with every member tied in one of
     the block's two families and itself extreme on the behaviour the block was found on: a
     co-located group that behaves like the population (an office) does not pass, and in a block
@@ -492,8 +496,13 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                 and f != COMBINED_FEATURE}
     if unworded:
         unworded[COMBINED_FEATURE] = (_combined(unworded), "above")
-    every, words_free = cohorts_mod.ranked(behaviour, excluded), cohorts_mod.ranked(unworded, excluded)
-    rotated = cohorts_mod.ranked(rotation or {}, excluded)
+    if reuse is None or reuse.excluded != excluded:
+        reuse = _Reuse(excluded)
+    if not reuse.rankings:
+        reuse.rankings = {"every": cohorts_mod.ranked(behaviour, excluded),
+                          "words_free": cohorts_mod.ranked(unworded, excluded),
+                          "rotated": cohorts_mod.ranked(rotation or {}, excluded)}
+    every, words_free, rotated = (reuse.rankings[k] for k in ("every", "words_free", "rotated"))
     rare_cut = {t.kind: t.rare_max_degree for t in tables}
     if group_nulls is None:
         group_nulls = _group_nulls(tables, stats)
@@ -521,7 +530,8 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         # where half its members stand out, and on its volume, where nearly all do
         seeded = np.asarray(b.seeded, dtype=np.int64)
         for gb in cohorts_mod.group_behaviours(judged_on, seeded, tuple(stats.cohort_levels),
-                                               group_nulls.get(b.seed_kind), within=stats.alpha / len(blocks)):
+                                               group_nulls.get(b.seed_kind), within=stats.alpha / len(blocks),
+                                               memo=reuse.looks):
             p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
             if p > stats.alpha:
                 break
@@ -531,11 +541,26 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                 # backends, heavier than the population) held one company's five backends on a subnet
                 # of their own, 5 of the 111 extreme holders
                 continue
-            _block_members(b, gb, p, judged_on[gb.feature], stats, n, candidates)
+            _block_members(b, gb, p, judged_on[gb.feature], stats, n, candidates, reuse.members)
+
+
+@dataclass
+class _Reuse:
+    """What a pass of :func:`evaluate` computes that the next pass reuses while the reference
+    (``excluded``) stays the same and only the group nulls are refitted: the behaviour rankings,
+    each group's looks and individual p-values (cohorts.group_behaviours' memo) and each behaving
+    block's member sets per (share, level) (:func:`_block_members`), which depend on its
+    p-value only through their cost."""
+
+    excluded: frozenset[int]
+    rankings: dict[str, dict[str, cohorts_mod.Ranked]] = field(default_factory=dict)
+    looks: dict = field(default_factory=dict)
+    members: dict = field(default_factory=dict)
 
 
 def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float, rank: cohorts_mod.Ranked,
-                   stats: Statistics, n: int, candidates: dict[str, list[Candidate]]) -> None:
+                   stats: Statistics, n: int, candidates: dict[str, list[Candidate]],
+                   memo: dict | None = None) -> None:
     """A behaving block's member offers on one feature it is extreme on (``rank``), per action.
 
     A member shows the behaviour the block was found on: tied alone is co-location, which organic
@@ -547,39 +572,73 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
     level thus keeps its organic staff only at that level's price; stricter levels keep fewer of
     them, at a fraction of it. Member levels run down to the reference's resolution (level 0:
     above its largest value)."""
-    cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), (0.0, *stats.cohort_levels))
-    tied_ids = np.asarray(b.tied, dtype=np.int64)
-    member_p = np.asarray(b.member_p, dtype=np.float64)
-    # per level, which tied members are judged and which extreme (in the tied members' order)
-    levels = [(k / (r + 1), np.isin(tied_ids, judged), np.isin(tied_ids, judged[above])) for k, r, judged, above in cuts]
-    for action in ACTIONS:
-        allowed = getattr(stats.budget, action) * n
-        # a stricter threshold costs less and may keep the same members: each distinct set
-        # of members is offered once, at the cheapest (threshold, level) that keeps it
-        offers: dict[tuple[int, ...], tuple[float, float, float, int]] = {}
-        for share in sorted(stats.block_member_shares):
-            for level, judged, extreme in levels:
-                # a holder tied by chance (under BiCM its links depend on its degree only, not
-                # on what it asks for) is kept only if also extreme at L: holders x t x L of
-                # them are expected, so the threshold at each level spends the share's budget
-                t = allowed / (share * b.holders * level)
-                tied = member_p <= t
-                chosen = tied & extreme
-                if np.count_nonzero(chosen) < 2:
-                    continue
-                kept = tuple(tied_ids[chosen].tolist())
-                others = int(np.count_nonzero(tied & judged & ~extreme))
-                cost = p * len(kept) + b.holders * t * level + level / (1 - level) * others
-                if kept not in offers or cost < offers[kept][0]:
-                    offers[kept] = (cost, t, level, others)
-        for kept, (cost, t, level, others) in offers.items():
+    key = (id(b), gb.feature, id(rank))
+    if memo is None or key not in memo:
+        offers = _member_sets(b, rank, stats, n)
+        if memo is None:
+            memo = {}
+        memo[key] = (b, rank, offers)  # the block and ranking kept, so that their ids are not reused
+    for action, sets in memo[key][2].items():
+        count, t, level, others, kept = sets
+        cost = p * count + b.holders * t * level + level / (1 - level) * others
+        for members, at in kept:
+            # a stricter threshold costs less and may keep the same members: each distinct set
+            # of members is offered once, at the cheapest (threshold, level) that keeps it (the
+            # first of equal costs)
+            i = at[int(np.argmin(cost[at]))]
+            lv, kin = float(level[i]), int(others[i])
             candidates[action].append(Candidate(
                 p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
-                f"{len(kept)} members each tied in {'one of the two' if b.beyond_seed > 1 else b.family} "
-                f"(member p <= {t:.3g}) and among those "
-                f"above the top {level:.3g} of the reference on {gb.feature}, beside {others} tied members "
-                f"that are not (so {level / (1 - level) * others:.3g} organic members expected among the kept by chance)",
-                kept, cost))
+                f"{len(members)} members each tied in {'one of the two' if b.beyond_seed > 1 else b.family} "
+                f"(member p <= {float(t[i]):.3g}) and among those "
+                f"above the top {lv:.3g} of the reference on {gb.feature}, beside {kin} tied members "
+                f"that are not (so {lv / (1 - lv) * kin:.3g} organic members expected among the kept by chance)",
+                members, float(cost[i])))
+
+
+def _member_sets(b: blocks_mod.Block, rank: cohorts_mod.Ranked, stats: Statistics, n: int
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                      list[tuple[tuple[int, ...], np.ndarray]]]]:
+    """Per action, a behaving block's candidate member sets on one feature (``rank``): over every
+    (share, level) in share-major order that keeps at least two members, (kept count, threshold
+    t, level, tied members not extreme, and each distinct member set with the positions that
+    keep it, in order of first appearance)."""
+    out: dict = {}
+    cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), (0.0, *stats.cohort_levels))
+    if not cuts:
+        return out
+    tied_ids = np.asarray(b.tied, dtype=np.int64)
+    member_p = np.asarray(b.member_p, dtype=np.float64)
+    # which tied members are judged (the seed holders' judged entities, the same at every level)
+    # and, per level, which are extreme, in the tied members' order
+    judged_ids = cuts[0][2]
+    order = np.argsort(judged_ids, kind="stable")
+    at = np.minimum(np.searchsorted(judged_ids[order], tied_ids), judged_ids.size - 1)
+    judged = judged_ids[order][at] == tied_ids
+    level_of = np.asarray([k / (r + 1) for k, r, _, _ in cuts])
+    extreme = np.stack([judged & above[order][at] for _, _, _, above in cuts])
+    shares = np.asarray(sorted(stats.block_member_shares), dtype=np.float64)
+    combo_level = np.tile(level_of, shares.size)
+    combo_extreme = np.tile(extreme, (shares.size, 1))
+    not_extreme = judged & ~combo_extreme
+    for action in ACTIONS:
+        allowed = getattr(stats.budget, action) * n
+        # a holder tied by chance (under BiCM its links depend on its degree only, not on what it
+        # asks for) is kept only if also extreme at L: holders x t x L of them are expected, so
+        # the threshold at each level spends the share's budget
+        t = (allowed / (shares[:, None] * b.holders * level_of[None, :])).reshape(-1)
+        tied = member_p[None, :] <= t[:, None]
+        chosen = tied & combo_extreme
+        count = np.count_nonzero(chosen, axis=1)
+        enough = np.flatnonzero(count >= 2)
+        others = np.count_nonzero(tied[enough] & not_extreme[enough], axis=1)
+        positions: dict[bytes, list[int]] = {}
+        for j, i in enumerate(enough.tolist()):
+            positions.setdefault(chosen[i].tobytes(), []).append(j)
+        kept = [(tuple(tied_ids[chosen[enough[js[0]]]].tolist()), np.asarray(js, dtype=np.int64))
+                for js in positions.values()]
+        out[action] = (count[enough], t[enough], combo_level[enough], others, kept)
+    return out
 
 
 def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset[int]
