@@ -360,7 +360,9 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
     in one also gives a block (``beyond_seed`` = 1): its statistic is the smallest family p-value,
     corrected as the second smallest is (families x seeds). That is co-location (an office's staff
     share its address and its software), never evidence alone; the verdicts test such a block on
-    the behaviour neither family sets.
+    the behaviour neither family sets, and only where its seed is a place: a population's token
+    (POPULATIONS) or a seed over its kind's rare cut gives none (its holders differ from everyone
+    else in composition, so their behaviour is no evidence about a group).
 
     The blocks whose corrected p-value reaches ``alpha`` are returned (all of them with
     ``alpha`` = 1); the verdicts decide which are significant at the level the policy's error
@@ -424,7 +426,8 @@ def block_tests(tables: list[KindTable], min_holders: int = 3, inflation: float 
         if corrected > alpha:
             p1, f1 = tested[0]
             once = float(nulls.bonferroni(p1, len(others) * looks))
-            if single and once <= alpha:
+            if single and once <= alpha and seed_kind not in POPULATIONS \
+                    and members.size <= by_kind[seed_kind].rare_max_degree:
                 w1, e1, ties1 = _family_detail([by_kind[k] for k in kinds_of[f1]], family_kind[f1][i], members,
                                                inflation, exclusive=True)
                 tied = sorted(ties1)

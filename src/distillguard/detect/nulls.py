@@ -154,9 +154,12 @@ def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, a: np.ndarray, b:
         return result
 
     live = np.flatnonzero((x > 0) & (x <= n))
-    below = live[x[live] <= n[live] * a[live] / (a[live] + b[live])]
-    out[below] = np.clip(1.0 - np.exp(log_sums(below, np.zeros(below.size, np.int64), x[below])), 0.0, 1.0)
-    upper = np.setdiff1d(live, below)
+    at_most_mean = x[live] <= n[live] * a[live] / (a[live] + b[live])
+    below, upper = live[at_most_mean], live[~at_most_mean]
+    if below.size:
+        out[below] = np.clip(1.0 - np.exp(log_sums(below, np.zeros(below.size, np.int64), x[below])), 0.0, 1.0)
+    if not upper.size:
+        return out.reshape(shape)
     head = np.minimum(n[upper] - x[upper] + 1, 64)
     total = log_sums(upper, x[upper], head)
     # what the head leaves: at most its last term times r / (1 - r), r the next ratio, when r < 1
