@@ -132,7 +132,7 @@ class Cohort:
 def _residual_p(extreme: int, entities: int, rank: int, reference: int, looks: int) -> float:
     """:meth:`Cohort.residual`'s corrected p-value of a count: the budget's greedy asks for the same
     window's residual each time it comes to the top, mostly with nothing new taken."""
-    p = float(beta_binomial_sf(np.array([extreme]), np.array([entities]), np.array([rank]), np.array([reference]))[0])
+    p = nulls.beta_binomial_sf_one(extreme, entities, float(rank), reference + 1.0 - rank)
     return float(nulls.bonferroni(p, looks))
 
 
