@@ -177,7 +177,6 @@ def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, a: np.ndarray, b:
     return out.reshape(shape)
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def beta_binomial_sf_one(observed: int, trials: int, a: float, b: float) -> float:
     """:func:`beta_binomial_sf` of one count, in plain floats: the budget's greedy asks for one
     window's residual at a time, where the array version's fixed cost per call (about 0.2 ms)
@@ -213,6 +212,7 @@ def beta_binomial_sf_one(observed: int, trials: int, a: float, b: float) -> floa
     return min(1.0, math.exp(total))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def beta_binomial_tail(observed: int, trials: int, a: float, b: float) -> float:
     """P(X >= observed) for X ~ Beta-binomial(trials, a, b), any a, b > 0 (an overdispersed group
     has a < 1: :func:`beta_binomial_sf` needs log-concavity). Every term from ``observed`` to
