@@ -23,21 +23,14 @@ def exact(x: int, n: int, a: float, b: float) -> float:
 @settings(max_examples=300, deadline=None)
 @given(n=st.integers(0, 3000), share=st.floats(-0.01, 1.01), rank=st.integers(1, 400), reference=st.integers(0, 50_000))
 def test_the_tail_is_the_summed_mass_from_the_observed_count_up(n, share, rank, reference):
+    """In arrays, and for one count in plain floats (nulls.beta_binomial_sf_one: the budget's
+    greedy prices one window's residual at a time), which is the array version's value."""
     x = int(round(share * n))
     a, b = float(rank), float(reference + 1)
     got = float(nulls.beta_binomial_sf(np.asarray([x]), np.asarray([n]), a, b)[0])
     want = exact(x, n, a, b)
     assert got == pytest.approx(want, rel=1e-7, abs=1e-300)
-
-
-@settings(max_examples=300, deadline=None)
-@given(n=st.integers(0, 3000), share=st.floats(-0.01, 1.01), rank=st.integers(1, 400), reference=st.integers(0, 50_000))
-def test_one_counts_tail_in_plain_floats_is_the_array_versions(n, share, rank, reference):
-    """The budget's greedy prices one window's residual at a time (nulls.beta_binomial_sf_one)."""
-    x = int(round(share * n))
-    a, b = float(rank), float(reference + 1)
-    want = float(nulls.beta_binomial_sf(np.asarray([x]), np.asarray([n]), a, b)[0])
-    assert nulls.beta_binomial_sf_one(x, n, a, b) == pytest.approx(want, rel=1e-9, abs=1e-300)
+    assert nulls.beta_binomial_sf_one(x, n, a, b) == pytest.approx(got, rel=1e-9, abs=1e-300)
 
 
 def test_a_tail_far_below_what_subtraction_resolves_is_still_exact():

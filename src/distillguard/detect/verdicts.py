@@ -572,12 +572,11 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
     level thus keeps its organic staff only at that level's price; stricter levels keep fewer of
     them, at a fraction of it. Member levels run down to the reference's resolution (level 0:
     above its largest value)."""
+    memo = {} if memo is None else memo
     key = (id(b), gb.feature, id(rank))
-    if memo is None or key not in memo:
-        offers = _member_sets(b, rank, stats, n)
-        if memo is None:
-            memo = {}
-        memo[key] = (b, rank, offers)  # the block and ranking kept, so that their ids are not reused
+    if key not in memo:
+        # the block and ranking kept, so that their ids are not reused while cached
+        memo[key] = (b, rank, _member_sets(b, rank, stats, n))
     for action, sets in memo[key][2].items():
         count, t, level, others, kept = sets
         cost = p * count + b.holders * t * level + level / (1 - level) * others
