@@ -1185,6 +1185,49 @@ def test_the_groups_null_refitted_without_validated_entities_counts_them_in_no_g
     assert refitted.mean < everything.mean
 
 
+def test_a_group_is_tested_against_the_groups_as_they_stood_before_its_first_member_arrived():
+    """A campaign active around the clock forms most of a small population's groups (session slots
+    it fills): fitted on them, the groups' extreme share is its own. Tested as the groups stood
+    before its first member arrived, each group is counted over its earlier members only, exactly
+    as if the later arrivals were in no group; before the first snapshot, or with fewer than
+    ``least`` groups there, the fit is over every member."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(11)
+    n = 800
+    arrival = np.linspace(0.0, 1000.0, n)  # entity i arrives at 1000 i / (n - 1)
+    values = rng.normal(size=n)
+    campaign = np.arange(600, n)  # the last quarter to arrive
+    values[campaign] += 3.0
+    organic = [rng.choice(600, int(rng.integers(3, 12)), replace=False) for _ in range(40)]
+    slots = [rng.choice(campaign, 8, replace=False) for _ in range(60)]  # the campaign's own groups
+    mixed = [np.r_[rng.choice(600, 4, replace=False), rng.choice(campaign, 4, replace=False)] for _ in range(10)]
+    groups = [*organic, *slots, *mixed]
+    incidence = sparse.csc_matrix((np.ones(sum(g.size for g in groups)), np.concatenate(groups),
+                                   np.r_[0, np.cumsum([g.size for g in groups])]), shape=(n, len(groups)))
+    rank = cohorts.ranked({"f": (values, "above")})["f"]
+    null = cohorts.GroupNull(incidence, "test groups", arrival, least=20)
+    first = float(arrival[campaign].min())
+    fit = null.rates("f", rank, 0.1, before=first)
+    assert fit.before <= first
+    kept = sparse.csc_matrix(incidence).toarray()
+    kept[arrival >= fit.before] = 0.0
+    expected = cohorts.GroupNull(sparse.csc_matrix(kept), "test groups").rates("f", rank, 0.1)
+    assert (fit.groups, fit.mean, fit.icc) == (expected.groups, pytest.approx(expected.mean), pytest.approx(expected.icc))
+    everything = null.rates("f", rank, 0.1)
+    assert np.isinf(everything.before) and everything.mean > 2 * fit.mean
+    # before any snapshot, and where a snapshot leaves fewer than ``least`` groups: every member
+    assert null.rates("f", rank, 0.1, before=-1.0) == everything
+    assert cohorts.GroupNull(incidence, "test groups", arrival, least=len(groups)).rates(
+        "f", rank, 0.1, before=first) == everything
+    # the groups left out of a fit are left out of the snapshot's too
+    left_out = np.arange(5)
+    fewer = null.rates("f", rank, 0.1, left_out, before=first)
+    kept[:, left_out] = 0.0
+    assert fewer.groups == cohorts.GroupNull(sparse.csc_matrix(kept), "t").rates("f", rank, 0.1).groups
+    assert fewer.groups < fit.groups
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_every_feature_a_group_is_extreme_on_is_a_test_of_its_own(seed):
     """group_behaviours returns the best look of each feature whose corrected p-value is within

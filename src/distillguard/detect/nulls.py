@@ -236,6 +236,9 @@ class GroupRates:
     groups: int  # groups fitted (at least two judged members each)
     mean: float  # the pooled share of the groups' judged members that are extreme
     icc: float  # intra-group correlation of being extreme, in [0, 1)
+    #: the groups as they stood before this instant (epoch seconds): their members that arrived
+    #: earlier only (inf: every member)
+    before: float = math.inf
 
     def tail(self, observed: int, trials: int, at_least: float) -> float:
         """P(X >= observed) for a group of ``trials`` drawn from this population: Beta-binomial

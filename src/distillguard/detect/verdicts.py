@@ -213,7 +213,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
     # the groups' null is refitted without what the scan's findings at throttle or stronger hold
-    every_group = _group_nulls(tables, stats)
+    every_group = _group_nulls(tables, stats, attributes["first_seen"])
     group_nulls, validated = every_group, frozenset[int]()
     # ties do not depend on the reference; a co-located cohort counts on behaviour only
     tie_check = TieCheck(tables, stats.cohort_profile_level,
@@ -234,7 +234,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
         _, found_c, profile = windows
         cohort_candidates = {a: list(c) for a, c in candidates.items()}
         _behaving_blocks(blocks, tables, behaviour, stats, n, excluded, cohort_candidates,
-                         {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, reuse)
+                         {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, reuse,
+                         attributes["first_seen"])
         _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates,
                            {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
         for c in found_c:
@@ -346,7 +347,8 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
         late = _later_than_alike(ranked[gb.feature], members, gb.members, first_seen, usable, levels)
         # or each holder reaching the service from more networks than the population and than
         # groups like it do: what a proxy pool gives, which neither words nor software set
-        rot = (cohorts_mod.group_behaviour(rotated, members, levels, (group_nulls or {}).get(kind))
+        rot = (cohorts_mod.group_behaviour(rotated, members, levels, (group_nulls or {}).get(kind),
+                                           before=_first_arrival(first_seen, members))
                if rotated else None)
         routes = 2 if rotated else 1  # Bonferroni over the two routes looked at
 
@@ -482,14 +484,16 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                      n: int, excluded: frozenset[int], candidates: dict[str, list[Candidate]],
                      rotation: dict[str, tuple[np.ndarray, str]] | None = None,
                      group_nulls: dict[str, cohorts_mod.GroupNull] | None = None,
-                     reuse: _Reuse | None = None) -> None:
+                     reuse: _Reuse | None = None, first_seen: np.ndarray | None = None) -> None:
     """Blocks whose seed holders are also extreme in behaviour, with every member tied in one of
     the block's two families and itself extreme on the behaviour the block was found on: a
     co-located group that behaves like the population (an office) does not pass, and in a block
     the size of a cloud provider's network, where a campaign makes the holders' behaviour extreme,
     the organic users tied to it by a common client string or company card do not either. A
     member's level of extremeness is priced: the tied members that do not reach it estimate the
-    organic ones among the tied, each of which reaches it by chance with that probability."""
+    organic ones among the tied, each of which reaches it by chance with that probability. Against
+    the population of groups, a block is tested as the groups stood before its first holder was
+    seen (``first_seen``; cohorts.GroupNull)."""
     if not behaviour:
         return
     unworded = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f not in WORDED
@@ -531,7 +535,7 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         seeded = np.asarray(b.seeded, dtype=np.int64)
         for gb in cohorts_mod.group_behaviours(judged_on, seeded, tuple(stats.cohort_levels),
                                                group_nulls.get(b.seed_kind), within=stats.alpha / len(blocks),
-                                               memo=reuse.looks):
+                                               memo=reuse.looks, before=_first_arrival(first_seen, seeded)):
             p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
             if p > stats.alpha:
                 break
@@ -652,14 +656,26 @@ def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset
     return {kind: refitted[id(null)] for kind, null in group_nulls.items()}
 
 
-def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[str, cohorts_mod.GroupNull]:
+def _first_arrival(first_seen: np.ndarray | None, members: np.ndarray) -> float:
+    """When the first of a group's ``members`` was seen (inf: unknown): the instant its group null's
+    groups are taken as they stood (cohorts.GroupNull)."""
+    if first_seen is None:
+        return np.inf
+    seen = first_seen[members]
+    seen = seen[np.isfinite(seen)]
+    return float(seen.min()) if seen.size else np.inf
+
+
+def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics, first_seen: np.ndarray | None = None
+                 ) -> dict[str, cohorts_mod.GroupNull]:
     """Per place kind, the holder groups its behaving blocks are tested against (cohorts.GroupNull):
     the distinct holder sets of its rare tokens with at least ``min_block_holders`` holders. A
     kind with fewer than ``group_null_min_groups`` of its own is fitted on its family's groups,
     and with too few there on the groups of every place kind outside the network family (the
     groups of one address or subnet share their place's networks by construction, so they are
     no population for a group that does not: on a development store, mobile carriers' shared
-    addresses put 23% of their holders in the top tenth on distinct subnets)."""
+    addresses put 23% of their holders in the top tenth on distinct subnets). Each is fitted as it
+    stood before the tested group's first member was seen (``first_seen``, per entity)."""
     columns: dict[str, sparse.csc_matrix] = {}
     for table in tables:
         if table.kind in POPULATIONS or not table.incidence.nnz:
@@ -679,7 +695,8 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics) -> dict[
 
     def over(kinds: tuple[str, ...], label: str) -> cohorts_mod.GroupNull:
         if kinds not in pooled:
-            pooled[kinds] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in kinds], format="csc"), label)
+            pooled[kinds] = cohorts_mod.GroupNull(sparse.hstack([columns[k] for k in kinds], format="csc"), label,
+                                                  first_seen, stats.group_null_min_groups)
         return pooled[kinds]
 
     enough = stats.group_null_min_groups
