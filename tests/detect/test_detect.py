@@ -939,6 +939,27 @@ def test_holders_of_one_wording_that_harvest_and_each_rotate_through_networks_ar
     assert "rotating through networks" in line and "distinct_subnets" in line
 
 
+def test_a_rotating_groups_members_are_kept_as_far_out_as_they_all_are_not_only_as_far_as_the_tests_look():
+    """Residential exits per session put every account of a pool above the population's median on
+    the subnets it comes from, and only some in its top fifth: members kept at the test levels
+    alone price each of the others as an organic holder, and the budget keeps a handful. At the
+    policy's looser member level every member is that far out and none is priced; without it,
+    fewer than half are kept."""
+    from scipy import stats as st
+
+    accounts, keys, feats, groups = rotating_wording_population()
+    pool, mobile = groups["pool"], set(groups["mobile"])
+    spread = dict(zip(pool[20:], st.norm.ppf(np.linspace(0.55, 0.78, len(pool) - 20))))
+    column = [spread.get(a, v - 3.0 if a in mobile else v)  # here the phone app's users rotate no more than anyone
+              for a, v in zip(accounts, feats.column("distinct_subnets").to_pylist())]
+    feats = feats.set_column(feats.column_names.index("distinct_subnets"), "distinct_subnets", pa.array(column))
+    table = key_table(keys)
+    flagged = set(throttled(dv.evaluate(table, feats, Policy())))
+    assert len(flagged & set(pool)) >= 0.9 * len(pool) and not flagged - set(pool)
+    tight = Policy.model_validate({"statistics": {"member_levels": ()}})
+    assert len(set(throttled(dv.evaluate(table, feats, tight))) & set(pool)) < 0.5 * len(pool)
+
+
 def test_rotating_through_more_networks_never_raises_a_wording_groups_p_value():
     accounts, keys, feats, groups = rotating_wording_population()
     entity_of, stats, tables, values, attributes, behaviour, wordings = wording_inputs(accounts, keys, feats)

@@ -256,6 +256,12 @@ class Statistics(BaseModel):
     cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), description="tail shares of a window's reference (the "
                                              "entities that arrived before it) an extreme entity falls in; each "
                                              "level is one more look, corrected for")
+    member_levels: tuple[float, ...] = Field((0.5,), description="tail shares, besides cohort_levels (and "
+                                             "0: above the reference's largest value), at which a validated "
+                                             "group's members may be kept: not looks (the group's p-value does "
+                                             "not depend on them) but offers, each priced by its level L: the "
+                                             "members that are not that far out estimate the organic ones among "
+                                             "the kept, L / (1 - L) of them each")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
     cohort_profile_level: float = Field(0.05, gt=0, le=1, description="a window's extreme entity is a member only "
@@ -273,6 +279,13 @@ class Statistics(BaseModel):
     cohort_refits: int = Field(2, ge=0, description="times the cohort tests are rerun with the entities the scan's "
                                "cohort findings hold taken out of the reference (a null refitted without validated "
                                "findings)")
+
+    @field_validator("cohort_levels", "member_levels")
+    @classmethod
+    def _shares(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not all(0.0 < v < 1.0 for v in value):
+            raise ValueError("each level is a tail share, strictly between 0 and 1")
+        return value
 
 
 class OutsideEvidence(BaseModel):

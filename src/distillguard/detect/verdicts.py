@@ -359,7 +359,7 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
         p = min(by_arrival, by_rotation)
         if p > stats.alpha:
             continue
-        cuts = cohorts_mod.extremes(ranked[gb.feature], members, (0.0, *levels))
+        cuts = cohorts_mod.extremes(ranked[gb.feature], members, _member_levels(stats))
         rotating = (f"; or its holders rotating through networks: {rot.reason()}; the smaller of the two "
                     f"corrected for both p={min(1.0, routes * min(late.p_corrected, rot.p_corrected)):.3g}"
                     if rot is not None else "")
@@ -373,7 +373,7 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
         if by_rotation <= stats.alpha:
             shown = [(k / (r + 1), frozenset(judged[above].tolist()))
                      for k, r, judged, above in cohorts_mod.extremes(next(iter(rotated.values())), members,
-                                                                     (0.0, *levels))]
+                                                                     _member_levels(stats))]
             _wording_offers(by_rotation, cuts, shown, reason, gb.feature, candidates)
 
 
@@ -607,7 +607,7 @@ def _member_sets(b: blocks_mod.Block, rank: cohorts_mod.Ranked, stats: Statistic
     t, level, tied members not extreme, and each distinct member set with the positions that
     keep it, in order of first appearance)."""
     out: dict = {}
-    cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), (0.0, *stats.cohort_levels))
+    cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), _member_levels(stats))
     if not cuts:
         return out
     tied_ids = np.asarray(b.tied, dtype=np.int64)
@@ -654,6 +654,15 @@ def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset
         if id(null) not in refitted:
             refitted[id(null)] = null.without(ids)
     return {kind: refitted[id(null)] for kind, null in group_nulls.items()}
+
+
+def _member_levels(stats: Statistics) -> tuple[float, ...]:
+    """The levels a validated group's members may be kept at, ascending: 0 (above the reference's
+    largest value), the test levels and the policy's looser member levels. A campaign rotating
+    through residential exits per session reaches the service from more networks than the
+    population's median, not from more than its top fifth; kept only at the test levels, each of
+    its members below the top fifth was priced as an organic holder."""
+    return tuple(sorted({0.0, *stats.cohort_levels, *stats.member_levels}))
 
 
 def _first_arrival(first_seen: np.ndarray | None, members: np.ndarray) -> float:
