@@ -732,8 +732,14 @@ class GroupNull:
                 if known.size else np.zeros(0))
         #: the snapshots' instants, ascending, the last one infinite (every member)
         self.cuts = np.append(cuts, np.inf)
-        #: entities x snapshots: arrived strictly before each instant
-        self._before = (arrival[:, None] < self.cuts[None, :]) if cuts.size else np.zeros((rows, 0), dtype=bool)
+        #: per entity, the first snapshot it is counted in (arrived strictly before its instant)
+        self._first = np.searchsorted(cuts, arrival, side="right").astype(np.int64)  # NaN: the last
+        #: per link (entity, group) of the incidence: its entity, and its group's and entity's first
+        #: snapshot's cell in a groups x snapshots table, so that each snapshot's counts are one
+        #: bincount and a running sum over the snapshots
+        self._link_rows = self.incidence.indices
+        self._link_cells = (np.repeat(np.arange(self.groups, dtype=np.int64), self.sizes) * self.cuts.size
+                            + self._first[self._link_rows])
         #: entities the scan has validated, counted in no group (:meth:`without`)
         self._validated: np.ndarray | None = None
         #: per (ranking, feature, rank): the ranking itself (so that its id is never reused while
@@ -786,13 +792,10 @@ class GroupNull:
             if self._validated is not None:
                 judged = judged & ~self._validated
             above = judged & (rank.position < k)
-            every = [nulls.GroupSums.of(self.incidence.T @ judged.astype(np.float64),
-                                        self.incidence.T @ above.astype(np.float64))]
-            if self._before.shape[1] > 1:
-                early = self._before[:, :-1]
-                trials = self.incidence.T @ (judged[:, None] & early).astype(np.float64)
-                successes = self.incidence.T @ (above[:, None] & early).astype(np.float64)
-                every = [nulls.GroupSums.of(trials[:, s], successes[:, s]) for s in range(early.shape[1])] + every
+            shape, cells = (self.groups, self.cuts.size), self.groups * self.cuts.size
+            trials = np.bincount(self._link_cells, judged[self._link_rows], cells).reshape(shape).cumsum(axis=1)
+            successes = np.bincount(self._link_cells, above[self._link_rows], cells).reshape(shape).cumsum(axis=1)
+            every = [nulls.GroupSums.of(trials[:, s], successes[:, s]) for s in range(self.cuts.size)]
             self._counts[key] = (rank, judged, above, every)
         _, judged, above, every = self._counts[key]
         last = len(every) - 1
@@ -801,7 +804,7 @@ class GroupNull:
             left = None
             if leave_out is not None and leave_out.size:
                 columns = self.incidence[:, leave_out]
-                arrived = self._before[:, s] if s < last else np.ones(judged.size, dtype=bool)
+                arrived = self._first <= s
                 left = nulls.GroupSums.of(columns.T @ (judged & arrived).astype(np.float64),
                                           columns.T @ (above & arrived).astype(np.float64))
             fit = every[s].rates(left)
