@@ -80,6 +80,20 @@ def test_the_group_under_test_is_left_out_of_its_own_null():
     assert nulls.group_rates(n, x).icc > rest.icc
 
 
+def test_the_sums_of_every_column_of_a_table_are_each_columns_own():
+    """GroupSums.of_columns, one pass over groups x snapshots, equals GroupSums.of column by
+    column (groups of fewer than two trials, zero included, count in neither)."""
+    rng = np.random.default_rng(4)
+    n = rng.integers(0, 12, (300, 5))
+    x = rng.binomial(n, 0.3)
+    for j, sums in enumerate(nulls.GroupSums.of_columns(n, x)):
+        one = nulls.GroupSums.of(n[:, j], x[:, j])
+        assert sums.groups == one.groups
+        assert (sums.trials, sums.successes, sums.squared_trials, sums.spread) == (
+            pytest.approx(one.trials), pytest.approx(one.successes), pytest.approx(one.squared_trials),
+            pytest.approx(one.spread))
+
+
 @given(x=st.integers(0, 30), icc=st.floats(0.0, 0.9), mean=st.floats(0.0, 1.0), floor=st.floats(0.001, 0.5))
 def test_a_groups_tail_never_rises_with_its_count_and_is_never_laxer_than_its_floor_rate(x, icc, mean, floor):
     fit = nulls.GroupRates(10, mean, icc)

@@ -749,6 +749,8 @@ class GroupNull:
         #: per group (its ids' bytes), :meth:`overlapping`: shared with the refitted copies, since
         #: which groups overlap does not depend on what is validated
         self._overlaps: dict[bytes, np.ndarray] = {}
+        #: per set of groups (their columns' bytes), :meth:`_links_of`; shared like ``_overlaps``
+        self._slices: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
     def overlapping(self, group: np.ndarray) -> np.ndarray:
         """The groups (ascending column indices) that have more than half of their holders in
@@ -761,6 +763,15 @@ class GroupNull:
             columns, inside = np.unique(self._by_entity[ids].indices, return_counts=True)
             self._overlaps[key] = columns[2 * inside > self.sizes[columns]].astype(np.int64)
         return self._overlaps[key]
+
+    def _links_of(self, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The links of some groups (column indices): each link's entity, and its group's position
+        in ``columns``; kept per set of columns, shared with the refitted copies."""
+        key = columns.tobytes()
+        if key not in self._slices:
+            part = self.incidence[:, columns]
+            self._slices[key] = (part.indices, np.repeat(np.arange(columns.size), np.diff(part.indptr)))
+        return self._slices[key]
 
     def without(self, validated: np.ndarray) -> GroupNull:
         """The same groups with the ``validated`` entities (ids: those the scan's findings at
@@ -795,7 +806,7 @@ class GroupNull:
             shape, cells = (self.groups, self.cuts.size), self.groups * self.cuts.size
             trials = np.bincount(self._link_cells, judged[self._link_rows], cells).reshape(shape).cumsum(axis=1)
             successes = np.bincount(self._link_cells, above[self._link_rows], cells).reshape(shape).cumsum(axis=1)
-            every = [nulls.GroupSums.of(trials[:, s], successes[:, s]) for s in range(self.cuts.size)]
+            every = nulls.GroupSums.of_columns(trials, successes)
             self._counts[key] = (rank, judged, above, every)
         _, judged, above, every = self._counts[key]
         last = len(every) - 1
@@ -803,10 +814,11 @@ class GroupNull:
         for s in ((at, last) if 0 <= at < last else (last,)):
             left = None
             if leave_out is not None and leave_out.size:
-                columns = self.incidence[:, leave_out]
-                arrived = self._first <= s
-                left = nulls.GroupSums.of(columns.T @ (judged & arrived).astype(np.float64),
-                                          columns.T @ (above & arrived).astype(np.float64))
+                # the left-out groups' counts at this snapshot, over their own links only
+                rows, group = self._links_of(leave_out)
+                counted = judged[rows] & (self._first[rows] <= s)
+                left = nulls.GroupSums.of(np.bincount(group, counted, leave_out.size),
+                                          np.bincount(group, counted & above[rows], leave_out.size))
             fit = every[s].rates(left)
             if fit.groups >= self.least or s == last:
                 return replace(fit, before=float(self.cuts[s]))

@@ -271,6 +271,19 @@ class GroupSums:
         n, x = n[keep], x[keep]
         return cls(int(n.size), float(n.sum()), float(x.sum()), float((n * n).sum()), float((x * x / n).sum()))
 
+    @classmethod
+    def of_columns(cls, trials: np.ndarray, successes: np.ndarray) -> list[GroupSums]:
+        """:meth:`of` for each column of groups x columns tables, in one pass."""
+        n = np.asarray(trials, dtype=float)
+        x = np.asarray(successes, dtype=float)
+        keep = n >= 2
+        n, x = np.where(keep, n, 0.0), np.where(keep, x, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            spread = np.where(keep, x * x / np.maximum(n, 1.0), 0.0).sum(axis=0)
+        counts, totals, hits, squares = keep.sum(axis=0), n.sum(axis=0), x.sum(axis=0), (n * n).sum(axis=0)
+        return [cls(int(counts[j]), float(totals[j]), float(hits[j]), float(squares[j]), float(spread[j]))
+                for j in range(n.shape[1])]
+
     def rates(self, leave_out: GroupSums | None = None) -> GroupRates:
         """Fleiss' analysis-of-variance estimator of the intra-class correlation of a binary
         outcome over groups of unequal size (Fleiss, Levin & Paik 2003, ch. 15; Ridout et al. 1999
