@@ -747,6 +747,31 @@ def test_the_holders_of_an_autonomous_system_are_a_population_and_their_behaviou
     assert not offered(dataclasses.replace(block, seed_kind="user_agent", seed_token="sdk/1.0"), *context)
 
 
+def test_a_card_blocks_members_are_kept_as_far_out_as_they_all_are_a_subnets_only_as_far_as_the_tests_look():
+    """The holders of one card are one customer or one operation: kept at the policy's looser
+    member level (above the median), all of them count when all are that far out. The holders
+    of one /24 can be strangers beside a campaign in a cloud, each tied by a token it happens to
+    share: a member kept at 0.5 rests on its tie alone, so a subnet's block keeps only the members
+    in the test levels' tail."""
+    import dataclasses
+
+    from scipy import stats as st
+
+    block, _, _, stats, n = heavy_block()
+    values = np.random.default_rng(3).normal(size=n)
+    seeded = np.asarray(block.seeded)
+    values[seeded] = st.norm.ppf(np.linspace(0.55, 0.78, seeded.size))  # above the median, under the top fifth
+    rank = cohorts.ranked({"f": (values, "above")})["f"]
+
+    def largest(kind: str) -> int:
+        sets = dv._member_sets(dataclasses.replace(block, seed_kind=kind), rank, stats, n)
+        return max((len(members) for members, _ in sets.get("throttle", (0, 0, 0, 0, []))[4]), default=0)
+
+    assert dv.FAMILY_OF["payment"] == "account" and dv.FAMILY_OF["subnet"] == "network"
+    assert largest("payment") == len(set(block.tied) & set(seeded.tolist()))
+    assert largest("subnet") == 0
+
+
 def test_a_pass_that_reuses_the_previous_passes_looks_offers_what_a_fresh_pass_offers():
     """A scan's later passes refit the group nulls only: reusing the rankings, each group's looks
     and each block's member sets (verdicts._Reuse) changes nothing but the work done."""

@@ -261,8 +261,10 @@ class Statistics(BaseModel):
                                              "wording group's holders may be kept: not looks (the group's "
                                              "p-value does not depend on them) but offers, each priced by its "
                                              "level L: the holders that are not that far out estimate the "
-                                             "organic ones among the kept, L / (1 - L) of them each. A behaving "
-                                             "block's members, kept on ties of their own, stay at cohort_levels")
+                                             "organic ones among the kept, L / (1 - L) of them each; and a "
+                                             "behaving block's members where its seed is an account token (a "
+                                             "card). Other blocks' members, kept on ties of their own, stay at "
+                                             "cohort_levels")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
     cohort_profile_level: float = Field(0.05, gt=0, le=1, description="a window's extreme entity is a member only "

@@ -607,7 +607,8 @@ def _member_sets(b: blocks_mod.Block, rank: cohorts_mod.Ranked, stats: Statistic
     t, level, tied members not extreme, and each distinct member set with the positions that
     keep it, in order of first appearance)."""
     out: dict = {}
-    cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), (0.0, *stats.cohort_levels))
+    levels = _member_levels(stats) if FAMILY_OF[b.seed_kind] == "account" else (0.0, *stats.cohort_levels)
+    cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), levels)
     if not cuts:
         return out
     tied_ids = np.asarray(b.tied, dtype=np.int64)
@@ -657,15 +658,17 @@ def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset
 
 
 def _member_levels(stats: Statistics) -> tuple[float, ...]:
-    """The levels a validated wording group's holders may be kept at, ascending: 0 (above the
+    """The levels a validated wording group's holders, or a behaving block's members where its seed
+    is an account token (a card, a sign-up burst), may be kept at, ascending: 0 (above the
     reference's largest value), the test levels and the policy's looser member levels. A campaign
     rotating through residential exits per session reaches the service from more networks than
     the population's median, not from more than its top fifth; kept only at the test levels, each
-    of its holders below the top fifth was priced as an organic holder. A behaving block's members
-    stay at the test levels (:func:`_member_sets`): they are kept on a tie of their own, which
-    co-located organic users have too, and at 0.5 their behaviour says little about them (at full
-    scale two developers in a cloud /24 beside the campaign, signed up in its hours and above the
-    median, were blocked with it)."""
+    of its holders below the top fifth was priced as an organic holder. The holders of one card are
+    one customer or one operation; the holders of one /24 or one prompt can be strangers, each
+    kept on a tie of its own that co-located organic users have too, and at 0.5 their behaviour
+    says little about them (at full scale two developers in a cloud /24 beside the campaign, signed
+    up in its hours and above the median, were blocked with it): those blocks stay at the test
+    levels (:func:`_member_sets`)."""
     return tuple(sorted({0.0, *stats.cohort_levels, *stats.member_levels}))
 
 
