@@ -673,8 +673,9 @@ def _member_levels(stats: Statistics) -> tuple[float, ...]:
 
 
 def _first_arrival(first_seen: np.ndarray | None, members: np.ndarray) -> float:
-    """When the first of a group's ``members`` was seen (inf: unknown): the instant its group null's
-    groups are taken as they stood (cohorts.GroupNull)."""
+    """When the first of a group's judged ``members`` was seen (``first_seen`` is NaN for an entity
+    never judged; inf: none is): the instant its group null's groups are taken as they stood
+    (cohorts.GroupNull)."""
     if first_seen is None:
         return np.inf
     seen = first_seen[members]
