@@ -1,6 +1,8 @@
 """The Beta-binomial tail the window and group tests use: the sum of the probability mass,
 exact where scipy's subtraction is not."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -81,17 +83,20 @@ def test_the_group_under_test_is_left_out_of_its_own_null():
 
 
 def test_the_sums_of_every_column_of_a_table_are_each_columns_own():
-    """GroupSums.of_columns, one pass over groups x snapshots, equals GroupSums.of column by
-    column (groups of fewer than two trials, zero included, count in neither)."""
+    """GroupSums.of_columns, one pass over groups x snapshots, gives each column the sums Fleiss'
+    estimator needs over its groups of at least two trials (a group of one, or of none, counts
+    in no sum), as GroupSums.of gives them for that column alone."""
     rng = np.random.default_rng(4)
     n = rng.integers(0, 12, (300, 5))
     x = rng.binomial(n, 0.3)
     for j, sums in enumerate(nulls.GroupSums.of_columns(n, x)):
-        one = nulls.GroupSums.of(n[:, j], x[:, j])
-        assert sums.groups == one.groups
+        keep = n[:, j] >= 2
+        nj, xj = n[keep, j].astype(float), x[keep, j].astype(float)
+        assert sums.groups == int(keep.sum())
         assert (sums.trials, sums.successes, sums.squared_trials, sums.spread) == (
-            pytest.approx(one.trials), pytest.approx(one.successes), pytest.approx(one.squared_trials),
-            pytest.approx(one.spread))
+            pytest.approx(nj.sum()), pytest.approx(xj.sum()), pytest.approx((nj * nj).sum()),
+            pytest.approx((xj * xj / nj).sum()))
+        assert dataclasses.astuple(nulls.GroupSums.of(n[:, j], x[:, j])) == pytest.approx(dataclasses.astuple(sums))
 
 
 @given(x=st.integers(0, 30), icc=st.floats(0.0, 0.9), mean=st.floats(0.0, 1.0), floor=st.floats(0.001, 0.5))

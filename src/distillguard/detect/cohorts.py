@@ -809,9 +809,8 @@ class GroupNull:
             every = nulls.GroupSums.of_columns(trials, successes)
             self._counts[key] = (rank, judged, above, every)
         _, judged, above, every = self._counts[key]
-        last = len(every) - 1
-        at = int(np.searchsorted(self.cuts, before, side="right")) - 1
-        for s in ((at, last) if 0 <= at < last else (last,)):
+
+        def fit(s: int) -> nulls.GroupRates:
             left = None
             if leave_out is not None and leave_out.size:
                 # the left-out groups' counts at this snapshot, over their own links only
@@ -819,10 +818,15 @@ class GroupNull:
                 counted = judged[rows] & (self._first[rows] <= s)
                 left = nulls.GroupSums.of(np.bincount(group, counted, leave_out.size),
                                           np.bincount(group, counted & above[rows], leave_out.size))
-            fit = every[s].rates(left)
-            if fit.groups >= self.least or s == last:
-                return replace(fit, before=float(self.cuts[s]))
-        raise AssertionError("unreachable: the last snapshot always returns")
+            return replace(every[s].rates(left), before=float(self.cuts[s]))
+
+        last = len(every) - 1
+        at = int(np.searchsorted(self.cuts, before, side="right")) - 1
+        if 0 <= at < last:
+            early = fit(at)
+            if early.groups >= self.least:
+                return early
+        return fit(last)
 
 
 def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...],

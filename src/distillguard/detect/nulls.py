@@ -265,18 +265,15 @@ class GroupSums:
 
     @classmethod
     def of(cls, trials: np.ndarray, successes: np.ndarray) -> GroupSums:
-        n = np.asarray(trials, dtype=float)
-        x = np.asarray(successes, dtype=float)
-        keep = n >= 2  # a group of one carries no correlation
-        n, x = n[keep], x[keep]
-        return cls(int(n.size), float(n.sum()), float(x.sum()), float((n * n).sum()), float((x * x / n).sum()))
+        """The sums over groups with these (trials, successes)."""
+        return cls.of_columns(np.asarray(trials)[:, None], np.asarray(successes)[:, None])[0]
 
     @classmethod
     def of_columns(cls, trials: np.ndarray, successes: np.ndarray) -> list[GroupSums]:
         """:meth:`of` for each column of groups x columns tables, in one pass."""
         n = np.asarray(trials, dtype=float)
         x = np.asarray(successes, dtype=float)
-        keep = n >= 2
+        keep = n >= 2  # a group of one carries no correlation
         n, x = np.where(keep, n, 0.0), np.where(keep, x, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             spread = np.where(keep, x * x / np.maximum(n, 1.0), 0.0).sum(axis=0)
