@@ -138,6 +138,45 @@ def test_a_campaign_sharing_a_card_addresses_and_schedule_is_throttled_and_custo
     assert all("p=" in r and "null" in r and "budget" in r for a in members[:3] for r in evidence.by_account(5)[a][2])
 
 
+def test_the_other_accounts_on_a_campaigns_card_are_throttled_as_its_owners_and_nobody_elses_are():
+    """A card has one owner: accounts the campaign keeps for cover on its card, too quiet to judge
+    or behaving like anyone, are the owner's accounts and are throttled with it, each at the
+    held holders' expected false share. Customers on cards of their own are not, and with
+    ``owner_action: monitor`` the cover accounts are only watched."""
+    accounts, keys, _ = population(800, 7)
+    members = campaign(accounts, keys, 40, shared_ips=20, shared_slots=20, seed=7)
+    cover = [f"acct-7-cover{i:02d}" for i in range(12)]
+    for i, a in enumerate(cover):
+        accounts.append(a)
+        keys[a] = ["payment\tcampaign-card", f"ip\t192.0.2.{i}"]
+    feats = feature_table(accounts, 7, harvest=set(members))
+    quiet = set(cover[:6])  # under the judging minimum of exchanges
+    feats = feats.set_column(feats.column_names.index("exchanges"), "exchanges",
+                             pa.array([5 if a in quiet else 100 for a in accounts]))
+    evidence = dv.evaluate(key_table(keys), feats, Policy())
+    flagged = throttled(evidence)
+    assert set(cover) <= set(flagged) and len(set(members) & set(flagged)) >= 0.9 * len(members)
+    assert not set(flagged) - set(members) - set(cover)
+    reasons = evidence.by_account(5)[cover[0]][2]
+    assert any("one owner" in r and "payment method" in r and "budget" in r for r in reasons)
+    watched = dv.evaluate(key_table(keys), feats, Policy.model_validate({"statistics": {"owner_action": "monitor"}}))
+    assert not set(cover) & set(throttled(watched))
+
+
+def test_a_cards_other_holders_are_offered_at_the_least_false_share_of_its_held_holders():
+    """An offer adds a card's holders that no accepted result holds, at the cheapest held
+    holder's expected false share each; a card whose holders are all held, or held by no
+    result, or only by a group smaller than a campaign, offers nothing."""
+    found = [dv.Finding("throttle", "cohort", "w", 1e-9, 1.0, "r", tuple(range(10)), 0.05),
+             dv.Finding("block", "block", "b", 1e-12, 1.0, "r", tuple(range(8, 18)), 0.001),
+             dv.Finding("throttle", "block", "b", 1e-6, 1.0, "r", (40, 41), 0.0)]
+    owned = [("payment", "shared", np.asarray([3, 9, 50, 51, 52])), ("payment", "held", np.asarray([1, 2])),
+             ("payment", "alone", np.asarray([60, 61])), ("payment", "small", np.asarray([40, 70]))]
+    (offer,) = dv._owner_offers(owned, found, min_members=5)
+    assert offer.entities == (3, 9, 50, 51, 52) and offer.test == "owner"
+    assert offer.cost == pytest.approx(0.001 / 10 * 3) and offer.p == 1e-12  # entity 9: the block's share
+
+
 @pytest.mark.slow  # several large populations
 def test_a_stronger_tell_never_lowers_the_evidence():
     """Monotonicity: fewer addresses and slots for the same campaign (more shared tokens per pair)
@@ -179,6 +218,37 @@ def test_the_same_input_gives_the_same_findings():
     k, f = key_table(keys), feature_table(accounts, 4, harvest=set(members))
     one, two = dv.evaluate(k, f, Policy()), dv.evaluate(k, f, Policy())
     assert one.findings == two.findings and one.by_account(5) == two.by_account(5)
+
+
+def test_a_burst_whose_accounts_differ_on_every_other_feature_is_kept_whole_at_the_windows_full_cost():
+    """The profile check is an offer, not a gate: a campaign arriving together, each account
+    extreme on the one feature the window is found on, some of them far out on the others and
+    some ordinary (paraphrased prompts, volumes drawn per account), is kept whole, every chance
+    extreme of the window's organic arrivals charged."""
+    accounts, keys, _ = population(2000, 9)
+    members = [f"burst-{i}" for i in range(24)]
+    for i, m in enumerate(members):
+        accounts.append(m)
+        keys[m] = [f"payment\tburst-card-{i}", f"ip\t198.51.100.{i}"]
+    burst = {m: T0 + timedelta(days=20, minutes=11 * i) for i, m in enumerate(members)}
+    feats = feature_table(accounts, 9, burst)
+    rng = np.random.default_rng(9)
+    own = "cot_elicitation_share"
+    column = feats.column(own).to_pylist()
+    spread = {m: float(v) for m, v in zip(members, rng.uniform(4.0, 6.0, len(members)))}
+    feats = feats.set_column(feats.column_names.index(own), own,
+                             pa.array([spread.get(a, v) for a, v in zip(accounts, column)]))
+    for f in dv.BEHAVIOUR_FEATURES:  # 14 far out on every other behaviour, 10 ordinary, each its own way
+        if f != own:
+            values = feats.column(f).to_pylist()
+            sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+            far = np.arange(len(members)) % 12 < 7  # spread through the burst
+            low = dict(zip(members, sign * np.where(far, rng.uniform(3.0, 5.0, far.size),
+                                                    rng.uniform(-1.0, 0.0, far.size))))
+            feats = feats.set_column(feats.column_names.index(f), f,
+                                     pa.array([low.get(a, v) for a, v in zip(accounts, values)]))
+    flagged = throttled(dv.evaluate(key_table(keys), feats, Policy()))
+    assert len(set(members) & set(flagged)) >= 22 and len(set(flagged) - set(members)) <= 1
 
 
 @pytest.mark.slow  # two populations of 4,000 accounts: about 7 s

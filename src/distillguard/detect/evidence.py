@@ -42,6 +42,9 @@ SHARED_WORDING = Null("the population", "the holders of a shared wording are exc
                                         "in the behaviour the wording does not set, and in when they were first seen "
                                         "with the entities outside them as extreme (beta-binomial counts of extremes; "
                                         "both must be surprising)")
+ONE_OWNER = Null("one owner", "the holders of a token with one owner (a card: Kind.alone) are one customer's "
+                              "accounts, all organic or none; the false share of the accepted results that hold "
+                              "some of them bounds the chance that none is")
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,9 @@ class Kind:
     linkage.informative_keys applies (``share`` of accounts, ``habitual`` framing's wider share,
     or ``slot``: the crowded-slot cap). ``inheritable``: a new account's request can show it
     (``request_extractor``), so the gateway may match it against a campaign's indicators;
-    ``habitual``: it counts only once used habitually; ``alone``: it suffices alone (a card);
+    ``habitual``: it counts only once used habitually; ``alone``: it has one owner and suffices alone (a card: every holder is the owner's account,
+    so inheritance matches it alone and the tests' results extend to its other holders,
+    verdicts._owner_offers);
     ``signature``: a long enough key suffices alone; ``ngrams``: its keys are n-grams of one text,
     counted distinct. ``key_form``: what a key is (``address``, ``range``, ``agent``, ``text``,
     ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports.

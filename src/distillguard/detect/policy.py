@@ -265,6 +265,13 @@ class Statistics(BaseModel):
                                              "behaving block's members where its seed is an account token (a "
                                              "card). Other blocks' members, kept on ties of their own, stay at "
                                              "cohort_levels")
+    owner_action: Literal["throttle", "monitor"] = Field("throttle", description="what the other holders of "
+                                                         "a token with one owner (a card: evidence.Kind.alone) "
+                                                         "get where accepted results hold some of its holders "
+                                                         "at throttle or stronger: the owner's other accounts, "
+                                                         "priced at the least expected false share of the held "
+                                                         "holders per holder added, within the throttle budget. "
+                                                         "monitor: never restricted for it")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
     cohort_profile_level: float = Field(0.05, gt=0, le=1, description="a window's extreme entity is a member only "

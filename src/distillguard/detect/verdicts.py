@@ -35,7 +35,7 @@ from distillguard.detect import cohorts as cohorts_mod
 from distillguard.detect import nulls
 from distillguard.detect import pairs as pairs_mod
 from distillguard.detect.resellers import ENTITY_SEPARATOR
-from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, KINDS, POPULATIONS, SHARED_WORDING
+from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, KINDS, ONE_OWNER, POPULATIONS, SHARED_WORDING
 from distillguard.detect.policy import Policy, Statistics
 from distillguard.detect.signals import SIGNALS
 
@@ -63,6 +63,7 @@ class Finding:
     budget: float  # the action's budget of expected false positives (rate x entities)
     reason: str
     entities: tuple[int, ...]
+    cost: float = 0.0  # the expected false positives accepting it cost
 
 
 @dataclass
@@ -187,6 +188,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
+    owned = _owned(tables)
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
     blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha,
                                                  single=True)
@@ -249,7 +251,12 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                 checked = (refine, least) if action != "monitor" else (None, 0.0)
                 cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason,
                                                            "", c.members, cost, *checked, residual=c.residual))
-        findings = _within_budget(cohort_candidates, n, policy)
+                if action != "monitor":
+                    # every extreme entity a member, each chance one charged in full
+                    cohort_candidates[action].append(Candidate(
+                        c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "every extreme entity a member",
+                        c.members, cost, _refined(c, None, tie_check), cost, residual=c.residual))
+        findings = _within_budget(cohort_candidates, n, policy, owned)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
         # its organic arrival could have been extreme on any feature; with the block findings'
@@ -458,7 +465,7 @@ def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tu
     return Later(cohorts_mod.group_behaviour(arrival, counted_ids, levels), ranks)
 
 
-def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck, ties: TieCheck
+def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck | None, ties: TieCheck
              ) -> Callable[[], tuple[tuple[int, ...], str, float] | None]:
     """The cohort's members after the profile and tie checks, its reason and its cost (chance
     members that survive the checks, plus every member if the window is null), computed once."""
@@ -466,7 +473,7 @@ def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck, ties: Tie
 
     def run() -> tuple[tuple[int, ...], str, float] | None:
         if not done:
-            kept = profile(c)
+            kept = profile(c) if profile is not None else c
             kept = ties(kept) if kept is not None else None
             done.append(None if kept is None else (kept.members, kept.reason(), _cost(kept)))
         return done[0]
@@ -804,7 +811,8 @@ class Candidate:
     residual: Callable[[np.ndarray], float] | None = None
 
 
-def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy) -> list[Finding]:
+def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy,
+                   owned: list[tuple[str, str, np.ndarray]] = ()) -> list[Finding]:
     """Per action, from the strongest action down: the test results in order of their corrected
     p-value, accepted while the false positives they cost together stay within the action's
     budget (``budget[action] x N``). Results at or below ``statistics.certain_p`` are equally
@@ -822,7 +830,11 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     7 and 11, where strongest first throttled none. An entity takes the strongest action a result
     accepted for it reaches; a result whose entities all hold a stronger action already costs
     nothing more. Remaining ties are broken by the result's description (tokens, windows,
-    features: never account names)."""
+    features: never account names).
+
+    ``owned``: the holder sets of tokens with one owner (:func:`_owned`); at
+    ``statistics.owner_action`` each is offered whole where accepted results hold some of its
+    holders (:func:`_owner_offers`), after that action's results."""
     budget, certain = policy.statistics.budget, policy.statistics.certain_p
     taken = np.zeros(n, dtype=bool)  # entities an accepted result holds, at this action or a stronger one
     findings: list[Finding] = []
@@ -834,11 +846,17 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
+        # monitor restricts nobody: its results are evidence at their full cost
+        most = policy.statistics.finding_fdr if action != "monitor" else np.inf
         ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
-        for _, tied in itertools.groupby(ranked, key=strength):
-            # monitor restricts nobody: its results are evidence at their full cost
-            most = policy.statistics.finding_fdr if action != "monitor" else np.inf
-            for c, entities, reason, cost, new in _cheapest_first(list(tied), taken, lambda: allowed - spent,
+        groups = [list(tied) for _, tied in itertools.groupby(ranked, key=strength)]
+        if action == policy.statistics.owner_action and owned:
+            groups.append(None)  # the owners' offers, once this action's results are in
+        for tied in groups:
+            if tied is None:
+                tied = sorted(_owner_offers(owned, findings, policy.campaign.min_members),
+                              key=lambda c: (c.cost, c.reason))
+            for c, entities, reason, cost, new in _cheapest_first(tied, taken, lambda: allowed - spent,
                                                                   arrays, policy.statistics.alpha, most):
                 spent += cost
                 taken[list(entities)] = True
@@ -846,8 +864,59 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
                                         f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
                                         f"expected false positives ({cost / new:.3g} per entity it adds), "
                                         f"{spent:.3g} of the {action} budget {allowed:.3g} "
-                                        f"({getattr(budget, action):g} x {n} entities)", tuple(entities)))
+                                        f"({getattr(budget, action):g} x {n} entities)", tuple(entities),
+                                        cost))
     return findings
+
+
+def _owned(tables: list[blocks_mod.KindTable]) -> list[tuple[str, str, np.ndarray]]:
+    """(kind, token, holder entities) of every token held by two entities or more whose kind has
+    one owner (``Kind.alone``: a card)."""
+    out = []
+    for t in tables:
+        if not KINDS[t.kind].alone:
+            continue
+        for matrix, tokens in ((t.incidence, t.tokens), (t.seeds_above_cut, t.seed_tokens_above_cut)):
+            columns = sparse.csc_matrix(matrix)
+            columns.sort_indices()
+            for j in np.flatnonzero(np.diff(columns.indptr) >= 2).tolist():
+                out.append((t.kind, tokens[j], columns.indices[columns.indptr[j]:columns.indptr[j + 1]].astype(np.int64)))
+    return out
+
+
+def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Finding], min_members: int
+                  ) -> list[Candidate]:
+    """A token with one owner (a card) whose holders accepted results hold at throttle or stronger
+    is the campaign's: its other holders (accounts kept for cover, too quiet to judge, or behaving
+    like anyone) are the owner's other accounts. All of them are wrongly restricted only if every
+    held holder is, so an offer costs the least expected false share of its held holders (each
+    result's cost per entity) times the holders it adds. Only the holders of results whose group
+    is a campaign's size count: a group capped at monitor lends nobody an action."""
+    strong = [f for f in findings if f.action != "monitor"]
+    if not strong:
+        return []
+    size = {e: len(g) for g in _components([f.entities for f in strong]) for e in g}
+    price: dict[int, tuple[float, float]] = {}  # entity -> (false share, p) of its cheapest result
+    for f in strong:
+        share = f.cost / max(len(f.entities), 1)
+        for e in f.entities:
+            if size[e] >= min_members and (e not in price or (share, f.p_corrected) < price[e]):
+                price[e] = (share, f.p_corrected)
+    offers = []
+    for kind, token, holders in owned:
+        held = [price[e] for e in holders.tolist() if e in price]
+        if not held or len(held) == holders.size:
+            continue
+        share, p = min(held)
+        added = holders.size - len(held)
+        offers.append(Candidate(
+            p, "owner", ONE_OWNER.name,
+            f"owner: {len(held)} of the {holders.size} entities holding the {KINDS[kind].wording} {token!r} are "
+            f"held at throttle or stronger (the strongest at p={p:.3g})",
+            f"a {KINDS[kind].wording} has one owner, so its {added} other holders are the owner's accounts; all "
+            f"are wrong only if every held holder is ({share:.3g} expected false share at the least, times {added})",
+            tuple(holders.tolist()), share * added))
+    return offers
 
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, SHARED_WORDING
+from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, ONE_OWNER, SHARED_WORDING
 from distillguard.detect.policy import EntityControl, Policy
 from distillguard.errors import UserError
 from distillguard.gateway.enforce import Decision, Refusal, campaign_key
@@ -46,7 +46,7 @@ BODY_FIELDS = frozenset(EntityControl.model_fields) | {"actor"}
 #: the beginnings of a verdict's reasons that the calibrated tests wrote (detect/verdicts.py):
 #: "<test> (<null> null): ..."
 _TEST_REASONS = (f"block ({BICM.name} null):", f"cohort ({BINOMIAL_WINDOW.name} null):",
-                 f"wording ({SHARED_WORDING.name} null):")
+                 f"wording ({SHARED_WORDING.name} null):", f"owner ({ONE_OWNER.name} null):")
 _INERT = ("inert: no GeoIP database (gateway --geoip), so country controls and country scopes are accepted and "
           "listed but match no request")
 
@@ -388,7 +388,7 @@ def model_not_found(model: str) -> Refusal:
 # --- step-up verification -------------------------------------------------------------------
 
 def statistical(reasons: tuple[str, ...] | list[str]) -> bool:
-    """Whether a calibrated test (block, cohort or wording) is among a verdict's reasons."""
+    """Whether a calibrated test (block, cohort, wording or a card's owner) is among a verdict's reasons."""
     return any(r.startswith(_TEST_REASONS) for r in reasons)
 
 
