@@ -374,8 +374,8 @@ def test_a_group_smaller_than_a_campaign_counts_entities_and_is_capped_at_monito
     evidence = dv.Evidence(
         ["org:acme", "account:x", "account:y", "account:z", "account:w", "account:v"],
         {0: team, 1: ["x"], 2: ["y"], 3: ["z"], 4: ["w"], 5: ["v"]},
-        [dv.Finding("throttle", "block", "BiCM", 1e-9, 0.5, "r", (0, 1)),
-         dv.Finding("monitor", "cohort", "binomial window", 1e-3, 50.0, "m", (1, 2, 3, 4, 5))])
+        [dv.Finding("throttle", "block", "BiCM", 1e-9, 0.5, "r", (0, 1), 0.01),
+         dv.Finding("monitor", "cohort", "binomial window", 1e-3, 50.0, "m", (1, 2, 3, 4, 5), 0.5)])
     actions = {a: act for a, (act, _, _) in evidence.by_account(5).items()}
     assert set(actions.values()) == {"monitor"} and len(actions) == 15
 

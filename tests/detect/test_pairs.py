@@ -71,7 +71,7 @@ def test_renaming_the_accounts_permutes_the_edges() -> None:
 
 
 def _finding(entities: tuple[int, ...]) -> verdicts.Finding:
-    return verdicts.Finding("throttle", "cohort", "earlier arrivals", 1e-9, 1.0, "a window", entities)
+    return verdicts.Finding("throttle", "cohort", "earlier arrivals", 1e-9, 1.0, "a window", entities, 0.01)
 
 
 def test_a_validated_pair_puts_two_findings_under_one_campaign_id_without_raising_an_action() -> None:
@@ -130,7 +130,7 @@ def test_evidence_with_other_findings_does_not_keep_an_earlier_answer():
     from dataclasses import replace
 
     accounts_of = {e: [f"a{e}"] for e in range(10)}
-    finding = verdicts.Finding("throttle", "block", "BiCM", 1e-9, 1.0, "r", tuple(range(6)))
+    finding = verdicts.Finding("throttle", "block", "BiCM", 1e-9, 1.0, "r", tuple(range(6)), 0.01)
     evidence = verdicts.Evidence([str(e) for e in range(10)], accounts_of, [finding])
     assert evidence.by_account(5)["a0"][0] == "throttle"
     assert replace(evidence, findings=[]).by_account(5) == {}

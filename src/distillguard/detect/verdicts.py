@@ -63,7 +63,7 @@ class Finding:
     budget: float  # the action's budget of expected false positives (rate x entities)
     reason: str
     entities: tuple[int, ...]
-    cost: float = 0.0  # the expected false positives accepting it cost
+    cost: float  # the expected false positives accepting it cost
 
 
 @dataclass
