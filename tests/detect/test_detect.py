@@ -69,6 +69,23 @@ def throttled(evidence: dv.Evidence) -> dict[str, str]:
     return {a: act for a, (act, _, _) in evidence.by_account(5).items() if act in ("throttle", "block")}
 
 
+def sharing_nothing(accounts: list[str], keys: dict[str, list[str]], name: str, size: int) -> list[str]:
+    """``size`` accounts that share nothing: each its own card and address; returns their ids
+    (added to ``accounts``/``keys``)."""
+    members = [f"{name}-{i}" for i in range(size)]
+    for i, m in enumerate(members):
+        accounts.append(m)
+        keys[m] = [f"payment\t{name}-card-{i}", f"ip\t198.51.100.{i}"]
+    return members
+
+
+def with_values(feats: pa.Table, feature: str, values: dict[str, float]) -> pa.Table:
+    """``feats`` with ``feature`` set to ``values`` for the accounts named there."""
+    column = feats.column(feature).to_pylist()
+    return feats.set_column(feats.column_names.index(feature), feature, pa.array(
+        [values.get(a, v) for a, v in zip(feats.column("account_id").to_pylist(), column)]))
+
+
 def test_bicm_expected_degrees_equal_the_observed_ones():
     rng = np.random.default_rng(0)
     rows = rng.integers(1, 8, 3000)
@@ -151,8 +168,7 @@ def test_the_other_accounts_on_a_campaigns_card_are_throttled_as_its_owners_and_
         keys[a] = ["payment\tcampaign-card", f"ip\t192.0.2.{i}"]
     feats = feature_table(accounts, 7, harvest=set(members))
     quiet = set(cover[:6])  # under the judging minimum of exchanges
-    feats = feats.set_column(feats.column_names.index("exchanges"), "exchanges",
-                             pa.array([5 if a in quiet else 100 for a in accounts]))
+    feats = with_values(feats, "exchanges", {a: 5 for a in quiet})
     evidence = dv.evaluate(key_table(keys), feats, Policy())
     flagged = throttled(evidence)
     assert set(cover) <= set(flagged) and len(set(members) & set(flagged)) >= 0.9 * len(members)
@@ -226,27 +242,18 @@ def test_a_burst_whose_accounts_differ_on_every_other_feature_is_kept_whole_at_t
     some ordinary (paraphrased prompts, volumes drawn per account), is kept whole, every chance
     extreme of the window's organic arrivals charged."""
     accounts, keys, _ = population(2000, 9)
-    members = [f"burst-{i}" for i in range(24)]
-    for i, m in enumerate(members):
-        accounts.append(m)
-        keys[m] = [f"payment\tburst-card-{i}", f"ip\t198.51.100.{i}"]
+    members = sharing_nothing(accounts, keys, "burst", 24)
     burst = {m: T0 + timedelta(days=20, minutes=11 * i) for i, m in enumerate(members)}
     feats = feature_table(accounts, 9, burst)
     rng = np.random.default_rng(9)
     own = "cot_elicitation_share"
-    column = feats.column(own).to_pylist()
-    spread = {m: float(v) for m, v in zip(members, rng.uniform(4.0, 6.0, len(members)))}
-    feats = feats.set_column(feats.column_names.index(own), own,
-                             pa.array([spread.get(a, v) for a, v in zip(accounts, column)]))
+    feats = with_values(feats, own, dict(zip(members, rng.uniform(4.0, 6.0, len(members)).tolist())))
+    far = np.arange(len(members)) % 12 < 7  # spread through the burst
     for f in dv.BEHAVIOUR_FEATURES:  # 14 far out on every other behaviour, 10 ordinary, each its own way
         if f != own:
-            values = feats.column(f).to_pylist()
             sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
-            far = np.arange(len(members)) % 12 < 7  # spread through the burst
-            low = dict(zip(members, sign * np.where(far, rng.uniform(3.0, 5.0, far.size),
-                                                    rng.uniform(-1.0, 0.0, far.size))))
-            feats = feats.set_column(feats.column_names.index(f), f,
-                                     pa.array([low.get(a, v) for a, v in zip(accounts, values)]))
+            feats = with_values(feats, f, dict(zip(members, (sign * np.where(
+                far, rng.uniform(3.0, 5.0, far.size), rng.uniform(-1.0, 0.0, far.size))).tolist())))
     flagged = throttled(dv.evaluate(key_table(keys), feats, Policy()))
     assert len(set(members) & set(flagged)) >= 22 and len(set(flagged) - set(members)) <= 1
 
@@ -254,10 +261,7 @@ def test_a_burst_whose_accounts_differ_on_every_other_feature_is_kept_whole_at_t
 @pytest.mark.slow  # two populations of 4,000 accounts: about 7 s
 def test_a_shared_nothing_campaign_arriving_together_is_a_cohort_and_spread_out_it_is_not():
     accounts, keys, _ = population(4000, 8)
-    members = [f"stealth-{i}" for i in range(30)]
-    for i, m in enumerate(members):
-        accounts.append(m)
-        keys[m] = [f"payment\tstealth-card-{i}", f"ip\t198.51.100.{i}"]
+    members = sharing_nothing(accounts, keys, "stealth", 30)
     burst = {m: T0 + timedelta(days=20, minutes=7 * i) for i, m in enumerate(members)}
     spread = {m: T0 + timedelta(days=1.3 * i) for i, m in enumerate(members)}
     together = throttled(dv.evaluate(key_table(keys), feature_table(accounts, 8, burst, set(members)), Policy()))

@@ -849,13 +849,15 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
         # monitor restricts nobody: its results are evidence at their full cost
         most = policy.statistics.finding_fdr if action != "monitor" else np.inf
         ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
-        groups = [list(tied) for _, tied in itertools.groupby(ranked, key=strength)]
-        if action == policy.statistics.owner_action and owned:
-            groups.append(None)  # the owners' offers, once this action's results are in
-        for tied in groups:
-            if tied is None:
-                tied = sorted(_owner_offers(owned, findings, policy.campaign.min_members),
-                              key=lambda c: (c.cost, c.reason))
+
+        def owners(action: str = action) -> Iterator[list[Candidate]]:
+            # the owners' offers, made once this action's results are in
+            if action == policy.statistics.owner_action and owned:
+                yield sorted(_owner_offers(owned, findings, policy.campaign.min_members),
+                             key=lambda c: (c.cost, c.reason))
+
+        strengths = (list(tied) for _, tied in itertools.groupby(ranked, key=strength))
+        for tied in itertools.chain(strengths, owners()):
             for c, entities, reason, cost, new in _cheapest_first(tied, taken, lambda: allowed - spent,
                                                                   arrays, policy.statistics.alpha, most):
                 spent += cost
