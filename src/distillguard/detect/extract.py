@@ -98,6 +98,19 @@ def ip(src: Sources) -> ir.Table:
     return _with_sign_ups(_column(src.ips, "ip", "client_ip"), src, "client_ip", "ip")
 
 
+#: the categories of published ranges whose addresses are rented servers (a cloud's or a
+#: datacenter's machines, one tenant each while rented), as opposed to exits that strangers share
+#: (a VPN, a privacy relay, a CDN) and others' crawlers, monitors and platforms
+SERVER_CATEGORIES = ("cloud", "datacenter")
+
+
+def server(src: Sources) -> ir.Table:
+    # the addresses seen on exchanges only: a sign-up address has no range label here
+    ips = src.ips
+    part = ips.filter(ips.client_ip.notnull() & ips.infra_category.isin(SERVER_CATEGORIES))
+    return part.select("account_id", kind=ibis.literal("server"), key=part.client_ip)
+
+
 def subnet(src: Sources) -> ir.Table:
     part = _column(src.ips, "subnet", "subnet")
     signed = src.signed_up("client_ip")

@@ -187,8 +187,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     # every test's result, per action, with the false positives accepting it would cost
     candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
 
-    tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
-    owned = _owned(tables)
+    every_table = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
+    owned = _owned(every_table, np.array([ENTITY_SEPARATOR in e for e in entities], dtype=bool))
+    # a kind only the one-owner offers read (a server address) is another kind's keys marked
+    tables = [t for t in every_table if KINDS[t.kind].tested]
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
     blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha,
                                                  single=True)
@@ -871,9 +873,13 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     return findings
 
 
-def _owned(tables: list[blocks_mod.KindTable]) -> list[tuple[str, str, np.ndarray]]:
+def _owned(tables: list[blocks_mod.KindTable], relayed: np.ndarray | None = None
+           ) -> list[tuple[str, str, np.ndarray]]:
     """(kind, token, holder entities) of every token held by two entities or more whose kind has
-    one owner (``Kind.alone``: a card)."""
+    one owner (``Kind.alone``: a card, a rented server's address). The ``relayed`` entities (a
+    reseller's end users, resellers.py) hold their reseller's card and server by construction:
+    the reseller is the owner, and its customers are not one another's accounts, so they are no
+    holders here."""
     out = []
     for t in tables:
         if not KINDS[t.kind].alone:
@@ -882,7 +888,11 @@ def _owned(tables: list[blocks_mod.KindTable]) -> list[tuple[str, str, np.ndarra
             columns = sparse.csc_matrix(matrix)
             columns.sort_indices()
             for j in np.flatnonzero(np.diff(columns.indptr) >= 2).tolist():
-                out.append((t.kind, tokens[j], columns.indices[columns.indptr[j]:columns.indptr[j + 1]].astype(np.int64)))
+                holders = columns.indices[columns.indptr[j]:columns.indptr[j + 1]].astype(np.int64)
+                if relayed is not None:
+                    holders = holders[~relayed[holders]]
+                if holders.size >= 2:
+                    out.append((t.kind, tokens[j], holders))
     return out
 
 
