@@ -208,6 +208,23 @@ def test_the_other_accounts_on_a_campaigns_rented_servers_are_its_own_and_a_home
     assert not set(cover) & set(throttled(dv.evaluate(key_table(without), feats, Policy())))
 
 
+def test_a_resellers_end_users_are_no_holders_of_its_card_or_server():
+    """A reseller's end users (entities ``account::end user``) share its card and backend address
+    by construction: the reseller owns them, and a campaign among its customers lends the other
+    customers nothing. Tokens of kinds without one owner are not owned at all."""
+    keys = {"relay::u1": ["payment\tco-card", "server\t3.0.0.9", "ip\t3.0.0.9"],
+            "relay::u2": ["payment\tco-card", "server\t3.0.0.9", "ip\t3.0.0.9"],
+            "relay::u3": ["payment\tco-card", "server\t3.0.0.9", "ip\t3.0.0.9"],
+            "own-a": ["payment\tshared", "server\t3.0.0.7"], "own-b": ["payment\tshared", "server\t3.0.0.7"]}
+    names = sorted(keys)
+    entity_of = {a: i for i, a in enumerate(names)}
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(names), 10_000)
+    relayed = np.array(["::" in a for a in names])
+    owned = {(kind, token): tuple(names[e] for e in holders) for kind, token, holders in dv._owned(tables, relayed)}
+    assert owned == {("payment", "shared"): ("own-a", "own-b"), ("server", "3.0.0.7"): ("own-a", "own-b")}
+    assert ("payment", "co-card") in {(k, t) for k, t, _ in dv._owned(tables)}
+
+
 def test_a_cards_other_holders_are_offered_at_the_least_false_share_of_its_held_holders():
     """An offer adds a card's holders that no accepted result holds, at the cheapest held
     holder's expected false share each; a card whose holders are all held, or held by no
