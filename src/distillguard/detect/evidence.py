@@ -113,9 +113,10 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          request_extractor=extract.ip_of_request, key_form="address", wording="address", stix="address"),
     Kind("subnet", "network", "same /24 (IPv4) or /48 (IPv6) subnets", extract.subnet, 1.0, inheritable=True,
          request_extractor=extract.subnet_of_request, key_form="range", wording="subnet", stix="address"),
-    # a rented server's address is its tenant's, as a card is its owner's; its keys are the ip
-    # kind's (which the tests read), so only the one-owner offers read it
-    Kind("server", "network", "same address inside a published cloud or datacenter range (a rented server)",
+    # a rented server's address is its tenant's on the day, as a card is its owner's; its addresses
+    # are the ip kind's (which the tests read), so only the one-owner offers read it
+    Kind("server", "network", "same address inside a published cloud or datacenter range on the same UTC day "
+         "(a rented server)",
          extract.server, alone=True, tested=False, key_form="address", wording="server address", stix="address"),
     # a client string's holders are that software's users, whose behaviour differs from everyone
     # else's by composition (an enterprise SDK's users are offices), as an autonomous system's do

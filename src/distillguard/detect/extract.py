@@ -105,10 +105,17 @@ SERVER_CATEGORIES = ("cloud", "datacenter")
 
 
 def server(src: Sources) -> ir.Table:
-    # the addresses seen on exchanges only: a sign-up address has no range label here
+    # an address and a UTC day it was used on: a cloud address is released and rented again, so
+    # one tenant is assumed per day, not over the whole window; the addresses seen on exchanges
+    # only (a sign-up address has no range label here)
     ips = src.ips
-    part = ips.filter(ips.client_ip.notnull() & ips.infra_category.isin(SERVER_CATEGORIES))
-    return part.select("account_id", kind=ibis.literal("server"), key=part.client_ip)
+    rented = ips.filter(ips.client_ip.notnull() & ips.infra_category.isin(SERVER_CATEGORIES)).select(
+        "client_ip").distinct()
+    ex = src.ex
+    used = ex.filter(ex.client_ip.isin(rented.client_ip)).select(
+        "account_id", "client_ip", day=(ex.ts_s // 86400).cast("int64")).distinct()
+    return used.select("account_id", kind=ibis.literal("server"),
+                       key=used.client_ip + "@" + used.day.cast("string"))
 
 
 def subnet(src: Sources) -> ir.Table:
