@@ -64,8 +64,8 @@ class Kind:
     ``signature``: a long enough key suffices alone; ``ngrams``: its keys are n-grams of one text,
     counted distinct. ``key_form``: what a key is (``address``, ``range``, ``agent``, ``text``,
     ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports.
-    ``tested``: the block, pair and group tests read it (False: only the one-owner offers do,
-    its keys being another tested kind's, marked as having one owner).
+    ``tested``: the block, pair and group tests read it (False: only the one-owner offers do;
+    its keys restate a tested kind's, as an address with the day it was used restates the address).
     ``population``: a key's holders are a population, not a place (an autonomous system holds a
     network operator's unrelated customers, a client string a software's users): its block never
     reaches throttle on their behaviour (verdicts._behaving_blocks). ``wording``:

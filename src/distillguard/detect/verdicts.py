@@ -189,7 +189,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
 
     every_table = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
     owned = _owned(every_table, np.array([ENTITY_SEPARATOR in e for e in entities], dtype=bool))
-    # a kind only the one-owner offers read (a server address) is another kind's keys marked
+    # a kind only the one-owner offers read (a server address on a day) restates a tested kind's keys
     tables = [t for t in every_table if KINDS[t.kind].tested]
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
     blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha,
