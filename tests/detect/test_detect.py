@@ -179,49 +179,19 @@ def test_the_other_accounts_on_a_campaigns_card_are_throttled_as_its_owners_and_
     assert not set(cover) & set(throttled(watched))
 
 
-def test_the_other_accounts_on_a_campaigns_rented_servers_are_its_own_and_a_home_address_lends_nothing():
-    """A rented server's address has one tenant, as a card has one owner: quiet accounts the
-    campaign keeps on its cloud machines (cards of their own, nothing else shared) are throttled
-    with it. A customer whose home address the campaign also exited through (an address outside
-    any cloud or datacenter range: no ``server`` key) is not."""
-    accounts, keys, _ = population(800, 7)
-    members = campaign(accounts, keys, 40, shared_ips=4, shared_slots=20, seed=7)
-    for m in members:
-        keys[m] = [f"payment\tcard-{m}" if k.startswith("payment") else k for k in keys[m]]
-        keys[m] += [f"server\t{k.split(chr(9))[1]}" for k in keys[m] if k.startswith("ip\t")]
-    rented = sorted({k for m in members for k in keys[m] if k.startswith("ip\t")})
-    cover = [f"acct-7-cover{i:02d}" for i in range(10)]
-    for i, a in enumerate(cover):
-        accounts.append(a)
-        address = rented[i % len(rented)]
-        keys[a] = [f"payment\tcover-card-{i}", address, address.replace("ip\t", "server\t")]
-    home = "acct-7-home"
-    accounts.append(home)
-    keys[home] = ["payment\thome-card", rented[0], "user_agent\tua-2"]
-    feats = with_values(feature_table(accounts, 7, harvest=set(members)), "exchanges", {a: 5 for a in cover})
-    evidence = dv.evaluate(key_table(keys), feats, Policy())
-    flagged = throttled(evidence)
-    assert len(set(members) & set(flagged)) >= 0.9 * len(members)
-    assert set(cover) <= set(flagged) and home not in flagged
-    assert any("one owner" in r and "server address" in r for r in evidence.by_account(5)[cover[0]][2])
-    without = {a: [k for k in ks if not k.startswith("server")] for a, ks in keys.items()}
-    assert not set(cover) & set(throttled(dv.evaluate(key_table(without), feats, Policy())))
-
-
-def test_a_resellers_end_users_are_no_holders_of_its_card_or_server():
-    """A reseller's end users (entities ``account::end user``) share its card and backend address
-    by construction: the reseller owns them, and a campaign among its customers lends the other
-    customers nothing. Tokens of kinds without one owner are not owned at all."""
-    keys = {"relay::u1": ["payment\tco-card", "server\t3.0.0.9", "ip\t3.0.0.9"],
-            "relay::u2": ["payment\tco-card", "server\t3.0.0.9", "ip\t3.0.0.9"],
-            "relay::u3": ["payment\tco-card", "server\t3.0.0.9", "ip\t3.0.0.9"],
-            "own-a": ["payment\tshared", "server\t3.0.0.7"], "own-b": ["payment\tshared", "server\t3.0.0.7"]}
+def test_a_resellers_end_users_are_no_holders_of_its_card():
+    """A reseller's end users (entities ``account::end user``) share its card by construction: the
+    reseller owns it, and a campaign among its customers lends the other customers nothing.
+    Tokens of kinds without one owner are not owned at all."""
+    keys = {"relay::u1": ["payment\tco-card", "ip\t3.0.0.9"], "relay::u2": ["payment\tco-card", "ip\t3.0.0.9"],
+            "relay::u3": ["payment\tco-card", "ip\t3.0.0.9"],
+            "own-a": ["payment\tshared", "ip\t3.0.0.7"], "own-b": ["payment\tshared", "ip\t3.0.0.7"]}
     names = sorted(keys)
     entity_of = {a: i for i, a in enumerate(names)}
     tables = blocks.kind_tables(key_table(keys), entity_of, len(names), 10_000)
     relayed = np.array(["::" in a for a in names])
     owned = {(kind, token): tuple(names[e] for e in holders) for kind, token, holders in dv._owned(tables, relayed)}
-    assert owned == {("payment", "shared"): ("own-a", "own-b"), ("server", "3.0.0.7"): ("own-a", "own-b")}
+    assert owned == {("payment", "shared"): ("own-a", "own-b")}
     assert ("payment", "co-card") in {(k, t) for k, t, _ in dv._owned(tables)}
 
 

@@ -113,24 +113,6 @@ def test_linkage_and_inheritance_read_their_kinds_from_the_declaration():
     assert set(evidence.FAMILY_OF) == set(evidence.KINDS)
 
 
-def test_a_server_key_is_an_address_inside_a_cloud_or_datacenter_range_on_one_day():
-    import ibis
-
-    ips = ibis.memtable({"account_id": ["a", "b", "c", "d", "e"],
-                         "client_ip": ["3.0.0.1", "5.101.96.7", "104.28.28.1", "81.2.69.1", None],
-                         "n": [1, 1, 1, 1, 1], "subnet": [None] * 5,
-                         "infra_category": ["datacenter", "cloud", "privacy_relay", None, "cloud"]})
-    day = 86400 * 20_000
-    ex = ibis.memtable({"account_id": ["a", "a", "a", "b", "c", "d"],
-                        "client_ip": ["3.0.0.1", "3.0.0.1", "3.0.0.1", "5.101.96.7", "104.28.28.1", "81.2.69.1"],
-                        "ts_s": [day + 5, day + 80_000, day + 90_000, day, day, day]})
-    keys = extract.server(extract.Sources(ex, ips)).to_pyarrow()
-    assert sorted(zip(keys.column("account_id").to_pylist(), keys.column("key").to_pylist())) == [
-        ("a", "3.0.0.1@20000"), ("a", "3.0.0.1@20001"), ("b", "5.101.96.7@20000")]
-    assert set(keys.column("kind").to_pylist()) == {"server"}
-    assert not evidence.KINDS["server"].tested and "server" not in evidence.TESTED
-
-
 def test_a_request_shows_one_key_per_inheritable_kind_it_carries():
     from datetime import UTC, datetime
 

@@ -64,8 +64,6 @@ class Kind:
     ``signature``: a long enough key suffices alone; ``ngrams``: its keys are n-grams of one text,
     counted distinct. ``key_form``: what a key is (``address``, ``range``, ``agent``, ``text``,
     ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports.
-    ``tested``: the block, pair and group tests read it (False: only the one-owner offers do;
-    its keys restate a tested kind's, as an address with the day it was used restates the address).
     ``population``: a key's holders are a population, not a place (an autonomous system holds a
     network operator's unrelated customers, a client string a software's users): its block never
     reaches throttle on their behaviour (verdicts._behaving_blocks). ``wording``:
@@ -88,7 +86,6 @@ class Kind:
     signature: bool = False
     ngrams: bool = False
     population: bool = False
-    tested: bool = True
     key_form: str = "opaque"
     wording: str = ""
     stix: str | None = None
@@ -113,11 +110,6 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          request_extractor=extract.ip_of_request, key_form="address", wording="address", stix="address"),
     Kind("subnet", "network", "same /24 (IPv4) or /48 (IPv6) subnets", extract.subnet, 1.0, inheritable=True,
          request_extractor=extract.subnet_of_request, key_form="range", wording="subnet", stix="address"),
-    # a rented server's address is its tenant's on the day, as a card is its owner's; its addresses
-    # are the ip kind's (which the tests read), so only the one-owner offers read it
-    Kind("server", "network", "same address inside a published cloud or datacenter range on the same UTC day "
-         "(a rented server)",
-         extract.server, alone=True, tested=False, key_form="address", wording="server address", stix="address"),
     # a client string's holders are that software's users, whose behaviour differs from everyone
     # else's by composition (an enterprise SDK's users are offices), as an autonomous system's do
     Kind("user_agent", "client", "same user agent strings", extract.user_agent, 0.5, key_form="agent",
@@ -164,8 +156,6 @@ ALONE: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.alone)
 OUTSIDE: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.family == "outside")
 #: the kinds whose holders are populations rather than places (Kind.population)
 POPULATIONS: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.population)
-#: the kinds the block, pair and group tests read (Kind.tested)
-TESTED: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.tested)
 #: the kinds whose keys are prompt text (normalised)
 TEXT: tuple[str, ...] = tuple(n for n, k in KINDS.items() if k.text)
 
@@ -175,10 +165,10 @@ def with_form(form: str) -> tuple[str, ...]:
     return tuple(n for n, k in KINDS.items() if k.key_form == form)
 
 
-def statistical_keys(ex: ir.Table, ips: ir.Table, events: ir.Table | None = None) -> ir.Table:
+def statistical_keys(ex: ir.Table, events: ir.Table | None = None) -> ir.Table:
     """(account_id, kind, key) of the kinds only the statistical tests read; ``ex`` is features.with_seconds,
-    ``ips`` features.label_ips, ``events`` the account events in the window (features.account_events) or None."""
-    src = Sources(ex, ips, events=events)
+    ``events`` the account events in the window (features.account_events) or None."""
+    src = Sources(ex, events=events)
     return ibis.union(*(k.extractor(src) for n, k in KINDS.items() if not k.linked and n not in OUTSIDE),
                       distinct=True)
 

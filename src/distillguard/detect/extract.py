@@ -98,26 +98,6 @@ def ip(src: Sources) -> ir.Table:
     return _with_sign_ups(_column(src.ips, "ip", "client_ip"), src, "client_ip", "ip")
 
 
-#: the categories of published ranges whose addresses are rented servers (a cloud's or a
-#: datacenter's machines, one tenant each while rented), as opposed to exits that strangers share
-#: (a VPN, a privacy relay, a CDN) and others' crawlers, monitors and platforms
-SERVER_CATEGORIES = ("cloud", "datacenter")
-
-
-def server(src: Sources) -> ir.Table:
-    # an address and a UTC day it was used on: a cloud address is released and rented again, so
-    # one tenant is assumed per day, not over the whole window; the addresses seen on exchanges
-    # only (a sign-up address has no range label here)
-    ips = src.ips
-    rented = ips.filter(ips.client_ip.notnull() & ips.infra_category.isin(SERVER_CATEGORIES)).select(
-        "client_ip").distinct()
-    ex = src.ex
-    used = ex.filter(ex.client_ip.isin(rented.client_ip)).select(
-        "account_id", "client_ip", day=(ex.ts_s // 86400).cast("int64")).distinct()
-    return used.select("account_id", kind=ibis.literal("server"),
-                       key=used.client_ip + "@" + used.day.cast("string"))
-
-
 def subnet(src: Sources) -> ir.Table:
     part = _column(src.ips, "subnet", "subnet")
     signed = src.signed_up("client_ip")

@@ -150,8 +150,7 @@ def scan(exchanges: ir.Table, as_of: datetime | None, policy: Policy,
         pending = None
         if policy.statistics.enabled:
             # the statistical kinds are other kinds than the linkage's, so the two sets never overlap
-            statistical = detect_evidence.statistical_keys(ex, labelled, events).to_pyarrow()
-            every_key = pa.concat_tables([keys.to_pyarrow(), statistical],
+            every_key = pa.concat_tables([keys.to_pyarrow(), detect_evidence.statistical_keys(ex, events).to_pyarrow()],
                                          promote_options="permissive")
             # the tests run in numpy beside the linkage and campaigns below, which run in the
             # engine; they meet at the verdicts

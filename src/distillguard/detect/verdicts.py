@@ -187,10 +187,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     # every test's result, per action, with the false positives accepting it would cost
     candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
 
-    every_table = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
-    owned = _owned(every_table, np.array([ENTITY_SEPARATOR in e for e in entities], dtype=bool))
-    # a kind only the one-owner offers read (a server address on a day) restates a tested kind's keys
-    tables = [t for t in every_table if KINDS[t.kind].tested]
+    tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
+    owned = _owned(tables, np.array([ENTITY_SEPARATOR in e for e in entities], dtype=bool))
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
     blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha,
                                                  single=True)
@@ -876,8 +874,8 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
 def _owned(tables: list[blocks_mod.KindTable], relayed: np.ndarray | None = None
            ) -> list[tuple[str, str, np.ndarray]]:
     """(kind, token, holder entities) of every token held by two entities or more whose kind has
-    one owner (``Kind.alone``: a card, a rented server's address). The ``relayed`` entities (a
-    reseller's end users, resellers.py) hold their reseller's card and server by construction:
+    one owner (``Kind.alone``: a card). The ``relayed`` entities (a reseller's end users,
+    resellers.py) hold their reseller's card by construction:
     the reseller is the owner, and its customers are not one another's accounts, so they are no
     holders here."""
     out = []
