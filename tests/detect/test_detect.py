@@ -189,7 +189,7 @@ def test_a_resellers_end_users_are_no_holders_of_its_card():
     names = sorted(keys)
     entity_of = {a: i for i, a in enumerate(names)}
     tables = blocks.kind_tables(key_table(keys), entity_of, len(names), 10_000)
-    relayed = np.array(["::" in a for a in names])
+    relayed = np.array([dv.ENTITY_SEPARATOR in a for a in names])
     owned = {(kind, token): tuple(names[e] for e in holders) for kind, token, holders in dv._owned(tables, relayed)}
     assert owned == {("payment", "shared"): ("own-a", "own-b")}
     assert ("payment", "co-card") in {(k, t) for k, t, _ in dv._owned(tables)}

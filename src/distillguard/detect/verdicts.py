@@ -875,9 +875,8 @@ def _owned(tables: list[blocks_mod.KindTable], relayed: np.ndarray | None = None
            ) -> list[tuple[str, str, np.ndarray]]:
     """(kind, token, holder entities) of every token held by two entities or more whose kind has
     one owner (``Kind.alone``: a card). The ``relayed`` entities (a reseller's end users,
-    resellers.py) hold their reseller's card by construction:
-    the reseller is the owner, and its customers are not one another's accounts, so they are no
-    holders here."""
+    resellers.py) hold their reseller's card by construction: the reseller is the owner, and its
+    customers are not one another's accounts, so they are no holders here."""
     out = []
     for t in tables:
         if not KINDS[t.kind].alone:
