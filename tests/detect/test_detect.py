@@ -1364,6 +1364,60 @@ def test_a_group_is_tested_against_the_groups_as_they_stood_before_its_first_mem
     assert fewer.groups < fit.groups
 
 
+def test_with_too_few_groups_formed_before_it_a_group_is_tested_against_a_broader_population_as_it_stood_then():
+    """Where too few of its own kind's groups had formed before a group's first member arrived,
+    the group is tested against the broader population of groups (GroupNull.broader) as it stood
+    then, not against every member of its own kind's groups: those count a campaign's other cells
+    that arrived later, whose extreme share is the campaign's own. Only where no population had
+    enough groups then is every member counted."""
+    from scipy import sparse
+
+    def incidence(groups: list[np.ndarray], n: int) -> sparse.csc_matrix:
+        return sparse.csc_matrix((np.ones(sum(g.size for g in groups)), np.concatenate(groups),
+                                  np.r_[0, np.cumsum([g.size for g in groups])]), shape=(n, len(groups)))
+
+    rng = np.random.default_rng(5)
+    n = 800
+    arrival = np.linspace(0.0, 1000.0, n)
+    values = rng.normal(size=n)
+    campaign = np.arange(600, n)
+    values[campaign] += 3.0
+    # the narrow kind: 5 early organic groups and 40 of the campaign's cells (later arrivals)
+    narrow_groups = [*(rng.choice(600, 6, replace=False) for _ in range(5)),
+                     *(rng.choice(campaign, 6, replace=False) for _ in range(40))]
+    broad_groups = [*narrow_groups, *(rng.choice(600, 6, replace=False) for _ in range(40))]
+    narrow = cohorts.GroupNull(incidence(narrow_groups, n), "narrow", arrival, least=20)
+    broad = cohorts.GroupNull(incidence(broad_groups, n), "broad", arrival, least=20)
+    rank = cohorts.ranked({"f": (values, "above")})["f"]
+    tested = campaign[:30]
+    first = float(arrival[tested].min())
+    # alone, the narrow null falls back to every member: the campaign's cells make it strict
+    alone, label = narrow.fitted_for(tested, "f", rank, 0.1, before=first)
+    assert label == "narrow" and np.isinf(alone.before) and alone == narrow.rates("f", rank, 0.1,
+                                                                                  narrow.overlapping(tested))
+    narrow.broader = broad
+    fit, label = narrow.fitted_for(tested, "f", rank, 0.1, before=first)
+    assert label == "broad" and fit.before <= first
+    assert fit == broad.rates("f", rank, 0.1, broad.overlapping(tested), before=first)
+    assert fit.mean < alone.mean / 2
+    # refitted without validated entities, the chain is refitted too
+    refitted = narrow.without(campaign[:10])
+    assert refitted.broader is not None and refitted.broader is not broad
+    # with no snapshot before the group, every member of the narrow kind's groups
+    assert narrow.fitted_for(tested, "f", rank, 0.1, before=-1.0)[1] == "narrow"
+
+
+def test_each_seed_kind_takes_an_equal_share_of_the_behaving_blocks_level():
+    """Behaving blocks are corrected by a weighted Bonferroni: every seed kind with a tested block
+    gets an equal share of alpha, split evenly over its blocks, so the weights sum to one whatever
+    the mix (many time-bin blocks cannot take the level from a few templates' blocks)."""
+    kinds = ["sync"] * 286 + ["ip"] * 19 + ["system_prompt"] * 3 + ["payment"] * 2
+    looks = dv._kind_shares(kinds)
+    assert sum(1.0 / looks[k] for k in kinds) == pytest.approx(1.0)
+    assert looks["system_prompt"] == 4 * 3 and looks["sync"] == 4 * 286
+    assert dv._kind_shares(["ip"] * 7) == {"ip": 7.0}  # one kind: plain Bonferroni
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_every_feature_a_group_is_extreme_on_is_a_test_of_its_own(seed):
     """group_behaviours returns the best look of each feature whose corrected p-value is within

@@ -721,6 +721,9 @@ class GroupNull:
         must fit on."""
         self.incidence = sparse.csc_matrix(incidence, dtype=np.float64)
         self.label = label
+        #: the broader population of groups (its family's, then every place kind's) a group is
+        #: tested against where too few of these had formed before its first member arrived
+        self.broader: GroupNull | None = None
         self.groups = self.incidence.shape[1]
         self.sizes = np.diff(self.incidence.indptr)
         self.least = least
@@ -785,16 +788,18 @@ class GroupNull:
         other._validated = np.zeros(self.incidence.shape[0], dtype=bool)
         other._validated[np.asarray(validated, dtype=np.int64)] = True
         other._counts = {}
+        if self.broader is not None:
+            other.broader = self.broader.without(validated)
         return other
 
     def rates(self, feature: str, rank: Ranked, level: float, leave_out: np.ndarray | None = None,
-              before: float = np.inf) -> nulls.GroupRates:
+              before: float = np.inf, fallback: bool = True) -> nulls.GroupRates:
         """The groups' fit on ``rank``'s feature, members counted above the ``k``-th largest value
         of every usable entity, ``k = max(1, floor(level (R + 1)))``, less the groups
         ``leave_out`` (column indices, :meth:`overlapping`) and the validated entities
         (:meth:`without`), each group over its members that arrived before the latest snapshot
         at or before ``before`` (every member where none is, or where it leaves fewer than
-        ``least`` groups)."""
+        ``least`` groups, unless ``fallback`` is false: then the early fit however few)."""
         usable = rank.descending.size
         k = max(1, int(np.floor(level * (usable + 1))))
         key = (id(rank), feature, k)
@@ -824,9 +829,28 @@ class GroupNull:
         at = int(np.searchsorted(self.cuts, before, side="right")) - 1
         if 0 <= at < last:
             early = fit(at)
-            if early.groups >= self.least:
+            if early.groups >= self.least or not fallback:
                 return early
         return fit(last)
+
+    def fitted_for(self, group: np.ndarray, feature: str, rank: Ranked, level: float, before: float = np.inf
+                   ) -> tuple[nulls.GroupRates, str]:
+        """The fit a group (entity ids, first judged member arrived at ``before``) is tested
+        against, and what its population of groups is: these groups as they stood before it
+        (:meth:`rates`, less :meth:`overlapping`); where fewer than ``least`` had formed by then,
+        the broader populations' (:attr:`broader`, in turn) as they stood then; only where none
+        had, every member of these groups. A campaign that arrived after the group's first member
+        is in none of the early groups, but every member of every group counts its other cells
+        (on a development store 60 of a client family's 78 groups were mostly one campaign's
+        paraphrased n-grams, none of them formed when its system prompt's first holder arrived)."""
+        null: GroupNull | None = self
+        if np.isfinite(before):
+            while null is not None:
+                early = null.rates(feature, rank, level, null.overlapping(group), before, fallback=False)
+                if np.isfinite(early.before) and early.groups >= null.least:
+                    return early, null.label
+                null = null.broader
+        return self.rates(feature, rank, level, self.overlapping(group)), self.label
 
 
 def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...],
@@ -873,8 +897,8 @@ def group_behaviours(features: dict[str, Ranked], group: np.ndarray, levels: tup
     fits: list[nulls.GroupRates | None] = [None] * len(counted)
     group_p = np.ones(len(counted))
     bound = np.inf if within is None else within / len(looks)  # what a returned look's p must reach
+    labels = [groups.label if groups is not None else ""] * len(counted)
     if groups is not None:
-        own = groups.overlapping(group)
         # a look's p-value is at least its individual one, so the looks are visited from the
         # smallest individual p-value up until it exceeds the best found (or the bound asked
         # for): the rest cannot be returned
@@ -884,7 +908,7 @@ def group_behaviours(features: dict[str, Ranked], group: np.ndarray, levels: tup
             if individual[i] > (best if within is None else bound):
                 break
             feature, _, k_i, r_i, n_i, x_i, _ = counted[i]
-            fits[i] = groups.rates(feature, features[feature], k_i / (r_i + 1), own, before)
+            fits[i], labels[i] = groups.fitted_for(group, feature, features[feature], k_i / (r_i + 1), before)
             group_p[i] = fits[i].tail(x_i, n_i, k_i / (r_i + 1))
             p[i] = max(individual[i], group_p[i])
             best = min(best, p[i])
@@ -903,5 +927,5 @@ def group_behaviours(features: dict[str, Ranked], group: np.ndarray, levels: tup
         out.append(GroupBehaviour(feature, direction, k_i / (r_i + 1), k_i, r_i, n_i, x_i, float(p[i]),
                                   float(nulls.bonferroni(float(p[i]), len(looks))),
                                   tuple(int(e) for e in np.sort(extreme)), fits[i], float(group_p[i]),
-                                  groups.label if groups is not None else "", float(individual[i])))
+                                  labels[i], float(individual[i])))
     return out

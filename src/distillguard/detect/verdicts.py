@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -523,6 +524,7 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     # evidence about a group; such a block stays co-location (monitor), and is no look of this
     # test (which blocks are tested depends on their seeds only, never on behaviour)
     blocks = [b for b in blocks if b.seed_kind not in POPULATIONS and b.holders <= rare_cut.get(b.seed_kind, 0)]
+    looks = _kind_shares([b.seed_kind for b in blocks])
     for b in blocks:
         families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
         # holders of one wording or client share what its words ask for (WORDED: the holders of a
@@ -541,9 +543,9 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         # where half its members stand out, and on its volume, where nearly all do
         seeded = np.asarray(b.seeded, dtype=np.int64)
         for gb in cohorts_mod.group_behaviours(judged_on, seeded, tuple(stats.cohort_levels),
-                                               group_nulls.get(b.seed_kind), within=stats.alpha / len(blocks),
+                                               group_nulls.get(b.seed_kind), within=stats.alpha / looks[b.seed_kind],
                                                memo=reuse.looks, before=_first_arrival(first_seen, seeded)):
-            p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, len(blocks))))
+            p = max(b.p_corrected, float(nulls.bonferroni(gb.p_corrected, looks[b.seed_kind])))
             if p > stats.alpha:
                 break
             if b.beyond_seed < 2 and 2 * len(set(b.tied) & set(gb.members)) < len(gb.members):
@@ -553,6 +555,18 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                 # of their own, 5 of the 111 extreme holders
                 continue
             _block_members(b, gb, p, judged_on[gb.feature], stats, n, candidates, reuse.members)
+
+
+def _kind_shares(kinds: list[str]) -> dict[str, float]:
+    """Per seed kind, what one of its blocks' p-values is multiplied by: a weighted Bonferroni
+    (Holm 1979; Genovese, Roeder and Wasserman 2006) giving each kind that seeds a tested block an
+    equal share of the level, split evenly over that kind's blocks. The weights sum to one, so the
+    family-wise level holds as plain Bonferroni's does; they follow from which blocks the
+    co-location test found, never from behaviour. Kinds seed blocks in very different numbers for
+    reasons of their own (every busy time bin seeds one, a template a few), and an even split over
+    blocks would let the many small blocks of one kind take the level from the few of another."""
+    count = Counter(kinds)
+    return {kind: float(len(count) * m) for kind, m in count.items()}
 
 
 @dataclass
@@ -658,10 +672,16 @@ def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset
     null keep sharing it)."""
     ids = np.fromiter(sorted(validated), dtype=np.int64, count=len(validated))
     refitted: dict[int, cohorts_mod.GroupNull] = {}
-    for null in group_nulls.values():
+
+    def refit(null: cohorts_mod.GroupNull) -> cohorts_mod.GroupNull:
         if id(null) not in refitted:
-            refitted[id(null)] = null.without(ids)
-    return {kind: refitted[id(null)] for kind, null in group_nulls.items()}
+            fitted = null.without(ids)
+            if null.broader is not None:  # a broader null several kinds share stays shared
+                fitted.broader = refit(null.broader)
+            refitted[id(null)] = fitted
+        return refitted[id(null)]
+
+    return {kind: refit(null) for kind, null in group_nulls.items()}
 
 
 def _member_levels(stats: Statistics) -> tuple[float, ...]:
@@ -729,13 +749,18 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics, first_se
         family = tuple(sorted(k for k in columns if FAMILY_OF[k] == FAMILY_OF[kind]))
         network = FAMILY_OF[kind] == "network"
         elsewhere = tuple(sorted(k for k in columns if (FAMILY_OF[k] == "network") == network))
+        # the narrowest population with enough groups, then each broader one (GroupNull.broader)
+        chain = []
         if columns[kind].shape[1] >= enough:
-            out[kind] = over((kind,), f"{KINDS[kind].wording} holders")
-        elif sum(columns[k].shape[1] for k in family) >= enough:
-            out[kind] = over(family, f"holders of one {FAMILY_OF[kind]} token")
-        else:
-            out[kind] = over(elsewhere, "holders of one network token" if network
-                             else "holders of one place token outside the network")
+            chain.append(over((kind,), f"{KINDS[kind].wording} holders"))
+        if family != (kind,) and sum(columns[k].shape[1] for k in family) >= enough:
+            chain.append(over(family, f"holders of one {FAMILY_OF[kind]} token"))
+        if elsewhere not in ((kind,), family) or not chain:
+            chain.append(over(elsewhere, "holders of one network token" if network
+                              else "holders of one place token outside the network"))
+        for narrow, broad in zip(chain, chain[1:]):
+            narrow.broader = broad
+        out[kind] = chain[0]
     return out
 
 
