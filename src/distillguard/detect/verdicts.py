@@ -719,7 +719,9 @@ def _group_nulls(tables: list[blocks_mod.KindTable], stats: Statistics, first_se
     groups of one address or subnet share their place's networks by construction, so they are
     no population for a group that does not: on a development store, mobile carriers' shared
     addresses put 23% of their holders in the top tenth on distinct subnets). Each is fitted as it
-    stood before the tested group's first member was seen (``first_seen``, per entity)."""
+    stood before the tested group's first member was seen (``first_seen``, per entity), and
+    points to the broader populations (the family's, then every place kind's on its side of the
+    network) that stand in where too few of its groups had formed by then (GroupNull.fitted_for)."""
     columns: dict[str, sparse.csc_matrix] = {}
     for table in tables:
         if table.kind in POPULATIONS or not table.incidence.nnz:
