@@ -267,7 +267,12 @@ def test_camouflage_levels_mix_in_benign_accounts_or_benign_traffic(tmp_path):
     assert (none_labels["relayed_exchanges"] == 0).all()
     relayed_share = relay_labels["relayed_exchanges"].sum() / relay_labels["exchanges"].sum()
     assert 0.2 < relayed_share < 0.4
-    assert set(relay_labels["role"]) == {"hydra_relay"} and set(decoy_labels["role"]) == {"attacker"}
+    assert set(relay_labels["role"]) == {"hydra_relay"} and set(none_labels["role"]) == {"attacker"}
+    # the decoys are labelled: every account sending the persona's traffic is one
+    decoys = set(decoy_labels.loc[decoy_labels["role"] == "decoy", "account_id"])
+    assert set(decoy_labels["role"]) == {"attacker", "decoy"}
+    assert set(casual_budget(decoyed)[lambda s: s].index) <= decoys
+    assert 0.1 < len(decoys) / len(decoy_labels) < 0.5
 
 
 # --- the simulator knows nothing of the detector --------------------------------------------------
@@ -318,6 +323,37 @@ def test_the_recall_distribution_names_the_worst_strategy():
 def _row(recall_caught: tuple[int, int], **levels: str) -> dict:
     caught, accounts = recall_caught
     return {"levels": REFERENCE | levels, "accounts": accounts, "caught": caught, "recall": caught / accounts}
+
+
+def test_decoys_count_among_the_campaign_accounts_and_are_left_out_of_the_harvesting_ones():
+    """Recall is over every campaign account, decoys included; the harvesting accounts' recall
+    leaves the decoys out, and the report shows it only where the two differ."""
+    import pyarrow as pa
+
+    from distillguard.bench import metrics
+    from distillguard.simulate.run import LABELS_SCHEMA
+
+    roles = ["attacker"] * 6 + ["decoy"] * 4 + ["organic"] * 5
+    labels = pa.table({
+        "account_id": [f"a{i}" for i in range(len(roles))], "role": roles,
+        "campaign_id": ["c"] * 10 + [None] * 5, "persona": [None] * 10 + ["casual"] * 5,
+        "group_id": [None] * 15, "exchanges": [30] * 15, "campaign_exchanges": [30] * 10 + [0] * 5,
+        "relayed_exchanges": [0] * 15}, schema=LABELS_SCHEMA)
+    actions = ["throttle"] * 5 + ["allow"] + ["allow"] * 4 + ["allow"] * 5
+    verdicts = pa.table({"account_id": labels["account_id"], "action": actions,
+                         "campaign_id": ["found"] * 5 + [None] * 10})
+    scored = bench.score_strategy(metrics.judge(verdicts, labels))
+    assert (scored["accounts"], scored["caught"]) == (10, 5)
+    assert (scored["harvesters"], scored["harvesters_caught"]) == (6, 5)
+    totals = {"accounts": 10, "caught": 5, "under_one_id": 5, "harvesters": 6, "harvesters_caught": 5}
+    row = {**totals, **bench._shares(totals)}
+    assert row["recall"] == 0.5 and row["harvest_recall"] == pytest.approx(5 / 6)
+    levels = dict(Strategy.of(**REFERENCE).levels)
+    summary = bench.summarize({"s": {**row, "levels": levels, "personas": {}}})
+    assert summary["harvest_recall"]["worst"] == pytest.approx(5 / 6)
+    assert "harvesting accounts alone" in bench._harvest_line(summary)[0]
+    same = bench.summarize({"s": {**row, "harvest_recall": 0.5, "levels": levels, "personas": {}}})
+    assert bench._harvest_line(same) == []
 
 
 def test_recall_per_knob_level_is_the_mean_and_the_pooled_share_of_its_strategies():

@@ -207,13 +207,25 @@ def score_strategy(judged: pa.Table) -> dict[str, Any]:
     caught = sum(c["accounts_caught"] for c in campaigns.values())
     under_top = sum(round((c["one_campaign_share"] or 0) * c["accounts_caught"]) for c in campaigns.values())
     organic = metrics.account_metrics(judged, LEVEL)["personas"]
+    harvesters, harvested = _harvesting(judged)
     return {
         "accounts": accounts, "caught": caught, "recall": metrics.share(caught, accounts),
+        "harvesters": harvesters, "harvesters_caught": harvested,
         "under_one_id": under_top,
         "one_campaign_share": metrics.share(under_top, caught),
         "campaign_under_one_id": metrics.share(under_top, accounts),
         "personas": {name: [p["accounts"], p["flagged"]] for name, p in organic.items()},
     }
+
+
+def _harvesting(judged: pa.Table) -> tuple[int, int]:
+    """The campaign accounts that harvest (every one but the decoys, which send only the traffic
+    of the persona they copy), and how many of them are caught at LEVEL."""
+    campaign = judged["campaign_id"].is_valid().to_numpy(zero_copy_only=False)
+    decoy = np.asarray(judged["role"].to_pylist(), dtype=object) == "decoy"
+    caught = judged["severity"].to_numpy() >= metrics.SEVERITY[LEVEL]
+    harvest = campaign & ~decoy
+    return int(harvest.sum()), int((harvest & caught).sum())
 
 
 def summarize(per_strategy: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -227,8 +239,10 @@ def summarize(per_strategy: dict[str, dict[str, Any]]) -> dict[str, Any]:
             pooled[persona][1] += k
     caught = sum(r["caught"] for r in per_strategy.values())
     one = [r["campaign_under_one_id"] for r in per_strategy.values() if r["campaign_under_one_id"] is not None]
+    harvest = {name: r.get("harvest_recall") for name, r in per_strategy.items()}
     return {
         "recall": recall_distribution(recalls),
+        "harvest_recall": recall_distribution({k: v for k, v in harvest.items() if v is not None}),
         "pooled_recall": metrics.share(caught, sum(r["accounts"] for r in per_strategy.values())),
         "one_campaign_share": metrics.share(sum(r["under_one_id"] for r in per_strategy.values()), caught),
         "campaign_under_one_id": {"median": float(np.median(one)) if one else None,
@@ -385,19 +399,21 @@ def _budget_detector(throttle: float) -> DistillguardDetector:
 
 def _totals(strategy: Strategy) -> dict[str, Any]:
     """A strategy's running totals over its seeds, before the first."""
-    return {"levels": dict(strategy.levels), "accounts": 0, "caught": 0, "under_one_id": 0, "personas": {}}
+    return {"levels": dict(strategy.levels), "accounts": 0, "caught": 0, "under_one_id": 0, "harvesters": 0,
+            "harvesters_caught": 0, "personas": {}}
 
 
 def _shares(totals: dict[str, Any]) -> dict[str, float | None]:
     """A strategy's recall and campaign-id shares from its totals."""
     return {"recall": metrics.share(totals["caught"], totals["accounts"]),
             "one_campaign_share": metrics.share(totals["under_one_id"], totals["caught"]),
-            "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"])}
+            "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"]),
+            "harvest_recall": metrics.share(totals.get("harvesters_caught", 0), totals.get("harvesters", 0))}
 
 
 def _add(row: dict[str, Any], scored: dict[str, Any]) -> None:
     """Add one seed's scored figures to a strategy's running totals."""
-    for key in ("accounts", "caught", "under_one_id"):
+    for key in ("accounts", "caught", "under_one_id", "harvesters", "harvesters_caught"):
         row[key] += scored[key]
     for persona, (pn, pk) in scored["personas"].items():
         acc = row["personas"].setdefault(persona, [0, 0])
@@ -474,6 +490,19 @@ def _organic_line(run: dict[str, Any], personas: dict[str, dict[str, Any]]) -> s
             f"{_pct(pooled['upper_bound'], 3)}){tail}.")
 
 
+def _harvest_line(summary: dict[str, Any]) -> list[str]:
+    """The recall distribution over the accounts that harvest, where it differs from the
+    campaign accounts' (decoys drawn): what a strategy's decoys, which behave like the persona
+    they copy, leave of its recall."""
+    harvest, every = summary.get("harvest_recall") or {}, summary["recall"]
+    if not harvest.get("strategies") or (harvest["median"], harvest["p10"], harvest["worst"]) == (
+            every["median"], every["p10"], every["worst"]):
+        return []
+    return [f"The harvesting accounts alone (a campaign's decoys, which send only the traffic of the persona they "
+            f"copy, left out): median {_pct(harvest['median'])}, p10 {_pct(harvest['p10'])}, worst "
+            f"{_pct(harvest['worst'])} ({harvest['worst_strategy']}). Every campaign account:", ""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The report's Markdown: how it was run, the recall distribution, recall per knob level,
     organic false positives per persona, and every strategy's figures."""
@@ -495,6 +524,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"### Campaign accounts at {run['level']} or stronger",
         "",
+        *_harvest_line(summary),
         "| median | p10 | worst | worst strategy | pooled | caught under one campaign id | campaign under one id (median, worst) |",
         "|---|---|---|---|---|---|---|",
         f"| {_pct(dist['median'])} | {_pct(dist['p10'])} | {_pct(dist['worst'])} | {dist['worst_strategy'] or 'n/a'} "
@@ -521,10 +551,13 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {persona} | {fig['accounts']:,} | {fig['flagged']:,} | {_pct(fig['rate'], 3)} "
                      f"| {_pct(fig['upper_bound'], 3)} |")
     lines += ["", "### Strategies", "",
-              "| strategy (" + " / ".join(k.name for k in KNOBS) + ") | accounts | recall | under one id |",
-              "|---|---|---|---|"]
+              "| strategy (" + " / ".join(k.name for k in KNOBS) + ") | accounts | recall | under one id "
+              "| harvesting accounts (decoys left out) |",
+              "|---|---|---|---|---|"]
     for name, r in sorted(results["strategies"].items(), key=lambda kv: (kv[1]["recall"] or 0, kv[0])):
-        lines.append(f"| {name} | {r['accounts']} | {_pct(r['recall'])} | {_pct(r['campaign_under_one_id'])} |")
+        lines.append(f"| {name} | {r['accounts']} | {_pct(r['recall'])} | {_pct(r['campaign_under_one_id'])} "
+                     f"| {r.get('harvesters_caught', 'n/a')} of {r.get('harvesters', 'n/a')} "
+                     f"({_pct(r.get('harvest_recall'))}) |")
     curve = curve_markdown(results)
     if curve:
         lines += ["", curve.rstrip("\n")]

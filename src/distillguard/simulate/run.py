@@ -271,6 +271,16 @@ def simulate(
     return summary
 
 
+def _roles(pop, n: int) -> list[str]:
+    """Each account's role: its population's, or ``decoy`` for a campaign's accounts that send
+    only the persona traffic they copy (camouflage ``benign_accounts``): a campaign's accounts
+    all the same, but ones that harvest nothing, which a benchmark may report apart."""
+    decoy = getattr(pop, "decoy", None)
+    if decoy is None:
+        return [pop.role] * n
+    return np.where(np.asarray(decoy[:n], dtype=bool), "decoy", pop.role).tolist()
+
+
 def _write_labels(path: Path, populations, accounts: list[Accounts], first_groups: list[int], counts,
                   salts: IdSalts) -> None:
     parts = []
@@ -283,7 +293,7 @@ def _write_labels(path: Path, populations, accounts: list[Accounts], first_group
         group_id = np.where(acc.group >= 0, names[local_group], None)
         parts.append(pa.table({
             "account_id": account_ids(acc.ordinal, salts),
-            "role": pa.array([pop.role] * n, pa.string()),
+            "role": pa.array(_roles(pop, n), pa.string()),
             "campaign_id": pa.array([pop.campaign_id] * n, pa.string()),
             "persona": pa.array([pop.persona] * n, pa.string()),
             "group_id": pa.array(group_id.tolist(), pa.string()),
