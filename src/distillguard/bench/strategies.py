@@ -408,7 +408,7 @@ def _shares(totals: dict[str, Any]) -> dict[str, float | None]:
     return {"recall": metrics.share(totals["caught"], totals["accounts"]),
             "one_campaign_share": metrics.share(totals["under_one_id"], totals["caught"]),
             "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"]),
-            "harvest_recall": metrics.share(totals.get("harvesters_caught", 0), totals.get("harvesters", 0))}
+            "harvest_recall": metrics.share(totals["harvesters_caught"], totals["harvesters"])}
 
 
 def _add(row: dict[str, Any], scored: dict[str, Any]) -> None:

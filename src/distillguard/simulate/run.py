@@ -278,7 +278,7 @@ def _roles(pop, n: int) -> list[str]:
     decoy = getattr(pop, "decoy", None)
     if decoy is None:
         return [pop.role] * n
-    return np.where(np.asarray(decoy[:n], dtype=bool), "decoy", pop.role).tolist()
+    return np.where(np.asarray(decoy, dtype=bool), "decoy", pop.role).tolist()
 
 
 def _write_labels(path: Path, populations, accounts: list[Accounts], first_groups: list[int], counts,
