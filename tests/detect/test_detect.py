@@ -1464,3 +1464,36 @@ def test_a_one_family_block_acts_only_where_most_of_its_extreme_holders_are_tied
         assert not flagged
     else:
         assert len(flagged) >= 0.75 * team
+
+
+def test_a_rotating_holder_is_priced_against_the_entities_as_extreme_where_the_two_cuts_chances_multiply():
+    """Heavy users reach the service from more networks than casual ones. Against the whole
+    population an organic holder extreme on behaviour rotates far more often than the level says,
+    so multiplying the two chances there would underprice the kept; against the entities as
+    extreme it rotates at the level by exchangeability, and the price (the organic holders among
+    the extreme, estimated from those that are not, times the rotation level) covers the organic
+    holders kept, over many groups whose holders are all organic."""
+    rng = np.random.default_rng(5)
+    n, size, level, level2 = 4000, 200, 0.2, 0.2
+    behaviour = rng.normal(size=n)
+    subnets = 0.8 * behaviour + 0.6 * rng.normal(size=n)  # correlated with behaviour
+    rank = cohorts.ranked({"b": (behaviour, "above")})["b"]
+    rotated = cohorts.ranked({"distinct_subnets": (subnets, "above")})
+    kept = priced = kept_by_population = priced_by_population = 0.0
+    for _ in range(200):
+        group = np.sort(rng.choice(n, size, replace=False))
+        cuts = cohorts.extremes(rank, group, (level,))
+        matched = dv._rotating_alike(rank, rotated, group, np.ones(n, dtype=bool), (level2,))
+        found = {a: [] for a in dv.ACTIONS}
+        dv._wording_offers(0.0, cuts, lambda extreme: [s for s in matched(extreme) if s[2]], "", "b", found)
+        offers = found["throttle"]  # one set of members, or none where fewer than two are kept
+        assert len(offers) <= 1
+        kept += sum(len(offer.entities) for offer in offers)
+        priced += sum(offer.cost for offer in offers)
+        # the same product, the rotation level read against every entity
+        k, r, judged, above = cuts[0]
+        _, _, rotating_judged, rotating = cohorts.extremes(rotated["distinct_subnets"], group, (level2,))[0]
+        kept_by_population += len(set(judged[above].tolist()) & set(rotating_judged[rotating].tolist()))
+        priced_by_population += k / (r + 1 - k) * np.count_nonzero(~above) * level2
+    assert kept <= 1.1 * priced
+    assert kept_by_population > 1.5 * priced_by_population

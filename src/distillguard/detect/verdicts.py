@@ -377,45 +377,95 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                   f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
         # each route that passes on its own offers its members (_wording_offers)
         if by_arrival <= stats.alpha:
-            _wording_offers(by_arrival, cuts, [(0.0, None)], reason, gb.feature, candidates)
+            _wording_offers(by_arrival, cuts, None, reason, gb.feature, candidates)
         if by_rotation <= stats.alpha:
-            shown = [(k / (r + 1), frozenset(judged[above].tolist()))
-                     for k, r, judged, above in cohorts_mod.extremes(next(iter(rotated.values())), members,
-                                                                     _member_levels(stats))]
-            _wording_offers(by_rotation, cuts, shown, reason, gb.feature, candidates)
+            _wording_offers(by_rotation, cuts, _rotating_alike(ranked[gb.feature], rotated, members, usable,
+                                                               _member_levels(stats)),
+                            reason, gb.feature, candidates)
+
+
+#: per behaviour cut's extreme holders, each rotation level ``L2``, the holders rotating at it and
+#: whether the level is against the entities as extreme (True) or against every entity (False)
+Rotating = Callable[[np.ndarray], list[tuple[float, frozenset[int], bool]]]
+
+
+def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ranked],
+                    members: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]) -> Rotating:
+    """Which of a wording group's extreme holders rotate through networks, at each level ``L2``,
+    against two references: every entity outside the group, and the entities outside it that
+    behave as they do (those at least as extreme on ``rank``'s feature as the least extreme of
+    them, as :func:`_later_than_alike` matches arrival). Heavy users reach the service from more
+    networks than casual ones, so against the whole population an organic holder extreme on
+    behaviour rotates more often than ``L2`` and the two cuts' chances do not multiply; against
+    the entities as extreme it rotates at ``L2`` by exchangeability, whatever the correlation, and
+    they do (:func:`_wording_offers`). The matched reference is smaller, so its levels are
+    coarser: both are offered."""
+    if not rotated:
+        return lambda extreme: []
+    population = next(iter(rotated.values()))
+    everyone = [(k / (r + 1), frozenset(judged[above].tolist()), False)
+                for k, r, judged, above in cohorts_mod.extremes(population, members, levels)]
+    inside = np.zeros(usable.size, dtype=bool)
+    inside[members] = True
+    oriented = np.nan_to_num(rank.oriented, nan=-np.inf)
+
+    def rotating(extreme: np.ndarray) -> list[tuple[float, frozenset[int], bool]]:
+        if extreme.size == 0:
+            return []
+        alike = usable & ~inside & (oriented >= oriented[extreme].min())
+        alike[extreme] = True
+        matched = cohorts_mod.ranked({"rotation": (np.where(alike, population.oriented, np.nan), "above")}
+                                     )["rotation"]
+        return everyone + [(k / (r + 1), frozenset(judged[above].tolist()), True)
+                           for k, r, judged, above in cohorts_mod.extremes(matched, extreme, levels)]
+
+    return rotating
 
 
 def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]],
-                    shown: list[tuple[float, frozenset[int] | None]], reason: str, feature: str,
+                    shown: Rotating | None, reason: str, feature: str,
                     candidates: dict[str, list[Candidate]]) -> None:
     """A wording group's member offers, each distinct set once at its cheapest: at each member level
     ``L`` (``cuts``: cohorts.extremes), the holders extreme on ``feature``, at ``p`` per member plus
-    ``L / (1 - L)`` organic holders expected per holder not extreme; found by rotation, only those
-    that also rotate at a level ``L2`` (``shown``: each level and its rotating holders), plus
-    ``L2 / (1 - L2)`` per extreme holder that does not. The holders of a public prompt that sets
-    how long an answer its users get (output per input) are all extreme on behaviour, a campaign
-    behind a proxy pool among them the only ones rotating (on a held-out store, 13 organic holders
-    of "reply with a single valid JSON object" were offered beside 25 campaign ones); a holder,
-    organic or not, rotates at ``L2`` by chance with that probability, so the extreme holders that
-    do not rotate estimate the organic ones among those that do."""
-    offers: dict[tuple[int, ...], tuple[float, float, int, float, int]] = {}
+    ``L / (1 - L)`` organic holders expected per holder not extreme. Found by rotation, only those
+    that also rotate at a level ``L2`` (``shown``: :func:`_rotating_alike`). Against every entity,
+    the extreme holders that do not rotate estimate the organic ones among those that do
+    (``L2 / (1 - L2)`` each, added). Against the entities as extreme, an organic holder is kept
+    with chance ``L`` x ``L2``, and the organic holders among the extreme are estimated twice, by
+    the holders not extreme (``L / (1 - L)`` each) and by the extreme holders that do not rotate
+    (``1 / (1 - L2)`` each): the larger of the two, times ``L2``, is what the kept cost. The holders of a public prompt that sets how long an
+    answer its users get (output per input) are all extreme on behaviour, a campaign behind a proxy
+    pool among them the only ones rotating (on a held-out store, 13 organic holders of "reply with
+    a single valid JSON object" were offered beside 25 campaign ones): there the second estimate
+    prices them."""
+    offers: dict[tuple[int, ...], tuple[float, float, int, float, int, bool | None]] = {}
     for k, r, judged, above in cuts:
         level = k / (r + 1)
-        extreme = tuple(int(e) for e in judged[above])
+        extreme_ids = judged[above]
+        extreme = tuple(int(e) for e in extreme_ids)
         others = int(judged.size - len(extreme))
-        for level2, rotating in shown:
+        for level2, rotating, matched in (shown(extreme_ids) if shown is not None else [(0.0, None, None)]):
             kept = extreme if rotating is None else tuple(e for e in extreme if e in rotating)
             if len(kept) < 2:
                 continue
             hidden = len(extreme) - len(kept)
-            cost = p * len(kept) + level / (1 - level) * others + level2 / (1 - level2) * hidden
+            organic = level / (1 - level) * others
+            if matched:
+                organic = max(organic, hidden / (1 - level2)) * level2
+            elif rotating is not None:
+                organic += level2 / (1 - level2) * hidden
+            cost = p * len(kept) + organic
             if kept not in offers or cost < offers[kept][0]:
-                offers[kept] = (cost, level, others, level2, hidden)
-    for kept, (cost, level, others, level2, hidden) in offers.items():
+                offers[kept] = (cost, level, others, level2, hidden, matched)
+    for kept, (cost, level, others, level2, hidden, matched) in offers.items():
         note = (f"{len(kept)} holders above the top {level:.3g} of the other entities on {feature}, beside {others} "
-                f"that are not (so {level / (1 - level) * others:.3g} organic holders expected among the kept by "
+                f"that are not (so {level / (1 - level) * others:.3g} organic holders expected among them by "
                 f"chance)")
-        if hidden:
+        if matched:
+            note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on distinct subnets "
+                     f"among the entities as extreme, beside {hidden} that are not (so "
+                     f"{cost - p * len(kept):.3g} organic holders expected among the kept)")
+        elif matched is not None and hidden:
             note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on distinct subnets, "
                      f"beside {hidden} that are not (so {level2 / (1 - level2) * hidden:.3g} more)")
         for action in ACTIONS:
