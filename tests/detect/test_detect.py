@@ -1497,3 +1497,36 @@ def test_a_rotating_holder_is_priced_against_the_entities_as_extreme_where_the_t
         priced_by_population += k / (r + 1 - k) * np.count_nonzero(~above) * level2
     assert kept <= 1.1 * priced
     assert kept_by_population > 1.5 * priced_by_population
+
+
+def test_a_cohort_tied_in_place_charges_its_chance_members_as_often_as_the_entities_outside_it_are_tied_to_it():
+    """An organic entity extreme by chance in a window is kept with a co-located cohort only if it
+    is tied to its members in place too: the share of the judged entities outside the cohort tied
+    to them (plus one in the count) prices it. The more outsiders share the cohort's addresses, the
+    more a chance member costs. An autonomous system's customers or a client string's users are
+    populations, not a place; nor is a clock, which a window's arrivals share by arriving."""
+    accounts, keys, _ = population(600, 13)
+    operation = accounts[:20]
+    for i, m in enumerate(operation):
+        keys[m] += [f"ip\t203.0.113.{(i + j) % 6}" for j in range(3)]
+    outsider = accounts[300]
+
+    def placed(keys: dict[str, list[str]]) -> cohorts.Cohort | None:
+        entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+        tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), 2_000_000)
+        ids = tuple(sorted(entity_of[a] for a in operation + [outsider]))
+        window = cohorts.Cohort("f0", "above", 0.01, "first_seen", 24.0, 0.0, len(ids) + 5, len(ids), 0.01, 1e-20,
+                                1e-15, ids)
+        kept = dv.TieCheck(tables, 0.05).placed(window)
+        assert kept is None or (set(kept.members) == {entity_of[a] for a in operation}
+                                and kept.chance_members == pytest.approx(window.chance_members * kept.survival))
+        return kept
+
+    alone = placed(keys)
+    assert alone is not None and alone.survival == pytest.approx(1 / (1 + len(accounts) - 21))
+    shared = {a: ks + ["ip\t203.0.113.0"] if a in accounts[400:403] else ks for a, ks in keys.items()}
+    assert placed(shared).survival == pytest.approx(4 / (1 + len(accounts) - 21))
+    for kind in ("asn", "user_agent", "signup_window"):
+        elsewhere = {a: [k for k in ks if not k.startswith("ip\t203.0.113.")] + (
+            [f"{kind}\tshared-{i % 6}"] if a in operation else []) for i, (a, ks) in enumerate(keys.items())}
+        assert placed(elsewhere) is None, kind

@@ -220,7 +220,9 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     group_nulls, validated = every_group, frozenset[int]()
     # ties do not depend on the reference; a co-located cohort counts on behaviour only
     tie_check = TieCheck(tables, stats.cohort_profile_level,
-                         shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES))
+                         shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES),
+                         judged=np.any([~np.isnan(v) for v, _ in feature_values.values()], axis=0)
+                         if feature_values else None)
     windows: tuple[frozenset[int], list[cohorts_mod.Cohort], cohorts_mod.ProfileCheck] | None = None
     reuse = _Reuse(excluded)
     for _ in range(stats.cohort_refits + 1):
@@ -253,6 +255,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                 cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason,
                                                            "", c.members, cost, *checked, residual=c.residual))
                 if action != "monitor":
+                    # the members tied in place, each chance one charged as often as it would be tied
+                    cohort_candidates[action].append(Candidate(
+                        c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "members tied in place",
+                        c.members, cost, _placed(c, tie_check), c.p_corrected * c.extreme, residual=c.residual))
                     # every extreme entity a member, each chance one charged in full
                     cohort_candidates[action].append(Candidate(
                         c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "every extreme entity a member",
@@ -527,6 +533,21 @@ def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck | None, ti
             kept = profile(c) if profile is not None else c
             kept = ties(kept) if kept is not None else None
             done.append(None if kept is None else (kept.members, kept.reason(), _cost(kept)))
+        return done[0]
+    return run
+
+
+def _placed(c: cohorts_mod.Cohort, ties: TieCheck) -> Callable[[], tuple[tuple[int, ...], str, float] | None]:
+    """The cohort's members tied in place (TieCheck.placed), its reason and its cost, computed once."""
+    done: list[tuple[tuple[int, ...], str, float] | None] = []
+
+    def run() -> tuple[tuple[int, ...], str, float] | None:
+        if not done:
+            kept = ties.placed(c)
+            done.append(None if kept is None else (
+                kept.members, f"{kept.reason()}; {len(kept.members)} of its {c.extreme} extreme entities tied to "
+                f"the others in place, as a share {kept.survival / c.survival:.3g} of the entities outside it are",
+                _cost(kept)))
         return done[0]
     return run
 
@@ -823,6 +844,12 @@ def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod
     return [kept for kept in map(check, found) if kept is not None]
 
 
+#: the families whose shared tokens put accounts in one place: the networks they connect from and
+#: the payment they use (TieCheck.placed), less the kinds whose holders are populations (an
+#: autonomous system's unrelated customers)
+PLACES = ("network", "account")
+
+
 class TieCheck:
     """A cohort's members checked for ties to the rest of the cohort.
 
@@ -836,10 +863,15 @@ class TieCheck:
     than ``min_members`` is dropped (None). Each member set is checked once."""
 
     def __init__(self, tables: list[blocks_mod.KindTable], level: float, min_members: int = 3,
-                 shared_by_place: frozenset[str] = frozenset()) -> None:
+                 shared_by_place: frozenset[str] = frozenset(), judged: np.ndarray | None = None) -> None:
         self.kinds = [t for t in tables if t.incidence.nnz]
         self.level, self.min_members, self.shared_by_place = level, min_members, shared_by_place
         self.kept: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
+        self.placed_kept: dict[tuple[int, ...], tuple[tuple[int, ...], int, int] | None] = {}
+        self.by_column: dict[str, sparse.csc_matrix] = {}  # each place kind's incidence by token, once
+        entities = tables[0].incidence.shape[0] if tables else 0
+        #: the entities a chance member is one of: those whose features are judged
+        self.judged = np.ones(entities, dtype=bool) if judged is None else np.asarray(judged, dtype=bool)
 
     def __call__(self, c: cohorts_mod.Cohort) -> cohorts_mod.Cohort | None:
         from scipy import stats as sstats
@@ -863,6 +895,62 @@ class TieCheck:
             # hosted egress: its hosted share, its subnets, its hours): one place, not a cohort
             return None
         return replace(c, members=keep) if len(keep) >= self.min_members else None
+
+    def placed(self, c: cohorts_mod.Cohort) -> cohorts_mod.Cohort | None:
+        """The cohort's members tied to the rest of it in place (:data:`PLACES`: not the software
+        they run, which its other users share, nor a clock, which a window's arrivals share by
+        arriving together), where more are than Binomial(X, ``level``) gives, with its chance
+        members priced by the tie: an organic entity extreme by chance in the window is kept only
+        if tied to the members too, as often as the judged entities outside the cohort are (the
+        share of them tied to its members at ``level``, plus one in the count; judged, as a chance
+        member is, since busier accounts hold more tokens). Outside the window are also the
+        campaign's other members, tied to it: the share only overstates the chance. None where too
+        few are tied."""
+        if c.feature in self.shared_by_place:
+            return None
+        if c.members not in self.placed_kept:
+            self.placed_kept[c.members] = self._placed(np.asarray(c.members, dtype=np.int64))
+        found = self.placed_kept[c.members]
+        if found is None:
+            return None
+        keep, tied_outside, outside = found
+        share = (1.0 + tied_outside) / (1.0 + outside)
+        return replace(c, members=keep, survival=c.survival * share)
+
+    def _placed(self, members: np.ndarray) -> tuple[tuple[int, ...], int, int] | None:
+        from scipy import stats as sstats
+
+        place = [t for t in self.kinds if FAMILY_OF[t.kind] in PLACES and t.kind not in POPULATIONS]
+        if not place:
+            return None
+        best = np.ones(members.size)
+        outside_best: dict[int, float] = {}
+        for table in place:
+            tied_entities, p = blocks_mod.ties_to(table, members, members)
+            if tied_entities.size:
+                at = np.minimum(np.searchsorted(tied_entities, members), tied_entities.size - 1)
+                best = np.minimum(best, np.where(tied_entities[at] == members, p[at], 1.0))
+            # the entities outside holding a token a member holds, and their ties to the members
+            columns = np.unique(blocks_mod.held_by(table.incidence, members)[1])
+            if table.kind not in self.by_column:
+                self.by_column[table.kind] = sparse.csc_matrix(table.incidence)
+            by_column = self.by_column[table.kind]
+            starts, lengths = by_column.indptr[columns], np.diff(by_column.indptr)[columns]
+            at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+            holders = np.unique(by_column.indices[at]).astype(np.int64)
+            holders = holders[~np.isin(holders, members) & self.judged[holders]]
+            if holders.size:
+                out_entities, out_p = blocks_mod.ties_to(table, holders, members)
+                for e, q in zip(out_entities.tolist(), out_p.tolist()):
+                    outside_best[e] = min(q, outside_best.get(e, 1.0))
+        tied = best * len(place) <= self.level
+        if sstats.binom.sf(int(tied.sum()) - 1, members.size, self.level) > self.level:
+            return None
+        keep = tuple(int(m) for m in members[tied])
+        if len(keep) < self.min_members:
+            return None
+        tied_outside = sum(1 for q in outside_best.values() if q * len(place) <= self.level)
+        return keep, tied_outside, int(np.count_nonzero(self.judged)) - int(np.count_nonzero(self.judged[members]))
 
 
 @dataclass(frozen=True)
