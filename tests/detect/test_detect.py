@@ -1511,11 +1511,11 @@ def test_a_cohort_tied_in_place_charges_its_chance_members_as_often_as_the_entit
         keys[m] += [f"ip\t203.0.113.{(i + j) % 6}" for j in range(3)]
     outsider = accounts[300]
 
-    def placed(keys: dict[str, list[str]]) -> cohorts.Cohort | None:
+    def placed(keys: dict[str, list[str]], feature: str = "f0") -> cohorts.Cohort | None:
         entity_of = {a: i for i, a in enumerate(sorted(accounts))}
         tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), 2_000_000)
         ids = tuple(sorted(entity_of[a] for a in operation + [outsider]))
-        window = cohorts.Cohort("f0", "above", 0.01, "first_seen", 24.0, 0.0, len(ids) + 5, len(ids), 0.01, 1e-20,
+        window = cohorts.Cohort(feature, "above", 0.01, "first_seen", 24.0, 0.0, len(ids) + 5, len(ids), 0.01, 1e-20,
                                 1e-15, ids)
         kept = dv.TieCheck(tables, 0.05).placed(window)
         assert kept is None or (set(kept.members) == {entity_of[a] for a in operation}
@@ -1524,6 +1524,8 @@ def test_a_cohort_tied_in_place_charges_its_chance_members_as_often_as_the_entit
 
     alone = placed(keys)
     assert alone is not None and alone.survival == pytest.approx(1 / (1 + len(accounts) - 21))
+    # a team's tool makes it extreme together on what the client sets: no place check there
+    assert placed(keys, "tools_per_request") is None
     shared = {a: ks + ["ip\t203.0.113.0"] if a in accounts[400:403] else ks for a, ks in keys.items()}
     assert placed(shared).survival == pytest.approx(4 / (1 + len(accounts) - 21))
     for kind in ("asn", "user_agent", "signup_window"):

@@ -905,8 +905,10 @@ class TieCheck:
         share of them tied to its members at ``level``, plus one in the count; judged, as a chance
         member is, since busier accounts hold more tokens). Outside the window are also the
         campaign's other members, tied to it: the share only overstates the chance. None where too
-        few are tied."""
-        if c.feature in self.shared_by_place:
+        few are tied, and for a window on what the client software sets (CLIENT_SHAPED): a team
+        onboarded in one week in an office of its own, each member with the team's tool, is
+        extreme together there by construction."""
+        if c.feature in self.shared_by_place or c.feature in CLIENT_SHAPED:
             return None
         if c.members not in self.placed_kept:
             self.placed_kept[c.members] = self._placed(np.asarray(c.members, dtype=np.int64))
