@@ -439,11 +439,11 @@ def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]
     (``L2 / (1 - L2)`` each, added). Against the entities as extreme, an organic holder is kept
     with chance ``L`` x ``L2``, and the organic holders among the extreme are estimated twice, by
     the holders not extreme (``L / (1 - L)`` each) and by the extreme holders that do not rotate
-    (``1 / (1 - L2)`` each): the larger of the two, times ``L2``, is what the kept cost. The holders of a public prompt that sets how long an
-    answer its users get (output per input) are all extreme on behaviour, a campaign behind a proxy
-    pool among them the only ones rotating (on a held-out store, 13 organic holders of "reply with
-    a single valid JSON object" were offered beside 25 campaign ones): there the second estimate
-    prices them."""
+    (``1 / (1 - L2)`` each): the larger of the two, times ``L2``, is what the kept cost. The
+    holders of a public prompt that sets how long an answer its users get (output per input) are
+    all extreme on behaviour, a campaign behind a proxy pool among them the only ones rotating (on a
+    held-out store, 13 organic holders of "reply with a single valid JSON object" were offered
+    beside 25 campaign ones): there the second estimate prices them."""
     offers: dict[tuple[int, ...], tuple[float, float, int, float, int, bool | None]] = {}
     for k, r, judged, above in cuts:
         level = k / (r + 1)
@@ -546,7 +546,8 @@ def _placed(c: cohorts_mod.Cohort, ties: TieCheck) -> Callable[[], tuple[tuple[i
             kept = ties.placed(c)
             done.append(None if kept is None else (
                 kept.members, f"{kept.reason()}; {len(kept.members)} of its {c.extreme} extreme entities tied to "
-                f"the others in place, as a share {kept.survival / c.survival:.3g} of the entities outside it are",
+                f"the others in place (addresses, payment), as a share {kept.survival / c.survival:.3g} of the "
+                f"judged entities outside it are: its chance members charged at that share",
                 _cost(kept)))
         return done[0]
     return run
@@ -911,7 +912,7 @@ class TieCheck:
         if c.feature in self.shared_by_place or c.feature in CLIENT_SHAPED:
             return None
         if c.members not in self.placed_kept:
-            self.placed_kept[c.members] = self._placed(np.asarray(c.members, dtype=np.int64))
+            self.placed_kept[c.members] = self._place_ties(np.asarray(c.members, dtype=np.int64))
         found = self.placed_kept[c.members]
         if found is None:
             return None
@@ -919,7 +920,9 @@ class TieCheck:
         share = (1.0 + tied_outside) / (1.0 + outside)
         return replace(c, members=keep, survival=c.survival * share)
 
-    def _placed(self, members: np.ndarray) -> tuple[tuple[int, ...], int, int] | None:
+    def _place_ties(self, members: np.ndarray) -> tuple[tuple[int, ...], int, int] | None:
+        """(the members tied to the others in place, the judged entities outside tied to them, the
+        judged entities outside), or None where no more are tied than chance gives."""
         from scipy import stats as sstats
 
         place = [t for t in self.kinds if FAMILY_OF[t.kind] in PLACES and t.kind not in POPULATIONS]
