@@ -1532,3 +1532,27 @@ def test_a_cohort_tied_in_place_charges_its_chance_members_as_often_as_the_entit
         elsewhere = {a: [k for k in ks if not k.startswith("ip\t203.0.113.")] + (
             [f"{kind}\tshared-{i % 6}"] if a in operation else []) for i, (a, ks) in enumerate(keys.items())}
         assert placed(elsewhere) is None, kind
+
+
+def test_a_wording_group_found_by_arrival_offers_its_late_extreme_holders_never_every_extreme_one():
+    """The holders of a public prompt whose words set what its users ask for are all extreme on
+    behaviour; a campaign's recent arrivals among them make the group later than the entities as
+    extreme. Every extreme holder offered would leave no holder to estimate the organic ones
+    (none is not extreme): the offers keep the late ones, priced by the early extreme holders."""
+    rng = np.random.default_rng(11)
+    n = 2000
+    behaviour, first_seen = rng.normal(size=n), rng.uniform(0.0, 1.0, size=n)
+    organic, campaign = np.arange(40), np.arange(40, 70)
+    behaviour[:70] += 3.0
+    first_seen[campaign] = rng.uniform(0.9, 1.0, size=campaign.size)
+    group = np.arange(70)
+    rank = cohorts.ranked({"b": (behaviour, "above")})["b"]
+    later = dv._later_alike(rank, first_seen, group, np.ones(n, dtype=bool), (0.0, 0.05, 0.1, 0.2, 0.5))
+    found = {a: [] for a in dv.ACTIONS}
+    dv._wording_offers(1e-6, cohorts.extremes(rank, group, (0.05, 0.1, 0.2, 0.5)), later, "", "b", found,
+                       "first seen")
+    offers = found["throttle"]
+    assert offers and max(len(c.entities) for c in offers) < group.size
+    assert any(set(c.entities) >= set(campaign.tolist()) for c in offers)
+    assert sum(c.cost for c in offers) >= sum(len(set(c.entities) & set(organic.tolist())) for c in offers)
+    assert all("first seen among the entities as extreme" in c.note for c in offers)

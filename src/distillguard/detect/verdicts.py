@@ -383,7 +383,9 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                   f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
         # each route that passes on its own offers its members (_wording_offers)
         if by_arrival <= stats.alpha:
-            _wording_offers(by_arrival, cuts, None, reason, gb.feature, candidates)
+            _wording_offers(by_arrival, cuts, _later_alike(ranked[gb.feature], first_seen, members, usable,
+                                                           _member_levels(stats)),
+                            reason, gb.feature, candidates, "first seen")
         if by_rotation <= stats.alpha:
             _wording_offers(by_rotation, cuts, _rotating_alike(ranked[gb.feature], rotated, members, usable,
                                                                _member_levels(stats)),
@@ -428,37 +430,62 @@ def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ran
     return rotating
 
 
+def _later_alike(rank: cohorts_mod.Ranked, first_seen: np.ndarray, members: np.ndarray, usable: np.ndarray,
+                 levels: tuple[float, ...]) -> Rotating:
+    """Which of a wording group's extreme holders were first seen late, at each level ``L2``,
+    against the entities outside the group as extreme as they are (the reference of the arrival
+    test, :func:`_later_than_alike`): by exchangeability with them an organic holder is that late
+    with chance ``L2``."""
+    inside = np.zeros(usable.size, dtype=bool)
+    inside[members] = True
+    oriented = np.nan_to_num(rank.oriented, nan=-np.inf)
+
+    def later(extreme: np.ndarray) -> list[tuple[float, frozenset[int], bool]]:
+        if extreme.size == 0:
+            return []
+        alike = usable & ~inside & (oriented >= oriented[extreme].min())
+        alike[extreme] = True
+        matched = cohorts_mod.ranked({"first_seen": (np.where(alike, first_seen, np.nan), "above")})["first_seen"]
+        return [(k / (r + 1), frozenset(judged[above].tolist()), True)
+                for k, r, judged, above in cohorts_mod.extremes(matched, extreme, levels)]
+
+    return later
+
+
 def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]],
-                    shown: Rotating | None, reason: str, feature: str,
-                    candidates: dict[str, list[Candidate]]) -> None:
+                    shown: Rotating, reason: str, feature: str,
+                    candidates: dict[str, list[Candidate]], second: str = "distinct subnets") -> None:
     """A wording group's member offers, each distinct set once at its cheapest: at each member level
-    ``L`` (``cuts``: cohorts.extremes), the holders extreme on ``feature``, at ``p`` per member plus
-    ``L / (1 - L)`` organic holders expected per holder not extreme. Found by rotation, only those
-    that also rotate at a level ``L2`` (``shown``: :func:`_rotating_alike`). Against every entity,
-    the extreme holders that do not rotate estimate the organic ones among those that do
-    (``L2 / (1 - L2)`` each, added). Against the entities as extreme, an organic holder is kept
-    with chance ``L`` x ``L2``, and the organic holders among the extreme are estimated twice, by
-    the holders not extreme (``L / (1 - L)`` each) and by the extreme holders that do not rotate
-    (``1 / (1 - L2)`` each): the larger of the two, times ``L2``, is what the kept cost. The
-    holders of a public prompt that sets how long an answer its users get (output per input) are
-    all extreme on behaviour, a campaign behind a proxy pool among them the only ones rotating (on a
-    held-out store, 13 organic holders of "reply with a single valid JSON object" were offered
-    beside 25 campaign ones): there the second estimate prices them."""
-    offers: dict[tuple[int, ...], tuple[float, float, int, float, int, bool | None]] = {}
+    ``L`` (``cuts``: cohorts.extremes), the holders extreme on ``feature`` that are also beyond a
+    level ``L2`` on what the group's second test was (``second``; ``shown`` gives the levels and
+    who is beyond each): first seen late (:func:`_later_alike`) or rotating
+    (:func:`_rotating_alike`), at ``p`` per member plus the organic holders expected among them.
+    Against every entity, the extreme holders not beyond ``L2`` estimate the organic ones among
+    those that are (``L2 / (1 - L2)`` each), added to ``L / (1 - L)`` per holder not extreme.
+    Against the entities as extreme, an organic holder is kept with chance ``L`` x ``L2``, and the
+    organic holders among the extreme are estimated twice, by the holders not extreme (``L / (1 -
+    L)`` each) and by the extreme holders not beyond ``L2`` (``1 / (1 - L2)`` each): the larger of
+    the two, times ``L2``, is what the kept cost. Never every extreme holder at the first estimate
+    alone: the holders of a public prompt whose words set what its users ask for ("reply with a
+    single valid JSON object") are all extreme on behaviour, so none is left to estimate them. By
+    rotation, at tag detector-2026-12-05j, 13 organic holders of that prompt were offered beside 25
+    rotating campaign ones; by arrival, at tag detector-2026-12-06f, 19 beside 23 campaign ones
+    whose arrivals made the group late. The second estimate prices them."""
+    offers: dict[tuple[int, ...], tuple[float, float, int, float, int, bool]] = {}
     for k, r, judged, above in cuts:
         level = k / (r + 1)
         extreme_ids = judged[above]
         extreme = tuple(int(e) for e in extreme_ids)
         others = int(judged.size - len(extreme))
-        for level2, rotating, matched in (shown(extreme_ids) if shown is not None else [(0.0, None, None)]):
-            kept = extreme if rotating is None else tuple(e for e in extreme if e in rotating)
+        for level2, rotating, matched in shown(extreme_ids):
+            kept = tuple(e for e in extreme if e in rotating)
             if len(kept) < 2:
                 continue
             hidden = len(extreme) - len(kept)
             organic = level / (1 - level) * others
             if matched:
                 organic = max(organic, hidden / (1 - level2)) * level2
-            elif rotating is not None:
+            else:
                 organic += level2 / (1 - level2) * hidden
             cost = p * len(kept) + organic
             if kept not in offers or cost < offers[kept][0]:
@@ -468,11 +495,11 @@ def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]
                 f"that are not (so {level / (1 - level) * others:.3g} organic holders expected among them by "
                 f"chance)")
         if matched:
-            note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on distinct subnets "
+            note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on {second} "
                      f"among the entities as extreme, beside {hidden} that are not (so "
                      f"{cost - p * len(kept):.3g} organic holders expected among the kept)")
-        elif matched is not None and hidden:
-            note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on distinct subnets, "
+        elif hidden:
+            note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on {second}, "
                      f"beside {hidden} that are not (so {level2 / (1 - level2) * hidden:.3g} more)")
         for action in ACTIONS:
             candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost))
