@@ -397,6 +397,45 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
 Rotating = Callable[[np.ndarray], list[tuple[float, frozenset[int], bool]]]
 
 
+def _by_rank(rank: cohorts_mod.Ranked) -> np.ndarray:
+    """The usable entities of ``rank`` in its descending order."""
+    ids = np.flatnonzero(rank.position >= 0)
+    order = np.empty(rank.descending.size, dtype=np.int64)
+    order[rank.position[ids]] = ids
+    return order
+
+
+def _as_extreme(rank: cohorts_mod.Ranked, order: np.ndarray, extreme: np.ndarray, outside: np.ndarray
+                ) -> np.ndarray:
+    """The entities ``outside`` a group at least as extreme on ``rank``'s feature as the least
+    extreme of its ``extreme`` entities, read off the sorted order (no pass over every entity)."""
+    least = float(np.nan_to_num(rank.oriented[extreme], nan=-np.inf).min())
+    alike = order[:int(np.searchsorted(-rank.descending, -least, side="right"))]
+    return alike[outside[alike]]
+
+
+def _levels_against(values: np.ndarray, extreme: np.ndarray, reference: np.ndarray, levels: tuple[float, ...]
+                    ) -> list[tuple[float, frozenset[int]]]:
+    """Per distinct rank ``k`` = floor(level (r + 1)) of the levels, as cohorts.extremes reads
+    them: (``k / (r + 1)``, the ``extreme`` entities above the ``k``-th largest of the
+    ``reference``'s ``r`` values). NaN values are no values."""
+    ref = values[reference]
+    ref = -np.sort(-ref[~np.isnan(ref)])
+    mine = values[extreme]
+    judged, mine = extreme[~np.isnan(mine)], mine[~np.isnan(mine)]
+    r = ref.size
+    if r == 0 or mine.size == 0:
+        return []
+    out, seen = [], set()
+    for level in levels:
+        k = max(1, int(np.floor(level * (r + 1))))
+        if k in seen or k > r:
+            continue
+        seen.add(k)
+        out.append((k / (r + 1), frozenset(judged[mine > ref[k - 1]].tolist())))
+    return out
+
+
 def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ranked],
                     members: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]) -> Rotating:
     """Which of a wording group's extreme holders rotate through networks, at each level ``L2``,
@@ -413,19 +452,16 @@ def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ran
     population = next(iter(rotated.values()))
     everyone = [(k / (r + 1), frozenset(judged[above].tolist()), False)
                 for k, r, judged, above in cohorts_mod.extremes(population, members, levels)]
-    inside = np.zeros(usable.size, dtype=bool)
-    inside[members] = True
-    oriented = np.nan_to_num(rank.oriented, nan=-np.inf)
+    outside = usable.copy()
+    outside[members] = False
+    order = _by_rank(rank)
 
     def rotating(extreme: np.ndarray) -> list[tuple[float, frozenset[int], bool]]:
         if extreme.size == 0:
             return []
-        alike = usable & ~inside & (oriented >= oriented[extreme].min())
-        alike[extreme] = True
-        matched = cohorts_mod.ranked({"rotation": (np.where(alike, population.oriented, np.nan), "above")}
-                                     )["rotation"]
-        return everyone + [(k / (r + 1), frozenset(judged[above].tolist()), True)
-                           for k, r, judged, above in cohorts_mod.extremes(matched, extreme, levels)]
+        reference = _as_extreme(rank, order, extreme, outside)
+        return everyone + [(level, late, True) for level, late
+                           in _levels_against(population.oriented, extreme, reference, levels)]
 
     return rotating
 
@@ -436,18 +472,15 @@ def _later_alike(rank: cohorts_mod.Ranked, first_seen: np.ndarray, members: np.n
     against the entities outside the group as extreme as they are (the reference of the arrival
     test, :func:`_later_than_alike`): by exchangeability with them an organic holder is that late
     with chance ``L2``."""
-    inside = np.zeros(usable.size, dtype=bool)
-    inside[members] = True
-    oriented = np.nan_to_num(rank.oriented, nan=-np.inf)
+    outside = usable.copy()
+    outside[members] = False
+    order = _by_rank(rank)
 
     def later(extreme: np.ndarray) -> list[tuple[float, frozenset[int], bool]]:
         if extreme.size == 0:
             return []
-        alike = usable & ~inside & (oriented >= oriented[extreme].min())
-        alike[extreme] = True
-        matched = cohorts_mod.ranked({"first_seen": (np.where(alike, first_seen, np.nan), "above")})["first_seen"]
-        return [(k / (r + 1), frozenset(judged[above].tolist()), True)
-                for k, r, judged, above in cohorts_mod.extremes(matched, extreme, levels)]
+        reference = _as_extreme(rank, order, extreme, outside)
+        return [(level, late, True) for level, late in _levels_against(first_seen, extreme, reference, levels)]
 
     return later
 
