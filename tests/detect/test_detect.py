@@ -1556,3 +1556,33 @@ def test_a_wording_group_found_by_arrival_offers_its_late_extreme_holders_never_
     assert any(set(c.entities) >= set(campaign.tolist()) for c in offers)
     assert sum(c.cost for c in offers) >= sum(len(set(c.entities) & set(organic.tolist())) for c in offers)
     assert all("first seen among the entities as extreme" in c.note for c in offers)
+
+
+def test_the_matched_levels_read_off_the_sorted_order_are_those_of_a_ranking_of_the_entities_as_extreme():
+    """The wording members' matched references (the entities outside a group as extreme as its
+    extreme holders) are read off the behaviour ranking's sorted order; the levels and the holders
+    beyond each are what cohorts.extremes gives on a ranking of exactly those entities, ties, NaN
+    and excluded entities included."""
+    rng = np.random.default_rng(3)
+    levels = (0.0, 0.01, 0.05, 0.2, 0.5)
+    for _ in range(40):
+        n = int(rng.integers(50, 800))
+        behaviour = np.round(rng.normal(size=n), 1)
+        behaviour[rng.random(n) < 0.2] = np.nan
+        seen = np.round(rng.uniform(0, 10, size=n), 1)
+        seen[rng.random(n) < 0.05] = np.nan
+        excluded = frozenset(rng.choice(n, n // 10, replace=False).tolist())
+        rank = cohorts.ranked({"b": (behaviour, "above")}, excluded)["b"]
+        usable = np.ones(n, dtype=bool)
+        usable[list(excluded)] = False
+        members = np.sort(rng.choice(n, 40, replace=False))
+        later = dv._later_alike(rank, seen, members, usable, levels)
+        for _, _, judged, above in cohorts.extremes(rank, members, (0.05, 0.5)):
+            extreme = judged[above]
+            alike = usable & ~np.isin(np.arange(n), members) & (
+                np.nan_to_num(rank.oriented, nan=-np.inf) >= np.nan_to_num(rank.oriented[extreme], nan=-np.inf).min())
+            alike[extreme] = True
+            matched = cohorts.ranked({"seen": (np.where(alike, seen, np.nan), "above")})["seen"]
+            expected = [(k / (r + 1), frozenset(j[a].tolist()), True)
+                        for k, r, j, a in cohorts.extremes(matched, extreme, levels)] if extreme.size else []
+            assert later(extreme) == expected
