@@ -392,8 +392,9 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                             reason, gb.feature, candidates)
 
 
-#: per behaviour cut's extreme holders, each rotation level ``L2``, the holders rotating at it and
-#: whether the level is against the entities as extreme (True) or against every entity (False)
+#: per behaviour cut's extreme holders, each level ``L2`` of the second test (rotation, arrival),
+#: the holders beyond it and whether the level is against the entities as extreme (True) or
+#: against every entity (False)
 Rotating = Callable[[np.ndarray], list[tuple[float, frozenset[int], bool]]]
 
 
