@@ -655,6 +655,18 @@ def ranked(features: dict[str, tuple[np.ndarray, str]], excluded: frozenset[int]
     return out
 
 
+def level_ranks(r: int, levels: tuple[float, ...]) -> list[int]:
+    """The distinct ranks ``k`` = max(1, floor(level (r + 1))) of the levels that a reference of
+    ``r`` values can give (``k`` <= ``r``), in the levels' order: an entity above the ``k``-th
+    largest of ``r`` exchangeable values is that far out with chance ``k / (r + 1)``."""
+    out: list[int] = []
+    for level in levels:
+        k = max(1, int(np.floor(level * (r + 1))))
+        if k <= r and k not in out:
+            out.append(k)
+    return out
+
+
 def extremes(rank: Ranked, group: np.ndarray, levels: tuple[float, ...]
              ) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """Per distinct rank ``k`` = floor(level (r + 1)) of the levels: (``k``, ``r``, the group's
@@ -668,12 +680,8 @@ def extremes(rank: Ranked, group: np.ndarray, levels: tuple[float, ...]
     r = rank.descending.size - taken.size
     if r == 0 or mine.size == 0:
         return []
-    out, seen = [], set()
-    for level in levels:
-        k = max(1, int(np.floor(level * (r + 1))))
-        if k in seen or k > r:
-            continue
-        seen.add(k)
+    out = []
+    for k in level_ranks(r, levels):
         at = k - 1
         while True:
             moved = k - 1 + int(np.searchsorted(taken, at, side="right"))

@@ -427,14 +427,8 @@ def _levels_against(values: np.ndarray, extreme: np.ndarray, reference: np.ndarr
     r = ref.size
     if r == 0 or mine.size == 0:
         return []
-    out, seen = [], set()
-    for level in levels:
-        k = max(1, int(np.floor(level * (r + 1))))
-        if k in seen or k > r:
-            continue
-        seen.add(k)
-        out.append((k / (r + 1), frozenset(judged[mine > ref[k - 1]].tolist())))
-    return out
+    return [(k / (r + 1), frozenset(judged[mine > ref[k - 1]].tolist()))
+            for k in cohorts_mod.level_ranks(r, levels)]
 
 
 def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ranked],
@@ -453,18 +447,8 @@ def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ran
     population = next(iter(rotated.values()))
     everyone = [(k / (r + 1), frozenset(judged[above].tolist()), False)
                 for k, r, judged, above in cohorts_mod.extremes(population, members, levels)]
-    outside = usable.copy()
-    outside[members] = False
-    order = _by_rank(rank)
-
-    def rotating(extreme: np.ndarray) -> list[tuple[float, frozenset[int], bool]]:
-        if extreme.size == 0:
-            return []
-        reference = _as_extreme(rank, order, extreme, outside)
-        return everyone + [(level, late, True) for level, late
-                           in _levels_against(population.oriented, extreme, reference, levels)]
-
-    return rotating
+    matched = _beyond_alike(rank, population.oriented, members, usable, levels)
+    return lambda extreme: everyone + matched(extreme) if extreme.size else []
 
 
 def _later_alike(rank: cohorts_mod.Ranked, first_seen: np.ndarray, members: np.ndarray, usable: np.ndarray,
@@ -473,17 +457,24 @@ def _later_alike(rank: cohorts_mod.Ranked, first_seen: np.ndarray, members: np.n
     against the entities outside the group as extreme as they are (the reference of the arrival
     test, :func:`_later_than_alike`): by exchangeability with them an organic holder is that late
     with chance ``L2``."""
+    return _beyond_alike(rank, first_seen, members, usable, levels)
+
+
+def _beyond_alike(rank: cohorts_mod.Ranked, values: np.ndarray, members: np.ndarray, usable: np.ndarray,
+                  levels: tuple[float, ...]) -> Rotating:
+    """Per set of a group's extreme holders, which are beyond each level of ``values`` (larger
+    is further) against the entities outside the group as extreme on ``rank``'s feature."""
     outside = usable.copy()
     outside[members] = False
     order = _by_rank(rank)
 
-    def later(extreme: np.ndarray) -> list[tuple[float, frozenset[int], bool]]:
+    def beyond(extreme: np.ndarray) -> list[tuple[float, frozenset[int], bool]]:
         if extreme.size == 0:
             return []
         reference = _as_extreme(rank, order, extreme, outside)
-        return [(level, late, True) for level, late in _levels_against(first_seen, extreme, reference, levels)]
+        return [(level, held, True) for level, held in _levels_against(values, extreme, reference, levels)]
 
-    return later
+    return beyond
 
 
 def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]],
