@@ -90,12 +90,18 @@ class Cohort:
         another accepted result holds): its count of extremes and its arrivals less them, against
         the same reference. A window made significant by a campaign that other evidence already
         holds is no evidence about the rest of its members."""
-        gone = int(np.count_nonzero(held[np.asarray(self.members, dtype=np.int64)])) if self.members else 0
+        gone = int(np.count_nonzero(held[self.member_ids])) if self.members else 0
         if gone == 0:
             return self.p_corrected
         if self.extreme - gone <= 0:
             return 1.0
         return _residual_p(self.extreme - gone, self.entities - gone, self.rank, self.reference, self.looks)
+
+    @functools.cached_property
+    def member_ids(self) -> np.ndarray:
+        """``members`` as an array, made once: a window's residual is asked each time the budget
+        reaches it."""
+        return np.asarray(self.members, dtype=np.int64)
 
     @property
     def expected(self) -> float:
@@ -757,6 +763,9 @@ class GroupNull:
         #: cached), who is judged and who is above (validated ones left out), and each snapshot's
         #: sums over every group (the last: every member)
         self._counts: dict[tuple[int, str, int], tuple[Ranked, np.ndarray, np.ndarray, list[nulls.GroupSums]]] = {}
+        #: per ranking (its id): the ranking, who is judged (validated ones left out) and each
+        #: group's judged members per snapshot, which every rank ``k`` of :meth:`rates` shares
+        self._trials: dict[int, tuple[Ranked, np.ndarray, np.ndarray]] = {}
         #: per group (its ids' bytes), :meth:`overlapping`: shared with the refitted copies, since
         #: which groups overlap does not depend on what is validated
         self._overlaps: dict[bytes, np.ndarray] = {}
@@ -795,7 +804,7 @@ class GroupNull:
         other = copy.copy(self)
         other._validated = np.zeros(self.incidence.shape[0], dtype=bool)
         other._validated[np.asarray(validated, dtype=np.int64)] = True
-        other._counts = {}
+        other._counts, other._trials = {}, {}
         if self.broader is not None:
             other.broader = self.broader.without(validated)
         return other
@@ -812,12 +821,16 @@ class GroupNull:
         k = max(1, int(np.floor(level * (usable + 1))))
         key = (id(rank), feature, k)
         if key not in self._counts or self._counts[key][0] is not rank:
-            judged = rank.position >= 0
-            if self._validated is not None:
-                judged = judged & ~self._validated
-            above = judged & (rank.position < k)
             shape, cells = (self.groups, self.cuts.size), self.groups * self.cuts.size
-            trials = np.bincount(self._link_cells, judged[self._link_rows], cells).reshape(shape).cumsum(axis=1)
+            # who is judged, and each group's judged members per snapshot, do not depend on k
+            if id(rank) not in self._trials or self._trials[id(rank)][0] is not rank:
+                judged = rank.position >= 0
+                if self._validated is not None:
+                    judged = judged & ~self._validated
+                trials = np.bincount(self._link_cells, judged[self._link_rows], cells).reshape(shape).cumsum(axis=1)
+                self._trials[id(rank)] = (rank, judged, trials)
+            _, judged, trials = self._trials[id(rank)]
+            above = judged & (rank.position < k)
             successes = np.bincount(self._link_cells, above[self._link_rows], cells).reshape(shape).cumsum(axis=1)
             every = nulls.GroupSums.of_columns(trials, successes)
             self._counts[key] = (rank, judged, above, every)

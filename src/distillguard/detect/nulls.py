@@ -265,8 +265,14 @@ class GroupSums:
 
     @classmethod
     def of(cls, trials: np.ndarray, successes: np.ndarray) -> GroupSums:
-        """The sums over groups with these (trials, successes)."""
-        return cls.of_columns(np.asarray(trials)[:, None], np.asarray(successes)[:, None])[0]
+        """The sums over groups with these (trials, successes): :meth:`of_columns` for one column,
+        summed in the same order (a group null's fit asks this for every group it tests)."""
+        n = np.asarray(trials, dtype=float)
+        x = np.asarray(successes, dtype=float)
+        keep = n >= 2
+        n, x = np.where(keep, n, 0.0), np.where(keep, x, 0.0)
+        return cls(int(np.count_nonzero(keep)), float(n.sum()), float(x.sum()), float((n * n).sum()),
+                   float((x * x / np.maximum(n, 1.0)).sum()))
 
     @classmethod
     def of_columns(cls, trials: np.ndarray, successes: np.ndarray) -> list[GroupSums]:

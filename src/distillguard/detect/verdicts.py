@@ -244,25 +244,26 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
         _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates,
                            {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
         for c in found_c:
-            refine = _refined(c, profile, tie_check)
+            refine = _Refined(c, profile, tie_check)
             # the check keeps at least one in (1 + extremes) of the chance members
             least = c.chance_members * profile.least_survival(c) + c.p_corrected * c.extreme
-            reason, cost = c.reason(), _cost(c)
+            reason, cost, residual = c.reason(), _cost(c), c.residual
+            # monitor restricts nobody: its windows keep every extreme member at the full cost,
+            # so that the checks run only for the windows the small budgets reach
+            cohort_candidates["monitor"].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason,
+                                                          "", c.members, cost, residual=residual))
+            # the restricting actions are offered the same results, each one's checks run once for both
+            offers = (Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "", c.members, cost, refine,
+                                least, residual=residual),
+                      # the members tied in place, each chance one charged as often as it would be tied
+                      Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "members tied in place",
+                                c.members, cost, _Placed(c, tie_check), c.p_corrected * c.extreme, residual=residual),
+                      # every extreme entity a member, each chance one charged in full
+                      Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "every extreme entity a member",
+                                c.members, cost, _Refined(c, None, tie_check), cost, residual=residual))
             for action in ACTIONS:
-                # monitor restricts nobody: its windows keep every extreme member at the full cost,
-                # so that the checks run only for the windows the small budgets reach
-                checked = (refine, least) if action != "monitor" else (None, 0.0)
-                cohort_candidates[action].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason,
-                                                           "", c.members, cost, *checked, residual=c.residual))
                 if action != "monitor":
-                    # the members tied in place, each chance one charged as often as it would be tied
-                    cohort_candidates[action].append(Candidate(
-                        c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "members tied in place",
-                        c.members, cost, _placed(c, tie_check), c.p_corrected * c.extreme, residual=c.residual))
-                    # every extreme entity a member, each chance one charged in full
-                    cohort_candidates[action].append(Candidate(
-                        c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "every extreme entity a member",
-                        c.members, cost, _refined(c, None, tie_check), cost, residual=c.residual))
+                    cohort_candidates[action].extend(offers)
         findings = _within_budget(cohort_candidates, n, policy, owned)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
@@ -574,35 +575,48 @@ def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tu
     return Later(cohorts_mod.group_behaviour(arrival, counted_ids, levels), ranks)
 
 
-def _refined(c: cohorts_mod.Cohort, profile: cohorts_mod.ProfileCheck | None, ties: TieCheck
-             ) -> Callable[[], tuple[tuple[int, ...], str, float] | None]:
+#: a cohort's members after a check, the reason and the cost that say so (None: too few remain)
+Checked = tuple[tuple[int, ...], str, float] | None
+
+
+@dataclass(eq=False, slots=True)
+class _Refined:
     """The cohort's members after the profile and tie checks, its reason and its cost (chance
-    members that survive the checks, plus every member if the window is null), computed once."""
-    done: list[tuple[tuple[int, ...], str, float] | None] = []
+    members that survive the checks, plus every member if the window is null), computed on the
+    first call. One object per offer, not a closure: a full-scale scan offers tens of thousands of
+    windows, and each closure's cells are objects the garbage collector walks."""
 
-    def run() -> tuple[tuple[int, ...], str, float] | None:
-        if not done:
-            kept = profile(c) if profile is not None else c
-            kept = ties(kept) if kept is not None else None
-            done.append(None if kept is None else (kept.members, kept.reason(), _cost(kept)))
-        return done[0]
-    return run
+    c: cohorts_mod.Cohort
+    profile: cohorts_mod.ProfileCheck | None
+    ties: TieCheck
+    done: tuple[Checked] | None = None
+
+    def __call__(self) -> Checked:
+        if self.done is None:
+            kept = self.profile(self.c) if self.profile is not None else self.c
+            kept = self.ties(kept) if kept is not None else None
+            self.done = (None if kept is None else (kept.members, kept.reason(), _cost(kept)),)
+        return self.done[0]
 
 
-def _placed(c: cohorts_mod.Cohort, ties: TieCheck) -> Callable[[], tuple[tuple[int, ...], str, float] | None]:
-    """The cohort's members tied in place (TieCheck.placed), its reason and its cost, computed once."""
-    done: list[tuple[tuple[int, ...], str, float] | None] = []
+@dataclass(eq=False, slots=True)
+class _Placed:
+    """The cohort's members tied in place (TieCheck.placed), its reason and its cost, computed on
+    the first call."""
 
-    def run() -> tuple[tuple[int, ...], str, float] | None:
-        if not done:
-            kept = ties.placed(c)
-            done.append(None if kept is None else (
+    c: cohorts_mod.Cohort
+    ties: TieCheck
+    done: tuple[Checked] | None = None
+
+    def __call__(self) -> Checked:
+        if self.done is None:
+            c, kept = self.c, self.ties.placed(self.c)
+            self.done = (None if kept is None else (
                 kept.members, f"{kept.reason()}; {len(kept.members)} of its {c.extreme} extreme entities tied to "
                 f"the others in place (addresses, payment), as a share {kept.survival / c.survival:.3g} of the "
                 f"judged entities outside it are: its chance members charged at that share",
-                _cost(kept)))
-        return done[0]
-    return run
+                _cost(kept)),)
+        return self.done[0]
 
 
 def _cost(c: cohorts_mod.Cohort) -> float:
