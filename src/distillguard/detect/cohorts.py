@@ -765,7 +765,7 @@ class GroupNull:
         self._counts: dict[tuple[int, str, int], tuple[Ranked, np.ndarray, np.ndarray, list[nulls.GroupSums]]] = {}
         #: per ranking (its id): the ranking, who is judged (validated ones left out) and each
         #: group's judged members per snapshot, which every rank ``k`` of :meth:`rates` shares
-        self._trials: dict[int, tuple[Ranked, np.ndarray, np.ndarray]] = {}
+        self._trials: dict[int, tuple[Ranked, np.ndarray, nulls.TrialSums]] = {}
         #: per group (its ids' bytes), :meth:`overlapping`: shared with the refitted copies, since
         #: which groups overlap does not depend on what is validated
         self._overlaps: dict[bytes, np.ndarray] = {}
@@ -828,11 +828,11 @@ class GroupNull:
                 if self._validated is not None:
                     judged = judged & ~self._validated
                 trials = np.bincount(self._link_cells, judged[self._link_rows], cells).reshape(shape).cumsum(axis=1)
-                self._trials[id(rank)] = (rank, judged, trials)
-            _, judged, trials = self._trials[id(rank)]
+                self._trials[id(rank)] = (rank, judged, nulls.TrialSums.of(trials))
+            _, judged, sums = self._trials[id(rank)]
             above = judged & (rank.position < k)
             successes = np.bincount(self._link_cells, above[self._link_rows], cells).reshape(shape).cumsum(axis=1)
-            every = nulls.GroupSums.of_columns(trials, successes)
+            every = sums.with_successes(successes)
             self._counts[key] = (rank, judged, above, every)
         _, judged, above, every = self._counts[key]
 

@@ -277,15 +277,7 @@ class GroupSums:
     @classmethod
     def of_columns(cls, trials: np.ndarray, successes: np.ndarray) -> list[GroupSums]:
         """:meth:`of` for each column of groups x columns tables, in one pass."""
-        n = np.asarray(trials, dtype=float)
-        x = np.asarray(successes, dtype=float)
-        keep = n >= 2  # a group of one carries no correlation
-        n, x = np.where(keep, n, 0.0), np.where(keep, x, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            spread = np.where(keep, x * x / np.maximum(n, 1.0), 0.0).sum(axis=0)
-        counts, totals, hits, squares = keep.sum(axis=0), n.sum(axis=0), x.sum(axis=0), (n * n).sum(axis=0)
-        return [cls(int(counts[j]), float(totals[j]), float(hits[j]), float(squares[j]), float(spread[j]))
-                for j in range(n.shape[1])]
+        return TrialSums.of(trials).with_successes(successes)
 
     def rates(self, leave_out: GroupSums | None = None) -> GroupRates:
         """Fleiss' analysis-of-variance estimator of the intra-class correlation of a binary
@@ -309,6 +301,34 @@ class GroupSums:
         denominator = between + (n0 - 1.0) * within
         icc = (between - within) / denominator if denominator > 0 else (1.0 if between > 0 else 0.0)
         return GroupRates(int(g), mean, float(min(max(icc, 0.0), 0.999)))
+
+
+@dataclass(frozen=True)
+class TrialSums:
+    """The part of :meth:`GroupSums.of_columns` that depends on the trials only (groups x columns),
+    computed once for the many success counts of one population: a group null counts its groups'
+    judged members once per ranking and their extreme ones once per level."""
+
+    keep: np.ndarray  # groups of two trials or more: a group of one carries no correlation
+    trials: np.ndarray  # the trials, 0 where not kept
+    floor: np.ndarray  # the trials, at least 1 (a divisor)
+    groups: np.ndarray
+    totals: np.ndarray
+    squares: np.ndarray
+
+    @classmethod
+    def of(cls, trials: np.ndarray) -> TrialSums:
+        n = np.asarray(trials, dtype=float)
+        keep = n >= 2
+        n = np.where(keep, n, 0.0)
+        return cls(keep, n, np.maximum(n, 1.0), keep.sum(axis=0), n.sum(axis=0), (n * n).sum(axis=0))
+
+    def with_successes(self, successes: np.ndarray) -> list[GroupSums]:
+        """Each column's GroupSums with these successes (groups x columns, as the trials)."""
+        x = np.where(self.keep, np.asarray(successes, dtype=float), 0.0)
+        hits, spread = x.sum(axis=0), (x * x / self.floor).sum(axis=0)
+        return [GroupSums(int(self.groups[j]), float(self.totals[j]), float(hits[j]), float(self.squares[j]),
+                          float(spread[j])) for j in range(x.shape[1])]
 
 
 def group_rates(trials: np.ndarray, successes: np.ndarray, leave_out: np.ndarray | None = None) -> GroupRates:
