@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from scipy import sparse
 
 from distillguard.detect import nulls
+from distillguard.detect.arrays import distinct
 from distillguard.detect.evidence import FAMILY_OF, POPULATIONS
 
 
@@ -115,7 +116,7 @@ def kind_tables(keys: pa.Table, entity_of: dict[str, int], n_entities: int, pair
         rank[order] = np.arange(order.size)
         codes = rank[pc.index_in(values, value_set=dictionary).to_numpy().astype(np.int64)]
         entities = ids[position[mask].astype(np.int64)]
-        pairs = np.unique(entities * np.int64(order.size) + codes)
+        pairs = distinct(entities * np.int64(order.size) + codes)
         tokens = dictionary.take(pa.array(order)).to_pylist()
         out.append(_kind_table(kind, pairs // order.size, pairs % order.size, tokens, n_entities, pair_budget))
     return out
@@ -608,7 +609,7 @@ def member_ties(table: KindTable, members: np.ndarray, mu: np.ndarray, exclusive
         degree = table.token_degree
         uniq, counts = np.unique(cols, return_counts=True)
         private = uniq[(2 * counts > degree[uniq]) & (counts >= 2)]
-        private_holders = set(np.unique(rows[np.isin(cols, private)]).tolist())
+        private_holders = set(distinct(rows[np.isin(cols, private)]).tolist())
     uniq, inverse, counts = np.unique(cols, return_inverse=True, return_counts=True)
     others = counts[inverse] - 1
     entity, at = np.unique(rows, return_inverse=True)

@@ -48,6 +48,7 @@ import numpy as np
 from scipy import sparse, stats
 
 from distillguard.detect import nulls
+from distillguard.detect.arrays import distinct
 
 #: reference snapshots per (feature, attribute): a window's reference is the latest one before it
 SNAPSHOTS = 64
@@ -183,7 +184,7 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
     largest value; an entity above it is extreme at that rank)."""
     size = oriented.size
     points = np.linspace(0, size, min(count, size) + 1).astype(np.int64)
-    points = np.unique(np.searchsorted(arrival, np.append(arrival, np.inf)[points], side="left"))
+    points = distinct(np.searchsorted(arrival, np.append(arrival, np.inf)[points], side="left"))
     usable = ~excluded
     sizes = np.concatenate([[0], np.cumsum(usable)])[points]
     level = np.asarray(levels, dtype=float)
@@ -777,7 +778,7 @@ class GroupNull:
         ``group`` (entity ids): its own holder set, and the sets of its other tokens that its
         members mostly hold (a campaign's system prompt beside its scaffold n-grams; an office's
         address beside its card)."""
-        ids = np.unique(np.asarray(group, dtype=np.int64))
+        ids = distinct(np.asarray(group, dtype=np.int64))
         key = ids.tobytes()
         if key not in self._overlaps:
             columns, inside = np.unique(self._by_entity[ids].indices, return_counts=True)

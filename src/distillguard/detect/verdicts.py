@@ -34,6 +34,7 @@ from scipy import sparse
 from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
 from distillguard.detect import nulls
+from distillguard.detect.arrays import distinct
 from distillguard.detect import pairs as pairs_mod
 from distillguard.detect.resellers import ENTITY_SEPARATOR
 from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, KINDS, ONE_OWNER, POPULATIONS, SHARED_WORDING
@@ -740,6 +741,7 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
     if key not in memo:
         # the block and ranking kept, so that their ids are not reused while cached
         memo[key] = (b, rank, _member_sets(b, rank, stats, n))
+    reason = f"{b.reason()}; behaviour: {gb.reason()}" if any(s[4] for s in memo[key][2].values()) else ""
     for action, sets in memo[key][2].items():
         count, t, level, others, kept = sets
         cost = p * count + b.holders * t * level + level / (1 - level) * others
@@ -750,7 +752,7 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
             i = at[int(np.argmin(cost[at]))]
             lv, kin = float(level[i]), int(others[i])
             candidates[action].append(Candidate(
-                p, "block", BICM.name, f"{b.reason()}; behaviour: {gb.reason()}",
+                p, "block", BICM.name, reason,
                 f"{len(members)} members each tied in {'one of the two' if b.beyond_seed > 1 else b.family} "
                 f"(member p <= {float(t[i]):.3g}) and among those "
                 f"above the top {lv:.3g} of the reference on {gb.feature}, beside {kin} tied members "
@@ -1002,13 +1004,13 @@ class TieCheck:
                 at = np.minimum(np.searchsorted(tied_entities, members), tied_entities.size - 1)
                 best = np.minimum(best, np.where(tied_entities[at] == members, p[at], 1.0))
             # the entities outside holding a token a member holds, and their ties to the members
-            columns = np.unique(blocks_mod.held_by(table.incidence, members)[1])
+            columns = distinct(blocks_mod.held_by(table.incidence, members)[1])
             if table.kind not in self.by_column:
                 self.by_column[table.kind] = sparse.csc_matrix(table.incidence)
             by_column = self.by_column[table.kind]
             starts, lengths = by_column.indptr[columns], np.diff(by_column.indptr)[columns]
             at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-            holders = np.unique(by_column.indices[at]).astype(np.int64)
+            holders = distinct(by_column.indices[at]).astype(np.int64)
             holders = holders[~np.isin(holders, members) & self.judged[holders]]
             if holders.size:
                 out_entities, out_p = blocks_mod.ties_to(table, holders, members)
