@@ -138,3 +138,30 @@ def test_a_group_arriving_later_never_gets_a_larger_rank_sum_p_value(later, refe
     moved = nulls.rank_sum(np.array(later) + shift, np.array(reference))
     assert moved.p_value <= base.p_value + 1e-12
     assert 0.0 <= moved.p_value <= 1.0
+
+
+def test_the_sums_of_one_column_are_its_tables_to_the_last_bit():
+    """GroupSums.of, the fit's sums over the groups left out, is exactly what GroupSums.of_columns
+    gives a table of that one column (the same findings whichever builds them)."""
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 7, 8, 9, 130, 1_000):
+        n = rng.integers(0, 40, size)
+        x = rng.binomial(n, 0.4)
+        assert nulls.GroupSums.of(n, x) == nulls.GroupSums.of_columns(n[:, None], x[:, None])[0]
+
+
+def test_the_trial_sums_serve_every_level_of_successes():
+    """TrialSums made once from the trials give, for any successes, the sums over the groups of
+    two trials or more computed directly over the whole table, to the last bit."""
+    rng = np.random.default_rng(6)
+    n = rng.integers(0, 30, (500, 4)).cumsum(axis=1)
+    n[:50] = rng.integers(0, 2, (50, 4))  # groups of one or none count in no sum
+    sums = nulls.TrialSums.of(n)
+    for p in (0.05, 0.2, 0.6):
+        x = rng.binomial(n, p)
+        keep = n >= 2
+        nk, xk = np.where(keep, n, 0).astype(float), np.where(keep, x, 0).astype(float)
+        spread = np.where(keep, xk * xk / np.maximum(nk, 1.0), 0.0).sum(axis=0)
+        assert sums.with_successes(x) == [
+            nulls.GroupSums(int(keep[:, j].sum()), float(nk.sum(axis=0)[j]), float(xk.sum(axis=0)[j]),
+                            float((nk * nk).sum(axis=0)[j]), float(spread[j])) for j in range(n.shape[1])]

@@ -265,8 +265,9 @@ class GroupSums:
 
     @classmethod
     def of(cls, trials: np.ndarray, successes: np.ndarray) -> GroupSums:
-        """The sums over groups with these (trials, successes): :meth:`of_columns` for one column,
-        summed in the same order (a group null's fit asks this for every group it tests)."""
+        """The sums over groups with these (trials, successes), to the last bit as :meth:`of_columns`
+        sums a table of one column, without building one (a group null's fit asks this for every
+        group it tests)."""
         n = np.asarray(trials, dtype=float)
         x = np.asarray(successes, dtype=float)
         keep = n >= 2
@@ -318,6 +319,7 @@ class TrialSums:
 
     @classmethod
     def of(cls, trials: np.ndarray) -> TrialSums:
+        """The trials' part of the sums, for a groups x columns table of trials."""
         n = np.asarray(trials, dtype=float)
         keep = n >= 2
         n = np.where(keep, n, 0.0)

@@ -1041,7 +1041,7 @@ class Candidate:
     #: remain; run only when the result comes up with members not yet taken (the checks cost a pass
     #: over the entities, and most windows of a large campaign hold nobody new). Its members are a
     #: subset of ``entities``; its cost is at most ``cost`` and at least ``least_cost``.
-    refine: Callable[[], tuple[tuple[int, ...], str, float] | None] | None = None
+    refine: Callable[[], Checked] | None = None
     least_cost: float = 0.0
     #: the result's corrected p-value without the members another accepted result holds (a cohort
     #: window's count less them), or None: it is accepted for its other members only while that
@@ -1194,7 +1194,7 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
 
     heap: list[tuple[float, int]] = [(c.cost / fresh(i), i) for i, c in enumerate(tied) if fresh(i)]
     heapq.heapify(heap)
-    known: dict[int, tuple[tuple[int, ...], str, float] | None] = {}
+    known: dict[int, Checked] = {}
     while heap:
         _, i = heapq.heappop(heap)
         c = tied[i]
