@@ -308,11 +308,10 @@ class GroupSums:
 class TrialSums:
     """The part of :meth:`GroupSums.of_columns` that depends on the trials only (groups x columns),
     computed once for the many success counts of one population: a group null counts its groups'
-    judged members once per ranking and their extreme ones once per level."""
+    judged members once per ranking and their extreme ones once per level. Only the divisor is
+    kept per cell (a group null keeps one per ranking it is fitted on)."""
 
-    keep: np.ndarray  # groups of two trials or more: a group of one carries no correlation
-    trials: np.ndarray  # the trials, 0 where not kept
-    floor: np.ndarray  # the trials, at least 1 (a divisor)
+    floor: np.ndarray  # the trials where at least 2, else 1: a group of one carries no correlation
     groups: np.ndarray
     totals: np.ndarray
     squares: np.ndarray
@@ -323,11 +322,11 @@ class TrialSums:
         n = np.asarray(trials, dtype=float)
         keep = n >= 2
         n = np.where(keep, n, 0.0)
-        return cls(keep, n, np.maximum(n, 1.0), keep.sum(axis=0), n.sum(axis=0), (n * n).sum(axis=0))
+        return cls(np.maximum(n, 1.0), keep.sum(axis=0), n.sum(axis=0), (n * n).sum(axis=0))
 
     def with_successes(self, successes: np.ndarray) -> list[GroupSums]:
         """Each column's GroupSums with these successes (groups x columns, as the trials)."""
-        x = np.where(self.keep, np.asarray(successes, dtype=float), 0.0)
+        x = np.where(self.floor >= 2.0, np.asarray(successes, dtype=float), 0.0)
         hits, spread = x.sum(axis=0), (x * x / self.floor).sum(axis=0)
         return [GroupSums(int(self.groups[j]), float(self.totals[j]), float(hits[j]), float(self.squares[j]),
                           float(spread[j])) for j in range(x.shape[1])]
