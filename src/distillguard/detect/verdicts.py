@@ -397,7 +397,7 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
 #: per behaviour cut's extreme holders, each level ``L2`` of the second test (rotation, arrival),
 #: the holders beyond it and whether the level is against the entities as extreme (True) or
 #: against every entity (False)
-Rotating = Callable[[np.ndarray], list[tuple[float, frozenset[int], bool]]]
+Beyond = Callable[[np.ndarray], list[tuple[float, frozenset[int], bool]]]
 
 
 def _by_rank(rank: cohorts_mod.Ranked) -> np.ndarray:
@@ -434,7 +434,7 @@ def _levels_against(values: np.ndarray, extreme: np.ndarray, reference: np.ndarr
 
 
 def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ranked],
-                    members: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]) -> Rotating:
+                    members: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]) -> Beyond:
     """Which of a wording group's extreme holders rotate through networks, at each level ``L2``,
     against two references: every entity outside the group, and the entities outside it that
     behave as they do (those at least as extreme on ``rank``'s feature as the least extreme of
@@ -454,7 +454,7 @@ def _rotating_alike(rank: cohorts_mod.Ranked, rotated: dict[str, cohorts_mod.Ran
 
 
 def _later_alike(rank: cohorts_mod.Ranked, first_seen: np.ndarray, members: np.ndarray, usable: np.ndarray,
-                 levels: tuple[float, ...]) -> Rotating:
+                 levels: tuple[float, ...]) -> Beyond:
     """Which of a wording group's extreme holders were first seen late, at each level ``L2``,
     against the entities outside the group as extreme as they are (the reference of the arrival
     test, :func:`_later_than_alike`): by exchangeability with them an organic holder is that late
@@ -463,7 +463,7 @@ def _later_alike(rank: cohorts_mod.Ranked, first_seen: np.ndarray, members: np.n
 
 
 def _beyond_alike(rank: cohorts_mod.Ranked, values: np.ndarray, members: np.ndarray, usable: np.ndarray,
-                  levels: tuple[float, ...]) -> Rotating:
+                  levels: tuple[float, ...]) -> Beyond:
     """Per set of a group's extreme holders, which are beyond each level of ``values`` (larger
     is further) against the entities outside the group as extreme on ``rank``'s feature."""
     outside = usable.copy()
@@ -480,7 +480,7 @@ def _beyond_alike(rank: cohorts_mod.Ranked, values: np.ndarray, members: np.ndar
 
 
 def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]],
-                    shown: Rotating, reason: str, feature: str,
+                    shown: Beyond, reason: str, feature: str,
                     candidates: dict[str, list[Candidate]], second: str = "distinct subnets") -> None:
     """A wording group's member offers, each distinct set once at its cheapest: at each member level
     ``L`` (``cuts``: cohorts.extremes), the holders extreme on ``feature`` that are also beyond a
