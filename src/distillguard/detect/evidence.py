@@ -42,6 +42,10 @@ SHARED_WORDING = Null("the population", "the holders of a shared wording are exc
                                         "in the behaviour the wording does not set, and in when they were first seen "
                                         "with the entities outside them as extreme (beta-binomial counts of extremes; "
                                         "both must be surprising)")
+INDEPENDENT_TIES = Null("independent ties", "an organic entity's tie to a campaign in one family (holding a token "
+                                            "its members hold, or signing up near one of them) is independent of "
+                                            "its tie in another family; each tie's rate is estimated among the "
+                                            "entities without the other (Poisson count of entities tied in both)")
 ONE_OWNER = Null("one owner", "the holders of a token with one owner (a card: Kind.alone) are one customer's "
                               "accounts, all organic or none; the false share of the accepted results that hold "
                               "some of them bounds the chance that none is")
@@ -66,7 +70,12 @@ class Kind:
     ``signup_hour``, ``opaque``, ...); ``text`` keys are redacted as text in reports.
     ``population``: a key's holders are a population, not a place (an autonomous system holds a
     network operator's unrelated customers, a client string a software's users): its block never
-    reaches throttle on their behaviour (verdicts._behaving_blocks). ``wording``:
+    reaches throttle on their behaviour (verdicts._behaving_blocks). ``associates``: holding a
+    key a found campaign's members hold ties an entity to the campaign (detect/associates.py):
+    where it connects from or with which software, which for an organic entity is independent of
+    when it signed up; not the kinds an entity's activity or geography sets (an autonomous system,
+    session slots, a model pivot: heavier and same-time-zone users hold more of them in every
+    family at once). ``wording``:
     how reports name it; ``stix``: how STIX shares it (``address``, ``user-agent``,
     ``prompt-template``, or None: meaningless outside this provider).
     """
@@ -86,6 +95,7 @@ class Kind:
     signature: bool = False
     ngrams: bool = False
     population: bool = False
+    associates: bool = False
     key_form: str = "opaque"
     wording: str = ""
     stix: str | None = None
@@ -105,15 +115,18 @@ class Kind:
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
     Kind("payment", "account", "same payment method fingerprint", extract.payment, 3.0,
-         inheritable=True, request_extractor=extract.payment_of_request, alone=True, wording="payment method"),
+         inheritable=True, request_extractor=extract.payment_of_request, alone=True, associates=True,
+         wording="payment method"),
     Kind("ip", "network", "same client IP addresses", extract.ip, 1.5, inheritable=True,
-         request_extractor=extract.ip_of_request, key_form="address", wording="address", stix="address"),
+         request_extractor=extract.ip_of_request, associates=True, key_form="address", wording="address",
+         stix="address"),
     Kind("subnet", "network", "same /24 (IPv4) or /48 (IPv6) subnets", extract.subnet, 1.0, inheritable=True,
-         request_extractor=extract.subnet_of_request, key_form="range", wording="subnet", stix="address"),
+         request_extractor=extract.subnet_of_request, associates=True, key_form="range", wording="subnet",
+         stix="address"),
     # a client string's holders are that software's users, whose behaviour differs from everyone
     # else's by composition (an enterprise SDK's users are offices), as an autonomous system's do
     Kind("user_agent", "client", "same user agent strings", extract.user_agent, 0.5, key_form="agent",
-         population=True, wording="user agent", stix="user-agent"),
+         population=True, associates=True, wording="user agent", stix="user-agent"),
     # the tests put the kinds read off a clock in one family: people in one place sign up, start
     # sessions and try a new model on one schedule (a lab session, a class, a launch), so these
     # kinds are not independent of each other nor, for co-located accounts, of a shared address
@@ -122,11 +135,12 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          key_form="signup_hour", wording="sign-up hour"),
     Kind("scaffold", "client", "same prompt framing n-grams (opening or closing words)", extract.scaffold, 2.0,
          min_shared=3, cap="habitual", inheritable=True, request_extractor=extract.scaffold_of_request,
-         habitual=True, ngrams=True, key_form="text", wording="prompt framing n-gram", stix="prompt-template"),
+         habitual=True, ngrams=True, associates=True, key_form="text", wording="prompt framing n-gram",
+         stix="prompt-template"),
     # below min_pair_weight on its own: apps and SDK defaults share system prompts too
     Kind("system_prompt", "client", "same system prompts, used habitually", extract.system_prompt, 0.8,
          cap="habitual", inheritable=True, request_extractor=extract.system_prompt_of_request, habitual=True,
-         signature=True, key_form="text", wording="system prompt", stix="prompt-template"),
+         signature=True, associates=True, key_form="text", wording="system prompt", stix="prompt-template"),
     # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment
     Kind("sync", "timing", "sessions started in the same 5-minute slots", extract.sync, 2.0, min_shared=3,
          test_family="time", cap="slot", key_form="slot", wording="session slot"),

@@ -272,6 +272,20 @@ class Statistics(BaseModel):
                                                          "priced at the least expected false share of the held "
                                                          "holders per holder added, within the throttle budget. "
                                                          "monitor: never restricted for it")
+    associate_action: Literal["throttle", "monitor"] = Field("throttle", description="what a campaign's "
+                                                             "associates get: entities no result holds, tied to "
+                                                             "the members of a campaign (accepted results at "
+                                                             "throttle or stronger, campaign.min_members entities "
+                                                             "or more) in two independent families (a token the "
+                                                             "members hold, a sign-up near one of theirs) more "
+                                                             "often than independent ties allow (detect/"
+                                                             "associates.py), priced at the organic entities "
+                                                             "expected tied in both, within the throttle budget. "
+                                                             "monitor: never restricted for it")
+    associate_hours: tuple[float, ...] = Field((0.25, 1.0), description="sign-up ties, hours: an entity created "
+                                               "within this long of a campaign member's creation is tied to the "
+                                               "campaign in the time family; each width is one more tie, and every "
+                                               "pair of ties is a look, corrected for")
     cohort_windows_hours: tuple[float, ...] = Field((1.0, 6.0, 24.0, 168.0), description="arrival window widths, "
                                                     "hours (each with two offsets; every window is a look)")
     cohort_profile_level: float = Field(0.05, gt=0, le=1, description="a window's extreme entity is a member only "

@@ -31,13 +31,15 @@ import numpy as np
 import pyarrow as pa
 from scipy import sparse
 
+from distillguard.detect import associates as associates_mod
 from distillguard.detect import blocks as blocks_mod
 from distillguard.detect import cohorts as cohorts_mod
 from distillguard.detect import nulls
 from distillguard.detect.arrays import distinct
 from distillguard.detect import pairs as pairs_mod
 from distillguard.detect.resellers import ENTITY_SEPARATOR
-from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, FAMILY_OF, KINDS, ONE_OWNER, POPULATIONS, SHARED_WORDING
+from distillguard.detect.evidence import (BICM, BINOMIAL_WINDOW, FAMILY_OF, INDEPENDENT_TIES, KINDS, ONE_OWNER,
+                                          POPULATIONS, SHARED_WORDING)
 from distillguard.detect.policy import Policy, Statistics
 from distillguard.detect.signals import SIGNALS
 
@@ -190,7 +192,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     candidates: dict[str, list[Candidate]] = {a: [] for a in ACTIONS}
 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
-    owned = _owned(tables, np.array([ENTITY_SEPARATOR in e for e in entities], dtype=bool))
+    relayed = np.array([ENTITY_SEPARATOR in e for e in entities], dtype=bool)
+    owned = _owned(tables, relayed)
+    associates = Associates(tables, _created(feats, entity_of, n), relayed, tuple(stats.associate_hours),
+                            _judged(feats, entity_of, n, stats.cohort_min_exchanges))
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
     blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha,
                                                  single=True)
@@ -265,7 +270,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
             for action in ACTIONS:
                 if action != "monitor":
                     cohort_candidates[action].extend(offers)
-        findings = _within_budget(cohort_candidates, n, policy, owned)
+        findings = _within_budget(cohort_candidates, n, policy, owned, associates)
         # refitted without what the cohort findings hold, not what blocks hold: a window's chance
         # members are costed at the window's chosen feature and level only, an underestimate when
         # its organic arrival could have been extreme on any feature; with the block findings'
@@ -278,6 +283,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
             break
         excluded, validated = excluded | found, validated | held
         group_nulls = _without(every_group, validated)
+    if stats.associate_action != "monitor":
+        findings = _with_associates(cohort_candidates, findings, n, policy, owned, associates)
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
     groups = _components([f.entities for f in findings if f.action != "monitor"])
@@ -1050,7 +1057,8 @@ class Candidate:
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy,
-                   owned: list[tuple[str, str, np.ndarray]] = ()) -> list[Finding]:
+                   owned: list[tuple[str, str, np.ndarray]] = (), associates: Associates | None = None
+                   ) -> list[Finding]:
     """Per action, from the strongest action down: the test results in order of their corrected
     p-value, accepted while the false positives they cost together stay within the action's
     budget (``budget[action] x N``). Results at or below ``statistics.certain_p`` are equally
@@ -1072,7 +1080,8 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
 
     ``owned``: the holder sets of tokens with one owner (:func:`_owned`); at
     ``statistics.owner_action`` each is offered whole where accepted results hold some of its
-    holders (:func:`_owner_offers`), after that action's results."""
+    holders (:func:`_owner_offers`), after that action's results; then, at
+    ``statistics.associate_action``, each campaign's associates (:class:`Associates`)."""
     budget, certain = policy.statistics.budget, policy.statistics.certain_p
     taken = np.zeros(n, dtype=bool)  # entities an accepted result holds, at this action or a stronger one
     findings: list[Finding] = []
@@ -1093,6 +1102,9 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
             if action == policy.statistics.owner_action and owned:
                 yield sorted(_owner_offers(owned, findings, policy.campaign.min_members),
                              key=lambda c: (c.cost, c.reason))
+            if action == policy.statistics.associate_action and associates is not None:
+                yield sorted(associates.offers(findings, policy.campaign.min_members, policy.statistics.alpha),
+                             key=lambda c: (c.p, c.cost, c.reason))
 
         strengths = (list(tied) for _, tied in itertools.groupby(ranked, key=strength))
         for tied in itertools.chain(strengths, owners()):
@@ -1164,6 +1176,86 @@ def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Findi
             f"are wrong only if every held holder is ({share:.3g} expected false share at the least, times {added})",
             tuple(holders.tolist()), share * added))
     return offers
+
+
+@dataclass(frozen=True)
+class Associates:
+    """What a campaign's associates are found from (detect/associates.py): the kind tables, each
+    entity's earliest creation (epoch seconds, NaN unknown; every account counts, judged or not:
+    an associate is typically too quiet to be judged), and the ``relayed`` entities (a reseller's
+    end users hold their reseller's address and client by construction: never associates)."""
+
+    tables: list[blocks_mod.KindTable]
+    created: np.ndarray
+    relayed: np.ndarray
+    hours: tuple[float, ...]
+    judged: np.ndarray | None = None  # entities with an account at the judging minimum of exchanges
+
+    def offers(self, findings: list[Finding], min_members: int, alpha: float) -> list[Candidate]:
+        """One offer per campaign (a group of accepted results at throttle or stronger of at least
+        ``min_members`` entities) and pair of ties whose associates are significant at ``alpha``,
+        costing the organic entities expected among them."""
+        return [c for c, _ in self.offers_by_campaign(findings, min_members, alpha)]
+
+    def offers_by_campaign(self, findings: list[Finding], min_members: int, alpha: float
+                           ) -> list[tuple[Candidate, frozenset[int]]]:
+        """:meth:`offers`, each with the member entities of the campaign it came from."""
+        strong = [f for f in findings if f.action != "monitor"]
+        groups = [g for g in _components([f.entities for f in strong]) if len(g) >= min_members]
+        if not groups:
+            return []
+        eligible = ~self.relayed
+        eligible[[e for f in strong for e in f.entities]] = False
+        campaigns = [np.asarray(sorted(g), dtype=np.int64) for g in sorted(groups, key=min)]
+        out = []
+        for members in campaigns:
+            for a in associates_mod.associations(self.tables, self.created, [members], eligible, self.hours,
+                                                 alpha / len(campaigns), self.judged):
+                out.append((Candidate(a.p_corrected * len(campaigns), "associate", INDEPENDENT_TIES.name,
+                                      a.reason(), "", a.entities, a.expected), frozenset(members.tolist())))
+        return out
+
+
+def _with_associates(candidates: dict[str, list[Candidate]], findings: list[Finding], n: int, policy: Policy,
+                     owned: list[tuple[str, str, np.ndarray]], associates: Associates) -> list[Finding]:
+    """The budget run again with the campaigns' associates offered among the other results, at
+    their strength: offered only after the results (they need a campaign), they would get what
+    the weakest windows left of the budget, though their evidence is as strong as a campaign's
+    own. Kept only if every campaign an accepted offer came from still has
+    ``campaign.min_members`` entities held at throttle or stronger by other results; otherwise
+    the first run's findings stand (its associates offered after its results, as before)."""
+    stats = policy.statistics
+    offered = associates.offers_by_campaign(findings, policy.campaign.min_members, stats.alpha)
+    if not offered:
+        return findings
+    campaign_of = {c.entities: members for c, members in offered}
+    extended = {a: list(c) + ([c for c, _ in offered] if a == stats.associate_action else [])
+                for a, c in candidates.items()}
+    again = _within_budget(extended, n, policy, owned, associates)
+    held = {e for f in again if f.action != "monitor" and f.test != "associate" for e in f.entities}
+    for f in again:
+        members = campaign_of.get(tuple(f.entities))
+        if f.test == "associate" and members is not None and len(members & held) < policy.campaign.min_members:
+            return findings
+    return again
+
+
+def _judged(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int) -> np.ndarray:
+    """Per entity, whether one of its accounts reached the judging minimum of exchanges."""
+    ent = np.array([entity_of[a] for a in feats.column("account_id").to_pylist()], dtype=np.int64)
+    exchanges = np.array(feats.column("exchanges").to_pylist(), dtype=float)
+    return np.bincount(ent[exchanges >= min_exchanges], minlength=n) > 0
+
+
+def _created(feats: pa.Table, entity_of: dict[str, int], n: int) -> np.ndarray:
+    """Per entity, its accounts' earliest creation, epoch seconds (NaN unknown)."""
+    ent = np.array([entity_of[a] for a in feats.column("account_id").to_pylist()], dtype=np.int64)
+    seconds = np.array([np.nan if v is None else v.timestamp() for v in feats.column("created_at").to_pylist()])
+    first = np.full(n, np.inf)
+    ok = ~np.isnan(seconds)
+    np.minimum.at(first, ent[ok], seconds[ok])
+    first[np.isinf(first)] = np.nan
+    return first
 
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, ONE_OWNER, SHARED_WORDING
+from distillguard.detect.evidence import BICM, BINOMIAL_WINDOW, INDEPENDENT_TIES, ONE_OWNER, SHARED_WORDING
 from distillguard.detect.policy import EntityControl, Policy
 from distillguard.errors import UserError
 from distillguard.gateway.enforce import Decision, Refusal, campaign_key
@@ -46,7 +46,8 @@ BODY_FIELDS = frozenset(EntityControl.model_fields) | {"actor"}
 #: the beginnings of a verdict's reasons that the calibrated tests wrote (detect/verdicts.py):
 #: "<test> (<null> null): ..."
 _TEST_REASONS = (f"block ({BICM.name} null):", f"cohort ({BINOMIAL_WINDOW.name} null):",
-                 f"wording ({SHARED_WORDING.name} null):", f"owner ({ONE_OWNER.name} null):")
+                 f"wording ({SHARED_WORDING.name} null):", f"owner ({ONE_OWNER.name} null):",
+                 f"associate ({INDEPENDENT_TIES.name} null):")
 _INERT = ("inert: no GeoIP database (gateway --geoip), so country controls and country scopes are accepted and "
           "listed but match no request")
 

@@ -1,0 +1,197 @@
+"""Associates of a found campaign: entities tied to its members in two independent families.
+
+A campaign found by its behaviour (the cohort, wording and block tests) may keep accounts that
+behave like anyone: created with the others and sending a casual user's traffic through the
+campaign's servers, too quiet to be judged. What ties such an account to the campaign is the
+campaign's own infrastructure, not its behaviour: it holds a token the members hold (their
+address, their client string, ...) or signed up within minutes of one of them. One such tie is
+what an organic account also shows now and then (a reassigned cloud address, a popular client,
+a sign-up the same hour); two ties in families that are independent for organic accounts are
+rarely shown together by chance.
+
+The null: for an organic entity, being tied in one family is independent of being tied in
+another (an address and a client string, a client string and a sign-up time). Each tie's rate
+is estimated crosswise, among the eligible entities *not* tied in the other family: the
+campaign's associates, tied in both, are left out of both estimates, so they do not make their
+own ties look common, and associates tied in one family only make that family's rate larger
+(conservative). With ``E`` eligible entities, ``A`` tied in the first family and ``B`` in the
+second,
+
+    pi_1 = (|A \\ B| + 1) / (|E \\ B| + 1),   pi_2 = (|B \\ A| + 1) / (|E \\ A| + 1),
+    mu = |E| pi_1 pi_2,
+
+is the number of organic entities expected tied in both: what accepting the whole set costs in
+expected false positives, which the policy's budget charges. Whether there are associates at
+all is Fisher's exact test of ``X = |A and B|`` given ``|A|`` and ``|B|`` (the hypergeometric
+tail: under the null the entities tied in both are a random draw), corrected for every pair of
+ties and every campaign looked at (Bonferroni).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse, stats
+
+from distillguard.detect.blocks import KindTable
+from distillguard.detect.evidence import KINDS
+
+#: the family a sign-up-time tie belongs to: the clock kinds' (evidence.Kind.test_family "time")
+CREATION_FAMILY = "time"
+#: tokens named as examples in a reason, per tie
+EXAMPLES = 3
+
+
+@dataclass(frozen=True)
+class Tie:
+    """Which entities are tied to one campaign in one way: holding one of its members' tokens of
+    a kind, or signing up within ``hours`` of one of its members."""
+
+    name: str  # the kind, or ``created<hours>h``
+    family: str
+    wording: str
+    tied: np.ndarray  # bool per entity
+    #: the kind's table and the members' tokens in it (columns of its incidence and of its tokens
+    #: above the rare cut); None for a sign-up tie
+    table: KindTable | None = None
+    held: tuple[np.ndarray, np.ndarray] | None = None
+
+    def examples(self, entities: np.ndarray) -> list[str]:
+        """The members' tokens that ``entities`` hold most, most held first (ties by text)."""
+        if self.table is None or self.held is None:
+            return []
+        counts: dict[str, int] = {}
+        for matrix, tokens, held in ((self.table.incidence, self.table.tokens, self.held[0]),
+                                     (self.table.seeds_above_cut, self.table.seed_tokens_above_cut, self.held[1])):
+            if held.size:
+                sums = np.asarray(sparse.csr_matrix(matrix)[entities][:, held].sum(axis=0)).ravel()
+                for j in np.flatnonzero(sums).tolist():
+                    counts[tokens[held[j]]] = counts.get(tokens[held[j]], 0) + int(sums[j])
+        return sorted(counts, key=lambda t: (-counts[t], t))[:EXAMPLES]
+
+
+@dataclass(frozen=True)
+class Association:
+    """A campaign's associates in one pair of ties, with the null's expectation and p-value."""
+
+    campaign: int  # how many entities the campaign's members are
+    first: Tie
+    second: Tie
+    entities: tuple[int, ...]  # eligible entities tied in both
+    eligible: int
+    first_share: float  # pi_1: the first tie's rate among the eligible entities without the second
+    second_share: float
+    expected: float  # mu: organic entities expected in both
+    p_value: float  # Fisher's exact one-sided p-value of |entities| given both ties' counts
+    p_corrected: float  # x every pair of ties and campaign looked at
+
+    def reason(self) -> str:
+        held = np.asarray(self.entities, dtype=np.int64)
+        return (f"associates: {len(self.entities)} entities that no result holds share {_what(self.first, held)} and "
+                f"{_what(self.second, held)} with a campaign of {self.campaign} entities; of the {self.eligible} "
+                f"entities eligible, {self.first_share:.3g} are tied by the first without the second and "
+                f"{self.second_share:.3g} by the second without the first, so {self.expected:.3g} would hold both "
+                f"if the two were independent; Fisher's exact p={self.p_value:.3g}, corrected for the pairs of ties "
+                f"and campaigns p={self.p_corrected:.3g}")
+
+
+def _what(t: Tie, entities: np.ndarray) -> str:
+    examples = t.examples(entities)
+    if not examples:
+        return t.wording
+    return f"a {t.wording} its members hold ({', '.join(repr(e) for e in examples)})"
+
+
+def ties(tables: list[KindTable], created: np.ndarray, members: np.ndarray, hours: tuple[float, ...],
+         judged: np.ndarray | None = None) -> list[Tie]:
+    """Every way an entity can be tied to the campaign whose member entities are ``members``:
+    per kind (``evidence.Kind.associates``), holding one of the campaign's tokens; per width in
+    ``hours``, a creation time (``created``, epoch seconds, NaN unknown) that close to one of the
+    campaign's sign-ups.
+
+    A token is the campaign's when its members outnumber its other holders whose behaviour was
+    ``judged`` (bool per entity; None: every entity): an office's address, a campus's sign-up
+    hour or a popular client is held by people seen behaving like anyone, and a harvester among
+    them makes its colleagues no associates; a campaign's server is held by its members and by
+    accounts too quiet to judge. A sign-up counts as the campaign's the same way, over the
+    entities created within the width of it. A token held by one entity alone ties nobody, one
+    held by more than half of them is not in the tables."""
+    n = created.size
+    is_member = np.zeros(n, dtype=bool)
+    is_member[members] = True
+    others = ~is_member if judged is None else (judged & ~is_member)
+    out = []
+    for t in tables:
+        if not KINDS[t.kind].associates:
+            continue
+        tied = np.zeros(n, dtype=bool)
+        held = []
+        for matrix in (sparse.csr_matrix(t.incidence), sparse.csr_matrix(t.seeds_above_cut)):
+            columns = np.unique(matrix[members].indices)
+            if columns.size:
+                sub = matrix[:, columns]
+                inside = np.asarray(sub[members].sum(axis=0)).ravel()
+                outside = np.asarray(sub[np.flatnonzero(others)].sum(axis=0)).ravel()
+                columns = columns[inside > outside]
+            held.append(columns)
+            if columns.size:
+                tied |= np.diff(matrix[:, columns].tocsr().indptr) > 0
+        if tied.any():
+            out.append(Tie(t.kind, t.family, KINDS[t.kind].wording, tied, t, (held[0], held[1])))
+    signups = created[members]
+    signups = np.sort(signups[~np.isnan(signups)])
+    outside_at = np.sort(created[others & ~np.isnan(created)])
+    for h in hours:
+        width = h * 3600.0
+        inside = np.searchsorted(signups, signups + width, "right") - np.searchsorted(signups, signups - width)
+        outside = (np.searchsorted(outside_at, signups + width, "right")
+                   - np.searchsorted(outside_at, signups - width))
+        own = signups[inside > outside]
+        if own.size == 0:
+            continue
+        at = np.clip(np.searchsorted(own, created), 1, own.size) - 1
+        nearest = np.minimum(np.abs(created - own[at]), np.abs(created - own[np.minimum(at + 1, own.size - 1)]))
+        out.append(Tie(f"created{h:g}h", CREATION_FAMILY, f"sign-up within {h:g} h of one of its members'",
+                       ~np.isnan(created) & (nearest <= width)))
+    return out
+
+
+def expected_both(a: Tie, b: Tie, eligible: np.ndarray) -> tuple[int, float, float, float, float]:
+    """(X, pi_1, pi_2, mu, p) for ties ``a`` and ``b`` among the ``eligible`` entities: the
+    rates estimated crosswise with one pseudo-entity (module docstring: a tie most entities
+    show leaves few to estimate the other's rate from, and the pseudo-entity keeps that rate at
+    least one in those few rather than none), and Fisher's exact p-value of ``X`` given both
+    ties' counts (the hypergeometric tail: valid whatever the rates, where the Poisson tail of
+    ``mu``, whose estimate falls as ``X`` rises, is not once the ties are common)."""
+    in_a, in_b = a.tied & eligible, b.tied & eligible
+    n_eligible, n_a, n_b = int(eligible.sum()), int(in_a.sum()), int(in_b.sum())
+    x = int(np.count_nonzero(in_a & in_b))
+    pi_a = (n_a - x + 1) / (n_eligible - n_b + 1)
+    pi_b = (n_b - x + 1) / (n_eligible - n_a + 1)
+    p = float(stats.hypergeom.sf(x - 1, n_eligible, n_a, n_b)) if x else 1.0
+    return x, pi_a, pi_b, n_eligible * pi_a * pi_b, p
+
+
+def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[np.ndarray], eligible: np.ndarray,
+                 hours: tuple[float, ...], alpha: float, judged: np.ndarray | None = None) -> list[Association]:
+    """The associates of each campaign (an array of member entities) among the ``eligible``
+    entities (bool; none of them a member), in every pair of ties (:func:`ties`, with ``judged``)
+    from different families whose corrected p-value is at most ``alpha``. Deterministic: campaigns and ties are taken in their
+    given order, and nothing depends on how entities are numbered beyond the ties themselves."""
+    n_eligible = int(eligible.sum())
+    looked: list[tuple[int, Tie, Tie, np.ndarray, float, float, float, float]] = []
+    for members in campaigns:
+        found = ties(tables, created, members, hours, judged)
+        for i, a in enumerate(found):
+            for b in found[i + 1:]:
+                if a.family == b.family:
+                    continue  # an address and its /24, a sign-up hour and a sign-up window: not independent
+                x, pi_a, pi_b, mu, p = expected_both(a, b, eligible)
+                looked.append((members.size, a, b, np.flatnonzero(a.tied & b.tied & eligible), pi_a, pi_b, mu, p))
+    looks = len(looked)
+    out = []
+    for size, a, b, both, pi_a, pi_b, mu, p in looked:
+        corrected = min(1.0, p * looks)
+        if both.size and corrected <= alpha:
+            out.append(Association(size, a, b, tuple(both.tolist()), n_eligible, pi_a, pi_b, mu, p, corrected))
+    return out
