@@ -87,9 +87,9 @@ class Association:
 
     def reason(self) -> str:
         held = np.asarray(self.entities, dtype=np.int64)
-        return (f"associates: {len(self.entities)} entities that no result holds share {_what(self.first, held)} and "
-                f"{_what(self.second, held)} with a campaign of {self.campaign} entities; of the {self.eligible} "
-                f"entities eligible, {self.first_share:.3g} are tied by the first without the second and "
+        return (f"associates: {len(self.entities)} entities that no result holds are tied to a campaign of "
+                f"{self.campaign} entities by {_what(self.first, held)} and by {_what(self.second, held)}; of the "
+                f"{self.eligible} entities eligible, {self.first_share:.3g} are tied by the first without the second and "
                 f"{self.second_share:.3g} by the second without the first, so {self.expected:.3g} would hold both "
                 f"if the two were independent; Fisher's exact p={self.p_value:.3g}, corrected for the pairs of ties "
                 f"and campaigns p={self.p_corrected:.3g}")
@@ -99,7 +99,7 @@ def _what(t: Tie, entities: np.ndarray) -> str:
     examples = t.examples(entities)
     if not examples:
         return t.wording
-    return f"a {t.wording} its members hold ({', '.join(repr(e) for e in examples)})"
+    return f"its members' {t.wording} ({', '.join(repr(e) for e in examples)})"
 
 
 def ties(tables: list[KindTable], created: np.ndarray, members: np.ndarray, hours: tuple[float, ...],
@@ -151,7 +151,7 @@ def ties(tables: list[KindTable], created: np.ndarray, members: np.ndarray, hour
             continue
         at = np.clip(np.searchsorted(own, created), 1, own.size) - 1
         nearest = np.minimum(np.abs(created - own[at]), np.abs(created - own[np.minimum(at + 1, own.size - 1)]))
-        out.append(Tie(f"created{h:g}h", CREATION_FAMILY, f"sign-up within {h:g} h of one of its members'",
+        out.append(Tie(f"created{h:g}h", CREATION_FAMILY, f"a sign-up within {h:g} h of one of its members'",
                        ~np.isnan(created) & (nearest <= width)))
     return out
 
@@ -176,8 +176,9 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
                  hours: tuple[float, ...], alpha: float, judged: np.ndarray | None = None) -> list[Association]:
     """The associates of each campaign (an array of member entities) among the ``eligible``
     entities (bool; none of them a member), in every pair of ties (:func:`ties`, with ``judged``)
-    from different families whose corrected p-value is at most ``alpha``. Deterministic: campaigns and ties are taken in their
-    given order, and nothing depends on how entities are numbered beyond the ties themselves."""
+    from different families whose corrected p-value is at most ``alpha``. Deterministic:
+    campaigns and ties are taken in their given order, and nothing depends on how entities are
+    numbered beyond the ties themselves."""
     n_eligible = int(eligible.sum())
     looked: list[tuple[int, Tie, Tie, np.ndarray, float, float, float, float]] = []
     for members in campaigns:
