@@ -210,3 +210,34 @@ def test_the_budget_offers_associates_at_their_strength_and_keeps_the_campaign()
     assert tests[0] == "cohort" and "associate" in tests
     caught = {names[e] for f in again if f.action == "throttle" for e in f.entities}
     assert {a for a in names if a.startswith(("ass-", "mem-"))} <= caught
+
+
+def test_a_resellers_end_users_and_held_entities_are_never_associates():
+    """End users of a reseller hold its backend's address and client by construction, and an
+    entity a result already holds needs no association: neither is offered."""
+    names, keys, created = scene(3000, 40, 12, seed=6)
+    entity_of = {a: i for i, a in enumerate(names)}
+    n = len(names)
+    tables = blocks.kind_tables(key_table(keys), entity_of, n, 100_000)
+    members = tuple(i for i, a in enumerate(names) if a.startswith("mem-"))
+    quiet = [i for i, a in enumerate(names) if a.startswith("ass-")]
+    relayed = np.zeros(n, dtype=bool)
+    relayed[quiet[:4]] = True
+    findings = [dv.Finding("throttle", "cohort", "w", 1e-20, 1.0, "campaign", members, 0.01),
+                dv.Finding("throttle", "cohort", "w", 1e-9, 1.0, "another", tuple(quiet[4:6]), 0.01)]
+    judged = np.array([not a.startswith("ass-") for a in names])
+    offers = dv.Associates(tables, created, relayed, (0.25, 1.0), judged).offers(findings, 5, 0.05)
+    offered = {e for c in offers for e in c.entities}
+    assert offered == set(quiet[6:])
+    assert all(c.test == "associate" and c.cost > 0 for c in offers)
+
+
+def test_no_campaign_of_campaign_size_offers_nothing():
+    names, keys, created = scene(500, 4, 6, seed=8)
+    entity_of = {a: i for i, a in enumerate(names)}
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(names), 100_000)
+    members = tuple(i for i, a in enumerate(names) if a.startswith("mem-"))
+    findings = [dv.Finding("throttle", "cohort", "w", 1e-20, 1.0, "small", members, 0.01),
+                dv.Finding("monitor", "cohort", "w", 1e-20, 1.0, "watched", tuple(range(40)), 0.01)]
+    helper = dv.Associates(tables, created, np.zeros(len(names), dtype=bool), (0.25, 1.0))
+    assert helper.offers(findings, 5, 0.05) == []
