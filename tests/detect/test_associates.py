@@ -241,3 +241,27 @@ def test_no_campaign_of_campaign_size_offers_nothing():
                 dv.Finding("monitor", "cohort", "w", 1e-20, 1.0, "watched", tuple(range(40)), 0.01)]
     helper = dv.Associates(tables, created, np.zeros(len(names), dtype=bool), (0.25, 1.0))
     assert helper.offers(findings, 5, 0.05) == []
+
+
+def test_associates_join_their_campaign_and_are_not_capped_as_a_group_of_their_own():
+    """Three associates (fewer than a campaign's size) are grouped with the campaign they were
+    found for: one campaign id, at throttle, and they make no campaign of their own whose
+    associates would be sought in turn."""
+    names, keys, created = scene(3000, 40, 3, seed=9)
+    entity_of = {a: i for i, a in enumerate(names)}
+    n = len(names)
+    tables = blocks.kind_tables(key_table(keys), entity_of, n, 100_000)
+    members = tuple(i for i, a in enumerate(names) if a.startswith("mem-"))
+    judged = np.array([not a.startswith("ass-") for a in names])
+    helper = dv.Associates(tables, created, np.zeros(n, dtype=bool), (0.25, 1.0), judged)
+    campaign = dv.Candidate(1e-20, "cohort", "w", "campaign", "", members, 0.01)
+    policy = dv.Policy()
+    findings = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": [campaign]}, n, policy, (), helper)
+    (associate,) = [f for f in findings if f.test == "associate"]
+    assert {names[e] for e in associate.entities} == {"ass-0000", "ass-0001", "ass-0002"}
+    assert set(associate.joins) == set(members)
+    evidence = dv.Evidence(names, {i: [a] for i, a in enumerate(names)}, findings, {}, frozenset(), [], [])
+    verdicts = evidence.by_account(5)
+    assert {verdicts[a][0] for a in ("ass-0000", "ass-0001", "ass-0002")} == {"throttle"}
+    assert len({verdicts[a][1] for a in names if a.startswith(("ass-", "mem-"))}) == 1
+    assert helper.offers(findings, 5, 0.05) == []

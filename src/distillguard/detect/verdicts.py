@@ -68,6 +68,15 @@ class Finding:
     reason: str
     entities: tuple[int, ...]
     cost: float  # the expected false positives accepting it cost
+    #: the entities of the campaign the result belongs to without acting on them (a campaign's
+    #: associates join its members): grouped with them, under one campaign id, and counted with
+    #: them against the campaign-size cap
+    joins: tuple[int, ...] = ()
+
+    @property
+    def grouped(self) -> tuple[int, ...]:
+        """The entities the result groups: its own and those it joins."""
+        return self.entities + self.joins if self.joins else self.entities
 
 
 @dataclass
@@ -125,7 +134,7 @@ class Evidence:
         held = {e for f in strong for e in f.entities}
         ties = [(e.a, e.b) for e in self.edges if e.a in held and e.b in held]
         ties += [(t.a, t.b) for t in self.group_ties if t.a in held and t.b in held]
-        own_groups = _components([f.entities for f in strong])
+        own_groups = _components([f.grouped for f in strong])
         size_of = {e: len(g) for g in own_groups for e in g}
         group_tie_of: dict[int, pairs_mod.GroupTie] = {}
         first_of = {e: first for g in own_groups for first in (min(g),) for e in g}
@@ -134,7 +143,7 @@ class Evidence:
                 if first in (t.a, t.b) and e not in group_tie_of:
                     group_tie_of[e] = t
         group_of: dict[int, tuple[int, str]] = {}
-        for group in _components([f.entities for f in strong] + ties):
+        for group in _components([f.grouped for f in strong] + ties):
             accounts = sorted(a for e in group for a in self.accounts_of[e])
             gid = "campaign-" + hashlib.blake2b(",".join(accounts).encode(), digest_size=5).hexdigest()
             for e in group:
@@ -287,7 +296,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
         findings = _with_associates(cohort_candidates, findings, n, policy, owned, associates)
     allowed = set(policy.allowlist_organizations)
     capped = frozenset(a for a, o in zip(accounts, orgs) if o is not None and o in allowed)
-    groups = _components([f.entities for f in findings if f.action != "monitor"])
+    groups = _components([f.grouped for f in findings if f.action != "monitor"])
     ties = pairs_mod.group_ties(tables, groups, stats.alpha)
     return Evidence(entities, accounts_of, findings, {"block_seeds": block_looks, "cohort_windows": len(found_c),
                                                       "wordings": len(wordings),
@@ -1054,6 +1063,7 @@ class Candidate:
     #: window's count less them), or None: it is accepted for its other members only while that
     #: stays at most alpha
     residual: Callable[[np.ndarray], float] | None = None
+    joins: tuple[int, ...] = ()  # Finding.joins
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy,
@@ -1117,7 +1127,7 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
                                         f"expected false positives ({cost / new:.3g} per entity it adds), "
                                         f"{spent:.3g} of the {action} budget {allowed:.3g} "
                                         f"({getattr(budget, action):g} x {n} entities)", tuple(entities),
-                                        cost))
+                                        cost, c.joins))
     return findings
 
 
@@ -1154,7 +1164,7 @@ def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Findi
     strong = [f for f in findings if f.action != "monitor"]
     if not strong:
         return []
-    size = {e: len(g) for g in _components([f.entities for f in strong]) for e in g}
+    size = {e: len(g) for g in _components([f.grouped for f in strong]) for e in g}
     price: dict[int, tuple[float, float]] = {}  # entity -> (false share, p) of its cheapest result
     for f in strong:
         share = f.cost / max(len(f.entities), 1)
@@ -1201,7 +1211,9 @@ class Associates:
                            ) -> list[tuple[Candidate, frozenset[int]]]:
         """:meth:`offers`, each with the member entities of the campaign it came from."""
         strong = [f for f in findings if f.action != "monitor"]
-        groups = [g for g in _components([f.entities for f in strong]) if len(g) >= min_members]
+        # a campaign is what the other results hold: associates make no campaign of their own
+        groups = [g for g in _components([f.entities for f in strong if f.test != "associate"])
+                  if len(g) >= min_members]
         if not groups:
             return []
         eligible = ~self.relayed
@@ -1212,7 +1224,8 @@ class Associates:
             for a in associates_mod.associations(self.tables, self.created, [members], eligible, self.hours,
                                                  alpha / len(campaigns), self.judged):
                 out.append((Candidate(a.p_corrected * len(campaigns), "associate", INDEPENDENT_TIES.name,
-                                      a.reason(), "", a.entities, a.expected), frozenset(members.tolist())))
+                                      a.reason(), "", a.entities, a.expected,
+                                      joins=tuple(members.tolist())), frozenset(members.tolist())))
         return out
 
 
