@@ -74,7 +74,7 @@ class Tie:
 class Association:
     """A campaign's associates in one pair of ties, with the null's expectation and p-value."""
 
-    campaign: int  # how many entities the campaign's members are
+    members: tuple[int, ...]  # the campaign's member entities
     first: Tie
     second: Tie
     entities: tuple[int, ...]  # eligible entities tied in both
@@ -88,7 +88,7 @@ class Association:
     def reason(self) -> str:
         held = np.asarray(self.entities, dtype=np.int64)
         return (f"associates: {len(self.entities)} entities that no result holds are tied to a campaign of "
-                f"{self.campaign} entities by {_what(self.first, held)} and by {_what(self.second, held)}; of the "
+                f"{len(self.members)} entities by {_what(self.first, held)} and by {_what(self.second, held)}; of the "
                 f"{self.eligible} entities eligible, {self.first_share:.3g} are tied by the first without the second and "
                 f"{self.second_share:.3g} by the second without the first, so {self.expected:.3g} would hold both "
                 f"if the two were independent; Fisher's exact p={self.p_value:.3g}, corrected for the pairs of ties "
@@ -180,7 +180,7 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
     campaigns and ties are taken in their given order, and nothing depends on how entities are
     numbered beyond the ties themselves."""
     n_eligible = int(eligible.sum())
-    looked: list[tuple[int, Tie, Tie, np.ndarray, float, float, float, float]] = []
+    looked: list[tuple[np.ndarray, Tie, Tie, np.ndarray, float, float, float, float]] = []
     for members in campaigns:
         found = ties(tables, created, members, hours, judged)
         for i, a in enumerate(found):
@@ -188,11 +188,12 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
                 if a.family == b.family:
                     continue  # an address and its /24, a sign-up hour and a sign-up window: not independent
                 x, pi_a, pi_b, mu, p = expected_both(a, b, eligible)
-                looked.append((members.size, a, b, np.flatnonzero(a.tied & b.tied & eligible), pi_a, pi_b, mu, p))
+                looked.append((members, a, b, np.flatnonzero(a.tied & b.tied & eligible), pi_a, pi_b, mu, p))
     looks = len(looked)
     out = []
-    for size, a, b, both, pi_a, pi_b, mu, p in looked:
+    for members, a, b, both, pi_a, pi_b, mu, p in looked:
         corrected = min(1.0, p * looks)
         if both.size and corrected <= alpha:
-            out.append(Association(size, a, b, tuple(both.tolist()), n_eligible, pi_a, pi_b, mu, p, corrected))
+            out.append(Association(tuple(members.tolist()), a, b, tuple(both.tolist()), n_eligible, pi_a, pi_b, mu,
+                                   p, corrected))
     return out

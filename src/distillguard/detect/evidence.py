@@ -42,10 +42,12 @@ SHARED_WORDING = Null("the population", "the holders of a shared wording are exc
                                         "in the behaviour the wording does not set, and in when they were first seen "
                                         "with the entities outside them as extreme (beta-binomial counts of extremes; "
                                         "both must be surprising)")
-INDEPENDENT_TIES = Null("independent ties", "an organic entity's tie to a campaign in one family (holding a token "
-                                            "its members hold, or signing up near one of them) is independent of "
-                                            "its tie in another family; each tie's rate is estimated among the "
-                                            "entities without the other (Poisson count of entities tied in both)")
+INDEPENDENT_TIES = Null("independent ties", "an organic entity's tie to a campaign in one family (holding one of "
+                                            "its tokens, or signing up near one of its members) is independent of "
+                                            "its tie in another family: where it connects from, with which "
+                                            "software and when it signed up (Fisher's exact test of the entities "
+                                            "tied in both; their cost from each tie's rate among the entities "
+                                            "without the other)")
 ONE_OWNER = Null("one owner", "the holders of a token with one owner (a card: Kind.alone) are one customer's "
                               "accounts, all organic or none; the false share of the accepted results that hold "
                               "some of them bounds the chance that none is")
@@ -72,10 +74,10 @@ class Kind:
     network operator's unrelated customers, a client string a software's users): its block never
     reaches throttle on their behaviour (verdicts._behaving_blocks). ``associates``: holding a
     key a found campaign's members hold ties an entity to the campaign (detect/associates.py):
-    where it connects from or with which software, which for an organic entity is independent of
-    when it signed up; not the kinds an entity's activity or geography sets (an autonomous system,
-    session slots, a model pivot: heavier and same-time-zone users hold more of them in every
-    family at once). ``wording``:
+    where it connects from (network) or with which software (client), taken with each other and
+    with when it signed up as independent for an organic entity; not the kinds an entity's
+    activity or geography sets (an autonomous system, session slots, a model pivot: heavier and
+    same-time-zone users hold more of them in every family at once). ``wording``:
     how reports name it; ``stix``: how STIX shares it (``address``, ``user-agent``,
     ``prompt-template``, or None: meaningless outside this provider).
     """

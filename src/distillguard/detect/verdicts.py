@@ -1203,15 +1203,12 @@ class Associates:
 
     def offers(self, findings: list[Finding], min_members: int, alpha: float) -> list[Candidate]:
         """One offer per campaign (a group of accepted results at throttle or stronger of at least
-        ``min_members`` entities) and pair of ties whose associates are significant at ``alpha``,
-        costing the organic entities expected among them."""
-        return [c for c, _ in self.offers_by_campaign(findings, min_members, alpha)]
-
-    def offers_by_campaign(self, findings: list[Finding], min_members: int, alpha: float
-                           ) -> list[tuple[Candidate, frozenset[int]]]:
-        """:meth:`offers`, each with the member entities of the campaign it came from."""
+        ``min_members`` entities, associates left out: they make no campaign) and pair of ties
+        whose associates are significant at ``alpha`` (corrected over every pair of ties of every
+        campaign), costing the organic entities expected among them and joining the campaign's
+        members. Eligible: entities no result at throttle or stronger holds, no reseller's end
+        user."""
         strong = [f for f in findings if f.action != "monitor"]
-        # a campaign is what the other results hold: associates make no campaign of their own
         groups = [g for g in _components([f.entities for f in strong if f.test != "associate"])
                   if len(g) >= min_members]
         if not groups:
@@ -1219,14 +1216,10 @@ class Associates:
         eligible = ~self.relayed
         eligible[[e for f in strong for e in f.entities]] = False
         campaigns = [np.asarray(sorted(g), dtype=np.int64) for g in sorted(groups, key=min)]
-        out = []
-        for members in campaigns:
-            for a in associates_mod.associations(self.tables, self.created, [members], eligible, self.hours,
-                                                 alpha / len(campaigns), self.judged):
-                out.append((Candidate(a.p_corrected * len(campaigns), "associate", INDEPENDENT_TIES.name,
-                                      a.reason(), "", a.entities, a.expected,
-                                      joins=tuple(members.tolist())), frozenset(members.tolist())))
-        return out
+        return [Candidate(a.p_corrected, "associate", INDEPENDENT_TIES.name, a.reason(), "", a.entities, a.expected,
+                          joins=a.members)
+                for a in associates_mod.associations(self.tables, self.created, campaigns, eligible, self.hours,
+                                                     alpha, self.judged)]
 
 
 def _with_associates(candidates: dict[str, list[Candidate]], findings: list[Finding], n: int, policy: Policy,
@@ -1234,23 +1227,32 @@ def _with_associates(candidates: dict[str, list[Candidate]], findings: list[Find
     """The budget run again with the campaigns' associates offered among the other results, at
     their strength: offered only after the results (they need a campaign), they would get what
     the weakest windows left of the budget, though their evidence is as strong as a campaign's
-    own. Kept only if every campaign an accepted offer came from still has
-    ``campaign.min_members`` entities held at throttle or stronger by other results; otherwise
-    the first run's findings stand (its associates offered after its results, as before)."""
+    own. The offers are those of the first run's campaigns, its associates eligible again (they
+    are offered anew, not kept); the second run offers none after its results (the same tests
+    would be looked at twice). It is kept only if, for every accepted offer, the campaign's
+    members the second run holds by other results are one group of at least
+    ``campaign.min_members`` entities, which the offer then joins; otherwise the first run's
+    findings stand."""
     stats = policy.statistics
-    offered = associates.offers_by_campaign(findings, policy.campaign.min_members, stats.alpha)
+    first = [f for f in findings if f.test != "associate"]
+    offered = associates.offers(first, policy.campaign.min_members, stats.alpha)
     if not offered:
         return findings
-    campaign_of = {c.entities: members for c, members in offered}
-    extended = {a: list(c) + ([c for c, _ in offered] if a == stats.associate_action else [])
-                for a, c in candidates.items()}
-    again = _within_budget(extended, n, policy, owned, associates)
-    held = {e for f in again if f.action != "monitor" and f.test != "associate" for e in f.entities}
+    extended = {a: list(c) + (offered if a == stats.associate_action else []) for a, c in candidates.items()}
+    again = _within_budget(extended, n, policy, owned)
+    strong = [f for f in again if f.action != "monitor" and f.test != "associate"]
+    group_of = {e: i for i, g in enumerate(_components([f.entities for f in strong])) for e in g}
+    size = Counter(group_of.values())
+    out = []
     for f in again:
-        members = campaign_of.get(tuple(f.entities))
-        if f.test == "associate" and members is not None and len(members & held) < policy.campaign.min_members:
-            return findings
-    return again
+        if f.test == "associate":
+            held = sorted(e for e in f.joins if e in group_of)
+            groups = {group_of[e] for e in held}
+            if len(groups) != 1 or size[groups.pop()] < policy.campaign.min_members:
+                return findings
+            f = replace(f, joins=tuple(held))
+        out.append(f)
+    return out
 
 
 def _judged(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int) -> np.ndarray:
