@@ -1263,14 +1263,9 @@ def _judged(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: i
 
 
 def _created(feats: pa.Table, entity_of: dict[str, int], n: int) -> np.ndarray:
-    """Per entity, its accounts' earliest creation, epoch seconds (NaN unknown)."""
+    """Per entity, its accounts' earliest creation, epoch seconds (NaN unknown), judged or not."""
     ent = np.array([entity_of[a] for a in feats.column("account_id").to_pylist()], dtype=np.int64)
-    seconds = np.array([np.nan if v is None else v.timestamp() for v in feats.column("created_at").to_pylist()])
-    first = np.full(n, np.inf)
-    ok = ~np.isnan(seconds)
-    np.minimum.at(first, ent[ok], seconds[ok])
-    first[np.isinf(first)] = np.nan
-    return first
+    return _earliest(feats, "created_at", ent, n)
 
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
@@ -1362,13 +1357,21 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
         out[COMBINED_FEATURE] = (_combined(out), "above")
     attributes = {}
     for name in ("created_at", "first_seen"):
-        seconds = np.array([np.nan if v is None else v.timestamp() for v in feats.column(name).to_pylist()])
-        first = np.full(n, np.inf)
-        ok = ~np.isnan(seconds)
-        np.minimum.at(first, ent[ok], seconds[ok])
-        first[np.isinf(first) | (counts == 0)] = np.nan
+        first = _earliest(feats, name, ent, n)
+        first[counts == 0] = np.nan
         attributes[name] = first
     return out, attributes
+
+
+def _earliest(feats: pa.Table, column: str, ent: np.ndarray, n: int) -> np.ndarray:
+    """Per entity, the earliest time in ``column`` over its accounts (rows of ``feats`` mapped to
+    entities by ``ent``), epoch seconds; NaN where none is known."""
+    seconds = np.array([np.nan if v is None else v.timestamp() for v in feats.column(column).to_pylist()])
+    first = np.full(n, np.inf)
+    ok = ~np.isnan(seconds)
+    np.minimum.at(first, ent[ok], seconds[ok])
+    first[np.isinf(first)] = np.nan
+    return first
 
 
 def _observation(feats: pa.Table, entity_of: dict[str, int], n: int, first_seen: np.ndarray,
