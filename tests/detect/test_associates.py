@@ -265,3 +265,82 @@ def test_associates_join_their_campaign_and_are_not_capped_as_a_group_of_their_o
     assert {verdicts[a][0] for a in ("ass-0000", "ass-0001", "ass-0002")} == {"throttle"}
     assert len({verdicts[a][1] for a in names if a.startswith(("ass-", "mem-"))}) == 1
     assert helper.offers(findings, 5, 0.05) == []
+
+
+def test_a_token_held_by_accounts_a_result_watches_is_still_the_campaigns():
+    """A campaign found in part: 60 more of its accounts, judged and watched at monitor by a
+    result, hold its servers beside its 40 members. Accounts a result holds were not seen
+    behaving like anyone, so they do not make the servers other people's: the accounts on them
+    with the members' client are offered. Unwatched, the 60 outnumber the members and nobody is."""
+    names, keys, created = scene(3000, 40, 60, seed=12)
+    entity_of = {a: i for i, a in enumerate(names)}
+    n = len(names)
+    tables = blocks.kind_tables(key_table(keys), entity_of, n, 100_000)
+    members = tuple(i for i, a in enumerate(names) if a.startswith("mem-"))
+    rest = tuple(i for i, a in enumerate(names) if a.startswith("ass-"))
+    helper = dv.Associates(tables, created, np.zeros(n, dtype=bool), (0.25, 1.0), np.ones(n, dtype=bool))
+    campaign = dv.Finding("throttle", "cohort", "w", 1e-20, 1.0, "campaign", members, 0.01)
+    watched = dv.Finding("monitor", "wording", "w", 1e-12, 1.0, "watched", rest, 0.5)
+    assert helper.offers([campaign], 5, 0.05) == []
+    offered = {e for c in helper.offers([campaign, watched], 5, 0.05) for e in c.entities}
+    assert offered == set(rest)
+
+
+def test_a_ties_rate_leaves_out_entities_tied_in_any_other_family():
+    """Associates tied in a third family (a sign-up next to a member's) besides the two paired
+    are left out of both rates, as entities tied by the other of the pair are: the cost falls,
+    and it is what it would be were they not there at all (the organic rates are unchanged)."""
+    rng = np.random.default_rng(3)
+    n = 3000
+    a_tied, b_tied = rng.random(n) < 0.02, rng.random(n) < 0.02
+    c_tied = np.zeros(n, dtype=bool)
+    # 30 associates: tied by the address and the sign-up, 20 of them by the client too
+    a_tied[:30], c_tied[:30], b_tied[:20], b_tied[20:30] = True, True, True, False
+    eligible = np.ones(n, dtype=bool)
+    a = associates.Tie("a", "network", "a", a_tied)
+    b = associates.Tie("b", "client", "b", b_tied)
+    x, pi_a, _, mu_pair, _ = associates.expected_both(a, b, eligible)
+    x_all, pi_a_all, _, mu_all, _ = associates.expected_both(a, b, eligible, c_tied, c_tied)
+    assert x == x_all >= 20
+    assert pi_a_all < pi_a and mu_all < mu_pair
+    organic = np.ones(n, dtype=bool)
+    organic[:30] = False
+    rate_a = (np.count_nonzero(a_tied & organic & ~b_tied) + 1) / (np.count_nonzero(organic & ~b_tied) + 1)
+    assert pi_a_all == pytest.approx(rate_a, rel=0.02)
+
+
+def test_a_sign_up_ties_rate_counts_nearby_days_not_the_campaigns_own_sign_ups():
+    """The sign-up tie's rate is the share of entities created at the same clock times on the
+    week's other days: twenty quiet accounts created next to members' sign-ups do not raise it
+    (crosswise they would), and over organic sign-ups spread over two years it matches the
+    organic entities the tie holds."""
+    names, keys, created = scene(3000, 40, 0, seed=14)
+    members = np.array([i for i, a in enumerate(names) if a.startswith("mem-")], dtype=np.int64)
+    members_at = created[members]
+    tie = next(t for t in associates.ties([], created, members, (1.0,)) if t.family == "time")
+    assert tie.background is not None
+    organic = np.ones(created.size, dtype=bool)
+    organic[members] = False
+    rate = tie.background[organic].mean()
+    near = np.append(created, members_at[:20] + 120.0)
+    quiet = np.arange(near.size) >= created.size  # 20 more entities, each created next to a member, not judged
+    tie_more = next(t for t in associates.ties([], near, members, (1.0,), ~quiet) if t.family == "time")
+    assert tie_more.tied[-20:].all()
+    assert tie_more.background[-20:].sum() == 0
+    assert tie_more.background[:created.size][organic].mean() == pytest.approx(rate)
+    # two years of organic sign-ups: the background's expectation is the tie's organic count, within noise
+    held = np.count_nonzero(tie.tied & organic)
+    expected = tie.background[organic].sum()
+    assert abs(held - expected) <= 3 * np.sqrt(expected + 1)
+
+
+def test_the_sign_up_background_never_counts_shifts_past_the_newest_sign_up():
+    """Members who signed up last: the week after them has no sign-ups yet, so only the week
+    before counts; members whose every shifted window falls outside the sign-ups seen get no
+    background (the crosswise rate is used)."""
+    created = np.array([0.0, 13 * 86400.0, 20 * 86400.0, 20 * 86400.0 + 60.0])
+    members = np.array([2, 3], dtype=np.int64)
+    tie = next(t for t in associates.ties([], created, members, (1.0,)) if t.family == "time")
+    assert tie.background is not None and tie.background[1] == pytest.approx(1 / 7)
+    lone = next(t for t in associates.ties([], created[2:], np.array([0, 1]), (1.0,)) if t.family == "time")
+    assert lone.background is None
