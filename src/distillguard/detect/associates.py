@@ -10,21 +10,18 @@ a sign-up the same hour); two ties in families that are independent for organic 
 rarely shown together by chance.
 
 The null: for an organic entity, being tied in one family is independent of being tied in
-the others (an address and a client string, a client string and a sign-up time). Each tie's
-rate is estimated crosswise, among the eligible entities tied in *no other* family: the
-campaign's associates, tied in both (or in one and a third family), are left out of both
-estimates, so they do not make their own ties look common, and associates tied in one family
-only make that family's rate larger (conservative). With ``E`` eligible entities, ``A`` tied in
-the first family and ``B`` in the second, ``O_1`` and ``O_2`` those tied in any family but the
-first's and the second's,
+another (an address and a client string, a client string and a sign-up time). Each tie's rate
+is estimated crosswise, among the eligible entities *not* tied in the other family: the
+campaign's associates, tied in both, are left out of both estimates, so they do not make their
+own ties look common, and associates tied in one family only make that family's rate larger
+(conservative). With ``E`` eligible entities, ``A`` tied in the first family and ``B`` in the
+second,
 
-    pi_1 = (|A \\ O_1| + 1) / (|E \\ O_1| + 1),   pi_2 = (|B \\ O_2| + 1) / (|E \\ O_2| + 1),
+    pi_1 = (|A \\ B| + 1) / (|E \\ B| + 1),   pi_2 = (|B \\ A| + 1) / (|E \\ A| + 1),
     mu = |E| pi_1 pi_2,
 
 is the number of organic entities expected tied in both: what accepting the whole set costs in
-expected false positives, which the policy's budget charges. A sign-up tie's rate is its
-background instead (:func:`_background`: the entities created at the members' sign-up times
-shifted by whole days, where decoys created next to the members are not). Whether there are associates at
+expected false positives, which the policy's budget charges. Whether there are associates at
 all is Fisher's exact test of ``X = |A and B|`` given ``|A|`` and ``|B|`` (the hypergeometric
 tail: under the null the entities tied in both are a random draw), corrected for every pair of
 ties and every campaign looked at (Bonferroni).
@@ -43,9 +40,6 @@ from distillguard.detect.evidence import KINDS
 CREATION_FAMILY = "time"
 #: tokens named as examples in a reason, per tie
 EXAMPLES = 3
-#: the days a sign-up tie's windows are shifted by to count the sign-ups of the same clock times
-#: on nearby days (its background): a week either side, each weekday seen twice
-SHIFT_DAYS = tuple(d for d in range(-7, 8) if d)
 
 
 @dataclass(frozen=True)
@@ -61,9 +55,6 @@ class Tie:
     #: above the rare cut); None for a sign-up tie
     table: KindTable | None = None
     held: tuple[np.ndarray, np.ndarray] | None = None
-    #: a sign-up tie's background: per entity, the share of the windows' shifted copies
-    #: (SHIFT_DAYS inside the sign-ups seen) whose sign-ups it is among; None for a token tie
-    background: np.ndarray | None = None
 
     def examples(self, entities: np.ndarray) -> list[str]:
         """The members' tokens that ``entities`` hold most, most held first (ties by text)."""
@@ -88,7 +79,7 @@ class Association:
     second: Tie
     entities: tuple[int, ...]  # eligible entities tied in both
     eligible: int
-    first_share: float  # pi_1: the first tie's rate (module docstring)
+    first_share: float  # pi_1: the first tie's rate among the eligible entities without the second
     second_share: float
     expected: float  # mu: organic entities expected in both
     p_value: float  # Fisher's exact one-sided p-value of |entities| given both ties' counts
@@ -98,9 +89,8 @@ class Association:
         held = np.asarray(self.entities, dtype=np.int64)
         return (f"associates: {len(self.entities)} entities that no result holds are tied to a campaign of "
                 f"{len(self.members)} entities by {_what(self.first, held)} and by {_what(self.second, held)}; of the "
-                f"{self.eligible} entities eligible, {self.first_share:.3g} are tied by the first and "
-                f"{self.second_share:.3g} by the second (each among the entities tied in no other family; a sign-up "
-                f"at the same clock times on the week's other days), so {self.expected:.3g} would hold both "
+                f"{self.eligible} entities eligible, {self.first_share:.3g} are tied by the first without the second and "
+                f"{self.second_share:.3g} by the second without the first, so {self.expected:.3g} would hold both "
                 f"if the two were independent; Fisher's exact p={self.p_value:.3g}, corrected for the pairs of ties "
                 f"and campaigns p={self.p_corrected:.3g}")
 
@@ -159,43 +149,14 @@ def ties(tables: list[KindTable], created: np.ndarray, members: np.ndarray, hour
         own = signups[inside > outside]
         if own.size == 0:
             continue
+        at = np.clip(np.searchsorted(own, created), 1, own.size) - 1
+        nearest = np.minimum(np.abs(created - own[at]), np.abs(created - own[np.minimum(at + 1, own.size - 1)]))
         out.append(Tie(f"created{h:g}h", CREATION_FAMILY, f"a sign-up within {h:g} h of one of its members'",
-                       _within(created, own, width), background=_background(created, own, width, is_member)))
+                       ~np.isnan(created) & (nearest <= width)))
     return out
 
 
-def _within(created: np.ndarray, own: np.ndarray, width: float) -> np.ndarray:
-    """Whether each entity's creation is within ``width`` seconds of one of the sorted ``own``."""
-    at = np.clip(np.searchsorted(own, created), 1, own.size) - 1
-    nearest = np.minimum(np.abs(created - own[at]), np.abs(created - own[np.minimum(at + 1, own.size - 1)]))
-    return ~np.isnan(created) & (nearest <= width)
-
-
-def _background(created: np.ndarray, own: np.ndarray, width: float, is_member: np.ndarray) -> np.ndarray | None:
-    """Per entity, the share of the sign-up windows' copies shifted by SHIFT_DAYS whose windows
-    it was created in (members never: they are not who the rate is of), over the shifts whose
-    windows all lie inside the span of creations seen (a shift past the newest sign-up would
-    count sign-ups not yet made). None where no shift fits."""
-    known = created[~np.isnan(created)]
-    if known.size == 0:
-        return None
-    first, last = float(known.min()), float(known.max())
-    total = np.zeros(created.size)
-    shifts = 0
-    for d in SHIFT_DAYS:
-        moved = own + d * 86400.0
-        if moved[0] - width < first or moved[-1] + width > last:
-            continue
-        total += _within(created, moved, width)
-        shifts += 1
-    if shifts == 0:
-        return None
-    total[is_member] = 0.0
-    return total / shifts
-
-
-def expected_both(a: Tie, b: Tie, eligible: np.ndarray, apart_a: np.ndarray | None = None,
-                  apart_b: np.ndarray | None = None) -> tuple[int, float, float, float, float]:
+def expected_both(a: Tie, b: Tie, eligible: np.ndarray) -> tuple[int, float, float, float, float]:
     """(X, pi_1, pi_2, mu, p) for ties ``a`` and ``b`` among the ``eligible`` entities: the
     rates estimated crosswise with one pseudo-entity (module docstring: a tie most entities
     show leaves few to estimate the other's rate from, and the pseudo-entity keeps that rate at
@@ -205,21 +166,10 @@ def expected_both(a: Tie, b: Tie, eligible: np.ndarray, apart_a: np.ndarray | No
     in_a, in_b = a.tied & eligible, b.tied & eligible
     n_eligible, n_a, n_b = int(eligible.sum()), int(in_a.sum()), int(in_b.sum())
     x = int(np.count_nonzero(in_a & in_b))
-    apart_a = in_b if apart_a is None else (apart_a | b.tied) & eligible
-    apart_b = in_a if apart_b is None else (apart_b | a.tied) & eligible
-    pi_a, pi_b = _rate(a, in_a, apart_a, eligible), _rate(b, in_b, apart_b, eligible)
+    pi_a = (n_a - x + 1) / (n_eligible - n_b + 1)
+    pi_b = (n_b - x + 1) / (n_eligible - n_a + 1)
     p = float(stats.hypergeom.sf(x - 1, n_eligible, n_a, n_b)) if x else 1.0
     return x, pi_a, pi_b, n_eligible * pi_a * pi_b, p
-
-
-def _rate(t: Tie, tied: np.ndarray, apart: np.ndarray, eligible: np.ndarray) -> float:
-    """The share of organic eligible entities ``t`` ties, one pseudo-entity added: for a sign-up
-    tie with a background, its background's share (the campaign's own sign-ups are not at the
-    shifted times, so its associates do not make the tie look common); otherwise among the
-    entities ``apart`` (tied in another family) left out, which its associates mostly are."""
-    if t.background is not None:
-        return (float(t.background[eligible].sum()) + 1) / (int(np.count_nonzero(eligible)) + 1)
-    return (int(np.count_nonzero(tied & ~apart)) + 1) / (int(np.count_nonzero(eligible & ~apart)) + 1)
 
 
 def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[np.ndarray], eligible: np.ndarray,
@@ -233,17 +183,11 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
     looked: list[tuple[np.ndarray, Tie, Tie, np.ndarray, float, float, float, float]] = []
     for members in campaigns:
         found = ties(tables, created, members, hours, judged)
-        family_tied: dict[str, np.ndarray] = {}
-        for t in found:
-            family_tied[t.family] = family_tied.get(t.family, np.zeros(eligible.size, dtype=bool)) | t.tied
-        apart = {f: np.logical_or.reduce([np.zeros(eligible.size, dtype=bool)]
-                                         + [v for g, v in family_tied.items() if g != f])
-                 for f in family_tied}
         for i, a in enumerate(found):
             for b in found[i + 1:]:
                 if a.family == b.family:
                     continue  # an address and its /24, a sign-up hour and a sign-up window: not independent
-                x, pi_a, pi_b, mu, p = expected_both(a, b, eligible, apart[a.family], apart[b.family])
+                x, pi_a, pi_b, mu, p = expected_both(a, b, eligible)
                 looked.append((members, a, b, np.flatnonzero(a.tied & b.tied & eligible), pi_a, pi_b, mu, p))
     looks = len(looked)
     out = []

@@ -78,11 +78,6 @@ class Finding:
         """The entities the result groups: its own and those it joins."""
         return self.entities + self.joins if self.joins else self.entities
 
-    @property
-    def co_location(self) -> bool:
-        """A block at monitor: its holders are tied to a co-located group, whatever their behaviour."""
-        return self.test == "block" and self.action == "monitor"
-
 
 @dataclass
 class Evidence:
@@ -104,7 +99,8 @@ class Evidence:
     def co_located(self) -> frozenset[str]:
         """Accounts that a block finding at monitor holds: tied to a co-located group, whatever
         their behaviour."""
-        return frozenset(a for f in self.findings if f.co_location for e in f.entities for a in self.accounts_of[e])
+        return frozenset(a for f in self.findings if f.test == "block" and f.action == "monitor"
+                         for e in f.entities for a in self.accounts_of[e])
 
     def groups(self, min_members: int) -> list[tuple[str, frozenset[str]]]:
         """(strongest action, accounts) of each group whose accounts the findings put at throttle or
@@ -1211,10 +1207,7 @@ class Associates:
         whose associates are significant at ``alpha`` (corrected over every pair of ties of every
         campaign), costing the organic entities expected among them and joining the campaign's
         members. Eligible: entities no result at throttle or stronger holds, no reseller's end
-        user. The others a campaign's tokens are weighed against (associates.ties) are the entities
-        seen behaving like anyone: judged, and held by no result of their behaviour, monitor
-        included (a co-located group's block is none): a campaign found in part has its other
-        harvesters watched, and they do not make its tokens other people's."""
+        user."""
         strong = [f for f in findings if f.action != "monitor"]
         groups = [g for g in _components([f.entities for f in strong if f.test != "associate"])
                   if len(g) >= min_members]
@@ -1222,13 +1215,11 @@ class Associates:
             return []
         eligible = ~self.relayed
         eligible[[e for f in strong for e in f.entities]] = False
-        seen_alike = np.ones(eligible.size, dtype=bool) if self.judged is None else self.judged.copy()
-        seen_alike[[e for f in findings if not f.co_location for e in f.entities]] = False
         campaigns = [np.asarray(sorted(g), dtype=np.int64) for g in sorted(groups, key=min)]
         return [Candidate(a.p_corrected, "associate", INDEPENDENT_TIES.name, a.reason(), "", a.entities, a.expected,
                           joins=a.members)
                 for a in associates_mod.associations(self.tables, self.created, campaigns, eligible, self.hours,
-                                                     alpha, seen_alike)]
+                                                     alpha, self.judged)]
 
 
 def _with_associates(candidates: dict[str, list[Candidate]], findings: list[Finding], n: int, policy: Policy,
