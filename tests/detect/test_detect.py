@@ -302,7 +302,7 @@ def test_a_bigger_burst_never_weakens_a_cohort():
         burst = {m: T0 + timedelta(days=10, minutes=3 * i) for i, m in enumerate(members)}
         feats = feature_table(accounts, 9, burst, set(members))
         entity_of = {a: i for i, a in enumerate(sorted(accounts))}
-        values, attributes = dv._entity_features(feats, entity_of, len(accounts), 20)
+        values, attributes, _ = dv._entity_features(feats, entity_of, len(accounts), 20)
         windows = cohorts.window_tests(values, attributes, Policy().statistics.cohort_levels,
                                        Policy().statistics.cohort_windows_hours)
         best.append(min(c.p_corrected for c in windows))
@@ -733,7 +733,7 @@ def test_a_group_co_located_in_one_family_beyond_its_prompt_is_throttled_only_on
 def test_a_resellers_end_user_is_judged_on_how_much_it_asks_not_on_the_resellers_software_or_prompt():
     accounts = ["cust-1", "relay::u1", "relay::u2"]
     feats = feature_table(accounts, 3)
-    values, _ = dv._entity_features(feats, {a: i for i, a in enumerate(accounts)}, 3, 20)
+    values, _, _ = dv._entity_features(feats, {a: i for i, a in enumerate(accounts)}, 3, 20)
     for f, (v, _) in values.items():
         asked = f in dv.BEHAVIOUR_FEATURES and f not in dv.CLIENT_SHAPED and f not in dv.WORDED
         assert not np.isnan(v[0])
@@ -809,7 +809,7 @@ def heavy_block(seed: int = 12, size: int = 80):
     tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
     found, _ = blocks.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
     (block,) = [b for b in found if b.seed_kind == "system_prompt" and b.holders == len(group)]
-    values, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of,
+    values, _, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of,
                                     len(entity_of), stats.cohort_min_exchanges)
     behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
     return block, tables, behaviour, stats, len(entity_of)
@@ -945,7 +945,7 @@ def wording_inputs(accounts: list[str], keys: dict[str, list[str]], feats: pa.Ta
     entity_of = {a: i for i, a in enumerate(sorted(accounts))}
     stats = Policy().statistics
     tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
-    values, attributes = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
+    values, attributes, _ = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
     behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
     return entity_of, stats, tables, values, attributes, behaviour, dv._wording_groups(tables, stats.min_block_holders)
 
@@ -1196,7 +1196,7 @@ def test_an_office_heavy_together_is_one_office_among_offices_and_a_harvesting_g
     entity_of = {a: i for i, a in enumerate(sorted(accounts))}
     stats = Policy().statistics
     tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), stats.pair_budget)
-    values, _ = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
+    values, _, _ = dv._entity_features(feats, entity_of, len(entity_of), stats.cohort_min_exchanges)
     ranked = cohorts.ranked({"exchanges_per_active_day": values["exchanges_per_active_day"]})
     office = np.asarray(sorted(entity_of[m] for m in staffs[0]))
     alone = cohorts.group_behaviour(ranked, office, tuple(stats.cohort_levels))

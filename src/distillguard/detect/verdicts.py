@@ -203,8 +203,6 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     tables = blocks_mod.kind_tables(keys, entity_of, n, stats.pair_budget)
     relayed = np.array([ENTITY_SEPARATOR in e for e in entities], dtype=bool)
     owned = _owned(tables, relayed)
-    associates = Associates(tables, _created(feats, entity_of, n), relayed, tuple(stats.associate_hours),
-                            _judged(feats, entity_of, n, stats.cohort_min_exchanges))
     edges, pair_looks = pairs_mod.pair_tests(tables, n, stats.pair_q)
     blocks, block_looks = blocks_mod.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha,
                                                  single=True)
@@ -221,7 +219,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                                                    f"{t:.3g}); co-location alone, so monitor at most", tied,
                                                    b.p_corrected * len(tied) + b.holders * t))
 
-    feature_values, attributes = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
+    feature_values, attributes, judged = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
+    associates = Associates(tables, _created(feats, entity_of, n), relayed, tuple(stats.associate_hours), judged)
     observation = _observation(feats, entity_of, n, attributes["first_seen"], as_of, stats.cohort_horizons_hours)
     behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
     if behaviour:
@@ -236,8 +235,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     # ties do not depend on the reference; a co-located cohort counts on behaviour only
     tie_check = TieCheck(tables, stats.cohort_profile_level,
                          shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES),
-                         judged=np.any([~np.isnan(v) for v, _ in feature_values.values()], axis=0)
-                         if feature_values else None)
+                         judged=judged)
     windows: tuple[frozenset[int], list[cohorts_mod.Cohort], cohorts_mod.ProfileCheck] | None = None
     reuse = _Reuse(excluded)
     for _ in range(stats.cohort_refits + 1):
@@ -1255,13 +1253,6 @@ def _with_associates(candidates: dict[str, list[Candidate]], findings: list[Find
     return out
 
 
-def _judged(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int) -> np.ndarray:
-    """Per entity, whether one of its accounts reached the judging minimum of exchanges."""
-    ent = np.array([entity_of[a] for a in feats.column("account_id").to_pylist()], dtype=np.int64)
-    exchanges = np.array(feats.column("exchanges").to_pylist(), dtype=float)
-    return np.bincount(ent[exchanges >= min_exchanges], minlength=n) > 0
-
-
 def _created(feats: pa.Table, entity_of: dict[str, int], n: int) -> np.ndarray:
     """Per entity, its accounts' earliest creation, epoch seconds (NaN unknown), judged or not."""
     ent = np.array([entity_of[a] for a in feats.column("account_id").to_pylist()], dtype=np.int64)
@@ -1326,9 +1317,10 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
 
 
 def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int
-                     ) -> tuple[dict[str, tuple[np.ndarray, str]], dict[str, np.ndarray]]:
-    """Per entity: each signal's feature (mean over its judged accounts; NaN if none) and its
-    arrival times (earliest creation and first request, epoch seconds).
+                     ) -> tuple[dict[str, tuple[np.ndarray, str]], dict[str, np.ndarray], np.ndarray]:
+    """Per entity: each signal's feature (mean over its judged accounts; NaN if none), its
+    arrival times (earliest creation and first request of its judged accounts, epoch seconds) and
+    whether it is judged (one of its accounts reached ``min_exchanges``).
 
     A reseller's end user (an entity ``<account>::<end user>``, detect/resellers.py) is judged on
     how much it asks and gets only (BEHAVIOUR_FEATURES less CLIENT_SHAPED and WORDED): its address,
@@ -1360,7 +1352,7 @@ def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exc
         first = _earliest(feats, name, ent, n)
         first[counts == 0] = np.nan
         attributes[name] = first
-    return out, attributes
+    return out, attributes, counts > 0
 
 
 def _earliest(feats: pa.Table, column: str, ent: np.ndarray, n: int) -> np.ndarray:
