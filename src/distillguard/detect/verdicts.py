@@ -220,8 +220,11 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                                                    b.p_corrected * len(tied) + b.holders * t))
 
     feature_values, attributes, judged = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
-    associates = Associates(tables, _created(feats, entity_of, n), relayed, tuple(stats.associate_hours), judged)
-    observation = _observation(feats, entity_of, n, attributes["first_seen"], as_of, stats.cohort_horizons_hours)
+    ent = _entity_index(feats, entity_of)
+    # every account's creation, judged or not: an associate is typically too quiet to be judged
+    associates = Associates(tables, _earliest(feats, "created_at", ent, n), relayed, tuple(stats.associate_hours),
+                            judged)
+    observation = _observation(feats, ent, n, attributes["first_seen"], as_of, stats.cohort_horizons_hours)
     behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
     if behaviour:
         behaviour[COMBINED_FEATURE] = (_combined(behaviour), "above")
@@ -1253,10 +1256,9 @@ def _with_associates(candidates: dict[str, list[Candidate]], findings: list[Find
     return out
 
 
-def _created(feats: pa.Table, entity_of: dict[str, int], n: int) -> np.ndarray:
-    """Per entity, its accounts' earliest creation, epoch seconds (NaN unknown), judged or not."""
-    ent = np.array([entity_of[a] for a in feats.column("account_id").to_pylist()], dtype=np.int64)
-    return _earliest(feats, "created_at", ent, n)
+def _entity_index(feats: pa.Table, entity_of: dict[str, int]) -> np.ndarray:
+    """Per row of ``feats`` (an account), its entity."""
+    return np.array([entity_of[a] for a in feats.column("account_id").to_pylist()], dtype=np.int64)
 
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
@@ -1366,19 +1368,13 @@ def _earliest(feats: pa.Table, column: str, ent: np.ndarray, n: int) -> np.ndarr
     return first
 
 
-def _observation(feats: pa.Table, entity_of: dict[str, int], n: int, first_seen: np.ndarray,
+def _observation(feats: pa.Table, ent: np.ndarray, n: int, first_seen: np.ndarray,
                  as_of: datetime | None, horizons_hours: tuple[float, ...]) -> cohorts_mod.Observation | None:
-    """Per entity, when it was first seen and when its first account was judged (cohorts.Observation);
-    None without a ``judged_at`` feature."""
+    """Per entity (``ent``: per row of ``feats``), when it was first seen and when its first
+    account was judged (cohorts.Observation); None without a ``judged_at`` feature."""
     if "judged_at" not in feats.column_names:
         return None
-    accounts = feats.column("account_id").to_pylist()
-    ent = np.array([entity_of[a] for a in accounts], dtype=np.int64)
-    judged = np.array([np.nan if v is None else v.timestamp() for v in feats.column("judged_at").to_pylist()])
-    first = np.full(n, np.inf)
-    ok = ~np.isnan(judged)
-    np.minimum.at(first, ent[ok], judged[ok])
-    first[np.isinf(first)] = np.nan
+    first = _earliest(feats, "judged_at", ent, n)
     if as_of is None:
         last = [v.timestamp() for v in feats.column("last_seen").to_pylist() if v is not None]
         clock = max(last) if last else 0.0
