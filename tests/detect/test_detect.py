@@ -209,6 +209,39 @@ def test_a_cards_other_holders_are_offered_at_the_least_false_share_of_its_held_
     assert offer.cost == pytest.approx(0.001 / 10 * 3) and offer.p == 1e-12  # entity 9: the block's share
 
 
+def test_an_offer_made_beside_the_results_is_charged_for_every_holder():
+    found = [dv.Finding("block", "block", "b", 1e-12, 1.0, "r", tuple(range(8, 18)), 0.001)]
+    owned = [("payment", "shared", np.asarray([9, 50, 51, 52]))]
+    (added,) = dv._owner_offers(owned, found, min_members=5)
+    (whole,) = dv._owner_offers(owned, found, min_members=5, whole=True)
+    assert added.cost == pytest.approx(0.0001 * 3) and whole.cost == pytest.approx(0.0001 * 4)
+    assert "every holder" in whole.note and "every holder" not in added.note
+
+
+def test_a_cards_owner_is_weighed_with_the_results_not_after_what_they_leave():
+    """Owner offers come after an action's results, so windows that cost a tenth of an expected
+    false positive per ten accounts can spend the budget before a card's other holders, at a
+    twentieth of that, come up. The budget run again with the first run's offers among the
+    results (each charged for every holder, the held ones too) takes the card's holders before
+    the dearer window, and spends no more than the budget."""
+    n = 3000  # throttle budget 1e-4 x 3000 = 0.3
+    policy = Policy()
+    window = dv.Candidate(1e-18, "cohort", "w", "a window", "", tuple(range(10)), 0.05)
+    dearer = dv.Candidate(1e-10, "cohort", "w", "a dearer window", "", tuple(range(100, 110)), 0.24)
+    candidates = {a: [] for a in dv.ACTIONS}
+    candidates["throttle"] = [window, dearer]
+    owned = [("payment", "card", np.asarray([0, *range(20, 39)]))]
+    first = dv._within_budget(candidates, n, policy, owned)
+    assert {f.test for f in first if f.action == "throttle"} == {"cohort"}  # the owner came up too late
+    extended, again = dv._with_owners(candidates, first, n, policy, owned)
+    throttled = {e for f in again if f.action == "throttle" for e in f.entities}
+    assert {0, *range(20, 39)} <= throttled and not throttled & set(range(100, 110))
+    assert sum(f.cost for f in again if f.action == "throttle") <= 1e-4 * n
+    assert any(c.test == "owner" for c in extended["throttle"])
+    watched = Policy.model_validate({"statistics": {"owner_action": "monitor"}})
+    assert dv._with_owners(candidates, first, n, watched, owned) == (candidates, first)
+
+
 @pytest.mark.slow  # several large populations
 def test_a_stronger_tell_never_lowers_the_evidence():
     """Monotonicity: fewer addresses and slots for the same campaign (more shared tokens per pair)

@@ -293,6 +293,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
             break
         excluded, validated = excluded | found, validated | held
         group_nulls = _without(every_group, validated)
+    cohort_candidates, findings = _with_owners(cohort_candidates, findings, n, policy, owned)
     if stats.associate_action != "monitor":
         findings = _with_associates(cohort_candidates, findings, n, policy, owned, associates)
     allowed = set(policy.allowlist_organizations)
@@ -1154,14 +1155,16 @@ def _owned(tables: list[blocks_mod.KindTable], relayed: np.ndarray | None = None
     return out
 
 
-def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Finding], min_members: int
-                  ) -> list[Candidate]:
+def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Finding], min_members: int,
+                  whole: bool = False) -> list[Candidate]:
     """A token with one owner (a card) whose holders accepted results hold at throttle or stronger
     is the campaign's: its other holders (accounts kept for cover, too quiet to judge, or behaving
     like anyone) are the owner's other accounts. All of them are wrongly restricted only if every
     held holder is, so an offer costs the least expected false share of its held holders (each
     result's cost per entity) times the holders it adds. Only the holders of results whose group
-    is a campaign's size count: a group capped at monitor lends nobody an action."""
+    is a campaign's size count: a group capped at monitor lends nobody an action. ``whole``: each
+    offer charged for every holder, the held ones too (offered beside the results that hold them,
+    it may be accepted before them and take their holders: :func:`_with_owners`)."""
     strong = [f for f in findings if f.action != "monitor"]
     if not strong:
         return []
@@ -1179,14 +1182,37 @@ def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Findi
             continue
         share, p = min(held)
         added = holders.size - len(held)
+        charged = holders.size if whole else added
         offers.append(Candidate(
             p, "owner", ONE_OWNER.name,
             f"owner: {len(held)} of the {holders.size} entities holding the {KINDS[kind].wording} {token!r} are "
             f"held at throttle or stronger (the strongest at p={p:.3g})",
             f"a {KINDS[kind].wording} has one owner, so its {added} other holders are the owner's accounts; all "
-            f"are wrong only if every held holder is ({share:.3g} expected false share at the least, times {added})",
-            tuple(holders.tolist()), share * added))
+            f"are wrong only if every held holder is ({share:.3g} expected false share at the least, times "
+            f"{'every holder, ' if whole else ''}{charged})",
+            tuple(holders.tolist()), share * charged))
     return offers
+
+
+def _with_owners(candidates: dict[str, list[Candidate]], findings: list[Finding], n: int, policy: Policy,
+                 owned: list[tuple[str, str, np.ndarray]]) -> tuple[dict[str, list[Candidate]], list[Finding]]:
+    """The budget run again with the first run's owner offers among the results, at their
+    strength (the p-value of the strongest result holding one of their holders) and charged for
+    every holder. Offered only after an action's results (they need held holders), they get what
+    the weakest windows left of the budget, though a card's holders cost a small share of what a
+    window's chance members cost per entity: at organic x1 a campaign on five cards of its own
+    had its windows spend the throttle budget before four of the five cards' owners came up.
+    Charged for every holder, an offer stands on the evidence of the results that hold its held
+    holders (each validated at its p-value, whether or not this run accepts it), not on their
+    acceptance. Returns the candidates with the offers among them, for the associates' run."""
+    action = policy.statistics.owner_action
+    if action == "monitor" or not owned:
+        return candidates, findings
+    offered = _owner_offers(owned, findings, policy.campaign.min_members, whole=True)
+    if not offered:
+        return candidates, findings
+    extended = {a: list(c) + (offered if a == action else []) for a, c in candidates.items()}
+    return extended, _within_budget(extended, n, policy, owned)
 
 
 @dataclass(frozen=True)
