@@ -8,7 +8,7 @@ figures are those ``distillguard bench-strategies`` reports for one run: median,
 per persona the organic accounts at throttle or stronger with a one-sided 95% Clopper-Pearson
 upper bound.
 
-usage: python3 benchmarks/pool_heldout.py RESULTS.md [RESULTS.md ...]
+usage: .venv/bin/python benchmarks/pool_heldout.py RESULTS.md [RESULTS.md ...]
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from __future__ import annotations
 import re
 import sys
 
-import numpy as np
-from scipy import stats
+from distillguard.bench.strategies import clopper_pearson_upper, recall_distribution
 
 STRATEGY_ROW = re.compile(r"\| ([a-z_/]+) \| (\d+) \| ([\d.]+)% \| [\d.]+% \| (\d+) of (\d+)")
 PERSONA_ROW = re.compile(r"\| ([a-z_]+) \| ([\d,]+) \| (\d+) \|")
@@ -35,30 +34,31 @@ def read(path: str) -> tuple[list[tuple[str, int, float, int, int]], dict[str, t
     return rows, personas
 
 
-def upper_bound(flagged: int, accounts: int) -> float:
-    return 1.0 if flagged >= accounts else float(stats.beta.ppf(0.95, flagged + 1, accounts - flagged))
+def _line(label: str, recalls: dict[str, float]) -> str:
+    """The run report's figures for per-strategy recalls keyed ``draw: strategy``."""
+    d = recall_distribution(recalls)
+    return (f"{label}: median {100 * d['median']:.1f}%, p10 {100 * d['p10']:.1f}%, worst {100 * d['worst']:.1f}% "
+            f"({d['worst_strategy'].split(': ', 1)[1]})")
 
 
 def main(paths: list[str]) -> None:
-    rows: list[tuple[str, int, float, int, int]] = []
+    rows: dict[str, tuple[int, float, int, int]] = {}
     personas: dict[str, tuple[int, int]] = {}
-    for path in paths:
+    for draw, path in enumerate(paths):
         r, p = read(path)
-        rows += r
+        rows.update({f"{draw}: {name}": rest for name, *rest in r})
         for name, (accounts, flagged) in p.items():
             a, f = personas.get(name, (0, 0))
             personas[name] = (a + accounts, f + flagged)
-    recall = np.array([r[2] for r in rows])
-    harvest = np.array([100.0 * r[3] / r[4] for r in rows])
-    caught = sum(round(r[1] * r[2] / 100) for r in rows)
-    print(f"{len(rows)} strategies: median {np.median(recall):.1f}%, p10 {np.quantile(recall, 0.1):.1f}%, "
-          f"worst {recall.min():.1f}% ({rows[int(recall.argmin())][0]}), pooled {100 * caught / sum(r[1] for r in rows):.1f}%")
-    print(f"harvesting accounts alone: median {np.median(harvest):.1f}%, p10 {np.quantile(harvest, 0.1):.1f}%, "
-          f"worst {harvest.min():.1f}% ({rows[int(harvest.argmin())][0]})")
+    caught = sum(round(accounts * recall / 100) for accounts, recall, _, _ in rows.values())
+    total = sum(accounts for accounts, _, _, _ in rows.values())
+    print(f"{_line(f'{len(rows)} strategies', {k: r[1] / 100 for k, r in rows.items()})}, "
+          f"pooled {100 * caught / total:.1f}%")
+    print(_line("harvesting accounts alone", {k: r[2] / r[3] for k, r in rows.items()}))
     accounts, flagged = sum(a for a, _ in personas.values()), sum(f for _, f in personas.values())
-    print(f"organic: {flagged} of {accounts:,} (95% upper bound {100 * upper_bound(flagged, accounts):.4f}%)")
+    print(f"organic: {flagged} of {accounts:,} (95% upper bound {100 * clopper_pearson_upper(flagged, accounts):.4f}%)")
     for name, (a, f) in sorted(personas.items()):
-        print(f"  {name}: {f} of {a:,} (95% upper bound {100 * upper_bound(f, a):.4f}%)")
+        print(f"  {name}: {f} of {a:,} (95% upper bound {100 * clopper_pearson_upper(f, a):.4f}%)")
 
 
 if __name__ == "__main__":
