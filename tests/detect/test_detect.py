@@ -1087,6 +1087,35 @@ def test_holders_of_one_wording_that_harvest_and_each_rotate_through_networks_ar
     assert "rotating through networks" in line and "distinct_subnets" in line
 
 
+def test_an_apps_audience_of_heavy_backends_and_rotating_phone_users_is_not_throttled_for_the_mix():
+    """An app's system prompt is held by the app's backends, heavy by what the app does, and by its
+    phone users, behind carriers' shared addresses and otherwise ordinary: as a group its holders
+    are extreme on behaviour and rotate through networks more than the population. Heavy users
+    reach the service from more networks than casual ones (here 60 other backends, each moved as
+    the app's are), so its backends rotate as much as the entities as extreme as they are; a proxy
+    pool's accounts rotate more than those."""
+    accounts, keys, _ = population(1200, 31)
+    groups = {"pool": accounts[:40], "app": accounts[100:140]}
+    heavy = set(accounts[200:260])
+    for name, members in groups.items():
+        for m in members:
+            keys[m].append(f"system_prompt\tprompt-{name}")
+    for team in range(25):
+        for m in accounts[600 + 4 * team:604 + 4 * team]:
+            keys[m].append(f"system_prompt\tteam-{team}")
+    backends, phones = groups["app"][:20], groups["app"][20:]
+    feats = feature_table(accounts, 31, harvest=set(groups["pool"]) | set(backends) | heavy)
+    feats = shifted(feats, accounts, set(groups["pool"]) | set(phones) | set(backends) | heavy, ("distinct_subnets",))
+    feats = shifted(feats, accounts, set(groups["pool"]) | set(phones), ("distinct_subnets",))
+    entity_of, stats, tables, values, attributes, behaviour, wordings = wording_inputs(accounts, keys, feats)
+    found = {a: [] for a in dv.ACTIONS}
+    dv._newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, frozenset(), found,
+                          {"distinct_subnets": values["distinct_subnets"]}, dv._group_nulls(tables, stats))
+    offered = {e for c in found["monitor"] for e in c.entities}
+    assert not offered & {entity_of[a] for a in groups["app"]}
+    assert len(offered & {entity_of[a] for a in groups["pool"]}) >= 0.75 * len(groups["pool"])
+
+
 def test_a_rotating_groups_members_are_kept_as_far_out_as_they_all_are_not_only_as_far_as_the_tests_look():
     """Residential exits per session put every account of a pool above the population's median on
     the subnets it comes from, and only some in its top fifth: members kept at the test levels

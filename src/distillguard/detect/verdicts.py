@@ -258,7 +258,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                          {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, reuse,
                          attributes["first_seen"])
         _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates,
-                           {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls)
+                           {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, validated)
         for c in found_c:
             refine = _Refined(c, profile, tie_check)
             # the check keeps at least one in (1 + extremes) of the chance members
@@ -343,7 +343,8 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                        first_seen: np.ndarray, stats: Statistics, excluded: frozenset[int],
                        candidates: dict[str, list[Candidate]],
                        rotation: dict[str, tuple[np.ndarray, str]] | None = None,
-                       group_nulls: dict[str, cohorts_mod.GroupNull] | None = None) -> None:
+                       group_nulls: dict[str, cohorts_mod.GroupNull] | None = None,
+                       validated: frozenset[int] = frozenset()) -> None:
     """The holders of one wording (a system prompt, a framing n-gram) that arrived later than the
     population and behave unlike it, tested as a group.
 
@@ -357,8 +358,13 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     corrected for its (feature, level) looks: the holders extreme in behaviour, and either first
     seen later than the entities as extreme or each reaching the service from more networks than
     the population and the groups like it (``rotation``, against ``group_nulls`` of the wording's
-    kind: what a proxy pool gives bought accounts that arrive like anyone's), the smaller of those
-    two times 2; the group's p-value is the larger of behaviour's and that (intersection-union:
+    kind: what a proxy pool gives bought accounts that arrive like anyone's) while its holders
+    extreme in behaviour reach more networks than the entities as extreme outside it do (seen
+    before its first holder and held by no finding yet, so that a campaign asking in many
+    wordings is not its own groups' reference; the larger of the two: an app's audience mixes
+    heavy backends and rotating phone users, extreme on both as a group, while its heavy holders
+    rotate as other heavy entities do), the smaller of those two routes times 2; the group's
+    p-value is the larger of behaviour's and that (intersection-union:
     both must be surprising, as a public template's users are the population's own, present from
     the start), corrected for every wording tested. Each route that passes offers its members
     (:func:`_wording_offers`), priced as behaving blocks price theirs."""
@@ -374,6 +380,10 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     rotated = cohorts_mod.ranked(rotation or {}, excluded)
     usable = np.ones(first_seen.size, dtype=bool)
     usable[list(excluded)] = False
+    rotation_values = np.asarray(rotation[ROTATION[0]][0], dtype=float) if rotation and ROTATION[0] in rotation \
+        else None
+    routes = 2 if rotated else 1  # Bonferroni over the two routes looked at
+    tested = []
     for kind, token, members in groups:
         gb = cohorts_mod.group_behaviour(ranked, members, levels)
         if gb is None or gb.p_corrected * len(groups) > stats.alpha:
@@ -384,18 +394,40 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
         rot = (cohorts_mod.group_behaviour(rotated, members, levels, (group_nulls or {}).get(kind),
                                            before=_first_arrival(first_seen, members))
                if rotated else None)
-        routes = 2 if rotated else 1  # Bonferroni over the two routes looked at
-
+        tested.append((kind, token, members, gb, late, rot))
+    # the matched rotation reference leaves out the holders of every group that behaves and rotates
+    # as a group, and what the scan's findings hold: a campaign asking in many wordings would
+    # otherwise be its own groups' reference, as heavy and rotating as they are
+    reference = usable.copy()
+    reference[list(validated)] = False
+    for _, _, members, gb, _, rot in tested:
+        if rot is not None and nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * rot.p_corrected)),
+                                                len(groups)) <= stats.alpha:
+            reference[members] = False
+    for kind, token, members, gb, late, rot in tested:
+        # and its extreme holders rotating more than the entities as extreme outside it: an app's
+        # audience mixes heavy backends (extreme on volume) with phone users (rotating), so the
+        # group is extreme on both while its heavy holders rotate as heavy entities do; a pool's
+        # accounts do both at once (looked at only where the group rotates as a group)
         def route(q: float) -> float:  # behaviour and one route both surprising, for every wording
             return float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * q)), len(groups)))
 
-        by_arrival, by_rotation = route(late.p_corrected), route(rot.p_corrected) if rot is not None else 1.0
+        alike = (_later_than_alike(ranked[gb.feature], members, gb.members, rotation_values, reference, levels,
+                                   ROTATION[0])
+                 if rot is not None and rotation_values is not None and route(rot.p_corrected) <= stats.alpha
+                 else None)
+
+        by_arrival = route(late.p_corrected)
+        by_rotation = route(max(rot.p_corrected, alike.p_corrected)) if alike is not None else 1.0
         p = min(by_arrival, by_rotation)
         if p > stats.alpha:
             continue
         cuts = cohorts_mod.extremes(ranked[gb.feature], members, _member_levels(stats))
-        rotating = (f"; or its holders rotating through networks: {rot.reason()}; the smaller of the two "
-                    f"corrected for both p={min(1.0, routes * min(late.p_corrected, rot.p_corrected)):.3g}"
+        second = max(rot.p_corrected, alike.p_corrected if alike is not None else 1.0) if rot is not None else 1.0
+        matched = (f", and its extreme holders rotating more than the entities as extreme outside it, less those "
+                   f"held or in a group rotating as a group: {alike.reason()}" if alike is not None else "")
+        rotating = (f"; or its holders rotating through networks: {rot.reason()}{matched}; the smaller of the two "
+                    f"routes corrected for both p={min(1.0, routes * min(late.p_corrected, second)):.3g}"
                     if rot is not None else "")
         reason = (f"wording: {len(members)} entities hold the {KINDS[kind].wording} {token!r}; "
                   f"behaviour: {gb.reason()}; its extreme holders first seen later than the entities as "
@@ -572,7 +604,8 @@ class Later:
 
 
 def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tuple[int, ...],
-                      first_seen: np.ndarray, usable: np.ndarray, levels: tuple[float, ...]) -> Later:
+                      first_seen: np.ndarray, usable: np.ndarray, levels: tuple[float, ...],
+                      name: str = "first_seen") -> Later:
     """Whether a group's ``counted`` entities (its extreme ones on ``rank``'s feature) were first
     seen later than the entities outside the group that behave alike: those at least as extreme on
     that feature as the least extreme counted entity (:class:`Later`). Against the whole
@@ -580,7 +613,8 @@ def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tu
     (casual users were there from the start); against the entities as extreme as they are they
     arrive as the tool's other heavy users do. The reference is matched to the group, so a group
     made more extreme is compared with fewer, more extreme entities: the test loses power, never
-    validity."""
+    validity. Any other value where larger is further (``name``: the networks reached) is tested
+    the same way."""
     inside = np.zeros(first_seen.size, dtype=bool)
     inside[members] = True
     counted_ids = np.asarray(counted, dtype=np.int64)
@@ -590,7 +624,7 @@ def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tu
     mine = first_seen[counted_ids]
     ranks = nulls.rank_sum(mine[~np.isnan(mine)], reference[~np.isnan(reference)])
     alike[counted_ids] = True
-    arrival = cohorts_mod.ranked({"first_seen": (np.where(alike, first_seen, np.nan), "above")})
+    arrival = cohorts_mod.ranked({name: (np.where(alike, first_seen, np.nan), "above")})
     return Later(cohorts_mod.group_behaviour(arrival, counted_ids, levels), ranks)
 
 
