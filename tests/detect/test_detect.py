@@ -1050,6 +1050,17 @@ def test_the_holders_of_a_prompt_that_sets_the_answers_length_are_not_throttled_
     assert len(flagged & set(campaign)) >= 0.25 * len(campaign)
 
 
+def hold_prompts(accounts: list[str], keys: dict[str, list[str]], groups: dict[str, list[str]]) -> None:
+    """Each of ``groups`` holds a system prompt of its own, and 25 teams of four (accounts 600 to
+    699) one each: the groups a wording group is compared with."""
+    for name, members in groups.items():
+        for m in members:
+            keys[m].append(f"system_prompt\tprompt-{name}")
+    for team in range(25):
+        for m in accounts[600 + 4 * team:604 + 4 * team]:
+            keys[m].append(f"system_prompt\tteam-{team}")
+
+
 def rotating_wording_population(seed: int = 31):
     """1,200 organic accounts arriving evenly over 40 days, 25 teams of four that each hold a
     system prompt of their own, and three groups of 40 that arrive like everyone: ``pool`` (a
@@ -1059,12 +1070,7 @@ def rotating_wording_population(seed: int = 31):
     service from many subnets and behaves like everyone. Returns (accounts, keys, features, groups)."""
     accounts, keys, _ = population(1200, seed)
     groups = {name: accounts[i * 100:i * 100 + 40] for i, name in enumerate(("pool", "public", "mobile"))}
-    for name, members in groups.items():
-        for m in members:
-            keys[m].append(f"system_prompt\tprompt-{name}")
-    for team in range(25):
-        for m in accounts[600 + 4 * team:604 + 4 * team]:
-            keys[m].append(f"system_prompt\tteam-{team}")
+    hold_prompts(accounts, keys, groups)
     feats = feature_table(accounts, seed, harvest=set(groups["pool"]) | set(groups["public"]))
     rotating = set(groups["pool"]) | set(groups["mobile"])
     column = [v + (3.0 if a in rotating else 0.0) for a, v in zip(accounts, feats.column("distinct_subnets").to_pylist())]
@@ -1097,12 +1103,7 @@ def test_an_apps_audience_of_heavy_backends_and_rotating_phone_users_is_not_thro
     accounts, keys, _ = population(1200, 31)
     groups = {"pool": accounts[:40], "app": accounts[100:140]}
     heavy = set(accounts[200:260])
-    for name, members in groups.items():
-        for m in members:
-            keys[m].append(f"system_prompt\tprompt-{name}")
-    for team in range(25):
-        for m in accounts[600 + 4 * team:604 + 4 * team]:
-            keys[m].append(f"system_prompt\tteam-{team}")
+    hold_prompts(accounts, keys, groups)
     backends, phones = groups["app"][:20], groups["app"][20:]
     feats = feature_table(accounts, 31, harvest=set(groups["pool"]) | set(backends) | heavy)
     feats = shifted(feats, accounts, set(groups["pool"]) | set(phones) | set(backends) | heavy, ("distinct_subnets",))

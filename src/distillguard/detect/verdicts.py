@@ -359,9 +359,9 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     seen later than the entities as extreme or each reaching the service from more networks than
     the population and the groups like it (``rotation``, against ``group_nulls`` of the wording's
     kind: what a proxy pool gives bought accounts that arrive like anyone's) while its holders
-    extreme in behaviour reach more networks than the entities as extreme outside it do (seen
-    before its first holder and held by no finding yet, so that a campaign asking in many
-    wordings is not its own groups' reference; the larger of the two: an app's audience mixes
+    extreme in behaviour reach more networks than the entities as extreme outside it do (less
+    the entities findings hold and the holders of every group that rotates as a group, so that a
+    campaign asking in many wordings is not its own groups' reference; the larger of the two: an app's audience mixes
     heavy backends and rotating phone users, extreme on both as a group, while its heavy holders
     rotate as other heavy entities do), the smaller of those two routes times 2; the group's
     p-value is the larger of behaviour's and that (intersection-union:
@@ -383,6 +383,11 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     rotation_values = np.asarray(rotation[ROTATION[0]][0], dtype=float) if rotation and ROTATION[0] in rotation \
         else None
     routes = 2 if rotated else 1  # Bonferroni over the two routes looked at
+
+    def route(gb: cohorts_mod.GroupBehaviour, q: float) -> float:
+        """Behaviour and one route both surprising, corrected for the routes and every wording."""
+        return float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * q)), len(groups)))
+
     tested = []
     for kind, token, members in groups:
         gb = cohorts_mod.group_behaviour(ranked, members, levels)
@@ -401,29 +406,24 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     reference = usable.copy()
     reference[list(validated)] = False
     for _, _, members, gb, _, rot in tested:
-        if rot is not None and nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * rot.p_corrected)),
-                                                len(groups)) <= stats.alpha:
+        if rot is not None and route(gb, rot.p_corrected) <= stats.alpha:
             reference[members] = False
     for kind, token, members, gb, late, rot in tested:
         # and its extreme holders rotating more than the entities as extreme outside it: an app's
         # audience mixes heavy backends (extreme on volume) with phone users (rotating), so the
         # group is extreme on both while its heavy holders rotate as heavy entities do; a pool's
         # accounts do both at once (looked at only where the group rotates as a group)
-        def route(q: float) -> float:  # behaviour and one route both surprising, for every wording
-            return float(nulls.bonferroni(max(gb.p_corrected, min(1.0, routes * q)), len(groups)))
-
         alike = (_later_than_alike(ranked[gb.feature], members, gb.members, rotation_values, reference, levels,
                                    ROTATION[0])
-                 if rot is not None and rotation_values is not None and route(rot.p_corrected) <= stats.alpha
+                 if rot is not None and rotation_values is not None and route(gb, rot.p_corrected) <= stats.alpha
                  else None)
-
-        by_arrival = route(late.p_corrected)
-        by_rotation = route(max(rot.p_corrected, alike.p_corrected)) if alike is not None else 1.0
+        second = max(rot.p_corrected, alike.p_corrected) if alike is not None else 1.0
+        by_arrival = route(gb, late.p_corrected)
+        by_rotation = route(gb, second) if alike is not None else 1.0
         p = min(by_arrival, by_rotation)
         if p > stats.alpha:
             continue
         cuts = cohorts_mod.extremes(ranked[gb.feature], members, _member_levels(stats))
-        second = max(rot.p_corrected, alike.p_corrected if alike is not None else 1.0) if rot is not None else 1.0
         matched = (f", and its extreme holders rotating more than the entities as extreme outside it, less those "
                    f"held or in a group rotating as a group: {alike.reason()}" if alike is not None else "")
         rotating = (f"; or its holders rotating through networks: {rot.reason()}{matched}; the smaller of the two "
@@ -604,7 +604,7 @@ class Later:
 
 
 def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tuple[int, ...],
-                      first_seen: np.ndarray, usable: np.ndarray, levels: tuple[float, ...],
+                      values: np.ndarray, usable: np.ndarray, levels: tuple[float, ...],
                       name: str = "first_seen") -> Later:
     """Whether a group's ``counted`` entities (its extreme ones on ``rank``'s feature) were first
     seen later than the entities outside the group that behave alike: those at least as extreme on
@@ -613,18 +613,18 @@ def _later_than_alike(rank: cohorts_mod.Ranked, members: np.ndarray, counted: tu
     (casual users were there from the start); against the entities as extreme as they are they
     arrive as the tool's other heavy users do. The reference is matched to the group, so a group
     made more extreme is compared with fewer, more extreme entities: the test loses power, never
-    validity. Any other value where larger is further (``name``: the networks reached) is tested
-    the same way."""
-    inside = np.zeros(first_seen.size, dtype=bool)
+    validity. ``values`` is when each entity was first seen, or any other value where larger is
+    further (``name``: the networks reached), tested the same way."""
+    inside = np.zeros(values.size, dtype=bool)
     inside[members] = True
     counted_ids = np.asarray(counted, dtype=np.int64)
     oriented = np.nan_to_num(rank.oriented, nan=-np.inf)
     alike = usable & ~inside & (oriented >= oriented[counted_ids].min())
-    reference = first_seen[alike]
-    mine = first_seen[counted_ids]
+    reference = values[alike]
+    mine = values[counted_ids]
     ranks = nulls.rank_sum(mine[~np.isnan(mine)], reference[~np.isnan(reference)])
     alike[counted_ids] = True
-    arrival = cohorts_mod.ranked({name: (np.where(alike, first_seen, np.nan), "above")})
+    arrival = cohorts_mod.ranked({name: (np.where(alike, values, np.nan), "above")})
     return Later(cohorts_mod.group_behaviour(arrival, counted_ids, levels), ranks)
 
 
