@@ -895,6 +895,59 @@ def test_a_card_blocks_members_are_kept_as_far_out_as_they_all_are_a_subnets_onl
     assert largest("subnet") == 0
 
 
+def test_members_tied_only_by_what_heavy_entities_outside_hold_as_well_are_not_kept():
+    """A heavy group's members are tied to it by its own addresses (half of them) or by its session
+    slots (the other half), which 60 heavy accounts outside it hold too: under BiCM every slot tie
+    is surprising, but among the entities outside as extreme the slots are common, so only the
+    members tied by the group's own addresses are kept."""
+    accounts, keys, _ = population(1200, 12)
+    group = co_located(accounts, keys, 0, "cloud", size=80)
+    outside = accounts[600:660]
+    for m in outside:
+        keys[m] = keys[m] + [f"sync\tcloud-{j}" for j in range(5)]
+    heavy = set(group) | set(outside)
+    feats = feature_table(accounts, 12)
+    for f in dv.BEHAVIOUR_FEATURES:
+        sign = 1.0 if next(s.direction for s in SIGNALS if s.feature == f) == "above" else -1.0
+        column = [v + (3.0 * sign if a in heavy else 0.0) for a, v in zip(accounts, feats.column(f).to_pylist())]
+        feats = feats.set_column(feats.column_names.index(f), f, pa.array(column))
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    stats, n = Policy().statistics, len(entity_of)
+    tables = blocks.kind_tables(key_table(keys), entity_of, n, stats.pair_budget)
+    found, _ = blocks.block_tests(tables, stats.min_block_holders, stats.null_inflation, stats.alpha)
+    (block,) = [b for b in found if b.seed_kind == "system_prompt" and b.holders == len(group)]
+    values, _, _ = dv._entity_features(feats.set_column(0, "account_id", pa.array(accounts)), entity_of, n,
+                                       stats.cohort_min_exchanges)
+    behaviour = {f: v for f, v in values.items() if f in dv.BEHAVIOUR_FEATURES}
+    kept = {e for c in offered(block, tables, behaviour, stats, n) for e in c.entities}
+    by_address = {entity_of[m] for i, m in enumerate(group) if i % 2}
+    assert kept == by_address
+
+
+def test_a_members_matched_tie_is_never_below_bicms_and_a_stronger_tie_is_never_matched_higher():
+    """The matched p-value is the larger of the member's BiCM p-value and the share of the entities
+    outside as extreme tied at least as strongly: it only ever raises BiCM's, and a member tied
+    more strongly has no larger share."""
+    block, tables, behaviour, stats, n = heavy_block()
+    rng = np.random.default_rng(5)
+    strengths = rng.uniform(0, 0.01, n)
+
+    class Fixed(dv._TieReference):
+        def strength(self, b, entities):
+            return strengths[entities]
+
+    rank = cohorts.ranked({"f": (rng.normal(size=n), "above")})["f"]
+    member_p = rng.uniform(0, 0.005, len(block.tied))
+    matched = Fixed(tables, np.ones(n, dtype=bool)).matched(block, rank, [5, 50, 500], member_p)
+    assert (matched >= member_p).all()
+    share = Fixed(tables, np.ones(n, dtype=bool)).matched(block, rank, [5, 50, 500], np.zeros(member_p.size))
+    assert (matched == np.maximum(member_p, share)).all() and share.max() > 0
+    order = np.argsort(strengths[np.asarray(block.tied)])
+    assert (np.diff(share[:, order], axis=1) >= 0).all()
+    unmatched = Fixed(tables, np.zeros(n, dtype=bool)).matched(block, rank, [5, 50, 500], member_p)
+    assert (unmatched == member_p).all()
+
+
 def test_a_pass_that_reuses_the_previous_passes_looks_offers_what_a_fresh_pass_offers():
     """A scan's later passes refit the group nulls only: reusing the rankings, each group's looks
     and each block's member sets (verdicts._Reuse) changes nothing but the work done."""

@@ -716,6 +716,7 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     # test (which blocks are tested depends on their seeds only, never on behaviour)
     blocks = [b for b in blocks if b.seed_kind not in POPULATIONS and b.holders <= rare_cut.get(b.seed_kind, 0)]
     looks = _kind_shares([b.seed_kind for b in blocks])
+    behaving: list[tuple[blocks_mod.Block, cohorts_mod.GroupBehaviour, float, cohorts_mod.Ranked]] = []
     for b in blocks:
         families = {FAMILY_OF[b.seed_kind], *b.family.split("+")}
         # holders of one wording or client share what its words ask for (WORDED: the holders of a
@@ -745,7 +746,15 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                 # backends, heavier than the population) held one company's five backends on a subnet
                 # of their own, 5 of the 111 extreme holders
                 continue
-            _block_members(b, gb, p, judged_on[gb.feature], stats, n, candidates, reuse.members)
+            behaving.append((b, gb, p, judged_on[gb.feature]))
+    # the entities alike outside a block that its ties are matched against: none a behaving block
+    # ties or the cohorts found (a campaign's other cells, tied to this one's holders by its card)
+    unheld = np.ones(n, dtype=bool)
+    unheld[[e for b, _, _, _ in behaving for e in b.tied]] = False
+    unheld[list(excluded)] = False
+    reference = _TieReference(tables, unheld)
+    for b, gb, p, rank in behaving:
+        _block_members(b, gb, p, rank, stats, n, candidates, reuse.members, reference)
 
 
 def _kind_shares(kinds: list[str]) -> dict[str, float]:
@@ -776,7 +785,7 @@ class _Reuse:
 
 def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float, rank: cohorts_mod.Ranked,
                    stats: Statistics, n: int, candidates: dict[str, list[Candidate]],
-                   memo: dict | None = None) -> None:
+                   memo: dict | None = None, reference: _TieReference | None = None) -> None:
     """A behaving block's member offers on one feature it is extreme on (``rank``), per action.
 
     A member shows the behaviour the block was found on: tied alone is co-location, which organic
@@ -787,12 +796,13 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
     were tied (those that are: L / (1 - L) of them). A block the campaign made extreme at a loose
     level thus keeps its organic staff only at that level's price; stricter levels keep fewer of
     them, at a fraction of it. Member levels run down to the reference's resolution (level 0:
-    above its largest value)."""
+    above its largest value). A member's tie is also matched (``reference``:
+    :meth:`_TieReference.matched`)."""
     memo = {} if memo is None else memo
-    key = (id(b), gb.feature, id(rank))
+    key = (id(b), gb.feature, id(rank), None if reference is None else reference.key)
     if key not in memo:
         # the block and ranking kept, so that their ids are not reused while cached
-        memo[key] = (b, rank, _member_sets(b, rank, stats, n))
+        memo[key] = (b, rank, _member_sets(b, rank, stats, n, reference))
     reason = f"{b.reason()}; behaviour: {gb.reason()}" if any(s[4] for s in memo[key][2].values()) else ""
     for action, sets in memo[key][2].items():
         count, t, level, others, kept = sets
@@ -812,13 +822,15 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
                 members, float(cost[i])))
 
 
-def _member_sets(b: blocks_mod.Block, rank: cohorts_mod.Ranked, stats: Statistics, n: int
+def _member_sets(b: blocks_mod.Block, rank: cohorts_mod.Ranked, stats: Statistics, n: int,
+                 reference: _TieReference | None = None
                  ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                       list[tuple[tuple[int, ...], np.ndarray]]]]:
     """Per action, a behaving block's candidate member sets on one feature (``rank``): over every
     (share, level) in share-major order that keeps at least two members, (kept count, threshold
     t, level, tied members not extreme, and each distinct member set with the positions that
-    keep it, in order of first appearance)."""
+    keep it, in order of first appearance). With a ``reference``, each member's tie p-value at a
+    level is at least its matched rate there (:meth:`_TieReference.matched`)."""
     out: dict = {}
     levels = _member_levels(stats) if FAMILY_OF[b.seed_kind] == "account" else (0.0, *stats.cohort_levels)
     cuts = cohorts_mod.extremes(rank, np.asarray(b.seeded, dtype=np.int64), levels)
@@ -838,13 +850,17 @@ def _member_sets(b: blocks_mod.Block, rank: cohorts_mod.Ranked, stats: Statistic
     combo_level = np.tile(level_of, shares.size)
     combo_extreme = np.tile(extreme, (shares.size, 1))
     not_extreme = judged & ~combo_extreme
+    if reference is not None and b.beyond_seed > 1:
+        member_p = np.tile(reference.matched(b, rank, [k for k, _, _, _ in cuts], member_p), (shares.size, 1))
+    else:
+        member_p = np.broadcast_to(member_p, (combo_level.size, member_p.size))
     for action in ACTIONS:
         allowed = getattr(stats.budget, action) * n
         # a holder tied by chance (under BiCM its links depend on its degree only, not on what it
         # asks for) is kept only if also extreme at L: holders x t x L of them are expected, so
         # the threshold at each level spends the share's budget
         t = (allowed / (shares[:, None] * b.holders * level_of[None, :])).reshape(-1)
-        tied = member_p[None, :] <= t[:, None]
+        tied = member_p <= t[:, None]
         chosen = tied & combo_extreme
         count = np.count_nonzero(chosen, axis=1)
         enough = np.flatnonzero(count >= 2)
@@ -856,6 +872,92 @@ def _member_sets(b: blocks_mod.Block, rank: cohorts_mod.Ranked, stats: Statistic
                 for js in positions.values()]
         out[action] = (count[enough], t[enough], combo_level[enough], others, kept)
     return out
+
+
+class _TieReference:
+    """The entities a behaving block's member ties are matched against: those ``unheld`` (no
+    behaving block ties them, no cohort found them), outside the block and as extreme as the
+    level a member is kept at.
+
+    A member's tie p-value is BiCM's: how surprising its co-holding with the block's holders is
+    given how many tokens it holds and how common they are. Tokens cluster beyond that where what
+    a user asks for sets them: a public JSON-extraction prompt is held by app backends, heavy on
+    every behaviour, and a campaign relaying such customers holds it too, so a heavy developer on
+    a carrier's /24 the campaign rotated through was tied to it at p = 0.0055 while 13 of the 247
+    entities outside as heavy were tied as strongly (x10 held-out store of tag
+    detector-2026-12-07a, where four such developers were kept). Among the entities outside as
+    extreme, the share tied to the block's holders at least as strongly as the member estimates
+    that tie's chance directly; the member's p-value is the larger of the two. Where no entity
+    outside is tied that strongly it stays BiCM's, and it only ever rises: a member is never kept
+    at a stricter threshold than before, and a member tied more strongly is matched at a smaller
+    share, so a stronger tie never loses it."""
+
+    def __init__(self, tables: list[blocks_mod.KindTable], unheld: np.ndarray) -> None:
+        self.tables = tables
+        self.unheld = unheld
+        self.key = hashlib.sha256(np.packbits(unheld).tobytes()).hexdigest()
+        self._descending: dict[int, tuple[cohorts_mod.Ranked, np.ndarray]] = {}
+        self._by_token: dict[str, sparse.csc_matrix] = {}
+        self._tied: dict[int, tuple[blocks_mod.Block, np.ndarray, np.ndarray]] = {}
+
+    def _kinds(self, b: blocks_mod.Block) -> list[blocks_mod.KindTable]:
+        """The kinds a member's tie is taken over (blocks._family_detail): the block's two
+        families' kinds, less the populations that did not make it surprising."""
+        families = set(b.family.split("+"))
+        return [t for t in self.tables if t.family in families and (t.kind not in POPULATIONS or t.kind in b.kinds)]
+
+    def strength(self, b: blocks_mod.Block, entities: np.ndarray) -> np.ndarray:
+        """Per entity of ``entities`` (ascending): its tie to the block's seed holders, as a
+        member's is taken (the smallest over the block's kinds, each times its family's kinds:
+        blocks._family_detail); 1 where untied."""
+        kinds = Counter(t.family for t in self.tables)
+        seeded = np.asarray(b.seeded, dtype=np.int64)
+        out = np.ones(entities.size)
+        for t in self._kinds(b):
+            tied, p = blocks_mod.ties_to(t, entities, seeded)
+            at = np.searchsorted(entities, tied)
+            out[at] = np.minimum(out[at], np.minimum(1.0, p * kinds[t.family]))
+        return out
+
+    def _outside(self, b: blocks_mod.Block) -> tuple[np.ndarray, np.ndarray]:
+        """The unheld entities outside the block that hold a token its seed holders hold in one of
+        its kinds (ascending; every other entity is untied), and their ties (:meth:`strength`)."""
+        if id(b) not in self._tied:
+            seeded = np.asarray(b.seeded, dtype=np.int64)
+            holders = [np.zeros(0, dtype=np.int64)]
+            for t in self._kinds(b):
+                if t.kind not in self._by_token:
+                    self._by_token[t.kind] = sparse.csc_matrix(t.incidence)
+                columns = distinct(blocks_mod.held_by(t.incidence, seeded)[1])
+                holders.append(blocks_mod.held_by(self._by_token[t.kind], columns)[1].astype(np.int64))
+            found = distinct(np.concatenate(holders))
+            found = found[self.unheld[found] & ~np.isin(found, seeded)]
+            self._tied[id(b)] = (b, found, self.strength(b, found))
+        return self._tied[id(b)][1:]
+
+    def matched(self, b: blocks_mod.Block, rank: cohorts_mod.Ranked, ks: list[int], member_p: np.ndarray
+                ) -> np.ndarray:
+        """Per level (the ``k``-th largest outside the block, as cohorts.extremes), per tied member
+        of ``b``: the larger of its ``member_p`` and the share of the unheld entities outside the
+        block among the ``k`` most extreme outside it that are tied to its seed holders at least as
+        strongly as it is."""
+        if id(rank) not in self._descending:
+            usable = np.flatnonzero(rank.position >= 0)
+            order = np.empty(usable.size, dtype=np.int64)
+            order[rank.position[usable]] = usable
+            self._descending[id(rank)] = (rank, order)
+        order = self._descending[id(rank)][1]
+        outside = order[~np.isin(order, np.asarray(b.seeded, dtype=np.int64))]
+        tied, strengths = self._outside(b)
+        mine = self.strength(b, np.asarray(b.tied, dtype=np.int64))
+        out = np.empty((len(ks), member_p.size))
+        for i, k in enumerate(ks):
+            within = outside[:k]
+            alike = int(np.count_nonzero(self.unheld[within]))
+            ties = np.sort(strengths[np.isin(tied, within)])
+            share = np.searchsorted(ties, mine, side="right") / alike if alike else np.zeros(mine.size)
+            out[i] = np.maximum(member_p, share)
+        return out
 
 
 def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset[int]
