@@ -932,20 +932,60 @@ def test_a_members_matched_tie_is_never_below_bicms_and_a_stronger_tie_is_never_
     rng = np.random.default_rng(5)
     strengths = rng.uniform(0, 0.01, n)
 
-    class Fixed(dv._TieReference):
+    class Fixed(dv._Ties):
         def strength(self, b, entities):
             return strengths[entities]
 
+    ties = Fixed(tables)
     rank = cohorts.ranked({"f": (rng.normal(size=n), "above")})["f"]
     member_p = rng.uniform(0, 0.005, len(block.tied))
-    matched = Fixed(tables, np.ones(n, dtype=bool)).matched(block, rank, [5, 50, 500], member_p)
+    matched = dv._TieReference(ties, np.ones(n, dtype=bool)).matched(block, rank, [5, 50, 500], member_p)
     assert (matched >= member_p).all()
-    share = Fixed(tables, np.ones(n, dtype=bool)).matched(block, rank, [5, 50, 500], np.zeros(member_p.size))
+    share = dv._TieReference(ties, np.ones(n, dtype=bool)).matched(block, rank, [5, 50, 500],
+                                                                   np.zeros(member_p.size))
     assert (matched == np.maximum(member_p, share)).all() and share.max() > 0
     order = np.argsort(strengths[np.asarray(block.tied)])
     assert (np.diff(share[:, order], axis=1) >= 0).all()
-    unmatched = Fixed(tables, np.zeros(n, dtype=bool)).matched(block, rank, [5, 50, 500], member_p)
+    unmatched = dv._TieReference(ties, np.zeros(n, dtype=bool)).matched(block, rank, [5, 50, 500], member_p)
     assert (unmatched == member_p).all()
+
+
+def test_the_matched_reference_takes_entities_of_equal_value_together_whatever_their_numbering():
+    """Relabelling invariance: the entities outside a block as extreme as the k-th are chosen by
+    value, so two entities of equal value are both in the reference or both out, and renumbering
+    the entities permutes the matched shares with the members and changes nothing else."""
+    import dataclasses
+
+    block, tables, _, _, n = heavy_block()
+    rng = np.random.default_rng(6)
+    values = np.round(rng.normal(size=n), 1)  # a discrete feature: many ties
+    strengths = rng.uniform(0, 0.01, n)
+
+    class Fixed(dv._Ties):  # every entity outside holds a token of the block's, tied at ``s``
+        def __init__(self, tables, strengths):
+            super().__init__(tables)
+            self.s = strengths
+
+        def of(self, b):
+            found = np.setdiff1d(np.arange(n), np.asarray(b.seeded))
+            return found, self.s[found], self.s[np.asarray(b.tied)]
+
+    rank = cohorts.ranked({"f": (values, "above")})["f"]
+    ks = [3, 40, 300]
+    base = dv._TieReference(Fixed(tables, strengths), np.ones(n, dtype=bool)).matched(
+        block, rank, ks, np.zeros(len(block.tied)))
+    # renumber: reverse the entity ids (the block's members and seed holders with them)
+    new = np.arange(n)[::-1]
+    moved = dataclasses.replace(block, tied=tuple(sorted(int(new[e]) for e in block.tied)),
+                                seeded=tuple(sorted(int(new[e]) for e in block.seeded)),
+                                member_p=tuple(0.0 for _ in block.tied))
+    old_of = np.empty(n, dtype=np.int64)
+    old_of[new] = np.arange(n)
+    renumbered = dv._TieReference(Fixed(tables, strengths[old_of]), np.ones(n, dtype=bool)).matched(
+        moved, cohorts.ranked({"f": (values[old_of], "above")})["f"], ks, np.zeros(len(block.tied)))
+    members = [int(new[e]) for e in block.tied]
+    position = {e: i for i, e in enumerate(moved.tied)}
+    assert np.array_equal(base, renumbered[:, [position[m] for m in members]])
 
 
 def test_a_pass_that_reuses_the_previous_passes_looks_offers_what_a_fresh_pass_offers():

@@ -71,9 +71,10 @@ class Tie:
     #: above the rare cut); None for a sign-up tie
     table: KindTable | None = None
     held: tuple[np.ndarray, np.ndarray] | None = None
-    #: for a sign-up tie, per entity of ``PLACEBO_WEEKS``' moves (rows), whether it signed up that
-    #: close to the campaign's moved sign-ups
-    placebo: np.ndarray | None = None
+    #: for a sign-up tie: the campaign's sign-up instants it is near (sorted), how near (seconds)
+    #: and every entity's creation (epoch seconds, NaN unknown), from which it is moved
+    #: (:func:`placebo_rate`)
+    signups: tuple[np.ndarray, float, np.ndarray] | None = None
 
     def examples(self, entities: np.ndarray) -> list[str]:
         """The members' tokens that ``entities`` hold most, most held first (ties by text)."""
@@ -118,9 +119,9 @@ class Association:
                f"if the two were independent; Fisher's exact p={fisher:.3g}")
         if self.placebo is not None:
             rate, within, expected, p = self.placebo
-            out += (f"; of the {within} eligible entities tied by the other, {rate:.3g} signed up as close to the "
-                    f"campaign's sign-ups moved by whole weeks, so {expected:.3g} would hold both by chance "
-                    f"(binomial p={p:.3g}); the larger of each")
+            out += (f"; of the eligible entities tied by the other and not by the sign-up, {rate:.3g} signed up as "
+                    f"close to the campaign's sign-ups moved by whole weeks, so {expected:.3g} of the {within} tied "
+                    f"by the other would hold both by chance (binomial p={p:.3g}); the larger of each")
         return out + f", corrected for the pairs of ties and campaigns p={self.p_corrected:.3g}"
 
 
@@ -179,8 +180,7 @@ def ties(tables: list[KindTable], created: np.ndarray, members: np.ndarray, hour
         if own.size == 0:
             continue
         out.append(Tie(f"created{h:g}h", CREATION_FAMILY, f"a sign-up within {h:g} h of one of its members'",
-                       _near(created, own, width),
-                       placebo=np.stack([_near(created, own + w * WEEK, width) for w in PLACEBO_WEEKS])))
+                       _near(created, own, width), signups=(own, width, created)))
     return out
 
 
@@ -194,18 +194,23 @@ def _near(created: np.ndarray, instants: np.ndarray, width: float) -> np.ndarray
 
 
 def placebo_rate(signup: Tie, other: Tie, eligible: np.ndarray, prior: float) -> tuple[float, int]:
-    """(rate, n): the share of the eligible entities tied by ``other`` but not by ``signup`` that
-    signed up as close to the campaign's sign-ups moved by whole weeks (Tie.placebo), over every
-    move, with one pseudo-entity tied at the ``prior`` rate (the sign-up tie's crosswise rate): a
-    handful of such entities moves the estimate little, and none leaves it at the prior; ``n``
-    the entities it is a share of per move. The entities tied at the true instants are left out:
-    where the campaign signs up at the same hours every day, its own associates are tied at the
-    moved instants too."""
-    base = eligible & other.tied & ~signup.tied
-    n = int(base.sum())
-    moves = signup.placebo.shape[0]
-    hits = int(np.count_nonzero(signup.placebo[:, base]))
-    return (hits + prior * moves) / ((n + 1) * moves), n
+    """(rate, n): among the ``n`` eligible entities tied by ``other`` but not by ``signup``, the
+    share that signed up as close to the campaign's sign-ups moved by whole weeks
+    (``PLACEBO_WEEKS``), over every move that keeps every moved instant within the creations
+    seen (a move past the last one, or before the first, could catch nobody), with one
+    pseudo-entity tied at the ``prior`` rate (the sign-up tie's crosswise rate): the rate is
+    ``(hits + prior x moves) / ((n + 1) x moves)``, the prior where no move or no entity is left.
+    The entities tied at the true instants are left out: where the campaign signs up at the same
+    hours every day, its own associates are tied at the moved instants too."""
+    own, width, created = signup.signups
+    base = np.flatnonzero(eligible & other.tied & ~signup.tied)
+    seen = created[~np.isnan(created)]
+    first, last = (float(seen.min()), float(seen.max())) if seen.size else (np.inf, -np.inf)
+    moves = [w * WEEK for w in PLACEBO_WEEKS if own[0] + w * WEEK >= first and own[-1] + w * WEEK <= last]
+    if not moves or base.size == 0:
+        return prior, int(base.size)
+    hits = sum(int(np.count_nonzero(_near(created[base], own + w, width))) for w in moves)
+    return (hits + prior * len(moves)) / ((base.size + 1) * len(moves)), int(base.size)
 
 
 def expected_both(a: Tie, b: Tie, eligible: np.ndarray) -> tuple[int, float, float, float, float]:
@@ -232,7 +237,8 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
     campaigns and ties are taken in their given order, and nothing depends on how entities are
     numbered beyond the ties themselves."""
     n_eligible = int(eligible.sum())
-    looked: list[tuple[np.ndarray, Tie, Tie, np.ndarray, float, float, float, float]] = []
+    looked: list[tuple[np.ndarray, Tie, Tie, np.ndarray, float, float, float, float,
+                       tuple[float, int, float, float] | None]] = []
     for members in campaigns:
         found = ties(tables, created, members, hours, judged)
         for i, a in enumerate(found):
@@ -242,7 +248,7 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
                 x, pi_a, pi_b, mu, p = expected_both(a, b, eligible)
                 placebo = None
                 for signup, other, prior in ((a, b, pi_a), (b, a, pi_b)):
-                    if x and signup.placebo is not None:
+                    if x and signup.signups is not None:
                         # within the other tie's holders, at the placebo rate
                         within = int(np.count_nonzero(other.tied & eligible))
                         rate, _ = placebo_rate(signup, other, eligible, prior)

@@ -243,7 +243,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     reuse = _Reuse(excluded)
     for _ in range(stats.cohort_refits + 1):
         if reuse.excluded != excluded:
-            reuse = _Reuse(excluded)
+            reuse = _Reuse(excluded, ties=reuse.ties)
         if windows is None or windows[0] != excluded:  # a pass that refits the groups only keeps its windows
             found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                                tuple(stats.cohort_windows_hours), excluded=excluded,
@@ -700,7 +700,9 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     if unworded:
         unworded[COMBINED_FEATURE] = (_combined(unworded), "above")
     if reuse is None or reuse.excluded != excluded:
-        reuse = _Reuse(excluded)
+        reuse = _Reuse(excluded, ties=reuse.ties if reuse is not None else None)
+    if reuse.ties is None:
+        reuse.ties = _Ties(tables)
     if not reuse.rankings:
         reuse.rankings = {"every": cohorts_mod.ranked(behaviour, excluded),
                           "words_free": cohorts_mod.ranked(unworded, excluded),
@@ -752,7 +754,7 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     unheld = np.ones(n, dtype=bool)
     unheld[[e for b, _, _, _ in behaving for e in b.tied]] = False
     unheld[list(excluded)] = False
-    reference = _TieReference(tables, unheld)
+    reference = _TieReference(reuse.ties, unheld)
     for b, gb, p, rank in behaving:
         _block_members(b, gb, p, rank, stats, n, candidates, reuse.members, reference)
 
@@ -781,6 +783,7 @@ class _Reuse:
     rankings: dict[str, dict[str, cohorts_mod.Ranked]] = field(default_factory=dict)
     looks: dict = field(default_factory=dict)
     members: dict = field(default_factory=dict)
+    ties: _Ties | None = None  # the blocks' ties (:class:`_Ties`): the same for every pass
 
 
 def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float, rank: cohorts_mod.Ranked,
@@ -796,10 +799,11 @@ def _block_members(b: blocks_mod.Block, gb: cohorts_mod.GroupBehaviour, p: float
     were tied (those that are: L / (1 - L) of them). A block the campaign made extreme at a loose
     level thus keeps its organic staff only at that level's price; stricter levels keep fewer of
     them, at a fraction of it. Member levels run down to the reference's resolution (level 0:
-    above its largest value). A member's tie is also matched (``reference``:
-    :meth:`_TieReference.matched`)."""
+    above its largest value). A member's tie in a block of two families is also matched
+    (``reference``: :meth:`_TieReference.matched`)."""
     memo = {} if memo is None else memo
-    key = (id(b), gb.feature, id(rank), None if reference is None else reference.key)
+    # only a two-family block's ties are matched (a one-family block's are to its own tokens)
+    key = (id(b), gb.feature, id(rank), reference.key if reference is not None and b.beyond_seed > 1 else None)
     if key not in memo:
         # the block and ranking kept, so that their ids are not reused while cached
         memo[key] = (b, rank, _member_sets(b, rank, stats, n, reference))
@@ -890,15 +894,45 @@ class _TieReference:
     that tie's chance directly; the member's p-value is the larger of the two. Where no entity
     outside is tied that strongly it stays BiCM's, and it only ever rises: a member is never kept
     at a stricter threshold than before, and a member tied more strongly is matched at a smaller
-    share, so a stronger tie never loses it."""
+    share, so a stronger tie never loses it. The ties themselves (:class:`_Ties`) do not depend
+    on which entities are unheld, and are computed once per block and scan."""
 
-    def __init__(self, tables: list[blocks_mod.KindTable], unheld: np.ndarray) -> None:
-        self.tables = tables
+    def __init__(self, ties: _Ties, unheld: np.ndarray) -> None:
+        self.ties = ties
         self.unheld = unheld
         self.key = hashlib.sha256(np.packbits(unheld).tobytes()).hexdigest()
-        self._descending: dict[int, tuple[cohorts_mod.Ranked, np.ndarray]] = {}
+
+    def matched(self, b: blocks_mod.Block, rank: cohorts_mod.Ranked, ks: list[int], member_p: np.ndarray
+                ) -> np.ndarray:
+        """Per level (the ``k``-th largest outside the block, as cohorts.extremes), per tied member
+        of ``b``: the larger of its ``member_p`` and the share of the unheld entities outside the
+        block at least as extreme as the ``k``-th largest there (by value, so that entities of
+        equal value are in or out together, whatever their numbering) that are tied to its seed
+        holders at least as strongly as it is."""
+        outside, values = self.ties.descending(b, rank)
+        tied, strengths, mine = self.ties.of(b)
+        out = np.empty((len(ks), member_p.size))
+        for i, k in enumerate(ks):
+            # the outside entities at least as extreme as the k-th: values descend along ``outside``
+            within = outside[:int(np.searchsorted(-values, -values[k - 1], side="right"))]
+            within = within[self.unheld[within]]
+            ties = np.sort(strengths[np.isin(tied, within)])
+            share = (np.searchsorted(ties, mine, side="right") / within.size if within.size
+                     else np.zeros(mine.size))
+            out[i] = np.maximum(member_p, share)
+        return out
+
+
+class _Ties:
+    """Per behaving block, once per scan: how strongly each entity holding one of its seed holders'
+    tokens, and each tied member, is tied to them (:meth:`strength`), and per ranking the block's
+    outside entities in descending order."""
+
+    def __init__(self, tables: list[blocks_mod.KindTable]) -> None:
+        self.tables = tables
         self._by_token: dict[str, sparse.csc_matrix] = {}
-        self._tied: dict[int, tuple[blocks_mod.Block, np.ndarray, np.ndarray]] = {}
+        self._of: dict[int, tuple[blocks_mod.Block, np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._order: dict[int, tuple[cohorts_mod.Ranked, np.ndarray]] = {}
 
     def _kinds(self, b: blocks_mod.Block) -> list[blocks_mod.KindTable]:
         """The kinds a member's tie is taken over (blocks._family_detail): the block's two
@@ -919,10 +953,10 @@ class _TieReference:
             out[at] = np.minimum(out[at], np.minimum(1.0, p * kinds[t.family]))
         return out
 
-    def _outside(self, b: blocks_mod.Block) -> tuple[np.ndarray, np.ndarray]:
-        """The unheld entities outside the block that hold a token its seed holders hold in one of
-        its kinds (ascending; every other entity is untied), and their ties (:meth:`strength`)."""
-        if id(b) not in self._tied:
+    def of(self, b: blocks_mod.Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the entities outside the block holding a token its seed holders hold in one of its
+        kinds, ascending; their ties; the tied members' ties): every other entity is untied."""
+        if id(b) not in self._of:
             seeded = np.asarray(b.seeded, dtype=np.int64)
             holders = [np.zeros(0, dtype=np.int64)]
             for t in self._kinds(b):
@@ -931,33 +965,22 @@ class _TieReference:
                 columns = distinct(blocks_mod.held_by(t.incidence, seeded)[1])
                 holders.append(blocks_mod.held_by(self._by_token[t.kind], columns)[1].astype(np.int64))
             found = distinct(np.concatenate(holders))
-            found = found[self.unheld[found] & ~np.isin(found, seeded)]
-            self._tied[id(b)] = (b, found, self.strength(b, found))
-        return self._tied[id(b)][1:]
+            found = found[~np.isin(found, seeded)]
+            # the block kept, so that its id is not reused while cached
+            self._of[id(b)] = (b, found, self.strength(b, found),
+                               self.strength(b, np.asarray(b.tied, dtype=np.int64)))
+        return self._of[id(b)][1:]
 
-    def matched(self, b: blocks_mod.Block, rank: cohorts_mod.Ranked, ks: list[int], member_p: np.ndarray
-                ) -> np.ndarray:
-        """Per level (the ``k``-th largest outside the block, as cohorts.extremes), per tied member
-        of ``b``: the larger of its ``member_p`` and the share of the unheld entities outside the
-        block among the ``k`` most extreme outside it that are tied to its seed holders at least as
-        strongly as it is."""
-        if id(rank) not in self._descending:
+    def descending(self, b: blocks_mod.Block, rank: cohorts_mod.Ranked) -> tuple[np.ndarray, np.ndarray]:
+        """The usable entities outside the block in ``rank``'s descending order, and their values."""
+        if id(rank) not in self._order:
             usable = np.flatnonzero(rank.position >= 0)
             order = np.empty(usable.size, dtype=np.int64)
             order[rank.position[usable]] = usable
-            self._descending[id(rank)] = (rank, order)
-        order = self._descending[id(rank)][1]
+            self._order[id(rank)] = (rank, order)
+        order = self._order[id(rank)][1]
         outside = order[~np.isin(order, np.asarray(b.seeded, dtype=np.int64))]
-        tied, strengths = self._outside(b)
-        mine = self.strength(b, np.asarray(b.tied, dtype=np.int64))
-        out = np.empty((len(ks), member_p.size))
-        for i, k in enumerate(ks):
-            within = outside[:k]
-            alike = int(np.count_nonzero(self.unheld[within]))
-            ties = np.sort(strengths[np.isin(tied, within)])
-            share = np.searchsorted(ties, mine, side="right") / alike if alike else np.zeros(mine.size)
-            out[i] = np.maximum(member_p, share)
-        return out
+        return outside, rank.oriented[outside]
 
 
 def _without(group_nulls: dict[str, cohorts_mod.GroupNull], validated: frozenset[int]
