@@ -193,9 +193,8 @@ def _near(created: np.ndarray, instants: np.ndarray, width: float) -> np.ndarray
     return ~np.isnan(created) & (nearest <= width)
 
 
-def placebo_rate(signup: Tie, other: Tie, eligible: np.ndarray, prior: float) -> tuple[float, int]:
-    """(rate, n): among the ``n`` eligible entities tied by ``other`` but not by ``signup``, the
-    share that signed up as close to the campaign's sign-ups moved by whole weeks
+def placebo_rate(signup: Tie, other: Tie, eligible: np.ndarray, prior: float) -> float:
+    """Among the ``n`` eligible entities tied by ``other`` but not by ``signup``, the share that signed up as close to the campaign's sign-ups moved by whole weeks
     (``PLACEBO_WEEKS``), over every move that keeps every moved instant within the creations
     seen (a move past the last one, or before the first, could catch nobody), with one
     pseudo-entity tied at the ``prior`` rate (the sign-up tie's crosswise rate): the rate is
@@ -208,9 +207,9 @@ def placebo_rate(signup: Tie, other: Tie, eligible: np.ndarray, prior: float) ->
     first, last = (float(seen.min()), float(seen.max())) if seen.size else (np.inf, -np.inf)
     moves = [w * WEEK for w in PLACEBO_WEEKS if own[0] + w * WEEK >= first and own[-1] + w * WEEK <= last]
     if not moves or base.size == 0:
-        return prior, int(base.size)
+        return prior
     hits = sum(int(np.count_nonzero(_near(created[base], own + w, width))) for w in moves)
-    return (hits + prior * len(moves)) / ((base.size + 1) * len(moves)), int(base.size)
+    return (hits + prior * len(moves)) / ((base.size + 1) * len(moves))
 
 
 def expected_both(a: Tie, b: Tie, eligible: np.ndarray) -> tuple[int, float, float, float, float]:
@@ -251,7 +250,7 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
                     if x and signup.signups is not None:
                         # within the other tie's holders, at the placebo rate
                         within = int(np.count_nonzero(other.tied & eligible))
-                        rate, _ = placebo_rate(signup, other, eligible, prior)
+                        rate = placebo_rate(signup, other, eligible, prior)
                         placebo = (rate, within, within * rate, float(stats.binom.sf(x - 1, within, rate)))
                 looked.append((members, a, b, np.flatnonzero(a.tied & b.tied & eligible), pi_a, pi_b, mu, p, placebo))
     looks = len(looked)

@@ -211,6 +211,14 @@ def held_by(incidence: sparse.csr_matrix, members: np.ndarray) -> tuple[np.ndarr
     return np.repeat(members, lengths), incidence.indices[offsets + np.arange(total)]
 
 
+def co_holders(table: KindTable, by_column: sparse.csc_matrix, members: np.ndarray) -> np.ndarray:
+    """The entities (ascending, ``members`` among them) holding a rare token of ``table`` that one
+    of ``members`` holds; ``by_column`` is the table's incidence as CSC, converted once by the
+    caller."""
+    columns = distinct(held_by(table.incidence, members)[1])
+    return distinct(held_by(by_column, columns)[1]).astype(np.int64)
+
+
 def _class_means(table: KindTable, members: np.ndarray) -> np.ndarray:
     """Per BiCM column class, the expected number of ``members`` holding one token of the class."""
     classes = table.entity_class[members]

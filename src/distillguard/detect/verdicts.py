@@ -962,8 +962,7 @@ class _Ties:
             for t in self._kinds(b):
                 if t.kind not in self._by_token:
                     self._by_token[t.kind] = sparse.csc_matrix(t.incidence)
-                columns = distinct(blocks_mod.held_by(t.incidence, seeded)[1])
-                holders.append(blocks_mod.held_by(self._by_token[t.kind], columns)[1].astype(np.int64))
+                holders.append(blocks_mod.co_holders(t, self._by_token[t.kind], seeded))
             found = distinct(np.concatenate(holders))
             found = found[~np.isin(found, seeded)]
             # the block kept, so that its id is not reused while cached
@@ -1181,13 +1180,9 @@ class TieCheck:
                 at = np.minimum(np.searchsorted(tied_entities, members), tied_entities.size - 1)
                 best = np.minimum(best, np.where(tied_entities[at] == members, p[at], 1.0))
             # the entities outside holding a token a member holds, and their ties to the members
-            columns = distinct(blocks_mod.held_by(table.incidence, members)[1])
             if table.kind not in self.by_column:
                 self.by_column[table.kind] = sparse.csc_matrix(table.incidence)
-            by_column = self.by_column[table.kind]
-            starts, lengths = by_column.indptr[columns], np.diff(by_column.indptr)[columns]
-            at = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-            holders = distinct(by_column.indices[at]).astype(np.int64)
+            holders = blocks_mod.co_holders(table, self.by_column[table.kind], members)
             holders = holders[~np.isin(holders, members) & self.judged[holders]]
             if holders.size:
                 out_entities, out_p = blocks_mod.ties_to(table, holders, members)
