@@ -896,6 +896,9 @@ def bench_strategies(
     organic_scale: float = typer.Option(1.0, "--organic-scale", metavar="FACTOR",
                                         help="Every organic persona with FACTOR times the template's accounts "
                                              "(the campaign unchanged)."),
+    withhold: str = typer.Option("", "--withhold", metavar="COLUMN[,COLUMN...]",
+                                 help="Score every store without these optional exchange columns, as logs that do "
+                                      "not carry them would be ingested."),
     as_json: bool = JsonOption,
 ) -> None:
     """Score a detector on randomized campaign strategies: recall distribution, per knob, organic FPs."""
@@ -913,6 +916,7 @@ def bench_strategies(
     results = run_strategies(split, n, seed, out, detector=detector, seeds=seeds, cache_dir=cache, docs=docs,
                              force=force, command="distillguard " + " ".join(sys.argv[1:]),
                              throttle_budgets=budgets, organic_scale=organic_scale,
+                             withhold=[c.strip() for c in withhold.split(",") if c.strip()],
                              progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
     if as_json:
         print(json.dumps(results, indent=2, default=str))

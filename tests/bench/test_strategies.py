@@ -18,6 +18,7 @@ import pytest
 from scipy.stats import binom
 
 from distillguard.bench import strategies as bench
+from distillguard.bench.prepare import prepare, withheld, withholdable
 from distillguard.errors import UserError
 from distillguard.simulate import simulate
 from distillguard.simulate.scenario import validate_scenario
@@ -32,6 +33,7 @@ from distillguard.simulate.strategies import (
     split_of,
     strategy_scenario,
 )
+from tests.bench.tiny import TINY, shared_cache
 
 SALT = "test-salt"
 #: a strategy whose knobs the traffic tests change one at a time
@@ -463,6 +465,36 @@ def test_a_second_heldout_run_at_one_tag_warns_and_needs_force(repo):
     assert len(bench.heldout_runs(log, "detector-v1", organic_scale=5.0)) == 1
     assert len(bench.heldout_runs(log, "detector-v1")) == 1
     assert bench.docs_block("heldout", 5.0) == "strategies-heldout-organic5" and bench.docs_block("dev") == "strategies-dev"
+    # and so is the same detector scored without some fields: one run per set of withheld columns
+    assert not bench.heldout_runs(log, "detector-v1", withhold=("system_prompt",))
+    bench.record_heldout_run(log, {"tag": "detector-v1", "date": "2026-01-03", "withheld": ["system_prompt"]})
+    assert len(bench.heldout_runs(log, "detector-v1", withhold=("system_prompt",))) == 1
+    assert len(bench.heldout_runs(log, "detector-v1")) == 1
+    assert bench.docs_block("heldout", 1.0, ("user_agent", "system_prompt")) == \
+        "strategies-heldout-without-system_prompt+user_agent"
+
+
+def test_only_optional_exchange_columns_can_be_withheld(tmp_path):
+    assert withholdable(("user_agent", "system_prompt", "user_agent")) == ("system_prompt", "user_agent")
+    with pytest.raises(UserError, match="'prompt' is required"):
+        bench.run_strategies("dev", 1, 1, tmp_path / "out", withhold=("prompt",))
+    with pytest.raises(UserError, match="'ua' is no column"):
+        bench.run_strategies("dev", 1, 1, tmp_path / "out", withhold=("ua",))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_store_with_columns_withheld_keeps_every_exchange_and_its_truth_and_nulls_only_those(tmp_path_factory):
+    prepared = prepare("baseline", TINY, 12, shared_cache(tmp_path_factory))
+    without = withheld(prepared, ("user_agent", "system_prompt"))
+    assert without.directory != prepared.directory and without.labels.equals(prepared.labels)
+    with prepared.open(read_only=True) as full, without.open(read_only=True) as thin:
+        query = "SELECT exchange_id, account_id, client_ip, prompt, user_agent, system_prompt FROM exchanges ORDER BY 1"
+        before, after = full.con.execute(query).fetchall(), thin.con.execute(query).fetchall()
+    assert len(after) == len(before) > 0
+    assert [r[:4] for r in after] == [r[:4] for r in before]
+    assert any(r[4] for r in before) and not any(r[4] or r[5] for r in after)
+    assert withheld(prepared, ()) is prepared
+    assert withheld(prepared, ("system_prompt", "user_agent")).directory == without.directory  # cached
 
 
 # --- end to end ---------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ and reused. The store holds the exchanges sorted by time in row groups, so a det
 for ``timestamp < as_of`` reads only the row groups before as_of (DuckDB skips the rest on
 their min/max statistics): the work of a replay step grows with the data seen so far, not with
 the whole scenario.
+
+A prepared store can also be copied with some optional columns withheld (:func:`withheld`):
+another provider's logs, or another generator's traffic, may not carry every field the
+simulator writes, and what detection rests on shows when one is missing.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distillguard.errors import UserError
 from distillguard.ingest import ingest_paths
+from distillguard.schema import COLUMNS
 from distillguard.simulate import simulate
 from distillguard.store import Store
 
@@ -120,3 +126,53 @@ def _build(scenario: str, scale: float, seed: int, directory: Path,
 
 def _quoted(path: Path) -> str:
     return str(path).replace("'", "''")
+
+
+def withholdable(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """``columns``, sorted and without repeats, each an optional column of the canonical exchange
+    schema (a required one cannot be withheld: a store has no row without it).
+
+    Raises:
+        UserError: an unknown or required column, named with the ones that can be withheld."""
+    optional = [c.name for c in COLUMNS if not c.required]
+    for name in columns:
+        if name not in optional:
+            what = "is required" if name in {c.name for c in COLUMNS} else "is no column of the exchange schema"
+            raise UserError(f"--withhold: {name!r} {what}; optional columns: {', '.join(optional)}")
+    return tuple(sorted(set(columns)))
+
+
+def withheld(prepared: Prepared, columns: tuple[str, ...],
+             progress: Callable[[str], None] | None = None) -> Prepared:
+    """``prepared`` with ``columns`` (:func:`withholdable`) missing: its exchanges, in time order,
+    ingested into a store of their own as logs without those fields would be (each NULL), beside
+    the same ground truth; cached under ``without-<columns>`` in the prepared directory. Only
+    the exchanges are carried (a simulated store has no account events). No columns: ``prepared``."""
+    columns = withholdable(columns)
+    if not columns:
+        return prepared
+    directory = prepared.directory / f"without-{'+'.join(columns)}"
+    if not (directory / _DONE).exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        if progress:
+            progress(f"withholding {', '.join(columns)} from {prepared.scenario}, seed {prepared.seed}")
+        kept = [c.name for c in COLUMNS if c.name not in columns]
+        by_time = directory / "exchanges.parquet"
+        with prepared.open(read_only=True) as source:
+            present = {r[0] for r in source.con.execute("DESCRIBE exchanges").fetchall()}
+            selected = ", ".join(f'"{c}"' for c in kept if c in present)
+            source.con.execute(
+                f"COPY (SELECT {selected} FROM exchanges ORDER BY \"timestamp\", exchange_id) TO '{_quoted(by_time)}' "
+                f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
+        with Store(directory / "store.duckdb") as store:
+            (result,) = ingest_paths(store, [by_time])
+        by_time.unlink()
+        for name in ("labels.parquet", "relayed.parquet", "scenario.json"):
+            if (prepared.directory / name).exists():
+                shutil.copyfile(prepared.directory / name, directory / name)
+        facts = {**prepared.facts, "withheld": list(columns), "stored_exchanges": result.rows_stored}
+        (directory / _DONE).write_text(json.dumps(facts, indent=2) + "\n")
+    facts = json.loads((directory / _DONE).read_text())
+    return Prepared(scenario=prepared.scenario, scale=prepared.scale, seed=prepared.seed, directory=directory,
+                    labels=prepared.labels, relayed=prepared.relayed, facts=facts)

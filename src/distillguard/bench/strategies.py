@@ -32,7 +32,7 @@ from scipy.stats import beta
 
 from distillguard import __version__
 from distillguard.bench import metrics
-from distillguard.bench.prepare import prepare
+from distillguard.bench.prepare import prepare, withheld, withholdable
 from distillguard.bench.registry import build
 from distillguard.bench.detectors import DistillguardDetector
 from distillguard.bench.report import headline, write_docs
@@ -163,14 +163,17 @@ def detector_tag(repo: Path) -> tuple[str, str]:
     return tags[-1], commit
 
 
-def heldout_runs(log: Path, tag: str, organic_scale: float = 1.0) -> list[dict[str, Any]]:
+def heldout_runs(log: Path, tag: str, organic_scale: float = 1.0,
+                 withhold: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Earlier held-out runs recorded for ``tag`` at ``organic_scale`` (a run recorded without
-    one was at 1). The same detector seen on a larger organic population is another benchmark
-    of the same set, not a change made after seeing it: one run per tag and organic scale."""
+    one was at 1) with ``withhold`` missing (recorded without: none). The same detector seen on
+    a larger organic population, or without some fields, is another benchmark of the same set,
+    not a change made after seeing it: one run per tag, organic scale and withheld columns."""
     if not log.exists():
         return []
     runs = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return [r for r in runs if r.get("tag") == tag and float(r.get("organic_scale", 1.0)) == organic_scale]
+    return [r for r in runs if r.get("tag") == tag and float(r.get("organic_scale", 1.0)) == organic_scale
+            and sorted(r.get("withheld", [])) == sorted(withhold)]
 
 
 def record_heldout_run(log: Path, entry: dict[str, Any]) -> None:
@@ -269,6 +272,7 @@ def run_strategies(
     progress: Progress | None = None,
     throttle_budgets: Sequence[float] = (),
     organic_scale: float = 1.0,
+    withhold: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Score ``detector`` on ``n`` strategies of ``split`` drawn with ``seed``, each simulated
     with ``seeds`` seeds (seed, seed + 1, ...), and write results.json and results.md to
@@ -283,9 +287,15 @@ def run_strategies(
     of the accounts, as a real one is of a provider's customers, and each persona's false-positive
     bound rests on more accounts.
 
+    ``withhold``: optional exchange columns every store (the reference's too) is scored without
+    (bench.prepare.withheld), as logs that do not carry them would be ingested: what detection
+    rests on, and what it keeps where another source lacks a field. A held-out run without some
+    columns is a run of its own at a tag.
+
     Raises:
         UserError: an unknown detector or split, a bad count, an unreadable salt, a throttle
-            budget outside (0, 1] or given for another detector, or a held-out run that the
+            budget outside (0, 1] or given for another detector, a column that cannot be
+            withheld, or a held-out run that the
             protocol refuses (untagged or changed detector; a second run at a tag without ``force``).
     """
     say = progress or (lambda _message: None)
@@ -293,6 +303,7 @@ def run_strategies(
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     if not organic_scale > 0:
         raise UserError(f"--organic-scale must be positive, got {organic_scale:g}")
+    withhold = withholdable(tuple(withhold))
     budgets = sorted(set(float(b) for b in throttle_budgets))
     if any(not 0.0 < b <= 1.0 for b in budgets):
         raise UserError(f"a throttle budget must lie in (0, 1], got {', '.join(f'{b:g}' for b in budgets)}")
@@ -306,10 +317,11 @@ def run_strategies(
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     run: dict[str, Any] = {
         "command": command or f"distillguard bench-strategies --split {split} --n {n} --seed {seed} "
-                              f"--seeds {seeds} --detector {detector} --organic-scale {organic_scale:g} --out {out}",
+                              f"--seeds {seeds} --detector {detector} --organic-scale {organic_scale:g} --out {out}"
+                              + (f" --withhold {','.join(withhold)}" if withhold else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "machine": _machine(), "split": split, "n": n, "seed": seed, "seeds": seeds, "detector": detector,
-        "organic_scale": organic_scale,
+        "organic_scale": organic_scale, "withheld": list(withhold),
         "salt_sha256": hashlib.sha256(salt.encode()).hexdigest()[:16], "level": LEVEL, "confidence": CONFIDENCE,
         "commit": _git_or_none(repo, "rev-parse", "HEAD"),
         "tags": _git_or_none(repo, "tag", "--points-at", "HEAD", "--list", TAG_PATTERN),
@@ -319,9 +331,11 @@ def run_strategies(
     if split == "heldout":
         tag, commit = detector_tag(repo)
         log = repo / HELDOUT_LOG
-        earlier = heldout_runs(log, tag, organic_scale)
+        earlier = heldout_runs(log, tag, organic_scale, withhold)
         if earlier:
             warning = (f"warning: the held-out set was already run for {tag} at organic scale {organic_scale:g} "
+                       + (f"without {', '.join(withhold)} " if withhold else "")
+                       + 
                        f"({len(earlier)} time(s), first "
                        f"{earlier[0].get('date')}); figures seen once are no longer held out")
             say(warning)
@@ -332,12 +346,13 @@ def run_strategies(
         # recorded before any strategy is seen: a run stopped half-way still used the set
         record_heldout_run(log, {"tag": tag, "commit": commit, "date": run["date"], "n": n, "seed": seed,
                                  "seeds": seeds, "detector": detector, "salt_sha256": run["salt_sha256"],
-                                 "organic_scale": organic_scale,
+                                 "organic_scale": organic_scale, **({"withheld": list(withhold)} if withhold else {}),
                                  "out": str(out), "forced": bool(earlier)})
 
     say(f"fitting {detector} on an organic-only draw (seed {seed + REFERENCE_SEED_OFFSET})")
     reference = prepare(str(_organic_file(seed + REFERENCE_SEED_OFFSET, cache / "scenarios", organic_scale)), 1.0,
                         seed + REFERENCE_SEED_OFFSET, cache, say)
+    reference = withheld(reference, withhold, say)
     at_budget = {b: _budget_detector(b) for b in budgets}
     with reference.open(read_only=True) as store:
         chosen.fit(store)
@@ -352,6 +367,7 @@ def run_strategies(
             say(f"[{i}/{len(strategies)}] {strategy.name} seed {sim_seed}")
             prepared = prepare(str(_scenario_file(strategy, sim_seed, cache / "scenarios", organic_scale)), 1.0, sim_seed,
                                cache, say)
+            prepared = withheld(prepared, withhold, say)
             with prepared.open(read_only=True) as store:
                 verdicts = _checked(chosen.detect(store, None), detector)
                 for b, other in at_budget.items():
@@ -377,16 +393,18 @@ def run_strategies(
         compact = headline(section)
         if budgets:
             compact = compact.rstrip("\n") + "\n\n" + curve_markdown(results) + "\n"
-        files["docs"] = write_docs(compact, docs, docs_block(split, organic_scale))
+        files["docs"] = write_docs(compact, docs, docs_block(split, organic_scale, withhold))
     results["files"] = {k: str(v) for k, v in files.items()}
     files["json"].write_text(json.dumps(results, indent=1, default=str) + "\n")
     say(f"wrote {', '.join(results['files'].values())}")
     return results
 
 
-def docs_block(split: str, organic_scale: float = 1.0) -> str:
-    """The docs block a run writes: ``strategies-SPLIT``, with ``-organicF`` at another organic scale."""
-    return f"strategies-{split}" + (f"-organic{organic_scale:g}" if organic_scale != 1.0 else "")
+def docs_block(split: str, organic_scale: float = 1.0, withhold: Sequence[str] = ()) -> str:
+    """The docs block a run writes: ``strategies-SPLIT``, with ``-organicF`` at another organic
+    scale and ``-without-COLUMN+...`` where columns were withheld."""
+    return (f"strategies-{split}" + (f"-organic{organic_scale:g}" if organic_scale != 1.0 else "")
+            + (f"-without-{'+'.join(sorted(withhold))}" if withhold else ""))
 
 
 def _budget_detector(throttle: float) -> DistillguardDetector:
@@ -511,7 +529,8 @@ def markdown(results: dict[str, Any]) -> str:
     dist = summary["recall"]
     lines = [
         f"## Strategy benchmark: {run['split']}"
-        + (f", organic x{run['organic_scale']:g}" if run.get("organic_scale", 1.0) != 1.0 else ""),
+        + (f", organic x{run['organic_scale']:g}" if run.get("organic_scale", 1.0) != 1.0 else "")
+        + (f", without {', '.join(run['withheld'])}" if run.get("withheld") else ""),
         "",
         f"`{run['command']}`",
         "",
