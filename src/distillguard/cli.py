@@ -849,6 +849,9 @@ def bench(
                                          help="Directory of simulated stores (default: OUT/cache)."),
     docs_block: str = typer.Option("detection", "--docs-block", metavar="NAME",
                                    help="Name of the marked block of --docs to rewrite (<!-- NAME:begin -->)."),
+    withhold: str = typer.Option("", "--withhold", metavar="COLUMN[,COLUMN...]",
+                                 help="Score every store without these optional exchange columns, as logs that do "
+                                      "not carry them would be ingested."),
     as_json: bool = JsonOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -870,6 +873,7 @@ def bench(
         results = run_bench(scenario, scale=scale, detectors=detector_names, seed=seed, out_dir=out,
                             replay_every_hours=replay_every_hours, workers=workers, docs=docs, docs_block=docs_block,
                             cache_dir=cache, command="distillguard " + " ".join(sys.argv[1:]),
+                            withhold=[c.strip() for c in withhold.split(",") if c.strip()],
                             progress=None if as_json or quiet else say)
     if as_json:
         print(json.dumps(results, indent=2, default=str))

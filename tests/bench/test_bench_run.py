@@ -113,6 +113,19 @@ def test_a_second_run_reuses_the_simulated_scenarios(tmp_path):
     assert not any(m.startswith("simulating") for m in again)
 
 
+def test_a_run_with_columns_withheld_scores_stores_without_them_and_says_so(tmp_path_factory):
+    out = tmp_path_factory.mktemp("withheld")
+    messages: list[str] = []
+    results = run_bench(["alibaba-2026"], scale=TINY, seed=11, detectors=["rate_limits"], out_dir=out,
+                        replay_every_hours=0, cache_dir=shared_cache(tmp_path_factory), progress=messages.append,
+                        withhold=["user_agent"])
+    assert results["run"]["withheld"] == ["user_agent"] and "--withhold user_agent" in results["run"]["command"]
+    assert any(m.startswith("withholding user_agent") for m in messages)
+    assert "every store without user_agent" in (out / "results.md").read_text()
+    with pytest.raises(UserError, match="'timestamp' is required"):
+        run_bench(["alibaba-2026"], scale=TINY, detectors=["rate_limits"], out_dir=out, withhold=["timestamp"])
+
+
 def test_editing_a_scenario_changes_its_cache_key_so_no_stale_store_is_scored(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\nbase: alibaba-2026\n")

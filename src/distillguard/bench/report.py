@@ -46,7 +46,8 @@ def markdown(results: dict[str, Any], name: str = "detection") -> str:
         f"{run['date']} · {machine['cpus']} CPUs, {machine['memory_gib']:.0f} GiB, {machine['platform']} · "
         f"distillguard {run['version']}  ",
         f"Scale {run['scale']:g}, seed {run['seed']}; detectors fitted on `baseline` (organic only) simulated with "
-        f"seed {run['reference_seed']}; replay every {run['replay_every_hours']:g} simulated hours.",
+        f"seed {run['reference_seed']}; replay every {run['replay_every_hours']:g} simulated hours"
+        + (f"; every store without {', '.join(run['withheld'])}." if run.get("withheld") else "."),
         "",
         "*throttle+* = throttle, fallback or block; *monitor+* adds monitor. FPR = share of organic accounts flagged. "
         "Leakage = a campaign's own exchanges sent before its accounts were throttled in the replay "

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from distillguard import __version__
 from distillguard.bench import floors, metrics, oracle, plots, report
 from distillguard.bench.cost import measured
-from distillguard.bench.prepare import Prepared, prepare
+from distillguard.bench.prepare import Prepared, prepare, withheld, withholdable
 from distillguard.bench.registry import BASELINES, DETECTORS, build
 from distillguard.bench.replay import campaign_traffic, campaign_window, grid, replay
 from distillguard.errors import UserError
@@ -79,6 +79,7 @@ def run_bench(
     docs_block: str = "detection",
     command: str | None = None,
     progress: Progress | None = None,
+    withhold: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Benchmark ``detectors`` (all registered when None) on ``scenarios`` and write the results.
 
@@ -98,13 +99,17 @@ def run_bench(
         docs_block: the name of that section's markers (``<!-- NAME:begin -->``).
         command: the command line to print in the report (rebuilt from the arguments if None).
         progress: called with one line of text per stage.
+        withhold: optional exchange columns every store (the reference's too) is scored without
+            (bench.prepare.withheld), as logs that do not carry them would be ingested.
 
     Returns:
         The results dictionary written to results.json, with ``files`` (name -> path) added.
 
     Raises:
-        UserError: unknown scenario or detector, or a scale or interval that is not positive.
+        UserError: unknown scenario or detector, a scale or interval that is not positive, or a
+            column that cannot be withheld.
     """
+    withhold = withholdable(tuple(withhold))
     scenarios = [n for name in _names(scenarios) for n in (all_scenarios() if name == "all" else [name])]
     names = _names(detectors) if detectors else list(DETECTORS)
     if not scenarios:
@@ -120,13 +125,13 @@ def run_bench(
     reference_seed = seed + REFERENCE_SEED_OFFSET
 
     results: dict[str, Any] = {"run": {
-        "command": command or _command(scenarios, scale, names, seed, out, replay_every_hours, workers),
+        "command": command or _command(scenarios, scale, names, seed, out, replay_every_hours, workers, withhold),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "version": __version__,
         "machine": _machine(), "scenarios": scenarios, "scale": scale, "seed": seed,
         "reference_scenario": REFERENCE_SCENARIO, "reference_seed": reference_seed, "detectors": names,
-        "replay_every_hours": replay_every_hours, "replay_workers": workers,
+        "replay_every_hours": replay_every_hours, "replay_workers": workers, "withheld": list(withhold),
     }}
-    reference = prepare(REFERENCE_SCENARIO, scale, reference_seed, cache, say)
+    reference = withheld(prepare(REFERENCE_SCENARIO, scale, reference_seed, cache, say), withhold, say)
     results["reference"] = _facts(reference)
     results["fit"] = {}
     with reference.open() as store:
@@ -138,7 +143,7 @@ def run_bench(
 
     results["scenarios"] = {}
     for scenario in scenarios:
-        prepared = prepare(scenario, scale, seed, cache, say)
+        prepared = withheld(prepare(scenario, scale, seed, cache, say), withhold, say)
         # read-only, so that replay workers can open the store beside this process
         with prepared.open(read_only=True) as store:
             results["scenarios"][prepared.scenario] = score_scenario(
@@ -265,13 +270,15 @@ def _names(values: Sequence[str] | None) -> list[str]:
 
 
 def _command(scenarios: list[str], scale: float, detectors: list[str], seed: int, out: Path,
-             every: float, workers: int = 1) -> str:
+             every: float, workers: int = 1, withhold: Sequence[str] = ()) -> str:
     parts = ["distillguard bench", *(f"--scenario {s}" for s in scenarios), f"--scale {scale:g}",
              f"--detectors {','.join(detectors)}", f"--seed {seed}"]
     if every != 6.0:
         parts.append(f"--replay-every-hours {every:g}")
     if workers != 1:
         parts.append(f"--workers {workers}")
+    if withhold:
+        parts.append(f"--withhold {','.join(withhold)}")
     return " ".join([*parts, f"--out {out}"])
 
 
