@@ -122,6 +122,12 @@ def test_a_run_with_columns_withheld_scores_stores_without_them_and_says_so(tmp_
     assert results["run"]["withheld"] == ["user_agent"] and "--withhold user_agent" in results["run"]["command"]
     assert any(m.startswith("withholding user_agent") for m in messages)
     assert "every store without user_agent" in (out / "results.md").read_text()
+    docs = out / "benchmarks.md"
+    docs.write_text(f"# Benchmarks\n\n{BEGIN}\nthe full columns' figures\n{END}\n")
+    run_bench(["alibaba-2026"], scale=TINY, seed=11, detectors=["rate_limits"], out_dir=out, replay_every_hours=0,
+              cache_dir=shared_cache(tmp_path_factory), docs=docs, withhold=["user_agent"])
+    text = docs.read_text()
+    assert "the full columns' figures" in text and "<!-- detection-without-user_agent:begin -->" in text
     with pytest.raises(UserError, match="'timestamp' is required"):
         run_bench(["alibaba-2026"], scale=TINY, detectors=["rate_limits"], out_dir=out, withhold=["timestamp"])
 

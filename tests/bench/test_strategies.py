@@ -20,6 +20,7 @@ from scipy.stats import binom
 from distillguard.bench import strategies as bench
 from distillguard.bench.prepare import prepare, withheld, withholdable
 from distillguard.errors import UserError
+from distillguard.schema import COLUMNS
 from distillguard.simulate import simulate
 from distillguard.simulate.scenario import validate_scenario
 from distillguard.simulate.strategies import (
@@ -492,9 +493,13 @@ def test_a_store_with_columns_withheld_keeps_every_exchange_and_its_truth_and_nu
         before, after = full.con.execute(query).fetchall(), thin.con.execute(query).fetchall()
     assert len(after) == len(before) > 0
     assert [r[:4] for r in after] == [r[:4] for r in before]
-    assert any(r[4] for r in before) and not any(r[4] or r[5] for r in after)
+    assert any(r[4] for r in before) and any(r[5] for r in before) and not any(r[4] or r[5] for r in after)
     assert withheld(prepared, ()) is prepared
-    assert withheld(prepared, ("system_prompt", "user_agent")).directory == without.directory  # cached
+    again: list[str] = []
+    assert withheld(prepared, ("system_prompt", "user_agent"), again.append).directory == without.directory
+    assert not again  # the copy is cached, not made again
+    every = withholdable(tuple(c.name for c in COLUMNS if not c.required))
+    assert len(withheld(prepared, every).directory.name) < 30  # a digest names a long list
 
 
 # --- end to end ---------------------------------------------------------------------------------

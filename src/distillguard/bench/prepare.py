@@ -34,6 +34,8 @@ from distillguard.store import Store
 #: rows per Parquet row group of the time-sorted store: the granularity of as-of pruning
 ROW_GROUP_ROWS = 100_000
 _DONE = "prepared.json"
+#: the longest ``without-`` folder name made of the withheld columns' names (a digest beyond it)
+MAX_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -146,12 +148,16 @@ def withheld(prepared: Prepared, columns: tuple[str, ...],
              progress: Callable[[str], None] | None = None) -> Prepared:
     """``prepared`` with ``columns`` (:func:`withholdable`) missing: its exchanges, in time order,
     ingested into a store of their own as logs without those fields would be (each NULL), beside
-    the same ground truth; cached under ``without-<columns>`` in the prepared directory. Only
-    the exchanges are carried (a simulated store has no account events). No columns: ``prepared``."""
+    the same ground truth; cached under ``without-<columns>`` in the prepared directory (a digest
+    of them where their names would make too long a folder name). Only the exchanges are carried
+    (a simulated store has no account events). No columns: ``prepared``."""
     columns = withholdable(columns)
     if not columns:
         return prepared
-    directory = prepared.directory / f"without-{'+'.join(columns)}"
+    name = "+".join(columns)
+    if len(name) > MAX_NAME:  # a folder name has a length limit; prepared.json names the columns
+        name = hashlib.sha256(name.encode()).hexdigest()[:12]
+    directory = prepared.directory / f"without-{name}"
     if not (directory / _DONE).exists():
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)

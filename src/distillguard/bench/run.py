@@ -100,7 +100,8 @@ def run_bench(
         command: the command line to print in the report (rebuilt from the arguments if None).
         progress: called with one line of text per stage.
         withhold: optional exchange columns every store (the reference's too) is scored without
-            (bench.prepare.withheld), as logs that do not carry them would be ingested.
+            (bench.prepare.withheld), as logs that do not carry them would be ingested; the docs
+            block is then ``docs_block`` with ``-without-COLUMN+...`` (unless it ends so already).
 
     Returns:
         The results dictionary written to results.json, with ``files`` (name -> path) added.
@@ -110,6 +111,9 @@ def run_bench(
             column that cannot be withheld.
     """
     withhold = withholdable(tuple(withhold))
+    suffix = f"-without-{'+'.join(withhold)}"
+    if withhold and not docs_block.endswith(suffix):  # never over the full-column figures' block
+        docs_block += suffix
     scenarios = [n for name in _names(scenarios) for n in (all_scenarios() if name == "all" else [name])]
     names = _names(detectors) if detectors else list(DETECTORS)
     if not scenarios:
