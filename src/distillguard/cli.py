@@ -873,7 +873,7 @@ def bench(
         results = run_bench(scenario, scale=scale, detectors=detector_names, seed=seed, out_dir=out,
                             replay_every_hours=replay_every_hours, workers=workers, docs=docs, docs_block=docs_block,
                             cache_dir=cache, command="distillguard " + " ".join(sys.argv[1:]),
-                            withhold=[c.strip() for c in withhold.split(",") if c.strip()],
+                            withhold=withhold.split(","),
                             progress=None if as_json or quiet else say)
     if as_json:
         print(json.dumps(results, indent=2, default=str))
@@ -920,7 +920,7 @@ def bench_strategies(
     results = run_strategies(split, n, seed, out, detector=detector, seeds=seeds, cache_dir=cache, docs=docs,
                              force=force, command="distillguard " + " ".join(sys.argv[1:]),
                              throttle_budgets=budgets, organic_scale=organic_scale,
-                             withhold=[c.strip() for c in withhold.split(",") if c.strip()],
+                             withhold=withhold.split(","),
                              progress=None if as_json else (lambda msg: err.print(msg, highlight=False)))
     if as_json:
         print(json.dumps(results, indent=2, default=str))

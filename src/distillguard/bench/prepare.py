@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,7 +34,7 @@ from distillguard.store import Store
 #: rows per Parquet row group of the time-sorted store: the granularity of as-of pruning
 ROW_GROUP_ROWS = 100_000
 _DONE = "prepared.json"
-#: the longest ``without-`` folder name made of the withheld columns' names (a digest beyond it)
+#: the longest folder name made of the withheld columns' names (:func:`withheld_name`; a digest beyond it)
 MAX_NAME = 100
 
 
@@ -130,18 +130,26 @@ def _quoted(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def withholdable(columns: tuple[str, ...]) -> tuple[str, ...]:
-    """``columns``, sorted and without repeats, each an optional column of the canonical exchange
-    schema (a required one cannot be withheld: a store has no row without it).
+def withholdable(columns: Iterable[str]) -> tuple[str, ...]:
+    """``columns`` (as typed: blanks around them and empty ones left out), sorted and without
+    repeats, each an optional column of the canonical exchange schema (a required one cannot be
+    withheld: a store has no row without it).
 
     Raises:
         UserError: an unknown or required column, named with the ones that can be withheld."""
+    columns = [c.strip() for c in columns if c.strip()]
     optional = [c.name for c in COLUMNS if not c.required]
     for name in columns:
         if name not in optional:
             what = "is required" if name in {c.name for c in COLUMNS} else "is no column of the exchange schema"
             raise UserError(f"--withhold: {name!r} {what}; optional columns: {', '.join(optional)}")
     return tuple(sorted(set(columns)))
+
+
+def withheld_name(columns: Iterable[str]) -> str:
+    """``without-COLUMN+...``: what a store, a docs block or a report scored without ``columns``
+    is named by (columns sorted)."""
+    return "without-" + "+".join(sorted(columns))
 
 
 def withheld(prepared: Prepared, columns: tuple[str, ...],
@@ -154,20 +162,18 @@ def withheld(prepared: Prepared, columns: tuple[str, ...],
     columns = withholdable(columns)
     if not columns:
         return prepared
-    name = "+".join(columns)
+    name = withheld_name(columns)
     if len(name) > MAX_NAME:  # a folder name has a length limit; prepared.json names the columns
-        name = hashlib.sha256(name.encode()).hexdigest()[:12]
-    directory = prepared.directory / f"without-{name}"
+        name = "without-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    directory = prepared.directory / name
     if not (directory / _DONE).exists():
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         if progress:
             progress(f"withholding {', '.join(columns)} from {prepared.scenario}, seed {prepared.seed}")
-        kept = [c.name for c in COLUMNS if c.name not in columns]
+        selected = ", ".join(f'"{c.name}"' for c in COLUMNS if c.name not in columns)
         by_time = directory / "exchanges.parquet"
         with prepared.open(read_only=True) as source:
-            present = {r[0] for r in source.con.execute("DESCRIBE exchanges").fetchall()}
-            selected = ", ".join(f'"{c}"' for c in kept if c in present)
             source.con.execute(
                 f"COPY (SELECT {selected} FROM exchanges ORDER BY \"timestamp\", exchange_id) TO '{_quoted(by_time)}' "
                 f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")

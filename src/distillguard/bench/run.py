@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from distillguard import __version__
 from distillguard.bench import floors, metrics, oracle, plots, report
 from distillguard.bench.cost import measured
-from distillguard.bench.prepare import Prepared, prepare, withheld, withholdable
+from distillguard.bench.prepare import Prepared, prepare, withheld, withheld_name, withholdable
 from distillguard.bench.registry import BASELINES, DETECTORS, build
 from distillguard.bench.replay import campaign_traffic, campaign_window, grid, replay
 from distillguard.errors import UserError
@@ -110,8 +110,8 @@ def run_bench(
         UserError: unknown scenario or detector, a scale or interval that is not positive, or a
             column that cannot be withheld.
     """
-    withhold = withholdable(tuple(withhold))
-    suffix = f"-without-{'+'.join(withhold)}"
+    withhold = withholdable(withhold)
+    suffix = f"-{withheld_name(withhold)}"
     if withhold and not docs_block.endswith(suffix):  # never over the full-column figures' block
         docs_block += suffix
     scenarios = [n for name in _names(scenarios) for n in (all_scenarios() if name == "all" else [name])]

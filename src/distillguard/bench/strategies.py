@@ -32,7 +32,7 @@ from scipy.stats import beta
 
 from distillguard import __version__
 from distillguard.bench import metrics
-from distillguard.bench.prepare import prepare, withheld, withholdable
+from distillguard.bench.prepare import prepare, withheld, withheld_name, withholdable
 from distillguard.bench.registry import build
 from distillguard.bench.detectors import DistillguardDetector
 from distillguard.bench.report import headline, write_docs
@@ -303,7 +303,7 @@ def run_strategies(
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     if not organic_scale > 0:
         raise UserError(f"--organic-scale must be positive, got {organic_scale:g}")
-    withhold = withholdable(tuple(withhold))
+    withhold = withholdable(withhold)
     budgets = sorted(set(float(b) for b in throttle_budgets))
     if any(not 0.0 < b <= 1.0 for b in budgets):
         raise UserError(f"a throttle budget must lie in (0, 1], got {', '.join(f'{b:g}' for b in budgets)}")
@@ -333,10 +333,9 @@ def run_strategies(
         log = repo / HELDOUT_LOG
         earlier = heldout_runs(log, tag, organic_scale, withhold)
         if earlier:
+            without = f"without {', '.join(withhold)} " if withhold else ""
             warning = (f"warning: the held-out set was already run for {tag} at organic scale {organic_scale:g} "
-                       + (f"without {', '.join(withhold)} " if withhold else "")
-                       + 
-                       f"({len(earlier)} time(s), first "
+                       f"{without}({len(earlier)} time(s), first "
                        f"{earlier[0].get('date')}); figures seen once are no longer held out")
             say(warning)
             if not force:
@@ -404,7 +403,7 @@ def docs_block(split: str, organic_scale: float = 1.0, withhold: Sequence[str] =
     """The docs block a run writes: ``strategies-SPLIT``, with ``-organicF`` at another organic
     scale and ``-without-COLUMN+...`` where columns were withheld."""
     return (f"strategies-{split}" + (f"-organic{organic_scale:g}" if organic_scale != 1.0 else "")
-            + (f"-without-{'+'.join(sorted(withhold))}" if withhold else ""))
+            + (f"-{withheld_name(withhold)}" if withhold else ""))
 
 
 def _budget_detector(throttle: float) -> DistillguardDetector:

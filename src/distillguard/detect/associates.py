@@ -194,7 +194,8 @@ def _near(created: np.ndarray, instants: np.ndarray, width: float) -> np.ndarray
 
 
 def placebo_rate(signup: Tie, other: Tie, eligible: np.ndarray, prior: float) -> float:
-    """Among the ``n`` eligible entities tied by ``other`` but not by ``signup``, the share that signed up as close to the campaign's sign-ups moved by whole weeks
+    """Among the ``n`` eligible entities tied by ``other`` but not by ``signup``, the share that
+    signed up as close to the campaign's sign-ups moved by whole weeks
     (``PLACEBO_WEEKS``), over every move that keeps every moved instant within the creations
     seen (a move past the last one, or before the first, could catch nobody), with one
     pseudo-entity tied at the ``prior`` rate (the sign-up tie's crosswise rate): the rate is
