@@ -309,3 +309,93 @@ def test_associates_join_their_campaign_and_are_not_capped_as_a_group_of_their_o
     assert {verdicts[a][0] for a in ("ass-0000", "ass-0001", "ass-0002")} == {"throttle"}
     assert len({verdicts[a][1] for a in names if a.startswith(("ass-", "mem-"))}) == 1
     assert helper.offers(findings, 5, 0.05) == []
+
+
+def behaviour_scene(seed: int, client_tail: float | None = None) -> tuple[list[str], list[associates.Association],
+                                                                          np.ndarray, np.ndarray]:
+    """The servers-and-client scene (3,000 organic, 40 members, 12 associates) with a behaviour
+    tail share per entity: organic entities uniform, the first six associates in the top 0.1%,
+    the other six like anyone (0.5); the organic holders of the members' client at
+    ``client_tail`` if given (a client whose users all behave in the tail). Returns the names,
+    the associations, the tail shares and the eligible entities."""
+    names, keys, created = scene(3000, 40, 12, seed=seed)
+    rng = np.random.default_rng(seed)
+    tail = rng.uniform(0.0, 1.0, len(names))
+    for i, a in enumerate(names):
+        if a.startswith("ass-"):
+            tail[i] = 0.001 if int(a[4:]) < 6 else 0.5
+        elif client_tail is not None and "user_agent\tua-camp" in keys[a]:
+            tail[i] = client_tail
+    eligible = np.array([not a.startswith("mem-") for a in names])
+    return names, found(names, keys, created), tail, eligible
+
+
+def test_associates_that_behave_in_the_tail_are_offered_on_their_own_for_less():
+    """Six of twelve associates behave in the population's top 0.1%: at level 0.002 they alone
+    are kept, each association's expectation times the rate at which the entities tied by one of
+    its ties only behave that way (the larger tie's, shrunk towards the level); the six that
+    behave like anyone are at no level below theirs."""
+    names, result, tail, eligible = behaviour_scene(31)
+    assert result
+    kept = associates.behaving(result, tail, eligible, (0.002, 0.01, 0.05))
+    strict = [k for k in kept if k.behaviour[0] == 0.002]
+    assert strict and all({names[e] for e in k.entities} == {f"ass-{i:04d}" for i in range(6)} for k in strict)
+    for k in kept:
+        level, rate, within, tied = k.behaviour
+        a = next(a for a in result if (a.first.name, a.second.name) == (k.first.name, k.second.name))
+        both = a.first.tied & a.second.tied
+        rates = [(np.count_nonzero(t.tied & eligible & ~both & (tail <= level)) + level)
+                 / (np.count_nonzero(t.tied & eligible & ~both) + 1) for t in (a.first, a.second)]
+        assert rate == pytest.approx(max(rates)) and k.expected == pytest.approx(a.expected * rate)
+        assert tied == len(a.entities) and k.p_corrected == a.p_corrected
+        assert all(tail[e] <= level for e in k.entities) and k.expected < a.expected
+        assert "combined behaviour" in k.reason()
+
+
+def test_a_tie_whose_other_holders_behave_in_the_tail_too_buys_nothing():
+    """Where every organic holder of the members' client behaves in the tail as well (a client
+    built for heavy use), behaving in the tail says nothing about an associate: the rate within
+    the client's other holders is near one and the kept associates cost about what the whole
+    association does."""
+    _, result, tail, eligible = behaviour_scene(32, client_tail=0.0005)
+    kept = [k for k in associates.behaving(result, tail, eligible, (0.002,))
+            if "client" in (k.first.family, k.second.family)]
+    assert kept and all(k.behaviour[1] > 0.9 for k in kept)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 1000), who=st.integers(0, 11), to=st.floats(0.0, 0.3))
+def test_behaving_further_in_the_tail_never_makes_an_associate_costlier(seed, who, to):
+    """Monotonicity: an associate moved further into the tail is kept at every level it was
+    kept at before, and the cheapest offer holding it costs no more."""
+    names, result, tail, eligible = behaviour_scene(seed % 7 + 40)
+    target = names.index(f"ass-{who:04d}")
+    levels = (0.002, 0.01, 0.05, 0.2)
+
+    def cheapest(t: np.ndarray) -> tuple[float, set[float]]:
+        offers = [k for k in associates.behaving(result, t, eligible, levels) if target in k.entities]
+        return min((k.expected for k in offers), default=np.inf), {k.behaviour[0] for k in offers}
+
+    stronger = tail.copy()
+    stronger[target] = min(tail[target], to)
+    cost_before, _ = cheapest(tail)
+    cost_after, _ = cheapest(stronger)
+    assert cost_after <= cost_before
+
+
+def test_the_budget_is_offered_behaving_associates_when_the_tail_is_known():
+    names, result, tail, eligible = behaviour_scene(33)
+    n = len(names)
+    entity_of = {a: i for i, a in enumerate(names)}
+    _, keys, created = scene(3000, 40, 12, seed=33)
+    tables = blocks.kind_tables(key_table(keys), entity_of, n, 100_000)
+    members = tuple(i for i, a in enumerate(names) if a.startswith("mem-"))
+    findings = [dv.Finding("throttle", "cohort", "w", 1e-20, 1.0, "campaign", members, 0.01)]
+    judged = np.array([not a.startswith("ass-") for a in names])
+    plain = dv.Associates(tables, created, np.zeros(n, dtype=bool), (0.25, 1.0), judged).offers(findings, 5, 0.05)
+    both = dv.Associates(tables, created, np.zeros(n, dtype=bool), (0.25, 1.0), judged, tail,
+                         (0.002, 0.05)).offers(findings, 5, 0.05)
+    assert len(both) > len(plain) and {c.reason for c in plain} <= {c.reason for c in both}
+    cheaper = [c for c in both if "combined behaviour" in c.reason]
+    assert cheaper and min(c.cost for c in cheaper) < min(c.cost for c in plain)
+    assert all(set(c.joins) == set(members) for c in cheaper)

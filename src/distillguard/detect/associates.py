@@ -40,7 +40,7 @@ the associates must be surprising under both nulls.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import sparse, stats
@@ -108,6 +108,10 @@ class Association:
     #: those are, the organic entities that rate expects in both, the binomial p-value)
     placebo: tuple[float, int, float, float] | None = None
     independent: tuple[float, float] | None = None  # (organic expected, Fisher's p) if independent
+    #: for associates kept for their behaviour (:func:`behaving`): (the population tail share of
+    #: the combined behaviour score each is at or beyond, the share of the entities tied by one of
+    #: the two ties only that is, those entities, and the associates the pair of ties holds)
+    behaviour: tuple[float, float, int, int] | None = None
 
     def reason(self) -> str:
         held = np.asarray(self.entities, dtype=np.int64)
@@ -122,7 +126,14 @@ class Association:
             out += (f"; of the eligible entities tied by the other and not by the sign-up, {rate:.3g} signed up as "
                     f"close to the campaign's sign-ups moved by whole weeks, so {expected:.3g} of the {within} tied "
                     f"by the other would hold both by chance (binomial p={p:.3g}); the larger of each")
-        return out + f", corrected for the pairs of ties and campaigns p={self.p_corrected:.3g}"
+        out += f", corrected for the pairs of ties and campaigns p={self.p_corrected:.3g}"
+        if self.behaviour is not None:
+            level, rate, within, tied = self.behaviour
+            out += (f"; {len(self.entities)} of the {tied} tied in both are in the top {level:.3g} of the population "
+                    f"on combined behaviour, as {rate:.3g} of the {within} entities tied by one of the two only "
+                    f"are (the larger of the two ties, shrunk towards {level:.3g} by one entity), so "
+                    f"{self.expected:.3g} organic entities are expected among them")
+        return out
 
 
 def _what(t: Tie, entities: np.ndarray) -> str:
@@ -262,4 +273,40 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
         if both.size and corrected <= alpha:
             out.append(Association(tuple(members.tolist()), a, b, tuple(both.tolist()), n_eligible, pi_a, pi_b,
                                    expected, worst, corrected, placebo, (mu, p)))
+    return out
+
+
+def behaving(found: list[Association], tail: np.ndarray, eligible: np.ndarray, levels: tuple[float, ...]
+             ) -> list[Association]:
+    """The associates of each association that also behave in the population's tail: per level ``l`` in ``levels``, those whose
+    ``tail`` (the population tail share of the combined behaviour score; 1 for an entity not
+    judged) is at most ``l``, when there are any.
+
+    The null: among the organic entities tied in both, behaving in the tail is as common as
+    among the entities tied by one of the two only. Behaviour is not independent of every tie
+    (holders of one system prompt ask alike, API clients send more than a chat window), so the
+    rate is estimated within each tie's other holders and the larger of the two is taken, each
+    shrunk towards ``l`` by one pseudo-entity: ``(hits + l) / (holders + 1)``. The organic
+    entities expected among the kept associates are the association's expectation times that
+    rate; the p-value stays the association's (the subset is chosen from associates already
+    found, and each level's offer is charged its own cost). A harvester tied to a campaign by its
+    infrastructure behaves like one; an office colleague of a harvester does not."""
+    out = []
+    for a in found:
+        both = a.first.tied & a.second.tied
+        held = np.asarray(a.entities, dtype=np.int64)
+        last = 0
+        for level in sorted(levels):  # a set kept at a lower level costs no more there
+            kept = held[tail[held] <= level]
+            if kept.size == last:
+                continue
+            last = kept.size
+            rates, withins = [], []
+            for t in (a.first, a.second):
+                only = t.tied & eligible & ~both
+                withins.append(int(np.count_nonzero(only)))
+                rates.append((int(np.count_nonzero(only & (tail <= level))) + level) / (withins[-1] + 1))
+            k = int(np.argmax(rates))
+            out.append(replace(a, entities=tuple(kept.tolist()), expected=a.expected * rates[k],
+                               behaviour=(level, rates[k], withins[k], held.size)))
     return out

@@ -255,7 +255,10 @@ class Statistics(BaseModel):
                           "raises an action")
     cohort_levels: tuple[float, ...] = Field((0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2), description="tail shares of a window's reference (the "
                                              "entities that arrived before it) an extreme entity falls in; each "
-                                             "level is one more look, corrected for")
+                                             "level is one more look, corrected for. Also the population tail "
+                                             "shares of combined behaviour at which a campaign's associates "
+                                             "behaving in the tail are offered on their own (not looks: offers, "
+                                             "each priced by its own rate)")
     member_levels: tuple[float, ...] = Field((0.5,), description="tail shares, besides cohort_levels (and "
                                              "0: above the reference's largest value), at which a validated "
                                              "wording group's holders may be kept: not looks (the group's "

@@ -221,13 +221,15 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
 
     feature_values, attributes, judged = _entity_features(feats, entity_of, n, stats.cohort_min_exchanges)
     ent = _entity_index(feats, entity_of)
-    # every account's creation, judged or not: an associate is typically too quiet to be judged
-    associates = Associates(tables, _earliest(feats, "created_at", ent, n), relayed, tuple(stats.associate_hours),
-                            judged)
     observation = _observation(feats, ent, n, attributes["first_seen"], as_of, stats.cohort_horizons_hours)
     behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
     if behaviour:
         behaviour[COMBINED_FEATURE] = (_combined(behaviour), "above")
+    # every account's creation, judged or not: an associate is typically too quiet to be judged
+    associates = Associates(tables, _earliest(feats, "created_at", ent, n), relayed, tuple(stats.associate_hours),
+                            judged, None if not behaviour else cohorts_mod.tail_shares(behaviour[COMBINED_FEATURE][0],
+                                                                                      "above"),
+                            tuple(stats.cohort_levels))
     wordings = _wording_groups(tables, stats.min_block_holders)
     # the cohorts' reference is refitted without what the scan's cohorts have found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
@@ -1220,6 +1222,11 @@ class Candidate:
     #: stays at most alpha
     residual: Callable[[np.ndarray], float] | None = None
     joins: tuple[int, ...] = ()  # Finding.joins
+    #: results offered as nested sets of one test (each holds those below it and costs at least
+    #: as much: a campaign's associates and those of them behaving in the tail) share a key; what
+    #: accepting several of them costs is the largest one's cost, so each is charged only what it
+    #: adds to what the nest was charged already ("": a nest of its own)
+    nest: str = ""
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy,
@@ -1259,6 +1266,7 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
     for action in ACTIONS:
         allowed = getattr(budget, action) * n
         spent = 0.0
+        charged: dict[str, float] = {}  # per nest of results, what its accepted ones were charged
         # monitor restricts nobody: its results are evidence at their full cost
         most = policy.statistics.finding_fdr if action != "monitor" else np.inf
         ranked = sorted(candidates[action], key=lambda c: (strength(c), c.test, c.null, c.reason, c.entities))
@@ -1275,8 +1283,10 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
         strengths = (list(tied) for _, tied in itertools.groupby(ranked, key=strength))
         for tied in itertools.chain(strengths, owners()):
             for c, entities, reason, cost, new in _cheapest_first(tied, taken, lambda: allowed - spent,
-                                                                  arrays, policy.statistics.alpha, most):
+                                                                  arrays, policy.statistics.alpha, most, charged):
                 spent += cost
+                if c.nest:
+                    charged[c.nest] = charged.get(c.nest, 0.0) + cost
                 taken[list(entities)] = True
                 findings.append(Finding(action, c.test, c.null, c.p, allowed,
                                         f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
@@ -1381,6 +1391,11 @@ class Associates:
     relayed: np.ndarray
     hours: tuple[float, ...]
     judged: np.ndarray | None = None  # entities with an account at the judging minimum of exchanges
+    #: per entity, the population tail share of its combined behaviour score (1: not judged), and
+    #: the levels at which associates behaving in that tail are offered on their own
+    #: (associates.behaving); None: none are
+    tail: np.ndarray | None = None
+    levels: tuple[float, ...] = ()
 
     def offers(self, findings: list[Finding], min_members: int, alpha: float) -> list[Candidate]:
         """One offer per campaign (a group of accepted results at throttle or stronger of at least
@@ -1397,10 +1412,14 @@ class Associates:
         eligible = ~self.relayed
         eligible[[e for f in strong for e in f.entities]] = False
         campaigns = [np.asarray(sorted(g), dtype=np.int64) for g in sorted(groups, key=min)]
+        found = associates_mod.associations(self.tables, self.created, campaigns, eligible, self.hours, alpha,
+                                            self.judged)
+        if self.tail is not None:
+            found = found + associates_mod.behaving(found, self.tail, eligible, self.levels)
+        # an association and its associates behaving in the tail are one nest of offers
         return [Candidate(a.p_corrected, "associate", INDEPENDENT_TIES.name, a.reason(), "", a.entities, a.expected,
-                          joins=a.members)
-                for a in associates_mod.associations(self.tables, self.created, campaigns, eligible, self.hours,
-                                                     alpha, self.judged)]
+                          joins=a.members, nest=f"associates {a.members[0]} {a.first.name} {a.second.name}")
+                for a in found]
 
 
 def _with_associates(candidates: dict[str, list[Candidate]], findings: list[Finding], n: int, policy: Policy,
@@ -1443,7 +1462,7 @@ def _entity_index(feats: pa.Table, entity_of: dict[str, int]) -> np.ndarray:
 
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
                     arrays: dict[int, np.ndarray] | None = None, alpha: float = 1.0,
-                    most_per_entity: float = np.inf
+                    most_per_entity: float = np.inf, charged: dict[str, float] | None = None
                     ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float, int]]:
     """Results of one strength, each yielded (with its members, reason and cost after its checks,
     and how many of its members are not yet taken)
@@ -1457,8 +1476,12 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     without them (at most ``alpha``): a window that a campaign made significant, with the
     campaign held by a stronger or cheaper result, is no evidence about its other members. A
     result whose cost per entity not yet taken exceeds ``most_per_entity`` (its expected false
-    share of what it adds) is dropped: accepting it would add more doubt than evidence."""
+    share of what it adds) is dropped: accepting it would add more doubt than evidence. A result
+    of a nest (``Candidate.nest``) costs what it adds to what ``charged`` says the nest was
+    charged already (a cost that only falls as more is taken: the heap then holds an upper bound,
+    and the result is priced anew when it comes up)."""
     arrays = {} if arrays is None else arrays  # by id of the entities tuple: the actions share one
+    charged = {} if charged is None else charged
     for c in tied:
         if id(c.entities) not in arrays:
             arrays[id(c.entities)] = np.asarray(c.entities, dtype=np.int64)
@@ -1486,6 +1509,10 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if known[i] is None:
             continue
         entities, reason, cost = known[i]
+        if c.nest and charged.get(c.nest, 0.0) > 0:
+            paid = charged[c.nest]
+            cost = max(0.0, cost - paid)
+            reason = f"{reason}; its nest of offers was charged {paid:.3g} already"
         new = fresh(i)
         if not new or cost > left():
             continue
