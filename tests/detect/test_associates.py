@@ -315,10 +315,13 @@ def behaviour_scene(seed: int, client_tail: float | None = None) -> tuple[list[s
                                                                           np.ndarray, np.ndarray]:
     """The servers-and-client scene (3,000 organic, 40 members, 12 associates) with a behaviour
     tail share per entity: organic entities uniform, the first six associates in the top 0.1%,
-    the other six like anyone (0.5); the organic holders of the members' client at
-    ``client_tail`` if given (a client whose users all behave in the tail). Returns the names,
-    the associations, the tail shares and the eligible entities."""
+    the other six like anyone (0.5); twenty organic entities also reach the members' servers
+    (so both ties have other holders to estimate a rate from); the organic holders of the
+    members' client at ``client_tail`` if given (a client whose users all behave in the tail).
+    Returns the names, the associations, the tail shares and the eligible entities."""
     names, keys, created = scene(3000, 40, 12, seed=seed)
+    for i in range(20):
+        keys[f"org-{i:05d}"] += [f"ip\t5.9.0.{i % 4}", "subnet\t5.9.0.0/24"]
     rng = np.random.default_rng(seed)
     tail = rng.uniform(0.0, 1.0, len(names))
     for i, a in enumerate(names):
@@ -333,8 +336,8 @@ def behaviour_scene(seed: int, client_tail: float | None = None) -> tuple[list[s
 def test_associates_that_behave_in_the_tail_are_offered_on_their_own_for_less():
     """Six of twelve associates behave in the population's top 0.1%: at level 0.002 they alone
     are kept, each association's expectation times the rate at which the entities tied by one of
-    its ties only behave that way (the larger tie's, shrunk towards the level); the six that
-    behave like anyone are at no level below theirs."""
+    its ties only behave that way (the larger tie's, with one pseudo-entity in the tail, at least
+    the level); the six that behave like anyone are at no level below theirs."""
     names, result, tail, eligible = behaviour_scene(31)
     assert result
     kept = associates.behaving(result, tail, eligible, (0.002, 0.01, 0.05))
@@ -344,9 +347,9 @@ def test_associates_that_behave_in_the_tail_are_offered_on_their_own_for_less():
         level, rate, within, tied = k.behaviour
         a = next(a for a in result if (a.first.name, a.second.name) == (k.first.name, k.second.name))
         both = a.first.tied & a.second.tied
-        rates = [(np.count_nonzero(t.tied & eligible & ~both & (tail <= level)) + level)
+        rates = [(np.count_nonzero(t.tied & eligible & ~both & (tail <= level)) + 1)
                  / (np.count_nonzero(t.tied & eligible & ~both) + 1) for t in (a.first, a.second)]
-        assert rate == pytest.approx(max(rates)) and k.expected == pytest.approx(a.expected * rate)
+        assert rate == pytest.approx(max(level, *rates)) and k.expected == pytest.approx(a.expected * rate)
         assert tied == len(a.entities) and k.p_corrected == a.p_corrected
         assert all(tail[e] <= level for e in k.entities) and k.expected < a.expected
         assert "combined behaviour" in k.reason()
@@ -364,30 +367,44 @@ def test_a_tie_whose_other_holders_behave_in_the_tail_too_buys_nothing():
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 1000), who=st.integers(0, 11), to=st.floats(0.0, 0.3))
-def test_behaving_further_in_the_tail_never_makes_an_associate_costlier(seed, who, to):
-    """Monotonicity: an associate moved further into the tail is kept at every level it was
-    kept at before, and the cheapest offer holding it costs no more."""
+@given(seed=st.integers(0, 1000), who=st.integers(0, 11), start=st.floats(0.003, 0.3), to=st.floats(0.0, 1.0))
+def test_behaving_further_in_the_tail_never_makes_an_associate_costlier(seed, who, start, to):
+    """Monotonicity: an associate at tail share ``start`` (between levels) moved further into the
+    tail (to ``start x to``) is kept at every level it was kept at before, and the cheapest offer
+    holding it costs no more."""
     names, result, tail, eligible = behaviour_scene(seed % 7 + 40)
     target = names.index(f"ass-{who:04d}")
     levels = (0.002, 0.01, 0.05, 0.2)
 
-    def cheapest(t: np.ndarray) -> tuple[float, set[float]]:
-        offers = [k for k in associates.behaving(result, t, eligible, levels) if target in k.entities]
-        return min((k.expected for k in offers), default=np.inf), {k.behaviour[0] for k in offers}
+    def offers(t: np.ndarray) -> tuple[float, set[float]]:
+        held = [k for k in associates.behaving(result, t, eligible, levels) if target in k.entities]
+        return min((k.expected for k in held), default=np.inf), {k.behaviour[0] for k in held}
 
-    stronger = tail.copy()
-    stronger[target] = min(tail[target], to)
-    cost_before, _ = cheapest(tail)
-    cost_after, _ = cheapest(stronger)
+    before = tail.copy()
+    before[target] = start
+    after = tail.copy()
+    after[target] = start * to
+    cost_before, levels_before = offers(before)
+    cost_after, levels_after = offers(after)
+    kept_before = {level for level in levels if level >= start}
+    kept_after = {level for level in levels if level >= start * to}
+    assert kept_before <= kept_after
     assert cost_after <= cost_before
+    # a level is offered unless it keeps no one more than the level below it
+    assert levels_before <= kept_before and levels_after <= kept_after
+    assert min(kept_before, default=None) in levels_before | {None}
 
 
 def test_the_budget_is_offered_behaving_associates_when_the_tail_is_known():
+    """Given the tail shares, the budget is offered every association and, besides, its
+    associates behaving in the tail, cheaper, joining the same campaign, in one nest with the
+    association they were kept from (and in no other association's nest)."""
     names, result, tail, eligible = behaviour_scene(33)
     n = len(names)
     entity_of = {a: i for i, a in enumerate(names)}
     _, keys, created = scene(3000, 40, 12, seed=33)
+    for i in range(20):
+        keys[f"org-{i:05d}"] += [f"ip\t5.9.0.{i % 4}", "subnet\t5.9.0.0/24"]
     tables = blocks.kind_tables(key_table(keys), entity_of, n, 100_000)
     members = tuple(i for i, a in enumerate(names) if a.startswith("mem-"))
     findings = [dv.Finding("throttle", "cohort", "w", 1e-20, 1.0, "campaign", members, 0.01)]
@@ -399,3 +416,7 @@ def test_the_budget_is_offered_behaving_associates_when_the_tail_is_known():
     cheaper = [c for c in both if "combined behaviour" in c.reason]
     assert cheaper and min(c.cost for c in cheaper) < min(c.cost for c in plain)
     assert all(set(c.joins) == set(members) for c in cheaper)
+    whole = {c.nest: c for c in plain}
+    assert len(whole) == len(plain) and "" not in whole  # a nest per association
+    for c in cheaper:
+        assert set(c.entities) < set(whole[c.nest].entities) and c.cost < whole[c.nest].cost

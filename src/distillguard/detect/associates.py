@@ -130,9 +130,9 @@ class Association:
         if self.behaviour is not None:
             level, rate, within, tied = self.behaviour
             out += (f"; {len(self.entities)} of the {tied} tied in both are in the top {level:.3g} of the population "
-                    f"on combined behaviour, as {rate:.3g} of the {within} entities tied by one of the two only "
-                    f"are (the larger of the two ties, shrunk towards {level:.3g} by one entity), so "
-                    f"{self.expected:.3g} organic entities are expected among them")
+                    f"on combined behaviour; of the {within} entities tied by one of the two only, with one more "
+                    f"in the tail, {rate:.3g} are (the larger of the two ties, and at least the population's "
+                    f"{level:.3g}), so {self.expected:.3g} organic entities are expected among them")
         return out
 
 
@@ -282,15 +282,20 @@ def behaving(found: list[Association], tail: np.ndarray, eligible: np.ndarray, l
     ``tail`` (the population tail share of the combined behaviour score; 1 for an entity not
     judged) is at most ``l``, when there are any.
 
-    The null: among the organic entities tied in both, behaving in the tail is as common as
-    among the entities tied by one of the two only. Behaviour is not independent of every tie
+    The null: among the organic entities tied in both, behaving in the tail is at most as
+    common as among the entities tied by one of the two only, whichever is more so, and at
+    least as common as in the population (``l``). Behaviour is not independent of every tie
     (holders of one system prompt ask alike, API clients send more than a chat window), so the
-    rate is estimated within each tie's other holders and the larger of the two is taken, each
-    shrunk towards ``l`` by one pseudo-entity: ``(hits + l) / (holders + 1)``. The organic
-    entities expected among the kept associates are the association's expectation times that
-    rate; the p-value stays the association's (the subset is chosen from associates already
-    found, and each level's offer is charged its own cost). A harvester tied to a campaign by its
-    infrastructure behaves like one; an office colleague of a harvester does not."""
+    rate is estimated within each tie's other holders, with one pseudo-entity in the tail as the
+    crosswise rates have (:func:`expected_both`: a tie with few other holders leaves the rate at
+    one in those few, not at none): ``max(l, (hits_a + 1) / (holders_a + 1), (hits_b + 1) /
+    (holders_b + 1))``. The organic entities expected among the kept associates are the
+    association's expectation times that rate; the p-value stays the association's (the subset
+    is chosen from associates already found). The offers of one association are nested (a
+    higher level keeps everyone a lower one does, at a rate at least as high): the budget
+    charges a nest what its largest accepted offer costs (``verdicts.Candidate.nest``). A
+    harvester tied to a campaign by its infrastructure behaves like one; an office colleague of
+    a harvester does not."""
     out = []
     for a in found:
         both = a.first.tied & a.second.tied
@@ -305,8 +310,9 @@ def behaving(found: list[Association], tail: np.ndarray, eligible: np.ndarray, l
             for t in (a.first, a.second):
                 only = t.tied & eligible & ~both
                 withins.append(int(np.count_nonzero(only)))
-                rates.append((int(np.count_nonzero(only & (tail <= level))) + level) / (withins[-1] + 1))
+                rates.append((int(np.count_nonzero(only & (tail <= level))) + 1) / (withins[-1] + 1))
             k = int(np.argmax(rates))
-            out.append(replace(a, entities=tuple(kept.tolist()), expected=a.expected * rates[k],
-                               behaviour=(level, rates[k], withins[k], held.size)))
+            rate = max(level, rates[k])
+            out.append(replace(a, entities=tuple(kept.tolist()), expected=a.expected * rate,
+                               behaviour=(level, rate, withins[k], held.size)))
     return out

@@ -1282,18 +1282,21 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
 
         strengths = (list(tied) for _, tied in itertools.groupby(ranked, key=strength))
         for tied in itertools.chain(strengths, owners()):
-            for c, entities, reason, cost, new in _cheapest_first(tied, taken, lambda: allowed - spent,
-                                                                  arrays, policy.statistics.alpha, most, charged):
+            for c, entities, reason, cost, new, whole in _cheapest_first(tied, taken, lambda: allowed - spent,
+                                                                         arrays, policy.statistics.alpha, most,
+                                                                         charged):
                 spent += cost
                 if c.nest:
                     charged[c.nest] = charged.get(c.nest, 0.0) + cost
                 taken[list(entities)] = True
+                # the finding keeps the result's whole cost: its members' expected false share
+                # (an owner offer prices its holders by it) is not what a nest's discount left
                 findings.append(Finding(action, c.test, c.null, c.p, allowed,
                                         f"{reason}{'; ' + c.note if c.note else ''}; accepting it costs {cost:.3g} "
                                         f"expected false positives ({cost / new:.3g} per entity it adds), "
                                         f"{spent:.3g} of the {action} budget {allowed:.3g} "
                                         f"({getattr(budget, action):g} x {n} entities)", tuple(entities),
-                                        cost, c.joins))
+                                        whole, c.joins))
     return findings
 
 
@@ -1463,9 +1466,9 @@ def _entity_index(feats: pa.Table, entity_of: dict[str, int]) -> np.ndarray:
 def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[], float],
                     arrays: dict[int, np.ndarray] | None = None, alpha: float = 1.0,
                     most_per_entity: float = np.inf, charged: dict[str, float] | None = None
-                    ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float, int]]:
-    """Results of one strength, each yielded (with its members, reason and cost after its checks,
-    and how many of its members are not yet taken)
+                    ) -> Iterator[tuple[Candidate, tuple[int, ...], str, float, int, float]]:
+    """Results of one strength, each yielded (with its members, reason and what accepting it is
+    charged after its checks, how many of its members are not yet taken, and its whole cost)
     when it is the cheapest per entity not yet ``taken`` and its cost fits what is ``left`` of the
     budget. Lazy greedy: a result's cost per new entity only grows as others are taken, so a
     result popped from the heap whose recomputed price is still at most the next one's is the
@@ -1477,9 +1480,10 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     campaign held by a stronger or cheaper result, is no evidence about its other members. A
     result whose cost per entity not yet taken exceeds ``most_per_entity`` (its expected false
     share of what it adds) is dropped: accepting it would add more doubt than evidence. A result
-    of a nest (``Candidate.nest``) costs what it adds to what ``charged`` says the nest was
-    charged already (a cost that only falls as more is taken: the heap then holds an upper bound,
-    and the result is priced anew when it comes up)."""
+    of a nest (``Candidate.nest``) is charged what it adds to what ``charged`` says the nest was
+    charged already; its key in the heap stays a lower bound of its price (a nest's offers share
+    one p-value, so they come up in one heap, and the whole taken after a subset that was
+    cheaper per entity costs at least as much per entity it adds as it did per entity before)."""
     arrays = {} if arrays is None else arrays  # by id of the entities tuple: the actions share one
     charged = {} if charged is None else charged
     for c in tied:
@@ -1508,10 +1512,11 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
                 members[i] = np.asarray(known[i][0], dtype=np.int64)
         if known[i] is None:
             continue
-        entities, reason, cost = known[i]
+        entities, reason, whole = known[i]
+        cost = whole
         if c.nest and charged.get(c.nest, 0.0) > 0:
             paid = charged[c.nest]
-            cost = max(0.0, cost - paid)
+            cost = max(0.0, whole - paid)
             reason = f"{reason}; its nest of offers was charged {paid:.3g} already"
         new = fresh(i)
         if not new or cost > left():
@@ -1522,7 +1527,7 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if heap and price > heap[0][0]:
             heapq.heappush(heap, (price, i))
             continue
-        yield c, entities, reason, cost, new
+        yield c, entities, reason, cost, new, whole
 
 
 def _entity_features(feats: pa.Table, entity_of: dict[str, int], n: int, min_exchanges: int
