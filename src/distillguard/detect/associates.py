@@ -278,9 +278,9 @@ def associations(tables: list[KindTable], created: np.ndarray, campaigns: list[n
 
 def behaving(found: list[Association], tail: np.ndarray, eligible: np.ndarray, levels: tuple[float, ...]
              ) -> list[Association]:
-    """The associates of each association that also behave in the population's tail: per level ``l`` in ``levels``, those whose
-    ``tail`` (the population tail share of the combined behaviour score; 1 for an entity not
-    judged) is at most ``l``, when there are any.
+    """The associates of each association that also behave in the population's tail: per level
+    ``l`` in ``levels``, those whose ``tail`` (the population tail share of the combined
+    behaviour score; 1 for an entity not judged) is at most ``l``, when there are any.
 
     The null: among the organic entities tied in both, behaving in the tail is at most as
     common as among the entities tied by one of the two only, whichever is more so, and at
@@ -299,6 +299,8 @@ def behaving(found: list[Association], tail: np.ndarray, eligible: np.ndarray, l
     out = []
     for a in found:
         both = a.first.tied & a.second.tied
+        # each tie's other holders' tail shares: the rate at a level is a count below it
+        others = [tail[t.tied & eligible & ~both] for t in (a.first, a.second)]
         held = np.asarray(a.entities, dtype=np.int64)
         last = 0
         for level in sorted(levels):  # a set kept at a lower level costs no more there
@@ -306,13 +308,9 @@ def behaving(found: list[Association], tail: np.ndarray, eligible: np.ndarray, l
             if kept.size == last:
                 continue
             last = kept.size
-            rates, withins = [], []
-            for t in (a.first, a.second):
-                only = t.tied & eligible & ~both
-                withins.append(int(np.count_nonzero(only)))
-                rates.append((int(np.count_nonzero(only & (tail <= level))) + 1) / (withins[-1] + 1))
+            rates = [(int(np.count_nonzero(o <= level)) + 1) / (o.size + 1) for o in others]
             k = int(np.argmax(rates))
             rate = max(level, rates[k])
             out.append(replace(a, entities=tuple(kept.tolist()), expected=a.expected * rate,
-                               behaviour=(level, rate, withins[k], held.size)))
+                               behaviour=(level, rate, others[k].size, held.size)))
     return out

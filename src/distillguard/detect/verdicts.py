@@ -225,11 +225,10 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     behaviour = {f: v for f, v in feature_values.items() if f in BEHAVIOUR_FEATURES}
     if behaviour:
         behaviour[COMBINED_FEATURE] = (_combined(behaviour), "above")
+    tail = cohorts_mod.tail_shares(behaviour[COMBINED_FEATURE][0], "above") if behaviour else None
     # every account's creation, judged or not: an associate is typically too quiet to be judged
     associates = Associates(tables, _earliest(feats, "created_at", ent, n), relayed, tuple(stats.associate_hours),
-                            judged, None if not behaviour else cohorts_mod.tail_shares(behaviour[COMBINED_FEATURE][0],
-                                                                                      "above"),
-                            tuple(stats.cohort_levels))
+                            judged, tail, tuple(stats.cohort_levels))
     wordings = _wording_groups(tables, stats.min_block_holders)
     # the cohorts' reference is refitted without what the scan's cohorts have found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
