@@ -830,6 +830,38 @@ def test_a_co_located_cohort_keeps_the_members_tied_to_it_and_a_shared_nothing_o
     assert place(cohort(strangers)) is not None
 
 
+def test_a_cohort_rotating_through_networks_is_one_place_only_where_it_is_tied_in_place():
+    """A campus's users share its subnets and rotate through them: extreme together on distinct
+    subnets because of the place they share, so no cohort. A proxy pool's accounts share no
+    address: tied by their client string and the provider the pool rents from (an autonomous
+    system, a population not a place), their rotation is what the pool gives them, and the
+    cohort keeps its tied members."""
+    accounts, keys, _ = population(600, 13)
+    campus, pool = accounts[:20], accounts[40:60]
+    for i, m in enumerate(campus):
+        keys[m] += [f"ip\t203.0.113.{(i + j) % 6}" for j in range(3)]
+    for i, a in enumerate(accounts):  # every account reaches the service through some provider
+        keys[a].append(f"asn\t{64600 + i % 300}")
+    for i, m in enumerate(pool):
+        keys[m] += ["user_agent\tharvest-client/0.1", f"asn\t{64512 + i % 2}"]
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), 2_000_000)
+
+    def cohort(members: list[str], feature: str) -> cohorts.Cohort:
+        ids = tuple(sorted(entity_of[a] for a in members))
+        return cohorts.Cohort(feature, "above", 0.01, "created_at", 24.0, 0.0, len(ids) + 5, len(ids), 0.01, 1e-20,
+                              1e-15, ids)
+
+    rotation = dv.ROTATION[0]
+    check = dv.TieCheck(tables, 0.05, shared_by_place=frozenset({rotation, "f0"}))
+    assert check(cohort(campus, rotation)) is None
+    kept = check(cohort(pool + [accounts[300]], rotation))
+    assert kept is not None and entity_of[accounts[300]] not in kept.members
+    assert len(kept.members) >= 15 and set(kept.members) <= {entity_of[a] for a in pool}
+    # on a place feature other than rotation (hosted share, hours) any co-located group is one place
+    assert check(cohort(pool, "f0")) is None
+
+
 def test_a_behaving_block_throttles_its_extreme_members_and_not_the_ordinary_ones_tied_to_them():
     """A campaign inside a large co-located group (a cloud provider's network, whose organic users
     share client strings and company cards) makes the group's behaviour extreme; the organic users

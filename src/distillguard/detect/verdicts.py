@@ -1106,7 +1106,12 @@ class TieCheck:
     to the cohort over every kind (blocks.ties_to), times the kinds. The check applies when more
     members are tied at ``level`` than Binomial(X, ``level``) gives; it only removes members, so
     the window's p-value and cost are those of all its extreme entities. A cohort left with fewer
-    than ``min_members`` is dropped (None). Each member set is checked once."""
+    than ``min_members`` is dropped (None). Each member set is checked once.
+
+    A co-located cohort extreme on a feature its place sets (``shared_by_place``) is dropped:
+    one place, not a cohort. On :data:`ROTATION` only where it is co-located in place too (the
+    same binomial check over the place kinds, :data:`PLACES` less the populations): the networks
+    a proxy pool rotates its accounts through are not a place they share."""
 
     def __init__(self, tables: list[blocks_mod.KindTable], level: float, min_members: int = 3,
                  shared_by_place: frozenset[str] = frozenset(), judged: np.ndarray | None = None) -> None:
@@ -1124,21 +1129,32 @@ class TieCheck:
 
         if c.members not in self.kept:
             members = np.asarray(c.members, dtype=np.int64)
-            best = np.ones(members.size)
+            best, best_place, places = np.ones(members.size), np.ones(members.size), 0
             for table in self.kinds:
                 tied_entities, p = blocks_mod.ties_to(table, members, members)
+                placed = FAMILY_OF[table.kind] in PLACES and table.kind not in POPULATIONS
+                places += placed
                 if tied_entities.size:
                     at = np.minimum(np.searchsorted(tied_entities, members), tied_entities.size - 1)
-                    best = np.minimum(best, np.where(tied_entities[at] == members, p[at], 1.0))
+                    mine = np.where(tied_entities[at] == members, p[at], 1.0)
+                    best = np.minimum(best, mine)
+                    if placed:
+                        best_place = np.minimum(best_place, mine)
             tied = best * len(self.kinds) <= self.level
             co_located = sstats.binom.sf(int(tied.sum()) - 1, members.size, self.level) <= self.level
-            self.kept[c.members] = tuple(int(m) for m in members[tied]) if co_located else None
-        keep = self.kept[c.members]
-        if keep is None:
+            in_place = places > 0 and sstats.binom.sf(
+                int(np.count_nonzero(best_place * places <= self.level)) - 1, members.size, self.level) <= self.level
+            self.kept[c.members] = (tuple(int(m) for m in members[tied]), in_place) if co_located else None
+        found = self.kept[c.members]
+        if found is None:
             return c
-        if c.feature in self.shared_by_place:
+        keep, in_place = found
+        if c.feature in self.shared_by_place and (in_place or c.feature not in ROTATION):
             # a co-located group is extreme together on what its place sets (an office behind one
-            # hosted egress: its hosted share, its subnets, its hours): one place, not a cohort
+            # hosted egress: its hosted share, its subnets, its hours): one place, not a cohort. A
+            # group rotating through networks is one place only where it is tied in place (its
+            # addresses, its payment): a campus's users share its subnets; a proxy pool's accounts,
+            # tied by their client and the providers the pool rents from, share no address
             return None
         return replace(c, members=keep) if len(keep) >= self.min_members else None
 
