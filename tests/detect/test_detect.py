@@ -693,6 +693,35 @@ def test_a_nest_of_offers_costs_what_its_largest_accepted_one_does():
     assert {e for f in apart for e in f.entities} == set(range(16))
 
 
+def test_a_windows_checked_member_sets_are_charged_in_full_and_the_whole_window_only_what_it_adds():
+    """A window's members checked on their profile (0..11, 0.02) and those tied in place (8..15,
+    0.03) overlap without either holding the other: together they may hold the chance members of
+    both, so each is charged in full; every extreme entity of the window (0..19, 0.12) holds them
+    both and is charged the 0.07 it adds to them (0.12 in all, what the whole window's chance
+    members are). Charged in full, the whole would cost 0.03 per entity it adds, above the most
+    the policy allows here, and the window's four unchecked members would be lost."""
+    policy = Policy()
+    policy = policy.model_copy(update={"statistics": policy.statistics.model_copy(update={"finding_fdr": 0.02})})
+    n = 10_000  # throttle budget: 1 expected false positive
+    profiled = dv.Candidate(1e-9, "cohort", "w", "profiled", "", tuple(range(12)), 0.02, nest="w",
+                            holds_nest=False)
+    placed = dv.Candidate(1e-9, "cohort", "w", "placed", "", tuple(range(8, 16)), 0.03, nest="w", holds_nest=False)
+    whole = dv.Candidate(1e-9, "cohort", "w", "whole", "", tuple(range(20)), 0.12, nest="w")
+
+    def run(candidates):
+        got = dv._within_budget({**{a: [] for a in dv.ACTIONS}, "throttle": candidates}, n, policy)
+        return {f.reason.split(";")[0]: f for f in got if f.action == "throttle"}
+
+    found = run([whole, placed, profiled])
+    assert set(found) == {"profiled", "placed", "whole"}
+    assert "accepting it costs 0.03 expected" in found["placed"].reason  # not discounted by the profiled
+    assert "accepting it costs 0.07 expected" in found["whole"].reason
+    assert {e for f in found.values() for e in f.entities} == set(range(20))
+    # the whole offered apart from its checked sets is charged in full and no longer pays for itself
+    apart = run([dv.Candidate(1e-9, "cohort", "w", "whole", "", tuple(range(20)), 0.12), placed, profiled])
+    assert set(apart) == {"profiled", "placed"}
+
+
 @pytest.mark.parametrize("seed", range(5, 10))
 def test_a_group_is_judged_against_exactly_the_entities_outside_it(seed):
     """A group's count of extremes on each (feature, rank) is beta-binomial against the judged

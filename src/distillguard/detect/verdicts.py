@@ -265,19 +265,23 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
             # the check keeps at least one in (1 + extremes) of the chance members
             least = c.chance_members * profile.least_survival(c) + c.p_corrected * c.extreme
             reason, cost, residual = c.reason(), _cost(c), c.residual
+            # the three offers of one window: the checked member sets are within the whole
+            nest = f"window {c.attribute} {c.width_hours:g}h {c.start:.0f} {c.horizon:.0f} {c.feature} {c.rank}/{c.reference}"
             # monitor restricts nobody: its windows keep every extreme member at the full cost,
             # so that the checks run only for the windows the small budgets reach
             cohort_candidates["monitor"].append(Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason,
                                                           "", c.members, cost, residual=residual))
             # the restricting actions are offered the same results, each one's checks run once for both
             offers = (Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "", c.members, cost, refine,
-                                least, residual=residual),
+                                least, residual=residual, nest=nest, holds_nest=False),
                       # the members tied in place, each chance one charged as often as it would be tied
                       Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "members tied in place",
-                                c.members, cost, _Placed(c, tie_check), c.p_corrected * c.extreme, residual=residual),
-                      # every extreme entity a member, each chance one charged in full
+                                c.members, cost, _Placed(c, tie_check), c.p_corrected * c.extreme, residual=residual,
+                                nest=nest, holds_nest=False),
+                      # every extreme entity a member, each chance one charged in full, less what
+                      # the window's other offers were charged
                       Candidate(c.p_corrected, "cohort", BINOMIAL_WINDOW.name, reason, "every extreme entity a member",
-                                c.members, cost, _Refined(c, None, tie_check), cost, residual=residual))
+                                c.members, cost, _Refined(c, None, tie_check), cost, residual=residual, nest=nest))
             for action in ACTIONS:
                 if action != "monitor":
                     cohort_candidates[action].extend(offers)
@@ -1242,6 +1246,11 @@ class Candidate:
     #: accepting several of them costs is the largest one's cost, so each is charged only what it
     #: adds to what the nest was charged already ("": a nest of its own)
     nest: str = ""
+    #: whether the result holds every member of its nest's other results (what the discount
+    #: needs). A cohort window's members checked on their profile and those tied in place are
+    #: both within its every extreme entity but not within each other: each is charged in full
+    #: and counted towards the nest, and the whole window is charged what it adds to them
+    holds_nest: bool = True
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy,
@@ -1495,8 +1504,8 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     campaign held by a stronger or cheaper result, is no evidence about its other members. A
     result whose cost per entity not yet taken exceeds ``most_per_entity`` (its expected false
     share of what it adds) is dropped: accepting it would add more doubt than evidence. A result
-    of a nest (``Candidate.nest``) is charged what it adds to what ``charged`` says the nest was
-    charged already; its key in the heap stays a lower bound of its price (a nest's offers share
+    of a nest (``Candidate.nest``) that holds the nest's other results (``Candidate.holds_nest``)
+    is charged what it adds to what ``charged`` says the nest was charged already; its key in the heap stays a lower bound of its price (a nest's offers share
     one p-value, so they come up in one heap, and the whole taken after a subset that was
     cheaper per entity costs at least as much per entity it adds as it did per entity before)."""
     arrays = {} if arrays is None else arrays  # by id of the entities tuple: the actions share one
@@ -1520,7 +1529,8 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         if c.residual is not None and c.residual(taken) > alpha:
             continue
         if i not in known:
-            if c.refine is not None and c.least_cost > min(left(), most_per_entity * fresh(i)):
+            paid = charged.get(c.nest, 0.0) if c.nest and c.holds_nest else 0.0
+            if c.refine is not None and c.least_cost - paid > min(left(), most_per_entity * fresh(i)):
                 continue
             known[i] = (c.entities, c.reason, c.cost) if c.refine is None else c.refine()
             if known[i] is not None:
@@ -1529,7 +1539,7 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
             continue
         entities, reason, whole = known[i]
         cost = whole
-        if c.nest and charged.get(c.nest, 0.0) > 0:
+        if c.nest and c.holds_nest and charged.get(c.nest, 0.0) > 0:
             paid = charged[c.nest]
             cost = max(0.0, whole - paid)
             reason = f"{reason}; its nest of offers was charged {paid:.3g} already"
