@@ -753,6 +753,12 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                 # backends, heavier than the population) held one company's five backends on a subnet
                 # of their own, 5 of the 111 extreme holders
                 continue
+            # and its holders tied in a place, as a group against the groups of that place's
+            # tokens: heavy developers behind one VPN exit are extreme together as often as the
+            # groups of one exit are, whatever prompt they hold (intersection-union: the larger p)
+            p = max(p, _tied_in_place(b, judged_on, group_nulls, stats, looks, first_seen))
+            if p > stats.alpha:
+                continue
             behaving.append((b, gb, p, judged_on[gb.feature]))
     # the entities alike outside a block that its ties are matched against: none a behaving block
     # ties or the cohorts found (a campaign's other cells, tied to this one's holders by its card)
@@ -762,6 +768,26 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     reference = _TieReference(reuse.ties, unheld)
     for b, gb, p, rank in behaving:
         _block_members(b, gb, p, rank, stats, n, candidates, reuse.members, reference)
+
+
+def _tied_in_place(b: blocks_mod.Block, judged_on: dict[str, cohorts_mod.Ranked],
+                   group_nulls: dict[str, cohorts_mod.GroupNull], stats: Statistics, looks: dict[str, float],
+                   first_seen: np.ndarray | None) -> float:
+    """The corrected p-value of a block's tied holders' behaviour against the groups of each place
+    kind that tied them (``Block.kinds`` beyond the seed, in ``PLACES``, with a group null), the
+    largest over those kinds; 0 where none applies (the block's own test stands alone). The
+    block's seed holders are tested against the groups of the seed's kind; a place's groups (an
+    office's egress, a VPN provider's exit) hold teams that are heavy together, which the seed's
+    groups need not show."""
+    kinds = [k for k in b.kinds if k != b.seed_kind and FAMILY_OF.get(k) in PLACES and k in group_nulls]
+    tied = np.asarray(b.tied, dtype=np.int64)
+    worst = 0.0
+    for kind in kinds:
+        gb = cohorts_mod.group_behaviour(judged_on, tied, tuple(stats.cohort_levels), group_nulls[kind],
+                                         before=_first_arrival(first_seen, tied))
+        q = 1.0 if gb is None else float(nulls.bonferroni(gb.p_corrected, looks[b.seed_kind]))
+        worst = max(worst, q)
+    return worst
 
 
 def _kind_shares(kinds: list[str]) -> dict[str, float]:
