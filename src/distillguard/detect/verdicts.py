@@ -1126,6 +1126,18 @@ def _co_located_members(found: list[cohorts_mod.Cohort], tables: list[blocks_mod
 PLACES = ("network", "account")
 
 
+def _is_place(kind: str) -> bool:
+    """Whether holding one of ``kind``'s tokens puts entities in one place (:data:`PLACES`)."""
+    return FAMILY_OF[kind] in PLACES and kind not in POPULATIONS
+
+
+def _beyond_chance(tied: int, members: int, level: float) -> bool:
+    """Whether ``tied`` of ``members`` tied at ``level`` is more than Binomial(members, level) gives."""
+    from scipy import stats as sstats
+
+    return bool(sstats.binom.sf(tied - 1, members, level) <= level)
+
+
 class TieCheck:
     """A cohort's members checked for ties to the rest of the cohort.
 
@@ -1155,14 +1167,12 @@ class TieCheck:
         self.judged = np.ones(entities, dtype=bool) if judged is None else np.asarray(judged, dtype=bool)
 
     def __call__(self, c: cohorts_mod.Cohort) -> cohorts_mod.Cohort | None:
-        from scipy import stats as sstats
-
         if c.members not in self.kept:
             members = np.asarray(c.members, dtype=np.int64)
             best, best_place, places = np.ones(members.size), np.ones(members.size), 0
             for table in self.kinds:
                 tied_entities, p = blocks_mod.ties_to(table, members, members)
-                placed = FAMILY_OF[table.kind] in PLACES and table.kind not in POPULATIONS
+                placed = _is_place(table.kind)
                 places += placed
                 if tied_entities.size:
                     at = np.minimum(np.searchsorted(tied_entities, members), tied_entities.size - 1)
@@ -1171,9 +1181,9 @@ class TieCheck:
                     if placed:
                         best_place = np.minimum(best_place, mine)
             tied = best * len(self.kinds) <= self.level
-            co_located = sstats.binom.sf(int(tied.sum()) - 1, members.size, self.level) <= self.level
-            in_place = places > 0 and sstats.binom.sf(
-                int(np.count_nonzero(best_place * places <= self.level)) - 1, members.size, self.level) <= self.level
+            co_located = _beyond_chance(int(tied.sum()), members.size, self.level)
+            in_place = places > 0 and _beyond_chance(int(np.count_nonzero(best_place * places <= self.level)),
+                                                     members.size, self.level)
             self.kept[c.members] = (tuple(int(m) for m in members[tied]), in_place) if co_located else None
         found = self.kept[c.members]
         if found is None:
@@ -1214,9 +1224,7 @@ class TieCheck:
     def _place_ties(self, members: np.ndarray) -> tuple[tuple[int, ...], int, int] | None:
         """(the members tied to the others in place, the judged entities outside tied to them, the
         judged entities outside), or None where no more are tied than chance gives."""
-        from scipy import stats as sstats
-
-        place = [t for t in self.kinds if FAMILY_OF[t.kind] in PLACES and t.kind not in POPULATIONS]
+        place = [t for t in self.kinds if _is_place(t.kind)]
         if not place:
             return None
         best = np.ones(members.size)
@@ -1236,7 +1244,7 @@ class TieCheck:
                 for e, q in zip(out_entities.tolist(), out_p.tolist()):
                     outside_best[e] = min(q, outside_best.get(e, 1.0))
         tied = best * len(place) <= self.level
-        if sstats.binom.sf(int(tied.sum()) - 1, members.size, self.level) > self.level:
+        if not _beyond_chance(int(tied.sum()), members.size, self.level):
             return None
         keep = tuple(int(m) for m in members[tied])
         if len(keep) < self.min_members:
@@ -1531,9 +1539,10 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
     result whose cost per entity not yet taken exceeds ``most_per_entity`` (its expected false
     share of what it adds) is dropped: accepting it would add more doubt than evidence. A result
     of a nest (``Candidate.nest``) that holds the nest's other results (``Candidate.holds_nest``)
-    is charged what it adds to what ``charged`` says the nest was charged already; its key in the heap stays a lower bound of its price (a nest's offers share
-    one p-value, so they come up in one heap, and the whole taken after a subset that was
-    cheaper per entity costs at least as much per entity it adds as it did per entity before)."""
+    is charged what it adds to what ``charged`` says the nest was charged already; its key in the
+    heap stays a lower bound of its price (a nest's offers share one p-value, so they come up in
+    one heap, and the whole taken after a subset that was cheaper per entity costs at least as
+    much per entity it adds as it did per entity before)."""
     arrays = {} if arrays is None else arrays  # by id of the entities tuple: the actions share one
     charged = {} if charged is None else charged
     for c in tied:
@@ -1554,8 +1563,9 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
         # before its member checks run
         if c.residual is not None and c.residual(taken) > alpha:
             continue
+        # what the result's nest was charged already, where the result holds the nest's others
+        paid = charged.get(c.nest, 0.0) if c.nest and c.holds_nest else 0.0
         if i not in known:
-            paid = charged.get(c.nest, 0.0) if c.nest and c.holds_nest else 0.0
             if c.refine is not None and c.least_cost - paid > min(left(), most_per_entity * fresh(i)):
                 continue
             known[i] = (c.entities, c.reason, c.cost) if c.refine is None else c.refine()
@@ -1565,8 +1575,7 @@ def _cheapest_first(tied: list[Candidate], taken: np.ndarray, left: Callable[[],
             continue
         entities, reason, whole = known[i]
         cost = whole
-        if c.nest and c.holds_nest and charged.get(c.nest, 0.0) > 0:
-            paid = charged[c.nest]
+        if paid > 0:
             cost = max(0.0, whole - paid)
             reason = f"{reason}; its nest of offers was charged {paid:.3g} already"
         new = fresh(i)
