@@ -1834,3 +1834,40 @@ def test_the_matched_levels_read_off_the_sorted_order_are_those_of_a_ranking_of_
             expected = [(k / (r + 1), frozenset(j[a].tolist()), True)
                         for k, r, j, a in cohorts.extremes(matched, extreme, levels)]
             assert later(extreme) == expected
+
+
+def heavy_teams(every_team_heavy: bool) -> tuple[set[str], dict[str, str]]:
+    """24 teams of 12 accounts, each team behind an exit of its own (three addresses); three teams
+    and 40 other accounts hold one public system prompt. The three teams are heavy on every
+    behaviour, and the other teams too where ``every_team_heavy``. Returns the three teams'
+    accounts and what is throttled (throttle budget 1e-3: 1.2 expected over 1,200 accounts)."""
+    accounts, keys, _ = population(1200, 21)
+    rng = np.random.default_rng(21)
+    teams = [accounts[300 + 12 * t:312 + 12 * t] for t in range(24)]
+    for t, team in enumerate(teams):
+        for m in team:
+            keys[m] += [f"ip\t100.64.{t}.{j}" for j in rng.choice(3, 2, replace=False)]
+    inside = set(teams[0]) | set(teams[1]) | set(teams[2])
+    for m in set(rng.choice(accounts[900:], 40, replace=False).tolist()) | inside:
+        keys[m].append("system_prompt\treply with a single valid json object")
+    heavy = {m for team in teams for m in team} if every_team_heavy else inside
+    feats = shifted(feature_table(accounts, 21), accounts, heavy, dv.BEHAVIOUR_FEATURES)
+    policy = Policy()
+    stats = policy.statistics
+    policy = policy.model_copy(update={"statistics": stats.model_copy(
+        update={"budget": stats.budget.model_copy(update={"throttle": 1e-3})})})
+    return inside, throttled(dv.evaluate(key_table(keys), feats, policy))
+
+
+def test_heavy_teams_behind_exits_of_their_own_are_a_behaving_block_only_where_teams_are_not_heavy():
+    """Teams are heavy together behind the exit they share (an office's egress, a VPN provider's
+    exit), and the groups of one network token show how often. Three such teams holding a public
+    system prompt make its block extreme on behaviour and tied in the network; where every team
+    of the population is as heavy, its tied holders are no more extreme than the groups of one
+    exit are, and none is throttled (the block's seed holders alone, against the groups of one
+    prompt, would throttle 32 of them); where the population's other teams are ordinary, the
+    three are a heavy operation unlike them, and are throttled."""
+    inside, flagged = heavy_teams(every_team_heavy=True)
+    assert not set(flagged) & inside
+    inside, flagged = heavy_teams(every_team_heavy=False)
+    assert len(set(flagged) & inside) >= len(inside) // 2

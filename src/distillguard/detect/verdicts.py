@@ -741,6 +741,7 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
         # look): a campaign rotating exits and asking at volume is most surprising on its subnets,
         # where half its members stand out, and on its volume, where nearly all do
         seeded = np.asarray(b.seeded, dtype=np.int64)
+        placed: float | None = None  # the tied holders' test against their places' groups, once per block
         for gb in cohorts_mod.group_behaviours(judged_on, seeded, tuple(stats.cohort_levels),
                                                group_nulls.get(b.seed_kind), within=stats.alpha / looks[b.seed_kind],
                                                memo=reuse.looks, before=_first_arrival(first_seen, seeded)):
@@ -753,6 +754,14 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
                 # backends, heavier than the population) held one company's five backends on a subnet
                 # of their own, 5 of the 111 extreme holders
                 continue
+            # and its holders tied in a place, as a group against the groups of that place's
+            # tokens: heavy developers behind one VPN exit are extreme together as often as the
+            # groups of one exit are, whatever prompt they hold (intersection-union: the larger p)
+            if placed is None:
+                placed = _tied_in_place(b, judged_on, group_nulls, stats, looks, first_seen, reuse.looks)
+            p = max(p, placed)
+            if p > stats.alpha:
+                continue
             behaving.append((b, gb, p, judged_on[gb.feature]))
     # the entities alike outside a block that its ties are matched against: none a behaving block
     # ties or the cohorts found (a campaign's other cells, tied to this one's holders by its card)
@@ -762,6 +771,29 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     reference = _TieReference(reuse.ties, unheld)
     for b, gb, p, rank in behaving:
         _block_members(b, gb, p, rank, stats, n, candidates, reuse.members, reference)
+
+
+def _tied_in_place(b: blocks_mod.Block, judged_on: dict[str, cohorts_mod.Ranked],
+                   group_nulls: dict[str, cohorts_mod.GroupNull], stats: Statistics, looks: dict[str, float],
+                   first_seen: np.ndarray | None, memo: dict | None = None) -> float:
+    """The corrected p-value of a block's tied holders' behaviour against the groups of each place
+    kind that tied them (``Block.kinds`` beyond the seed that are places, with a group null), the
+    largest over those kinds; 0 where none applies (the block's own test stands alone). The
+    block's seed holders are tested against the groups of the seed's kind; a place's groups (an
+    office's egress, a VPN provider's exit) hold teams that are heavy together, which the seed's
+    groups need not show. ``memo``: the looks kept across passes (cohorts.group_behaviours)."""
+    kinds = [k for k in b.kinds if k != b.seed_kind and _is_place(k) and k in group_nulls]
+    tied = np.asarray(b.tied, dtype=np.int64)
+    before = _first_arrival(first_seen, tied)
+    worst = 0.0
+    for kind in kinds:
+        found = cohorts_mod.group_behaviours(judged_on, tied, tuple(stats.cohort_levels), group_nulls[kind],
+                                             memo=memo, before=before)
+        q = 1.0 if not found else float(nulls.bonferroni(found[0].p_corrected, looks[b.seed_kind]))
+        worst = max(worst, q)
+        if worst > stats.alpha:
+            break
+    return worst
 
 
 def _kind_shares(kinds: list[str]) -> dict[str, float]:
