@@ -517,3 +517,10 @@ def test_a_dev_run_writes_the_report_and_the_docs_block(tmp_path):
     text = docs.read_text()
     assert "kept" in text and "<!-- strategies-dev:begin -->" in text and name in text
     assert datetime.now(timezone.utc).strftime("%Y-%m-%d") in text
+    # each seed names its store, and the organic accounts flagged there add up to the persona table
+    for persona, (_, flagged) in figures["personas"].items():
+        assert sum(fig["organic_flagged"].get(persona, 0) for fig in figures["seeds"].values()) == flagged
+    assert all((Path(fig["store"]) / "store.duckdb").is_file() for fig in figures["seeds"].values())
+    seed, fig = next(iter(written["strategies"][name]["seeds"].items()))
+    fig["organic_flagged"] = {"office": 3}
+    assert f"- {name}, seed {seed}: office 3 (`{fig['store']}`)" in bench.markdown(written)

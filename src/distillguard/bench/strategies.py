@@ -373,8 +373,11 @@ def run_strategies(
                     _add(curve_rows[b].setdefault(strategy.name, _totals(strategy)),
                          score_strategy(metrics.judge(_checked(other.detect(store, None), detector), prepared.labels)))
             scored = score_strategy(metrics.judge(verdicts, prepared.labels))
-            totals["seeds"][str(sim_seed)] = {k: scored[k] for k in ("accounts", "caught", "recall",
-                                                                     "campaign_under_one_id")}
+            totals["seeds"][str(sim_seed)] = {
+                **{k: scored[k] for k in ("accounts", "caught", "recall", "campaign_under_one_id")},
+                # where an organic account was flagged, and the store to look at it in
+                "organic_flagged": {persona: flagged for persona, (_, flagged) in scored["personas"].items() if flagged},
+                "store": str(prepared.directory)}
             _add(totals, scored)
         per_strategy[strategy.name] = {**totals, **_shares(totals)}
         say(f"[{i}/{len(strategies)}] recall at {LEVEL}+: {_pct(per_strategy[strategy.name]['recall'])}")
@@ -568,6 +571,13 @@ def markdown(results: dict[str, Any]) -> str:
     for persona, fig in summary["organic_false_positives"].items():
         lines.append(f"| {persona} | {fig['accounts']:,} | {fig['flagged']:,} | {_pct(fig['rate'], 3)} "
                      f"| {_pct(fig['upper_bound'], 3)} |")
+    flagged_stores = [(name, seed, fig) for name, r in sorted(results["strategies"].items())
+                      for seed, fig in sorted(r.get("seeds", {}).items()) if fig.get("organic_flagged")]
+    if flagged_stores:
+        lines += ["", "Stores with organic accounts flagged:", ""]
+        lines += [f"- {name}, seed {seed}: "
+                  + ", ".join(f"{persona} {count}" for persona, count in sorted(fig["organic_flagged"].items()))
+                  + f" (`{fig['store']}`)" for name, seed, fig in flagged_stores]
     lines += ["", "### Strategies", "",
               "| strategy (" + " / ".join(k.name for k in KNOBS) + ") | accounts | recall | under one id "
               "| harvesting accounts (decoys left out) |",
