@@ -876,15 +876,17 @@ class GroupNull:
 
 
 def group_behaviour(features: dict[str, Ranked], group: np.ndarray, levels: tuple[float, ...],
-                    groups: GroupNull | None = None, before: float = np.inf) -> GroupBehaviour | None:
+                    groups: GroupNull | None = None, before: float = np.inf,
+                    memo: dict | None = None) -> GroupBehaviour | None:
     """The group's most surprising count of extremes over every (feature, level), against the
     usable entities outside the group (``features`` from :func:`ranked`): under the null that
     the group's entities are exchangeable with them, the count above the reference's ``k``-th
     largest value is Beta-binomial (as for the arrival windows); with ``groups``, each count's
     p-value is the larger of that and its tail against the population of groups
     (:class:`GroupNull`: both nulls must fail). Corrected for every (feature, rank) looked at
-    (:func:`extremes`). ``before``: the group null's groups as they stood then (GroupNull.rates)."""
-    found = group_behaviours(features, group, levels, groups, before=before)
+    (:func:`extremes`). ``before``: the group null's groups as they stood then (GroupNull.rates);
+    ``memo``: as for :func:`group_behaviours`."""
+    found = group_behaviours(features, group, levels, groups, memo=memo, before=before)
     return found[0] if found else None
 
 

@@ -697,7 +697,8 @@ def _behaving_blocks(blocks: list[blocks_mod.Block], tables: list[blocks_mod.Kin
     member's level of extremeness is priced: the tied members that do not reach it estimate the
     organic ones among the tied, each of which reaches it by chance with that probability. Against
     the population of groups, a block is tested as the groups stood before its first holder was
-    seen (``first_seen``; cohorts.GroupNull)."""
+    seen (``first_seen``; cohorts.GroupNull); its holders tied in a place also against the groups
+    of that place's tokens (:func:`_tied_in_place`)."""
     if not behaviour:
         return
     unworded = {f: v for f, v in behaviour.items() if f not in CLIENT_SHAPED and f not in WORDED
@@ -787,9 +788,9 @@ def _tied_in_place(b: blocks_mod.Block, judged_on: dict[str, cohorts_mod.Ranked]
     before = _first_arrival(first_seen, tied)
     worst = 0.0
     for kind in kinds:
-        found = cohorts_mod.group_behaviours(judged_on, tied, tuple(stats.cohort_levels), group_nulls[kind],
-                                             memo=memo, before=before)
-        q = 1.0 if not found else float(nulls.bonferroni(found[0].p_corrected, looks[b.seed_kind]))
+        gb = cohorts_mod.group_behaviour(judged_on, tied, tuple(stats.cohort_levels), group_nulls[kind],
+                                         before=before, memo=memo)
+        q = 1.0 if gb is None else float(nulls.bonferroni(gb.p_corrected, looks[b.seed_kind]))
         worst = max(worst, q)
         if worst > stats.alpha:
             break
