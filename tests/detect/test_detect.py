@@ -1299,6 +1299,28 @@ def test_an_apps_audience_of_heavy_backends_and_rotating_phone_users_is_not_thro
     assert len(offered & {entity_of[a] for a in groups["pool"]}) >= 0.75 * len(groups["pool"])
 
 
+def test_an_organisation_one_of_whose_accounts_asks_in_a_campaigns_wording_is_restricted_on_that_account_only():
+    """An organisation is one entity, judged on its accounts' mean behaviour, and holds a wording
+    when one of its accounts asks in it. A heavy, rotating office organisation of six accounts, one
+    of which asked in a proxy pool's template, is kept with the pool's holders: the evidence is
+    that account's requests, so the other five are not restricted, nor are the four accounts that
+    pay with the organisation's card (the card's owner was not found, one of its accounts was)."""
+    accounts, keys, feats, groups = rotating_wording_population()
+    office, card_mates = accounts[700:706], accounts[706:710]
+    keys[office[0]].append("system_prompt\tprompt-pool")
+    for a in office + card_mates:
+        keys[a] = [k for k in keys[a] if not k.startswith("payment\t")] + ["payment\tcard-office"]
+    feats = feats.set_column(feats.column_names.index("organization_id"), "organization_id",
+                             pa.array(["org-office" if a in office else None for a in accounts], pa.string()))
+    feats = shifted(feats, accounts, set(office), (*dv.BEHAVIOUR_FEATURES, "distinct_subnets"))
+    evidence_ = dv.evaluate(key_table(keys), feats, Policy())
+    flagged = set(throttled(evidence_))
+    assert len(flagged & set(groups["pool"])) >= 0.75 * len(groups["pool"])
+    assert office[0] in flagged
+    assert not flagged & set(office[1:] + card_mates)
+    assert "only the 1 account whose requests hold it" in wording_line(evidence_, [office[0]])
+
+
 def test_a_rotating_groups_members_are_kept_as_far_out_as_they_all_are_not_only_as_far_as_the_tests_look():
     """Residential exits per session put every account of a pool above the population's median on
     the subnets it comes from, and only some in its top fifth: members kept at the test levels

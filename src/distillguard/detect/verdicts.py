@@ -29,6 +29,7 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import sparse
 
 from distillguard.detect import associates as associates_mod
@@ -54,6 +55,9 @@ ARRIVAL_FEATURES = ("account_age_days", "pivot_hours", "gap_cv")
 #: the cohorts' combined feature: Fisher's statistic of an entity's tail shares over every signal
 #: feature, for accounts each moderately extreme on several behaviours and on none alone
 COMBINED_FEATURE = "combined_tail"
+#: per entity, the accounts of it a result names where it names only some: an organisation holds
+#: a wording when one of its accounts asks in it, and the evidence is about that account's requests
+Restriction = tuple[tuple[int, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True)
@@ -72,11 +76,21 @@ class Finding:
     #: associates join its members): grouped with them, under one campaign id, and counted with
     #: them against the campaign-size cap
     joins: tuple[int, ...] = ()
+    #: per entity whose accounts the evidence names only in part, those accounts (``Restriction``);
+    #: an entity not listed is acted on with all its accounts
+    only: Restriction = ()
 
     @property
     def grouped(self) -> tuple[int, ...]:
         """The entities the result groups: its own and those it joins."""
         return self.entities + self.joins if self.joins else self.entities
+
+    def accounts(self, entity: int, accounts_of: dict[int, list[str]]) -> list[str]:
+        """The accounts of ``entity`` the result acts on: all of them, or those it names (``only``)."""
+        for e, named in self.only:
+            if e == entity:
+                return list(named)
+        return accounts_of[entity]
 
 
 @dataclass
@@ -163,7 +177,7 @@ class Evidence:
                 capped = "" if action == f.action else (f"; capped at {action}: the group has fewer than "
                                                         f"{min_members} entities")
                 line = f"{f.test} ({f.null} null): {f.reason}{capped}"
-                for a in self.accounts_of[e]:
+                for a in f.accounts(e, self.accounts_of):
                     held = out.get(a)
                     best = action if held is None else max(held[0], action, key=ORDER.index)
                     out[a] = (best, (held[1] if held and held[1] else gid), (held[2] if held else []) + [line])
@@ -230,6 +244,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     associates = Associates(tables, _earliest(feats, "created_at", ent, n), relayed, tuple(stats.associate_hours),
                             judged, tail, tuple(stats.cohort_levels))
     wordings = _wording_groups(tables, stats.min_block_holders)
+    holding = _holding_accounts(keys, accounts_of)
     # the cohorts' reference is refitted without what the scan's cohorts have found: a campaign's later
     # arrivals are tested against earlier arrivals less its already validated accounts
     excluded: frozenset[int] = frozenset()
@@ -259,7 +274,8 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
                          {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, reuse,
                          attributes["first_seen"])
         _newcomer_wordings(wordings, behaviour, attributes["first_seen"], stats, excluded, cohort_candidates,
-                           {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, validated)
+                           {f: v for f, v in feature_values.items() if f in ROTATION}, group_nulls, validated,
+                           holding)
         for c in found_c:
             refine = _Refined(c, profile, tie_check)
             # the check keeps at least one in (1 + extremes) of the chance members
@@ -344,12 +360,47 @@ def _wording_groups(tables: list[blocks_mod.KindTable], min_holders: int) -> lis
                   key=lambda g: (g[0], g[1]))
 
 
+def _holding_accounts(keys: pa.Table, accounts_of: dict[int, list[str]]
+                      ) -> Callable[[str, str, tuple[int, ...]], Restriction]:
+    """``holding(kind, token, entities)``: of ``entities``, those with several accounts (an
+    organisation) not all of which hold the prompt text ``token`` of ``kind``, each with the
+    accounts that do (sorted). Read off ``keys`` (account_id, kind, key) once, for the accounts of
+    organisations only, on first use."""
+    several = {e: a for e, a in accounts_of.items() if len(a) > 1}
+    held: dict[tuple[str, str], set[str]] = {}
+    loaded = False
+
+    def holding(kind: str, token: str, entities: tuple[int, ...]) -> Restriction:
+        nonlocal loaded
+        mine = [e for e in entities if e in several]
+        if not mine:
+            return ()
+        if not loaded:
+            accounts = pa.array(sorted({a for e in several for a in several[e]}), pa.string())
+            text = pa.array(sorted(k for k, v in KINDS.items() if v.text), pa.string())
+            rows = keys.filter(pc.and_(pc.is_in(keys.column("account_id"), value_set=accounts),
+                                       pc.is_in(keys.column("kind"), value_set=text)))
+            for a, k, t in zip(*(rows.column(c).to_pylist() for c in ("account_id", "kind", "key"))):
+                held.setdefault((k, t), set()).add(a)
+            loaded = True
+        holders = held.get((kind, token), set())
+        out = []
+        for e in sorted(mine):
+            named = tuple(sorted(a for a in several[e] if a in holders))
+            if named and len(named) < len(several[e]):
+                out.append((e, named))
+        return tuple(out)
+
+    return holding
+
+
 def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dict[str, tuple[np.ndarray, str]],
                        first_seen: np.ndarray, stats: Statistics, excluded: frozenset[int],
                        candidates: dict[str, list[Candidate]],
                        rotation: dict[str, tuple[np.ndarray, str]] | None = None,
                        group_nulls: dict[str, cohorts_mod.GroupNull] | None = None,
-                       validated: frozenset[int] = frozenset()) -> None:
+                       validated: frozenset[int] = frozenset(),
+                       holding: Callable[[str, str, tuple[int, ...]], Restriction] | None = None) -> None:
     """The holders of one wording (a system prompt, a framing n-gram) that arrived later than the
     population and behave unlike it, tested as a group.
 
@@ -372,7 +423,9 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
     p-value is the larger of behaviour's and that (intersection-union:
     both must be surprising, as a public template's users are the population's own, present from
     the start), corrected for every wording tested. Each route that passes offers its members
-    (:func:`_wording_offers`), priced as behaving blocks price theirs."""
+    (:func:`_wording_offers`), priced as behaving blocks price theirs; of an organisation, on the
+    accounts whose requests hold the wording only (``holding(kind, token, kept)``:
+    :func:`_holding_accounts`)."""
     if not groups:
         return
     judged_on = {f: v for f, v in behaviour.items()
@@ -439,14 +492,16 @@ def _newcomer_wordings(groups: list[tuple[str, str, np.ndarray]], behaviour: dic
                   f"extreme outside it: {late.reason()}{rotating}; "
                   f"larger of the two corrected for {len(groups)} wordings tested p={p:.3g}")
         # each route that passes on its own offers its members (_wording_offers)
+        named = (None if holding is None else
+                 lambda kept, kind=kind, token=token: holding(kind, token, kept))
         if by_arrival <= stats.alpha:
             _wording_offers(by_arrival, cuts, _later_alike(ranked[gb.feature], first_seen, members, usable,
                                                            _member_levels(stats)),
-                            reason, gb.feature, candidates, "first seen")
+                            reason, gb.feature, candidates, "first seen", named)
         if by_rotation <= stats.alpha:
             _wording_offers(by_rotation, cuts, _rotating_alike(ranked[gb.feature], rotated, members, usable,
                                                                _member_levels(stats)),
-                            reason, gb.feature, candidates)
+                            reason, gb.feature, candidates, holding=named)
 
 
 #: per behaviour cut's extreme holders, each level ``L2`` of the second test (rotation, arrival),
@@ -536,7 +591,8 @@ def _beyond_alike(rank: cohorts_mod.Ranked, values: np.ndarray, members: np.ndar
 
 def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]],
                     shown: Beyond, reason: str, feature: str,
-                    candidates: dict[str, list[Candidate]], second: str = "distinct subnets") -> None:
+                    candidates: dict[str, list[Candidate]], second: str = "distinct subnets",
+                    holding: Callable[[tuple[int, ...]], Restriction] | None = None) -> None:
     """A wording group's member offers, each distinct set once at its cheapest: at each member level
     ``L`` (``cuts``: cohorts.extremes), the holders extreme on ``feature`` that are also beyond a
     level ``L2`` on what the group's second test was (``second``; ``shown`` gives the levels and
@@ -552,7 +608,13 @@ def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]
     single valid JSON object") are all extreme on behaviour, so none is left to estimate them. By
     rotation, at tag detector-2026-12-05j, 13 organic holders of that prompt were offered beside 25
     rotating campaign ones; by arrival, at tag detector-2026-12-06f, 19 beside 23 campaign ones
-    whose arrivals made the group late. The second estimate prices them."""
+    whose arrivals made the group late. The second estimate prices them.
+
+    ``holding(kept)``: of the kept entities that are organisations, the accounts whose requests
+    hold the wording where not all do (Finding.only); an offer acts on those accounts only. An
+    organisation is one entity, judged on its accounts' mean behaviour, and holds the wording when
+    one of its accounts asks in it: at organic x10, an office organisation of 34 accounts, one of
+    which asked six prompts with the framing n-gram a campaign used, was blocked whole."""
     offers: dict[tuple[int, ...], tuple[float, float, int, float, int, bool]] = {}
     for k, r, judged, above in cuts:
         level = k / (r + 1)
@@ -583,8 +645,14 @@ def _wording_offers(p: float, cuts: list[tuple[int, int, np.ndarray, np.ndarray]
         elif hidden:
             note += (f"; of those above it, the {len(kept)} also above the top {level2:.3g} on {second}, "
                      f"beside {hidden} that are not (so {level2 / (1 - level2) * hidden:.3g} more)")
+        only = holding(kept) if holding is not None else ()
+        if only:
+            named = sum(len(a) for _, a in only)
+            note += (f"; of {len(only)} organisation{'s' if len(only) > 1 else ''} among them, only the {named} "
+                     f"account{'s' if named > 1 else ''} whose requests hold it")
         for action in ACTIONS:
-            candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost))
+            candidates[action].append(Candidate(p, "wording", SHARED_WORDING.name, reason, note, kept, cost,
+                                                only=only))
 
 
 @dataclass(frozen=True)
@@ -1292,6 +1360,7 @@ class Candidate:
     #: both within its every extreme entity but not within each other: each is charged in full
     #: and counted towards the nest, and the whole window is charged what it adds to them
     holds_nest: bool = True
+    only: Restriction = ()  # Finding.only
 
 
 def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Policy,
@@ -1361,7 +1430,7 @@ def _within_budget(candidates: dict[str, list[Candidate]], n: int, policy: Polic
                                         f"expected false positives ({cost / new:.3g} per entity it adds), "
                                         f"{spent:.3g} of the {action} budget {allowed:.3g} "
                                         f"({getattr(budget, action):g} x {n} entities)", tuple(entities),
-                                        whole, c.joins))
+                                        whole, c.joins, c.only))
     return findings
 
 
@@ -1396,7 +1465,10 @@ def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Findi
     result's cost per entity) times the holders it adds. Only the holders of results whose group
     is a campaign's size count: a group capped at monitor lends nobody an action. ``whole``: each
     offer charged for every holder, the held ones too (offered beside the results that hold them,
-    it may be accepted before them and take their holders: :func:`_with_owners`)."""
+    it may be accepted before them and take their holders: :func:`_with_owners`). An entity a
+    result holds on some of its accounts only (``Finding.only``: an organisation one of whose
+    accounts asked in a campaign's wording) is not a held holder: the evidence names that
+    account's requests, not the organisation's card."""
     strong = [f for f in findings if f.action != "monitor"]
     if not strong:
         return []
@@ -1404,8 +1476,10 @@ def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Findi
     price: dict[int, tuple[float, float]] = {}  # entity -> (false share, p) of its cheapest result
     for f in strong:
         share = f.cost / max(len(f.entities), 1)
+        # an organisation held on some of its accounts only was not found to be the owner
+        named = {e for e, _ in f.only}
         for e in f.entities:
-            if size[e] >= min_members and (e not in price or (share, f.p_corrected) < price[e]):
+            if e not in named and size[e] >= min_members and (e not in price or (share, f.p_corrected) < price[e]):
                 price[e] = (share, f.p_corrected)
     offers = []
     for kind, token, holders in owned:
