@@ -364,26 +364,26 @@ def _holding_accounts(keys: pa.Table, accounts_of: dict[int, list[str]]
                       ) -> Callable[[str, str, tuple[int, ...]], Restriction]:
     """``holding(kind, token, entities)``: of ``entities``, those with several accounts (an
     organisation) not all of which hold the prompt text ``token`` of ``kind``, each with the
-    accounts that do (sorted). Read off ``keys`` (account_id, kind, key) once, for the accounts of
-    organisations only, on first use."""
+    accounts that do (sorted). Read off ``keys`` (account_id, kind, key): the organisations'
+    prompt text keys once, on first use, and each token's holders among them once."""
     several = {e: a for e, a in accounts_of.items() if len(a) > 1}
-    held: dict[tuple[str, str], set[str]] = {}
-    loaded = False
+    theirs: list[pa.Table] = []  # the organisations' accounts' prompt text keys, once loaded
+    held: dict[tuple[str, str], frozenset[str]] = {}
 
     def holding(kind: str, token: str, entities: tuple[int, ...]) -> Restriction:
-        nonlocal loaded
         mine = [e for e in entities if e in several]
         if not mine:
             return ()
-        if not loaded:
+        if not theirs:
             accounts = pa.array(sorted({a for e in several for a in several[e]}), pa.string())
             text = pa.array(sorted(k for k, v in KINDS.items() if v.text), pa.string())
-            rows = keys.filter(pc.and_(pc.is_in(keys.column("account_id"), value_set=accounts),
-                                       pc.is_in(keys.column("kind"), value_set=text)))
-            for a, k, t in zip(*(rows.column(c).to_pylist() for c in ("account_id", "kind", "key"))):
-                held.setdefault((k, t), set()).add(a)
-            loaded = True
-        holders = held.get((kind, token), set())
+            theirs.append(keys.filter(pc.and_(pc.is_in(keys.column("account_id"), value_set=accounts),
+                                              pc.is_in(keys.column("kind"), value_set=text))))
+        if (kind, token) not in held:
+            rows = theirs[0].filter(pc.and_(pc.equal(theirs[0].column("kind"), kind),
+                                            pc.equal(theirs[0].column("key"), token)))
+            held[kind, token] = frozenset(rows.column("account_id").to_pylist())
+        holders = held[kind, token]
         out = []
         for e in sorted(mine):
             named = tuple(sorted(a for a in several[e] if a in holders))
