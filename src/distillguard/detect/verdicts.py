@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
+from scipy.sparse.csgraph import connected_components
 
 from distillguard.detect import associates as associates_mod
 from distillguard.detect import blocks as blocks_mod
@@ -1233,6 +1234,7 @@ class TieCheck:
     def __init__(self, tables: list[blocks_mod.KindTable], level: float, min_members: int = 3,
                  shared_by_place: frozenset[str] = frozenset(), judged: np.ndarray | None = None) -> None:
         self.kinds = [t for t in tables if t.incidence.nnz]
+        self.component_members = 5
         self.level, self.min_members, self.shared_by_place = level, min_members, shared_by_place
         self.kept: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
         self.placed_kept: dict[tuple[int, ...], tuple[tuple[int, ...], int, int] | None] = {}
@@ -1321,7 +1323,17 @@ class TieCheck:
         tied = best * len(place) <= self.level
         if not _beyond_chance(int(tied.sum()), members.size, self.level):
             return None
-        keep = tuple(int(m) for m in members[tied])
+        kept = members[tied]
+        # a member's tie component among the tied members: teammates that arrived together tie
+        # each other only, apart from the operation
+        adjacency = None
+        for table in place:
+            x = (sparse.csr_matrix(table.incidence)[kept] > 0).astype(np.int32)
+            a = x @ x.T
+            adjacency = a if adjacency is None else adjacency + a
+        _, component = connected_components(adjacency > 0, directed=False)
+        sizes = np.bincount(component)
+        keep = tuple(int(m) for m in kept[sizes[component] >= self.component_members])
         if len(keep) < self.min_members:
             return None
         tied_outside = sum(1 for q in outside_best.values() if q * len(place) <= self.level)
