@@ -1801,6 +1801,28 @@ def test_a_cohort_tied_in_place_charges_its_chance_members_as_often_as_the_entit
         assert placed(elsewhere) is None, kind
 
 
+def test_teammates_in_a_window_tied_only_to_each_other_are_not_kept_as_members_tied_in_place():
+    """Teams arrive and behave together: two developers of one team, both extreme by chance in a
+    campaign's window, are tied to each other by their office address and card, and to no one of
+    the operation. A tie component smaller than a campaign says nothing about the operation; the
+    operation's members, one component, stay."""
+    accounts, keys, _ = population(600, 13)
+    operation = accounts[:20]
+    for i, m in enumerate(operation):
+        keys[m] += [f"ip\t203.0.113.{(i + j) % 6}" for j in range(3)]
+    teams = [accounts[300:303], accounts[310:314]]
+    for t, team in enumerate(teams):
+        for m in team:
+            keys[m] += [f"ip\t198.51.{100 + t}.{k}" for k in range(4)] + [f"payment\tteam-card-{t}"]
+    entity_of = {a: i for i, a in enumerate(sorted(accounts))}
+    tables = blocks.kind_tables(key_table(keys), entity_of, len(entity_of), 2_000_000)
+    ids = tuple(sorted(entity_of[a] for a in operation + teams[0] + teams[1]))
+    window = cohorts.Cohort("f0", "above", 0.01, "first_seen", 24.0, 0.0, len(ids) + 5, len(ids), 0.01, 1e-20,
+                            1e-15, ids)
+    kept = dv.TieCheck(tables, 0.05).placed(window)
+    assert kept is not None and set(kept.members) == {entity_of[a] for a in operation}
+
+
 def test_a_wording_group_found_by_arrival_offers_its_late_extreme_holders_never_every_extreme_one():
     """The holders of a public prompt whose words set what its users ask for are all extreme on
     behaviour; a campaign's recent arrivals among them make the group later than the entities as
