@@ -253,7 +253,7 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     every_group = _group_nulls(tables, stats, attributes["first_seen"])
     group_nulls, validated = every_group, frozenset[int]()
     # ties do not depend on the reference; a co-located cohort counts on behaviour only
-    tie_check = TieCheck(tables, stats.cohort_profile_level,
+    tie_check = TieCheck(tables, stats.cohort_profile_level, component_members=policy.campaign.min_members,
                          shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES),
                          judged=judged)
     windows: tuple[frozenset[int], list[cohorts_mod.Cohort], cohorts_mod.ProfileCheck] | None = None
@@ -1232,9 +1232,11 @@ class TieCheck:
     a proxy pool rotates its accounts through are not a place they share."""
 
     def __init__(self, tables: list[blocks_mod.KindTable], level: float, min_members: int = 3,
-                 shared_by_place: frozenset[str] = frozenset(), judged: np.ndarray | None = None) -> None:
+                 shared_by_place: frozenset[str] = frozenset(), judged: np.ndarray | None = None,
+                 component_members: int = 5) -> None:
         self.kinds = [t for t in tables if t.incidence.nnz]
-        self.component_members = 5
+        #: the entities a tie component of members tied in place needs (:meth:`placed`): a campaign's size
+        self.component_members = component_members
         self.level, self.min_members, self.shared_by_place = level, min_members, shared_by_place
         self.kept: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
         self.placed_kept: dict[tuple[int, ...], tuple[tuple[int, ...], int, int] | None] = {}
@@ -1286,7 +1288,10 @@ class TieCheck:
         campaign's other members, tied to it: the share only overstates the chance. None where too
         few are tied, and for a window on what the client software sets (CLIENT_SHAPED): a team
         onboarded in one week in an office of its own, each member with the team's tool, is
-        extreme together there by construction."""
+        extreme together there by construction. A member counts only where its tie component
+        among the tied members (joined by the place tokens they share) reaches
+        ``component_members`` entities, a campaign's size: teammates that arrive together, each
+        extreme by chance, tie each other and no one of the operation."""
         if c.feature in self.shared_by_place or c.feature in CLIENT_SHAPED:
             return None
         if c.members not in self.placed_kept:
