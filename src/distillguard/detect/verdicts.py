@@ -1241,6 +1241,7 @@ class TieCheck:
         self.kept: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
         self.placed_kept: dict[tuple[int, ...], tuple[tuple[int, ...], int, int] | None] = {}
         self.by_column: dict[str, sparse.csc_matrix] = {}  # each place kind's incidence by token, once
+        self.by_row: dict[str, sparse.csr_matrix] = {}  # and by entity, once
         entities = tables[0].incidence.shape[0] if tables else 0
         #: the entities a chance member is one of: those whose features are judged
         self.judged = np.ones(entities, dtype=bool) if judged is None else np.asarray(judged, dtype=bool)
@@ -1333,7 +1334,9 @@ class TieCheck:
         # each other only, apart from the operation
         adjacency = None
         for table in place:
-            x = (sparse.csr_matrix(table.incidence)[kept] > 0).astype(np.int32)
+            if table.kind not in self.by_row:
+                self.by_row[table.kind] = sparse.csr_matrix(table.incidence)
+            x = (self.by_row[table.kind][kept] > 0).astype(np.int32)
             a = x @ x.T
             adjacency = a if adjacency is None else adjacency + a
         _, component = connected_components(adjacency > 0, directed=False)
