@@ -31,7 +31,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
 
 from distillguard.detect import associates as associates_mod
 from distillguard.detect import blocks as blocks_mod
@@ -1241,7 +1240,6 @@ class TieCheck:
         self.kept: dict[tuple[int, ...], tuple[int, ...] | None] = {}  # windows often share their members
         self.placed_kept: dict[tuple[int, ...], tuple[tuple[int, ...], int, int] | None] = {}
         self.by_column: dict[str, sparse.csc_matrix] = {}  # each place kind's incidence by token, once
-        self.by_row: dict[str, sparse.csr_matrix] = {}  # and by entity, once
         entities = tables[0].incidence.shape[0] if tables else 0
         #: the entities a chance member is one of: those whose features are judged
         self.judged = np.ones(entities, dtype=bool) if judged is None else np.asarray(judged, dtype=bool)
@@ -1332,16 +1330,12 @@ class TieCheck:
         kept = members[tied]
         # a member's tie component among the tied members: teammates that arrived together tie
         # each other only, apart from the operation
-        adjacency = None
+        holders: dict[tuple[str, int], list[int]] = {}
         for table in place:
-            if table.kind not in self.by_row:
-                self.by_row[table.kind] = sparse.csr_matrix(table.incidence)
-            x = (self.by_row[table.kind][kept] > 0).astype(np.int32)
-            a = x @ x.T
-            adjacency = a if adjacency is None else adjacency + a
-        _, component = connected_components(adjacency > 0, directed=False)
-        sizes = np.bincount(component)
-        keep = tuple(int(m) for m in kept[sizes[component] >= self.component_members])
+            for m, token in zip(*(v.tolist() for v in blocks_mod.held_by(table.incidence, kept))):
+                holders.setdefault((table.kind, token), []).append(m)
+        components = _components([tuple(h) for h in holders.values()] + [(int(m),) for m in kept])
+        keep = tuple(sorted(m for c in components if len(c) >= self.component_members for m in c))
         if len(keep) < self.min_members:
             return None
         tied_outside = sum(1 for q in outside_best.values() if q * len(place) <= self.level)
@@ -1499,7 +1493,9 @@ def _owner_offers(owned: list[tuple[str, str, np.ndarray]], findings: list[Findi
         # an organisation held on some of its accounts only was not found to be the owner
         named = {e for e, _ in f.only}
         for e in f.entities:
-            if e not in named and size[e] >= min_members and (e not in price or (share, f.p_corrected) < price[e]):
+            if e in named or size[e] < min_members:
+                continue
+            if e not in price or (share, f.p_corrected) < price[e]:
                 price[e] = (share, f.p_corrected)
     offers = []
     for kind, token, holders in owned:
