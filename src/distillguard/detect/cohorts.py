@@ -85,6 +85,12 @@ class Cohort:
     #: entities first seen at least this long before the scan and judged within this long of it
     horizon: float = 0.0
     looks: int = 1  # every window looked at in the scan: what p_corrected is corrected for
+    #: seconds from the reference's first arrival to its last: with ``paced`` extremes in it, the
+    #: rate at which extreme entities arrived before the window (0: no rate null, the rate p is 1)
+    reference_span: float = 0.0
+    #: the reference's extreme entities (the threshold's own counted) that no accepted finding
+    #: holds: the pace of the organic ones (a held campaign's earlier arrivals are not)
+    paced: int = 0
 
     def residual(self, held: np.ndarray) -> float:
         """The window's corrected p-value without its extreme entities that ``held`` marks (those
@@ -96,7 +102,8 @@ class Cohort:
             return self.p_corrected
         if self.extreme - gone <= 0:
             return 1.0
-        return _residual_p(self.extreme - gone, self.entities - gone, self.rank, self.reference, self.looks)
+        return _residual_p(self.extreme - gone, self.entities - gone, self.rank, self.reference, self.looks,
+                           self.width_hours * 3600.0, self.reference_span, self.paced)
 
     @functools.cached_property
     def member_ids(self) -> np.ndarray:
@@ -118,6 +125,11 @@ class Cohort:
         organic = max((self.entities - self.extreme) / max(1.0 - self.rate, 1e-12), self.typical)
         return self.rate * min(organic, float(self.entities)) * self.survival
 
+    @property
+    def expected_at_rate(self) -> float:
+        """Extreme entities the window would hold by chance were they arriving at the reference's rate."""
+        return rate_expected(self.paced, self.width_hours * 3600.0, self.reference_span)
+
     def reason(self) -> str:
         sign = "above" if self.direction == "above" else "below"
         profile = "" if self.profile_level >= 1.0 else (
@@ -128,7 +140,10 @@ class Cohort:
         return (f"cohort: {self.extreme} of {self.entities} entities {self.attribute.replace('_', ' ')} in one "
                 f"{self.width_hours:g}-hour window are {sign} all but {self.rank - 1} of the {self.reference} "
                 f"entities that arrived before it{self._view()} on {self.feature}, {self.expected:.3g} expected by chance "
-                f"(beta-binomial, exchangeable with the earlier arrivals), p={self.p_value:.3g}, corrected for "
+                f"(beta-binomial, exchangeable with the earlier arrivals), and {self.expected_at_rate:.3g} at the pace "
+                f"of the reference's {self.paced} as extreme that nothing holds, over its "
+                f"{self.reference_span / 3600:.4g} hours (binomial on the two counts), the larger p={self.p_value:.3g}, "
+                f"corrected for "
                 f"looks p={self.p_corrected:.3g}{profile}")
 
 
@@ -145,11 +160,29 @@ def _instant(seconds: float) -> str:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _residual_p(extreme: int, entities: int, rank: int, reference: int, looks: int) -> float:
+def _residual_p(extreme: int, entities: int, rank: int, reference: int, looks: int, span: float,
+                reference_span: float, paced: int) -> float:
     """:meth:`Cohort.residual`'s corrected p-value of a count: the budget's greedy asks for the same
     window's residual each time it comes to the top, mostly with nothing new taken."""
     p = nulls.beta_binomial_sf_one(extreme, entities, float(rank), reference + 1.0 - rank)
+    p = max(p, float(rate_sf(np.asarray([extreme]), np.asarray([paced]), span, np.asarray([reference_span]))[0]))
     return float(nulls.bonferroni(p, looks))
+
+
+def rate_expected(paced: float, span: float, reference_span: float) -> float:
+    """Extremes a window of ``span`` seconds holds at the pace of ``paced`` in ``reference_span``."""
+    return float("inf") if reference_span <= 0 else paced * span / reference_span
+
+
+def rate_sf(observed: np.ndarray, paced: np.ndarray, span: float, reference_span: np.ndarray) -> np.ndarray:
+    """P(X >= observed) under the rate null: extreme entities arrive at a steady rate, ``paced`` of
+    them in the reference's ``reference_span`` seconds and ``X`` in the window's ``span``. Given
+    the two counts' total, the window's is Binomial(total, span / (span + reference_span)): the
+    conditional test of two Poisson rates (Przyborowski and Wilenski 1940). A reference with no
+    span says nothing of a rate: p = 1."""
+    observed = np.asarray(observed, dtype=float)
+    tau = np.where(reference_span > 0, span / (span + np.maximum(reference_span, 1e-300)), 1.0)
+    return np.where(tau >= 1.0, 1.0, stats.binom.sf(observed - 1, observed + np.asarray(paced, dtype=float), tau))
 
 
 def tail_shares(values: np.ndarray, direction: str) -> np.ndarray:
@@ -174,14 +207,17 @@ def beta_binomial_sf(observed: np.ndarray, trials: np.ndarray, rank: np.ndarray,
 
 
 def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray, levels: tuple[float, ...],
-                count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                count: int, held: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The reference snapshots of one (feature, attribute), entities in arrival order.
 
     Returns ``points`` (prefix lengths, never splitting entities that arrived at the same
     instant), ``sizes`` (r: usable entities in each prefix, ``excluded`` left out), ``ranks``
     (snapshot x level: k = max(1, floor(level x (r + 1))), 0 where an earlier level already gave
-    that rank or the prefix is empty) and ``thresholds`` (snapshot x level: the prefix's k-th
-    largest value; an entity above it is extreme at that rank)."""
+    that rank or the prefix is empty), ``thresholds`` (snapshot x level: the prefix's k-th
+    largest value; an entity above it is extreme at that rank), ``spans`` (seconds from the
+    prefix's first arrival to its last) and ``paced`` (snapshot x level: the prefix's entities at
+    or above the threshold that neither ``excluded`` nor ``held`` marks)."""
     size = oriented.size
     points = np.linspace(0, size, min(count, size) + 1).astype(np.int64)
     points = distinct(np.searchsorted(arrival, np.append(arrival, np.inf)[points], side="left"))
@@ -196,14 +232,20 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
     # entities along that order finds each rank's value
     desc = np.lexsort((np.arange(size), -oriented))
     use = usable[desc]
+    free = use & ~held[desc] if held is not None else use
     thresholds = np.full(ranks.shape, np.inf)
+    paced = np.zeros(ranks.shape, dtype=np.int64)
     for s, prefix in enumerate(points):
         if sizes[s] == 0:
             continue
-        seen = np.cumsum(use & (desc < prefix))
+        inside = desc < prefix
+        seen = np.cumsum(use & inside)
         valid = ranks[s] > 0
-        thresholds[s, valid] = oriented[desc[np.searchsorted(seen, ranks[s, valid], side="left")]]
-    return points, sizes, ranks, thresholds
+        at = np.searchsorted(seen, ranks[s, valid], side="left")
+        thresholds[s, valid] = oriented[desc[at]]
+        paced[s, valid] = np.cumsum(free & inside)[at]
+    spans = np.where(points > 0, arrival[np.maximum(points - 1, 0)] - arrival[0], 0.0) if size else np.zeros(points.size)
+    return points, sizes, ranks, thresholds, spans, paced
 
 
 @dataclass(frozen=True)
@@ -252,14 +294,16 @@ class Observation:
 def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[str, np.ndarray],
                  levels: tuple[float, ...], widths_hours: tuple[float, ...], min_extreme: int = 3,
                  excluded: frozenset[int] = frozenset(), alpha: float = 1.0,
-                 observation: Observation | None = None) -> list[Cohort]:
+                 observation: Observation | None = None, held: frozenset[int] = frozenset()) -> list[Cohort]:
     """Every (feature, rank, attribute, width, offset, window) tested against the entities that
-    arrived before the window (less ``excluded``); returns the windows with at least
+    arrived before the window (less ``excluded``; the rate null's pace counts neither them nor
+    those ``held`` by accepted findings); returns the windows with at least
     ``min_extreme`` extreme entities whose p-value, corrected for all the looks, is at most
     ``alpha``. With ``observation``, each window is tested in the one view its end's distance
     from the scan picks (:meth:`Observation.views`), on the entities that view holds; a window
     ending less than the shortest horizon before the scan is not tested yet."""
     gone_ids = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
+    held_ids = np.fromiter(held, dtype=np.int64, count=len(held))
     views = observation.views() if observation is not None else [(0.0, np.inf, None)]
     frames = [(feature, attribute, view) for feature in sorted(features) for attribute in sorted(attributes)
               for view in views]
@@ -271,7 +315,7 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
         # picks; windows of another attribute (sign-up) in every view
         ages = (observation.as_of, horizon, upper) if inside is not None and attribute == observation.attribute \
             else None
-        return _frame_windows(values, direction, attributes[attribute], inside, ages, gone_ids, levels,
+        return _frame_windows(values, direction, attributes[attribute], inside, ages, gone_ids, held_ids, levels,
                               widths_hours, min_extreme, alpha)
 
     # the frames are independent and numpy releases the GIL in their array work
@@ -283,7 +327,7 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
         if d is None:
             continue
         direction = features[f][1]
-        for width, offset, span, typical, uniq, first, n, x, k, r, snap, j, p in d.found:
+        for width, offset, span, typical, uniq, first, n, x, k, r, snap, j, p, ref_span, pace in d.found:
             for i in range(p.size):
                 corrected = float(nulls.bonferroni(float(p[i]), looks))
                 if corrected > alpha:
@@ -294,7 +338,7 @@ def window_tests(features: dict[str, tuple[np.ndarray, str]], attributes: dict[s
                 level = int(k[i]) / (int(r[i]) + 1)
                 out.append(Cohort(f, direction, level, a, width, float((uniq[i] + offset) * span), int(n[i]),
                                   int(x[i]), level, float(p[i]), corrected, members, typical, int(k[i]), int(r[i]),
-                                  horizon=h, looks=looks))
+                                  horizon=h, looks=looks, reference_span=float(ref_span[i]), paced=int(pace[i])))
     return sorted(out, key=lambda c: (c.p_value, c.feature, c.attribute, c.width_hours, c.start, c.rank, c.horizon))
 
 
@@ -308,12 +352,13 @@ class _FrameWindows:
     thresholds: np.ndarray  # snapshot x level
     #: per (width, offset) with windows kept: width, offset, span (seconds), typical arrivals, then
     #: per kept window its bin, first arrival, arrivals n, extremes x, rank k, reference size r,
-    #: snapshot, level index and p-value (arrays)
+    #: snapshot, level index, p-value, reference span and its paced extremes (arrays)
     found: list[tuple]
 
 
 def _frame_windows(values: np.ndarray, direction: str, seconds: np.ndarray, inside: np.ndarray | None,
-                   ages: tuple[float, float, float] | None, gone_ids: np.ndarray, levels: tuple[float, ...],
+                   ages: tuple[float, float, float] | None, gone_ids: np.ndarray, held_ids: np.ndarray,
+                   levels: tuple[float, ...],
                    widths_hours: tuple[float, ...], min_extreme: int, alpha: float) -> _FrameWindows | None:
     """window_tests over one (feature, attribute, view). ``ages``: (scan time, view horizon, next
     horizon) when only the windows whose end is that far from the scan are tested in this view."""
@@ -327,7 +372,8 @@ def _frame_windows(values: np.ndarray, direction: str, seconds: np.ndarray, insi
     order = ok[np.lexsort((ok, seconds[ok]))]
     arrival = seconds[order]
     oriented = (1.0 if direction == "above" else -1.0) * values[order]
-    points, sizes, ranks, thresholds = _references(arrival, oriented, np.isin(order, gone_ids), levels, SNAPSHOTS)
+    points, sizes, ranks, thresholds, spans, paced = _references(
+        arrival, oriented, np.isin(order, gone_ids), levels, SNAPSHOTS, np.isin(order, held_ids))
     distinct = (ranks > 0).sum(axis=1)
     looks = 0
     found = []
@@ -355,13 +401,16 @@ def _frame_windows(values: np.ndarray, direction: str, seconds: np.ndarray, insi
             b, j = np.nonzero((k > 0) & (n[:, None] >= min_extreme) & (x >= min_extreme))
             if b.size == 0:
                 continue
-            p = np.atleast_1d(beta_binomial_sf(x[b, j], n[b], k[b, j], sizes[snap[b]]))
+            # the union null: exchangeable with the earlier arrivals, or extremes arriving at the
+            # reference's rate; the larger p rejects both (an intersection-union test)
+            p = np.maximum(np.atleast_1d(beta_binomial_sf(x[b, j], n[b], k[b, j], sizes[snap[b]])),
+                           rate_sf(x[b, j], paced[snap[b], j], span, spans[snap[b]]))
             # a window above alpha before correction is above it after
             keep = p <= alpha
             b, j = b[keep], j[keep]
             if b.size:
                 found.append((width, offset, span, typical, uniq[b], first[b], n[b], x[b, j], k[b, j],
-                              sizes[snap[b]], snap[b], j, p[keep]))
+                              sizes[snap[b]], snap[b], j, p[keep], spans[snap[b]], paced[snap[b], j]))
     return _FrameWindows(looks, order, oriented, thresholds, found)
 
 

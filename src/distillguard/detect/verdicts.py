@@ -255,17 +255,19 @@ def evaluate(keys: pa.Table, feats: pa.Table, policy: Policy, as_of: datetime | 
     tie_check = TieCheck(tables, stats.cohort_profile_level, component_members=policy.campaign.min_members,
                          shared_by_place=frozenset(f for f in feature_values if f not in BEHAVIOUR_FEATURES),
                          judged=judged)
-    windows: tuple[frozenset[int], list[cohorts_mod.Cohort], cohorts_mod.ProfileCheck] | None = None
+    windows: tuple[tuple[frozenset[int], frozenset[int]], list[cohorts_mod.Cohort], cohorts_mod.ProfileCheck] | None \
+        = None
     reuse = _Reuse(excluded)
     for _ in range(stats.cohort_refits + 1):
         if reuse.excluded != excluded:
             reuse = _Reuse(excluded, ties=reuse.ties)
-        if windows is None or windows[0] != excluded:  # a pass that refits the groups only keeps its windows
+        if windows is None or windows[0] != (excluded, validated):
+            # the rate null's pace counts no entity a finding at throttle or stronger holds
             found_c = cohorts_mod.window_tests(feature_values, attributes, tuple(stats.cohort_levels),
                                                tuple(stats.cohort_windows_hours), excluded=excluded,
-                                               alpha=stats.alpha, observation=observation)
+                                               alpha=stats.alpha, observation=observation, held=validated)
             # a window's members are checked (their profile, their ties) only when the budget reaches it
-            windows = (excluded, found_c, cohorts_mod.ProfileCheck(
+            windows = ((excluded, validated), found_c, cohorts_mod.ProfileCheck(
                 feature_values, stats.cohort_profile_level, excluded, checks=len(found_c),
                 arrival=attributes["first_seen"], attributes=attributes, observation=observation))
         _, found_c, profile = windows
