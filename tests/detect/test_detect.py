@@ -471,8 +471,9 @@ def test_each_window_is_judged_against_exactly_the_entities_that_arrived_before_
     """The vectorised window scan equals testing every window alone: with fewer entities than
     reference snapshots, a window's reference is every earlier arrival less the excluded ones, its
     ranks follow from the levels, and its p-value is the larger of its count of extremes'
-    beta-binomial tail and the binomial one of the rate null (the reference's k extremes over the
-    span from its first arrival to its last, excluded ones included)."""
+    beta-binomial tail and the binomial one of the rate null (the reference's extremes in the
+    later half of its span, from the midpoint of its first and last arrivals, excluded ones
+    counted in the span only)."""
     from scipy import stats
 
     rng = np.random.default_rng(21)
@@ -498,10 +499,14 @@ def test_each_window_is_judged_against_exactly_the_entities_that_arrived_before_
                 for k in sorted({max(1, int(level * (r + 1))) for level in levels}) if r else []:
                     members = tuple(sorted(i for i in inside if values[i] > earlier[k - 1]))
                     if len(inside) >= 2 and len(members) >= 2:
-                        # and the rate null: the k extremes of the reference arrived over its span
+                        # and the rate null: the reference's extremes in the later half of its span
                         x = len(members)
-                        span_ref = max(seconds[i] for i in judged if seconds[i] < start) - min(seconds[judged])
-                        rate = stats.binom.sf(x - 1, x + k, span / (span + span_ref)) if span_ref > 0 else 1.0
+                        last, first = max(seconds[i] for i in judged if seconds[i] < start), min(seconds[judged])
+                        middle = (first + last) / 2
+                        paced = sum(1 for i in judged if middle <= seconds[i] < start and i not in excluded
+                                    and values[i] >= earlier[k - 1])
+                        rate = stats.binom.sf(x - 1, x + paced, span / (span + last - middle)) \
+                            if last > middle else 1.0
                         p = max(stats.betabinom.sf(x - 1, len(inside), k, r + 1 - k), rate)
                         expected.add((width, start, k, members, round(float(p), 12)))
     assert expected and {(c.width_hours, c.start, c.rank, c.members, round(c.p_value, 12)) for c in found} == expected

@@ -85,11 +85,12 @@ class Cohort:
     #: entities first seen at least this long before the scan and judged within this long of it
     horizon: float = 0.0
     looks: int = 1  # every window looked at in the scan: what p_corrected is corrected for
-    #: seconds from the reference's first arrival to its last: with ``paced`` extremes in it, the
-    #: rate at which extreme entities arrived before the window (0: no rate null, the rate p is 1)
+    #: seconds of the later half of the reference's span (the midpoint of its first and last
+    #: arrivals to its last): with ``paced`` extremes in it, the pace at which extreme entities
+    #: arrived before the window (0: no rate null, the rate p is 1)
     reference_span: float = 0.0
-    #: the reference's extreme entities (the threshold's own counted) that no accepted finding
-    #: holds: the pace of the organic ones (a held campaign's earlier arrivals are not)
+    #: the reference's extreme entities (the threshold's own counted) in that half that no
+    #: accepted finding holds: the pace of the organic ones (a held campaign's earlier arrivals are not)
     paced: int = 0
 
     def residual(self, held: np.ndarray) -> float:
@@ -141,8 +142,9 @@ class Cohort:
                 f"{self.width_hours:g}-hour window are {sign} all but {self.rank - 1} of the {self.reference} "
                 f"entities that arrived before it{self._view()} on {self.feature}, {self.expected:.3g} expected by chance "
                 f"(beta-binomial, exchangeable with the earlier arrivals), and {self.expected_at_rate:.3g} at the pace "
-                f"of the reference's {self.paced} as extreme that nothing holds, over its "
-                f"{self.reference_span / 3600:.4g} hours (binomial on the two counts), the larger p={self.p_value:.3g}, "
+                f"of the reference's {self.paced} as extreme that nothing holds in the later half of its span, the "
+                f"last {self.reference_span / 3600:.4g} hours (binomial on the two counts, the pace never rising), "
+                f"the larger p={self.p_value:.3g}, "
                 f"corrected for "
                 f"looks p={self.p_corrected:.3g}{profile}")
 
@@ -175,11 +177,12 @@ def rate_expected(paced: float, span: float, reference_span: float) -> float:
 
 
 def rate_sf(observed: np.ndarray, paced: np.ndarray, span: float, reference_span: np.ndarray) -> np.ndarray:
-    """P(X >= observed) under the rate null: extreme entities arrive at a steady rate, ``paced`` of
-    them in the reference's ``reference_span`` seconds and ``X`` in the window's ``span``. Given
-    the two counts' total, the window's is Binomial(total, span / (span + reference_span)): the
-    conditional test of two Poisson rates (Przyborowski and Wilenski 1940). A reference with no
-    span says nothing of a rate: p = 1."""
+    """P(X >= observed) under the rate null: extreme entities arrive at a pace that never rises,
+    ``paced`` of them in ``reference_span`` seconds before the window and ``X`` in the window's
+    ``span``. The two counts are Poisson with means at most in the ratio of their spans, so given
+    their total the window's is at most Binomial(total, span / (span + reference_span)) in tail:
+    the conditional test of two Poisson rates (Przyborowski and Wilenski 1940). A reference with
+    no span says nothing of a pace: p = 1."""
     observed = np.asarray(observed, dtype=float)
     tau = np.where(reference_span > 0, span / (span + np.maximum(reference_span, 1e-300)), 1.0)
     return np.where(tau >= 1.0, 1.0, stats.binom.sf(observed - 1, observed + np.asarray(paced, dtype=float), tau))
@@ -215,9 +218,10 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
     instant), ``sizes`` (r: usable entities in each prefix, ``excluded`` left out), ``ranks``
     (snapshot x level: k = max(1, floor(level x (r + 1))), 0 where an earlier level already gave
     that rank or the prefix is empty), ``thresholds`` (snapshot x level: the prefix's k-th
-    largest value; an entity above it is extreme at that rank), ``spans`` (seconds from the
-    prefix's first arrival to its last) and ``paced`` (snapshot x level: the prefix's entities at
-    or above the threshold that neither ``excluded`` nor ``held`` marks)."""
+    largest value; an entity above it is extreme at that rank), ``spans`` (seconds of the later
+    half of the prefix's span: the midpoint of its first and last arrivals to its last) and
+    ``paced`` (snapshot x level: the entities of that half at or above the threshold that neither
+    ``excluded`` nor ``held`` marks)."""
     size = oriented.size
     points = np.linspace(0, size, min(count, size) + 1).astype(np.int64)
     points = distinct(np.searchsorted(arrival, np.append(arrival, np.inf)[points], side="left"))
@@ -233,8 +237,10 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
     desc = np.lexsort((np.arange(size), -oriented))
     use = usable[desc]
     free = use & ~held[desc] if held is not None else use
+    when = arrival[desc]
     thresholds = np.full(ranks.shape, np.inf)
     paced = np.zeros(ranks.shape, dtype=np.int64)
+    spans = np.zeros(points.size)
     for s, prefix in enumerate(points):
         if sizes[s] == 0:
             continue
@@ -243,8 +249,10 @@ def _references(arrival: np.ndarray, oriented: np.ndarray, excluded: np.ndarray,
         valid = ranks[s] > 0
         at = np.searchsorted(seen, ranks[s, valid], side="left")
         thresholds[s, valid] = oriented[desc[at]]
-        paced[s, valid] = np.cumsum(free & inside)[at]
-    spans = np.where(points > 0, arrival[np.maximum(points - 1, 0)] - arrival[0], 0.0) if size else np.zeros(points.size)
+        # the pace over the later half of the prefix's span
+        middle = (arrival[0] + arrival[prefix - 1]) / 2.0
+        spans[s] = arrival[prefix - 1] - middle
+        paced[s, valid] = np.cumsum(free & inside & (when >= middle))[at]
     return points, sizes, ranks, thresholds, spans, paced
 
 
