@@ -165,3 +165,29 @@ def test_the_trial_sums_serve_every_level_of_successes():
         assert sums.with_successes(x) == [
             nulls.GroupSums(int(keep[:, j].sum()), float(nk.sum(axis=0)[j]), float(xk.sum(axis=0)[j]),
                             float((nk * nk).sum(axis=0)[j]), float(spread[j])) for j in range(n.shape[1])]
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.integers(0, 400), paced=st.integers(0, 400), span=st.floats(60.0, 1e7), ratio=st.floats(0.01, 100.0))
+def test_the_rate_nulls_tail_never_rises_with_the_count_nor_falls_with_the_earlier_pace(x, paced, span, ratio):
+    """The rate null (cohorts.rate_sf): one more extreme in the window never raises its p-value,
+    one more earlier extreme or a shorter earlier span never lowers it, and the tail is the
+    binomial's of the two counts' total at the spans' ratio."""
+    from distillguard.detect import cohorts
+
+    def p(x, paced, reference_span):
+        return float(cohorts.rate_sf(np.asarray([x]), np.asarray([paced]), span, np.asarray([reference_span]))[0])
+
+    reference_span = span * ratio
+    base = p(x, paced, reference_span)
+    assert p(x + 1, paced, reference_span) <= base + 1e-12
+    assert p(x, paced + 1, reference_span) >= base - 1e-12
+    assert p(x, paced, reference_span / 2) >= base - 1e-12
+    tau = span / (span + reference_span)
+    assert base == pytest.approx(float(stats.binom.sf(x - 1, x + paced, tau)), rel=1e-9, abs=1e-300)
+
+
+def test_a_reference_without_a_span_says_nothing_of_a_pace():
+    from distillguard.detect import cohorts
+
+    assert cohorts.rate_sf(np.asarray([50]), np.asarray([0]), 3600.0, np.asarray([0.0]))[0] == 1.0
