@@ -121,3 +121,27 @@ def test_a_request_shows_one_key_per_inheritable_kind_it_carries():
     keys = dict(evidence.request_keys(facts))
     assert keys == {"payment": "card-1", "ip": "10.0.0.7", "subnet": "10.0.0.0/24",
                     "signup_burst": "byte81.top@2026-05-05 13", "system_prompt": "you are a harvester"}
+
+
+def test_a_system_prompt_is_held_from_its_third_use_however_much_other_traffic_is_mixed_in():
+    """A system prompt is set, not typed: an operation that sends its harvest through it on 5 of
+    its 100 requests (the rest benign traffic) holds it as surely as one that sends nothing else;
+    one used twice is not held."""
+    import ibis
+    import pyarrow as pa
+
+    from distillguard.detect import linkage
+
+    accounts = ["harvest"] * 100 + ["pure"] * 5 + ["twice"] * 2
+    prompts = ["You are a world-class expert."] * 5 + [None] * 95 + ["You are a world-class expert."] * 7
+    ex = ibis.memtable(pa.table({"account_id": accounts, "system_prompt": pa.array(prompts, pa.string())}))
+    empty = ibis.memtable(pa.table({"account_id": pa.array([], pa.string()), "key": pa.array([], pa.string())}))
+    params = linkage.LinkageParams(exclude=tuple(k for k in linkage.EVIDENCE if k != "system_prompt"))
+    keys = linkage.account_keys(ex, None, empty, params).to_pyarrow()
+    held = sorted(a for a, kind in zip(keys["account_id"].to_pylist(), keys["kind"].to_pylist())
+                  if kind == "system_prompt")
+    assert held == ["harvest", "pure"]
+    # the share rule, where a policy asks for one, drops the diluted holder
+    strict = linkage.LinkageParams(exclude=params.exclude, system_prompt_min_share=0.1)
+    keys = linkage.account_keys(ex, None, empty, strict).to_pyarrow()
+    assert sorted(keys["account_id"].to_pylist()) == ["pure"]

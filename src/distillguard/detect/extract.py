@@ -143,7 +143,7 @@ def system_prompt(src: Sources) -> ir.Table:
     totals = ex.group_by("account_id").aggregate(n_requests=ex.count())
     system = raw.group_by(["account_id", "sp"]).aggregate(uses=raw.uses.sum()).join(totals, "account_id")
     system = system.filter((system.uses >= params.scaffold_min_uses)
-                           & (system.uses >= params.scaffold_min_share * system.n_requests))
+                           & (system.uses >= params.system_prompt_min_share * system.n_requests))
     return system.select("account_id", kind=ibis.literal("system_prompt"), key=system.sp)
 
 

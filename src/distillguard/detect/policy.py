@@ -56,9 +56,14 @@ class Linkage(BaseModel):
     max_share: float = Field(0.05, gt=0, le=1, description="share of accounts: keys held by more are ignored...")
     habitual_max_share: float = Field(0.5, gt=0, le=1, description="share of accounts: ...except habitual "
                                       "framing, which only operations share widely")
-    scaffold_min_uses: int = Field(3, ge=1, description="requests: a system prompt counts as habitual from this many uses")
-    scaffold_min_share: float = Field(0.1, ge=0, le=1, description="share of an account's requests a system "
-                                      "prompt must reach to be habitual")
+    scaffold_min_uses: int = Field(3, ge=1, description="requests (distinct sampled prompts for an n-gram): a "
+                                   "system prompt or a scaffold n-gram counts as habitual from this many uses")
+    scaffold_min_share: float = Field(0.1, ge=0, le=1, description="share of an account's distinct sampled "
+                                      "prompts a scaffold n-gram must reach to be habitual (a phrase typed now "
+                                      "and then is not a wrapper)")
+    system_prompt_min_share: float = Field(0.0, ge=0, le=1, description="share of an account's requests a "
+                                           "system prompt must reach to be habitual: none, since a system prompt "
+                                           "is set, not typed, and an operation mixing other traffic in dilutes it")
     max_accounts_floor: int = Field(50, ge=2, description="accounts: a key held by fewer is never ignored as common")
     min_pair_weight: float = Field(1.0, ge=0, description="evidence weight: weaker pairs are noise, one weak "
                                    "coincidence links nobody")
