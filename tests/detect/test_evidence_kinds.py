@@ -123,10 +123,11 @@ def test_a_request_shows_one_key_per_inheritable_kind_it_carries():
                     "signup_burst": "byte81.top@2026-05-05 13", "system_prompt": "you are a harvester"}
 
 
-def test_a_system_prompt_is_held_from_its_third_use_however_much_other_traffic_is_mixed_in():
-    """A system prompt is set, not typed: an operation that sends its harvest through it on 5 of
-    its 100 requests (the rest benign traffic) holds it as surely as one that sends nothing else;
-    one used twice is not held."""
+def test_a_system_prompt_is_habitual_at_the_policys_share_of_the_requests_and_its_third_use():
+    """By default a system prompt is held where it is at least 10% of the account's requests and
+    used three times: an operation that sends its harvest through it on 5 of 100 requests (the
+    rest other traffic) does not hold it, one that sends nothing else does, one used twice does
+    not. With the share set to 0 the diluted one holds it too."""
     import ibis
     import pyarrow as pa
 
@@ -136,12 +137,12 @@ def test_a_system_prompt_is_held_from_its_third_use_however_much_other_traffic_i
     prompts = ["You are a world-class expert."] * 5 + [None] * 95 + ["You are a world-class expert."] * 7
     ex = ibis.memtable(pa.table({"account_id": accounts, "system_prompt": pa.array(prompts, pa.string())}))
     empty = ibis.memtable(pa.table({"account_id": pa.array([], pa.string()), "key": pa.array([], pa.string())}))
-    params = linkage.LinkageParams(exclude=tuple(k for k in linkage.EVIDENCE if k != "system_prompt"))
-    keys = linkage.account_keys(ex, None, empty, params).to_pyarrow()
-    held = sorted(a for a, kind in zip(keys["account_id"].to_pylist(), keys["kind"].to_pylist())
-                  if kind == "system_prompt")
-    assert held == ["harvest", "pure"]
-    # the share rule, where a policy asks for one, drops the diluted holder
-    strict = linkage.LinkageParams(exclude=params.exclude, system_prompt_min_share=0.1)
-    keys = linkage.account_keys(ex, None, empty, strict).to_pyarrow()
-    assert sorted(keys["account_id"].to_pylist()) == ["pure"]
+    exclude = tuple(k for k in linkage.EVIDENCE if k != "system_prompt")
+
+    def holders(params: linkage.LinkageParams) -> list[str]:
+        keys = linkage.account_keys(ex, None, empty, params).to_pyarrow()
+        return sorted(a for a, kind in zip(keys["account_id"].to_pylist(), keys["kind"].to_pylist())
+                      if kind == "system_prompt")
+
+    assert holders(linkage.LinkageParams(exclude=exclude)) == ["pure"]
+    assert holders(linkage.LinkageParams(exclude=exclude, system_prompt_min_share=0.0)) == ["harvest", "pure"]

@@ -140,9 +140,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          habitual=True, ngrams=True, associates=True, key_form="text", wording="prompt framing n-gram",
          stix="prompt-template"),
     # below min_pair_weight on its own: apps and SDK defaults share system prompts too
-    Kind("system_prompt", "client", "same system prompts, used at least `scaffold_min_uses` (3) times (no share of "
-         "the account's requests: a system prompt is set, not typed, and a harvest mixed with other traffic "
-         "dilutes it)", extract.system_prompt, 0.8,
+    Kind("system_prompt", "client", "same system prompts, used habitually (at least `scaffold_min_uses` times and "
+         "`system_prompt_min_share` of the account's requests)", extract.system_prompt, 0.8,
          cap="habitual", inheritable=True, request_extractor=extract.system_prompt_of_request, habitual=True,
          signature=True, associates=True, key_form="text", wording="system prompt", stix="prompt-template"),
     # SynchroTrap's point: synchrony counts only when sustained, never for one shared moment

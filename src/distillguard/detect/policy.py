@@ -61,9 +61,9 @@ class Linkage(BaseModel):
     scaffold_min_share: float = Field(0.1, ge=0, le=1, description="share of an account's distinct sampled "
                                       "prompts a scaffold n-gram must reach to be habitual (a phrase typed now "
                                       "and then is not a wrapper)")
-    system_prompt_min_share: float = Field(0.0, ge=0, le=1, description="share of an account's requests a "
-                                           "system prompt must reach to be habitual: none, since a system prompt "
-                                           "is set, not typed, and an operation mixing other traffic in dilutes it")
+    system_prompt_min_share: float = Field(0.1, ge=0, le=1, description="share of an account's requests a "
+                                           "system prompt must reach to be habitual (an operation mixing other "
+                                           "traffic in dilutes its own below it: docs/detection.md, Not yet done)")
     max_accounts_floor: int = Field(50, ge=2, description="accounts: a key held by fewer is never ignored as common")
     min_pair_weight: float = Field(1.0, ge=0, description="evidence weight: weaker pairs are noise, one weak "
                                    "coincidence links nobody")
