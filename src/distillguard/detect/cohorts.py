@@ -20,7 +20,11 @@ The null: the window's entities are exchangeable with the reference (when an ent
 nothing about how it behaves). Under it, the number ``X`` of the window's ``n`` entities above
 the reference's ``k``-th largest value is exactly Beta-binomial(n, k, r + 1 - k): the
 threshold is random, so the members' indicators are not independent and the plain binomial
-would be anti-conservative far in the tail. Every (feature, rank, attribute, width, offset,
+would be anti-conservative far in the tail. First requests thin out after the data begins (the
+accounts active before it are all first seen in its first days) while occasional users keep
+their pace, so a window must also hold more extremes than the reference's organic ones arrived
+at over the later half of its span (the rate null, :func:`rate_sf`); its p-value is the larger
+of the two. Every (feature, rank, attribute, width, offset,
 window) looked at is counted and the p-value is corrected for all of them (Bonferroni, valid
 under any dependence). The ranks follow from the policy's tail levels (``k = level x (r + 1)``,
 at least 1): they are shares of the reference, not values.
@@ -409,8 +413,9 @@ def _frame_windows(values: np.ndarray, direction: str, seconds: np.ndarray, insi
             b, j = np.nonzero((k > 0) & (n[:, None] >= min_extreme) & (x >= min_extreme))
             if b.size == 0:
                 continue
-            # the union null: exchangeable with the earlier arrivals, or extremes arriving at the
-            # reference's rate; the larger p rejects both (an intersection-union test)
+            # the union null: exchangeable with the earlier arrivals, or extremes arriving no faster
+            # than over the later half of the reference's span; the larger p rejects both (an
+            # intersection-union test)
             p = np.maximum(np.atleast_1d(beta_binomial_sf(x[b, j], n[b], k[b, j], sizes[snap[b]])),
                            rate_sf(x[b, j], paced[snap[b], j], span, spans[snap[b]]))
             # a window above alpha before correction is above it after
