@@ -31,7 +31,7 @@ import yaml
 from scipy.stats import beta
 
 from distillguard import __version__
-from distillguard.bench import metrics
+from distillguard.bench import metrics, reach
 from distillguard.bench.prepare import prepare, withheld, withheld_name, withholdable
 from distillguard.bench.registry import build
 from distillguard.bench.detectors import DistillguardDetector
@@ -372,6 +372,8 @@ def run_strategies(
                 for b, other in at_budget.items():
                     _add(curve_rows[b].setdefault(strategy.name, _totals(strategy)),
                          score_strategy(metrics.judge(_checked(other.detect(store, None), detector), prepared.labels)))
+                if _has_decoys(prepared.labels):
+                    totals.setdefault("reaches", []).append(reach.store_reach(store, prepared.labels))
             scored = score_strategy(metrics.judge(verdicts, prepared.labels))
             totals["seeds"][str(sim_seed)] = {
                 **{k: scored[k] for k in ("accounts", "caught", "recall", "campaign_under_one_id")},
@@ -379,6 +381,8 @@ def run_strategies(
                 "organic_flagged": {persona: flagged for persona, (_, flagged) in scored["personas"].items() if flagged},
                 "store": str(prepared.directory)}
             _add(totals, scored)
+        if "reaches" in totals:
+            totals["reach"] = reach.total(totals.pop("reaches"))
         per_strategy[strategy.name] = {**totals, **_shares(totals)}
         say(f"[{i}/{len(strategies)}] recall at {LEVEL}+: {_pct(per_strategy[strategy.name]['recall'])}")
 
@@ -424,11 +428,20 @@ def _totals(strategy: Strategy) -> dict[str, Any]:
 
 
 def _shares(totals: dict[str, Any]) -> dict[str, float | None]:
-    """A strategy's recall and campaign-id shares from its totals."""
-    return {"recall": metrics.share(totals["caught"], totals["accounts"]),
-            "one_campaign_share": metrics.share(totals["under_one_id"], totals["caught"]),
-            "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"]),
-            "harvest_recall": metrics.share(totals["harvesters_caught"], totals["harvesters"])}
+    """A strategy's recall and campaign-id shares from its totals, and, where it has decoys, its
+    ceiling: every harvester and the decoys tied to them in two families, of its accounts
+    (bench.reach)."""
+    out = {"recall": metrics.share(totals["caught"], totals["accounts"]),
+           "one_campaign_share": metrics.share(totals["under_one_id"], totals["caught"]),
+           "campaign_under_one_id": metrics.share(totals["under_one_id"], totals["accounts"]),
+           "harvest_recall": metrics.share(totals["harvesters_caught"], totals["harvesters"])}
+    if "reach" in totals:
+        out["ceiling"] = metrics.share(totals["harvesters"] + totals["reach"]["decoys_two"], totals["accounts"])
+    return out
+
+
+def _has_decoys(labels: pa.Table) -> bool:
+    return "decoy" in set(labels.column("role").to_pylist())
 
 
 def _add(row: dict[str, Any], scored: dict[str, Any]) -> None:
@@ -546,6 +559,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"### Campaign accounts at {run['level']} or stronger",
         "",
         *_harvest_line(summary),
+        *_reach_line(results["strategies"]),
         "| median | p10 | worst | worst strategy | pooled | caught under one campaign id | campaign under one id (median, worst) |",
         "|---|---|---|---|---|---|---|",
         f"| {_pct(dist['median'])} | {_pct(dist['p10'])} | {_pct(dist['worst'])} | {dist['worst_strategy'] or 'n/a'} "
@@ -586,7 +600,47 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {name} | {r['accounts']} | {_pct(r['recall'])} | {_pct(r['campaign_under_one_id'])} "
                      f"| {r.get('harvesters_caught', 'n/a')} of {r.get('harvesters', 'n/a')} "
                      f"({_pct(r.get('harvest_recall'))}) |")
+    lines += _reach_table(results["strategies"])
     curve = curve_markdown(results)
     if curve:
         lines += ["", curve.rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+def _with_decoys(strategies: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return sorted(((name, r) for name, r in strategies.items() if r.get("reach")),
+                  key=lambda kv: (kv[1]["ceiling"] or 0, kv[0]))
+
+
+def _reach_line(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    """One paragraph on the strategies with decoys: how many decoys are tied to their harvesters
+    in two families (given the labels), what one family alone would take of the organic accounts,
+    and each such strategy's ceiling beside its recall."""
+    drawn = _with_decoys(strategies)
+    if not drawn:
+        return []
+    every = reach.total([reach.Reach(**r["reach"]) for _, r in drawn])
+    one = ", ".join(f"{family} {every['decoys_by_family'][family]} and {every['organic_by_family'][family]}"
+                    for family in sorted(every["decoys_by_family"]))
+    ceilings = "; ".join(f"{name} {_pct(r['ceiling'])} (recall {_pct(r['recall'])})" for name, r in drawn)
+    return [f"Decoys tied to their own campaign's harvesters in two families or more, given the labels "
+            f"(bench/reach.py): {every['decoys_two']:,} of {every['decoys']:,}, organic accounts tied the same way "
+            f"{every['organic_two']:,}; in one family (decoys and organic accounts): {one}. The most of a strategy "
+            f"that associating on two families can reach (every harvester and those decoys): {ceilings}.", ""]
+
+
+def _reach_table(strategies: dict[str, dict[str, Any]]) -> list[str]:
+    drawn = _with_decoys(strategies)
+    if not drawn:
+        return []
+    families = sorted(drawn[0][1]["reach"]["decoys_by_family"])
+    lines = ["", "### Decoys within reach of their harvesters (bench/reach.py, given the labels)", "",
+             "| strategy | decoys | tied in 2+ families | organic tied in 2+ | "
+             + " | ".join(f"{f}: decoys, organic" for f in families) + " | ceiling | recall |",
+             "|---|---|---|---|" + "---|" * len(families) + "---|---|"]
+    for name, r in drawn:
+        x = r["reach"]
+        lines.append(f"| {name} | {x['decoys']} | {x['decoys_two']} | {x['organic_two']} | "
+                     + " | ".join(f"{x['decoys_by_family'][f]}, {x['organic_by_family'][f]}" for f in families)
+                     + f" | {_pct(r['ceiling'])} | {_pct(r['recall'])} |")
+    return lines
