@@ -16,9 +16,11 @@ campaign's when more harvesters than organic accounts signed up within ``SIGNUP_
 One family alone ties organic accounts too (a sign-up the same hour, a carrier's address, a
 common client string), so a detector bound to a false-positive budget associates an account with
 a campaign on two independent families (detection.md, "Associates"). The decoys tied in two
-families or more, added to every harvester, are then the most of the campaign's accounts such a
-detector can reach: the strategy's *ceiling*; the organic accounts tied in one family show what
-accepting a single tie would cost.
+families or more, added to every harvester, are the strategy's *ceiling*: what such ties reach
+where a token is the campaign's only when its harvesters outnumber its organic holders. It is
+not a bound: a detector that reads a token's holders more loosely (the scan counts only the
+holders active enough to be judged) can pass it, at the risk of the organic holders it then
+ties. The organic accounts tied in one family show what accepting a single tie would cost.
 """
 
 from __future__ import annotations

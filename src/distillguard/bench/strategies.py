@@ -625,8 +625,8 @@ def _reach_line(strategies: dict[str, dict[str, Any]]) -> list[str]:
     ceilings = "; ".join(f"{name} {_pct(r['ceiling'])} (recall {_pct(r['recall'])})" for name, r in drawn)
     return [f"Decoys tied to their own campaign's harvesters in two families or more, given the labels "
             f"(bench/reach.py): {every['decoys_two']:,} of {every['decoys']:,}, organic accounts tied the same way "
-            f"{every['organic_two']:,}; in one family (decoys and organic accounts): {one}. The most of a strategy "
-            f"that associating on two families can reach (every harvester and those decoys): {ceilings}.", ""]
+            f"{every['organic_two']:,}; in one family (decoys and organic accounts): {one}. Each strategy's ceiling, "
+            f"every harvester and those decoys: {ceilings}.", ""]
 
 
 def _reach_table(strategies: dict[str, dict[str, Any]]) -> list[str]:
