@@ -43,7 +43,7 @@ def test_a_decoy_on_the_harvesters_card_and_sign_up_hour_is_tied_in_two_families
                         "o1": 10 * 24 * HOUR, "o2": None})
     r = R.reach(tokens, created, labels)
     assert (r.harvesters, r.decoys, r.organic) == (3, 2, 2)
-    assert r.decoys_by_family["payment"] == 1 and r.decoys_by_family["time"] == 1
+    assert r.decoys_by_family["card"] == 1 and r.decoys_by_family["time"] == 1
     assert (r.decoys_two, r.decoys_one) == (1, 1)
     assert (r.organic_one, r.organic_two) == (0, 0)
 
@@ -71,7 +71,7 @@ def test_a_sign_up_instant_where_organic_sign_ups_outnumber_the_harvesters_is_no
 def test_an_address_and_its_subnet_are_one_family():
     labels = _labels(["h1", "h2"], ["d1"], [])
     tokens = _tokens([(a, "client_ip", "10.0.0.1") for a in ("h1", "h2", "d1")]
-                     + [(a, "subnet", "10.0.0.0/24") for a in ("h1", "h2", "d1")])
+                     + [(a, "client_subnet", "10.0.0.0/24") for a in ("h1", "h2", "d1")])
     r = R.reach(tokens, _created({}), labels)
     assert r.decoys_by_family["network"] == 1 and r.decoys_two == 0
 
@@ -119,12 +119,12 @@ def test_decoys_on_the_campaigns_cards_and_servers_are_within_reach_and_bought_o
         far = R.store_reach(store, apart.labels)
     assert far.decoys > 5
     assert far.decoys_two <= 0.2 * far.decoys
-    assert far.decoys_by_family["payment"] == 0
+    assert far.decoys_by_family["card"] == 0
 
 
 def test_the_report_names_each_strategy_with_decoys_by_its_ceiling_beside_its_recall():
     within = R.Reach(harvesters=70, decoys=30, organic=1000, decoys_by_family={"network": 2, "client": 0,
-                     "payment": 0, "time": 25}, organic_by_family={"network": 1, "client": 4, "payment": 0,
+                     "card": 0, "time": 25}, organic_by_family={"network": 1, "client": 4, "card": 0,
                      "time": 3}, decoys_one=25, organic_one=8, decoys_two=2, organic_two=0)
     totals = {"accounts": 100, "caught": 60, "under_one_id": 60, "harvesters": 70, "harvesters_caught": 60,
               "reach": within.as_dict()}

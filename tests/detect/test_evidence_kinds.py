@@ -59,6 +59,8 @@ NOT_A_KIND = {
     ("gateway/live.py", "asn"): "a request field matched against imported indicators",
     ("gateway/live.py", "user_agent"): "a request field matched against imported indicators",
     ("gateway/live.py", "payment"): "a request field matched against imported indicators",
+    ("bench/reach.py", "user_agent"): "a canonical column the label-aware decoy oracle reads",
+    ("bench/reach.py", "system_prompt"): "a canonical column the label-aware decoy oracle reads",
 }
 
 

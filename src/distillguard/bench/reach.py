@@ -3,7 +3,7 @@
 A campaign's decoys (``role`` ``decoy`` in the labels) send only the traffic of the organic
 persona they copy, so their behaviour says nothing; what can tie them to the campaign is what
 they share with its harvesters: an address or /24 (network), a client string or system prompt
-(client), a card (payment), a sign-up near a harvester's (time). This is a label-aware oracle,
+(client), a card (card), a sign-up near a harvester's (time). This is a label-aware oracle,
 independent of any detector: given the true harvesters, which decoys and which organic
 accounts hold a token that is the campaign's, per family, and how many are tied in two
 families or more.
@@ -35,9 +35,9 @@ import pyarrow.compute as pc
 
 #: the families a decoy can be tied in, each with the exchange columns whose values are its tokens
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "network": ("client_ip", "subnet"),
+    "network": ("client_ip", "client_subnet"),
     "client": ("user_agent", "system_prompt"),
-    "payment": ("payment_fingerprint",),
+    "card": ("payment_fingerprint",),
 }
 #: how close to a harvester's sign-up a sign-up ties an account (the time family)
 SIGNUP_HOURS = 1.0
@@ -89,7 +89,7 @@ def reach(tokens: pa.Table, created: pa.Table, labels: pa.Table) -> Reach:
     """The decoys and organic accounts tied to the harvesters of ``labels`` (account_id, role,
     campaign_id; harvesters: a campaign id and any role but ``decoy``).
 
-    ``tokens``: distinct (account_id, column, value) of the columns in FAMILIES (``subnet``
+    ``tokens``: distinct (account_id, column, value) of the columns in FAMILIES (``client_subnet``
     derived from ``client_ip``); ``created``: (account_id, created: epoch seconds or null)."""
     rows = labels.select(["account_id", "role", "campaign_id"]).to_pylist()
     harvesters = {r["account_id"] for r in rows if r["campaign_id"] is not None and r["role"] != "decoy"}
@@ -135,7 +135,7 @@ def store_reach(store: Any, labels: pa.Table) -> Reach:
         "WHERE payment_fingerprint IS NOT NULL").to_arrow_table()
     ips = raw.filter(pc.equal(raw.column("column"), "client_ip"))
     subnets = pa.table({"account_id": ips.column("account_id"),
-                        "column": pa.array(["subnet"] * ips.num_rows, pa.string()),
+                        "column": pa.array(["client_subnet"] * ips.num_rows, pa.string()),
                         "value": pa.array([subnet(v) for v in ips.column("value").to_pylist()], pa.string())})
     tokens = pa.concat_tables([raw.cast(subnets.schema), subnets])
     created = con.execute("SELECT account_id, epoch(min(account_created_at)) AS created FROM exchanges "
