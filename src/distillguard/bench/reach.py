@@ -3,7 +3,7 @@
 A campaign's decoys (``role`` ``decoy`` in the labels) send only the traffic of the organic
 persona they copy, so their behaviour says nothing; what can tie them to the campaign is what
 they share with its harvesters: an address or /24 (network), a client string or system prompt
-(client), a card (card), a sign-up near a harvester's (time). This is a label-aware oracle,
+(client), a card, a sign-up near a harvester's (time). This is a label-aware oracle,
 independent of any detector: given the true harvesters, which decoys and which organic
 accounts hold a token that is the campaign's, per family, and how many are tied in two
 families or more.
