@@ -80,7 +80,7 @@ def test_an_address_and_its_subnet_are_one_family():
                                                ("2001:db8:abcd:12::1", "2001:db8:abcd::/48"),
                                                ("not an address", None), ("", None)])
 def test_the_subnet_of_an_address_is_its_24_or_48(address, expected):
-    assert R.subnet(address) == expected
+    assert R.subnet_of(address) == expected
 
 
 def test_a_strategys_ceiling_is_every_harvester_and_the_decoys_tied_in_two_families():

@@ -25,13 +25,14 @@ ties. The organic accounts tied in one family show what accepting a single tie w
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from distillguard.ingest.enrich import subnet_of
 
 #: the families a decoy can be tied in, each with the exchange columns whose values are its tokens
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -63,15 +64,6 @@ class Reach:
         return asdict(self)
 
 
-def subnet(address: str) -> str | None:
-    """The /24 of an IPv4 address or the /48 of an IPv6 one; None for text that is neither."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return None
-    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 48}", strict=False))
-
-
 def _campaign_tokens(holders: dict[str, set[str]], harvesters: set[str], organic: set[str]) -> set[str]:
     return {t for t, who in holders.items() if len(who & harvesters) > len(who & organic)}
 
@@ -95,14 +87,13 @@ def reach(tokens: pa.Table, created: pa.Table, labels: pa.Table) -> Reach:
     harvesters = {r["account_id"] for r in rows if r["campaign_id"] is not None and r["role"] != "decoy"}
     decoys = {r["account_id"] for r in rows if r["campaign_id"] is not None and r["role"] == "decoy"}
     organic = {r["account_id"] for r in rows if r["campaign_id"] is None}
-    tied: dict[str, set[str]] = {}
-    for family, columns in FAMILIES.items():
-        holders: dict[str, set[str]] = {}
-        for account, column, value in zip(*(tokens.column(c).to_pylist() for c in ("account_id", "column", "value"))):
-            if column in columns and value is not None:
-                holders.setdefault(f"{column}\x00{value}", set()).add(account)
-        own = _campaign_tokens(holders, harvesters, organic)
-        tied[family] = set().union(*(holders[t] for t in own)) - harvesters if own else set()
+    family_of = {column: family for family, columns in FAMILIES.items() for column in columns}
+    holders: dict[str, dict[str, set[str]]] = {family: {} for family in FAMILIES}
+    for account, column, value in zip(*(tokens.column(c).to_pylist() for c in ("account_id", "column", "value"))):
+        if column in family_of and value is not None:
+            holders[family_of[column]].setdefault(f"{column}\x00{value}", set()).add(account)
+    tied = {family: set().union(*(held[t] for t in _campaign_tokens(held, harvesters, organic))) - harvesters
+            for family, held in holders.items()}
     accounts = created.column("account_id").to_pylist()
     at = np.array([np.nan if v is None else float(v) for v in created.column("created").to_pylist()])
     is_h = np.array([a in harvesters for a in accounts], dtype=bool)
@@ -136,7 +127,7 @@ def store_reach(store: Any, labels: pa.Table) -> Reach:
     ips = raw.filter(pc.equal(raw.column("column"), "client_ip"))
     subnets = pa.table({"account_id": ips.column("account_id"),
                         "column": pa.array(["client_subnet"] * ips.num_rows, pa.string()),
-                        "value": pa.array([subnet(v) for v in ips.column("value").to_pylist()], pa.string())})
+                        "value": pa.array([subnet_of(v) for v in ips.column("value").to_pylist()], pa.string())})
     tokens = pa.concat_tables([raw.cast(subnets.schema), subnets])
     created = con.execute("SELECT account_id, epoch(min(account_created_at)) AS created FROM exchanges "
                           "GROUP BY account_id").to_arrow_table()

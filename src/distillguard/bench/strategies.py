@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from scipy.stats import beta
 
@@ -441,7 +442,7 @@ def _shares(totals: dict[str, Any]) -> dict[str, float | None]:
 
 
 def _has_decoys(labels: pa.Table) -> bool:
-    return "decoy" in set(labels.column("role").to_pylist())
+    return bool(pc.any(pc.equal(labels.column("role"), "decoy")).as_py())
 
 
 def _add(row: dict[str, Any], scored: dict[str, Any]) -> None:
