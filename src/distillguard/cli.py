@@ -905,7 +905,8 @@ def bench_strategies(
                                       "not carry them would be ingested."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Score a detector on randomized campaign strategies: recall distribution, per knob, organic FPs."""
+    """Score a detector on randomized campaign strategies: recall distribution, per knob, organic FPs, and each
+    decoy strategy's ceiling (every harvester plus the decoys tied to them in two families)."""
     import sys
 
     from distillguard.bench.strategies import run_strategies
